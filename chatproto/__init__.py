@@ -1,0 +1,1 @@
+"""chatproto: a line-based TCP chat server and client on Twisted."""

@@ -1,0 +1,78 @@
+"""Who is in the chat: the nickname registry.
+
+The registry owns one fact: which nicknames are taken, in the order they were
+registered. It does no I/O of its own and knows nothing of connections, so
+that a Redis-backed twin (the cluster mode) can stand in for it without the
+protocol noticing. Every method returns a Deferred for that reason: the
+in-memory registry answers at once, a remote one answers later.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from typing import Protocol
+
+from twisted.internet.defer import Deferred, fail, succeed
+
+NICKNAME = re.compile(r"[A-Za-z0-9_-]{2,12}", re.ASCII)
+
+
+def valid_nickname(nick: str) -> bool:
+    """Whether C{nick} is 2 to 12 letters, digits, C{_} or C{-}."""
+    return NICKNAME.fullmatch(nick) is not None
+
+
+def nick_key(nick: str) -> str:
+    """The case-insensitive identity of a nickname (C{Alice} is C{alice})."""
+    return nick.lower()
+
+
+class NicknameTaken(Exception):
+    """Somebody already has this nickname, in any letter case."""
+
+
+class RegistryUnavailable(Exception):
+    """The registry cannot answer now (the cluster's store is unreachable)."""
+
+
+class Registry(Protocol):
+    """What the server needs from a registry of nicknames."""
+
+    def claim(self, nick: str) -> Deferred[str]:
+        """Take C{nick}; fail with L{NicknameTaken} if someone has it."""
+
+    def release(self, nick: str) -> Deferred[None]:
+        """Give C{nick} back; releasing a free nickname does nothing."""
+
+    def names(self, limit: int | None = None) -> Deferred[tuple[list[str], int]]:
+        """The first C{limit} nicknames (all if None) in registration order,
+        and how many there are in all."""
+
+
+class MemoryRegistry:
+    """The registry of a single server process."""
+
+    def __init__(self) -> None:
+        self._nicks: dict[str, str] = {}
+
+    def __len__(self) -> int:
+        return len(self._nicks)
+
+    def __contains__(self, nick: str) -> bool:
+        return nick_key(nick) in self._nicks
+
+    def claim(self, nick: str) -> Deferred[str]:
+        key = nick_key(nick)
+        if key in self._nicks:
+            return fail(NicknameTaken(nick))
+        self._nicks[key] = nick
+        return succeed(nick)
+
+    def release(self, nick: str) -> Deferred[None]:
+        self._nicks.pop(nick_key(nick), None)
+        return succeed(None)
+
+    def names(self, limit: int | None = None) -> Deferred[tuple[list[str], int]]:
+        first = list(itertools.islice(self._nicks.values(), limit))
+        return succeed((first, len(self._nicks)))

@@ -1,0 +1,610 @@
+"""The chat server: the wire protocol of PROTOCOL.md and the factory it shares.
+
+L{ChatServerProtocol} frames, limits and dispatches one connection's lines;
+L{ChatFactory} holds what connections share: the configuration, the clock,
+the registry of nicknames, the local sessions and the one ping loop.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar, Protocol, cast
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import ServerFactory
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
+
+from chatproto import wire
+from chatproto.registry import (
+    MemoryRegistry,
+    NicknameTaken,
+    Registry,
+    RegistryUnavailable,
+    nick_key,
+    valid_nickname,
+)
+from chatproto.text import clean
+
+log = Logger()
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Every limit of the server; the twistd options set them (see tap.py)."""
+
+    ping_interval: float = 10.0
+    max_missed_pings: int = 3
+    max_line: int = 4096
+    registration_timeout: float = 60.0
+    list_limit: int = 100
+    join_notice_limit: int = 100
+    flood_burst: int = 5
+    flood_rate: float = 2.0
+    flood_queue: int = 20
+    max_output: int = 1 << 20
+    max_per_ip: int = 16
+    max_connections: int = 10_000
+    close_timeout: float = 10.0
+    shutdown_timeout: float = 5.0
+
+
+class Relay(Protocol):
+    """Carries lines to the users of other server processes (cluster mode)."""
+
+    def publish(self, line: bytes) -> None:
+        """Deliver a public line to every user on the other nodes."""
+
+    def whisper(self, target: str, line: bytes) -> Deferred[bool]:
+        """Deliver a private line to C{target} on whichever node has it;
+        fire with whether such a user exists."""
+
+
+class Transport(Protocol):
+    """What the protocol uses of its transport (TCP, TLS, UNIX, or a test's)."""
+
+    def write(self, data: bytes) -> None: ...
+    def loseConnection(self) -> None: ...
+    def abortConnection(self) -> None: ...
+    def registerProducer(self, producer: object, streaming: bool) -> None: ...
+    def getPeer(self) -> object: ...
+
+
+def unsent(transport: object) -> int | None:
+    """How many bytes a transport holds that the kernel has not taken yet.
+
+    Twisted's file-descriptor transports (TCP and UNIX, and TLS over them)
+    keep this in C{dataBuffer}, C{offset} and C{_tempDataLen}; it is read
+    only after the transport said its buffer is full. For a transport
+    without them (a test's), None: the caller counts what it wrote since.
+    """
+    for layer in (transport, getattr(transport, "transport", None)):
+        buffer = getattr(layer, "dataBuffer", None)
+        if buffer is not None:
+            pending: int = len(buffer) - layer.offset + layer._tempDataLen  # type: ignore[union-attr]
+            return pending
+    return None
+
+
+class ChatError(Exception):
+    """A request the server refuses; its text is sent to the requester."""
+
+
+class State(enum.Enum):
+    WELCOMED = "welcomed"  # connected, has not asked for a nickname
+    NAMING = "naming"  # sent /pseudo: the next line is the nickname
+    JOINING = "joining"  # the registry is deciding on the nickname
+    CHATTING = "chatting"  # registered
+    GONE = "gone"  # left, kicked or disconnected: nothing more is written
+
+
+class ChatServerProtocol(LineReceiver):
+    """One client's connection.
+
+    Lines are cut on C{\\n} (one trailing C{\\r} is dropped), refused beyond
+    C{max_line} bytes, and then wait in a small inbox that a token bucket
+    drains: a burst, then a steady rate. Pongs skip the inbox. The transport
+    is told we are its producer, so that when it stops being able to send we
+    learn it, and count what piles up behind a client that stopped reading.
+    """
+
+    delimiter = b"\n"
+    factory: ChatFactory
+    transport: Transport  # type: ignore[assignment]
+
+    nick: str | None = None
+    state = State.WELCOMED
+    missed_pings = 0
+    host: str | None = None
+
+    _buffer = b""
+    _discarding = False
+    _busy = False  # a registry call is under way: lines wait for it
+    _draining = False
+    _congested = False
+    _backlog = 0
+    _drain_call: IDelayedCall | None = None
+    _registration_call: IDelayedCall | None = None
+    _closing_call: IDelayedCall | None = None
+
+    def __init__(self) -> None:
+        self._inbox: collections.deque[bytes] = collections.deque()
+
+    # Connection life
+
+    def connectionMade(self) -> None:
+        factory = self.factory
+        self.host = getattr(self.transport.getPeer(), "host", None)
+        refusal = factory.admit(self)
+        if refusal is not None:
+            self.state = State.GONE
+            self._close(refusal)
+            return
+        config = factory.config
+        self._tokens = float(config.flood_burst)
+        self._refilled = factory.clock.seconds()
+        self.transport.registerProducer(self, True)
+        if config.registration_timeout > 0:
+            self._registration_call = factory.clock.callLater(
+                config.registration_timeout, self._registration_expired
+            )
+        self.send(wire.WELCOME)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self._leave()
+        self.state = State.GONE
+        for call in (self._drain_call, self._registration_call, self._closing_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._drain_call = self._registration_call = self._closing_call = None
+        self._inbox.clear()
+        self.factory.forget(self)
+
+    # Output
+
+    def send(self, data: bytes) -> None:
+        """Write bytes to this client, unless it is gone or too far behind."""
+        if self.state is State.GONE:
+            return
+        self.transport.write(data)
+        if self._congested:
+            self._backlog += len(data)
+            held = unsent(self.transport)
+            if (
+                self._backlog if held is None else held
+            ) > self.factory.config.max_output:
+                self._overflowed()
+
+    def pauseProducing(self) -> None:
+        """The transport's buffer passed its size (64 KiB): from now on each
+        write checks how much it holds."""
+        self._congested = True
+        self._backlog = unsent(self.transport) or 0
+
+    def resumeProducing(self) -> None:
+        """The transport has sent everything it held."""
+        self._congested = False
+        self._backlog = 0
+
+    def stopProducing(self) -> None:
+        """The connection is going away; connectionLost does the rest."""
+
+    def _overflowed(self) -> None:
+        log.info(
+            "{nick} stopped reading ({backlog} bytes pending): disconnected",
+            nick=self.nick,
+            backlog=self._backlog,
+        )
+        self.drop()
+
+    def drop(self) -> None:
+        """Disconnect at once, without flushing (a dead or stuck peer)."""
+        self._leave()
+        self.state = State.GONE
+        self.transport.abortConnection()
+
+    def _close(self, *lines: bytes) -> None:
+        """Say the last lines, then close once they are sent (or too late)."""
+        for line in lines:
+            self.transport.write(line)
+        self.state = State.GONE
+        self._closing_call = self.factory.clock.callLater(
+            self.factory.config.close_timeout, self.transport.abortConnection
+        )
+        self.transport.loseConnection()
+
+    def say_goodbye(self, *lines: bytes) -> None:
+        """Leave the chat with these last lines, announced to the others."""
+        self._leave()
+        self._close(*lines)
+
+    def _leave(self) -> None:
+        if self.state is State.CHATTING:
+            self.state = State.GONE
+            self.factory.depart(self)
+
+    # Input: framing, limits, flood control
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.state is State.GONE:
+            return
+        if self._discarding:
+            end = data.find(b"\n")
+            if end < 0:
+                return
+            data = data[end + 1 :]
+            self._discarding = False
+        if self._buffer:
+            data = self._buffer + data
+        lines = data.split(b"\n")
+        self._buffer = lines.pop()
+        config = self.factory.config
+        for line in lines:
+            if line[-1:] == b"\r":
+                line = line[:-1]
+            if len(line) > config.max_line:
+                self._too_long()
+            elif line == b"pong":
+                self.missed_pings = 0
+            else:
+                self._inbox.append(line)
+        if len(self._buffer) > config.max_line + 1:
+            self._buffer = b""
+            self._discarding = True
+            self._too_long()
+        if len(self._inbox) > config.flood_queue:
+            log.info("{nick} flooded: disconnected", nick=self.nick)
+            self.say_goodbye(wire.FLOODED)
+            return
+        self._drain()
+
+    def _too_long(self) -> None:
+        self.send(wire.notice(wire.TOO_LONG.format(self.factory.config.max_line)))
+
+    def _drain(self) -> None:
+        if self._draining:  # a handler finished synchronously: the loop goes on
+            return
+        self._draining = True
+        try:
+            while self._inbox and not self._busy and self.state is not State.GONE:
+                if self._drain_call is not None or not self._take_token():
+                    return
+                self._handle(self._inbox.popleft())
+        finally:
+            self._draining = False
+
+    def _take_token(self) -> bool:
+        config = self.factory.config
+        if config.flood_rate <= 0:
+            return True
+        now = self.factory.clock.seconds()
+        tokens = self._tokens + (now - self._refilled) * config.flood_rate
+        self._tokens = min(float(config.flood_burst), tokens)
+        self._refilled = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        wait = (1 - self._tokens) / config.flood_rate
+        self._drain_call = self.factory.clock.callLater(wait, self._resume_drain)
+        return False
+
+    def _resume_drain(self) -> None:
+        self._drain_call = None
+        self._drain()
+
+    # Dispatch
+
+    def _handle(self, raw: bytes) -> None:
+        text = clean(raw)
+        try:
+            if self.state is State.CHATTING:
+                self._chat(text)
+            elif self.state is State.NAMING:
+                self._naming(text)
+            else:
+                self._welcomed(text)
+        except ChatError as e:
+            self.send(wire.notice(str(e)))
+
+    def _welcomed(self, text: str) -> None:
+        command, _, argument = text.strip().partition(" ")
+        if command == "/pseudo":
+            self._ask_nickname(argument.strip())
+        elif command == "/quit":
+            self.say_goodbye(wire.BYE)
+        elif command == "/help":
+            self.send(wire.HELP)
+        else:
+            self.send(wire.WELCOME)
+
+    def _naming(self, text: str) -> None:
+        nick = text.strip()
+        if nick in ("/quit", "/pseudo", "/help"):
+            self._welcomed(nick)
+        else:
+            self._claim(nick)
+
+    def _ask_nickname(self, nick: str) -> None:
+        if nick:
+            self._claim(nick)
+        else:
+            self.state = State.NAMING
+            self.send(wire.PROMPT)
+
+    def _claim(self, nick: str) -> None:
+        self.state = State.NAMING
+        if not valid_nickname(nick):
+            self.send(wire.INVALID_NICK)
+            return
+        self.state = State.JOINING
+        self._busy = True
+        d = self.factory.registry.claim(nick)
+        d.addCallbacks(self._claimed, self._not_claimed)
+        d.addErrback(self._unexpected)
+        d.addBoth(self._unbusy)
+
+    def _claimed(self, nick: str) -> None:
+        if self.state is not State.JOINING:  # disconnected while waiting
+            self.factory.registry.release(nick)
+            return
+        if self._registration_call is not None and self._registration_call.active():
+            self._registration_call.cancel()
+        self._registration_call = None
+        self.nick = nick
+        self.state = State.CHATTING
+        self.send(wire.notice(f"Bienvenue {nick}"))
+        self.factory.join(self)
+
+    def _not_claimed(self, failure: Failure) -> None:
+        if self.state is not State.JOINING:
+            return
+        self.state = State.NAMING
+        if failure.check(NicknameTaken):
+            self.send(wire.TAKEN)
+        elif failure.check(RegistryUnavailable):
+            self.send(wire.notice(wire.UNAVAILABLE))
+        else:
+            failure.raiseException()
+
+    def _unbusy(self, result: object) -> None:
+        self._busy = False
+        self._drain()
+
+    def _unexpected(self, failure: Failure) -> None:
+        log.failure("unexpected error for {nick}", failure, nick=self.nick)
+        self.send(wire.notice(wire.INTERNAL_ERROR))
+
+    def _chat(self, text: str) -> None:
+        stripped = text.strip()
+        if stripped.startswith("/"):
+            command, _, argument = stripped.partition(" ")
+            handler = self._commands.get(command)
+            if handler is None:
+                raise ChatError(wire.UNKNOWN_COMMAND.format(command))
+            handler(self, argument.strip())
+        elif text.startswith("msg "):
+            self._private(text[4:])
+        elif stripped:
+            self.factory.say(self, text)
+
+    def _private(self, rest: str) -> None:
+        target, _, body = rest.lstrip(" ").partition(" ")
+        if not target:
+            raise ChatError(wire.PRIVATE_USAGE)
+        if not body.strip():
+            raise ChatError(wire.PRIVATE_EMPTY.format(target))
+        assert self.nick is not None
+        d = self.factory.whisper(self.nick, target, body)
+        d.addCallback(self._whispered, target)
+        d.addErrback(self._unexpected)
+
+    def _whispered(self, found: bool, target: str) -> None:
+        if not found:
+            self.send(wire.notice(wire.NO_SUCH_USER.format(target)))
+
+    def _list(self, argument: str) -> None:
+        self.factory.registry.names().addCallback(self._send_names)
+
+    def _send_names(self, names: tuple[list[str], int]) -> None:
+        self.send(wire.user_list(*names))
+
+    def _quit(self, argument: str) -> None:
+        self.say_goodbye(wire.BYE)
+
+    def _help(self, argument: str) -> None:
+        self.send(wire.HELP)
+
+    def _rename(self, argument: str) -> None:
+        raise ChatError(wire.ALREADY_NAMED.format(self.nick))
+
+    _commands: ClassVar[dict[str, Callable[[ChatServerProtocol, str], None]]] = {
+        "/list": _list,
+        "/quit": _quit,
+        "/help": _help,
+        "/pseudo": _rename,
+    }
+
+    def _registration_expired(self) -> None:
+        self._registration_call = None
+        if self.state is not State.CHATTING:
+            self._close(wire.notice(wire.REGISTRATION_EXPIRED))
+
+
+class ChatFactory(ServerFactory):
+    """What every connection of one server process shares."""
+
+    protocol = ChatServerProtocol  # type: ignore[assignment]
+    noisy = False
+
+    def __init__(
+        self,
+        config: ServerConfig | None = None,
+        clock: IReactorTime | None = None,
+        registry: Registry | None = None,
+        relay: Relay | None = None,
+    ) -> None:
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = cast(IReactorTime, reactor)
+        self.config = config or ServerConfig()
+        self.clock = clock
+        self.registry: Registry = registry or MemoryRegistry()
+        self.relay = relay
+        self.sessions: dict[str, ChatServerProtocol] = {}
+        self.connections: set[ChatServerProtocol] = set()
+        self.per_host: collections.Counter[str] = collections.Counter()
+        self.stopping = False
+        self._stopped: Deferred[None] | None = None
+        self._pinger = LoopingCall(self._ping)
+        self._pinger.clock = clock
+        self._stamp_second = -1
+        self._stamp = ""
+
+    # Connections
+
+    def admit(self, proto: ChatServerProtocol) -> bytes | None:
+        """Count a new connection in, or say why it is refused."""
+        config = self.config
+        if self.stopping:
+            return wire.notice(wire.STOPPING)
+        if len(self.connections) >= config.max_connections:
+            return wire.notice(wire.SERVER_FULL)
+        host = proto.host
+        if host is not None and config.max_per_ip > 0:
+            if self.per_host[host] >= config.max_per_ip:
+                return wire.notice(wire.TOO_MANY_FROM_HOST)
+            self.per_host[host] += 1
+        self.connections.add(proto)
+        return None
+
+    def forget(self, proto: ChatServerProtocol) -> None:
+        """A connection is closed: it no longer counts against any limit."""
+        if proto not in self.connections:
+            return
+        self.connections.discard(proto)
+        host = proto.host
+        if host is not None and self.config.max_per_ip > 0:
+            self.per_host[host] -= 1
+            if self.per_host[host] <= 0:
+                del self.per_host[host]
+        if self.stopping and not self.connections and self._stopped is not None:
+            stopped, self._stopped = self._stopped, None
+            stopped.callback(None)
+
+    # Membership
+
+    def join(self, proto: ChatServerProtocol) -> None:
+        """A connection registered its nickname: it joins the chat."""
+        assert proto.nick is not None
+        self.sessions[nick_key(proto.nick)] = proto
+        if not self._pinger.running and self.config.ping_interval > 0:
+            self._pinger.start(self.config.ping_interval, now=False)
+        self.registry.names(self.config.list_limit).addCallback(proto._send_names)
+        log.info("{nick} joined", nick=proto.nick)
+        if len(self.sessions) <= self.config.join_notice_limit:
+            line = f"{self.stamp()}-Connexion de {proto.nick}\n".encode()
+            self.broadcast(line, exclude=proto)
+
+    def depart(self, proto: ChatServerProtocol) -> None:
+        """A registered user left, for whatever reason: say it once."""
+        assert proto.nick is not None
+        if self.sessions.get(nick_key(proto.nick)) is not proto:
+            return
+        del self.sessions[nick_key(proto.nick)]
+        self.registry.release(proto.nick).addErrback(
+            lambda f: log.failure("releasing {nick}", f, nick=proto.nick)
+        )
+        if not self.sessions and self._pinger.running:
+            self._pinger.stop()
+        log.info("{nick} left", nick=proto.nick)
+        if not self.stopping:
+            self.broadcast(f"{self.stamp()}-Déconnection de {proto.nick}\n".encode())
+
+    # Messages
+
+    def stamp(self) -> str:
+        """The server's local time as the Ruby server writes it: [H.M.S]."""
+        now = int(self.clock.seconds())
+        if now != self._stamp_second:
+            t = time.localtime(now)
+            self._stamp = f"[{t.tm_hour}.{t.tm_min}.{t.tm_sec}]"
+            self._stamp_second = now
+        return self._stamp
+
+    def say(self, sender: ChatServerProtocol, text: str) -> None:
+        self.broadcast(f"{self.stamp()}-{sender.nick}: {text}\n".encode(), sender)
+
+    def broadcast(self, line: bytes, exclude: ChatServerProtocol | None = None) -> None:
+        """Send one encoded line to every user here but C{exclude}, and to
+        the other nodes of a cluster."""
+        for proto in tuple(self.sessions.values()):
+            if proto is not exclude:
+                proto.send(line)
+        if self.relay is not None:
+            self.relay.publish(line)
+
+    def deliver(self, line: bytes) -> None:
+        """A public line from another node: for every user here."""
+        for proto in tuple(self.sessions.values()):
+            proto.send(line)
+
+    def whisper(self, sender: str, target: str, text: str) -> Deferred[bool]:
+        line = f"{self.stamp()}-message privé de {sender}: {text}\n".encode()
+        if self.deliver_private(target, line):
+            return succeed(True)
+        if self.relay is not None:
+            return self.relay.whisper(target, line)
+        return succeed(False)
+
+    def deliver_private(self, target: str, line: bytes) -> bool:
+        """Send a private line to C{target} if it is connected here."""
+        proto = self.sessions.get(nick_key(target))
+        if proto is None:
+            return False
+        proto.send(line)
+        return True
+
+    # Liveness
+
+    def _ping(self) -> None:
+        try:
+            limit = self.config.max_missed_pings
+            for proto in tuple(self.sessions.values()):
+                if proto.missed_pings >= limit:
+                    log.info("{nick} stopped answering pings", nick=proto.nick)
+                    proto.drop()
+                else:
+                    proto.missed_pings += 1
+                    proto.send(wire.PING)
+        except Exception:
+            log.failure("ping loop")
+
+    # Shutdown
+
+    def shutdown(self) -> Deferred[None]:
+        """Tell every client the server stops, close, and fire when all are
+        closed (clients that do not go are cut after C{shutdown_timeout})."""
+        self.stopping = True
+        if self._pinger.running:
+            self._pinger.stop()
+        for proto in tuple(self.connections):
+            if proto.state is not State.GONE:
+                proto.say_goodbye(wire.notice(wire.STOPPING), wire.BYE)
+        if not self.connections:
+            return succeed(None)
+        self._stopped = Deferred()
+        timer = self.clock.callLater(self.config.shutdown_timeout, self._cut_all)
+        self._stopped.addBoth(lambda r: timer.cancel() if timer.active() else None)
+        return self._stopped
+
+    def _cut_all(self) -> None:
+        for proto in tuple(self.connections):
+            proto.transport.abortConnection()

@@ -1,0 +1,195 @@
+"""The twistd plugin's options and service: C{twistd -n chat --port tcp:7000}."""
+
+from __future__ import annotations
+
+import dataclasses
+import resource
+from collections.abc import Callable
+from typing import Any, cast
+
+from twisted.application import service, strports
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+from twisted.python import usage
+
+from chatproto.server import ChatFactory, ServerConfig
+
+log = Logger()
+
+_DEFAULTS = ServerConfig()
+
+# option name -> (config field, type, smallest value allowed, description)
+_NUMBERS: dict[str, tuple[str, type, float, str]] = {
+    "ping-interval": (
+        "ping_interval",
+        float,
+        0,
+        "Seconds between two pings to each user (0: never ping).",
+    ),
+    "max-missed-pings": (
+        "max_missed_pings",
+        int,
+        1,
+        "Pings in a row without a pong before a user is disconnected.",
+    ),
+    "max-line": ("max_line", int, 16, "Longest line accepted from a client, in bytes."),
+    "registration-timeout": (
+        "registration_timeout",
+        float,
+        0,
+        "Seconds a connection has to choose a nickname (0: no limit).",
+    ),
+    "list-limit": (
+        "list_limit",
+        int,
+        1,
+        "Nicknames shown in the list sent on registration (/list shows all).",
+    ),
+    "join-notice-limit": (
+        "join_notice_limit",
+        int,
+        0,
+        "Announce arrivals only while the chat has at most this many users.",
+    ),
+    "flood-burst": ("flood_burst", int, 1, "Lines a client may send in one burst."),
+    "flood-rate": (
+        "flood_rate",
+        float,
+        0,
+        "Lines per second a client may send after its burst (0: no limit).",
+    ),
+    "flood-queue": (
+        "flood_queue",
+        int,
+        1,
+        "Lines that may wait their turn before a flooder is disconnected.",
+    ),
+    "max-output": (
+        "max_output",
+        int,
+        4096,
+        "Bytes that may pile up for a client that stopped reading.",
+    ),
+    "max-per-ip": (
+        "max_per_ip",
+        int,
+        0,
+        "Connections allowed from one address (0: no limit).",
+    ),
+    "max-connections": (
+        "max_connections",
+        int,
+        1,
+        "Connections allowed in all (kept under the file-descriptor limit).",
+    ),
+    "shutdown-timeout": (
+        "shutdown_timeout",
+        float,
+        0,
+        "Seconds clients have to go when the server stops.",
+    ),
+}
+
+
+def _endpoint(description: str) -> str:
+    """A bare port number means TCP on that port."""
+    return f"tcp:{description}" if description.isdigit() else description
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "A line-based chat server, compatible with the Ruby ProjetReseaux chat. "
+        "Connect with: nc -C localhost 7000"
+    )
+    optParameters: list[list[Any]] = [
+        [
+            "port",
+            "p",
+            "tcp:7000",
+            "Where to listen: a Twisted endpoint (tcp:7000, "
+            "tcp:7000:interface=127.0.0.1, tcp6:7000, ssl:7443:privateKey=key.pem, "
+            "unix:/path) or a bare port number.",
+        ],
+    ] + [
+        [name, None, str(getattr(_DEFAULTS, field)), help]
+        for name, (field, _, _, help) in _NUMBERS.items()
+    ]
+
+    def postOptions(self) -> None:
+        values: dict[str, Any] = {}
+        for name, (field, kind, least, _) in _NUMBERS.items():
+            values[field] = _number(name, self[name], kind, least)
+        self["config"] = ServerConfig(**values)
+        self["port"] = _endpoint(self["port"])
+        from twisted.internet import reactor
+
+        try:
+            serverFromString(reactor, self["port"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise usage.UsageError(
+                f"--port: {self['port']!r} is not an endpoint Twisted knows "
+                f"({e}); try tcp:7000 or a bare port number."
+            ) from None
+
+
+def _number(name: str, text: str, kind: type, least: float) -> float | int:
+    word = "a whole number" if kind is int else "a number"
+    try:
+        value = cast(Callable[[str], float], kind)(text)
+    except ValueError:
+        raise usage.UsageError(f"--{name} takes {word}, not {text!r}.") from None
+    if value != value or value in (float("inf"), float("-inf")) or value < least:
+        raise usage.UsageError(f"--{name} takes {word} of at least {least:g}.")
+    return value
+
+
+def _raise_file_limit(wanted: int) -> int:
+    """Raise the soft limit on open files toward C{wanted} plus a margin; return
+    how many connections fit under it."""
+    margin = 64
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted + margin
+    if soft != resource.RLIM_INFINITY and soft < target:
+        new = target if hard == resource.RLIM_INFINITY else min(target, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(1, min(wanted, soft - margin))
+
+
+class _Shutdown(service.Service):
+    """Says goodbye to every client when the server stops."""
+
+    def __init__(self, factory: ChatFactory) -> None:
+        self.factory = factory
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return self.factory.shutdown()
+
+
+def makeService(options: usage.Options, reactor: Any = None) -> service.IService:
+    """The server as a twistd service; C{reactor} is the global one unless
+    a test gives another (it must provide time, TCP and the core)."""
+    if reactor is None:
+        from twisted.internet import reactor
+    config: ServerConfig = options["config"]
+    fitting = _raise_file_limit(config.max_connections)
+    if fitting < config.max_connections:
+        log.warn(
+            "only {n} connections fit under the open-file limit",
+            n=fitting,
+        )
+        config = dataclasses.replace(config, max_connections=fitting)
+    factory = ChatFactory(config, clock=reactor)
+    top = service.MultiService()
+    # Stopped in reverse order: stop listening first, then say goodbye.
+    _Shutdown(factory).setServiceParent(top)
+    strports.service(options["port"], factory, reactor=reactor).setServiceParent(top)
+    return top

@@ -1,0 +1,64 @@
+"""The lines the server sends, byte for byte (PROTOCOL.md).
+
+The first group is fixed by the Ruby peer: its client matches some of these
+lines exactly, and exits on C{INVALID_NICK}, C{TAKEN} and C{BYE}. Everything
+else the server says is plain French, one line, and never equal to those.
+"""
+
+from __future__ import annotations
+
+WELCOME = b"Bienvenue dans le chat v.1, enregistrez-vous avec la commande /pseudo\n"
+PROMPT = b"Entrez votre pseudo: \n"
+INVALID_NICK = b"Rentrez un pseudo correct\n"
+TAKEN = b"Attention ce pseudo existe deja\n"
+BYE = b"Deconnexion\n"
+PING = b"ping\n"
+RULE = b"----------------------\n"
+LIST_TITLE = b"Utilisateurs en ligne:\n"
+
+# What the Ruby client exits on: no other line may be equal to one of these.
+CLIENT_EXITS = frozenset(line.rstrip(b"\n") for line in (INVALID_NICK, TAKEN, BYE))
+
+HELP = (
+    "Commandes :\n"
+    "  /pseudo PSEUDO     choisir son pseudo (ou /pseudo, puis le pseudo)\n"
+    "  /list              voir qui est en ligne\n"
+    "  msg PSEUDO TEXTE   envoyer un message privé à PSEUDO\n"
+    "  /help              cette aide\n"
+    "  /quit              quitter le chat\n"
+    "Toute autre ligne est envoyée à tout le monde.\n"
+).encode()
+
+TOO_LONG = "Erreur : ligne trop longue (plus de {} octets), ignorée"
+UNKNOWN_COMMAND = "Erreur : commande inconnue {} (tapez /help pour l'aide)"
+PRIVATE_USAGE = "Erreur : pour un message privé, tapez msg PSEUDO TEXTE"
+PRIVATE_EMPTY = "Erreur : message privé vide pour {}"
+NO_SUCH_USER = "Erreur : {} n'est pas connecté"
+ALREADY_NAMED = "Erreur : vous êtes déjà enregistré sous le pseudo {}"
+UNAVAILABLE = "Erreur : inscription impossible pour le moment, réessayez plus tard"
+INTERNAL_ERROR = "Erreur interne du serveur, votre ligne est perdue"
+REGISTRATION_EXPIRED = "Délai d'enregistrement dépassé, au revoir"
+SERVER_FULL = "Le serveur est plein, réessayez plus tard"
+TOO_MANY_FROM_HOST = "Trop de connexions depuis votre adresse, réessayez plus tard"
+STOPPING = "Le serveur s'arrête, à bientôt"
+FLOOD = "Trop de messages trop vite : vous êtes déconnecté"
+FLOODED = (FLOOD + "\n").encode()
+
+
+def notice(text: str) -> bytes:
+    """One line of plain text from the server."""
+    return (text + "\n").encode()
+
+
+def user_list(names: list[str], total: int) -> bytes:
+    """The user list block; when it shows only the first of C{total} users,
+    a line says how many more there are."""
+    parts = [RULE, LIST_TITLE]
+    parts.extend(b"=>" + name.encode() + b"\n" for name in names)
+    if total > len(names):
+        more = total - len(names)
+        parts.append(
+            f"... et {more} autres (tapez /list pour tous les voir)\n".encode()
+        )
+    parts.append(RULE)
+    return b"".join(parts)

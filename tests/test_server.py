@@ -1,0 +1,766 @@
+"""The server's protocol, row by row of PROTOCOL.md §2–§5, with exact bytes.
+
+Each test drives the real factory over in-memory transports and a fake clock.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from chatproto import wire
+from tests.conftest import Chat, RecordingTransport
+
+WELCOME = b"Bienvenue dans le chat v.1, enregistrez-vous avec la commande /pseudo\n"
+PROMPT = b"Entrez votre pseudo: \n"
+RULE = b"----------------------\n"
+
+
+def block(*nicks: str) -> bytes:
+    names = b"".join(b"=>" + n.encode() + b"\n" for n in nicks)
+    return RULE + b"Utilisateurs en ligne:\n" + names + RULE
+
+
+# §1 and §2: framing and registration
+
+
+def test_connect_sends_the_welcome_line(chat: Chat) -> None:
+    """A new connection is greeted with the Ruby server's exact line."""
+    assert chat.connect().take() == WELCOME
+
+
+def test_any_line_before_pseudo_repeats_the_welcome(chat: Chat) -> None:
+    """Before /pseudo, any line gets the welcome again, as on the Ruby server."""
+    alice = chat.connect()
+    alice.take()
+    alice.send(b"hello\n")
+    assert alice.take() == WELCOME
+
+
+def test_pseudo_then_nickname_registers_and_sends_the_list(chat: Chat) -> None:
+    """/pseudo prompts (with its trailing space), the nickname registers."""
+    alice = chat.connect()
+    alice.take()
+    alice.send(b"/pseudo\n")
+    assert alice.take() == PROMPT
+    alice.send(b"alice\n")
+    assert alice.take() == b"Bienvenue alice\n" + block("alice")
+
+
+def test_crlf_lines_work_like_lf_lines(chat: Chat) -> None:
+    """A telnet or nc -C client, ending lines with CRLF, registers the same."""
+    chat.user("alice")
+    bob = chat.connect()
+    bob.take()
+    bob.send(b"/pseudo\r\n")
+    assert bob.take() == PROMPT
+    bob.send(b"bob\r\n")
+    assert bob.take() == b"Bienvenue bob\n" + block("alice", "bob")
+
+
+def test_a_line_split_across_reads_is_one_line(chat: Chat) -> None:
+    """TCP may cut a line anywhere: the server reassembles it."""
+    alice = chat.connect()
+    alice.take()
+    for byte in b"/pseudo\r\nalice\r\n":
+        alice.send(bytes([byte]))
+    assert alice.take() == PROMPT + b"Bienvenue alice\n" + block("alice")
+
+
+def test_pseudo_with_the_nickname_on_one_line(chat: Chat) -> None:
+    """/pseudo NICK is a shortcut for the two steps."""
+    alice = chat.connect()
+    alice.take()
+    alice.send(b"/pseudo alice\n")
+    assert alice.take() == b"Bienvenue alice\n" + block("alice")
+
+
+@pytest.mark.parametrize(
+    "nick",
+    [b"d", b"abcdefghijklm", b"two words", b"bang!", b"\xc3\xa9lise", b"a.b", b""],
+)
+def test_invalid_nickname_is_refused_and_the_server_waits(
+    chat: Chat, nick: bytes
+) -> None:
+    """An invalid nickname gets the exact refusal; the next line is a new try."""
+    dave = chat.connect()
+    dave.take()
+    dave.send(b"/pseudo\n" + nick + b"\n")
+    assert dave.take() == PROMPT + b"Rentrez un pseudo correct\n"
+    assert dave.connected
+    dave.send(b"dave\n")
+    assert dave.take() == b"Bienvenue dave\n" + block("dave")
+
+
+@pytest.mark.parametrize("nick", ["ab", "abcdefghijkl", "A_b-9", "__", "--"])
+def test_valid_nicknames(chat: Chat, nick: str) -> None:
+    """2 to 12 of letters, digits, _ and - are accepted."""
+    chat.user(nick)
+
+
+def test_taken_nickname_is_refused_case_insensitively(chat: Chat) -> None:
+    """Alice blocks alice and ALICE; the connection may try another one."""
+    chat.user("Alice")
+    carol = chat.connect()
+    carol.take()
+    carol.send(b"/pseudo\nalice\n")
+    assert carol.take() == PROMPT + b"Attention ce pseudo existe deja\n"
+    carol.send(b"ALICE\n")
+    assert carol.take() == b"Attention ce pseudo existe deja\n"
+    carol.send(b"carol\n")
+    assert carol.take() == b"Bienvenue carol\n" + block("Alice", "carol")
+
+
+def test_nickname_keeps_its_case(chat: Chat) -> None:
+    """The list and messages show the nickname as it was registered."""
+    alice = chat.user("AlIcE")
+    bob = chat.user("bob")
+    alice.send(b"hi\n")
+    assert bob.take() == chat.stamp() + b"-AlIcE: hi\n"
+
+
+def test_a_freed_nickname_can_be_taken_again(chat: Chat) -> None:
+    """After its owner leaves, a nickname is free, and goes to the end."""
+    alice = chat.user("alice")
+    chat.user("bob")
+    alice.send(b"/quit\n")
+    again = chat.user("Alice")
+    again.send(b"/list\n")
+    assert again.take() == block("bob", "Alice")
+
+
+def test_quit_before_registering_closes_quietly(chat: Chat) -> None:
+    """/quit works before registration too, and nobody is told."""
+    bob = chat.user("bob")
+    stranger = chat.connect()
+    stranger.take()
+    stranger.send(b"/quit\n")
+    assert stranger.take() == b"Deconnexion\n"
+    assert not stranger.connected
+    assert bob.take() == b""
+
+
+def test_unregistered_connection_is_closed_after_the_timeout() -> None:
+    """A connection that does not register in time is told so and closed."""
+    chat = Chat(registration_timeout=60)
+    idle = chat.connect()
+    idle.take()
+    chat.advance(59.9)
+    assert idle.connected
+    chat.advance(0.2)
+    assert (
+        idle.take()
+        == b"D\xc3\xa9lai d'enregistrement d\xc3\xa9pass\xc3\xa9, au revoir\n"
+    )
+    assert not idle.connected
+    assert chat.clock.getDelayedCalls() == []
+
+
+def test_registered_connection_outlives_the_registration_timeout() -> None:
+    """Registering cancels the registration timer."""
+    chat = Chat(registration_timeout=60, ping_interval=0)
+    alice = chat.user("alice")
+    chat.advance(120)
+    assert alice.connected
+    assert chat.clock.getDelayedCalls() == []
+
+
+# §3: the user list
+
+
+def test_list_shows_every_user_in_registration_order(chat: Chat) -> None:
+    """/list answers the asker alone with the exact block."""
+    alice = chat.user("alice")
+    bob = chat.user("bob")
+    chat.user("carol")
+    alice.take()
+    bob.take()
+    alice.send(b"/list\n")
+    assert alice.take() == block("alice", "bob", "carol")
+    assert bob.take() == b""
+
+
+def test_registration_list_is_bounded_and_says_how_many_more() -> None:
+    """The block sent on registration shows list_limit names; /list shows all."""
+    chat = Chat(list_limit=2, join_notice_limit=0)
+    chat.user("alice")
+    chat.user("bob")
+    chat.user("carol")
+    dave = chat.connect()
+    dave.take()
+    dave.send(b"/pseudo dave\n")
+    more = b"... et 2 autres (tapez /list pour tous les voir)\n"
+    assert dave.take() == (
+        b"Bienvenue dave\n"
+        + RULE
+        + b"Utilisateurs en ligne:\n=>alice\n=>bob\n"
+        + more
+        + RULE
+    )
+    dave.send(b"/list\n")
+    assert dave.take() == block("alice", "bob", "carol", "dave")
+
+
+# §4: messages
+
+
+def test_public_line_goes_to_the_others_not_the_sender(chat: Chat) -> None:
+    """A public line reaches every other registered user, exactly."""
+    alice, bob, carol = chat.user("alice"), chat.user("bob"), chat.user("carol")
+    alice.take()
+    bob.take()
+    stranger = chat.connect()
+    stranger.take()
+    alice.send(b"salut tout le monde\n")
+    expected = chat.stamp() + b"-alice: salut tout le monde\n"
+    assert bob.take() == expected
+    assert carol.take() == expected
+    assert alice.take() == b""
+    assert stranger.take() == b"", "unregistered connections get no chat"
+
+
+def test_accents_pass_through_unchanged(chat: Chat) -> None:
+    """UTF-8 text is relayed byte for byte."""
+    alice, bob = chat.user("alice"), chat.user("bob")
+    bob.send(b"\xc3\xa7a va, \xc3\xa9l\xc3\xa8ve ?\n")
+    assert alice.take().endswith(b"-bob: \xc3\xa7a va, \xc3\xa9l\xc3\xa8ve ?\n")
+
+
+def test_timestamp_is_local_time_without_zero_padding(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """[H.M.S] is hours, minutes and seconds with no leading zeros."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    chat = Chat(ping_interval=0)
+    try:
+        alice, bob = chat.user("alice"), chat.user("bob")
+        now = chat.clock.seconds()
+        chat.clock.advance((9 * 3600 + 5 * 60 + 3 - now) % 86400)
+        alice.send(b"x\n")
+        assert bob.take() == b"[9.5.3]-alice: x\n"
+        chat.clock.advance(9 * 3600 + 41 * 60 + 24)
+        alice.send(b"y\n")
+        assert bob.take() == b"[18.46.27]-alice: y\n"
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_join_is_announced_to_the_others(chat: Chat) -> None:
+    """While the chat is small, the others are told who arrived."""
+    alice = chat.user("alice")
+    chat.user("bob")
+    assert alice.take() == chat.stamp() + b"-Connexion de bob\n"
+
+
+def test_joins_are_not_announced_beyond_the_threshold() -> None:
+    """Past join_notice_limit users, arrivals are silent."""
+    chat = Chat(join_notice_limit=2)
+    alice = chat.user("alice")
+    chat.user("bob")
+    assert alice.take() == chat.stamp() + b"-Connexion de bob\n"
+    chat.user("carol")
+    assert alice.take() == b""
+
+
+def test_private_message_reaches_its_target_alone(chat: Chat) -> None:
+    """msg NICK TEXT: the target gets the text only, nobody else anything."""
+    alice, bob, carol = chat.user("alice"), chat.user("bob"), chat.user("carol")
+    for c in (alice, bob, carol):
+        c.take()
+    alice.send(b"msg bob un secret\n")
+    assert bob.take() == chat.stamp() + "-message privé de alice: un secret\n".encode()
+    assert alice.take() == b""
+    assert carol.take() == b""
+
+
+def test_private_target_is_case_insensitive(chat: Chat) -> None:
+    """msg ALICE reaches alice."""
+    alice, bob = chat.user("alice"), chat.user("bob")
+    alice.take()
+    bob.send(b"msg ALICE coucou\n")
+    assert alice.take() == chat.stamp() + "-message privé de bob: coucou\n".encode()
+
+
+def test_private_text_keeps_its_spaces(chat: Chat) -> None:
+    """Only the command and the target are cut off the text."""
+    alice, bob = chat.user("alice"), chat.user("bob")
+    alice.send(b"msg bob  deux  espaces\n")
+    assert bob.take().endswith(b"alice:  deux  espaces\n")
+
+
+def test_private_message_to_an_absent_user_is_an_error(chat: Chat) -> None:
+    """An unknown target: one error line to the sender, nothing to anyone."""
+    alice, bob = chat.user("alice"), chat.user("bob")
+    alice.take()
+    alice.send(b"msg nobody hi\n")
+    assert alice.take() == "Erreur : nobody n'est pas connecté\n".encode()
+    assert bob.take() == b""
+
+
+@pytest.mark.parametrize("line", [b"msg bob\n", b"msg bob   \n", b"msg \n", b"msg  \n"])
+def test_private_message_without_text_is_an_error(chat: Chat, line: bytes) -> None:
+    """msg with no text answers the sender with one line, sends nothing."""
+    alice, bob = chat.user("alice"), chat.user("bob")
+    alice.take()
+    alice.send(line)
+    answer = alice.lines()
+    assert len(answer) == 1 and answer[0].startswith(b"Erreur : ")
+    assert bob.take() == b""
+
+
+@pytest.mark.parametrize("line", [b"msgs are fun", b"message pour tous", b"msg"])
+def test_msg_is_a_command_only_as_a_first_word(chat: Chat, line: bytes) -> None:
+    """msgs or message start public lines."""
+    alice, bob = chat.user("alice"), chat.user("bob")
+    alice.send(line + b"\n")
+    assert bob.take() == chat.stamp() + b"-alice: " + line + b"\n"
+
+
+@pytest.mark.parametrize("line", [b"\n", b"   \n", b"\t \r\n"])
+def test_blank_lines_are_not_broadcast(chat: Chat, line: bytes) -> None:
+    """Empty or space-only lines reach nobody."""
+    alice, bob = chat.user("alice"), chat.user("bob")
+    alice.take()
+    alice.send(line)
+    assert bob.take() == b""
+    assert alice.take() == b""
+
+
+def test_unknown_command_is_an_error_not_a_message(chat: Chat) -> None:
+    """A /word the server does not know answers the sender only."""
+    alice, bob = chat.user("alice"), chat.user("bob")
+    alice.take()
+    alice.send(b"/dance now\n")
+    assert (
+        alice.take() == b"Erreur : commande inconnue /dance (tapez /help pour l'aide)\n"
+    )
+    assert bob.take() == b""
+
+
+def test_help_lists_the_commands(chat: Chat) -> None:
+    """/help names every command and is seen by the asker alone."""
+    alice, bob = chat.user("alice"), chat.user("bob")
+    alice.take()
+    alice.send(b"/help\n")
+    text = alice.take()
+    for command in (b"/pseudo", b"/list", b"msg PSEUDO", b"/quit", b"/help"):
+        assert command in text
+    assert bob.take() == b""
+
+
+def test_pseudo_after_registering_is_refused(chat: Chat) -> None:
+    """One cannot change nickname, nor take another's, once registered."""
+    alice = chat.user("alice")
+    alice.send(b"/pseudo bob\n")
+    assert (
+        alice.take()
+        == "Erreur : vous êtes déjà enregistré sous le pseudo alice\n".encode()
+    )
+
+
+def test_no_extra_line_equals_a_line_the_ruby_client_exits_on(chat: Chat) -> None:
+    """Users cannot make the server send a bare Deconnexion to others."""
+    alice, bob = chat.user("alice"), chat.user("bob")
+    for text in (b"Deconnexion", b"Rentrez un pseudo correct"):
+        alice.send(text + b"\n")
+        alice.send(b"msg bob " + text + b"\n")
+    for line in bob.take().splitlines():
+        assert line not in wire.CLIENT_EXITS
+
+
+def test_quit_says_goodbye_and_announces_the_departure_once(chat: Chat) -> None:
+    """/quit: Deconnexion to the quitter, then close; the others told once."""
+    alice, bob = chat.user("alice"), chat.user("bob")
+    alice.take()
+    bob.send(b"/quit\n")
+    assert bob.take() == b"Deconnexion\n"
+    assert not bob.connected
+    assert alice.take() == chat.stamp() + "-Déconnection de bob\n".encode()
+    bob.transport.loseConnection()
+    bob.proto.connectionLost(None)
+    assert alice.take() == b""
+    assert chat.factory.sessions.keys() == {"alice"}
+
+
+def test_lost_connection_announces_the_departure_once(chat: Chat) -> None:
+    """A dropped connection is announced once."""
+    alice, bob = chat.user("alice"), chat.user("bob")
+    alice.take()
+    bob.transport.loseConnection()
+    assert alice.take() == chat.stamp() + "-Déconnection de bob\n".encode()
+    bob.proto.connectionLost(None)
+    assert alice.take() == b""
+
+
+def test_unregistered_departures_are_not_announced(chat: Chat) -> None:
+    """Somebody who never registered leaves silently."""
+    alice = chat.user("alice")
+    for steps in (b"", b"/pseudo\n", b"/pseudo\nx\n", b"/pseudo\nalice\n"):
+        other = chat.connect()
+        other.send(steps)
+        other.transport.loseConnection()
+    assert alice.take() == b""
+
+
+def test_lines_after_quit_are_ignored(chat: Chat) -> None:
+    """Whatever follows /quit in the same read is not acted on."""
+    alice, bob = chat.user("alice"), chat.user("bob")
+    alice.take()
+    bob.send(b"/quit\nnot said\n")
+    assert alice.take() == chat.stamp() + "-Déconnection de bob\n".encode()
+
+
+# §5: liveness
+
+
+def test_registered_clients_are_pinged_every_interval() -> None:
+    """ping, every interval, to registered clients only."""
+    chat = Chat(ping_interval=10, registration_timeout=0)
+    alice = chat.user("alice")
+    stranger = chat.connect()
+    stranger.take()
+    alice.take()
+    chat.advance(9)
+    assert alice.take() == b""
+    chat.advance(1)
+    assert alice.take() == b"ping\n"
+    alice.send(b"pong\n")
+    chat.advance(10)
+    assert alice.take() == b"ping\n"
+    assert stranger.take() == b""
+
+
+def test_pong_is_never_broadcast(chat: Chat) -> None:
+    """pong resets the counter and reaches nobody, whatever the line ending."""
+    alice, bob = chat.user("alice"), chat.user("bob")
+    alice.take()
+    alice.send(b"pong\npong\r\n")
+    assert bob.take() == b""
+    assert alice.take() == b""
+
+
+def test_silent_client_is_dropped_after_missed_pings() -> None:
+    """After 3 pings in a row without a pong, the next tick cuts the client,
+    and its departure is announced once."""
+    chat = Chat(ping_interval=10, max_missed_pings=3)
+    alice, bob = chat.user("alice"), chat.user("bob")
+    alice.take()
+    for _ in range(3):
+        chat.advance(10)
+        alice.send(b"pong\n")
+    assert bob.take() == b"ping\n" * 3
+    assert bob.connected
+    chat.advance(10)
+    assert not bob.connected
+    assert bob.transport.aborted
+    assert (
+        alice.take() == b"ping\n" * 4 + chat.stamp() + "-Déconnection de bob\n".encode()
+    )
+    for _ in range(3):
+        alice.send(b"pong\n")
+        chat.advance(10)
+    assert alice.take() == b"ping\n" * 3
+
+
+def test_answering_pings_keeps_a_client_forever() -> None:
+    """A client that answers stays connected through many pings."""
+    chat = Chat(ping_interval=10, max_missed_pings=2)
+    alice = chat.user("alice")
+    for _ in range(20):
+        chat.advance(10)
+        assert alice.take() == b"ping\n"
+        alice.send(b"pong\n")
+    assert alice.connected
+
+
+def test_no_timer_runs_when_nobody_is_connected() -> None:
+    """An empty chat has no delayed call: it costs no CPU."""
+    chat = Chat()
+    alice = chat.user("alice")
+    bob = chat.user("bob")
+    assert len(chat.clock.getDelayedCalls()) == 1, "one ping loop for all"
+    alice.send(b"/quit\n")
+    bob.transport.loseConnection()
+    assert chat.clock.getDelayedCalls() == []
+
+
+# Hostile input
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"\x1b[2J\x1b[H",  # clear the screen
+        b"\x1b]0;owned\x07",  # retitle the terminal
+        b"\xc2\x9b31m",  # 8-bit CSI
+        b"a\rfake line",  # carriage return
+        b"a\x08\x08\x08b",  # backspaces
+        b"\x7f\x00\x05",
+        "\u202eevil".encode(),  # right-to-left override
+    ],
+)
+def test_control_characters_never_reach_another_user(
+    chat: Chat, payload: bytes
+) -> None:
+    """C0 (but TAB), DEL, C1 and bidi overrides become U+FFFD, in every kind of line."""
+    alice, bob = chat.user("alice"), chat.user("bob")
+    alice.send(b"x" + payload + b"\n")
+    alice.send(b"msg bob y" + payload + b"\n")
+    received = bob.take().decode()
+    for char in received.rstrip("\n").replace("\n", ""):
+        assert char == "\t" or char.isprintable(), repr(received)
+    assert received.count("\n") == 2
+    assert "\ufffd" in received
+
+
+def test_tabs_are_kept(chat: Chat) -> None:
+    alice, bob = chat.user("alice"), chat.user("bob")
+    alice.send(b"a\tb\n")
+    assert bob.take().endswith(b"alice: a\tb\n")
+
+
+def test_invalid_utf8_is_replaced_not_relayed(chat: Chat) -> None:
+    """Bytes that are not UTF-8 reach others as U+FFFD, and nothing breaks."""
+    alice, bob = chat.user("alice"), chat.user("bob")
+    alice.send(b"caf\xe9 \xff\xfe \xc3\n")
+    assert (
+        bob.take() == chat.stamp() + "-alice: caf\ufffd \ufffd\ufffd \ufffd\n".encode()
+    )
+    alice.send(b"/pseudo\xff\n")
+    alice.send(b"encore\n")
+    assert bob.take().endswith(b"alice: encore\n")
+
+
+def test_invalid_utf8_nickname_is_refused(chat: Chat) -> None:
+    dave = chat.connect()
+    dave.take()
+    dave.send(b"/pseudo\nd\xffve\n")
+    assert dave.take() == PROMPT + b"Rentrez un pseudo correct\n"
+
+
+def test_too_long_line_is_refused_and_the_connection_goes_on() -> None:
+    """Over max_line bytes: one error line, nothing relayed; later lines work."""
+    chat = Chat(max_line=100)
+    alice, bob = chat.user("alice"), chat.user("bob")
+    alice.take()
+    alice.send(b"x" * 101 + b"\nafter\n")
+    assert (
+        alice.take()
+        == b"Erreur : ligne trop longue (plus de 100 octets), ignor\xc3\xa9e\n"
+    )
+    assert bob.take() == chat.stamp() + b"-alice: after\n"
+    alice.send(b"y" * 100 + b"\r\n")
+    assert bob.take() == chat.stamp() + b"-alice: " + b"y" * 100 + b"\n"
+
+
+def test_endless_line_is_discarded_with_bounded_memory() -> None:
+    """Megabytes with no newline: the buffer stays small, the error is said
+    once, and the line after the next newline is served."""
+    chat = Chat(max_line=4096)
+    alice, bob = chat.user("alice"), chat.user("bob")
+    alice.take()
+    chunk = b"A" * 65536
+    for _ in range(64):  # 4 MiB
+        alice.send(chunk)
+        assert len(alice.proto._buffer) <= 4097 + len(chunk)
+    assert alice.lines() == [
+        b"Erreur : ligne trop longue (plus de 4096 octets), ignor\xc3\xa9e\n"
+    ]
+    alice.send(b"AAAA\nstill here\n")
+    assert bob.take() == chat.stamp() + b"-alice: still here\n"
+    assert alice.connected
+
+
+def test_broadcast_encodes_the_line_once() -> None:
+    """Every receiver is handed the very same bytes object."""
+    chat = Chat(join_notice_limit=0, max_per_ip=0)
+    alice = chat.user("alice")
+    others = [chat.user(f"user{i}") for i in range(20)]
+    for other in others:
+        other.transport.writes.clear()
+    alice.send(b"hello\n")
+    written = [other.transport.writes for other in others]
+    assert all(len(w) == 1 for w in written)
+    assert len({id(w[0]) for w in written}) == 1
+
+
+def test_registration_cost_does_not_grow_with_the_chat() -> None:
+    """Registering the 10,000th user writes no more than registering the
+    10th: no notice to everyone, a bounded list to the newcomer."""
+    chat = Chat(join_notice_limit=100, list_limit=100, max_per_ip=0)
+    transports: list[RecordingTransport] = []
+
+    def register(nick: str) -> None:
+        client = chat.connect()
+        transports.append(client.transport)
+        client.send(b"/pseudo " + nick.encode() + b"\n")
+
+    def cost_of_registering(nick: str) -> tuple[int, int]:
+        """(writes to anybody, bytes to the newcomer)"""
+        before = sum(len(t.writes) for t in transports)
+        register(nick)
+        after = sum(len(t.writes) for t in transports)
+        return after - before, len(transports[-1].value())
+
+    for n in range(1, 10):
+        register(f"u{n}")
+    writes_10, _bytes_10 = cost_of_registering("u10")
+    for n in range(11, 10_000):
+        register(f"u{n}")
+    writes_10k, bytes_10k = cost_of_registering("u10000")
+    assert len(chat.factory.sessions) == 10_000
+    assert writes_10k <= writes_10
+    assert bytes_10k < 100 * len(b"=>u1234\n") + 500
+
+
+# Flood control
+
+
+def test_a_burst_passes_then_lines_wait_their_turn_in_order() -> None:
+    """5 lines go at once; the rest follow at 2 per second, in order."""
+    chat = Chat(flood_burst=5, flood_rate=2, flood_queue=20)
+    alice, bob = chat.user("alice"), chat.user("bob")
+    chat.advance(10)
+    alice.send(b"pong\n")
+    bob.send(b"pong\n")
+    bob.take()
+    alice.send(b"".join(b"line %d\n" % i for i in range(9)))
+    got = [line.split(b": ", 1)[1] for line in bob.lines()]
+    assert got == [b"line %d\n" % i for i in range(5)]
+    chat.advance(0.5)
+    assert [line.split(b": ", 1)[1] for line in bob.lines()] == [b"line 5\n"]
+    chat.advance(1.5)
+    got = [line.split(b": ", 1)[1] for line in bob.lines()]
+    assert got == [b"line 6\n", b"line 7\n", b"line 8\n"]
+    assert alice.connected
+
+
+def test_pongs_are_not_counted_against_the_flood_limit() -> None:
+    chat = Chat(flood_burst=1, flood_rate=1, flood_queue=2)
+    alice, bob = chat.user("alice"), chat.user("bob")
+    chat.advance(5)
+    bob.take()
+    alice.send(b"pong\n" * 50 + b"hello\n")
+    assert bob.take() == chat.stamp() + b"-alice: hello\n"
+    assert alice.connected
+
+
+def test_a_flooder_is_told_and_disconnected() -> None:
+    """Past the queue bound, the flooder is told why and cut; others stay."""
+    chat = Chat(flood_burst=5, flood_rate=2, flood_queue=20)
+    alice, bob = chat.user("alice"), chat.user("bob")
+    bob.take()
+    alice.take()
+    alice.send(b"spam\n" * 100)
+    said = alice.take()
+    assert said.endswith("Trop de messages trop vite : vous êtes déconnecté\n".encode())
+    assert not alice.connected
+    received = bob.lines()
+    assert received[-1] == chat.stamp() + "-Déconnection de alice\n".encode()
+    assert len(received) == 1
+    assert len(chat.clock.getDelayedCalls()) == 1, "only the ping loop is left"
+
+
+# Slow readers
+
+
+def test_a_client_that_stops_reading_is_cut_and_others_get_everything() -> None:
+    """When a transport's buffer stays full past max_output, its client is
+    disconnected and announced once; every other client gets every line."""
+    chat = Chat(max_output=10_000, flood_rate=0)
+    alice, bob, slow = chat.user("alice"), chat.user("bob"), chat.user("slow")
+    bob.take()
+    slow.proto.pauseProducing()  # what a TCP transport does when its buffer fills
+    for i in range(200):
+        alice.send(b"message %d %s\n" % (i, b"x" * 100))
+    assert not slow.connected
+    assert slow.transport.aborted
+    lines = bob.lines()
+    messages = [line for line in lines if b"-alice: message" in line]
+    assert [int(m.split(b"message ")[1].split()[0]) for m in messages] == list(
+        range(200)
+    )
+    assert sum(b"-D\xc3\xa9connection de slow\n" in line for line in lines) == 1
+
+
+def test_a_reader_that_catches_up_is_kept() -> None:
+    """resumeProducing (the buffer drained) clears the count."""
+    chat = Chat(max_output=10_000, flood_rate=0)
+    alice, reader = chat.user("alice"), chat.user("reader")
+    for _ in range(5):
+        reader.proto.pauseProducing()
+        for i in range(50):
+            alice.send(b"message %d %s\n" % (i, b"x" * 100))
+        reader.proto.resumeProducing()
+    assert reader.connected
+
+
+# Connection limits
+
+
+def test_connections_per_address_are_limited() -> None:
+    """The 17th connection from one address is told and closed; others pass."""
+    chat = Chat(max_per_ip=16)
+    clients = [chat.connect("198.51.100.7") for _ in range(16)]
+    assert all(c.connected for c in clients)
+    extra = chat.connect("198.51.100.7")
+    assert (
+        extra.take()
+        == b"Trop de connexions depuis votre adresse, r\xc3\xa9essayez plus tard\n"
+    )
+    assert not extra.connected
+    assert chat.connect("198.51.100.8").connected
+    clients[0].transport.loseConnection()
+    assert chat.connect("198.51.100.7").connected
+
+
+def test_total_connections_are_limited() -> None:
+    chat = Chat(max_connections=3, max_per_ip=0)
+    clients = [chat.connect() for _ in range(3)]
+    extra = chat.connect()
+    assert extra.take() == b"Le serveur est plein, r\xc3\xa9essayez plus tard\n"
+    assert not extra.connected
+    clients[1].transport.loseConnection()
+    assert chat.connect().connected
+
+
+# Shutdown
+
+
+def test_shutdown_tells_everyone_then_closes() -> None:
+    """Each client gets one French line, then Deconnexion, then nothing."""
+    chat = Chat()
+    alice, bob = chat.user("alice"), chat.user("bob")
+    stranger = chat.connect()
+    for c in (alice, bob, stranger):
+        c.take()
+    done = chat.factory.shutdown()
+    fired: list[object] = []
+    done.addCallback(fired.append)
+    for c in (alice, bob, stranger):
+        assert c.take() == "Le serveur s'arrête, à bientôt\nDeconnexion\n".encode()
+        assert not c.connected
+    assert fired == [None]
+    assert chat.clock.getDelayedCalls() == []
+
+
+def test_shutdown_cuts_clients_that_do_not_go() -> None:
+    """A client whose connection does not close is cut after the timeout."""
+    chat = Chat(shutdown_timeout=5, close_timeout=60)
+    alice = chat.user("alice")
+    close = alice.transport.loseConnection
+
+    def stuck() -> None:  # closes only when aborted
+        if alice.transport.aborted:
+            close()
+
+    alice.transport.loseConnection = stuck  # type: ignore[method-assign]
+    fired: list[object] = []
+    chat.factory.shutdown().addCallback(fired.append)
+    assert fired == []
+    chat.advance(5)
+    assert fired == [None]
+    assert alice.transport.aborted

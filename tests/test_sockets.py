@@ -1,0 +1,98 @@
+"""The server over real loopback sockets, in the test's reactor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.internet.protocol import Factory
+
+from chatproto.server import ChatFactory, ServerConfig
+from tests.peer import Peer
+
+WELCOME = b"Bienvenue dans le chat v.1, enregistrez-vous avec la commande /pseudo\n"
+r: Any = reactor
+
+
+@pytest.fixture
+def server() -> Any:
+    factory = ChatFactory(ServerConfig(flood_rate=0, max_output=1 << 20), clock=r)
+    port = pytest_twisted.blockon(
+        TCP4ServerEndpoint(r, 0, interface="127.0.0.1").listen(factory)
+    )
+    yield factory, port.getHost().port
+    for proto in tuple(factory.connections):
+        proto.transport.abortConnection()
+    pytest_twisted.blockon(port.stopListening())
+
+
+async def connect(port: int) -> Peer:
+    peer = await TCP4ClientEndpoint(r, "127.0.0.1", port).connect(
+        Factory.forProtocol(Peer)
+    )
+    assert isinstance(peer, Peer)
+    await peer.until(WELCOME)
+    peer.take()
+    return peer
+
+
+async def register(port: int, nick: str) -> Peer:
+    peer = await connect(port)
+    peer.send(b"/pseudo\r\n" + nick.encode() + b"\r\n")
+    await peer.until(b"=>" + nick.encode() + b"\n----------------------\n")
+    peer.take()
+    return peer
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_users_chat_publicly_and_privately(server: Any) -> None:
+    """Over TCP: register two users, exchange a public and a private line."""
+    factory, port = server
+    alice = await register(port, "alice")
+    bob = await register(port, "bob")
+    await alice.until(b"-Connexion de bob\n")
+    alice.take()
+    alice.send(b"salut bob\n")
+    assert (await bob.until(b"salut bob\n")).endswith(b"-alice: salut bob\n")
+    bob.send("msg alice un secret \u00e0 toi\n".encode())
+    got = await alice.until(b"toi\n")
+    assert got.endswith("-message privé de bob: un secret à toi\n".encode())
+    bob.take()
+    bob.send(b"/quit\n")
+    assert (await bob.until(b"Deconnexion\n")) == b"Deconnexion\n"
+    await bob.closed
+    assert (await alice.until(b"bob\n")).endswith("-Déconnection de bob\n".encode())
+    assert list(factory.sessions) == ["alice"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reader_that_stops_reading_is_cut_the_others_are_served(
+    server: Any,
+) -> None:
+    """A client that stops reading is disconnected once the server holds more
+    than max_output for it; a reading client gets every line in order."""
+    factory, port = server
+    talker = await register(port, "talker")
+    reader = await register(port, "reader")
+    stuck = await register(port, "stuck")
+    stuck_transport: Any = stuck.transport
+    stuck_transport.pauseProducing()  # stop reading: its kernel buffers fill
+    line = b"x" * 4000
+    count = 3000  # 12 MB: far more than loopback's socket buffers hold
+    for i in range(count):
+        talker.send(b"%05d %s\n" % (i, line))
+    await reader.until(b"%05d " % (count - 1))
+    received = reader.take().splitlines()
+    numbers = [
+        int(text.split(b": ")[1][:5]) for text in received if b"talker: " in text
+    ]
+    assert numbers == list(range(count))
+    assert any(b"-D\xc3\xa9connection de stuck" in text for text in received) or (
+        b"-D\xc3\xa9connection de stuck" in await reader.until(b"de stuck\n")
+    )
+    assert "stuck" not in factory.sessions
+    stuck_transport.resumeProducing()
+    await stuck.closed

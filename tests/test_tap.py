@@ -1,0 +1,117 @@
+"""The twistd plugin's options: every value checked, every mistake a sentence."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.application.service import MultiService
+from twisted.python.usage import UsageError
+
+from chatproto.server import ChatFactory, ServerConfig
+from chatproto.tap import Options, makeService
+
+
+def parse(*argv: str) -> Options:
+    options = Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+def test_defaults_match_the_protocol() -> None:
+    """With no option: port 7000, pings every 10 s, 3 missed, 4096-byte lines."""
+    options = parse()
+    assert options["port"] == "tcp:7000"
+    assert options["config"] == ServerConfig()
+    config = options["config"]
+    assert (config.ping_interval, config.max_missed_pings) == (10.0, 3)
+    assert (config.max_line, config.registration_timeout) == (4096, 60.0)
+
+
+def test_every_option_reaches_the_config() -> None:
+    options = parse(
+        "--port=tcp:7100:interface=127.0.0.1",
+        "--ping-interval=2.5",
+        "--max-missed-pings=5",
+        "--max-line=512",
+        "--registration-timeout=30",
+        "--list-limit=7",
+        "--join-notice-limit=9",
+        "--flood-burst=10",
+        "--flood-rate=4.5",
+        "--flood-queue=50",
+        "--max-output=65536",
+        "--max-per-ip=0",
+        "--max-connections=100",
+        "--shutdown-timeout=1",
+    )
+    assert options["port"] == "tcp:7100:interface=127.0.0.1"
+    assert options["config"] == ServerConfig(
+        ping_interval=2.5,
+        max_missed_pings=5,
+        max_line=512,
+        registration_timeout=30,
+        list_limit=7,
+        join_notice_limit=9,
+        flood_burst=10,
+        flood_rate=4.5,
+        flood_queue=50,
+        max_output=65536,
+        max_per_ip=0,
+        max_connections=100,
+        shutdown_timeout=1,
+    )
+
+
+@pytest.mark.parametrize(
+    ("port", "endpoint"),
+    [
+        ("7001", "tcp:7001"),
+        ("tcp6:7002", "tcp6:7002"),
+        ("unix:/tmp/chat.sock", "unix:/tmp/chat.sock"),
+    ],
+)
+def test_port_takes_a_number_or_an_endpoint(port: str, endpoint: str) -> None:
+    assert parse("--port", port)["port"] == endpoint
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--ping-interval=soon"], "--ping-interval takes a number, not 'soon'."),
+        (["--ping-interval=-1"], "--ping-interval takes a number of at least 0."),
+        (["--ping-interval=nan"], "--ping-interval takes a number of at least 0."),
+        (
+            ["--max-missed-pings=0"],
+            "--max-missed-pings takes a whole number of at least 1.",
+        ),
+        (
+            ["--max-missed-pings=2.5"],
+            "--max-missed-pings takes a whole number, not '2.5'.",
+        ),
+        (["--max-line=8"], "--max-line takes a whole number of at least 16."),
+        (["--flood-rate=fast"], "--flood-rate takes a number, not 'fast'."),
+        (["--max-output=1k"], "--max-output takes a whole number, not '1k'."),
+    ],
+)
+def test_bad_values_are_explained(argv: list[str], message: str) -> None:
+    with pytest.raises(UsageError) as raised:
+        parse(*argv)
+    assert str(raised.value) == message
+
+
+def test_bad_endpoint_is_explained() -> None:
+    with pytest.raises(UsageError) as raised:
+        parse("--port", "carrier-pigeon:7000")
+    assert "'carrier-pigeon:7000' is not an endpoint" in str(raised.value)
+    assert "tcp:7000" in str(raised.value)
+
+
+def test_make_service_serves_a_chat_factory_with_the_config() -> None:
+    options = parse("--port=tcp:0", "--max-line=100")
+    top = makeService(options)
+    assert isinstance(top, MultiService)
+    factories = [
+        s.factory for s in top if isinstance(getattr(s, "factory", None), ChatFactory)
+    ]
+    assert len(factories) == 2  # the listener's, and the one that says goodbye
+    assert factories[0] is factories[1]
+    assert factories[0].config.max_line == 100
