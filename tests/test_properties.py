@@ -1,0 +1,180 @@
+"""Property: whatever bytes clients send, split however, the server holds.
+
+Several clients send arbitrary bytes, mixed with pieces of the protocol so
+that they register, chat and quit, cut at arbitrary points, while time
+passes. After every step: nothing raised, no control character reached any
+client, nicknames are unique whatever their case, each departure was
+announced once to each user present, and each connection's memory is bounded.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from chatproto.server import ChatFactory, ChatServerProtocol
+from tests.conftest import Chat, Client
+
+CONFIG: dict[str, Any] = dict(
+    max_line=64,
+    flood_burst=3,
+    flood_rate=2,
+    flood_queue=8,
+    max_per_ip=0,
+    ping_interval=10,
+    max_missed_pings=2,
+    registration_timeout=30,
+    max_output=4096,
+)
+
+PIECES = [
+    b"/pseudo ",
+    b"/pseudo\n",
+    b"alice",
+    b"Alice",
+    b"bob",
+    b"BOB",
+    b"x",
+    b"msg ",
+    b"msg alice ",
+    b"msg bob ",
+    b"/list\n",
+    b"/quit\n",
+    b"/help\n",
+    b"/nope\n",
+    b"pong\n",
+    b"\n",
+    b"\r\n",
+    b"\r",
+    b"\x1b[2J",
+    b"\x1b]0;t\x07",
+    b"\xc2\x9b",
+    b"\xe2\x80\xae",
+    b"\xff\xfe",
+    b"\xc3",
+    b"\x00",
+    b"\x7f",
+    b"salut",
+    b" ",
+    b"\t",
+    b"A" * 70,
+]
+
+chunks = st.lists(
+    st.one_of(st.sampled_from(PIECES), st.binary(max_size=12)), min_size=1, max_size=6
+).map(b"".join)
+
+nicknames = st.sampled_from([b"alice", b"Alice", b"bob", b"carol", b"x", b"bad nick"])
+
+events = st.lists(
+    st.one_of(
+        st.tuples(st.just("register"), st.integers(0, 3), nicknames),
+        st.tuples(st.just("send"), st.integers(0, 3), chunks),
+        st.tuples(st.just("send"), st.integers(0, 3), chunks.map(lambda c: c + b"\n")),
+        st.tuples(st.just("advance"), st.sampled_from([0.2, 1.0, 5.0, 10.0, 31.0])),
+        st.tuples(st.just("drop"), st.integers(0, 3)),
+        st.tuples(st.just("slow"), st.integers(0, 3)),
+    ),
+    max_size=40,
+)
+
+ANNOUNCED = re.compile(rb"^\[\d+\.\d+\.\d+\]-D\xc3\xa9connection de (\S+)$")
+FORBIDDEN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+class World:
+    def __init__(self) -> None:
+        self.chat = Chat(**CONFIG)
+        self.clients = [self.chat.connect() for _ in range(4)]
+        self.expected: dict[int, Counter[bytes]] = {}
+        self.seen: dict[int, Counter[bytes]] = {}
+        self.pending: dict[int, bytes] = {}
+        factory: ChatFactory = self.chat.factory
+        depart = factory.depart
+
+        def recording_depart(proto: ChatServerProtocol) -> None:
+            assert proto.nick is not None
+            for other in factory.sessions.values():
+                if other is not proto:
+                    self.expected.setdefault(id(other), Counter())[
+                        proto.nick.encode()
+                    ] += 1
+            depart(proto)
+
+        factory.depart = recording_depart  # type: ignore[method-assign]
+
+    def step(self, event: tuple[Any, ...]) -> None:
+        kind = event[0]
+        if kind == "register":
+            self.client(event[1]).send(b"/pseudo " + event[2] + b"\n")
+        elif kind == "send":
+            client = self.client(event[1])
+            client.send(event[2])
+        elif kind == "advance":
+            self.chat.advance(event[1])
+        elif kind == "drop":
+            self.client(event[1]).transport.loseConnection()
+        elif kind == "slow":
+            client = self.client(event[1])
+            if client.connected:
+                client.proto.pauseProducing()
+
+    def client(self, index: int) -> Client:
+        if not self.clients[index].connected:
+            self.read(self.clients[index])
+            self.clients[index] = self.chat.connect()
+        return self.clients[index]
+
+    def read(self, client: Client) -> None:
+        """Check everything this client was sent since the last look."""
+        data = self.pending.pop(id(client.proto), b"") + client.take()
+        *lines, rest = data.split(b"\n")
+        self.pending[id(client.proto)] = rest
+        for line in lines:
+            text = line.decode("utf-8")  # raises if invalid UTF-8 got through
+            assert not FORBIDDEN.search(text), repr(text)
+            match = ANNOUNCED.match(line)
+            if match:
+                self.seen.setdefault(id(client.proto), Counter())[match[1]] += 1
+
+    def check(self) -> None:
+        factory = self.chat.factory
+        for client in self.clients:
+            self.read(client)
+            proto = client.proto
+            assert len(proto._buffer) <= CONFIG["max_line"] + 1
+            assert len(proto._inbox) <= CONFIG["flood_queue"]
+        nicks = [p.nick for p in factory.sessions.values()]
+        assert all(n is not None for n in nicks)
+        keys = [n.lower() for n in nicks if n is not None]
+        assert len(keys) == len(set(keys)) == len(factory.sessions)
+        assert set(keys) == set(factory.sessions)
+        registry: Any = factory.registry
+        assert len(registry) == len(keys)
+        for session in factory.sessions.values():
+            transport: Any = session.transport
+            assert transport.connected
+        for key, counts in self.expected.items():
+            assert self.seen.get(key, Counter()) == counts
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(events)
+def test_the_server_holds_whatever_clients_send(script: list[tuple[Any, ...]]) -> None:
+    world = World()
+    for event in script:
+        world.step(event)
+        world.check()
+    for client in world.clients:
+        client.transport.loseConnection()
+    world.check()
+    assert world.chat.factory.sessions == {}
+    assert world.chat.clock.getDelayedCalls() == []
