@@ -312,6 +312,8 @@ class ChatServerProtocol(LineReceiver):
                 self._welcomed(text)
         except ChatError as e:
             self.send(wire.notice(str(e)))
+        except Exception:
+            self._unexpected(Failure())
 
     def _welcomed(self, text: str) -> None:
         command, _, argument = text.strip().partition(" ")

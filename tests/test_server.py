@@ -764,3 +764,24 @@ def test_shutdown_cuts_clients_that_do_not_go() -> None:
     chat.advance(5)
     assert fired == [None]
     assert alice.transport.aborted
+
+
+def test_a_bug_in_a_handler_costs_one_line_not_the_connection(
+    chat: Chat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected error answers with one line; the next line works."""
+    alice, bob = chat.user("alice"), chat.user("bob")
+    alice.take()
+    calls = []
+
+    def broken(sender: object, text: str) -> None:
+        calls.append(text)
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(chat.factory, "say", broken)
+    alice.send(b"first\n")
+    assert alice.take() == b"Erreur interne du serveur, votre ligne est perdue\n"
+    monkeypatch.undo()
+    alice.send(b"second\n")
+    assert bob.take() == chat.stamp() + b"-alice: second\n"
+    assert calls == ["first"]
