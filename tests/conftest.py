@@ -39,15 +39,20 @@ class RecordingTransport(StringTransportWithDisconnection):
 class Client:
     """One connection to the server under test."""
 
-    def __init__(self, proto: ChatServerProtocol, transport: RecordingTransport):
+    def __init__(
+        self, proto: ChatServerProtocol, transport: RecordingTransport, clock: Clock
+    ):
         self.proto = proto
         self.transport = transport
+        self.clock = clock
 
     def send(self, data: bytes) -> None:
         self.proto.dataReceived(data)
 
     def take(self) -> bytes:
-        """What the server sent since the last take."""
+        """What the server sent since the last take, once the server's
+        reactor turn is over (public lines go out at its end)."""
+        self.clock.advance(0)
         data = self.transport.value()
         self.transport.clear()
         return data
@@ -77,7 +82,7 @@ class Chat:
         transport = RecordingTransport(peerAddress=peer)
         transport.protocol = proto
         proto.makeConnection(transport)
-        return Client(proto, transport)
+        return Client(proto, transport, self.clock)
 
     def user(self, nick: str, host: str = "192.0.2.1") -> Client:
         """A connected and registered client, its output taken."""

@@ -582,9 +582,33 @@ def test_broadcast_encodes_the_line_once() -> None:
     for other in others:
         other.transport.writes.clear()
     alice.send(b"hello\n")
+    chat.advance(0)
     written = [other.transport.writes for other in others]
     assert all(len(w) == 1 for w in written)
     assert len({id(w[0]) for w in written}) == 1
+
+
+def test_lines_of_one_turn_go_out_in_one_write_per_user() -> None:
+    """Public lines made in one reactor turn reach each user in one write,
+    in order, without the sender's own; a private line made after them in the
+    same turn arrives after them."""
+    chat = Chat(flood_rate=0, join_notice_limit=0)
+    alice, bob, carol = chat.user("alice"), chat.user("bob"), chat.user("carol")
+    chat.advance(0)
+    for c in (alice, bob, carol):
+        c.take()
+        c.transport.writes.clear()
+    alice.send(b"one\ntwo\n")
+    bob.send(b"three\n")
+    alice.send(b"msg carol four\n")
+    chat.advance(0)
+    stamp = chat.stamp()
+    assert carol.transport.writes == [
+        stamp + b"-alice: one\n" + stamp + b"-alice: two\n" + stamp + b"-bob: three\n",
+        stamp + "-message privé de alice: four\n".encode(),
+    ]
+    assert bob.transport.writes == [stamp + b"-alice: one\n" + stamp + b"-alice: two\n"]
+    assert alice.transport.writes == [stamp + b"-bob: three\n"]
 
 
 def test_registration_cost_does_not_grow_with_the_chat() -> None:
@@ -600,8 +624,10 @@ def test_registration_cost_does_not_grow_with_the_chat() -> None:
 
     def cost_of_registering(nick: str) -> tuple[int, int]:
         """(writes to anybody, bytes to the newcomer)"""
+        chat.advance(0)
         before = sum(len(t.writes) for t in transports)
         register(nick)
+        chat.advance(0)
         after = sum(len(t.writes) for t in transports)
         return after - before, len(transports[-1].value())
 
@@ -676,6 +702,7 @@ def test_a_client_that_stops_reading_is_cut_and_others_get_everything() -> None:
     slow.proto.pauseProducing()  # what a TCP transport does when its buffer fills
     for i in range(200):
         alice.send(b"message %d %s\n" % (i, b"x" * 100))
+        chat.advance(0)  # the reactor turn ends: the line is written
     assert not slow.connected
     assert slow.transport.aborted
     lines = bob.lines()
@@ -694,6 +721,7 @@ def test_a_reader_that_catches_up_is_kept() -> None:
         reader.proto.pauseProducing()
         for i in range(50):
             alice.send(b"message %d %s\n" % (i, b"x" * 100))
+            chat.advance(0)
         reader.proto.resumeProducing()
     assert reader.connected
 
