@@ -168,7 +168,9 @@ class ChatServerProtocol(LineReceiver):
     _closing_call: IDelayedCall | None = None
 
     def __init__(self) -> None:
-        self._inbox: collections.deque[bytes] = collections.deque()
+        # Lines waiting their turn; a list, as it holds a few lines at most
+        # (flood_queue), and costs 56 bytes where a deque costs 600.
+        self._inbox: list[bytes] = []
 
     # Connection life
 
@@ -320,7 +322,7 @@ class ChatServerProtocol(LineReceiver):
             while self._inbox and not self._busy and self.state is not State.GONE:
                 if self._drain_call is not None or not self._take_token():
                     return
-                self._handle(self._inbox.popleft())
+                self._handle(self._inbox.pop(0))
         finally:
             self._draining = False
 
