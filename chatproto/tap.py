@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import resource
 from collections.abc import Callable
 from typing import Any, cast
@@ -92,6 +93,84 @@ _NUMBERS: dict[str, tuple[str, type, float, str]] = {
 }
 
 
+# The cluster mode's defaults (chatproto.cluster.ClusterConfig), kept here so
+# that --help needs no Redis client.
+_CLUSTER_DEFAULTS: dict[str, Any] = {
+    "name": "chat",
+    "node_timeout": 30.0,
+    "redis_timeout": 2.0,
+}
+
+_CLUSTER_NUMBERS: dict[str, tuple[str, type, float, str]] = {
+    "node-timeout": (
+        "node_timeout",
+        float,
+        0.5,
+        "With --redis: when a node dies, its users are announced gone and "
+        "their nicknames freed by the others within this many seconds.",
+    ),
+    "redis-timeout": (
+        "redis_timeout",
+        float,
+        0.05,
+        "With --redis: seconds every Redis call may take; past that, Redis "
+        "counts as unreachable.",
+    ),
+}
+
+_CLUSTER_PARAMETERS: list[list[Any]] = [
+    [
+        "redis",
+        None,
+        None,
+        "Cluster mode: serve one chat with every node started with this Redis, "
+        "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] (for example "
+        "redis://127.0.0.1:6379/0). Without it, the chat is this process alone.",
+    ],
+    [
+        "cluster",
+        None,
+        _CLUSTER_DEFAULTS["name"],
+        "With --redis: the cluster's name, so that several chats can share one "
+        "Redis (letters, digits, _ . -).",
+    ],
+] + [
+    [name, None, str(_CLUSTER_DEFAULTS[field]), help]
+    for name, (field, _, _, help) in _CLUSTER_NUMBERS.items()
+]
+
+
+def _cluster_config(options: usage.Options) -> Any:
+    """The cluster's configuration, or None without --redis."""
+    numbers = {
+        field: _number(name, options[name], kind, least)
+        for name, (field, kind, least, _) in _CLUSTER_NUMBERS.items()
+    }
+    if options["redis"] is None:
+        return None
+    from chatproto.cluster import ClusterConfig, RedisAddress, valid_cluster_name
+
+    try:
+        address = RedisAddress.parse(options["redis"])
+    except ValueError as e:
+        raise usage.UsageError(f"--redis: {e}") from None
+    if not valid_cluster_name(options["cluster"]):
+        raise usage.UsageError(
+            f"--cluster: {options['cluster']!r} is not a cluster name: 1 to 64 "
+            "letters, digits, _ . or -."
+        )
+    if numbers["redis_timeout"] * 2 > numbers["node_timeout"]:
+        raise usage.UsageError(
+            "--redis-timeout must be at most half of --node-timeout, or a slow "
+            "answer from Redis would make a live node look dead."
+        )
+    if importlib.util.find_spec("txredisapi") is None:
+        raise usage.UsageError(
+            "--redis needs the txredisapi package: pip install 'chatproto[redis]'."
+        )
+    return ClusterConfig(redis=address, name=options["cluster"], **numbers)
+
+
 def _endpoint(description: str) -> str:
     """A bare port number means TCP on that port."""
     return f"tcp:{description}" if description.isdigit() else description
@@ -116,12 +195,14 @@ class Options(usage.Options):
         [name, None, str(getattr(_DEFAULTS, field)), help]
         for name, (field, _, _, help) in _NUMBERS.items()
     ]
+    optParameters += _CLUSTER_PARAMETERS
 
     def postOptions(self) -> None:
         values: dict[str, Any] = {}
         for name, (field, kind, least, _) in _NUMBERS.items():
             values[field] = _number(name, self[name], kind, least)
         self["config"] = ServerConfig(**values)
+        self["cluster_config"] = _cluster_config(self)
         self["port"] = _endpoint(self["port"])
         from twisted.internet import reactor
 
@@ -187,8 +268,19 @@ def makeService(options: usage.Options, reactor: Any = None) -> service.IService
             n=fitting,
         )
         config = dataclasses.replace(config, max_connections=fitting)
-    factory = ChatFactory(config, clock=reactor)
     top = service.MultiService()
+    cluster = options.get("cluster_config")
+    if cluster is None:
+        factory = ChatFactory(config, clock=reactor)
+    else:
+        from chatproto.cluster import ClusterNode
+
+        node = ClusterNode(cluster, clock=reactor)
+        factory = ChatFactory(config, clock=reactor, registry=node, relay=node)
+        node.attach(factory)
+        # First in, so stopped last: the users' departures are announced to
+        # the other nodes before the node leaves the cluster.
+        node.setServiceParent(top)
     # Stopped in reverse order: stop listening first, then say goodbye.
     _Shutdown(factory).setServiceParent(top)
     strports.service(options["port"], factory, reactor=reactor).setServiceParent(top)

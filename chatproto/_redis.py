@@ -1,0 +1,220 @@
+"""Redis for the cluster mode, through txredisapi, with a time limit on every call.
+
+txredisapi's reconnecting connections hold a command until Redis answers,
+for as long as Redis is away. Here every call fails instead, with
+L{RegistryUnavailable}: at once when there is no connection, after
+C{timeout} seconds when Redis does not answer. A connection that waits for a
+reply longer than that is cut, and txredisapi connects again (backing off to
+every C{MAX_RETRY_DELAY} seconds) for as long as it is not closed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import txredisapi
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.defer import TimeoutError as DeferredTimeout
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.error import ConnectError, ConnectionClosed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from chatproto.cluster import RedisAddress
+from chatproto.registry import RegistryUnavailable
+
+log = Logger()
+
+# Reconnection backoff: 0.2 s, then up to 2 s between attempts (txredisapi's
+# own default, up to 10 s, would keep a node deaf long after Redis returned).
+FIRST_RETRY_DELAY = 0.2
+MAX_RETRY_DELAY = 2.0
+
+
+class _Factory(txredisapi.RedisFactory):
+    initialDelay = FIRST_RETRY_DELAY
+    maxDelay = MAX_RETRY_DELAY
+
+
+def _endpoint(reactor: Any, address: RedisAddress, timeout: float) -> HostnameEndpoint:
+    return HostnameEndpoint(reactor, address.host, address.port, timeout=timeout)
+
+
+def unavailable(failure: Failure) -> Failure:
+    """Turn what a Redis call can fail with into L{RegistryUnavailable}."""
+    if failure.check(RegistryUnavailable):
+        return failure
+    if failure.check(DeferredTimeout, CancelledError):
+        reason = "Redis did not answer in time"
+    elif failure.check(
+        txredisapi.ConnectionError, ConnectionClosed, ConnectError
+    ):  # lost, refused, or never there
+        reason = f"no connection to Redis ({failure.getErrorMessage()})"
+    elif failure.check(txredisapi.RedisError):
+        # OOM, LOADING after a restart, READONLY replica, BUSY script...
+        reason = f"Redis refused: {failure.getErrorMessage()}"
+        log.error("Redis refused a command: {error}", error=failure.getErrorMessage())
+    else:
+        return failure
+    return Failure(RegistryUnavailable(reason))
+
+
+class Commands:
+    """One reconnecting connection for commands."""
+
+    def __init__(
+        self,
+        address: RedisAddress,
+        clock: IReactorTime,
+        timeout: float,
+        reactor: Any = None,
+    ) -> None:
+        if reactor is None:
+            reactor = clock
+        self.address = address
+        self.clock = clock
+        self.timeout = timeout
+        factory = _Factory(
+            f"{address.host}:{address.port}",
+            address.db,
+            1,  # one connection: commands run in the order they are sent
+            isLazy=True,
+            charset=None,  # replies as bytes: lines go through untouched
+            password=address.password,
+            username=address.username,
+            replyTimeout=timeout,
+            convertNumbers=False,
+        )
+        self._factory = factory
+        factory.startConnecting(_endpoint(reactor, address, timeout))
+
+    @property
+    def connected(self) -> bool:
+        return bool(self._factory.size)
+
+    def call(self, command: str, *args: Any) -> Deferred[Any]:
+        """Run one txredisapi command (C{eval}, C{publish}...) within the time
+        limit; fail with L{RegistryUnavailable}."""
+        if not self._factory.size:
+            return fail(RegistryUnavailable("no connection to Redis"))
+        try:
+            d: Deferred[Any] = getattr(self._factory.handler, command)(*args)
+        except txredisapi.ConnectionError as e:
+            return fail(RegistryUnavailable(f"no connection to Redis ({e})"))
+        d.addTimeout(self.timeout, self.clock)
+        d.addErrback(unavailable)
+        return d
+
+    def eval(self, script: bytes, args: Sequence[Any]) -> Deferred[Any]:
+        return self.call("eval", script, [], list(args))
+
+    def close(self) -> Deferred[None]:
+        """Stop reconnecting, close the connection, fire when it is closed
+        (or after the time limit)."""
+        d: Deferred[None] = self._factory.disconnect()
+        d.addTimeout(self.timeout, self.clock)
+        d.addErrback(lambda f: None)
+        return d
+
+
+class _SubscriberProtocol(txredisapi.SubscriberProtocol):
+    """Subscribes each time it connects, and reports to its L{Subscription}."""
+
+    factory: _SubscriberFactory
+    _subscribed = False
+
+    def connectionMade(self) -> Any:
+        ready = super().connectionMade()
+        self.whenConnected().addCallback(self._subscribe)
+        return ready
+
+    def _subscribe(self, _: object) -> None:
+        owner = self.factory.owner
+        d: Deferred[Any] = self.subscribe(list(owner.channels))
+        d.addTimeout(owner.timeout, owner.clock)
+        d.addCallbacks(self._done, self._failed)
+
+    def _done(self, _: object) -> None:
+        if self.connected:
+            self._subscribed = True
+            self.factory.owner._listening(True, "")
+
+    def _failed(self, failure: Failure) -> None:
+        log.warn(
+            "subscribing to Redis failed ({why}): connecting again",
+            why=failure.getErrorMessage(),
+        )
+        if self.transport is not None:
+            self.transport.abortConnection()
+
+    def messageReceived(self, pattern: object, channel: bytes, message: bytes) -> None:
+        try:
+            self.factory.owner.on_message(channel, message)
+        except Exception:
+            log.failure("delivering a message from Redis")
+
+    def connectionLost(self, why: Failure) -> None:
+        super().connectionLost(why)
+        if self._subscribed:
+            self._subscribed = False
+            self.factory.owner._listening(False, why.getErrorMessage())
+
+
+class _SubscriberFactory(_Factory):
+    protocol = _SubscriberProtocol
+
+    def __init__(self, owner: Subscription, address: RedisAddress) -> None:
+        super().__init__(
+            None,
+            None,  # pub/sub channels belong to no database
+            1,
+            isLazy=True,
+            charset=None,
+            password=address.password,
+            username=address.username,
+            convertNumbers=False,
+        )
+        self.owner = owner
+
+
+class Subscription:
+    """A reconnecting subscriber to a few channels.
+
+    It subscribes again each time it connects, and says when it starts and
+    stops hearing them: lines published while it is not are lost to it.
+    """
+
+    def __init__(
+        self,
+        address: RedisAddress,
+        channels: Sequence[bytes],
+        on_message: Callable[[bytes, bytes], None],
+        on_listening: Callable[[bool, str], None],
+        clock: IReactorTime,
+        timeout: float,
+        reactor: Any = None,
+    ) -> None:
+        if reactor is None:
+            reactor = clock
+        self.channels = tuple(channels)
+        self.on_message = on_message
+        self._on_listening = on_listening
+        self.clock = clock
+        self.timeout = timeout
+        self.listening = False
+        self._factory = _SubscriberFactory(self, address)
+        self._factory.startConnecting(_endpoint(reactor, address, timeout))
+
+    def _listening(self, listening: bool, why: str) -> None:
+        self.listening = listening
+        self._on_listening(listening, why)
+
+    def close(self) -> Deferred[None]:
+        if not self._factory.slots:
+            return succeed(None)
+        d: Deferred[None] = self._factory.disconnect()
+        d.addTimeout(self.timeout, self.clock)
+        d.addErrback(lambda f: None)
+        return d

@@ -1,0 +1,899 @@
+"""Cluster mode: several server processes serve one chat through one Redis.
+
+Each process is a node. L{RedisRegistry} is the registry twin: the nicknames
+of every node, kept in Redis and decided there by Lua scripts, so that each
+decision is atomic. L{ClusterNode} makes one process a node: it is the
+factory's registry (it refuses registrations while Redis is away) and its
+relay (pub/sub), and it keeps the node's lease, reaps the nodes that died,
+and registers its users again when Redis returns.
+
+In Redis (the database of C{--redis}), every key starts with
+C{chatproto:CLUSTER:}:
+
+    users           hash    nickname key (lower case) -> "NODE<TAB>Nick"
+    order           zset    Nick, scored by its registration number
+    seq             string  the last registration number (goes with the last user)
+    nodes           set     the nodes that hold users, or held some
+    node:ID:users   set     the nickname keys node ID holds
+    node:ID:lease   string  exists while node ID is alive: it renews the expiry
+    epoch           string  written once: if it changes, Redis lost its data
+    left            stream  departures announced late (after an outage), kept
+                            a minute for the nodes that come back later still
+
+Pub/sub channels belong to no database, so their names carry its number:
+
+    chatproto:CLUSTER:DB:all        "ORIGIN LINES", public lines (a reactor
+                                    turn's worth); "ORIGIN#ID LINE" for a
+                                    late departure, ID its entry in "left"
+    chatproto:CLUSTER:DB:node:ID    "NICKKEY LINE", private lines for node ID
+
+Every script builds its key names from a prefix, so this needs one Redis
+server (or a primary with replicas), not a Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import unquote, urlsplit
+
+from twisted.application import service
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from chatproto import wire
+from chatproto.registry import (
+    NicknameTaken,
+    RegistryUnavailable,
+    nick_key,
+)
+
+if TYPE_CHECKING:
+    from chatproto._redis import Commands, Subscription
+    from chatproto.server import ChatFactory, ChatServerProtocol
+
+log = Logger()
+
+CLUSTER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}", re.ASCII)
+
+NICK_LOST = (
+    "Votre pseudo {} a été pris par quelqu'un d'autre pendant une coupure "
+    "du serveur : reconnectez-vous avec un autre pseudo"
+)
+
+
+def valid_cluster_name(name: str) -> bool:
+    return CLUSTER_NAME.fullmatch(name) is not None
+
+
+def departure_prefix(stamp: str) -> bytes:
+    """The start of a departure line, C{[H.M.S]-Déconnection de }; the
+    nickname and C{\\n} follow (as the server's own departure lines)."""
+    return f"{stamp}-Déconnection de ".encode()
+
+
+@dataclass(frozen=True)
+class RedisAddress:
+    """Where Redis is: C{redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]}."""
+
+    host: str
+    port: int = 6379
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> RedisAddress:
+        """Read a C{redis://} URL; raise ValueError with a sentence a user
+        understands when it is not one."""
+        example = "redis://127.0.0.1:6379/0"
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:
+            raise ValueError(f"{url!r} is not a Redis URL such as {example}.") from None
+        if parts.scheme != "redis":
+            raise ValueError(
+                f"{url!r} is not a Redis URL: it must start with redis:// "
+                f"(for example {example})."
+            )
+        if not parts.hostname:
+            raise ValueError(f"{url!r} names no host; for example {example}.")
+        if parts.query or parts.fragment:
+            raise ValueError(f"{url!r}: a Redis URL takes no ?query or #fragment.")
+        db_text = parts.path.lstrip("/")
+        if not db_text:
+            db = 0
+        elif db_text.isdigit():
+            db = int(db_text)
+        else:
+            raise ValueError(
+                f"{url!r}: the database after the / must be a number, as in {example}."
+            )
+        return cls(
+            host=parts.hostname,
+            port=6379 if port is None else port,
+            db=db,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+        )
+
+    def __str__(self) -> str:
+        """The URL without its password, for logs."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"redis://{host}:{self.port}/{self.db}"
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """How a node reaches its cluster; the twistd options set it (tap.py)."""
+
+    redis: RedisAddress
+    name: str = "chat"
+    node_timeout: float = 30.0
+    redis_timeout: float = 2.0
+
+    @property
+    def tick(self) -> float:
+        """Seconds between two heartbeats: renew the lease, reap the dead."""
+        return min(1.0, self.node_timeout / 4)
+
+    @property
+    def retention(self) -> float:
+        """Seconds a departure announced late (after an outage) is kept for
+        the nodes that come back later still."""
+        return max(60.0, 2 * self.node_timeout)
+
+    @property
+    def lease(self) -> float:
+        """A node that stopped renewing its lease is dead this long after its
+        last renewal; reaped at most one tick later: node_timeout in all."""
+        return self.node_timeout - self.tick
+
+
+# Lua. KEYS is not used: every key is built from the prefix in ARGV[1].
+
+_LUA_COMMON = b"""
+local p = ARGV[1]
+local function owner(v)
+  local tab = string.find(v, '\\t', 1, true)
+  return string.sub(v, 1, tab - 1), string.sub(v, tab + 1)
+end
+-- Remove nickname KEY if node NODE holds it; return its Nick if so.
+local function drop(node, key)
+  redis.call('SREM', p .. 'node:' .. node .. ':users', key)
+  local v = redis.call('HGET', p .. 'users', key)
+  if not v then return false end
+  local holder, nick = owner(v)
+  if holder ~= node then return false end
+  redis.call('HDEL', p .. 'users', key)
+  redis.call('ZREM', p .. 'order', nick)
+  if redis.call('ZCARD', p .. 'order') == 0 then redis.call('DEL', p .. 'seq') end
+  return nick
+end
+local function take(node, key, nick)
+  if redis.call('HSETNX', p .. 'users', key, node .. '\\t' .. nick) == 0 then
+    return false
+  end
+  redis.call('ZADD', p .. 'order', redis.call('INCR', p .. 'seq'), nick)
+  redis.call('SADD', p .. 'node:' .. node .. ':users', key)
+  return true
+end
+"""
+
+# ARGV: prefix, node, key, Nick. -1: the node has no lease; 0: taken; 1: taken now.
+_CLAIM = b"""
+if redis.call('EXISTS', p .. 'node:' .. ARGV[2] .. ':lease') == 0 then return -1 end
+if take(ARGV[2], ARGV[3], ARGV[4]) then return 1 end
+return 0
+"""
+
+# ARGV: prefix, node, key[, channel, payload]: the payload is published if the
+# nickname was released (the departure line of a node that is stopping).
+_RELEASE = b"""
+local nick = drop(ARGV[2], ARGV[3])
+if nick and ARGV[4] then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
+if nick then return 1 end
+return 0
+"""
+
+# ARGV: prefix, stop index. Returns {total, {Nick...}}.
+_NAMES = b"""
+return {redis.call('ZCARD', p .. 'order'),
+        redis.call('ZRANGE', p .. 'order', 0, tonumber(ARGV[2]))}
+"""
+
+# ARGV: prefix, node, lease ms. 1 if the lease was renewed, 0 if it was lost.
+_RENEW = b"""
+if redis.call('SET', p .. 'node:' .. ARGV[2] .. ':lease', '1', 'PX', ARGV[3], 'XX')
+then return 1 end
+return 0
+"""
+
+# ARGV: prefix, node, lease ms, new epoch, then key, Nick for every user the
+# node has. Takes the lease; registers those users again; drops what the node
+# held but no longer has. Returns {epoch, {conflicting keys}, {dropped Nicks}}.
+_SYNC = b"""
+local node = ARGV[2]
+local mine = p .. 'node:' .. node .. ':users'
+redis.call('SET', p .. 'node:' .. node .. ':lease', '1', 'PX', ARGV[3])
+redis.call('SADD', p .. 'nodes', node)
+local epoch = redis.call('GET', p .. 'epoch')
+if not epoch then
+  epoch = ARGV[4]
+  redis.call('SET', p .. 'epoch', epoch)
+end
+local wanted = {}
+for i = 5, #ARGV, 2 do wanted[ARGV[i]] = true end
+local dropped = {}
+for _, key in ipairs(redis.call('SMEMBERS', mine)) do
+  if not wanted[key] then
+    local nick = drop(node, key)
+    if nick then table.insert(dropped, nick) end
+  end
+end
+local conflicts = {}
+for i = 5, #ARGV, 2 do
+  local key = ARGV[i]
+  local v = redis.call('HGET', p .. 'users', key)
+  if not v then
+    take(node, key, ARGV[i + 1])
+  elseif owner(v) == node then
+    redis.call('SADD', mine, key)
+  else
+    redis.call('SREM', mine, key)
+    table.insert(conflicts, key)
+  end
+end
+return {epoch, conflicts, dropped, redis.call('XRANGE', p .. 'left', '-', '+')}
+"""
+
+# ARGV: prefix, origin, channel, retention ms, then departure lines. Departures
+# a node could not announce while it was cut off: published, and kept a while
+# in the stream "left", for the nodes that come back after this one.
+_ANNOUNCE = b"""
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local log = p .. 'left'
+for i = 5, #ARGV do
+  local id = redis.call('XADD', log, '*', 'origin', ARGV[2], 'line', ARGV[i])
+  redis.call('PUBLISH', ARGV[3], ARGV[2] .. '#' .. id .. ' ' .. ARGV[i])
+end
+redis.call('XTRIM', log, 'MINID', now - tonumber(ARGV[4]))
+redis.call('PEXPIRE', log, ARGV[4])
+return #ARGV - 4
+"""
+
+# ARGV: prefix, node, channel, origin, departure prefix. Every node but this
+# one whose lease is gone: its users are released and their departures
+# published, at once; a second reaper finds nothing. Returns the Nicks.
+_REAP = b"""
+local gone = {}
+for _, node in ipairs(redis.call('SMEMBERS', p .. 'nodes')) do
+  local lease = p .. 'node:' .. node .. ':lease'
+  if node ~= ARGV[2] and redis.call('EXISTS', lease) == 0 then
+    for _, key in ipairs(redis.call('SMEMBERS', p .. 'node:' .. node .. ':users')) do
+      local nick = drop(node, key)
+      if nick then table.insert(gone, nick) end
+    end
+    redis.call('DEL', p .. 'node:' .. node .. ':users')
+    redis.call('SREM', p .. 'nodes', node)
+  end
+end
+for _, nick in ipairs(gone) do
+  redis.call('PUBLISH', ARGV[3], ARGV[4] .. ' ' .. ARGV[5] .. nick .. '\\n')
+end
+return gone
+"""
+
+# ARGV: prefix, node, channel, origin, departure prefix. A node that stops:
+# its remaining users are released and announced, its lease is given back.
+_LEAVE = b"""
+local node = ARGV[2]
+local gone = {}
+for _, key in ipairs(redis.call('SMEMBERS', p .. 'node:' .. node .. ':users')) do
+  local nick = drop(node, key)
+  if nick then table.insert(gone, nick) end
+end
+for _, nick in ipairs(gone) do
+  redis.call('PUBLISH', ARGV[3], ARGV[4] .. ' ' .. ARGV[5] .. nick .. '\\n')
+end
+redis.call('DEL', p .. 'node:' .. node .. ':users', p .. 'node:' .. node .. ':lease')
+redis.call('SREM', p .. 'nodes', node)
+return gone
+"""
+
+# ARGV: prefix, node, key, channel prefix, payload. Publishes a private line
+# on the channel of the node that holds KEY; returns how many heard it.
+_WHISPER = b"""
+local v = redis.call('HGET', p .. 'users', ARGV[3])
+if not v then return 0 end
+local holder = owner(v)
+if holder == ARGV[2] then return 0 end
+return redis.call('PUBLISH', ARGV[4] .. holder, ARGV[5])
+"""
+
+CLAIM, RELEASE, NAMES, RENEW, SYNC, ANNOUNCE, REAP, LEAVE, WHISPER = (
+    _LUA_COMMON + body
+    for body in (
+        _CLAIM,
+        _RELEASE,
+        _NAMES,
+        _RENEW,
+        _SYNC,
+        _ANNOUNCE,
+        _REAP,
+        _LEAVE,
+        _WHISPER,
+    )
+)
+
+
+class LeaseLost(RegistryUnavailable):
+    """This node's lease is gone (it was thought dead, or Redis lost its data):
+    it must register its users again before it takes new ones."""
+
+
+@dataclass(frozen=True)
+class Synced:
+    """What registering a node's users again found."""
+
+    epoch: str
+    conflicts: list[str]  # keys of local users whose nickname someone else has
+    dropped: list[str]  # Nicks the node held in Redis but no longer has
+    announced: list[tuple[bytes, bytes, bytes]]  # (id, origin, line) kept a while
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+class RedisRegistry:
+    """The registry of one node of a cluster, kept in Redis.
+
+    The interface of L{chatproto.registry.MemoryRegistry}: C{claim},
+    C{release}, C{names}, for every node of the cluster at once. A node
+    claims under its lease: L{sync} takes it, L{renew} keeps it; without it,
+    L{claim} fails with L{LeaseLost}. Every call fails with
+    L{RegistryUnavailable} when Redis does not answer in time.
+    """
+
+    def __init__(
+        self, commands: Commands, cluster: str, node: str, lease: float
+    ) -> None:
+        self.commands = commands
+        self.node = node
+        self.prefix = f"chatproto:{cluster}:"
+        db = commands.address.db
+        self.public_channel = f"chatproto:{cluster}:{db}:all".encode()
+        self.node_channel_prefix = f"chatproto:{cluster}:{db}:node:".encode()
+        self.node_channel = self.node_channel_prefix + node.encode()
+        self.origin = node.encode()
+        self.lease_ms = max(1, round(lease * 1000))
+
+    def _eval(self, script: bytes, *args: Any) -> Deferred[Any]:
+        return self.commands.eval(script, (self.prefix, *args))
+
+    # The registry
+
+    def claim(self, nick: str) -> Deferred[str]:
+        def decided(result: int) -> str:
+            if result == -1:
+                raise LeaseLost("this node has no lease in Redis")
+            if result == 0:
+                raise NicknameTaken(nick)
+            return nick
+
+        return self._eval(CLAIM, self.node, nick_key(nick), nick).addCallback(decided)
+
+    def release(self, nick: str, announce: bytes | None = None) -> Deferred[None]:
+        """Give C{nick} back if this node holds it; if C{announce} is a line,
+        publish it to the other nodes then, in the same step."""
+        args: tuple[Any, ...] = (self.node, nick_key(nick))
+        if announce is not None:
+            args += (self.public_channel, self.origin + b" " + announce)
+        return self._eval(RELEASE, *args).addCallback(lambda _: None)
+
+    def names(self, limit: int | None = None) -> Deferred[tuple[list[str], int]]:
+        if limit is not None and limit <= 0:
+            return self._eval(NAMES, -1).addCallback(lambda r: ([], int(r[0])))
+        stop = -1 if limit is None else limit - 1
+
+        def read(result: list[Any]) -> tuple[list[str], int]:
+            return [_text(n) for n in result[1]], int(result[0])
+
+        return self._eval(NAMES, stop).addCallback(read)
+
+    # The node
+
+    def sync(self, nicks: Iterable[str]) -> Deferred[Synced]:
+        """Take the lease and register these nicknames for this node; the
+        node holds exactly these afterwards, but those someone else has."""
+        args: list[str] = []
+        for nick in nicks:
+            args += (nick_key(nick), nick)
+
+        def read(result: list[Any]) -> Synced:
+            epoch, conflicts, dropped, left = result
+            announced = []
+            for entry, fields in left:
+                values = dict(zip(fields[::2], fields[1::2], strict=True))
+                announced.append((entry, values[b"origin"], values[b"line"]))
+            return Synced(
+                _text(epoch),
+                [_text(k) for k in conflicts],
+                [_text(n) for n in dropped],
+                announced,
+            )
+
+        d = self._eval(SYNC, self.node, self.lease_ms, secrets.token_hex(8), *args)
+        return d.addCallback(read)
+
+    def renew(self) -> Deferred[bool]:
+        """Extend the lease; False if it was already gone."""
+        return self._eval(RENEW, self.node, self.lease_ms).addCallback(bool)
+
+    def announce(self, lines: list[bytes], retention: float) -> Deferred[None]:
+        """Publish departures that could not be published when they happened;
+        keep them C{retention} seconds for the nodes that were not listening."""
+        ms = max(1, round(retention * 1000))
+        d = self._eval(ANNOUNCE, self.origin, self.public_channel, ms, *lines)
+        return d.addCallback(lambda _: None)
+
+    def reap(self, stamp: str) -> Deferred[list[str]]:
+        """Release the users of every node whose lease expired, publish their
+        departures; return their nicknames (for this node to tell its own)."""
+        d = self._eval(
+            REAP, self.node, self.public_channel, self.origin, departure_prefix(stamp)
+        )
+        return d.addCallback(lambda gone: [_text(n) for n in gone])
+
+    def leave(self, stamp: str) -> Deferred[list[str]]:
+        """Release what this node still holds (announcing it), and its lease."""
+        d = self._eval(
+            LEAVE, self.node, self.public_channel, self.origin, departure_prefix(stamp)
+        )
+        return d.addCallback(lambda gone: [_text(n) for n in gone])
+
+    def publish(self, line: bytes) -> Deferred[None]:
+        """Send a public line to every other node."""
+        d = self.commands.call(
+            "publish", self.public_channel, self.origin + b" " + line
+        )
+        return d.addCallback(lambda _: None)
+
+    def whisper(self, target: str, line: bytes) -> Deferred[bool]:
+        """Send a private line to the node that holds C{target}; whether a
+        node heard it."""
+        key = nick_key(target)
+        d = self._eval(
+            WHISPER,
+            self.node,
+            key,
+            self.node_channel_prefix,
+            key.encode() + b" " + line,
+        )
+        return d.addCallback(lambda heard: int(heard) > 0)
+
+
+class ClusterNode(service.Service):
+    """One server process of a cluster: the registry and the relay of its
+    L{ChatFactory} (pass it as both, then L{attach} the factory).
+
+    While Redis is away, or until this node registered its users there again,
+    C{claim} fails with L{RegistryUnavailable}, C{names} answers with the
+    users of this node, and lines stay on this node. Departures in that time
+    are announced to the other nodes once Redis is back.
+    """
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        clock: IReactorTime | None = None,
+        reactor: Any = None,
+        node_id: str | None = None,
+    ) -> None:
+        if clock is None:
+            from twisted.internet import reactor as default
+
+            clock = cast(IReactorTime, default)
+        self.config = config
+        self.clock = clock
+        self.reactor = reactor if reactor is not None else clock
+        self.id = node_id or secrets.token_hex(6)
+        self.chat: ChatFactory | None = None
+        self.registry: RedisRegistry | None = None
+        self._commands: Commands | None = None
+        self._subscription: Subscription | None = None
+        self._synced = False  # the lease is held and the users here registered
+        self._listening = False  # subscribed: lines from other nodes arrive
+        self._was_accepting = False
+        self._down_reason = ""
+        self._epoch: str | None = None
+        self._pending: dict[str, tuple[str, bytes]] = {}  # left while cut off
+        self._seen: dict[bytes, float] = {}  # late departures delivered here
+        self._local_only = False
+        self._outbox: list[bytes] = []
+        self._outbox_call: IDelayedCall | None = None
+        self._syncing = False
+        self._renewing = False
+        self._reaping = False
+        self._down_since: float | None = None
+        self._ever_accepted = False
+        self._warned = False
+        self._heartbeat = LoopingCall(self._beat)
+        self._heartbeat.clock = clock
+
+    def attach(self, chat: ChatFactory) -> None:
+        """The factory whose users this node serves."""
+        self.chat = chat
+
+    @property
+    def accepting(self) -> bool:
+        """Whether new nicknames are taken now."""
+        return bool(self.running) and self._synced and self._listening
+
+    # Life
+
+    def startService(self) -> None:
+        from chatproto._redis import Commands, Subscription
+
+        super().startService()
+        config = self.config
+        self._commands = Commands(
+            config.redis, self.clock, config.redis_timeout, self.reactor
+        )
+        self.registry = RedisRegistry(
+            self._commands, config.name, self.id, config.lease
+        )
+        self._subscription = Subscription(
+            config.redis,
+            (self.registry.public_channel, self.registry.node_channel),
+            self._message,
+            self._heard,
+            self.clock,
+            config.redis_timeout,
+            self.reactor,
+        )
+        self._down_since = self.clock.seconds()
+        log.info(
+            "node {node} joining cluster {cluster} through {redis}",
+            node=self.id,
+            cluster=config.name,
+            redis=str(config.redis),
+        )
+        self._heartbeat.start(config.tick, now=True)
+
+    def stopService(self) -> Deferred[None]:
+        """Announce the users still registered here, give the lease back,
+        and close the connections: the other nodes need not wait for the
+        lease to expire."""
+        super().stopService()
+        if self._heartbeat.running:
+            self._heartbeat.stop()
+        registry, commands, subscription = (
+            self.registry,
+            self._commands,
+            self._subscription,
+        )
+        if registry is None or commands is None or subscription is None:
+            return succeed(None)
+        self._send_outbox()
+        d: Deferred[object] = succeed(None)
+        if self._synced:
+            d = registry.leave(self._stamp()).addErrback(self._failed)
+        self._synced = False
+        d.addCallback(lambda _: subscription.close())
+        return d.addCallback(lambda _: commands.close())
+
+    def _stamp(self) -> str:
+        return self.chat.stamp() if self.chat is not None else "[0.0.0]"
+
+    # State, and what the log says of it
+
+    def _lost(self, why: str) -> None:
+        """A Redis call failed, or the lease is gone: register again."""
+        self._synced = False
+        self._down_reason = why
+        self._report()
+
+    def _heard(self, listening: bool, why: str) -> None:
+        """The subscription started or stopped: lines published while it was
+        down are lost to this node, so it registers again (and catches up
+        with the late departures) once it hears again."""
+        self._listening = listening
+        if listening:
+            self._resync()
+        else:
+            self._lost(f"subscription lost: {why}")
+
+    def _report(self) -> None:
+        if not self.running:
+            return
+        accepting = self.accepting
+        if accepting == self._was_accepting:
+            return
+        self._was_accepting = accepting
+        self._down_since = None if accepting else self.clock.seconds()
+        self._warned = False
+        here = len(self.chat.sessions) if self.chat is not None else 0
+        if accepting and not self._ever_accepted:
+            self._ever_accepted = True
+            log.info(
+                "node {node} is in cluster {cluster} ({redis})",
+                node=self.id,
+                cluster=self.config.name,
+                redis=str(self.config.redis),
+            )
+        elif accepting:
+            log.info(
+                "Redis is back: the {here} users here are registered again, new "
+                "registrations are accepted",
+                here=here,
+            )
+        else:
+            log.warn(
+                "Redis unreachable ({why}): new registrations are refused; the "
+                "{here} users here chat among themselves until it is back",
+                why=self._down_reason,
+                here=here,
+            )
+
+    def _beat(self) -> None:
+        try:
+            if not self._synced:
+                self._resync()
+                self._warn_if_long()
+                return
+            registry = self.registry
+            assert registry is not None
+            if not self._renewing:
+                self._renewing = True
+                renewed = registry.renew()
+                renewed.addCallbacks(self._renewed, self._failed)
+                renewed.addErrback(self._bug, "renewing the lease")
+                renewed.addBoth(self._set, "_renewing", False)
+            if not self._reaping:
+                self._reaping = True
+                reaped = registry.reap(self._stamp())
+                reaped.addCallbacks(self._reaped, self._failed)
+                reaped.addErrback(self._bug, "reaping dead nodes")
+                reaped.addBoth(self._set, "_reaping", False)
+        except Exception:
+            log.failure("cluster heartbeat")
+
+    def _warn_if_long(self) -> None:
+        if self._warned or self._down_since is None or self.accepting:
+            return
+        waited = self.clock.seconds() - self._down_since
+        if waited > self.config.node_timeout:
+            self._warned = True
+            log.warn(
+                "still no cluster after {waited:.0f} s: is Redis up at {redis}? "
+                "({why})",
+                waited=waited,
+                redis=str(self.config.redis),
+                why=self._down_reason or "no answer",
+            )
+
+    def _bug(self, failure: Failure, doing: str) -> None:
+        log.failure("cluster: {doing}", failure, doing=doing)
+
+    def _set(self, result: object, name: str, value: object) -> None:
+        setattr(self, name, value)
+
+    def _failed(self, failure: Failure) -> None:
+        failure.trap(RegistryUnavailable)
+        self._lost(failure.getErrorMessage())
+
+    def _renewed(self, held: bool) -> None:
+        if not held:
+            log.warn(
+                "node {node} has no lease in Redis any more (it expired, or Redis "
+                "lost its data): registering its users again",
+                node=self.id,
+            )
+            self._lost("no lease in Redis")
+            self._resync()
+
+    def _reaped(self, gone: list[str]) -> None:
+        if not gone or self.chat is None:
+            return
+        log.info("a node died; gone with it: {nicks}", nicks=", ".join(gone))
+        start = departure_prefix(self._stamp())
+        for nick in gone:
+            self.chat.deliver(start + nick.encode() + b"\n")
+
+    # Registering this node's users again
+
+    def _resync(self) -> None:
+        registry, chat = self.registry, self.chat
+        if self._syncing or not self.running or registry is None or chat is None:
+            return
+        if not self._listening:  # what it would announce could not be heard
+            return
+        if self._commands is not None and not self._commands.connected:
+            self._down_reason = self._down_reason or "no connection to Redis"
+            return
+        self._syncing = True
+        pending, self._pending = self._pending, {}
+        sessions = [proto.nick for proto in chat.sessions.values() if proto.nick]
+        d = registry.sync(sessions)
+        d.addCallbacks(
+            self._synced_again,
+            self._sync_failed,
+            callbackArgs=(pending,),
+            errbackArgs=(pending,),
+        )
+        d.addErrback(self._bug, "registering the users again")
+        d.addBoth(self._set, "_syncing", False)
+
+    def _sync_failed(self, failure: Failure, pending: dict[str, Any]) -> None:
+        pending.update(self._pending)
+        self._pending = pending
+        failure.trap(RegistryUnavailable)
+        self._lost(failure.getErrorMessage())
+
+    def _synced_again(
+        self, synced: Synced, pending: dict[str, tuple[str, bytes]]
+    ) -> None:
+        registry, chat = self.registry, self.chat
+        if not self.running or registry is None or chat is None:
+            return
+        data_lost = self._epoch is not None and synced.epoch != self._epoch
+        if data_lost:
+            log.warn(
+                "Redis lost the cluster's data: the users here are registered again"
+            )
+        self._epoch = synced.epoch
+        self._synced = True
+        # Who left this node while it was cut off: the other nodes still had
+        # them (dropped now), or, if Redis lost its data, never heard of it.
+        # If another node reaped them meanwhile, it announced them already.
+        dropped = {nick_key(nick) for nick in synced.dropped}
+        late = [
+            line for key, (_, line) in pending.items() if data_lost or key in dropped
+        ]
+        if late:
+            registry.announce(late, self.config.retention).addErrback(self._failed)
+        # And what the others announced late while this node was not listening.
+        for entry, origin, line in synced.announced:
+            if origin != registry.origin and self._first_sight(entry):
+                chat.deliver(line)
+        for key in synced.conflicts:
+            proto = chat.sessions.get(key)
+            if proto is not None:
+                self._evict(proto)
+        # Who left while the registration was under way: registered by it.
+        left, self._pending = self._pending, {}
+        for nick, line in left.values():
+            registry.release(nick, line).addErrback(self._failed)
+        self._report()
+
+    def _evict(self, proto: ChatServerProtocol) -> None:
+        """Somebody else took this user's nickname while this node was cut
+        off: tell the user, say goodbye, and announce it here only. The
+        other nodes know that nickname as someone who is present: announcing
+        it there would announce the wrong person gone."""
+        log.info("{nick} lost its nickname during the outage", nick=proto.nick)
+        self._local_only = True
+        try:
+            proto.say_goodbye(wire.notice(NICK_LOST.format(proto.nick)), wire.BYE)
+        finally:
+            self._local_only = False
+
+    def _first_sight(self, entry: bytes) -> bool:
+        """Whether a late departure is new here (it may come both published
+        and read back when registering again)."""
+        now = self.clock.seconds()
+        if entry in self._seen:
+            return False
+        horizon = now - 2 * self.config.retention
+        for old in [e for e, at in self._seen.items() if at < horizon]:
+            del self._seen[old]
+        self._seen[entry] = now
+        return True
+
+    # Registry (for the factory)
+
+    def claim(self, nick: str) -> Deferred[str]:
+        if not self.accepting or self.registry is None:
+            return fail(
+                RegistryUnavailable(self._down_reason or "not in the cluster yet")
+            )
+        d = self.registry.claim(nick)
+        d.addErrback(self._claim_failed)
+        return d
+
+    def _claim_failed(self, failure: Failure) -> Failure:
+        if failure.check(RegistryUnavailable):
+            self._lost(failure.getErrorMessage())
+            if failure.check(LeaseLost):
+                self._resync()
+        return failure
+
+    def release(self, nick: str) -> Deferred[None]:
+        chat, registry = self.chat, self.registry
+        if self._local_only or chat is None or registry is None:
+            return succeed(None)
+        line = departure_prefix(chat.stamp()) + nick.encode() + b"\n"
+        if not self._synced:
+            self._pending[nick_key(nick)] = (nick, line)
+            return succeed(None)
+        # A stopping factory does not announce departures: its users are told
+        # it stops. The users of the other nodes must hear of them.
+        if chat.stopping:
+            self._send_outbox()
+        d = registry.release(nick, line if chat.stopping else None)
+
+        def failed(failure: Failure) -> None:
+            failure.trap(RegistryUnavailable)
+            self._pending[nick_key(nick)] = (nick, line)
+            self._lost(failure.getErrorMessage())
+
+        return d.addErrback(failed)
+
+    def names(self, limit: int | None = None) -> Deferred[tuple[list[str], int]]:
+        here = self._names_here(limit)
+        if not self._synced or self.registry is None:
+            return succeed(here)
+
+        def failed(failure: Failure) -> tuple[list[str], int]:
+            failure.trap(RegistryUnavailable)
+            self._lost(failure.getErrorMessage())
+            return here
+
+        return self.registry.names(limit).addErrback(failed)
+
+    def _names_here(self, limit: int | None) -> tuple[list[str], int]:
+        chat = self.chat
+        nicks = [p.nick for p in chat.sessions.values() if p.nick] if chat else []
+        return nicks[:limit] if limit is not None else nicks, len(nicks)
+
+    # Relay (for the factory)
+
+    def publish(self, line: bytes) -> None:
+        """Public lines made during one reactor turn go to Redis together at
+        its end: one message for the other nodes, whatever their number."""
+        if self._local_only or not self._synced or self.registry is None:
+            return
+        self._outbox.append(line)
+        if self._outbox_call is None:
+            self._outbox_call = self.clock.callLater(0, self._send_outbox)
+
+    def _send_outbox(self) -> None:
+        if self._outbox_call is not None and self._outbox_call.active():
+            self._outbox_call.cancel()
+        self._outbox_call = None
+        lines, self._outbox = self._outbox, []
+        if lines and self._synced and self.registry is not None:
+            self.registry.publish(b"".join(lines)).addErrback(self._failed)
+
+    def whisper(self, target: str, line: bytes) -> Deferred[bool]:
+        if not self._synced or self.registry is None:
+            return succeed(False)
+        self._send_outbox()  # the public lines made before go first
+
+        def failed(failure: Failure) -> bool:
+            self._failed(failure)
+            return False
+
+        return self.registry.whisper(target, line).addErrback(failed)
+
+    def _message(self, channel: bytes, message: bytes) -> None:
+        chat, registry = self.chat, self.registry
+        if chat is None or registry is None:
+            return
+        head, _, line = message.partition(b" ")
+        if channel == registry.public_channel:
+            origin, late, entry = head.partition(b"#")
+            if origin != registry.origin and (not late or self._first_sight(entry)):
+                chat.deliver(line)
+        elif channel == registry.node_channel:
+            chat.deliver_private(head.decode("ascii", "replace"), line)
