@@ -72,12 +72,6 @@ def valid_cluster_name(name: str) -> bool:
     return CLUSTER_NAME.fullmatch(name) is not None
 
 
-def departure_prefix(stamp: str) -> bytes:
-    """The start of a departure line, C{[H.M.S]-Déconnection de }; the
-    nickname and C{\\n} follow (as the server's own departure lines)."""
-    return f"{stamp}-Déconnection de ".encode()
-
-
 @dataclass(frozen=True)
 class RedisAddress:
     """Where Redis is: C{redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]}."""
@@ -450,14 +444,22 @@ class RedisRegistry:
         """Release the users of every node whose lease expired, publish their
         departures; return their nicknames (for this node to tell its own)."""
         d = self._eval(
-            REAP, self.node, self.public_channel, self.origin, departure_prefix(stamp)
+            REAP,
+            self.node,
+            self.public_channel,
+            self.origin,
+            wire.departure_prefix(stamp),
         )
         return d.addCallback(lambda gone: [_text(n) for n in gone])
 
     def leave(self, stamp: str) -> Deferred[list[str]]:
         """Release what this node still holds (announcing it), and its lease."""
         d = self._eval(
-            LEAVE, self.node, self.public_channel, self.origin, departure_prefix(stamp)
+            LEAVE,
+            self.node,
+            self.public_channel,
+            self.origin,
+            wire.departure_prefix(stamp),
         )
         return d.addCallback(lambda gone: [_text(n) for n in gone])
 
@@ -706,7 +708,7 @@ class ClusterNode(service.Service):
         if not gone or self.chat is None:
             return
         log.info("a node died; gone with it: {nicks}", nicks=", ".join(gone))
-        start = departure_prefix(self._stamp())
+        start = wire.departure_prefix(self._stamp())
         for nick in gone:
             self.chat.deliver(start + nick.encode() + b"\n")
 
@@ -822,7 +824,7 @@ class ClusterNode(service.Service):
         chat, registry = self.chat, self.registry
         if self._local_only or chat is None or registry is None:
             return succeed(None)
-        line = departure_prefix(chat.stamp()) + nick.encode() + b"\n"
+        line = wire.departure_prefix(chat.stamp()) + nick.encode() + b"\n"
         if not self._synced:
             self._pending[nick_key(nick)] = (nick, line)
             return succeed(None)
@@ -877,12 +879,12 @@ class ClusterNode(service.Service):
 
     def whisper(self, target: str, line: bytes) -> Deferred[bool]:
         if not self._synced or self.registry is None:
-            return succeed(False)
+            return fail(RegistryUnavailable("the cluster cannot be reached"))
         self._send_outbox()  # the public lines made before go first
 
         def failed(failure: Failure) -> bool:
             self._failed(failure)
-            return False
+            raise RegistryUnavailable("the cluster cannot be reached")
 
         return self.registry.whisper(target, line).addErrback(failed)
 

@@ -450,12 +450,21 @@ class ChatServerProtocol(LineReceiver):
             raise ChatError(wire.PRIVATE_EMPTY.format(target))
         assert self.nick is not None
         d = self.factory.whisper(self.nick, target, body)
-        d.addCallback(self._whispered, target)
+        d.addCallbacks(
+            self._whispered,
+            self._not_whispered,
+            callbackArgs=(target,),
+            errbackArgs=(target,),
+        )
         d.addErrback(self._unexpected)
 
     def _whispered(self, found: bool, target: str) -> None:
         if not found:
             self.send(wire.notice(wire.NO_SUCH_USER.format(target)))
+
+    def _not_whispered(self, failure: Failure, target: str) -> None:
+        failure.trap(RegistryUnavailable)
+        self.send(wire.notice(wire.PRIVATE_UNAVAILABLE.format(target)))
 
     def _list(self, argument: str) -> None:
         self.factory.registry.names().addCallback(self._send_names)
@@ -579,7 +588,9 @@ class ChatFactory(ServerFactory):
             self._pinger.stop()
         log.info("{nick} left", nick=proto.nick)
         if not self.stopping:
-            self.broadcast(f"{self.stamp()}-Déconnection de {proto.nick}\n".encode())
+            self.broadcast(
+                wire.departure_prefix(self.stamp()) + proto.nick.encode() + b"\n"
+            )
 
     # Messages
 

@@ -36,6 +36,9 @@ PRIVATE_EMPTY = "Erreur : message privé vide pour {}"
 NO_SUCH_USER = "Erreur : {} n'est pas connecté"
 ALREADY_NAMED = "Erreur : vous êtes déjà enregistré sous le pseudo {}"
 UNAVAILABLE = "Erreur : inscription impossible pour le moment, réessayez plus tard"
+PRIVATE_UNAVAILABLE = (
+    "Erreur : message privé pour {} impossible pour le moment, réessayez plus tard"
+)
 INTERNAL_ERROR = "Erreur interne du serveur, votre ligne est perdue"
 REGISTRATION_EXPIRED = "Délai d'enregistrement dépassé, au revoir"
 SERVER_FULL = "Le serveur est plein, réessayez plus tard"
@@ -43,6 +46,12 @@ TOO_MANY_FROM_HOST = "Trop de connexions depuis votre adresse, réessayez plus t
 STOPPING = "Le serveur s'arrête, à bientôt"
 FLOOD = "Trop de messages trop vite : vous êtes déconnecté"
 FLOODED = (FLOOD + "\n").encode()
+
+
+def departure_prefix(stamp: str) -> bytes:
+    """The start of a departure line, C{[H.M.S]-Déconnection de }: the
+    nickname and C{\\n} follow. (A cluster's Redis scripts complete it.)"""
+    return f"{stamp}-Déconnection de ".encode()
 
 
 def notice(text: str) -> bytes:

@@ -8,8 +8,10 @@ from __future__ import annotations
 import time
 
 import pytest
+from twisted.internet.defer import Deferred, fail
 
 from chatproto import wire
+from chatproto.registry import RegistryUnavailable
 from tests.conftest import Chat, RecordingTransport
 
 WELCOME = b"Bienvenue dans le chat v.1, enregistrez-vous avec la commande /pseudo\n"
@@ -813,3 +815,38 @@ def test_a_bug_in_a_handler_costs_one_line_not_the_connection(
     alice.send(b"second\n")
     assert bob.take() == chat.stamp() + b"-alice: second\n"
     assert calls == ["first"]
+
+
+class UnreachableRelay:
+    """A cluster link whose store cannot be reached."""
+
+    def __init__(self) -> None:
+        self.published: list[bytes] = []
+
+    def publish(self, line: bytes) -> None:
+        self.published.append(line)
+
+    def whisper(self, target: str, line: bytes) -> Deferred[bool]:
+        return fail(RegistryUnavailable("down"))
+
+
+def test_private_line_while_the_cluster_is_unreachable_says_so() -> None:
+    """A private line to nobody here, when the other nodes cannot be asked,
+    gets its own French error, not 'not connected'."""
+    chat = Chat()
+    relay = UnreachableRelay()
+    chat.factory.relay = relay
+    alice, bob = chat.user("alice"), chat.user("bob")
+    alice.take()
+    alice.send(b"msg zoe hello\n")
+    assert (
+        alice.take()
+        == (
+            "Erreur : message privé pour zoe impossible pour le moment, "
+            "réessayez plus tard\n"
+        ).encode()
+    )
+    alice.send(b"msg bob local\n")
+    assert bob.take() == chat.stamp() + "-message privé de alice: local\n".encode()
+    alice.send(b"public\n")
+    assert relay.published[-1] == chat.stamp() + b"-alice: public\n"
