@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import enum
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +36,18 @@ from chatproto.registry import (
 from chatproto.text import clean
 
 log = Logger()
+
+# Public lines made in one reactor turn are written together, but a batch
+# goes out early when it reaches either bound: what each user is handed at
+# once, and what each sender's copy (the batch less its own lines) costs,
+# stay small.
+BATCH_LINES = 64
+BATCH_BYTES = 64 * 1024
+
+# A client whose transport holds more than max_output is cut once that has
+# lasted OUTPUT_GRACE seconds, or at once past OUTPUT_HARD_LIMIT times it.
+OUTPUT_GRACE = 1.0
+OUTPUT_HARD_LIMIT = 4
 
 
 @dataclass(frozen=True)
@@ -163,6 +176,9 @@ class ChatServerProtocol(LineReceiver):
     _draining = False
     _congested = False
     _backlog = 0
+    _tokens = 0.0
+    _refilled = 0.0
+    _over_since: float | None = None
     _drain_call: IDelayedCall | None = None
     _registration_call: IDelayedCall | None = None
     _closing_call: IDelayedCall | None = None
@@ -183,8 +199,8 @@ class ChatServerProtocol(LineReceiver):
             self._close(refusal)
             return
         config = factory.config
-        self._tokens = float(config.flood_burst)
         self._refilled = factory.clock.seconds()
+        self._tokens = factory.tokens_for(self.host, self._refilled)
         self.transport.registerProducer(self, True)
         if config.registration_timeout > 0:
             self._registration_call = factory.clock.callLater(
@@ -194,6 +210,8 @@ class ChatServerProtocol(LineReceiver):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._leave()
+        if self._refilled:  # admitted: what it spent of its burst stays spent
+            self.factory.remember_tokens(self.host, self._tokens, self._refilled)
         self.state = State.GONE
         for call in (self._drain_call, self._registration_call, self._closing_call):
             if call is not None and call.active():
@@ -220,10 +238,23 @@ class ChatServerProtocol(LineReceiver):
             self.wrote_while_congested(len(data))
 
     def wrote_while_congested(self, size: int) -> None:
-        """Cut the client if what its transport holds passed max_output."""
+        """Cut the client if what its transport holds stayed above max_output
+        for OUTPUT_GRACE seconds, or passed OUTPUT_HARD_LIMIT times it: a
+        reader that keeps up drains one busy turn's burst in that time."""
+        if self.state is State.GONE:
+            return
         self._backlog += size
         held = unsent(self.transport)
-        if (self._backlog if held is None else held) > self.factory.config.max_output:
+        if held is None:
+            held = self._backlog
+        limit = self.factory.config.max_output
+        if held <= limit:
+            self._over_since = None
+            return
+        now = self.factory.clock.seconds()
+        if self._over_since is None:
+            self._over_since = now
+        if held > OUTPUT_HARD_LIMIT * limit or now - self._over_since >= OUTPUT_GRACE:
             self._overflowed()
 
     def pauseProducing(self) -> None:
@@ -237,6 +268,7 @@ class ChatServerProtocol(LineReceiver):
         """The transport has sent everything it held."""
         self._congested = False
         self._backlog = 0
+        self._over_since = None
         self.factory.congested.discard(self)
 
     def stopProducing(self) -> None:
@@ -254,10 +286,14 @@ class ChatServerProtocol(LineReceiver):
         """Disconnect at once, without flushing (a dead or stuck peer)."""
         self._leave()
         self.state = State.GONE
+        self.factory.congested.discard(self)
         self.transport.abortConnection()
 
     def _close(self, *lines: bytes) -> None:
         """Say the last lines, then close once they are sent (or too late)."""
+        if self._registration_call is not None and self._registration_call.active():
+            self._registration_call.cancel()
+        self._registration_call = None
         for line in lines:
             self.transport.write(line)
         self.state = State.GONE
@@ -297,8 +333,8 @@ class ChatServerProtocol(LineReceiver):
                 line = line[:-1]
             if len(line) > config.max_line:
                 self._too_long()
-            elif line == b"pong":
-                self.missed_pings = 0
+            elif line == b"pong" and self.missed_pings:
+                self.missed_pings = 0  # the answer to a ping: not counted
             else:
                 self._inbox.append(line)
         if len(self._buffer) > config.max_line + 1:
@@ -348,6 +384,8 @@ class ChatServerProtocol(LineReceiver):
     # Dispatch
 
     def _handle(self, raw: bytes) -> None:
+        if raw == b"pong":  # unasked for: it counted as a line, and does nothing
+            return
         text = clean(raw)
         try:
             if self.state is State.CHATTING:
@@ -490,7 +528,7 @@ class ChatServerProtocol(LineReceiver):
 
     def _registration_expired(self) -> None:
         self._registration_call = None
-        if self.state is not State.CHATTING:
+        if self.state in (State.WELCOMED, State.NAMING, State.JOINING):
             self._close(wire.notice(wire.REGISTRATION_EXPIRED))
 
 
@@ -518,9 +556,11 @@ class ChatFactory(ServerFactory):
         self.sessions: dict[str, ChatServerProtocol] = {}
         self.congested: set[ChatServerProtocol] = set()
         self._batch: list[tuple[bytes, ChatServerProtocol | None]] = []
+        self._batch_size = 0
         self._flush_call: IDelayedCall | None = None
         self.connections: set[ChatServerProtocol] = set()
         self.per_host: collections.Counter[str] = collections.Counter()
+        self.spent_tokens: dict[str, tuple[float, float]] = {}
         self.stopping = False
         self._stopped: Deferred[None] | None = None
         self._pinger = LoopingCall(self._ping)
@@ -544,6 +584,39 @@ class ChatFactory(ServerFactory):
             self.per_host[host] += 1
         self.connections.add(proto)
         return None
+
+    def tokens_for(self, host: str | None, now: float) -> float:
+        """The flood tokens a new connection from C{host} starts with: a full
+        burst, unless connections from there spent them lately (reconnecting
+        does not refill the burst)."""
+        burst = float(self.config.flood_burst)
+        spent = self.spent_tokens.get(host) if host is not None else None
+        if spent is None:
+            return burst
+        tokens, at = spent
+        return min(burst, tokens + (now - at) * self.config.flood_rate)
+
+    def remember_tokens(self, host: str | None, tokens: float, at: float) -> None:
+        """Keep what a closing connection left of its burst, until it would
+        have refilled (hosts are forgotten lazily, when there are many)."""
+        if host is None or self.config.flood_rate <= 0:
+            return
+        now = self.clock.seconds()
+        left = min(
+            self.tokens_for(host, now), tokens + (now - at) * self.config.flood_rate
+        )
+        if left >= self.config.flood_burst:
+            self.spent_tokens.pop(host, None)
+            return
+        self.spent_tokens[host] = (left, now)
+        if len(self.spent_tokens) > 2 * self.config.max_connections:
+            full = [
+                h
+                for h in self.spent_tokens
+                if self.tokens_for(h, now) >= self.config.flood_burst
+            ]
+            for h in full:
+                del self.spent_tokens[h]
 
     def forget(self, proto: ChatServerProtocol) -> None:
         """A connection is closed: it no longer counts against any limit."""
@@ -623,7 +696,10 @@ class ChatFactory(ServerFactory):
         if not self.sessions:
             return
         self._batch.append((line, exclude))
-        if self._flush_call is None:
+        self._batch_size += len(line)
+        if len(self._batch) >= BATCH_LINES or self._batch_size >= BATCH_BYTES:
+            self.flush()
+        elif self._flush_call is None:
             self._flush_call = self.clock.callLater(0, self.flush)
 
     def flush(self) -> None:
@@ -633,21 +709,30 @@ class ChatFactory(ServerFactory):
             if self._flush_call.active():
                 self._flush_call.cancel()
             self._flush_call = None
-        batch, self._batch = self._batch, []
+        batch, self._batch, self._batch_size = self._batch, [], 0
         if not batch:
             return
         data = b"".join([line for line, _ in batch])
-        senders = {sender for _, sender in batch if sender is not None}
+        own: dict[ChatServerProtocol, list[int]] = {}
+        for index, (_, sender) in enumerate(batch):
+            if sender is not None:
+                own.setdefault(sender, []).append(index)
         for proto in self.sessions.values():
-            if proto not in senders:
+            if proto not in own:
                 write_now(proto.transport, data)
-        for sender in senders:
-            rest = b"".join([line for line, s in batch if s is not sender])
-            if rest:
-                sender.send(rest)
+        if own:
+            ends = list(itertools.accumulate(len(line) for line, _ in batch))
+            for sender, indices in own.items():
+                pieces, start = [], 0
+                for index in indices:
+                    pieces.append(data[start : ends[index] - len(batch[index][0])])
+                    start = ends[index]
+                pieces.append(data[start:])
+                rest = b"".join(pieces)
+                if rest:  # written even if it just left: lines made before
+                    write_now(sender.transport, rest)
         for proto in tuple(self.congested):
-            if proto not in senders:
-                proto.wrote_while_congested(len(data))
+            proto.wrote_while_congested(len(data))
 
     def whisper(self, sender: str, target: str, text: str) -> Deferred[bool]:
         line = f"{self.stamp()}-message privé de {sender}: {text}\n".encode()

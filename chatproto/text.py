@@ -5,9 +5,15 @@ from __future__ import annotations
 import re
 
 # C0 controls but TAB, DEL, C1 controls (so every ANSI escape sequence loses
-# its ESC or CSI), and the bidirectional overrides that would let one user
-# make a line read backwards on another's screen.
-_UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# its ESC or CSI); the line and paragraph separators, which some clients
+# take for line ends (a forged second line); the bidirectional embeddings,
+# overrides and isolates, which make a line read backwards; and invisible
+# characters that hide text (zero width space, word joiner and invisible
+# operators, byte order mark). Left alone: the marks LRM, RLM, ALM and the
+# joiners ZWJ, ZWNJ, which right-to-left scripts and emoji need.
+_UNSAFE = re.compile(
+    "[\x00-\x08\x0a-\x1f\x7f-\x9f\u200b\u2028-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
+)
 REPLACEMENT = "\ufffd"
 
 

@@ -667,13 +667,29 @@ def test_a_burst_passes_then_lines_wait_their_turn_in_order() -> None:
 
 
 def test_pongs_are_not_counted_against_the_flood_limit() -> None:
-    chat = Chat(flood_burst=1, flood_rate=1, flood_queue=2)
+    """A pong that answers a ping skips the flood limit: a client out of
+    tokens is still alive to the server."""
+    chat = Chat(flood_burst=1, flood_rate=0.01, flood_queue=20, ping_interval=10)
+    alice, bob = chat.user("alice"), chat.user("bob")  # their burst is spent
+    for _ in range(6):
+        chat.advance(10)
+        alice.send(b"pong\n")
+        bob.send(b"pong\n")
+    assert alice.connected and bob.connected
+    assert alice.proto._inbox == []
+
+
+def test_unasked_pongs_count_as_lines_and_are_never_relayed() -> None:
+    """A pong with no ping pending counts against the flood limit, and is
+    neither shown to anyone nor treated as a message."""
+    chat = Chat(flood_burst=3, flood_rate=1, flood_queue=20)
     alice, bob = chat.user("alice"), chat.user("bob")
     chat.advance(5)
     bob.take()
-    alice.send(b"pong\n" * 50 + b"hello\n")
+    alice.send(b"pong\npong\npong\nhello\n")
+    assert bob.take() == b""
+    chat.advance(1)
     assert bob.take() == chat.stamp() + b"-alice: hello\n"
-    assert alice.connected
 
 
 def test_a_flooder_is_told_and_disconnected() -> None:
@@ -704,7 +720,7 @@ def test_a_client_that_stops_reading_is_cut_and_others_get_everything() -> None:
     slow.proto.pauseProducing()  # what a TCP transport does when its buffer fills
     for i in range(200):
         alice.send(b"message %d %s\n" % (i, b"x" * 100))
-        chat.advance(0)  # the reactor turn ends: the line is written
+        chat.advance(0.01)  # the turn ends, the line is written; time passes
     assert not slow.connected
     assert slow.transport.aborted
     lines = bob.lines()
@@ -850,3 +866,36 @@ def test_private_line_while_the_cluster_is_unreachable_says_so() -> None:
     assert bob.take() == chat.stamp() + "-message privé de alice: local\n".encode()
     alice.send(b"public\n")
     assert relay.published[-1] == chat.stamp() + b"-alice: public\n"
+
+
+def test_a_reader_over_the_bound_gets_a_grace_period() -> None:
+    """Above max_output, a client is cut only once it stayed there for a
+    second (a reader that keeps up drains a burst in that time), or at once
+    past four times the bound."""
+    chat = Chat(max_output=10_000, flood_rate=0)
+    alice, reader = chat.user("alice"), chat.user("reader")
+
+    def say(data: bytes) -> None:
+        alice.send(data)
+        chat.advance(0)  # the turn ends: the batch is written
+
+    reader.proto.pauseProducing()
+    say(b"x" * 4000 + b"\n" + b"y" * 4000 + b"\n" + b"z" * 4000 + b"\n")
+    chat.advance(0.9)
+    say(b"r\n")
+    assert reader.connected, "over the bound for 0.9 s only"
+    reader.proto.resumeProducing()  # it read everything
+    reader.proto.pauseProducing()
+    say(b"w" * 4000 + b"\n" + b"v" * 4000 + b"\n" + b"s" * 4000 + b"\n")
+    chat.advance(0.9)
+    say(b"q\n")
+    assert reader.connected, "the count started again when it caught up"
+    chat.advance(0.2)
+    say(b"u\n")
+    assert not reader.connected, "over the bound for more than a second"
+    late = chat.user("late")
+    late.proto.pauseProducing()
+    for _ in range(11):
+        alice.send(b"t" * 4000 + b"\n")
+    chat.advance(0)
+    assert not late.connected, "past four times the bound: no grace"
