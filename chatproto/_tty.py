@@ -1,0 +1,136 @@
+"""The interactive user interface of the chat client (a terminal).
+
+prompt_toolkit edits the line at the bottom of the screen (history with the
+arrows, the usual Emacs keys) and prints each event above it, so the line
+being typed stays intact while messages arrive. Twisted runs on asyncio for
+this: L{run_interactive} installs C{asyncioreactor} before anything imports
+the reactor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from prompt_toolkit import PromptSession, print_formatted_text
+from prompt_toolkit.formatted_text import FormattedText
+from prompt_toolkit.history import InMemoryHistory
+from prompt_toolkit.styles import Style
+from twisted.internet.defer import Deferred
+
+from chatproto.client import Options, Session, run
+from chatproto.clientproto import (
+    Event,
+    Private,
+    Public,
+    Refused,
+    Registered,
+    UserList,
+)
+
+STYLE = Style.from_dict(
+    {
+        "private": "ansimagenta bold",
+        "notice": "ansicyan",
+        "refused": "ansired bold",
+        "client": "ansiyellow",
+        "prompt": "bold",
+    }
+)
+
+Fragments = list[tuple[str, str]]
+
+
+def render(event: Event) -> Fragments:
+    """What the terminal shows for C{event}: its lines, styled by kind.
+
+    Private messages are marked with C{» } as well as coloured, so that they
+    stand out on a terminal without colours too; the blank lines inside a
+    user list are left out.
+    """
+    lines = event.lines
+    if isinstance(event, UserList):
+        lines = tuple(line for line in lines if line.strip())
+    if not lines:
+        return []
+    text = "\n".join(lines)
+    if isinstance(event, Public):
+        return [("", text)]
+    if isinstance(event, Private):
+        return [("class:private", "» " + text)]
+    if isinstance(event, Refused):
+        return [("class:refused", text)]
+    return [("class:notice", text)]
+
+
+class TtyUI:
+    """The terminal user interface of one L{Session}."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.nickname: str | None = None
+        self.prompt: PromptSession[str] = PromptSession(
+            message=self._message, history=InMemoryHistory(), style=STYLE
+        )
+        self._task: asyncio.Future[None] | None = None
+
+    def _message(self) -> FormattedText:
+        if self.session.reasking:
+            return FormattedText([("class:prompt", "nickname: ")])
+        if self.nickname:
+            return FormattedText([("class:prompt", f"{self.nickname}> ")])
+        return FormattedText([("class:prompt", "> ")])
+
+    def show(self, event: Event) -> None:
+        if isinstance(event, Registered):
+            self.nickname = event.nickname
+            self.prompt.app.invalidate()
+        fragments = render(event)
+        if fragments:
+            self._print(fragments)
+
+    def note(self, text: str) -> None:
+        """A line from the client itself, not from the server."""
+        self._print([("class:client", f"* {text}")])
+
+    def ask_nickname(self, why: str) -> None:
+        self.note(f"{why} Type another nickname, or Ctrl-D to leave.")
+        self.prompt.app.invalidate()
+
+    def _print(self, fragments: Fragments) -> None:
+        print_formatted_text(FormattedText(fragments), style=STYLE)
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._read())
+
+    def stop(self) -> Deferred[None] | None:
+        """Leave the line editor (the terminal gets its settings back)."""
+        if self._task is None or self._task.done():
+            return None
+        if self.prompt.app.is_running:
+            self.prompt.app.exit()
+        else:  # between two prompts
+            self._task.cancel()
+        return Deferred.fromFuture(self._task)
+
+    async def _read(self) -> None:
+        while not (self.session.leaving or self.session.done.called):
+            try:
+                line = await self.prompt.prompt_async()
+            except (EOFError, KeyboardInterrupt):
+                self.session.user_quit()
+                return
+            if line is None:  # stop() ended the prompt
+                return
+            self.session.user_line(line)
+
+
+def run_interactive(options: Options) -> int:
+    """Interactive mode: Twisted on asyncio, under prompt_toolkit."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    from twisted.internet import asyncioreactor
+
+    asyncioreactor.install(loop)
+    from twisted.internet import reactor
+
+    return run(reactor, options, TtyUI, reask=True)

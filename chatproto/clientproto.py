@@ -1,0 +1,862 @@
+"""The client side of the chat line protocol (PROTOCOL.md §6-§7).
+
+L{ChatClientProtocol} turns what a chat server sends into typed events
+(L{Welcome}, L{Public}, L{Refused}, ...) and hands each one to a view: any
+object with a C{show(event)} method. The two user interfaces of
+C{python -m chatproto.client} are such views. The protocol speaks to three
+servers: chatproto's own, the Ruby C{server.rb} and the seed's C{projet.py}.
+It knows the wording of each, answers C{ping} with C{pong} without showing
+it, and turns any line it does not know into a L{Notice} that shows the line
+as it came. Every text an event carries is made harmless by L{sanitize}.
+
+Time, always read from the injected clock (L{Timings} holds the numbers):
+
+ - C{quiet}: C{projet.py} sometimes sends a last line without its C{\\n}.
+   Such a partial line, and a user list block that was never closed, are
+   shown once the connection has been quiet for C{quiet} seconds, or when it
+   closes: never later, and never twice.
+ - C{timeout}: how long the client waits for an answer it needs before it
+   gives up and says the server stopped answering: the first line after
+   connecting, the nickname prompt after C{/pseudo}, the verdict on a
+   nickname, the answer to C{/quit}. While it waits, the lines the user
+   typed wait too, so that a server that reads one line at a time sees them
+   in the order of the conversation.
+ - C{missed_pings}: a chat may stay silent for hours, so silence alone is
+   never an error. Once the server has sent two pings, though, their spacing
+   is known, and C{missed_pings} such intervals without a byte from the
+   server mean that it is gone. (C{projet.py} never pings.)
+ - C{linger}: how long a connection the client closes may take to close
+   (TLS waits for the server's close_notify) before it is cut.
+ - C{send_interval}: C{projet.py} reads its socket in 1024-byte chunks and
+   takes each chunk for one message, so two lines that arrive together
+   become one garbled message. With that server, known by its lower-case
+   welcome, the client writes one line per TCP segment and spaces them.
+
+Leaving (L{ChatClientProtocol.quit}) depends on where registration stands:
+
+ - registered, or the server waits for C{/pseudo}: C{/quit}, then wait for
+   C{Deconnexion} or the close. The Ruby server never closes after it, so the
+   client closes; before registration it answers C{/quit} with its welcome,
+   which is answer enough.
+ - at the nickname prompt: the Ruby server would register C{/quit} as a
+   nickname, so the client just closes (the Ruby server's thread ends,
+   chatproto's server forgets the connection); C{projet.py}, which spins
+   forever on a socket closed without C{/quit}, gets C{/quit} twice (refused
+   as a nickname, then taken as the command).
+ - after a taken nickname (the Ruby server's thread is dead, C{projet.py}
+   closes): close once the server's last lines have come.
+
+How a session ends decides the exit status of the command line client; the
+last event is always one L{Disconnected}, whose C{ok} is true only when the
+user left and the server acknowledged (or the user left before registering).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import re
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol as TypingProtocol
+
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import ClientFactory, connectionDone
+from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
+
+__all__ = [
+    "NICKNAME",
+    "ChatClientFactory",
+    "ChatClientProtocol",
+    "ChatView",
+    "Departure",
+    "Dialect",
+    "Disconnected",
+    "Event",
+    "Goodbye",
+    "Joined",
+    "NicknamePrompt",
+    "Notice",
+    "Private",
+    "Public",
+    "Refused",
+    "Registered",
+    "Stage",
+    "Timings",
+    "UserList",
+    "Welcome",
+    "sanitize",
+    "seconds",
+]
+
+log = Logger()
+
+#: What PROTOCOL.md §2 calls a valid nickname.
+NICKNAME = re.compile(r"[A-Za-z0-9_-]{2,12}")
+
+
+# -- Making text harmless ---------------------------------------------------
+
+
+def _visible_controls() -> dict[int, str]:
+    table = {code: "^" + chr(code + 0x40) for code in range(0x20) if code != 0x09}
+    table[0x7F] = "^?"
+    for code in (*range(0x80, 0xA0), 0x2028, 0x2029):
+        table[code] = "\ufffd"
+    return table
+
+
+_VISIBLE = _visible_controls()
+
+
+def sanitize(text: str) -> str:
+    """Make C{text} safe to write to a terminal, keeping it readable.
+
+    C0 controls but TAB, and DEL, become caret notation (ESC is C{^[}, so an
+    escape sequence shows as C{^[[2J} and does nothing); C1 controls (C{\\x9b}
+    is a one-byte CSI) and the Unicode line separators become U+FFFD.
+    """
+    return text.translate(_VISIBLE)
+
+
+# -- Events ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """Something the user interface shows.
+
+    @ivar lines: the lines of the server this event stands for, in the order
+        they came, sanitised and without their line ending. A pipe shows
+        exactly these, one per line. Events the client infers (a
+        L{Registered} without a greeting line, L{Disconnected}) have none.
+    """
+
+    lines: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Welcome(Event):
+    """The greeting that asks for C{/pseudo}."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class NicknamePrompt(Event):
+    """The server waits for a nickname."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Registered(Event):
+    """The server took C{nickname}: its greeting line (chatproto's
+    C{Bienvenue NICK}), or nothing when the user list is the only sign."""
+
+    nickname: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Refused(Event):
+    """The server refused C{nickname}, as taken or as invalid."""
+
+    nickname: str
+    taken: bool
+
+    @property
+    def sentence(self) -> str:
+        why = "it is already taken" if self.taken else "it is not valid"
+        return f"The server refused the nickname {self.nickname!r}: {why}."
+
+
+@dataclass(frozen=True, kw_only=True)
+class UserList(Event):
+    """The block of registered users; C{complete} is false when the server
+    never closed it and the client showed it after a quiet time."""
+
+    nicknames: tuple[str, ...]
+    complete: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class Public(Event):
+    """C{[H.M.S]-SENDER: TEXT}"""
+
+    time: str
+    sender: str
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Private(Event):
+    """C{[H.M.S]-message privé de SENDER: TEXT}, for this user only. The Ruby
+    server repeats C{msg NICK } before the text; C{text} is without it."""
+
+    time: str
+    sender: str
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Joined(Event):
+    """C{[H.M.S]-Connexion de NICK} (chatproto's server only)."""
+
+    time: str
+    nickname: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Departure(Event):
+    """C{[H.M.S]-Déconnection de NICK}"""
+
+    time: str
+    nickname: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Goodbye(Event):
+    """C{Deconnexion} (or C{Déconnexion}): the server ends the session."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Notice(Event):
+    """A line the client does not know, shown as it came."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Disconnected(Event):
+    """The connection is closed; always the last event.
+
+    @ivar ok: the user left, and the server acknowledged C{/quit} (or the
+        user left before registering).
+    @ivar reason: one sentence for the user.
+    """
+
+    ok: bool
+    reason: str
+
+
+class ChatView(TypingProtocol):
+    """What the protocol delivers its events to."""
+
+    def show(self, event: Event) -> None: ...
+
+
+# -- Each server's wording -------------------------------------------------------
+
+
+class Dialect(enum.Enum):
+    """Which family of server this is, known from its welcome line."""
+
+    UNKNOWN = "unknown"
+    #: The Ruby server and chatproto's own (same welcome, same lines).
+    RUBY = "ruby"
+    #: The seed's C{projet.py}: lower-case welcome, no pings, chunk framing.
+    SEED = "seed"
+
+
+class Stage(enum.Enum):
+    """Where the registration stands, as far as the client can tell."""
+
+    CONNECTED = "waiting for the welcome"
+    WELCOMED = "the server waits for /pseudo"
+    ASKED = "waiting for the nickname prompt"
+    PROMPTED = "the server waits for a nickname"
+    NICK_SENT = "waiting for the verdict on the nickname"
+    REGISTERED = "registered"
+    #: The server will not take a nickname on this connection any more (the
+    #: Ruby server's thread dies after C{Attention ce pseudo existe deja};
+    #: C{projet.py} closes).
+    SPENT = "refused for good on this connection"
+
+
+WELCOMES = {
+    "Bienvenue dans le chat v.1, enregistrez-vous avec la commande /pseudo": (
+        Dialect.RUBY
+    ),
+    "bienvenue dans le chat, enregistrez-vous avec la commande /pseudo": Dialect.SEED,
+}
+PROMPTS = frozenset(
+    {"Entrez votre pseudo: ", "Entrez votre pseudo:", "Entrez votre pseudo"}
+)
+INVALID_RUBY = "Rentrez un pseudo correct"
+INVALID_SEED_START = "le pseudo proposé est invalide"
+TAKEN = frozenset({"Attention ce pseudo existe deja", "Ce pseudo existe déjà"})
+GOODBYES = frozenset({"Deconnexion", "Déconnexion"})
+RULE = re.compile(r"-{10,}")
+LIST_TITLE = "Utilisateurs en ligne:"
+LIST_ENTRY = re.compile(r"=> ?(?P<nick>.*)")
+GREETING = re.compile(r"Bienvenue (?P<nick>\S+)")
+_TIME = r"\[(?P<time>\d{1,2}\.\d{1,2}\.\d{1,2})\]-"
+PRIVATE = re.compile(_TIME + r"message privé de (?P<sender>\S+?): (?P<text>.*)")
+DEPARTURE = re.compile(_TIME + r"Déconnection de (?P<nick>.*)")
+JOINED = re.compile(_TIME + r"Connexion de (?P<nick>\S+)")
+PUBLIC = re.compile(_TIME + r"(?P<sender>\S+?): (?P<text>.*)")
+STAMPED = re.compile(_TIME)
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Every delay of the protocol, in seconds (see the module docstring)."""
+
+    quiet: float = 0.3
+    timeout: float = 10.0
+    missed_pings: int = 3
+    send_interval: float = 0.05
+    linger: float = 2.0
+
+
+class _Quit:
+    """In the outgoing queue: leave, as politely as the stage allows."""
+
+
+@dataclass(frozen=True)
+class _Register:
+    """In the outgoing queue: register C{nickname} (C{/pseudo} first if the
+    server waits for it)."""
+
+    nickname: str
+
+
+_Item = str | _Quit | _Register
+_QUIT = _Quit()
+
+
+class ChatClientProtocol(LineReceiver):
+    """One connection to a chat server, seen from the user's side.
+
+    Call L{send} with each line the user types, L{register} to register a
+    nickname, L{quit} to leave and L{give_up} to leave after a failure; read
+    the outcome from the final L{Disconnected} event.
+    """
+
+    delimiter = b"\n"
+    MAX_LENGTH = 65536
+
+    def __init__(
+        self, view: ChatView, clock: IReactorTime, timings: Timings | None = None
+    ) -> None:
+        self.view = view
+        self.clock = clock
+        self.timings = timings or Timings()
+        self.stage = Stage.CONNECTED
+        self.dialect = Dialect.UNKNOWN
+        self.nickname: str | None = None
+        self.leaving = False
+        self._candidate = ""
+        self._queue: deque[_Item] = deque()
+        self._awaiting: str | None = None
+        self._quit_sent = False
+        self._close_when_quiet = False
+        self._outcome: tuple[bool, str] | None = None
+        self._closed = False
+        self._skipping = False
+        self._owed_newline = False
+        self._refeed = b""
+        self._next_write = 0.0
+        self._block: list[str] | None = None
+        self._block_nicks: list[str] = []
+        self._last_ping: float | None = None
+        self._ping_interval: float | None = None
+        self._answer_timer: IDelayedCall | None = None
+        self._quiet_timer: IDelayedCall | None = None
+        self._send_timer: IDelayedCall | None = None
+        self._watchdog: IDelayedCall | None = None
+        self._linger_timer: IDelayedCall | None = None
+
+    # -- What the user does -------------------------------------------------
+
+    def send(self, line: str) -> None:
+        """Send a line the user typed; C{/quit} leaves as L{quit} does."""
+        if line.strip() == "/quit":
+            self.quit()
+            return
+        if self.leaving or self._closed:
+            return
+        self._queue.append(line)
+        self._pump()
+
+    def register(self, nickname: str) -> None:
+        """Register C{nickname}: C{/pseudo}, the prompt, then the nickname."""
+        if self.leaving or self._closed:
+            return
+        self._queue.append(_Register(nickname))
+        self._pump()
+
+    @property
+    def can_register(self) -> bool:
+        """The server would take a nickname on this connection now."""
+        return not self._closed and self.stage in (
+            Stage.CONNECTED,
+            Stage.WELCOMED,
+            Stage.PROMPTED,
+        )
+
+    def quit(self) -> None:
+        """Leave once the lines already typed are sent: C{/quit}, then wait
+        (C{timeout} at most) for C{Deconnexion} or the server's close."""
+        if self.leaving or self._closed:
+            return
+        self.leaving = True
+        self._queue.append(_QUIT)
+        self._pump()
+
+    def give_up(self, reason: str | None = None) -> None:
+        """Leave now, dropping the lines not sent yet, and end the session as
+        a failure (with C{reason}, or the reason already known)."""
+        if reason is not None:
+            self._set_outcome(False, reason)
+        if self._closed or self._quit_sent:
+            return
+        self._queue.clear()
+        self._queue.append(_QUIT)
+        self.leaving = True
+        self._pump()
+
+    def abort(self, reason: str) -> None:
+        """Close at once, as a failure, without a word to the server."""
+        self._set_outcome(False, reason)
+        self._queue.clear()
+        self.leaving = True
+        self._close(abort=True)
+
+    # -- Twisted -----------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            with contextlib.suppress(OSError):  # not a TCP socket after all
+                set_no_delay(True)
+        self._await("a welcome line")
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._watchdog is not None and self._watchdog.active():
+            self._watchdog.reset(self._silence_limit())
+        if self._skipping:
+            end = data.find(b"\n")
+            if end < 0:
+                return
+            data = data[end + 1 :]
+            self._skipping = False
+        if self._owed_newline and data:
+            # This ends the partial line already shown after a quiet time.
+            self._owed_newline = False
+            for ending in (b"\r\n", b"\n"):
+                if data.startswith(ending):
+                    data = data[len(ending) :]
+                    break
+        super().dataReceived(data)
+        while self._refeed and not self._closing:
+            data, self._refeed = self._refeed, b""
+            super().dataReceived(data)
+        if self._closing:
+            return
+        partial = bool(data) and not data.endswith(b"\n")
+        if partial or self._block is not None or self._close_when_quiet:
+            self._restart_quiet()
+        else:
+            self._cancel("_quiet_timer")
+
+    def lineReceived(self, line: bytes) -> None:
+        if not self._closed:
+            self._line(line)
+
+    def _flush_buffer(self) -> bool:
+        """Show what the line buffer holds: the lines left unread when the
+        connection closed, and the last line even without its C{\\n}.
+        Tell whether there was such a partial line."""
+        *lines, partial = self.clearLineBuffer().split(b"\n")
+        for line in lines:
+            self._line(line)
+        if partial:
+            self._line(partial)
+        return bool(partial)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        head, newline, rest = line.partition(b"\n")
+        shown = sanitize(head[:200].decode("utf-8", "replace"))
+        self._emit(Notice(lines=(f"{shown}… ({len(head)} bytes, cut)",)))
+        if newline:
+            self._refeed = rest
+        else:
+            self._skipping = True
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._closed = True
+        self._flush_buffer()
+        self._flush_block()
+        for timer in (
+            "_answer_timer",
+            "_quiet_timer",
+            "_send_timer",
+            "_watchdog",
+            "_linger_timer",
+        ):
+            self._cancel(timer)
+        self._queue.clear()
+        ok, why = self._outcome or self._judge_loss(reason)
+        self.view.show(Disconnected(ok=ok, reason=why))
+
+    # -- Incoming lines --------------------------------------------------------
+
+    def _line(self, raw: bytes) -> None:
+        text = sanitize(raw.decode("utf-8", "replace").removesuffix("\r"))
+        if text == "ping":
+            self._ping()
+            return
+        if self._block is not None and self._extend_block(text):
+            return
+        self._flush_block()
+        self._handle(text)
+
+    def _handle(self, text: str) -> None:
+        lines = (text,)
+        if self.stage is Stage.CONNECTED:
+            # Whatever its wording, the first line is the server's greeting.
+            self.stage = Stage.WELCOMED
+        registered = self.stage is Stage.REGISTERED
+        if text in WELCOMES:
+            self._welcome(text)
+        elif text in PROMPTS and not registered:
+            self.stage = Stage.PROMPTED
+            self._emit(NicknamePrompt(lines=lines))
+        elif not registered and (
+            text == INVALID_RUBY or text.startswith(INVALID_SEED_START) or text in TAKEN
+        ):
+            self._refused(text)
+        elif text in GOODBYES:
+            self._goodbye(text)
+        elif not registered and (greeting := GREETING.fullmatch(text)):
+            self._registered(greeting["nick"], lines)
+        elif RULE.fullmatch(text):
+            if self.stage is Stage.NICK_SENT or (
+                self.stage is Stage.WELCOMED and self._candidate
+            ):
+                self._registered(self._candidate, ())
+            self._block = [text]
+            self._block_nicks = []
+        elif match := PRIVATE.fullmatch(text):
+            self._emit(
+                Private(
+                    lines=lines,
+                    time=match["time"],
+                    sender=match["sender"],
+                    text=self._strip_ruby_prefix(match["text"]),
+                )
+            )
+        elif match := DEPARTURE.fullmatch(text):
+            self._emit(
+                Departure(lines=lines, time=match["time"], nickname=match["nick"])
+            )
+        elif match := JOINED.fullmatch(text):
+            self._emit(Joined(lines=lines, time=match["time"], nickname=match["nick"]))
+        elif match := PUBLIC.fullmatch(text):
+            self._emit(
+                Public(
+                    lines=lines,
+                    time=match["time"],
+                    sender=match["sender"],
+                    text=match["text"],
+                )
+            )
+        else:
+            if self.stage is Stage.ASKED:
+                # Another wording of the prompt: the server waits for a nickname.
+                self.stage = Stage.PROMPTED
+            self._emit(Notice(lines=lines))
+        if not self._quit_sent:
+            # Any line answers the welcome, /pseudo or the nickname; only
+            # Deconnexion (or the close) answers /quit.
+            self._answered()
+
+    def _welcome(self, text: str) -> None:
+        self.dialect = WELCOMES[text]
+        self._emit(Welcome(lines=(text,)))
+        if self._quit_sent and self.stage is not Stage.REGISTERED:
+            # The Ruby server answers every line but /pseudo with its welcome
+            # before registration: there is no session there to end.
+            self._set_outcome(True, "Left the chat before registering.")
+            self._close()
+        elif self.stage is not Stage.REGISTERED:
+            self.stage = Stage.WELCOMED
+
+    def _refused(self, text: str) -> None:
+        taken = text in TAKEN
+        if taken:
+            self.stage = Stage.SPENT
+        elif self.dialect is Dialect.SEED:
+            self.stage = Stage.WELCOMED
+        else:
+            self.stage = Stage.PROMPTED
+        nickname, self._candidate = self._candidate, ""
+        if nickname == "/quit":
+            # The answer to the /quit that projet.py took for a nickname.
+            self._emit(Notice(lines=(text,)))
+            return
+        event = Refused(lines=(text,), nickname=nickname, taken=taken)
+        self._outcome = (False, event.sentence)
+        self._emit(event)
+
+    def _goodbye(self, text: str) -> None:
+        if self.leaving:
+            self._set_outcome(True, "Left the chat.")
+        else:
+            self._set_outcome(False, "The server ended the session.")
+        self._emit(Goodbye(lines=(text,)))
+        self._cancel("_answer_timer")
+        # The Ruby server never closes after Deconnexion: close here.
+        self._close()
+
+    def _registered(self, nickname: str, lines: tuple[str, ...]) -> None:
+        self.stage = Stage.REGISTERED
+        self._candidate = ""
+        self.nickname = nickname
+        self._outcome = None
+        self._emit(Registered(lines=lines, nickname=nickname))
+
+    def _extend_block(self, text: str) -> bool:
+        """Take C{text} into the open user list block if it belongs there."""
+        assert self._block is not None
+        if RULE.fullmatch(text):
+            self._block.append(text)
+            self._flush_block(complete=True)
+            return True
+        if text in WELCOMES or text in GOODBYES or STAMPED.match(text):
+            return False
+        if len(self._block) == 1 and text != LIST_TITLE:
+            return False
+        self._block.append(text)
+        entry = LIST_ENTRY.fullmatch(text)
+        if entry and entry["nick"].strip():
+            self._block_nicks.append(entry["nick"].strip())
+        return True
+
+    def _flush_block(self, complete: bool = False) -> None:
+        block, self._block = self._block, None
+        if block is None:
+            return
+        if len(block) == 1:
+            self._emit(Notice(lines=tuple(block)))
+            return
+        self._emit(
+            UserList(
+                lines=tuple(block),
+                nicknames=tuple(self._block_nicks),
+                complete=complete,
+            )
+        )
+
+    def _strip_ruby_prefix(self, text: str) -> str:
+        if self.nickname:
+            prefix = f"msg {self.nickname} "
+            if text[: len(prefix)].lower() == prefix.lower():
+                return text[len(prefix) :]
+        return text
+
+    @property
+    def _closing(self) -> bool:
+        return (
+            self._closed
+            or self.transport is None
+            or bool(getattr(self.transport, "disconnecting", False))
+        )
+
+    def _emit(self, event: Event) -> None:
+        self.view.show(event)
+
+    # -- Liveness ----------------------------------------------------------------
+
+    def _ping(self) -> None:
+        now = self.clock.seconds()
+        if self._last_ping is not None:
+            self._ping_interval = max(now - self._last_ping, 1.0)
+        self._last_ping = now
+        if not self._closed:
+            self.sendLine(b"pong")
+        if self._ping_interval is not None:
+            if self._watchdog is not None and self._watchdog.active():
+                self._watchdog.reset(self._silence_limit())
+            else:
+                self._watchdog = self.clock.callLater(
+                    self._silence_limit(), self._silent
+                )
+
+    def _silence_limit(self) -> float:
+        assert self._ping_interval is not None
+        return self.timings.missed_pings * self._ping_interval
+
+    def _silent(self) -> None:
+        self._watchdog = None
+        assert self._ping_interval is not None
+        self.abort(
+            f"The server has sent nothing for {seconds(self._silence_limit())}"
+            f" although it pings every {seconds(self._ping_interval)}."
+        )
+
+    def _restart_quiet(self) -> None:
+        if self._quiet_timer is not None and self._quiet_timer.active():
+            self._quiet_timer.reset(self.timings.quiet)
+        else:
+            self._quiet_timer = self.clock.callLater(self.timings.quiet, self._quiet)
+
+    def _quiet(self) -> None:
+        self._quiet_timer = None
+        self._owed_newline = self._flush_buffer()
+        self._flush_block()
+        if self._close_when_quiet:
+            self._close()
+
+    # -- Outgoing lines -------------------------------------------------------
+
+    def _await(self, what: str) -> None:
+        self._awaiting = what
+        self._cancel("_answer_timer")
+        self._answer_timer = self.clock.callLater(self.timings.timeout, self._no_answer)
+
+    def _answered(self) -> None:
+        if self._awaiting is None:
+            return
+        self._awaiting = None
+        self._cancel("_answer_timer")
+        self._pump()
+
+    def _no_answer(self) -> None:
+        self._answer_timer = None
+        what, self._awaiting = self._awaiting, None
+        self.abort(
+            f"The server did not send {what} within {seconds(self.timings.timeout)}."
+        )
+
+    def _pump(self) -> None:
+        while self._queue and self._awaiting is None and not self._closed:
+            if self._closing:
+                return
+            if self._send_timer is not None:
+                return
+            delay = self._next_write - self.clock.seconds()
+            if delay > 0:
+                self._send_timer = self.clock.callLater(delay, self._paced)
+                return
+            self._dispatch(self._queue.popleft())
+
+    def _paced(self) -> None:
+        self._send_timer = None
+        self._pump()
+
+    def _dispatch(self, item: _Item) -> None:
+        if isinstance(item, _Register):
+            self._dispatch_register(item.nickname)
+        elif isinstance(item, _Quit):
+            self._dispatch_quit()
+        elif self.stage is Stage.WELCOMED and item == "/pseudo":
+            self.stage = Stage.ASKED
+            self._write(item)
+            self._await("the nickname prompt")
+        elif self.stage is Stage.PROMPTED:
+            self.stage = Stage.NICK_SENT
+            self._candidate = item.strip()
+            self._write(item)
+            self._await("an answer to the nickname")
+        else:
+            if self.stage is Stage.WELCOMED and item.startswith("/pseudo "):
+                self._candidate = item.removeprefix("/pseudo ").strip()
+            self._write(item)
+
+    def _dispatch_register(self, nickname: str) -> None:
+        if self.stage is Stage.PROMPTED:
+            self._dispatch(nickname)
+        elif self.stage is Stage.WELCOMED:
+            self._queue.appendleft(nickname)
+            self._dispatch("/pseudo")
+
+    def _dispatch_quit(self) -> None:
+        if self.stage is Stage.SPENT:
+            # Let the server's last lines arrive (projet.py sends
+            # Déconnexion), then close: nothing else will come.
+            self._close_when_quiet = True
+            self._restart_quiet()
+        elif self.stage is Stage.PROMPTED and self.dialect is Dialect.SEED:
+            # projet.py spins forever on a socket closed without /quit; it
+            # refuses /quit as a nickname, then takes the second as a command.
+            self._queue.appendleft(_QUIT)
+            self._dispatch("/quit")
+        elif self.stage is Stage.PROMPTED:
+            # The Ruby server would take /quit for a nickname. Closed at its
+            # prompt, its thread just dies (after 'Rentrez un pseudo correct'
+            # it registers a ghost user: its bug, which any line would
+            # trigger too); chatproto's server forgets the connection.
+            self._set_outcome(True, "Left the chat before registering.")
+            self._close()
+        else:
+            self._quit_sent = True
+            self._write("/quit")
+            self._await("an answer to /quit")
+
+    def _write(self, line: str) -> None:
+        assert self.transport is not None
+        self.transport.write(line.encode("utf-8", "replace") + self.delimiter)
+        if self.dialect is Dialect.SEED:
+            self._next_write = self.clock.seconds() + self.timings.send_interval
+
+    # -- Ending ------------------------------------------------------------------
+
+    def _set_outcome(self, ok: bool, reason: str) -> None:
+        if self._outcome is None:
+            self._outcome = (ok, reason)
+
+    def _judge_loss(self, reason: Failure) -> tuple[bool, str]:
+        if self._quit_sent or self._candidate == "/quit":
+            return True, "Left the chat."
+        if reason.check(ConnectionDone):
+            return False, "The server closed the connection."
+        return False, f"The connection to the server was lost: {_describe(reason)}."
+
+    def _close(self, abort: bool = False) -> None:
+        self._cancel("_quiet_timer")
+        self._close_when_quiet = False
+        if self._closed or self.transport is None:
+            return
+        abort_connection = getattr(self.transport, "abortConnection", None)
+        if abort and abort_connection is not None:
+            abort_connection()
+            return
+        self.transport.loseConnection()
+        if abort_connection is not None and not self._closed:
+            # TLS waits for the server's close_notify, which may never come.
+            self._cancel("_linger_timer")
+            self._linger_timer = self.clock.callLater(
+                self.timings.linger, abort_connection
+            )
+
+    def _cancel(self, name: str) -> None:
+        timer: IDelayedCall | None = getattr(self, name)
+        if timer is not None and timer.active():
+            timer.cancel()
+        setattr(self, name, None)
+
+
+def seconds(duration: float) -> str:
+    """C{1 second}, C{2.5 seconds}."""
+    return f"{duration:g} second{'' if duration == 1 else 's'}"
+
+
+def _describe(reason: Failure) -> str:
+    message = reason.getErrorMessage().strip().rstrip(".")
+    return message or type(reason.value).__name__
+
+
+class ChatClientFactory(ClientFactory):
+    """Builds one L{ChatClientProtocol} for C{view}, with the factory's
+    clock and timings."""
+
+    def __init__(
+        self, view: ChatView, clock: IReactorTime, timings: Timings | None = None
+    ) -> None:
+        self.view = view
+        self.clock = clock
+        self.timings = timings or Timings()
+
+    def buildProtocol(self, addr: object) -> ChatClientProtocol:
+        proto = ChatClientProtocol(self.view, self.clock, self.timings)
+        proto.factory = self
+        return proto

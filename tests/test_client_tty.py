@@ -1,0 +1,298 @@
+"""The interactive client in a real pseudo-terminal (pexpect), its screen
+read back through a terminal emulator (pyte), against a scripted server."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pexpect
+import pyte
+import pytest
+
+from tests.test_client_support import (
+    DEADLINE,
+    ROOT,
+    RUBY_WELCOME,
+    Scripted,
+    client_env,
+)
+
+pytestmark = pytest.mark.slow
+
+WELCOME = RUBY_WELCOME.decode().rstrip("\n")
+UP = "\x1b[A"
+
+
+class AnsweringScreen(pyte.Screen):
+    """A pyte screen that answers the cursor position requests
+    prompt_toolkit sends, as a real terminal does."""
+
+    terminal: Any = None
+
+    def write_process_input(self, data: str) -> None:
+        if self.terminal is not None:
+            self.terminal.type(data)
+
+
+class Terminal:
+    """python -m chatproto.client in a 24x80 pseudo-terminal.
+
+    A thread feeds everything the client writes to the emulated screen at
+    once, so that prompt_toolkit's cursor position requests are answered
+    as promptly as a real terminal does.
+    """
+
+    def __init__(self, *args: str) -> None:
+        self.screen = AnsweringScreen(80, 24)
+        self.stream = pyte.ByteStream(self.screen)
+        self.changed = threading.Condition()
+        self.ended = False
+        env = client_env()
+        env["TERM"] = "xterm"
+        self.child = pexpect.spawn(
+            sys.executable,
+            ["-m", "chatproto.client", *args],
+            cwd=str(ROOT),
+            env=env,
+            dimensions=(24, 80),
+        )
+        self.sending = threading.Lock()
+        self.screen.terminal = self
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = self.child.read_nonblocking(65536, timeout=0.1)
+            except pexpect.TIMEOUT:
+                continue
+            except (pexpect.EOF, OSError):
+                data = b""
+            with self.changed:
+                if data:
+                    self.stream.feed(data)
+                else:
+                    self.ended = True
+                self.changed.notify_all()
+            if not data:
+                return
+
+    @property
+    def lines(self) -> list[str]:
+        with self.changed:
+            return [line.rstrip() for line in self.screen.display]
+
+    @property
+    def cursor_line(self) -> str:
+        with self.changed:
+            return self.screen.display[self.screen.cursor.y].rstrip()
+
+    def row_of(self, text: str) -> int:
+        for row, line in enumerate(self.lines):
+            if text in line:
+                return row
+        raise AssertionError(f"{text!r} not on screen:\n" + self.dump())
+
+    def dump(self) -> str:
+        return "\n".join(f"{row:2}|{line}" for row, line in enumerate(self.lines))
+
+    def wait(self, what: Callable[[], bool], timeout: float = DEADLINE) -> None:
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while not what():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError("screen never got there:\n" + self.dump())
+                self.changed.wait(left)
+
+    def shows(self, text: str) -> Callable[[], bool]:
+        return lambda: any(text in line for line in self.lines)
+
+    def type(self, keys: str) -> None:
+        # One write at a time: the reader thread answers cursor position
+        # requests, and a key must not land inside such an answer.
+        with self.sending:
+            self.child.send(keys)
+
+    def exit_status(self, timeout: float = DEADLINE) -> int:
+        self.wait(lambda: self.ended, timeout)
+        self.reader.join(timeout)
+        self.child.close()
+        status: int = self.child.exitstatus
+        return status
+
+    def kill(self) -> None:
+        if self.child.isalive():
+            self.child.terminate(force=True)
+
+
+@pytest.fixture
+def scripted() -> Iterator[Scripted]:
+    listener = Scripted()
+    yield listener
+    listener.close()
+
+
+@pytest.fixture
+def terminals() -> Iterator[list[Terminal]]:
+    started: list[Terminal] = []
+    yield started
+    for terminal in started:
+        terminal.kill()
+
+
+def start(terminals: list[Terminal], *args: str) -> Terminal:
+    terminal = Terminal(*args)
+    terminals.append(terminal)
+    return terminal
+
+
+def test_half_typed_line_stays_while_a_message_arrives(
+    scripted: Scripted, terminals: list[Terminal]
+) -> None:
+    """Type half a line, let a message arrive: the message shows above, the
+    half line is still there under the cursor; finish it and it is sent;
+    Ctrl-D leaves with /quit, status 0."""
+    term = start(terminals, "127.0.0.1", str(scripted.port))
+    peer = scripted.accept()
+    peer.send(RUBY_WELCOME)
+    term.wait(lambda: term.cursor_line == ">")
+    term.type("half a li")
+    term.wait(lambda: term.cursor_line == "> half a li")
+    peer.send(b"[18.57.28]-alice: salut tout le monde\n")
+    term.wait(term.shows("[18.57.28]-alice: salut tout le monde"))
+    term.wait(lambda: term.cursor_line == "> half a li")
+    message = term.row_of("salut tout le monde")
+    assert term.row_of(WELCOME) < message < term.screen.cursor.y
+    assert term.screen.cursor.x == len("> half a li")
+    term.type("ne\r")
+    assert peer.line() == b"half a line"
+    term.type("\x04")  # Ctrl-D
+    assert peer.line() == b"/quit"
+    peer.send(b"Deconnexion\n")
+    assert term.exit_status() == 0
+    assert peer.closed()
+
+
+def test_private_and_notices_stand_out(
+    scripted: Scripted, terminals: list[Terminal]
+) -> None:
+    """A private line is marked and coloured, a server notice has its own
+    colour, a public line has neither."""
+    term = start(terminals, "127.0.0.1", str(scripted.port))
+    peer = scripted.accept()
+    peer.send(
+        RUBY_WELCOME
+        + b"[1.2.3]-alice: public\n"
+        + "[1.2.4]-message privé de alice: secret\n".encode()
+        + b"Erreur : inconnu\n"
+    )
+    term.wait(term.shows("Erreur : inconnu"))
+    buffer = term.screen.buffer
+
+    def style(text: str) -> tuple[str, bool]:
+        row = term.row_of(text)
+        cell = buffer[row][term.lines[row].index(text)]
+        return cell.fg, cell.bold
+
+    assert style("[1.2.3]-alice: public") == ("default", False)
+    assert term.lines[term.row_of("secret")].startswith("» [1.2.4]-message privé")
+    assert style("[1.2.4]-message") == ("magenta", True)
+    assert style("Erreur : inconnu")[0] == "cyan"
+    term.type("\x03")  # Ctrl-C leaves too
+    assert peer.line() == b"/quit"
+    peer.send(b"Deconnexion\n")
+    assert term.exit_status() == 0
+
+
+def test_escape_sequences_do_nothing(
+    scripted: Scripted, terminals: list[Terminal]
+) -> None:
+    """Clear-screen, cursor-home and set-title sequences from the server are
+    shown as text and obeyed by no one."""
+    term = start(terminals, "127.0.0.1", str(scripted.port))
+    peer = scripted.accept()
+    peer.send(RUBY_WELCOME + b"[1.2.3]-eve: \x1b[2J\x1b[H\x1b]0;pwned\x07evil\n")
+    term.wait(term.shows("evil"))
+    assert term.row_of(WELCOME) < term.row_of("evil")
+    assert "[1.2.3]-eve: ^[[2J^[[H^[]0;pwned^Gevil" in term.lines
+    assert "pwned" not in term.screen.title
+    term.type("/quit\r")
+    assert peer.line() == b"/quit"
+    peer.send(b"Deconnexion\n")
+    assert term.exit_status() == 0
+
+
+def test_history_and_registration_prompt(
+    scripted: Scripted, terminals: list[Terminal]
+) -> None:
+    """--nick registers at once; the prompt then shows the nickname; the up
+    arrow brings back the line sent before."""
+    term = start(terminals, "--nick", "bob", "127.0.0.1", str(scripted.port))
+    peer = scripted.accept()
+    peer.send(RUBY_WELCOME)
+    assert peer.line() == b"/pseudo"
+    peer.send(b"Entrez votre pseudo: \n")
+    assert peer.line() == b"bob"
+    peer.send(b"Bienvenue bob\n----------------------\nUtilisateurs en ligne:\n")
+    peer.send(b"=>bob\n----------------------\n")
+    term.wait(lambda: term.cursor_line == "bob>")
+    term.type("first line\r")
+    assert peer.line() == b"first line"
+    term.type(UP)
+    term.wait(lambda: term.cursor_line == "bob> first line")
+    term.type("\r")
+    assert peer.line() == b"first line"
+    term.type("\x04")
+    assert peer.line() == b"/quit"
+    peer.close()
+    assert term.exit_status() == 0
+
+
+def test_refused_nickname_is_asked_again(
+    scripted: Scripted, terminals: list[Terminal]
+) -> None:
+    """A taken nickname: the client says so, asks another, and registers it on
+    a new connection (the Ruby server is dead on the first one)."""
+    term = start(terminals, "--nick", "alice", "127.0.0.1", str(scripted.port))
+    first = scripted.accept()
+    first.send(RUBY_WELCOME)
+    assert first.line() == b"/pseudo"
+    first.send(b"Entrez votre pseudo: \n")
+    assert first.line() == b"alice"
+    first.send(b"Attention ce pseudo existe deja\n")
+    term.wait(lambda: term.cursor_line == "nickname:")
+    term.wait(term.shows("Ctrl-D to leave."))
+    assert term.shows("already taken.")()
+    term.type("alice2\r")
+    second = scripted.accept()
+    assert first.closed()
+    second.send(RUBY_WELCOME)
+    assert second.line() == b"/pseudo"
+    second.send(b"Entrez votre pseudo: \n")
+    assert second.line() == b"alice2"
+    second.send(b"Bienvenue alice2\n")
+    term.wait(lambda: term.cursor_line == "alice2>")
+    term.type("\x04")
+    assert second.line() == b"/quit"
+    second.send(b"Deconnexion\n")
+    assert term.exit_status() == 0
+
+
+def test_server_closing_says_why(scripted: Scripted, terminals: list[Terminal]) -> None:
+    """The server closes while the user types: the line editor goes, one
+    sentence says why, status 1."""
+    term = start(terminals, "127.0.0.1", str(scripted.port))
+    peer = scripted.accept()
+    peer.send(RUBY_WELCOME)
+    term.wait(lambda: term.cursor_line == ">")
+    term.type("unfinished")
+    peer.close()
+    assert term.exit_status() == 1
+    assert term.shows("The server closed the connection.")()
+    assert not term.shows("Traceback")()
