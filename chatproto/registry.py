@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import sys
 from typing import Protocol
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -24,8 +25,9 @@ def valid_nickname(nick: str) -> bool:
 
 
 def nick_key(nick: str) -> str:
-    """The case-insensitive identity of a nickname (C{Alice} is C{alice})."""
-    return nick.lower()
+    """The case-insensitive identity of a nickname (C{Alice} is C{alice}),
+    interned: the registry and the sessions keep one string, not two."""
+    return sys.intern(nick.lower())
 
 
 class NicknameTaken(Exception):

@@ -183,10 +183,9 @@ class ChatServerProtocol(LineReceiver):
     _registration_call: IDelayedCall | None = None
     _closing_call: IDelayedCall | None = None
 
-    def __init__(self) -> None:
-        # Lines waiting their turn; a list, as it holds a few lines at most
-        # (flood_queue), and costs 56 bytes where a deque costs 600.
-        self._inbox: list[bytes] = []
+    # Lines waiting their turn: a list only while there are some, as most
+    # connections are idle most of the time (10,000 empty lists: 560 KB).
+    _inbox: list[bytes] | None = None
 
     # Connection life
 
@@ -217,7 +216,7 @@ class ChatServerProtocol(LineReceiver):
             if call is not None and call.active():
                 call.cancel()
         self._drain_call = self._registration_call = self._closing_call = None
-        self._inbox.clear()
+        self._inbox = None
         self.factory.congested.discard(self)
         self.factory.forget(self)
 
@@ -328,6 +327,7 @@ class ChatServerProtocol(LineReceiver):
         lines = data.split(b"\n")
         self._buffer = lines.pop()
         config = self.factory.config
+        inbox = self._inbox
         for line in lines:
             if line[-1:] == b"\r":
                 line = line[:-1]
@@ -335,13 +335,17 @@ class ChatServerProtocol(LineReceiver):
                 self._too_long()
             elif line == b"pong" and self.missed_pings:
                 self.missed_pings = 0  # the answer to a ping: not counted
+            elif inbox is None:
+                inbox = self._inbox = [line]
             else:
-                self._inbox.append(line)
+                inbox.append(line)
         if len(self._buffer) > config.max_line + 1:
             self._buffer = b""
             self._discarding = True
             self._too_long()
-        if len(self._inbox) > config.flood_queue:
+        if inbox is None:
+            return
+        if len(inbox) > config.flood_queue:
             log.info("{nick} flooded: disconnected", nick=self.nick)
             self.say_goodbye(wire.FLOODED)
             return
@@ -361,6 +365,8 @@ class ChatServerProtocol(LineReceiver):
                 self._handle(self._inbox.pop(0))
         finally:
             self._draining = False
+            if not self._inbox:
+                self._inbox = None
 
     def _take_token(self) -> bool:
         config = self.factory.config

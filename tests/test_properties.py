@@ -147,7 +147,7 @@ class World:
             self.read(client)
             proto = client.proto
             assert len(proto._buffer) <= CONFIG["max_line"] + 1
-            assert len(proto._inbox) <= CONFIG["flood_queue"]
+            assert len(proto._inbox or ()) <= CONFIG["flood_queue"]
         nicks = [p.nick for p in factory.sessions.values()]
         assert all(n is not None for n in nicks)
         keys = [n.lower() for n in nicks if n is not None]

@@ -676,7 +676,7 @@ def test_pongs_are_not_counted_against_the_flood_limit() -> None:
         alice.send(b"pong\n")
         bob.send(b"pong\n")
     assert alice.connected and bob.connected
-    assert alice.proto._inbox == []
+    assert not alice.proto._inbox
 
 
 def test_unasked_pongs_count_as_lines_and_are_never_relayed() -> None:
