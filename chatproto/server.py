@@ -68,6 +68,7 @@ class ServerConfig:
     max_connections: int = 10_000
     close_timeout: float = 10.0
     shutdown_timeout: float = 5.0
+    batch_delay: float = 0.005
 
 
 class Relay(Protocol):
@@ -697,8 +698,11 @@ class ChatFactory(ServerFactory):
         self._queue(line, None)
 
     def _queue(self, line: bytes, exclude: ChatServerProtocol | None) -> None:
-        """Public lines made during one reactor turn go out together at its
-        end: one write per user per turn, whatever the number of lines."""
+        """Public lines made within batch_delay of each other (and at least
+        those of one reactor turn) go out together: one write per user per
+        batch, whatever the number of lines. Each write to a user is a system
+        call, most of the server's time under load: a few milliseconds of
+        delay divide it by the lines per batch."""
         if not self.sessions:
             return
         self._batch.append((line, exclude))
@@ -706,7 +710,7 @@ class ChatFactory(ServerFactory):
         if len(self._batch) >= BATCH_LINES or self._batch_size >= BATCH_BYTES:
             self.flush()
         elif self._flush_call is None:
-            self._flush_call = self.clock.callLater(0, self.flush)
+            self._flush_call = self.clock.callLater(self.config.batch_delay, self.flush)
 
     def flush(self) -> None:
         """Write the batch of public lines: the same bytes to every user but

@@ -84,6 +84,12 @@ _NUMBERS: dict[str, tuple[str, type, float, str]] = {
         1,
         "Connections allowed in all (kept under the file-descriptor limit).",
     ),
+    "batch-delay": (
+        "batch_delay",
+        float,
+        0,
+        "Seconds public lines may wait to go out together (0: each reactor turn).",
+    ),
     "shutdown-timeout": (
         "shutdown_timeout",
         float,

@@ -71,6 +71,7 @@ class Chat:
     def __init__(self, **config: Any) -> None:
         self.clock = Clock()
         self.clock.advance(START)
+        config.setdefault("batch_delay", 0)  # public lines go out each turn
         self.factory = ChatFactory(ServerConfig(**config), clock=self.clock)
         self._port = 40000
 

@@ -899,3 +899,22 @@ def test_a_reader_over_the_bound_gets_a_grace_period() -> None:
         alice.send(b"t" * 4000 + b"\n")
     chat.advance(0)
     assert not late.connected, "past four times the bound: no grace"
+
+
+def test_lines_within_the_batch_delay_share_one_write() -> None:
+    """With batch_delay, lines from several turns within it go out together;
+    nothing waits longer than the delay."""
+    chat = Chat(batch_delay=0.005, flood_rate=0, join_notice_limit=0)
+    alice, bob, carol = chat.user("alice"), chat.user("bob"), chat.user("carol")
+    chat.advance(0.005)
+    carol.transport.writes.clear()
+    alice.send(b"one\n")
+    chat.advance(0.002)
+    bob.send(b"two\n")
+    chat.advance(0.002)
+    assert carol.transport.writes == []
+    chat.advance(0.001)
+    stamp = chat.stamp()
+    assert carol.transport.writes == [stamp + b"-alice: one\n" + stamp + b"-bob: two\n"]
+    alice.send(b"msg carol three\n")
+    assert carol.transport.writes[-1].endswith(b"-message priv\xc3\xa9 de alice: three\n")

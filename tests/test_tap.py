@@ -42,6 +42,7 @@ def test_every_option_reaches_the_config() -> None:
         "--max-per-ip=0",
         "--max-connections=100",
         "--shutdown-timeout=1",
+        "--batch-delay=0.01",
     )
     assert options["port"] == "tcp:7100:interface=127.0.0.1"
     assert options["config"] == ServerConfig(
@@ -58,6 +59,7 @@ def test_every_option_reaches_the_config() -> None:
         max_per_ip=0,
         max_connections=100,
         shutdown_timeout=1,
+        batch_delay=0.01,
     )
 
 
