@@ -68,7 +68,7 @@ class ServerConfig:
     max_connections: int = 10_000
     close_timeout: float = 10.0
     shutdown_timeout: float = 5.0
-    batch_delay: float = 0.005
+    batch_delay: float = 0.0
 
 
 class Relay(Protocol):
