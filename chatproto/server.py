@@ -188,6 +188,25 @@ class ChatServerProtocol(LineReceiver):
     # connections are idle most of the time (10,000 empty lists: 560 KB).
     _inbox: list[bytes] | None = None
 
+    def __init__(self) -> None:
+        # Every attribute a connection will set, set here in one order: an
+        # instance that adds attributes late, or in another order, gets a
+        # dictionary of its own (measured: 416 bytes more per user).
+        self.factory = cast(ChatFactory, None)
+        self.connected = 0
+        self.transport = cast(Transport, None)
+        self.host = None
+        self.nick = None
+        self.state = State.WELCOMED
+        self.missed_pings = 0
+        self._tokens = 0.0
+        self._refilled = 0.0
+        self._registration_call = None
+        self._buffer = b""
+        self._inbox = None
+        self._draining = False
+        self._busy = False
+
     # Connection life
 
     def connectionMade(self) -> None:

@@ -917,4 +917,6 @@ def test_lines_within_the_batch_delay_share_one_write() -> None:
     stamp = chat.stamp()
     assert carol.transport.writes == [stamp + b"-alice: one\n" + stamp + b"-bob: two\n"]
     alice.send(b"msg carol three\n")
-    assert carol.transport.writes[-1].endswith(b"-message priv\xc3\xa9 de alice: three\n")
+    assert carol.transport.writes[-1].endswith(
+        b"-message priv\xc3\xa9 de alice: three\n"
+    )
