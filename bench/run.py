@@ -1,0 +1,1314 @@
+"""The chat benchmark: our server against a naive Twisted chat and ngIRCd.
+
+Builds the load generator (bench/chatbench.c) with cc, starts each server as
+a real process on a fresh 127.0.0.1 port, drives it with one chatbench
+process per scenario, stops the server, and prints a table of absolute
+numbers, ratios and the targets of the benchmark issue.
+
+    .venv/bin/python bench/run.py                # full run, about 4 minutes
+    .venv/bin/python bench/run.py --repeat 3     # medians of 3, about 13 minutes
+    .venv/bin/python bench/run.py --quick        # smoke test, under a minute
+    .venv/bin/python bench/run.py --servers ours,naive --scenarios msg1,fanout
+
+Every server gets a fresh process for every scenario and is killed (SIGKILL,
+so that 10,000 departures are not announced) in all cases. All traffic stays
+on 127.0.0.1 and 127.1.x.y; every step has a time bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import datetime
+import json
+import math
+import os
+import platform
+import resource
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+OUT = BENCH / "out"
+TOOL_SRC = BENCH / "chatbench.c"
+TOOL = OUT / "chatbench"
+HOST = "127.0.0.1"
+SPREAD = 10  # clients per source address 127.1.x.y (our server allows 16)
+IRC_SERVER_NAME = "bench.localhost"
+IRC_OPER = "bench:bench"
+
+Result = dict[str, Any]
+
+
+# ---------------------------------------------------------------- scenarios
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One chatbench run: register, maybe idle, maybe send."""
+
+    key: str
+    title: str
+    clients: int
+    senders: int = 0
+    rate: float = 1.0
+    duration: float = 0.0
+    drain: float = 10.0
+    idle: float = 0.0
+    reports: tuple[str, ...] = ()  # which of msg, reg, idle, fanout to show
+
+    @property
+    def bound(self) -> float:
+        """Seconds after which chatbench stops whatever happens."""
+        return 240 + self.idle + self.duration + self.drain
+
+
+@dataclass(frozen=True)
+class Plan:
+    ping_interval: float
+    msg1: Scenario
+    msg5: Scenario
+    big: Scenario
+
+
+def make_plan(quick: bool, wanted: set[str]) -> tuple[Plan, list[Scenario]]:
+    if quick:
+        ping, n_msg, s_msg, n_big = 5.0, 200, 20, 1000
+        d1, d5, drain5, idle, dfan = 3.0, 2.0, 15.0, 6.0, 3.0
+    else:
+        ping, n_msg, s_msg, n_big = 10.0, 1000, 100, 10_000
+        d1, d5, drain5, idle, dfan = 20.0, 10.0, 40.0, 35.0, 15.0
+    msg1 = Scenario(
+        "msg1",
+        f"{n_msg:,} clients, {s_msg} senders at 1 line/s for {d1:g} s",
+        n_msg,
+        senders=s_msg,
+        rate=1,
+        duration=d1,
+        drain=10,
+        reports=("msg",),
+    )
+    msg5 = Scenario(
+        "msg5",
+        f"{n_msg:,} clients, {s_msg} senders at 5 lines/s for {d5:g} s",
+        n_msg,
+        senders=s_msg,
+        rate=5,
+        duration=d5,
+        drain=drain5,
+        reports=("msg",),
+    )
+    big_reports = tuple(k for k in ("reg", "idle", "fanout") if k in wanted)
+    fan = "fanout" in wanted
+    big = Scenario(
+        "big",
+        f"{n_big:,} clients: register, hold idle {idle:g} s, fan-out from 10 senders",
+        n_big,
+        senders=10 if fan else 0,
+        rate=1,
+        duration=dfan if fan else 0,
+        drain=15,
+        idle=idle if "idle" in wanted else 0,
+        reports=big_reports,
+    )
+    plan = Plan(ping, msg1, msg5, big)
+    runs = [s for s in (msg1, msg5) if s.key in wanted]
+    if big_reports:
+        runs.append(big)
+    return plan, runs
+
+
+# ---------------------------------------------------------------- servers
+
+
+@dataclass(frozen=True)
+class Proc:
+    """One process of a server under test."""
+
+    cmd: list[str]
+    port: int  # where it listens; the run waits for it
+    clients: bool = True  # chatbench's clients connect to this port
+    measured: bool = True  # its CPU and memory count as the server's
+
+
+@dataclass
+class Server:
+    """A server under test. One process here; a cluster entry (two chat
+    nodes and a Redis, say) returns several from processes()."""
+
+    key: str
+    label: str
+    dialect: str = "chat"
+    accept_window: int = 32  # Twisted's listen backlog is 50
+    unavailable: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def command(self, port: int, plan: Plan) -> list[str]:
+        raise NotImplementedError
+
+    def processes(self, plan: Plan) -> list[Proc]:
+        port = free_port()
+        return [Proc(self.command(port, plan), port)]
+
+    def tool_args(self, scenario: Scenario, plan: Plan) -> list[str]:
+        return []
+
+
+class Ours(Server):
+    def __init__(self) -> None:
+        super().__init__("ours", "ours")
+        twistd = Path(sys.executable).with_name("twistd")
+        self.twistd = str(twistd) if twistd.exists() else shutil.which("twistd")
+        self.supported: set[str] = set()
+        if not self.twistd:
+            self.unavailable = "twistd not found next to this Python"
+            return
+        try:
+            helptext = subprocess.run(
+                [self.twistd, "chat", "--help"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=ROOT,
+            ).stdout
+        except (OSError, subprocess.TimeoutExpired) as e:
+            self.unavailable = f"twistd chat --help failed: {e}"
+            return
+        if "--port" not in helptext:
+            self.unavailable = "twistd has no chat plugin (pip install -e .)"
+        self.supported = {w.split("=")[0] for w in helptext.split() if w[:2] == "--"}
+
+    def command(self, port: int, plan: Plan) -> list[str]:
+        assert self.twistd
+        options = {
+            "--ping-interval": f"{plan.ping_interval:g}",
+            "--flood-rate": "100",
+            "--flood-burst": "100",
+            "--max-connections": "15000",
+        }
+        cmd = [self.twistd, "--pidfile=", "-n", "chat"]
+        cmd += ["--port", f"tcp:{port}:interface={HOST}"]
+        for name, value in options.items():
+            if name in self.supported:
+                cmd += [name, value]
+            elif f"{name} not supported" not in self.notes:
+                self.notes.append(f"{name} not supported")
+        return cmd
+
+
+class Naive(Server):
+    def __init__(self) -> None:
+        super().__init__("naive", "naive")
+
+    def command(self, port: int, plan: Plan) -> list[str]:
+        script = str(BENCH / "naive_chat.py")
+        return [sys.executable, script, str(port), f"{plan.ping_interval:g}"]
+
+
+class NgIRCd(Server):
+    def __init__(self) -> None:
+        super().__init__("ngircd", "ngIRCd", dialect="irc", accept_window=8)
+        self.binary = shutil.which("ngircd") or (
+            "/usr/sbin/ngircd" if os.path.exists("/usr/sbin/ngircd") else None
+        )
+        if not self.binary:
+            self.unavailable = "ngircd not installed (apt-get install ngircd)"
+
+    def command(self, port: int, plan: Plan) -> list[str]:
+        assert self.binary
+        conf_dir = OUT / "ngircd"
+        (conf_dir / "conf.d").mkdir(parents=True, exist_ok=True)
+        conf = conf_dir / f"ngircd-{port}.conf"
+        user, password = IRC_OPER.split(":")
+        ping = max(5, round(plan.ping_interval))
+        conf.write_text(
+            f"""[Global]
+    Name = {IRC_SERVER_NAME}
+    Info = chatproto benchmark
+    AdminInfo1 = chatproto benchmark
+    AdminInfo2 = loopback only
+    AdminEMail = bench@localhost
+    Listen = {HOST}
+    Ports = {port}
+    MotdPhrase = bench
+[Limits]
+    MaxConnections = 0
+    MaxConnectionsIP = 0
+    MaxJoins = 0
+    MaxNickLength = 12
+    MaxPenaltyTime = 0
+    PingTimeout = {ping}
+    PongTimeout = 20
+[Options]
+    PAM = no
+    Ident = no
+    DNS = no
+    IncludeDir = {conf_dir / "conf.d"}
+[Operator]
+    Name = {user}
+    Password = {password}
+"""
+        )
+        return [self.binary, "-n", "-f", str(conf)]
+
+    def tool_args(self, scenario: Scenario, plan: Plan) -> list[str]:
+        if scenario.key == "big":
+            # 10,000 JOINs would cost 50 million JOIN lines: no channel;
+            # operators send to the server mask instead (every local user).
+            return [
+                "--irc-join",
+                "0",
+                "--irc-oper",
+                IRC_OPER,
+                "--irc-target",
+                f"${IRC_SERVER_NAME}",
+            ]
+        return ["--irc-join", "1", "--irc-target", "#bench"]
+
+
+SERVERS: dict[str, Callable[[], Server]] = {
+    "ours": Ours,
+    "naive": Naive,
+    "ngircd": NgIRCd,
+}
+
+
+# ---------------------------------------------------------------- processes
+
+
+def raise_nofile() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for want in (max(hard, 65536), hard):
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+            return want
+    return soft
+
+
+def build_tool() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    if TOOL.exists() and TOOL.stat().st_mtime >= TOOL_SRC.stat().st_mtime:
+        return
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        sys.exit("bench: no C compiler (cc) to build bench/chatbench.c")
+    cmd = [cc, "-O2", "-Wall", "-o", str(TOOL), str(TOOL_SRC), "-lm"]
+    subprocess.run(cmd, check=True, timeout=120)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_listening(port: int, proc: subprocess.Popen[bytes], bound: float) -> None:
+    deadline = time.monotonic() + bound
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with status {proc.returncode}")
+        with socket.socket() as s:
+            s.settimeout(1)
+            if s.connect_ex((HOST, port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"server not listening on {HOST}:{port} after {bound:g} s")
+
+
+def stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def running(cmd: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=OUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
+    try:
+        yield proc
+    finally:
+        stop(proc)
+
+
+def die_with_parent() -> None:
+    """In the child: be killed if run.py dies, even by SIGKILL (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def run_tool(
+    args: list[str], bound: float, log: Path
+) -> tuple[Result, Callable[[], None]]:
+    """Run chatbench until it prints its JSON; return it and a function that
+    lets chatbench close its connections (call it after the server is gone)."""
+    with log.open("ab") as err:
+        proc = subprocess.Popen(
+            [str(TOOL), *args, "--hold-stdin", "1"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
+
+    def release() -> None:
+        if proc.stdin:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            stop(proc)
+
+    assert proc.stdout
+    deadline = time.monotonic() + bound
+    line = b""
+    try:
+        fd = proc.stdout.fileno()
+        while not line.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RuntimeError(f"chatbench gave no result within {bound:g} s")
+            ready, _, _ = select.select([fd], [], [], min(left, 1.0))
+            if ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    raise RuntimeError(
+                        f"chatbench exited ({proc.poll()}) without a result"
+                    )
+                line += chunk
+    except BaseException:
+        stop(proc)
+        raise
+    return json.loads(line.decode()), release
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine spent busy since boot, all cores."""
+    fields = [
+        int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    ]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / TICK
+
+
+def process_cpu_s(pid: int) -> float:
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat.rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+    return 0.0
+
+
+def py_spy() -> str | None:
+    here = Path(sys.executable).with_name("py-spy")
+    return str(here) if here.exists() else shutil.which("py-spy")
+
+
+@contextlib.contextmanager
+def profiling(server: Server, pid: int, tag: str) -> Iterator[None]:
+    """Sample a Python server with py-spy for the whole run (--profile)."""
+    spy = py_spy() if PROFILE and server.key in PYTHON_SERVERS else None
+    if spy is None:
+        yield
+        return
+    out = OUT / "profiles" / f"{tag}.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [spy, "record", "--pid", str(pid), "--rate", "200", "--format", "raw"]
+    cmd += ["--output", str(out), "--nonblocking"]
+    with (OUT / "logs" / f"{tag}.py-spy.log").open("wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                stop(proc)
+        if out.exists():
+            PROFILES[tag] = out
+
+
+PROFILE = False
+PYTHON_SERVERS = ("ours", "naive")
+PROFILES: dict[str, Path] = {}
+
+
+def summarize_profile(path: Path, top: int = 15) -> str:
+    """The functions where a py-spy raw profile spent its samples: by own
+    time (the innermost frame) and by total time (anywhere on the stack)."""
+    own: dict[str, int] = {}  # by line
+    total: dict[str, int] = {}  # by function
+    samples = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        samples += n
+        frames = stack.split(";")
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for frame in {f.rsplit(":", 1)[0] + ")" for f in frames}:
+            if "chatproto/" in frame or "naive_chat" in frame:
+                total[frame] = total.get(frame, 0) + n
+    if not samples:
+        return f"{path.name}: no samples"
+    out = [f"{path.name}: {samples} samples"]
+    for title, table in (("own time, by line", own), ("total time (our code)", total)):
+        out.append(f"  by {title}:")
+        for frame, n in sorted(table.items(), key=lambda kv: -kv[1])[:top]:
+            out.append(f"    {100 * n / samples:5.1f}%  {frame}")
+    return "\n".join(out)
+
+
+def run_one(server: Server, scenario: Scenario, plan: Plan, rep: int) -> Result:
+    tag = f"{scenario.key}-{server.key}-{rep}"
+    (OUT / "logs").mkdir(parents=True, exist_ok=True)
+    release: Callable[[], None] = lambda: None  # noqa: E731
+    busy0, t0 = machine_busy_s(), time.monotonic()
+    code = revision()  # the code each server process starts from
+    try:
+        with contextlib.ExitStack() as stack:
+            started = []
+            for n, p in enumerate(server.processes(plan)):
+                log = OUT / "logs" / f"{tag}.{n}.log"
+                started.append((p, stack.enter_context(running(p.cmd, log))))
+            for p, proc in started:
+                wait_listening(p.port, proc, 30)
+            ports = [p.port for p, _ in started if p.clients]
+            pids = [proc.pid for p, proc in started if p.measured]
+            args = tool_args(server, scenario, plan, ports, pids)
+            with profiling(server, pids[0], tag):
+                result, release = run_tool(
+                    args, scenario.bound + 30, OUT / "logs" / f"{tag}.tool.log"
+                )
+            alive = all(proc.poll() is None for _, proc in started)
+            all_cpu = sum(process_cpu_s(proc.pid) for _, proc in started)
+            busy = machine_busy_s() - busy0
+        # what neither the server nor chatbench used: run.py, and other work
+        result["run_s"] = time.monotonic() - t0
+        result["other_cpu_s"] = max(0.0, busy - all_cpu - result["tool_cpu_s"])
+        result["server_survived"] = alive
+        result["revision"] = code
+        return result
+    finally:
+        release()
+
+
+def tool_args(
+    server: Server, scenario: Scenario, plan: Plan, ports: list[int], pids: list[int]
+) -> list[str]:
+    options = {
+        "--host": HOST,
+        "--port": ",".join(map(str, ports)),
+        "--dialect": server.dialect,
+        "--pid": ",".join(map(str, pids)),
+        "--clients": scenario.clients,
+        "--spread": SPREAD,
+        "--accept-window": server.accept_window,
+        "--inflight": 256,
+        "--connect-rate": 20000,
+        "--reg-timeout": 180,
+        "--idle": scenario.idle,
+        "--senders": scenario.senders,
+        "--rate": scenario.rate,
+        "--duration": scenario.duration,
+        "--drain": scenario.drain,
+        "--timeout": scenario.bound,
+    }
+    args = [str(x) for kv in options.items() for x in kv]
+    return args + server.tool_args(scenario, plan)
+
+
+# ---------------------------------------------------------------- numbers
+
+
+QUIET = 0.15  # other processes' CPU, in cores, above which a run is noisy
+
+
+def quiet(r: Result) -> bool:
+    return bool(r.get("other_cpu_s", 0) <= QUIET * r.get("run_s", 0))
+
+
+def median_result(runs: Sequence[Result]) -> Result:
+    """The median of each number over the quiet runs (over all runs when
+    none is quiet); a null latency (lines lost) counts as the slowest."""
+    used = [r for r in runs if quiet(r)] or list(runs)
+    out: Result = dict(used[0])
+    for key in used[0]:
+        values = [r.get(key) for r in used]
+        if all(
+            v is None or (isinstance(v, int | float) and not isinstance(v, bool))
+            for v in values
+        ) and any(v is not None for v in values):
+            m = statistics.median([math.inf if v is None else v for v in values])
+            out[key] = None if math.isinf(m) else m
+    out["repeats"] = len(runs)
+    out["repeats_used"] = len(used)
+    out["repeats_quiet"] = sum(quiet(r) for r in runs)
+    return out
+
+
+def latency(r: Result | None, key: str) -> float | None:
+    """A latency in ms; +inf when the share of lines never delivered is
+    larger than what the percentile allows (chatbench gives null then)."""
+    if r is None or r.get("senders", 0) == 0:
+        return None
+    v = r.get(key)
+    return math.inf if v is None else float(v)
+
+
+def num(r: Result | None, key: str, scale: float = 1.0) -> float | None:
+    if r is None or not isinstance(r.get(key), int | float):
+        return None
+    return float(r[key]) * scale
+
+
+def per_ping_us(r: Result | None) -> float | None:
+    if not r or r.get("idle_pings", 0) <= 0 or r.get("idle_server_cpu_s", -1) < 0:
+        return None
+    return 1e6 * r["idle_server_cpu_s"] / r["idle_pings"]
+
+
+def fmt(v: float | None, digits: int = 0) -> str:
+    if v is None:
+        return "-"
+    if math.isinf(v):
+        return "lost"
+    if digits == 0:
+        return f"{v:,.0f}"
+    return f"{v:,.{digits}f}"
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    if a is None or b is None:
+        return "-"
+    if math.isinf(a) or math.isinf(b):
+        return (
+            "-"
+            if math.isinf(a) and math.isinf(b)
+            else ("inf" if math.isinf(a) else "0")
+        )
+    if b == 0:
+        return "-"
+    return f"{a / b:.2f}×"
+
+
+@dataclass
+class Row:
+    label: str
+    values: dict[str, float | None]
+    digits: int = 0
+    compare: bool = True  # show ratios
+
+
+Metric = Callable[[Result], float | None]
+
+
+def share(cpu: str, wall: str) -> Metric:
+    """CPU seconds over wall seconds, in % of one core."""
+
+    def f(r: Result) -> float | None:
+        c, w = r.get(cpu, -1), r.get(wall, 0)
+        return 100 * c / w if w and c >= 0 else None
+
+    return f
+
+
+def delivered_pct(r: Result) -> float | None:
+    return 100 * r["delivered"] / r["expected"] if r["expected"] else None
+
+
+def wakeups(r: Result) -> float | None:
+    return (
+        r["idle_wakeups"] / r["idle_s"]
+        if r["idle_s"] and r["idle_wakeups"] >= 0
+        else None
+    )
+
+
+# (label, metric, digits, compare) for each kind of section
+ROWS: dict[str, list[tuple[str, Metric, int, bool]]] = {
+    "msg": [
+        ("deliveries per second", lambda r: r["deliveries_per_s"], 0, True),
+        (
+            "deliveries per server CPU-second",
+            lambda r: r["deliveries_per_cpu_s"],
+            0,
+            True,
+        ),
+        ("latency p50 (ms)", lambda r: latency(r, "p50_ms"), 1, True),
+        ("latency p99 (ms)", lambda r: latency(r, "p99_ms"), 1, True),
+        ("latency max (ms)", lambda r: r["max_ms"], 1, True),
+        (
+            "  p99 at the clients that also send (ms)",
+            lambda r: latency(r, "p99_senders_ms"),
+            1,
+            True,
+        ),
+        ("delivered (% of due)", delivered_pct, 1, False),
+        ("server CPU (% of one core)", share("send_server_cpu_s", "send_s"), 0, True),
+        (
+            "  of which in the kernel (%)",
+            share("send_server_sys_s", "send_server_cpu_s"),
+            0,
+            False,
+        ),
+        (
+            "load generator CPU (% of one core)",
+            share("send_tool_cpu_s", "send_s"),
+            0,
+            False,
+        ),
+        (
+            "other processes' CPU (% of one core)",
+            share("other_cpu_s", "run_s"),
+            0,
+            False,
+        ),
+    ],
+    "reg": [
+        ("time (s)", lambda r: r["reg_s"], 2, True),
+        ("server CPU (s)", lambda r: r["reg_server_cpu_s"], 2, True),
+        ("clients registered", lambda r: r["registered"], 0, False),
+        (
+            "load generator CPU (% of one core)",
+            share("reg_tool_cpu_s", "reg_s"),
+            0,
+            False,
+        ),
+    ],
+    "idle": [
+        ("resident memory (MiB)", lambda r: r["idle_rss_max_kb"] / 1024, 1, True),
+        ("server CPU (s)", lambda r: r["idle_server_cpu_s"], 2, True),
+        ("server CPU (% of one core)", share("idle_server_cpu_s", "idle_s"), 1, True),
+        ("pings answered", lambda r: r["idle_pings"], 0, False),
+        ("server CPU per ping (µs)", per_ping_us, 1, True),
+        ("server wake-ups per second", wakeups, 1, True),
+    ],
+}
+ROWS["fanout"] = ROWS["msg"]
+
+
+def section_title(kind: str, s: Scenario) -> str:
+    if kind == "msg":
+        return s.title
+    if kind == "reg":
+        return f"register {s.clients:,} clients"
+    if kind == "idle":
+        return f"{s.clients:,} idle clients for {s.idle:g} s"
+    return (
+        f"fan-out: {s.senders} senders at {s.rate:g} line/s to {s.clients:,} clients "
+        f"for {s.duration:g} s"
+    )
+
+
+def rows_for(kind: str, res: dict[str, Result | None]) -> list[Row]:
+    return [
+        Row(label, {k: (fn(r) if r else None) for k, r in res.items()}, digits, cmp)
+        for label, fn, digits, cmp in ROWS[kind]
+    ]
+
+
+# ---------------------------------------------------------------- targets
+
+
+@dataclass
+class Target:
+    text: str
+    status: str  # PASS, FAIL, n/a
+    detail: str
+
+
+def check(
+    text: str, ours: float | None, ref: float | None, factor: float, higher: bool
+) -> Target:
+    if ours is None or ref is None:
+        missing = "ours" if ours is None else "the reference"
+        return Target(text, "n/a", f"no measurement for {missing}")
+    if math.isinf(ref) and math.isinf(ours):
+        return Target(text, "FAIL", "both lost lines")
+    bound = ref * factor
+    ok = ours >= bound if higher else ours <= bound
+    r = f"{ours / ref:.3f}×" if ref and not math.isinf(ours) else ratio(ours, ref)
+    return Target(
+        text, "PASS" if ok else "FAIL", f"{brief(ours)} vs {brief(ref)} ({r})"
+    )
+
+
+def brief(v: float) -> str:
+    if math.isinf(v):
+        return "lost lines"
+    return fmt(v, 2 if v < 10 else 1 if v < 100 else 0)
+
+
+def targets(results: dict[str, dict[str, Result | None]], plan: Plan) -> list[Target]:
+    def get(scn: str, srv: str) -> Result | None:
+        return results.get(scn, {}).get(srv)
+
+    out: list[Target] = []
+    o1, g1 = get("msg1", "ours"), get("msg1", "ngircd")
+    o5, n5, g5 = get("msg5", "ours"), get("msg5", "naive"), get("msg5", "ngircd")
+    ob, nb = get("big", "ours"), get("big", "naive")
+    if "msg1" in results:
+        out.append(
+            check(
+                "1 line/s: deliveries per CPU-second ≥ 1.0× ngIRCd",
+                num(o1, "deliveries_per_cpu_s"),
+                num(g1, "deliveries_per_cpu_s"),
+                1.0,
+                True,
+            )
+        )
+        out.append(
+            check(
+                "1 line/s: p99 ≤ ngIRCd's",
+                latency(o1, "p99_ms"),
+                latency(g1, "p99_ms"),
+                1.0,
+                False,
+            )
+        )
+    if "msg5" in results:
+        out.append(
+            check(
+                "5 lines/s: deliveries per CPU-second ≥ 1.5× naive",
+                num(o5, "deliveries_per_cpu_s"),
+                num(n5, "deliveries_per_cpu_s"),
+                1.5,
+                True,
+            )
+        )
+        out.append(
+            check(
+                "5 lines/s: p99 ≤ ngIRCd's",
+                latency(o5, "p99_ms"),
+                latency(g5, "p99_ms"),
+                1.0,
+                False,
+            )
+        )
+    big = next((s for s in results if s == "big"), None)
+    reports = plan.big.reports if big else ()
+    if "reg" in reports:
+        out.append(
+            check(
+                f"{plan.big.clients:,} registrations in ≤ 0.25× the naive time",
+                num(ob, "reg_s")
+                if ob and ob["registered"] == plan.big.clients
+                else None,
+                num(nb, "reg_s"),
+                0.25,
+                False,
+            )
+        )
+    if "idle" in reports:
+        out.append(
+            check(
+                "idle resident memory ≤ naive's",
+                num(ob, "idle_rss_max_kb", 1 / 1024),
+                num(nb, "idle_rss_max_kb", 1 / 1024),
+                1.0,
+                False,
+            )
+        )
+        t = check(
+            "idle: no CPU beyond the pings (CPU per ping ≤ naive's)",
+            per_ping_us(ob),
+            per_ping_us(nb),
+            1.0,
+            False,
+        )
+        if ob and t.status == "PASS":
+            due = plan.big.clients * int(plan.big.idle // plan.ping_interval)
+            if ob["idle_pings"] < 0.9 * due:
+                t = Target(
+                    t.text, "FAIL", f"only {ob['idle_pings']:,} pings for {due:,} due"
+                )
+        out.append(t)
+    if "fanout" in reports:
+        out.append(
+            check(
+                "fan-out p99 ≤ 0.3× naive's",
+                latency(ob, "p99_ms"),
+                latency(nb, "p99_ms"),
+                0.3,
+                False,
+            )
+        )
+    return out
+
+
+# ---------------------------------------------------------------- report
+
+
+def environment(nofile: int) -> dict[str, str]:
+    model = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    ngircd = "not installed"
+    binary = shutil.which("ngircd") or "/usr/sbin/ngircd"
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        first = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=10
+        )
+        ngircd = first.stdout.split("-")[0].strip() or ngircd
+    try:
+        twisted = metadata.version("twisted")
+    except metadata.PackageNotFoundError:
+        twisted = "?"
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "revision": revision(),
+        "machine": f"{os.cpu_count()} × {model}",
+        "kernel": f"Linux {platform.release()}",
+        "python": platform.python_version(),
+        "twisted": twisted,
+        "ngircd": ngircd,
+        "load_before": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
+        "nofile": str(nofile),
+    }
+
+
+def revision() -> str:
+    """The commit of the code under test, and whether chatproto/ differs."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [
+                "git",
+                "-C",
+                str(ROOT),
+                "status",
+                "--porcelain",
+                "-uno",
+                "--",
+                "chatproto",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    return f"{head or '?'}{' + uncommitted changes' if dirty else ''}"
+
+
+def busy_share(seconds: float = 1.0) -> float:
+    """Share of the machine's CPU time that was busy, over a short sample."""
+
+    def sample() -> tuple[int, int]:
+        fields = [
+            int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        ]
+        idle = fields[3] + fields[4]
+        return sum(fields), idle
+
+    t0, i0 = sample()
+    time.sleep(seconds)
+    t1, i1 = sample()
+    return 1 - (i1 - i0) / max(1, t1 - t0)
+
+
+def render(
+    env: dict[str, str],
+    servers: list[Server],
+    runs: list[Scenario],
+    results: dict[str, dict[str, Result | None]],
+    tlist: list[Target],
+    notes: list[str],
+    markdown: bool,
+) -> str:
+    keys = [s.key for s in servers]
+    labels = {s.key: s.label for s in servers}
+    ratios = [(o, f"ours/{labels[o]}") for o in keys if o != "ours" and "ours" in keys]
+    head = ["", *[labels[k] for k in keys], *[r[1] for r in ratios]]
+    lines: list[str] = []
+    table: list[list[str]] = []
+    for scn in runs:
+        res = results.get(scn.key, {})
+        for kind in scn.reports:
+            title = section_title(kind, scn)
+            table.append([f"**{title}**" if markdown else f"{title}"])
+            for row in rows_for(kind, res):
+                cells = [row.label if markdown else "  " + row.label]
+                cells += [fmt(row.values.get(k), row.digits) for k in keys]
+                cells += [
+                    ratio(row.values.get("ours"), row.values.get(o))
+                    if row.compare
+                    else ""
+                    for o, _ in ratios
+                ]
+                table.append(cells)
+    header = (
+        f"chatproto benchmark, {env['date']}, chatproto {env['revision']}, "
+        f"{env['machine']}, {env['kernel']}, Python {env['python']}, "
+        f"Twisted {env['twisted']}, {env['ngircd']}"
+    )
+    lines.append(header)
+    lines.append("")
+    if markdown:
+        lines.append("| " + " | ".join(head) + " |")
+        lines.append("|" + "---|" * len(head))
+        for cells in table:
+            cells = cells + [""] * (len(head) - len(cells))
+            lines.append("| " + " | ".join(cells) + " |")
+    else:
+        widths = [
+            max(len(c[i]) for c in [head, *table] if len(c) > 1 and i < len(c))
+            for i in range(len(head))
+        ]
+        widths[0] = max(widths[0], 40)
+
+        def line(cells: list[str]) -> str:
+            if len(cells) == 1:
+                return cells[0]
+            first = cells[0].ljust(widths[0])
+            return "  ".join(
+                [
+                    first,
+                    *[c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)],
+                ]
+            )
+
+        lines.append(line(head))
+        lines.extend(line(c) for c in table)
+    lines.append("")
+    lines.append("Targets (ratios within this run):")
+    for t in tlist:
+        lines.append(f"{'- ' if markdown else '  '}[{t.status}] {t.text}: {t.detail}")
+    lines.append("")
+    lines.append("Notes:")
+    for n in notes:
+        lines.append(f"{'- ' if markdown else '  '}{n}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- main
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--quick", action="store_true", help="a small run, for a smoke test")
+    p.add_argument(
+        "--servers",
+        default="ours,naive,ngircd",
+        help="comma-separated: ours,naive,ngircd",
+    )
+    p.add_argument(
+        "--scenarios",
+        default="msg1,msg5,reg,idle,fanout",
+        help="comma-separated: msg1,msg5,reg,idle,fanout (the last three share a run)",
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs of each scenario; the table shows medians",
+    )
+    p.add_argument("--json", type=Path, help="write every measurement to this file")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample the Python servers with py-spy (bench/out/profiles/); "
+        "the sampler takes CPU: do not use the numbers of such a run",
+    )
+    p.add_argument(
+        "--markdown", type=Path, help="also write the table as Markdown to this file"
+    )
+    p.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="FILE",
+        help="measure nothing: print the table of a run saved with --json",
+    )
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        args.quick = saved["quick"]
+        args.scenarios = saved["scenarios"]
+        plan, runs = make_plan(args.quick, set(args.scenarios.split(",")))
+        shown = [
+            Server(s["key"], s["label"], notes=s["notes"]) for s in saved["servers"]
+        ]
+        report(
+            args,
+            plan,
+            runs,
+            shown,
+            saved["environment"],
+            saved["runs"],
+            saved["run_notes"],
+        )
+        return 0
+    wanted = {s.strip() for s in args.scenarios.split(",") if s.strip()}
+    unknown = wanted - {"msg1", "msg5", "reg", "idle", "fanout"}
+    if unknown:
+        sys.exit(f"bench: unknown scenarios {sorted(unknown)}")
+    args.scenarios = ",".join(sorted(wanted))
+    names = [s.strip() for s in args.servers.split(",") if s.strip()]
+    bad = [n for n in names if n not in SERVERS]
+    if bad:
+        sys.exit(f"bench: unknown servers {bad} (known: {', '.join(SERVERS)})")
+    plan, runs = make_plan(args.quick, wanted)
+    global PROFILE
+    PROFILE = args.profile
+    if PROFILE and not py_spy():
+        sys.exit("bench: --profile needs py-spy (pip install py-spy)")
+
+    def on_signal(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    nofile = raise_nofile()
+    build_tool()
+    notes: list[str] = []
+    servers: list[Server] = []
+    for name in names:
+        server = SERVERS[name]()
+        if server.unavailable:
+            notes.append(f"{server.label} skipped: {server.unavailable}.")
+        else:
+            servers.append(server)
+    if not servers:
+        print("\n".join(notes))
+        return 1
+    biggest = max(s.clients for s in runs) if runs else 0
+    if nofile < biggest + 100:
+        notes.append(
+            f"open-file limit {nofile} < {biggest:,} clients: connects will fail."
+        )
+    busy = busy_share()
+    env = environment(nofile)
+    if busy > 0.1:
+        notes.append(
+            f"the machine was {busy:.0%} busy with other work just before the run."
+        )
+    if PROFILE:
+        notes.append(
+            "--profile: py-spy sampled the Python servers; numbers are skewed."
+        )
+    raw = measure(args.repeat, runs, servers, plan, notes)
+    report(args, plan, runs, servers, env, raw, notes)
+    for path in PROFILES.values():
+        print()
+        print(summarize_profile(path))
+    return 0
+
+
+def measure(
+    repeat: int,
+    runs: list[Scenario],
+    servers: list[Server],
+    plan: Plan,
+    notes: list[str],
+) -> dict[str, dict[str, list[Result]]]:
+    """Every run of every scenario on every server, in the order that puts
+    the servers of one scenario back to back; notes get what went wrong."""
+    raw: dict[str, dict[str, list[Result]]] = {s.key: {} for s in runs}
+    started = time.monotonic()
+    try:
+        for scenario in runs:
+            for rep in range(repeat):
+                order = servers[rep % len(servers) :] + servers[: rep % len(servers)]
+                for server in order:
+                    print(
+                        f"bench: {scenario.key} {server.key} ({rep + 1}/{repeat}) "
+                        f"at {time.monotonic() - started:.0f} s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    try:
+                        r = run_one(server, scenario, plan, rep)
+                    except RuntimeError as e:
+                        where = f"{server.label}, {scenario.key}"
+                        notes.append(f"{where}: {e} (see bench/out/logs/).")
+                        continue
+                    raw[scenario.key].setdefault(server.key, []).append(r)
+    except KeyboardInterrupt:
+        notes.append("interrupted: partial results.")
+    return raw
+
+
+def report(
+    args: argparse.Namespace,
+    plan: Plan,
+    runs: list[Scenario],
+    servers: list[Server],
+    env: dict[str, str],
+    raw: dict[str, dict[str, list[Result]]],
+    run_notes: list[str],
+) -> None:
+    results: dict[str, dict[str, Result | None]] = {}
+    for scenario in runs:
+        by_server = raw.get(scenario.key, {})
+        results[scenario.key] = {
+            s.key: median_result(by_server[s.key]) if by_server.get(s.key) else None
+            for s in servers
+        }
+    tlist = targets(results, plan)
+    notes = run_notes + standing_notes(plan, servers, results, args)
+    revisions = sorted(
+        {
+            str(r.get("revision"))
+            for by in raw.values()
+            for rs in by.values()
+            for r in rs
+        }
+    )
+    if len(revisions) > 1:
+        notes.insert(0, f"THE CODE CHANGED DURING THE RUN: {', '.join(revisions)}.")
+    for server in servers:
+        notes += [f"{server.label}: {n}." for n in server.notes]
+    text = render(env, servers, runs, results, tlist, notes, markdown=False)
+    print(text)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "last-table.txt").write_text(text + "\n")
+    if args.markdown:
+        markdown = render(env, servers, runs, results, tlist, notes, markdown=True)
+        args.markdown.write_text(markdown + "\n")
+    if args.json:
+        saved = {
+            "environment": env,
+            "quick": args.quick,
+            "scenarios": args.scenarios,
+            "servers": [
+                {"key": s.key, "label": s.label, "notes": s.notes} for s in servers
+            ],
+            "plan": {
+                "ping_interval": plan.ping_interval,
+                "scenarios": [vars(s) for s in runs],
+            },
+            "results": results,
+            "runs": raw,
+            "run_notes": run_notes,
+            "targets": [vars(t) for t in tlist],
+            "notes": notes,
+        }
+        args.json.write_text(json.dumps(saved, indent=1, default=str) + "\n")
+
+
+def standing_notes(
+    plan: Plan,
+    servers: list[Server],
+    results: dict[str, dict[str, Result | None]],
+    args: argparse.Namespace,
+) -> list[str]:
+    keys = {s.key for s in servers}
+    notes = [
+        "load generator: bench/chatbench.c, one process, epoll; one fresh server "
+        "process per scenario; a delivery is one line received by one client; "
+        "latency = receive time - send time (CLOCK_MONOTONIC, same machine); "
+        "lines never delivered count as slower than any (shown as 'lost').",
+        f"clients use source addresses 127.1.x.y, {SPREAD} per address; "
+        f"ping interval {plan.ping_interval:g} s for every server.",
+    ]
+    if args.quick:
+        notes.append("--quick: small numbers for a smoke test; targets not meaningful.")
+    if "ours" in keys:
+        notes.append(
+            "ours runs with --flood-rate 100 --flood-burst 100 (the defaults, "
+            "2 lines/s after a burst of 5, would cut the 5 lines/s senders) "
+            "and --max-connections 15000; every other option at its default."
+        )
+    if "naive" in keys:
+        notes.append(
+            "naive: bench/naive_chat.py, a LineReceiver and a ping LoopingCall per "
+            "client, each line encoded per receiver, the full user list written "
+            "in one piece on registration."
+        )
+    if "ngircd" in keys:
+        notes.append(
+            f"ngIRCd: in the {plan.msg1.clients:,}-client runs all users JOIN "
+            f"#bench and senders PRIVMSG it; at {plan.big.clients:,} clients nobody "
+            "joins (the JOIN echoes would cost n²/2 lines), registration ends with "
+            "the MOTD, and "
+            "the 10 senders are IRC operators sending to the server mask "
+            f"${IRC_SERVER_NAME} (every user gets it, the sender's echo is ignored). "
+            "No PAM, ident, DNS, penalties or connection limits; PingTimeout = the "
+            "ping interval; its listen backlog is 10, so chatbench keeps at most 8 "
+            "connects unanswered (32 for the Twisted servers, backlog 50)."
+        )
+    for scn, by_server in results.items():
+        for key, r in by_server.items():
+            if r:
+                notes += run_notes(f"{key}, {scn}", r)
+                if r["repeats_quiet"] < r["repeats"]:
+                    notes.append(
+                        f"{key}, {scn}: {r['repeats'] - r['repeats_quiet']} of "
+                        f"{r['repeats']} runs had other processes above "
+                        f"{QUIET:.0%} of a core; the table uses "
+                        + (
+                            f"the {r['repeats_used']} quiet one(s)."
+                            if r["repeats_quiet"]
+                            else "them all."
+                        )
+                    )
+    return notes
+
+
+def run_notes(where: str, r: Result) -> list[str]:
+    notes = []
+    if r.get("registered", 0) < r.get("clients", 0):
+        notes.append(f"{where}: {r['registered']:,} of {r['clients']:,} registered.")
+    dropped = r.get("idle_dead", 0) + r.get("send_dead", 0)
+    if dropped:
+        notes.append(f"{where}: the server dropped {dropped:,} clients.")
+    for phase in ("send", "reg"):
+        cpu, wall = r.get(f"{phase}_tool_cpu_s", -1), r.get(f"{phase}_s", 0)
+        if wall and cpu / wall > 0.85:
+            notes.append(
+                f"{where}: the load generator used {cpu / wall:.0%} of a core "
+                f"during {phase}: it may have been the bottleneck."
+            )
+    if not r.get("server_survived", True):
+        notes.append(f"{where}: the server died during the run.")
+    return notes
+
+
+if __name__ == "__main__":
+    sys.exit(main())
