@@ -279,10 +279,40 @@ class NgIRCd(Server):
         return ["--irc-join", "1", "--irc-target", "#bench"]
 
 
+class Cluster(Ours):
+    """Our server in cluster mode: N nodes on one Redis, the clients spread
+    over the nodes; the CPU of the nodes and of Redis all count."""
+
+    def __init__(self, nodes: int) -> None:
+        super().__init__()
+        self.key = f"cluster{nodes}"
+        self.label = f"{nodes} node{'s' if nodes > 1 else ''}+Redis"
+        self.nodes = nodes
+        self.redis = shutil.which("redis-server")
+        if not self.redis and not self.unavailable:
+            self.unavailable = "redis-server not installed"
+        elif "--redis" not in self.supported and not self.unavailable:
+            self.unavailable = "this server has no --redis option"
+
+    def processes(self, plan: Plan) -> list[Proc]:
+        assert self.redis
+        redis_port = free_port()
+        redis = [self.redis, "--port", str(redis_port), "--bind", HOST]
+        redis += ["--save", "", "--appendonly", "no"]
+        procs = [Proc(redis, redis_port, clients=False)]
+        url = f"redis://{HOST}:{redis_port}/0"
+        for _ in range(self.nodes):
+            port = free_port()
+            procs.append(Proc([*self.command(port, plan), "--redis", url], port))
+        return procs
+
+
 SERVERS: dict[str, Callable[[], Server]] = {
     "ours": Ours,
     "naive": Naive,
     "ngircd": NgIRCd,
+    "cluster1": lambda: Cluster(1),
+    "cluster2": lambda: Cluster(2),
 }
 
 
@@ -1033,7 +1063,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--servers",
         default="ours,naive,ngircd",
-        help="comma-separated: ours,naive,ngircd",
+        help="comma-separated: ours,naive,ngircd,cluster1,cluster2",
     )
     p.add_argument(
         "--scenarios",
