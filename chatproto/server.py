@@ -310,9 +310,7 @@ class ChatServerProtocol(LineReceiver):
 
     def _close(self, *lines: bytes) -> None:
         """Say the last lines, then close once they are sent (or too late)."""
-        if self._registration_call is not None and self._registration_call.active():
-            self._registration_call.cancel()
-        self._registration_call = None
+        self._stop_registration_timer()
         for line in lines:
             self.transport.write(line)
         self.state = State.GONE
@@ -466,9 +464,7 @@ class ChatServerProtocol(LineReceiver):
         if self.state is not State.JOINING:  # disconnected while waiting
             self.factory.registry.release(nick)
             return
-        if self._registration_call is not None and self._registration_call.active():
-            self._registration_call.cancel()
-        self._registration_call = None
+        self._stop_registration_timer()
         self.nick = nick
         self.state = State.CHATTING
         self.send(wire.notice(f"Bienvenue {nick}"))
@@ -551,6 +547,13 @@ class ChatServerProtocol(LineReceiver):
         "/help": _help,
         "/pseudo": _rename,
     }
+
+    def _stop_registration_timer(self) -> None:
+        """Registered, or closing: the registration time limit no longer
+        applies."""
+        if self._registration_call is not None and self._registration_call.active():
+            self._registration_call.cancel()
+        self._registration_call = None
 
     def _registration_expired(self) -> None:
         self._registration_call = None
