@@ -168,8 +168,9 @@ class Server:
 
 
 class Ours(Server):
-    def __init__(self) -> None:
+    def __init__(self, extra: Sequence[str] = ()) -> None:
         super().__init__("ours", "ours")
+        self.extra = list(extra)
         twistd = Path(sys.executable).with_name("twistd")
         self.twistd = str(twistd) if twistd.exists() else shutil.which("twistd")
         self.supported: set[str] = set()
@@ -200,7 +201,7 @@ class Ours(Server):
             "--max-connections": "15000",
         }
         cmd = [self.twistd, "--pidfile=", "-n", "chat"]
-        cmd += ["--port", f"tcp:{port}:interface={HOST}"]
+        cmd += ["--port", f"tcp:{port}:interface={HOST}", *self.extra]
         for name, value in options.items():
             if name in self.supported:
                 cmd += [name, value]
@@ -307,6 +308,22 @@ class Cluster(Ours):
         return procs
 
 
+def variant(name: str) -> Server:
+    """C{ours+OPTION[=VALUE]+...}: our server with more twistd options, to
+    compare settings in one run (ours+nodelay=all, ours+batch-delay=0.002)."""
+    options = name.split("+")[1:]
+    extra: list[str] = []
+    for option in options:
+        flag, _, value = option.partition("=")
+        extra += [f"--{flag}", value] if value else [f"--{flag}"]
+    server = Ours(extra)
+    server.key = server.label = name
+    unknown = [o for o in extra if o[:2] == "--" and o not in server.supported]
+    if unknown and not server.unavailable:
+        server.unavailable = f"this server has no {', '.join(unknown)}"
+    return server
+
+
 SERVERS: dict[str, Callable[[], Server]] = {
     "ours": Ours,
     "naive": Naive,
@@ -356,6 +373,40 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], bound: float) -> No
                 return
         time.sleep(0.1)
     raise RuntimeError(f"server not listening on {HOST}:{port} after {bound:g} s")
+
+
+def wait_registering(port: int, proc: subprocess.Popen[bytes], bound: float) -> None:
+    """Wait until a chat server registers a nickname: a cluster node listens
+    before it has joined its cluster, and refuses nicknames until then."""
+    deadline = time.monotonic() + bound
+    why = "no answer"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with status {proc.returncode}")
+        nick = f"ready{os.getpid() % 10000}"
+        try:
+            with socket.create_connection((HOST, port), timeout=5) as s:
+                s.sendall(f"/pseudo\n{nick}\n".encode())
+                seen = b""
+                while b"Bienvenue " + nick.encode() not in seen:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        why = seen.decode(errors="replace").strip()[-200:]
+                        break
+                    seen += chunk
+                    if b"impossible" in seen or b"existe" in seen:
+                        why = seen.decode(errors="replace").strip()[-200:]
+                        break
+                else:
+                    s.sendall(b"/quit\n")
+                    with contextlib.suppress(OSError):
+                        while s.recv(4096):
+                            pass
+                    return
+        except OSError as e:
+            why = str(e)
+        time.sleep(0.2)
+    raise RuntimeError(f"{HOST}:{port} registers no nickname after {bound:g} s: {why}")
 
 
 def stop(proc: subprocess.Popen[bytes] | None) -> None:
@@ -466,7 +517,8 @@ def py_spy() -> str | None:
 @contextlib.contextmanager
 def profiling(server: Server, pid: int, tag: str) -> Iterator[None]:
     """Sample a Python server with py-spy for the whole run (--profile)."""
-    spy = py_spy() if PROFILE and server.key in PYTHON_SERVERS else None
+    python = server.key.split("+")[0] in PYTHON_SERVERS
+    spy = py_spy() if PROFILE and python else None
     if spy is None:
         yield
         return
@@ -535,6 +587,10 @@ def run_one(server: Server, scenario: Scenario, plan: Plan, rep: int) -> Result:
                 started.append((p, stack.enter_context(running(p.cmd, log))))
             for p, proc in started:
                 wait_listening(p.port, proc, 30)
+            if server.dialect == "chat":
+                for p, proc in started:
+                    if p.clients:
+                        wait_registering(p.port, proc, 30)
             ports = [p.port for p, _ in started if p.clients]
             pids = [proc.pid for p, proc in started if p.measured]
             args = tool_args(server, scenario, plan, ports, pids)
@@ -1121,7 +1177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.exit(f"bench: unknown scenarios {sorted(unknown)}")
     args.scenarios = ",".join(sorted(wanted))
     names = [s.strip() for s in args.servers.split(",") if s.strip()]
-    bad = [n for n in names if n not in SERVERS]
+    bad = [n for n in names if n not in SERVERS and not n.startswith("ours+")]
     if bad:
         sys.exit(f"bench: unknown servers {bad} (known: {', '.join(SERVERS)})")
     plan, runs = make_plan(args.quick, wanted)
@@ -1139,7 +1195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     notes: list[str] = []
     servers: list[Server] = []
     for name in names:
-        server = SERVERS[name]()
+        server = SERVERS[name]() if name in SERVERS else variant(name)
         if server.unavailable:
             notes.append(f"{server.label} skipped: {server.unavailable}.")
         else:

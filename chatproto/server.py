@@ -8,7 +8,9 @@ the registry of nicknames, the local sessions and the one ping loop.
 from __future__ import annotations
 
 import collections
+import contextlib
 import enum
+import ipaddress
 import itertools
 import time
 from collections.abc import Callable
@@ -68,7 +70,9 @@ class ServerConfig:
     max_connections: int = 10_000
     close_timeout: float = 10.0
     shutdown_timeout: float = 5.0
-    batch_delay: float = 0.0
+    batch_delay: float = 0.02
+    batch_threshold: int = 200_000  # deliveries per second
+    nodelay: str = "talkers"  # TCP_NODELAY for: "talkers", "all" or "none"
 
 
 class Relay(Protocol):
@@ -140,6 +144,21 @@ def write_now(transport: Any, data: bytes) -> None:
     transport.write(data)
 
 
+def source(host: str | None) -> str | None:
+    """Where a connection comes from, for the per-address limits: its IPv4
+    address, or the /64 of its IPv6 address (what one subscriber is usually
+    given: 2**64 addresses to pick from, one at a time)."""
+    if host is None or ":" not in host:
+        return host
+    try:
+        address = ipaddress.IPv6Address(host.partition("%")[0])
+    except ValueError:
+        return host
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((address, 64), strict=False))
+
+
 class ChatError(Exception):
     """A request the server refuses; its text is sent to the requester."""
 
@@ -169,12 +188,13 @@ class ChatServerProtocol(LineReceiver):
     nick: str | None = None
     state = State.WELCOMED
     missed_pings = 0
-    host: str | None = None
+    host: str | None = None  # its source(): what per-address limits count
 
     _buffer = b""
     _discarding = False
     _busy = False  # a registry call is under way: lines wait for it
     _draining = False
+    _nodelay = False  # TCP_NODELAY set on the transport
     _congested = False
     _backlog = 0
     _tokens = 0.0
@@ -206,12 +226,13 @@ class ChatServerProtocol(LineReceiver):
         self._inbox = None
         self._draining = False
         self._busy = False
+        self._nodelay = False
 
     # Connection life
 
     def connectionMade(self) -> None:
         factory = self.factory
-        self.host = getattr(self.transport.getPeer(), "host", None)
+        self.host = source(getattr(self.transport.getPeer(), "host", None))
         refusal = factory.admit(self)
         if refusal is not None:
             self.state = State.GONE
@@ -221,6 +242,8 @@ class ChatServerProtocol(LineReceiver):
         self._refilled = factory.clock.seconds()
         self._tokens = factory.tokens_for(self.host, self._refilled)
         self.transport.registerProducer(self, True)
+        if config.nodelay == "all":
+            self._send_at_once()
         if config.registration_timeout > 0:
             self._registration_call = factory.clock.callLater(
                 config.registration_timeout, self._registration_expired
@@ -369,6 +392,22 @@ class ChatServerProtocol(LineReceiver):
             return
         self._drain()
 
+    def _send_at_once(self) -> None:
+        """Turn Nagle's algorithm off for this connection (TCP_NODELAY).
+
+        With it on, the kernel holds a small write back until the client
+        acknowledges the previous one. A client that only reads acknowledges
+        at once, so holding costs it nothing and saves segments; a client
+        that also sends delays its acknowledgements, hoping to carry them on
+        its next line (40 ms on Linux, 200 ms elsewhere), and every line to
+        it would wait that long. So talkers, once they talk, get each write
+        at once (--nodelay talkers, the default)."""
+        self._nodelay = True
+        set_nodelay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_nodelay is not None:
+            with contextlib.suppress(OSError):  # closing under us
+                set_nodelay(True)
+
     def _too_long(self) -> None:
         self.send(wire.notice(wire.TOO_LONG.format(self.factory.config.max_line)))
 
@@ -490,6 +529,8 @@ class ChatServerProtocol(LineReceiver):
         self.send(wire.notice(wire.INTERNAL_ERROR))
 
     def _chat(self, text: str) -> None:
+        if not self._nodelay and self.factory.config.nodelay == "talkers":
+            self._send_at_once()
         stripped = text.strip()
         if stripped.startswith("/"):
             command, _, argument = stripped.partition(" ")
@@ -587,6 +628,10 @@ class ChatFactory(ServerFactory):
         self._batch: list[tuple[bytes, ChatServerProtocol | None]] = []
         self._batch_size = 0
         self._flush_call: IDelayedCall | None = None
+        self._flushed = float("-inf")  # when the last batch went out
+        self._rate = 0.0  # deliveries per second of public lines, lately
+        self._delivered = 0  # since _counted_since
+        self._counted_since = clock.seconds()
         self.connections: set[ChatServerProtocol] = set()
         self.per_host: collections.Counter[str] = collections.Counter()
         self.spent_tokens: dict[str, tuple[float, float]] = {}
@@ -720,11 +765,15 @@ class ChatFactory(ServerFactory):
         self._queue(line, None)
 
     def _queue(self, line: bytes, exclude: ChatServerProtocol | None) -> None:
-        """Public lines made within batch_delay of each other (and at least
-        those of one reactor turn) go out together: one write per user per
-        batch, whatever the number of lines. Each write to a user is a system
-        call, most of the server's time under load: a few milliseconds of
-        delay divide it by the lines per batch."""
+        """Public lines go out together, one write per user per batch
+        whatever the number of lines, at the end of the reactor turn.
+
+        Each write to a user is a system call, most of the server's time.
+        So while the chat delivers more than batch_threshold lines a second
+        (lines times users, measured over the last second), a batch also
+        waits until batch_delay has passed since the previous one: each
+        user gets at most one write per batch_delay, and lines wait at most
+        that long. Below it, nothing waits: latency is what matters then."""
         if not self.sessions:
             return
         self._batch.append((line, exclude))
@@ -732,7 +781,10 @@ class ChatFactory(ServerFactory):
         if len(self._batch) >= BATCH_LINES or self._batch_size >= BATCH_BYTES:
             self.flush()
         elif self._flush_call is None:
-            self._flush_call = self.clock.callLater(self.config.batch_delay, self.flush)
+            wait = 0.0
+            if self._rate >= self.config.batch_threshold:
+                wait = self._flushed + self.config.batch_delay - self.clock.seconds()
+            self._flush_call = self.clock.callLater(max(0.0, wait), self.flush)
 
     def flush(self) -> None:
         """Write the batch of public lines: the same bytes to every user but
@@ -744,6 +796,11 @@ class ChatFactory(ServerFactory):
         batch, self._batch, self._batch_size = self._batch, [], 0
         if not batch:
             return
+        self._flushed = now = self.clock.seconds()
+        self._delivered += len(batch) * len(self.sessions)
+        if now - self._counted_since >= 1.0:
+            self._rate = self._delivered / (now - self._counted_since)
+            self._counted_since, self._delivered = now, 0
         data = b"".join([line for line, _ in batch])
         own: dict[ChatServerProtocol, list[int]] = {}
         for index, (_, sender) in enumerate(batch):

@@ -19,6 +19,7 @@ from chatproto.server import ChatFactory, ServerConfig
 log = Logger()
 
 _DEFAULTS = ServerConfig()
+NODELAY_CHOICES = ("talkers", "all", "none")
 
 # option name -> (config field, type, smallest value allowed, description)
 _NUMBERS: dict[str, tuple[str, type, float, str]] = {
@@ -88,7 +89,16 @@ _NUMBERS: dict[str, tuple[str, type, float, str]] = {
         "batch_delay",
         float,
         0,
-        "Seconds public lines may wait to go out together (0: each reactor turn).",
+        "Under load (see --batch-threshold), least seconds between two batches "
+        "of public lines: lines made sooner wait to go out together, one write "
+        "per user (0: a batch per reactor turn, always).",
+    ),
+    "batch-threshold": (
+        "batch_threshold",
+        int,
+        0,
+        "Deliveries per second (public lines times users) above which lines "
+        "wait up to --batch-delay to go out together (0: always).",
     ),
     "shutdown-timeout": (
         "shutdown_timeout",
@@ -202,11 +212,27 @@ class Options(usage.Options):
         for name, (field, _, _, help) in _NUMBERS.items()
     ]
     optParameters += _CLUSTER_PARAMETERS
+    optParameters.append(
+        [
+            "nodelay",
+            None,
+            _DEFAULTS.nodelay,
+            "Whose writes go out at once (TCP_NODELAY) rather than waiting for "
+            "the acknowledgement of the previous one: talkers (users who have "
+            "sent a line; their own acknowledgements are delayed), all, or none.",
+        ]
+    )
 
     def postOptions(self) -> None:
         values: dict[str, Any] = {}
         for name, (field, kind, least, _) in _NUMBERS.items():
             values[field] = _number(name, self[name], kind, least)
+        if self["nodelay"] not in NODELAY_CHOICES:
+            choices = ", ".join(NODELAY_CHOICES)
+            raise usage.UsageError(
+                f"--nodelay takes {choices}, not {self['nodelay']!r}."
+            )
+        values["nodelay"] = self["nodelay"]
         self["config"] = ServerConfig(**values)
         self["cluster_config"] = _cluster_config(self)
         self["port"] = _endpoint(self["port"])

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransportWithDisconnection
 
@@ -26,6 +26,10 @@ class RecordingTransport(StringTransportWithDisconnection):
         super().__init__(*args, **kwargs)
         self.writes: list[bytes] = []
         self.aborted = False
+        self.nodelay = False
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.nodelay = enabled
 
     def write(self, data: bytes) -> None:
         self.writes.append(data)
@@ -77,7 +81,8 @@ class Chat:
 
     def connect(self, host: str = "192.0.2.1") -> Client:
         self._port += 1
-        peer = IPv4Address("TCP", host, self._port)
+        family = IPv6Address if ":" in host else IPv4Address
+        peer = family("TCP", host, self._port)
         proto = self.factory.buildProtocol(peer)
         assert isinstance(proto, ChatServerProtocol)
         transport = RecordingTransport(peerAddress=peer)

@@ -763,6 +763,19 @@ def test_connections_per_address_are_limited() -> None:
     assert chat.connect("198.51.100.7").connected
 
 
+def test_an_ipv6_network_counts_as_one_address() -> None:
+    """Addresses of one /64 (what one subscriber gets) share one limit, and
+    an IPv4 client over an IPv4-mapped address counts as that IPv4."""
+    chat = Chat(max_per_ip=2)
+    first = [chat.connect(f"2001:db8:0:7::{n}") for n in (1, 2)]
+    assert all(c.connected for c in first)
+    assert not chat.connect("2001:db8:0:7::ffff:3").connected
+    assert chat.connect("2001:db8:0:8::1").connected
+    assert chat.connect("203.0.113.5").connected
+    assert chat.connect("::ffff:203.0.113.5").connected
+    assert not chat.connect("::ffff:203.0.113.5").connected
+
+
 def test_total_connections_are_limited() -> None:
     chat = Chat(max_connections=3, max_per_ip=0)
     clients = [chat.connect() for _ in range(3)]
@@ -901,22 +914,95 @@ def test_a_reader_over_the_bound_gets_a_grace_period() -> None:
     assert not late.connected, "past four times the bound: no grace"
 
 
-def test_lines_within_the_batch_delay_share_one_write() -> None:
-    """With batch_delay, lines from several turns within it go out together;
-    nothing waits longer than the delay."""
-    chat = Chat(batch_delay=0.005, flood_rate=0, join_notice_limit=0)
+def test_a_busy_chat_writes_at_most_one_batch_per_batch_delay() -> None:
+    """With batch_delay, a line after a quiet spell goes out in its own
+    reactor turn; lines made less than batch_delay after the last batch wait
+    for it to pass, and go out together; a private line does not wait but
+    the public lines before it go first."""
+    chat = Chat(batch_delay=0.005, batch_threshold=0, flood_rate=0)
     alice, bob, carol = chat.user("alice"), chat.user("bob"), chat.user("carol")
-    chat.advance(0.005)
+    chat.advance(0.01)  # the join notices go out
+    chat.advance(0.01)  # and the chat is quiet
     carol.transport.writes.clear()
+    stamp = chat.stamp()
     alice.send(b"one\n")
+    chat.advance(0)
+    assert carol.transport.writes == [stamp + b"-alice: one\n"]
     chat.advance(0.002)
     bob.send(b"two\n")
     chat.advance(0.002)
-    assert carol.transport.writes == []
+    alice.send(b"three\n")
+    chat.advance(0.0009)
+    assert carol.transport.writes == [stamp + b"-alice: one\n"]
+    chat.advance(0.0001)
+    assert carol.transport.writes == [
+        stamp + b"-alice: one\n",
+        stamp + b"-bob: two\n" + stamp + b"-alice: three\n",
+    ]
+    carol.transport.writes.clear()
+    bob.send(b"four\n")
+    alice.send(b"msg carol five\n")
+    assert carol.transport.writes[0] == stamp + b"-bob: four\n"
+    assert carol.transport.writes[1].endswith(b"-message priv\xc3\xa9 de alice: five\n")
+
+
+def test_lines_wait_for_a_batch_only_while_the_chat_is_busy() -> None:
+    """Below batch_threshold deliveries per second nothing waits; above it
+    (measured over the last second) a line made within batch_delay of the
+    previous batch waits for it; once the chat is quiet again, nothing
+    waits."""
+    chat = Chat(batch_delay=0.02, batch_threshold=40, flood_rate=0)
+    alice, bob, carol = chat.user("alice"), chat.user("bob"), chat.user("carol")
+    chat.advance(1)
+    carol.take()
+
+    def lines_a_second(n: int) -> None:
+        for _ in range(n):
+            alice.send(b"hop\n")
+            chat.advance(1 / n)
+        carol.take()
+
+    lines_a_second(10)  # 30 deliveries a second: no waiting
+    alice.send(b"quiet\n")
+    assert carol.take().endswith(b"-alice: quiet\n")
+    lines_a_second(20)  # 60 a second, for two seconds: lines wait
+    lines_a_second(20)
+    alice.send(b"one\n")
     chat.advance(0.001)
-    stamp = chat.stamp()
-    assert carol.transport.writes == [stamp + b"-alice: one\n" + stamp + b"-bob: two\n"]
-    alice.send(b"msg carol three\n")
-    assert carol.transport.writes[-1].endswith(
-        b"-message priv\xc3\xa9 de alice: three\n"
-    )
+    bob.send(b"two\n")
+    assert carol.take() == b""
+    chat.advance(0.02)
+    one, two = carol.transport.writes[-1].splitlines()  # in one write
+    assert (one.endswith(b"-alice: one"), two.endswith(b"-bob: two")) == (True, True)
+    carol.take()
+    chat.advance(5)  # quiet again
+    bob.send(b"three\n")
+    assert carol.take().endswith(b"-bob: three\n")
+    chat.advance(0.001)
+    bob.send(b"four\n")
+    assert carol.take().endswith(b"-bob: four\n")
+
+
+def test_talkers_get_their_writes_at_once() -> None:
+    """By default (--nodelay talkers) Nagle's algorithm is turned off for a
+    user once it sends a line after registering (public, private or a
+    command), and for nobody else."""
+    chat = Chat()
+    alice, bob, carol = chat.user("alice"), chat.user("bob"), chat.user("carol")
+    assert not any(c.transport.nodelay for c in (alice, bob, carol))
+    alice.send(b"bonjour\n")
+    bob.send(b"msg alice salut\n")
+    chat.advance(0)
+    assert (alice.transport.nodelay, bob.transport.nodelay) == (True, True)
+    assert not carol.transport.nodelay
+    carol.send(b"/list\n")
+    assert carol.transport.nodelay
+
+
+@pytest.mark.parametrize(("choice", "expected"), [("all", True), ("none", False)])
+def test_nodelay_for_all_or_none(choice: str, expected: bool) -> None:
+    chat = Chat(nodelay=choice)
+    alice, bob = chat.user("alice"), chat.user("bob")
+    assert bob.transport.nodelay is expected
+    alice.send(b"bonjour\n")
+    assert alice.transport.nodelay is expected

@@ -57,6 +57,9 @@ async def test_two_users_chat_publicly_and_privately(server: Any) -> None:
     alice.take()
     alice.send(b"salut bob\n")
     assert (await bob.until(b"salut bob\n")).endswith(b"-alice: salut bob\n")
+    # Nagle's algorithm is off for whoever talked, and only for them.
+    assert factory.sessions["alice"].transport.getTcpNoDelay()
+    assert not factory.sessions["bob"].transport.getTcpNoDelay()
     bob.send("msg alice un secret \u00e0 toi\n".encode())
     got = await alice.until(b"toi\n")
     assert got.endswith("-message privé de bob: un secret à toi\n".encode())

@@ -43,6 +43,8 @@ def test_every_option_reaches_the_config() -> None:
         "--max-connections=100",
         "--shutdown-timeout=1",
         "--batch-delay=0.01",
+        "--batch-threshold=1000",
+        "--nodelay=all",
     )
     assert options["port"] == "tcp:7100:interface=127.0.0.1"
     assert options["config"] == ServerConfig(
@@ -60,6 +62,8 @@ def test_every_option_reaches_the_config() -> None:
         max_connections=100,
         shutdown_timeout=1,
         batch_delay=0.01,
+        batch_threshold=1000,
+        nodelay="all",
     )
 
 
@@ -92,6 +96,7 @@ def test_port_takes_a_number_or_an_endpoint(port: str, endpoint: str) -> None:
         (["--max-line=8"], "--max-line takes a whole number of at least 16."),
         (["--flood-rate=fast"], "--flood-rate takes a number, not 'fast'."),
         (["--max-output=1k"], "--max-output takes a whole number, not '1k'."),
+        (["--nodelay=yes"], "--nodelay takes talkers, all, none, not 'yes'."),
     ],
 )
 def test_bad_values_are_explained(argv: list[str], message: str) -> None:
