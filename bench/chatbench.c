@@ -101,6 +101,7 @@ static char rbig[1 << 18];
 #define HBUCKETS (64 * 40 + 128)
 static long hist[HBUCKETS];
 static long hist_senders[HBUCKETS]; /* the part received by clients that also send */
+static long hist_cross[HBUCKETS];   /* the part received on another port than the sender's */
 static uint64_t lat_max_us = 0;
 
 static int hbucket(uint64_t us) {
@@ -115,14 +116,21 @@ static double hvalue(int b) { /* middle of bucket b, in ms */
     uint64_t lo = (uint64_t)(b - shift * 64) << shift;
     return (lo + ((1ull << shift) - 1) / 2.0) / 1000.0;
 }
-/* The p-th percentile in ms of histogram h (its part received by senders
- * when senders > 0, by the other clients when senders < 0) over the
- * deliveries plus `lost` lines never delivered, counted as slower than any:
- * -2 when it falls among those. */
-static double hpct_of(double p, long lost, int senders) {
+/* Parts of the histogram: every delivery, those received by clients that
+ * also send, by the others, those received on another port (another node of
+ * a cluster) than the sender's, and those on the sender's port. */
+enum { ALL, SENDERS, OTHERS, CROSS, LOCAL };
+/* The p-th percentile in ms of that part over the deliveries plus `lost`
+ * lines never delivered, counted as slower than any: -2 when it falls among
+ * those, -1 when there is nothing to count. */
+static double hpct_of(double p, long lost, int part) {
     long h[HBUCKETS];
     for (int i = 0; i < HBUCKETS; i++)
-        h[i] = senders > 0 ? hist_senders[i] : senders < 0 ? hist[i] - hist_senders[i] : hist[i];
+        h[i] = part == SENDERS ? hist_senders[i]
+             : part == OTHERS  ? hist[i] - hist_senders[i]
+             : part == CROSS   ? hist_cross[i]
+             : part == LOCAL   ? hist[i] - hist_cross[i]
+                               : hist[i];
     long total = lost > 0 ? lost : 0;
     for (int i = 0; i < HBUCKETS; i++) total += h[i];
     if (!total) return -1;
@@ -134,7 +142,7 @@ static double hpct_of(double p, long lost, int senders) {
     }
     return -2;
 }
-static double hpct(double p, long lost) { return hpct_of(p, lost, 0); }
+static double hpct(double p, long lost) { return hpct_of(p, lost, ALL); }
 
 static void json_ms(const char *key, double v) {
     if (v == -2) printf("\"%s\":null,", key);
@@ -343,6 +351,7 @@ static void on_bench(Conn *c, const char *b, const char *end) {
     uint64_t us = tn > t ? (tn - t) / 1000 : 0;
     hist[hbucket(us)]++;
     if (c->sender) hist_senders[hbucket(us)]++;
+    if ((long long)(sender % nports) != c->id % nports) hist_cross[hbucket(us)]++;
     if (us > lat_max_us) lat_max_us = us;
     deliveries++;
     t_last_delivery = tn / 1e9;
@@ -785,8 +794,13 @@ int main(int argc, char **argv) {
     json_ms("p99_ms", hpct(99, expected - deliveries));
     /* the same among senders and among the others: a server whose small
      * writes wait for delayed ACKs (Nagle) shows it on clients that also send */
-    json_ms("p99_senders_ms", hpct_of(99, 0, 1));
-    json_ms("p99_others_ms", hpct_of(99, 0, -1));
+    json_ms("p99_senders_ms", hpct_of(99, 0, SENDERS));
+    json_ms("p99_others_ms", hpct_of(99, 0, OTHERS));
+    /* with several ports (a cluster's nodes): what crossing nodes adds */
+    json_ms("p50_cross_ms", hpct_of(50, 0, CROSS));
+    json_ms("p99_cross_ms", hpct_of(99, 0, CROSS));
+    json_ms("p50_local_ms", hpct_of(50, 0, LOCAL));
+    json_ms("p99_local_ms", hpct_of(99, 0, LOCAL));
     printf("\"pings\":%ld,\"reads\":%ld,\"lines_in\":%ld,\"bytes_in\":%lld,\"bad_bench\":%ld,\"echoes\":%ld,\"opers\":%ld,"
            "\"tool_cpu_s\":%.3f,\"wall_s\":%.3f,\"rss_end_kb\":%ld,\"hwm_kb\":%ld,\"stopped\":%s}\n",
            pings, reads, lines_in, bytes_in, bad_bench, echoes, opers, cpu_total, now() - t_begin, server_status("VmRSS"),

@@ -731,6 +731,19 @@ def share(cpu: str, wall: str) -> Metric:
     return f
 
 
+def nodes(key: str) -> Metric:
+    """A latency split by whether the line crossed nodes (through Redis):
+    only for a server of several nodes (None otherwise)."""
+
+    def f(r: Result) -> float | None:
+        cross = r.get("p50_cross_ms")
+        if cross is not None and cross < 0:  # nothing crossed: one node
+            return None
+        return latency(r, key) if key in r else None
+
+    return f
+
+
 def delivered_pct(r: Result) -> float | None:
     return 100 * r["delivered"] / r["expected"] if r["expected"] else None
 
@@ -762,6 +775,10 @@ ROWS: dict[str, list[tuple[str, Metric, int, bool]]] = {
             1,
             True,
         ),
+        ("  p50, receiver on the sender's node (ms)", nodes("p50_local_ms"), 1, True),
+        ("  p50, receiver on another node (ms)", nodes("p50_cross_ms"), 1, True),
+        ("  p99, receiver on the sender's node (ms)", nodes("p99_local_ms"), 1, True),
+        ("  p99, receiver on another node (ms)", nodes("p99_cross_ms"), 1, True),
         ("delivered (% of due)", delivered_pct, 1, False),
         ("server CPU (% of one core)", share("send_server_cpu_s", "send_s"), 0, True),
         (
@@ -820,10 +837,11 @@ def section_title(kind: str, s: Scenario) -> str:
 
 
 def rows_for(kind: str, res: dict[str, Result | None]) -> list[Row]:
-    return [
+    rows = [
         Row(label, {k: (fn(r) if r else None) for k, r in res.items()}, digits, cmp)
         for label, fn, digits, cmp in ROWS[kind]
     ]
+    return [row for row in rows if any(v is not None for v in row.values.values())]
 
 
 # ---------------------------------------------------------------- targets
