@@ -11,7 +11,6 @@ import collections
 import contextlib
 import enum
 import ipaddress
-import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +44,12 @@ log = Logger()
 # stay small.
 BATCH_LINES = 64
 BATCH_BYTES = 64 * 1024
+
+# A pass writes the public lines to the users this many at a time, and lets
+# the reactor read between two chunks: a line made during a long pass (10,000
+# users: about 80 ms) reaches the users the pass has yet to serve in this
+# pass, and the others in the next, rather than waiting for the whole pass.
+CHUNK = 512
 
 # A client whose transport holds more than max_output is cut once that has
 # lasted OUTPUT_GRACE seconds, or at once past OUTPUT_HARD_LIMIT times it.
@@ -164,6 +169,7 @@ class ChatServerProtocol(LineReceiver):
     _draining = False
     _nodelay = False  # TCP_NODELAY set on the transport
     _send: Callable[[bytes], int] | None = None  # see connectionMade
+    _seen = 0  # the number of the last public line this user was given
     _held = False  # Twisted may hold bytes for this client: write through it
     _congested = False
     _backlog = 0
@@ -199,6 +205,7 @@ class ChatServerProtocol(LineReceiver):
         self._nodelay = False
         self._send = None
         self._held = False
+        self._seen = 0
 
     # Connection life
 
@@ -249,13 +256,11 @@ class ChatServerProtocol(LineReceiver):
     def send(self, data: bytes) -> None:
         """Write bytes to this client, unless it is gone or too far behind.
 
-        Public lines still waiting in the factory's batch go first, so that
-        this client sees every line in the order the server made them."""
+        Public lines this client has not been given yet go first, so that
+        it sees every line in the order the server made them."""
         if self.state is State.GONE:
             return
-        factory = self.factory
-        if factory._batch:
-            factory.flush()
+        self.factory.catch_up(self)
         self.write(data)
         if self._congested:
             self.wrote_while_congested(len(data))
@@ -629,10 +634,19 @@ class ChatFactory(ServerFactory):
         self.relay = relay
         self.sessions: dict[str, ChatServerProtocol] = {}
         self.congested: set[ChatServerProtocol] = set()
-        self._batch: list[tuple[bytes, ChatServerProtocol | None]] = []
-        self._batch_size = 0
-        self._flush_call: IDelayedCall | None = None
-        self._flushed = float("-inf")  # when the last batch went out
+        # Public lines some users have not been given yet: line i of the log
+        # is number _base + i + 1; each session keeps the number of the last
+        # line it was given (_seen). Lines every session has are dropped.
+        self._log: list[tuple[bytes, ChatServerProtocol | None]] = []
+        self._base = 0
+        self._spoke: dict[ChatServerProtocol, int] = {}  # its last line's number
+        self._joined: dict[int, bytes] = {}  # lines after N, to the end
+        self._waiting = 0  # lines no pass has started on, and their bytes
+        self._waiting_size = 0
+        self._pass: list[ChatServerProtocol] = []  # left to serve, last first
+        self._pass_from = 0  # the last line's number when the pass started
+        self._pass_call: IDelayedCall | None = None
+        self._flushed = float("-inf")  # when the last pass started
         self._rate = 0.0  # deliveries per second of public lines, lately
         self._delivered = 0  # since _counted_since
         self._counted_since = clock.seconds()
@@ -715,7 +729,7 @@ class ChatFactory(ServerFactory):
     def join(self, proto: ChatServerProtocol) -> None:
         """A connection registered its nickname: it joins the chat."""
         assert proto.nick is not None
-        self.flush()  # lines made before the join are not for the newcomer
+        proto._seen = self._base + len(self._log)  # lines made before: not for it
         self.sessions[nick_key(proto.nick)] = proto
         if not self._pinger.running and self.config.ping_interval > 0:
             self._pinger.start(self.config.ping_interval, now=False)
@@ -730,13 +744,15 @@ class ChatFactory(ServerFactory):
         assert proto.nick is not None
         if self.sessions.get(nick_key(proto.nick)) is not proto:
             return
-        self.flush()  # lines made before it left still reach it
+        self._serve(proto)  # lines made before it left still reach it
         del self.sessions[nick_key(proto.nick)]
         self.registry.release(proto.nick).addErrback(
             lambda f: log.failure("releasing {nick}", f, nick=proto.nick)
         )
-        if not self.sessions and self._pinger.running:
-            self._pinger.stop()
+        if not self.sessions:  # nobody left to give lines to: no timer
+            self.flush()
+            if self._pinger.running:
+                self._pinger.stop()
         log.info("{nick} left", nick=proto.nick)
         if not self.stopping:
             self.broadcast(
@@ -769,63 +785,113 @@ class ChatFactory(ServerFactory):
         self._queue(line, None)
 
     def _queue(self, line: bytes, exclude: ChatServerProtocol | None) -> None:
-        """Public lines go out together, one write per user per batch
-        whatever the number of lines, at the end of the reactor turn.
+        """Public lines go out in passes over the users: one write per user
+        per pass, whatever the number of lines, from the end of the reactor
+        turn (CHUNK users at a time, see there).
 
         Each write to a user is a system call, most of the server's time.
         So while the chat delivers more than batch_threshold lines a second
-        (lines times users, measured over the last second), a batch also
-        waits until batch_delay has passed since the previous one: each
-        user gets at most one write per batch_delay, and lines wait at most
-        that long. Below it, nothing waits: latency is what matters then."""
+        (lines times users, measured over the last second), a pass also
+        waits until batch_delay has passed since the previous one started:
+        each user gets at most one write per batch_delay, and lines wait at
+        most that long. Below it, nothing waits: latency is what matters."""
         if not self.sessions:
             return
-        self._batch.append((line, exclude))
-        self._batch_size += len(line)
-        if len(self._batch) >= BATCH_LINES or self._batch_size >= BATCH_BYTES:
+        self._log.append((line, exclude))
+        if exclude is not None:
+            self._spoke[exclude] = self._base + len(self._log)
+        self._joined.clear()
+        self._waiting += 1
+        self._waiting_size += len(line)
+        self._delivered += len(self.sessions)
+        if self._waiting >= BATCH_LINES or self._waiting_size >= BATCH_BYTES:
             self.flush()
-        elif self._flush_call is None:
-            wait = 0.0
-            if self._rate >= self.config.batch_threshold:
-                wait = self._flushed + self.config.batch_delay - self.clock.seconds()
-            self._flush_call = self.clock.callLater(max(0.0, wait), self.flush)
+        elif not self._pass and self._pass_call is None:
+            self._schedule_pass()
+
+    def _schedule_pass(self) -> None:
+        wait = 0.0
+        if self._rate >= self.config.batch_threshold:
+            wait = self._flushed + self.config.batch_delay - self.clock.seconds()
+        self._pass_call = self.clock.callLater(max(0.0, wait), self._run_pass)
+
+    def _run_pass(self) -> None:
+        """Serve the next CHUNK users of the pass, starting one if none is
+        under way; when it ends, start another if lines came meanwhile."""
+        self._pass_call = None
+        if not self._pass:
+            self._pass = list(self.sessions.values())
+            self._pass.reverse()
+            self._pass_from = self._base + len(self._log)
+            self._waiting = self._waiting_size = 0
+            self._flushed = now = self.clock.seconds()
+            if now - self._counted_since >= 1.0:
+                self._rate = self._delivered / (now - self._counted_since)
+                self._counted_since, self._delivered = now, 0
+        chunk = self._pass
+        for _ in range(min(CHUNK, len(chunk))):
+            proto = chunk.pop()
+            if proto.state is State.CHATTING:
+                self._serve(proto)
+        if chunk:
+            self._pass_call = self.clock.callLater(0, self._run_pass)
+            return
+        # Every user has every line up to the pass's start (a newcomer, all
+        # lines made before it came): those are nobody's any more.
+        self._forget(self._pass_from)
+        if self._log:
+            self._schedule_pass()
+
+    def _serve(self, proto: ChatServerProtocol) -> None:
+        """Give a user the public lines it has not been given: the same
+        bytes as everyone, or, if it made some of them, all but its own."""
+        end = self._base + len(self._log)
+        start = max(proto._seen, self._base)
+        if start >= end:
+            return
+        proto._seen = end
+        lines = self._log[start - self._base :]
+        if self._spoke.get(proto, 0) > start:
+            data = b"".join([line for line, by in lines if by is not proto])
+            if not data:
+                return
+        else:
+            data = self._joined.get(start) or b""
+            if not data:
+                data = self._joined[start] = b"".join([line for line, _ in lines])
+        proto.write(data)
+        if proto._congested:
+            proto.wrote_while_congested(len(data))
+
+    def catch_up(self, proto: ChatServerProtocol) -> None:
+        """Give a user the public lines made so far, before another line."""
+        if proto._seen < self._base + len(self._log):
+            self._serve(proto)
+
+    def _forget(self, upto: int) -> None:
+        """Drop the lines up to number C{upto}: every user has them."""
+        drop = upto - self._base
+        if drop <= 0:
+            return
+        del self._log[:drop]
+        self._base = upto
+        self._joined.clear()
+        self._spoke = {p: n for p, n in self._spoke.items() if n > upto}
 
     def flush(self) -> None:
-        """Write the batch of public lines: the same bytes to every user but
-        the batch's senders, who get the batch without their own lines."""
-        if self._flush_call is not None:
-            if self._flush_call.active():
-                self._flush_call.cancel()
-            self._flush_call = None
-        batch, self._batch, self._batch_size = self._batch, [], 0
-        if not batch:
+        """Give every user every public line now."""
+        if self._pass_call is not None:
+            if self._pass_call.active():
+                self._pass_call.cancel()
+            self._pass_call = None
+        self._pass = []
+        self._waiting = self._waiting_size = 0
+        if not self._log:
             return
-        self._flushed = now = self.clock.seconds()
-        self._delivered += len(batch) * len(self.sessions)
-        if now - self._counted_since >= 1.0:
-            self._rate = self._delivered / (now - self._counted_since)
-            self._counted_since, self._delivered = now, 0
-        data = b"".join([line for line, _ in batch])
-        own: dict[ChatServerProtocol, list[int]] = {}
-        for index, (_, sender) in enumerate(batch):
-            if sender is not None:
-                own.setdefault(sender, []).append(index)
+        self._flushed = self.clock.seconds()
         for proto in self.sessions.values():
-            if proto not in own:
-                proto.write(data)
-        if own:
-            ends = list(itertools.accumulate(len(line) for line, _ in batch))
-            for sender, indices in own.items():
-                pieces, start = [], 0
-                for index in indices:
-                    pieces.append(data[start : ends[index] - len(batch[index][0])])
-                    start = ends[index]
-                pieces.append(data[start:])
-                rest = b"".join(pieces)
-                if rest:  # written even if it just left: lines made before
-                    sender.write(rest)
-        for proto in tuple(self.congested):
-            proto.wrote_while_congested(len(data))
+            self._serve(proto)
+        self._forget(self._base + len(self._log))
 
     def whisper(self, sender: str, target: str, text: str) -> Deferred[bool]:
         line = f"{self.stamp()}-message privé de {sender}: {text}\n".encode()

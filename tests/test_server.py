@@ -10,7 +10,7 @@ import time
 import pytest
 from twisted.internet.defer import Deferred, fail
 
-from chatproto import wire
+from chatproto import server, wire
 from chatproto.registry import RegistryUnavailable
 from tests.conftest import Chat, RecordingTransport
 
@@ -981,6 +981,70 @@ def test_lines_wait_for_a_batch_only_while_the_chat_is_busy() -> None:
     chat.advance(0.001)
     bob.send(b"four\n")
     assert carol.take().endswith(b"-bob: four\n")
+
+
+def one_turn(chat: Chat) -> None:
+    """Run the calls due now, but not those they schedule: one reactor turn
+    (Clock.advance(0) would also run the calls they add for now)."""
+    clock = chat.clock
+    due = [call for call in clock.calls if call.getTime() <= clock.seconds()]
+    for call in due:
+        clock.calls.remove(call)
+        call.called = 1
+        call.func(*call.args, **call.kw)
+
+
+def test_a_line_made_during_a_pass_joins_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pass serves CHUNK users per reactor turn; a line made between two
+    chunks goes, in the same write as the first, to the users the pass has
+    yet to serve, and to the others in the next pass. Each user gets every
+    line once, in order, and its own lines never."""
+    monkeypatch.setattr(server, "CHUNK", 2)
+    chat = Chat(flood_rate=0, join_notice_limit=0)
+    users = [chat.user(nick) for nick in ("alice", "bob", "carol", "dave", "eve")]
+    alice, bob, carol, dave, eve = users
+    chat.advance(1)
+    for user in users:
+        user.transport.writes.clear()
+    alice.send(b"one\n")
+    one_turn(chat)  # the first chunk: alice (its own line: nothing) and bob
+    assert bob.transport.writes[-1].endswith(b"-alice: one\n")
+    assert carol.transport.writes == []
+    bob.send(b"two\n")  # read between two chunks
+    one_turn(chat)  # carol and dave: both lines, one write
+    for user in (carol, dave):
+        [data] = user.transport.writes
+        assert data.endswith(b"-alice: one\n" + chat.stamp() + b"-bob: two\n")
+        assert data.count(b"\n") == 2
+    chat.advance(0)  # eve, then a second pass for alice and bob
+    [data] = eve.transport.writes
+    assert data.count(b"\n") == 2
+    assert [w.split(b"-", 1)[1] for w in alice.transport.writes] == [b"bob: two\n"]
+    assert [w.split(b"-", 1)[1] for w in bob.transport.writes] == [b"alice: one\n"]
+    assert chat.factory._log == [], "every user has every line: none is kept"
+    assert chat.clock.getDelayedCalls() != []  # the ping loop only
+    assert all("_run_pass" not in repr(c) for c in chat.clock.getDelayedCalls())
+
+
+def test_a_private_line_waits_for_the_public_lines_before_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A user the pass has not reached yet is given the public lines made
+    before a private line to it, first."""
+    monkeypatch.setattr(server, "CHUNK", 1)
+    chat = Chat(flood_rate=0, join_notice_limit=0)
+    alice, bob, carol = chat.user("alice"), chat.user("bob"), chat.user("carol")
+    chat.advance(1)
+    carol.transport.writes.clear()
+    alice.send(b"public\n")
+    bob.send(b"and another\n")
+    one_turn(chat)  # alice only
+    bob.send(b"msg carol private\n")
+    public, private = carol.transport.writes
+    assert public.endswith(b"-alice: public\n" + chat.stamp() + b"-bob: and another\n")
+    assert private.endswith(b"-message priv\xc3\xa9 de bob: private\n")
+    chat.advance(0)
+    assert len(carol.transport.writes) == 2, "and not twice"
 
 
 def test_talkers_get_their_writes_at_once() -> None:
