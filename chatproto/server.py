@@ -829,10 +829,24 @@ class ChatFactory(ServerFactory):
                 self._rate = self._delivered / (now - self._counted_since)
                 self._counted_since, self._delivered = now, 0
         chunk = self._pass
+        # _serve, unrolled for the common case: a user who made none of the
+        # lines, given the same bytes as the others (profiled: the loop's
+        # own cost is most of what the server spends outside the kernel).
+        end = self._base + len(self._log)
+        spoke, joined, chatting = self._spoke, self._joined, State.CHATTING
         for _ in range(min(CHUNK, len(chunk))):
             proto = chunk.pop()
-            if proto.state is State.CHATTING:
+            start = proto._seen
+            if start >= end or proto.state is not chatting:
+                continue
+            data = joined.get(start)
+            if data is None or proto in spoke:
                 self._serve(proto)
+                continue
+            proto._seen = end
+            proto.write(data)
+            if proto._congested:
+                proto.wrote_while_congested(len(data))
         if chunk:
             self._pass_call = self.clock.callLater(0, self._run_pass)
             return
