@@ -169,7 +169,7 @@ class ChatServerProtocol(LineReceiver):
     _draining = False
     _nodelay = False  # TCP_NODELAY set on the transport
     _send: Callable[[bytes], int] | None = None  # see connectionMade
-    _seen = 0  # the number of the last public line this user was given
+    _seen = -1  # the number of the last public line given; -1: not a member
     _held = False  # Twisted may hold bytes for this client: write through it
     _congested = False
     _backlog = 0
@@ -205,7 +205,7 @@ class ChatServerProtocol(LineReceiver):
         self._nodelay = False
         self._send = None
         self._held = False
-        self._seen = 0
+        self._seen = -1
 
     # Connection life
 
@@ -745,6 +745,7 @@ class ChatFactory(ServerFactory):
         if self.sessions.get(nick_key(proto.nick)) is not proto:
             return
         self._serve(proto)  # lines made before it left still reach it
+        proto._seen = -1
         del self.sessions[nick_key(proto.nick)]
         self.registry.release(proto.nick).addErrback(
             lambda f: log.failure("releasing {nick}", f, nick=proto.nick)
@@ -860,6 +861,8 @@ class ChatFactory(ServerFactory):
         """Give a user the public lines it has not been given: the same
         bytes as everyone, or, if it made some of them, all but its own."""
         end = self._base + len(self._log)
+        if proto._seen < 0:  # not (or no longer) in the chat: no public line
+            return
         start = max(proto._seen, self._base)
         if start >= end:
             return

@@ -1047,6 +1047,27 @@ def test_a_private_line_waits_for_the_public_lines_before_it(
     assert len(carol.transport.writes) == 2, "and not twice"
 
 
+def test_who_is_not_in_the_chat_gets_no_public_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Lines still on their way (a pass not done) never reach a connection
+    that has not registered, nor one that registers after they were made
+    (found by the property test: the welcome line caught it up)."""
+    monkeypatch.setattr(server, "CHUNK", 1)
+    chat = Chat(flood_rate=0)
+    alice, bob = chat.user("alice"), chat.user("bob")
+    alice.send(b"avant\n")
+    newcomer = chat.connect()
+    assert newcomer.transport.value() == wire.WELCOME
+    newcomer.transport.clear()
+    newcomer.send(b"/pseudo carol\n")
+    chat.advance(0)
+    got = newcomer.take()
+    assert b"avant" not in got and b"Connexion de" not in got
+    assert got.startswith(b"Bienvenue carol\n")
+    assert bob.take().count(b"-alice: avant\n") == 1
+
+
 def test_talkers_get_their_writes_at_once() -> None:
     """By default (--nodelay talkers) Nagle's algorithm is turned off for a
     user once it sends a line after registering (public, private or a
