@@ -45,11 +45,6 @@ log = Logger()
 BATCH_LINES = 64
 BATCH_BYTES = 64 * 1024
 
-# A pass writes the public lines to the users this many at a time, and lets
-# the reactor read between two chunks: a line made during a long pass (10,000
-# users: about 80 ms) reaches the users the pass has yet to serve in this
-# pass, and the others in the next, rather than waiting for the whole pass.
-CHUNK = 512
 
 # A client whose transport holds more than max_output is cut once that has
 # lasted OUTPUT_GRACE seconds, or at once past OUTPUT_HARD_LIMIT times it.
@@ -77,6 +72,11 @@ class ServerConfig:
     shutdown_timeout: float = 5.0
     batch_delay: float = 0.02
     batch_threshold: int = 200_000  # deliveries per second
+    # A pass writes the public lines to this many users per reactor turn and
+    # lets the reactor read between two: a line made during a long pass
+    # (10,000 users: about 80 ms) reaches the users the pass has yet to serve
+    # in this pass, and the others in the next, rather than after the pass.
+    pass_size: int = 512
     nodelay: str = "talkers"  # TCP_NODELAY for: "talkers", "all" or "none"
 
 
@@ -788,7 +788,7 @@ class ChatFactory(ServerFactory):
     def _queue(self, line: bytes, exclude: ChatServerProtocol | None) -> None:
         """Public lines go out in passes over the users: one write per user
         per pass, whatever the number of lines, from the end of the reactor
-        turn (CHUNK users at a time, see there).
+        turn (pass_size users at a time, see ServerConfig).
 
         Each write to a user is a system call, most of the server's time.
         So while the chat delivers more than batch_threshold lines a second
@@ -817,7 +817,7 @@ class ChatFactory(ServerFactory):
         self._pass_call = self.clock.callLater(max(0.0, wait), self._run_pass)
 
     def _run_pass(self) -> None:
-        """Serve the next CHUNK users of the pass, starting one if none is
+        """Serve the next pass_size users of the pass, starting one if none is
         under way; when it ends, start another if lines came meanwhile."""
         self._pass_call = None
         if not self._pass:
@@ -835,7 +835,7 @@ class ChatFactory(ServerFactory):
         # own cost is most of what the server spends outside the kernel).
         end = self._base + len(self._log)
         spoke, joined, chatting = self._spoke, self._joined, State.CHATTING
-        for _ in range(min(CHUNK, len(chunk))):
+        for _ in range(min(self.config.pass_size, len(chunk))):
             proto = chunk.pop()
             start = proto._seen
             if start >= end or proto.state is not chatting:

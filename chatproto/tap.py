@@ -100,6 +100,13 @@ _NUMBERS: dict[str, tuple[str, type, float, str]] = {
         "Deliveries per second (public lines times users) above which lines "
         "wait up to --batch-delay to go out together (0: always).",
     ),
+    "pass-size": (
+        "pass_size",
+        int,
+        1,
+        "Users given the public lines per reactor turn; lines made meanwhile "
+        "join the pass for the users it has not reached yet.",
+    ),
     "shutdown-timeout": (
         "shutdown_timeout",
         float,

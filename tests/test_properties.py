@@ -16,7 +16,6 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chatproto import server
 from chatproto.server import ChatFactory, ChatServerProtocol
 from tests.conftest import Chat, Client
 
@@ -89,8 +88,8 @@ FORBIDDEN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]"
 
 
 class World:
-    def __init__(self) -> None:
-        self.chat = Chat(**CONFIG)
+    def __init__(self, **config: Any) -> None:
+        self.chat = Chat(**{**CONFIG, **config})
         self.clients = [self.chat.connect() for _ in range(4)]
         self.expected: dict[int, Counter[bytes]] = {}
         self.seen: dict[int, Counter[bytes]] = {}
@@ -186,20 +185,16 @@ class World:
 def test_the_server_holds_whatever_clients_send(
     script: list[tuple[Any, ...]], chunk: int
 ) -> None:
-    """Also with passes over the users of 1 and 2 users per reactor turn
-    (server.CHUNK), so that lines come while a pass is half done."""
-    saved, server.CHUNK = server.CHUNK, chunk
-    try:
-        world = World()
-        for event in script:
-            world.step(event)
-            world.check()
-        world.chat.advance(0)
-        world.check(final=True)
-        for client in world.clients:
-            client.transport.loseConnection()
-    finally:
-        server.CHUNK = saved
+    """Also with passes of 1 and 2 users per reactor turn (pass_size), so
+    that lines come while a pass is half done."""
+    world = World(pass_size=chunk)
+    for event in script:
+        world.step(event)
+        world.check()
+    world.chat.advance(0)
+    world.check(final=True)
+    for client in world.clients:
+        client.transport.loseConnection()
     world.check(final=True)
     assert world.chat.factory.sessions == {}
     assert world.chat.clock.getDelayedCalls() == []

@@ -10,7 +10,7 @@ import time
 import pytest
 from twisted.internet.defer import Deferred, fail
 
-from chatproto import server, wire
+from chatproto import wire
 from chatproto.registry import RegistryUnavailable
 from tests.conftest import Chat, RecordingTransport
 
@@ -994,13 +994,12 @@ def one_turn(chat: Chat) -> None:
         call.func(*call.args, **call.kw)
 
 
-def test_a_line_made_during_a_pass_joins_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A pass serves CHUNK users per reactor turn; a line made between two
+def test_a_line_made_during_a_pass_joins_it() -> None:
+    """A pass serves pass_size users per reactor turn; a line made between two
     chunks goes, in the same write as the first, to the users the pass has
     yet to serve, and to the others in the next pass. Each user gets every
     line once, in order, and its own lines never."""
-    monkeypatch.setattr(server, "CHUNK", 2)
-    chat = Chat(flood_rate=0, join_notice_limit=0)
+    chat = Chat(flood_rate=0, join_notice_limit=0, pass_size=2)
     users = [chat.user(nick) for nick in ("alice", "bob", "carol", "dave", "eve")]
     alice, bob, carol, dave, eve = users
     chat.advance(1)
@@ -1026,13 +1025,10 @@ def test_a_line_made_during_a_pass_joins_it(monkeypatch: pytest.MonkeyPatch) -> 
     assert all("_run_pass" not in repr(c) for c in chat.clock.getDelayedCalls())
 
 
-def test_a_private_line_waits_for_the_public_lines_before_it(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_private_line_waits_for_the_public_lines_before_it() -> None:
     """A user the pass has not reached yet is given the public lines made
     before a private line to it, first."""
-    monkeypatch.setattr(server, "CHUNK", 1)
-    chat = Chat(flood_rate=0, join_notice_limit=0)
+    chat = Chat(flood_rate=0, join_notice_limit=0, pass_size=1)
     alice, bob, carol = chat.user("alice"), chat.user("bob"), chat.user("carol")
     chat.advance(1)
     carol.transport.writes.clear()
@@ -1047,14 +1043,11 @@ def test_a_private_line_waits_for_the_public_lines_before_it(
     assert len(carol.transport.writes) == 2, "and not twice"
 
 
-def test_who_is_not_in_the_chat_gets_no_public_line(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_who_is_not_in_the_chat_gets_no_public_line() -> None:
     """Lines still on their way (a pass not done) never reach a connection
     that has not registered, nor one that registers after they were made
     (found by the property test: the welcome line caught it up)."""
-    monkeypatch.setattr(server, "CHUNK", 1)
-    chat = Chat(flood_rate=0)
+    chat = Chat(flood_rate=0, pass_size=1)
     alice, bob = chat.user("alice"), chat.user("bob")
     alice.send(b"avant\n")
     newcomer = chat.connect()

@@ -44,6 +44,7 @@ def test_every_option_reaches_the_config() -> None:
         "--shutdown-timeout=1",
         "--batch-delay=0.01",
         "--batch-threshold=1000",
+        "--pass-size=64",
         "--nodelay=all",
     )
     assert options["port"] == "tcp:7100:interface=127.0.0.1"
@@ -63,6 +64,7 @@ def test_every_option_reaches_the_config() -> None:
         shutdown_timeout=1,
         batch_delay=0.01,
         batch_threshold=1000,
+        pass_size=64,
         nodelay="all",
     )
 
