@@ -76,7 +76,7 @@ class ServerConfig:
     # lets the reactor read between two: a line made during a long pass
     # (10,000 users: about 80 ms) reaches the users the pass has yet to serve
     # in this pass, and the others in the next, rather than after the pass.
-    pass_size: int = 512
+    pass_size: int = 128
     nodelay: str = "talkers"  # TCP_NODELAY for: "talkers", "all" or "none"
 
 
