@@ -729,7 +729,7 @@ class ChatFactory(ServerFactory):
     def join(self, proto: ChatServerProtocol) -> None:
         """A connection registered its nickname: it joins the chat."""
         assert proto.nick is not None
-        proto._seen = self._base + len(self._log)  # lines made before: not for it
+        proto._seen = self._end  # lines made before: not for it
         self.sessions[nick_key(proto.nick)] = proto
         if not self._pinger.running and self.config.ping_interval > 0:
             self._pinger.start(self.config.ping_interval, now=False)
@@ -800,7 +800,7 @@ class ChatFactory(ServerFactory):
             return
         self._log.append((line, exclude))
         if exclude is not None:
-            self._spoke[exclude] = self._base + len(self._log)
+            self._spoke[exclude] = self._end
         self._joined.clear()
         self._waiting += 1
         self._waiting_size += len(line)
@@ -809,6 +809,11 @@ class ChatFactory(ServerFactory):
             self.flush()
         elif not self._pass and self._pass_call is None:
             self._schedule_pass()
+
+    @property
+    def _end(self) -> int:
+        """The number of the last public line made."""
+        return self._base + len(self._log)
 
     def _schedule_pass(self) -> None:
         wait = 0.0
@@ -823,7 +828,7 @@ class ChatFactory(ServerFactory):
         if not self._pass:
             self._pass = list(self.sessions.values())
             self._pass.reverse()
-            self._pass_from = self._base + len(self._log)
+            self._pass_from = self._end
             self._waiting = self._waiting_size = 0
             self._flushed = now = self.clock.seconds()
             if now - self._counted_since >= 1.0:
@@ -833,7 +838,7 @@ class ChatFactory(ServerFactory):
         # _serve, unrolled for the common case: a user who made none of the
         # lines, given the same bytes as the others (profiled: the loop's
         # own cost is most of what the server spends outside the kernel).
-        end = self._base + len(self._log)
+        end = self._end
         spoke, joined, chatting = self._spoke, self._joined, State.CHATTING
         for _ in range(min(self.config.pass_size, len(chunk))):
             proto = chunk.pop()
@@ -860,10 +865,9 @@ class ChatFactory(ServerFactory):
     def _serve(self, proto: ChatServerProtocol) -> None:
         """Give a user the public lines it has not been given: the same
         bytes as everyone, or, if it made some of them, all but its own."""
-        end = self._base + len(self._log)
         if proto._seen < 0:  # not (or no longer) in the chat: no public line
             return
-        start = max(proto._seen, self._base)
+        start, end = max(proto._seen, self._base), self._end
         if start >= end:
             return
         proto._seen = end
@@ -873,16 +877,17 @@ class ChatFactory(ServerFactory):
             if not data:
                 return
         else:
-            data = self._joined.get(start) or b""
-            if not data:
-                data = self._joined[start] = b"".join([line for line, _ in lines])
+            cached = self._joined.get(start)
+            if cached is None:
+                cached = self._joined[start] = b"".join([line for line, _ in lines])
+            data = cached
         proto.write(data)
         if proto._congested:
             proto.wrote_while_congested(len(data))
 
     def catch_up(self, proto: ChatServerProtocol) -> None:
         """Give a user the public lines made so far, before another line."""
-        if proto._seen < self._base + len(self._log):
+        if proto._seen < self._end:
             self._serve(proto)
 
     def _forget(self, upto: int) -> None:
@@ -908,7 +913,7 @@ class ChatFactory(ServerFactory):
         self._flushed = self.clock.seconds()
         for proto in self.sessions.values():
             self._serve(proto)
-        self._forget(self._base + len(self._log))
+        self._forget(self._end)
 
     def whisper(self, sender: str, target: str, text: str) -> Deferred[bool]:
         line = f"{self.stamp()}-message privé de {sender}: {text}\n".encode()
