@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import re
 import resource
 from collections.abc import Callable
 from typing import Any, cast
@@ -199,6 +200,25 @@ def _endpoint(description: str) -> str:
     return f"tcp:{description}" if description.isdigit() else description
 
 
+# Endpoint types whose listen backlog Twisted takes as a backlog= argument.
+_BACKLOG_TYPES = ("tcp", "tcp6", "ssl", "unix")
+
+
+def with_backlog(description: str, connections: int) -> str:
+    """The endpoint, listening with a backlog sized for C{connections}.
+
+    Twisted listens with a backlog of 50 unless told otherwise: when a herd
+    of clients connects at once (a restart, a network blip), the kernel's
+    queue of connections not yet accepted overflows, and the clients it
+    dropped believe they are connected, never welcomed. An explicit
+    C{backlog=} in the description wins; the kernel caps the value at
+    net.core.somaxconn."""
+    kind = description.partition(":")[0].lower()
+    if kind not in _BACKLOG_TYPES or re.search(r"(^|:)backlog=", description):
+        return description
+    return f"{description}:backlog={max(50, connections)}"
+
+
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
@@ -322,5 +342,6 @@ def makeService(options: usage.Options, reactor: Any = None) -> service.IService
         node.setServiceParent(top)
     # Stopped in reverse order: stop listening first, then say goodbye.
     _Shutdown(factory).setServiceParent(top)
-    strports.service(options["port"], factory, reactor=reactor).setServiceParent(top)
+    port = with_backlog(options["port"], config.max_connections)
+    strports.service(port, factory, reactor=reactor).setServiceParent(top)
     return top

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from twisted.application.service import MultiService
+from twisted.internet.testing import MemoryReactorClock
 from twisted.python.usage import UsageError
 
 from chatproto.server import ChatFactory, ServerConfig
@@ -124,3 +125,22 @@ def test_make_service_serves_a_chat_factory_with_the_config() -> None:
     assert len(factories) == 2  # the listener's, and the one that says goodbye
     assert factories[0] is factories[1]
     assert factories[0].config.max_line == 100
+
+
+@pytest.mark.parametrize(
+    ("port", "backlog"),
+    [
+        ("tcp:0:interface=127.0.0.1", 2000),  # sized for --max-connections
+        ("tcp:0:interface=127.0.0.1:backlog=7", 7),  # an explicit one wins
+    ],
+)
+def test_the_listen_backlog_is_sized_for_the_connections(
+    port: str, backlog: int
+) -> None:
+    """A herd that connects at once (a restart) fits in the listen queue:
+    Twisted's default of 50 leaves the overflow connected on the client's
+    side and never welcomed."""
+    reactor = MemoryReactorClock()
+    options = parse("--port", port, "--max-connections", "2000")
+    makeService(options, reactor=reactor).startService()
+    assert [listen[2] for listen in reactor.tcpServers] == [backlog]
