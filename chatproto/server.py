@@ -51,6 +51,13 @@ BATCH_BYTES = 64 * 1024
 OUTPUT_GRACE = 1.0
 OUTPUT_HARD_LIMIT = 4
 
+# Inbox entries that stand for an over-long line, which is not kept: it costs
+# flood tokens like any line (one per max_line bytes), and its sender gets one
+# error line when its turn comes. A real line never holds a newline, so these
+# are never mistaken for one.
+TOO_LONG = b"\n"  # an over-long line: one error line
+STILL_TOO_LONG = b"\n\n"  # max_line more bytes of one: a token, nothing said
+
 
 @dataclass(frozen=True)
 class ServerConfig:
@@ -64,7 +71,11 @@ class ServerConfig:
     join_notice_limit: int = 100
     flood_burst: int = 5
     flood_rate: float = 2.0
-    flood_queue: int = 20
+    # Lines waiting their turn (past the burst, at flood_rate), bounded in
+    # number and in bytes: a pasted stack trace waits and goes out paced; a
+    # client that sends beyond both bounds is a flooder, and is cut.
+    flood_queue: int = 100
+    flood_queue_bytes: int = 16 * 1024
     max_output: int = 1 << 20
     max_per_ip: int = 16
     max_connections: int = 10_000
@@ -164,7 +175,8 @@ class ChatServerProtocol(LineReceiver):
     host: str | None = None  # its source(): what per-address limits count
 
     _buffer = b""
-    _discarding = False
+    _discarding = False  # inside an over-long line: skip to its end
+    _discarded = 0  # bytes of it skipped and not yet counted as a line
     _busy = False  # a registry call is under way: lines wait for it
     _draining = False
     _nodelay = False  # TCP_NODELAY set on the transport
@@ -199,6 +211,8 @@ class ChatServerProtocol(LineReceiver):
         self._refilled = 0.0
         self._registration_call = None
         self._buffer = b""
+        self._discarding = False
+        self._discarded = 0
         self._inbox = None
         self._draining = False
         self._busy = False
@@ -364,11 +378,21 @@ class ChatServerProtocol(LineReceiver):
     # Input: framing, limits, flood control
 
     def dataReceived(self, data: bytes) -> None:
+        """Cut lines, then let the flood limit take them in turn.
+
+        Lines wait in the inbox, which the token bucket drains: a burst at
+        once, then flood_rate a second. Tokens are spent before the inbox is
+        measured, so a read of many lines (a paste, lines queued in the
+        kernel while the server stalled) is not a flood: only what is left
+        waiting past flood_queue lines or flood_queue_bytes is."""
         if self.state is State.GONE:
             return
+        config = self.factory.config
         if self._discarding:
             end = data.find(b"\n")
+            self._skip(len(data) if end < 0 else end)
             if end < 0:
+                self._check_flood()
                 return
             data = data[end + 1 :]
             self._discarding = False
@@ -376,13 +400,13 @@ class ChatServerProtocol(LineReceiver):
             data = self._buffer + data
         lines = data.split(b"\n")
         self._buffer = lines.pop()
-        config = self.factory.config
         inbox = self._inbox
         for line in lines:
             if line[-1:] == b"\r":
                 line = line[:-1]
             if len(line) > config.max_line:
-                self._too_long()
+                self._queue_too_long(len(line))
+                inbox = self._inbox
             elif line == b"pong" and self.missed_pings:
                 self.missed_pings = 0  # the answer to a ping: not counted
             elif inbox is None:
@@ -390,16 +414,46 @@ class ChatServerProtocol(LineReceiver):
             else:
                 inbox.append(line)
         if len(self._buffer) > config.max_line + 1:
+            self._queue_too_long(len(self._buffer))
             self._buffer = b""
             self._discarding = True
-            self._too_long()
-        if inbox is None:
-            return
-        if len(inbox) > config.flood_queue:
-            log.info("{nick} flooded: disconnected", nick=self.nick)
-            self.say_goodbye(wire.FLOODED)
+        if self._inbox is None:
             return
         self._drain()
+        self._check_flood()
+
+    def _queue_too_long(self, size: int) -> None:
+        """An over-long line takes its turn like a line: one entry that gets
+        the error line, and one more per max_line bytes beyond the first."""
+        self._inbox = inbox = self._inbox or []
+        inbox.append(TOO_LONG)
+        extra = size // (self.factory.config.max_line + 1) - 1
+        inbox.extend([STILL_TOO_LONG] * min(extra, self.factory.config.flood_queue))
+        self._discarded = 0
+
+    def _skip(self, size: int) -> None:
+        """Bytes of an over-long line, skipped: each max_line of them costs a
+        token, so that endless lines are bounded by flood control too."""
+        lines, self._discarded = divmod(
+            self._discarded + size, self.factory.config.max_line + 1
+        )
+        if lines:
+            self._inbox = inbox = self._inbox or []
+            inbox.extend([STILL_TOO_LONG] * min(lines, self.factory.config.flood_queue))
+            self._drain()
+
+    def _check_flood(self) -> None:
+        """Cut a client whose waiting lines passed either bound."""
+        inbox = self._inbox
+        if inbox is None or self.state is State.GONE:
+            return
+        config = self.factory.config
+        if (
+            len(inbox) > config.flood_queue
+            or sum(map(len, inbox)) > config.flood_queue_bytes
+        ):
+            log.info("{nick} flooded: disconnected", nick=self.nick)
+            self.say_goodbye(wire.FLOODED)
 
     def _send_at_once(self) -> None:
         """Turn Nagle's algorithm off for this connection (TCP_NODELAY).
@@ -458,6 +512,11 @@ class ChatServerProtocol(LineReceiver):
     def _handle(self, raw: bytes) -> None:
         if raw == b"pong":  # unasked for: it counted as a line, and does nothing
             return
+        if raw == TOO_LONG:
+            self._too_long()
+            return
+        if raw == STILL_TOO_LONG:
+            return
         text = clean(raw)
         try:
             if self.state is State.CHATTING:
@@ -483,8 +542,10 @@ class ChatServerProtocol(LineReceiver):
             self.send(wire.WELCOME)
 
     def _naming(self, text: str) -> None:
+        """The answer to the prompt: a nickname, or a command (C{/pseudo NICK}
+        is the shortcut here too, as after a refused nickname)."""
         nick = text.strip()
-        if nick in ("/quit", "/pseudo", "/help"):
+        if nick.partition(" ")[0] in ("/quit", "/pseudo", "/help"):
             self._welcomed(nick)
         else:
             self._claim(nick)
@@ -646,6 +707,10 @@ class ChatFactory(ServerFactory):
         self._pass: list[ChatServerProtocol] = []  # left to serve, last first
         self._pass_from = 0  # the last line's number when the pass started
         self._pass_call: IDelayedCall | None = None
+        # A pass or a flush is giving users their lines. A write may cut a
+        # reader, whose departure is a new line: it joins what is being
+        # served, and never starts a flush inside the one under way.
+        self._serving = False
         self._flushed = float("-inf")  # when the last pass started
         self._rate = 0.0  # deliveries per second of public lines, lately
         self._delivered = 0  # since _counted_since
@@ -805,7 +870,8 @@ class ChatFactory(ServerFactory):
         self._waiting += 1
         self._waiting_size += len(line)
         self._delivered += len(self.sessions)
-        if self._waiting >= BATCH_LINES or self._waiting_size >= BATCH_BYTES:
+        full = self._waiting >= BATCH_LINES or self._waiting_size >= BATCH_BYTES
+        if full and not self._serving:
             self.flush()
         elif not self._pass and self._pass_call is None:
             self._schedule_pass()
@@ -838,21 +904,30 @@ class ChatFactory(ServerFactory):
         # _serve, unrolled for the common case: a user who made none of the
         # lines, given the same bytes as the others (profiled: the loop's
         # own cost is most of what the server spends outside the kernel).
+        # A write that cuts a reader adds its departure to the log and
+        # empties the cache: the last line's number is read again after
+        # any call that may cut.
         end = self._end
         spoke, joined, chatting = self._spoke, self._joined, State.CHATTING
-        for _ in range(min(self.config.pass_size, len(chunk))):
-            proto = chunk.pop()
-            start = proto._seen
-            if start >= end or proto.state is not chatting:
-                continue
-            data = joined.get(start)
-            if data is None or proto in spoke:
-                self._serve(proto)
-                continue
-            proto._seen = end
-            proto.write(data)
-            if proto._congested:
-                proto.wrote_while_congested(len(data))
+        self._serving = True
+        try:
+            for _ in range(min(self.config.pass_size, len(chunk))):
+                proto = chunk.pop()
+                start = proto._seen
+                if start >= end or proto.state is not chatting:
+                    continue
+                data = joined.get(start)
+                if data is None or proto in spoke:
+                    self._serve(proto)
+                    end = self._end
+                    continue
+                proto._seen = end
+                proto.write(data)
+                if proto._congested:
+                    proto.wrote_while_congested(len(data))
+                    end = self._end
+        finally:
+            self._serving = False
         if chunk:
             self._pass_call = self.clock.callLater(0, self._run_pass)
             return
@@ -902,6 +977,8 @@ class ChatFactory(ServerFactory):
 
     def flush(self) -> None:
         """Give every user every public line now."""
+        if self._serving:  # a pass or flush under way gives them out
+            return
         if self._pass_call is not None:
             if self._pass_call.active():
                 self._pass_call.cancel()
@@ -911,9 +988,19 @@ class ChatFactory(ServerFactory):
         if not self._log:
             return
         self._flushed = self.clock.seconds()
-        for proto in self.sessions.values():
-            self._serve(proto)
-        self._forget(self._end)
+        self._serving = True
+        try:
+            # Serving may cut a reader, whose departure is a new line: the
+            # users already served get it in the next round, until none
+            # comes. The sessions are read anew each round, as cuts remove
+            # some.
+            while self._log:
+                upto = self._end
+                for proto in tuple(self.sessions.values()):
+                    self._serve(proto)
+                self._forget(upto)
+        finally:
+            self._serving = False
 
     def whisper(self, sender: str, target: str, text: str) -> Deferred[bool]:
         line = f"{self.stamp()}-message privé de {sender}: {text}\n".encode()

@@ -66,7 +66,15 @@ _NUMBERS: dict[str, tuple[str, type, float, str]] = {
         "flood_queue",
         int,
         1,
-        "Lines that may wait their turn before a flooder is disconnected.",
+        "Lines that may wait their turn (past the burst, at --flood-rate); "
+        "a client with more waiting is disconnected as a flooder.",
+    ),
+    "flood-queue-bytes": (
+        "flood_queue_bytes",
+        int,
+        256,
+        "Bytes that may wait their turn; a client with more waiting is "
+        "disconnected as a flooder.",
     ),
     "max-output": (
         "max_output",

@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred, fail
 
 from chatproto import wire
 from chatproto.registry import RegistryUnavailable
-from tests.conftest import Chat, RecordingTransport
+from tests.conftest import Chat, Client, RecordingTransport
 
 WELCOME = b"Bienvenue dans le chat v.1, enregistrez-vous avec la commande /pseudo\n"
 PROMPT = b"Entrez votre pseudo: \n"
@@ -112,6 +112,23 @@ def test_taken_nickname_is_refused_case_insensitively(chat: Chat) -> None:
     assert carol.take() == b"Attention ce pseudo existe deja\n"
     carol.send(b"carol\n")
     assert carol.take() == b"Bienvenue carol\n" + block("Alice", "carol")
+
+
+def test_pseudo_nick_answers_the_prompt_after_a_refusal(chat: Chat) -> None:
+    """At the nickname prompt, C{/pseudo NICK} is the shortcut too: after a
+    taken nickname, C{/pseudo dave} registers dave (the Ruby client exits
+    on the "incorrect" line this used to get)."""
+    chat.user("carol")
+    dave = chat.connect()
+    dave.take()
+    dave.send(b"/pseudo carol\n")
+    assert dave.take() == b"Attention ce pseudo existe deja\n"
+    dave.send(b"/pseudo dave\n")
+    assert dave.take() == b"Bienvenue dave\n" + block("carol", "dave")
+    eve = chat.connect()
+    eve.take()
+    eve.send(b"/pseudo\n/pseudo eve\n")
+    assert eve.take() == PROMPT + b"Bienvenue eve\n" + block("carol", "dave", "eve")
 
 
 def test_nickname_keeps_its_case(chat: Chat) -> None:
@@ -559,21 +576,48 @@ def test_too_long_line_is_refused_and_the_connection_goes_on() -> None:
 
 
 def test_endless_line_is_discarded_with_bounded_memory() -> None:
-    """Megabytes with no newline: the buffer stays small, the error is said
-    once, and the line after the next newline is served."""
+    """Kilobytes with no newline: the buffer stays small, the error is said
+    once, and the line after the next newline is served, in its turn: each
+    max_line bytes skipped cost a flood token."""
     chat = Chat(max_line=4096)
     alice, bob = chat.user("alice"), chat.user("bob")
     alice.take()
-    chunk = b"A" * 65536
-    for _ in range(64):  # 4 MiB
+    chunk = b"A" * 4096
+    for _ in range(10):  # 40 KiB, ten times max_line
         alice.send(chunk)
         assert len(alice.proto._buffer) <= 4097 + len(chunk)
     assert alice.lines() == [
         b"Erreur : ligne trop longue (plus de 4096 octets), ignor\xc3\xa9e\n"
     ]
     alice.send(b"AAAA\nstill here\n")
+    chat.advance(3)  # the tokens the line spent come back
     assert bob.take() == chat.stamp() + b"-alice: still here\n"
     assert alice.connected
+    assert alice.take() == b""
+
+
+def test_endless_lines_count_against_flood_control() -> None:
+    """Megabytes of over-long lines are a flood like any other: the sender
+    is told and cut, with its memory bounded all along, and announced once."""
+    chat = Chat(max_line=4096)
+    alice, bob = chat.user("alice"), chat.user("bob")
+    alice.take()
+    bob.take()
+    chunk = b"A" * 65536
+    for _ in range(64):  # 4 MiB
+        alice.send(chunk)
+        assert len(alice.proto._buffer) <= 4097 + len(chunk)
+        assert len(alice.proto._inbox or ()) <= 2 * 101
+    assert alice.lines() == [
+        b"Erreur : ligne trop longue (plus de 4096 octets), ignor\xc3\xa9e\n",
+        "Trop de messages trop vite : vous êtes déconnecté\n".encode(),
+    ]
+    assert not alice.connected
+    assert bob.take() == chat.stamp() + "-Déconnection de alice\n".encode()
+    terminated = chat.user("carol", host="192.0.2.2")
+    for _ in range(110):  # over-long lines that do end count as lines
+        terminated.send(b"B" * 5000 + b"\n")
+    assert not terminated.connected
 
 
 def test_broadcast_encodes_the_line_once() -> None:
@@ -666,6 +710,42 @@ def test_a_burst_passes_then_lines_wait_their_turn_in_order() -> None:
     assert alice.connected
 
 
+def test_a_pasted_stack_trace_is_delivered_whole_in_order() -> None:
+    """A paste is not a flood: 60 lines (3 KB) in one read, with the default
+    limits, go out paced by the flood rate, every one, in order, and the
+    author stays."""
+    chat = Chat()
+    alice, bob = chat.user("alice"), chat.user("bob", host="192.0.2.2")
+    chat.advance(10)
+    alice.send(b"pong\n")
+    bob.send(b"pong\n")
+    bob.take()
+    paste = [b'  File "app.py", line %d, in handler' % i for i in range(60)]
+    alice.send(b"".join(line + b"\n" for line in paste))
+    got: list[bytes] = []
+    for _ in range(40):
+        chat.advance(1)
+        alice.send(b"pong\n")  # a live client answers the pings meanwhile
+        got += [line.split(b": ", 1)[1] for line in bob.lines() if b"-alice: " in line]
+    assert got == [line + b"\n" for line in paste]
+    assert alice.connected
+    assert b"Trop de messages" not in alice.take()
+
+
+def test_the_flood_queue_is_bounded_in_bytes_too() -> None:
+    """Lines waiting their turn are bounded in bytes as well as in number:
+    past flood_queue_bytes, the sender is told and cut."""
+    chat = Chat(flood_queue=100, flood_queue_bytes=1000)
+    alice, bob = chat.user("alice"), chat.user("bob", host="192.0.2.2")
+    bob.take()
+    alice.take()
+    alice.send((b"z" * 299 + b"\n") * 7)  # 4 go at once, 900 bytes wait
+    assert alice.connected
+    alice.send(b"z" * 299 + b"\n")  # 1,200 bytes wait
+    assert alice.take().endswith(wire.FLOODED)
+    assert not alice.connected
+
+
 def test_pongs_are_not_counted_against_the_flood_limit() -> None:
     """A pong that answers a ping skips the flood limit: a client out of
     tokens is still alive to the server."""
@@ -693,7 +773,8 @@ def test_unasked_pongs_count_as_lines_and_are_never_relayed() -> None:
 
 
 def test_a_flooder_is_told_and_disconnected() -> None:
-    """Past the queue bound, the flooder is told why and cut; others stay."""
+    """Past the queue bound, the flooder is told why and cut; what its burst
+    allowed went out first; others stay."""
     chat = Chat(flood_burst=5, flood_rate=2, flood_queue=20)
     alice, bob = chat.user("alice"), chat.user("bob")
     bob.take()
@@ -704,7 +785,7 @@ def test_a_flooder_is_told_and_disconnected() -> None:
     assert not alice.connected
     received = bob.lines()
     assert received[-1] == chat.stamp() + "-Déconnection de alice\n".encode()
-    assert len(received) == 1
+    assert received[:-1] == [chat.stamp() + b"-alice: spam\n"] * 4  # 5, less /pseudo
     assert len(chat.clock.getDelayedCalls()) == 1, "only the ping loop is left"
 
 
@@ -1084,3 +1165,111 @@ def test_nodelay_for_all_or_none(choice: str, expected: bool) -> None:
     assert bob.transport.nodelay is expected
     alice.send(b"bonjour\n")
     assert alice.transport.nodelay is expected
+
+
+# Cuts during a pass
+
+
+def stalled(client: Client) -> Client:
+    """A user whose transport stopped taking bytes (its TCP buffer is full)."""
+    client.proto.pauseProducing()
+    return client
+
+
+def test_a_reader_cut_during_a_pass_is_announced_once_to_those_served_after_it() -> (
+    None
+):
+    """A reader cut by the pass's own write (over four times max_output)
+    leaves; its departure joins the pass: the users served after it get it
+    once, with the line, and never again in the next pass."""
+    chat = Chat(flood_rate=0, join_notice_limit=0, max_output=1000, pass_size=100)
+    alice, first = chat.user("alice"), chat.user("first")
+    slow = stalled(chat.user("slow"))
+    after = [chat.user(f"after{i}") for i in range(3)]
+    chat.advance(1)
+    for user in (first, *after):
+        user.take()
+    alice.send(b"x" * 4050 + b"\n")
+    chat.advance(1)
+    assert not slow.connected
+    departure = chat.stamp() + "-Déconnection de slow\n".encode()
+    for user in (first, *after):
+        got = user.take()
+        assert got.count(b"-alice: xxx") == 1
+        assert got.count(departure) == 1, user.proto.nick
+
+
+def test_many_readers_cut_in_one_pass_are_each_announced_once() -> None:
+    """More readers cut in one pass than a batch holds (64 lines): every
+    departure reaches every user present once, and the sender is not told
+    its line was lost (it was not)."""
+    chat = Chat(
+        flood_rate=0, join_notice_limit=0, max_output=1000, pass_size=1000, max_per_ip=0
+    )
+    alice, bob = chat.user("alice"), chat.user("bob")
+    readers = [stalled(chat.user(f"r{i}")) for i in range(80)]
+    chat.advance(1)
+    bob.take()
+    alice.take()
+    alice.send(b"x" * 4050 + b"\n")
+    chat.advance(1)
+    assert not any(r.connected for r in readers)
+    assert len(chat.factory.sessions) == 2
+    got = bob.take()
+    assert got.count(b"-alice: xxx") == 1
+    for i in range(80):
+        assert got.count(f"-Déconnection de r{i}\n".encode()) == 1
+    assert b"Erreur" not in alice.take()
+
+
+def test_many_readers_cut_by_a_sender_line_do_not_fail_the_sender() -> None:
+    """A sender whose line completes a full batch (64 lines) makes the server
+    give every line at once; readers cut then leave, and the sender's line
+    is neither lost nor reported lost."""
+    chat = Chat(
+        flood_rate=0, join_notice_limit=0, max_output=1000, pass_size=1000, max_per_ip=0
+    )
+    alice, bob = chat.user("alice"), chat.user("bob")
+    readers = [stalled(chat.user(f"r{i}")) for i in range(80)]
+    chat.advance(1)
+    bob.take()
+    alice.take()
+    alice.send(b"".join(b"%d %s\n" % (i, b"y" * 100) for i in range(64)))
+    chat.advance(1)
+    assert b"Erreur" not in alice.take()
+    assert not any(r.connected for r in readers)
+    got = bob.take()
+    assert [
+        int(line.split(b": ")[1].split()[0])
+        for line in got.splitlines()
+        if b"-alice: " in line
+    ] == list(range(64))
+    for i in range(80):
+        assert got.count(f"-Déconnection de r{i}\n".encode()) == 1
+
+
+def test_a_ping_round_that_cuts_many_readers_pings_everyone_else() -> None:
+    """Pings give each user its pending lines first; readers cut then leave,
+    and the round goes on for the users after them."""
+    chat = Chat(
+        flood_rate=0,
+        join_notice_limit=0,
+        max_output=1000,
+        pass_size=1,
+        ping_interval=10,
+        max_per_ip=0,
+    )
+    alice = chat.user("alice")
+    readers = [stalled(chat.user(f"r{i}")) for i in range(80)]
+    bob = chat.user("bob")
+    chat.advance(1)
+    bob.take()
+    alice.send(b"x" * 4050 + b"\n")
+    chat.advance(9)  # the ping round comes before the pass has reached everyone
+    assert not any(r.connected for r in readers)
+    chat.advance(1)
+    got = bob.take()
+    assert got.count(b"ping\n") == 1
+    assert got.count(b"-alice: xxx") == 1
+    for i in range(80):
+        assert got.count(f"-Déconnection de r{i}\n".encode()) == 1
