@@ -2,9 +2,11 @@
 
 Several clients send arbitrary bytes, mixed with pieces of the protocol so
 that they register, chat and quit, cut at arbitrary points, while time
-passes. After every step: nothing raised, no control character reached any
-client, nicknames are unique whatever their case, each departure was
-announced once to each user present, and each connection's memory is bounded.
+passes; readers stall, and with a small output bound they are cut in the
+middle of a pass, while lines and departures join it. After every step:
+nothing raised, no control character reached any client, nicknames are
+unique whatever their case, each departure was announced once to each user
+present, and each connection's memory is bounded.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ CONFIG: dict[str, Any] = dict(
     flood_burst=3,
     flood_rate=2,
     flood_queue=8,
+    flood_queue_bytes=256,
     max_per_ip=0,
     ping_interval=10,
     max_missed_pings=2,
@@ -68,19 +71,28 @@ chunks = st.lists(
     st.one_of(st.sampled_from(PIECES), st.binary(max_size=12)), min_size=1, max_size=6
 ).map(b"".join)
 
-nicknames = st.sampled_from([b"alice", b"Alice", b"bob", b"carol", b"x", b"bad nick"])
+nicknames = st.sampled_from(
+    [b"alice", b"Alice", b"bob", b"carol", b"dave", b"eve", b"x", b"bad nick"]
+)
+
+CLIENTS = 6
+who = st.integers(0, CLIENTS - 1)
 
 events = st.lists(
     st.one_of(
-        st.tuples(st.just("register"), st.integers(0, 3), nicknames),
-        st.tuples(st.just("send"), st.integers(0, 3), chunks),
-        st.tuples(st.just("send"), st.integers(0, 3), chunks.map(lambda c: c + b"\n")),
+        st.tuples(st.just("register"), who, nicknames),
+        st.tuples(st.just("register"), who, nicknames),
+        st.tuples(st.just("send"), who, chunks),
+        st.tuples(st.just("send"), who, chunks.map(lambda c: c + b"\n")),
+        # a paste: many lines in one read, most of them past the burst
+        st.tuples(st.just("send"), who, st.integers(2, 12).map(b"line\n".__mul__)),
         st.tuples(st.just("advance"), st.sampled_from([0.2, 1.0, 5.0, 10.0, 31.0])),
         st.tuples(st.just("turn"), st.just(0)),
-        st.tuples(st.just("drop"), st.integers(0, 3)),
-        st.tuples(st.just("slow"), st.integers(0, 3)),
+        st.tuples(st.just("drop"), who),
+        st.tuples(st.just("slow"), who),
+        st.tuples(st.just("slow"), who),
     ),
-    max_size=40,
+    max_size=50,
 )
 
 ANNOUNCED = re.compile(rb"^\[\d+\.\d+\.\d+\]-D\xc3\xa9connection de (\S+)$")
@@ -90,7 +102,7 @@ FORBIDDEN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]"
 class World:
     def __init__(self, **config: Any) -> None:
         self.chat = Chat(**{**CONFIG, **config})
-        self.clients = [self.chat.connect() for _ in range(4)]
+        self.clients = [self.chat.connect() for _ in range(CLIENTS)]
         self.expected: dict[int, Counter[bytes]] = {}
         self.seen: dict[int, Counter[bytes]] = {}
         self.pending: dict[int, bytes] = {}
@@ -159,6 +171,7 @@ class World:
             proto = client.proto
             assert len(proto._buffer) <= CONFIG["max_line"] + 1
             assert len(proto._inbox or ()) <= CONFIG["flood_queue"]
+            assert sum(map(len, proto._inbox or ())) <= CONFIG["flood_queue_bytes"]
         nicks = [p.nick for p in factory.sessions.values()]
         assert all(n is not None for n in nicks)
         keys = [n.lower() for n in nicks if n is not None]
@@ -181,13 +194,16 @@ class World:
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-@given(events, st.sampled_from([1, 2, 512]))
+@given(events, st.sampled_from([1, 2, 512]), st.sampled_from([4096, 20]))
 def test_the_server_holds_whatever_clients_send(
-    script: list[tuple[Any, ...]], chunk: int
+    script: list[tuple[Any, ...]], chunk: int, max_output: int
 ) -> None:
     """Also with passes of 1 and 2 users per reactor turn (pass_size), so
-    that lines come while a pass is half done."""
-    world = World(pass_size=chunk)
+    that lines come while a pass is half done, and with an output bound of
+    less than a line, so that stalled readers are cut in the middle of a
+    pass (their departures join it): each departure still reaches each user
+    present once."""
+    world = World(pass_size=chunk, max_output=max_output)
     for event in script:
         world.step(event)
         world.check()

@@ -1273,3 +1273,17 @@ def test_a_ping_round_that_cuts_many_readers_pings_everyone_else() -> None:
     assert got.count(b"-alice: xxx") == 1
     for i in range(80):
         assert got.count(f"-Déconnection de r{i}\n".encode()) == 1
+
+
+def test_a_registrant_cut_by_its_own_welcome_leaves_no_session() -> None:
+    """A client that stopped reading before it registered may be cut by the
+    welcome itself (found by the property test): it is not left in the chat
+    as a session without a connection, and its nickname is free again."""
+    chat = Chat(max_output=20)  # cut at once past 80 bytes held
+    slow = stalled(chat.connect())
+    slow.send(b"alice\n")  # not a command: the welcome again, 71 bytes held
+    assert slow.connected
+    slow.send(b"/pseudo alice\n")
+    assert not slow.connected
+    assert chat.factory.sessions == {}
+    chat.user("alice")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
+import socket
+import struct
+import termios
 from typing import Any
 
 import pytest
@@ -10,7 +14,7 @@ from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.protocol import Factory
 
-from chatproto.server import ChatFactory, ServerConfig
+from chatproto.server import ChatFactory, ServerConfig, send_buffer
 from tests.peer import Peer
 
 WELCOME = b"Bienvenue dans le chat v.1, enregistrez-vous avec la commande /pseudo\n"
@@ -99,3 +103,39 @@ async def test_a_reader_that_stops_reading_is_cut_the_others_are_served(
     assert "stuck" not in factory.sessions
     stuck_transport.resumeProducing()
     await stuck.closed
+
+
+def kernel_send_queue(transport: Any) -> int:
+    """Bytes the kernel holds for a connection, sent or not yet acknowledged."""
+    raw = fcntl.ioctl(transport.socket.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    queued: int = struct.unpack("i", raw)[0]
+    return queued
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stalled_reader_pins_little_kernel_memory() -> None:
+    """The kernel's share of what a stalled reader costs is bounded by a fixed
+    send buffer (a quarter of max_output, at most 256 KiB), not left to grow
+    to tcp_wmem's maximum (4 MiB): kernel and server together stay within a
+    small multiple of max_output."""
+    factory = ChatFactory(ServerConfig(flood_rate=0, max_output=8 << 20), clock=r)
+    listening = await TCP4ServerEndpoint(r, 0, interface="127.0.0.1").listen(factory)
+    port = listening.getHost().port
+    try:
+        talker = await register(port, "talker")
+        reader = await register(port, "reader")
+        stuck = await register(port, "stuck")
+        stuck_transport: Any = stuck.transport
+        stuck_transport.pauseProducing()
+        for i in range(1000):  # 4 MB
+            talker.send(b"%05d %s\n" % (i, b"x" * 4000))
+        await reader.until(b"00999 ")
+        server_side: Any = factory.sessions["stuck"].transport
+        assert kernel_send_queue(server_side) <= 2 * send_buffer(8 << 20)
+        assert server_side.socket.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) <= (
+            2 * 256 * 1024
+        )
+    finally:
+        for proto in tuple(factory.connections):
+            proto.transport.abortConnection()
+        await listening.stopListening()
