@@ -19,12 +19,17 @@ from typing import Any, ClassVar, Protocol, cast
 
 from twisted.internet import tcp
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IReactorTime,
+)
 from twisted.internet.protocol import ServerFactory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from chatproto import wire
 from chatproto.registry import (
@@ -170,6 +175,7 @@ class State(enum.Enum):
     GONE = "gone"  # left, kicked or disconnected: nothing more is written
 
 
+@implementer(IHalfCloseableProtocol)
 class ChatServerProtocol(LineReceiver):
     """One client's connection.
 
@@ -194,6 +200,7 @@ class ChatServerProtocol(LineReceiver):
     _discarded = 0  # bytes of it skipped and not yet counted as a line
     _busy = False  # a registry call is under way: lines wait for it
     _draining = False
+    _ended = False  # the client closed its side: it quits after its lines
     _nodelay = False  # TCP_NODELAY set on the transport
     _send: Callable[[bytes], int] | None = None  # see connectionMade
     _seen = -1  # the number of the last public line given; -1: not a member
@@ -230,6 +237,7 @@ class ChatServerProtocol(LineReceiver):
         self._discarded = 0
         self._inbox = None
         self._draining = False
+        self._ended = False
         self._busy = False
         self._nodelay = False
         self._send = None
@@ -356,6 +364,21 @@ class ChatServerProtocol(LineReceiver):
         self._backlog = 0
         self._over_since = None
         self.factory.congested.discard(self)
+
+    def readConnectionLost(self) -> None:
+        """The client closed its side of the connection (C{nc -N}, a script's
+        C{shutdown}): its input is over, as if it had typed /quit after its
+        last line. Lines still waiting their turn go out first, at the flood
+        rate; a last line without its newline counts as a line."""
+        if self.state is State.GONE:
+            return
+        self._ended = True
+        if self._buffer and not self._discarding:
+            self.dataReceived(b"\n")
+        self._drain()
+
+    def writeConnectionLost(self) -> None:
+        """The server never closes only its own side."""
 
     def stopProducing(self) -> None:
         """The connection is going away; connectionLost does the rest."""
@@ -510,6 +533,9 @@ class ChatServerProtocol(LineReceiver):
             self._draining = False
             if not self._inbox:
                 self._inbox = None
+        ended = self._ended and self._inbox is None and not self._busy
+        if ended and self.state is not State.GONE:
+            self.say_goodbye(wire.BYE)
 
     def _take_token(self) -> bool:
         config = self.factory.config

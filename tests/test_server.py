@@ -1287,3 +1287,35 @@ def test_a_registrant_cut_by_its_own_welcome_leaves_no_session() -> None:
     assert not slow.connected
     assert chat.factory.sessions == {}
     chat.user("alice")
+
+
+# The end of a client's input
+
+
+def test_a_client_that_closes_its_side_quits_after_its_last_line() -> None:
+    """A client that closes its side of the connection (nc -N, a script)
+    has its waiting lines sent, at the flood rate, and a last line without
+    its newline too; then it quits as with /quit: Deconnexion, announced once."""
+    chat = Chat()
+    alice, bob = chat.user("alice"), chat.user("bob", host="192.0.2.2")
+    chat.advance(10)
+    alice.send(b"pong\n")
+    bob.send(b"pong\n")
+    bob.take()
+    alice.take()
+    alice.send(b"".join(b"line %d\n" % i for i in range(11)) + b"last")
+    alice.proto.readConnectionLost()
+    assert alice.connected, "its lines are still waiting their turn"
+    for _ in range(8):
+        chat.advance(0.5)
+    got = [line.split(b"-", 1)[1] for line in bob.lines()]
+    assert got == [b"alice: line %d\n" % i for i in range(11)] + [
+        b"alice: last\n",
+        "Déconnection de alice\n".encode(),
+    ]
+    assert alice.take().endswith(b"Deconnexion\n")
+    assert not alice.connected
+    quiet = chat.connect(host="192.0.2.3")
+    quiet.proto.readConnectionLost()
+    assert quiet.take().endswith(b"Deconnexion\n")
+    assert not quiet.connected

@@ -139,3 +139,23 @@ async def test_a_stalled_reader_pins_little_kernel_memory() -> None:
         for proto in tuple(factory.connections):
             proto.transport.abortConnection()
         await listening.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_that_shuts_down_its_side_has_its_lines_sent(
+    server: Any,
+) -> None:
+    """Over TCP, a client that sends its lines and shuts down its side (as
+    nc -N does) is answered Deconnexion once they are all sent."""
+    _, port = server
+    reader = await register(port, "reader")
+    writer = await register(port, "writer")
+    writer.send(b"".join(b"line %d\n" % i for i in range(30)))
+    writer_transport: Any = writer.transport
+    writer_transport.loseWriteConnection()
+    assert (await writer.until(b"Deconnexion\n")).endswith(b"Deconnexion\n")
+    got = await reader.until("Déconnection de writer\n".encode())
+    lines = [line for line in got.splitlines() if b"-writer: " in line]
+    assert [line.split(b": ", 1)[1] for line in lines] == [
+        b"line %d" % i for i in range(30)
+    ]
