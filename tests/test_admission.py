@@ -16,22 +16,32 @@ import collections
 from typing import Any
 
 import pytest
+import pytest_twisted
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from twisted.internet import reactor
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.internet.protocol import Factory
+from twisted.internet.task import deferLater
 from twisted.internet.testing import StringTransportWithDisconnection
 
+from chatproto import server as server_module
 from chatproto import wire
 from chatproto.registry import MemoryRegistry
 from chatproto.server import (
     EVICTION_GRACE,
+    ChatFactory,
     ChatServerProtocol,
     ServerConfig,
     network,
     source,
 )
 from tests.conftest import Chat, Client, RecordingTransport, nick_registered
+from tests.peer import Peer
+
+r: Any = reactor
 
 FULL = b"Le serveur est plein, r\xc3\xa9essayez plus tard\n"
 FROM_NETWORK = (
@@ -420,3 +430,52 @@ def test_an_evicted_connection_whose_close_ends_late_is_counted_once() -> None:
 def test_source_then_network_keeps_a_mapped_address_in_its_ipv4_network() -> None:
     host = source("::ffff:203.0.113.5")
     assert network(host, 24, 48) == "203.0.113.0/24"
+
+
+# Over real loopback sockets
+
+
+@pytest_twisted.ensureDeferred
+async def test_over_tcp_a_squatter_makes_room_and_its_late_close_counts_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Real sockets, where the evicted connection's close ends after the
+    newcomer is in: 8 squatters from 127.1.0.x fill the server; once they
+    are older than the grace (shortened here), an honest user from
+    127.0.0.1 gets in and registers, the oldest squatter is told and
+    closed, and the counters stay exact once its close has ended."""
+    monkeypatch.setattr(server_module, "EVICTION_GRACE", 0.05)
+    config = ServerConfig(max_connections=8, max_per_network=8, ping_interval=0)
+    factory = ChatFactory(config, clock=r)
+    port = await TCP4ServerEndpoint(r, 0, interface="127.0.0.1").listen(factory)
+    number = port.getHost().port
+    peers: list[Peer] = []
+    try:
+        for n in range(8):
+            endpoint = TCP4ClientEndpoint(
+                r, "127.0.0.1", number, bindAddress=(f"127.1.0.{n % 4 + 1}", 0)
+            )
+            peer = await endpoint.connect(Factory.forProtocol(Peer))
+            assert isinstance(peer, Peer)
+            await peer.until(wire.WELCOME)
+            peers.append(peer)
+        assert len(factory.connections) == 8
+        await deferLater(r, 0.1)
+        honest = await TCP4ClientEndpoint(r, "127.0.0.1", number).connect(
+            Factory.forProtocol(Peer)
+        )
+        assert isinstance(honest, Peer)
+        peers.append(honest)
+        await honest.until(wire.WELCOME)
+        honest.send(b"/pseudo honest\n")
+        await honest.until(b"Bienvenue honest\n")
+        assert (await peers[0].until(MADE_ROOM)).endswith(MADE_ROOM)
+        await peers[0].closed
+        assert len(factory.connections) == 8
+        assert len(factory.unregistered) == 7
+        assert factory.per_network == {"127.1.0.0/24": 7, "127.0.0.0/24": 1}
+    finally:
+        for peer in peers:
+            if peer.transport is not None:
+                peer.transport.loseConnection()
+        await port.stopListening()
