@@ -15,7 +15,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
 
-from chatproto.server import ChatFactory, ServerConfig
+from chatproto.server import EVICTION_GRACE, ChatFactory, ServerConfig
 
 log = Logger()
 
@@ -93,6 +93,34 @@ _NUMBERS: dict[str, tuple[str, type, float, str]] = {
         int,
         1,
         "Connections allowed in all (kept under the file-descriptor limit).",
+    ),
+    "max-per-network": (
+        "max_per_network",
+        int,
+        0,
+        "Connections allowed from one network, an IPv4 /--network-prefix or an "
+        "IPv6 /--network-prefix6 (default: a quarter of --max-connections; "
+        "0: no limit).",
+    ),
+    "network-prefix": (
+        "network_prefix",
+        int,
+        0,
+        "Leading bits of an IPv4 address that name its network (at most 32).",
+    ),
+    "network-prefix6": (
+        "network_prefix6",
+        int,
+        0,
+        "Leading bits of an IPv6 address that name its network (at most 64).",
+    ),
+    "max-unregistered": (
+        "max_unregistered",
+        int,
+        0,
+        "Connections without a nickname past which the oldest of them (if "
+        f"connected for {EVICTION_GRACE:g} s) makes room for a newcomer; it "
+        "does too when the server is full (default: half of --max-connections).",
     ),
     "batch-delay": (
         "batch_delay",
@@ -227,6 +255,16 @@ def with_backlog(description: str, connections: int) -> str:
     return f"{description}:backlog={max(50, connections)}"
 
 
+def _default(value: object) -> str | None:
+    """An option's default as twistd shows it; None (a default computed from
+    other options, see ServerConfig) stays None: the option was not given."""
+    return None if value is None else str(value)
+
+
+# Options whose value has a largest sensible value too: the bits of an address.
+_MOST = {"network-prefix": 32, "network-prefix6": 64}
+
+
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
@@ -243,7 +281,7 @@ class Options(usage.Options):
             "unix:/path) or a bare port number.",
         ],
     ] + [
-        [name, None, str(getattr(_DEFAULTS, field)), help]
+        [name, None, _default(getattr(_DEFAULTS, field)), help]
         for name, (field, _, _, help) in _NUMBERS.items()
     ]
     optParameters += _CLUSTER_PARAMETERS
@@ -261,7 +299,11 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         values: dict[str, Any] = {}
         for name, (field, kind, least, _) in _NUMBERS.items():
+            if self[name] is None:  # not given: ServerConfig computes it
+                continue
             values[field] = _number(name, self[name], kind, least)
+            if name in _MOST and values[field] > _MOST[name]:
+                raise usage.UsageError(f"--{name} takes at most {_MOST[name]}.")
         if self["nodelay"] not in NODELAY_CHOICES:
             choices = ", ".join(NODELAY_CHOICES)
             raise usage.UsageError(

@@ -45,6 +45,10 @@ INTERNAL_ERROR = "Erreur interne du serveur, votre ligne est perdue"
 REGISTRATION_EXPIRED = "Délai d'enregistrement dépassé, au revoir"
 SERVER_FULL = "Le serveur est plein, réessayez plus tard"
 TOO_MANY_FROM_HOST = "Trop de connexions depuis votre adresse, réessayez plus tard"
+TOO_MANY_FROM_NETWORK = "Trop de connexions depuis votre réseau, réessayez plus tard"
+MADE_ROOM = (
+    "Place faite à un nouveau venu : vous ne vous êtes pas enregistré, au revoir"
+)
 STOPPING = "Le serveur s'arrête, à bientôt"
 FLOOD = "Trop de messages trop vite : vous êtes déconnecté"
 FLOODED = (FLOOD + "\n").encode()

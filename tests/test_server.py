@@ -660,7 +660,7 @@ def test_lines_of_one_turn_go_out_in_one_write_per_user() -> None:
 def test_registration_cost_does_not_grow_with_the_chat() -> None:
     """Registering the 10,000th user writes no more than registering the
     10th: no notice to everyone, a bounded list to the newcomer."""
-    chat = Chat(join_notice_limit=100, list_limit=100, max_per_ip=0)
+    chat = Chat(join_notice_limit=100, list_limit=100, max_per_ip=0, max_per_network=0)
     transports: list[RecordingTransport] = []
 
     def register(nick: str) -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import resource
+
 import pytest
 from twisted.application.service import MultiService
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.usage import UsageError
 
 from chatproto.server import ChatFactory, ServerConfig
-from chatproto.tap import Options, makeService
+from chatproto.tap import Options, _Shutdown, makeService
 
 
 def parse(*argv: str) -> Options:
@@ -43,6 +45,10 @@ def test_every_option_reaches_the_config() -> None:
         "--max-output=65536",
         "--max-per-ip=0",
         "--max-connections=100",
+        "--max-per-network=30",
+        "--network-prefix=20",
+        "--network-prefix6=56",
+        "--max-unregistered=40",
         "--shutdown-timeout=1",
         "--batch-delay=0.01",
         "--batch-threshold=1000",
@@ -64,12 +70,42 @@ def test_every_option_reaches_the_config() -> None:
         max_output=65536,
         max_per_ip=0,
         max_connections=100,
+        max_per_network=30,
+        network_prefix=20,
+        network_prefix6=56,
+        max_unregistered=40,
         shutdown_timeout=1,
         batch_delay=0.01,
         batch_threshold=1000,
         pass_size=64,
         nodelay="all",
     )
+
+
+def test_the_admission_shares_default_to_parts_of_max_connections() -> None:
+    """Not given, --max-per-network is a quarter of --max-connections and
+    --max-unregistered half of it; given, they are what was given."""
+    config = parse("--max-connections=400")["config"]
+    assert (config.max_per_network, config.max_unregistered) == (None, None)
+    assert (config.network_limit, config.unregistered_limit) == (100, 200)
+    assert (config.network_prefix, config.network_prefix6) == (24, 48)
+    config = parse("--max-connections=400", "--max-per-network=0")["config"]
+    assert (config.network_limit, config.unregistered_limit) == (0, 200)
+
+
+def test_the_admission_shares_follow_the_connections_that_fit() -> None:
+    """When the open-file limit lowers --max-connections, the default shares
+    are parts of what fits, not of what was asked."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        pytest.skip("no hard open-file limit")
+    asked = hard + 1000
+    top = makeService(parse("--port=tcp:0", f"--max-connections={asked}"))
+    assert isinstance(top, MultiService)
+    factory = next(s.factory for s in top if isinstance(s, _Shutdown))
+    config = factory.config
+    assert config.max_connections < asked
+    assert config.network_limit == config.max_connections // 4
 
 
 @pytest.mark.parametrize(
@@ -102,6 +138,16 @@ def test_port_takes_a_number_or_an_endpoint(port: str, endpoint: str) -> None:
         (["--flood-rate=fast"], "--flood-rate takes a number, not 'fast'."),
         (["--max-output=1k"], "--max-output takes a whole number, not '1k'."),
         (["--nodelay=yes"], "--nodelay takes talkers, all, none, not 'yes'."),
+        (
+            ["--max-per-network=-1"],
+            "--max-per-network takes a whole number of at least 0.",
+        ),
+        (
+            ["--max-unregistered=half"],
+            "--max-unregistered takes a whole number, not 'half'.",
+        ),
+        (["--network-prefix=33"], "--network-prefix takes at most 32."),
+        (["--network-prefix6=80"], "--network-prefix6 takes at most 64."),
     ],
 )
 def test_bad_values_are_explained(argv: list[str], message: str) -> None:
