@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
 import pytest
 from twisted.application.service import MultiService
+from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.usage import UsageError
 
 from chatproto.server import ChatFactory, ServerConfig
-from chatproto.tap import Options, makeService
+from chatproto.tap import Options, cannot_listen, makeService
 
 
 def parse(*argv: str) -> Options:
@@ -113,6 +117,38 @@ def test_bad_endpoint_is_explained() -> None:
         parse("--port", "carrier-pigeon:7000")
     assert "'carrier-pigeon:7000' is not an endpoint" in str(raised.value)
     assert "tcp:7000" in str(raised.value)
+
+
+@pytest.mark.parametrize("port", ["70000", "tcp:70000", "tcp6:-1", "tcp:port=99999"])
+def test_a_port_beyond_65535_is_refused_before_listening(port: str) -> None:
+    with pytest.raises(UsageError) as raised:
+        parse("--port", port)
+    assert str(raised.value).endswith(" is not a port number (1-65535).")
+
+
+@pytest.mark.parametrize(
+    ("error", "sentence"),
+    [
+        (
+            CannotListenError("", 7000, OSError(errno.EADDRINUSE, "in use")),
+            "port 7000 is already in use.",
+        ),
+        (
+            CannotListenError("::1", 7000, OSError(errno.EADDRINUSE, "in use")),
+            "port 7000 on ::1 is already in use.",
+        ),
+        (
+            CannotListenError(
+                None, "/run/chat.sock", OSError(errno.EACCES, os.strerror(errno.EACCES))
+            ),
+            "cannot listen on the socket /run/chat.sock: Permission denied.",
+        ),
+    ],
+)
+def test_a_refusal_to_listen_is_one_sentence(
+    error: CannotListenError, sentence: str
+) -> None:
+    assert cannot_listen(error) == sentence
 
 
 def test_make_service_serves_a_chat_factory_with_the_config() -> None:
