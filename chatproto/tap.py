@@ -7,13 +7,14 @@ import errno
 import importlib.util
 import re
 import resource
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from twisted.application import internet, service
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import TCP6ServerEndpoint, serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python import usage
@@ -364,7 +365,8 @@ class CannotStart(SystemExit, Exception):
 
     An Exception, so that twistd does what it does for a failed start: remove
     its pid file and, when it daemonized, report the failure to the waiting
-    parent (which prints "An error has occurred: ..." with this sentence).
+    parent (which prints "An error has occurred: ..." with this sentence, if
+    the address was free when _try_to_listen tried it before the fork).
     A SystemExit (status 1), so that when twistd raises it again, Python
     exits without a traceback."""
 
@@ -394,6 +396,36 @@ def cannot_listen(error: CannotListenError) -> str:
     return f"cannot listen on {where}: {text}."
 
 
+def _try_to_listen(endpoint: object) -> None:
+    """Bind, then free, the TCP address a daemon will listen on; raise
+    CannotListenError as Twisted would.
+
+    A daemon listens after twistd has forked and closed its stderr; twistd's
+    parent then reports a failure as "An error has occurred: b'...'" and a
+    pointer to the log. Tried here, before the fork, the reason is still ours
+    to tell. (A UNIX socket is left to the real listen.)"""
+    port = getattr(endpoint, "_port", None)  # TCP, TCP6 and SSL endpoints
+    interface = getattr(endpoint, "_interface", None)
+    if not isinstance(port, int) or not isinstance(interface, str):
+        return
+    ipv6 = isinstance(endpoint, TCP6ServerEndpoint)
+    with socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET) as probe:
+        # As Twisted does, so that a port in TIME_WAIT counts as free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((interface, port))
+        except OSError as e:
+            raise CannotListenError(interface, port, e) from None
+
+
+def _tell(sentence: str) -> None:
+    """Write C{sentence} to the terminal's stderr, even once twistd's logging
+    has taken sys.stderr over."""
+    if sys.__stderr__ is not None:
+        sys.__stderr__.write(f"twistd chat: {sentence}\n")
+        sys.__stderr__.flush()
+
+
 class _Listener(internet.StreamServerEndpointService):
     """Listens as twistd starts the server, and turns a refusal into a sentence.
 
@@ -410,11 +442,7 @@ class _Listener(internet.StreamServerEndpointService):
         except CannotListenError as e:
             sentence = cannot_listen(e)
             log.error("{sentence}", sentence=sentence)
-            # twistd's logging has taken sys.stderr over; the terminal is here.
-            # (A daemon's is /dev/null: its parent reports the sentence.)
-            if sys.__stderr__ is not None:
-                sys.__stderr__.write(f"twistd chat: {sentence}\n")
-                sys.__stderr__.flush()
+            _tell(sentence)  # a daemon's stderr is /dev/null: see _try_to_listen
             raise CannotStart(sentence) from None
 
 
@@ -458,5 +486,13 @@ def makeService(options: usage.Options, reactor: Any = None) -> service.IService
     # Stopped in reverse order: stop listening first, then say goodbye.
     _Shutdown(factory).setServiceParent(top)
     port = with_backlog(options["port"], config.max_connections)
-    _Listener(serverFromString(reactor, port), factory).setServiceParent(top)
+    endpoint = serverFromString(reactor, port)
+    twistd = options.parent  # None unless twistd runs us
+    if twistd is not None and not twistd.get("nodaemon", True):
+        try:
+            _try_to_listen(endpoint)
+        except CannotListenError as e:
+            _tell(cannot_listen(e))
+            raise SystemExit(1) from None
+    _Listener(endpoint, factory).setServiceParent(top)
     return top

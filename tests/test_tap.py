@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+from typing import Any
 
 import pytest
 from twisted.application.service import MultiService
@@ -12,7 +13,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.usage import UsageError
 
 from chatproto.server import ChatFactory, ServerConfig
-from chatproto.tap import Options, cannot_listen, makeService
+from chatproto.tap import CannotStart, Options, cannot_listen, makeService
 
 
 def parse(*argv: str) -> Options:
@@ -180,3 +181,28 @@ def test_the_listen_backlog_is_sized_for_the_connections(
     options = parse("--port", port, "--max-connections", "2000")
     makeService(options, reactor=reactor).startService()
     assert [listen[2] for listen in reactor.tcpServers] == [backlog]
+
+
+class RefusingReactor(MemoryReactorClock):
+    """A reactor whose every TCP port is taken."""
+
+    def listenTCP(self, port: int, *args: object, **kwargs: object) -> Any:
+        raise CannotListenError("127.0.0.1", port, OSError(errno.EADDRINUSE, "used"))
+
+
+def test_a_refusal_to_listen_ends_twistd_without_a_traceback(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """The sentence goes to the terminal's stderr; twistd cleans up after an
+    Exception out of the start, and Python exits quietly on a SystemExit:
+    CannotStart is both, with status 1."""
+    options = parse("--port", "tcp:7000:interface=127.0.0.1")
+    top = makeService(options, reactor=RefusingReactor())
+    with pytest.raises(CannotStart) as raised:
+        top.privilegedStartService()
+    assert isinstance(raised.value, Exception)
+    assert raised.value.code == 1
+    assert str(raised.value) == "port 7000 on 127.0.0.1 is already in use."
+    assert capfd.readouterr().err == (
+        "twistd chat: port 7000 on 127.0.0.1 is already in use.\n"
+    )

@@ -221,12 +221,11 @@ def port_in_use() -> Iterator[int]:
 def test_a_port_in_use_is_one_sentence_and_status_1(
     tmp_path: Path, port_in_use: int, form: str
 ) -> None:
-    """The daemon's waiting parent tells it in twistd's words, around ours."""
     port = f"tcp:{port_in_use}:interface=127.0.0.1"
     result = run_twistd(tmp_path, *FORMS[form], "chat", "--port", port)
-    assert_one_sentence(
-        result, f"port {port_in_use} on 127.0.0.1 is already in use.", 1
-    )
+    sentence = f"twistd chat: port {port_in_use} on 127.0.0.1 is already in use.\n"
+    assert_one_sentence(result, sentence, 1)
+    assert result.stderr == sentence.encode()
     assert not (tmp_path / "twistd.pid").exists()  # twistd cleaned up
 
 
