@@ -400,10 +400,11 @@ def _try_to_listen(endpoint: object) -> None:
     """Bind, then free, the TCP address a daemon will listen on; raise
     CannotListenError as Twisted would.
 
-    A daemon listens after twistd has forked and closed its stderr; twistd's
-    parent then reports a failure as "An error has occurred: b'...'" and a
-    pointer to the log. Tried here, before the fork, the reason is still ours
-    to tell. (A UNIX socket is left to the real listen.)"""
+    A daemon listens after twistd has forked and sent its stderr to
+    /dev/null; twistd's parent then reports a failure as "An error has
+    occurred: b'...'" and a pointer to the log. Tried here, before the fork,
+    the reason is still ours to tell on the terminal. (A UNIX socket is left
+    to the real listen.)"""
     port = getattr(endpoint, "_port", None)  # TCP, TCP6 and SSL endpoints
     interface = getattr(endpoint, "_interface", None)
     if not isinstance(port, int) or not isinstance(interface, str):
