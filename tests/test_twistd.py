@@ -253,3 +253,25 @@ def test_help_still_lists_every_option(tmp_path: Path) -> None:
         b"--redis=",
     ):
         assert option in result.stdout
+
+
+def test_the_venv_finds_the_plugin_of_this_tree_without_pythonpath(
+    tmp_path: Path,
+) -> None:
+    """make installs this directory in editable mode, its root on sys.path:
+    twistd finds twisted/plugins/ there, and runs this tree's code."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    code = "import chatproto.tap; print(chatproto.tap.__file__)"
+    where = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        env=env,
+        timeout=60,
+    )
+    assert where.stdout.decode().strip() == str(ROOT / "chatproto" / "tap.py")
+    result = subprocess.run(
+        twistd("chat", "--help"), cwd=tmp_path, capture_output=True, env=env, timeout=60
+    )
+    assert result.returncode == 0
+    assert b"--ping-interval=" in result.stdout
