@@ -12,7 +12,7 @@ ARGS ?=
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet --config-settings editable_mode=compat -e '.[test,redis]'
+	$(BIN)/pip install --quiet -e '.[test,redis]'
 	touch $@
 
 serve: $(BIN)/.installed

@@ -1,4 +1,4 @@
-"""The chat server: the wire protocol of PROTOCOL.md and the factory it shares.
+"""The chat server: the wire protocol of docs/protocol.md and the factory it shares.
 
 L{ChatServerProtocol} frames, limits and dispatches one connection's lines;
 L{ChatFactory} holds what connections share: the configuration, the clock,

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import importlib.util
 import re
 import resource
-from collections.abc import Callable
+import socket
+import sys
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-from twisted.application import service, strports
+from twisted.application import internet, service
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import TCP6ServerEndpoint, serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -316,12 +320,65 @@ class Options(usage.Options):
         from twisted.internet import reactor
 
         try:
-            serverFromString(reactor, self["port"])
+            endpoint = serverFromString(reactor, self["port"])
         except (ValueError, KeyError, TypeError) as e:
             raise usage.UsageError(
                 f"--port: {self['port']!r} is not an endpoint Twisted knows "
                 f"({e}); try tcp:7000 or a bare port number."
             ) from None
+        # TCP, TCP6 and SSL endpoints keep their port number here; Twisted
+        # accepts any integer, and the kernel's refusal would come only at
+        # listen time, after twistd has daemonized. (0 asks for any free port.)
+        number = getattr(endpoint, "_port", None)
+        if isinstance(number, int) and not 0 <= number <= 65535:
+            raise usage.UsageError(f"--port: {number} is not a port number (1-65535).")
+
+    def parseArgs(self, *args: str) -> None:
+        if args:
+            raise usage.UsageError(
+                f"{args[0]!r} is not an option; twistd chat takes options "
+                "only (twistd chat --help lists them)."
+            )
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """Parse, and when twistd is the caller, end a mistake with one sentence.
+
+        twistd answers a UsageError with the whole option list and then the
+        sentence, and exits 1; a user needs only the sentence. So under twistd
+        (which sets C{parent}) the sentence goes to stderr alone and the exit
+        status is 2, as for any usage error. Called from Python (the tests,
+        another program), the UsageError is raised for the caller."""
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            if self.parent is None:
+                raise
+            sys.stderr.write(f"twistd chat: {_usage_sentence(str(e))}\n")
+            raise SystemExit(2) from None
+
+
+# getopt's wording (usage.Options passes it on) -> ours.
+_GETOPT_ERRORS = [
+    (
+        re.compile(r"option (\S+) not recognized"),
+        "{} is not an option (twistd chat --help lists them).",
+    ),
+    (re.compile(r"option (\S+) requires argument"), "{} needs a value."),
+    (re.compile(r"option (\S+) must not have an argument"), "{} takes no value."),
+    (
+        re.compile(r"option (\S+) not a unique prefix"),
+        "{} is the start of several options; write the option whole.",
+    ),
+]
+
+
+def _usage_sentence(message: str) -> str:
+    """The user's mistake as one sentence, in our words where getopt's are terse."""
+    for pattern, sentence in _GETOPT_ERRORS:
+        match = pattern.fullmatch(message)
+        if match:
+            return sentence.format(match.group(1))
+    return message
 
 
 def _number(name: str, text: str, kind: type, least: float) -> float | int:
@@ -351,6 +408,93 @@ def _raise_file_limit(wanted: int) -> int:
     if soft == resource.RLIM_INFINITY:
         return wanted
     return max(1, min(wanted, soft - margin))
+
+
+class CannotStart(SystemExit, Exception):
+    """The server cannot start, for a reason told in one sentence.
+
+    An Exception, so that twistd does what it does for a failed start: remove
+    its pid file and, when it daemonized, report the failure to the waiting
+    parent (which prints "An error has occurred: ..." with this sentence, if
+    the address was free when _try_to_listen tried it before the fork).
+    A SystemExit (status 1), so that when twistd raises it again, Python
+    exits without a traceback."""
+
+    def __init__(self, sentence: str) -> None:
+        super().__init__(1)
+        self.sentence = sentence
+
+    def __str__(self) -> str:
+        return self.sentence
+
+
+def cannot_listen(error: CannotListenError) -> str:
+    """Why the server cannot listen, as one sentence naming the address."""
+    if error.interface is None:  # a UNIX socket: the port is its path
+        where = f"the socket {error.port}"
+    elif error.interface in ("", "0.0.0.0", "::"):
+        where = f"port {error.port}"
+    else:
+        where = f"port {error.port} on {error.interface}"
+    reason = error.socketError
+    code = getattr(reason, "errno", None)
+    if code == errno.EADDRINUSE:
+        return f"{where} is already in use."
+    if code == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {where}: this machine has no such address."
+    text = getattr(reason, "strerror", None) or str(reason)
+    return f"cannot listen on {where}: {text}."
+
+
+def _try_to_listen(endpoint: object) -> None:
+    """Bind, then free, the TCP address a daemon will listen on; raise
+    CannotListenError as Twisted would.
+
+    A daemon listens after twistd has forked and sent its stderr to
+    /dev/null; twistd's parent then reports a failure as "An error has
+    occurred: b'...'" and a pointer to the log. Tried here, before the fork,
+    the reason is still ours to tell on the terminal. (A UNIX socket is left
+    to the real listen.)"""
+    port = getattr(endpoint, "_port", None)  # TCP, TCP6 and SSL endpoints
+    interface = getattr(endpoint, "_interface", None)
+    if not isinstance(port, int) or not isinstance(interface, str):
+        return
+    ipv6 = isinstance(endpoint, TCP6ServerEndpoint)
+    with socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET) as probe:
+        # As Twisted does, so that a port in TIME_WAIT counts as free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((interface, port))
+        except OSError as e:
+            raise CannotListenError(interface, port, e) from None
+
+
+def _tell(sentence: str) -> None:
+    """Write C{sentence} to the terminal's stderr, even once twistd's logging
+    has taken sys.stderr over."""
+    if sys.__stderr__ is not None:
+        sys.__stderr__.write(f"twistd chat: {sentence}\n")
+        sys.__stderr__.flush()
+
+
+class _Listener(internet.StreamServerEndpointService):
+    """Listens as twistd starts the server, and turns a refusal into a sentence.
+
+    Twisted raises CannotListenError out of twistd, a traceback of some 37
+    lines. Here the reason is logged, written alone on stderr, and ends the
+    process through L{CannotStart}."""
+
+    # Fail at once, in privilegedStartService, rather than log later.
+    _raiseSynchronously = True
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            sentence = cannot_listen(e)
+            log.error("{sentence}", sentence=sentence)
+            _tell(sentence)  # a daemon's stderr is /dev/null: see _try_to_listen
+            raise CannotStart(sentence) from None
 
 
 class _Shutdown(service.Service):
@@ -393,5 +537,13 @@ def makeService(options: usage.Options, reactor: Any = None) -> service.IService
     # Stopped in reverse order: stop listening first, then say goodbye.
     _Shutdown(factory).setServiceParent(top)
     port = with_backlog(options["port"], config.max_connections)
-    strports.service(port, factory, reactor=reactor).setServiceParent(top)
+    endpoint = serverFromString(reactor, port)
+    twistd = options.parent  # None unless twistd runs us
+    if twistd is not None and not twistd.get("nodaemon", True):
+        try:
+            _try_to_listen(endpoint)
+        except CannotListenError as e:
+            _tell(cannot_listen(e))
+            raise SystemExit(1) from None
+    _Listener(endpoint, factory).setServiceParent(top)
     return top

@@ -1,4 +1,4 @@
-"""The lines the server sends, byte for byte (PROTOCOL.md).
+"""The lines the server sends, byte for byte (docs/protocol.md).
 
 The first group is fixed by the Ruby peer: its client matches some of these
 lines exactly, and exits on C{INVALID_NICK}, C{TAKEN} and C{BYE}. Everything

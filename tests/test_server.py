@@ -1,4 +1,4 @@
-"""The server's protocol, row by row of PROTOCOL.md §2–§5, with exact bytes.
+"""The server's protocol, as docs/protocol.md has it, with exact bytes.
 
 Each test drives the real factory over in-memory transports and a fake clock.
 """

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import resource
+from typing import Any
 
 import pytest
 from twisted.application.service import MultiService
+from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.usage import UsageError
 
 from chatproto.server import ChatFactory, ServerConfig
-from chatproto.tap import Options, _Shutdown, makeService
+from chatproto.tap import CannotStart, Options, _Shutdown, cannot_listen, makeService
 
 
 def parse(*argv: str) -> Options:
@@ -163,6 +167,38 @@ def test_bad_endpoint_is_explained() -> None:
     assert "tcp:7000" in str(raised.value)
 
 
+@pytest.mark.parametrize("port", ["70000", "tcp:70000", "tcp6:-1", "tcp:port=99999"])
+def test_a_port_beyond_65535_is_refused_before_listening(port: str) -> None:
+    with pytest.raises(UsageError) as raised:
+        parse("--port", port)
+    assert str(raised.value).endswith(" is not a port number (1-65535).")
+
+
+@pytest.mark.parametrize(
+    ("error", "sentence"),
+    [
+        (
+            CannotListenError("", 7000, OSError(errno.EADDRINUSE, "in use")),
+            "port 7000 is already in use.",
+        ),
+        (
+            CannotListenError("::1", 7000, OSError(errno.EADDRINUSE, "in use")),
+            "port 7000 on ::1 is already in use.",
+        ),
+        (
+            CannotListenError(
+                None, "/run/chat.sock", OSError(errno.EACCES, os.strerror(errno.EACCES))
+            ),
+            "cannot listen on the socket /run/chat.sock: Permission denied.",
+        ),
+    ],
+)
+def test_a_refusal_to_listen_is_one_sentence(
+    error: CannotListenError, sentence: str
+) -> None:
+    assert cannot_listen(error) == sentence
+
+
 def test_make_service_serves_a_chat_factory_with_the_config() -> None:
     options = parse("--port=tcp:0", "--max-line=100")
     top = makeService(options)
@@ -192,3 +228,28 @@ def test_the_listen_backlog_is_sized_for_the_connections(
     options = parse("--port", port, "--max-connections", "2000")
     makeService(options, reactor=reactor).startService()
     assert [listen[2] for listen in reactor.tcpServers] == [backlog]
+
+
+class RefusingReactor(MemoryReactorClock):
+    """A reactor whose every TCP port is taken."""
+
+    def listenTCP(self, port: int, *args: object, **kwargs: object) -> Any:
+        raise CannotListenError("127.0.0.1", port, OSError(errno.EADDRINUSE, "used"))
+
+
+def test_a_refusal_to_listen_ends_twistd_without_a_traceback(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """The sentence goes to the terminal's stderr; twistd cleans up after an
+    Exception out of the start, and Python exits quietly on a SystemExit:
+    CannotStart is both, with status 1."""
+    options = parse("--port", "tcp:7000:interface=127.0.0.1")
+    top = makeService(options, reactor=RefusingReactor())
+    with pytest.raises(CannotStart) as raised:
+        top.privilegedStartService()
+    assert isinstance(raised.value, Exception)
+    assert raised.value.code == 1
+    assert str(raised.value) == "port 7000 on 127.0.0.1 is already in use."
+    assert capfd.readouterr().err == (
+        "twistd chat: port 7000 on 127.0.0.1 is already in use.\n"
+    )

@@ -138,16 +138,140 @@ def test_sigterm_says_goodbye_and_exits(
     assert b"Traceback" not in output
 
 
-def test_bad_option_is_one_sentence_not_a_traceback(tmp_path: Path) -> None:
-    result = subprocess.run(
-        twistd("-n", "--pidfile=", "chat", "--max-line", "lots"),
-        cwd=tmp_path,
+def run_twistd(cwd: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """twistd run to its end, as a user types it; bounded in time."""
+    return subprocess.run(
+        twistd(*args),
+        cwd=cwd,
         capture_output=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         timeout=60,
     )
-    assert result.returncode != 0
-    assert (
-        b"--max-line takes a whole number, not 'lots'." in result.stderr + result.stdout
+
+
+# How a user starts the server: in the foreground with and without a pid
+# file, and as a daemon (whose pid file and log go to the test's directory).
+FOREGROUND = ("-n", "--pidfile=")
+FORMS = {
+    "foreground": FOREGROUND,
+    "foreground, pid file": ("-n",),
+    "daemon": ("--logfile=twistd.log",),
+}
+
+
+def assert_one_sentence(
+    result: subprocess.CompletedProcess[bytes], sentence: str, status: int
+) -> None:
+    """The sentence on stderr, the exit status, and neither a traceback nor
+    the option list anywhere."""
+    assert result.returncode == status
+    assert sentence.encode() in result.stderr
+    everything = result.stdout + result.stderr
+    assert b"Traceback" not in everything
+    assert b"--shutdown-timeout" not in everything  # the option list
+
+
+@pytest.mark.parametrize(
+    ("argv", "sentence"),
+    [
+        (["--bogus"], "twistd chat: --bogus is not an option"),
+        (
+            ["--ping-interval", "abc"],
+            "twistd chat: --ping-interval takes a number, not 'abc'.\n",
+        ),
+        (
+            ["--port", "tcp:70000"],
+            "twistd chat: --port: 70000 is not a port number (1-65535).\n",
+        ),
+        (
+            ["--max-line", "lots"],
+            "twistd chat: --max-line takes a whole number, not 'lots'.\n",
+        ),
+        (["--port"], "twistd chat: --port needs a value.\n"),
+        (["stray"], "twistd chat: 'stray' is not an option;"),
+    ],
+)
+def test_a_usage_mistake_is_one_sentence_and_status_2(
+    tmp_path: Path, argv: list[str], sentence: str
+) -> None:
+    result = run_twistd(tmp_path, *FOREGROUND, "chat", *argv)
+    assert_one_sentence(result, sentence, 2)
+    assert result.stderr.count(b"\n") == 1
+    assert result.stdout == b""
+
+
+@pytest.mark.parametrize("form", ["foreground, pid file", "daemon"])
+def test_a_usage_mistake_reads_the_same_in_every_form(
+    tmp_path: Path, form: str
+) -> None:
+    result = run_twistd(tmp_path, *FORMS[form], "chat", "--bogus")
+    assert_one_sentence(result, "twistd chat: --bogus is not an option", 2)
+    assert not (tmp_path / "twistd.pid").exists()
+
+
+@pytest.fixture
+def port_in_use() -> Iterator[int]:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield taken.getsockname()[1]
+
+
+@pytest.mark.parametrize("form", list(FORMS))
+def test_a_port_in_use_is_one_sentence_and_status_1(
+    tmp_path: Path, port_in_use: int, form: str
+) -> None:
+    port = f"tcp:{port_in_use}:interface=127.0.0.1"
+    result = run_twistd(tmp_path, *FORMS[form], "chat", "--port", port)
+    sentence = f"twistd chat: port {port_in_use} on 127.0.0.1 is already in use.\n"
+    assert_one_sentence(result, sentence, 1)
+    assert result.stderr == sentence.encode()
+    assert not (tmp_path / "twistd.pid").exists()  # twistd cleaned up
+
+
+def test_an_address_the_machine_lacks_is_one_sentence(tmp_path: Path) -> None:
+    # 192.0.2.0/24 is TEST-NET-1, reserved for documentation: nobody has it.
+    port = free_port()
+    result = run_twistd(
+        tmp_path, *FOREGROUND, "chat", "--port", f"tcp:{port}:interface=192.0.2.77"
     )
-    assert b"Traceback" not in result.stderr + result.stdout
+    assert_one_sentence(
+        result,
+        f"twistd chat: cannot listen on port {port} on 192.0.2.77: this machine "
+        "has no such address.\n",
+        1,
+    )
+
+
+def test_help_still_lists_every_option(tmp_path: Path) -> None:
+    result = run_twistd(tmp_path, "chat", "--help")
+    assert result.returncode == 0
+    for option in (
+        b"--port=",
+        b"--ping-interval=",
+        b"--shutdown-timeout=",
+        b"--redis=",
+    ):
+        assert option in result.stdout
+
+
+def test_the_venv_finds_the_plugin_of_this_tree_without_pythonpath(
+    tmp_path: Path,
+) -> None:
+    """make installs this directory in editable mode, its root on sys.path:
+    twistd finds twisted/plugins/ there, and runs this tree's code."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    code = "import chatproto.tap; print(chatproto.tap.__file__)"
+    where = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        env=env,
+        timeout=60,
+    )
+    assert where.stdout.decode().strip() == str(ROOT / "chatproto" / "tap.py")
+    result = subprocess.run(
+        twistd("chat", "--help"), cwd=tmp_path, capture_output=True, env=env, timeout=60
+    )
+    assert result.returncode == 0
+    assert b"--ping-interval=" in result.stdout
