@@ -45,12 +45,14 @@ Time, always read from the injected clock (L{Timings} holds the numbers):
 
 What the client cannot deliver, it says: chatproto's server answers a line
 it does not take with an C{Erreur ...} line (unknown command, absent user for
-a private line, internal error...): each one counts as one line lost, and
-the session, which goes on, ends as a failure. A cut for flooding ends it at
-once, counting the lines never sent. A nickname refused because the cluster
-is unavailable (C{Erreur : inscription impossible pour le moment...}) is
-tried again, waiting 0.5 s, then 1 s, 2 s, up to 4 s between tries, for
-C{timeout} seconds in all, and then the session ends as a failure.
+a private line, internal error...), and a line sent before registering with
+the welcome again (so does the Ruby server): each one counts as one line
+lost, and the session, which goes on, ends as a failure. A cut for flooding
+ends it at once, counting the lines never sent. A nickname refused because
+the cluster is unavailable (C{Erreur : inscription impossible pour le
+moment...}) is tried again, waiting 0.5 s, then 1 s, 2 s, up to 4 s between
+tries, for C{timeout} seconds in all, and then the session ends as a
+failure.
 
 Leaving (L{ChatClientProtocol.quit}) depends on where registration stands:
 
@@ -450,6 +452,7 @@ class ChatClientProtocol(LineReceiver):
         self._linger_timer: IDelayedCall | None = None
         self._outage_since: float | None = None
         self._outage_tries = 0
+        self._early = 0  # lines sent while the server waits for /pseudo
 
     # -- What the user does -------------------------------------------------
 
@@ -588,14 +591,11 @@ class ChatClientProtocol(LineReceiver):
         self._queue.clear()
         ok, why = self._outcome or self._judge_loss(reason)
         if ok and self.undelivered:
+            # Left cleanly, yet the server refused some lines: a failure.
             n = self.undelivered
-            ok, why = (
-                False,
-                (
-                    f"{why[:-1]}, but {n} line{' was' if n == 1 else 's were'} not"
-                    " delivered (see the server's error lines)."
-                ),
-            )
+            lines = f"{n} line{' was' if n == 1 else 's were'}"
+            why = f"{why.removesuffix('.')}, but {lines} not delivered"
+            ok, why = False, why + " (the server refused them)."
         self.view.show(Disconnected(ok=ok, reason=why))
 
     # -- Incoming lines --------------------------------------------------------
@@ -617,7 +617,8 @@ class ChatClientProtocol(LineReceiver):
             self.stage = Stage.WELCOMED
         registered = self.stage is Stage.REGISTERED
         if text in WELCOMES:
-            self._welcome(text)
+            if self._welcome(text):
+                return
         elif text in PROMPTS and not registered:
             self.stage = Stage.PROMPTED
             self._emit(NicknamePrompt(lines=lines))
@@ -677,19 +678,31 @@ class ChatClientProtocol(LineReceiver):
             # Deconnexion (or the close) answers /quit.
             self._answered()
 
-    def _welcome(self, text: str) -> None:
+    def _welcome(self, text: str) -> bool:
+        """Tell whether this welcome answers a line sent before registering
+        (and so not what the client waits for)."""
         if self.dialect is not Dialect.CHATPROTO:
             self.dialect = WELCOMES[text]
         if self.dialect is Dialect.SEED:
             self.pacing = False  # spaced by send_interval instead
         self._emit(Welcome(lines=(text,)))
-        if self._quit_sent and self.stage is not Stage.REGISTERED:
+        if self.stage is Stage.REGISTERED:
+            return False
+        if self._early:
+            # The answer to a line sent before registering (PROTOCOL.md §2):
+            # nobody received it. The server answers in order, so where the
+            # registration stands does not change.
+            self._early -= 1
+            self.undelivered += 1
+            return True
+        if self._quit_sent:
             # The Ruby server answers every line but /pseudo with its welcome
             # before registration: there is no session there to end.
             self._set_outcome(True, "Left the chat before registering.")
             self._close()
-        elif self.stage is not Stage.REGISTERED:
+        else:
             self.stage = Stage.WELCOMED
+        return False
 
     def _refused(self, text: str) -> None:
         taken = text in TAKEN
@@ -932,6 +945,8 @@ class ChatClientProtocol(LineReceiver):
             self._write(item)
             self._await("an answer to the nickname")
         else:
+            if self.stage is Stage.WELCOMED and self.dialect is not Dialect.SEED:
+                self._early += 1  # answered with the welcome again
             self._write(item)
 
     def _dispatch_register(self, nickname: str) -> None:

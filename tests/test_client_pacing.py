@@ -23,6 +23,7 @@ from chatproto.clientproto import (
     ChatClientFactory,
     ChatClientProtocol,
     Dialect,
+    Disconnected,
     Event,
     Timings,
     TokenBucket,
@@ -279,8 +280,7 @@ def test_error_lines_make_the_status_1_and_the_session_goes_on(chat: Chat) -> No
     assert ended == [
         (
             1,
-            "Left the chat, but 2 lines were not delivered (see the server's"
-            " error lines).",
+            "Left the chat, but 2 lines were not delivered (the server refused them).",
         )
     ]
     assert isinstance(session.ui, UI)
@@ -352,3 +352,47 @@ def test_events_are_shown_during_an_outage(chat: Chat) -> None:
         == ("Erreur : inscription impossible pour le moment, réessayez plus tard",)
     ]
     assert len(refusals) == 2
+
+
+def test_a_line_sent_before_registering_is_not_delivered(chat: Chat) -> None:
+    """The server answers a line sent before registering with its welcome
+    again: nobody got it, so the end says so, status 1."""
+    _, loopback, ended = pipe_session(chat, ["hello", "/pseudo bob", "fine"])
+    loopback.run(2)
+    assert ended == [
+        (
+            1,
+            "Left the chat, but 1 line was not delivered (the server refused them).",
+        )
+    ]
+    _, loopback, ended = pipe_session(Chat(), ["hello"])
+    loopback.run(2)
+    assert ended == [
+        (
+            1,
+            "Left the chat, but 1 line was not delivered (the server refused them).",
+        )
+    ]
+
+
+def test_the_ruby_welcome_after_an_early_line_then_after_quit() -> None:
+    """The Ruby server answers both a line and /quit before registration
+    with its welcome: the first is the lost line, the second the goodbye."""
+    view = UI()
+    proto = ChatClientFactory(view, Clock()).buildProtocol(None)
+    transport = StringTransportWithDisconnection()
+    transport.protocol = proto
+    proto.makeConnection(transport)
+    proto.dataReceived(RUBY_WELCOME)
+    proto.send("hello")
+    proto.quit()
+    assert transport.value() == b"hello\n/quit\n"
+    proto.dataReceived(RUBY_WELCOME)
+    assert transport.connected
+    proto.dataReceived(RUBY_WELCOME)
+    assert not transport.connected
+    assert view.events[-1] == Disconnected(
+        ok=False,
+        reason="Left the chat before registering, but 1 line was not delivered"
+        " (the server refused them).",
+    )
