@@ -424,7 +424,8 @@ class ChatClientProtocol(LineReceiver):
         #: Pace the lines written for the user with C{bucket}: until the
         #: server is known not to need it (see the module docstring).
         self.pacing = True
-        #: Lines of the user the server answered with an error line.
+        #: Lines of the user the server refused: answered with an error
+        #: line, or before registration with the welcome again.
         self.undelivered = 0
         self.stage = Stage.CONNECTED
         self.dialect = Dialect.UNKNOWN
@@ -738,12 +739,13 @@ class ChatClientProtocol(LineReceiver):
         self.leaving = True
         self._cancel("_answer_timer")
         self._awaiting = None
-        lost = f"{unsent} line{'' if unsent == 1 else 's'} never sent"
-        self._outcome = (
-            False,
-            f"The server disconnected the client for sending too fast: {lost},"
-            " and the last lines sent may be lost too.",
-        )
+        why = "The server disconnected the client for sending too fast"
+        if unsent:
+            lines = f"{unsent} line{'' if unsent == 1 else 's'}"
+            why += f": {lines} never sent, and the last lines sent may be lost too."
+        else:
+            why += ": the last lines sent may not have been delivered."
+        self._outcome = (False, why)
         self._emit(Notice(lines=(text,)))
         self._close()
 

@@ -396,3 +396,25 @@ def test_the_ruby_welcome_after_an_early_line_then_after_quit() -> None:
         reason="Left the chat before registering, but 1 line was not delivered"
         " (the server refused them).",
     )
+
+
+def test_cut_for_flooding_with_nothing_waiting_still_says_so() -> None:
+    """Cut while no line waits here: status 1 all the same, and the
+    sentence says the last lines may be lost."""
+    view = UI()
+    proto = ChatClientFactory(view, Clock()).buildProtocol(None)
+    transport = StringTransportWithDisconnection()
+    transport.protocol = proto
+    proto.makeConnection(transport)
+    proto.dataReceived(RUBY_WELCOME)
+    proto.send("/pseudo bob")
+    proto.dataReceived(b"Bienvenue bob\n" + RUBY_LIST)
+    proto.send("hello")
+    proto.quit()
+    proto.dataReceived("Trop de messages trop vite : vous êtes déconnecté\n".encode())
+    assert not transport.connected
+    assert view.events[-1] == Disconnected(
+        ok=False,
+        reason="The server disconnected the client for sending too fast: the"
+        " last lines sent may not have been delivered.",
+    )
