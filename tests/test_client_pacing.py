@@ -139,6 +139,17 @@ def pipe_session(
     return session, loopback, ended
 
 
+def connected(
+    view: UI,
+) -> tuple[ChatClientProtocol, StringTransportWithDisconnection]:
+    """A client protocol alone on a StringTransport, for scripted bytes."""
+    proto = ChatClientFactory(view, Clock()).buildProtocol(None)
+    transport = StringTransportWithDisconnection()
+    transport.protocol = proto
+    proto.makeConnection(transport)
+    return proto, transport
+
+
 def public_texts(data: bytes) -> list[str]:
     return [
         line.split(b"-bob: ", 1)[1].decode()
@@ -199,12 +210,8 @@ def test_a_paste_is_split_into_lines_and_each_is_paced() -> None:
 def test_pongs_are_never_paced() -> None:
     """A ping is answered at once even when the user's lines wait their
     turn: the server does not count the pong."""
-    clock = Clock()
     view = UI()
-    proto = ChatClientFactory(view, clock).buildProtocol(None)
-    transport = StringTransportWithDisconnection()
-    transport.protocol = proto
-    proto.makeConnection(transport)
+    proto, transport = connected(view)
     proto.dataReceived(RUBY_WELCOME)
     proto.register("bob")
     proto.dataReceived(RUBY_PROMPT)
@@ -221,11 +228,7 @@ def test_pongs_are_never_paced() -> None:
 def test_no_pacing_once_the_server_shows_it_is_the_ruby_one() -> None:
     """The Ruby server registers with the user list alone (no 'Bienvenue
     NICK') and has no flood control: the client then sends at once."""
-    clock = Clock()
-    proto = ChatClientFactory(UI(), clock).buildProtocol(None)
-    transport = StringTransportWithDisconnection()
-    transport.protocol = proto
-    proto.makeConnection(transport)
+    proto, transport = connected(UI())
     proto.dataReceived(RUBY_WELCOME)
     proto.register("bob")
     proto.dataReceived(RUBY_PROMPT)
@@ -379,10 +382,7 @@ def test_the_ruby_welcome_after_an_early_line_then_after_quit() -> None:
     """The Ruby server answers both a line and /quit before registration
     with its welcome: the first is the lost line, the second the goodbye."""
     view = UI()
-    proto = ChatClientFactory(view, Clock()).buildProtocol(None)
-    transport = StringTransportWithDisconnection()
-    transport.protocol = proto
-    proto.makeConnection(transport)
+    proto, transport = connected(view)
     proto.dataReceived(RUBY_WELCOME)
     proto.send("hello")
     proto.quit()
@@ -402,10 +402,7 @@ def test_cut_for_flooding_with_nothing_waiting_still_says_so() -> None:
     """Cut while no line waits here: status 1 all the same, and the
     sentence says the last lines may be lost."""
     view = UI()
-    proto = ChatClientFactory(view, Clock()).buildProtocol(None)
-    transport = StringTransportWithDisconnection()
-    transport.protocol = proto
-    proto.makeConnection(transport)
+    proto, transport = connected(view)
     proto.dataReceived(RUBY_WELCOME)
     proto.send("/pseudo bob")
     proto.dataReceived(b"Bienvenue bob\n" + RUBY_LIST)
