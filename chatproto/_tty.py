@@ -68,17 +68,26 @@ class TtyUI:
     def __init__(self, session: Session) -> None:
         self.session = session
         self.nickname: str | None = None
+        # Redrawn twice a second, so that the count of lines waiting their
+        # turn (the client paces what it sends) follows the sending.
         self.prompt: PromptSession[str] = PromptSession(
-            message=self._message, history=InMemoryHistory(), style=STYLE
+            message=self._message,
+            history=InMemoryHistory(),
+            style=STYLE,
+            refresh_interval=0.5,
         )
         self._task: asyncio.Future[None] | None = None
 
     def _message(self) -> FormattedText:
         if self.session.reasking:
             return FormattedText([("class:prompt", "nickname: ")])
-        if self.nickname:
-            return FormattedText([("class:prompt", f"{self.nickname}> ")])
-        return FormattedText([("class:prompt", "> ")])
+        waiting = self.session.waiting
+        fragments: Fragments = []
+        if waiting:
+            lines = f"{waiting} line{'' if waiting == 1 else 's'} waiting"
+            fragments.append(("class:client", f"({lines}) "))
+        fragments.append(("class:prompt", f"{self.nickname or ''}> "))
+        return FormattedText(fragments)
 
     def show(self, event: Event) -> None:
         if isinstance(event, Registered):

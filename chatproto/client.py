@@ -13,10 +13,16 @@ Two user interfaces render the protocol's events:
    written to standard output as it came (made harmless), one per line; at
    the end of input the client sends C{/quit} and waits for the answer.
 
+Both pace what the user sends to chatproto's server (its flood control
+would cut a paste or a piped file): see L{chatproto.clientproto}.
+
 Exit status: 0 after a C{/quit} the server acknowledged (or leaving before
-registering); 1, with one sentence on standard error, when the server
-refuses the nickname (in a pipe), ends the session, closes, cannot be reached
-or stops answering; 2 for a usage error.
+registering), when no line of the user was refused; 1, with one sentence on
+standard error, when the server refuses the nickname (in a pipe), cannot
+register it because its cluster stays unavailable for C{--timeout}, cuts the
+client for flooding, answered some of the user's lines with an error line
+(the session goes on; the sentence at the end counts them), ends the
+session, closes, cannot be reached or stops answering; 2 for a usage error.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from chatproto.clientproto import (
     Refused,
     Registered,
     Timings,
+    TokenBucket,
     seconds,
 )
 
@@ -114,9 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=(
             "Commands go to the server: /pseudo, /list, msg NICK TEXT, /quit."
-            " Exit status: 0 after a /quit the server acknowledged, 1 when the"
-            " server refuses the nickname, ends the session, closes, cannot be"
-            " reached or stops answering, 2 for a usage error."
+            " Lines go out at most 4 at once, then 1.9 a second, under chatproto's"
+            " flood control. Exit status: 0 after a /quit the server acknowledged"
+            " with every line taken; 1 when the server refuses the nickname,"
+            " cannot register it (cluster unavailable for --timeout), cuts the"
+            " client for flooding, answers lines with an error, ends the session,"
+            " closes, cannot be reached or stops answering; 2 for a usage error."
         ),
     )
     parser.add_argument(
@@ -153,8 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=(
             "how long to wait for an answer the client needs: the connection,"
-            " the welcome, the nickname prompt and verdict, the answer to /quit"
-            " (default: 10)"
+            " the welcome, the nickname prompt and verdict, the answer to /quit;"
+            " also how long to keep trying a nickname while the server's cluster"
+            " cannot register it (default: 10)"
         ),
     )
     return parser
@@ -245,6 +256,9 @@ class Session:
         self.timings = timings or Timings()
         self.nickname = nickname
         self.reask = reask
+        # One for all the connections: chatproto's server remembers what an
+        # address spent, so reconnecting does not refill the burst.
+        self.bucket = TokenBucket(self.timings.burst, self.timings.rate)
         self.ui: ClientUI | None = None
         self.done: Deferred[tuple[int, str | None]] = Deferred()
         self.leaving = False
@@ -258,11 +272,25 @@ class Session:
     def start(self) -> None:
         self._connect(self.nickname)
 
+    @property
+    def waiting(self) -> int:
+        """How many of the user's lines wait to be sent (pacing, or an
+        answer the client waits for)."""
+        if self._protocol is None:
+            return len(self._pending)
+        return self._protocol.waiting
+
     # -- What the user does --
 
     def user_line(self, text: str) -> None:
         """A line the user typed (or piped)."""
         if self.done.called or self.leaving:
+            return
+        if "\n" in text:
+            # A paste on a terminal: each of its lines is one line, paced
+            # and counted as such (and a /quit among them leaves).
+            for line in text.split("\n"):
+                self.user_line(line.removesuffix("\r"))
             return
         if text.strip() == "/quit":
             self.user_quit()
@@ -301,7 +329,9 @@ class Session:
     def _connect(self, nickname: str | None) -> None:
         self._attempt += 1
         attempt = self._attempt
-        factory = ChatClientFactory(_Relay(self, attempt), self.clock, self.timings)
+        factory = ChatClientFactory(
+            _Relay(self, attempt), self.clock, self.timings, self.bucket
+        )
         connecting = self.endpoint.connect(factory)
         connecting.addTimeout(self.timings.timeout, self.clock)
         connecting.addCallbacks(

@@ -31,6 +31,28 @@ Time, always read from the injected clock (L{Timings} holds the numbers):
    takes each chunk for one message, so two lines that arrive together
    become one garbled message. With that server, known by its lower-case
    welcome, the client writes one line per TCP segment and spaces them.
+ - C{burst} and C{rate}: chatproto's server lets a connection send 5 lines
+   at once, then 2 a second, queues a few more and disconnects a client that
+   sends beyond that (C{Trop de messages trop vite}). So the client paces
+   every line it writes for the user (registration and C{/quit} included,
+   never a C{pong}) with a L{TokenBucket} a little slower than that: a
+   paste or a piped file goes out whole, in order, at the rate the server
+   takes. The Ruby server has no flood control and reads as fast as lines
+   come, so once the registration shows it is that server (a user list
+   block with no C{Bienvenue NICK} before it) the client stops pacing;
+   until then it cannot tell the two apart (same welcome, same prompt) and
+   paces, which costs nothing within the burst.
+
+What the client cannot deliver, it says: chatproto's server answers a line
+it does not take with an C{Erreur ...} line (unknown command, absent user for
+a private line, internal error...), and a line sent before registering with
+the welcome again (so does the Ruby server): each one counts as one line
+lost, and the session, which goes on, ends as a failure. A cut for flooding
+ends it at once, counting the lines never sent. A nickname refused because
+the cluster is unavailable (C{Erreur : inscription impossible pour le
+moment...}) is tried again, waiting 0.5 s, then 1 s, 2 s, up to 4 s between
+tries, for C{timeout} seconds in all, and then the session ends as a
+failure.
 
 Leaving (L{ChatClientProtocol.quit}) depends on where registration stands:
 
@@ -67,6 +89,8 @@ from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
+from chatproto import wire
+
 __all__ = [
     "NICKNAME",
     "ChatClientFactory",
@@ -86,6 +110,7 @@ __all__ = [
     "Registered",
     "Stage",
     "Timings",
+    "TokenBucket",
     "UserList",
     "Welcome",
     "sanitize",
@@ -228,7 +253,7 @@ class Disconnected(Event):
     """The connection is closed; always the last event.
 
     @ivar ok: the user left, and the server acknowledged C{/quit} (or the
-        user left before registering).
+        user left before registering), and no line of the user was refused.
     @ivar reason: one sentence for the user.
     """
 
@@ -249,8 +274,11 @@ class Dialect(enum.Enum):
     """Which family of server this is, known from its welcome line."""
 
     UNKNOWN = "unknown"
-    #: The Ruby server and chatproto's own (same welcome, same lines).
+    #: The Ruby server or chatproto's own (same welcome, same prompt):
+    #: registration tells them apart.
     RUBY = "ruby"
+    #: chatproto's own server, known by its C{Bienvenue NICK} greeting.
+    CHATPROTO = "chatproto"
     #: The seed's C{projet.py}: lower-case welcome, no pings, chunk framing.
     SEED = "seed"
 
@@ -293,6 +321,10 @@ DEPARTURE = re.compile(_TIME + r"Déconnection de (?P<nick>.*)")
 JOINED = re.compile(_TIME + r"Connexion de (?P<nick>\S+)")
 PUBLIC = re.compile(_TIME + r"(?P<sender>\S+?): (?P<text>.*)")
 STAMPED = re.compile(_TIME)
+#: How chatproto's server answers a line it did not take (wire.py).
+ERROR = re.compile(r"Erreur\b")
+UNAVAILABLE = wire.UNAVAILABLE
+FLOOD = wire.FLOOD
 
 
 @dataclass(frozen=True)
@@ -304,6 +336,51 @@ class Timings:
     missed_pings: int = 3
     send_interval: float = 0.05
     linger: float = 2.0
+    #: chatproto's server takes 5 lines at once, then 2 a second: the client
+    #: keeps a margin under both (a clock that runs a little fast, a server
+    #: that remembers what an earlier connection from the address spent).
+    burst: int = 4
+    rate: float = 1.9
+    #: The first wait before trying a nickname again after a cluster outage;
+    #: it doubles with each try, up to C{retry_max}.
+    retry_first: float = 0.5
+    retry_max: float = 4.0
+
+
+class TokenBucket:
+    """The client's side of a server's flood control: C{burst} lines at
+    once, then C{rate} lines a second.
+
+    A L{Session} keeps one for all its connections, because chatproto's
+    server remembers what an address spent: a reconnection does not refill
+    the burst.
+    """
+
+    def __init__(self, burst: int, rate: float) -> None:
+        self.burst = float(burst)
+        self.rate = rate
+        self.tokens = float(burst)
+        self._at: float | None = None
+
+    def _refill(self, now: float) -> None:
+        if self._at is not None:
+            self.tokens = min(self.burst, self.tokens + (now - self._at) * self.rate)
+        self._at = now
+
+    def wait(self, now: float) -> float:
+        """How long before the next line may go (0: now)."""
+        self._refill(now)
+        # A thousandth of a line is close enough: clocks count seconds
+        # since 1970, whose float steps (0.2 microseconds) would otherwise
+        # leave a wait too short to move the clock, forever.
+        if self.tokens >= 1 - 1e-3:
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+    def spend(self, now: float) -> None:
+        """A line went."""
+        self._refill(now)
+        self.tokens -= 1
 
 
 class _Quit:
@@ -334,11 +411,22 @@ class ChatClientProtocol(LineReceiver):
     MAX_LENGTH = 65536
 
     def __init__(
-        self, view: ChatView, clock: IReactorTime, timings: Timings | None = None
+        self,
+        view: ChatView,
+        clock: IReactorTime,
+        timings: Timings | None = None,
+        bucket: TokenBucket | None = None,
     ) -> None:
         self.view = view
         self.clock = clock
         self.timings = timings or Timings()
+        self.bucket = bucket or TokenBucket(self.timings.burst, self.timings.rate)
+        #: Pace the lines written for the user with C{bucket}: until the
+        #: server is known not to need it (see the module docstring).
+        self.pacing = True
+        #: Lines of the user the server refused: answered with an error
+        #: line, or before registration with the welcome again.
+        self.undelivered = 0
         self.stage = Stage.CONNECTED
         self.dialect = Dialect.UNKNOWN
         self.nickname: str | None = None
@@ -363,6 +451,9 @@ class ChatClientProtocol(LineReceiver):
         self._send_timer: IDelayedCall | None = None
         self._watchdog: IDelayedCall | None = None
         self._linger_timer: IDelayedCall | None = None
+        self._outage_since: float | None = None
+        self._outage_tries = 0
+        self._early = 0  # lines sent while the server waits for /pseudo
 
     # -- What the user does -------------------------------------------------
 
@@ -382,6 +473,11 @@ class ChatClientProtocol(LineReceiver):
             return
         self._queue.append(_Register(nickname))
         self._pump()
+
+    @property
+    def waiting(self) -> int:
+        """How many of the user's lines wait to be sent."""
+        return sum(isinstance(item, str) for item in self._queue)
 
     @property
     def can_register(self) -> bool:
@@ -495,6 +591,12 @@ class ChatClientProtocol(LineReceiver):
             self._cancel(timer)
         self._queue.clear()
         ok, why = self._outcome or self._judge_loss(reason)
+        if ok and self.undelivered:
+            # Left cleanly, yet the server refused some lines: a failure.
+            n = self.undelivered
+            lines = f"{n} line{' was' if n == 1 else 's were'}"
+            why = f"{why.removesuffix('.')}, but {lines} not delivered"
+            ok, why = False, why + " (the server refused them)."
         self.view.show(Disconnected(ok=ok, reason=why))
 
     # -- Incoming lines --------------------------------------------------------
@@ -516,7 +618,8 @@ class ChatClientProtocol(LineReceiver):
             self.stage = Stage.WELCOMED
         registered = self.stage is Stage.REGISTERED
         if text in WELCOMES:
-            self._welcome(text)
+            if self._welcome(text):
+                return
         elif text in PROMPTS and not registered:
             self.stage = Stage.PROMPTED
             self._emit(NicknamePrompt(lines=lines))
@@ -526,6 +629,11 @@ class ChatClientProtocol(LineReceiver):
             self._refused(text)
         elif text in GOODBYES:
             self._goodbye(text)
+        elif text == FLOOD:
+            self._flooded(text)
+            return
+        elif text == UNAVAILABLE and self.stage is Stage.NICK_SENT:
+            self._unavailable(text)
         elif not registered and (greeting := GREETING.fullmatch(text)):
             self._registered(greeting["nick"], lines)
         elif RULE.fullmatch(text):
@@ -563,22 +671,39 @@ class ChatClientProtocol(LineReceiver):
             if self.stage is Stage.ASKED:
                 # Another wording of the prompt: the server waits for a nickname.
                 self.stage = Stage.PROMPTED
+            if ERROR.match(text):
+                self.undelivered += 1
             self._emit(Notice(lines=lines))
         if not self._quit_sent:
             # Any line answers the welcome, /pseudo or the nickname; only
             # Deconnexion (or the close) answers /quit.
             self._answered()
 
-    def _welcome(self, text: str) -> None:
-        self.dialect = WELCOMES[text]
+    def _welcome(self, text: str) -> bool:
+        """Tell whether this welcome answers a line sent before registering
+        (and so not what the client waits for)."""
+        if self.dialect is not Dialect.CHATPROTO:
+            self.dialect = WELCOMES[text]
+        if self.dialect is Dialect.SEED:
+            self.pacing = False  # spaced by send_interval instead
         self._emit(Welcome(lines=(text,)))
-        if self._quit_sent and self.stage is not Stage.REGISTERED:
+        if self.stage is Stage.REGISTERED:
+            return False
+        if self._early:
+            # The answer to a line sent before registering (PROTOCOL.md §2):
+            # nobody received it. The server answers in order, so where the
+            # registration stands does not change.
+            self._early -= 1
+            self.undelivered += 1
+            return True
+        if self._quit_sent:
             # The Ruby server answers every line but /pseudo with its welcome
             # before registration: there is no session there to end.
             self._set_outcome(True, "Left the chat before registering.")
             self._close()
-        elif self.stage is not Stage.REGISTERED:
+        else:
             self.stage = Stage.WELCOMED
+        return False
 
     def _refused(self, text: str) -> None:
         taken = text in TAKEN
@@ -607,11 +732,65 @@ class ChatClientProtocol(LineReceiver):
         # The Ruby server never closes after Deconnexion: close here.
         self._close()
 
+    def _flooded(self, text: str) -> None:
+        """Cut for flooding: the server closes; whatever waits here is lost."""
+        unsent = self.waiting
+        self._queue.clear()
+        self.leaving = True
+        self._cancel("_answer_timer")
+        self._awaiting = None
+        why = "The server disconnected the client for sending too fast"
+        if unsent:
+            lines = f"{unsent} line{'' if unsent == 1 else 's'}"
+            why += f": {lines} never sent, and the last lines sent may be lost too."
+        else:
+            why += ": the last lines sent may not have been delivered."
+        self._outcome = (False, why)
+        self._emit(Notice(lines=(text,)))
+        self._close()
+
+    def _unavailable(self, text: str) -> None:
+        """The cluster could not register the nickname: the server waits
+        for another try, which may succeed once the outage ends."""
+        nickname, self._candidate = self._candidate, ""
+        self.stage = Stage.PROMPTED
+        self._emit(Notice(lines=(text,)))
+        now = self.clock.seconds()
+        if self._outage_since is None:
+            self._outage_since = now
+        self._outage_tries += 1
+        delay = min(
+            self.timings.retry_first * 2 ** (self._outage_tries - 1),
+            self.timings.retry_max,
+        )
+        if now + delay - self._outage_since > self.timings.timeout:
+            tries = self._outage_tries
+            self._outcome = (
+                False,
+                f"The server could not register the nickname {nickname!r}:"
+                f" registration stayed unavailable for"
+                f" {seconds(now - self._outage_since)}"
+                f" ({tries} tr{'y' if tries == 1 else 'ies'}).",
+            )
+            self.give_up()
+            return
+        # The nickname goes first, after the wait (which holds the queue).
+        self._queue.appendleft(nickname)
+        self._cancel("_send_timer")
+        self._send_timer = self.clock.callLater(delay, self._paced)
+
     def _registered(self, nickname: str, lines: tuple[str, ...]) -> None:
         self.stage = Stage.REGISTERED
         self._candidate = ""
         self.nickname = nickname
         self._outcome = None
+        self._outage_since = None
+        self._outage_tries = 0
+        if lines and self.dialect is Dialect.RUBY:
+            self.dialect = Dialect.CHATPROTO
+        elif not lines and self.dialect is Dialect.RUBY:
+            # Only the user list: the Ruby server, which has no flood control.
+            self.pacing = False
         self._emit(Registered(lines=lines, nickname=nickname))
 
     def _extend_block(self, text: str) -> bool:
@@ -733,7 +912,10 @@ class ChatClientProtocol(LineReceiver):
                 return
             if self._send_timer is not None:
                 return
-            delay = self._next_write - self.clock.seconds()
+            now = self.clock.seconds()
+            delay = self._next_write - now
+            if self.pacing:
+                delay = max(delay, self.bucket.wait(now))
             if delay > 0:
                 self._send_timer = self.clock.callLater(delay, self._paced)
                 return
@@ -757,9 +939,16 @@ class ChatClientProtocol(LineReceiver):
             self._candidate = item.strip()
             self._write(item)
             self._await("an answer to the nickname")
+        elif self.stage is Stage.WELCOMED and item.startswith("/pseudo "):
+            # The shortcut: the next line must wait for the verdict, as
+            # after a nickname on its own line.
+            self.stage = Stage.NICK_SENT
+            self._candidate = item.removeprefix("/pseudo ").strip()
+            self._write(item)
+            self._await("an answer to the nickname")
         else:
-            if self.stage is Stage.WELCOMED and item.startswith("/pseudo "):
-                self._candidate = item.removeprefix("/pseudo ").strip()
+            if self.stage is Stage.WELCOMED and self.dialect is not Dialect.SEED:
+                self._early += 1  # answered with the welcome again
             self._write(item)
 
     def _dispatch_register(self, nickname: str) -> None:
@@ -795,6 +984,8 @@ class ChatClientProtocol(LineReceiver):
     def _write(self, line: str) -> None:
         assert self.transport is not None
         self.transport.write(line.encode("utf-8", "replace") + self.delimiter)
+        if self.pacing:
+            self.bucket.spend(self.clock.seconds())
         if self.dialect is Dialect.SEED:
             self._next_write = self.clock.seconds() + self.timings.send_interval
 
@@ -850,13 +1041,18 @@ class ChatClientFactory(ClientFactory):
     clock and timings."""
 
     def __init__(
-        self, view: ChatView, clock: IReactorTime, timings: Timings | None = None
+        self,
+        view: ChatView,
+        clock: IReactorTime,
+        timings: Timings | None = None,
+        bucket: TokenBucket | None = None,
     ) -> None:
         self.view = view
         self.clock = clock
         self.timings = timings or Timings()
+        self.bucket = bucket
 
     def buildProtocol(self, addr: object) -> ChatClientProtocol:
-        proto = ChatClientProtocol(self.view, self.clock, self.timings)
+        proto = ChatClientProtocol(self.view, self.clock, self.timings, self.bucket)
         proto.factory = self
         return proto

@@ -119,6 +119,33 @@ def test_pipe_session(server: OurServer) -> None:
     assert lines[-1] == "Deconnexion"
 
 
+def test_forty_piped_lines_all_arrive_through_default_flood_control() -> None:
+    """The issue's example against a server with the default flood control
+    (5 lines at once, then 2 a second): printf '/pseudo\\nbob\\n'; seq 40
+    through the client. Another user receives all 40 lines, in order, and
+    the client exits 0. (The client paces: about 20 s, the one slow test.)"""
+    server = OurServer()  # its own: the server remembers what an address spent
+    carol = Client("--nick", "carol", "127.0.0.1", str(server.port))
+    try:
+        carol.out.wait_for("^=>carol$")
+        piped = "/pseudo\nbob\n" + "".join(f"{n}\n" for n in range(1, 41))
+        started = time.monotonic()
+        bob = run_client(["127.0.0.1", str(server.port)], stdin=piped, timeout=60)
+        took = time.monotonic() - started
+        assert (bob.returncode, bob.stderr) == (0, "")
+        assert "Trop de messages" not in bob.stdout
+        carol.out.wait_for(STAMP + "bob: 40$")
+        code, lines, err = carol.finish()
+    finally:
+        carol.kill()
+        server.stop()
+    assert (code, err) == (0, "")
+    said = [line.split("-bob: ", 1)[1] for line in lines if "-bob: " in line]
+    assert said == [str(n) for n in range(1, 41)]
+    # 43 lines (with /quit), 4 at once, then 1.9 a second: 20.5 s at least.
+    assert took > (43 - 4) / 1.9
+
+
 def test_two_users_through_pings(server: OurServer) -> None:
     """alice stays connected through several pings (answered, never shown),
     and sees bob's arrival, private line, public line and departure."""

@@ -207,7 +207,8 @@ def test_private_and_notices_stand_out(
     term.type("\x03")  # Ctrl-C leaves too
     assert peer.line() == b"/quit"
     peer.send(b"Deconnexion\n")
-    assert term.exit_status() == 0
+    # An error line from chatproto's server means a line was not delivered.
+    assert term.exit_status() == 1
 
 
 def test_escape_sequences_do_nothing(
@@ -296,3 +297,34 @@ def test_server_closing_says_why(scripted: Scripted, terminals: list[Terminal]) 
     assert term.exit_status() == 1
     assert term.shows("The server closed the connection.")()
     assert not term.shows("Traceback")()
+
+
+def test_a_paste_goes_out_paced_and_the_prompt_counts_what_waits(
+    scripted: Scripted, terminals: list[Terminal]
+) -> None:
+    """Ten lines pasted at once to chatproto's server (known by its
+    'Bienvenue bob'): the prompt says how many lines wait, they all go, in
+    order, at the pace the server's flood control takes, and the count goes
+    once they are sent."""
+    term = start(terminals, "--nick", "bob", "127.0.0.1", str(scripted.port))
+    peer = scripted.accept()
+    peer.send(RUBY_WELCOME)
+    assert peer.line() == b"/pseudo"
+    peer.send(b"Entrez votre pseudo: \n")
+    assert peer.line() == b"bob"
+    peer.send(b"Bienvenue bob\n----------------------\nUtilisateurs en ligne:\n")
+    peer.send(b"=>bob\n----------------------\n")
+    term.wait(lambda: term.cursor_line == "bob>")
+    pasted = [f"pasted {n}" for n in range(1, 11)]
+    term.type("\x1b[200~" + "\n".join(pasted) + "\x1b[201~")
+    started = time.monotonic()
+    term.type("\r")
+    term.wait(term.shows("lines waiting) bob>"))
+    assert [peer.line() for _ in pasted] == [line.encode() for line in pasted]
+    # /pseudo and bob spent 2 of the 4 lines at once: 8 at 1.9 a second.
+    assert time.monotonic() - started > 7 / 1.9
+    term.wait(lambda: term.cursor_line == "bob>")
+    term.type("\x04")
+    assert peer.line() == b"/quit"
+    peer.send(b"Deconnexion\n")
+    assert term.exit_status() == 0
