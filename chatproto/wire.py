@@ -46,6 +46,10 @@ REGISTRATION_EXPIRED = "Délai d'enregistrement dépassé, au revoir"
 SERVER_FULL = "Le serveur est plein, réessayez plus tard"
 TOO_MANY_FROM_HOST = "Trop de connexions depuis votre adresse, réessayez plus tard"
 STOPPING = "Le serveur s'arrête, à bientôt"
+CLUSTER_LOST = (
+    "Le serveur a perdu le contact avec le reste du chat, qui vous a vu partir : "
+    "vous êtes déconnecté, reconnectez-vous"
+)
 FLOOD = "Trop de messages trop vite : vous êtes déconnecté"
 FLOODED = (FLOOD + "\n").encode()
 
