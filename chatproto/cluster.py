@@ -837,7 +837,6 @@ class ClusterNode(service.Service):
         if synced.reaped:
             # The users who left meanwhile were reaped, and announced, too.
             self._taken_for_dead()
-            self.clock.callLater(0, self._resync)  # now with no users: joins
             return
         data_lost = self._epoch is not None and synced.epoch != self._epoch
         if data_lost:
@@ -986,6 +985,7 @@ class ClusterNode(service.Service):
         for proto in users:
             proto.say_goodbye(lost, wire.BYE, announce=False)
         self._pending = {}  # the reaper released and announced them
+        self.clock.callLater(0, self._resync)  # with no users now: joins
 
     # Claims that wait for the node
 
