@@ -631,6 +631,7 @@ class ClusterNode(service.Service):
         super().startService()
         config = self.config
         self._commands, self._subscription, self.registry = self._connect(self)
+        self._commands.first_connected.addCallback(lambda _: self._resync())
         self._down_since = self.clock.seconds()
         log.info(
             "node {node} joining cluster {cluster} through {redis}",

@@ -50,6 +50,7 @@ class FakeRedis:
     connected = True
 
     def __init__(self) -> None:
+        self.first_connected: Deferred[None] = succeed(None)
         self.calls: list[tuple[bytes, tuple[Any, ...]]] = []
         self.held: set[bytes] = set()
         self.waiting: list[tuple[bytes, Deferred[Any]]] = []
