@@ -948,8 +948,10 @@ class ClusterNode(service.Service):
         """Redis cannot say now. The node is cut off, as when Redis is away:
         registering its users again will find out whether it was reaped."""
         self._checking = False
-        self._release_held(True)
-        self._failed(failure)
+        try:
+            self._failed(failure)  # cut off first: what was held stays here
+        finally:
+            self._release_held(True)
 
     def _release_held(self, known: bool) -> None:
         """Run what waited on the check: C{known} is whether this node's
@@ -965,6 +967,8 @@ class ClusterNode(service.Service):
         line (and none to themselves); what they typed meanwhile, and the
         lines waiting for Redis, go nowhere. The node then joins again with
         no users (its epoch forgotten: it is a new node)."""
+        if not self._synced and self._epoch is None:
+            return  # done already (the heartbeat's renewal and the check agree)
         chat = self.chat
         if self._outbox_call is not None and self._outbox_call.active():
             self._outbox_call.cancel()

@@ -346,3 +346,32 @@ def test_a_redis_time_limit_counts_the_seconds_the_process_ran() -> None:
     failures: list[Failure] = []
     hung.addErrback(failures.append)
     assert [f.type for f in failures] == [CancelledError]
+
+
+def test_a_node_whose_check_gets_no_answer_is_cut_off_and_delivers_nothing_twice() -> (
+    None
+):
+    """Redis does not answer the check: the node is cut off (as when Redis is
+    away), the message that waited is delivered here once, the line typed
+    meanwhile stays here, and the node asks once, not once per message."""
+    cluster = Cluster()
+    alice, ann = cluster.user("alice"), cluster.user("ann")
+    alice.take()
+    redis = cluster.redis
+    redis.published.clear()
+    redis.held.add(RENEW)
+    renewals = redis.count(RENEW)
+    cluster.stall(CONFIG.node_timeout + 4)
+    cluster.heard(b"there [1.2.3]-bob: bonjour\n")
+    cluster.heard(b"there [1.2.3]-bob: encore\n")
+    ann.send(b"pendant la pause\n")
+    away = RegistryUnavailable("Redis did not answer in time")
+    redis.answers[SYNC] = away  # and it stays away
+    redis.waiting[0][1].errback(away)
+    assert redis.count(RENEW) == renewals + 1
+    assert not cluster.node.accepting
+    got = alice.take()
+    assert got.count(b"bob: bonjour\n") == got.count(b"bob: encore\n") == 1
+    assert got.count(b"-ann: pendant la pause\n") == 1
+    assert redis.published == []
+    assert alice.connected and ann.connected
