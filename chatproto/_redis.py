@@ -32,6 +32,10 @@ from chatproto.registry import RegistryUnavailable
 log = Logger()
 T = TypeVar("T")
 
+# A timer this late (seconds) says the process was stopped; see within().
+LATE = 0.05
+REGRANTS = 2
+
 # Reconnection backoff: 0.2 s, then up to 2 s between attempts (txredisapi's
 # own default, up to 10 s, would keep a node deaf long after Redis returned).
 FIRST_RETRY_DELAY = 0.2
@@ -56,31 +60,43 @@ def within(
     """Cancel C{d} (then call C{expired}) unless it fires within C{timeout}
     seconds of this process running.
 
-    A timer that fires more than half the time limit late says that the
-    process itself was stopped: Redis's answer may be waiting to be read,
-    and on waking the reactor runs its timers before it reads. So Redis is
-    given the time limit again, from then. (Twisted's addTimeout, and
-    txredisapi's replyTimeout, would give up at once: after an 8 s SIGSTOP
-    the node would cut its connection and take Redis for gone.)"""
+    On waking from a stop (a GC pause, SIGSTOP, a VM migration) the reactor
+    runs the timers that fell due before it reads what arrived meanwhile:
+    Redis's answer may be there. So a timer that fires more than C{LATE}
+    seconds late gives Redis the time limit again, from then (at most
+    C{REGRANTS} times: a process that is only very busy still gives up), and
+    a timer on time gives up only after one more reactor turn, once what is
+    readable was read. (Twisted's addTimeout, and txredisapi's replyTimeout,
+    give up at once: after a 0.5 s SIGSTOP the node cut its connection, took
+    Redis for gone and kept the lines typed meanwhile to itself.)"""
     call: IDelayedCall | None = None
+    answered = False  # not d.called: a Deferred waiting on another is called
 
-    def check(due: float) -> None:
+    def check(due: float, regrants: int) -> None:
         nonlocal call
         now = clock.seconds()
-        if now - due > timeout / 2:
-            call = clock.callLater(timeout, check, now + timeout)
-            return
+        if now - due > LATE and regrants > 0:
+            call = clock.callLater(timeout, check, now + timeout, regrants - 1)
+        else:
+            call = clock.callLater(0, give_up)
+
+    def give_up() -> None:
+        nonlocal call
         call = None
+        if answered:
+            return
         d.cancel()
         if expired is not None:
             expired()
 
     def done(result: T) -> T:
+        nonlocal answered
+        answered = True
         if call is not None and call.active():
             call.cancel()
         return result
 
-    call = clock.callLater(timeout, check, clock.seconds() + timeout)
+    call = clock.callLater(timeout, check, clock.seconds() + timeout, REGRANTS)
     return d.addBoth(done)
 
 

@@ -325,14 +325,16 @@ def test_a_claim_waits_for_the_join_no_longer_than_the_redis_timeout() -> None:
 def test_a_redis_time_limit_counts_the_seconds_the_process_ran() -> None:
     """A call's timer that fires late after a stall gives Redis the time limit
     again (its answer may be waiting to be read); one that fires on time
-    gives up, and says so."""
+    gives up a reactor turn later, and says so; a process late every time
+    gives up all the same, after two more time limits."""
     from chatproto._redis import within
 
     clock = Clock()
-    expired: list[bool] = []
+    expired: list[str] = []
     answered: Deferred[str] = Deferred()
-    within(answered, 1.0, clock, lambda: expired.append(True))
-    clock.rightNow += 8.0  # SIGSTOP for 8 s
+    within(answered, 1.0, clock, lambda: expired.append("answered"))
+    clock.advance(0.9)
+    clock.rightNow += 0.2  # SIGSTOP, just as the time limit ran out
     clock.advance(0)
     assert not answered.called
     answered.callback("OK")
@@ -340,12 +342,21 @@ def test_a_redis_time_limit_counts_the_seconds_the_process_ran() -> None:
     assert clock.getDelayedCalls() == []
 
     hung: Deferred[str] = Deferred()
-    within(hung, 1.0, clock, lambda: expired.append(True))
-    clock.advance(1.0)
-    assert expired == [True]
+    within(hung, 1.0, clock, lambda: expired.append("hung"))
+    clock.advance(1.0)  # and the turn after, when a readable reply was read
+    assert expired == ["hung"]
     failures: list[Failure] = []
     hung.addErrback(failures.append)
     assert [f.type for f in failures] == [CancelledError]
+
+    late: Deferred[str] = Deferred()
+    within(late, 1.0, clock, lambda: expired.append("late"))
+    for _ in range(3):
+        clock.rightNow += 1.5
+        clock.advance(0)
+    clock.advance(0)
+    assert expired == ["hung", "late"]
+    late.addErrback(lambda f: None)
 
 
 def test_a_node_whose_check_gets_no_answer_is_cut_off_and_delivers_nothing_twice() -> (
