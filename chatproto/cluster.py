@@ -24,7 +24,9 @@ Pub/sub channels belong to no database, so their names carry its number:
 
     chatproto:CLUSTER:DB:all        "ORIGIN LINES", public lines (a reactor
                                     turn's worth); "ORIGIN#ID LINE" for a
-                                    late departure, ID its entry in "left"
+                                    late departure, ID its entry in "left";
+                                    "ORIGIN@NODE LINE" for the departure of
+                                    a user of NODE, which ORIGIN reaped
     chatproto:CLUSTER:DB:node:ID    "NICKKEY LINE", private lines for node ID
 
 Every script builds its key names from a prefix, so this needs one Redis
@@ -33,9 +35,10 @@ server (or a primary with replicas), not a Redis Cluster.
 
 from __future__ import annotations
 
+import enum
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote, urlsplit
@@ -203,28 +206,41 @@ return {redis.call('ZCARD', p .. 'order'),
         redis.call('ZRANGE', p .. 'order', 0, tonumber(ARGV[2]))}
 """
 
-# ARGV: prefix, node, lease ms. 1 if the lease was renewed, 0 if it was lost.
+# ARGV: prefix, node, lease ms, the epoch the node knows. 1: the lease is
+# renewed (it was held, or it had expired but no node reaped this one yet:
+# nobody was told anything, so it is taken again); 0: this node was reaped
+# (its users announced gone); -1: Redis lost its data (another epoch, or none).
 _RENEW = b"""
-if redis.call('SET', p .. 'node:' .. ARGV[2] .. ':lease', '1', 'PX', ARGV[3], 'XX')
-then return 1 end
-return 0
+local lease = p .. 'node:' .. ARGV[2] .. ':lease'
+if redis.call('SET', lease, '1', 'PX', ARGV[3], 'XX') then return 1 end
+if redis.call('GET', p .. 'epoch') ~= ARGV[4] then return -1 end
+if redis.call('SISMEMBER', p .. 'nodes', ARGV[2]) == 0 then return 0 end
+redis.call('SET', lease, '1', 'PX', ARGV[3])
+return 1
 """
 
-# ARGV: prefix, node, lease ms, new epoch, then key, Nick for every user the
-# node has. Takes the lease; registers those users again; drops what the node
-# held but no longer has. Returns {epoch, {conflicting keys}, {dropped Nicks}}.
+# ARGV: prefix, node, lease ms, new epoch, the epoch the node knows (or ''),
+# then key, Nick for every user the node has. If the node was reaped in the
+# epoch it knows, changes nothing and says so: its users were announced gone.
+# Otherwise takes the lease; registers those users again; drops what the node
+# held but no longer has. Returns {epoch, {conflicting keys}, {dropped Nicks},
+# {late departures}, reaped (0 or 1)}.
 _SYNC = b"""
 local node = ARGV[2]
 local mine = p .. 'node:' .. node .. ':users'
+local epoch = redis.call('GET', p .. 'epoch')
+if epoch and epoch == ARGV[5]
+  and redis.call('SISMEMBER', p .. 'nodes', node) == 0 then
+  return {epoch, {}, {}, {}, 1}
+end
 redis.call('SET', p .. 'node:' .. node .. ':lease', '1', 'PX', ARGV[3])
 redis.call('SADD', p .. 'nodes', node)
-local epoch = redis.call('GET', p .. 'epoch')
 if not epoch then
   epoch = ARGV[4]
   redis.call('SET', p .. 'epoch', epoch)
 end
 local wanted = {}
-for i = 5, #ARGV, 2 do wanted[ARGV[i]] = true end
+for i = 6, #ARGV, 2 do wanted[ARGV[i]] = true end
 local dropped = {}
 for _, key in ipairs(redis.call('SMEMBERS', mine)) do
   if not wanted[key] then
@@ -233,7 +249,7 @@ for _, key in ipairs(redis.call('SMEMBERS', mine)) do
   end
 end
 local conflicts = {}
-for i = 5, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   local key = ARGV[i]
   local v = redis.call('HGET', p .. 'users', key)
   if not v then
@@ -245,7 +261,7 @@ for i = 5, #ARGV, 2 do
     table.insert(conflicts, key)
   end
 end
-return {epoch, conflicts, dropped, redis.call('XRANGE', p .. 'left', '-', '+')}
+return {epoch, conflicts, dropped, redis.call('XRANGE', p .. 'left', '-', '+'), 0}
 """
 
 # ARGV: prefix, origin, channel, retention ms, then departure lines. Departures
@@ -266,7 +282,9 @@ return #ARGV - 4
 
 # ARGV: prefix, node, channel, origin, departure prefix. Every node but this
 # one whose lease is gone: its users are released and their departures
-# published, at once; a second reaper finds nothing. Returns the Nicks.
+# published ("ORIGIN@DEAD LINE": the dead node, if it was only stalled, must
+# not tell its users they left), at once; a second reaper finds nothing.
+# Returns the Nicks.
 _REAP = b"""
 local gone = {}
 for _, node in ipairs(redis.call('SMEMBERS', p .. 'nodes')) do
@@ -274,14 +292,15 @@ for _, node in ipairs(redis.call('SMEMBERS', p .. 'nodes')) do
   if node ~= ARGV[2] and redis.call('EXISTS', lease) == 0 then
     for _, key in ipairs(redis.call('SMEMBERS', p .. 'node:' .. node .. ':users')) do
       local nick = drop(node, key)
-      if nick then table.insert(gone, nick) end
+      if nick then
+        table.insert(gone, nick)
+        redis.call('PUBLISH', ARGV[3],
+          ARGV[4] .. '@' .. node .. ' ' .. ARGV[5] .. nick .. '\\n')
+      end
     end
     redis.call('DEL', p .. 'node:' .. node .. ':users')
     redis.call('SREM', p .. 'nodes', node)
   end
-end
-for _, nick in ipairs(gone) do
-  redis.call('PUBLISH', ARGV[3], ARGV[4] .. ' ' .. ARGV[5] .. nick .. '\\n')
 end
 return gone
 """
@@ -329,6 +348,14 @@ CLAIM, RELEASE, NAMES, RENEW, SYNC, ANNOUNCE, REAP, LEAVE, WHISPER = (
 )
 
 
+class Renewal(enum.Enum):
+    """What renewing its lease told a node."""
+
+    RENEWED = 1  # held, or expired with nobody told: this node holds it again
+    REAPED = 0  # the other nodes took it for dead and announced its users gone
+    DATA_LOST = -1  # Redis lost its data: register the users again
+
+
 class LeaseLost(RegistryUnavailable):
     """This node's lease is gone (it was thought dead, or Redis lost its data):
     it must register its users again before it takes new ones."""
@@ -342,6 +369,7 @@ class Synced:
     conflicts: list[str]  # keys of local users whose nickname someone else has
     dropped: list[str]  # Nicks the node held in Redis but no longer has
     announced: list[tuple[bytes, bytes, bytes]]  # (id, origin, line) kept a while
+    reaped: bool = False  # taken for dead in the epoch it knew: nothing was done
 
 
 def _text(value: bytes | str) -> str:
@@ -406,15 +434,20 @@ class RedisRegistry:
 
     # The node
 
-    def sync(self, nicks: Iterable[str]) -> Deferred[Synced]:
+    def sync(self, nicks: Iterable[str], known: str | None = None) -> Deferred[Synced]:
         """Take the lease and register these nicknames for this node; the
-        node holds exactly these afterwards, but those someone else has."""
+        node holds exactly these afterwards, but those someone else has.
+
+        C{known} is the epoch the node was in, if any. If the other nodes
+        reaped it in that epoch, they announced its users gone: registering
+        them again would bring back, unannounced, users everyone saw leave.
+        Then nothing is done, and the result says C{reaped}."""
         args: list[str] = []
         for nick in nicks:
             args += (nick_key(nick), nick)
 
         def read(result: list[Any]) -> Synced:
-            epoch, conflicts, dropped, left = result
+            epoch, conflicts, dropped, left, reaped = result
             announced = []
             for entry, fields in left:
                 values = dict(zip(fields[::2], fields[1::2], strict=True))
@@ -424,14 +457,19 @@ class RedisRegistry:
                 [_text(k) for k in conflicts],
                 [_text(n) for n in dropped],
                 announced,
+                int(reaped) == 1,
             )
 
-        d = self._eval(SYNC, self.node, self.lease_ms, secrets.token_hex(8), *args)
+        d = self._eval(
+            SYNC, self.node, self.lease_ms, secrets.token_hex(8), known or "", *args
+        )
         return d.addCallback(read)
 
-    def renew(self) -> Deferred[bool]:
-        """Extend the lease; False if it was already gone."""
-        return self._eval(RENEW, self.node, self.lease_ms).addCallback(bool)
+    def renew(self, epoch: str | None) -> Deferred[Renewal]:
+        """Extend the lease, in the epoch the node knows; if it was gone, say
+        whether this node was reaped (see L{Renewal})."""
+        d = self._eval(RENEW, self.node, self.lease_ms, epoch or "")
+        return d.addCallback(lambda result: Renewal(int(result)))
 
     def announce(self, lines: list[bytes], retention: float) -> Deferred[None]:
         """Publish departures that could not be published when they happened;
@@ -484,6 +522,31 @@ class RedisRegistry:
         return d.addCallback(lambda heard: int(heard) > 0)
 
 
+Connect = Callable[["ClusterNode"], tuple["Commands", "Subscription", RedisRegistry]]
+
+
+def _connect_to_redis(
+    node: ClusterNode,
+) -> tuple[Commands, Subscription, RedisRegistry]:
+    """The node's connections to Redis: one for commands, one subscribed to
+    its channels. (A test passes a function that returns doubles.)"""
+    from chatproto._redis import Commands, Subscription
+
+    config = node.config
+    commands = Commands(config.redis, node.clock, config.redis_timeout, node.reactor)
+    registry = RedisRegistry(commands, config.name, node.id, config.lease)
+    subscription = Subscription(
+        config.redis,
+        (registry.public_channel, registry.node_channel),
+        node._message,
+        node._heard,
+        node.clock,
+        config.redis_timeout,
+        node.reactor,
+    )
+    return commands, subscription, registry
+
+
 class ClusterNode(service.Service):
     """One server process of a cluster: the registry and the relay of its
     L{ChatFactory} (pass it as both, then L{attach} the factory).
@@ -491,7 +554,20 @@ class ClusterNode(service.Service):
     While Redis is away, or until this node registered its users there again,
     C{claim} fails with L{RegistryUnavailable}, C{names} answers with the
     users of this node, and lines stay on this node. Departures in that time
-    are announced to the other nodes once Redis is back.
+    are announced to the other nodes once Redis is back. While the node is
+    joining its cluster (it has just started), a claim waits for the join,
+    up to C{redis_timeout}: a node listens before it has joined, and a
+    rolling restart must not turn its first users away.
+
+    A node that went a lease's length without renewing it (a GC pause, a VM
+    migration, SIGSTOP) may have been reaped meanwhile: the other nodes then
+    told everyone its users left. On waking, the reactor hands it client
+    lines, messages from Redis and timers in any order, so whichever comes
+    first notices (L{_holding}); until Redis says whether the node was
+    reaped, nothing is relayed, delivered from Redis, or claimed. Reaped:
+    every user here is told, gets C{Deconnexion}, and is not announced again
+    (the reaper did it, once); the lines they typed meanwhile go nowhere
+    else. Not reaped: what was held goes on, and nobody sees a thing.
     """
 
     def __init__(
@@ -500,6 +576,7 @@ class ClusterNode(service.Service):
         clock: IReactorTime | None = None,
         reactor: Any = None,
         node_id: str | None = None,
+        connect: Connect | None = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as default
@@ -509,6 +586,7 @@ class ClusterNode(service.Service):
         self.clock = clock
         self.reactor = reactor if reactor is not None else clock
         self.id = node_id or secrets.token_hex(6)
+        self._connect = connect or _connect_to_redis
         self.chat: ChatFactory | None = None
         self.registry: RedisRegistry | None = None
         self._commands: Commands | None = None
@@ -529,6 +607,12 @@ class ClusterNode(service.Service):
         self._down_since: float | None = None
         self._ever_accepted = False
         self._warned = False
+        # When the last lease renewal that succeeded was sent (the lease runs
+        # from a little later): past config.lease, the node may be reaped.
+        self._renewed_at: float | None = None
+        self._checking = False  # asking Redis whether this node was reaped
+        self._held: list[Callable[[bool], None]] = []  # run when it knows
+        self._waiting: list[tuple[str, Deferred[str], IDelayedCall]] = []
         self._heartbeat = LoopingCall(self._beat)
         self._heartbeat.clock = clock
 
@@ -544,25 +628,10 @@ class ClusterNode(service.Service):
     # Life
 
     def startService(self) -> None:
-        from chatproto._redis import Commands, Subscription
-
         super().startService()
         config = self.config
-        self._commands = Commands(
-            config.redis, self.clock, config.redis_timeout, self.reactor
-        )
-        self.registry = RedisRegistry(
-            self._commands, config.name, self.id, config.lease
-        )
-        self._subscription = Subscription(
-            config.redis,
-            (self.registry.public_channel, self.registry.node_channel),
-            self._message,
-            self._heard,
-            self.clock,
-            config.redis_timeout,
-            self.reactor,
-        )
+        self._commands, self._subscription, self.registry = self._connect(self)
+        self._commands.first_connected.addCallback(lambda _: self._resync())
         self._down_since = self.clock.seconds()
         log.info(
             "node {node} joining cluster {cluster} through {redis}",
@@ -584,8 +653,13 @@ class ClusterNode(service.Service):
             self._commands,
             self._subscription,
         )
+        for _, waiting, timer in self._waiting:
+            timer.cancel()
+            waiting.errback(RegistryUnavailable("the server is stopping"))
+        self._waiting = []
         if registry is None or commands is None or subscription is None:
             return succeed(None)
+        self._release_held(True)
         self._send_outbox()
         d: Deferred[object] = succeed(None)
         if self._synced:
@@ -653,12 +727,16 @@ class ClusterNode(service.Service):
                 self._resync()
                 self._warn_if_long()
                 return
+            if self._holding():
+                return  # the check renews the lease
             registry = self.registry
             assert registry is not None
             if not self._renewing:
                 self._renewing = True
-                renewed = registry.renew()
-                renewed.addCallbacks(self._renewed, self._failed)
+                renewed = registry.renew(self._epoch)
+                renewed.addCallbacks(
+                    self._renewed, self._failed, callbackArgs=(self.clock.seconds(),)
+                )
                 renewed.addErrback(self._bug, "renewing the lease")
                 renewed.addBoth(self._set, "_renewing", False)
             if not self._reaping:
@@ -694,11 +772,17 @@ class ClusterNode(service.Service):
         failure.trap(RegistryUnavailable)
         self._lost(failure.getErrorMessage())
 
-    def _renewed(self, held: bool) -> None:
-        if not held:
+    def _renewed(self, renewal: Renewal, sent: float) -> None:
+        if not self._synced:  # registering again already: its answer decides
+            return
+        if renewal is Renewal.RENEWED:
+            self._renewed_at = max(self._renewed_at or sent, sent)
+        elif renewal is Renewal.REAPED:
+            self._taken_for_dead()
+        else:
             log.warn(
-                "node {node} has no lease in Redis any more (it expired, or Redis "
-                "lost its data): registering its users again",
+                "node {node} has no lease in Redis any more (Redis lost its "
+                "data): registering its users again",
                 node=self.id,
             )
             self._lost("no lease in Redis")
@@ -706,6 +790,9 @@ class ClusterNode(service.Service):
 
     def _reaped(self, gone: list[str]) -> None:
         if not gone or self.chat is None:
+            return
+        if self._holding():
+            self._held.append(lambda known: self._reaped(gone) if known else None)
             return
         log.info("a node died; gone with it: {nicks}", nicks=", ".join(gone))
         start = wire.departure_prefix(self._stamp())
@@ -726,11 +813,11 @@ class ClusterNode(service.Service):
         self._syncing = True
         pending, self._pending = self._pending, {}
         sessions = [proto.nick for proto in chat.sessions.values() if proto.nick]
-        d = registry.sync(sessions)
+        d = registry.sync(sessions, self._epoch)
         d.addCallbacks(
             self._synced_again,
             self._sync_failed,
-            callbackArgs=(pending,),
+            callbackArgs=(pending, self.clock.seconds()),
             errbackArgs=(pending,),
         )
         d.addErrback(self._bug, "registering the users again")
@@ -743,10 +830,14 @@ class ClusterNode(service.Service):
         self._lost(failure.getErrorMessage())
 
     def _synced_again(
-        self, synced: Synced, pending: dict[str, tuple[str, bytes]]
+        self, synced: Synced, pending: dict[str, tuple[str, bytes]], sent: float
     ) -> None:
         registry, chat = self.registry, self.chat
         if not self.running or registry is None or chat is None:
+            return
+        if synced.reaped:
+            # The users who left meanwhile were reaped, and announced, too.
+            self._taken_for_dead()
             return
         data_lost = self._epoch is not None and synced.epoch != self._epoch
         if data_lost:
@@ -755,6 +846,7 @@ class ClusterNode(service.Service):
             )
         self._epoch = synced.epoch
         self._synced = True
+        self._renewed_at = sent
         # Who left this node while it was cut off: the other nodes still had
         # them (dropped now), or, if Redis lost its data, never heard of it.
         # If another node reaped them meanwhile, it announced them already.
@@ -777,6 +869,7 @@ class ClusterNode(service.Service):
         for nick, line in left.values():
             registry.release(nick, line).addErrback(self._failed)
         self._report()
+        self._admit_waiting()
 
     def _evict(self, proto: ChatServerProtocol) -> None:
         """Somebody else took this user's nickname while this node was cut
@@ -802,9 +895,139 @@ class ClusterNode(service.Service):
         self._seen[entry] = now
         return True
 
+    # After a stall
+
+    def _holding(self) -> bool:
+        """Whether what this node delivers or relays must wait, because it
+        may have been reaped: it went a lease's length without renewing its
+        lease. The first call that finds so asks Redis (L{_check})."""
+        if self._checking:
+            return True
+        renewed = self._renewed_at
+        if not self.running or not self._synced or renewed is None:
+            return False
+        if self.clock.seconds() - renewed < self.config.lease:
+            return False
+        self._check()
+        return self._checking
+
+    def _check(self) -> None:
+        registry = self.registry
+        assert registry is not None
+        log.warn(
+            "node {node} renewed no lease for {silent:.1f} s (stalled?): asking "
+            "Redis whether the other nodes took it for dead",
+            node=self.id,
+            silent=self.clock.seconds() - (self._renewed_at or 0.0),
+        )
+        self._checking = True
+        d = registry.renew(self._epoch)
+        d.addCallbacks(
+            self._checked, self._check_failed, callbackArgs=(self.clock.seconds(),)
+        )
+        d.addErrback(self._bug, "asking whether this node was reaped")
+
+    def _checked(self, renewal: Renewal, sent: float) -> None:
+        self._checking = False
+        if renewal is Renewal.RENEWED:
+            log.info("node {node} was not taken for dead: it goes on", node=self.id)
+            self._renewed_at = sent
+            self._release_held(True)
+            self._send_outbox()
+            self._admit_waiting()
+            return
+        if renewal is Renewal.REAPED:
+            self._taken_for_dead()
+            self._release_held(False)
+        else:  # nobody can have announced anything: the users stay
+            self._lost("no lease in Redis (Redis lost its data)")
+            self._release_held(True)
+            self._resync()
+
+    def _check_failed(self, failure: Failure) -> None:
+        """Redis cannot say now. The node is cut off, as when Redis is away:
+        registering its users again will find out whether it was reaped."""
+        self._checking = False
+        try:
+            self._failed(failure)  # cut off first: what was held stays here
+        finally:
+            self._release_held(True)
+
+    def _release_held(self, known: bool) -> None:
+        """Run what waited on the check: C{known} is whether this node's
+        users are still in the cluster (if not, nothing is delivered)."""
+        held, self._held = self._held, []
+        for run in held:
+            run(known)
+
+    def _taken_for_dead(self) -> None:
+        """The other nodes reaped this node: they told everyone its users
+        left, once, and freed their nicknames. So the users here are gone:
+        each is told why and gets Deconnexion, without a second departure
+        line (and none to themselves); what they typed meanwhile, and the
+        lines waiting for Redis, go nowhere. The node then joins again with
+        no users (its epoch forgotten: it is a new node)."""
+        if not self._synced and self._epoch is None:
+            return  # done already (the heartbeat's renewal and the check agree)
+        chat = self.chat
+        if self._outbox_call is not None and self._outbox_call.active():
+            self._outbox_call.cancel()
+        self._outbox_call = None
+        self._outbox = []
+        self._lost("the other nodes took this node for dead")
+        self._epoch = None
+        self._renewed_at = None
+        if chat is None:
+            return
+        users = list(chat.sessions.values())
+        log.warn(
+            "node {node} was taken for dead by the other nodes, which announced "
+            "its {n} users gone: they are disconnected",
+            node=self.id,
+            n=len(users),
+        )
+        lost = wire.notice(wire.CLUSTER_LOST)
+        for proto in users:
+            proto.say_goodbye(lost, wire.BYE, announce=False)
+        self._pending = {}  # the reaper released and announced them
+        self.clock.callLater(0, self._resync)  # with no users now: joins
+
+    # Claims that wait for the node
+
+    def _wait_for_node(self, nick: str) -> Deferred[str]:
+        """A claim made while the node joins, or checks whether it was
+        reaped: it waits up to redis_timeout, then fails as a claim made
+        while Redis is away."""
+        waiting: Deferred[str] = Deferred()
+        entry: tuple[str, Deferred[str], IDelayedCall]
+
+        def give_up() -> None:
+            self._waiting.remove(entry)
+            waiting.errback(
+                RegistryUnavailable(self._down_reason or "not in the cluster yet")
+            )
+
+        entry = (
+            nick,
+            waiting,
+            self.clock.callLater(self.config.redis_timeout, give_up),
+        )
+        self._waiting.append(entry)
+        return waiting
+
+    def _admit_waiting(self) -> None:
+        if not self.accepting or self._checking:
+            return
+        waiting, self._waiting = self._waiting, []
+        for nick, d, timer in waiting:
+            timer.cancel()
+            self.claim(nick).chainDeferred(d)
+
     # Registry (for the factory)
 
     def claim(self, nick: str) -> Deferred[str]:
+        if self.running and (not self._ever_accepted or self._holding()):
+            return self._wait_for_node(nick)
         if not self.accepting or self.registry is None:
             return fail(
                 RegistryUnavailable(self._down_reason or "not in the cluster yet")
@@ -823,6 +1046,14 @@ class ClusterNode(service.Service):
     def release(self, nick: str) -> Deferred[None]:
         chat, registry = self.chat, self.registry
         if self._local_only or chat is None or registry is None:
+            return succeed(None)
+        if self._holding():  # if this node was reaped, the reaper released it
+
+            def then(known: bool) -> None:
+                if known:
+                    self.release(nick)
+
+            self._held.append(then)
             return succeed(None)
         line = wire.departure_prefix(chat.stamp()) + nick.encode() + b"\n"
         if not self._synced:
@@ -873,6 +1104,8 @@ class ClusterNode(service.Service):
         if self._outbox_call is not None and self._outbox_call.active():
             self._outbox_call.cancel()
         self._outbox_call = None
+        if self._outbox and self._holding():
+            return  # sent once the node knows it was not reaped
         lines, self._outbox = self._outbox, []
         if lines and self._synced and self.registry is not None:
             self.registry.publish(b"".join(lines)).addErrback(self._failed)
@@ -880,6 +1113,17 @@ class ClusterNode(service.Service):
     def whisper(self, target: str, line: bytes) -> Deferred[bool]:
         if not self._synced or self.registry is None:
             return fail(RegistryUnavailable("the cluster cannot be reached"))
+        if self._holding():
+            later: Deferred[bool] = Deferred()
+
+            def then(known: bool) -> None:
+                if known:
+                    self.whisper(target, line).chainDeferred(later)
+                else:
+                    later.errback(RegistryUnavailable("this node was taken for dead"))
+
+            self._held.append(then)
+            return later
         self._send_outbox()  # the public lines made before go first
 
         def failed(failure: Failure) -> bool:
@@ -892,8 +1136,18 @@ class ClusterNode(service.Service):
         chat, registry = self.chat, self.registry
         if chat is None or registry is None:
             return
+        if self._holding():
+            self._held.append(
+                lambda known: self._message(channel, message) if known else None
+            )
+            return
         head, _, line = message.partition(b" ")
         if channel == registry.public_channel:
+            head, _, reaped = head.partition(b"@")
+            if reaped == registry.origin:
+                # This node was reaped while it stalled: its users are told
+                # so by the node itself, never that they left.
+                return
             origin, late, entry = head.partition(b"#")
             if origin != registry.origin and (not late or self._first_sight(entry)):
                 chat.deliver(line)

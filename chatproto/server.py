@@ -469,15 +469,19 @@ class ChatServerProtocol(LineReceiver):
         )
         self.transport.loseConnection()
 
-    def say_goodbye(self, *lines: bytes) -> None:
-        """Leave the chat with these last lines, announced to the others."""
-        self._leave()
+    def say_goodbye(self, *lines: bytes, announce: bool = True) -> None:
+        """Leave the chat with these last lines, announced to the others
+        unless C{announce} is false (a cluster announced it already)."""
+        self._leave(announce)
         self._close(*lines)
 
-    def _leave(self) -> None:
+    def _leave(self, announce: bool = True) -> None:
         if self.state is State.CHATTING:
             self.state = State.GONE
-            self.factory.depart(self)
+            if announce:
+                self.factory.depart(self)
+            else:
+                self.factory.withdraw(self)
 
     # Input: framing, limits, flood control
 
@@ -979,9 +983,19 @@ class ChatFactory(ServerFactory):
 
     def depart(self, proto: ChatServerProtocol) -> None:
         """A registered user left, for whatever reason: say it once."""
+        if self.withdraw(proto) and not self.stopping:
+            assert proto.nick is not None
+            self.broadcast(
+                wire.departure_prefix(self.stamp()) + proto.nick.encode() + b"\n"
+            )
+
+    def withdraw(self, proto: ChatServerProtocol) -> bool:
+        """Take a registered user out of the chat without a word to anyone
+        (depart announces; a cluster that reaped this node did already):
+        whether it was in."""
         assert proto.nick is not None
         if self.sessions.get(nick_key(proto.nick)) is not proto:
-            return
+            return False
         self._serve(proto)  # lines made before it left still reach it
         proto._seen = -1
         del self.sessions[nick_key(proto.nick)]
@@ -993,10 +1007,7 @@ class ChatFactory(ServerFactory):
             if self._pinger.running:
                 self._pinger.stop()
         log.info("{nick} left", nick=proto.nick)
-        if not self.stopping:
-            self.broadcast(
-                wire.departure_prefix(self.stamp()) + proto.nick.encode() + b"\n"
-            )
+        return True
 
     # Messages
 

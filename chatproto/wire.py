@@ -50,6 +50,10 @@ MADE_ROOM = (
     "Place faite à un nouveau venu : vous ne vous êtes pas enregistré, au revoir"
 )
 STOPPING = "Le serveur s'arrête, à bientôt"
+CLUSTER_LOST = (
+    "Le serveur a perdu le contact avec le reste du chat, qui vous a vu partir : "
+    "vous êtes déconnecté, reconnectez-vous"
+)
 FLOOD = "Trop de messages trop vite : vous êtes déconnecté"
 FLOODED = (FLOOD + "\n").encode()
 

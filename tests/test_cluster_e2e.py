@@ -86,7 +86,14 @@ class Line:
 class Node:
     """One `twistd -n chat --redis` process, its log in a file."""
 
-    def __init__(self, directory: Path, redis: RedisServer, name: str) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        redis: RedisServer,
+        name: str,
+        node_timeout: float = NODE_TIMEOUT,
+        redis_timeout: float = 0.5,
+    ) -> None:
         self.name = name
         self.port = free_port()
         directory.mkdir()
@@ -105,9 +112,9 @@ class Node:
                     "--cluster",
                     "e2e",
                     "--node-timeout",
-                    str(NODE_TIMEOUT),
+                    str(node_timeout),
                     "--redis-timeout",
-                    "0.5",
+                    str(redis_timeout),
                     "--ping-interval",
                     "0",
                     "--flood-rate",
@@ -157,6 +164,7 @@ class Node:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
             self.proc.kill()
         self.proc.wait(10)
 
@@ -319,3 +327,121 @@ def test_three_nodes_serve_one_chat_through_failures(
     finally:
         for node in nodes:
             node.stop()
+
+
+CLUSTER_LOST = (
+    "Le serveur a perdu le contact avec le reste du chat, qui vous a vu partir : "
+    "vous êtes déconnecté, reconnectez-vous\n"
+).encode()
+
+
+def test_a_node_stalled_past_its_timeout_drops_its_users_consistently(
+    tmp_path: Path, redis: RedisServer
+) -> None:
+    """Node A is frozen (SIGSTOP) past --node-timeout while alice types: B
+    announces A's users gone, once. When A wakes, its users are told the
+    server lost the chat and get Deconnexion; nobody tells them they left,
+    nothing alice typed reaches B, nobody is announced twice; A serves new
+    users again."""
+    a, b = Node(tmp_path / "a", redis, "a"), Node(tmp_path / "b", redis, "b")
+    try:
+        a.wait_listening()
+        b.wait_listening()
+        alice, ann = a.register("alice"), a.register("ann")
+        bob, bea = b.register("bob"), b.register("bea")
+        settle(alice, ann, bob, bea)
+
+        a.proc.send_signal(signal.SIGSTOP)
+        stopped = time.monotonic()
+        for n in range(3):
+            alice.send(f"pendant la pause {n}\n".encode())
+        for user in (bob, bea):
+            user.until_all(departure("alice"), departure("ann"))
+        assert time.monotonic() - stopped < NODE_TIMEOUT + 3
+        time.sleep(NODE_TIMEOUT / 2)  # more reaping rounds: none may repeat it
+        a.proc.send_signal(signal.SIGCONT)
+
+        for user in (alice, ann):
+            assert user.rest().endswith(CLUSTER_LOST + b"Deconnexion\n")
+            assert user.count(CLUSTER_LOST) == 1
+            assert departure("alice") not in user.received
+            assert departure("ann") not in user.received
+        carl = a.register("carl")  # A joined again, with no users
+        settle(carl, bob, bea)  # what A published before has arrived
+        for user in (bob, bea):
+            assert user.count(departure("alice")) == 1
+            assert user.count(departure("ann")) == 1
+            assert b"pendant la pause" not in user.received
+        assert listed(bob) == [b"bob", b"bea", b"carl"]
+        alice = b.register("alice")
+        settle(alice, bob, carl)
+        assert carl.count(b"Connexion de alice\n") == 1
+        assert "Traceback" not in a.output() + b.output()
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_a_node_stalled_shorter_than_its_timeout_is_not_noticed(
+    tmp_path: Path, redis: RedisServer
+) -> None:
+    """A stall shorter than the lease: nobody is told anything, and the lines
+    typed during it arrive once, everywhere."""
+    a, b = Node(tmp_path / "a", redis, "a"), Node(tmp_path / "b", redis, "b")
+    try:
+        a.wait_listening()
+        b.wait_listening()
+        alice, ann = a.register("alice"), a.register("ann")
+        bob = b.register("bob")
+        settle(alice, ann, bob)
+
+        a.proc.send_signal(signal.SIGSTOP)
+        alice.send(b"pendant une courte pause\n")
+        time.sleep(NODE_TIMEOUT / 4)
+        a.proc.send_signal(signal.SIGCONT)
+
+        for user in (ann, bob):
+            user.until(b"-alice: pendant une courte pause\n")
+        settle(bob, alice, ann)
+        settle(ann, alice, bob)
+        for user in (alice, ann, bob):
+            assert b"connection de" not in user.received
+            assert CLUSTER_LOST not in user.received
+        assert ann.count(b"pendant une courte pause") == 1
+        assert bob.count(b"pendant une courte pause") == 1
+        assert listed(bob) == [b"alice", b"ann", b"bob"]
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_a_registration_while_a_node_joins_waits_for_the_join(
+    tmp_path: Path, redis: RedisServer
+) -> None:
+    """A node listens before it has joined its cluster: a user who registers
+    at once is welcomed, even while Redis is slow to answer (frozen here for
+    a while), rather than told to try later."""
+    first = Node(tmp_path / "first", redis, "first", 4.0, 2.0)
+    try:
+        first.wait_listening()
+        user = Line(first.port)
+        user.until(WELCOME)
+        user.send(b"/pseudo alice\n")
+        assert user.until(b"\n") == b"Bienvenue alice\n"
+    finally:
+        first.stop()
+    redis.pause()
+    try:
+        slow = Node(tmp_path / "slow", redis, "slow", 4.0, 2.0)
+        slow.wait_listening()
+        user = Line(slow.port)
+        user.until(WELCOME)
+        user.send(b"/pseudo bob\n")
+        time.sleep(0.3)  # Redis is frozen: the node cannot join yet
+    finally:
+        redis.resume()
+    try:
+        assert user.until(b"\n") == b"Bienvenue bob\n"
+        assert "Traceback" not in slow.output()
+    finally:
+        slow.stop()

@@ -15,7 +15,7 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import deferLater
 
 from chatproto._redis import Commands, Subscription
-from chatproto.cluster import LeaseLost, RedisAddress, RedisRegistry
+from chatproto.cluster import LeaseLost, RedisAddress, RedisRegistry, Renewal
 from chatproto.registry import NicknameTaken, RegistryUnavailable
 from tests.redis_fixture import RedisServer, running_redis
 
@@ -188,9 +188,9 @@ async def test_claims_need_the_nodes_lease(open_registry: Opener) -> None:
     failure = await failure_of(a.claim("alice"))
     assert isinstance(failure, LeaseLost)
     assert isinstance(failure, RegistryUnavailable)
-    assert (await a.renew()) is False
-    await a.sync([])
-    assert (await a.renew()) is True
+    assert (await a.renew(None)) is Renewal.DATA_LOST  # no epoch yet, no lease
+    synced = await a.sync([])
+    assert (await a.renew(synced.epoch)) is Renewal.RENEWED
     assert (await a.claim("alice")) == "alice"
 
 
@@ -199,7 +199,8 @@ async def test_a_dead_node_is_reaped_once_and_its_departures_published_once(
     open_registry: Opener, listen: Callable[..., Awaitable[list[Any]]]
 ) -> None:
     """When a node's lease expires, the first reaper frees its nicknames and
-    publishes one departure line each; the next reaper finds nothing."""
+    publishes one departure line each, naming the dead node; the next reaper
+    finds nothing."""
     dying = await open_registry("dying", lease=0.3)
     b, c = await open_registry("b"), await open_registry("c")
     heard = await listen(b.public_channel)
@@ -215,13 +216,40 @@ async def test_a_dead_node_is_reaped_once_and_its_departures_published_once(
     await b.names()  # a round trip: anything published twice has arrived
     reaper = b.origin if gone[0] else c.origin
     assert sorted(message for _, message in heard) == [
-        reaper + " [1.2.3]-Déconnection de Bob\n".encode(),
-        reaper + " [1.2.3]-Déconnection de alice\n".encode(),
+        reaper + "@dying [1.2.3]-Déconnection de Bob\n".encode(),
+        reaper + "@dying [1.2.3]-Déconnection de alice\n".encode(),
     ]
     assert (await c.names()) == (["carol"], 1)
     assert (await c.claim("ALICE")) == "ALICE"
-    assert (await dying.renew()) is False
+    epoch = (await b.sync([])).epoch
+    assert (await dying.renew(epoch)) is Renewal.REAPED
     assert isinstance(await failure_of(dying.claim("dave")), LeaseLost)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_lease_that_expired_unreaped_is_taken_again_and_a_reaped_one_not(
+    open_registry: Opener,
+) -> None:
+    """A node that stalled past its lease: if no node reaped it yet, renewing
+    takes the lease again (nobody was told a thing) and its users stay; once
+    reaped, neither renewing nor registering again in that epoch brings its
+    users back (everyone was told they left)."""
+    slow = await open_registry("slow", lease=0.2)
+    reaper = await open_registry("reaper")
+    epoch = (await slow.sync(["alice"])).epoch
+    await deferLater(r, 0.3)
+    assert (await slow.renew(epoch)) is Renewal.RENEWED
+    assert (await reaper.reap("[1.2.3]")) == []
+    await deferLater(r, 0.3)
+    assert (await reaper.reap("[1.2.3]")) == ["alice"]
+    assert (await slow.renew(epoch)) is Renewal.REAPED
+    synced = await slow.sync(["alice"], epoch)
+    assert synced.reaped
+    assert (await reaper.names()) == ([], 0)
+    assert isinstance(await failure_of(slow.claim("bob")), LeaseLost)
+    rejoined = await slow.sync([])  # as a new node, with no users
+    assert (rejoined.epoch, rejoined.reaped) == (epoch, False)
+    assert (await slow.claim("alice")) == "alice"
 
 
 @pytest_twisted.ensureDeferred

@@ -1,0 +1,388 @@
+"""A cluster node's decisions after a stall and while it joins, over a fake
+clock: the real ClusterNode, RedisRegistry and ChatFactory, with a double of
+the Redis connections whose answers the test gives (or holds back).
+
+A stall is the clock jumping without its timers running: on waking, the
+reactor may read a client's lines or a message from Redis before it runs the
+timers that fell due meanwhile (the next advance(0) runs them).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+
+from chatproto import wire
+from chatproto.cluster import (
+    CLAIM,
+    NAMES,
+    RELEASE,
+    RENEW,
+    SYNC,
+    WHISPER,
+    ClusterConfig,
+    ClusterNode,
+    RedisAddress,
+    RedisRegistry,
+)
+from chatproto.registry import RegistryUnavailable
+from chatproto.server import ChatFactory, ChatServerProtocol, ServerConfig
+from tests.conftest import START, Client, RecordingTransport
+
+CONFIG = ClusterConfig(
+    RedisAddress("127.0.0.1"), "test", node_timeout=4.0, redis_timeout=1.0
+)  # a heartbeat every second, a lease of 3 s
+CLUSTER_LOST = wire.notice(wire.CLUSTER_LOST)
+UNAVAILABLE = wire.notice(wire.UNAVAILABLE)
+PUBLIC = b"chatproto:test:0:all"
+
+
+class FakeRedis:
+    """The node's command connection: each script gets its usual answer at
+    once, but those in C{held} wait for the test's L{answer}."""
+
+    address = CONFIG.redis
+    connected = True
+
+    def __init__(self) -> None:
+        self.first_connected: Deferred[None] = succeed(None)
+        self.calls: list[tuple[bytes, tuple[Any, ...]]] = []
+        self.held: set[bytes] = set()
+        self.waiting: list[tuple[bytes, Deferred[Any]]] = []
+        self.published: list[bytes] = []
+        self.answers: dict[bytes, Any] = {
+            SYNC: [b"E1", [], [], [], 0],
+            RENEW: 1,
+            CLAIM: 1,
+            RELEASE: 1,
+            NAMES: [0, []],
+            WHISPER: 1,
+        }
+
+    def eval(self, script: bytes, args: Any) -> Deferred[Any]:
+        self.calls.append((script, tuple(args)))
+        if script in self.held:
+            d: Deferred[Any] = Deferred()
+            self.waiting.append((script, d))
+            return d
+        answer = self.answers.get(script, [])
+        if callable(answer):
+            answer = answer(args)
+        if isinstance(answer, Exception):
+            return fail(answer)
+        return succeed(answer)
+
+    def answer(self, script: bytes, result: Any) -> None:
+        """Answer the oldest call of C{script} that waits."""
+        for entry in self.waiting:
+            if entry[0] == script:
+                self.waiting.remove(entry)
+                entry[1].callback(result)
+                return
+        raise AssertionError("no such call waits")
+
+    def count(self, script: bytes) -> int:
+        return sum(1 for called, _ in self.calls if called == script)
+
+    def last(self, script: bytes) -> tuple[Any, ...]:
+        """The arguments of the last call of C{script}: prefix, node..."""
+        return self.arguments(script)[-1]
+
+    def arguments(self, script: bytes) -> list[tuple[Any, ...]]:
+        return [args for called, args in self.calls if called == script]
+
+    def call(self, command: str, *args: Any) -> Deferred[Any]:
+        assert command == "publish"
+        self.published.append(args[1])
+        return succeed(1)
+
+    def close(self) -> Deferred[None]:
+        return succeed(None)
+
+
+class FakeSubscription:
+    def close(self) -> Deferred[None]:
+        return succeed(None)
+
+
+class Cluster:
+    """One node ("here") of the cluster "test", and its users."""
+
+    def __init__(self, joined: bool = True) -> None:
+        self.clock = Clock()
+        self.clock.advance(START)
+        self.redis = FakeRedis()
+
+        def connect(node: ClusterNode) -> Any:
+            registry = RedisRegistry(
+                self.redis,  # type: ignore[arg-type]
+                CONFIG.name,
+                node.id,
+                CONFIG.lease,
+            )
+            return self.redis, FakeSubscription(), registry
+
+        self.node = ClusterNode(
+            CONFIG, clock=self.clock, node_id="here", connect=connect
+        )
+        self.factory = ChatFactory(
+            ServerConfig(
+                ping_interval=0, registration_timeout=0, flood_rate=0, batch_delay=0
+            ),
+            clock=self.clock,
+            registry=self.node,
+            relay=self.node,
+        )
+        self.node.attach(self.factory)
+        self.node.startService()
+        self._port = 40000
+        if joined:
+            self.subscribed()
+
+    def subscribed(self) -> None:
+        """The subscription to the node's channels is up: the node joins."""
+        self.node._heard(True, "")
+
+    def connect(self) -> Client:
+        self._port += 1
+        peer = IPv4Address("TCP", "192.0.2.1", self._port)
+        proto = self.factory.buildProtocol(peer)
+        assert isinstance(proto, ChatServerProtocol)
+        transport = RecordingTransport(peerAddress=peer)
+        transport.protocol = proto
+        proto.makeConnection(transport)
+        client = Client(proto, transport, self.clock)
+        assert client.take() == wire.WELCOME
+        return client
+
+    def user(self, nick: str) -> Client:
+        client = self.connect()
+        client.send(f"/pseudo {nick}\n".encode())
+        assert f"Bienvenue {nick}\n".encode() in client.take()
+        return client
+
+    def heard(self, message: bytes) -> None:
+        """A message on the public channel, from another node."""
+        self.node._message(PUBLIC, message)
+
+    def stall(self, seconds: float) -> None:
+        """The process was stopped this long: the time jumps, and the timers
+        due meanwhile have not run yet."""
+        self.clock.rightNow += seconds
+
+    def departure(self, nick: str) -> bytes:
+        return wire.departure_prefix(self.factory.stamp()) + nick.encode() + b"\n"
+
+
+@pytest.mark.parametrize("first", ["a message", "a client line", "the heartbeat"])
+def test_a_node_reaped_during_a_stall_drops_its_users_without_a_departure_line(
+    first: str,
+) -> None:
+    """Whatever the reactor hands over first on waking, the node asks Redis
+    before it delivers or relays anything. Reaped: each user gets one notice
+    and Deconnexion, nobody is told of a departure (the reaper announced
+    them, once), nothing typed during the stall is published, and the node
+    joins again with no users."""
+    cluster = Cluster()
+    alice, ann = cluster.user("alice"), cluster.user("ann")
+    redis = cluster.redis
+    redis.published.clear()  # the join notices
+    redis.held.add(RENEW)
+    renewals = redis.count(RENEW)
+    cluster.stall(CONFIG.node_timeout + 4)
+    reaped = b"there@here " + cluster.departure("ann")
+    events = {
+        "a message": lambda: cluster.heard(reaped),
+        "a client line": lambda: alice.send(b"pendant la pause\n"),
+        "the heartbeat": lambda: cluster.clock.advance(0),
+    }
+    events.pop(first)()
+    for event in events.values():
+        event()
+    assert redis.count(RENEW) == renewals + 1  # one check, nothing else yet
+    assert redis.published == []
+    redis.answer(RENEW, 0)  # reaped
+
+    for user in (alice, ann):
+        got = user.take()
+        assert got.endswith(CLUSTER_LOST + wire.BYE)
+        assert got.count(CLUSTER_LOST) == 1
+        assert "Déconnection".encode() not in got
+        assert not user.connected
+    assert redis.published == []
+    assert redis.last(SYNC)[4:] == ("",)  # a new node, with no users and no known epoch
+    assert cluster.node.accepting
+    assert cluster.clock.getDelayedCalls() == [cluster.node._heartbeat.call]
+
+
+def test_a_node_not_reaped_during_a_stall_delivers_and_relays_what_waited() -> None:
+    """The stall outlasted the lease but no node reaped this one: what came
+    in and went out meanwhile goes on, once, and nobody is told a thing."""
+    cluster = Cluster()
+    alice, ann = cluster.user("alice"), cluster.user("ann")
+    alice.take()
+    redis = cluster.redis
+    redis.published.clear()  # the join notices
+    redis.held.add(RENEW)
+    cluster.stall(CONFIG.node_timeout + 4)
+    cluster.heard(b"there [1.2.3]-bob: bonjour\n")
+    alice.send(b"pendant la pause\n")
+    alice.send(b"msg bob psst\n")
+    newcomer = cluster.connect()
+    newcomer.send(b"/pseudo carol\n")
+    assert alice.take() == b""
+    assert redis.published == []
+    assert newcomer.take() == b""
+    redis.answer(RENEW, 1)  # renewed: not reaped
+
+    assert alice.take().startswith(b"[1.2.3]-bob: bonjour\n")
+    assert ann.take().count(b"-alice: pendant la pause\n") == 1
+    stamp = cluster.factory.stamp().encode()
+    assert redis.published == [
+        b"here " + stamp + b"-alice: pendant la pause\n",
+        b"here " + stamp + b"-Connexion de carol\n",
+    ]
+    assert b"Bienvenue carol\n" in newcomer.take()
+    assert alice.connected and ann.connected
+
+
+def test_a_reapers_announcement_of_this_nodes_users_is_never_delivered() -> None:
+    """A departure published by the node that reaped this one is not for this
+    node's users (they are told by their own node); the departure of
+    another dead node's user is."""
+    cluster = Cluster()
+    alice = cluster.user("alice")
+    cluster.heard(b"there@here " + cluster.departure("alice"))
+    assert alice.take() == b""
+    cluster.heard(b"there@third " + cluster.departure("dave"))
+    assert alice.take() == cluster.departure("dave")
+
+
+def test_a_stall_shorter_than_the_lease_asks_redis_nothing() -> None:
+    """Lines from Redis are delivered at once after a short stall."""
+    cluster = Cluster()
+    alice = cluster.user("alice")
+    renewals = cluster.redis.count(RENEW)
+    cluster.stall(CONFIG.lease - 0.5)
+    cluster.heard(b"there [1.2.3]-bob: bonjour\n")
+    assert alice.take() == b"[1.2.3]-bob: bonjour\n"
+    assert cluster.redis.count(RENEW) == renewals + 1  # the heartbeat's
+
+
+def test_a_node_cut_off_past_its_lease_finds_it_was_reaped_when_it_syncs() -> None:
+    """Redis could not say whether the node was reaped; when it answers
+    again, registering the users again finds the node reaped in the epoch it
+    knew: the users are dropped rather than silently brought back."""
+    cluster = Cluster()
+    alice = cluster.user("alice")
+    redis = cluster.redis
+    redis.answers[RENEW] = RegistryUnavailable("Redis did not answer in time")
+    redis.answers[SYNC] = RegistryUnavailable("Redis did not answer in time")
+    cluster.clock.advance(CONFIG.tick)
+    assert not cluster.node.accepting
+    assert alice.take() == b""
+    redis.answers[SYNC] = lambda args: [b"E1", [], [], [], int(args[4] == "E1")]
+    redis.answers[RENEW] = 1
+    syncs = redis.count(SYNC)
+    cluster.clock.advance(CONFIG.tick)
+    assert alice.take().endswith(CLUSTER_LOST + wire.BYE)  # reaped in E1
+    assert [args[4:] for args in redis.arguments(SYNC)[syncs:]] == [
+        ("E1", "alice", "alice"),
+        ("",),  # then a new node, with no users
+    ]
+    assert cluster.node.accepting
+
+
+def test_a_claim_made_while_the_node_joins_waits_for_the_join() -> None:
+    """A node listens before it has joined: a registration then is answered
+    once it has, not refused."""
+    cluster = Cluster(joined=False)
+    early = cluster.connect()
+    early.send(b"/pseudo alice\n")
+    cluster.clock.advance(CONFIG.redis_timeout / 2)
+    assert early.take() == b""
+    cluster.subscribed()
+    assert b"Bienvenue alice\n" in early.take()
+
+
+def test_a_claim_waits_for_the_join_no_longer_than_the_redis_timeout() -> None:
+    cluster = Cluster(joined=False)
+    early = cluster.connect()
+    early.send(b"/pseudo alice\n")
+    cluster.clock.advance(CONFIG.redis_timeout)
+    assert early.take() == UNAVAILABLE
+    early.send(b"alice\n")
+    cluster.subscribed()
+    assert b"Bienvenue alice\n" in early.take()
+    assert cluster.clock.getDelayedCalls() == [cluster.node._heartbeat.call]
+
+
+def test_a_redis_time_limit_counts_the_seconds_the_process_ran() -> None:
+    """A call's timer that fires late after a stall gives Redis the time limit
+    again (its answer may be waiting to be read); one that fires on time
+    gives up a reactor turn later, and says so; a process late every time
+    gives up all the same, after two more time limits."""
+    from chatproto._redis import within
+
+    clock = Clock()
+    expired: list[str] = []
+    answered: Deferred[str] = Deferred()
+    within(answered, 1.0, clock, lambda: expired.append("answered"))
+    clock.advance(0.9)
+    clock.rightNow += 0.2  # SIGSTOP, just as the time limit ran out
+    clock.advance(0)
+    assert not answered.called
+    answered.callback("OK")
+    assert (answered.result, expired) == ("OK", [])
+    assert clock.getDelayedCalls() == []
+
+    hung: Deferred[str] = Deferred()
+    within(hung, 1.0, clock, lambda: expired.append("hung"))
+    clock.advance(1.0)  # and the turn after, when a readable reply was read
+    assert expired == ["hung"]
+    failures: list[Failure] = []
+    hung.addErrback(failures.append)
+    assert [f.type for f in failures] == [CancelledError]
+
+    late: Deferred[str] = Deferred()
+    within(late, 1.0, clock, lambda: expired.append("late"))
+    for _ in range(3):
+        clock.rightNow += 1.5
+        clock.advance(0)
+    clock.advance(0)
+    assert expired == ["hung", "late"]
+    late.addErrback(lambda f: None)
+
+
+def test_a_node_whose_check_gets_no_answer_is_cut_off_and_delivers_nothing_twice() -> (
+    None
+):
+    """Redis does not answer the check: the node is cut off (as when Redis is
+    away), the message that waited is delivered here once, the line typed
+    meanwhile stays here, and the node asks once, not once per message."""
+    cluster = Cluster()
+    alice, ann = cluster.user("alice"), cluster.user("ann")
+    alice.take()
+    redis = cluster.redis
+    redis.published.clear()
+    redis.held.add(RENEW)
+    renewals = redis.count(RENEW)
+    cluster.stall(CONFIG.node_timeout + 4)
+    cluster.heard(b"there [1.2.3]-bob: bonjour\n")
+    cluster.heard(b"there [1.2.3]-bob: encore\n")
+    ann.send(b"pendant la pause\n")
+    away = RegistryUnavailable("Redis did not answer in time")
+    redis.answers[SYNC] = away  # and it stays away
+    redis.waiting[0][1].errback(away)
+    assert redis.count(RENEW) == renewals + 1
+    assert not cluster.node.accepting
+    got = alice.take()
+    assert got.count(b"bob: bonjour\n") == got.count(b"bob: encore\n") == 1
+    assert got.count(b"-ann: pendant la pause\n") == 1
+    assert redis.published == []
+    assert alice.connected and ann.connected
