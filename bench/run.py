@@ -739,7 +739,8 @@ def run_one(server: Server, scenario: Scenario, plan: Plan, rep: int) -> Result:
                 result = tool.read(scenario.bound + 30)
             if restart:
                 new_pid = started[0][1].pid
-                restart["re_server_cpu_s"] = process_cpu_s(new_pid) - restart["cpu0"]
+                cpu0 = restart.pop("cpu0")
+                restart["re_server_cpu_s"] = process_cpu_s(new_pid) - cpu0
                 result.update(restart)
             alive = all(proc.poll() is None for _, proc in started)
             all_cpu = sum(process_cpu_s(proc.pid) for _, proc in started)
@@ -1104,6 +1105,12 @@ ROWS["reconnect"] = [
     ("time from listening to all re-registered (s)", reconnect_time, 2, True),
     ("clients re-registered", lambda r: r.get("re_registered"), 0, False),
     ("clients lost", reconnect_lost, 0, False),
+    (
+        "  of which connected, never welcomed",
+        lambda r: r.get("re_unwelcomed"),
+        0,
+        False,
+    ),
     ("connect() calls per client", lambda r: r.get("re_connects_per_client"), 1, False),
     ("new server's CPU (s)", lambda r: r.get("re_server_cpu_s"), 2, True),
 ]
@@ -1799,6 +1806,11 @@ def run_notes(where: str, r: Result) -> list[str]:
                 f"{where}: the load generator used {cpu / wall:.0%} of a core "
                 f"during {phase}: it may have been the bottleneck."
             )
+    if r.get("restart_killed"):
+        notes.append(
+            f"{where}: the old server did not exit within {RESTART_BOUND:g} s of "
+            "SIGTERM and was killed."
+        )
     if not r.get("server_survived", True):
         notes.append(f"{where}: the server died during the run.")
     return notes
