@@ -6,6 +6,7 @@ bench/run.py, our server) with it; needs a C compiler, not ngIRCd.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import signal
@@ -15,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -239,3 +241,33 @@ def test_quick_mode_says_not_measured_and_runs_the_herds(tmp_path: Path) -> None
         again = data["results"]["reconnect"][key]
         assert again["re_registered"] == again["clients"] == 20
         assert again["server_survived"]
+
+
+def load_run_py() -> Any:
+    spec = importlib.util.spec_from_file_location("bench_run", BENCH / "run.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_run"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(("quick", "status"), [(False, "FAIL"), (True, "not measured")])
+def test_a_target_quick_mode_did_not_measure_is_neither_pass_nor_fail(
+    quick: bool, status: str
+) -> None:
+    """The same losing numbers FAIL a full run's target, and say "not
+    measured" in a --quick run, which measures nothing at the target's size."""
+    run = load_run_py()
+    plan, _ = run.make_plan(quick, {"herd", "reconnect"})
+    lost = {"clients": 10, "registered": 7, "re_registered": 7}
+    results = {"herd": {"ours": lost}, "reconnect": {"ours": lost}}
+    statuses = [t.status for t in run.targets(results, plan)]
+    assert statuses == [status, status]
+
+
+def test_a_target_without_its_measurement_is_not_measured() -> None:
+    run = load_run_py()
+    plan, _ = run.make_plan(False, {"msg1", "herd"})
+    statuses = [t.status for t in run.targets({"msg1": {}, "herd": {}}, plan)]
+    assert statuses == ["not measured"] * 3
