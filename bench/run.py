@@ -1087,6 +1087,7 @@ ROWS["herd"] = [
     ),
     ("server CPU (s)", lambda r: r["reg_server_cpu_s"], 2, True),
     ("load generator CPU (% of one core)", share("reg_tool_cpu_s", "reg_s"), 0, False),
+    ("other processes' CPU (% of one core)", share("other_cpu_s", "run_s"), 0, False),
 ]
 ROWS["reconnect"] = [
     ("clients registered before the restart", lambda r: r.get("re_initial"), 0, False),
@@ -1113,6 +1114,7 @@ ROWS["reconnect"] = [
     ),
     ("connect() calls per client", lambda r: r.get("re_connects_per_client"), 1, False),
     ("new server's CPU (s)", lambda r: r.get("re_server_cpu_s"), 2, True),
+    ("other processes' CPU (% of one core)", share("other_cpu_s", "run_s"), 0, False),
 ]
 
 
