@@ -11,7 +11,18 @@
  *          clients are between connect() and the end of their registration,
  *          at most --accept-window of them are not yet greeted by the server
  *          (so that a short listen backlog does not drop SYNs), and at most
- *          --connect-rate connect() calls start per second.
+ *          --connect-rate connect() calls start per second; 0 lifts each
+ *          bound. With all three at 0 every connect() is issued at once, the
+ *          way a herd arrives. --reg-timeout bounds the phase: a client not
+ *          registered by then is lost (the JSON says where each got stuck).
+ *   reconnect (--reconnect TRIES) once registered, print {"registered":N}
+ *          on standard output and wait for SIGUSR1, the caller's word that
+ *          it restarted the server and the new one listens. Meanwhile and
+ *          after, every client whose connection closes or whose connect()
+ *          is refused or reset tries again after 100-250 ms (uniform
+ *          jitter), at most TRIES connect() calls each, and registers again.
+ *          Reports the time from SIGUSR1 to the last re-registration and
+ *          the clients that did not re-register within --reconnect-timeout.
  *   idle   hold every client idle for --idle seconds, answering pings, while
  *          sampling the server's CPU and resident memory from /proc/PID.
  *   send   --senders S clients, spread over the id range, each send one line
@@ -63,6 +74,7 @@ enum {
     ST_WAIT_ACK,     /* chat: nickname sent; irc: JOIN sent */
     ST_WAIT_LIST,    /* chat: "Bienvenue NICK" seen, inside the list block */
     ST_READY,
+    ST_BACKOFF,      /* reconnect: closed, waiting for retry_at */
     ST_DEAD
 };
 
@@ -74,6 +86,8 @@ typedef struct {
     int wlen, wcap;
     long sent;
     double t_start, next_send;
+    int dropped, tries; /* reconnect: lost its first connection; connect() calls in the phase */
+    double retry_at;
 } Conn;
 
 /* ---- options ---- */
@@ -82,7 +96,9 @@ static int ports[16] = {7000}, nports = 1, pids[16], npids = 0, nclients = 100, 
 static int inflight_max = 128, accept_window = 8, msg_pad = 0;
 static double connect_rate = 20000, rate = 1.0, duration = 10, drain_s = 10;
 static double idle_s = 0, reg_timeout = 180, total_timeout = 600, settle_s = 0.5;
-static int irc_join = 1, progress = 0, hold_stdin = 0;
+static int irc_join = 1, irc_until_001 = 0, progress = 0, hold_stdin = 0;
+static int reconnect_tries = 0;
+static double reconnect_wait = 300, reconnect_timeout = 60;
 static const char *irc_target = "#bench", *irc_oper = NULL;
 
 /* ---- state ---- */
@@ -93,7 +109,11 @@ static long reg_errors = 0, slow_connects = 0, connect_errors = 0;
 static long pings = 0, bad_bench = 0, lines_in = 0, echoes = 0, reads = 0;
 static long deliveries = 0, counting = 0;
 static long long bytes_in = 0, ping_bytes = 0;
-static double t_begin, t_last_delivery;
+static double t_begin, t_last_delivery, t_last_ready = 0;
+static int phase_reconnect = 0;
+static long n_rereg = 0, n_backoff = 0, re_connects = 0;
+static volatile sig_atomic_t restart_flag = 0;
+static struct timespec restart_ts;
 static char rbig[1 << 18];
 
 /* Latency histogram in microseconds: exact below 128 us, then 64 buckets per
@@ -245,14 +265,30 @@ static void leave_registration(Conn *c) {
     }
 }
 
+/* closed or waiting to reconnect: nothing more to read or write */
+static int gone(const Conn *c) { return c->state == ST_DEAD || c->state == ST_BACKOFF; }
+
+/* Close a client. In the reconnect phase it tries again after 100-250 ms
+ * while it has tries left, as a real client would; otherwise it is dead. */
 static void kill_conn(Conn *c) {
-    if (c->state == ST_DEAD || c->state == ST_IDLE) return;
+    if (gone(c) || c->state == ST_IDLE) return;
     leave_registration(c);
-    if (c->state == ST_READY) n_ready--;
-    c->state = ST_DEAD;
-    n_dead++;
+    if (c->state == ST_READY) {
+        n_ready--;
+        if (c->dropped) n_rereg--;
+    }
     epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
+    c->plen = c->wlen = c->hyphens = 0;
+    if (phase_reconnect && c->tries < reconnect_tries) {
+        c->state = ST_BACKOFF;
+        c->dropped = 1;
+        c->retry_at = now() + 0.100 + 0.150 * drand48();
+        n_backoff++;
+        return;
+    }
+    c->state = ST_DEAD;
+    n_dead++;
 }
 
 static void greet(Conn *c) {
@@ -268,6 +304,8 @@ static void become_ready(Conn *c) {
     leave_registration(c);
     c->state = ST_READY;
     n_ready++;
+    if (c->dropped) n_rereg++;
+    t_last_ready = now();
 }
 
 static void flush(Conn *c) {
@@ -287,7 +325,7 @@ static void flush(Conn *c) {
 }
 
 static void send_bytes(Conn *c, const char *s, int n) {
-    if (c->state == ST_DEAD) return;
+    if (gone(c)) return;
     if (c->wlen == 0) { /* fast path: straight to the kernel */
         ssize_t w = write(c->fd, s, n);
         if (w == n) return;
@@ -384,6 +422,10 @@ static void on_line(Conn *c, char *line, int len) {
     if (irc) {
         if (c->state == ST_WAIT_WELCOME) {
             if (memmem(line, len, " 001 ", 5)) {
+                if (irc_until_001) { /* registered: RPL_WELCOME is enough */
+                    become_ready(c);
+                    return;
+                }
                 greet(c);
                 if (irc_join) sendf(c, "JOIN %s\r\n", irc_target);
                 c->state = ST_WAIT_ACK;
@@ -464,14 +506,14 @@ static void on_readable(Conn *c) {
             int l = c->plen;
             c->plen = 0;
             on_line(c, c->part, l);
-            if (c->state == ST_DEAD) return;
+            if (gone(c)) return;
             p = nl + 1;
         }
         for (;;) {
             char *nl = memchr(p, '\n', end - p);
             if (!nl) break;
             on_line(c, p, (int)(nl - p));
-            if (c->state == ST_DEAD) return;
+            if (gone(c)) return;
             p = nl + 1;
         }
         if (p < end) {
@@ -488,6 +530,10 @@ static void on_readable(Conn *c) {
 }
 
 static void start_connect(Conn *c) {
+    if (phase_reconnect) {
+        c->tries++;
+        re_connects++;
+    }
     c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (c->fd < 0) {
         perror("chatbench: socket (raise ulimit -n)");
@@ -513,11 +559,8 @@ static void start_connect(Conn *c) {
     n_inflight++;
     n_ungreeted++;
     if (connect(c->fd, (struct sockaddr *)&a, sizeof a) < 0 && errno != EINPROGRESS) {
-        connect_errors++;
-        close(c->fd);
-        leave_registration(c);
-        c->state = ST_DEAD;
-        n_dead++;
+        connect_errors++; /* refused at once: retried in the reconnect phase */
+        kill_conn(c);
         return;
     }
     struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
@@ -525,7 +568,7 @@ static void start_connect(Conn *c) {
 }
 
 static void on_event(Conn *c, uint32_t evs) {
-    if (c->state == ST_DEAD) return;
+    if (gone(c)) return;
     if (c->state == ST_CONNECTING) {
         int err = 0;
         socklen_t l = sizeof err;
@@ -541,7 +584,7 @@ static void on_event(Conn *c, uint32_t evs) {
         if (!(evs & EPOLLIN)) return;
     }
     if (evs & EPOLLOUT) flush(c);
-    if (c->state != ST_DEAD && (evs & (EPOLLIN | EPOLLHUP | EPOLLERR))) on_readable(c);
+    if (!gone(c) && (evs & (EPOLLIN | EPOLLHUP | EPOLLERR))) on_readable(c);
 }
 
 static void poll_once(int ms) {
@@ -557,6 +600,32 @@ static void on_signal(int sig) {
     (void)sig;
     stop_flag = 1;
 }
+static void on_restart(int sig) { /* SIGUSR1: the new server listens */
+    (void)sig;
+    if (!restart_flag) clock_gettime(CLOCK_MONOTONIC, &restart_ts);
+    restart_flag = 1;
+}
+
+/* reconnect: start the clients whose backoff has expired */
+static void retry_due(void) {
+    if (!n_backoff) return;
+    double t = now();
+    for (int i = 0; i < nclients; i++)
+        if (conns[i].state == ST_BACKOFF && conns[i].retry_at <= t) {
+            n_backoff--;
+            start_connect(&conns[i]);
+        }
+}
+
+static void report_states(const char *phase, double el, int upto) {
+    long st[ST_DEAD + 1] = {0};
+    for (int i = 0; i < upto; i++) st[conns[i].state]++;
+    fprintf(stderr,
+            "chatbench: %s %.1f s ready %ld dead %ld connecting %ld welcome %ld prompt %ld ack %ld list %ld "
+            "backoff %ld server_cpu %.2f\n",
+            phase, el, n_ready, n_dead, st[ST_CONNECTING], st[ST_WAIT_WELCOME], st[ST_WAIT_PROMPT], st[ST_WAIT_ACK],
+            st[ST_WAIT_LIST], st[ST_BACKOFF], server_cpu());
+}
 
 static void usage(void) {
     fprintf(stderr,
@@ -564,8 +633,10 @@ static void usage(void) {
             "  [--inflight K] [--accept-window A] [--connect-rate R] [--spread K]\n"
             "  [--idle S] [--senders S --rate R --duration D --drain T] [--pad BYTES]\n"
             "  [--pid SERVER_PID[,PID2...]] [--reg-timeout S] [--settle S] [--timeout S]\n"
-            "  [--irc-join 0|1] [--irc-target '#bench'|'$server.name'] [--irc-oper NAME:PASS]\n"
-            "  [--progress 1] [--hold-stdin 1]\n");
+            "  [--irc-join 0|1] [--irc-until-001 0|1] [--irc-target '#bench'|'$server.name']\n"
+            "  [--irc-oper NAME:PASS] [--reconnect TRIES --reconnect-wait S --reconnect-timeout S]\n"
+            "  [--progress 1] [--hold-stdin 1]\n"
+            "  --inflight 0, --accept-window 0, --connect-rate 0: no bound (a herd)\n");
     exit(2);
 }
 
@@ -594,6 +665,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--settle")) settle_s = atof(v);
         else if (!strcmp(a, "--timeout")) total_timeout = atof(v);
         else if (!strcmp(a, "--irc-join")) irc_join = atoi(v);
+        else if (!strcmp(a, "--irc-until-001")) irc_until_001 = atoi(v);
+        else if (!strcmp(a, "--reconnect")) reconnect_tries = atoi(v);
+        else if (!strcmp(a, "--reconnect-wait")) reconnect_wait = atof(v);
+        else if (!strcmp(a, "--reconnect-timeout")) reconnect_timeout = atof(v);
         else if (!strcmp(a, "--progress")) progress = atoi(v);
         else if (!strcmp(a, "--hold-stdin")) hold_stdin = atoi(v);
         else if (!strcmp(a, "--irc-target")) irc_target = v;
@@ -605,12 +680,14 @@ int main(int argc, char **argv) {
         fprintf(stderr, "chatbench: --host must be an IPv4 loopback address (127.0.0.0/8)\n");
         return 2;
     }
-    if (nclients < 1 || rate <= 0 || inflight_max < 1 || accept_window < 1 || nports < 1) usage();
+    if (nclients < 1 || rate <= 0 || inflight_max < 0 || accept_window < 0 || reconnect_tries < 0 || nports < 1) usage();
     if (nsenders > nclients) nsenders = nclients;
     if (msg_pad > 4000) msg_pad = 4000;
     signal(SIGPIPE, SIG_IGN);
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
+    signal(SIGUSR1, on_restart);
+    srand48((long)getpid() ^ (long)now_ns());
     struct rlimit rl;
     if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
@@ -629,25 +706,33 @@ int main(int argc, char **argv) {
     double rss0 = server_status("VmRSS");
     double scpu0 = server_cpu(), tcpu0 = self_cpu(), t0 = now();
     int started = 0;
-    double next_report = t0 + 1;
+    double next_report = t0 + 1, t_connects = -1;
     while (n_ready + n_dead < nclients && !stop_flag) {
         double el = now() - t0;
         if (progress && now() >= next_report) {
-            long st[ST_DEAD + 1] = {0};
-            for (int i = 0; i < started; i++) st[conns[i].state]++;
-            fprintf(stderr, "chatbench: %.1f s ready %ld dead %ld connecting %ld welcome %ld prompt %ld ack %ld list %ld server_cpu %.2f\n",
-                    el, n_ready, n_dead, st[ST_CONNECTING], st[ST_WAIT_WELCOME], st[ST_WAIT_PROMPT], st[ST_WAIT_ACK],
-                    st[ST_WAIT_LIST], server_cpu() - scpu0);
+            report_states("reg", el, started);
             next_report += 1;
         }
-        while (started < nclients && n_inflight < inflight_max && n_ungreeted < accept_window &&
+        while (started < nclients && (inflight_max <= 0 || n_inflight < inflight_max) &&
+               (accept_window <= 0 || n_ungreeted < accept_window) &&
                (connect_rate <= 0 || started < el * connect_rate + 1))
             start_connect(&conns[started++]);
+        if (started == nclients && t_connects < 0) t_connects = now() - t0;
         poll_once(started < nclients ? 1 : 5);
         if (now() - t0 > reg_timeout || over_total()) break;
     }
     double t_reg = now() - t0, scpu_reg = server_cpu() - scpu0, tcpu_reg = self_cpu() - tcpu0;
     long rss_reg = server_status("VmRSS");
+    /* where the clients not registered by the deadline got stuck: a client
+     * "connected" but never welcomed is the mark of a listen queue that
+     * overflowed (under SYN cookies the kernel drops the final ACK, the
+     * client believes it is connected and waits for a server that never
+     * accepted it) */
+    long st[ST_DEAD + 1] = {0};
+    for (int i = 0; i < nclients; i++) st[conns[i].state]++;
+    long stuck_idle = st[ST_IDLE], stuck_connecting = st[ST_CONNECTING], stuck_unwelcomed = st[ST_WAIT_WELCOME];
+    long stuck_registering = st[ST_WAIT_PROMPT] + st[ST_WAIT_ACK] + st[ST_WAIT_LIST];
+    double reg_last = n_ready ? t_last_ready - t0 : -1;
     fprintf(stderr, "chatbench: registered %ld/%d in %.2f s (dead %ld)\n", n_ready, nclients, t_reg, n_dead);
 
     /* let the list blocks and join notices drain: wait for a quiet spell */
@@ -662,6 +747,45 @@ int main(int argc, char **argv) {
         }
     }
     double t_settle = now() - ts;
+
+    /* ---- phase reconnect ---- */
+    long re_target = -1, re_lost = -1, re_dead = 0, re_refused = 0, re_unwelcomed = 0;
+    double re_s = -1, re_wait_s = -1, re_connects_per = -1;
+    if (reconnect_tries > 0 && !stop_flag) {
+        for (int i = 0; i < nclients; i++) /* only registered clients take part */
+            if (conns[i].state != ST_READY) kill_conn(&conns[i]);
+        re_target = n_ready;
+        long dead0 = n_dead, errors0 = connect_errors;
+        phase_reconnect = 1;
+        printf("{\"registered\":%ld}\n", n_ready);
+        fflush(stdout);
+        double tw = now(), t_sig = -1;
+        next_report = tw + 1;
+        while (!stop_flag && !over_total()) {
+            if (restart_flag && t_sig < 0) {
+                t_sig = restart_ts.tv_sec + restart_ts.tv_nsec / 1e9;
+                re_wait_s = t_sig - tw;
+            }
+            if (t_sig < 0 && now() - tw > reconnect_wait) break; /* no restart came */
+            if (t_sig >= 0 && (n_rereg + n_dead - dead0 >= re_target || now() - t_sig > reconnect_timeout)) break;
+            if (progress && now() >= next_report) {
+                report_states("reconnect", now() - tw, nclients);
+                next_report += 1;
+            }
+            retry_due();
+            poll_once(5);
+        }
+        phase_reconnect = 0;
+        if (t_sig >= 0 && n_rereg == re_target) re_s = t_last_ready - t_sig;
+        else if (t_sig >= 0) re_s = now() - t_sig;
+        re_lost = re_target - n_rereg;
+        re_dead = n_dead - dead0;
+        re_refused = connect_errors - errors0;
+        for (int i = 0; i < nclients; i++) re_unwelcomed += conns[i].state == ST_WAIT_WELCOME;
+        re_connects_per = re_target > 0 ? (double)re_connects / re_target : 0;
+        fprintf(stderr, "chatbench: re-registered %ld/%ld in %.2f s after the restart (%ld connects)\n", n_rereg,
+                re_target, re_s, re_connects);
+    }
 
     /* ---- phase idle ---- */
     double idle_cpu = -1, idle_wall = 0, tcpu_idle = -1;
@@ -780,6 +904,14 @@ int main(int argc, char **argv) {
            "\"reg_tool_cpu_s\":%.3f,\"rss_start_kb\":%.0f,\"rss_reg_kb\":%ld,\"settle_s\":%.2f,",
            irc ? "irc" : "chat", nclients, n_ready, n_dead, reg_errors, connect_errors, slow_connects, t_reg,
            scpu_reg, tcpu_reg, rss0, rss_reg, t_settle);
+    printf("\"reg_last_s\":%.3f,\"connects_s\":%.3f,\"stuck_idle\":%ld,\"stuck_connecting\":%ld,"
+           "\"stuck_unwelcomed\":%ld,\"stuck_registering\":%ld,",
+           reg_last, t_connects, stuck_idle, stuck_connecting, stuck_unwelcomed, stuck_registering);
+    printf("\"re_target\":%ld,\"re_registered\":%ld,\"re_lost\":%ld,\"re_dead\":%ld,\"re_s\":%.3f,"
+           "\"re_wait_s\":%.3f,\"re_connects\":%ld,\"re_connects_per_client\":%.2f,\"re_refused\":%ld,"
+           "\"re_unwelcomed\":%ld,",
+           re_target, re_target >= 0 ? n_rereg : -1, re_lost, re_dead, re_s, re_wait_s, re_connects, re_connects_per,
+           re_refused, re_unwelcomed);
     printf("\"idle_s\":%.2f,\"idle_server_cpu_s\":%.3f,\"idle_tool_cpu_s\":%.3f,\"idle_pings\":%ld,"
            "\"idle_dead\":%ld,\"idle_rss_max_kb\":%ld,\"idle_rss_end_kb\":%ld,\"idle_wakeups\":%ld,",
            idle_wall, idle_cpu, tcpu_idle, idle_pings, idle_dead, rss_idle_max, rss_idle_end, ctx_idle);
