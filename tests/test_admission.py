@@ -7,7 +7,7 @@ ones kept them out for good. Unregistered connections now have a share of
 the slots, the oldest of them makes room for a newcomer, and one network
 holds at most a quarter of the server. The unit tests keep the proportions
 with max_connections=200; they drive the real factory over in-memory
-transports and a fake clock, as tests/conftest.py does.
+transports and a fake clock, as chatproto.testing does.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from chatproto.server import (
     network,
     source,
 )
-from tests.conftest import Chat, Client, RecordingTransport, nick_registered
+from chatproto.testing import Chat, Client, RecordingTransport, nick_registered
 from tests.peer import Peer
 
 r: Any = reactor

@@ -2,7 +2,7 @@
 outages and error lines.
 
 Most tests join a client L{Session} to chatproto's real server factory
-(tests/conftest.py's Chat, default flood control) over two StringTransports,
+(chatproto.testing's Chat, default flood control) over two StringTransports,
 on one task.Clock: L{Loopback.run} lets the clock go in small steps and
 carries the bytes both ways after each.
 """
@@ -29,7 +29,7 @@ from chatproto.clientproto import (
     TokenBucket,
 )
 from chatproto.registry import MemoryRegistry, RegistryUnavailable
-from tests.conftest import Chat, Client
+from chatproto.testing import Chat, Client
 from tests.test_client_session import UI
 
 RUBY_WELCOME = (

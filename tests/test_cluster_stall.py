@@ -32,7 +32,7 @@ from chatproto.cluster import (
 )
 from chatproto.registry import RegistryUnavailable
 from chatproto.server import ChatFactory, ChatServerProtocol, ServerConfig
-from tests.conftest import START, Client, RecordingTransport
+from chatproto.testing import START, Client, RecordingTransport
 
 CONFIG = ClusterConfig(
     RedisAddress("127.0.0.1"), "test", node_timeout=4.0, redis_timeout=1.0

@@ -1,6 +1,6 @@
 """A hostile user against the single-process server: regressions for the
 defects a security review found. Each drives the real factory over in-memory
-transports and a fake clock, as tests/conftest.py does.
+transports and a fake clock, as chatproto.testing does.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from twisted.internet.address import IPv4Address
 
 from chatproto.server import ChatServerProtocol
-from tests.conftest import Chat, Client, RecordingTransport, nick_registered
+from chatproto.testing import Chat, Client, RecordingTransport, nick_registered
 
 LINE = b"y" * 3999 + b"\n"  # a legal line: under max_line (4096)
 

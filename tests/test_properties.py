@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chatproto.server import ChatFactory, ChatServerProtocol
-from tests.conftest import Chat, Client
+from chatproto.testing import Chat, Client
 
 CONFIG: dict[str, Any] = dict(
     max_line=64,
@@ -130,12 +130,7 @@ class World:
         elif kind == "advance":
             self.chat.advance(event[1])
         elif kind == "turn":  # one reactor turn: a pass may be half done
-            clock = self.chat.clock
-            due = [c for c in clock.calls if c.getTime() <= clock.seconds()]
-            for call in due:
-                clock.calls.remove(call)
-                call.called = 1
-                call.func(*call.args, **call.kw)
+            self.chat.turn()
         elif kind == "drop":
             self.client(event[1]).transport.loseConnection()
         elif kind == "slow":

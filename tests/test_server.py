@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred, fail
 
 from chatproto import wire
 from chatproto.registry import RegistryUnavailable
-from tests.conftest import Chat, Client, RecordingTransport
+from chatproto.testing import Chat, Client, RecordingTransport
 
 WELCOME = b"Bienvenue dans le chat v.1, enregistrez-vous avec la commande /pseudo\n"
 PROMPT = b"Entrez votre pseudo: \n"
@@ -1064,17 +1064,6 @@ def test_lines_wait_for_a_batch_only_while_the_chat_is_busy() -> None:
     assert carol.take().endswith(b"-bob: four\n")
 
 
-def one_turn(chat: Chat) -> None:
-    """Run the calls due now, but not those they schedule: one reactor turn
-    (Clock.advance(0) would also run the calls they add for now)."""
-    clock = chat.clock
-    due = [call for call in clock.calls if call.getTime() <= clock.seconds()]
-    for call in due:
-        clock.calls.remove(call)
-        call.called = 1
-        call.func(*call.args, **call.kw)
-
-
 def test_a_line_made_during_a_pass_joins_it() -> None:
     """A pass serves pass_size users per reactor turn; a line made between two
     chunks goes, in the same write as the first, to the users the pass has
@@ -1087,11 +1076,11 @@ def test_a_line_made_during_a_pass_joins_it() -> None:
     for user in users:
         user.transport.writes.clear()
     alice.send(b"one\n")
-    one_turn(chat)  # the first chunk: alice (its own line: nothing) and bob
+    chat.turn()  # the first chunk: alice (its own line: nothing) and bob
     assert bob.transport.writes[-1].endswith(b"-alice: one\n")
     assert carol.transport.writes == []
     bob.send(b"two\n")  # read between two chunks
-    one_turn(chat)  # carol and dave: both lines, one write
+    chat.turn()  # carol and dave: both lines, one write
     for user in (carol, dave):
         [data] = user.transport.writes
         assert data.endswith(b"-alice: one\n" + chat.stamp() + b"-bob: two\n")
@@ -1115,7 +1104,7 @@ def test_a_private_line_waits_for_the_public_lines_before_it() -> None:
     carol.transport.writes.clear()
     alice.send(b"public\n")
     bob.send(b"and another\n")
-    one_turn(chat)  # alice only
+    chat.turn()  # alice only
     bob.send(b"msg carol private\n")
     public, private = carol.transport.writes
     assert public.endswith(b"-alice: public\n" + chat.stamp() + b"-bob: and another\n")
