@@ -53,6 +53,7 @@ from twisted.python.failure import Failure
 from chatproto import wire
 from chatproto.registry import (
     NicknameTaken,
+    Reach,
     RegistryUnavailable,
     nick_key,
 )
@@ -598,7 +599,6 @@ class ClusterNode(service.Service):
         self._epoch: str | None = None
         self._pending: dict[str, tuple[str, bytes]] = {}  # left while cut off
         self._seen: dict[bytes, float] = {}  # late departures delivered here
-        self._local_only = False
         self._outbox: list[bytes] = []
         self._outbox_call: IDelayedCall | None = None
         self._syncing = False
@@ -877,11 +877,8 @@ class ClusterNode(service.Service):
         other nodes know that nickname as someone who is present: announcing
         it there would announce the wrong person gone."""
         log.info("{nick} lost its nickname during the outage", nick=proto.nick)
-        self._local_only = True
-        try:
-            proto.say_goodbye(wire.notice(NICK_LOST.format(proto.nick)), wire.BYE)
-        finally:
-            self._local_only = False
+        notice = wire.notice(NICK_LOST.format(proto.nick))
+        proto.say_goodbye(notice, wire.BYE, reach=Reach.HERE)
 
     def _first_sight(self, entry: bytes) -> bool:
         """Whether a late departure is new here (it may come both published
@@ -988,7 +985,7 @@ class ClusterNode(service.Service):
         )
         lost = wire.notice(wire.CLUSTER_LOST)
         for proto in users:
-            proto.say_goodbye(lost, wire.BYE, announce=False)
+            proto.say_goodbye(lost, wire.BYE, reach=Reach.NOWHERE)
         self._pending = {}  # the reaper released and announced them
         self.clock.callLater(0, self._resync)  # with no users now: joins
 
@@ -1043,9 +1040,13 @@ class ClusterNode(service.Service):
                 self._resync()
         return failure
 
-    def release(self, nick: str) -> Deferred[None]:
+    def release(self, nick: str, reach: Reach = Reach.EVERYWHERE) -> Deferred[None]:
+        """Release a departing user's nickname in Redis, unless C{reach}
+        says the other nodes must not hear of the departure (HERE: the
+        nickname is someone else's there now) or have (NOWHERE: they reaped
+        this node and released it)."""
         chat, registry = self.chat, self.registry
-        if self._local_only or chat is None or registry is None:
+        if reach is not Reach.EVERYWHERE or chat is None or registry is None:
             return succeed(None)
         if self._holding():  # if this node was reaped, the reaper released it
 
@@ -1094,7 +1095,7 @@ class ClusterNode(service.Service):
     def publish(self, line: bytes) -> None:
         """Public lines made during one reactor turn go to Redis together at
         its end: one message for the other nodes, whatever their number."""
-        if self._local_only or not self._synced or self.registry is None:
+        if not self._synced or self.registry is None:
             return
         self._outbox.append(line)
         if self._outbox_call is None:

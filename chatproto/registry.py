@@ -9,6 +9,7 @@ in-memory registry answers at once, a remote one answers later.
 
 from __future__ import annotations
 
+import enum
 import itertools
 import re
 import sys
@@ -38,14 +39,28 @@ class RegistryUnavailable(Exception):
     """The registry cannot answer now (the cluster's store is unreachable)."""
 
 
+class Reach(enum.Enum):
+    """Who hears that a user left: the argument of every departure.
+
+    A single server is its whole chat (EVERYWHERE and HERE are one); a
+    cluster node tells the other nodes too, unless the user's nickname is
+    someone else's there now (HERE), or they announced it already (NOWHERE).
+    """
+
+    EVERYWHERE = "everywhere"  # every user of the chat; the nickname is freed
+    HERE = "here"  # the users of this server only; the cluster keeps the name
+    NOWHERE = "nowhere"  # nobody: the cluster announced it and freed the name
+
+
 class Registry(Protocol):
     """What the server needs from a registry of nicknames."""
 
     def claim(self, nick: str) -> Deferred[str]:
         """Take C{nick}; fail with L{NicknameTaken} if someone has it."""
 
-    def release(self, nick: str) -> Deferred[None]:
-        """Give C{nick} back; releasing a free nickname does nothing."""
+    def release(self, nick: str, reach: Reach = Reach.EVERYWHERE) -> Deferred[None]:
+        """Give C{nick} back as its user leaves, as far as C{reach} says
+        (see L{Reach}); releasing a free nickname does nothing."""
 
     def names(self, limit: int | None = None) -> Deferred[tuple[list[str], int]]:
         """The first C{limit} nicknames (all if None) in registration order,
@@ -71,7 +86,7 @@ class MemoryRegistry:
         self._nicks[key] = nick
         return succeed(nick)
 
-    def release(self, nick: str) -> Deferred[None]:
+    def release(self, nick: str, reach: Reach = Reach.EVERYWHERE) -> Deferred[None]:
         self._nicks.pop(nick_key(nick), None)
         return succeed(None)
 

@@ -15,7 +15,6 @@ import ipaddress
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, cast
 
 from twisted.internet import tcp
@@ -33,9 +32,11 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatproto import wire
+from chatproto.config import ServerConfig
 from chatproto.registry import (
     MemoryRegistry,
     NicknameTaken,
+    Reach,
     Registry,
     RegistryUnavailable,
     nick_key,
@@ -84,63 +85,6 @@ def send_buffer(max_output: int) -> int:
 # are never mistaken for one.
 TOO_LONG = b"\n"  # an over-long line: one error line
 STILL_TOO_LONG = b"\n\n"  # max_line more bytes of one: a token, nothing said
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    """Every limit of the server; the twistd options set them (see tap.py)."""
-
-    ping_interval: float = 10.0
-    max_missed_pings: int = 3
-    max_line: int = 4096
-    registration_timeout: float = 60.0
-    list_limit: int = 100
-    join_notice_limit: int = 100
-    flood_burst: int = 5
-    flood_rate: float = 2.0
-    # Lines waiting their turn (past the burst, at flood_rate), bounded in
-    # number and in bytes: a pasted stack trace waits and goes out paced; a
-    # client that sends beyond both bounds is a flooder, and is cut.
-    flood_queue: int = 100
-    flood_queue_bytes: int = 16 * 1024
-    max_output: int = 1 << 20
-    max_per_ip: int = 16
-    max_connections: int = 10_000
-    # Connections from one network: an IPv4 /network_prefix, an IPv6
-    # /network_prefix6 (None: a quarter of max_connections; 0: no limit).
-    max_per_network: int | None = None
-    network_prefix: int = 24
-    network_prefix6: int = 48
-    # Connections that have not registered a nickname yet, past which the
-    # oldest makes room for a newcomer (None: half of max_connections).
-    max_unregistered: int | None = None
-    close_timeout: float = 10.0
-    shutdown_timeout: float = 5.0
-    batch_delay: float = 0.02
-    batch_threshold: int = 200_000  # deliveries per second
-    # A pass writes the public lines to this many users per reactor turn and
-    # lets the reactor read between two: a line made during a long pass
-    # (10,000 users: about 80 ms) reaches the users the pass has yet to serve
-    # in this pass, and the others in the next, rather than after the pass.
-    pass_size: int = 128
-    nodelay: str = "talkers"  # TCP_NODELAY for: "talkers", "all" or "none"
-
-    @property
-    def network_limit(self) -> int:
-        """max_per_network, or by default a quarter of max_connections: one
-        network never holds more than a quarter of the server, and a herd
-        spread over four networks (a benchmark's) still fits. 0: no limit
-        (so also the default below 4 connections in all)."""
-        if self.max_per_network is None:
-            return self.max_connections // 4
-        return self.max_per_network
-
-    @property
-    def unregistered_limit(self) -> int:
-        """max_unregistered, or by default half of max_connections."""
-        if self.max_unregistered is None:
-            return self.max_connections // 2
-        return self.max_unregistered
 
 
 class Relay(Protocol):
@@ -469,19 +413,16 @@ class ChatServerProtocol(LineReceiver):
         )
         self.transport.loseConnection()
 
-    def say_goodbye(self, *lines: bytes, announce: bool = True) -> None:
-        """Leave the chat with these last lines, announced to the others
-        unless C{announce} is false (a cluster announced it already)."""
-        self._leave(announce)
+    def say_goodbye(self, *lines: bytes, reach: Reach = Reach.EVERYWHERE) -> None:
+        """Leave the chat with these last lines, the departure announced as
+        far as C{reach} says (a cluster may have announced it already)."""
+        self._leave(reach)
         self._close(*lines)
 
-    def _leave(self, announce: bool = True) -> None:
+    def _leave(self, reach: Reach = Reach.EVERYWHERE) -> None:
         if self.state is State.CHATTING:
             self.state = State.GONE
-            if announce:
-                self.factory.depart(self)
-            else:
-                self.factory.withdraw(self)
+            self.factory.depart(self, reach)
 
     # Input: framing, limits, flood control
 
@@ -981,25 +922,32 @@ class ChatFactory(ServerFactory):
             line = f"{self.stamp()}-Connexion de {proto.nick}\n".encode()
             self.broadcast(line, exclude=proto)
 
-    def depart(self, proto: ChatServerProtocol) -> None:
-        """A registered user left, for whatever reason: say it once."""
-        if self.withdraw(proto) and not self.stopping:
-            assert proto.nick is not None
-            self.broadcast(
-                wire.departure_prefix(self.stamp()) + proto.nick.encode() + b"\n"
-            )
+    def depart(
+        self, proto: ChatServerProtocol, reach: Reach = Reach.EVERYWHERE
+    ) -> None:
+        """A registered user left, for whatever reason: say it once, as far
+        as C{reach} says (a stopping server tells everyone it stops instead)."""
+        if not self.withdraw(proto, reach) or self.stopping or reach is Reach.NOWHERE:
+            return
+        assert proto.nick is not None
+        line = wire.departure_prefix(self.stamp()) + proto.nick.encode() + b"\n"
+        if reach is Reach.EVERYWHERE:
+            self.broadcast(line)
+        else:
+            self.deliver(line)
 
-    def withdraw(self, proto: ChatServerProtocol) -> bool:
-        """Take a registered user out of the chat without a word to anyone
-        (depart announces; a cluster that reaped this node did already):
-        whether it was in."""
+    def withdraw(
+        self, proto: ChatServerProtocol, reach: Reach = Reach.EVERYWHERE
+    ) -> bool:
+        """Take a registered user out of the chat without a word to anyone,
+        its nickname released as far as C{reach} says: whether it was in."""
         assert proto.nick is not None
         if self.sessions.get(nick_key(proto.nick)) is not proto:
             return False
         self._serve(proto)  # lines made before it left still reach it
         proto._seen = -1
         del self.sessions[nick_key(proto.nick)]
-        self.registry.release(proto.nick).addErrback(
+        self.registry.release(proto.nick, reach).addErrback(
             lambda f: log.failure("releasing {nick}", f, nick=proto.nick)
         )
         if not self.sessions:  # nobody left to give lines to: no timer

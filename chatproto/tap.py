@@ -19,7 +19,8 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python import usage
 
-from chatproto.server import EVICTION_GRACE, ChatFactory, ServerConfig
+from chatproto.config import ServerConfig
+from chatproto.server import EVICTION_GRACE, ChatFactory
 
 log = Logger()
 

@@ -23,7 +23,8 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransportWithDisconnection
 
-from chatproto.server import ChatFactory, ChatServerProtocol, ServerConfig
+from chatproto.config import ServerConfig
+from chatproto.server import ChatFactory, ChatServerProtocol
 
 __all__ = ["START", "Chat", "Client", "RecordingTransport", "nick_registered"]
 

@@ -23,7 +23,8 @@ from twisted.internet.testing import StringTransportWithDisconnection
 
 from chatproto import wire
 from chatproto.cluster import ClusterConfig, ClusterNode, RedisAddress
-from chatproto.server import ChatFactory, ChatServerProtocol, ServerConfig
+from chatproto.config import ServerConfig
+from chatproto.server import ChatFactory, ChatServerProtocol
 from tests.redis_fixture import RedisServer, running_redis
 
 pytestmark = pytest.mark.redis

@@ -30,8 +30,9 @@ from chatproto.cluster import (
     RedisAddress,
     RedisRegistry,
 )
+from chatproto.config import ServerConfig
 from chatproto.registry import RegistryUnavailable
-from chatproto.server import ChatFactory, ChatServerProtocol, ServerConfig
+from chatproto.server import ChatFactory, ChatServerProtocol
 from chatproto.testing import START, Client, RecordingTransport
 
 CONFIG = ClusterConfig(

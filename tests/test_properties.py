@@ -18,6 +18,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from chatproto.registry import Reach
 from chatproto.server import ChatFactory, ChatServerProtocol
 from chatproto.testing import Chat, Client
 
@@ -109,14 +110,16 @@ class World:
         factory: ChatFactory = self.chat.factory
         depart = factory.depart
 
-        def recording_depart(proto: ChatServerProtocol) -> None:
+        def recording_depart(
+            proto: ChatServerProtocol, reach: Reach = Reach.EVERYWHERE
+        ) -> None:
             assert proto.nick is not None
             for other in factory.sessions.values():
                 if other is not proto:
                     self.expected.setdefault(id(other), Counter())[
                         proto.nick.encode()
                     ] += 1
-            depart(proto)
+            depart(proto, reach)
 
         factory.depart = recording_depart  # type: ignore[method-assign]
 

@@ -14,7 +14,8 @@ from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.protocol import Factory
 
-from chatproto.server import ChatFactory, ServerConfig, send_buffer
+from chatproto.config import ServerConfig
+from chatproto.server import ChatFactory, send_buffer
 from tests.peer import Peer
 
 WELCOME = b"Bienvenue dans le chat v.1, enregistrez-vous avec la commande /pseudo\n"

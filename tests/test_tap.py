@@ -13,7 +13,8 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.usage import UsageError
 
-from chatproto.server import ChatFactory, ServerConfig
+from chatproto.config import ServerConfig
+from chatproto.server import ChatFactory
 from chatproto.tap import CannotStart, Options, _Shutdown, cannot_listen, makeService
 
 
