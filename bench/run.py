@@ -11,6 +11,8 @@ numbers, ratios and the targets of the benchmark issue.
     .venv/bin/python bench/run.py --servers ours,naive --scenarios msg1,fanout
     .venv/bin/python bench/run.py --scenarios herd,reconnect \
         --servers ours,naive,ngircd,inspircd
+    .venv/bin/python bench/run.py --servers ours,ours@HEAD~1 \
+        --scenarios msg1,msg5,fanout,idle --repeat 3   # a change, before/after
 
 Every server gets a fresh process for every scenario and is killed (SIGKILL,
 so that 10,000 departures are not announced) in all cases. All traffic stays
@@ -20,6 +22,7 @@ on 127.0.0.1 and 127.1.x.y; every step has a time bound.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import ctypes
 import datetime
@@ -35,6 +38,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -229,9 +233,12 @@ def ours_options(plan: Plan) -> dict[str, str]:
 
 
 class Ours(Server):
-    def __init__(self, extra: Sequence[str] = ()) -> None:
+    def __init__(self, extra: Sequence[str] = (), tree: Path | None = None) -> None:
         super().__init__("ours", "ours", accept_window=0)
         self.extra = list(extra)
+        # The code of another revision (see baseline()) comes first on the
+        # path; this venv's Twisted and libraries run it.
+        self.env = [] if tree is None else ["env", f"PYTHONPATH={tree}"]
         twistd = Path(sys.executable).with_name("twistd")
         self.twistd = str(twistd) if twistd.exists() else shutil.which("twistd")
         self.supported: set[str] = set()
@@ -240,7 +247,7 @@ class Ours(Server):
             return
         try:
             helptext = subprocess.run(
-                [self.twistd, "chat", "--help"],
+                [*self.env, self.twistd, "chat", "--help"],
                 capture_output=True,
                 text=True,
                 timeout=60,
@@ -255,7 +262,7 @@ class Ours(Server):
 
     def command(self, port: int, plan: Plan) -> list[str]:
         assert self.twistd
-        cmd = [self.twistd, "--pidfile=", "-n", "chat"]
+        cmd = [*self.env, self.twistd, "--pidfile=", "-n", "chat"]
         cmd += ["--port", f"tcp:{port}:interface={HOST}", *self.extra]
         for name, value in ours_options(plan).items():
             if name in self.supported:
@@ -436,6 +443,32 @@ def variant(name: str) -> Server:
     unknown = [o for o in extra if o[:2] == "--" and o not in server.supported]
     if unknown and not server.unavailable:
         server.unavailable = f"this server has no {', '.join(unknown)}"
+    return server
+
+
+def baseline(name: str) -> Server:
+    """C{ours@REV}: our server as it was at git revision REV (a commit, a
+    tag, HEAD~2), to measure a change before and after in one run. Its files
+    are extracted (git archive) into a temporary directory, removed at exit,
+    and run with this venv's Python and Twisted."""
+    revision = name.partition("@")[2]
+    tree = Path(tempfile.mkdtemp(prefix="chatbench-tree-"))
+    atexit.register(shutil.rmtree, tree, ignore_errors=True)
+    try:
+        archive = subprocess.run(
+            ["git", "archive", "--format=tar", f"{revision}^{{commit}}"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+            timeout=60,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    except (OSError, subprocess.SubprocessError) as e:
+        server = Ours()
+        server.unavailable = f"revision {revision!r} could not be extracted: {e}"
+    else:
+        server = Ours(tree=tree)
+    server.key = server.label = name
     return server
 
 
@@ -647,7 +680,7 @@ def py_spy() -> str | None:
 @contextlib.contextmanager
 def profiling(server: Server, pid: int, tag: str) -> Iterator[None]:
     """Sample a Python server with py-spy for the whole run (--profile)."""
-    python = server.key.split("+")[0] in PYTHON_SERVERS
+    python = server.key.split("+")[0].split("@")[0] in PYTHON_SERVERS
     spy = py_spy() if PROFILE and python else None
     if spy is None:
         yield
@@ -1491,7 +1524,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--servers",
         default="ours,naive,ngircd",
-        help="comma-separated: ours,naive,ngircd,inspircd,cluster1,cluster2",
+        help="comma-separated: ours,naive,ngircd,inspircd,cluster1,cluster2; "
+        "ours+OPTION=VALUE (ours with a twistd option), ours@REV (ours at a git "
+        "revision)",
     )
     p.add_argument(
         "--scenarios",
@@ -1569,7 +1604,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.exit("bench: --herd-clients and --reconnect-clients take 1 to 20,000")
     args.scenarios = ",".join(sorted(wanted))
     names = [s.strip() for s in args.servers.split(",") if s.strip()]
-    bad = [n for n in names if n not in SERVERS and not n.startswith("ours+")]
+    bad = [
+        n for n in names if n not in SERVERS and not n.startswith(("ours+", "ours@"))
+    ]
     if bad:
         sys.exit(f"bench: unknown servers {bad} (known: {', '.join(SERVERS)})")
     plan, runs = make_plan(
@@ -1589,7 +1626,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     notes: list[str] = []
     servers: list[Server] = []
     for name in names:
-        server = SERVERS[name]() if name in SERVERS else variant(name)
+        if name in SERVERS:
+            server = SERVERS[name]()
+        else:
+            server = baseline(name) if name.startswith("ours@") else variant(name)
         if server.unavailable:
             notes.append(f"{server.label} skipped: {server.unavailable}.")
         else:

@@ -60,7 +60,8 @@ from chatproto.registry import (
 
 if TYPE_CHECKING:
     from chatproto._redis import Commands, Subscription
-    from chatproto.server import ChatFactory, ChatServerProtocol
+    from chatproto.server import ChatFactory
+    from chatproto.session import Session
 
 log = Logger()
 
@@ -871,7 +872,7 @@ class ClusterNode(service.Service):
         self._report()
         self._admit_waiting()
 
-    def _evict(self, proto: ChatServerProtocol) -> None:
+    def _evict(self, proto: Session) -> None:
         """Somebody else took this user's nickname while this node was cut
         off: tell the user, say goodbye, and announce it here only. The
         other nodes know that nickname as someone who is present: announcing

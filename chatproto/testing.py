@@ -25,8 +25,16 @@ from twisted.internet.testing import StringTransportWithDisconnection
 
 from chatproto.config import ServerConfig
 from chatproto.server import ChatFactory, ChatServerProtocol
+from chatproto.session import Session
 
-__all__ = ["START", "Chat", "Client", "RecordingTransport", "nick_registered"]
+__all__ = [
+    "START",
+    "Chat",
+    "Client",
+    "RecordingConnection",
+    "RecordingTransport",
+    "nick_registered",
+]
 
 # 2026-11-25 18:57:28 UTC, where a Chat's clock starts: any fixed moment
 # will do, the expected [H.M.S] is computed with the same local time
@@ -56,6 +64,39 @@ class RecordingTransport(StringTransportWithDisconnection):
         super().abortConnection()
 
 
+class RecordingConnection:
+    """A front end for a L{Session} with no transport at all: it keeps what
+    the session writes (C{data}), and whether it was opened, closed or
+    aborted. What a new front end (a WebSocket) gives a session, in
+    memory."""
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.opened = self.closed = self.aborted = self.talked = False
+
+    def open(self, owner: Session) -> None:
+        self.opened = True
+
+    def write(self, data: bytes) -> None:
+        assert not (self.closed or self.aborted), "written after the end"
+        self.data += data
+
+    def close(self, *lines: bytes) -> None:
+        self.write(b"".join(lines))
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def talking(self) -> None:
+        self.talked = True
+
+    def take(self) -> bytes:
+        """What the session wrote since the last take."""
+        data, self.data = self.data, b""
+        return data
+
+
 class Client:
     """One connection to the server under test: what it sends, and what the
     server sent it."""
@@ -67,9 +108,28 @@ class Client:
         self.transport = transport
         self.clock = clock
 
+    @property
+    def session(self) -> Session:
+        """The server's session for this client (its state, its nickname)."""
+        return self.proto.session
+
     def send(self, data: bytes) -> None:
         """Bytes from the client, as one read of the server."""
         self.proto.dataReceived(data)
+
+    def buffer_full(self) -> None:
+        """What a TCP transport does once its write buffer is full (the
+        client stopped reading): it tells its producer to pause."""
+        producer = self.transport.producer
+        assert producer is not None, "not admitted: no producer"
+        producer.pauseProducing()
+
+    def buffer_drained(self) -> None:
+        """What a TCP transport does once it sent all it held: it tells its
+        producer to resume."""
+        producer = self.transport.producer
+        assert producer is not None, "not admitted: no producer"
+        producer.resumeProducing()
 
     def take(self) -> bytes:
         """What the server sent since the last take, once the server's
@@ -113,6 +173,15 @@ class Chat:
         transport.protocol = proto
         proto.makeConnection(transport)
         return Client(proto, transport, self.clock)
+
+    def session(self, host: str = "192.0.2.1") -> tuple[Session, RecordingConnection]:
+        """A session of the chat with no transport: fed lines by the caller
+        (C{session.line_received(b"/pseudo alice")}), writing to the
+        connection returned with it; started (welcomed, or refused)."""
+        connection = RecordingConnection()
+        session = Session(self.factory, connection, host)
+        session.start()
+        return session, connection
 
     def user(self, nick: str, host: str = "192.0.2.1") -> Client:
         """A connected and registered client, its output taken."""

@@ -27,7 +27,7 @@ from twisted.internet.protocol import Factory
 from twisted.internet.task import deferLater
 from twisted.internet.testing import StringTransportWithDisconnection
 
-from chatproto import server as server_module
+from chatproto import admission as admission_module
 from chatproto import wire
 from chatproto.registry import MemoryRegistry
 from chatproto.server import (
@@ -145,7 +145,7 @@ def test_an_honest_user_gets_in_while_squatters_from_many_networks_fill_it() -> 
         honest.send(b"/pseudo honest%d\n" % attempt)
         assert nick_registered(honest.take(), f"honest{attempt}")
     assert [s.connected for s in squatters[:4]] == [False, False, False, True]
-    assert len(chat.factory.connections) == 200
+    assert len(chat.factory.admission.connections) == 200
 
     chat.advance(60)  # the squatters time out, and come back at once
     again = [chat.connect(f"198.18.{n // 16}.1") for n in range(200)]
@@ -193,7 +193,7 @@ def test_the_share_of_the_unregistered_evicts_old_ones_before_the_server_is_full
     assert newcomer.connected
     assert made_room(old[0])
     assert old[1].connected and old[2].connected
-    assert len(chat.factory.unregistered) == 3
+    assert len(chat.factory.admission.unregistered) == 3
 
 
 def test_a_young_herd_does_not_evict_itself() -> None:
@@ -229,7 +229,7 @@ def test_registered_squatters_from_one_network_leave_room_for_others() -> None:
     honest = chat.user("honest", host="127.0.0.1")
     assert honest.connected
     assert sum(s.connected for s in squatters) == 50  # registered: not evicted
-    assert len(chat.factory.connections) == 51
+    assert len(chat.factory.admission.connections) == 51
 
 
 def test_an_ipv6_48_counts_as_one_network() -> None:
@@ -323,15 +323,15 @@ ACTIONS = st.one_of(
 
 def check_counters(chat: Chat) -> None:
     factory, config = chat.factory, chat.factory.config
-    live = factory.connections
+    live = factory.admission.connections
     hosts = collections.Counter(p.host for p in live if p.host is not None)
     networks = collections.Counter(
         network(p.host, config.network_prefix, config.network_prefix6) for p in live
     )
-    assert factory.per_host == hosts
-    assert factory.per_network == networks
-    assert set(factory.unregistered) == {p for p in live if p.nick is None}
-    times = list(factory.unregistered.values())
+    assert factory.admission.per_host == hosts
+    assert factory.admission.per_network == networks
+    assert set(factory.admission.unregistered) == {p for p in live if p.nick is None}
+    times = list(factory.admission.unregistered.values())
     assert times == sorted(times)
     assert len(live) <= config.max_connections
     assert max(hosts.values(), default=0) <= config.max_per_ip
@@ -398,8 +398,8 @@ def test_counters_stay_exact_after_every_kind_of_departure(
         StringTransportWithDisconnection.loseConnection(transport)
     check_counters(chat)
     factory = chat.factory
-    assert not factory.connections and not factory.unregistered
-    assert not factory.per_host and not factory.per_network
+    assert not factory.admission.connections and not factory.admission.unregistered
+    assert not factory.admission.per_host and not factory.admission.per_network
     assert len(registry) == 0
 
 
@@ -418,13 +418,13 @@ def test_an_evicted_connection_whose_close_ends_late_is_counted_once() -> None:
     newcomer = chat.connect("198.51.100.10")
     assert newcomer.connected and other.connected
     assert transport.value().endswith(MADE_ROOM) and transport.disconnecting
-    assert chat.factory.connections == {other.proto, newcomer.proto}
+    assert chat.factory.admission.connections == {other.session, newcomer.session}
     counts = {"192.0.2.0/24": 1, "198.51.100.0/24": 1}
-    assert chat.factory.per_network == counts
+    assert chat.factory.admission.per_network == counts
     transport.finish()
-    assert chat.factory.connections == {other.proto, newcomer.proto}
-    assert chat.factory.per_network == counts
-    assert chat.factory.per_host == {"192.0.2.1": 1, "198.51.100.10": 1}
+    assert chat.factory.admission.connections == {other.session, newcomer.session}
+    assert chat.factory.admission.per_network == counts
+    assert chat.factory.admission.per_host == {"192.0.2.1": 1, "198.51.100.10": 1}
 
 
 def test_source_then_network_keeps_a_mapped_address_in_its_ipv4_network() -> None:
@@ -444,7 +444,7 @@ async def test_over_tcp_a_squatter_makes_room_and_its_late_close_counts_once(
     are older than the grace (shortened here), an honest user from
     127.0.0.1 gets in and registers, the oldest squatter is told and
     closed, and the counters stay exact once its close has ended."""
-    monkeypatch.setattr(server_module, "EVICTION_GRACE", 0.05)
+    monkeypatch.setattr(admission_module, "EVICTION_GRACE", 0.05)
     config = ServerConfig(max_connections=8, max_per_network=8, ping_interval=0)
     factory = ChatFactory(config, clock=r)
     port = await TCP4ServerEndpoint(r, 0, interface="127.0.0.1").listen(factory)
@@ -459,7 +459,7 @@ async def test_over_tcp_a_squatter_makes_room_and_its_late_close_counts_once(
             assert isinstance(peer, Peer)
             await peer.until(wire.WELCOME)
             peers.append(peer)
-        assert len(factory.connections) == 8
+        assert len(factory.admission.connections) == 8
         await deferLater(r, 0.1)
         honest = await TCP4ClientEndpoint(r, "127.0.0.1", number).connect(
             Factory.forProtocol(Peer)
@@ -471,9 +471,9 @@ async def test_over_tcp_a_squatter_makes_room_and_its_late_close_counts_once(
         await honest.until(b"Bienvenue honest\n")
         assert (await peers[0].until(MADE_ROOM)).endswith(MADE_ROOM)
         await peers[0].closed
-        assert len(factory.connections) == 8
-        assert len(factory.unregistered) == 7
-        assert factory.per_network == {"127.1.0.0/24": 7, "127.0.0.0/24": 1}
+        assert len(factory.admission.connections) == 8
+        assert len(factory.admission.unregistered) == 7
+        assert factory.admission.per_network == {"127.1.0.0/24": 7, "127.0.0.0/24": 1}
     finally:
         for peer in peers:
             if peer.transport is not None:

@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chatproto.registry import Reach
-from chatproto.server import ChatFactory, ChatServerProtocol
+from chatproto.server import ChatFactory
+from chatproto.session import Session
 from chatproto.testing import Chat, Client
 
 CONFIG: dict[str, Any] = dict(
@@ -110,16 +111,14 @@ class World:
         factory: ChatFactory = self.chat.factory
         depart = factory.depart
 
-        def recording_depart(
-            proto: ChatServerProtocol, reach: Reach = Reach.EVERYWHERE
-        ) -> None:
-            assert proto.nick is not None
+        def recording_depart(session: Session, reach: Reach = Reach.EVERYWHERE) -> None:
+            assert session.nick is not None
             for other in factory.sessions.values():
-                if other is not proto:
+                if other is not session:
                     self.expected.setdefault(id(other), Counter())[
-                        proto.nick.encode()
+                        session.nick.encode()
                     ] += 1
-            depart(proto, reach)
+            depart(session, reach)
 
         factory.depart = recording_depart  # type: ignore[method-assign]
 
@@ -139,7 +138,7 @@ class World:
         elif kind == "slow":
             client = self.client(event[1])
             if client.connected:
-                client.proto.pauseProducing()
+                client.buffer_full()
 
     def client(self, index: int) -> Client:
         if not self.clients[index].connected:
@@ -158,7 +157,7 @@ class World:
             assert not FORBIDDEN.search(text), repr(text)
             match = ANNOUNCED.match(line)
             if match:
-                self.seen.setdefault(id(client.proto), Counter())[match[1]] += 1
+                self.seen.setdefault(id(client.session), Counter())[match[1]] += 1
 
     def check(self, final: bool = False) -> None:
         """The invariants; a departure line may still be on its way, unless
@@ -166,10 +165,10 @@ class World:
         factory = self.chat.factory
         for client in self.clients:
             self.read(client)
-            proto = client.proto
-            assert len(proto._buffer) <= CONFIG["max_line"] + 1
-            assert len(proto._inbox or ()) <= CONFIG["flood_queue"]
-            assert sum(map(len, proto._inbox or ())) <= CONFIG["flood_queue_bytes"]
+            assert client.proto.buffered <= CONFIG["max_line"] + 1
+            lines, size = client.session.waiting
+            assert lines <= CONFIG["flood_queue"]
+            assert size <= CONFIG["flood_queue_bytes"]
         nicks = [p.nick for p in factory.sessions.values()]
         assert all(n is not None for n in nicks)
         keys = [n.lower() for n in nicks if n is not None]
@@ -178,8 +177,8 @@ class World:
         registry: Any = factory.registry
         assert len(registry) == len(keys)
         for session in factory.sessions.values():
-            transport: Any = session.transport
-            assert transport.connected
+            output: Any = session.connection
+            assert output.transport.connected
         for key, seen in self.seen.items():
             assert seen <= self.expected.get(key, Counter()), "announced twice"
         if final:

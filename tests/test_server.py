@@ -585,7 +585,7 @@ def test_endless_line_is_discarded_with_bounded_memory() -> None:
     chunk = b"A" * 4096
     for _ in range(10):  # 40 KiB, ten times max_line
         alice.send(chunk)
-        assert len(alice.proto._buffer) <= 4097 + len(chunk)
+        assert alice.proto.buffered <= 4097 + len(chunk)
     assert alice.lines() == [
         b"Erreur : ligne trop longue (plus de 4096 octets), ignor\xc3\xa9e\n"
     ]
@@ -606,8 +606,8 @@ def test_endless_lines_count_against_flood_control() -> None:
     chunk = b"A" * 65536
     for _ in range(64):  # 4 MiB
         alice.send(chunk)
-        assert len(alice.proto._buffer) <= 4097 + len(chunk)
-        assert len(alice.proto._inbox or ()) <= 2 * 101
+        assert alice.proto.buffered <= 4097 + len(chunk)
+        assert alice.session.waiting[0] <= 2 * 101
     assert alice.lines() == [
         b"Erreur : ligne trop longue (plus de 4096 octets), ignor\xc3\xa9e\n",
         "Trop de messages trop vite : vous êtes déconnecté\n".encode(),
@@ -756,7 +756,7 @@ def test_pongs_are_not_counted_against_the_flood_limit() -> None:
         alice.send(b"pong\n")
         bob.send(b"pong\n")
     assert alice.connected and bob.connected
-    assert not alice.proto._inbox
+    assert alice.session.waiting == (0, 0)
 
 
 def test_unasked_pongs_count_as_lines_and_are_never_relayed() -> None:
@@ -798,7 +798,8 @@ def test_a_client_that_stops_reading_is_cut_and_others_get_everything() -> None:
     chat = Chat(max_output=10_000, flood_rate=0)
     alice, bob, slow = chat.user("alice"), chat.user("bob"), chat.user("slow")
     bob.take()
-    slow.proto.pauseProducing()  # what a TCP transport does when its buffer fills
+    # What a TCP transport does when its buffer fills:
+    slow.buffer_full()
     for i in range(200):
         alice.send(b"message %d %s\n" % (i, b"x" * 100))
         chat.advance(0.01)  # the turn ends, the line is written; time passes
@@ -817,11 +818,11 @@ def test_a_reader_that_catches_up_is_kept() -> None:
     chat = Chat(max_output=10_000, flood_rate=0)
     alice, reader = chat.user("alice"), chat.user("reader")
     for _ in range(5):
-        reader.proto.pauseProducing()
+        reader.buffer_full()
         for i in range(50):
             alice.send(b"message %d %s\n" % (i, b"x" * 100))
             chat.advance(0)
-        reader.proto.resumeProducing()
+        reader.buffer_drained()
     assert reader.connected
 
 
@@ -973,13 +974,13 @@ def test_a_reader_over_the_bound_gets_a_grace_period() -> None:
         alice.send(data)
         chat.advance(0)  # the turn ends: the batch is written
 
-    reader.proto.pauseProducing()
+    reader.buffer_full()
     say(b"x" * 4000 + b"\n" + b"y" * 4000 + b"\n" + b"z" * 4000 + b"\n")
     chat.advance(0.9)
     say(b"r\n")
     assert reader.connected, "over the bound for 0.9 s only"
-    reader.proto.resumeProducing()  # it read everything
-    reader.proto.pauseProducing()
+    reader.buffer_drained()  # it read everything
+    reader.buffer_full()
     say(b"w" * 4000 + b"\n" + b"v" * 4000 + b"\n" + b"s" * 4000 + b"\n")
     chat.advance(0.9)
     say(b"q\n")
@@ -988,7 +989,7 @@ def test_a_reader_over_the_bound_gets_a_grace_period() -> None:
     say(b"u\n")
     assert not reader.connected, "over the bound for more than a second"
     late = chat.user("late")
-    late.proto.pauseProducing()
+    late.buffer_full()
     for _ in range(11):
         alice.send(b"t" * 4000 + b"\n")
     chat.advance(0)
@@ -1090,7 +1091,7 @@ def test_a_line_made_during_a_pass_joins_it() -> None:
     assert data.count(b"\n") == 2
     assert [w.split(b"-", 1)[1] for w in alice.transport.writes] == [b"bob: two\n"]
     assert [w.split(b"-", 1)[1] for w in bob.transport.writes] == [b"alice: one\n"]
-    assert chat.factory._log == [], "every user has every line: none is kept"
+    assert chat.factory.fanout.kept == 0, "every user has every line: none is kept"
     assert chat.clock.getDelayedCalls() != []  # the ping loop only
     assert all("_run_pass" not in repr(c) for c in chat.clock.getDelayedCalls())
 
@@ -1161,7 +1162,7 @@ def test_nodelay_for_all_or_none(choice: str, expected: bool) -> None:
 
 def stalled(client: Client) -> Client:
     """A user whose transport stopped taking bytes (its TCP buffer is full)."""
-    client.proto.pauseProducing()
+    client.buffer_full()
     return client
 
 
@@ -1185,7 +1186,7 @@ def test_a_reader_cut_during_a_pass_is_announced_once_to_those_served_after_it()
     for user in (first, *after):
         got = user.take()
         assert got.count(b"-alice: xxx") == 1
-        assert got.count(departure) == 1, user.proto.nick
+        assert got.count(departure) == 1, user.session.nick
 
 
 def test_many_readers_cut_in_one_pass_are_each_announced_once() -> None:

@@ -29,8 +29,8 @@ def server() -> Any:
         TCP4ServerEndpoint(r, 0, interface="127.0.0.1").listen(factory)
     )
     yield factory, port.getHost().port
-    for proto in tuple(factory.connections):
-        proto.transport.abortConnection()
+    for session in tuple(factory.admission.connections):
+        session.connection.abort()
     pytest_twisted.blockon(port.stopListening())
 
 
@@ -63,8 +63,8 @@ async def test_two_users_chat_publicly_and_privately(server: Any) -> None:
     alice.send(b"salut bob\n")
     assert (await bob.until(b"salut bob\n")).endswith(b"-alice: salut bob\n")
     # Nagle's algorithm is off for whoever talked, and only for them.
-    assert factory.sessions["alice"].transport.getTcpNoDelay()
-    assert not factory.sessions["bob"].transport.getTcpNoDelay()
+    assert factory.sessions["alice"].connection.transport.getTcpNoDelay()
+    assert not factory.sessions["bob"].connection.transport.getTcpNoDelay()
     bob.send("msg alice un secret \u00e0 toi\n".encode())
     got = await alice.until(b"toi\n")
     assert got.endswith("-message privé de bob: un secret à toi\n".encode())
@@ -131,14 +131,15 @@ async def test_a_stalled_reader_pins_little_kernel_memory() -> None:
         for i in range(1000):  # 4 MB
             talker.send(b"%05d %s\n" % (i, b"x" * 4000))
         await reader.until(b"00999 ")
-        server_side: Any = factory.sessions["stuck"].transport
+        output: Any = factory.sessions["stuck"].connection
+        server_side: Any = output.transport
         assert kernel_send_queue(server_side) <= 2 * send_buffer(8 << 20)
         assert server_side.socket.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) <= (
             2 * 256 * 1024
         )
     finally:
-        for proto in tuple(factory.connections):
-            proto.transport.abortConnection()
+        for session in tuple(factory.admission.connections):
+            session.connection.abort()
         await listening.stopListening()
 
 

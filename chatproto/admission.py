@@ -1,0 +1,196 @@
+"""Who gets in: the connection limits, and the flood memory per address."""
+
+from __future__ import annotations
+
+import collections
+import functools
+import ipaddress
+import socket
+from typing import TYPE_CHECKING
+
+from twisted.internet.interfaces import IReactorTime
+
+from chatproto import wire
+
+if TYPE_CHECKING:
+    from chatproto.config import ServerConfig
+    from chatproto.session import Session
+
+# An unregistered connection makes room for a newcomer only once it has been
+# connected this long. A herd of honest clients reconnecting at once (a
+# restart) must not evict each other before they had time to register, which
+# takes them a round trip or two; a squatter, which never registers, is old.
+EVICTION_GRACE = 10.0
+
+
+def source(host: str | None) -> str | None:
+    """Where a connection comes from, for the per-address limits: its IPv4
+    address, or the /64 of its IPv6 address (what one subscriber is usually
+    given: 2**64 addresses to pick from, one at a time)."""
+    if host is None or ":" not in host:
+        return host
+    try:
+        address = ipaddress.IPv6Address(host.partition("%")[0])
+    except ValueError:
+        return host
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((address, 64), strict=False))
+
+
+@functools.lru_cache(maxsize=4096)
+def network(host: str | None, prefix: int, prefix6: int) -> str | None:
+    """The network a source() is in, for the per-network limit: its IPv4
+    /C{prefix}, or its IPv6 /C{prefix6} (at most the /64 source() keeps),
+    as C{192.0.2.0/24} or C{2001:db8:1::/48}. A host that is not an address
+    (a test's; a UNIX socket's None) is its own network.
+
+    Called when a connection comes and when it goes, for hosts that come
+    back: cached. Computed with the socket module's functions rather than
+    ipaddress's objects (measured: 2-5 us a call, against 13 for IPv4 and
+    42 for IPv6)."""
+    if host is None:
+        return None
+    address, _, length = host.partition("/")
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        packed = socket.inet_pton(family, address)
+        given = int(length) if length else 128
+    except (OSError, ValueError):
+        return host
+    width = 8 * len(packed)
+    bits = max(0, min(prefix if family == socket.AF_INET else prefix6, given, width))
+    number = int.from_bytes(packed, "big") >> (width - bits) << (width - bits)
+    return f"{socket.inet_ntop(family, number.to_bytes(len(packed), 'big'))}/{bits}"
+
+
+class Admission:
+    """The connections of one server, counted against its limits.
+
+    Invariants: C{connections} is every session admitted and not yet
+    forgotten; C{per_host} and C{per_network} count them by source() and
+    network() (no zero entries); C{unregistered} is those of them that have
+    no nickname yet, oldest first, with when they came. Each limit is a
+    counter: O(1) per connection. C{spent_tokens} remembers, per address,
+    what closed connections left of their flood burst, until it refilled.
+    """
+
+    def __init__(self, config: ServerConfig, clock: IReactorTime) -> None:
+        self.config = config
+        self.clock = clock
+        self.connections: set[Session] = set()
+        self.per_host: collections.Counter[str] = collections.Counter()
+        self.per_network: collections.Counter[str] = collections.Counter()
+        # An OrderedDict, not a dict: taking the first of a dict whose first
+        # entries were deleted walks over their holes (measured with 5,000
+        # entries, evicting the oldest and adding one: 4 us a step against
+        # 0.17 for an OrderedDict).
+        self.unregistered: collections.OrderedDict[Session, float] = (
+            collections.OrderedDict()
+        )
+        self.spent_tokens: dict[str, tuple[float, float]] = {}
+        self.closed = False  # the server stops: nobody new gets in
+
+    def admit(self, session: Session) -> bytes | None:
+        """Count a new connection in, or say why it is refused.
+
+        Connections that never register must not keep others out: when the
+        server is full, or the unregistered ones are at their share, the
+        oldest unregistered one makes room for the newcomer, if it has been
+        connected for EVICTION_GRACE (squatters are old; a herd of honest
+        clients connecting at once is young, and the share does not bind
+        against it). A newcomer refused for its address or its network
+        evicts nobody."""
+        config = self.config
+        if self.closed:
+            return wire.notice(wire.STOPPING)
+        now = self.clock.seconds()
+        full = len(self.connections) >= config.max_connections
+        victim = None
+        if full or len(self.unregistered) >= config.unregistered_limit:
+            victim = self._oldest_unregistered(now)
+            if victim is None and full:
+                return wire.notice(wire.SERVER_FULL)
+        host = session.host if config.max_per_ip > 0 else None
+        if host is not None and self.per_host[host] >= config.max_per_ip:
+            return wire.notice(wire.TOO_MANY_FROM_HOST)
+        net = self._network(session.host)
+        if net is not None and self.per_network[net] >= config.network_limit:
+            return wire.notice(wire.TOO_MANY_FROM_NETWORK)
+        if victim is not None:
+            victim.make_room()
+            self.forget(victim)  # closing: its slot is the newcomer's now
+        if host is not None:
+            self.per_host[host] += 1
+        if net is not None:
+            self.per_network[net] += 1
+        self.connections.add(session)
+        self.unregistered[session] = now
+        return None
+
+    def _oldest_unregistered(self, now: float) -> Session | None:
+        """The unregistered connection that came first, if it has been
+        connected for EVICTION_GRACE (if it has not, none has)."""
+        for session, since in self.unregistered.items():
+            return session if now - since >= EVICTION_GRACE else None
+        return None
+
+    def _network(self, host: str | None) -> str | None:
+        """What the per-network limit counts C{host} in; None: no limit."""
+        config = self.config
+        if host is None or config.network_limit <= 0:
+            return None
+        return network(host, config.network_prefix, config.network_prefix6)
+
+    def registered(self, session: Session) -> None:
+        """A connection registered its nickname: it is no squatter."""
+        self.unregistered.pop(session, None)
+
+    def forget(self, session: Session) -> None:
+        """A connection is closed: it no longer counts against any limit."""
+        if session not in self.connections:
+            return
+        self.connections.discard(session)
+        self.unregistered.pop(session, None)
+        host = session.host
+        if host is not None and self.config.max_per_ip > 0:
+            self.per_host[host] -= 1
+            if self.per_host[host] <= 0:
+                del self.per_host[host]
+        net = self._network(host)
+        if net is not None:
+            self.per_network[net] -= 1
+            if self.per_network[net] <= 0:
+                del self.per_network[net]
+
+    def tokens_for(self, host: str | None, now: float) -> float:
+        """The flood tokens a new connection from C{host} starts with: a full
+        burst, unless connections from there spent them lately (reconnecting
+        does not refill the burst)."""
+        burst = float(self.config.flood_burst)
+        spent = self.spent_tokens.get(host) if host is not None else None
+        if spent is None:
+            return burst
+        tokens, at = spent
+        return min(burst, tokens + (now - at) * self.config.flood_rate)
+
+    def remember_tokens(self, host: str | None, tokens: float, at: float) -> None:
+        """Keep what a closing connection left of its burst, until it would
+        have refilled (hosts are forgotten lazily, when there are many)."""
+        config = self.config
+        if host is None or config.flood_rate <= 0:
+            return
+        now = self.clock.seconds()
+        left = min(self.tokens_for(host, now), tokens + (now - at) * config.flood_rate)
+        if left >= config.flood_burst:
+            self.spent_tokens.pop(host, None)
+            return
+        self.spent_tokens[host] = (left, now)
+        if len(self.spent_tokens) > 2 * config.max_connections:
+            full = [
+                h
+                for h in self.spent_tokens
+                if self.tokens_for(h, now) >= config.flood_burst
+            ]
+            for h in full:
+                del self.spent_tokens[h]

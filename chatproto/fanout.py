@@ -1,0 +1,235 @@
+"""The fan-out: how the public lines reach every user of the room.
+
+Each write to a user is a system call, most of the server's time. So the
+lines are not written one by one: they are kept in a log, and passes over
+the users give each one, in one write, every line it has not been given.
+Users who made none of those lines get the same bytes, joined once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+from chatproto.session import Session, State
+
+if TYPE_CHECKING:
+    from chatproto.config import ServerConfig
+
+# Public lines made in one reactor turn are written together, but a batch
+# goes out early when it reaches either bound: what each user is handed at
+# once, and what each sender's copy (the batch less its own lines) costs,
+# stay small.
+BATCH_LINES = 64
+BATCH_BYTES = 64 * 1024
+
+
+class FanOut:
+    """The log of public lines and each member's place in it.
+
+    Line i of the log is number C{_base + i + 1}; C{_end} is the number of
+    the last line made. Invariants:
+      - a member's C{seen} is the number of the last line it was given, and
+        only this object writes it; -1: not a member (it gets no public line);
+      - a member gets every line made from when it joined (L{join}) until it
+        left (L{leave}), once each, in order, except the lines it made;
+      - lines every member has are dropped (L{_forget}), so the log holds
+        only what some member has not been given;
+      - every line reaches every member by the end of the pass after the one
+        under way when it was made (or at once: L{flush});
+      - a write may cut its reader, whose departure is a new line: a pass
+        reads the end again after every write, and never starts another
+        pass (or a flush) inside itself.
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        clock: IReactorTime,
+        members: Mapping[str, Session],
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self._members = members  # the room's, by nickname: read, never written
+        self._log: list[tuple[bytes, Session | None]] = []
+        self._base = 0
+        self._spoke: dict[Session, int] = {}  # its last line's number
+        self._joined: dict[int, bytes] = {}  # lines after N, to the end
+        self._waiting = 0  # lines no pass has started on, and their bytes
+        self._waiting_size = 0
+        self._pass: list[Session] = []  # left to serve, last first
+        self._pass_from = 0  # the last line's number when the pass started
+        self._pass_call: IDelayedCall | None = None
+        # A pass or a flush is giving users their lines. A write may cut a
+        # reader, whose departure is a new line: it joins what is being
+        # served, and never starts a flush inside the one under way.
+        self._serving = False
+        self._flushed = float("-inf")  # when the last pass started
+        self._rate = 0.0  # deliveries per second of public lines, lately
+        self._delivered = 0  # since _counted_since
+        self._counted_since = clock.seconds()
+
+    @property
+    def kept(self) -> int:
+        """How many public lines some member has not been given yet."""
+        return len(self._log)
+
+    @property
+    def _end(self) -> int:
+        """The number of the last public line made."""
+        return self._base + len(self._log)
+
+    def join(self, member: Session) -> None:
+        """A member joins: it gets the lines made from now on."""
+        member.seen = self._end
+
+    def leave(self, member: Session) -> None:
+        """A member leaves: the lines made before still reach it, now."""
+        self._serve(member)
+        member.seen = -1
+
+    def publish(self, line: bytes, sender: Session | None) -> None:
+        """A public line for every member but C{sender}.
+
+        Lines go out in passes over the members: one write per member per
+        pass, whatever the number of lines, from the end of the reactor turn
+        (pass_size members at a time, see ServerConfig).
+
+        While the chat delivers more than batch_threshold lines a second
+        (lines times members, measured over the last second), a pass also
+        waits until batch_delay has passed since the previous one started:
+        each member gets at most one write per batch_delay, and lines wait
+        at most that long. Below it, nothing waits: latency is what
+        matters."""
+        if not self._members:
+            return
+        self._log.append((line, sender))
+        if sender is not None:
+            self._spoke[sender] = self._end
+        self._joined.clear()
+        self._waiting += 1
+        self._waiting_size += len(line)
+        self._delivered += len(self._members)
+        full = self._waiting >= BATCH_LINES or self._waiting_size >= BATCH_BYTES
+        if full and not self._serving:
+            self.flush()
+        elif not self._pass and self._pass_call is None:
+            self._schedule_pass()
+
+    def catch_up(self, member: Session) -> None:
+        """Give a member the public lines made so far, before another line."""
+        if member.seen < self._end:
+            self._serve(member)
+
+    def flush(self) -> None:
+        """Give every member every public line now."""
+        if self._serving:  # a pass or flush under way gives them out
+            return
+        if self._pass_call is not None:
+            if self._pass_call.active():
+                self._pass_call.cancel()
+            self._pass_call = None
+        self._pass = []
+        self._waiting = self._waiting_size = 0
+        if not self._log:
+            return
+        self._flushed = self.clock.seconds()
+        self._serving = True
+        try:
+            # Serving may cut a reader, whose departure is a new line: the
+            # members already served get it in the next round, until none
+            # comes. The members are read anew each round, as cuts remove
+            # some.
+            while self._log:
+                upto = self._end
+                for member in tuple(self._members.values()):
+                    self._serve(member)
+                self._forget(upto)
+        finally:
+            self._serving = False
+
+    def _schedule_pass(self) -> None:
+        wait = 0.0
+        if self._rate >= self.config.batch_threshold:
+            wait = self._flushed + self.config.batch_delay - self.clock.seconds()
+        self._pass_call = self.clock.callLater(max(0.0, wait), self._run_pass)
+
+    def _run_pass(self) -> None:
+        """Serve the next pass_size members of the pass, starting one if none
+        is under way; when it ends, start another if lines came meanwhile."""
+        self._pass_call = None
+        if not self._pass:
+            self._pass = list(self._members.values())
+            self._pass.reverse()
+            self._pass_from = self._end
+            self._waiting = self._waiting_size = 0
+            self._flushed = now = self.clock.seconds()
+            if now - self._counted_since >= 1.0:
+                self._rate = self._delivered / (now - self._counted_since)
+                self._counted_since, self._delivered = now, 0
+        chunk = self._pass
+        # _serve, unrolled for the common case: a member who made none of
+        # the lines, given the same bytes as the others (profiled: the
+        # loop's own cost is most of what the server spends outside the
+        # kernel). A write that cuts a reader adds its departure to the log
+        # (and empties the cache): the end is read again after each write.
+        log, base = self._log, self._base
+        end = base + len(log)
+        spoke, joined, chatting = self._spoke, self._joined, State.CHATTING
+        self._serving = True
+        try:
+            for _ in range(min(self.config.pass_size, len(chunk))):
+                member = chunk.pop()
+                start = member.seen
+                if start >= end or member.state is not chatting:
+                    continue
+                data = joined.get(start)
+                if data is None or member in spoke:
+                    self._serve(member)
+                else:
+                    member.seen = end
+                    member.connection.write(data)
+                end = base + len(log)
+        finally:
+            self._serving = False
+        if chunk:
+            self._pass_call = self.clock.callLater(0, self._run_pass)
+            return
+        # Every member has every line up to the pass's start (a newcomer,
+        # all lines made before it came): those are nobody's any more.
+        self._forget(self._pass_from)
+        if self._log:
+            self._schedule_pass()
+
+    def _serve(self, member: Session) -> None:
+        """Give a member the public lines it has not been given: the same
+        bytes as everyone, or, if it made some of them, all but its own."""
+        if member.seen < 0:  # not (or no longer) a member: no public line
+            return
+        start, end = max(member.seen, self._base), self._end
+        if start >= end:
+            return
+        member.seen = end
+        lines = self._log[start - self._base :]
+        if self._spoke.get(member, 0) > start:
+            data = b"".join([line for line, by in lines if by is not member])
+            if not data:
+                return
+        else:
+            cached = self._joined.get(start)
+            if cached is None:
+                cached = self._joined[start] = b"".join([line for line, _ in lines])
+            data = cached
+        member.connection.write(data)
+
+    def _forget(self, upto: int) -> None:
+        """Drop the lines up to number C{upto}: every member has them."""
+        drop = upto - self._base
+        if drop <= 0:
+            return
+        del self._log[:drop]
+        self._base = upto
+        self._joined.clear()
+        self._spoke = {p: n for p, n in self._spoke.items() if n > upto}

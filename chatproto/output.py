@@ -1,0 +1,258 @@
+"""How bytes leave the server for one connection, and the one place that
+reads Twisted's internals.
+
+An L{Output} is a connection's only write path: the session's lines, the
+fan-out's public lines, C{sendLine}, the last lines before a close. Bytes
+leave in the order they were written, whichever way each goes (straight to
+the socket, or through Twisted's buffer). It is also the transport's
+producer: Twisted tells it when the peer stops taking what is sent, and it
+cuts a reader that stays too far behind.
+
+Two things here read undocumented attributes of Twisted's file-descriptor
+transports (L{twisted.internet.abstract.FileDescriptor}): C{dataBuffer},
+C{offset} and C{_tempDataLen} (how much the transport holds), and
+C{socket} (the direct write). tests/test_output.py checks both on a real
+socket with the Twisted that is installed, and CI runs the suite on the
+lowest Twisted setup.cfg allows and on the latest, so that a release that
+changes them fails a test before it fails a user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from twisted.internet import tcp
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from zope.interface import implementer
+
+if TYPE_CHECKING:
+    from chatproto.config import ServerConfig
+
+# A client whose transport holds more than max_output is cut once that has
+# lasted OUTPUT_GRACE seconds, or at once past OUTPUT_HARD_LIMIT times it.
+OUTPUT_GRACE = 1.0
+OUTPUT_HARD_LIMIT = 4
+
+
+def send_buffer(max_output: int) -> int:
+    """The kernel's send buffer for one connection (SO_SNDBUF), fixed.
+
+    Left to itself, Linux grows it up to tcp_wmem's maximum (4 MiB) for a
+    client that stopped reading, beyond what max_output lets the server hold:
+    200 stalled readers pinned 753 MiB of kernel memory. A quarter of
+    max_output, between 64 and 256 KiB (the kernel reserves twice that for
+    its overhead), keeps what a stalled reader costs, kernel and server
+    together, within a small multiple of max_output, and still carries
+    2.5 MB/s to a client 100 ms away: far more than a chat sends."""
+    return min(256 * 1024, max(64 * 1024, max_output // 4))
+
+
+def unsent(transport: object) -> int | None:
+    """How many bytes a transport holds that the kernel has not taken yet.
+
+    Twisted's file-descriptor transports (TCP and UNIX, and TLS over them)
+    keep this in C{dataBuffer}, C{offset} and C{_tempDataLen}; it is read
+    only after the transport said its buffer is full. For a transport
+    without them (a test's), None: the caller counts what it wrote since.
+    """
+    for layer in (transport, getattr(transport, "transport", None)):
+        buffer = getattr(layer, "dataBuffer", None)
+        if buffer is not None:
+            pending: int = len(buffer) - layer.offset + layer._tempDataLen  # type: ignore[union-attr]
+            return pending
+    return None
+
+
+class Transport(Protocol):
+    """What an Output uses of its transport (TCP, TLS, UNIX, or a test's)."""
+
+    def write(self, data: bytes) -> None: ...
+    def loseConnection(self) -> None: ...
+    def abortConnection(self) -> None: ...
+    def registerProducer(self, producer: object, streaming: bool) -> None: ...
+    def getPeer(self) -> object: ...
+
+
+class Owner(Protocol):
+    """Who an Output tells that its reader fell too far behind."""
+
+    def overflowed(self, backlog: int) -> None: ...
+
+
+@implementer(IPushProducer)
+class Output:
+    """The write path of one connection.
+
+    Invariants: every byte written to the connection after L{open} goes
+    through L{write} or L{close}, so they leave in order; C{_send} is set
+    only for a plain TCP transport that is open, and C{_held} is true
+    whenever Twisted may hold bytes for it (then writes go through Twisted,
+    behind them); once closing, nothing more is written.
+    """
+
+    # One per connection, 10,000 of them: slots, not a dictionary each.
+    __slots__ = (
+        "_backlog",
+        "_closing_call",
+        "_held",
+        "_nodelay",
+        "_over_since",
+        "_send",
+        "clock",
+        "config",
+        "congested",
+        "owner",
+        "transport",
+    )
+
+    def __init__(
+        self, transport: Transport, clock: IReactorTime, config: ServerConfig
+    ) -> None:
+        self.transport = transport
+        self.clock = clock
+        self.config = config
+        self.owner: Owner | None = None
+        self.congested = False  # the transport's buffer is full: count
+        self._send: Callable[[bytes], int] | None = None
+        self._held = False
+        self._nodelay = False
+        self._backlog = 0
+        self._over_since: float | None = None
+        self._closing_call: IDelayedCall | None = None
+
+    def open(self, owner: Owner) -> None:
+        """The connection is admitted: become its producer, fix its send
+        buffer, and write straight to its socket if it is plain TCP."""
+        self.owner = owner
+        transport = self.transport
+        transport.registerProducer(self, True)
+        if isinstance(transport, tcp.Connection) and not transport.TLS:
+            # A plain Twisted write to an idle TCP transport costs three
+            # system calls: two to watch the socket for writability and
+            # back, and the send. Profiled under load, the first two were a
+            # quarter of the server's time: write() sends straight to the
+            # socket whenever Twisted holds nothing for it.
+            self._send = transport.socket.send
+        handle = getattr(transport, "socket", None) or getattr(
+            getattr(transport, "transport", None), "socket", None
+        )
+        if handle is not None:  # TCP, TLS over TCP, UNIX
+            with contextlib.suppress(OSError):
+                handle.setsockopt(
+                    socket.SOL_SOCKET,
+                    socket.SO_SNDBUF,
+                    send_buffer(self.config.max_output),
+                )
+
+    def write(self, data: bytes) -> None:
+        """Write bytes, keeping their order: straight to the socket of a
+        plain TCP connection while Twisted holds nothing for it (what the
+        kernel does not take, Twisted sends later), through the transport
+        otherwise (TLS, a test's, a closing connection)."""
+        send = self._send
+        if send is not None:
+            if self._held:
+                transport: Any = self.transport
+                self._held = bool(transport.dataBuffer or transport._tempDataLen)
+            if not self._held:
+                try:
+                    sent = send(data)
+                except OSError:  # full, or broken: Twisted's own write finds out
+                    sent = 0
+                if sent == len(data):
+                    if self.congested:
+                        self._wrote_while_congested(sent)
+                    return
+                data = data[sent:]
+                self._held = True
+        self.transport.write(data)
+        if self.congested:
+            self._wrote_while_congested(len(data))
+
+    def _wrote_while_congested(self, size: int) -> None:
+        """Cut the client if what its transport holds stayed above max_output
+        for OUTPUT_GRACE seconds, or passed OUTPUT_HARD_LIMIT times it: a
+        reader that keeps up drains one busy turn's burst in that time."""
+        self._backlog += size
+        held = unsent(self.transport)
+        if held is None:
+            held = self._backlog
+        limit = self.config.max_output
+        if held <= limit:
+            self._over_since = None
+            return
+        now = self.clock.seconds()
+        if self._over_since is None:
+            self._over_since = now
+        if held > OUTPUT_HARD_LIMIT * limit or now - self._over_since >= OUTPUT_GRACE:
+            self.congested = False  # cut once
+            if self.owner is not None:
+                self.owner.overflowed(self._backlog)
+
+    def talking(self) -> None:
+        """Turn Nagle's algorithm off for this connection (TCP_NODELAY).
+
+        With it on, the kernel holds a small write back until the client
+        acknowledges the previous one. A client that only reads acknowledges
+        at once, so holding costs it nothing and saves segments; a client
+        that also sends delays its acknowledgements, hoping to carry them on
+        its next line (40 ms on Linux, 200 ms elsewhere), and every line to
+        it would wait that long. So talkers, once they talk, get each write
+        at once (--nodelay talkers, the default)."""
+        if self._nodelay:
+            return
+        self._nodelay = True
+        set_nodelay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_nodelay is not None:
+            with contextlib.suppress(OSError):  # closing under us
+                set_nodelay(True)
+
+    def close(self, *lines: bytes) -> None:
+        """Write the last lines, then close once they are sent, or abort
+        after close_timeout (a peer that does not read them)."""
+        self._send = None  # from now on, the transport sends and closes
+        self.congested = False
+        for line in lines:
+            self.transport.write(line)
+        if self._closing_call is None:
+            self._closing_call = self.clock.callLater(
+                self.config.close_timeout, self.transport.abortConnection
+            )
+        self.transport.loseConnection()
+
+    def abort(self) -> None:
+        """Disconnect at once, without flushing (a dead or stuck peer)."""
+        self._send = None
+        self.congested = False
+        self.transport.abortConnection()
+
+    def lost(self) -> None:
+        """The connection is closed: nothing more is written."""
+        self._send = None
+        self.congested = False
+        self.owner = None
+        call, self._closing_call = self._closing_call, None
+        if call is not None and call.active():
+            call.cancel()
+
+    # IPushProducer: the transport tells us when its buffer fills and empties.
+
+    def pauseProducing(self) -> None:
+        """The transport's buffer passed its size (64 KiB): from now on each
+        write checks how much it holds."""
+        if self.owner is None:
+            return
+        self.congested = True
+        self._backlog = unsent(self.transport) or 0
+
+    def resumeProducing(self) -> None:
+        """The transport has sent everything it held."""
+        self.congested = False
+        self._backlog = 0
+        self._over_since = None
+
+    def stopProducing(self) -> None:
+        """The connection is going away; connectionLost does the rest."""

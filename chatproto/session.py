@@ -1,0 +1,527 @@
+"""One user's session, whatever carries its lines (TCP or a WebSocket).
+
+A L{Session} is fed one line at a time by its front end (the TCP line
+protocol, L{chatproto.server.ChatServerProtocol}, or the WebSocket one) and
+writes bytes back through a L{Connection}. It holds the user's state
+(welcomed, naming, joining, chatting, gone), its flood bucket, and the
+dispatch of the commands of docs/protocol.md; it knows nothing of sockets.
+What users share (who is in the chat, the public lines, the limits per
+address) is the room's: the L{Room} interface below, which
+L{chatproto.server.ChatFactory} implements.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ClassVar, Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from chatproto import wire
+from chatproto.registry import (
+    NicknameTaken,
+    Reach,
+    Registry,
+    RegistryUnavailable,
+    valid_nickname,
+)
+from chatproto.text import clean
+
+if TYPE_CHECKING:
+    from chatproto.admission import Admission
+    from chatproto.config import ServerConfig
+    from chatproto.fanout import FanOut
+
+log = Logger()
+
+# Inbox entries that stand for an over-long line, which is not kept: it costs
+# flood tokens like any line (one per max_line bytes), and its sender gets one
+# error line when its turn comes. A real line never holds a newline, so these
+# are never mistaken for one.
+TOO_LONG = b"\n"  # an over-long line: one error line
+STILL_TOO_LONG = b"\n\n"  # max_line more bytes of one: a token, nothing said
+
+
+class ChatError(Exception):
+    """A request the server refuses; its text is sent to the requester."""
+
+
+class State(enum.Enum):
+    WELCOMED = "welcomed"  # connected, has not asked for a nickname
+    NAMING = "naming"  # sent /pseudo: the next line is the nickname
+    JOINING = "joining"  # the registry is deciding on the nickname
+    CHATTING = "chatting"  # registered
+    GONE = "gone"  # left, kicked or disconnected: nothing more is written
+
+
+class Connection(Protocol):
+    """What a session needs from its front end: an ordered way out.
+
+    L{chatproto.output.Output} is the TCP one."""
+
+    def open(self, owner: Session) -> None:
+        """The session is admitted: it writes from now on."""
+
+    def write(self, data: bytes) -> None:
+        """Send bytes (whole lines), after those written before."""
+
+    def close(self, *lines: bytes) -> None:
+        """Send these last lines, then close."""
+
+    def abort(self) -> None:
+        """Close at once, dropping what is not sent."""
+
+    def talking(self) -> None:
+        """The user talks: from now on, send each write at once."""
+
+
+class Room(Protocol):
+    """What a session needs from the chat it is in (L{ChatFactory})."""
+
+    config: ServerConfig
+    clock: IReactorTime
+    registry: Registry
+    admission: Admission
+    fanout: FanOut
+
+    def admit(self, session: Session) -> bytes | None: ...
+    def join(self, session: Session) -> None: ...
+    def depart(self, session: Session, reach: Reach = Reach.EVERYWHERE) -> None: ...
+    def forget(self, session: Session) -> None: ...
+    def say(self, sender: Session, text: str) -> None: ...
+    def whisper(self, sender: str, target: str, text: str) -> Deferred[bool]: ...
+
+
+class Session:
+    """One user: its state, its flood bucket, its commands.
+
+    Lines come in through L{line_received} (and L{line_too_long},
+    L{skipped} for lines past max_line) and wait in a small inbox that a
+    token bucket drains: a burst at once, then flood_rate a second. Tokens
+    are spent before the inbox is measured, so that a read of many lines (a
+    paste; lines the kernel queued while the server stalled) is not a
+    flood: only what is left waiting past flood_queue lines or
+    flood_queue_bytes is. Pongs that answer a ping skip the inbox.
+
+    Invariants: nothing is written once the state is GONE; C{seen} (the
+    number of the last public line this user was given, -1 when not in the
+    chat) is written by the room's L{FanOut} only.
+    """
+
+    # One per connection, 10,000 of them: slots, not a dictionary each.
+    __slots__ = (
+        "_busy",
+        "_discarded",
+        "_drain_call",
+        "_draining",
+        "_ended",
+        "_inbox",
+        "_inbox_bytes",
+        "_refilled",
+        "_registration_call",
+        "_talking",
+        "_tokens",
+        "connection",
+        "host",
+        "missed_pings",
+        "nick",
+        "room",
+        "seen",
+        "state",
+    )
+
+    def __init__(self, room: Room, connection: Connection, host: str | None) -> None:
+        self.room = room
+        self.connection = connection
+        self.host = host  # its source(): what the per-address limits count
+        self.nick: str | None = None
+        self.state = State.WELCOMED
+        self.missed_pings = 0
+        self.seen = -1
+        self._tokens = 0.0
+        self._refilled = 0.0  # 0: not admitted
+        # Lines waiting their turn: a list only while there are some, as most
+        # users are idle most of the time (10,000 empty lists: 560 KB).
+        self._inbox: list[bytes] | None = None
+        self._inbox_bytes = 0
+        self._discarded = 0  # bytes of an over-long line not yet counted
+        self._busy = False  # a registry call is under way: lines wait for it
+        self._draining = False
+        self._ended = False  # the input ended: it quits after its lines
+        self._talking = False
+        self._drain_call: IDelayedCall | None = None
+        self._registration_call: IDelayedCall | None = None
+
+    @property
+    def waiting(self) -> tuple[int, int]:
+        """The lines waiting their turn, and their bytes."""
+        return len(self._inbox or ()), self._inbox_bytes
+
+    # Life
+
+    def start(self) -> None:
+        """The front end is connected: admit the user, or say why not."""
+        room = self.room
+        refusal = room.admit(self)
+        if refusal is not None:
+            self.state = State.GONE
+            self.connection.close(refusal)
+            return
+        config = room.config
+        self._refilled = room.clock.seconds()
+        self._tokens = room.admission.tokens_for(self.host, self._refilled)
+        self.connection.open(self)
+        if config.nodelay == "all":
+            self.connection.talking()
+        if config.registration_timeout > 0:
+            self._registration_call = room.clock.callLater(
+                config.registration_timeout, self._registration_expired
+            )
+        self.send(wire.WELCOME)
+
+    def lost(self) -> None:
+        """The front end is disconnected, for whatever reason."""
+        self._leave()
+        if self._refilled:  # admitted: what it spent of its burst stays spent
+            self.room.admission.remember_tokens(self.host, self._tokens, self._refilled)
+        self.state = State.GONE
+        for call in (self._drain_call, self._registration_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._drain_call = self._registration_call = None
+        self._inbox = None
+        self._inbox_bytes = 0
+        self.room.forget(self)
+
+    def send(self, data: bytes) -> None:
+        """Write bytes to this user, unless it is gone.
+
+        Public lines this user has not been given yet go first, so that it
+        sees every line in the order the server made them."""
+        if self.state is State.GONE:
+            return
+        self.room.fanout.catch_up(self)
+        self.connection.write(data)
+
+    def overflowed(self, backlog: int) -> None:
+        """Its reader stopped taking what is sent (see Output)."""
+        if self.state is State.GONE:
+            return
+        log.info(
+            "{nick} stopped reading ({backlog} bytes pending): disconnected",
+            nick=self.nick,
+            backlog=backlog,
+        )
+        self.drop()
+
+    def drop(self) -> None:
+        """Disconnect at once, without flushing (a dead or stuck peer)."""
+        self._leave()
+        self.state = State.GONE
+        self.connection.abort()
+
+    def say_goodbye(self, *lines: bytes, reach: Reach = Reach.EVERYWHERE) -> None:
+        """Leave the chat with these last lines, the departure announced as
+        far as C{reach} says (a cluster may have announced it already)."""
+        self._leave(reach)
+        self._close(*lines)
+
+    def make_room(self) -> None:
+        """This user never registered and is the oldest such: it is closed,
+        told why, so that a newcomer gets in (see Admission.admit). One
+        already closing just goes."""
+        if self.state is not State.GONE:
+            self._close(wire.notice(wire.MADE_ROOM))
+
+    def _close(self, *lines: bytes) -> None:
+        """Say the last lines, then close once they are sent (or too late)."""
+        self._stop_registration_timer()
+        self.state = State.GONE
+        self.connection.close(*lines)
+
+    def _leave(self, reach: Reach = Reach.EVERYWHERE) -> None:
+        if self.state is State.CHATTING:
+            self.state = State.GONE
+            self.room.depart(self, reach)
+
+    # Input: lines, over-long lines, the end of input
+
+    def line_received(self, line: bytes) -> None:
+        """A line (without its newline) from the user."""
+        if self.state is State.GONE:
+            return
+        if line == b"pong" and self.missed_pings:
+            self.missed_pings = 0  # the answer to a ping: not counted
+            return
+        self._queue(line)
+
+    def line_too_long(self, size: int) -> None:
+        """A line of C{size} bytes, past max_line: not kept. It takes its
+        turn like a line (one entry that gets the error line) and costs one
+        token more per max_line bytes beyond the first."""
+        if self.state is State.GONE:
+            return
+        max_line = self.room.config.max_line
+        self._queue(TOO_LONG, size // (max_line + 1) - 1)
+        self._discarded = 0
+
+    def skipped(self, size: int) -> None:
+        """C{size} more bytes of an over-long line that has not ended yet,
+        skipped: each max_line of them costs a token, so that endless lines
+        are bounded by flood control too."""
+        if self.state is State.GONE:
+            return
+        lines, self._discarded = divmod(
+            self._discarded + size, self.room.config.max_line + 1
+        )
+        if lines:
+            self._queue(None, lines)
+
+    def input_ended(self) -> None:
+        """The user's input is over (a half-closed connection): as if it had
+        typed /quit after its last line, which still goes out first, at the
+        flood rate."""
+        if self.state is State.GONE:
+            return
+        self._ended = True
+        self._drain()
+
+    def _queue(self, line: bytes | None, tokens: int = 0) -> None:
+        """Add a line (None: none) and C{tokens} more entries that only cost
+        a token each to the inbox, let the bucket drain it, and cut a user
+        whose waiting lines pass either bound."""
+        inbox = self._inbox
+        if inbox is None:
+            inbox = self._inbox = []
+        if line is not None:
+            inbox.append(line)
+            self._inbox_bytes += len(line)
+        if tokens > 0:
+            config = self.room.config
+            inbox.extend([STILL_TOO_LONG] * min(tokens, config.flood_queue))
+            self._inbox_bytes += 2 * min(tokens, config.flood_queue)
+        self._drain()
+        inbox = self._inbox
+        if inbox is None or self.state is State.GONE:
+            return
+        config = self.room.config
+        if (
+            len(inbox) > config.flood_queue
+            or self._inbox_bytes > config.flood_queue_bytes
+        ):
+            log.info("{nick} flooded: disconnected", nick=self.nick)
+            self.say_goodbye(wire.FLOODED)
+
+    def _drain(self) -> None:
+        if self._draining:  # a handler finished synchronously: the loop goes on
+            return
+        self._draining = True
+        try:
+            while self._inbox and not self._busy and self.state is not State.GONE:
+                if self._drain_call is not None or not self._take_token():
+                    return
+                line = self._inbox.pop(0)
+                self._inbox_bytes -= len(line)
+                self._handle(line)
+        finally:
+            self._draining = False
+            if not self._inbox:
+                self._inbox = None
+                self._inbox_bytes = 0
+        ended = self._ended and self._inbox is None and not self._busy
+        if ended and self.state is not State.GONE:
+            self.say_goodbye(wire.BYE)
+
+    def _take_token(self) -> bool:
+        config = self.room.config
+        if config.flood_rate <= 0:
+            return True
+        now = self.room.clock.seconds()
+        tokens = self._tokens + (now - self._refilled) * config.flood_rate
+        self._tokens = min(float(config.flood_burst), tokens)
+        self._refilled = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        wait = (1 - self._tokens) / config.flood_rate
+        self._drain_call = self.room.clock.callLater(wait, self._resume_drain)
+        return False
+
+    def _resume_drain(self) -> None:
+        self._drain_call = None
+        self._drain()
+
+    # Dispatch
+
+    def _handle(self, raw: bytes) -> None:
+        if raw == b"pong":  # unasked for: it counted as a line, and does nothing
+            return
+        if raw == TOO_LONG:
+            self.send(wire.notice(wire.TOO_LONG.format(self.room.config.max_line)))
+            return
+        if raw == STILL_TOO_LONG:
+            return
+        text = clean(raw)
+        try:
+            if self.state is State.CHATTING:
+                self._chat(text)
+            elif self.state is State.NAMING:
+                self._naming(text)
+            else:
+                self._welcomed(text)
+        except ChatError as e:
+            self.send(wire.notice(str(e)))
+        except Exception:
+            self._unexpected(Failure())
+
+    def _welcomed(self, text: str) -> None:
+        command, _, argument = text.strip().partition(" ")
+        if command == "/pseudo":
+            self._ask_nickname(argument.strip())
+        elif command == "/quit":
+            self.say_goodbye(wire.BYE)
+        elif command == "/help":
+            self.send(wire.HELP)
+        else:
+            self.send(wire.WELCOME)
+
+    def _naming(self, text: str) -> None:
+        """The answer to the prompt: a nickname, or a command (C{/pseudo NICK}
+        is the shortcut here too, as after a refused nickname)."""
+        nick = text.strip()
+        if nick.partition(" ")[0] in ("/quit", "/pseudo", "/help"):
+            self._welcomed(nick)
+        else:
+            self._claim(nick)
+
+    def _ask_nickname(self, nick: str) -> None:
+        if nick:
+            self._claim(nick)
+        else:
+            self.state = State.NAMING
+            self.send(wire.PROMPT)
+
+    def _claim(self, nick: str) -> None:
+        self.state = State.NAMING
+        if not valid_nickname(nick):
+            self.send(wire.INVALID_NICK)
+            return
+        self.state = State.JOINING
+        self._busy = True
+        d = self.room.registry.claim(nick)
+        d.addCallbacks(self._claimed, self._not_claimed)
+        d.addErrback(self._unexpected)
+        d.addBoth(self._unbusy)
+
+    def _claimed(self, nick: str) -> None:
+        room = self.room
+        if self.state is not State.JOINING:  # disconnected while waiting
+            room.registry.release(nick)
+            return
+        self._stop_registration_timer()
+        self.nick = nick
+        room.admission.registered(self)
+        self.send(wire.notice(f"Bienvenue {nick}"))
+        if self.state is State.GONE:  # that very write cut it: it stopped reading
+            room.registry.release(nick)
+            return
+        self.state = State.CHATTING
+        room.join(self)
+
+    def _not_claimed(self, failure: Failure) -> None:
+        if self.state is not State.JOINING:
+            return
+        self.state = State.NAMING
+        if failure.check(NicknameTaken):
+            self.send(wire.TAKEN)
+        elif failure.check(RegistryUnavailable):
+            self.send(wire.notice(wire.UNAVAILABLE))
+        else:
+            failure.raiseException()
+
+    def _unbusy(self, result: object) -> None:
+        self._busy = False
+        self._drain()
+
+    def _unexpected(self, failure: Failure) -> None:
+        log.failure("unexpected error for {nick}", failure, nick=self.nick)
+        self.send(wire.notice(wire.INTERNAL_ERROR))
+
+    def _chat(self, text: str) -> None:
+        if not self._talking and self.room.config.nodelay == "talkers":
+            self._talking = True
+            self.connection.talking()
+        stripped = text.strip()
+        if stripped.startswith("/"):
+            command, _, argument = stripped.partition(" ")
+            handler = self._commands.get(command)
+            if handler is None:
+                raise ChatError(wire.UNKNOWN_COMMAND.format(command))
+            handler(self, argument.strip())
+        elif text.startswith("msg "):
+            self._private(text[4:])
+        elif stripped:
+            self.room.say(self, text)
+
+    def _private(self, rest: str) -> None:
+        target, _, body = rest.lstrip(" ").partition(" ")
+        if not target:
+            raise ChatError(wire.PRIVATE_USAGE)
+        if not body.strip():
+            raise ChatError(wire.PRIVATE_EMPTY.format(target))
+        assert self.nick is not None
+        d = self.room.whisper(self.nick, target, body)
+        d.addCallbacks(
+            self._whispered,
+            self._not_whispered,
+            callbackArgs=(target,),
+            errbackArgs=(target,),
+        )
+        d.addErrback(self._unexpected)
+
+    def _whispered(self, found: bool, target: str) -> None:
+        if not found:
+            self.send(wire.notice(wire.NO_SUCH_USER.format(target)))
+
+    def _not_whispered(self, failure: Failure, target: str) -> None:
+        failure.trap(RegistryUnavailable)
+        self.send(wire.notice(wire.PRIVATE_UNAVAILABLE.format(target)))
+
+    def _list(self, argument: str) -> None:
+        self.room.registry.names().addCallback(self.send_names)
+
+    def send_names(self, names: tuple[list[str], int]) -> None:
+        """Send the user list (the answer to /list, and on joining)."""
+        self.send(wire.user_list(*names))
+
+    def _quit(self, argument: str) -> None:
+        self.say_goodbye(wire.BYE)
+
+    def _help(self, argument: str) -> None:
+        self.send(wire.HELP)
+
+    def _rename(self, argument: str) -> None:
+        raise ChatError(wire.ALREADY_NAMED.format(self.nick))
+
+    _commands: ClassVar[dict[str, Callable[[Session, str], None]]] = {
+        "/list": _list,
+        "/quit": _quit,
+        "/help": _help,
+        "/pseudo": _rename,
+    }
+
+    def _stop_registration_timer(self) -> None:
+        """Registered, or closing: the registration time limit no longer
+        applies."""
+        if self._registration_call is not None and self._registration_call.active():
+            self._registration_call.cancel()
+        self._registration_call = None
+
+    def _registration_expired(self) -> None:
+        self._registration_call = None
+        if self.state in (State.WELCOMED, State.NAMING, State.JOINING):
+            self._close(wire.notice(wire.REGISTRATION_EXPIRED))
