@@ -15,11 +15,8 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport, StringTransportWithDisconnection
 from twisted.python.failure import Failure
 
-from chatproto.clientproto import (
-    ChatClientFactory,
-    ChatClientProtocol,
+from chatproto.client.events import (
     Departure,
-    Dialect,
     Disconnected,
     Event,
     Goodbye,
@@ -30,10 +27,15 @@ from chatproto.clientproto import (
     Public,
     Refused,
     Registered,
-    Stage,
-    Timings,
     UserList,
     Welcome,
+)
+from chatproto.client.protocol import (
+    ChatClientFactory,
+    ChatClientProtocol,
+    Dialect,
+    Stage,
+    Timings,
     sanitize,
 )
 
