@@ -163,3 +163,19 @@ def test_the_protocol_is_still_importable_from_the_package() -> None:
     from chatproto.client.protocol import ChatClientProtocol as defined
 
     assert ChatClientProtocol is defined
+
+
+def test_the_client_tests_read_no_private_attribute() -> None:
+    """The client's tests observe it through its public, documented surface
+    (events, what it wrote, C{stage}, C{waiting}...), never its insides."""
+    private = set()
+    for path in sorted(Path(__file__).parent.glob("test_client_*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        private |= {
+            f"{path.name}:{node.lineno}: .{node.attr}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute)
+            and node.attr.startswith("_")
+            and not node.attr.endswith("__")
+        }
+    assert private == set()
