@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from chatproto.client import Options, parse_args
+from chatproto.client.options import Options, parse_args
 from tests.test_client_support import (
     RUBY_WELCOME,
     Client,

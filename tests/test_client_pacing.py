@@ -18,16 +18,15 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransportWithDisconnection
 
-from chatproto.client import Session
-from chatproto.clientproto import (
+from chatproto.client.events import Disconnected, Event
+from chatproto.client.protocol import (
     ChatClientFactory,
     ChatClientProtocol,
     Dialect,
-    Disconnected,
-    Event,
     Timings,
     TokenBucket,
 )
+from chatproto.client.session import Session
 from chatproto.registry import MemoryRegistry, RegistryUnavailable
 from chatproto.testing import Chat, Client
 from tests.test_client_session import UI

@@ -15,11 +15,8 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport, StringTransportWithDisconnection
 from twisted.python.failure import Failure
 
-from chatproto.clientproto import (
-    ChatClientFactory,
-    ChatClientProtocol,
+from chatproto.client.events import (
     Departure,
-    Dialect,
     Disconnected,
     Event,
     Goodbye,
@@ -30,10 +27,15 @@ from chatproto.clientproto import (
     Public,
     Refused,
     Registered,
-    Stage,
-    Timings,
     UserList,
     Welcome,
+)
+from chatproto.client.protocol import (
+    ChatClientFactory,
+    ChatClientProtocol,
+    Dialect,
+    Stage,
+    Timings,
     sanitize,
 )
 
@@ -123,7 +125,7 @@ class Chat:
         self.transport = StringTransportWithDisconnection()
         self.transport.protocol = self.proto
         self.proto.makeConnection(self.transport)
-        self._taken = 0
+        self.events_taken = 0
 
     def feed(self, *chunks: bytes) -> None:
         for chunk in chunks:
@@ -137,8 +139,8 @@ class Chat:
 
     def take(self) -> list[Event]:
         """The events shown since the last call."""
-        events = self.view.events[self._taken :]
-        self._taken = len(self.view.events)
+        events = self.view.events[self.events_taken :]
+        self.events_taken = len(self.view.events)
         return events
 
     def shown(self) -> list[str]:

@@ -19,14 +19,10 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransportWithDisconnection
 
-from chatproto.client import PipeUI, Session, read_lines
-from chatproto.clientproto import (
-    ChatClientProtocol,
-    Event,
-    Refused,
-    Registered,
-    Timings,
-)
+from chatproto.client.events import Event, Refused, Registered
+from chatproto.client.pipe import PipeUI, read_lines
+from chatproto.client.protocol import ChatClientProtocol, Timings
+from chatproto.client.session import Session
 
 RUBY_WELCOME = (
     b"Bienvenue dans le chat v.1, enregistrez-vous avec la commande /pseudo\n"

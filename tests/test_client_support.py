@@ -55,7 +55,8 @@ class Reader:
         self.lines: list[str] = []
         self.eof = False
 
-    def _fill(self, timeout: float) -> None:
+    def fill(self, timeout: float) -> None:
+        """Read what the pipe holds, waiting C{timeout} at most for it."""
         with selectors.DefaultSelector() as sel:
             sel.register(self.fd, selectors.EVENT_READ)
             if not sel.select(timeout):
@@ -83,13 +84,13 @@ class Reader:
             left = deadline - time.monotonic()
             if left <= 0 or self.eof:
                 raise AssertionError(f"no line matching {pattern!r} in {self.lines}")
-            self._fill(min(left, 0.5))
+            self.fill(min(left, 0.5))
 
     def rest(self, timeout: float = DEADLINE) -> list[str]:
         """All lines, once the pipe is closed."""
         deadline = time.monotonic() + timeout
         while not self.eof and time.monotonic() < deadline:
-            self._fill(deadline - time.monotonic())
+            self.fill(deadline - time.monotonic())
         if self.buffer:
             self.lines.append(self.buffer.decode("utf-8", "replace"))
             self.buffer = b""

@@ -62,10 +62,11 @@ class Terminal:
         )
         self.sending = threading.Lock()
         self.screen.terminal = self
-        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader = threading.Thread(target=self.relay, daemon=True)
         self.reader.start()
 
-    def _read(self) -> None:
+    def relay(self) -> None:
+        """Feed what the client writes to the screen, until it ends."""
         while True:
             try:
                 data = self.child.read_nonblocking(65536, timeout=0.1)

@@ -1,13 +1,15 @@
 """The client side of the chat line protocol (PROTOCOL.md §6-§7).
 
-L{ChatClientProtocol} turns what a chat server sends into typed events
-(L{Welcome}, L{Public}, L{Refused}, ...) and hands each one to a view: any
-object with a C{show(event)} method. The two user interfaces of
-C{python -m chatproto.client} are such views. The protocol speaks to three
-servers: chatproto's own, the Ruby C{server.rb} and the seed's C{projet.py}.
-It knows the wording of each, answers C{ping} with C{pong} without showing
-it, and turns any line it does not know into a L{Notice} that shows the line
-as it came. Every text an event carries is made harmless by L{sanitize}.
+L{ChatClientProtocol} turns what a chat server sends into the typed events
+of L{chatproto.client.events} (L{Welcome}, L{Public}, L{Refused}, ...) and
+hands each one to a view: any object with a C{show(event)} method. The two
+user interfaces of C{python -m chatproto.client} are such views, through a
+L{chatproto.client.session.Session}; this module knows nothing of them.
+The protocol speaks to three servers: chatproto's own, the Ruby
+C{server.rb} and the seed's C{projet.py}. It knows the wording of each,
+answers C{ping} with C{pong} without showing it, and turns any line it does
+not know into a L{Notice} that shows the line as it came. Every text an
+event carries is made harmless by L{sanitize}.
 
 Time, always read from the injected clock (L{Timings} holds the numbers):
 
@@ -80,7 +82,6 @@ import enum
 import re
 from collections import deque
 from dataclasses import dataclass
-from typing import Protocol as TypingProtocol
 
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -90,29 +91,31 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
 from chatproto import wire
+from chatproto.client.events import (
+    ChatView,
+    Departure,
+    Disconnected,
+    Event,
+    Goodbye,
+    Joined,
+    NicknamePrompt,
+    Notice,
+    Private,
+    Public,
+    Refused,
+    Registered,
+    UserList,
+    Welcome,
+)
 
 __all__ = [
     "NICKNAME",
     "ChatClientFactory",
     "ChatClientProtocol",
-    "ChatView",
-    "Departure",
     "Dialect",
-    "Disconnected",
-    "Event",
-    "Goodbye",
-    "Joined",
-    "NicknamePrompt",
-    "Notice",
-    "Private",
-    "Public",
-    "Refused",
-    "Registered",
     "Stage",
     "Timings",
     "TokenBucket",
-    "UserList",
-    "Welcome",
     "sanitize",
     "seconds",
 ]
@@ -145,126 +148,6 @@ def sanitize(text: str) -> str:
     is a one-byte CSI) and the Unicode line separators become U+FFFD.
     """
     return text.translate(_VISIBLE)
-
-
-# -- Events ------------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class Event:
-    """Something the user interface shows.
-
-    @ivar lines: the lines of the server this event stands for, in the order
-        they came, sanitised and without their line ending. A pipe shows
-        exactly these, one per line. Events the client infers (a
-        L{Registered} without a greeting line, L{Disconnected}) have none.
-    """
-
-    lines: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, kw_only=True)
-class Welcome(Event):
-    """The greeting that asks for C{/pseudo}."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class NicknamePrompt(Event):
-    """The server waits for a nickname."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class Registered(Event):
-    """The server took C{nickname}: its greeting line (chatproto's
-    C{Bienvenue NICK}), or nothing when the user list is the only sign."""
-
-    nickname: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class Refused(Event):
-    """The server refused C{nickname}, as taken or as invalid."""
-
-    nickname: str
-    taken: bool
-
-    @property
-    def sentence(self) -> str:
-        why = "it is already taken" if self.taken else "it is not valid"
-        return f"The server refused the nickname {self.nickname!r}: {why}."
-
-
-@dataclass(frozen=True, kw_only=True)
-class UserList(Event):
-    """The block of registered users; C{complete} is false when the server
-    never closed it and the client showed it after a quiet time."""
-
-    nicknames: tuple[str, ...]
-    complete: bool = True
-
-
-@dataclass(frozen=True, kw_only=True)
-class Public(Event):
-    """C{[H.M.S]-SENDER: TEXT}"""
-
-    time: str
-    sender: str
-    text: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class Private(Event):
-    """C{[H.M.S]-message privé de SENDER: TEXT}, for this user only. The Ruby
-    server repeats C{msg NICK } before the text; C{text} is without it."""
-
-    time: str
-    sender: str
-    text: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class Joined(Event):
-    """C{[H.M.S]-Connexion de NICK} (chatproto's server only)."""
-
-    time: str
-    nickname: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class Departure(Event):
-    """C{[H.M.S]-Déconnection de NICK}"""
-
-    time: str
-    nickname: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class Goodbye(Event):
-    """C{Deconnexion} (or C{Déconnexion}): the server ends the session."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class Notice(Event):
-    """A line the client does not know, shown as it came."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class Disconnected(Event):
-    """The connection is closed; always the last event.
-
-    @ivar ok: the user left, and the server acknowledged C{/quit} (or the
-        user left before registering), and no line of the user was refused.
-    @ivar reason: one sentence for the user.
-    """
-
-    ok: bool
-    reason: str
-
-
-class ChatView(TypingProtocol):
-    """What the protocol delivers its events to."""
-
-    def show(self, event: Event) -> None: ...
 
 
 # -- Each server's wording -------------------------------------------------------
@@ -427,9 +310,14 @@ class ChatClientProtocol(LineReceiver):
         #: Lines of the user the server refused: answered with an error
         #: line, or before registration with the welcome again.
         self.undelivered = 0
+        #: Where the registration stands, as far as the client can tell.
         self.stage = Stage.CONNECTED
+        #: Which server this is, as far as its lines have told so far.
         self.dialect = Dialect.UNKNOWN
+        #: The nickname the server took, once it took one.
         self.nickname: str | None = None
+        #: The user left (L{quit}, L{give_up} or L{abort}): nothing more
+        #: of theirs is sent.
         self.leaving = False
         self._candidate = ""
         self._queue: deque[_Item] = deque()

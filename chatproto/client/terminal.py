@@ -4,7 +4,9 @@ prompt_toolkit edits the line at the bottom of the screen (history with the
 arrows, the usual Emacs keys) and prints each event above it, so the line
 being typed stays intact while messages arrive. Twisted runs on asyncio for
 this: L{run_interactive} installs C{asyncioreactor} before anything imports
-the reactor.
+the reactor. Only C{python -m chatproto.client} on a terminal imports this
+module (L{chatproto.client.__main__}), so that nothing else loads
+prompt_toolkit or finds the asyncio reactor installed.
 """
 
 from __future__ import annotations
@@ -17,8 +19,7 @@ from prompt_toolkit.history import InMemoryHistory
 from prompt_toolkit.styles import Style
 from twisted.internet.defer import Deferred
 
-from chatproto.client import Options, Session, run
-from chatproto.clientproto import (
+from chatproto.client.events import (
     Event,
     Private,
     Public,
@@ -26,6 +27,10 @@ from chatproto.clientproto import (
     Registered,
     UserList,
 )
+from chatproto.client.options import Options
+from chatproto.client.session import Session, run
+
+__all__ = ["TtyUI", "render", "run_interactive"]
 
 STYLE = Style.from_dict(
     {

@@ -1,0 +1,65 @@
+"""The chat client: C{python -m chatproto.client [HOST] [PORT]}.
+
+It talks to chatproto's server, the Ruby C{server.rb} and the seed's
+C{projet.py}. Its modules import one way only, each from those before it:
+
+ - L{events}: the typed events a server line becomes, plain data;
+ - L{protocol}: L{ChatClientProtocol}, which reads a server's lines into
+   events, answers pings, registers, paces what it writes and leaves, on
+   an injected clock; and its factory;
+ - L{options}: the command line and the endpoint it names;
+ - L{session}: what both interfaces share: a L{session.Session} (the
+   connections, the user's lines, one pacing for all), and L{session.run},
+   which turns how it ended into the exit status;
+ - L{pipe} and L{terminal}: the two user interfaces (each input line sent,
+   each server line printed; or a prompt_toolkit line editor that stays at
+   the bottom while messages arrive above it);
+ - L{__main__}: C{python -m chatproto.client}, which picks one of the two.
+
+This package itself re-exports the protocol and its events, and imports
+nothing more: importing it installs no reactor and loads no prompt_toolkit.
+"""
+
+from chatproto.client.events import (
+    ChatView,
+    Departure,
+    Disconnected,
+    Event,
+    Goodbye,
+    Joined,
+    NicknamePrompt,
+    Notice,
+    Private,
+    Public,
+    Refused,
+    Registered,
+    UserList,
+    Welcome,
+)
+from chatproto.client.protocol import (
+    ChatClientFactory,
+    ChatClientProtocol,
+    Timings,
+    TokenBucket,
+)
+
+__all__ = [
+    "ChatClientFactory",
+    "ChatClientProtocol",
+    "ChatView",
+    "Departure",
+    "Disconnected",
+    "Event",
+    "Goodbye",
+    "Joined",
+    "NicknamePrompt",
+    "Notice",
+    "Private",
+    "Public",
+    "Refused",
+    "Registered",
+    "Timings",
+    "TokenBucket",
+    "UserList",
+    "Welcome",
+]

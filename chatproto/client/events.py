@@ -1,0 +1,149 @@
+"""The typed events a chat server's lines become (PROTOCOL.md §6-§7).
+
+L{chatproto.client.protocol.ChatClientProtocol} reads the server and hands
+each event to a L{ChatView}: any object with a C{show(event)} method, such as
+the two user interfaces. The events are plain frozen data, with no behaviour
+and no imports from the rest of the client, so that a view depends on them
+alone, never on how the server's lines were parsed. Every text an event
+carries was made harmless for a terminal before the event was built
+(L{chatproto.client.protocol.sanitize}).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol as TypingProtocol
+
+__all__ = [
+    "ChatView",
+    "Departure",
+    "Disconnected",
+    "Event",
+    "Goodbye",
+    "Joined",
+    "NicknamePrompt",
+    "Notice",
+    "Private",
+    "Public",
+    "Refused",
+    "Registered",
+    "UserList",
+    "Welcome",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """Something the user interface shows.
+
+    @ivar lines: the lines of the server this event stands for, in the order
+        they came, sanitised and without their line ending. A pipe shows
+        exactly these, one per line. Events the client infers (a
+        L{Registered} without a greeting line, L{Disconnected}) have none.
+    """
+
+    lines: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Welcome(Event):
+    """The greeting that asks for C{/pseudo}."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class NicknamePrompt(Event):
+    """The server waits for a nickname."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Registered(Event):
+    """The server took C{nickname}: its greeting line (chatproto's
+    C{Bienvenue NICK}), or nothing when the user list is the only sign."""
+
+    nickname: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Refused(Event):
+    """The server refused C{nickname}, as taken or as invalid."""
+
+    nickname: str
+    taken: bool
+
+    @property
+    def sentence(self) -> str:
+        why = "it is already taken" if self.taken else "it is not valid"
+        return f"The server refused the nickname {self.nickname!r}: {why}."
+
+
+@dataclass(frozen=True, kw_only=True)
+class UserList(Event):
+    """The block of registered users; C{complete} is false when the server
+    never closed it and the client showed it after a quiet time."""
+
+    nicknames: tuple[str, ...]
+    complete: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class Public(Event):
+    """C{[H.M.S]-SENDER: TEXT}"""
+
+    time: str
+    sender: str
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Private(Event):
+    """C{[H.M.S]-message privé de SENDER: TEXT}, for this user only. The Ruby
+    server repeats C{msg NICK } before the text; C{text} is without it."""
+
+    time: str
+    sender: str
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Joined(Event):
+    """C{[H.M.S]-Connexion de NICK} (chatproto's server only)."""
+
+    time: str
+    nickname: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Departure(Event):
+    """C{[H.M.S]-Déconnection de NICK}"""
+
+    time: str
+    nickname: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Goodbye(Event):
+    """C{Deconnexion} (or C{Déconnexion}): the server ends the session."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Notice(Event):
+    """A line the client does not know, shown as it came."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Disconnected(Event):
+    """The connection is closed; always the last event.
+
+    @ivar ok: the user left, and the server acknowledged C{/quit} (or the
+        user left before registering), and no line of the user was refused.
+    @ivar reason: one sentence for the user.
+    """
+
+    ok: bool
+    reason: str
+
+
+class ChatView(TypingProtocol):
+    """What the protocol delivers its events to."""
+
+    def show(self, event: Event) -> None: ...

@@ -1,0 +1,163 @@
+"""The client's command line: C{python -m chatproto.client [HOST] [PORT]},
+its options, and the endpoint they name.
+
+Apart from the protocol's idea of a valid nickname, it knows nothing of the
+chat: L{parse_args} exits with status 2 and argparse's usage message on a
+mistake, and L{make_endpoint} raises C{ValueError} for an endpoint string
+Twisted cannot read, which the caller reports the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.endpoints import HostnameEndpoint, clientFromString
+from twisted.internet.interfaces import IStreamClientEndpoint
+
+from chatproto.client.protocol import NICKNAME
+
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "Options",
+    "build_parser",
+    "make_endpoint",
+    "parse_args",
+]
+
+DEFAULT_HOST = "localhost"
+DEFAULT_PORT = 7000
+
+
+@dataclass(frozen=True)
+class Options:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    endpoint: str | None = None
+    nick: str | None = None
+    timeout: float = 10.0
+
+    @property
+    def target(self) -> str:
+        """The server, as the user named it."""
+        return self.endpoint or f"{self.host}:{self.port}"
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"a port is between 1 and 65535: {port}")
+    return port
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0: {text}")
+    return seconds
+
+
+def _nickname(text: str) -> str:
+    if not NICKNAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a valid nickname (2 to 12 letters, digits, '_' or '-')"
+        )
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m chatproto.client",
+        description=(
+            "Chat with a chatproto, Ruby ProjetReseaux or projet.py server. On a"
+            " terminal: a line editor with history, messages above it. In a pipe:"
+            " each input line is sent, each server line is printed, and /quit is"
+            " sent at the end of input."
+        ),
+        epilog=(
+            "Commands go to the server: /pseudo, /list, msg NICK TEXT, /quit."
+            " Lines go out at most 4 at once, then 1.9 a second, under chatproto's"
+            " flood control. Exit status: 0 after a /quit the server acknowledged"
+            " with every line taken; 1 when the server refuses the nickname,"
+            " cannot register it (cluster unavailable for --timeout), cuts the"
+            " client for flooding, answers lines with an error, ends the session,"
+            " closes, cannot be reached or stops answering; 2 for a usage error."
+        ),
+    )
+    parser.add_argument(
+        "host",
+        nargs="?",
+        metavar="HOST",
+        help=f"server host name or address (default: {DEFAULT_HOST})",
+    )
+    parser.add_argument(
+        "port",
+        nargs="?",
+        type=_port,
+        metavar="PORT",
+        help=f"server port (default: {DEFAULT_PORT})",
+    )
+    parser.add_argument(
+        "--connect",
+        metavar="ENDPOINT",
+        help=(
+            "a Twisted client endpoint instead of HOST and PORT, for example"
+            " tcp:host=example.org:port=7000 or tls:host=example.org:port=7443"
+        ),
+    )
+    parser.add_argument(
+        "--nick",
+        type=_nickname,
+        metavar="NICK",
+        help="register NICK on connecting (/pseudo, then the nickname)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help=(
+            "how long to wait for an answer the client needs: the connection,"
+            " the welcome, the nickname prompt and verdict, the answer to /quit;"
+            " also how long to keep trying a nickname while the server's cluster"
+            " cannot register it (default: 10)"
+        ),
+    )
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Options:
+    """Parse the command line; exit with status 2 and a usage message on
+    error, as argparse does."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.connect is not None and (args.host is not None or args.port is not None):
+        parser.error("give either HOST [PORT] or --connect ENDPOINT, not both")
+    return Options(
+        host=args.host if args.host is not None else DEFAULT_HOST,
+        port=args.port if args.port is not None else DEFAULT_PORT,
+        endpoint=args.connect,
+        nick=args.nick,
+        timeout=args.timeout,
+    )
+
+
+def make_endpoint(reactor: Any, options: Options) -> IStreamClientEndpoint:
+    """The endpoint to connect to; C{ValueError} for a bad endpoint string."""
+    if options.endpoint is None:
+        return HostnameEndpoint(
+            reactor, options.host, options.port, timeout=options.timeout
+        )
+    try:
+        return clientFromString(reactor, options.endpoint)
+    except (ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"invalid endpoint {options.endpoint!r}: {e}") from None
