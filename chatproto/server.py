@@ -228,6 +228,18 @@ class ChatFactory(ServerFactory):
             return wire.notice(wire.STOPPING)
         return self.admission.admit(session)
 
+    def tokens_for(self, host: str | None, now: float) -> float:
+        return self.admission.tokens_for(host, now)
+
+    def remember_tokens(self, host: str | None, tokens: float, at: float) -> None:
+        self.admission.remember_tokens(host, tokens, at)
+
+    def registered(self, session: Session) -> None:
+        self.admission.registered(session)
+
+    def catch_up(self, session: Session) -> None:
+        self.fanout.catch_up(session)
+
     def forget(self, session: Session) -> None:
         """A connection is closed: it no longer counts against any limit."""
         admission = self.admission

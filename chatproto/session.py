@@ -32,9 +32,7 @@ from chatproto.registry import (
 from chatproto.text import clean
 
 if TYPE_CHECKING:
-    from chatproto.admission import Admission
     from chatproto.config import ServerConfig
-    from chatproto.fanout import FanOut
 
 log = Logger()
 
@@ -80,15 +78,27 @@ class Connection(Protocol):
 
 
 class Room(Protocol):
-    """What a session needs from the chat it is in (L{ChatFactory})."""
+    """All a session knows of the chat it is in (L{ChatFactory} is one)."""
 
     config: ServerConfig
     clock: IReactorTime
     registry: Registry
-    admission: Admission
-    fanout: FanOut
 
-    def admit(self, session: Session) -> bytes | None: ...
+    def admit(self, session: Session) -> bytes | None:
+        """Count a new session in, or the line that says why not."""
+
+    def tokens_for(self, host: str | None, now: float) -> float:
+        """The flood tokens a new session from C{host} starts with."""
+
+    def remember_tokens(self, host: str | None, tokens: float, at: float) -> None:
+        """What a closing session from C{host} left of its flood burst."""
+
+    def registered(self, session: Session) -> None:
+        """The session has a nickname now (it is no squatter)."""
+
+    def catch_up(self, session: Session) -> None:
+        """Write to the session the public lines it has not been given."""
+
     def join(self, session: Session) -> None: ...
     def depart(self, session: Session, reach: Reach = Reach.EVERYWHERE) -> None: ...
     def forget(self, session: Session) -> None: ...
@@ -173,7 +183,7 @@ class Session:
             return
         config = room.config
         self._refilled = room.clock.seconds()
-        self._tokens = room.admission.tokens_for(self.host, self._refilled)
+        self._tokens = room.tokens_for(self.host, self._refilled)
         self.connection.open(self)
         if config.nodelay == "all":
             self.connection.talking()
@@ -187,7 +197,7 @@ class Session:
         """The front end is disconnected, for whatever reason."""
         self._leave()
         if self._refilled:  # admitted: what it spent of its burst stays spent
-            self.room.admission.remember_tokens(self.host, self._tokens, self._refilled)
+            self.room.remember_tokens(self.host, self._tokens, self._refilled)
         self.state = State.GONE
         for call in (self._drain_call, self._registration_call):
             if call is not None and call.active():
@@ -204,7 +214,7 @@ class Session:
         sees every line in the order the server made them."""
         if self.state is State.GONE:
             return
-        self.room.fanout.catch_up(self)
+        self.room.catch_up(self)
         self.connection.write(data)
 
     def overflowed(self, backlog: int) -> None:
@@ -424,7 +434,7 @@ class Session:
             return
         self._stop_registration_timer()
         self.nick = nick
-        room.admission.registered(self)
+        room.registered(self)
         self.send(wire.notice(f"Bienvenue {nick}"))
         if self.state is State.GONE:  # that very write cut it: it stopped reading
             room.registry.release(nick)
