@@ -350,11 +350,11 @@ class RedisRegistry:
 
     # The node
 
-    def sync(self, nicks: Iterable[str], known: str | None = None) -> Deferred[Synced]:
+    def sync(self, nicks: Iterable[str], known: str = "") -> Deferred[Synced]:
         """Take the lease and register these nicknames for this node; the
         node holds exactly these afterwards, but those someone else has.
 
-        C{known} is the epoch the node was in, if any. If the other nodes
+        C{known} is the epoch the node was in ("": none). If the other nodes
         reaped it in that epoch, they announced its users gone: registering
         them again would bring back, unannounced, users everyone saw leave.
         Then nothing is done, and the result says C{reaped}."""
@@ -377,14 +377,14 @@ class RedisRegistry:
             )
 
         d = self._eval(
-            SYNC, self.node, self.lease_ms, secrets.token_hex(8), known or "", *args
+            SYNC, self.node, self.lease_ms, secrets.token_hex(8), known, *args
         )
         return d.addCallback(read)
 
-    def renew(self, epoch: str | None) -> Deferred[Renewal]:
-        """Extend the lease, in the epoch the node knows; if it was gone, say
-        whether this node was reaped (see L{Renewal})."""
-        d = self._eval(RENEW, self.node, self.lease_ms, epoch or "")
+    def renew(self, epoch: str) -> Deferred[Renewal]:
+        """Extend the lease, in the epoch the node knows ("": none); if it
+        was gone, say whether this node was reaped (see L{Renewal})."""
+        d = self._eval(RENEW, self.node, self.lease_ms, epoch)
         return d.addCallback(lambda result: Renewal(int(result)))
 
     def announce(self, lines: list[bytes], retention: float) -> Deferred[None]:

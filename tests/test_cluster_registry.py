@@ -191,7 +191,7 @@ async def test_claims_need_the_nodes_lease(open_registry: Opener) -> None:
     failure = await failure_of(a.claim("alice"))
     assert isinstance(failure, LeaseLost)
     assert isinstance(failure, RegistryUnavailable)
-    assert (await a.renew(None)) is Renewal.DATA_LOST  # no epoch yet, no lease
+    assert (await a.renew("")) is Renewal.DATA_LOST  # no epoch yet, no lease
     synced = await a.sync([])
     assert (await a.renew(synced.epoch)) is Renewal.RENEWED
     assert (await a.claim("alice")) == "alice"

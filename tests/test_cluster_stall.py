@@ -609,3 +609,31 @@ def test_losing_the_subscription_while_checking_delivers_what_waited_once() -> N
     cluster.redis.answer(RENEW, 1)
     assert cluster.node.state is State.CUT_OFF
     assert alice.take() == b""
+
+
+def test_a_node_deaf_again_while_it_registers_stays_cut_off_until_it_hears() -> None:
+    """The subscription drops while the users are being registered again:
+    the registration stands, but the node, which would not hear the other
+    nodes, does not serve (its lines stay here) until it hears again."""
+    cluster = Cluster()
+    alice, ann = cluster.user("alice"), cluster.user("ann")
+    redis = cluster.redis
+    cluster.subscription.listening = False
+    cluster.node._heard(False, "connection lost")
+    assert cluster.node.state is State.CUT_OFF
+    redis.held.add(SYNC)
+    cluster.subscribed()
+    cluster.subscription.listening = False
+    cluster.node._heard(False, "connection lost")
+    redis.answer(SYNC, [b"E1", [], [], [], 0])
+    assert cluster.node.state is State.CUT_OFF
+    redis.published.clear()
+    alice.send(b"entre nous\n")
+    cluster.clock.advance(0)
+    assert ann.take().endswith(b"-alice: entre nous\n")
+    assert redis.published == []
+    syncs = redis.count(SYNC)
+    cluster.subscribed()
+    assert redis.count(SYNC) == syncs + 1
+    redis.answer(SYNC, [b"E1", [], [], [], 0])
+    assert cluster.node.state is State.SERVING
