@@ -724,7 +724,7 @@ class ClusterNode(service.Service):
         super().stopService()
         if self._heartbeat.running:
             self._heartbeat.stop()
-        inside = self.state in _INSIDE
+        was = self.state
         self._become(State.STOPPING)
         for _, waiting, timer in self._waiting:
             timer.cancel()
@@ -732,8 +732,9 @@ class ClusterNode(service.Service):
         self._waiting = []
         self._release_held(True)
         d: Deferred[object] = succeed(None)
-        if inside:
+        if was is State.SERVING:  # checking: maybe reaped, they go nowhere
             self._publish_outbox()
+        if was in _INSIDE:
             d = self.registry.leave(self.chat.stamp()).addErrback(self._failed)
         d.addCallback(lambda _: self._subscription.close())
         d.addCallback(lambda _: self._commands.close())

@@ -637,3 +637,23 @@ def test_a_node_deaf_again_while_it_registers_stays_cut_off_until_it_hears() -> 
     assert redis.count(SYNC) == syncs + 1
     redis.answer(SYNC, [b"E1", [], [], [], 0])
     assert cluster.node.state is State.SERVING
+
+
+def test_a_node_stopped_while_it_checks_publishes_nothing_typed_in_the_stall() -> None:
+    """It may have been reaped: the lines typed during the stall go nowhere;
+    it still gives back whatever it holds."""
+    cluster = Cluster()
+    alice = cluster.user("alice")
+    cluster.user("ann")
+    redis = cluster.redis
+    redis.published.clear()
+    redis.held.add(RENEW)
+    cluster.stall(CONFIG.node_timeout + 4)
+    alice.send(b"pendant la pause\n")
+    cluster.clock.advance(0)  # the turn's end: the line would go to Redis
+    assert cluster.node.state is State.CHECKING
+    cluster.factory.shutdown()
+    cluster.node.stopService()
+    assert cluster.node.state is State.STOPPED
+    assert redis.published == []
+    assert redis.count(LEAVE) == 1
