@@ -7,6 +7,9 @@ C{timeout} seconds when Redis does not answer. A connection that waits for a
 reply longer than that is cut, and txredisapi connects again (backing off to
 every C{MAX_RETRY_DELAY} seconds) for as long as it is not closed.
 
+Nothing connects before C{start}: a node is built with its connections and
+starts them when its service starts.
+
 Those seconds are seconds this process ran (L{within}): a process that was
 stopped for a while (a GC pause, SIGSTOP, a VM migration) does not take
 Redis for gone because its own timers fired late.
@@ -26,7 +29,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from chatproto.cluster import RedisAddress
+from chatproto.config import RedisAddress
 from chatproto.registry import RegistryUnavailable
 
 log = Logger()
@@ -129,11 +132,10 @@ class Commands:
         timeout: float,
         reactor: Any = None,
     ) -> None:
-        if reactor is None:
-            reactor = clock
         self.address = address
         self.clock = clock
         self.timeout = timeout
+        self._reactor = clock if reactor is None else reactor
         factory = _Factory(
             f"{address.host}:{address.port}",
             address.db,
@@ -152,7 +154,12 @@ class Commands:
         factory.deferred.addCallbacks(
             lambda _: self.first_connected.callback(None), lambda _: None
         )
-        factory.startConnecting(_endpoint(reactor, address, timeout))
+
+    def start(self) -> None:
+        """Connect, and connect again whenever the connection is lost."""
+        self._factory.startConnecting(
+            _endpoint(self._reactor, self.address, self.timeout)
+        )
 
     @property
     def connected(self) -> bool:
@@ -267,8 +274,8 @@ class Subscription:
         timeout: float,
         reactor: Any = None,
     ) -> None:
-        if reactor is None:
-            reactor = clock
+        self.address = address
+        self._reactor = clock if reactor is None else reactor
         self.channels = tuple(channels)
         self.on_message = on_message
         self._on_listening = on_listening
@@ -276,7 +283,12 @@ class Subscription:
         self.timeout = timeout
         self.listening = False
         self._factory = _SubscriberFactory(self, address)
-        self._factory.startConnecting(_endpoint(reactor, address, timeout))
+
+    def start(self) -> None:
+        """Connect and subscribe, and again whenever the connection is lost."""
+        self._factory.startConnecting(
+            _endpoint(self._reactor, self.address, self.timeout)
+        )
 
     def _listening(self, listening: bool, why: str) -> None:
         self.listening = listening

@@ -36,12 +36,10 @@ server (or a primary with replicas), not a Redis Cluster.
 from __future__ import annotations
 
 import enum
-import re
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
-from urllib.parse import unquote, urlsplit
+from typing import Any, Protocol, cast
 
 from twisted.application import service
 from twisted.internet.defer import Deferred, fail, succeed
@@ -51,6 +49,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatproto import wire
+
+# At module level: the cluster mode is Redis. txredisapi, which _redis needs,
+# is an optional extra; tap.py imports this module only for --redis, so a
+# server without it runs without txredisapi.
+from chatproto._redis import Commands, Subscription
+from chatproto.config import ClusterConfig
 from chatproto.registry import (
     NicknameTaken,
     Reach,
@@ -58,102 +62,12 @@ from chatproto.registry import (
     nick_key,
 )
 
-if TYPE_CHECKING:
-    from chatproto._redis import Commands, Subscription
-    from chatproto.server import ChatFactory
-    from chatproto.session import Session
-
 log = Logger()
-
-CLUSTER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}", re.ASCII)
 
 NICK_LOST = (
     "Votre pseudo {} a été pris par quelqu'un d'autre pendant une coupure "
     "du serveur : reconnectez-vous avec un autre pseudo"
 )
-
-
-def valid_cluster_name(name: str) -> bool:
-    return CLUSTER_NAME.fullmatch(name) is not None
-
-
-@dataclass(frozen=True)
-class RedisAddress:
-    """Where Redis is: C{redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]}."""
-
-    host: str
-    port: int = 6379
-    db: int = 0
-    username: str | None = None
-    password: str | None = None
-
-    @classmethod
-    def parse(cls, url: str) -> RedisAddress:
-        """Read a C{redis://} URL; raise ValueError with a sentence a user
-        understands when it is not one."""
-        example = "redis://127.0.0.1:6379/0"
-        try:
-            parts = urlsplit(url)
-            port = parts.port
-        except ValueError:
-            raise ValueError(f"{url!r} is not a Redis URL such as {example}.") from None
-        if parts.scheme != "redis":
-            raise ValueError(
-                f"{url!r} is not a Redis URL: it must start with redis:// "
-                f"(for example {example})."
-            )
-        if not parts.hostname:
-            raise ValueError(f"{url!r} names no host; for example {example}.")
-        if parts.query or parts.fragment:
-            raise ValueError(f"{url!r}: a Redis URL takes no ?query or #fragment.")
-        db_text = parts.path.lstrip("/")
-        if not db_text:
-            db = 0
-        elif db_text.isdigit():
-            db = int(db_text)
-        else:
-            raise ValueError(
-                f"{url!r}: the database after the / must be a number, as in {example}."
-            )
-        return cls(
-            host=parts.hostname,
-            port=6379 if port is None else port,
-            db=db,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-        )
-
-    def __str__(self) -> str:
-        """The URL without its password, for logs."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"redis://{host}:{self.port}/{self.db}"
-
-
-@dataclass(frozen=True)
-class ClusterConfig:
-    """How a node reaches its cluster; the twistd options set it (tap.py)."""
-
-    redis: RedisAddress
-    name: str = "chat"
-    node_timeout: float = 30.0
-    redis_timeout: float = 2.0
-
-    @property
-    def tick(self) -> float:
-        """Seconds between two heartbeats: renew the lease, reap the dead."""
-        return min(1.0, self.node_timeout / 4)
-
-    @property
-    def retention(self) -> float:
-        """Seconds a departure announced late (after an outage) is kept for
-        the nodes that come back later still."""
-        return max(60.0, 2 * self.node_timeout)
-
-    @property
-    def lease(self) -> float:
-        """A node that stopped renewing its lease is dead this long after its
-        last renewal; reaped at most one tick later: node_timeout in all."""
-        return self.node_timeout - self.tick
 
 
 # Lua. KEYS is not used: every key is built from the prefix in ARGV[1].
@@ -436,11 +350,11 @@ class RedisRegistry:
 
     # The node
 
-    def sync(self, nicks: Iterable[str], known: str | None = None) -> Deferred[Synced]:
+    def sync(self, nicks: Iterable[str], known: str = "") -> Deferred[Synced]:
         """Take the lease and register these nicknames for this node; the
         node holds exactly these afterwards, but those someone else has.
 
-        C{known} is the epoch the node was in, if any. If the other nodes
+        C{known} is the epoch the node was in ("": none). If the other nodes
         reaped it in that epoch, they announced its users gone: registering
         them again would bring back, unannounced, users everyone saw leave.
         Then nothing is done, and the result says C{reaped}."""
@@ -463,14 +377,14 @@ class RedisRegistry:
             )
 
         d = self._eval(
-            SYNC, self.node, self.lease_ms, secrets.token_hex(8), known or "", *args
+            SYNC, self.node, self.lease_ms, secrets.token_hex(8), known, *args
         )
         return d.addCallback(read)
 
-    def renew(self, epoch: str | None) -> Deferred[Renewal]:
-        """Extend the lease, in the epoch the node knows; if it was gone, say
-        whether this node was reaped (see L{Renewal})."""
-        d = self._eval(RENEW, self.node, self.lease_ms, epoch or "")
+    def renew(self, epoch: str) -> Deferred[Renewal]:
+        """Extend the lease, in the epoch the node knows ("": none); if it
+        was gone, say whether this node was reaped (see L{Renewal})."""
+        d = self._eval(RENEW, self.node, self.lease_ms, epoch)
         return d.addCallback(lambda result: Renewal(int(result)))
 
     def announce(self, lines: list[bytes], retention: float) -> Deferred[None]:
@@ -524,16 +438,15 @@ class RedisRegistry:
         return d.addCallback(lambda heard: int(heard) > 0)
 
 
-Connect = Callable[["ClusterNode"], tuple["Commands", "Subscription", RedisRegistry]]
+Connect = Callable[["ClusterNode"], tuple[Commands, Subscription, RedisRegistry]]
 
 
 def _connect_to_redis(
     node: ClusterNode,
 ) -> tuple[Commands, Subscription, RedisRegistry]:
-    """The node's connections to Redis: one for commands, one subscribed to
-    its channels. (A test passes a function that returns doubles.)"""
-    from chatproto._redis import Commands, Subscription
-
+    """The node's connections to Redis, not connected yet: one for commands,
+    one subscribed to its channels. (A test passes a function that returns
+    doubles.)"""
     config = node.config
     commands = Commands(config.redis, node.clock, config.redis_timeout, node.reactor)
     registry = RedisRegistry(commands, config.name, node.id, config.lease)
@@ -549,192 +462,295 @@ def _connect_to_redis(
     return commands, subscription, registry
 
 
+class Member(Protocol):
+    """What a node uses of a user of its chat."""
+
+    @property
+    def nick(self) -> str | None: ...
+
+    def say_goodbye(self, *lines: bytes, reach: Reach = Reach.EVERYWHERE) -> None: ...
+
+
+class Chat(Protocol):
+    """What a node uses of its chat (the server's factory), and nothing more:
+    the node delivers lines from the other nodes to it, and reads its users."""
+
+    @property
+    def sessions(self) -> Mapping[str, Member]:
+        """The registered users, by nickname key."""
+
+    @property
+    def stopping(self) -> bool: ...
+
+    def stamp(self) -> str:
+        """The time as departure lines show it: C{[H.M.S]}."""
+
+    def deliver(self, line: bytes) -> None:
+        """Give a public line to every user here."""
+
+    def deliver_private(self, target: str, line: bytes) -> bool:
+        """Give a private line to C{target} if it is here."""
+
+
+class State(enum.Enum):
+    """The life of a node: see L{ClusterNode}, whose docstring draws it."""
+
+    STOPPED = "stopped"  # not started, or stopped: no connection to Redis
+    JOINING = "joining"  # started, never in the cluster yet: claims wait
+    SERVING = "serving"  # in the cluster: lease held, users registered, subscribed
+    CHECKING = "checking"  # renewed no lease for a lease's length: reaped?
+    CUT_OFF = "cut off"  # Redis, the lease or the subscription lost
+    REAPED = "reaped"  # taken for dead: its users dropped, joining with none
+    STOPPING = "stopping"  # announcing its users gone, giving its lease back
+
+
+# The lease is held and this node's users are registered in Redis.
+_INSIDE = frozenset({State.SERVING, State.CHECKING})
+# Started, and not in the cluster: registering the users (again) is the way in.
+_OUTSIDE = frozenset({State.JOINING, State.CUT_OFF, State.REAPED})
+
+TRANSITIONS: dict[State, frozenset[State]] = {
+    State.STOPPED: frozenset({State.JOINING}),
+    State.JOINING: frozenset({State.SERVING, State.STOPPING}),
+    State.SERVING: frozenset(
+        {State.CHECKING, State.CUT_OFF, State.REAPED, State.STOPPING}
+    ),
+    State.CHECKING: frozenset(
+        {State.SERVING, State.CUT_OFF, State.REAPED, State.STOPPING}
+    ),
+    State.CUT_OFF: frozenset({State.SERVING, State.REAPED, State.STOPPING}),
+    State.REAPED: frozenset({State.SERVING, State.STOPPING}),
+    State.STOPPING: frozenset({State.STOPPED}),
+}
+
+# What the log says of each transition, by the state entered (and, into
+# SERVING, by the state left).
+_SAID: dict[State | tuple[State, State], str] = {
+    State.JOINING: "node {node} joining cluster {cluster} through {redis}",
+    (State.JOINING, State.SERVING): "node {node} is in cluster {cluster} ({redis})",
+    (State.CHECKING, State.SERVING): "node {node} was not taken for dead: it goes on",
+    (State.CUT_OFF, State.SERVING): (
+        "Redis is back: the {here} users here are registered again, new "
+        "registrations are accepted"
+    ),
+    (State.REAPED, State.SERVING): (
+        "node {node} is in cluster {cluster} again, with no users: new "
+        "registrations are accepted"
+    ),
+    State.CHECKING: (
+        "node {node} renewed no lease for {silent:.1f} s (stalled?): asking "
+        "Redis whether the other nodes took it for dead"
+    ),
+    State.CUT_OFF: (
+        "Redis unreachable ({why}): new registrations are refused; the "
+        "{here} users here chat among themselves until it is back"
+    ),
+    State.REAPED: (
+        "node {node} was taken for dead by the other nodes, which announced "
+        "its {here} users gone: they are disconnected"
+    ),
+    State.STOPPING: "node {node} leaving cluster {cluster}",
+    State.STOPPED: "node {node} left cluster {cluster}",
+}
+_WARNINGS = frozenset({State.CHECKING, State.CUT_OFF, State.REAPED})
+
+
+class ImpossibleTransition(RuntimeError):
+    """A node was asked to move between two states the diagram does not
+    join: a bug, said at once rather than run in a state nobody designed."""
+
+
 class ClusterNode(service.Service):
     """One server process of a cluster: the registry and the relay of its
-    L{ChatFactory} (pass it as both, then L{attach} the factory).
+    chat (build the chat, then the node with it, and give the node to the
+    chat as both).
 
-    While Redis is away, or until this node registered its users there again,
-    C{claim} fails with L{RegistryUnavailable}, C{names} answers with the
-    users of this node, and lines stay on this node. Departures in that time
-    are announced to the other nodes once Redis is back. While the node is
-    joining its cluster (it has just started), a claim waits for the join,
-    up to C{redis_timeout}: a node listens before it has joined, and a
-    rolling restart must not turn its first users away.
+    Its life is one attribute, C{state} (a L{State}), changed in one place
+    (L{_become}), which logs each change and refuses one that is not among
+    these (L{TRANSITIONS}; a test holds the two to each other)::
 
-    A node that went a lease's length without renewing it (a GC pause, a VM
-    migration, SIGSTOP) may have been reaped meanwhile: the other nodes then
-    told everyone its users left. On waking, the reactor hands it client
-    lines, messages from Redis and timers in any order, so whichever comes
-    first notices (L{_holding}); until Redis says whether the node was
-    reaped, nothing is relayed, delivered from Redis, or claimed. Reaped:
-    every user here is told, gets C{Deconnexion}, and is not announced again
-    (the reaper did it, once); the lines they typed meanwhile go nowhere
-    else. Not reaped: what was held goes on, and nobody sees a thing.
+        STOPPED --started--> JOINING
+        JOINING --its users registered, and subscribed--> SERVING
+        SERVING --a lease's length without a renewal (a stall?)--> CHECKING
+        CHECKING --not reaped--> SERVING
+        SERVING, CHECKING --Redis, the lease or the subscription lost--> CUT_OFF
+        CUT_OFF --its users registered again, and subscribed--> SERVING
+        SERVING, CHECKING, CUT_OFF --the other nodes reaped it--> REAPED
+        REAPED --joined again, with no users--> SERVING
+        JOINING, SERVING, CHECKING, CUT_OFF, REAPED --stopped--> STOPPING
+        STOPPING --its connections closed--> STOPPED
+
+    A failure while JOINING, CUT_OFF or REAPED changes nothing: the node is
+    out of the cluster already, and the heartbeat tries again.
+
+    JOINING: a claim waits for the join, up to C{redis_timeout}: a node
+    listens before it has joined, and a rolling restart must not turn its
+    first users away. SERVING: claims go to Redis, public lines out through
+    it. CUT_OFF (Redis away, or until this node registered its users there
+    again) and REAPED: C{claim} fails with L{RegistryUnavailable}, C{names}
+    answers with the users of this node, and lines stay on this node;
+    departures in that time are announced to the other nodes once Redis is
+    back.
+
+    CHECKING: a node that went a lease's length without renewing it (a GC
+    pause, a VM migration, SIGSTOP) may have been reaped meanwhile: the
+    other nodes then told everyone its users left. On waking, the reactor
+    hands it client lines, messages from Redis and timers in any order, so
+    whichever comes first notices (L{_holding}); until Redis says whether
+    the node was reaped, nothing is relayed, delivered from Redis, or
+    claimed. REAPED: every user here is told, gets C{Deconnexion}, and is
+    not announced again (the reaper did it, once); the lines they typed
+    meanwhile go nowhere else. Not reaped: what was held goes on, and nobody
+    sees a thing.
     """
 
     def __init__(
         self,
         config: ClusterConfig,
+        chat: Chat,
         clock: IReactorTime | None = None,
         reactor: Any = None,
         node_id: str | None = None,
-        connect: Connect | None = None,
+        connect: Connect = _connect_to_redis,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as default
 
             clock = cast(IReactorTime, default)
         self.config = config
+        self.chat = chat
         self.clock = clock
         self.reactor = reactor if reactor is not None else clock
         self.id = node_id or secrets.token_hex(6)
-        self._connect = connect or _connect_to_redis
-        self.chat: ChatFactory | None = None
-        self.registry: RedisRegistry | None = None
-        self._commands: Commands | None = None
-        self._subscription: Subscription | None = None
-        self._synced = False  # the lease is held and the users here registered
-        self._listening = False  # subscribed: lines from other nodes arrive
-        self._was_accepting = False
+        self.state = State.STOPPED
+        # Built now, connected when the service starts.
+        self._commands, self._subscription, self.registry = connect(self)
         self._down_reason = ""
-        self._epoch: str | None = None
+        # The epoch this node's users are registered in ("": none, a new node).
+        self._epoch = ""
         self._pending: dict[str, tuple[str, bytes]] = {}  # left while cut off
         self._seen: dict[bytes, float] = {}  # late departures delivered here
         self._outbox: list[bytes] = []
         self._outbox_call: IDelayedCall | None = None
+        # In-flight guards: one call of each at a time (not the node's life).
         self._syncing = False
         self._renewing = False
         self._reaping = False
-        self._down_since: float | None = None
-        self._ever_accepted = False
+        # What the log says: since when the node is out of the cluster, and
+        # whether it said it was out long.
+        self._down_since = 0.0
         self._warned = False
         # When the last lease renewal that succeeded was sent (the lease runs
         # from a little later): past config.lease, the node may be reaped.
-        self._renewed_at: float | None = None
-        self._checking = False  # asking Redis whether this node was reaped
+        # Meaningful while the node is in the cluster (_INSIDE).
+        self._renewed_at = 0.0
         self._held: list[Callable[[bool], None]] = []  # run when it knows
         self._waiting: list[tuple[str, Deferred[str], IDelayedCall]] = []
         self._heartbeat = LoopingCall(self._beat)
         self._heartbeat.clock = clock
 
-    def attach(self, chat: ChatFactory) -> None:
-        """The factory whose users this node serves."""
-        self.chat = chat
-
     @property
     def accepting(self) -> bool:
         """Whether new nicknames are taken now."""
-        return bool(self.running) and self._synced and self._listening
-
-    # Life
-
-    def startService(self) -> None:
-        super().startService()
-        config = self.config
-        self._commands, self._subscription, self.registry = self._connect(self)
-        self._commands.first_connected.addCallback(lambda _: self._resync())
-        self._down_since = self.clock.seconds()
-        log.info(
-            "node {node} joining cluster {cluster} through {redis}",
-            node=self.id,
-            cluster=config.name,
-            redis=str(config.redis),
-        )
-        self._heartbeat.start(config.tick, now=True)
-
-    def stopService(self) -> Deferred[None]:
-        """Announce the users still registered here, give the lease back,
-        and close the connections: the other nodes need not wait for the
-        lease to expire."""
-        super().stopService()
-        if self._heartbeat.running:
-            self._heartbeat.stop()
-        registry, commands, subscription = (
-            self.registry,
-            self._commands,
-            self._subscription,
-        )
-        for _, waiting, timer in self._waiting:
-            timer.cancel()
-            waiting.errback(RegistryUnavailable("the server is stopping"))
-        self._waiting = []
-        if registry is None or commands is None or subscription is None:
-            return succeed(None)
-        self._release_held(True)
-        self._send_outbox()
-        d: Deferred[object] = succeed(None)
-        if self._synced:
-            d = registry.leave(self._stamp()).addErrback(self._failed)
-        self._synced = False
-        d.addCallback(lambda _: subscription.close())
-        return d.addCallback(lambda _: commands.close())
-
-    def _stamp(self) -> str:
-        return self.chat.stamp() if self.chat is not None else "[0.0.0]"
+        return self.state is State.SERVING
 
     # State, and what the log says of it
 
+    def _become(self, state: State) -> None:
+        """Move to C{state}, and say so in the log; refuse (with
+        L{ImpossibleTransition}) a move that is not in L{TRANSITIONS}."""
+        old = self.state
+        if state not in TRANSITIONS[old]:
+            raise ImpossibleTransition(
+                f"cluster node {self.id}: no transition from {old.name} to {state.name}"
+            )
+        now = self.clock.seconds()
+        silent = now - self._renewed_at
+        self.state = state
+        if state is State.JOINING or (state in _OUTSIDE and old in _INSIDE):
+            self._down_since = now
+            self._warned = False
+        said = _SAID[(old, state)] if state is State.SERVING else _SAID[state]
+        emit = log.warn if state in _WARNINGS else log.info
+        emit(
+            said,
+            node=self.id,
+            cluster=self.config.name,
+            redis=str(self.config.redis),
+            old=old,
+            new=state,
+            here=len(self.chat.sessions),
+            why=self._down_reason,
+            silent=silent,
+        )
+
     def _lost(self, why: str) -> None:
-        """A Redis call failed, or the lease is gone: register again."""
-        self._synced = False
+        """A Redis call failed, or the lease or the subscription is gone:
+        the node is cut off, and registers its users again (L{_resync}).
+        What waited on a check runs now, here: as when Redis is away,
+        registering again will find out whether the node was reaped."""
         self._down_reason = why
-        self._report()
+        if self.state in _INSIDE:
+            checking = self.state is State.CHECKING
+            self._become(State.CUT_OFF)
+            if checking:
+                self._release_held(True)
 
     def _heard(self, listening: bool, why: str) -> None:
         """The subscription started or stopped: lines published while it was
         down are lost to this node, so it registers again (and catches up
         with the late departures) once it hears again."""
-        self._listening = listening
         if listening:
             self._resync()
         else:
             self._lost(f"subscription lost: {why}")
 
-    def _report(self) -> None:
-        if not self.running:
-            return
-        accepting = self.accepting
-        if accepting == self._was_accepting:
-            return
-        self._was_accepting = accepting
-        self._down_since = None if accepting else self.clock.seconds()
-        self._warned = False
-        here = len(self.chat.sessions) if self.chat is not None else 0
-        if accepting and not self._ever_accepted:
-            self._ever_accepted = True
-            log.info(
-                "node {node} is in cluster {cluster} ({redis})",
-                node=self.id,
-                cluster=self.config.name,
-                redis=str(self.config.redis),
-            )
-        elif accepting:
-            log.info(
-                "Redis is back: the {here} users here are registered again, new "
-                "registrations are accepted",
-                here=here,
-            )
-        else:
-            log.warn(
-                "Redis unreachable ({why}): new registrations are refused; the "
-                "{here} users here chat among themselves until it is back",
-                why=self._down_reason,
-                here=here,
-            )
+    # Life
+
+    def startService(self) -> None:
+        super().startService()
+        self._become(State.JOINING)
+        self._commands.first_connected.addCallback(lambda _: self._resync())
+        self._commands.start()
+        self._subscription.start()
+        self._heartbeat.start(self.config.tick, now=True)
+
+    def stopService(self) -> Deferred[None]:
+        """Announce the users still registered here, give the lease back,
+        and close the connections: the other nodes need not wait for the
+        lease to expire."""
+        if self.state in (State.STOPPED, State.STOPPING):
+            return succeed(None)
+        super().stopService()
+        if self._heartbeat.running:
+            self._heartbeat.stop()
+        was = self.state
+        self._become(State.STOPPING)
+        for _, waiting, timer in self._waiting:
+            timer.cancel()
+            waiting.errback(RegistryUnavailable("the server is stopping"))
+        self._waiting = []
+        self._release_held(True)
+        d: Deferred[object] = succeed(None)
+        if was is State.SERVING:  # checking: maybe reaped, they go nowhere
+            self._publish_outbox()
+        if was in _INSIDE:
+            d = self.registry.leave(self.chat.stamp()).addErrback(self._failed)
+        d.addCallback(lambda _: self._subscription.close())
+        d.addCallback(lambda _: self._commands.close())
+        return d.addCallback(lambda _: self._become(State.STOPPED))
 
     def _beat(self) -> None:
         try:
-            if not self._synced:
+            if self.state in _OUTSIDE:
                 self._resync()
                 self._warn_if_long()
                 return
             if self._holding():
                 return  # the check renews the lease
-            registry = self.registry
-            assert registry is not None
             if not self._renewing:
                 self._renewing = True
-                renewed = registry.renew(self._epoch)
+                renewed = self.registry.renew(self._epoch)
                 renewed.addCallbacks(
                     self._renewed, self._failed, callbackArgs=(self.clock.seconds(),)
                 )
@@ -742,7 +758,7 @@ class ClusterNode(service.Service):
                 renewed.addBoth(self._set, "_renewing", False)
             if not self._reaping:
                 self._reaping = True
-                reaped = registry.reap(self._stamp())
+                reaped = self.registry.reap(self.chat.stamp())
                 reaped.addCallbacks(self._reaped, self._failed)
                 reaped.addErrback(self._bug, "reaping dead nodes")
                 reaped.addBoth(self._set, "_reaping", False)
@@ -750,7 +766,7 @@ class ClusterNode(service.Service):
             log.failure("cluster heartbeat")
 
     def _warn_if_long(self) -> None:
-        if self._warned or self._down_since is None or self.accepting:
+        if self._warned:
             return
         waited = self.clock.seconds() - self._down_since
         if waited > self.config.node_timeout:
@@ -774,10 +790,10 @@ class ClusterNode(service.Service):
         self._lost(failure.getErrorMessage())
 
     def _renewed(self, renewal: Renewal, sent: float) -> None:
-        if not self._synced:  # registering again already: its answer decides
+        if self.state not in _INSIDE:  # registering again: its answer decides
             return
         if renewal is Renewal.RENEWED:
-            self._renewed_at = max(self._renewed_at or sent, sent)
+            self._renewed_at = max(self._renewed_at, sent)
         elif renewal is Renewal.REAPED:
             self._taken_for_dead()
         else:
@@ -790,31 +806,30 @@ class ClusterNode(service.Service):
             self._resync()
 
     def _reaped(self, gone: list[str]) -> None:
-        if not gone or self.chat is None:
+        if not gone:
             return
         if self._holding():
             self._held.append(lambda known: self._reaped(gone) if known else None)
             return
         log.info("a node died; gone with it: {nicks}", nicks=", ".join(gone))
-        start = wire.departure_prefix(self._stamp())
+        start = wire.departure_prefix(self.chat.stamp())
         for nick in gone:
             self.chat.deliver(start + nick.encode() + b"\n")
 
     # Registering this node's users again
 
     def _resync(self) -> None:
-        registry, chat = self.registry, self.chat
-        if self._syncing or not self.running or registry is None or chat is None:
+        if self._syncing or self.state not in _OUTSIDE:
             return
-        if not self._listening:  # what it would announce could not be heard
+        if not self._subscription.listening:  # what it announces goes unheard
             return
-        if self._commands is not None and not self._commands.connected:
+        if not self._commands.connected:
             self._down_reason = self._down_reason or "no connection to Redis"
             return
         self._syncing = True
         pending, self._pending = self._pending, {}
-        sessions = [proto.nick for proto in chat.sessions.values() if proto.nick]
-        d = registry.sync(sessions, self._epoch)
+        sessions = [m.nick for m in self.chat.sessions.values() if m.nick]
+        d = self.registry.sync(sessions, self._epoch)
         d.addCallbacks(
             self._synced_again,
             self._sync_failed,
@@ -833,21 +848,20 @@ class ClusterNode(service.Service):
     def _synced_again(
         self, synced: Synced, pending: dict[str, tuple[str, bytes]], sent: float
     ) -> None:
-        registry, chat = self.registry, self.chat
-        if not self.running or registry is None or chat is None:
+        if self.state not in _OUTSIDE:  # stopping meanwhile
             return
         if synced.reaped:
             # The users who left meanwhile were reaped, and announced, too.
             self._taken_for_dead()
             return
-        data_lost = self._epoch is not None and synced.epoch != self._epoch
+        data_lost = self._epoch != "" and synced.epoch != self._epoch
         if data_lost:
             log.warn(
                 "Redis lost the cluster's data: the users here are registered again"
             )
         self._epoch = synced.epoch
-        self._synced = True
         self._renewed_at = sent
+        registry, chat = self.registry, self.chat
         # Who left this node while it was cut off: the other nodes still had
         # them (dropped now), or, if Redis lost its data, never heard of it.
         # If another node reaped them meanwhile, it announced them already.
@@ -862,24 +876,29 @@ class ClusterNode(service.Service):
             if origin != registry.origin and self._first_sight(entry):
                 chat.deliver(line)
         for key in synced.conflicts:
-            proto = chat.sessions.get(key)
-            if proto is not None:
-                self._evict(proto)
+            member = chat.sessions.get(key)
+            if member is not None:
+                self._evict(member)
+        if not self._subscription.listening:
+            # Deaf again while registering: what it did stands, but lines
+            # published meanwhile were lost to it; it registers again once
+            # it hears (the departures meanwhile wait for that).
+            return
+        self._become(State.SERVING)
         # Who left while the registration was under way: registered by it.
         left, self._pending = self._pending, {}
         for nick, line in left.values():
             registry.release(nick, line).addErrback(self._failed)
-        self._report()
         self._admit_waiting()
 
-    def _evict(self, proto: Session) -> None:
+    def _evict(self, member: Member) -> None:
         """Somebody else took this user's nickname while this node was cut
         off: tell the user, say goodbye, and announce it here only. The
         other nodes know that nickname as someone who is present: announcing
         it there would announce the wrong person gone."""
-        log.info("{nick} lost its nickname during the outage", nick=proto.nick)
-        notice = wire.notice(NICK_LOST.format(proto.nick))
-        proto.say_goodbye(notice, wire.BYE, reach=Reach.HERE)
+        log.info("{nick} lost its nickname during the outage", nick=member.nick)
+        notice = wire.notice(NICK_LOST.format(member.nick))
+        member.say_goodbye(notice, wire.BYE, reach=Reach.HERE)
 
     def _first_sight(self, entry: bytes) -> bool:
         """Whether a late departure is new here (it may come both published
@@ -899,44 +918,35 @@ class ClusterNode(service.Service):
         """Whether what this node delivers or relays must wait, because it
         may have been reaped: it went a lease's length without renewing its
         lease. The first call that finds so asks Redis (L{_check})."""
-        if self._checking:
+        if self.state is State.CHECKING:
             return True
-        renewed = self._renewed_at
-        if not self.running or not self._synced or renewed is None:
+        if self.state is not State.SERVING:
             return False
-        if self.clock.seconds() - renewed < self.config.lease:
+        if self.clock.seconds() - self._renewed_at < self.config.lease:
             return False
         self._check()
-        return self._checking
+        return self.state is State.CHECKING  # unless Redis answered at once
 
     def _check(self) -> None:
-        registry = self.registry
-        assert registry is not None
-        log.warn(
-            "node {node} renewed no lease for {silent:.1f} s (stalled?): asking "
-            "Redis whether the other nodes took it for dead",
-            node=self.id,
-            silent=self.clock.seconds() - (self._renewed_at or 0.0),
-        )
-        self._checking = True
-        d = registry.renew(self._epoch)
+        self._become(State.CHECKING)
+        d = self.registry.renew(self._epoch)
         d.addCallbacks(
             self._checked, self._check_failed, callbackArgs=(self.clock.seconds(),)
         )
         d.addErrback(self._bug, "asking whether this node was reaped")
 
     def _checked(self, renewal: Renewal, sent: float) -> None:
-        self._checking = False
+        if self.state is not State.CHECKING:
+            return  # decided meanwhile (stopping, or the heartbeat's renewal)
         if renewal is Renewal.RENEWED:
-            log.info("node {node} was not taken for dead: it goes on", node=self.id)
             self._renewed_at = sent
+            self._become(State.SERVING)
             self._release_held(True)
             self._send_outbox()
             self._admit_waiting()
             return
         if renewal is Renewal.REAPED:
             self._taken_for_dead()
-            self._release_held(False)
         else:  # nobody can have announced anything: the users stay
             self._lost("no lease in Redis (Redis lost its data)")
             self._release_held(True)
@@ -945,7 +955,9 @@ class ClusterNode(service.Service):
     def _check_failed(self, failure: Failure) -> None:
         """Redis cannot say now. The node is cut off, as when Redis is away:
         registering its users again will find out whether it was reaped."""
-        self._checking = False
+        if self.state is not State.CHECKING:
+            failure.trap(RegistryUnavailable)
+            return  # decided meanwhile
         try:
             self._failed(failure)  # cut off first: what was held stays here
         finally:
@@ -965,29 +977,16 @@ class ClusterNode(service.Service):
         line (and none to themselves); what they typed meanwhile, and the
         lines waiting for Redis, go nowhere. The node then joins again with
         no users (its epoch forgotten: it is a new node)."""
-        if not self._synced and self._epoch is None:
-            return  # done already (the heartbeat's renewal and the check agree)
-        chat = self.chat
-        if self._outbox_call is not None and self._outbox_call.active():
-            self._outbox_call.cancel()
-        self._outbox_call = None
+        self._cancel_outbox()
         self._outbox = []
-        self._lost("the other nodes took this node for dead")
-        self._epoch = None
-        self._renewed_at = None
-        if chat is None:
-            return
-        users = list(chat.sessions.values())
-        log.warn(
-            "node {node} was taken for dead by the other nodes, which announced "
-            "its {n} users gone: they are disconnected",
-            node=self.id,
-            n=len(users),
-        )
+        self._down_reason = "the other nodes took this node for dead"
+        self._epoch = ""
+        self._become(State.REAPED)
         lost = wire.notice(wire.CLUSTER_LOST)
-        for proto in users:
-            proto.say_goodbye(lost, wire.BYE, reach=Reach.NOWHERE)
+        for member in list(self.chat.sessions.values()):
+            member.say_goodbye(lost, wire.BYE, reach=Reach.NOWHERE)
         self._pending = {}  # the reaper released and announced them
+        self._release_held(False)  # if it was checking: nothing goes on
         self.clock.callLater(0, self._resync)  # with no users now: joins
 
     # Claims that wait for the node
@@ -1014,7 +1013,7 @@ class ClusterNode(service.Service):
         return waiting
 
     def _admit_waiting(self) -> None:
-        if not self.accepting or self._checking:
+        if self.state is not State.SERVING:
             return
         waiting, self._waiting = self._waiting, []
         for nick, d, timer in waiting:
@@ -1024,9 +1023,9 @@ class ClusterNode(service.Service):
     # Registry (for the factory)
 
     def claim(self, nick: str) -> Deferred[str]:
-        if self.running and (not self._ever_accepted or self._holding()):
+        if self.state is State.JOINING or self._holding():
             return self._wait_for_node(nick)
-        if not self.accepting or self.registry is None:
+        if self.state is not State.SERVING:
             return fail(
                 RegistryUnavailable(self._down_reason or "not in the cluster yet")
             )
@@ -1046,8 +1045,7 @@ class ClusterNode(service.Service):
         says the other nodes must not hear of the departure (HERE: the
         nickname is someone else's there now) or have (NOWHERE: they reaped
         this node and released it)."""
-        chat, registry = self.chat, self.registry
-        if reach is not Reach.EVERYWHERE or chat is None or registry is None:
+        if reach is not Reach.EVERYWHERE:
             return succeed(None)
         if self._holding():  # if this node was reaped, the reaper released it
 
@@ -1057,15 +1055,16 @@ class ClusterNode(service.Service):
 
             self._held.append(then)
             return succeed(None)
+        chat = self.chat
         line = wire.departure_prefix(chat.stamp()) + nick.encode() + b"\n"
-        if not self._synced:
+        if self.state is not State.SERVING:
             self._pending[nick_key(nick)] = (nick, line)
             return succeed(None)
         # A stopping factory does not announce departures: its users are told
         # it stops. The users of the other nodes must hear of them.
         if chat.stopping:
             self._send_outbox()
-        d = registry.release(nick, line if chat.stopping else None)
+        d = self.registry.release(nick, line if chat.stopping else None)
 
         def failed(failure: Failure) -> None:
             failure.trap(RegistryUnavailable)
@@ -1076,7 +1075,7 @@ class ClusterNode(service.Service):
 
     def names(self, limit: int | None = None) -> Deferred[tuple[list[str], int]]:
         here = self._names_here(limit)
-        if not self._synced or self.registry is None:
+        if self.state not in _INSIDE:
             return succeed(here)
 
         def failed(failure: Failure) -> tuple[list[str], int]:
@@ -1087,8 +1086,7 @@ class ClusterNode(service.Service):
         return self.registry.names(limit).addErrback(failed)
 
     def _names_here(self, limit: int | None) -> tuple[list[str], int]:
-        chat = self.chat
-        nicks = [p.nick for p in chat.sessions.values() if p.nick] if chat else []
+        nicks = [m.nick for m in self.chat.sessions.values() if m.nick]
         return nicks[:limit] if limit is not None else nicks, len(nicks)
 
     # Relay (for the factory)
@@ -1096,24 +1094,34 @@ class ClusterNode(service.Service):
     def publish(self, line: bytes) -> None:
         """Public lines made during one reactor turn go to Redis together at
         its end: one message for the other nodes, whatever their number."""
-        if not self._synced or self.registry is None:
+        if self.state not in _INSIDE:
             return
         self._outbox.append(line)
         if self._outbox_call is None:
             self._outbox_call = self.clock.callLater(0, self._send_outbox)
 
     def _send_outbox(self) -> None:
+        self._cancel_outbox()
+        if self._outbox and self._holding():
+            return  # sent once the node knows it was not reaped
+        if self.state in _INSIDE:
+            self._publish_outbox()
+        else:  # cut off: the lines stayed here
+            self._outbox = []
+
+    def _publish_outbox(self) -> None:
+        self._cancel_outbox()
+        lines, self._outbox = self._outbox, []
+        if lines:
+            self.registry.publish(b"".join(lines)).addErrback(self._failed)
+
+    def _cancel_outbox(self) -> None:
         if self._outbox_call is not None and self._outbox_call.active():
             self._outbox_call.cancel()
         self._outbox_call = None
-        if self._outbox and self._holding():
-            return  # sent once the node knows it was not reaped
-        lines, self._outbox = self._outbox, []
-        if lines and self._synced and self.registry is not None:
-            self.registry.publish(b"".join(lines)).addErrback(self._failed)
 
     def whisper(self, target: str, line: bytes) -> Deferred[bool]:
-        if not self._synced or self.registry is None:
+        if self.state not in _INSIDE:
             return fail(RegistryUnavailable("the cluster cannot be reached"))
         if self._holding():
             later: Deferred[bool] = Deferred()
@@ -1135,14 +1143,12 @@ class ClusterNode(service.Service):
         return self.registry.whisper(target, line).addErrback(failed)
 
     def _message(self, channel: bytes, message: bytes) -> None:
-        chat, registry = self.chat, self.registry
-        if chat is None or registry is None:
-            return
         if self._holding():
             self._held.append(
                 lambda known: self._message(channel, message) if known else None
             )
             return
+        registry, chat = self.registry, self.chat
         head, _, line = message.partition(b" ")
         if channel == registry.public_channel:
             head, _, reaped = head.partition(b"@")

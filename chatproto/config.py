@@ -1,9 +1,16 @@
 """The server's configuration, in one place: what the twistd options set
-(see tap.py) and what the server and the cluster read."""
+(see tap.py) and what the server and the cluster read.
+
+It imports nothing of chatproto, and nothing optional (no Redis client):
+tap.py reads it to build the options, the cluster (cluster.py, _redis.py)
+to run, and neither needs the other for it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 
 @dataclass(frozen=True)
@@ -61,3 +68,135 @@ class ServerConfig:
         if self.max_unregistered is None:
             return self.max_connections // 2
         return self.max_unregistered
+
+
+# The cluster mode: how a node reaches its cluster.
+
+CLUSTER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}", re.ASCII)
+
+
+def valid_cluster_name(name: str) -> bool:
+    """Whether C{name} can name a cluster: it goes into every Redis key and
+    channel name of the cluster, so 1 to 64 letters, digits, C{_ . -}."""
+    return CLUSTER_NAME.fullmatch(name) is not None
+
+
+@dataclass(frozen=True)
+class RedisAddress:
+    """Where Redis is: C{redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]}."""
+
+    host: str
+    port: int = 6379
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> RedisAddress:
+        """Read a C{redis://} URL; raise ValueError with a sentence a user
+        understands when it is not one."""
+        example = "redis://127.0.0.1:6379/0"
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:
+            raise ValueError(f"{url!r} is not a Redis URL such as {example}.") from None
+        if parts.scheme != "redis":
+            raise ValueError(
+                f"{url!r} is not a Redis URL: it must start with redis:// "
+                f"(for example {example})."
+            )
+        if not parts.hostname:
+            raise ValueError(f"{url!r} names no host; for example {example}.")
+        if parts.query or parts.fragment:
+            raise ValueError(f"{url!r}: a Redis URL takes no ?query or #fragment.")
+        db_text = parts.path.lstrip("/")
+        if not db_text:
+            db = 0
+        elif db_text.isdigit():
+            db = int(db_text)
+        else:
+            raise ValueError(
+                f"{url!r}: the database after the / must be a number, as in {example}."
+            )
+        return cls(
+            host=parts.hostname,
+            port=6379 if port is None else port,
+            db=db,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+        )
+
+    def __str__(self) -> str:
+        """The URL without its password, for logs."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"redis://{host}:{self.port}/{self.db}"
+
+
+def _option(name: str, help: str, least: float | None = None) -> dict[str, Any]:
+    """A field's twistd option: its name, its help, and for a number the
+    smallest value allowed. tap.py builds the options from these, so that a
+    default or a description is written once, here."""
+    option: dict[str, Any] = {"option": name, "help": help}
+    if least is not None:
+        option["least"] = least
+    return option
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """How a node reaches its cluster; the twistd options set it (tap.py,
+    from the metadata of these fields)."""
+
+    redis: RedisAddress = field(
+        metadata=_option(
+            "redis",
+            "Cluster mode: serve one chat with every node started with this "
+            "Redis, redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] (for example "
+            "redis://127.0.0.1:6379/0). Without it, the chat is this process "
+            "alone.",
+        )
+    )
+    name: str = field(
+        default="chat",
+        metadata=_option(
+            "cluster",
+            "With --redis: the cluster's name, so that several chats can share "
+            "one Redis (letters, digits, _ . -).",
+        ),
+    )
+    node_timeout: float = field(
+        default=30.0,
+        metadata=_option(
+            "node-timeout",
+            "With --redis: when a node dies, its users are announced gone and "
+            "their nicknames freed by the others within this many seconds.",
+            least=0.5,
+        ),
+    )
+    redis_timeout: float = field(
+        default=2.0,
+        metadata=_option(
+            "redis-timeout",
+            "With --redis: seconds every Redis call may take; past that, Redis "
+            "counts as unreachable.",
+            least=0.05,
+        ),
+    )
+
+    @property
+    def tick(self) -> float:
+        """Seconds between two heartbeats: renew the lease, reap the dead."""
+        return min(1.0, self.node_timeout / 4)
+
+    @property
+    def retention(self) -> float:
+        """Seconds a departure announced late (after an outage) is kept for
+        the nodes that come back later still."""
+        return max(60.0, 2 * self.node_timeout)
+
+    @property
+    def lease(self) -> float:
+        """A node that stopped renewing its lease is dead this long after its
+        last renewal; reaped at most one tick later: node_timeout in all."""
+        return self.node_timeout - self.tick

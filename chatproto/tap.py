@@ -19,7 +19,12 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python import usage
 
-from chatproto.config import ServerConfig
+from chatproto.config import (
+    ClusterConfig,
+    RedisAddress,
+    ServerConfig,
+    valid_cluster_name,
+)
 from chatproto.server import EVICTION_GRACE, ChatFactory
 
 log = Logger()
@@ -158,63 +163,37 @@ _NUMBERS: dict[str, tuple[str, type, float, str]] = {
 }
 
 
-# The cluster mode's defaults (chatproto.cluster.ClusterConfig), kept here so
-# that --help needs no Redis client.
-_CLUSTER_DEFAULTS: dict[str, Any] = {
-    "name": "chat",
-    "node_timeout": 30.0,
-    "redis_timeout": 2.0,
-}
-
-_CLUSTER_NUMBERS: dict[str, tuple[str, type, float, str]] = {
-    "node-timeout": (
-        "node_timeout",
-        float,
-        0.5,
-        "With --redis: when a node dies, its users are announced gone and "
-        "their nicknames freed by the others within this many seconds.",
-    ),
-    "redis-timeout": (
-        "redis_timeout",
-        float,
-        0.05,
-        "With --redis: seconds every Redis call may take; past that, Redis "
-        "counts as unreachable.",
-    ),
-}
+# The cluster mode's options, from the fields of ClusterConfig (chatproto.config,
+# which needs no Redis client: --help works without one): each field's metadata
+# names its option and says what it does, its default is the option's.
+_CLUSTER_FIELDS = dataclasses.fields(ClusterConfig)
 
 _CLUSTER_PARAMETERS: list[list[Any]] = [
     [
-        "redis",
+        f.metadata["option"],
         None,
-        None,
-        "Cluster mode: serve one chat with every node started with this Redis, "
-        "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] (for example "
-        "redis://127.0.0.1:6379/0). Without it, the chat is this process alone.",
-    ],
-    [
-        "cluster",
-        None,
-        _CLUSTER_DEFAULTS["name"],
-        "With --redis: the cluster's name, so that several chats can share one "
-        "Redis (letters, digits, _ . -).",
-    ],
-] + [
-    [name, None, str(_CLUSTER_DEFAULTS[field]), help]
-    for name, (field, _, _, help) in _CLUSTER_NUMBERS.items()
+        None if f.default is dataclasses.MISSING else str(f.default),
+        f.metadata["help"],
+    ]
+    for f in _CLUSTER_FIELDS
 ]
 
+# The numbers among them: field -> its option, its type, its smallest value.
+_CLUSTER_NUMBERS: dict[str, tuple[str, type, float]] = {
+    f.name: (f.metadata["option"], type(f.default), f.metadata["least"])
+    for f in _CLUSTER_FIELDS
+    if "least" in f.metadata
+}
 
-def _cluster_config(options: usage.Options) -> Any:
+
+def _cluster_config(options: usage.Options) -> ClusterConfig | None:
     """The cluster's configuration, or None without --redis."""
     numbers = {
         field: _number(name, options[name], kind, least)
-        for name, (field, kind, least, _) in _CLUSTER_NUMBERS.items()
+        for field, (name, kind, least) in _CLUSTER_NUMBERS.items()
     }
     if options["redis"] is None:
         return None
-    from chatproto.cluster import ClusterConfig, RedisAddress, valid_cluster_name
-
     try:
         address = RedisAddress.parse(options["redis"])
     except ValueError as e:
@@ -523,15 +502,17 @@ def makeService(options: usage.Options, reactor: Any = None) -> service.IService
         )
         config = dataclasses.replace(config, max_connections=fitting)
     top = service.MultiService()
-    cluster = options.get("cluster_config")
-    if cluster is None:
-        factory = ChatFactory(config, clock=reactor)
-    else:
+    cluster: ClusterConfig | None = options.get("cluster_config")
+    factory = ChatFactory(config, clock=reactor)
+    if cluster is not None:
+        # Here only: the cluster needs txredisapi, an optional extra that a
+        # server without --redis does without.
         from chatproto.cluster import ClusterNode
 
-        node = ClusterNode(cluster, clock=reactor)
-        factory = ChatFactory(config, clock=reactor, registry=node, relay=node)
-        node.attach(factory)
+        # The node is built with its chat, then made the chat's registry and
+        # relay: each needs the other, and neither is ever half attached.
+        node = ClusterNode(cluster, factory, clock=reactor)
+        factory.registry = factory.relay = node
         # First in, so stopped last: the users' departures are announced to
         # the other nodes before the node leaves the cluster.
         node.setServiceParent(top)

@@ -22,8 +22,8 @@ from twisted.internet.task import deferLater
 from twisted.internet.testing import StringTransportWithDisconnection
 
 from chatproto import wire
-from chatproto.cluster import ClusterConfig, ClusterNode, RedisAddress
-from chatproto.config import ServerConfig
+from chatproto.cluster import ClusterNode
+from chatproto.config import ClusterConfig, RedisAddress, ServerConfig
 from chatproto.server import ChatFactory, ChatServerProtocol
 from tests.redis_fixture import RedisServer, running_redis
 
@@ -74,14 +74,12 @@ class Node:
             node_timeout=NODE_TIMEOUT,
             redis_timeout=0.3,
         )
-        self.cluster = ClusterNode(config, clock=r)
         self.factory = ChatFactory(
             ServerConfig(ping_interval=0, registration_timeout=0, flood_rate=0),
             clock=r,
-            registry=self.cluster,
-            relay=self.cluster,
         )
-        self.cluster.attach(self.factory)
+        self.cluster = ClusterNode(config, self.factory, clock=r)
+        self.factory.registry = self.factory.relay = self.cluster
         self.cluster.startService()
 
     async def ready(self) -> None:
@@ -109,7 +107,6 @@ class Node:
         cluster._heartbeat.stop()
         cluster.running = False
         for connection in (cluster._commands, cluster._subscription):
-            assert connection is not None
             connection._factory.disconnect()
 
     def stop(self) -> Any:

@@ -15,7 +15,8 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import deferLater
 
 from chatproto._redis import Commands, Subscription
-from chatproto.cluster import LeaseLost, RedisAddress, RedisRegistry, Renewal
+from chatproto.cluster import LeaseLost, RedisRegistry, Renewal
+from chatproto.config import RedisAddress
 from chatproto.registry import NicknameTaken, RegistryUnavailable
 from tests.redis_fixture import RedisServer, running_redis
 
@@ -59,6 +60,7 @@ def open_registry(redis: RedisServer) -> Iterator[Opener]:
     ) -> RedisRegistry:
         commands = Commands(RedisAddress.parse(redis.url), r, timeout)
         closing.append(commands)
+        commands.start()
         await until(lambda: commands.connected)
         registry = RedisRegistry(commands, "test", node, lease)
         if sync:
@@ -86,6 +88,7 @@ def listen(redis: RedisServer) -> Iterator[Callable[..., Awaitable[list[Any]]]]:
             1.0,
         )
         closing.append(subscription)
+        subscription.start()
         await until(lambda: subscription.listening)
         return heard
 
@@ -188,7 +191,7 @@ async def test_claims_need_the_nodes_lease(open_registry: Opener) -> None:
     failure = await failure_of(a.claim("alice"))
     assert isinstance(failure, LeaseLost)
     assert isinstance(failure, RegistryUnavailable)
-    assert (await a.renew(None)) is Renewal.DATA_LOST  # no epoch yet, no lease
+    assert (await a.renew("")) is Renewal.DATA_LOST  # no epoch yet, no lease
     synced = await a.sync([])
     assert (await a.renew(synced.epoch)) is Renewal.RENEWED
     assert (await a.claim("alice")) == "alice"

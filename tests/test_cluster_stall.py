@@ -1,6 +1,7 @@
-"""A cluster node's decisions after a stall and while it joins, over a fake
-clock: the real ClusterNode, RedisRegistry and ChatFactory, with a double of
-the Redis connections whose answers the test gives (or holds back).
+"""A cluster node's states, and its decisions after a stall and while it
+joins, over a fake clock: the real ClusterNode, RedisRegistry and
+ChatFactory, with a double of the Redis connections whose answers the test
+gives (or holds back).
 
 A stall is the clock jumping without its timers running: on waking, the
 reactor may read a client's lines or a message from Redis before it runs the
@@ -9,28 +10,33 @@ timers that fell due meanwhile (the next advance(0) runs them).
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, cast
 
 import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.task import Clock
+from twisted.logger import ILogObserver, LogEvent, Logger, LogLevel, formatEvent
 from twisted.python.failure import Failure
 
+from chatproto import cluster as cluster_module
 from chatproto import wire
 from chatproto.cluster import (
     CLAIM,
+    LEAVE,
     NAMES,
     RELEASE,
     RENEW,
     SYNC,
+    TRANSITIONS,
     WHISPER,
-    ClusterConfig,
     ClusterNode,
-    RedisAddress,
+    ImpossibleTransition,
     RedisRegistry,
+    State,
 )
-from chatproto.config import ServerConfig
+from chatproto.config import ClusterConfig, RedisAddress, ServerConfig
 from chatproto.registry import RegistryUnavailable
 from chatproto.server import ChatFactory, ChatServerProtocol
 from chatproto.testing import START, Client, RecordingTransport
@@ -102,11 +108,21 @@ class FakeRedis:
         self.published.append(args[1])
         return succeed(1)
 
+    def start(self) -> None:
+        pass
+
     def close(self) -> Deferred[None]:
         return succeed(None)
 
 
 class FakeSubscription:
+    """The node's subscription: the test says when it is up."""
+
+    listening = False
+
+    def start(self) -> None:
+        pass
+
     def close(self) -> Deferred[None]:
         return succeed(None)
 
@@ -118,6 +134,7 @@ class Cluster:
         self.clock = Clock()
         self.clock.advance(START)
         self.redis = FakeRedis()
+        self.subscription = FakeSubscription()
 
         def connect(node: ClusterNode) -> Any:
             registry = RedisRegistry(
@@ -126,20 +143,18 @@ class Cluster:
                 node.id,
                 CONFIG.lease,
             )
-            return self.redis, FakeSubscription(), registry
+            return self.redis, self.subscription, registry
 
-        self.node = ClusterNode(
-            CONFIG, clock=self.clock, node_id="here", connect=connect
-        )
         self.factory = ChatFactory(
             ServerConfig(
                 ping_interval=0, registration_timeout=0, flood_rate=0, batch_delay=0
             ),
             clock=self.clock,
-            registry=self.node,
-            relay=self.node,
         )
-        self.node.attach(self.factory)
+        self.node = ClusterNode(
+            CONFIG, self.factory, clock=self.clock, node_id="here", connect=connect
+        )
+        self.factory.registry = self.factory.relay = self.node
         self.node.startService()
         self._port = 40000
         if joined:
@@ -147,6 +162,7 @@ class Cluster:
 
     def subscribed(self) -> None:
         """The subscription to the node's channels is up: the node joins."""
+        self.subscription.listening = True
         self.node._heard(True, "")
 
     def connect(self) -> Client:
@@ -387,3 +403,257 @@ def test_a_node_whose_check_gets_no_answer_is_cut_off_and_delivers_nothing_twice
     assert got.count(b"-ann: pendant la pause\n") == 1
     assert redis.published == []
     assert alice.connected and ann.connected
+
+
+# -- The node's states --------------------------------------------------------
+
+
+@pytest.fixture
+def moves(monkeypatch: pytest.MonkeyPatch) -> list[LogEvent]:
+    """What the cluster logs, from here on: the node's moves among them."""
+    events: list[LogEvent] = []
+    logger = Logger("chatproto.cluster", observer=cast(ILogObserver, events.append))
+    monkeypatch.setattr(cluster_module, "log", logger)
+    return events
+
+
+def idle_node(cluster: Cluster) -> ClusterNode:
+    """Another node of the cluster's chat, built and never started."""
+
+    def connect(node: ClusterNode) -> Any:
+        return FakeRedis(), FakeSubscription(), cluster.node.registry
+
+    return ClusterNode(CONFIG, cluster.factory, clock=cluster.clock, connect=connect)
+
+
+def said(events: list[LogEvent]) -> list[tuple[State, State, str]]:
+    """The node's moves in the log: from, to, and the sentence."""
+    return [(e["old"], e["new"], formatEvent(e)) for e in events if "new" in e]
+
+
+def test_the_diagram_in_the_docstring_is_the_table_of_transitions() -> None:
+    """What the class's docstring draws is what _become allows; every state
+    is reached from STOPPED, and leads back to it."""
+    doc = ClusterNode.__doc__ or ""
+    drawn: dict[State, set[State]] = {state: set() for state in State}
+    for sources, target in re.findall(r"^ +([A-Z_, ]+) --.*--> ([A-Z_]+)$", doc, re.M):
+        for source in sources.split(", "):
+            drawn[State[source]].add(State[target])
+    assert drawn == {state: set(targets) for state, targets in TRANSITIONS.items()}
+
+    def reached(start: State, moves: dict[State, set[State]]) -> set[State]:
+        seen, todo = {start}, [start]
+        while todo:
+            for target in moves[todo.pop()] - seen:
+                seen.add(target)
+                todo.append(target)
+        return seen
+
+    assert reached(State.STOPPED, drawn) == set(State)
+    backwards: dict[State, set[State]] = {state: set() for state in State}
+    for source, targets in drawn.items():
+        for target in targets:
+            backwards[target].add(source)
+    assert reached(State.STOPPED, backwards) == set(State)
+
+
+def test_a_node_joins_is_cut_off_and_comes_back_and_the_log_says_each_move(
+    moves: list[LogEvent],
+) -> None:
+    cluster = Cluster(joined=False)
+    assert cluster.node.state is State.JOINING
+    cluster.subscribed()
+    assert cluster.node.state is State.SERVING
+    cluster.user("alice")
+    redis = cluster.redis
+    redis.answers[RENEW] = RegistryUnavailable("Redis did not answer in time")
+    cluster.clock.advance(CONFIG.tick)
+    assert cluster.node.state is State.CUT_OFF
+    redis.answers[RENEW] = 1
+    cluster.clock.advance(CONFIG.tick)
+    assert cluster.node.state is State.SERVING
+    assert said(moves) == [
+        (
+            State.STOPPED,
+            State.JOINING,
+            "node here joining cluster test through redis://127.0.0.1:6379/0",
+        ),
+        (
+            State.JOINING,
+            State.SERVING,
+            "node here is in cluster test (redis://127.0.0.1:6379/0)",
+        ),
+        (
+            State.SERVING,
+            State.CUT_OFF,
+            "Redis unreachable (Redis did not answer in time): new registrations "
+            "are refused; the 1 users here chat among themselves until it is back",
+        ),
+        (
+            State.CUT_OFF,
+            State.SERVING,
+            "Redis is back: the 1 users here are registered again, new "
+            "registrations are accepted",
+        ),
+    ]
+    levels = [e["log_level"] for e in moves if "new" in e]
+    assert levels == [LogLevel.info, LogLevel.info, LogLevel.warn, LogLevel.info]
+
+
+def test_an_impossible_transition_is_refused_and_changes_nothing(
+    moves: list[LogEvent],
+) -> None:
+    cluster = Cluster()
+    logged = len(moves)
+    with pytest.raises(
+        ImpossibleTransition, match="node here: no transition from SERVING to JOINING"
+    ):
+        cluster.node._become(State.JOINING)
+    assert cluster.node.state is State.SERVING
+    assert len(moves) == logged
+    fresh = idle_node(cluster)
+    with pytest.raises(ImpossibleTransition):
+        fresh._become(State.SERVING)
+    assert fresh.state is State.STOPPED
+
+
+def test_a_stalled_node_is_checking_until_redis_answers(
+    moves: list[LogEvent],
+) -> None:
+    """A lease's length without a renewal: CHECKING, and back to SERVING
+    when Redis says the node was not reaped."""
+    cluster = Cluster()
+    cluster.user("alice")
+    cluster.redis.held.add(RENEW)
+    cluster.stall(CONFIG.node_timeout + 4)
+    cluster.heard(b"there [1.2.3]-bob: bonjour\n")
+    assert cluster.node.state is State.CHECKING
+    cluster.redis.answer(RENEW, 1)
+    assert cluster.node.state is State.SERVING
+    assert said(moves)[-2:] == [
+        (
+            State.SERVING,
+            State.CHECKING,
+            "node here renewed no lease for 8.0 s (stalled?): asking Redis "
+            "whether the other nodes took it for dead",
+        ),
+        (State.CHECKING, State.SERVING, "node here was not taken for dead: it goes on"),
+    ]
+
+
+def test_a_reaped_node_says_so_and_joins_again_with_no_users(
+    moves: list[LogEvent],
+) -> None:
+    cluster = Cluster()
+    cluster.user("alice")
+    cluster.user("ann")
+    cluster.redis.answers[RENEW] = 0  # reaped
+    cluster.stall(CONFIG.node_timeout + 4)
+    cluster.clock.advance(0)
+    cluster.clock.advance(0)  # the new node joins a reactor turn later
+    assert cluster.node.state is State.SERVING
+    assert cluster.factory.sessions == {}
+    assert said(moves)[-3:] == [
+        (
+            State.SERVING,
+            State.CHECKING,
+            "node here renewed no lease for 8.0 s (stalled?): asking Redis "
+            "whether the other nodes took it for dead",
+        ),
+        (
+            State.CHECKING,
+            State.REAPED,
+            "node here was taken for dead by the other nodes, which announced "
+            "its 2 users gone: they are disconnected",
+        ),
+        (
+            State.REAPED,
+            State.SERVING,
+            "node here is in cluster test again, with no users: new "
+            "registrations are accepted",
+        ),
+    ]
+
+
+def test_a_node_stops_through_stopping_once(moves: list[LogEvent]) -> None:
+    """Stopping gives the lease back once; a second stop does nothing; a
+    node never started stops without a word."""
+    cluster = Cluster()
+    cluster.user("alice")
+    stopped = cluster.node.stopService()
+    assert stopped.called and cluster.node.state is State.STOPPED
+    assert cluster.redis.count(LEAVE) == 1
+    assert cluster.node.stopService().called
+    assert cluster.redis.count(LEAVE) == 1
+    assert [(old, new) for old, new, _ in said(moves)][-2:] == [
+        (State.SERVING, State.STOPPING),
+        (State.STOPPING, State.STOPPED),
+    ]
+    node = idle_node(cluster)
+    assert node.stopService().called and node.state is State.STOPPED
+
+
+def test_losing_the_subscription_while_checking_delivers_what_waited_once() -> None:
+    """The node is cut off before Redis answered its check: what waited is
+    delivered here at once, and the late answer changes nothing."""
+    cluster = Cluster()
+    alice = cluster.user("alice")
+    cluster.redis.held.add(RENEW)
+    cluster.stall(CONFIG.node_timeout + 4)
+    cluster.heard(b"there [1.2.3]-bob: bonjour\n")
+    assert alice.take() == b""
+    cluster.subscription.listening = False
+    cluster.node._heard(False, "connection lost")
+    assert cluster.node.state is State.CUT_OFF
+    assert alice.take() == b"[1.2.3]-bob: bonjour\n"
+    cluster.redis.answer(RENEW, 1)
+    assert cluster.node.state is State.CUT_OFF
+    assert alice.take() == b""
+
+
+def test_a_node_deaf_again_while_it_registers_stays_cut_off_until_it_hears() -> None:
+    """The subscription drops while the users are being registered again:
+    the registration stands, but the node, which would not hear the other
+    nodes, does not serve (its lines stay here) until it hears again."""
+    cluster = Cluster()
+    alice, ann = cluster.user("alice"), cluster.user("ann")
+    redis = cluster.redis
+    cluster.subscription.listening = False
+    cluster.node._heard(False, "connection lost")
+    assert cluster.node.state is State.CUT_OFF
+    redis.held.add(SYNC)
+    cluster.subscribed()
+    cluster.subscription.listening = False
+    cluster.node._heard(False, "connection lost")
+    redis.answer(SYNC, [b"E1", [], [], [], 0])
+    assert cluster.node.state is State.CUT_OFF
+    redis.published.clear()
+    alice.send(b"entre nous\n")
+    cluster.clock.advance(0)
+    assert ann.take().endswith(b"-alice: entre nous\n")
+    assert redis.published == []
+    syncs = redis.count(SYNC)
+    cluster.subscribed()
+    assert redis.count(SYNC) == syncs + 1
+    redis.answer(SYNC, [b"E1", [], [], [], 0])
+    assert cluster.node.state is State.SERVING
+
+
+def test_a_node_stopped_while_it_checks_publishes_nothing_typed_in_the_stall() -> None:
+    """It may have been reaped: the lines typed during the stall go nowhere;
+    it still gives back whatever it holds."""
+    cluster = Cluster()
+    alice = cluster.user("alice")
+    cluster.user("ann")
+    redis = cluster.redis
+    redis.published.clear()
+    redis.held.add(RENEW)
+    cluster.stall(CONFIG.node_timeout + 4)
+    alice.send(b"pendant la pause\n")
+    cluster.clock.advance(0)  # the turn's end: the line would go to Redis
+    assert cluster.node.state is State.CHECKING
+    cluster.factory.shutdown()
+    cluster.node.stopService()
+    assert cluster.node.state is State.STOPPED
+    assert redis.published == []
+    assert redis.count(LEAVE) == 1

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from twisted.application.service import MultiService
 from twisted.python.usage import UsageError
 
-from chatproto.cluster import ClusterConfig, ClusterNode, RedisAddress
+from chatproto.cluster import ClusterNode, State
+from chatproto.config import ClusterConfig, RedisAddress
 from chatproto.server import ChatFactory
 from chatproto.tap import Options, makeService
 
@@ -92,8 +95,24 @@ def test_make_service_with_redis_builds_a_node_that_is_registry_and_relay() -> N
     services = list(top)
     node = services[0]
     assert isinstance(node, ClusterNode)
-    assert node.registry is None and not node.running
+    assert node.state is State.STOPPED and not node.running
+    for connection in (node._commands, node._subscription):
+        assert connection._factory.slots == []  # no connection started
     factory = node.chat
     assert isinstance(factory, ChatFactory)
     assert factory.registry is node and factory.relay is node
     assert node.config.name == "chat"
+
+
+def test_the_cluster_options_are_the_fields_of_cluster_config() -> None:
+    """Their names, defaults and help are written once, on the fields of
+    ClusterConfig: the options given nothing make ClusterConfig's defaults,
+    and --help shows them."""
+    config = parse("--redis", "redis://h")["cluster_config"]
+    assert config == ClusterConfig(RedisAddress("h"))
+    documented = {row[0]: row for row in Options.optParameters}
+    for field in dataclasses.fields(ClusterConfig):
+        _, _, default, help = documented[field.metadata["option"]]
+        assert help == field.metadata["help"]
+        if field.default is not dataclasses.MISSING:
+            assert default == str(field.default) == str(getattr(config, field.name))
