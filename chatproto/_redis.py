@@ -155,6 +155,12 @@ class Commands:
             lambda _: self.first_connected.callback(None), lambda _: None
         )
 
+    @property
+    def started(self) -> bool:
+        """Whether it connects, or tries to (start() was called, close()
+        was not)."""
+        return bool(self._factory.slots) and not self._factory.stopped
+
     def start(self) -> None:
         """Connect, and connect again whenever the connection is lost."""
         self._factory.startConnecting(
@@ -283,6 +289,12 @@ class Subscription:
         self.timeout = timeout
         self.listening = False
         self._factory = _SubscriberFactory(self, address)
+
+    @property
+    def started(self) -> bool:
+        """Whether it connects, or tries to (start() was called, close()
+        was not)."""
+        return bool(self._factory.slots) and not self._factory.stopped
 
     def start(self) -> None:
         """Connect and subscribe, and again whenever the connection is lost."""

@@ -623,8 +623,9 @@ class ClusterNode(service.Service):
         self.reactor = reactor if reactor is not None else clock
         self.id = node_id or secrets.token_hex(6)
         self.state = State.STOPPED
-        # Built now, connected when the service starts.
-        self._commands, self._subscription, self.registry = connect(self)
+        # Its two connections to Redis, built now, connected when the service
+        # starts (start()), and the registry that runs on them.
+        self.commands, self.subscription, self.registry = connect(self)
         self._down_reason = ""
         # The epoch this node's users are registered in ("": none, a new node).
         self._epoch = ""
@@ -646,8 +647,10 @@ class ClusterNode(service.Service):
         self._renewed_at = 0.0
         self._held: list[Callable[[bool], None]] = []  # run when it knows
         self._waiting: list[tuple[str, Deferred[str], IDelayedCall]] = []
-        self._heartbeat = LoopingCall(self._beat)
-        self._heartbeat.clock = clock
+        # The loop that renews the lease every tick: a process that stalls
+        # (or a test that stops it) looks to the other nodes like a dead one.
+        self.heartbeat = LoopingCall(self._beat)
+        self.heartbeat.clock = clock
 
     @property
     def accepting(self) -> bool:
@@ -710,10 +713,10 @@ class ClusterNode(service.Service):
     def startService(self) -> None:
         super().startService()
         self._become(State.JOINING)
-        self._commands.first_connected.addCallback(lambda _: self._resync())
-        self._commands.start()
-        self._subscription.start()
-        self._heartbeat.start(self.config.tick, now=True)
+        self.commands.first_connected.addCallback(lambda _: self._resync())
+        self.commands.start()
+        self.subscription.start()
+        self.heartbeat.start(self.config.tick, now=True)
 
     def stopService(self) -> Deferred[None]:
         """Announce the users still registered here, give the lease back,
@@ -722,8 +725,8 @@ class ClusterNode(service.Service):
         if self.state in (State.STOPPED, State.STOPPING):
             return succeed(None)
         super().stopService()
-        if self._heartbeat.running:
-            self._heartbeat.stop()
+        if self.heartbeat.running:
+            self.heartbeat.stop()
         was = self.state
         self._become(State.STOPPING)
         for _, waiting, timer in self._waiting:
@@ -736,8 +739,8 @@ class ClusterNode(service.Service):
             self._publish_outbox()
         if was in _INSIDE:
             d = self.registry.leave(self.chat.stamp()).addErrback(self._failed)
-        d.addCallback(lambda _: self._subscription.close())
-        d.addCallback(lambda _: self._commands.close())
+        d.addCallback(lambda _: self.subscription.close())
+        d.addCallback(lambda _: self.commands.close())
         return d.addCallback(lambda _: self._become(State.STOPPED))
 
     def _beat(self) -> None:
@@ -821,9 +824,9 @@ class ClusterNode(service.Service):
     def _resync(self) -> None:
         if self._syncing or self.state not in _OUTSIDE:
             return
-        if not self._subscription.listening:  # what it announces goes unheard
+        if not self.subscription.listening:  # what it announces goes unheard
             return
-        if not self._commands.connected:
+        if not self.commands.connected:
             self._down_reason = self._down_reason or "no connection to Redis"
             return
         self._syncing = True
@@ -879,7 +882,7 @@ class ClusterNode(service.Service):
             member = chat.sessions.get(key)
             if member is not None:
                 self._evict(member)
-        if not self._subscription.listening:
+        if not self.subscription.listening:
             # Deaf again while registering: what it did stands, but lines
             # published meanwhile were lost to it; it registers again once
             # it hears (the departures meanwhile wait for that).

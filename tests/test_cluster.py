@@ -104,10 +104,10 @@ class Node:
         """Die as kill -9 would: the connections to Redis drop, nothing is
         said, the lease is no longer renewed."""
         cluster = self.cluster
-        cluster._heartbeat.stop()
+        cluster.heartbeat.stop()
         cluster.running = False
-        for connection in (cluster._commands, cluster._subscription):
-            connection._factory.disconnect()
+        for connection in (cluster.commands, cluster.subscription):
+            connection.close()  # the kernel closes a killed process's sockets
 
     def stop(self) -> Any:
         """Stop as twistd does: say goodbye to the users, then leave."""
@@ -333,7 +333,7 @@ async def test_a_nickname_taken_during_an_outage_is_told_and_disconnected(
     await a.ready()
     await b.ready()
     alice, ann, bob = await a.user("alice"), await a.user("ann"), await b.user("bob")
-    a.cluster._heartbeat.stop()  # node A does not notice until told
+    a.cluster.heartbeat.stop()  # node A does not notice until told
     redis.cli("FLUSHALL")
     other = b.connect()
     other.send(b"/pseudo\n")
@@ -342,7 +342,7 @@ async def test_a_nickname_taken_during_an_outage_is_told_and_disconnected(
         assert time.monotonic() < deadline
         other.send(b"ALICE\n")  # refused until B registered bob again
         await deferLater(r, 0.05)
-    a.cluster._heartbeat.start(a.cluster.config.tick)
+    a.cluster.heartbeat.start(a.cluster.config.tick)
     lost = await received(alice, wire.BYE)
     assert lost.endswith(
         wire.notice(

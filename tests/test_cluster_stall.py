@@ -234,7 +234,7 @@ def test_a_node_reaped_during_a_stall_drops_its_users_without_a_departure_line(
     assert redis.published == []
     assert redis.last(SYNC)[4:] == ("",)  # a new node, with no users and no known epoch
     assert cluster.node.accepting
-    assert cluster.clock.getDelayedCalls() == [cluster.node._heartbeat.call]
+    assert cluster.clock.getDelayedCalls() == [cluster.node.heartbeat.call]
 
 
 def test_a_node_not_reaped_during_a_stall_delivers_and_relays_what_waited() -> None:
@@ -336,7 +336,7 @@ def test_a_claim_waits_for_the_join_no_longer_than_the_redis_timeout() -> None:
     early.send(b"alice\n")
     cluster.subscribed()
     assert b"Bienvenue alice\n" in early.take()
-    assert cluster.clock.getDelayedCalls() == [cluster.node._heartbeat.call]
+    assert cluster.clock.getDelayedCalls() == [cluster.node.heartbeat.call]
 
 
 def test_a_redis_time_limit_counts_the_seconds_the_process_ran() -> None:

@@ -96,8 +96,8 @@ def test_make_service_with_redis_builds_a_node_that_is_registry_and_relay() -> N
     node = services[0]
     assert isinstance(node, ClusterNode)
     assert node.state is State.STOPPED and not node.running
-    for connection in (node._commands, node._subscription):
-        assert connection._factory.slots == []  # no connection started
+    for connection in (node.commands, node.subscription):
+        assert not connection.started
     factory = node.chat
     assert isinstance(factory, ChatFactory)
     assert factory.registry is node and factory.relay is node
