@@ -1,18 +1,35 @@
 # Two commands for a fresh machine with only Python 3.11:
 #   make serve   installs into .venv on first use, then runs the server on tcp:7000
 #   make test    installs into .venv on first use, then lint, type check and tests
+# and, for CI (.ci/run runs both):
+#   make test-lowest   the tests again, in .venv-lowest, on the lowest versions
+#                      setup.cfg allows (.ci/lowest-constraints.txt)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+LOWEST_VENV ?= .venv-lowest
+LOWEST_BIN := $(LOWEST_VENV)/bin
+LOWEST := .ci/lowest-constraints.txt
 PORT ?= tcp:7000
 ARGS ?=
+# $(call versions,BIN,WHICH): print what a test run is on, before it (the two
+# runs differ only there).
+versions = @$(1)/python -c "import sys; from importlib.metadata import version as v; \
+	print('$(2): pytest on Python', sys.version.split()[0] + ',', \
+	', '.join(f'{n} {v(n)}' for n in ('Twisted', 'prompt_toolkit', 'txredisapi', 'hiredis')))"
 
-.PHONY: serve test lint typecheck unit client bench clean
+.PHONY: serve test test-lowest lint typecheck unit client bench clean
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test,redis]'
+	touch $@
+
+$(LOWEST_BIN)/.installed: setup.cfg pyproject.toml $(LOWEST)
+	$(PYTHON) -m venv $(LOWEST_VENV)
+	$(LOWEST_BIN)/pip install --quiet --upgrade pip
+	$(LOWEST_BIN)/pip install --quiet -c $(LOWEST) -e '.[test,redis]'
 	touch $@
 
 serve: $(BIN)/.installed
@@ -29,12 +46,18 @@ typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
 unit: $(BIN)/.installed
+	$(call versions,$(BIN),latest versions ($(VENV)))
 	$(BIN)/python -m pytest -q $(ARGS)
 
 test: lint typecheck unit
+
+# Lint and type check are not repeated: they judge the code, not the versions.
+test-lowest: $(LOWEST_BIN)/.installed
+	$(call versions,$(LOWEST_BIN),lowest versions ($(LOWEST_VENV), $(LOWEST)))
+	$(LOWEST_BIN)/python -m pytest -q $(ARGS)
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/run.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info twisted/plugins/dropin.cache
+	rm -rf $(VENV) $(LOWEST_VENV) build *.egg-info twisted/plugins/dropin.cache
