@@ -135,9 +135,10 @@ class ChatServerProtocol(LineReceiver):
         self._buffer = lines.pop()
         limit = self.MAX_LENGTH
         for i, line in enumerate(lines):
-            if self.paused or session.state is State.GONE:
-                if session.state is not State.GONE:  # the rest waits its turn
-                    self._buffer = b"\n".join([*lines[i:], self._buffer])
+            if session.state is State.GONE:
+                break
+            if self.paused:  # the rest waits its turn
+                self._buffer = b"\n".join([*lines[i:], self._buffer])
                 return
             if line[-1:] == b"\r":
                 line = line[:-1]
@@ -145,7 +146,9 @@ class ChatServerProtocol(LineReceiver):
                 self.lineLengthExceeded(line)
             else:
                 self.lineReceived(line)
-        if len(self._buffer) > limit + 1 and session.state is not State.GONE:
+        if session.state is State.GONE:  # nothing more is read from it
+            self._buffer = b""
+        elif len(self._buffer) > limit + 1:
             start, self._buffer = self._buffer, b""
             self._discarding = True
             self.lineLengthExceeded(start)

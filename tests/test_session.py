@@ -145,3 +145,13 @@ def test_only_the_fan_out_moves_a_member_s_cursor() -> None:
     assert [code for name, code in writers if name == "session.py"] == [
         "self.seen = -1"
     ]
+
+
+def test_what_follows_a_quit_in_the_same_read_is_not_kept() -> None:
+    """A user gone mid-read (/quit, then more bytes than a line may hold,
+    found by the property test): the rest of the read is dropped, not held."""
+    chat = Chat(max_line=64)
+    alice = chat.user("alice")
+    alice.send(b"/quit\n" + b"A" * 70)
+    assert alice.proto.buffered == 0
+    assert alice.take().endswith(wire.BYE)
