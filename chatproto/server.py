@@ -96,7 +96,7 @@ class ChatServerProtocol(LineReceiver):
         factory = self.factory
         self.MAX_LENGTH = factory.config.max_line
         host = source(getattr(self.transport.getPeer(), "host", None))
-        self.output = Output(self.transport, factory.clock, factory.config)
+        self.output = Output(self.transport, factory)
         self.session = Session(factory, self.output, host)
         self.session.start()
 

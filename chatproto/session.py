@@ -186,6 +186,7 @@ class Session:
         self._tokens = room.tokens_for(self.host, self._refilled)
         self.connection.open(self)
         if config.nodelay == "all":
+            self._talking = True
             self.connection.talking()
         if config.registration_timeout > 0:
             self._registration_call = room.clock.callLater(
