@@ -27,7 +27,9 @@ Pub/sub channels belong to no database, so their names carry its number:
                                     late departure, ID its entry in "left";
                                     "ORIGIN@NODE LINE" for the departure of
                                     a user of NODE, which ORIGIN reaped
-    chatproto:CLUSTER:DB:node:ID    "NICKKEY LINE", private lines for node ID
+    chatproto:CLUSTER:DB:node:ID    "NICKKEY LINE", private lines for node ID;
+                                    "!NICKKEY OPERATOR MINUTES REASON", a kick
+                                    of a user of node ID (moderation.py)
 
 Every script builds its key names from a prefix, so this needs one Redis
 server (or a primary with replicas), not a Redis Cluster.
@@ -437,6 +439,14 @@ class RedisRegistry:
         )
         return d.addCallback(lambda heard: int(heard) > 0)
 
+    def kick(self, target: str, message: bytes) -> Deferred[bool]:
+        """Send a kick to the node that holds C{target} (the whisper's path,
+        a C{!} before the key); whether a node heard it."""
+        key = nick_key(target)
+        payload = b"!" + key.encode() + b" " + message
+        d = self._eval(WHISPER, self.node, key, self.node_channel_prefix, payload)
+        return d.addCallback(lambda heard: int(heard) > 0)
+
 
 Connect = Callable[["ClusterNode"], tuple[Commands, Subscription, RedisRegistry]]
 
@@ -490,6 +500,9 @@ class Chat(Protocol):
 
     def deliver_private(self, target: str, line: bytes) -> bool:
         """Give a private line to C{target} if it is here."""
+
+    def heard_kick(self, target: str, payload: bytes) -> None:
+        """An operator of another node kicked C{target}, if it is here."""
 
 
 class State(enum.Enum):
@@ -1145,6 +1158,17 @@ class ClusterNode(service.Service):
 
         return self.registry.whisper(target, line).addErrback(failed)
 
+    def kick(self, target: str, message: bytes) -> Deferred[bool]:
+        """Carry a kick to the node that holds C{target} (moderation.py)."""
+        if self.state not in _INSIDE or self._holding():
+            return fail(RegistryUnavailable("the cluster cannot be reached"))
+
+        def failed(failure: Failure) -> bool:
+            self._failed(failure)
+            raise RegistryUnavailable("the cluster cannot be reached")
+
+        return self.registry.kick(target, message).addErrback(failed)
+
     def _message(self, channel: bytes, message: bytes) -> None:
         if self._holding():
             self._held.append(
@@ -1162,5 +1186,7 @@ class ClusterNode(service.Service):
             origin, late, entry = head.partition(b"#")
             if origin != registry.origin and (not late or self._first_sight(entry)):
                 chat.deliver(line)
+        elif channel == registry.node_channel and head.startswith(b"!"):
+            chat.heard_kick(head[1:].decode("ascii", "replace"), line)
         elif channel == registry.node_channel:
             chat.deliver_private(head.decode("ascii", "replace"), line)
