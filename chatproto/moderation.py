@@ -189,6 +189,20 @@ class Ban:
     by: str
     reason: str
 
+    def shared(self) -> bytes:
+        """How a cluster keeps it in Redis: C{UNTIL<TAB>BY<TAB>REASON}."""
+        return f"{self.until!r}\t{self.by}\t{self.reason}".encode()
+
+    @classmethod
+    def from_shared(cls, address: str, value: bytes) -> Ban | None:
+        """The ban C{shared} made, or None when the value is damaged."""
+        until, _, rest = value.decode("utf-8", "replace").partition("\t")
+        by, _, reason = rest.partition("\t")
+        try:
+            return cls(address, float(until), by, reason)
+        except ValueError:
+            return None
+
 
 def ban_address(text: str) -> str | None:
     """The address a ban of C{text} covers (an IPv4 address; an IPv6
@@ -246,6 +260,17 @@ class Bans:
         self.by_address[ban.address] = ban
         self._save()
 
+    def merge(self, bans: list[Ban]) -> list[Ban]:
+        """Add the bans another node holds (a cluster's, read from Redis),
+        in one write; return those held here that it lacked."""
+        now = self.clock.seconds()
+        theirs = {b.address: b for b in bans if b.until > now}
+        lacking = [b for a, b in self.by_address.items() if a not in theirs]
+        if any(self.by_address.get(a) != b for a, b in theirs.items()):
+            self.by_address.update(theirs)
+            self._save()
+        return [b for b in lacking if b.until > now]
+
     def remove(self, address: str) -> Ban | None:
         ban = self.by_address.pop(address, None)
         if ban is not None:
@@ -290,11 +315,18 @@ class Member(Protocol):
     def say_goodbye(self, *lines: bytes, reach: Reach = Reach.EVERYWHERE) -> None: ...
 
 
-class Kicker(Protocol):
-    """What carries a kick to the node that holds the user (cluster mode)."""
+class Cluster(Protocol):
+    """What moderation uses of the cluster (L{chatproto.cluster.ClusterNode})."""
 
     def kick(self, target: str, message: bytes) -> Deferred[bool]:
-        """Fire with whether a node holds C{target} and heard the kick."""
+        """Carry a kick to the node that holds C{target}; fire with whether
+        one does, and heard it."""
+
+    def share_ban(self, ban: Ban) -> None:
+        """Make the ban hold on every node (Redis, and its bans channel)."""
+
+    def share_unban(self, address: str) -> None:
+        """Lift the ban on every node."""
 
 
 class Room(Protocol):
@@ -334,7 +366,7 @@ class Moderation:
         self.operators: Mapping[str, str] = operators or {}
         self.bans = bans if bans is not None else Bans(room.clock)
         self.sessions: set[Member] = set()
-        self.kicker: Kicker | None = None  # cluster mode: the node
+        self.cluster: Cluster | None = None  # cluster mode: the node
         self._failures: dict[str | None, tuple[int, float]] = {}
 
     # Connections
@@ -498,7 +530,10 @@ class Moderation:
         if address is None:  # a user of a UNIX socket: nothing to refuse
             return
         until = self.room.clock.seconds() + 60 * minutes
-        self.bans.add(Ban(address, until, session.nick, reason))
+        ban = Ban(address, until, session.nick, reason)
+        self.bans.add(ban)
+        if self.cluster is not None:
+            self.cluster.share_ban(ban)
         log.info(
             "{operator} banned {address} for {minutes} minutes: {reason}",
             act="ban",
@@ -522,6 +557,8 @@ class Moderation:
         if self.bans.remove(address) is None:
             session.send(wire.notice(wire.NOT_BANNED.format(address)))
             return
+        if self.cluster is not None:
+            self.cluster.share_unban(address)
         log.info(
             "{operator} lifted the ban on {address}",
             act="unban",
@@ -569,13 +606,13 @@ class Moderation:
             else:
                 session.send(wire.notice(wire.KICK_DONE.format(member.nick)))
             return
-        if self.kicker is None or minutes:
+        if self.cluster is None or minutes:
             # A ban by nickname needs the user's address: only this node knows
             # its own users' (ban the address of a user of another node).
             session.send(wire.notice(wire.NO_SUCH_USER.format(target)))
             return
         message = f"{session.nick} 0 {reason}".encode()
-        d = self.kicker.kick(target, message)
+        d = self.cluster.kick(target, message)
 
         def kicked(found: bool) -> None:
             if found:
@@ -648,3 +685,28 @@ class Moderation:
         operator, reason, minutes = _remote(payload)
         self._log_kick(operator, None, member, reason, minutes)
         self.expel_here(member, operator, reason, minutes)
+
+    # Bans from the other nodes (cluster mode)
+
+    def heard_ban(self, ban: Ban) -> None:
+        """Another node banned an address: it holds here too, and whoever
+        is connected from it here is kicked."""
+        now = self.room.clock.seconds()
+        if ban.until <= now:
+            return
+        self.bans.add(ban)
+        minutes = max(1, math.ceil((ban.until - now) / 60))
+        for member in list(self.room.sessions.values()):
+            if member.host == ban.address:
+                self._log_kick(ban.by, None, member, ban.reason, minutes)
+                self.expel_here(member, ban.by, ban.reason, minutes)
+
+    def heard_unban(self, address: str) -> None:
+        self.bans.remove(address)
+
+    def heard_bans(self, bans: list[Ban]) -> None:
+        """The cluster's bans, read whole (this node joined, or came back):
+        they hold here; those made here while Redis was away are shared."""
+        for ban in self.bans.merge(bans):
+            if self.cluster is not None:
+                self.cluster.share_ban(ban)

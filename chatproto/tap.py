@@ -586,7 +586,7 @@ def makeService(options: usage.Options, reactor: Any = None) -> service.IService
         # relay: each needs the other, and neither is ever half attached.
         node = ClusterNode(cluster, factory, clock=reactor)
         factory.registry = factory.relay = node
-        factory.moderation.kicker = node
+        factory.moderation.cluster = node
         # First in, so stopped last: the users' departures are announced to
         # the other nodes before the node leaves the cluster.
         node.setServiceParent(top)

@@ -513,6 +513,13 @@ class FakeKicker:
     def __init__(self, holds: set[str]) -> None:
         self.holds = holds
         self.sent: list[tuple[str, bytes]] = []
+        self.shared: list[Any] = []
+
+    def share_ban(self, ban: Any) -> None:
+        self.shared.append(ban)
+
+    def share_unban(self, address: str) -> None:
+        self.shared.append(address)
 
     def kick(self, target: str, message: bytes) -> Any:
         from twisted.internet.defer import succeed
@@ -523,7 +530,7 @@ class FakeKicker:
 
 def test_a_user_of_another_node_is_kicked_through_the_kicker() -> None:
     chat, mod = chat_with_operators(alice="pw")
-    mod.kicker = kicker = FakeKicker({"zoe"})
+    mod.cluster = kicker = FakeKicker({"zoe"})
     alice = op(chat, "alice", "pw")
     alice.send(b"/kick zoe hors sujet\n")
     assert alice.take() == notice(wire.KICK_DONE.format("zoe"))
@@ -596,3 +603,51 @@ def test_our_client_reads_the_nickname_of_a_kicked_departure() -> None:
         assert match is not None and match["nick"] == "bob"
     ruby = DEPARTURE.fullmatch("[1.2.3]-Déconnection de un nom (libre)")
     assert ruby is not None and ruby["nick"] == "un nom (libre)"
+
+
+def test_a_ban_heard_from_another_node_holds_here_and_kicks_from_there() -> None:
+    from chatproto.moderation import Ban
+
+    chat, mod = chat_with_operators()
+    bob = chat.user("bob", "203.0.113.9")
+    carol = chat.user("carol", "192.0.2.3")
+    until = chat.clock.seconds() + 600
+    mod.heard_ban(Ban("203.0.113.9", until, "alice", "spam"))
+    assert bob.take() == (
+        notice(wire.BANNED_YOU.format("alice", 10) + " : spam") + wire.BYE
+    )
+    assert carol.take() == (
+        chat.stamp() + "-Déconnection de bob (banni par alice : spam)\n".encode()
+    )
+    assert chat.connect("203.0.113.9").take() == notice(wire.BANNED.format(10))
+    mod.heard_unban("203.0.113.9")
+    assert chat.connect("203.0.113.9").take() == wire.WELCOME
+    mod.heard_ban(Ban("203.0.113.8", chat.clock.seconds(), "alice", ""))  # expired
+    assert mod.bans.active() == []
+
+
+def test_the_cluster_s_bans_hold_here_and_those_made_while_cut_off_are_shared() -> None:
+    from chatproto.moderation import Ban
+
+    chat, mod = chat_with_operators(alice="pw")
+    mod.cluster = cluster = FakeKicker(set())
+    now = chat.clock.seconds()
+    mine = Ban("198.51.100.1", now + 60, "alice", "")
+    mod.bans.add(mine)
+    theirs = Ban("198.51.100.2", now + 120, "zoe", "x")
+    mod.heard_bans([theirs, Ban("198.51.100.3", now - 1, "zoe", "")])
+    assert mod.bans.active() == [mine, theirs]
+    assert cluster.shared == [mine]
+
+
+def test_a_ban_and_an_unban_are_shared_with_the_cluster() -> None:
+    chat, mod = chat_with_operators(alice="pw")
+    mod.cluster = cluster = FakeKicker(set())
+    alice = op(chat, "alice", "pw")
+    alice.send(b"/ban 198.51.100.1 5\n/unban 198.51.100.1\n")
+    [ban, lifted] = cluster.shared
+    assert (ban.address, ban.until, lifted) == (
+        "198.51.100.1",
+        chat.clock.seconds() + 300,
+        "198.51.100.1",
+    )
