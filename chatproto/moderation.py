@@ -528,6 +528,7 @@ class Moderation:
     ) -> None:
         assert session.nick is not None
         if address is None:  # a user of a UNIX socket: nothing to refuse
+            session.send(wire.notice(wire.KICK_DONE.format(target)))
             return
         until = self.room.clock.seconds() + 60 * minutes
         ban = Ban(address, until, session.nick, reason)

@@ -42,6 +42,10 @@ def main(
     if not password:
         stderr.write("An empty password cannot be an operator's.\n")
         return 1
+    if password != password.strip():
+        # /op PASSWORD loses the spaces around it: such a hash never matches
+        stderr.write("A password cannot start or end with a space.\n")
+        return 1
     stdout.write(make_hash(password) + "\n")
     return 0
 

@@ -651,3 +651,21 @@ def test_a_ban_and_an_unban_are_shared_with_the_cluster() -> None:
         chat.clock.seconds() + 300,
         "198.51.100.1",
     )
+
+
+def test_the_hash_command_refuses_a_password_that_op_could_not_send() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    assert operators_main(["hash"], io.StringIO(" pw \n"), out, err) == 1
+    assert err.getvalue() == "A password cannot start or end with a space.\n"
+
+
+def test_banning_a_user_without_an_address_kicks_it_and_says_so() -> None:
+    chat, _ = chat_with_operators(alice="pw")
+    alice = op(chat, "alice", "pw")
+    bob, connection = chat.session(None)  # type: ignore[arg-type]
+    bob.line_received(b"/pseudo bob")
+    alice.take()
+    alice.send(b"/ban bob\n")
+    assert connection.closed
+    assert alice.take().endswith(notice(wire.KICK_DONE.format("bob")))
+    assert chat.factory.moderation.bans.active() == []

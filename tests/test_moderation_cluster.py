@@ -4,7 +4,12 @@ the other node; a ban holds on every node, a node started later included."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import pytest_twisted
@@ -14,7 +19,9 @@ from twisted.internet.testing import StringTransportWithDisconnection
 from chatproto import wire
 from chatproto.moderation import make_hash
 from chatproto.server import ChatServerProtocol
+from tests.redis_fixture import RedisServer, free_port, running_redis
 from tests.test_cluster import Client, Node, nodes, redis, until
+from tests.test_cluster_e2e import DEADLINE, ROOT, RULE, WELCOME, Line
 
 __all__ = ["nodes", "redis"]  # the fixtures, used by name
 
@@ -142,3 +149,114 @@ async def test_redis_forgets_the_bans_that_expired_when_they_are_read(
     left = await registry.commands.call("hkeys", registry.prefix + "bans")
     assert [k.decode() if isinstance(k, bytes) else k for k in left] == ["198.51.100.2"]
     assert kept.until == now + 3600
+
+
+# Two real `twistd chat --redis` processes
+
+
+class Process:
+    """A `twistd -n chat --redis --operators` process, its log in a file."""
+
+    def __init__(self, directory: Path, redis: RedisServer, operators: Path) -> None:
+        self.port = free_port()
+        directory.mkdir()
+        self.log = directory / "twistd.log"
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [
+                    str(Path(sys.executable).parent / "twistd"),
+                    "-n",
+                    "--pidfile=",
+                    "chat",
+                    "--port",
+                    f"tcp:{self.port}:interface=127.0.0.1",
+                    "--redis",
+                    redis.url,
+                    "--cluster",
+                    "moderation",
+                    "--node-timeout",
+                    "2",
+                    "--redis-timeout",
+                    "0.5",
+                    "--ping-interval",
+                    "0",
+                    "--flood-rate",
+                    "0",
+                    "--operators",
+                    str(operators),
+                ],
+                cwd=directory,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+            )
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def register(self, nick: str) -> Line:
+        """A registered client (the node may not have joined its cluster yet:
+        it is tried again until it has)."""
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            try:
+                user = Line(self.port)
+                break
+            except OSError:
+                assert self.proc.poll() is None, self.output()
+                assert time.monotonic() < deadline, self.output()
+                time.sleep(0.05)  # a real process: wait for it to listen
+        user.until(WELCOME)
+        while True:
+            user.send(f"/pseudo {nick}\n".encode())
+            if user.until(b"\n") == f"Bienvenue {nick}\n".encode():
+                break
+            assert time.monotonic() < deadline, f"{nick} never registered"
+            time.sleep(0.1)  # the node joins its cluster
+        user.until(RULE)
+        user.until(RULE)
+        return user
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+
+@pytest.mark.slow
+def test_two_processes_share_kicks_and_bans(tmp_path: Path) -> None:
+    """All clients come from 127.0.0.1 here: bob is kicked across the nodes,
+    then a ban of carol's address (everyone's) refuses newcomers on both."""
+    operators = tmp_path / "ops"
+    operators.write_text(f"alice:{make_hash('pw', **CHEAP)}\n")
+    with running_redis(tmp_path) as server:
+        one = Process(tmp_path / "one", server, operators)
+        two = Process(tmp_path / "two", server, operators)
+        try:
+            alice = one.register("alice")
+            bob = two.register("bob")
+            alice.send(b"/op pw\n")
+            alice.until("Vous êtes opérateur".encode())
+            alice.send(b"/kick bob assez\n")
+            assert bob.rest() == (
+                "Vous avez été expulsé par alice : assez\nDeconnexion\n".encode()
+            )
+            alice.until_all(
+                "Déconnection de bob (expulsé par alice : assez)\n".encode(),
+                "bob est expulsé\n".encode(),
+            )
+            carol = two.register("carol")
+            alice.send(b"/ban 127.0.0.1 3\n")
+            alice.until(b"L'adresse 127.0.0.1 est bannie pour 3 minutes\n")
+            assert carol.rest() == (
+                "Vous avez été banni par alice pour 3 minutes\nDeconnexion\n".encode()
+            )
+            refusal = b"Votre adresse est bannie de ce chat pour encore 3 minutes\n"
+            for node in (one, two):
+                assert Line(node.port).rest() == refusal
+            assert alice.count(b"Deconnexion") == 0  # the operator stays
+        finally:
+            one.stop()
+            two.stop()
+    for node in (one, two):
+        assert "Traceback" not in node.output()
