@@ -30,7 +30,7 @@ Pub/sub channels belong to no database, so their names carry its number:
                                     "ORIGIN@NODE LINE" for the departure of
                                     a user of NODE, which ORIGIN reaped
     chatproto:CLUSTER:DB:node:ID    "NICKKEY LINE", private lines for node ID;
-                                    "!NICKKEY OPERATOR MINUTES REASON", a kick
+                                    "!NICKKEY OPERATOR ADDRESS REASON", a kick
                                     of a user of node ID (moderation.py)
     chatproto:CLUSTER:DB:bans       "ORIGIN +ADDRESS<TAB>UNTIL<TAB>BY<TAB>REASON"
                                     a ban, "ORIGIN -ADDRESS" its end

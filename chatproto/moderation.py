@@ -342,19 +342,19 @@ class Room(Protocol):
     def withdraw(self, session: Any, reach: Reach = Reach.EVERYWHERE) -> bool: ...
 
 
-def _remote(payload: bytes) -> tuple[str, str, int]:
-    """A kick heard from another node: the operator, the reason, the ban's
-    minutes (0: a kick), from C{OPERATOR MINUTES REASON}."""
+def _remote(payload: bytes) -> tuple[str, str | None, str]:
+    """A kick heard from another node, C{OPERATOR ADDRESS REASON}: the
+    operator, its address (None: unknown, C{-}), the reason."""
     operator, _, rest = payload.decode("utf-8", "replace").partition(" ")
-    minutes, _, reason = rest.partition(" ")
-    return operator, reason, int(minutes) if minutes.isdigit() else 0
+    address, _, reason = rest.partition(" ")
+    return operator, None if address == "-" else address, reason
 
 
 class Moderation:
     """Operators, kicks and bans of one room.
 
     C{operators} (nickname key -> hash) is the file's, replaced whole on a
-    reload; C{sessions} the sessions that passed /op, until they close."""
+    reload; C{operating} the sessions that passed /op, until they close."""
 
     def __init__(
         self,
@@ -365,7 +365,7 @@ class Moderation:
         self.room = room
         self.operators: Mapping[str, str] = operators or {}
         self.bans = bans if bans is not None else Bans(room.clock)
-        self.sessions: set[Member] = set()
+        self.operating: set[Member] = set()
         self.cluster: Cluster | None = None  # cluster mode: the node
         self._failures: dict[str | None, tuple[int, float]] = {}
 
@@ -387,7 +387,7 @@ class Moderation:
 
     def forget(self, session: Member) -> None:
         """A session closed: its operator status goes with it."""
-        self.sessions.discard(session)
+        self.operating.discard(session)
 
     def reload(self, path: str) -> bool:
         """Read the operators file again; a broken one leaves the old list
@@ -427,7 +427,7 @@ class Moderation:
     def op(self, session: Member, argument: str) -> None:
         nick = session.nick
         assert nick is not None
-        if session in self.sessions:
+        if session in self.operating:
             session.send(wire.notice(wire.OP_ALREADY))
             return
         if not self.operators:
@@ -460,7 +460,7 @@ class Moderation:
             session.send(wire.notice(wire.OP_WRONG))
             return
         self._failures.pop(host, None)
-        self.sessions.add(session)
+        self.operating.add(session)
         log.info(
             "{operator} from {operator_address} is an operator",
             act="op",
@@ -477,7 +477,7 @@ class Moderation:
                     del self._failures[host]
 
     def _is_operator(self, session: Member, command: str) -> bool:
-        if session in self.sessions:
+        if session in self.operating:
             return True
         session.send(wire.notice(wire.NOT_OPERATOR.format(command)))
         return False
@@ -612,7 +612,7 @@ class Moderation:
             # its own users' (ban the address of a user of another node).
             session.send(wire.notice(wire.NO_SUCH_USER.format(target)))
             return
-        message = f"{session.nick} 0 {reason}".encode()
+        message = f"{session.nick} {session.host or '-'} {reason}".encode()
         d = self.cluster.kick(target, message)
 
         def kicked(found: bool) -> None:
@@ -683,9 +683,9 @@ class Moderation:
         member = self.room.sessions.get(nick_key(target))
         if member is None:
             return
-        operator, reason, minutes = _remote(payload)
-        self._log_kick(operator, None, member, reason, minutes)
-        self.expel_here(member, operator, reason, minutes)
+        operator, address, reason = _remote(payload)
+        self._log_kick(operator, address, member, reason, 0)
+        self.expel_here(member, operator, reason, 0)
 
     # Bans from the other nodes (cluster mode)
 

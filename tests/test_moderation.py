@@ -130,7 +130,7 @@ def test_the_right_password_makes_the_session_an_operator(
 ) -> None:
     chat, mod = chat_with_operators(alice="pw")
     alice = op(chat, "alice", "pw")
-    assert alice.session in mod.sessions
+    assert alice.session in mod.operating
     alice.send(b"/op pw\n")
     assert alice.take() == notice(wire.OP_ALREADY)
     [event] = [e for e in events if e.get("act") == "op"]
@@ -149,7 +149,7 @@ def test_a_wrong_password_or_an_unlisted_nickname_is_refused(
     assert bob.take() == notice(wire.OP_WRONG)
     alice.send(b"/op\n")
     assert alice.take() == notice(wire.OP_USAGE)
-    assert mod.sessions == set()
+    assert mod.operating == set()
     failed = [e for e in events if e.get("act") == "op-failed"]
     assert [(e["nick"], e["address"]) for e in failed] == [
         ("alice", "192.0.2.1"),
@@ -178,7 +178,7 @@ def test_operator_status_ends_with_the_session() -> None:
     chat, mod = chat_with_operators(alice="pw")
     alice = op(chat, "alice", "pw")
     alice.send(b"/quit\n")
-    assert mod.sessions == set()
+    assert mod.operating == set()
     again = chat.user("alice")
     chat.user("bob", "192.0.2.2")
     again.send(b"/kick bob\n")
@@ -534,17 +534,19 @@ def test_a_user_of_another_node_is_kicked_through_the_kicker() -> None:
     alice = op(chat, "alice", "pw")
     alice.send(b"/kick zoe hors sujet\n")
     assert alice.take() == notice(wire.KICK_DONE.format("zoe"))
-    assert kicker.sent == [("zoe", b"alice 0 hors sujet")]
+    assert kicker.sent == [("zoe", b"alice 192.0.2.1 hors sujet")]
     alice.send(b"/kick yann\n")
     assert alice.take() == notice(wire.NO_SUCH_USER.format("yann"))
 
 
-def test_a_kick_heard_from_another_node_expels_the_user_here() -> None:
+def test_a_kick_heard_from_another_node_expels_the_user_here(
+    events: list[dict[str, Any]],
+) -> None:
     chat, _mod = chat_with_operators()
     bob = chat.user("bob")
     carol = chat.user("carol", "192.0.2.3")
     carol.take()
-    chat.factory.heard_kick("bob", b"alice 0 hors sujet")
+    chat.factory.heard_kick("bob", b"alice 198.51.100.4 hors sujet")
     assert bob.take() == (
         notice(wire.KICKED_YOU.format("alice") + " : hors sujet") + wire.BYE
     )
@@ -552,7 +554,13 @@ def test_a_kick_heard_from_another_node_expels_the_user_here() -> None:
         chat.stamp()
         + "-Déconnection de bob (expulsé par alice : hors sujet)\n".encode()
     )
-    chat.factory.heard_kick("nobody", b"alice 0 x")  # gone meanwhile: nothing
+    chat.factory.heard_kick("nobody", b"alice - x")  # gone meanwhile: nothing
+    [event] = [e for e in events if e.get("act") == "kick"]
+    assert (event["operator"], event["operator_address"], event["target"]) == (
+        "alice",
+        "198.51.100.4",
+        "bob",
+    )
 
 
 # The twistd options
