@@ -19,6 +19,8 @@ C{chatproto:CLUSTER:}:
     epoch           string  written once: if it changes, Redis lost its data
     left            stream  departures announced late (after an outage), kept
                             a minute for the nodes that come back later still
+    bans            hash    banned address -> "UNTIL<TAB>BY<TAB>REASON"
+                            (moderation.py); expired ones deleted on reading
 
 Pub/sub channels belong to no database, so their names carry its number:
 
@@ -27,7 +29,11 @@ Pub/sub channels belong to no database, so their names carry its number:
                                     late departure, ID its entry in "left";
                                     "ORIGIN@NODE LINE" for the departure of
                                     a user of NODE, which ORIGIN reaped
-    chatproto:CLUSTER:DB:node:ID    "NICKKEY LINE", private lines for node ID
+    chatproto:CLUSTER:DB:node:ID    "NICKKEY LINE", private lines for node ID;
+                                    "!NICKKEY OPERATOR ADDRESS REASON", a kick
+                                    of a user of node ID (moderation.py)
+    chatproto:CLUSTER:DB:bans       "ORIGIN +ADDRESS<TAB>UNTIL<TAB>BY<TAB>REASON"
+                                    a ban, "ORIGIN -ADDRESS" its end
 
 Every script builds its key names from a prefix, so this needs one Redis
 server (or a primary with replicas), not a Redis Cluster.
@@ -55,6 +61,7 @@ from chatproto import wire
 # server without it runs without txredisapi.
 from chatproto._redis import Commands, Subscription
 from chatproto.config import ClusterConfig
+from chatproto.moderation import Ban, Moderation
 from chatproto.registry import (
     NicknameTaken,
     Reach,
@@ -263,6 +270,43 @@ CLAIM, RELEASE, NAMES, RENEW, SYNC, ANNOUNCE, REAP, LEAVE, WHISPER = (
     )
 )
 
+# Bans (moderation.py). ARGV: prefix, address, value, channel, payload.
+BAN = (
+    _LUA_COMMON
+    + b"""
+redis.call('HSET', p .. 'bans', ARGV[2], ARGV[3])
+return redis.call('PUBLISH', ARGV[4], ARGV[5])
+"""
+)
+# ARGV: prefix, address, channel, payload.
+UNBAN = (
+    _LUA_COMMON
+    + b"""
+redis.call('HDEL', p .. 'bans', ARGV[2])
+return redis.call('PUBLISH', ARGV[3], ARGV[4])
+"""
+)
+# ARGV: prefix, now (ms). The bans in force, address then value; the expired
+# ones are deleted.
+BANS = (
+    _LUA_COMMON
+    + b"""
+local all = redis.call('HGETALL', p .. 'bans')
+local now = tonumber(ARGV[2])
+local kept = {}
+for i = 1, #all, 2 do
+  local t = tonumber(string.match(all[i + 1], '^[^\t]*'))
+  if t == nil or t * 1000 <= now then
+    redis.call('HDEL', p .. 'bans', all[i])
+  else
+    kept[#kept + 1] = all[i]
+    kept[#kept + 1] = all[i + 1]
+  end
+end
+return kept
+"""
+)
+
 
 class Renewal(enum.Enum):
     """What renewing its lease told a node."""
@@ -312,6 +356,7 @@ class RedisRegistry:
         self.public_channel = f"chatproto:{cluster}:{db}:all".encode()
         self.node_channel_prefix = f"chatproto:{cluster}:{db}:node:".encode()
         self.node_channel = self.node_channel_prefix + node.encode()
+        self.bans_channel = f"chatproto:{cluster}:{db}:bans".encode()
         self.origin = node.encode()
         self.lease_ms = max(1, round(lease * 1000))
 
@@ -437,6 +482,37 @@ class RedisRegistry:
         )
         return d.addCallback(lambda heard: int(heard) > 0)
 
+    def kick(self, target: str, message: bytes) -> Deferred[bool]:
+        """Send a kick to the node that holds C{target} (the whisper's path,
+        a C{!} before the key); whether a node heard it."""
+        key = nick_key(target)
+        payload = b"!" + key.encode() + b" " + message
+        d = self._eval(WHISPER, self.node, key, self.node_channel_prefix, payload)
+        return d.addCallback(lambda heard: int(heard) > 0)
+
+    def ban(self, ban: Ban) -> Deferred[None]:
+        """Keep a ban in Redis, and tell the other nodes."""
+        value = ban.shared()
+        address = ban.address.encode()
+        payload = self.origin + b" +" + address + b"\t" + value
+        d = self._eval(BAN, address, value, self.bans_channel, payload)
+        return d.addCallback(lambda _: None)
+
+    def unban(self, address: str) -> Deferred[None]:
+        payload = self.origin + b" -" + address.encode()
+        d = self._eval(UNBAN, address, self.bans_channel, payload)
+        return d.addCallback(lambda _: None)
+
+    def bans(self, now: float) -> Deferred[list[Ban]]:
+        """The cluster's bans in force."""
+
+        def read(result: list[Any]) -> list[Ban]:
+            pairs = zip(result[::2], result[1::2], strict=True)
+            found = [Ban.from_shared(_text(a), bytes(v)) for a, v in pairs]
+            return [ban for ban in found if ban is not None]
+
+        return self._eval(BANS, int(now * 1000)).addCallback(read)
+
 
 Connect = Callable[["ClusterNode"], tuple[Commands, Subscription, RedisRegistry]]
 
@@ -452,7 +528,7 @@ def _connect_to_redis(
     registry = RedisRegistry(commands, config.name, node.id, config.lease)
     subscription = Subscription(
         config.redis,
-        (registry.public_channel, registry.node_channel),
+        (registry.public_channel, registry.node_channel, registry.bans_channel),
         node._message,
         node._heard,
         node.clock,
@@ -490,6 +566,13 @@ class Chat(Protocol):
 
     def deliver_private(self, target: str, line: bytes) -> bool:
         """Give a private line to C{target} if it is here."""
+
+    def heard_kick(self, target: str, payload: bytes) -> None:
+        """An operator of another node kicked C{target}, if it is here."""
+
+    @property
+    def moderation(self) -> Moderation:
+        """Its bans, which the cluster's hold here too."""
 
 
 class State(enum.Enum):
@@ -673,6 +756,8 @@ class ClusterNode(service.Service):
         if state is State.JOINING or (state in _OUTSIDE and old in _INSIDE):
             self._down_since = now
             self._warned = False
+        if state is State.SERVING:  # joined, or back: the bans may have changed
+            self._load_bans()
         said = _SAID[(old, state)] if state is State.SERVING else _SAID[state]
         emit = log.warn if state in _WARNINGS else log.info
         emit(
@@ -1145,6 +1230,52 @@ class ClusterNode(service.Service):
 
         return self.registry.whisper(target, line).addErrback(failed)
 
+    def kick(self, target: str, message: bytes) -> Deferred[bool]:
+        """Carry a kick to the node that holds C{target} (moderation.py)."""
+        if self.state not in _INSIDE or self._holding():
+            return fail(RegistryUnavailable("the cluster cannot be reached"))
+
+        def failed(failure: Failure) -> bool:
+            self._failed(failure)
+            raise RegistryUnavailable("the cluster cannot be reached")
+
+        return self.registry.kick(target, message).addErrback(failed)
+
+    # Bans (moderation.py): every node keeps a copy of the cluster's, kept up
+    # to date by the bans channel, so that admitting a connection costs no
+    # Redis round trip (admission is synchronous, and a herd of 10,000
+    # reconnecting clients would be 10,000 of them). The copy is read whole
+    # each time the node joins or comes back, as bans made meanwhile may
+    # have been missed.
+
+    def share_ban(self, ban: Ban) -> None:
+        """Make the ban hold on every node; while cut off, it is shared
+        when the node is back (L{Moderation.heard_bans})."""
+        if self.state is State.SERVING:
+            self.registry.ban(ban).addErrback(self._failed)
+
+    def share_unban(self, address: str) -> None:
+        """Lift the ban on every node (while cut off: here only; a ban lifted
+        then may come back from Redis with the node)."""
+        if self.state is State.SERVING:
+            self.registry.unban(address).addErrback(self._failed)
+
+    def _load_bans(self) -> None:
+        d = self.registry.bans(self.clock.seconds())
+        d.addCallbacks(self.chat.moderation.heard_bans, self._failed)
+        d.addErrback(self._bug, "reading the bans")
+
+    def _heard_ban(self, line: bytes) -> None:
+        change, address = line[:1], line[1:]
+        moderation = self.chat.moderation
+        if change == b"-":
+            moderation.heard_unban(address.decode("ascii", "replace"))
+            return
+        address, _, value = address.partition(b"\t")
+        ban = Ban.from_shared(address.decode("ascii", "replace"), value)
+        if change == b"+" and ban is not None:
+            moderation.heard_ban(ban)
+
     def _message(self, channel: bytes, message: bytes) -> None:
         if self._holding():
             self._held.append(
@@ -1162,5 +1293,10 @@ class ClusterNode(service.Service):
             origin, late, entry = head.partition(b"#")
             if origin != registry.origin and (not late or self._first_sight(entry)):
                 chat.deliver(line)
+        elif channel == registry.bans_channel:
+            if head != registry.origin:
+                self._heard_ban(line)
+        elif channel == registry.node_channel and head.startswith(b"!"):
+            chat.heard_kick(head[1:].decode("ascii", "replace"), line)
         elif channel == registry.node_channel:
             chat.deliver_private(head.decode("ascii", "replace"), line)

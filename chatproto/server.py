@@ -28,6 +28,7 @@ from chatproto import wire
 from chatproto.admission import EVICTION_GRACE, Admission, network, source
 from chatproto.config import ServerConfig
 from chatproto.fanout import FanOut
+from chatproto.moderation import Moderation
 from chatproto.output import Output, Transport, send_buffer, unsent
 from chatproto.registry import MemoryRegistry, Reach, Registry, nick_key
 from chatproto.session import ChatError, Session, State
@@ -222,6 +223,7 @@ class ChatFactory(ServerFactory):
         self._pinger.clock = clock
         self._stamp_second = -1
         self._stamp = ""
+        self.moderation = Moderation(self)
 
     # Connections
 
@@ -229,6 +231,9 @@ class ChatFactory(ServerFactory):
         """Count a new connection in, or say why it is refused."""
         if self.stopping:
             return wire.notice(wire.STOPPING)
+        banned = self.moderation.refusal(session.host)
+        if banned is not None:
+            return banned
         return self.admission.admit(session)
 
     def tokens_for(self, host: str | None, now: float) -> float:
@@ -247,6 +252,7 @@ class ChatFactory(ServerFactory):
         """A connection is closed: it no longer counts against any limit."""
         admission = self.admission
         admission.forget(session)
+        self.moderation.forget(session)
         if self.stopping and not admission.connections and self._stopped is not None:
             stopped, self._stopped = self._stopped, None
             stopped.callback(None)
@@ -343,6 +349,13 @@ class ChatFactory(ServerFactory):
             return False
         session.send(line)
         return True
+
+    def moderate(self, session: Session, command: str, argument: str) -> None:
+        self.moderation.command(session, command, argument)
+
+    def heard_kick(self, target: str, payload: bytes) -> None:
+        """An operator of another node kicked C{target}, if it is here."""
+        self.moderation.heard_kick(target, payload)
 
     # Liveness
 

@@ -44,6 +44,11 @@ TOO_LONG = b"\n"  # an over-long line: one error line
 STILL_TOO_LONG = b"\n\n"  # max_line more bytes of one: a token, nothing said
 
 
+# The commands of operators, and of those who would be: the room's
+# moderation (chatproto/moderation.py) answers them.
+MODERATION_COMMANDS = ("/op", "/kick", "/ban", "/unban", "/bans")
+
+
 class ChatError(Exception):
     """A request the server refuses; its text is sent to the requester."""
 
@@ -104,6 +109,17 @@ class Room(Protocol):
     def forget(self, session: Session) -> None: ...
     def say(self, sender: Session, text: str) -> None: ...
     def whisper(self, sender: str, target: str, text: str) -> Deferred[bool]: ...
+    def moderate(self, session: Session, command: str, argument: str) -> None:
+        """One of MODERATION_COMMANDS (chatproto/moderation.py)."""
+
+
+def _moderation(command: str) -> Callable[[Session, str], None]:
+    """The handler of a moderation command: the room's moderation answers."""
+
+    def handler(session: Session, argument: str) -> None:
+        session.room.moderate(session, command, argument)
+
+    return handler
 
 
 class Session:
@@ -523,6 +539,7 @@ class Session:
         "/quit": _quit,
         "/help": _help,
         "/pseudo": _rename,
+        **{name: _moderation(name) for name in MODERATION_COMMANDS},
     }
 
     def _stop_registration_timer(self) -> None:

@@ -7,6 +7,7 @@ import errno
 import importlib.util
 import re
 import resource
+import signal
 import socket
 import sys
 from collections.abc import Callable, Sequence
@@ -25,6 +26,7 @@ from chatproto.config import (
     ServerConfig,
     valid_cluster_name,
 )
+from chatproto.moderation import Bans, Moderation, read_operators
 from chatproto.server import EVICTION_GRACE, ChatFactory
 
 log = Logger()
@@ -280,7 +282,46 @@ class Options(usage.Options):
         ]
     )
 
+    # Moderation (chatproto/moderation.py)
+    optParameters += [
+        [
+            "operators",
+            None,
+            None,
+            "The operators file: one NICK:HASH line each (the hash made by "
+            "python -m chatproto.operators hash); read again on SIGHUP.",
+        ],
+        [
+            "bans",
+            None,
+            None,
+            "The file the bans are kept in, so that they survive a restart "
+            "(default: the operators file's name plus .bans; without "
+            "--operators, none: no one can ban).",
+        ],
+    ]
+
+    def _moderation_options(self) -> None:
+        """Read the operators file and the bans now: a bad line is a
+        mistake in the options (exit 2), told before the server starts."""
+        self["operator_table"] = {}
+        if self["operators"] is not None:
+            try:
+                self["operator_table"] = read_operators(self["operators"])
+            except ValueError as e:
+                raise usage.UsageError(f"--operators: {e}") from None
+            if self["bans"] is None:
+                self["bans"] = self["operators"] + ".bans"
+        if self["bans"] is not None:
+            from twisted.internet import reactor
+
+            try:
+                Bans(cast(Any, reactor), self["bans"])
+            except ValueError as e:
+                raise usage.UsageError(f"--bans: {e}") from None
+
     def postOptions(self) -> None:
+        self._moderation_options()
         values: dict[str, Any] = {}
         for name, (field, kind, least, _) in _NUMBERS.items():
             if self[name] is None:  # not given: ServerConfig computes it
@@ -477,6 +518,31 @@ class _Listener(internet.StreamServerEndpointService):
             raise CannotStart(sentence) from None
 
 
+class _Reloader(service.Service):
+    """Reads the operators file again on SIGHUP (a broken one leaves the
+    old list in force: see Moderation.reload)."""
+
+    def __init__(self, moderation: Moderation, path: str, reactor: Any) -> None:
+        self.moderation = moderation
+        self.path = path
+        self.reactor = reactor
+        self._previous: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._previous = signal.signal(signal.SIGHUP, self._hangup)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._previous is not None:
+            signal.signal(signal.SIGHUP, self._previous)
+            self._previous = None
+
+    def _hangup(self, signum: int, frame: object) -> None:
+        log.info("SIGHUP: reading {path} again", path=self.path)
+        self.reactor.callFromThread(self.moderation.reload, self.path)
+
+
 class _Shutdown(service.Service):
     """Says goodbye to every client when the server stops."""
 
@@ -504,6 +570,13 @@ def makeService(options: usage.Options, reactor: Any = None) -> service.IService
     top = service.MultiService()
     cluster: ClusterConfig | None = options.get("cluster_config")
     factory = ChatFactory(config, clock=reactor)
+    factory.moderation = Moderation(
+        factory, options.get("operator_table"), Bans(reactor, options.get("bans"))
+    )
+    if options.get("operators") is not None:
+        _Reloader(factory.moderation, options["operators"], reactor).setServiceParent(
+            top
+        )
     if cluster is not None:
         # Here only: the cluster needs txredisapi, an optional extra that a
         # server without --redis does without.
@@ -513,6 +586,7 @@ def makeService(options: usage.Options, reactor: Any = None) -> service.IService
         # relay: each needs the other, and neither is ever half attached.
         node = ClusterNode(cluster, factory, clock=reactor)
         factory.registry = factory.relay = node
+        factory.moderation.cluster = node
         # First in, so stopped last: the users' departures are announced to
         # the other nodes before the node leaves the cluster.
         node.setServiceParent(top)

@@ -88,3 +88,52 @@ def _names(names: tuple[str, ...]) -> bytes:
     same first --list-limit names: encoded once (profiled: a tenth of the
     cost of a registration)."""
     return b"".join([b"=>" + name.encode() + b"\n" for name in names])
+
+
+# Moderation (chatproto/moderation.py): operators, kicks, bans. None of these
+# is a line the Ruby client exits on; a kicked user gets BYE after its line.
+OP_GRANTED = (
+    "Vous êtes opérateur : /kick PSEUDO [raison], /ban PSEUDO|ADRESSE "
+    "[minutes] [raison], /unban ADRESSE, /bans"
+)
+OP_ALREADY = "Vous êtes déjà opérateur"
+OP_NONE = "Erreur : ce serveur n'a pas d'opérateurs"
+OP_USAGE = "Erreur : tapez /op MOT_DE_PASSE"
+OP_WRONG = "Erreur : mot de passe d'opérateur refusé"
+OP_THROTTLED = "Erreur : trop d'essais de mot de passe, réessayez dans {} secondes"
+NOT_OPERATOR = "Erreur : {} est réservé aux opérateurs (tapez /op MOT_DE_PASSE)"
+KICK_USAGE = "Erreur : tapez /kick PSEUDO [raison]"
+KICK_SELF = "Erreur : vous ne pouvez pas vous expulser vous-même"
+KICK_DONE = "{} est expulsé"
+KICK_UNAVAILABLE = (
+    "Erreur : expulsion de {} impossible pour le moment, réessayez plus tard"
+)
+KICKED_YOU = "Vous avez été expulsé par {}"
+BANNED_YOU = "Vous avez été banni par {} pour {} minutes"
+BAN_USAGE = "Erreur : tapez /ban PSEUDO|ADRESSE [minutes, de 1 à {}] [raison]"
+BAN_DONE = "L'adresse {} est bannie pour {} minutes"
+UNBAN_USAGE = "Erreur : tapez /unban ADRESSE"
+UNBAN_DONE = "L'adresse {} n'est plus bannie"
+NOT_BANNED = "Erreur : l'adresse {} n'est pas bannie"
+NO_BANS = "Aucune adresse bannie"
+BANS_TITLE = "Adresses bannies : {}"
+BANNED = "Votre adresse est bannie de ce chat pour encore {} minutes"
+
+
+def ban_entry(address: str, until: str, left: int, by: str, reason: str) -> str:
+    """One line of /bans:
+    C{  ADDRESS jusqu'au UNTIL (encore N min), par OP[ : raison]}."""
+    entry = f"  {address} jusqu'au {until} (encore {left} min), par {by}"
+    return f"{entry} : {reason}" if reason else entry
+
+
+def kicked_departure(
+    stamp: str, nick: str, operator: str, reason: str, banned: bool = False
+) -> bytes:
+    """The departure of a kicked (or banned) user, as everyone sees it: the
+    usual departure line, C{[H.M.S]-Déconnection de NICK}, then
+    C{ (expulsé par OP : raison)} or C{ (banni par OP : raison)}."""
+    why = f"{'banni' if banned else 'expulsé'} par {operator}"
+    if reason:
+        why += f" : {reason}"
+    return departure_prefix(stamp) + f"{nick} ({why})\n".encode()

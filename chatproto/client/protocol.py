@@ -200,7 +200,10 @@ LIST_ENTRY = re.compile(r"=> ?(?P<nick>.*)")
 GREETING = re.compile(r"Bienvenue (?P<nick>\S+)")
 _TIME = r"\[(?P<time>\d{1,2}\.\d{1,2}\.\d{1,2})\]-"
 PRIVATE = re.compile(_TIME + r"message privé de (?P<sender>\S+?): (?P<text>.*)")
-DEPARTURE = re.compile(_TIME + r"Déconnection de (?P<nick>.*)")
+# A kick or a ban adds its reason after the nickname (docs/protocol.md).
+DEPARTURE = re.compile(
+    _TIME + r"Déconnection de (?P<nick>.*?)(?: \((?:expulsé|banni) par .*\))?"
+)
 JOINED = re.compile(_TIME + r"Connexion de (?P<nick>\S+)")
 PUBLIC = re.compile(_TIME + r"(?P<sender>\S+?): (?P<text>.*)")
 STAMPED = re.compile(_TIME)

@@ -1,0 +1,713 @@
+"""Moderation: operators, kicks and bans (README, "Moderation").
+
+Operators are listed in a file (C{--operators FILE}), one C{nick:hash} line
+each, the hash made by C{python -m chatproto.operators hash}: scrypt
+(C{hashlib.scrypt}, OpenSSL's) with a random salt, written
+C{scrypt$N$R$P$SALT$HASH} (salt and hash in base64). C{/op PASSWORD} makes
+the session an operator: the status belongs to that session object, so a
+new connection (or another letter case of the nickname, which names another
+user only if the registry let it in, and it does not) must /op again.
+Wrong passwords are throttled per address, like flood control: three
+tries, then one every L{OP_RETRY} seconds.
+
+A kick takes a user out of the chat with one line saying who and why, then
+C{Deconnexion}; the others see the departure once, with the reason. A ban
+kicks, and refuses new connections from the address (its source(): an IPv6
+/64 counts as one) until it expires. The bans live in L{Bans}, kept in a
+small file (C{--bans FILE}) rewritten atomically on every change.
+
+Every act is one log event with named fields: C{act}, C{operator},
+C{operator_address}, C{target}, C{target_address}, C{reason}, C{minutes}.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import hmac
+import ipaddress
+import json
+import math
+import os
+import secrets
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from chatproto import wire
+from chatproto.admission import source
+from chatproto.registry import Reach, nick_key, valid_nickname
+
+log = Logger()
+
+# scrypt's cost: 2**14 blocks of 128*8 bytes, 16 MiB and 84 ms a check here
+# (the parameters OWASP gives for scrypt). A check runs in the reactor: the
+# throttle below bounds how often one address can make it run.
+SCRYPT_N = 2**14
+SCRYPT_R = 8
+SCRYPT_P = 1
+# What a hash read from the file may ask for at most (a typo must not make
+# a check take a gigabyte): 128 * N * R * P bytes.
+_MAX_MEMORY = 256 * 1024 * 1024
+
+# Wrong passwords from one address: the first FREE_TRIES are answered at
+# once, then one try every OP_RETRY seconds; an address that made no
+# mistake for FORGET_AFTER seconds starts afresh.
+FREE_TRIES = 3
+OP_RETRY = 5.0
+FORGET_AFTER = 600.0
+
+DEFAULT_BAN_MINUTES = 60
+MAX_BAN_MINUTES = 366 * 24 * 60  # a year
+
+
+# Passwords
+
+
+def make_hash(
+    password: str, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P
+) -> str:
+    """The line's hash for C{password}: C{scrypt$N$R$P$SALT$HASH}."""
+    salt = secrets.token_bytes(16)
+    key = _scrypt(password, salt, n, r, p)
+    return "$".join(["scrypt", str(n), str(r), str(p), _b64(salt), _b64(key)])
+
+
+def check_password(password: str, stored: str) -> bool:
+    """Whether C{password} is the one C{stored} (a L{make_hash}) was made
+    from; compared in constant time."""
+    n, r, p, salt, key = _parse_hash(stored)
+    return hmac.compare_digest(_scrypt(password, salt, n, r, p), key)
+
+
+def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    return hashlib.scrypt(
+        password.encode(),
+        salt=salt,
+        n=n,
+        r=r,
+        p=p,
+        dklen=32,
+        maxmem=_MAX_MEMORY + 1024 * 1024,
+    )
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _parse_hash(stored: str) -> tuple[int, int, int, bytes, bytes]:
+    """N, R, P, the salt and the key of a hash; ValueError with a sentence
+    when it is not one this module makes."""
+    parts = stored.split("$")
+    if len(parts) != 6 or parts[0] != "scrypt":
+        raise ValueError(
+            "the hash is not scrypt$N$R$P$SALT$HASH "
+            "(make one with: python -m chatproto.operators hash)"
+        )
+    try:
+        n, r, p = (int(x) for x in parts[1:4])
+        salt = base64.b64decode(parts[4], validate=True)
+        key = base64.b64decode(parts[5], validate=True)
+    except ValueError:
+        raise ValueError("the hash's numbers or base64 are damaged") from None
+    if n < 2 or n & (n - 1) or r < 1 or p < 1 or 128 * n * r * p > _MAX_MEMORY:
+        raise ValueError(
+            "the hash's scrypt parameters are out of bounds (N a power of 2, "
+            f"128*N*R*P at most {_MAX_MEMORY} bytes)"
+        )
+    if not salt or len(key) != 32:
+        raise ValueError("the hash's salt or key has the wrong length")
+    return n, r, p, salt, key
+
+
+# The operators file
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """What a password is checked against for a nickname the file does not
+    list: the check costs what a real one does, so that the answer's delay
+    says nothing of who is an operator. Made on first use, not on import."""
+    return make_hash(secrets.token_hex(8))
+
+
+def parse_operators(text: str, name: str = "the operators file") -> dict[str, str]:
+    """The operators of a file's text, nickname key -> hash. One
+    C{nick:hash} line each; blank lines and lines starting with C{#} are
+    skipped. ValueError naming the line for any other line."""
+    operators: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        nick, colon, stored = line.partition(":")
+        where = f"{name}, line {number}"
+        if not colon or not valid_nickname(nick.strip()):
+            raise ValueError(
+                f"{where}: {line[:40]!r} is not NICK:HASH with a valid nickname."
+            )
+        try:
+            _parse_hash(stored.strip())
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}.") from None
+        key = nick_key(nick.strip())
+        if key in operators:
+            raise ValueError(f"{where}: {nick.strip()} is listed twice.")
+        operators[key] = stored.strip()
+    return operators
+
+
+def read_operators(path: str) -> dict[str, str]:
+    """The operators of the file at C{path}; ValueError with a sentence
+    when it cannot be read or has a bad line."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read {path}: {getattr(e, 'strerror', e)}.") from None
+    return parse_operators(text, path)
+
+
+# Bans
+
+
+@dataclass(frozen=True)
+class Ban:
+    """One banned address (a source(): IPv4, or an IPv6 /64) until C{until}
+    (seconds since the epoch)."""
+
+    address: str
+    until: float
+    by: str
+    reason: str
+
+    def shared(self) -> bytes:
+        """How a cluster keeps it in Redis: C{UNTIL<TAB>BY<TAB>REASON}."""
+        return f"{self.until!r}\t{self.by}\t{self.reason}".encode()
+
+    @classmethod
+    def from_shared(cls, address: str, value: bytes) -> Ban | None:
+        """The ban C{shared} made, or None when the value is damaged."""
+        until, _, rest = value.decode("utf-8", "replace").partition("\t")
+        by, _, reason = rest.partition("\t")
+        try:
+            return cls(address, float(until), by, reason)
+        except ValueError:
+            return None
+
+
+def ban_address(text: str) -> str | None:
+    """The address a ban of C{text} covers (an IPv4 address; an IPv6
+    address or a network of at least /64, as its /64), or None when it is
+    not an address."""
+    try:
+        if "/" in text:
+            net = ipaddress.ip_network(text, strict=False)
+            if net.version == 4 and net.prefixlen == 32:
+                return str(net.network_address)
+            if net.version == 6 and net.prefixlen >= 64:
+                return source(str(net.network_address))
+            return None
+        return source(str(ipaddress.ip_address(text)))
+    except ValueError:
+        return None
+
+
+class Bans:
+    """The bans of one server, by address; kept in C{path} when given.
+
+    The file is JSON (C{{"bans": [{"address", "until", "by", "reason"}]}}),
+    written whole on every change, to a temporary file then renamed over
+    the old one: a crash leaves the old list or the new one, never half."""
+
+    def __init__(self, clock: IReactorTime, path: str | None = None) -> None:
+        self.clock = clock
+        self.path = path
+        self.by_address: dict[str, Ban] = {}
+        if path is not None and os.path.exists(path):
+            self._load(path)
+
+    def _load(self, path: str) -> None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                entries = json.load(f)["bans"]
+            bans = [Ban(**entry) for entry in entries]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"cannot read the bans of {path}: {e}.") from None
+        now = self.clock.seconds()
+        self.by_address = {b.address: b for b in bans if b.until > now}
+
+    def check(self, address: str | None) -> Ban | None:
+        """The ban on C{address} now, if there is one (an expired one is
+        forgotten)."""
+        if not self.by_address or address is None:
+            return None
+        ban = self.by_address.get(address)
+        if ban is not None and ban.until <= self.clock.seconds():
+            self.remove(address)
+            return None
+        return ban
+
+    def add(self, ban: Ban) -> None:
+        self.by_address[ban.address] = ban
+        self._save()
+
+    def merge(self, bans: list[Ban]) -> list[Ban]:
+        """Add the bans another node holds (a cluster's, read from Redis),
+        in one write; return those held here that it lacked."""
+        now = self.clock.seconds()
+        theirs = {b.address: b for b in bans if b.until > now}
+        lacking = [b for a, b in self.by_address.items() if a not in theirs]
+        if any(self.by_address.get(a) != b for a, b in theirs.items()):
+            self.by_address.update(theirs)
+            self._save()
+        return [b for b in lacking if b.until > now]
+
+    def remove(self, address: str) -> Ban | None:
+        ban = self.by_address.pop(address, None)
+        if ban is not None:
+            self._save()
+        return ban
+
+    def active(self) -> list[Ban]:
+        """The bans in force, soonest to expire first."""
+        now = self.clock.seconds()
+        for ban in [b for b in self.by_address.values() if b.until <= now]:
+            self.remove(ban.address)
+        return sorted(self.by_address.values(), key=lambda b: b.until)
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        entries = [asdict(b) for b in self.by_address.values()]
+        folder = os.path.dirname(os.path.abspath(self.path))
+        fd, temporary = tempfile.mkstemp(dir=folder, prefix=".bans-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump({"bans": entries}, f, ensure_ascii=False, indent=1)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temporary, self.path)
+        except OSError:
+            log.failure("writing the bans to {path}", path=self.path)
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+
+
+# The room, as moderation sees it
+
+
+class Member(Protocol):
+    """What moderation uses of a user (a L{Session})."""
+
+    nick: str | None
+    host: str | None
+
+    def send(self, data: bytes) -> None: ...
+    def say_goodbye(self, *lines: bytes, reach: Reach = Reach.EVERYWHERE) -> None: ...
+
+
+class Cluster(Protocol):
+    """What moderation uses of the cluster (L{chatproto.cluster.ClusterNode})."""
+
+    def kick(self, target: str, message: bytes) -> Deferred[bool]:
+        """Carry a kick to the node that holds C{target}; fire with whether
+        one does, and heard it."""
+
+    def share_ban(self, ban: Ban) -> None:
+        """Make the ban hold on every node (Redis, and its bans channel)."""
+
+    def share_unban(self, address: str) -> None:
+        """Lift the ban on every node."""
+
+
+class Room(Protocol):
+    """What moderation uses of the room (L{chatproto.server.ChatFactory})."""
+
+    clock: IReactorTime
+
+    @property
+    def sessions(self) -> Mapping[str, Member]: ...
+
+    def stamp(self) -> str: ...
+    def broadcast(self, line: bytes, exclude: Any = None) -> None: ...
+    def withdraw(self, session: Any, reach: Reach = Reach.EVERYWHERE) -> bool: ...
+
+
+def _remote(payload: bytes) -> tuple[str, str | None, str]:
+    """A kick heard from another node, C{OPERATOR ADDRESS REASON}: the
+    operator, its address (None: unknown, C{-}), the reason."""
+    operator, _, rest = payload.decode("utf-8", "replace").partition(" ")
+    address, _, reason = rest.partition(" ")
+    return operator, None if address == "-" else address, reason
+
+
+class Moderation:
+    """Operators, kicks and bans of one room.
+
+    C{operators} (nickname key -> hash) is the file's, replaced whole on a
+    reload; C{operating} the sessions that passed /op, until they close."""
+
+    def __init__(
+        self,
+        room: Room,
+        operators: Mapping[str, str] | None = None,
+        bans: Bans | None = None,
+    ) -> None:
+        self.room = room
+        self.operators: Mapping[str, str] = operators or {}
+        self.bans = bans if bans is not None else Bans(room.clock)
+        self.operating: set[Member] = set()
+        self.cluster: Cluster | None = None  # cluster mode: the node
+        self._failures: dict[str | None, tuple[int, float]] = {}
+
+    # Connections
+
+    def refusal(self, host: str | None) -> bytes | None:
+        """The line that refuses a connection from a banned address, or None."""
+        ban = self.bans.check(host)
+        if ban is None:
+            return None
+        left = max(1, math.ceil((ban.until - self.room.clock.seconds()) / 60))
+        log.info(
+            "refused {address}: banned for {minutes} more minutes",
+            act="refused",
+            address=host,
+            minutes=left,
+        )
+        return wire.notice(wire.BANNED.format(left))
+
+    def forget(self, session: Member) -> None:
+        """A session closed: its operator status goes with it."""
+        self.operating.discard(session)
+
+    def reload(self, path: str) -> bool:
+        """Read the operators file again; a broken one leaves the old list
+        in force (and says why in the log). Whether it was read."""
+        try:
+            operators = read_operators(path)
+        except ValueError as e:
+            log.error(
+                "operators file not reloaded, the old list stays: {why}",
+                act="reload",
+                path=path,
+                why=str(e),
+            )
+            return False
+        self.operators = operators
+        log.info(
+            "operators file reloaded: {count} operators",
+            act="reload",
+            path=path,
+            count=len(operators),
+        )
+        return True
+
+    def command(self, session: Member, command: str, argument: str) -> None:
+        """Answer one of session.MODERATION_COMMANDS."""
+        handler = {
+            "/op": self.op,
+            "/kick": self.kick,
+            "/ban": self.ban,
+            "/unban": self.unban,
+            "/bans": self.list_bans,
+        }[command]
+        handler(session, argument)
+
+    # /op
+
+    def op(self, session: Member, argument: str) -> None:
+        nick = session.nick
+        assert nick is not None
+        if session in self.operating:
+            session.send(wire.notice(wire.OP_ALREADY))
+            return
+        if not self.operators:
+            session.send(wire.notice(wire.OP_NONE))
+            return
+        if not argument:
+            session.send(wire.notice(wire.OP_USAGE))
+            return
+        now = self.room.clock.seconds()
+        host = session.host
+        failures, last = self._failures.get(host, (0, 0.0))
+        if failures and now - last >= FORGET_AFTER:
+            failures = 0
+        if failures >= FREE_TRIES and now - last < OP_RETRY:
+            wait = math.ceil(OP_RETRY - (now - last))
+            session.send(wire.notice(wire.OP_THROTTLED.format(wait)))
+            return
+        stored = self.operators.get(nick_key(nick))
+        good = check_password(argument, stored or _dummy_hash()) and stored is not None
+        if not good:
+            self._failures[host] = (failures + 1, now)
+            self._prune(now)
+            log.warn(
+                "{nick} from {address}: wrong operator password ({failures} in a row)",
+                act="op-failed",
+                nick=nick,
+                address=host,
+                failures=failures + 1,
+            )
+            session.send(wire.notice(wire.OP_WRONG))
+            return
+        self._failures.pop(host, None)
+        self.operating.add(session)
+        log.info(
+            "{operator} from {operator_address} is an operator",
+            act="op",
+            operator=nick,
+            operator_address=host,
+        )
+        session.send(wire.notice(wire.OP_GRANTED))
+
+    def _prune(self, now: float) -> None:
+        """Forget addresses that stopped failing, once there are many."""
+        if len(self._failures) > 10_000:
+            for host, (_, last) in list(self._failures.items()):
+                if now - last >= FORGET_AFTER:
+                    del self._failures[host]
+
+    def _is_operator(self, session: Member, command: str) -> bool:
+        if session in self.operating:
+            return True
+        session.send(wire.notice(wire.NOT_OPERATOR.format(command)))
+        return False
+
+    # /kick, /ban, /unban, /bans
+
+    def kick(self, session: Member, argument: str) -> None:
+        if not self._is_operator(session, "/kick"):
+            return
+        target, _, reason = argument.partition(" ")
+        if not target:
+            session.send(wire.notice(wire.KICK_USAGE))
+            return
+        self._expel(session, target, reason.strip(), 0)
+
+    def ban(self, session: Member, argument: str) -> None:
+        if not self._is_operator(session, "/ban"):
+            return
+        target, _, rest = argument.partition(" ")
+        words = rest.split(" ", 1)
+        minutes = DEFAULT_BAN_MINUTES
+        if words[0].isdigit():
+            minutes = int(words.pop(0))
+        reason = " ".join(words).strip()
+        if not target or not 1 <= minutes <= MAX_BAN_MINUTES:
+            session.send(wire.notice(wire.BAN_USAGE.format(MAX_BAN_MINUTES)))
+            return
+        address = ban_address(target)
+        operator = session.nick
+        assert operator is not None
+        if address is not None:
+            self._ban(session, address, minutes, reason, None)
+            # whoever is connected from there now is kicked too
+            for member in list(self.room.sessions.values()):
+                if member.host == address and member is not session:
+                    self._log_kick(operator, session.host, member, reason, minutes)
+                    self.expel_here(member, operator, reason, minutes)
+            return
+        self._expel(session, target, reason, minutes)
+
+    def _ban(
+        self,
+        session: Member,
+        address: str | None,
+        minutes: int,
+        reason: str,
+        target: str | None,
+    ) -> None:
+        assert session.nick is not None
+        if address is None:  # a user of a UNIX socket: nothing to refuse
+            session.send(wire.notice(wire.KICK_DONE.format(target)))
+            return
+        until = self.room.clock.seconds() + 60 * minutes
+        ban = Ban(address, until, session.nick, reason)
+        self.bans.add(ban)
+        if self.cluster is not None:
+            self.cluster.share_ban(ban)
+        log.info(
+            "{operator} banned {address} for {minutes} minutes: {reason}",
+            act="ban",
+            operator=session.nick,
+            operator_address=session.host,
+            target=target,
+            target_address=address,
+            address=address,
+            minutes=minutes,
+            reason=reason,
+        )
+        session.send(wire.notice(wire.BAN_DONE.format(address, minutes)))
+
+    def unban(self, session: Member, argument: str) -> None:
+        if not self._is_operator(session, "/unban"):
+            return
+        address = ban_address(argument)
+        if address is None:
+            session.send(wire.notice(wire.UNBAN_USAGE))
+            return
+        if self.bans.remove(address) is None:
+            session.send(wire.notice(wire.NOT_BANNED.format(address)))
+            return
+        if self.cluster is not None:
+            self.cluster.share_unban(address)
+        log.info(
+            "{operator} lifted the ban on {address}",
+            act="unban",
+            operator=session.nick,
+            operator_address=session.host,
+            target_address=address,
+            address=address,
+        )
+        session.send(wire.notice(wire.UNBAN_DONE.format(address)))
+
+    def list_bans(self, session: Member, argument: str) -> None:
+        if not self._is_operator(session, "/bans"):
+            return
+        bans = self.bans.active()
+        if not bans:
+            session.send(wire.notice(wire.NO_BANS))
+            return
+        now = self.room.clock.seconds()
+        lines = [wire.notice(wire.BANS_TITLE.format(len(bans)))]
+        for ban in bans:
+            until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ban.until))
+            left = max(1, math.ceil((ban.until - now) / 60))
+            lines.append(
+                wire.notice(
+                    wire.ban_entry(ban.address, until, left, ban.by, ban.reason)
+                )
+            )
+        session.send(b"".join(lines))
+
+    # Kicks, here or on another node
+
+    def _expel(self, session: Member, target: str, reason: str, minutes: int) -> None:
+        """Kick C{target} (and ban its address for C{minutes}, if not 0),
+        wherever it is."""
+        assert session.nick is not None
+        member = self.room.sessions.get(nick_key(target))
+        if member is session:
+            session.send(wire.notice(wire.KICK_SELF))
+            return
+        if member is not None:
+            self._log_kick(session.nick, session.host, member, reason, minutes)
+            self.expel_here(member, session.nick, reason, minutes)
+            if minutes:  # the ban's line answers the operator
+                self._ban(session, member.host, minutes, reason, member.nick)
+            else:
+                session.send(wire.notice(wire.KICK_DONE.format(member.nick)))
+            return
+        if self.cluster is None or minutes:
+            # A ban by nickname needs the user's address: only this node knows
+            # its own users' (ban the address of a user of another node).
+            session.send(wire.notice(wire.NO_SUCH_USER.format(target)))
+            return
+        message = f"{session.nick} {session.host or '-'} {reason}".encode()
+        d = self.cluster.kick(target, message)
+
+        def kicked(found: bool) -> None:
+            if found:
+                log.info(
+                    "{operator} kicked {target} (on another node): {reason}",
+                    act="kick",
+                    operator=session.nick,
+                    operator_address=session.host,
+                    target=target,
+                    target_address=None,
+                    reason=reason,
+                    minutes=0,
+                )
+                session.send(wire.notice(wire.KICK_DONE.format(target)))
+            else:
+                session.send(wire.notice(wire.NO_SUCH_USER.format(target)))
+
+        def failed(failure: Any) -> None:
+            log.failure("kicking {target}", failure, target=target)
+            session.send(wire.notice(wire.KICK_UNAVAILABLE.format(target)))
+
+        d.addCallbacks(kicked, failed)
+
+    def _log_kick(
+        self,
+        operator: str,
+        operator_address: str | None,
+        member: Member,
+        reason: str,
+        minutes: int,
+    ) -> None:
+        log.info(
+            "{operator} kicked {target} from {target_address}: {reason}",
+            act="kick",
+            operator=operator,
+            operator_address=operator_address,
+            target=member.nick,
+            target_address=member.host,
+            reason=reason,
+            minutes=minutes,
+        )
+
+    def expel_here(
+        self, member: Member, operator: str, reason: str, minutes: int
+    ) -> None:
+        """Take C{member}, a user of this node, out of the chat: it is told
+        by whom and why, then C{Deconnexion}; everyone sees its departure
+        once, with the reason."""
+        nick = member.nick
+        assert nick is not None
+        if minutes:
+            told = wire.BANNED_YOU.format(operator, minutes)
+        else:
+            told = wire.KICKED_YOU.format(operator)
+        if reason:
+            told += f" : {reason}"
+        if self.room.withdraw(member):
+            line = wire.kicked_departure(
+                self.room.stamp(), nick, operator, reason, banned=bool(minutes)
+            )
+            self.room.broadcast(line)
+        # withdrawn: saying goodbye announces nothing more
+        member.say_goodbye(wire.notice(told), wire.BYE)
+
+    def heard_kick(self, target: str, payload: bytes) -> None:
+        """Another node's operator kicked C{target}, a user of this node."""
+        member = self.room.sessions.get(nick_key(target))
+        if member is None:
+            return
+        operator, address, reason = _remote(payload)
+        self._log_kick(operator, address, member, reason, 0)
+        self.expel_here(member, operator, reason, 0)
+
+    # Bans from the other nodes (cluster mode)
+
+    def heard_ban(self, ban: Ban) -> None:
+        """Another node banned an address: it holds here too, and whoever
+        is connected from it here is kicked."""
+        now = self.room.clock.seconds()
+        if ban.until <= now:
+            return
+        self.bans.add(ban)
+        minutes = max(1, math.ceil((ban.until - now) / 60))
+        for member in list(self.room.sessions.values()):
+            if member.host == ban.address:
+                self._log_kick(ban.by, None, member, ban.reason, minutes)
+                self.expel_here(member, ban.by, ban.reason, minutes)
+
+    def heard_unban(self, address: str) -> None:
+        self.bans.remove(address)
+
+    def heard_bans(self, bans: list[Ban]) -> None:
+        """The cluster's bans, read whole (this node joined, or came back):
+        they hold here; those made here while Redis was away are shared."""
+        for ban in self.bans.merge(bans):
+            if self.cluster is not None:
+                self.cluster.share_ban(ban)

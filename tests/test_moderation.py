@@ -1,0 +1,679 @@
+"""Moderation: operators, /op and its throttle, /kick, /ban, /unban, /bans,
+and the log of every act (chatproto/moderation.py)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from twisted.logger import ILogObserver, Logger
+
+from chatproto import moderation, wire
+from chatproto.moderation import (
+    Bans,
+    Moderation,
+    ban_address,
+    check_password,
+    make_hash,
+    parse_operators,
+)
+from chatproto.operators import main as operators_main
+from chatproto.registry import nick_key
+from chatproto.testing import Chat, Client
+
+# A cheap scrypt for the tests (the default costs some 50 ms a check).
+CHEAP = {"n": 16, "r": 1, "p": 1}
+
+
+def notice(text: str) -> bytes:
+    return wire.notice(text)
+
+
+@pytest.fixture
+def events(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """The log events moderation emits."""
+    seen: list[dict[str, Any]] = []
+    observer = cast(ILogObserver, seen.append)
+    monkeypatch.setattr(moderation, "log", Logger(observer=observer))
+    return seen
+
+
+def chat_with_operators(
+    tmp_path: Path | None = None, **operators: str
+) -> tuple[Chat, Moderation]:
+    """A chat whose operators are the nicknames given, each with its password;
+    its bans kept in tmp_path/bans.json when tmp_path is given."""
+    # no pings, no arrival notices: each test sees only what it looks at
+    chat = Chat(flood_rate=0, ping_interval=0, join_notice_limit=0)
+    table = {nick_key(n): make_hash(pw, **CHEAP) for n, pw in operators.items()}
+    path = None if tmp_path is None else str(tmp_path / "bans.json")
+    chat.factory.moderation = Moderation(chat.factory, table, Bans(chat.clock, path))
+    return chat, chat.factory.moderation
+
+
+def op(chat: Chat, nick: str, password: str, host: str = "192.0.2.1") -> Client:
+    user = chat.user(nick, host)
+    user.send(f"/op {password}\n".encode())
+    assert user.take() == notice(wire.OP_GRANTED)
+    return user
+
+
+# Passwords and the operators file
+
+
+def test_a_hash_checks_its_own_password_only() -> None:
+    stored = make_hash("s3cret", **CHEAP)
+    assert stored.startswith("scrypt$16$1$1$")
+    assert check_password("s3cret", stored)
+    assert not check_password("s3cret ", stored)
+    assert make_hash("s3cret", **CHEAP) != stored  # a random salt each time
+
+
+def test_the_default_hash_is_scrypt_at_the_documented_cost() -> None:
+    stored = make_hash("x")
+    assert stored.split("$")[:4] == ["scrypt", "16384", "8", "1"]
+    assert check_password("x", stored)
+
+
+def test_the_operators_file_takes_comments_blank_lines_and_any_case() -> None:
+    stored = make_hash("pw", **CHEAP)
+    text = f"# the operators\n\nAlice:{stored}\n  bob : {stored}  \n"
+    assert parse_operators(text) == {"alice": stored, "bob": stored}
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ("alice", "line 2: 'alice' is not NICK:HASH"),
+        ("al:scrypt$16$1$1$AAAA$AAAA", "line 2: the hash's salt or key"),
+        ("alice:md5$abc", "line 2: the hash is not scrypt$N$R$P$SALT$HASH"),
+        ("al ice:x", "line 2: 'al ice:x' is not NICK:HASH with a valid nickname"),
+        ("alice:scrypt$3$1$1$AAAA$AAAA", "line 2: the hash's scrypt parameters"),
+        ("alice:scrypt$1073741824$8$1$AAAA$AAAA", "scrypt parameters are out"),
+    ],
+)
+def test_a_bad_line_of_the_operators_file_is_named(line: str, says: str) -> None:
+    with pytest.raises(ValueError, match=r"ops\.txt, line 2") as e:
+        parse_operators(f"# ok\n{line}\n", "ops.txt")
+    assert says in str(e.value)
+
+
+def test_an_operator_listed_twice_in_any_case_is_a_mistake() -> None:
+    stored = make_hash("pw", **CHEAP)
+    with pytest.raises(ValueError, match="line 2: ALICE is listed twice"):
+        parse_operators(f"alice:{stored}\nALICE:{stored}\n")
+
+
+def test_the_hash_command_reads_the_password_from_a_pipe() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    assert operators_main(["hash"], io.StringIO("mot de passe\n"), out, err) == 0
+    assert check_password("mot de passe", out.getvalue().strip())
+    assert err.getvalue() == ""
+
+
+def test_the_hash_command_refuses_an_empty_password_and_bad_usage() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    assert operators_main(["hash"], io.StringIO("\n"), out, err) == 1
+    assert operators_main([], io.StringIO("x\n"), out, err) == 2
+    assert out.getvalue() == ""
+    assert "usage: python -m chatproto.operators hash" in err.getvalue()
+
+
+# /op
+
+
+def test_the_right_password_makes_the_session_an_operator(
+    events: list[dict[str, Any]],
+) -> None:
+    chat, mod = chat_with_operators(alice="pw")
+    alice = op(chat, "alice", "pw")
+    assert alice.session in mod.operating
+    alice.send(b"/op pw\n")
+    assert alice.take() == notice(wire.OP_ALREADY)
+    [event] = [e for e in events if e.get("act") == "op"]
+    assert (event["operator"], event["operator_address"]) == ("alice", "192.0.2.1")
+
+
+def test_a_wrong_password_or_an_unlisted_nickname_is_refused(
+    events: list[dict[str, Any]],
+) -> None:
+    chat, mod = chat_with_operators(alice="pw")
+    alice = chat.user("alice")
+    alice.send(b"/op nope\n")
+    assert alice.take() == notice(wire.OP_WRONG)
+    bob = chat.user("bob", "192.0.2.2")
+    bob.send(b"/op pw\n")  # alice's password is not bob's
+    assert bob.take() == notice(wire.OP_WRONG)
+    alice.send(b"/op\n")
+    assert alice.take() == notice(wire.OP_USAGE)
+    assert mod.operating == set()
+    failed = [e for e in events if e.get("act") == "op-failed"]
+    assert [(e["nick"], e["address"]) for e in failed] == [
+        ("alice", "192.0.2.1"),
+        ("bob", "192.0.2.2"),
+    ]
+
+
+def test_a_server_without_operators_says_so() -> None:
+    chat = Chat()
+    alice = chat.user("alice")
+    alice.send(b"/op pw\n")
+    assert alice.take() == notice(wire.OP_NONE)
+
+
+def test_the_file_s_nickname_matches_in_any_case_but_still_needs_the_password() -> None:
+    chat, _mod = chat_with_operators(alice="pw")
+    upper = chat.user("ALICE")
+    upper.send(b"/op guess\n")
+    assert upper.take() == notice(wire.OP_WRONG)
+    upper.send(b"/op pw\n")
+    assert upper.take() == notice(wire.OP_GRANTED)
+
+
+def test_operator_status_ends_with_the_session() -> None:
+    """A new connection under the same nickname must /op again."""
+    chat, mod = chat_with_operators(alice="pw")
+    alice = op(chat, "alice", "pw")
+    alice.send(b"/quit\n")
+    assert mod.operating == set()
+    again = chat.user("alice")
+    chat.user("bob", "192.0.2.2")
+    again.send(b"/kick bob\n")
+    assert again.take() == notice(wire.NOT_OPERATOR.format("/kick"))
+
+
+def test_wrong_passwords_are_throttled_per_address_after_three(
+    events: list[dict[str, Any]],
+) -> None:
+    chat, _mod = chat_with_operators(alice="pw")
+    alice = chat.user("alice")
+    for _ in range(3):
+        alice.send(b"/op nope\n")
+        assert alice.take() == notice(wire.OP_WRONG)
+    alice.send(b"/op pw\n")  # even the right one waits its turn
+    assert alice.take() == notice(wire.OP_THROTTLED.format(5))
+    other = chat.user("bob", "192.0.2.1")  # another session, the same address
+    other.send(b"/op pw\n")
+    assert other.take() == notice(wire.OP_THROTTLED.format(5))
+    chat.advance(3)
+    alice.send(b"/op pw\n")
+    assert alice.take() == notice(wire.OP_THROTTLED.format(2))
+    chat.advance(2)
+    alice.send(b"/op nope\n")  # one try now, wrong: five seconds more
+    assert alice.take() == notice(wire.OP_WRONG)
+    alice.send(b"/op pw\n")
+    assert alice.take() == notice(wire.OP_THROTTLED.format(5))
+    chat.advance(5)
+    alice.send(b"/op pw\n")
+    assert alice.take() == notice(wire.OP_GRANTED)
+    assert len([e for e in events if e.get("act") == "op-failed"]) == 4
+
+
+def test_another_address_is_not_throttled_by_the_first() -> None:
+    chat, _mod = chat_with_operators(alice="pw")
+    bob = chat.user("bob")
+    for _ in range(4):
+        bob.send(b"/op nope\n")
+    bob.take()
+    op(chat, "alice", "pw", "198.51.100.7")
+
+
+def test_an_address_is_forgotten_after_ten_quiet_minutes() -> None:
+    chat, _mod = chat_with_operators(alice="pw")
+    alice = chat.user("alice")
+    for _ in range(3):
+        alice.send(b"/op nope\n")
+    alice.take()
+    chat.advance(moderation.FORGET_AFTER)
+    for _ in range(3):
+        alice.send(b"/op nope\n")
+        assert alice.take() == notice(wire.OP_WRONG)
+
+
+# /kick
+
+
+def test_a_kicked_user_is_told_who_and_why_then_deconnexion(
+    events: list[dict[str, Any]],
+) -> None:
+    chat, _mod = chat_with_operators(alice="pw")
+    alice = op(chat, "alice", "pw")
+    bob = chat.user("bob", "192.0.2.2")
+    carol = chat.user("carol", "192.0.2.3")
+    alice.take(), carol.take()
+    alice.send(b"/kick bob trop de spam\n")
+    assert bob.take() == (
+        b"Vous avez \xc3\xa9t\xc3\xa9 expuls\xc3\xa9 par alice : trop de spam\n"
+        b"Deconnexion\n"
+    )
+    assert not bob.connected
+    departure = (
+        chat.stamp()
+        + "-Déconnection de bob (expulsé par alice : trop de spam)\n".encode()
+    )
+    assert carol.take() == departure  # once
+    assert alice.take() == departure + notice(wire.KICK_DONE.format("bob"))
+    [event] = [e for e in events if e.get("act") == "kick"]
+    assert {k: event[k] for k in ("operator", "target", "reason", "minutes")} == {
+        "operator": "alice",
+        "target": "bob",
+        "reason": "trop de spam",
+        "minutes": 0,
+    }
+    assert (event["operator_address"], event["target_address"]) == (
+        "192.0.2.1",
+        "192.0.2.2",
+    )
+    assert "bob" not in chat.factory.sessions
+
+
+def test_a_kick_without_a_reason_says_who_only() -> None:
+    chat, _mod = chat_with_operators(alice="pw")
+    alice = op(chat, "alice", "pw")
+    bob = chat.user("bob", "192.0.2.2")
+    alice.take()
+    alice.send(b"/kick BOB\n")  # any case
+    assert bob.take() == notice(wire.KICKED_YOU.format("alice")) + wire.BYE
+    assert alice.take() == (
+        chat.stamp()
+        + "-Déconnection de bob (expulsé par alice)\n".encode()
+        + notice(wire.KICK_DONE.format("bob"))
+    )
+
+
+def test_no_one_but_an_operator_can_kick_or_ban() -> None:
+    chat, mod = chat_with_operators(alice="pw")
+    alice = chat.user("alice")
+    bob = chat.user("bob", "192.0.2.2")
+    alice.take()
+    for command in ("/kick", "/ban", "/unban", "/bans"):
+        alice.send(f"{command} bob\n".encode())
+        assert alice.take() == notice(wire.NOT_OPERATOR.format(command))
+    assert bob.connected and bob.take() == b""
+    assert mod.bans.active() == []
+
+
+def test_kicking_an_absent_user_or_oneself_or_nobody_is_an_error() -> None:
+    chat, _mod = chat_with_operators(alice="pw")
+    alice = op(chat, "alice", "pw")
+    alice.send(b"/kick zoe\n")
+    assert alice.take() == notice(wire.NO_SUCH_USER.format("zoe"))
+    alice.send(b"/kick alice\n")
+    assert alice.take() == notice(wire.KICK_SELF)
+    alice.send(b"/kick\n")
+    assert alice.take() == notice(wire.KICK_USAGE)
+    assert alice.connected
+
+
+def test_the_moderation_lines_are_none_the_ruby_client_exits_on() -> None:
+    lines = [
+        value
+        for name, value in vars(wire).items()
+        if name.isupper() and isinstance(value, str)
+    ]
+    assert not {line.encode() for line in lines} & wire.CLIENT_EXITS
+    departure = wire.kicked_departure("[1.2.3]", "bob", "alice", "x", banned=True)
+    assert departure == "[1.2.3]-Déconnection de bob (banni par alice : x)\n".encode()
+
+
+# /ban, /unban, /bans
+
+
+def test_a_banned_user_is_kicked_and_its_address_refused_until_expiry(
+    events: list[dict[str, Any]],
+) -> None:
+    chat, _mod = chat_with_operators(alice="pw")
+    alice = op(chat, "alice", "pw")
+    bob = chat.user("bob", "203.0.113.9")
+    alice.take()
+    alice.send(b"/ban bob 10 insultes\n")
+    assert bob.take() == (
+        notice(wire.BANNED_YOU.format("alice", 10) + " : insultes") + wire.BYE
+    )
+    assert alice.take() == (
+        chat.stamp()
+        + "-Déconnection de bob (banni par alice : insultes)\n".encode()
+        + notice(wire.BAN_DONE.format("203.0.113.9", 10))
+    )
+    again = chat.connect("203.0.113.9")
+    assert again.take() == notice(wire.BANNED.format(10))
+    assert not again.connected
+    chat.advance(9 * 60 + 1)
+    late = chat.connect("203.0.113.9")
+    assert late.take() == notice(wire.BANNED.format(1))
+    chat.advance(60)
+    assert chat.connect("203.0.113.9").take() == wire.WELCOME
+    [ban] = [e for e in events if e.get("act") == "ban"]
+    assert (ban["operator"], ban["target"], ban["target_address"]) == (
+        "alice",
+        "bob",
+        "203.0.113.9",
+    )
+    assert (ban["minutes"], ban["reason"]) == (10, "insultes")
+    refused = [e for e in events if e.get("act") == "refused"]
+    assert [e["address"] for e in refused] == ["203.0.113.9"] * 2
+
+
+def test_a_ban_lasts_an_hour_by_default() -> None:
+    chat, _mod = chat_with_operators(alice="pw")
+    alice = op(chat, "alice", "pw")
+    chat.user("bob", "203.0.113.9")
+    alice.send(b"/ban bob\n")
+    assert notice(wire.BAN_DONE.format("203.0.113.9", 60)) in alice.take()
+    assert moderation.DEFAULT_BAN_MINUTES == 60
+
+
+def test_an_ipv6_ban_covers_its_whole_64() -> None:
+    chat, _mod = chat_with_operators(alice="pw")
+    alice = op(chat, "alice", "pw")
+    bob = chat.user("bob", "2001:db8:1:2::5")
+    alice.take()
+    alice.send(b"/ban 2001:db8:1:2::1 30\n")  # an address of the /64
+    assert bob.take().endswith(wire.BYE)
+    assert alice.take() == (
+        notice(wire.BAN_DONE.format("2001:db8:1:2::/64", 30))
+        + chat.stamp()
+        + "-Déconnection de bob (banni par alice)\n".encode()
+    )
+    assert chat.connect("2001:db8:1:2:ffff::1").take() == notice(wire.BANNED.format(30))
+    assert chat.connect("2001:db8:1:3::1").take() == wire.WELCOME
+
+
+def test_ban_addresses_are_sources() -> None:
+    assert ban_address("192.0.2.7") == "192.0.2.7"
+    assert ban_address("192.0.2.7/32") == "192.0.2.7"
+    assert ban_address("2001:db8::1") == "2001:db8::/64"
+    assert ban_address("2001:db8::/64") == "2001:db8::/64"
+    assert ban_address("::ffff:192.0.2.7") == "192.0.2.7"
+    assert ban_address("192.0.2.0/24") is None  # a network: not one address
+    assert ban_address("bob") is None
+
+
+def test_bad_ban_arguments_get_the_usage() -> None:
+    chat, _mod = chat_with_operators(alice="pw")
+    alice = op(chat, "alice", "pw")
+    usage = notice(wire.BAN_USAGE.format(moderation.MAX_BAN_MINUTES))
+    for argument in (b"", b"bob 0", b"bob 99999999"):
+        alice.send(b"/ban " + argument + b"\n")
+        assert alice.take() == usage
+    alice.send(b"/ban zoe\n")
+    assert alice.take() == notice(wire.NO_SUCH_USER.format("zoe"))
+    alice.send(b"/unban bob\n")
+    assert alice.take() == notice(wire.UNBAN_USAGE)
+    alice.send(b"/unban 192.0.2.99\n")
+    assert alice.take() == notice(wire.NOT_BANNED.format("192.0.2.99"))
+
+
+def test_bans_are_listed_with_their_expiry_and_lifted_by_unban(
+    events: list[dict[str, Any]],
+) -> None:
+    chat, _mod = chat_with_operators(alice="pw")
+    alice = op(chat, "alice", "pw")
+    alice.send(b"/bans\n")
+    assert alice.take() == notice(wire.NO_BANS)
+    alice.send(b"/ban 198.51.100.1 5 spam\n")
+    alice.send(b"/ban 198.51.100.2 2\n")
+    alice.take()
+    alice.send(b"/bans\n")
+    until = chat.clock.seconds()
+    first = wire.ban_entry("198.51.100.2", _utc(until + 120), 2, "alice", "")
+    second = wire.ban_entry("198.51.100.1", _utc(until + 300), 5, "alice", "spam")
+    assert alice.take() == (
+        notice(wire.BANS_TITLE.format(2)) + notice(first) + notice(second)
+    )
+    alice.send(b"/unban 198.51.100.1\n")
+    assert alice.take() == notice(wire.UNBAN_DONE.format("198.51.100.1"))
+    assert chat.connect("198.51.100.1").take() == wire.WELCOME
+    [unban] = [e for e in events if e.get("act") == "unban"]
+    assert (unban["operator"], unban["target_address"]) == ("alice", "198.51.100.1")
+
+
+def _utc(when: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(when))
+
+
+def test_banning_an_address_kicks_whoever_is_connected_from_it() -> None:
+    chat, _mod = chat_with_operators(alice="pw")
+    alice = op(chat, "alice", "pw")
+    bob = chat.user("bob", "203.0.113.9")
+    carol = chat.user("carol", "203.0.113.9")
+    alice.send(b"/ban 203.0.113.9\n")
+    assert not bob.connected and not carol.connected
+    assert alice.connected
+
+
+def test_bans_survive_a_restart_in_their_file(tmp_path: Path) -> None:
+    chat, _mod = chat_with_operators(tmp_path, alice="pw")
+    alice = op(chat, "alice", "pw")
+    alice.send(b"/ban 198.51.100.1 5 spam\n")
+    path = tmp_path / "bans.json"
+    saved = json.loads(path.read_text())
+    assert saved == {
+        "bans": [
+            {
+                "address": "198.51.100.1",
+                "until": chat.clock.seconds() + 300,
+                "by": "alice",
+                "reason": "spam",
+            }
+        ]
+    }
+    assert [p.name for p in tmp_path.iterdir()] == ["bans.json"]  # no temp left
+    restarted = Bans(chat.clock, str(path))
+    assert [b.address for b in restarted.active()] == ["198.51.100.1"]
+    chat.advance(300)
+    assert Bans(chat.clock, str(path)).active() == []  # expired meanwhile
+
+
+def test_a_damaged_bans_file_is_a_sentence(tmp_path: Path) -> None:
+    path = tmp_path / "bans.json"
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="cannot read the bans of"):
+        Bans(Chat().clock, str(path))
+
+
+# Reloading the operators file
+
+
+def test_a_reload_replaces_the_operators_and_a_broken_file_keeps_them(
+    tmp_path: Path, events: list[dict[str, Any]]
+) -> None:
+    _chat, mod = chat_with_operators(alice="pw")
+    path = tmp_path / "ops"
+    path.write_text(f"bob:{make_hash('bpw', **CHEAP)}\n")
+    assert mod.reload(str(path))
+    assert set(mod.operators) == {"bob"}
+    path.write_text("garbage\n")
+    assert not mod.reload(str(path))
+    assert set(mod.operators) == {"bob"}
+    why = [e["why"] for e in events if e.get("act") == "reload" and "why" in e]
+    assert why == [f"{path}, line 1: 'garbage' is not NICK:HASH with a valid nickname."]
+
+
+def test_a_reload_does_not_end_the_operators_of_the_sessions() -> None:
+    """Status belongs to the session: a reload changes who can /op next."""
+    chat, mod = chat_with_operators(alice="pw")
+    alice = op(chat, "alice", "pw")
+    mod.operators = {}
+    bob = chat.user("bob", "192.0.2.2")
+    alice.take()
+    alice.send(b"/kick bob\n")
+    assert not bob.connected
+
+
+# From another node (cluster mode)
+
+
+class FakeKicker:
+    def __init__(self, holds: set[str]) -> None:
+        self.holds = holds
+        self.sent: list[tuple[str, bytes]] = []
+        self.shared: list[Any] = []
+
+    def share_ban(self, ban: Any) -> None:
+        self.shared.append(ban)
+
+    def share_unban(self, address: str) -> None:
+        self.shared.append(address)
+
+    def kick(self, target: str, message: bytes) -> Any:
+        from twisted.internet.defer import succeed
+
+        self.sent.append((target, message))
+        return succeed(target in self.holds)
+
+
+def test_a_user_of_another_node_is_kicked_through_the_kicker() -> None:
+    chat, mod = chat_with_operators(alice="pw")
+    mod.cluster = kicker = FakeKicker({"zoe"})
+    alice = op(chat, "alice", "pw")
+    alice.send(b"/kick zoe hors sujet\n")
+    assert alice.take() == notice(wire.KICK_DONE.format("zoe"))
+    assert kicker.sent == [("zoe", b"alice 192.0.2.1 hors sujet")]
+    alice.send(b"/kick yann\n")
+    assert alice.take() == notice(wire.NO_SUCH_USER.format("yann"))
+
+
+def test_a_kick_heard_from_another_node_expels_the_user_here(
+    events: list[dict[str, Any]],
+) -> None:
+    chat, _mod = chat_with_operators()
+    bob = chat.user("bob")
+    carol = chat.user("carol", "192.0.2.3")
+    carol.take()
+    chat.factory.heard_kick("bob", b"alice 198.51.100.4 hors sujet")
+    assert bob.take() == (
+        notice(wire.KICKED_YOU.format("alice") + " : hors sujet") + wire.BYE
+    )
+    assert carol.take() == (
+        chat.stamp()
+        + "-Déconnection de bob (expulsé par alice : hors sujet)\n".encode()
+    )
+    chat.factory.heard_kick("nobody", b"alice - x")  # gone meanwhile: nothing
+    [event] = [e for e in events if e.get("act") == "kick"]
+    assert (event["operator"], event["operator_address"], event["target"]) == (
+        "alice",
+        "198.51.100.4",
+        "bob",
+    )
+
+
+# The twistd options
+
+
+def test_the_options_read_the_operators_and_put_the_bans_beside_them(
+    tmp_path: Path,
+) -> None:
+    from twisted.application.service import MultiService
+
+    from chatproto.tap import Options, makeService
+
+    path = tmp_path / "ops"
+    stored = make_hash("pw", **CHEAP)
+    path.write_text(f"Alice:{stored}\n")
+    options = Options()
+    options.parseOptions(["--port=tcp:0", "--operators", str(path)])
+    assert options["operator_table"] == {"alice": stored}
+    assert options["bans"] == f"{path}.bans"
+    from twisted.internet.testing import MemoryReactorClock
+
+    top = cast(MultiService, makeService(options, reactor=MemoryReactorClock()))
+    [factory] = {s.factory for s in top if hasattr(s, "factory")}
+    assert factory.moderation.operators == {"alice": stored}
+    assert factory.moderation.bans.path == f"{path}.bans"
+
+
+def test_a_damaged_bans_file_is_an_option_mistake(tmp_path: Path) -> None:
+    from twisted.python.usage import UsageError
+
+    from chatproto.tap import Options
+
+    bans = tmp_path / "bans"
+    bans.write_text("[]")
+    with pytest.raises(UsageError, match="--bans: cannot read the bans of"):
+        Options().parseOptions(["--bans", str(bans)])
+
+
+def test_our_client_reads_the_nickname_of_a_kicked_departure() -> None:
+    from chatproto.client.protocol import DEPARTURE
+
+    for line in (
+        "[1.2.3]-Déconnection de bob (expulsé par alice : spam (beaucoup))",
+        "[1.2.3]-Déconnection de bob (banni par alice)",
+        "[1.2.3]-Déconnection de bob",
+    ):
+        match = DEPARTURE.fullmatch(line)
+        assert match is not None and match["nick"] == "bob"
+    ruby = DEPARTURE.fullmatch("[1.2.3]-Déconnection de un nom (libre)")
+    assert ruby is not None and ruby["nick"] == "un nom (libre)"
+
+
+def test_a_ban_heard_from_another_node_holds_here_and_kicks_from_there() -> None:
+    from chatproto.moderation import Ban
+
+    chat, mod = chat_with_operators()
+    bob = chat.user("bob", "203.0.113.9")
+    carol = chat.user("carol", "192.0.2.3")
+    until = chat.clock.seconds() + 600
+    mod.heard_ban(Ban("203.0.113.9", until, "alice", "spam"))
+    assert bob.take() == (
+        notice(wire.BANNED_YOU.format("alice", 10) + " : spam") + wire.BYE
+    )
+    assert carol.take() == (
+        chat.stamp() + "-Déconnection de bob (banni par alice : spam)\n".encode()
+    )
+    assert chat.connect("203.0.113.9").take() == notice(wire.BANNED.format(10))
+    mod.heard_unban("203.0.113.9")
+    assert chat.connect("203.0.113.9").take() == wire.WELCOME
+    mod.heard_ban(Ban("203.0.113.8", chat.clock.seconds(), "alice", ""))  # expired
+    assert mod.bans.active() == []
+
+
+def test_the_cluster_s_bans_hold_here_and_those_made_while_cut_off_are_shared() -> None:
+    from chatproto.moderation import Ban
+
+    chat, mod = chat_with_operators(alice="pw")
+    mod.cluster = cluster = FakeKicker(set())
+    now = chat.clock.seconds()
+    mine = Ban("198.51.100.1", now + 60, "alice", "")
+    mod.bans.add(mine)
+    theirs = Ban("198.51.100.2", now + 120, "zoe", "x")
+    mod.heard_bans([theirs, Ban("198.51.100.3", now - 1, "zoe", "")])
+    assert mod.bans.active() == [mine, theirs]
+    assert cluster.shared == [mine]
+
+
+def test_a_ban_and_an_unban_are_shared_with_the_cluster() -> None:
+    chat, mod = chat_with_operators(alice="pw")
+    mod.cluster = cluster = FakeKicker(set())
+    alice = op(chat, "alice", "pw")
+    alice.send(b"/ban 198.51.100.1 5\n/unban 198.51.100.1\n")
+    [ban, lifted] = cluster.shared
+    assert (ban.address, ban.until, lifted) == (
+        "198.51.100.1",
+        chat.clock.seconds() + 300,
+        "198.51.100.1",
+    )
+
+
+def test_the_hash_command_refuses_a_password_that_op_could_not_send() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    assert operators_main(["hash"], io.StringIO(" pw \n"), out, err) == 1
+    assert err.getvalue() == "A password cannot start or end with a space.\n"
+
+
+def test_banning_a_user_without_an_address_kicks_it_and_says_so() -> None:
+    chat, _ = chat_with_operators(alice="pw")
+    alice = op(chat, "alice", "pw")
+    bob, connection = chat.session(None)  # type: ignore[arg-type]
+    bob.line_received(b"/pseudo bob")
+    alice.take()
+    alice.send(b"/ban bob\n")
+    assert connection.closed
+    assert alice.take().endswith(notice(wire.KICK_DONE.format("bob")))
+    assert chat.factory.moderation.bans.active() == []
