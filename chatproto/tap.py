@@ -160,6 +160,25 @@ _NUMBERS: dict[str, tuple[str, type, float, str]] = {
         0,
         "Seconds clients have to go when the server stops.",
     ),
+    # History (chatproto/history.py)
+    "history-lines": (
+        "history_lines",
+        int,
+        0,
+        "Public lines kept for /history (0: none kept, /history says so).",
+    ),
+    "history-bytes": (
+        "history_bytes",
+        int,
+        1024,
+        "Bytes of public lines kept for /history; the oldest lines go first.",
+    ),
+    "history-age": (
+        "history_age",
+        float,
+        1,
+        "Seconds a public line is kept for /history (its [H.M.S] has no date).",
+    ),
 }
 
 
