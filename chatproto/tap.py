@@ -532,6 +532,11 @@ def makeService(options: usage.Options, reactor: Any = None) -> service.IService
         # relay: each needs the other, and neither is ever half attached.
         node = ClusterNode(cluster, factory, clock=reactor)
         factory.registry = factory.relay = node
+        if config.history_lines > 0:  # the cluster's history, in Redis
+            from chatproto.history import RedisHistory
+
+            node.history = RedisHistory(node.commands, cluster.name, config)
+            factory.history = node
         # First in, so stopped last: the users' departures are announced to
         # the other nodes before the node leaves the cluster.
         node.setServiceParent(top)
