@@ -156,6 +156,41 @@ async def test_the_departures_of_a_dead_node_are_kept_once_by_its_reaper(
 
 
 @pytest_twisted.ensureDeferred
+async def test_history_holds_the_askers_own_line_of_the_same_read(
+    nodes: Callable[[], HistoryNode],
+) -> None:
+    """A line and /history in one read: the line is sent to Redis before
+    the question, as it was made before it."""
+    a = nodes()
+    await a.ready()
+    alice = await a.user("alice")
+    alice.send(b"vite\n/history 1\n")
+    answer = await received(alice, END)
+    assert answer.startswith(b"--- historique (1 ligne) ---\n[")
+    assert answer.endswith(b"]-alice: vite\n" + END)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_departure_announced_late_after_an_outage_is_kept_once(
+    nodes: Callable[[], HistoryNode], redis: RedisServer
+) -> None:
+    a, b = nodes(), nodes()
+    await a.ready()
+    await b.ready()
+    await a.user("alice")
+    ann, bob = await a.user("ann"), await b.user("bob")
+    redis.stop()
+    await until(lambda: not a.cluster.accepting and not b.cluster.accepting)
+    ann.send(b"/quit\n")
+    redis.start()  # empty: a restart without persistence
+    await a.ready()
+    await b.ready()
+    gone = "-Déconnection de ann\n".encode()
+    await received(bob, gone)
+    assert (await history(bob)).count(gone[1:]) == 1
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_node_that_restarts_loses_nothing_redis_holds(
     nodes: Callable[[], HistoryNode], redis: RedisServer
 ) -> None:
