@@ -770,8 +770,9 @@ class ClusterNode(service.Service):
                 renewed.addBoth(self._set, "_renewing", False)
             if not self._reaping:
                 self._reaping = True
-                reaped = self.registry.reap(self.chat.stamp())
-                reaped.addCallbacks(self._reaped, self._failed)
+                stamp = self.chat.stamp()
+                reaped = self.registry.reap(stamp)
+                reaped.addCallbacks(self._reaped, self._failed, callbackArgs=(stamp,))
                 reaped.addErrback(self._bug, "reaping dead nodes")
                 reaped.addBoth(self._set, "_reaping", False)
         except Exception:
@@ -817,18 +818,22 @@ class ClusterNode(service.Service):
             self._lost("no lease in Redis")
             self._resync()
 
-    def _reaped(self, gone: list[str]) -> None:
+    def _reaped(self, gone: list[str], stamp: str) -> None:
+        """C{stamp}: that of the departures the reaping published."""
         if not gone:
             return
         if self._holding():
-            self._held.append(lambda known: self._reaped(gone) if known else None)
+            self._held.append(
+                lambda known: self._reaped(gone, stamp) if known else None
+            )
             return
         log.info("a node died; gone with it: {nicks}", nicks=", ".join(gone))
         start = wire.departure_prefix(self.chat.stamp())
         for nick in gone:
             self.chat.deliver(start + nick.encode() + b"\n")
-        # This node reaped them: the one node that keeps their departures.
-        self._keep([start + nick.encode() + b"\n" for nick in gone])
+        # This node reaped them: the one node that keeps their departures,
+        # as the reaping published them.
+        self._keep_departures(gone, stamp)
 
     # Registering this node's users again
 

@@ -213,7 +213,9 @@ class ChatFactory(ServerFactory):
         self.registry: Registry = registry or MemoryRegistry()
         self.relay = relay
         # The public lines made here, for /history (a cluster's is in Redis).
-        self.history: History = history or MemoryHistory(config, clock)
+        self.history: History = (
+            history if history is not None else MemoryHistory(config, clock)
+        )
         self.sessions: dict[str, Session] = {}
         self.fanout = FanOut(config, clock, self.sessions)
         self.admission = Admission(config, clock)

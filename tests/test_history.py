@@ -346,3 +346,11 @@ def test_the_markers_are_no_line_a_client_acts_on() -> None:
     for marker in (wire.history_header(0), wire.history_header(20), END):
         assert marker.rstrip(b"\n") not in wire.CLIENT_EXITS
         assert not RULE.fullmatch(marker.decode().rstrip("\n"))
+
+
+def test_the_factory_keeps_the_history_it_is_given_even_empty() -> None:
+    """An empty MemoryHistory has a length of 0: it is still the one used."""
+    from chatproto.server import ChatFactory
+
+    given, clock = memory()
+    assert ChatFactory(ServerConfig(), clock, history=given).history is given
