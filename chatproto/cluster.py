@@ -21,6 +21,7 @@ C{chatproto:CLUSTER:}:
                             a minute for the nodes that come back later still
     bans            hash    banned address -> "UNTIL<TAB>BY<TAB>REASON"
                             (moderation.py); expired ones deleted on reading
+    history, history:bytes  the chat's history (see chatproto/history.py)
 
 Pub/sub channels belong to no database, so their names carry its number:
 
@@ -62,6 +63,7 @@ from chatproto import wire
 from chatproto._redis import Commands, Subscription
 from chatproto.config import ClusterConfig
 from chatproto.moderation import Ban, Moderation
+from chatproto.history import RedisHistory
 from chatproto.registry import (
     NicknameTaken,
     Reach,
@@ -716,6 +718,10 @@ class ClusterNode(service.Service):
         self._seen: dict[bytes, float] = {}  # late departures delivered here
         self._outbox: list[bytes] = []
         self._outbox_call: IDelayedCall | None = None
+        # The chat's history in Redis (None: none kept), and the lines of the
+        # outbox it keeps, sent with them (see record).
+        self.history: RedisHistory | None = None
+        self._kept: list[bytes] = []
         # In-flight guards: one call of each at a time (not the node's life).
         self._syncing = False
         self._renewing = False
@@ -823,7 +829,10 @@ class ClusterNode(service.Service):
         if was is State.SERVING:  # checking: maybe reaped, they go nowhere
             self._publish_outbox()
         if was in _INSIDE:
-            d = self.registry.leave(self.chat.stamp()).addErrback(self._failed)
+            stamp = self.chat.stamp()
+            left = self.registry.leave(stamp)
+            d = left.addCallback(self._keep_departures, stamp)
+            d.addErrback(self._failed)
         d.addCallback(lambda _: self.subscription.close())
         d.addCallback(lambda _: self.commands.close())
         return d.addCallback(lambda _: self._become(State.STOPPED))
@@ -846,8 +855,9 @@ class ClusterNode(service.Service):
                 renewed.addBoth(self._set, "_renewing", False)
             if not self._reaping:
                 self._reaping = True
-                reaped = self.registry.reap(self.chat.stamp())
-                reaped.addCallbacks(self._reaped, self._failed)
+                stamp = self.chat.stamp()
+                reaped = self.registry.reap(stamp)
+                reaped.addCallbacks(self._reaped, self._failed, callbackArgs=(stamp,))
                 reaped.addErrback(self._bug, "reaping dead nodes")
                 reaped.addBoth(self._set, "_reaping", False)
         except Exception:
@@ -893,16 +903,22 @@ class ClusterNode(service.Service):
             self._lost("no lease in Redis")
             self._resync()
 
-    def _reaped(self, gone: list[str]) -> None:
+    def _reaped(self, gone: list[str], stamp: str) -> None:
+        """C{stamp}: that of the departures the reaping published."""
         if not gone:
             return
         if self._holding():
-            self._held.append(lambda known: self._reaped(gone) if known else None)
+            self._held.append(
+                lambda known: self._reaped(gone, stamp) if known else None
+            )
             return
         log.info("a node died; gone with it: {nicks}", nicks=", ".join(gone))
         start = wire.departure_prefix(self.chat.stamp())
         for nick in gone:
             self.chat.deliver(start + nick.encode() + b"\n")
+        # This node reaped them: the one node that keeps their departures,
+        # as the reaping published them.
+        self._keep_departures(gone, stamp)
 
     # Registering this node's users again
 
@@ -958,7 +974,8 @@ class ClusterNode(service.Service):
             line for key, (_, line) in pending.items() if data_lost or key in dropped
         ]
         if late:
-            registry.announce(late, self.config.retention).addErrback(self._failed)
+            d = registry.announce(late, self.config.retention)
+            d.addCallback(lambda _: self._keep(late)).addErrback(self._failed)
         # And what the others announced late while this node was not listening.
         for entry, origin, line in synced.announced:
             if origin != registry.origin and self._first_sight(entry):
@@ -1067,6 +1084,7 @@ class ClusterNode(service.Service):
         no users (its epoch forgotten: it is a new node)."""
         self._cancel_outbox()
         self._outbox = []
+        self._kept = []
         self._down_reason = "the other nodes took this node for dead"
         self._epoch = ""
         self._become(State.REAPED)
@@ -1153,6 +1171,8 @@ class ClusterNode(service.Service):
         if chat.stopping:
             self._send_outbox()
         d = self.registry.release(nick, line if chat.stopping else None)
+        if chat.stopping:  # announced by Redis, not broadcast: kept here
+            d.addCallback(lambda _: self._keep([line]))
 
         def failed(failure: Failure) -> None:
             failure.trap(RegistryUnavailable)
@@ -1196,17 +1216,63 @@ class ClusterNode(service.Service):
             self._publish_outbox()
         else:  # cut off: the lines stayed here
             self._outbox = []
+            self._kept = []
 
     def _publish_outbox(self) -> None:
         self._cancel_outbox()
         lines, self._outbox = self._outbox, []
-        if lines:
+        kept, self._kept = self._kept, []
+        if kept and self.history is not None:
+            registry = self.registry
+            payload = registry.origin + b" " + b"".join(lines) if lines else None
+            d = self.history.keep(kept, registry.public_channel, payload)
+            d.addErrback(self._failed)
+        elif lines:
             self.registry.publish(b"".join(lines)).addErrback(self._failed)
 
     def _cancel_outbox(self) -> None:
         if self._outbox_call is not None and self._outbox_call.active():
             self._outbox_call.cancel()
         self._outbox_call = None
+
+    # History (for the factory)
+
+    def record(self, line: bytes) -> None:
+        """Keep a public line made here in the cluster's history, in the
+        same Redis script as it is published (see L{publish}): the history
+        holds exactly the lines the other nodes were given. A line made
+        while this node is out of the cluster stays here, and is not kept."""
+        if self.history is None or self.state not in _INSIDE:
+            return
+        self._kept.append(line)
+        if self._outbox_call is None:
+            self._outbox_call = self.clock.callLater(0, self._send_outbox)
+
+    def _keep(self, lines: list[bytes]) -> Deferred[None]:
+        """Keep departures that a Redis script published rather than the
+        chat (a stopping node's, a reaped node's, late ones), after it."""
+        if self.history is None or not lines:
+            return succeed(None)
+        d = self.history.keep(lines, self.registry.public_channel, None)
+        return d.addErrback(self._failed)
+
+    def _keep_departures(self, gone: list[str], stamp: str) -> Deferred[None]:
+        start = wire.departure_prefix(stamp)
+        return self._keep([start + nick.encode() + b"\n" for nick in gone])
+
+    def last(self, count: int) -> Deferred[list[bytes]]:
+        """The last lines of the cluster's history, read from Redis (every
+        node's, this one's up to those still in its outbox)."""
+        if self.history is None:
+            return succeed([])
+        self._send_outbox()  # the lines made before the question go first
+
+        def failed(failure: Failure) -> Failure:
+            failure.trap(RegistryUnavailable)
+            self._lost(failure.getErrorMessage())
+            return failure
+
+        return self.history.last(count).addErrback(failed)
 
     def whisper(self, target: str, line: bytes) -> Deferred[bool]:
         if self.state not in _INSIDE:

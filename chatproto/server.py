@@ -29,6 +29,7 @@ from chatproto.admission import EVICTION_GRACE, Admission, network, source
 from chatproto.config import ServerConfig
 from chatproto.fanout import FanOut
 from chatproto.moderation import Moderation
+from chatproto.history import History, MemoryHistory
 from chatproto.output import Output, Transport, send_buffer, unsent
 from chatproto.registry import MemoryRegistry, Reach, Registry, nick_key
 from chatproto.session import ChatError, Session, State
@@ -205,6 +206,7 @@ class ChatFactory(ServerFactory):
         clock: IReactorTime | None = None,
         registry: Registry | None = None,
         relay: Relay | None = None,
+        history: History | None = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor
@@ -214,6 +216,10 @@ class ChatFactory(ServerFactory):
         self.clock = clock
         self.registry: Registry = registry or MemoryRegistry()
         self.relay = relay
+        # The public lines made here, for /history (a cluster's is in Redis).
+        self.history: History = (
+            history if history is not None else MemoryHistory(config, clock)
+        )
         self.sessions: dict[str, Session] = {}
         self.fanout = FanOut(config, clock, self.sessions)
         self.admission = Admission(config, clock)
@@ -274,7 +280,11 @@ class ChatFactory(ServerFactory):
 
     def depart(self, session: Session, reach: Reach = Reach.EVERYWHERE) -> None:
         """A registered user left, for whatever reason: say it once, as far
-        as C{reach} says (a stopping server tells everyone it stops instead)."""
+        as C{reach} says (a stopping server tells everyone it stops instead).
+
+        Only a departure announced EVERYWHERE is kept in the history: one
+        announced HERE is that of a user whose nickname is someone else's on
+        the other nodes now, and the history is the whole chat's."""
         if not self.withdraw(session, reach) or self.stopping:
             return
         if reach is Reach.NOWHERE:
@@ -321,13 +331,17 @@ class ChatFactory(ServerFactory):
 
     def broadcast(self, line: bytes, exclude: Session | None = None) -> None:
         """Send one encoded line to every user here but C{exclude}, and to
-        the other nodes of a cluster."""
+        the other nodes of a cluster; it is kept in the history here, at its
+        origin (the other nodes deliver it, and do not keep it again)."""
+        self.history.record(line)
         self.fanout.publish(line, exclude)
         if self.relay is not None:
             self.relay.publish(line)
 
     def deliver(self, line: bytes) -> None:
-        """A public line for every user here only (from another node)."""
+        """A public line for every user here only (from another node, which
+        kept it in the history; or a departure announced here only, which
+        the history does not keep: see L{depart})."""
         self.fanout.publish(line, None)
 
     def flush(self) -> None:

@@ -33,6 +33,7 @@ from chatproto.text import clean
 
 if TYPE_CHECKING:
     from chatproto.config import ServerConfig
+    from chatproto.history import History
 
 log = Logger()
 
@@ -47,6 +48,8 @@ STILL_TOO_LONG = b"\n\n"  # max_line more bytes of one: a token, nothing said
 # The commands of operators, and of those who would be: the room's
 # moderation (chatproto/moderation.py) answers them.
 MODERATION_COMMANDS = ("/op", "/kick", "/ban", "/unban", "/bans")
+# The lines /history sends when it is not told how many.
+HISTORY_DEFAULT = 20
 
 
 class ChatError(Exception):
@@ -88,6 +91,7 @@ class Room(Protocol):
     config: ServerConfig
     clock: IReactorTime
     registry: Registry
+    history: History
 
     def admit(self, session: Session) -> bytes | None:
         """Count a new session in, or the line that says why not."""
@@ -534,12 +538,40 @@ class Session:
     def _rename(self, argument: str) -> None:
         raise ChatError(wire.ALREADY_NAMED.format(self.nick))
 
+    def _history(self, argument: str) -> None:
+        """C{/history [N]}: the last N public lines (20 by default, at most
+        --history-lines), to this user alone, between two marker lines.
+        Registered users only: reading the room is being in it, seen in
+        /list, and a connection that has no nickname yet stays cheap."""
+        most = self.room.config.history_lines
+        if most <= 0:
+            raise ChatError(wire.HISTORY_OFF)
+        if not argument:
+            count = min(HISTORY_DEFAULT, most)
+        elif argument.isascii() and argument.isdigit() and int(argument) > 0:
+            count = min(int(argument), most)
+        else:
+            raise ChatError(wire.HISTORY_USAGE.format(most))
+        d = self.room.history.last(count)
+        d.addCallbacks(self._send_history, self._history_failed)
+        d.addErrback(self._unexpected)
+
+    def _send_history(self, lines: list[bytes]) -> None:
+        """The answer to /history, in one write: after the public lines this
+        user has not been given yet (send() gives those first)."""
+        self.send(wire.history_block(lines))
+
+    def _history_failed(self, failure: Failure) -> None:
+        failure.trap(RegistryUnavailable)
+        self.send(wire.notice(wire.HISTORY_UNAVAILABLE))
+
     _commands: ClassVar[dict[str, Callable[[Session, str], None]]] = {
         "/list": _list,
         "/quit": _quit,
         "/help": _help,
         "/pseudo": _rename,
         **{name: _moderation(name) for name in MODERATION_COMMANDS},
+        "/history": _history,
     }
 
     def _stop_registration_timer(self) -> None:

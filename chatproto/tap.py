@@ -162,6 +162,25 @@ _NUMBERS: dict[str, tuple[str, type, float, str]] = {
         0,
         "Seconds clients have to go when the server stops.",
     ),
+    # History (chatproto/history.py)
+    "history-lines": (
+        "history_lines",
+        int,
+        0,
+        "Public lines kept for /history (0: none kept, /history says so).",
+    ),
+    "history-bytes": (
+        "history_bytes",
+        int,
+        1024,
+        "Bytes of public lines kept for /history; the oldest lines go first.",
+    ),
+    "history-age": (
+        "history_age",
+        float,
+        1,
+        "Seconds a public line is kept for /history (its [H.M.S] has no date).",
+    ),
 }
 
 
@@ -587,6 +606,11 @@ def makeService(options: usage.Options, reactor: Any = None) -> service.IService
         node = ClusterNode(cluster, factory, clock=reactor)
         factory.registry = factory.relay = node
         factory.moderation.cluster = node
+        if config.history_lines > 0:  # the cluster's history, in Redis
+            from chatproto.history import RedisHistory
+
+            node.history = RedisHistory(node.commands, cluster.name, config)
+            factory.history = node
         # First in, so stopped last: the users' departures are announced to
         # the other nodes before the node leaves the cluster.
         node.setServiceParent(top)

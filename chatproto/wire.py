@@ -25,6 +25,7 @@ HELP = (
     "Commandes :\n"
     "  /pseudo PSEUDO     choisir son pseudo (ou /pseudo, puis le pseudo)\n"
     "  /list              voir qui est en ligne\n"
+    "  /history [N]       les N dernières lignes publiques (20 par défaut)\n"
     "  msg PSEUDO TEXTE   envoyer un message privé à PSEUDO\n"
     "  /help              cette aide\n"
     "  /quit              quitter le chat\n"
@@ -137,3 +138,26 @@ def kicked_departure(
     if reason:
         why += f" : {reason}"
     return departure_prefix(stamp) + f"{nick} ({why})\n".encode()
+
+
+# History (chatproto/history.py): /history [N] answers with the last N public
+# lines, as they were sent, between these two markers; neither is equal to a
+# line the Ruby client exits on, nor to the list block's rule.
+HISTORY_END = b"--- fin de l'historique ---\n"
+HISTORY_USAGE = "Erreur : tapez /history ou /history N, N un nombre de 1 à {}"
+HISTORY_OFF = "Erreur : ce serveur ne garde pas d'historique"
+HISTORY_UNAVAILABLE = (
+    "Erreur : historique impossible à lire pour le moment, réessayez plus tard"
+)
+
+
+def history_header(count: int) -> bytes:
+    """The line before the history's lines: C{--- historique (N lignes) ---}
+    (C{ligne} for 0 or 1)."""
+    word = "lignes" if count > 1 else "ligne"
+    return f"--- historique ({count} {word}) ---\n".encode()
+
+
+def history_block(lines: list[bytes]) -> bytes:
+    """The answer to /history: the header, the lines, the end marker."""
+    return b"".join([history_header(len(lines)), *lines, HISTORY_END])

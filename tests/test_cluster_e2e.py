@@ -316,8 +316,14 @@ def test_three_nodes_serve_one_chat_through_failures(
         b.proc.send_signal(signal.SIGTERM)
         assert b.proc.wait(10) in (0, -signal.SIGTERM)
         # The cluster's epoch, and the departures announced late (carol's)
-        # for a minute, for nodes slower to come back: nothing per user.
-        assert redis.key_names() == ["chatproto:e2e:epoch", "chatproto:e2e:left"]
+        # for a minute, for nodes slower to come back, and the history (for
+        # --history-age): nothing per user.
+        assert redis.key_names() == [
+            "chatproto:e2e:epoch",
+            "chatproto:e2e:history",
+            "chatproto:e2e:history:bytes",
+            "chatproto:e2e:left",
+        ]
         assert 0 < int(redis.cli("TTL", "chatproto:e2e:left")) <= 60
 
         for node in (a, b):

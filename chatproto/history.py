@@ -1,0 +1,218 @@
+"""The chat's history: the last public lines, for C{/history}.
+
+The room (L{chatproto.server.ChatFactory}) records every public line it
+makes, arrivals and departures included, exactly as it sent it
+(C{[H.M.S]-nick: text\\n}); private lines are never recorded. A user's
+C{/history N} reads the last N back. The history forgets, in this order of
+need: lines past C{--history-lines}, lines past C{--history-bytes} (the
+oldest first), and lines older than C{--history-age} (the stamp has no
+date: a line of yesterday would read as one of today).
+
+A seam like the L{chatproto.registry.Registry}: the room knows only the
+L{History} interface, whose C{last} answers with a Deferred, so that the
+cluster's history, kept in Redis for every node, stands in for the
+in-memory one of a single server without the room noticing. In cluster
+mode the L{chatproto.cluster.ClusterNode} is the room's history: it keeps
+the lines with L{RedisHistory}, in the same script as it publishes them.
+
+In Redis (cluster mode), under C{chatproto:CLUSTER:}:
+
+    history         list    "MS LINE": a public line, and when Redis kept it
+                            (milliseconds, Redis's clock); oldest first
+    history:bytes   string  the bytes of the lines in "history"
+
+Both expire C{--history-age} after the last line kept: a chat quiet that
+long leaves no history behind.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+
+from chatproto.config import ServerConfig
+
+
+class History(Protocol):
+    """What the room needs from a history of its public lines."""
+
+    def record(self, line: bytes) -> None:
+        """Keep a public line made here (one line, ending in C{\\n})."""
+
+    def last(self, count: int) -> Deferred[list[bytes]]:
+        """The last C{count} lines kept, oldest first, none older than the
+        history's age; fail with L{chatproto.registry.RegistryUnavailable}
+        when the history cannot be read now (the cluster's Redis)."""
+
+
+class MemoryHistory:
+    """The history of a single server process.
+
+    Bounded in lines (C{history_lines}) and in the bytes of those lines
+    (C{history_bytes}): a line longer than the whole byte bound is not kept.
+    Each line costs about 120 bytes of Python objects beyond its text (a
+    tuple, a float, a bytes header), so the default bounds, 100 lines and
+    256 KiB of text, hold at most about 270 KiB."""
+
+    def __init__(self, config: ServerConfig, clock: IReactorTime) -> None:
+        self.config = config
+        self.clock = clock
+        self._lines: deque[tuple[float, bytes]] = deque()  # (when, line)
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    @property
+    def size(self) -> int:
+        """The bytes of the lines kept."""
+        return self._bytes
+
+    def record(self, line: bytes) -> None:
+        config = self.config
+        if config.history_lines <= 0 or len(line) > config.history_bytes:
+            return
+        now = self.clock.seconds()
+        self._lines.append((now, line))
+        self._bytes += len(line)
+        self._forget(now)
+
+    def last(self, count: int) -> Deferred[list[bytes]]:
+        self._forget(self.clock.seconds())
+        if count <= 0:
+            return succeed([])
+        lines = self._lines
+        start = max(0, len(lines) - count)
+        return succeed([lines[i][1] for i in range(start, len(lines))])
+
+    def _forget(self, now: float) -> None:
+        """Drop the oldest lines while past a bound, or too old."""
+        config = self.config
+        horizon = now - config.history_age
+        lines = self._lines
+        while lines and (
+            len(lines) > config.history_lines
+            or self._bytes > config.history_bytes
+            or lines[0][0] < horizon
+        ):
+            _, old = lines.popleft()
+            self._bytes -= len(old)
+
+
+# Lua for the cluster's history. ARGV[1] is the key prefix, as in cluster.py.
+
+_LUA_NOW = b"""
+local p = ARGV[1]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# ARGV: prefix, channel, payload ('' : publish nothing), most lines, most
+# bytes, age ms, then the lines. Publishes the payload and keeps the lines in
+# one step, then forgets the oldest lines past a bound or too old.
+KEEP = (
+    _LUA_NOW
+    + b"""
+if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
+local key, size = p .. 'history', p .. 'history:bytes'
+local most, bytes = tonumber(ARGV[4]), tonumber(ARGV[5])
+local horizon = now - tonumber(ARGV[6])
+local kept = 0
+for i = 7, #ARGV do
+  if most > 0 and #ARGV[i] <= bytes then
+    redis.call('RPUSH', key, now .. ' ' .. ARGV[i])
+    redis.call('INCRBY', size, #ARGV[i])
+    kept = kept + 1
+  end
+end
+while true do
+  local head = redis.call('LINDEX', key, 0)
+  if not head then break end
+  local space = string.find(head, ' ', 1, true)
+  if redis.call('LLEN', key) <= most
+    and tonumber(redis.call('GET', size) or '0') <= bytes
+    and tonumber(string.sub(head, 1, space - 1)) >= horizon then
+    break
+  end
+  redis.call('LPOP', key)
+  redis.call('DECRBY', size, #head - space)
+end
+if redis.call('LLEN', key) == 0 then
+  redis.call('DEL', key, size)
+elseif kept > 0 then
+  redis.call('PEXPIRE', key, ARGV[6])
+  redis.call('PEXPIRE', size, ARGV[6])
+end
+return kept
+"""
+)
+
+# ARGV: prefix, count, age ms. The last COUNT lines, but those too old.
+LAST = (
+    _LUA_NOW
+    + b"""
+local horizon = now - tonumber(ARGV[3])
+local lines = {}
+for _, entry in ipairs(redis.call('LRANGE', p .. 'history', -tonumber(ARGV[2]), -1)) do
+  local space = string.find(entry, ' ', 1, true)
+  if tonumber(string.sub(entry, 1, space - 1)) >= horizon then
+    table.insert(lines, string.sub(entry, space + 1))
+  end
+end
+return lines
+"""
+)
+
+
+class Evaluator(Protocol):
+    """What the Redis history needs of a connection to Redis
+    (L{chatproto._redis.Commands} is one): a script, run within its time
+    limit, failing with L{chatproto.registry.RegistryUnavailable}."""
+
+    def eval(self, script: bytes, args: Sequence[Any]) -> Deferred[Any]: ...
+
+
+class RedisHistory:
+    """The history of a whole cluster, in Redis: every node keeps the lines
+    it made, and reads everyone's. A node started later reads what the
+    others kept; a node that restarts loses nothing.
+
+    Bounded as L{MemoryHistory}, in one script each time lines are kept (so
+    every node should have the same --history-* options: the smallest of
+    them wins for the lines kept after it)."""
+
+    def __init__(self, commands: Evaluator, cluster: str, config: ServerConfig) -> None:
+        self.commands = commands
+        self.prefix = f"chatproto:{cluster}:"
+        self.config = config
+        self.age_ms = max(1, round(config.history_age * 1000))
+
+    def keep(
+        self, lines: Sequence[bytes], channel: bytes, payload: bytes | None
+    ) -> Deferred[None]:
+        """Keep C{lines}; publish C{payload} on C{channel} in the same step
+        (None: nothing to publish)."""
+        config = self.config
+        d = self.commands.eval(
+            KEEP,
+            (
+                self.prefix,
+                channel,
+                b"" if payload is None else payload,
+                config.history_lines,
+                config.history_bytes,
+                self.age_ms,
+                *lines,
+            ),
+        )
+        return d.addCallback(lambda _: None)
+
+    def last(self, count: int) -> Deferred[list[bytes]]:
+        if count <= 0:
+            return succeed([])
+        d = self.commands.eval(LAST, (self.prefix, count, self.age_ms))
+        return d.addCallback(list)
