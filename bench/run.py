@@ -186,6 +186,9 @@ class Proc:
     port: int  # where it listens; the run waits for it
     clients: bool = True  # chatbench's clients connect to this port
     measured: bool = True  # its CPU and memory count as the server's
+    # the line protocol over TCP, when clients use another port (a
+    # WebSocket): the run waits until it registers a nickname there
+    chat_port: int | None = None
 
 
 @dataclass
@@ -203,6 +206,10 @@ class Server:
     accept_window: int = 32
     unavailable: str | None = None
     notes: list[str] = field(default_factory=list)
+    # The ratio column reads C{KEY/ours} (this server against ours) rather
+    # than C{ours/KEY}: for ours over another transport, where the question
+    # is what the transport costs.
+    over_ours: bool = False
 
     def command(self, port: int, plan: Plan) -> list[str]:
         raise NotImplementedError
@@ -430,6 +437,30 @@ class Cluster(Ours):
         return procs
 
 
+class OursWS(Ours):
+    """Our server with its WebSocket front end (C{--web}): the clients speak
+    the chat over C{ws://127.0.0.1:PORT/ws} (chatbench's ws dialect), the
+    same process serves them; the TCP port is only the readiness check."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.key, self.label, self.dialect = "ours-ws", "ours-ws", "ws"
+        self.over_ours = True
+        if "--web" not in self.supported and not self.unavailable:
+            self.unavailable = (
+                "this server has no --web option (the WebSocket front end is "
+                "not merged yet)"
+            )
+
+    def processes(self, plan: Plan) -> list[Proc]:
+        tcp, web = free_port(), free_port()
+        cmd = [*self.command(tcp, plan), "--web", f"tcp:{web}:interface={HOST}"]
+        return [Proc(cmd, web, chat_port=tcp)]
+
+    def tool_args(self, scenario: Scenario, plan: Plan) -> list[str]:
+        return ["--path", "/ws"]
+
+
 def variant(name: str) -> Server:
     """C{ours+OPTION[=VALUE]+...}: our server with more twistd options, to
     compare settings in one run (ours+nodelay=all, ours+batch-delay=0.002)."""
@@ -474,6 +505,7 @@ def baseline(name: str) -> Server:
 
 SERVERS: dict[str, Callable[[], Server]] = {
     "ours": Ours,
+    "ours-ws": OursWS,
     "naive": Naive,
     "ngircd": NgIRCd,
     "inspircd": InspIRCd,
@@ -705,7 +737,7 @@ def profiling(server: Server, pid: int, tag: str) -> Iterator[None]:
 
 
 PROFILE = False
-PYTHON_SERVERS = ("ours", "naive")
+PYTHON_SERVERS = ("ours", "ours-ws", "naive")
 PROFILES: dict[str, Path] = {}
 
 
@@ -752,10 +784,11 @@ def run_one(server: Server, scenario: Scenario, plan: Plan, rep: int) -> Result:
                 raise RuntimeError("the reconnect scenario restarts one process only")
             for p, proc in started:
                 wait_listening(p.port, proc, 30)
-            if server.dialect == "chat":
-                for p, proc in started:
-                    if p.clients:
-                        wait_registering(p.port, proc, 30)
+            for p, proc in started:
+                if p.chat_port is not None:
+                    wait_registering(p.chat_port, proc, 30)
+                elif p.clients and server.dialect == "chat":
+                    wait_registering(p.port, proc, 30)
             ports = [p.port for p, _ in started if p.clients]
             pids = [proc.pid for p, proc in started if p.measured]
             args = tool_args(server, scenario, plan, ports, pids)
@@ -936,6 +969,13 @@ def num(r: Result | None, key: str, scale: float = 1.0) -> float | None:
     if r is None or not isinstance(r.get(key), int | float):
         return None
     return float(r[key]) * scale
+
+
+def cpu_per_delivery_us(r: Result | None) -> float | None:
+    """Server CPU per delivery in µs: the inverse of deliveries per
+    CPU-second, the unit of the WebSocket target."""
+    v = num(r, "deliveries_per_cpu_s")
+    return 1e6 / v if v and v > 0 else None
 
 
 def per_ping_us(r: Result | None) -> float | None:
@@ -1278,6 +1318,28 @@ def measured_targets(
                 False,
             )
         )
+    for scn, rate in (("msg1", "1 line/s"), ("msg5", "5 lines/s")):
+        if "ours-ws" not in results.get(scn, {}):
+            continue  # the WebSocket front end was not in this run
+        ws, tcp = get(scn, "ours-ws"), get(scn, "ours")
+        out.append(
+            check(
+                f"{rate}: server CPU per delivery (µs) over WebSocket ≤ 1.5× over TCP",
+                cpu_per_delivery_us(ws),
+                cpu_per_delivery_us(tcp),
+                1.5,
+                False,
+            )
+        )
+        out.append(
+            check(
+                f"{rate}: p99 over WebSocket ≤ 10× over TCP (the same order)",
+                latency(ws, "p99_ms"),
+                latency(tcp, "p99_ms"),
+                10.0,
+                False,
+            )
+        )
     big = next((s for s in results if s == "big"), None)
     reports = plan.big.reports if big else ()
     if "reg" in reports:
@@ -1450,7 +1512,12 @@ def render(
 ) -> str:
     keys = [s.key for s in servers]
     labels = {s.key: s.label for s in servers}
-    ratios = [(o, f"ours/{labels[o]}") for o in keys if o != "ours" and "ours" in keys]
+    over = {s.key for s in servers if s.over_ours}
+    ratios = [
+        (o, f"{labels[o]}/ours" if o in over else f"ours/{labels[o]}")
+        for o in keys
+        if o != "ours" and "ours" in keys
+    ]
     head = ["", *[labels[k] for k in keys], *[r[1] for r in ratios]]
     lines: list[str] = []
     table: list[list[str]] = []
@@ -1463,9 +1530,11 @@ def render(
                 cells = [row.label if markdown else "  " + row.label]
                 cells += [fmt(row.values.get(k), row.digits) for k in keys]
                 cells += [
-                    ratio(row.values.get("ours"), row.values.get(o))
-                    if row.compare
-                    else ""
+                    ""
+                    if not row.compare
+                    else ratio(row.values.get(o), row.values.get("ours"))
+                    if o in over
+                    else ratio(row.values.get("ours"), row.values.get(o))
                     for o, _ in ratios
                 ]
                 table.append(cells)
@@ -1524,7 +1593,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--servers",
         default="ours,naive,ngircd",
-        help="comma-separated: ours,naive,ngircd,inspircd,cluster1,cluster2; "
+        help="comma-separated: ours,ours-ws,naive,ngircd,inspircd,cluster1,cluster2; "
         "ours+OPTION=VALUE (ours with a twistd option), ours@REV (ours at a git "
         "revision)",
     )
@@ -1779,6 +1848,15 @@ def standing_notes(
             "2 lines/s after a burst of 5, would cut the 5 lines/s senders); "
             "every other option at its default. chatbench paces no connect to ours: "
             "no accept window in any scenario."
+        )
+    if "ours-ws" in keys:
+        notes.append(
+            "ours-ws: the same twistd command as ours plus --web "
+            "tcp:PORT:interface=127.0.0.1; chatbench's clients speak the chat "
+            "over ws://127.0.0.1:PORT/ws (its ws dialect: one text message per "
+            "line, every client frame masked, the upgrade's accept key checked); "
+            "the server's CPU is the same single process. Its ratio column is "
+            "ours-ws/ours: what the WebSocket costs over TCP."
         )
     if "naive" in keys:
         notes.append(

@@ -452,3 +452,76 @@ def test_a_close_frame_is_answered_with_its_code_then_the_client_closes(
     pseudo_len = 6 + len(b"/pseudo")
     assert client_frame(sent[:pseudo_len]) == (1, True, b"/pseudo")
     assert client_frame(sent[pseudo_len:]) == (8, True, struct.pack("!H", 1001))
+
+
+class LineChatOverWebSocket:
+    """tests/ws_line_chat.py as a server of bench/run.py, in the place of
+    ours-ws until the server has --web: the ws dialect, ratios over ours."""
+
+    def __new__(cls) -> Any:
+        run = load_run_py()
+
+        class Server(run.Server):  # type: ignore[name-defined]
+            def __init__(self) -> None:
+                super().__init__("ws-chat", "ws-chat", "ws", accept_window=0)
+                self.over_ours = True
+
+            def processes(self, plan: Any) -> list[Any]:
+                port = run.free_port()
+                helper = str(ROOT / "tests" / "ws_line_chat.py")
+                cmd = [sys.executable, helper, "--port", str(port), "--ping", "1"]
+                return [run.Proc(cmd, port)]
+
+            def tool_args(self, scenario: Any, plan: Any) -> list[str]:
+                return ["--path", "/ws"]
+
+        return run, Server()
+
+
+def test_run_py_drives_a_websocket_server_with_the_ws_dialect() -> None:
+    """run_one() starts a ws server, runs chatbench's ws dialect against it
+    with --path, and gets every delivery of --quick's msg1 (200 clients, 20
+    senders at 1 line/s for 3 s) with the server's CPU."""
+    compiler()
+    pytest.importorskip("wsproto", reason="twisted[websocket] is not installed")
+    run, server = LineChatOverWebSocket()
+    run.build_tool()
+    plan, runs = run.make_plan(True, {"msg1"})
+    result = run.run_one(server, runs[0], plan, 0)
+    assert result["dialect"] == "ws"
+    assert result["registered"] == result["clients"] == 200
+    assert result["delivered"] == result["expected"] == 20 * 3 * 199
+    assert result["ws_bad_upgrades"] == result["ws_bad_frames"] == 0
+    assert result["send_server_cpu_s"] > 0
+    assert result["server_survived"]
+
+
+def test_the_websocket_column_reads_as_a_ratio_over_ours() -> None:
+    """With ours and ours-ws in one run, the ratio column is ours-ws/ours
+    (what the WebSocket costs), and the two WebSocket targets compare CPU
+    per delivery (≤ 1.5×) and p99 (≤ 10×) with ours over TCP."""
+    run = load_run_py()
+    plan, runs = run.make_plan(False, {"msg1"})
+    tcp: dict[str, float] = {"deliveries_per_s": 100_000, "max_ms": 50.0}
+    tcp |= {"deliveries_per_cpu_s": 120_000, "p50_ms": 4.0, "p99_ms": 12.0}
+    tcp |= {"senders": 100, "delivered": 2e6, "expected": 2e6, "send_s": 20.0}
+    tcp |= {"send_server_cpu_s": 16.0, "send_server_sys_s": 12.0, "run_s": 30.0}
+    tcp |= {"send_tool_cpu_s": 12.0, "other_cpu_s": 0.0}
+    ws = dict(tcp, deliveries_per_cpu_s=60_000, p99_ms=30.0, send_server_cpu_s=32.0)
+    servers = [run.Server("ours", "ours"), run.Server("ours-ws", "ours-ws")]
+    servers[1].over_ours = True
+    results = {"msg1": {"ours": tcp, "ours-ws": ws}}
+    tlist = run.targets(results, plan)
+    env = {k: "?" for k in ("date", "revision", "machine", "kernel", "python")}
+    env |= {"twisted": "?", "ngircd": "?"}
+    text = run.render(env, servers, runs, results, tlist, [], markdown=True)
+    assert "|  | ours | ours-ws | ours-ws/ours |" in text
+    assert "| deliveries per server CPU-second | 120,000 | 60,000 | 0.50× |" in text
+    assert "| latency p99 (ms) | 12.0 | 30.0 | 2.50× |" in text
+    ws_targets = {t.text: t for t in tlist if "WebSocket" in t.text}
+    cpu = ws_targets[
+        "1 line/s: server CPU per delivery (µs) over WebSocket ≤ 1.5× over TCP"
+    ]
+    assert (cpu.status, cpu.detail) == ("FAIL", "16.7 vs 8.33 (2.000×)")
+    p99 = ws_targets["1 line/s: p99 over WebSocket ≤ 10× over TCP (the same order)"]
+    assert p99.status == "PASS"

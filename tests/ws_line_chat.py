@@ -1,8 +1,9 @@
 """A tiny chat over a WebSocket, for bench/chatbench.c's ws dialect.
 
-    python tests/ws_line_chat.py [--ping S]
+    python tests/ws_line_chat.py [--ping S] [--port P]
 
-Listens on 127.0.0.1 on a free port, prints that port on a line, and serves
+Listens on 127.0.0.1 on port P (default 0: a free port), prints that port on
+a line, and serves
 the line protocol of docs/protocol.md over C{twisted.web.websocket} at
 C{/ws}: each text message from a client is one line, each line to a client
 one text message without its C{\\n}. Only what chatbench's chat dialect
@@ -146,12 +147,13 @@ class Factory:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ping", type=float, default=1.0, help="seconds")
+    parser.add_argument("--port", type=int, default=0, help="0: a free port")
     args = parser.parse_args()
     chat = Chat()
     root = Resource()
     root.putChild(b"ws", WebSocketResource(Factory(chat)))
     site = Site(root)
-    port = reactor.listenTCP(0, site, interface="127.0.0.1")  # type: ignore[arg-type]
+    port = reactor.listenTCP(args.port, site, interface="127.0.0.1")  # type: ignore[arg-type]
     task.LoopingCall(chat.ping_all).start(args.ping, now=False)
 
     def report() -> None:
