@@ -1145,11 +1145,22 @@ ROWS["herd"] = [
     ("time from the first connect to all registered (s)", herd_time, 2, True),
     ("clients registered", lambda r: r["registered"], 0, False),
     ("clients lost", lambda r: r["clients"] - r["registered"], 0, False),
-    ("  of which connected, never welcomed", lambda r: r["stuck_unwelcomed"], 0, False),
+    (
+        "  of which connected, never welcomed",
+        lambda r: r["stuck_unwelcomed"] - r.get("stuck_upgrading", 0),
+        0,
+        False,
+    ),
     ("  of which still connecting", lambda r: r["stuck_connecting"], 0, False),
     (
         "  of which welcomed, not registered",
         lambda r: r["stuck_registering"],
+        0,
+        False,
+    ),
+    (
+        "  of which connected, not upgraded (WebSocket)",
+        lambda r: r.get("stuck_upgrading") if r.get("dialect") == "ws" else None,
         0,
         False,
     ),
