@@ -1663,7 +1663,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             sizes.get("reconnect"),
         )
         shown = [
-            Server(s["key"], s["label"], notes=s["notes"]) for s in saved["servers"]
+            Server(
+                s["key"],
+                s["label"],
+                notes=s["notes"],
+                over_ours=s.get("over_ours", False),
+            )
+            for s in saved["servers"]
         ]
         report(
             args,
@@ -1818,7 +1824,13 @@ def report(
             "scenarios": args.scenarios,
             "sizes": {"herd": plan.herd.clients, "reconnect": plan.reconnect.clients},
             "servers": [
-                {"key": s.key, "label": s.label, "notes": s.notes} for s in servers
+                {
+                    "key": s.key,
+                    "label": s.label,
+                    "notes": s.notes,
+                    "over_ours": s.over_ours,
+                }
+                for s in servers
             ],
             "plan": {
                 "ping_interval": plan.ping_interval,

@@ -496,18 +496,25 @@ def test_run_py_drives_a_websocket_server_with_the_ws_dialect() -> None:
     assert result["server_survived"]
 
 
-def test_the_websocket_column_reads_as_a_ratio_over_ours() -> None:
-    """With ours and ours-ws in one run, the ratio column is ours-ws/ours
-    (what the WebSocket costs), and the two WebSocket targets compare CPU
-    per delivery (≤ 1.5×) and p99 (≤ 10×) with ours over TCP."""
-    run = load_run_py()
-    plan, runs = run.make_plan(False, {"msg1"})
+def tcp_and_ws() -> tuple[dict[str, float], dict[str, float]]:
+    """The numbers of one msg1 run over TCP, and over a WebSocket at half
+    the deliveries per CPU-second and 2.5 times the p99."""
     tcp: dict[str, float] = {"deliveries_per_s": 100_000, "max_ms": 50.0}
     tcp |= {"deliveries_per_cpu_s": 120_000, "p50_ms": 4.0, "p99_ms": 12.0}
     tcp |= {"senders": 100, "delivered": 2e6, "expected": 2e6, "send_s": 20.0}
     tcp |= {"send_server_cpu_s": 16.0, "send_server_sys_s": 12.0, "run_s": 30.0}
     tcp |= {"send_tool_cpu_s": 12.0, "other_cpu_s": 0.0}
     ws = dict(tcp, deliveries_per_cpu_s=60_000, p99_ms=30.0, send_server_cpu_s=32.0)
+    return tcp, ws
+
+
+def test_the_websocket_column_reads_as_a_ratio_over_ours() -> None:
+    """With ours and ours-ws in one run, the ratio column is ours-ws/ours
+    (what the WebSocket costs), and the two WebSocket targets compare CPU
+    per delivery (≤ 1.5×) and p99 (≤ 10×) with ours over TCP."""
+    run = load_run_py()
+    plan, runs = run.make_plan(False, {"msg1"})
+    tcp, ws = tcp_and_ws()
     servers = [run.Server("ours", "ours"), run.Server("ours-ws", "ours-ws")]
     servers[1].over_ours = True
     results = {"msg1": {"ours": tcp, "ours-ws": ws}}
@@ -525,3 +532,30 @@ def test_the_websocket_column_reads_as_a_ratio_over_ours() -> None:
     assert (cpu.status, cpu.detail) == ("FAIL", "16.7 vs 8.33 (2.000×)")
     p99 = ws_targets["1 line/s: p99 over WebSocket ≤ 10× over TCP (the same order)"]
     assert p99.status == "PASS"
+
+
+def test_a_saved_run_keeps_the_websocket_ratio_over_ours(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--from-json prints the table of a saved run with ours-ws's ratio
+    column still ours-ws/ours."""
+    run = load_run_py()
+    tcp, ws = tcp_and_ws()
+    saved = {
+        "environment": {"date": "?", "revision": "?", "machine": "?"}
+        | {"kernel": "?", "python": "?", "twisted": "?", "ngircd": "?"},
+        "quick": False,
+        "scenarios": "msg1",
+        "servers": [
+            {"key": "ours", "label": "ours", "notes": [], "over_ours": False},
+            {"key": "ours-ws", "label": "ours-ws", "notes": [], "over_ours": True},
+        ],
+        "runs": {"msg1": {"ours": [tcp], "ours-ws": [ws]}},
+        "run_notes": [],
+    }
+    path = tmp_path / "saved.json"
+    path.write_text(json.dumps(saved))
+    assert run.main(["--from-json", str(path)]) == 0
+    table = capsys.readouterr().out
+    assert "ours-ws/ours" in table and "ours/ours-ws" not in table
+    assert "[FAIL] 1 line/s: server CPU per delivery (µs) over WebSocket" in table
