@@ -442,8 +442,8 @@ class OursWS(Ours):
     the chat over C{ws://127.0.0.1:PORT/ws} (chatbench's ws dialect), the
     same process serves them; the TCP port is only the readiness check."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, tree: Path | None = None) -> None:
+        super().__init__(tree=tree)
         self.key, self.label, self.dialect = "ours-ws", "ours-ws", "ws"
         self.over_ours = True
         if "--web" not in self.supported and not self.unavailable:
@@ -479,10 +479,12 @@ def variant(name: str) -> Server:
 
 def baseline(name: str) -> Server:
     """C{ours@REV}: our server as it was at git revision REV (a commit, a
-    tag, HEAD~2), to measure a change before and after in one run. Its files
-    are extracted (git archive) into a temporary directory, removed at exit,
-    and run with this venv's Python and Twisted."""
-    revision = name.partition("@")[2]
+    tag, HEAD~2, a branch), to measure a change before and after in one run;
+    C{ours-ws@REV} the same over its WebSocket. Its files are extracted (git
+    archive) into a temporary directory, removed at exit, and run with this
+    venv's Python and Twisted."""
+    kind, _, revision = name.partition("@")
+    make = OursWS if kind == "ours-ws" else Ours
     tree = Path(tempfile.mkdtemp(prefix="chatbench-tree-"))
     atexit.register(shutil.rmtree, tree, ignore_errors=True)
     try:
@@ -495,10 +497,10 @@ def baseline(name: str) -> Server:
         ).stdout
         subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
     except (OSError, subprocess.SubprocessError) as e:
-        server = Ours()
+        server = make()
         server.unavailable = f"revision {revision!r} could not be extracted: {e}"
     else:
-        server = Ours(tree=tree)
+        server = make(tree=tree)
     server.key = server.label = name
     return server
 
@@ -971,6 +973,13 @@ def num(r: Result | None, key: str, scale: float = 1.0) -> float | None:
     return float(r[key]) * scale
 
 
+def tcp_twin(key: str, keys: Sequence[str]) -> str:
+    """The server a WebSocket entry is measured against: C{ours@REV} for
+    C{ours-ws@REV} when it is in the run, else C{ours}."""
+    twin = "ours" + key.removeprefix("ours-ws")
+    return twin if twin in keys else "ours"
+
+
 def cpu_per_delivery_us(r: Result | None) -> float | None:
     """Server CPU per delivery in µs: the inverse of deliveries per
     CPU-second, the unit of the WebSocket target."""
@@ -1330,9 +1339,11 @@ def measured_targets(
             )
         )
     for scn, rate in (("msg1", "1 line/s"), ("msg5", "5 lines/s")):
-        if "ours-ws" not in results.get(scn, {}):
+        keys = list(results.get(scn, {}))
+        web = [k for k in keys if k.split("@")[0] == "ours-ws"]
+        if not web:
             continue  # the WebSocket front end was not in this run
-        ws, tcp = get(scn, "ours-ws"), get(scn, "ours")
+        ws, tcp = get(scn, web[0]), get(scn, tcp_twin(web[0], keys))
         out.append(
             check(
                 f"{rate}: server CPU per delivery (µs) over WebSocket ≤ 1.5× over TCP",
@@ -1523,11 +1534,13 @@ def render(
 ) -> str:
     keys = [s.key for s in servers]
     labels = {s.key: s.label for s in servers}
-    over = {s.key for s in servers if s.over_ours}
+    # ours/X for every other server X; X/REF for one over ours, REF being
+    # ours at the same revision (ours-ws@web/ours@web) when it ran, else ours
+    over = {s.key: tcp_twin(s.key, keys) for s in servers if s.over_ours}
     ratios = [
-        (o, f"{labels[o]}/ours" if o in over else f"ours/{labels[o]}")
+        (o, f"{labels[o]}/{labels[over[o]]}" if o in over else f"ours/{labels[o]}")
         for o in keys
-        if o != "ours" and "ours" in keys
+        if o != "ours" and (over.get(o) or "ours") in keys
     ]
     head = ["", *[labels[k] for k in keys], *[r[1] for r in ratios]]
     lines: list[str] = []
@@ -1543,7 +1556,7 @@ def render(
                 cells += [
                     ""
                     if not row.compare
-                    else ratio(row.values.get(o), row.values.get("ours"))
+                    else ratio(row.values.get(o), row.values.get(over[o]))
                     if o in over
                     else ratio(row.values.get("ours"), row.values.get(o))
                     for o, _ in ratios
@@ -1604,9 +1617,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--servers",
         default="ours,naive,ngircd",
-        help="comma-separated: ours,ours-ws,naive,ngircd,inspircd,cluster1,cluster2; "
-        "ours+OPTION=VALUE (ours with a twistd option), ours@REV (ours at a git "
-        "revision)",
+        help="comma-separated: ours,ours-ws,naive,ngircd,inspircd,cluster1,"
+        "cluster2; ours+OPTION=VALUE (ours with a twistd option), ours@REV and "
+        "ours-ws@REV (at a git revision)",
     )
     p.add_argument(
         "--scenarios",
@@ -1691,7 +1704,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.scenarios = ",".join(sorted(wanted))
     names = [s.strip() for s in args.servers.split(",") if s.strip()]
     bad = [
-        n for n in names if n not in SERVERS and not n.startswith(("ours+", "ours@"))
+        n
+        for n in names
+        if n not in SERVERS and not n.startswith(("ours+", "ours@", "ours-ws@"))
     ]
     if bad:
         sys.exit(f"bench: unknown servers {bad} (known: {', '.join(SERVERS)})")
@@ -1715,7 +1730,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if name in SERVERS:
             server = SERVERS[name]()
         else:
-            server = baseline(name) if name.startswith("ours@") else variant(name)
+            at = name.startswith(("ours@", "ours-ws@"))
+            server = baseline(name) if at else variant(name)
         if server.unavailable:
             notes.append(f"{server.label} skipped: {server.unavailable}.")
         else:

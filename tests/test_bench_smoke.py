@@ -508,21 +508,27 @@ def tcp_and_ws() -> tuple[dict[str, float], dict[str, float]]:
     return tcp, ws
 
 
-def test_the_websocket_column_reads_as_a_ratio_over_ours() -> None:
-    """With ours and ours-ws in one run, the ratio column is ours-ws/ours
-    (what the WebSocket costs), and the two WebSocket targets compare CPU
-    per delivery (≤ 1.5×) and p99 (≤ 10×) with ours over TCP."""
+@pytest.mark.parametrize(
+    ("tcp_key", "ws_key"), [("ours", "ours-ws"), ("ours@web", "ours-ws@web")]
+)
+def test_the_websocket_column_reads_as_a_ratio_over_ours(
+    tcp_key: str, ws_key: str
+) -> None:
+    """With ours and ours-ws in one run (or both at one revision), the ratio
+    column is ours-ws/ours (what the WebSocket costs), and the two WebSocket
+    targets compare CPU per delivery (≤ 1.5×) and p99 (≤ 10×) with ours over
+    TCP."""
     run = load_run_py()
     plan, runs = run.make_plan(False, {"msg1"})
     tcp, ws = tcp_and_ws()
-    servers = [run.Server("ours", "ours"), run.Server("ours-ws", "ours-ws")]
+    servers = [run.Server(tcp_key, tcp_key), run.Server(ws_key, ws_key)]
     servers[1].over_ours = True
-    results = {"msg1": {"ours": tcp, "ours-ws": ws}}
+    results = {"msg1": {tcp_key: tcp, ws_key: ws}}
     tlist = run.targets(results, plan)
     env = {k: "?" for k in ("date", "revision", "machine", "kernel", "python")}
     env |= {"twisted": "?", "ngircd": "?"}
     text = run.render(env, servers, runs, results, tlist, [], markdown=True)
-    assert "|  | ours | ours-ws | ours-ws/ours |" in text
+    assert f"|  | {tcp_key} | {ws_key} | {ws_key}/{tcp_key} |" in text
     assert "| deliveries per server CPU-second | 120,000 | 60,000 | 0.50× |" in text
     assert "| latency p99 (ms) | 12.0 | 30.0 | 2.50× |" in text
     ws_targets = {t.text: t for t in tlist if "WebSocket" in t.text}
