@@ -478,6 +478,22 @@ class LineChatOverWebSocket:
         return run, Server()
 
 
+@contextlib.contextmanager
+def within(seconds: int) -> Iterator[None]:
+    """Raise TimeoutError in the block after that many seconds (SIGALRM)."""
+
+    def expired(signum: int, frame: object) -> None:
+        raise TimeoutError(f"not done within {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def test_run_py_drives_a_websocket_server_with_the_ws_dialect() -> None:
     """run_one() starts a ws server, runs chatbench's ws dialect against it
     with --path, and gets every delivery of --quick's msg1 (200 clients, 20
@@ -487,7 +503,8 @@ def test_run_py_drives_a_websocket_server_with_the_ws_dialect() -> None:
     run, server = LineChatOverWebSocket()
     run.build_tool()
     plan, runs = run.make_plan(True, {"msg1"})
-    result = run.run_one(server, runs[0], plan, 0)
+    with within(30):  # run_one's own bounds are minutes, for real loads
+        result = run.run_one(server, runs[0], plan, 0)
     assert result["dialect"] == "ws"
     assert result["registered"] == result["clients"] == 200
     assert result["delivered"] == result["expected"] == 20 * 3 * 199
