@@ -1,8 +1,18 @@
 /* chatbench: the load generator of chatproto's benchmark (bench/run.py).
  *
- * One process, one epoll loop, non-blocking sockets. It speaks two dialects:
+ * One process, one epoll loop, non-blocking sockets. It speaks three dialects:
  *   chat  PROTOCOL.md: welcome, "/pseudo", prompt, nickname, "Bienvenue NICK"
  *         and the user list block; public lines; "ping" answered with "pong".
+ *   ws    the chat dialect over a WebSocket (RFC 6455) at --path (/ws): an
+ *         HTTP/1.1 upgrade (a random Sec-WebSocket-Key, the 101 and its
+ *         Sec-WebSocket-Accept checked), then each line is one text message
+ *         without its "\n", each way. Client frames are masked with a random
+ *         mask each; server frames must not be. A received text message,
+ *         whole or in continuation frames, goes to the chat dialect's line
+ *         parser with a "\n" after it; ping frames are answered with a pong
+ *         of the same payload, a close frame with a close, then the client
+ *         closes. Anything else (a masked or malformed frame, a bad upgrade)
+ *         closes the client and is counted (ws_bad_frames, ws_bad_upgrades).
  *   irc   RFC 1459: NICK/USER, 001, JOIN #bench, 366; PRIVMSG #bench;
  *         PING answered with PONG.
  *
@@ -56,6 +66,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -88,6 +99,17 @@ typedef struct {
     double t_start, next_send;
     int dropped, tries; /* reconnect: lost its first connection; connect() calls in the phase */
     double retry_at;
+    /* ws: the upgrade, then the frame being read */
+    int upgraded;      /* the 101 came and was right */
+    char key[25];      /* our Sec-WebSocket-Key */
+    char *resp;        /* the HTTP response so far, until the upgrade */
+    int rlen;
+    uint8_t hdr[14];   /* the frame header so far */
+    int hlen, op, fin; /* its length; the frame's opcode and FIN bit once whole */
+    uint64_t left;     /* payload bytes of the frame still to read */
+    int msg_op;        /* opcode of the message in continuation frames, 0 outside one */
+    uint8_t ctl[125];  /* a control frame's payload */
+    int clen;
 } Conn;
 
 /* ---- options ---- */
@@ -96,6 +118,8 @@ static int ports[16] = {7000}, nports = 1, pids[16], npids = 0, nclients = 100, 
 static int inflight_max = 128, accept_window = 8, msg_pad = 0;
 static double connect_rate = 20000, rate = 1.0, duration = 10, drain_s = 10;
 static double idle_s = 0, reg_timeout = 180, total_timeout = 600, settle_s = 0.5;
+static int ws = 0;
+static const char *ws_path = "/ws";
 static int irc_join = 1, irc_until_001 = 0, progress = 0, hold_stdin = 0;
 static int reconnect_tries = 0;
 static double reconnect_wait = 300, reconnect_timeout = 60;
@@ -108,6 +132,7 @@ static long n_ready = 0, n_dead = 0, n_inflight = 0, n_ungreeted = 0;
 static long reg_errors = 0, slow_connects = 0, connect_errors = 0;
 static long pings = 0, bad_bench = 0, lines_in = 0, echoes = 0, reads = 0;
 static long deliveries = 0, counting = 0;
+static long ws_bad_upgrades = 0, ws_bad_frames = 0, ws_pings = 0, ws_closes = 0, ws_fragments = 0;
 static long long bytes_in = 0, ping_bytes = 0;
 static double t_begin, t_last_delivery, t_last_ready = 0;
 static int phase_reconnect = 0;
@@ -280,6 +305,8 @@ static void kill_conn(Conn *c) {
     epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     c->plen = c->wlen = c->hyphens = 0;
+    c->upgraded = c->rlen = c->hlen = c->clen = c->msg_op = 0;
+    c->left = 0;
     if (phase_reconnect && c->tries < reconnect_tries) {
         c->state = ST_BACKOFF;
         c->dropped = 1;
@@ -324,7 +351,7 @@ static void flush(Conn *c) {
     ep_set(c, c->wlen > 0);
 }
 
-static void send_bytes(Conn *c, const char *s, int n) {
+static void send_raw(Conn *c, const char *s, int n) {
     if (gone(c)) return;
     if (c->wlen == 0) { /* fast path: straight to the kernel */
         ssize_t w = write(c->fd, s, n);
@@ -343,6 +370,125 @@ static void send_bytes(Conn *c, const char *s, int n) {
     memcpy(c->wbuf + c->wlen, s, n);
     c->wlen += n;
     ep_set(c, 1);
+}
+
+/* ---- ws: SHA-1 and base64 for the upgrade, frames ---- */
+
+#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+enum { WS_CONT = 0, WS_TEXT = 1, WS_BINARY = 2, WS_CLOSE = 8, WS_PING = 9, WS_PONG = 10 };
+
+static uint32_t rol32(uint32_t x, int n) { return (x << n) | (x >> (32 - n)); }
+
+/* SHA-1 (FIPS 180-4) of a short message: only the upgrade uses it */
+static void sha1(const uint8_t *msg, size_t len, uint8_t out[20]) {
+    uint32_t h[5] = {0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0};
+    size_t total = ((len + 8) / 64 + 1) * 64;
+    uint8_t *m = calloc(total, 1);
+    memcpy(m, msg, len);
+    m[len] = 0x80;
+    uint64_t bits = (uint64_t)len * 8;
+    for (int i = 0; i < 8; i++) m[total - 1 - i] = (uint8_t)(bits >> (8 * i));
+    for (size_t off = 0; off < total; off += 64) {
+        uint32_t w[80];
+        for (int i = 0; i < 16; i++)
+            w[i] = (uint32_t)m[off + 4 * i] << 24 | (uint32_t)m[off + 4 * i + 1] << 16 |
+                   (uint32_t)m[off + 4 * i + 2] << 8 | m[off + 4 * i + 3];
+        for (int i = 16; i < 80; i++) w[i] = rol32(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+        uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
+        for (int i = 0; i < 80; i++) {
+            uint32_t f, k;
+            if (i < 20) f = (b & c) | (~b & d), k = 0x5A827999;
+            else if (i < 40) f = b ^ c ^ d, k = 0x6ED9EBA1;
+            else if (i < 60) f = (b & c) | (b & d) | (c & d), k = 0x8F1BBCDC;
+            else f = b ^ c ^ d, k = 0xCA62C1D6;
+            uint32_t t = rol32(a, 5) + f + e + k + w[i];
+            e = d, d = c, c = rol32(b, 30), b = a, a = t;
+        }
+        h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e;
+    }
+    free(m);
+    for (int i = 0; i < 20; i++) out[i] = (uint8_t)(h[i / 4] >> (24 - 8 * (i % 4)));
+}
+
+/* base64 (RFC 4648, padded) of n bytes into out, which gets a NUL */
+static void base64(const uint8_t *in, int n, char *out) {
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    int o = 0;
+    for (int i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < n ? (uint32_t)in[i + 1] << 8 : 0) | (i + 2 < n ? in[i + 2] : 0);
+        out[o++] = tab[v >> 18 & 63];
+        out[o++] = tab[v >> 12 & 63];
+        out[o++] = i + 1 < n ? tab[v >> 6 & 63] : '=';
+        out[o++] = i + 2 < n ? tab[v & 63] : '=';
+    }
+    out[o] = 0;
+}
+
+/* xorshift64*: the masks and keys need to be unpredictable to a proxy, not
+ * secret; seeded from the clock and pid in main() */
+static uint64_t rng_state = 88172645463325252ull;
+static uint32_t rnd32(void) {
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return (uint32_t)((rng_state * 2685821657736338717ull) >> 32);
+}
+
+/* One client frame, FIN set, masked with a fresh random mask (RFC 6455 5.3) */
+static void ws_send(Conn *c, int op, const char *payload, int n) {
+    char stack[8192 + 14], *f = n <= 8192 ? stack : malloc((size_t)n + 14);
+    int h = 0;
+    f[h++] = (char)(0x80 | op);
+    if (n < 126) {
+        f[h++] = (char)(0x80 | n);
+    } else if (n < 65536) {
+        f[h++] = (char)(0x80 | 126);
+        f[h++] = (char)(n >> 8);
+        f[h++] = (char)n;
+    } else {
+        f[h++] = (char)(0x80 | 127);
+        for (int i = 7; i >= 0; i--) f[h++] = (char)((uint64_t)n >> (8 * i));
+    }
+    uint32_t m = rnd32();
+    uint8_t mask[4] = {(uint8_t)(m >> 24), (uint8_t)(m >> 16), (uint8_t)(m >> 8), (uint8_t)m};
+    memcpy(f + h, mask, 4);
+    h += 4;
+    for (int i = 0; i < n; i++) f[h + i] = (char)(payload[i] ^ mask[i & 3]);
+    send_raw(c, f, h + n);
+    if (f != stack) free(f);
+}
+
+/* Bytes of the chat dialect: as they are over TCP; over a WebSocket, each
+ * line one text message without its "\n". */
+static void send_bytes(Conn *c, const char *s, int n) {
+    if (!ws) {
+        send_raw(c, s, n);
+        return;
+    }
+    while (n > 0 && !gone(c)) {
+        const char *nl = memchr(s, '\n', n);
+        int len = nl ? (int)(nl - s) : n;
+        ws_send(c, WS_TEXT, s, len);
+        if (!nl) break;
+        s += len + 1;
+        n -= len + 1;
+    }
+}
+
+/* The upgrade request: no Origin (a non-browser client), a fresh key */
+static void ws_upgrade(Conn *c) {
+    uint8_t raw[16];
+    for (int i = 0; i < 16; i += 4) {
+        uint32_t r = rnd32();
+        memcpy(raw + i, &r, 4);
+    }
+    base64(raw, 16, c->key);
+    char req[512];
+    int n = snprintf(req, sizeof req,
+                     "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                     ws_path, host, ports[c->id % nports], c->key);
+    send_raw(c, req, n);
 }
 
 static void sendf(Conn *c, const char *fmt, ...) {
@@ -400,7 +546,7 @@ static void on_line(Conn *c, char *line, int len) {
     lines_in++;
     if (!irc && len == 4 && !memcmp(line, "ping", 4)) {
         pings++;
-        ping_bytes += 5;
+        ping_bytes += ws ? 6 : 5; /* over a WebSocket: a 2-byte frame header, no "\n" */
         send_bytes(c, "pong\n", 5);
         return;
     }
@@ -475,6 +621,192 @@ static void on_line(Conn *c, char *line, int len) {
     }
 }
 
+/* Bytes of the chat or IRC dialect, cut into lines for on_line(); the
+ * unfinished line stays in c->part for the next call. */
+static void feed_lines(Conn *c, char *p, char *end) {
+    if (c->plen) { /* finish the line left over from the last call */
+        char *nl = memchr(p, '\n', end - p);
+        int take = (int)((nl ? nl : end) - p);
+        if (c->plen + take > 65536) { /* overlong line: drop it */
+            c->plen = 0;
+        } else {
+            if (c->plen + take > c->pcap) {
+                c->pcap = (c->plen + take) * 2;
+                c->part = realloc(c->part, c->pcap);
+            }
+            memcpy(c->part + c->plen, p, take);
+            c->plen += take;
+        }
+        if (!nl) return;
+        int l = c->plen;
+        c->plen = 0;
+        on_line(c, c->part, l);
+        if (gone(c)) return;
+        p = nl + 1;
+    }
+    for (;;) {
+        char *nl = memchr(p, '\n', end - p);
+        if (!nl) break;
+        on_line(c, p, (int)(nl - p));
+        if (gone(c)) return;
+        p = nl + 1;
+    }
+    if (p < end) {
+        int rest = (int)(end - p);
+        if (rest > c->pcap) {
+            c->pcap = rest * 2;
+            c->part = realloc(c->part, c->pcap);
+        }
+        memcpy(c->part, p, rest);
+        c->plen = rest;
+    }
+}
+
+static int ws_fail(Conn *c, long *counter) {
+    (*counter)++;
+    kill_conn(c);
+    return -1;
+}
+
+/* The value of header `name` in an HTTP response (case-insensitive name),
+ * trimmed, into out; 0 when absent */
+static int http_header(const char *resp, const char *name, char *out, int cap) {
+    size_t nl = strlen(name);
+    for (const char *p = strstr(resp, "\r\n"); p && p[2] != '\r'; p = strstr(p + 2, "\r\n")) {
+        const char *h = p + 2;
+        if (strncasecmp(h, name, nl) || h[nl] != ':') continue;
+        h += nl + 1;
+        while (*h == ' ' || *h == '\t') h++;
+        const char *e = strstr(h, "\r\n");
+        int n = (int)(e - h);
+        while (n > 0 && (h[n - 1] == ' ' || h[n - 1] == '\t')) n--;
+        if (n >= cap) n = cap - 1;
+        memcpy(out, h, n);
+        out[n] = 0;
+        return 1;
+    }
+    return 0;
+}
+
+/* Gather the upgrade's response; at its end check the 101 and the accept
+ * key. Returns the bytes consumed from p, -1 if the client was closed. */
+static int ws_response(Conn *c, const char *p, int n) {
+    if (!c->resp) c->resp = malloc(4096);
+    int take = n < 4095 - c->rlen ? n : 4095 - c->rlen;
+    memcpy(c->resp + c->rlen, p, take);
+    int before = c->rlen;
+    c->rlen += take;
+    c->resp[c->rlen] = 0;
+    char *end = strstr(c->resp, "\r\n\r\n");
+    if (!end) return c->rlen == 4095 ? ws_fail(c, &ws_bad_upgrades) : take;
+    end[2] = 0; /* keep the last header's \r\n: http_header looks for it */
+    char want[64], got[64], upgrade[32];
+    uint8_t digest[20];
+    char concat[64];
+    snprintf(concat, sizeof concat, "%s%s", c->key, WS_GUID);
+    sha1((const uint8_t *)concat, strlen(concat), digest);
+    base64(digest, 20, want);
+    if (strncmp(c->resp, "HTTP/1.1 101", 12) || !http_header(c->resp, "Sec-WebSocket-Accept", got, sizeof got) ||
+        strcmp(got, want) || !http_header(c->resp, "Upgrade", upgrade, sizeof upgrade) ||
+        strcasecmp(upgrade, "websocket")) {
+        if (progress) fprintf(stderr, "chatbench: bad upgrade: %.200s\n", c->resp);
+        return ws_fail(c, &ws_bad_upgrades);
+    }
+    c->upgraded = 1;
+    return (int)(end + 4 - c->resp) - before; /* what follows is frames */
+}
+
+/* A frame is whole: act on it. Returns -1 if the client was closed. */
+static int ws_frame_done(Conn *c) {
+    switch (c->op) {
+    case WS_TEXT:
+    case WS_BINARY:
+    case WS_CONT:
+        if (c->fin) {
+            int text = c->msg_op == WS_TEXT;
+            c->msg_op = 0;
+            if (text) {
+                char nl[] = "\n";
+                feed_lines(c, nl, nl + 1); /* the message is one line */
+                if (gone(c)) return -1;
+            }
+        }
+        return 0;
+    case WS_PING:
+        ws_pings++;
+        ping_bytes += 2 + c->clen;
+        ws_send(c, WS_PONG, (const char *)c->ctl, c->clen);
+        return gone(c) ? -1 : 0;
+    case WS_PONG:
+        return 0;
+    default: /* WS_CLOSE: answer with its status code, then close */
+        ws_closes++;
+        ws_send(c, WS_CLOSE, (const char *)c->ctl, c->clen >= 2 ? 2 : 0);
+        kill_conn(c);
+        return -1;
+    }
+}
+
+/* Bytes from a WebSocket: the upgrade's response, then server frames,
+ * whose text payloads go to feed_lines() as they come. */
+static void ws_feed(Conn *c, char *p, char *end) {
+    while (p < end) {
+        if (!c->upgraded) {
+            int used = ws_response(c, p, (int)(end - p));
+            if (used < 0) return;
+            p += used;
+            continue;
+        }
+        if (c->left == 0 && c->hlen < 2) { /* a header: 2 bytes, then its length */
+            c->hdr[c->hlen++] = (uint8_t)*p++;
+            if (c->hlen < 2) continue;
+        }
+        int len7 = c->hdr[1] & 127;
+        int need = 2 + (len7 == 126 ? 2 : len7 == 127 ? 8 : 0);
+        if (c->hlen < need) {
+            c->hdr[c->hlen++] = (uint8_t)*p++;
+            if (c->hlen < need) continue;
+        }
+        if (c->hlen == need) { /* the header is whole */
+            c->hlen = need + 1; /* mark it parsed until the frame ends */
+            c->fin = c->hdr[0] >> 7;
+            c->op = c->hdr[0] & 15;
+            uint64_t n = (uint64_t)len7;
+            if (len7 == 126) n = (uint64_t)c->hdr[2] << 8 | c->hdr[3];
+            if (len7 == 127) {
+                n = 0;
+                for (int i = 2; i < 10; i++) n = n << 8 | c->hdr[i];
+            }
+            int control = c->op >= 8;
+            if ((c->hdr[0] & 0x70) || (c->hdr[1] & 0x80) || /* reserved bits; a masked server frame */
+                (control && (!c->fin || n > 125)) || (c->op > 2 && c->op < 8) || c->op > 10 ||
+                (c->op == WS_CONT && !c->msg_op) || ((c->op == WS_TEXT || c->op == WS_BINARY) && c->msg_op)) {
+                ws_fail(c, &ws_bad_frames);
+                return;
+            }
+            if (c->op == WS_TEXT || c->op == WS_BINARY) c->msg_op = c->op;
+            if (c->op == WS_CONT) ws_fragments++;
+            if (c->op != WS_CONT && !c->fin) ws_fragments++;
+            c->left = n;
+            c->clen = 0;
+        }
+        uint64_t take = (uint64_t)(end - p) < c->left ? (uint64_t)(end - p) : c->left;
+        if (c->op >= 8) {
+            memcpy(c->ctl + c->clen, p, take);
+            c->clen += (int)take;
+        } else if (c->msg_op == WS_TEXT && take) {
+            feed_lines(c, p, p + take);
+            if (gone(c)) return;
+        }
+        p += take;
+        c->left -= take;
+        if (c->left == 0) {
+            c->hlen = 0;
+            if (ws_frame_done(c) < 0) return;
+        }
+    }
+}
+
 static void on_readable(Conn *c) {
     for (int round = 0; round < 4; round++) {
         ssize_t r = read(c->fd, rbig, sizeof rbig);
@@ -485,47 +817,9 @@ static void on_readable(Conn *c) {
         }
         bytes_in += r;
         reads++;
-        char *p = rbig, *end = rbig + r;
-        if (c->plen) { /* finish the line left over from the last read */
-            char *nl = memchr(p, '\n', end - p);
-            int take = (int)((nl ? nl : end) - p);
-            if (c->plen + take > 65536) { /* overlong line: drop it */
-                c->plen = 0;
-            } else {
-                if (c->plen + take > c->pcap) {
-                    c->pcap = (c->plen + take) * 2;
-                    c->part = realloc(c->part, c->pcap);
-                }
-                memcpy(c->part + c->plen, p, take);
-                c->plen += take;
-            }
-            if (!nl) {
-                if ((size_t)r < sizeof rbig) return;
-                continue;
-            }
-            int l = c->plen;
-            c->plen = 0;
-            on_line(c, c->part, l);
-            if (gone(c)) return;
-            p = nl + 1;
-        }
-        for (;;) {
-            char *nl = memchr(p, '\n', end - p);
-            if (!nl) break;
-            on_line(c, p, (int)(nl - p));
-            if (gone(c)) return;
-            p = nl + 1;
-        }
-        if (p < end) {
-            int rest = (int)(end - p);
-            if (rest > c->pcap) {
-                c->pcap = rest * 2;
-                c->part = realloc(c->part, c->pcap);
-            }
-            memcpy(c->part, p, rest);
-            c->plen = rest;
-        }
-        if ((size_t)r < sizeof rbig) return;
+        if (ws) ws_feed(c, rbig, rbig + r);
+        else feed_lines(c, rbig, rbig + r);
+        if (gone(c) || (size_t)r < sizeof rbig) return;
     }
 }
 
@@ -581,6 +875,7 @@ static void on_event(Conn *c, uint32_t evs) {
         c->state = ST_WAIT_WELCOME;
         ep_set(c, 0);
         if (irc) sendf(c, "NICK b%d\r\nUSER b%d 0 * :bench\r\n", c->id, c->id);
+        else if (ws) ws_upgrade(c);
         if (!(evs & EPOLLIN)) return;
     }
     if (evs & EPOLLOUT) flush(c);
@@ -629,7 +924,8 @@ static void report_states(const char *phase, double el, int upto) {
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: chatbench [--host 127.0.0.1] --port P[,P2...] [--dialect chat|irc] --clients N\n"
+            "usage: chatbench [--host 127.0.0.1] --port P[,P2...] [--dialect chat|ws|irc] [--path /ws]\n"
+            "  --clients N\n"
             "  [--inflight K] [--accept-window A] [--connect-rate R] [--spread K]\n"
             "  [--idle S] [--senders S --rate R --duration D --drain T] [--pad BYTES]\n"
             "  [--pid SERVER_PID[,PID2...]] [--reg-timeout S] [--settle S] [--timeout S]\n"
@@ -648,7 +944,11 @@ int main(int argc, char **argv) {
         char *v = argv[++i];
         if (!strcmp(a, "--host")) host = v;
         else if (!strcmp(a, "--port")) nports = parse_list(v, ports, 16);
-        else if (!strcmp(a, "--dialect")) irc = !strcmp(v, "irc");
+        else if (!strcmp(a, "--dialect")) {
+            irc = !strcmp(v, "irc");
+            ws = !strcmp(v, "ws");
+            if (!irc && !ws && strcmp(v, "chat")) usage();
+        } else if (!strcmp(a, "--path")) ws_path = v;
         else if (!strcmp(a, "--clients")) nclients = atoi(v);
         else if (!strcmp(a, "--inflight")) inflight_max = atoi(v);
         else if (!strcmp(a, "--accept-window")) accept_window = atoi(v);
@@ -688,6 +988,7 @@ int main(int argc, char **argv) {
     signal(SIGTERM, on_signal);
     signal(SIGUSR1, on_restart);
     srand48((long)getpid() ^ (long)now_ns());
+    rng_state ^= now_ns() * 0x9E3779B97F4A7C15ull ^ (uint64_t)getpid() << 32;
     struct rlimit rl;
     if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
@@ -732,6 +1033,8 @@ int main(int argc, char **argv) {
     for (int i = 0; i < nclients; i++) st[conns[i].state]++;
     long stuck_idle = st[ST_IDLE], stuck_connecting = st[ST_CONNECTING], stuck_unwelcomed = st[ST_WAIT_WELCOME];
     long stuck_registering = st[ST_WAIT_PROMPT] + st[ST_WAIT_ACK] + st[ST_WAIT_LIST];
+    long stuck_upgrading = 0; /* ws: connected, no 101 yet (also counted as never welcomed) */
+    for (int i = 0; ws && i < nclients; i++) stuck_upgrading += conns[i].state == ST_WAIT_WELCOME && !conns[i].upgraded;
     double reg_last = n_ready ? t_last_ready - t0 : -1;
     fprintf(stderr, "chatbench: registered %ld/%d in %.2f s (dead %ld)\n", n_ready, nclients, t_reg, n_dead);
 
@@ -902,11 +1205,14 @@ int main(int argc, char **argv) {
     printf("{\"dialect\":\"%s\",\"clients\":%d,\"registered\":%ld,\"dead\":%ld,\"reg_errors\":%ld,"
            "\"connect_errors\":%ld,\"slow_connects\":%ld,\"reg_s\":%.3f,\"reg_server_cpu_s\":%.3f,"
            "\"reg_tool_cpu_s\":%.3f,\"rss_start_kb\":%.0f,\"rss_reg_kb\":%ld,\"settle_s\":%.2f,",
-           irc ? "irc" : "chat", nclients, n_ready, n_dead, reg_errors, connect_errors, slow_connects, t_reg,
+           irc ? "irc" : ws ? "ws" : "chat", nclients, n_ready, n_dead, reg_errors, connect_errors, slow_connects, t_reg,
            scpu_reg, tcpu_reg, rss0, rss_reg, t_settle);
     printf("\"reg_last_s\":%.3f,\"connects_s\":%.3f,\"stuck_idle\":%ld,\"stuck_connecting\":%ld,"
-           "\"stuck_unwelcomed\":%ld,\"stuck_registering\":%ld,",
-           reg_last, t_connects, stuck_idle, stuck_connecting, stuck_unwelcomed, stuck_registering);
+           "\"stuck_unwelcomed\":%ld,\"stuck_registering\":%ld,\"stuck_upgrading\":%ld,",
+           reg_last, t_connects, stuck_idle, stuck_connecting, stuck_unwelcomed, stuck_registering, stuck_upgrading);
+    printf("\"ws_bad_upgrades\":%ld,\"ws_bad_frames\":%ld,\"ws_pings\":%ld,\"ws_closes\":%ld,"
+           "\"ws_fragments\":%ld,",
+           ws_bad_upgrades, ws_bad_frames, ws_pings, ws_closes, ws_fragments);
     printf("\"re_target\":%ld,\"re_registered\":%ld,\"re_lost\":%ld,\"re_dead\":%ld,\"re_s\":%.3f,"
            "\"re_wait_s\":%.3f,\"re_connects\":%ld,\"re_connects_per_client\":%.2f,\"re_refused\":%ld,"
            "\"re_unwelcomed\":%ld,",

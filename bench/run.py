@@ -186,6 +186,9 @@ class Proc:
     port: int  # where it listens; the run waits for it
     clients: bool = True  # chatbench's clients connect to this port
     measured: bool = True  # its CPU and memory count as the server's
+    # the line protocol over TCP, when clients use another port (a
+    # WebSocket): the run waits until it registers a nickname there
+    chat_port: int | None = None
 
 
 @dataclass
@@ -203,6 +206,10 @@ class Server:
     accept_window: int = 32
     unavailable: str | None = None
     notes: list[str] = field(default_factory=list)
+    # The ratio column reads C{KEY/ours} (this server against ours) rather
+    # than C{ours/KEY}: for ours over another transport, where the question
+    # is what the transport costs.
+    over_ours: bool = False
 
     def command(self, port: int, plan: Plan) -> list[str]:
         raise NotImplementedError
@@ -430,6 +437,30 @@ class Cluster(Ours):
         return procs
 
 
+class OursWS(Ours):
+    """Our server with its WebSocket front end (C{--web}): the clients speak
+    the chat over C{ws://127.0.0.1:PORT/ws} (chatbench's ws dialect), the
+    same process serves them; the TCP port is only the readiness check."""
+
+    def __init__(self, tree: Path | None = None) -> None:
+        super().__init__(tree=tree)
+        self.key, self.label, self.dialect = "ours-ws", "ours-ws", "ws"
+        self.over_ours = True
+        if "--web" not in self.supported and not self.unavailable:
+            self.unavailable = (
+                "this server has no --web option (the WebSocket front end is "
+                "not merged yet)"
+            )
+
+    def processes(self, plan: Plan) -> list[Proc]:
+        tcp, web = free_port(), free_port()
+        cmd = [*self.command(tcp, plan), "--web", f"tcp:{web}:interface={HOST}"]
+        return [Proc(cmd, web, chat_port=tcp)]
+
+    def tool_args(self, scenario: Scenario, plan: Plan) -> list[str]:
+        return ["--path", "/ws"]
+
+
 def variant(name: str) -> Server:
     """C{ours+OPTION[=VALUE]+...}: our server with more twistd options, to
     compare settings in one run (ours+nodelay=all, ours+batch-delay=0.002)."""
@@ -448,10 +479,12 @@ def variant(name: str) -> Server:
 
 def baseline(name: str) -> Server:
     """C{ours@REV}: our server as it was at git revision REV (a commit, a
-    tag, HEAD~2), to measure a change before and after in one run. Its files
-    are extracted (git archive) into a temporary directory, removed at exit,
-    and run with this venv's Python and Twisted."""
-    revision = name.partition("@")[2]
+    tag, HEAD~2, a branch), to measure a change before and after in one run;
+    C{ours-ws@REV} the same over its WebSocket. Its files are extracted (git
+    archive) into a temporary directory, removed at exit, and run with this
+    venv's Python and Twisted."""
+    kind, _, revision = name.partition("@")
+    make = OursWS if kind == "ours-ws" else Ours
     tree = Path(tempfile.mkdtemp(prefix="chatbench-tree-"))
     atexit.register(shutil.rmtree, tree, ignore_errors=True)
     try:
@@ -464,16 +497,17 @@ def baseline(name: str) -> Server:
         ).stdout
         subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
     except (OSError, subprocess.SubprocessError) as e:
-        server = Ours()
+        server = make()
         server.unavailable = f"revision {revision!r} could not be extracted: {e}"
     else:
-        server = Ours(tree=tree)
+        server = make(tree=tree)
     server.key = server.label = name
     return server
 
 
 SERVERS: dict[str, Callable[[], Server]] = {
     "ours": Ours,
+    "ours-ws": OursWS,
     "naive": Naive,
     "ngircd": NgIRCd,
     "inspircd": InspIRCd,
@@ -705,7 +739,7 @@ def profiling(server: Server, pid: int, tag: str) -> Iterator[None]:
 
 
 PROFILE = False
-PYTHON_SERVERS = ("ours", "naive")
+PYTHON_SERVERS = ("ours", "ours-ws", "naive")
 PROFILES: dict[str, Path] = {}
 
 
@@ -752,10 +786,11 @@ def run_one(server: Server, scenario: Scenario, plan: Plan, rep: int) -> Result:
                 raise RuntimeError("the reconnect scenario restarts one process only")
             for p, proc in started:
                 wait_listening(p.port, proc, 30)
-            if server.dialect == "chat":
-                for p, proc in started:
-                    if p.clients:
-                        wait_registering(p.port, proc, 30)
+            for p, proc in started:
+                if p.chat_port is not None:
+                    wait_registering(p.chat_port, proc, 30)
+                elif p.clients and server.dialect == "chat":
+                    wait_registering(p.port, proc, 30)
             ports = [p.port for p, _ in started if p.clients]
             pids = [proc.pid for p, proc in started if p.measured]
             args = tool_args(server, scenario, plan, ports, pids)
@@ -938,6 +973,20 @@ def num(r: Result | None, key: str, scale: float = 1.0) -> float | None:
     return float(r[key]) * scale
 
 
+def tcp_twin(key: str, keys: Sequence[str]) -> str:
+    """The server a WebSocket entry is measured against: C{ours@REV} for
+    C{ours-ws@REV} when it is in the run, else C{ours}."""
+    twin = "ours" + key.removeprefix("ours-ws")
+    return twin if twin in keys else "ours"
+
+
+def cpu_per_delivery_us(r: Result | None) -> float | None:
+    """Server CPU per delivery in µs: the inverse of deliveries per
+    CPU-second, the unit of the WebSocket target."""
+    v = num(r, "deliveries_per_cpu_s")
+    return 1e6 / v if v and v > 0 else None
+
+
 def per_ping_us(r: Result | None) -> float | None:
     if not r or r.get("idle_pings", 0) <= 0 or r.get("idle_server_cpu_s", -1) < 0:
         return None
@@ -1105,11 +1154,22 @@ ROWS["herd"] = [
     ("time from the first connect to all registered (s)", herd_time, 2, True),
     ("clients registered", lambda r: r["registered"], 0, False),
     ("clients lost", lambda r: r["clients"] - r["registered"], 0, False),
-    ("  of which connected, never welcomed", lambda r: r["stuck_unwelcomed"], 0, False),
+    (
+        "  of which connected, never welcomed",
+        lambda r: r["stuck_unwelcomed"] - r.get("stuck_upgrading", 0),
+        0,
+        False,
+    ),
     ("  of which still connecting", lambda r: r["stuck_connecting"], 0, False),
     (
         "  of which welcomed, not registered",
         lambda r: r["stuck_registering"],
+        0,
+        False,
+    ),
+    (
+        "  of which connected, not upgraded (WebSocket)",
+        lambda r: r.get("stuck_upgrading") if r.get("dialect") == "ws" else None,
         0,
         False,
     ),
@@ -1275,6 +1335,30 @@ def measured_targets(
                 latency(o5, "p99_ms"),
                 latency(g5, "p99_ms"),
                 1.0,
+                False,
+            )
+        )
+    for scn, rate in (("msg1", "1 line/s"), ("msg5", "5 lines/s")):
+        keys = list(results.get(scn, {}))
+        web = [k for k in keys if k.split("@")[0] == "ours-ws"]
+        if not web:
+            continue  # the WebSocket front end was not in this run
+        ws, tcp = get(scn, web[0]), get(scn, tcp_twin(web[0], keys))
+        out.append(
+            check(
+                f"{rate}: server CPU per delivery (µs) over WebSocket ≤ 1.5× over TCP",
+                cpu_per_delivery_us(ws),
+                cpu_per_delivery_us(tcp),
+                1.5,
+                False,
+            )
+        )
+        out.append(
+            check(
+                f"{rate}: p99 over WebSocket ≤ 10× over TCP (the same order)",
+                latency(ws, "p99_ms"),
+                latency(tcp, "p99_ms"),
+                10.0,
                 False,
             )
         )
@@ -1450,7 +1534,14 @@ def render(
 ) -> str:
     keys = [s.key for s in servers]
     labels = {s.key: s.label for s in servers}
-    ratios = [(o, f"ours/{labels[o]}") for o in keys if o != "ours" and "ours" in keys]
+    # ours/X for every other server X; X/REF for one over ours, REF being
+    # ours at the same revision (ours-ws@web/ours@web) when it ran, else ours
+    over = {s.key: tcp_twin(s.key, keys) for s in servers if s.over_ours}
+    ratios = [
+        (o, f"{labels[o]}/{labels[over[o]]}" if o in over else f"ours/{labels[o]}")
+        for o in keys
+        if o != "ours" and (over.get(o) or "ours") in keys
+    ]
     head = ["", *[labels[k] for k in keys], *[r[1] for r in ratios]]
     lines: list[str] = []
     table: list[list[str]] = []
@@ -1463,9 +1554,11 @@ def render(
                 cells = [row.label if markdown else "  " + row.label]
                 cells += [fmt(row.values.get(k), row.digits) for k in keys]
                 cells += [
-                    ratio(row.values.get("ours"), row.values.get(o))
-                    if row.compare
-                    else ""
+                    ""
+                    if not row.compare
+                    else ratio(row.values.get(o), row.values.get(over[o]))
+                    if o in over
+                    else ratio(row.values.get("ours"), row.values.get(o))
                     for o, _ in ratios
                 ]
                 table.append(cells)
@@ -1524,9 +1617,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--servers",
         default="ours,naive,ngircd",
-        help="comma-separated: ours,naive,ngircd,inspircd,cluster1,cluster2; "
-        "ours+OPTION=VALUE (ours with a twistd option), ours@REV (ours at a git "
-        "revision)",
+        help="comma-separated: ours,ours-ws,naive,ngircd,inspircd,cluster1,"
+        "cluster2; ours+OPTION=VALUE (ours with a twistd option), ours@REV and "
+        "ours-ws@REV (at a git revision)",
     )
     p.add_argument(
         "--scenarios",
@@ -1583,7 +1676,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             sizes.get("reconnect"),
         )
         shown = [
-            Server(s["key"], s["label"], notes=s["notes"]) for s in saved["servers"]
+            Server(
+                s["key"],
+                s["label"],
+                notes=s["notes"],
+                over_ours=s.get("over_ours", False),
+            )
+            for s in saved["servers"]
         ]
         report(
             args,
@@ -1605,7 +1704,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.scenarios = ",".join(sorted(wanted))
     names = [s.strip() for s in args.servers.split(",") if s.strip()]
     bad = [
-        n for n in names if n not in SERVERS and not n.startswith(("ours+", "ours@"))
+        n
+        for n in names
+        if n not in SERVERS and not n.startswith(("ours+", "ours@", "ours-ws@"))
     ]
     if bad:
         sys.exit(f"bench: unknown servers {bad} (known: {', '.join(SERVERS)})")
@@ -1629,7 +1730,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if name in SERVERS:
             server = SERVERS[name]()
         else:
-            server = baseline(name) if name.startswith("ours@") else variant(name)
+            at = name.startswith(("ours@", "ours-ws@"))
+            server = baseline(name) if at else variant(name)
         if server.unavailable:
             notes.append(f"{server.label} skipped: {server.unavailable}.")
         else:
@@ -1738,7 +1840,13 @@ def report(
             "scenarios": args.scenarios,
             "sizes": {"herd": plan.herd.clients, "reconnect": plan.reconnect.clients},
             "servers": [
-                {"key": s.key, "label": s.label, "notes": s.notes} for s in servers
+                {
+                    "key": s.key,
+                    "label": s.label,
+                    "notes": s.notes,
+                    "over_ours": s.over_ours,
+                }
+                for s in servers
             ],
             "plan": {
                 "ping_interval": plan.ping_interval,
@@ -1779,6 +1887,15 @@ def standing_notes(
             "2 lines/s after a burst of 5, would cut the 5 lines/s senders); "
             "every other option at its default. chatbench paces no connect to ours: "
             "no accept window in any scenario."
+        )
+    if "ours-ws" in keys:
+        notes.append(
+            "ours-ws: the same twistd command as ours plus --web "
+            "tcp:PORT:interface=127.0.0.1; chatbench's clients speak the chat "
+            "over ws://127.0.0.1:PORT/ws (its ws dialect: one text message per "
+            "line, every client frame masked, the upgrade's accept key checked); "
+            "the server's CPU is the same single process. Its ratio column is "
+            "ours-ws/ours: what the WebSocket costs over TCP."
         )
     if "naive" in keys:
         notes.append(

@@ -1,20 +1,28 @@
 """The benchmark's machinery works end to end on a small load.
 
 Builds bench/chatbench.c and drives bench/naive_chat.py (and, through
-bench/run.py, our server) with it; needs a C compiler, not ngIRCd.
+bench/run.py, our server) with it; needs a C compiler, not ngIRCd. Its ws
+dialect is driven against tests/ws_line_chat.py, a tiny chat on
+twisted.web.websocket (skipped without wsproto), and against raw sockets
+that answer the upgrade wrongly or close.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import hashlib
 import importlib.util
 import json
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -271,3 +279,306 @@ def test_a_target_without_its_measurement_is_not_measured() -> None:
     plan, _ = run.make_plan(False, {"msg1", "herd"})
     statuses = [t.status for t in run.targets({"msg1": {}, "herd": {}}, plan)]
     assert statuses == ["not measured"] * 3
+
+
+# ---------------------------------------------------------------- the ws dialect
+
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+@pytest.fixture
+def ws_chat() -> Iterator[subprocess.Popen[str]]:
+    """tests/ws_line_chat.py on a free port (it prints the port first), with
+    a ping line and a ping frame every 0.5 s."""
+    pytest.importorskip("wsproto", reason="twisted[websocket] is not installed")
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "ws_line_chat.py"), "--ping", "0.5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        yield server
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_chatbench_chats_over_a_websocket(
+    tool: Path, ws_chat: subprocess.Popen[str]
+) -> None:
+    """The ws dialect upgrades, registers 20 clients and counts every line of
+    4 senders at each of the 19 others, through messages sent whole and in
+    continuation frames; it answers ping lines and ping frames, and the
+    server sees each pong frame carry its ping's payload."""
+    assert ws_chat.stdout
+    port = ws_chat.stdout.readline().strip()
+    load = ["--clients", "20", "--spread", "10", "--senders", "4", "--rate", "5"]
+    load += ["--duration", "2", "--drain", "3", "--settle", "0.1", "--timeout", "20"]
+    pid = ["--pid", str(ws_chat.pid)]
+    done = subprocess.run(
+        [str(tool), "--dialect", "ws", "--path", "/ws", "--port", port, *load, *pid],
+        capture_output=True,
+        check=True,
+        timeout=30,
+    )
+    result = json.loads(done.stdout)
+    ws_chat.terminate()
+    seen = json.loads(ws_chat.communicate(timeout=10)[0])
+    assert result["dialect"] == "ws"
+    assert result["registered"] == 20
+    assert result["sent"] == 4 * 5 * 2
+    assert result["delivered"] == result["expected"] == 4 * 5 * 2 * 19
+    assert result["bad_bench"] == result["echoes"] == 0
+    assert result["ws_bad_upgrades"] == result["ws_bad_frames"] == 0
+    assert result["ws_fragments"] > 0
+    assert result["pings"] > 0 and result["ws_pings"] > 0
+    assert 0 <= result["p50_ms"] <= result["p99_ms"] <= result["max_ms"] + 1
+    assert result["send_server_cpu_s"] >= 0
+    assert seen["connections"] == 20
+    assert seen["pongs"] >= result["ws_pings"] - 20  # the last may be in flight
+    assert seen["bad_pongs"] == 0
+
+
+def accept_key(request: bytes) -> str:
+    """Sec-WebSocket-Accept for the Sec-WebSocket-Key of a request (RFC 6455)."""
+    for line in request.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"sec-websocket-key":
+            digest = hashlib.sha1(value.strip() + WS_GUID).digest()
+            return base64.b64encode(digest).decode()
+    raise AssertionError(f"no Sec-WebSocket-Key in {request!r}")
+
+
+def client_frame(data: bytes) -> tuple[int, bool, bytes]:
+    """The opcode, the mask bit and the unmasked payload of one client frame
+    (shorter than 126 bytes)."""
+    opcode, masked, n = data[0] & 15, bool(data[1] & 0x80), data[1] & 127
+    mask, payload = data[2:6], data[6 : 6 + n]
+    return opcode, masked, bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def one_connection(answer: Callable[[str], bytes]) -> tuple[int, list[bytes]]:
+    """A listener on a free loopback port, for one client, in a thread: it
+    reads the upgrade request, writes answer(the right accept key), then
+    keeps what the client sends (for 3 s at most) in the returned list, the
+    request first."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+    got: list[bytes] = []
+
+    def serve() -> None:
+        with listener, listener.accept()[0] as conn:
+            conn.settimeout(3)
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(4096)
+            got.append(request)
+            conn.sendall(answer(accept_key(request)))
+            with contextlib.suppress(OSError):
+                while chunk := conn.recv(4096):
+                    got.append(chunk)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return int(listener.getsockname()[1]), got
+
+
+def upgraded(key: str) -> bytes:
+    return (
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Accept: {key}\r\n\r\n"
+    ).encode()
+
+
+WELCOME = b"Bienvenue dans le chat v.1, enregistrez-vous avec la commande /pseudo"
+ONE_CLIENT = ["--clients", "1", "--reg-timeout", "3", "--settle", "0.1"]
+ONE_CLIENT += ["--timeout", "10", "--dialect", "ws"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "counter"),
+    [
+        (lambda key: upgraded("d3Jvbmc=") + b"\x81\x02hi", "ws_bad_upgrades"),
+        (
+            lambda key: b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+            "ws_bad_upgrades",
+        ),
+        (lambda key: upgraded(key) + b"\x81\x82abcd\x09\x0b", "ws_bad_frames"),
+        (lambda key: upgraded(key) + b"\x80\x02hi", "ws_bad_frames"),
+    ],
+    ids=["wrong-accept-key", "no-101", "masked-server-frame", "continuation-first"],
+)
+def test_a_bad_upgrade_or_frame_closes_the_client_and_is_counted(
+    tool: Path, answer: Callable[[str], bytes], counter: str
+) -> None:
+    """A wrong Sec-WebSocket-Accept, an answer that is not a 101, a server
+    frame that is masked or a continuation with nothing to continue: the
+    client never registers, and the JSON says why."""
+    port, got = one_connection(answer)
+    done = subprocess.run(
+        [str(tool), "--port", str(port), *ONE_CLIENT],
+        capture_output=True,
+        check=True,
+        timeout=30,
+    )
+    result = json.loads(done.stdout)
+    assert result["registered"] == 0
+    assert result["dead"] == 1
+    assert result[counter] == 1
+    assert b"GET /ws HTTP/1.1\r\n" in got[0]
+    assert b"Sec-WebSocket-Version: 13\r\n" in got[0]
+
+
+def test_a_close_frame_is_answered_with_its_code_then_the_client_closes(
+    tool: Path,
+) -> None:
+    """The server's welcome comes in a text frame: the client asks /pseudo in
+    a masked text frame; then the server closes (1001), and the client
+    answers with a masked close frame of the same code."""
+    close = b"\x88\x02" + struct.pack("!H", 1001)
+    port, got = one_connection(
+        lambda key: upgraded(key) + b"\x81" + bytes([len(WELCOME)]) + WELCOME + close
+    )
+    done = subprocess.run(
+        [str(tool), "--port", str(port), *ONE_CLIENT],
+        capture_output=True,
+        check=True,
+        timeout=30,
+    )
+    result = json.loads(done.stdout)
+    assert result["ws_closes"] == 1
+    assert result["ws_bad_frames"] == result["ws_bad_upgrades"] == 0
+    sent = b"".join(got[1:])
+    pseudo_len = 6 + len(b"/pseudo")
+    assert client_frame(sent[:pseudo_len]) == (1, True, b"/pseudo")
+    assert client_frame(sent[pseudo_len:]) == (8, True, struct.pack("!H", 1001))
+
+
+class LineChatOverWebSocket:
+    """tests/ws_line_chat.py as a server of bench/run.py, in the place of
+    ours-ws until the server has --web: the ws dialect, ratios over ours."""
+
+    def __new__(cls) -> Any:
+        run = load_run_py()
+
+        class Server(run.Server):  # type: ignore[name-defined]
+            def __init__(self) -> None:
+                super().__init__("ws-chat", "ws-chat", "ws", accept_window=0)
+                self.over_ours = True
+
+            def processes(self, plan: Any) -> list[Any]:
+                port = run.free_port()
+                helper = str(ROOT / "tests" / "ws_line_chat.py")
+                cmd = [sys.executable, helper, "--port", str(port), "--ping", "1"]
+                return [run.Proc(cmd, port)]
+
+            def tool_args(self, scenario: Any, plan: Any) -> list[str]:
+                return ["--path", "/ws"]
+
+        return run, Server()
+
+
+@contextlib.contextmanager
+def within(seconds: int) -> Iterator[None]:
+    """Raise TimeoutError in the block after that many seconds (SIGALRM)."""
+
+    def expired(signum: int, frame: object) -> None:
+        raise TimeoutError(f"not done within {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_run_py_drives_a_websocket_server_with_the_ws_dialect() -> None:
+    """run_one() starts a ws server, runs chatbench's ws dialect against it
+    with --path, and gets every delivery of --quick's msg1 (200 clients, 20
+    senders at 1 line/s for 3 s) with the server's CPU."""
+    compiler()
+    pytest.importorskip("wsproto", reason="twisted[websocket] is not installed")
+    run, server = LineChatOverWebSocket()
+    run.build_tool()
+    plan, runs = run.make_plan(True, {"msg1"})
+    with within(30):  # run_one's own bounds are minutes, for real loads
+        result = run.run_one(server, runs[0], plan, 0)
+    assert result["dialect"] == "ws"
+    assert result["registered"] == result["clients"] == 200
+    assert result["delivered"] == result["expected"] == 20 * 3 * 199
+    assert result["ws_bad_upgrades"] == result["ws_bad_frames"] == 0
+    assert result["send_server_cpu_s"] > 0
+    assert result["server_survived"]
+
+
+def tcp_and_ws() -> tuple[dict[str, float], dict[str, float]]:
+    """The numbers of one msg1 run over TCP, and over a WebSocket at half
+    the deliveries per CPU-second and 2.5 times the p99."""
+    tcp: dict[str, float] = {"deliveries_per_s": 100_000, "max_ms": 50.0}
+    tcp |= {"deliveries_per_cpu_s": 120_000, "p50_ms": 4.0, "p99_ms": 12.0}
+    tcp |= {"senders": 100, "delivered": 2e6, "expected": 2e6, "send_s": 20.0}
+    tcp |= {"send_server_cpu_s": 16.0, "send_server_sys_s": 12.0, "run_s": 30.0}
+    tcp |= {"send_tool_cpu_s": 12.0, "other_cpu_s": 0.0}
+    ws = dict(tcp, deliveries_per_cpu_s=60_000, p99_ms=30.0, send_server_cpu_s=32.0)
+    return tcp, ws
+
+
+@pytest.mark.parametrize(
+    ("tcp_key", "ws_key"), [("ours", "ours-ws"), ("ours@web", "ours-ws@web")]
+)
+def test_the_websocket_column_reads_as_a_ratio_over_ours(
+    tcp_key: str, ws_key: str
+) -> None:
+    """With ours and ours-ws in one run (or both at one revision), the ratio
+    column is ours-ws/ours (what the WebSocket costs), and the two WebSocket
+    targets compare CPU per delivery (≤ 1.5×) and p99 (≤ 10×) with ours over
+    TCP."""
+    run = load_run_py()
+    plan, runs = run.make_plan(False, {"msg1"})
+    tcp, ws = tcp_and_ws()
+    servers = [run.Server(tcp_key, tcp_key), run.Server(ws_key, ws_key)]
+    servers[1].over_ours = True
+    results = {"msg1": {tcp_key: tcp, ws_key: ws}}
+    tlist = run.targets(results, plan)
+    env = {k: "?" for k in ("date", "revision", "machine", "kernel", "python")}
+    env |= {"twisted": "?", "ngircd": "?"}
+    text = run.render(env, servers, runs, results, tlist, [], markdown=True)
+    assert f"|  | {tcp_key} | {ws_key} | {ws_key}/{tcp_key} |" in text
+    assert "| deliveries per server CPU-second | 120,000 | 60,000 | 0.50× |" in text
+    assert "| latency p99 (ms) | 12.0 | 30.0 | 2.50× |" in text
+    ws_targets = {t.text: t for t in tlist if "WebSocket" in t.text}
+    cpu = ws_targets[
+        "1 line/s: server CPU per delivery (µs) over WebSocket ≤ 1.5× over TCP"
+    ]
+    assert (cpu.status, cpu.detail) == ("FAIL", "16.7 vs 8.33 (2.000×)")
+    p99 = ws_targets["1 line/s: p99 over WebSocket ≤ 10× over TCP (the same order)"]
+    assert p99.status == "PASS"
+
+
+def test_a_saved_run_keeps_the_websocket_ratio_over_ours(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--from-json prints the table of a saved run with ours-ws's ratio
+    column still ours-ws/ours."""
+    run = load_run_py()
+    tcp, ws = tcp_and_ws()
+    saved = {
+        "environment": {"date": "?", "revision": "?", "machine": "?"}
+        | {"kernel": "?", "python": "?", "twisted": "?", "ngircd": "?"},
+        "quick": False,
+        "scenarios": "msg1",
+        "servers": [
+            {"key": "ours", "label": "ours", "notes": [], "over_ours": False},
+            {"key": "ours-ws", "label": "ours-ws", "notes": [], "over_ours": True},
+        ],
+        "runs": {"msg1": {"ours": [tcp], "ours-ws": [ws]}},
+        "run_notes": [],
+    }
+    path = tmp_path / "saved.json"
+    path.write_text(json.dumps(saved))
+    assert run.main(["--from-json", str(path)]) == 0
+    table = capsys.readouterr().out
+    assert "ours-ws/ours" in table and "ours/ours-ws" not in table
+    assert "[FAIL] 1 line/s: server CPU per delivery (µs) over WebSocket" in table
