@@ -62,8 +62,8 @@ from chatproto import wire
 # server without it runs without txredisapi.
 from chatproto._redis import Commands, Subscription
 from chatproto.config import ClusterConfig
-from chatproto.moderation import Ban, Moderation
 from chatproto.history import RedisHistory
+from chatproto.moderation import Ban, Moderation
 from chatproto.registry import (
     NicknameTaken,
     Reach,

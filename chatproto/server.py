@@ -28,8 +28,8 @@ from chatproto import wire
 from chatproto.admission import EVICTION_GRACE, Admission, network, source
 from chatproto.config import ServerConfig
 from chatproto.fanout import FanOut
-from chatproto.moderation import Moderation
 from chatproto.history import History, MemoryHistory
+from chatproto.moderation import Moderation
 from chatproto.output import Output, Transport, send_buffer, unsent
 from chatproto.registry import MemoryRegistry, Reach, Registry, nick_key
 from chatproto.session import ChatError, Session, State
