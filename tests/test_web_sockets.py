@@ -1,0 +1,173 @@
+"""The WebSocket front end over real loopback sockets: the site in the test's
+reactor, each browser a blocking C{websockets} client in a thread."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor, threads
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+from websockets.typing import Origin
+
+from chatproto.config import ServerConfig
+from chatproto.server import ChatFactory
+from chatproto.web import site
+from tests.test_sockets import register
+
+r: Any = reactor
+WELCOME = "Bienvenue dans le chat v.1, enregistrez-vous avec la commande /pseudo"
+
+
+@pytest.fixture
+def server() -> Any:
+    factory = ChatFactory(ServerConfig(flood_rate=0, max_output=64 * 1024), clock=r)
+    tcp = pytest_twisted.blockon(
+        TCP4ServerEndpoint(r, 0, interface="127.0.0.1").listen(factory)
+    )
+    web = pytest_twisted.blockon(
+        TCP4ServerEndpoint(r, 0, interface="127.0.0.1").listen(site(factory))
+    )
+    yield factory, tcp.getHost().port, web.getHost().port
+    for session in tuple(factory.admission.connections):
+        session.connection.abort()
+    pytest_twisted.blockon(tcp.stopListening())
+    pytest_twisted.blockon(web.stopListening())
+
+
+def browser(port: int, **kwargs: Any) -> ClientConnection:
+    return connect(f"ws://127.0.0.1:{port}/ws", open_timeout=5, legacy=True, **kwargs)
+
+
+def until(ws: ClientConnection, wanted: str) -> list[str]:
+    """The messages received up to one equal to C{wanted}, 5 s at most."""
+    got: list[str] = []
+    deadline = time.monotonic() + 5
+    while wanted not in got:
+        message = ws.recv(timeout=max(0.01, deadline - time.monotonic()))
+        assert isinstance(message, str)
+        got.append(message)
+    return got
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_browser_and_a_tcp_user_chat_over_real_sockets(server: Any) -> None:
+    _, tcp_port, web_port = server
+    alice = await register(tcp_port, "alice")
+    ws = await threads.deferToThread(browser, web_port)
+    try:
+
+        def join() -> list[str]:
+            assert ws.recv(timeout=5) == WELCOME
+            ws.send("/pseudo bob")
+            return until(ws, "=>bob")
+
+        assert "Bienvenue bob" in await threads.deferToThread(join)
+        await alice.until(b"-Connexion de bob\n")
+        ws.send("bonjour de bob")
+        await alice.until(b"-bob: bonjour de bob\n")
+        alice.send("msg bob à toi\n".encode())
+        got = await threads.deferToThread(
+            until_suffix, ws, "-message privé de alice: à toi"
+        )
+        assert got[-1].endswith("-message privé de alice: à toi")
+    finally:
+        await threads.deferToThread(ws.close)  # it waits for the server's answer
+
+
+def until_suffix(ws: ClientConnection, suffix: str) -> list[str]:
+    got: list[str] = []
+    deadline = time.monotonic() + 5
+    while not (got and got[-1].endswith(suffix)):
+        message = ws.recv(timeout=max(0.01, deadline - time.monotonic()))
+        assert isinstance(message, str)
+        got.append(message)
+    return got
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_huge_message_is_refused_with_1009_as_it_arrives(server: Any) -> None:
+    """A 32 MiB message (which stalled the reactor for 14 s without a limit)
+    is refused after its first --max-line bytes: the close comes back at
+    once, and the server never holds the message."""
+    factory, tcp_port, web_port = server
+    alice = await register(tcp_port, "alice")
+
+    def flood() -> tuple[int | None, float]:
+        with connect(
+            f"ws://127.0.0.1:{web_port}/ws", open_timeout=5, max_size=None
+        ) as ws:
+            assert ws.recv(timeout=5) == WELCOME
+            ws.send("/pseudo bob")
+            until(ws, "=>bob")
+            start = time.monotonic()
+            try:
+                ws.send("x" * (32 << 20))
+                while time.monotonic() < start + 5:
+                    ws.recv(timeout=5)  # the end of the user list, then none
+            except ConnectionClosed as e:
+                return (e.rcvd.code if e.rcvd else None), time.monotonic() - start
+            return None, time.monotonic() - start
+
+    flooded = threads.deferToThread(flood)
+    await alice.until(b"-Connexion de bob\n")
+    code, seconds = await flooded
+    assert code == 1009
+    assert seconds < 5
+    await alice.until("-Déconnection de bob\n".encode())
+    assert "bob" not in factory.sessions
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_handshake_from_another_origin_is_refused(server: Any) -> None:
+    factory, _, web_port = server
+
+    def foreign() -> int:
+        try:
+            with connect(
+                f"ws://127.0.0.1:{web_port}/ws", origin=Origin("https://evil.example")
+            ):
+                pass
+        except InvalidStatus as e:
+            return e.response.status_code
+        return 101
+
+    assert await threads.deferToThread(foreign) == 403
+    assert not factory.admission.connections
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_browser_that_stops_reading_is_cut_the_others_are_served(
+    server: Any,
+) -> None:
+    """The stalled browser's TCP connection fills; its Output (the same as
+    TCP's, over the WebSocket frames) cuts it past --max-output (64 KiB
+    here) while a TCP reader gets every line."""
+    factory, tcp_port, web_port = server
+    talker = await register(tcp_port, "talker")
+    reader = await register(tcp_port, "reader")
+    ws = await threads.deferToThread(browser, web_port)
+    try:
+
+        def join() -> None:
+            assert ws.recv(timeout=5) == WELCOME
+            ws.send("/pseudo stuck")
+            until(ws, "=>stuck")
+
+        await threads.deferToThread(join)
+        # The client thread reads nothing from now on: its socket fills.
+        for i in range(2000):
+            talker.send(b"%05d %s\n" % (i, b"x" * 1000))
+        await reader.until(b"01999 ")
+        deadline = time.monotonic() + 10
+        while "stuck" in factory.sessions and time.monotonic() < deadline:
+            talker.send(b"encore\n")
+            await reader.until(b"-talker: encore\n")
+        assert "stuck" not in factory.sessions
+        await reader.until("-Déconnection de stuck\n".encode())
+    finally:
+        ws.close_socket()
