@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 from urllib.parse import urlsplit
 
+from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.pages import notFound
@@ -367,6 +368,31 @@ def parse_origins(values: list[str]) -> frozenset[str]:
     return frozenset(origins)
 
 
+def check_web_options(options: Any) -> None:
+    """Check --web and --web-origin (twistd chat's options), with a
+    sentence for a mistake: C{web} becomes an endpoint string or None, and
+    C{web_origins} the set of origins allowed."""
+    from twisted.internet import reactor
+    from twisted.python.usage import UsageError
+
+    try:
+        options["web_origins"] = parse_origins(options.get("web_origin", []))
+    except ValueError as e:
+        raise UsageError(f"--web-origin: {e}") from None
+    web = options.get("web")
+    if web is None:
+        raise UsageError("--web-origin is for the web page: give --web too.")
+    if web.isdigit():
+        web = options["web"] = f"tcp:{web}"
+    try:
+        serverFromString(reactor, web)
+    except (ValueError, KeyError, TypeError) as e:
+        raise UsageError(
+            f"--web: {web!r} is not an endpoint Twisted knows ({e}); try "
+            "tcp:8080 or a bare port number."
+        ) from None
+
+
 class ChatWebSocketResource(WebSocketResource):
     """C{/ws}: Twisted's WebSocket resource, with an Origin check first.
 
@@ -377,6 +403,7 @@ class ChatWebSocketResource(WebSocketResource):
 
     def __init__(self, factory: ChatFactory, origins: frozenset[str]) -> None:
         super().__init__(cast(Any, _Builder(factory)))
+        self.chat = factory
         self.origins = origins
 
     def render_GET(self, request: Request) -> bytes | int:
