@@ -58,6 +58,7 @@ PAGE_FILES = {
     "index.html": "text/html; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
 }
 
 # Only the page's own script, style and WebSocket; nothing inline, no frame.

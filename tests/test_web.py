@@ -3,6 +3,8 @@ StringTransport and a Clock, a wsproto client on the browser's side."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from twisted.internet.address import IPv4Address
 from wsproto import ConnectionType, WSConnection
@@ -21,6 +23,7 @@ from chatproto.session import Session, State
 from chatproto.testing import Chat, RecordingTransport
 from chatproto.web import (
     CONTENT_SECURITY_POLICY,
+    PAGE,
     ChatWebSocket,
     Frames,
     allowed_origin,
@@ -349,6 +352,7 @@ def get(chat: Chat, path: str) -> tuple[bytes, dict[bytes, list[bytes]]]:
         ("/", b"200", b"text/html; charset=utf-8"),
         ("/app.js", b"200", b"text/javascript; charset=utf-8"),
         ("/style.css", b"200", b"text/css; charset=utf-8"),
+        ("/favicon.svg", b"200", b"image/svg+xml"),
         ("/nothing", b"404", None),
         ("/ws", b"400", None),  # a GET that is not a handshake
     ],
@@ -386,3 +390,16 @@ def test_a_twisted_without_the_message_buffers_refuses_every_websocket(
     protocol.negotiationFinished()
     assert tcp.aborted
     assert not chat.factory.admission.connections
+
+
+def test_the_page_has_no_inline_script_or_style_and_labels_its_fields() -> None:
+    """The CSP allows only the page's own files: anything inline would be
+    refused by the browser, so there must be none."""
+    html = (PAGE / "index.html").read_text()
+    assert re.findall(r"<script[^>]*>", html) == ['<script src="app.js" defer>']
+    assert "<style" not in html
+    assert not re.search(r"\s(style|on[a-z]+)=", html)
+    assert '<label for="nick">Pseudo</label>' in html
+    assert '<label for="message">Message</label>' in html
+    assert 'role="log" aria-live="polite"' in html
+    assert "innerHTML" not in (PAGE / "app.js").read_text()
