@@ -3,13 +3,15 @@ reactor, each browser a blocking C{websockets} client in a thread."""
 
 from __future__ import annotations
 
+import ssl
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor, threads
-from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.endpoints import TCP4ServerEndpoint, serverFromString
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Origin
@@ -18,6 +20,7 @@ from chatproto.config import ServerConfig
 from chatproto.server import ChatFactory
 from chatproto.web import site
 from tests.test_sockets import register
+from tests.test_tls import self_signed
 
 r: Any = reactor
 WELCOME = "Bienvenue dans le chat v.1, enregistrez-vous avec la commande /pseudo"
@@ -171,3 +174,40 @@ async def test_a_browser_that_stops_reading_is_cut_the_others_are_served(
         await reader.until("-Déconnection de stuck\n".encode())
     finally:
         ws.close_socket()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_tls_endpoint_serves_the_websocket(tmp_path: Path) -> None:
+    """--web ssl:... : a wss client registers, chats with a TCP user, and
+    its output goes through the same Output over TLS."""
+    pem = self_signed(tmp_path)
+    factory = ChatFactory(ServerConfig(flood_rate=0), clock=r)
+    tcp = await TCP4ServerEndpoint(r, 0, interface="127.0.0.1").listen(factory)
+    web = await serverFromString(
+        r, f"ssl:0:privateKey={pem}:interface=127.0.0.1"
+    ).listen(site(factory))
+    try:
+        alice = await register(tcp.getHost().port, "alice")
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+
+        def chat() -> list[str]:
+            url = f"wss://127.0.0.1:{web.getHost().port}/ws"
+            with connect(url, ssl=context, open_timeout=5, close_timeout=5) as ws:
+                assert ws.recv(timeout=5) == WELCOME
+                ws.send("/pseudo bob")
+                until(ws, "=>bob")
+                ws.send("bonjour en TLS")
+                ws.send("/quit")
+                return until(ws, "Deconnexion")
+
+        chatted = threads.deferToThread(chat)
+        await alice.until(b"-bob: bonjour en TLS\n")
+        assert (await chatted)[-1] == "Deconnexion"
+        await alice.until("-Déconnection de bob\n".encode())
+    finally:
+        for session in tuple(factory.admission.connections):
+            session.connection.abort()
+        await tcp.stopListening()
+        await web.stopListening()
