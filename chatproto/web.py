@@ -127,6 +127,9 @@ class Frames:
 
     def loseConnection(self) -> None:
         code, reason = self.closing
+        linger = getattr(self.websocket.transport, "linger", None)
+        if linger is not None:
+            linger()
         try:
             self.websocket.loseConnection(code, reason)
         except LocalProtocolError:  # closed already: close the TCP side
@@ -165,17 +168,23 @@ class _Lingering:
     unread data with a reset, and the reset can make the browser's kernel
     discard the close frame before the browser reads it: it sees no close
     code (1006) instead of 1009 (2 runs in 9 of
-    tests/test_web_sockets.py without this). So the first close only shuts
-    the sending side (a FIN after the close frame), and reading goes on,
-    discarded, until the browser closes too, or the second close (the
-    browser's close frame, or the L{Output}'s close_timeout abort) closes
-    for good."""
+    tests/test_web_sockets.py without this). So a close the server starts
+    (L{linger}, then the close) only shuts the sending side (a FIN after the
+    close frame), and reading goes on, discarded, until the browser closes
+    too, its close frame arrives, or the L{Output}'s close_timeout aborts.
+    A close the browser starts (its close frame) closes at once: it has
+    stopped sending, and keeping the connection would keep the user in the
+    chat until its pings run out."""
 
-    __slots__ = ("_half_closed", "_transport")
+    __slots__ = ("_half_close", "_transport")
 
     def __init__(self, transport: Any) -> None:
         self._transport = transport
-        self._half_closed = False
+        self._half_close = False
+
+    def linger(self) -> None:
+        """The next close is the server's: half-close."""
+        self._half_close = True
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
@@ -185,11 +194,11 @@ class _Lingering:
 
     def loseConnection(self) -> None:
         half_close = getattr(self._transport, "loseWriteConnection", None)
-        if self._half_closed or half_close is None:
-            self._transport.loseConnection()
-        else:
-            self._half_closed = True
+        if self._half_close and half_close is not None:
+            self._half_close = False  # the next one closes for good
             half_close()
+        else:
+            self._transport.loseConnection()
 
 
 class _Capped:

@@ -3,7 +3,9 @@ reactor, each browser a blocking C{websockets} client in a thread."""
 
 from __future__ import annotations
 
+import socket
 import ssl
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,8 @@ from twisted.internet.endpoints import TCP4ServerEndpoint, serverFromString
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Origin
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import CloseConnection, Request, TextMessage
 
 from chatproto.config import ServerConfig
 from chatproto.server import ChatFactory
@@ -211,3 +215,42 @@ async def test_a_tls_endpoint_serves_the_websocket(tmp_path: Path) -> None:
             session.connection.abort()
         await tcp.stopListening()
         await web.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_that_closes_and_keeps_its_socket_open_leaves_at_once(
+    server: Any,
+) -> None:
+    """A client's close frame ends its WebSocket: the server answers it and
+    closes the TCP connection, so the user leaves the chat then, not when
+    its pings run out."""
+    factory, tcp_port, web_port = server
+    alice = await register(tcp_port, "alice")
+
+    def close_and_wait() -> bytes:
+        client = WSConnection(ConnectionType.CLIENT)
+        with socket.create_connection(("127.0.0.1", web_port), timeout=5) as sock:
+            sock.sendall(client.send(Request(host="127.0.0.1", target="/ws")))
+            received = b""
+            while b"\r\n\r\n" not in received:
+                received += sock.recv(65536)
+            head, _, received = received.partition(b"\r\n\r\n")
+            client.receive_data(head + b"\r\n\r\n")
+            list(client.events())  # the handshake is accepted
+            sock.sendall(client.send(TextMessage("/pseudo bob")))
+            while b"=>bob" not in received:
+                received += sock.recv(65536)
+            sock.sendall(client.send(CloseConnection(1000)))
+            # Its socket stays open until bob is seen gone (5 s at most).
+            departed.wait(5)
+            return received
+
+    departed = threading.Event()
+    closed = threads.deferToThread(close_and_wait)
+    await alice.until(b"-Connexion de bob\n")
+    left = time.monotonic()
+    await alice.until("-Déconnection de bob\n".encode())
+    departed.set()
+    assert time.monotonic() - left < 2
+    await closed
+    assert "bob" not in factory.sessions
