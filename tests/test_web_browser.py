@@ -29,6 +29,12 @@ playwright = pytest.importorskip("playwright.sync_api")
 expect = playwright.expect
 WAIT = 15_000  # ms: every wait is bounded
 expect.set_options(timeout=WAIT)
+# The tab hidden, then shown, as a browser does when the user switches tabs.
+HIDE = """Object.defineProperty(document, "hidden", {value: true, configurable: true});
+document.dispatchEvent(new Event("visibilitychange"));"""
+SHOW = """Object.defineProperty(document, "hidden", {value: false, configurable: true});
+document.dispatchEvent(new Event("visibilitychange"));"""
+BACKGROUND = "getComputedStyle(document.body).backgroundColor"
 
 
 @pytest.fixture
@@ -97,6 +103,7 @@ def test_two_browsers_and_a_tcp_client_chat_through_a_restart(
         viewport={"width": 360, "height": 740},
         is_mobile=True,
         has_touch=True,
+        color_scheme="dark",
     )
 
     # Registration: a refused nickname says why and asks again.
@@ -147,9 +154,29 @@ def test_two_browsers_and_a_tcp_client_chat_through_a_restart(
     carol.send(b"msg alice psst\n")
     expect(alice.entry("psst")).to_have_class("private")
 
+    # A hidden tab gets an unread marker, cleared when it is shown again.
+    alice.page.evaluate(HIDE)
+    carol.send(b"tu es la ?\n")
+    expect(
+        alice.page.get_by_role("button", name="nouveaux messages (1)")
+    ).to_be_visible()
+    expect(alice.page).to_have_title("(1) chat")
+    alice.page.evaluate(SHOW)
+    expect(alice.page.locator("#unread")).to_be_hidden()
+    expect(alice.page).to_have_title("chat")
+
+    # The phone is in dark mode: the page follows it.
+    assert bob.page.evaluate(BACKGROUND) == "rgb(18, 18, 18)"
+    assert alice.page.evaluate(BACKGROUND) == "rgb(255, 255, 255)"
+
     screenshot = os.environ.get("CHATPROTO_SCREENSHOT")
     if screenshot:
         alice.page.screenshot(path=screenshot)
+
+    # A departure, styled apart, and gone from the list.
+    carol.send(b"/quit\n")
+    expect(alice.entry("carol s'en va")).to_have_class("departure")
+    expect(alice.page.locator("#users li")).to_have_text(["alice", "bob"])
 
     # A restart: the pages reconnect by themselves and register again, the
     # line being typed and the history kept.
@@ -170,7 +197,7 @@ def test_two_browsers_and_a_tcp_client_chat_through_a_restart(
     alice.say("de retour")
     expect(bob.entry("de retour")).to_contain_text("alice")
     users = bob.page.locator("#users li")
-    expect(users).to_have_count(2)  # carol, on TCP, was cut by the restart
+    expect(users).to_have_count(2)
     assert sorted(users.all_inner_texts()) == ["alice", "bob"]
 
     for page in (alice, bob):
