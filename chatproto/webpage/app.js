@@ -357,7 +357,7 @@
     }
     const body = document.createElement("span");
     body.className = "text";
-    appendText(body, text, !kind.includes("own"));
+    appendText(body, text, from !== undefined && !kind.includes("own"));
     item.append(body);
     const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
     log.append(item);
