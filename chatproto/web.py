@@ -22,11 +22,16 @@ here is framing only, and the limits Twisted's WebSocket lacks:
  - output to a browser that stops reading is bounded by --max-output, by
    the very L{Output} a TCP connection has, over L{Frames}.
 
-One thing here reads Twisted's internals: L{_Capped} replaces the two
-message buffers (C{_textBuffer}, C{_bytesBuffer}) of the WebSocket wire
-protocol, as Twisted has no size limit of its own. If a Twisted release
-renames them, every WebSocket is refused at once (never served without the
-limit), and tests/test_web.py fails.
+Two things here go past the documented interface of Twisted's WebSocket
+wire protocol. L{_Capped} replaces its two message buffers (the private
+C{_textBuffer} and C{_bytesBuffer}), as Twisted has no size limit of its
+own: if a Twisted release renames them, every WebSocket is refused at once
+(never served without the limit), and tests/test_web.py fails. L{_Lingering}
+replaces its C{transport} (a public attribute), so that a close the server
+starts does not lose its close frame to a reset.
+
+The page's files are read once, when the site is made: after editing them,
+restart the server.
 """
 
 from __future__ import annotations
