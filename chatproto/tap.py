@@ -319,8 +319,13 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         if self.get("web") is not None or self.get("web_origin"):
-            from chatproto.web import check_web_options  # needs wsproto
-
+            try:
+                from chatproto.web import check_web_options
+            except ImportError as e:  # an older Twisted, or no wsproto
+                raise usage.UsageError(
+                    f"--web needs Twisted's WebSocket ({e}): pip install "
+                    "'twisted[websocket]>=26.10'."
+                ) from None
             check_web_options(self)
         values: dict[str, Any] = {}
         for name, (field, kind, least, _) in _NUMBERS.items():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.usage import UsageError
@@ -66,3 +68,16 @@ def test_web_mistakes_are_explained(argv: list[str], start: str) -> None:
     with pytest.raises(UsageError) as raised:
         parse(*argv)
     assert str(raised.value).startswith(start)
+
+
+def test_web_without_twisted_websocket_is_one_sentence(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Twisted before 26.10 has no twisted.web.websocket (and 26.4's split
+    fragmented messages): --web says what to install, no traceback."""
+    monkeypatch.setitem(sys.modules, "twisted.web.websocket", None)
+    monkeypatch.delitem(sys.modules, "chatproto.web", raising=False)
+    with pytest.raises(UsageError) as raised:
+        parse("--web", "8080")
+    assert str(raised.value).startswith("--web needs Twisted's WebSocket (")
+    assert str(raised.value).endswith("pip install 'twisted[websocket]>=26.10'.")
