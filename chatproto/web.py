@@ -37,6 +37,7 @@ restart the server.
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 from urllib.parse import urlsplit
@@ -55,6 +56,7 @@ from chatproto.output import Output
 from chatproto.session import Session, State
 
 if TYPE_CHECKING:
+    from chatproto.config import ServerConfig
     from chatproto.server import ChatFactory
 
 log = Logger()
@@ -474,7 +476,45 @@ class _PageFile(Resource):
 
 class _SecureSite(Site):
     """The site, whose every response carries the security headers (the
-    page's, its files', a 404's, a refused handshake's)."""
+    page's, its files', a 404's, a refused handshake's), and whose
+    connections are bounded as the chat's are.
+
+    A connection to the site is not a session until its handshake is done:
+    until then the L{Admission} does not count it, and an HTTP connection
+    that sends nothing holds its file descriptor for Twisted's idle timeout
+    (60 s). So the site itself refuses a connection past --max-connections
+    open in all, or past --max-per-ip from one address (0: no limit); a
+    refused one is closed at once, with no answer."""
+
+    def __init__(self, resource: Resource, config: ServerConfig, **kwargs: Any):
+        super().__init__(resource, **kwargs)
+        self.config = config
+        self.open = 0
+        self.per_host: Counter[str] = Counter()
+
+    def buildProtocol(self, addr: Any) -> Any:
+        config = self.config
+        host = source(getattr(addr, "host", None)) if config.max_per_ip else None
+        if self.open >= config.max_connections or (
+            host is not None and self.per_host[host] >= config.max_per_ip
+        ):
+            return None
+        protocol = super().buildProtocol(addr)
+        self.open += 1
+        if host is not None:
+            self.per_host[host] += 1
+        lost = protocol.connectionLost
+
+        def connection_lost(reason: Failure) -> None:
+            self.open -= 1
+            if host is not None:
+                self.per_host[host] -= 1
+                if not self.per_host[host]:
+                    del self.per_host[host]
+            lost(reason)
+
+        protocol.connectionLost = connection_lost
+        return protocol
 
     def getResourceFor(self, request: Request) -> Resource:
         for name, value in SECURITY_HEADERS:
@@ -493,7 +533,7 @@ def site(factory: ChatFactory, origins: frozenset[str] = frozenset()) -> Site:
         page = _PageFile((PAGE / name).read_bytes(), content_type)
         root.putChild(b"" if name == "index.html" else name.encode(), page)
     root.putChild(b"ws", ChatWebSocketResource(factory, origins))
-    web = _SecureSite(root, reactor=factory.clock)
+    web = _SecureSite(root, factory.config, reactor=factory.clock)
     web.displayTracebacks = False
     web.noisy = False
     return web
