@@ -292,6 +292,16 @@ class Options(usage.Options):
     optParameters += _CLUSTER_PARAMETERS
     optParameters.append(
         [
+            "web",
+            None,
+            None,
+            "Also serve the chat to browsers: the page at / and its WebSocket at "
+            "/ws, on this Twisted endpoint (tcp:8080, ssl:8443:privateKey=key.pem, "
+            "or a bare port number). Without it, no web server.",
+        ]
+    )
+    optParameters.append(
+        [
             "nodelay",
             None,
             _DEFAULTS.nodelay,
@@ -339,8 +349,23 @@ class Options(usage.Options):
             except ValueError as e:
                 raise usage.UsageError(f"--bans: {e}") from None
 
+    def opt_web_origin(self, origins: str) -> None:
+        """With --web: an origin whose pages may open the chat's WebSocket
+        besides the page's own (https://chat.example.org); repeatable, or
+        comma-separated."""
+        self.setdefault("web_origin", []).append(origins)
+
     def postOptions(self) -> None:
         self._moderation_options()
+        if self.get("web") is not None or self.get("web_origin"):
+            try:
+                from chatproto.web import check_web_options
+            except ImportError as e:  # an older Twisted, or no wsproto
+                raise usage.UsageError(
+                    f"--web needs Twisted's WebSocket ({e}): pip install "
+                    "'twisted[websocket]>=26.10'."
+                ) from None
+            check_web_options(self)
         values: dict[str, Any] = {}
         for name, (field, kind, least, _) in _NUMBERS.items():
             if self[name] is None:  # not given: ServerConfig computes it
@@ -626,4 +651,11 @@ def makeService(options: usage.Options, reactor: Any = None) -> service.IService
             _tell(cannot_listen(e))
             raise SystemExit(1) from None
     _Listener(endpoint, factory).setServiceParent(top)
+    if options.get("web") is not None:  # stopped first: no new browser
+        from chatproto.web import site
+
+        web = serverFromString(
+            reactor, with_backlog(options["web"], config.max_connections)
+        )
+        _Listener(web, site(factory, options["web_origins"])).setServiceParent(top)
     return top

@@ -1,0 +1,539 @@
+"""The chat in a browser: the page, and the line protocol over a WebSocket.
+
+C{--web ENDPOINT} serves, beside the TCP port, an HTTP site (L{site}): the
+page at C{/} (static files of chatproto/webpage, no build step), and at
+C{/ws} a WebSocket that speaks the line protocol of docs/protocol.md. A
+browser user is a L{Session} on the very same room (L{ChatFactory}) as a TCP
+user: registration, flood control, pings, output bounds, departures and
+cluster mode are the session's and the room's, not this module's. What is
+here is framing only, and the limits Twisted's WebSocket lacks:
+
+ - each text message from the browser is what a TCP user's line is with its
+   C{\\n} (so a message holding newlines is several lines, as a paste is);
+   each line the server writes is one text message, without its C{\\n};
+ - a message is refused past --max-line bytes, with close code 1009, while
+   it arrives rather than once it is whole (L{_Capped}); a binary message
+   is refused with 1003;
+ - a handshake whose C{Origin} is neither the page's own nor one of
+   --web-origin is refused with 403 (L{ChatWebSocketResource}): without the
+   check, any site a user visits could chat in their name;
+ - the idle timeout is the chat's own: a registered browser is pinged like
+   a TCP user, and the page answers each C{ping} line with C{pong};
+ - output to a browser that stops reading is bounded by --max-output, by
+   the very L{Output} a TCP connection has, over L{Frames}.
+
+Two things here go past the documented interface of Twisted's WebSocket
+wire protocol. L{_Capped} replaces its two message buffers (the private
+C{_textBuffer} and C{_bytesBuffer}), as Twisted has no size limit of its
+own: if a Twisted release renames them, every WebSocket is refused at once
+(never served without the limit), and tests/test_web.py fails. L{_Lingering}
+replaces its C{transport} (a public attribute), so that a close the server
+starts does not lose its close frame to a reset.
+
+The page's files are read once, when the site is made: after editing them,
+restart the server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, cast
+from urllib.parse import urlsplit
+
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.pages import notFound
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+from twisted.web.websocket import WebSocketResource
+from wsproto.utilities import LocalProtocolError
+
+from chatproto.admission import source
+from chatproto.output import Output
+from chatproto.session import Session, State
+
+if TYPE_CHECKING:
+    from chatproto.config import ServerConfig
+    from chatproto.server import ChatFactory
+
+log = Logger()
+
+PAGE = Path(__file__).resolve().parent / "webpage"
+PAGE_FILES = {
+    "index.html": "text/html; charset=utf-8",
+    "app.js": "text/javascript; charset=utf-8",
+    "style.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+}
+
+# Only the page's own script, style and WebSocket; nothing inline, no frame.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; "
+    "connect-src 'self'; img-src 'self'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = (
+    ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Frame-Options", "DENY"),
+)
+
+# WebSocket close codes (RFC 6455, 7.4.1).
+NORMAL = 1000
+UNSUPPORTED_DATA = 1003  # a binary message: this chat is text
+MESSAGE_TOO_BIG = 1009  # past --max-line
+
+
+class WebSocket(Protocol):
+    """What this module uses of Twisted's WebSocket transport: the public
+    L{twisted.web.websocket.WebSocketTransport}, and its C{transport}, the
+    TCP (or TLS) connection it sits on."""
+
+    transport: Any
+
+    def sendTextMessage(self, text: str) -> None: ...
+    def loseConnection(self, code: int = NORMAL, reason: str = "") -> None: ...
+
+
+class Frames:
+    """The transport an L{Output} writes to for a WebSocket: lines in, one
+    text message per line out.
+
+    The session and the fan-out write whole lines, several at a time; each
+    becomes one text message without its C{\\n}, decoded as UTF-8 (the
+    server's lines are bytes; a byte that is not UTF-8 becomes U+FFFD, as a
+    browser's text message must be valid). C{transport} is the TCP
+    connection underneath, where L{chatproto.output.unsent} finds what is
+    held and L{Output.open} fixes the send buffer: the same congestion
+    logic as TCP, on the bytes the frames take."""
+
+    __slots__ = ("closing", "transport", "websocket")
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.websocket = websocket
+        transport = websocket.transport
+        self.transport = getattr(transport, "_transport", transport)
+        # The close code and reason the next loseConnection sends.
+        self.closing: tuple[int, str] = (NORMAL, "")
+
+    def write(self, data: bytes) -> None:
+        lines = data.split(b"\n")
+        if lines[-1]:  # never happens: every write is whole lines
+            log.warn("a write without its newline: {data!r}", data=data)
+        else:
+            lines.pop()
+        for line in lines:
+            try:
+                self.websocket.sendTextMessage(line.decode("utf-8", "replace"))
+            except LocalProtocolError:  # the browser closed: nothing more goes
+                return
+
+    def loseConnection(self) -> None:
+        code, reason = self.closing
+        linger = getattr(self.websocket.transport, "linger", None)
+        if linger is not None:
+            linger()
+        try:
+            self.websocket.loseConnection(code, reason)
+        except LocalProtocolError:  # closed already: close the TCP side
+            self.transport.loseConnection()
+
+    def abortConnection(self) -> None:
+        self.transport.abortConnection()
+
+    def registerProducer(self, producer: object, streaming: bool) -> None:
+        """Be told when the TCP connection's buffer fills and drains.
+
+        The HTTP channel that did the handshake is the connection's producer
+        until now; once upgraded it reads nothing more, and the L{Output}
+        takes its place (a transport has one producer)."""
+        transport = self.transport
+        with contextlib.suppress(RuntimeError):  # a test's, with none
+            transport.unregisterProducer()
+        transport.registerProducer(producer, streaming)
+
+    def getPeer(self) -> object:
+        return self.transport.getPeer()
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        set_nodelay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_nodelay is not None:
+            set_nodelay(enabled)
+
+
+class _Lingering:
+    """The TCP connection as Twisted's WebSocket wire protocol sees it, so
+    that a close does not destroy the close frame.
+
+    Twisted closes a WebSocket by writing its close frame and closing the
+    TCP connection, which stops reading. If the browser is still sending (a
+    refused message: the rest of it is on its way), the kernel answers that
+    unread data with a reset, and the reset can make the browser's kernel
+    discard the close frame before the browser reads it: it sees no close
+    code (1006) instead of 1009 (2 runs in 9 of
+    tests/test_web_sockets.py without this). So a close the server starts
+    (L{linger}, then the close) only shuts the sending side (a FIN after the
+    close frame), and reading goes on, discarded, until the browser closes
+    too, its close frame arrives, or the L{Output}'s close_timeout aborts.
+    A close the browser starts (its close frame) closes at once: it has
+    stopped sending, and keeping the connection would keep the user in the
+    chat until its pings run out."""
+
+    __slots__ = ("_half_close", "_transport")
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self._half_close = False
+
+    def linger(self) -> None:
+        """The next close is the server's: half-close."""
+        self._half_close = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def write(self, data: bytes) -> None:
+        self._transport.write(data)
+
+    def loseConnection(self) -> None:
+        half_close = getattr(self._transport, "loseWriteConnection", None)
+        if self._half_close and half_close is not None:
+            self._half_close = False  # the next one closes for good
+            half_close()
+        else:
+            self._transport.loseConnection()
+
+
+class _Capped:
+    """A message buffer that refuses a message past a size as it arrives.
+
+    Twisted's WebSocket wire protocol adds each fragment of a message to a
+    buffer (C{add}) and hands the whole message over when it ends
+    (C{done}); it has no limit, and a 32 MiB message stalled the reactor for
+    14 s. This one stands in for it, counts the UTF-8 bytes it is given,
+    and past C{limit} (-1: any message at all) tells C{refuse} once and
+    keeps nothing more."""
+
+    __slots__ = ("chunks", "empty", "limit", "refuse", "size")
+
+    def __init__(self, empty: str | bytes, limit: int, refuse: Any) -> None:
+        self.empty = empty
+        self.limit = limit
+        self.refuse = refuse
+        self.chunks: list[Any] = []
+        self.size = 0
+
+    def add(self, new: str | bytes | bytearray) -> None:
+        if self.size < 0:  # refused: skip to the end of the message
+            return
+        self.size += len(new.encode() if isinstance(new, str) else new)
+        if self.size > self.limit:
+            self.chunks, self.size = [], -1
+            self.refuse()
+            return
+        self.chunks.append(new)
+
+    def done(self) -> Any:
+        chunks, self.chunks, self.size = self.chunks, [], 0
+        if isinstance(self.empty, str):
+            return "".join(chunks)
+        return b"".join(chunks)
+
+
+class ChatWebSocket:
+    """One browser's WebSocket (a L{twisted.web.websocket.WebSocketProtocol}):
+    text messages to lines, for a L{Session}; the TCP twin is
+    L{chatproto.server.ChatServerProtocol}."""
+
+    def __init__(self, factory: ChatFactory, host: str | None) -> None:
+        self.factory = factory
+        self.host = host
+        self.websocket = cast(WebSocket, None)
+        self.frames = cast(Frames, None)
+        self.output = cast(Output, None)
+        self.session = cast(Session, None)
+        self.refused = False
+
+    def negotiationStarted(self, transport: Any) -> None:
+        """The handshake is under way: keep the transport, cap its message
+        buffers before any message can arrive, and make its close linger
+        (L{_Lingering})."""
+        self.websocket = transport
+        limit = self.factory.config.max_line
+        transport.transport = _Lingering(transport.transport)
+        try:
+            if not hasattr(transport, "_textBuffer"):
+                raise AttributeError("_textBuffer")
+            transport._textBuffer = _Capped("", limit, self._too_big)
+            transport._bytesBuffer = _Capped(b"", -1, self._binary)
+        except AttributeError:
+            log.error(
+                "this Twisted's WebSocket has no message buffers to cap: "
+                "WebSockets are refused"
+            )
+            self.refused = True
+
+    def negotiationFinished(self) -> None:
+        """The WebSocket is open: start the session (welcome, or refusal)."""
+        self.frames = Frames(self.websocket)
+        # HTTPChannel turns Nagle off for every connection; a chat's own
+        # policy (--nodelay, see Output.talking) decides instead.
+        self.frames.setTcpNoDelay(False)
+        if self.refused:  # no limit, no chat
+            self.frames.abortConnection()
+            return
+        factory = self.factory
+        self.output = Output(self.frames, factory)
+        self.session = Session(factory, self.output, self.host)
+        self.session.start()
+
+    def textMessageReceived(self, message: str) -> None:
+        """A message: the lines of a TCP read of C{message} and C{\\n}, each
+        without one trailing C{\\r}. It is at most --max-line bytes (see
+        L{_Capped}), so no line in it is too long."""
+        if self.refused:
+            return
+        session = self.session
+        for line in message.encode().split(b"\n"):
+            if session.state is State.GONE:
+                return
+            if line[-1:] == b"\r":
+                line = line[:-1]
+            session.line_received(line)
+
+    def bytesMessageReceived(self, data: bytes | bytearray) -> None:
+        """Refused as it starts (L{_binary}): never here."""
+
+    def pongReceived(self, payload: bytes) -> None:
+        """The chat's pings are lines (C{ping}, answered C{pong}), as for a
+        TCP user: WebSocket pongs mean nothing here."""
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self.session is None:  # lost during the handshake
+            return
+        self.output.lost()
+        self.session.lost()
+
+    def _too_big(self) -> None:
+        limit = self.factory.config.max_line
+        self._refuse(MESSAGE_TOO_BIG, f"message de plus de {limit} octets")
+
+    def _binary(self) -> None:
+        self._refuse(UNSUPPORTED_DATA, "messages texte seulement")
+
+    def _refuse(self, code: int, reason: str) -> None:
+        """Close with C{code}: the user leaves the chat (its departure said
+        once), the close frame carries the reason."""
+        if self.refused:
+            return
+        self.refused = True
+        log.info(
+            "{nick} refused ({code}): {reason}",
+            nick=self.session.nick,
+            code=code,
+            reason=reason,
+        )
+        if self.session.state is State.GONE:  # closing already
+            return
+        self.frames.closing = (code, reason)
+        self.session.say_goodbye()
+
+
+def allowed_origin(origin: str, host: str | None, origins: frozenset[str]) -> bool:
+    """Whether a handshake's C{Origin} may open a WebSocket: the page's own
+    origin (its host and port are the request's C{Host}; the scheme may
+    differ behind a TLS proxy, which changes nothing for the host), or one of
+    --web-origin."""
+    if normal_origin(origin) in origins:
+        return True
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or host is None:
+        return False
+    return parts.netloc.lower() == host.lower()
+
+
+def normal_origin(origin: str) -> str:
+    """An origin as browsers send it: lower case, no trailing slash."""
+    return origin.strip().rstrip("/").lower()
+
+
+def parse_origins(values: list[str]) -> frozenset[str]:
+    """The --web-origin values (each repeatable, or comma-separated), each
+    checked to be an origin: C{http[s]://host[:port]}, nothing more."""
+    origins = set()
+    for value in values:
+        for item in value.split(","):
+            origin = normal_origin(item)
+            if not origin:
+                continue
+            parts = urlsplit(origin)
+            if (
+                parts.scheme not in ("http", "https")
+                or not parts.netloc
+                or parts.path
+                or parts.query
+                or parts.fragment
+            ):
+                raise ValueError(
+                    f"{item.strip()!r} is not an origin; write it as a browser "
+                    "sends it, like https://chat.example.org or http://host:8080."
+                )
+            origins.add(origin)
+    return frozenset(origins)
+
+
+def check_web_options(options: Any) -> None:
+    """Check --web and --web-origin (twistd chat's options), with a
+    sentence for a mistake: C{web} becomes an endpoint string or None, and
+    C{web_origins} the set of origins allowed."""
+    from twisted.internet import reactor
+    from twisted.python.usage import UsageError
+
+    try:
+        options["web_origins"] = parse_origins(options.get("web_origin", []))
+    except ValueError as e:
+        raise UsageError(f"--web-origin: {e}") from None
+    web = options.get("web")
+    if web is None:
+        raise UsageError("--web-origin is for the web page: give --web too.")
+    if web.isdigit():
+        web = options["web"] = f"tcp:{web}"
+    try:
+        serverFromString(reactor, web)
+    except (ValueError, KeyError, TypeError) as e:
+        raise UsageError(
+            f"--web: {web!r} is not an endpoint Twisted knows ({e}); try "
+            "tcp:8080 or a bare port number."
+        ) from None
+
+
+class ChatWebSocketResource(WebSocketResource):
+    """C{/ws}: Twisted's WebSocket resource, with an Origin check first.
+
+    A browser sends C{Origin} with every WebSocket handshake, and any page
+    may open one to any server: without this check, a site a user visits
+    could join the chat in their name. A handshake without C{Origin} (not a
+    browser: websocat, a script) is let in, as a TCP client is."""
+
+    def __init__(self, factory: ChatFactory, origins: frozenset[str]) -> None:
+        super().__init__(cast(Any, _Builder(factory)))
+        self.chat = factory
+        self.origins = origins
+
+    def render_GET(self, request: Request) -> bytes | int:
+        origin = request.getHeader("origin")
+        if origin is not None and not allowed_origin(
+            origin, request.getHeader("host"), self.origins
+        ):
+            log.info("WebSocket from origin {origin!r} refused", origin=origin)
+            request.setResponseCode(403)
+            request.setHeader("content-type", "text/plain; charset=utf-8")
+            return b"origin not allowed (see --web-origin)\n"
+        return cast("bytes | int", super().render_GET(request))
+
+
+class _Builder:
+    """Builds a browser's L{ChatWebSocket} on the chat's room."""
+
+    def __init__(self, factory: ChatFactory) -> None:
+        self.factory = factory
+
+    def buildProtocol(self, request: Request) -> ChatWebSocket:
+        address = request.getClientAddress()
+        return ChatWebSocket(self.factory, source(getattr(address, "host", None)))
+
+
+class _Root(Resource):
+    """C{/}: the page's files and C{/ws}; anything else is not found."""
+
+    def getChild(self, path: bytes, request: Request) -> Any:
+        return notFound()
+
+
+class _PageFile(Resource):
+    """One file of the page, read once: three small files, sent whole (no
+    ranges, no directory, nothing from the disk at request time)."""
+
+    isLeaf = True
+
+    def __init__(self, body: bytes, content_type: str) -> None:
+        super().__init__()
+        self.body = body
+        self.content_type = content_type
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader("content-type", self.content_type)
+        request.setHeader("cache-control", "no-cache")
+        return self.body
+
+    def render_HEAD(self, request: Request) -> bytes:
+        return self.render_GET(request)
+
+
+class _SecureSite(Site):
+    """The site, whose every response carries the security headers (the
+    page's, its files', a 404's, a refused handshake's), and whose
+    connections are bounded as the chat's are.
+
+    A connection to the site is not a session until its handshake is done:
+    until then the L{Admission} does not count it, and an HTTP connection
+    that sends nothing holds its file descriptor for Twisted's idle timeout
+    (60 s). So the site itself refuses a connection past --max-connections
+    open in all, or past --max-per-ip from one address (0: no limit); a
+    refused one is closed at once, with no answer."""
+
+    def __init__(self, resource: Resource, config: ServerConfig, **kwargs: Any):
+        super().__init__(resource, **kwargs)
+        self.config = config
+        self.open = 0
+        self.per_host: Counter[str] = Counter()
+
+    def buildProtocol(self, addr: Any) -> Any:
+        config = self.config
+        host = source(getattr(addr, "host", None)) if config.max_per_ip else None
+        if self.open >= config.max_connections or (
+            host is not None and self.per_host[host] >= config.max_per_ip
+        ):
+            return None
+        protocol = super().buildProtocol(addr)
+        self.open += 1
+        if host is not None:
+            self.per_host[host] += 1
+        lost = protocol.connectionLost
+
+        def connection_lost(reason: Failure) -> None:
+            self.open -= 1
+            if host is not None:
+                self.per_host[host] -= 1
+                if not self.per_host[host]:
+                    del self.per_host[host]
+            lost(reason)
+
+        protocol.connectionLost = connection_lost
+        return protocol
+
+    def getResourceFor(self, request: Request) -> Resource:
+        for name, value in SECURITY_HEADERS:
+            request.setHeader(name, value)
+        return cast(Resource, super().getResourceFor(request))
+
+    def log(self, request: Any) -> None:
+        """No access log: the chat logs who joins and leaves, as for TCP."""
+
+
+def site(factory: ChatFactory, origins: frozenset[str] = frozenset()) -> Site:
+    """The page at C{/}, its two files, and the WebSocket at C{/ws}; nothing
+    else (no directory listing). Timeouts run on the chat's clock."""
+    root = _Root()
+    for name, content_type in PAGE_FILES.items():
+        page = _PageFile((PAGE / name).read_bytes(), content_type)
+        root.putChild(b"" if name == "index.html" else name.encode(), page)
+    root.putChild(b"ws", ChatWebSocketResource(factory, origins))
+    web = _SecureSite(root, factory.config, reactor=factory.clock)
+    web.displayTracebacks = False
+    web.noisy = False
+    return web

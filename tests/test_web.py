@@ -1,0 +1,429 @@
+"""The WebSocket front end, in memory: the real site and room over a
+StringTransport and a Clock, a wsproto client on the browser's side."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from twisted.internet.address import IPv4Address
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
+)
+
+from chatproto import wire
+from chatproto.session import Session, State
+from chatproto.testing import Chat, RecordingTransport
+from chatproto.web import (
+    CONTENT_SECURITY_POLICY,
+    PAGE,
+    ChatWebSocket,
+    Frames,
+    allowed_origin,
+    parse_origins,
+    site,
+)
+
+WELCOME = wire.WELCOME.decode().rstrip("\n")
+
+
+class Browser:
+    """One browser's connection to the site: an HTTP request, then (if
+    accepted) WebSocket messages both ways."""
+
+    def __init__(
+        self,
+        chat: Chat,
+        origin: str | None = "http://chat.test",
+        origins: frozenset[str] = frozenset(),
+        host: str = "192.0.2.7",
+        port: int = 50000,
+    ) -> None:
+        self.chat = chat
+        peer = IPv4Address("TCP", host, port)
+        self.channel = site(chat.factory, origins).buildProtocol(peer)
+        self.transport = RecordingTransport(peerAddress=peer)
+        self.transport.protocol = self.channel
+        self.channel.makeConnection(self.transport)
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self.messages: list[str] = []
+        self.close: CloseConnection | None = None
+        self.status: int | None = None
+        self.body = b""
+        self.session: Session | None
+        headers = [] if origin is None else [(b"origin", origin.encode())]
+        before = set(chat.factory.admission.connections)
+        self.channel.dataReceived(
+            self.ws.send(Request(host="chat.test", target="/ws", extra_headers=headers))
+        )
+        self._read()
+        new = chat.factory.admission.connections - before
+        self.session = new.pop() if new else None
+
+    @property
+    def accepted(self) -> bool:
+        return self.status == 101
+
+    def _read(self) -> None:
+        self.chat.clock.advance(0)
+        data = self.transport.value()
+        self.transport.clear()
+        if not data:
+            return
+        self.ws.receive_data(data)
+        for event in self.ws.events():
+            if isinstance(event, AcceptConnection):
+                self.status = 101
+            elif isinstance(event, RejectConnection):
+                self.status = event.status_code
+            elif isinstance(event, RejectData):
+                self.body += event.data
+            elif isinstance(event, TextMessage):
+                assert event.message_finished
+                self.messages.append(event.data)
+            elif isinstance(event, CloseConnection):
+                self.close = event
+
+    def send(self, text: str) -> None:
+        """One text message from the browser."""
+        self.channel.dataReceived(self.ws.send(TextMessage(text)))
+
+    def take(self) -> list[str]:
+        """The text messages the server sent since the last take."""
+        self._read()
+        got, self.messages = self.messages, []
+        return got
+
+    def register(self, nick: str) -> list[str]:
+        self.take()
+        self.send(f"/pseudo {nick}")
+        got = self.take()
+        assert f"Bienvenue {nick}" in got, got
+        return got
+
+    @property
+    def closed(self) -> bool:
+        return not self.transport.connected
+
+
+def state(browser: Browser) -> State:
+    assert browser.session is not None
+    return browser.session.state
+
+
+@pytest.fixture
+def chat() -> Chat:
+    return Chat()
+
+
+def test_a_browser_is_welcomed_like_a_tcp_user(chat: Chat) -> None:
+    browser = Browser(chat)
+    assert browser.accepted
+    assert browser.take() == [WELCOME]
+
+
+def test_a_browser_and_a_tcp_user_chat_publicly_and_privately(chat: Chat) -> None:
+    alice = chat.user("alice")
+    browser = Browser(chat)
+    browser.register("bob")
+    assert alice.take() == chat.stamp() + b"-Connexion de bob\n"
+    browser.send("bonjour")
+    assert alice.take() == chat.stamp() + b"-bob: bonjour\n"
+    alice.send("salut à toi\n".encode())
+    assert browser.take() == [f"{chat.stamp().decode()}-alice: salut à toi"]
+    browser.send("msg alice en privé")
+    assert alice.take() == chat.stamp() + "-message privé de bob: en privé\n".encode()
+    alice.send(b"msg bob toi aussi\n")
+    assert browser.take() == [
+        f"{chat.stamp().decode()}-message privé de alice: toi aussi"
+    ]
+
+
+def test_each_line_of_a_write_is_one_message_without_its_newline(chat: Chat) -> None:
+    chat.user("alice")
+    browser = Browser(chat)
+    got = browser.register("bob")
+    assert got == [
+        "Bienvenue bob",
+        "----------------------",
+        "Utilisateurs en ligne:",
+        "=>alice",
+        "=>bob",
+        "----------------------",
+    ]
+
+
+def test_a_message_holding_newlines_is_several_lines_each_without_its_cr(
+    chat: Chat,
+) -> None:
+    alice = chat.user("alice")
+    browser = Browser(chat)
+    browser.register("bob")
+    alice.take()
+    browser.send("un\r\ndeux\ntrois\r")
+    stamp = chat.stamp()
+    assert alice.lines() == [
+        stamp + b"-bob: un\n",
+        stamp + b"-bob: deux\n",
+        stamp + b"-bob: trois\n",
+    ]
+
+
+def test_a_message_past_max_line_is_refused_with_1009_before_it_ends(
+    chat: Chat,
+) -> None:
+    alice = chat.user("alice")
+    browser = Browser(chat)
+    browser.register("bob")
+    alice.take()
+    limit = chat.factory.config.max_line
+    # The first fragment alone passes the limit; the message never ends.
+    browser.channel.dataReceived(
+        browser.ws.send(TextMessage("é" * limit, message_finished=False))
+    )
+    browser.take()
+    assert browser.close is not None
+    assert browser.close.code == 1009
+    assert str(limit) in (browser.close.reason or "")
+    assert state(browser) is State.GONE
+    assert alice.take() == chat.stamp() + "-Déconnection de bob\n".encode()
+
+
+def test_a_message_of_max_line_bytes_is_a_line(chat: Chat) -> None:
+    alice = chat.user("alice")
+    browser = Browser(chat)
+    browser.register("bob")
+    alice.take()
+    text = "x" * (chat.factory.config.max_line - len("msg alice "))
+    browser.send("msg alice " + text)
+    assert alice.take().endswith(text.encode() + b"\n")
+    assert browser.close is None
+
+
+def test_a_binary_message_is_refused_with_1003(chat: Chat) -> None:
+    browser = Browser(chat)
+    browser.take()
+    browser.channel.dataReceived(browser.ws.send(BytesMessage(b"/pseudo bob")))
+    browser.take()
+    assert browser.close is not None
+    assert browser.close.code == 1003
+    assert state(browser) is State.GONE
+
+
+def test_a_handshake_from_another_origin_is_refused_with_403(chat: Chat) -> None:
+    browser = Browser(chat, origin="https://evil.example")
+    assert browser.status == 403
+    assert b"--web-origin" in browser.body
+    assert not chat.factory.admission.connections
+
+
+@pytest.mark.parametrize(
+    ("origin", "origins"),
+    [
+        ("http://chat.test", frozenset()),  # the page's own
+        ("https://chat.test", frozenset()),  # the page's own, behind a TLS proxy
+        (None, frozenset()),  # not a browser: websocat, a script
+        ("https://chat.example.org", frozenset({"https://chat.example.org"})),
+    ],
+)
+def test_a_handshake_from_an_allowed_origin_is_welcomed(
+    chat: Chat, origin: str | None, origins: frozenset[str]
+) -> None:
+    browser = Browser(chat, origin=origin, origins=origins)
+    assert browser.accepted
+    assert browser.take() == [WELCOME]
+
+
+@pytest.mark.parametrize(
+    "origin",
+    ["null", "http://chat.test.evil.example", "ftp://chat.test", "http://chat.test:81"],
+)
+def test_an_origin_that_only_looks_like_the_page_is_refused(origin: str) -> None:
+    assert not allowed_origin(origin, "chat.test", frozenset())
+
+
+def test_web_origins_are_repeatable_or_comma_separated_and_checked() -> None:
+    assert parse_origins(["https://A.example/", "http://b.example:8080,"]) == {
+        "https://a.example",
+        "http://b.example:8080",
+    }
+    with pytest.raises(ValueError, match="is not an origin"):
+        parse_origins(["chat.example.org"])
+    with pytest.raises(ValueError, match="is not an origin"):
+        parse_origins(["https://chat.example.org/page"])
+
+
+def test_a_browser_that_stops_answering_pings_is_dropped(chat: Chat) -> None:
+    quiet = Browser(chat, port=50001)
+    quiet.register("quiet")
+    talker = Browser(chat, port=50002)
+    talker.register("talker")
+    config = chat.factory.config
+    for _ in range(config.max_missed_pings + 1):
+        chat.advance(config.ping_interval)
+        if "ping" in talker.take():
+            talker.send("pong")
+    assert quiet.closed
+    assert state(quiet) is State.GONE
+    assert not talker.closed
+    assert "quiet" not in chat.factory.sessions
+
+
+def test_a_browser_that_stops_reading_is_cut_past_max_output(chat: Chat) -> None:
+    alice = chat.user("alice")
+    browser = Browser(chat)
+    browser.register("bob")
+    producer = browser.transport.producer
+    assert producer is not None
+    producer.pauseProducing()  # its TCP buffer is full: it stopped reading
+    line = "x" * 1000 + "\n"
+    for _ in range(chat.factory.config.max_output // 1000 + 10):
+        alice.send(line.encode())
+        chat.advance(0.1)
+    chat.advance(2)
+    alice.send(line.encode())
+    chat.advance(0)
+    assert browser.closed
+    assert browser.transport.aborted
+    assert "bob" not in chat.factory.sessions
+
+
+def test_nagle_is_off_for_a_browser_only_once_it_talks(chat: Chat) -> None:
+    browser = Browser(chat)
+    browser.register("bob")
+    assert not browser.transport.nodelay
+    browser.send("bonjour")
+    assert browser.transport.nodelay
+
+
+def test_a_stopping_server_says_goodbye_to_a_browser(chat: Chat) -> None:
+    browser = Browser(chat)
+    browser.register("bob")
+    chat.factory.shutdown()
+    assert browser.take() == [wire.STOPPING, "Deconnexion"]
+    assert browser.close is not None
+    assert browser.close.code == 1000
+
+
+def test_a_server_line_that_is_not_utf8_is_sent_with_replacement_characters() -> None:
+    sent: list[str] = []
+
+    class Socket:
+        transport = RecordingTransport()
+
+        def sendTextMessage(self, text: str) -> None:
+            sent.append(text)
+
+        def loseConnection(self, code: int = 1000, reason: str = "") -> None:
+            pass
+
+    Frames(Socket()).write(b"caf\xe9\nok\n")
+    assert sent == ["caf\ufffd", "ok"]
+
+
+def get(chat: Chat, path: str) -> tuple[bytes, dict[bytes, list[bytes]]]:
+    """An HTTP GET of the site: the response's head and its headers."""
+    channel = site(chat.factory).buildProtocol(IPv4Address("TCP", "192.0.2.7", 1))
+    transport = RecordingTransport()
+    transport.protocol = channel
+    channel.makeConnection(transport)
+    channel.dataReceived(
+        f"GET {path} HTTP/1.1\r\nHost: chat.test\r\nConnection: close\r\n\r\n".encode()
+    )
+    head, _, _ = transport.value().partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    headers: dict[bytes, list[bytes]] = {}
+    for line in lines:
+        name, _, value = line.partition(b": ")
+        headers.setdefault(name.lower(), []).append(value)
+    return status, headers
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "content_type"),
+    [
+        ("/", b"200", b"text/html; charset=utf-8"),
+        ("/app.js", b"200", b"text/javascript; charset=utf-8"),
+        ("/style.css", b"200", b"text/css; charset=utf-8"),
+        ("/favicon.svg", b"200", b"image/svg+xml"),
+        ("/nothing", b"404", None),
+        ("/ws", b"400", None),  # a GET that is not a handshake
+    ],
+)
+def test_every_response_carries_the_security_headers(
+    chat: Chat, path: str, status: bytes, content_type: bytes | None
+) -> None:
+    head, headers = get(chat, path)
+    assert head.split(b" ")[1] == status
+    assert headers[b"content-security-policy"] == [CONTENT_SECURITY_POLICY.encode()]
+    assert headers[b"x-content-type-options"] == [b"nosniff"]
+    assert headers[b"referrer-policy"] == [b"no-referrer"]
+    if content_type is not None:
+        assert headers[b"content-type"] == [content_type]
+
+
+def test_a_twisted_without_the_message_buffers_refuses_every_websocket(
+    chat: Chat,
+) -> None:
+    """The size limit replaces two private buffers of Twisted's WebSocket: a
+    release without them gets no WebSocket at all, never one without the
+    limit."""
+
+    class Bare:
+        def __init__(self) -> None:
+            self.transport = RecordingTransport()
+
+        def sendTextMessage(self, text: str) -> None:
+            raise AssertionError("nothing is sent")
+
+    tcp = (bare := Bare()).transport
+    protocol = ChatWebSocket(chat.factory, "192.0.2.7")
+    tcp.protocol = protocol  # type: ignore[assignment]  # its connectionLost
+    protocol.negotiationStarted(bare)
+    protocol.negotiationFinished()
+    assert tcp.aborted
+    assert not chat.factory.admission.connections
+
+
+def test_the_page_has_no_inline_script_or_style_and_labels_its_fields() -> None:
+    """The CSP allows only the page's own files: anything inline would be
+    refused by the browser, so there must be none."""
+    html = (PAGE / "index.html").read_text()
+    assert re.findall(r"<script[^>]*>", html) == ['<script src="app.js" defer>']
+    assert "<style" not in html
+    assert not re.search(r"\s(style|on[a-z]+)=", html)
+    assert '<label for="nick">Pseudo</label>' in html
+    assert '<label for="message">Message</label>' in html
+    assert 'role="log" aria-live="polite"' in html
+    assert "innerHTML" not in (PAGE / "app.js").read_text()
+
+
+def test_connections_to_the_site_are_bounded_before_their_handshake() -> None:
+    """Until its handshake, a connection is no session and the chat does not
+    count it: the site refuses one past --max-per-ip from an address, or
+    past --max-connections in all, and counts a closed one out."""
+    chat = Chat(max_per_ip=2, max_connections=3)
+    web = site(chat.factory)
+
+    def connect(host: str) -> Any:
+        return web.buildProtocol(IPv4Address("TCP", host, 1))
+
+    first, second = connect("192.0.2.1"), connect("192.0.2.1")
+    assert first is not None and second is not None
+    assert connect("192.0.2.1") is None  # a third from one address
+    third = connect("192.0.2.2")
+    assert third is not None
+    assert connect("192.0.2.3") is None  # a fourth in all
+    transport = RecordingTransport()
+    transport.protocol = first
+    first.makeConnection(transport)
+    transport.loseConnection()  # one closes: its place is free again
+    assert connect("192.0.2.1") is not None
