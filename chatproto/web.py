@@ -111,7 +111,7 @@ class Frames:
     held and L{Output.open} fixes the send buffer: the same congestion
     logic as TCP, on the bytes the frames take."""
 
-    __slots__ = ("closing", "transport", "websocket")
+    __slots__ = ("closed", "closing", "transport", "websocket")
 
     def __init__(self, websocket: WebSocket) -> None:
         self.websocket = websocket
@@ -119,20 +119,19 @@ class Frames:
         self.transport = getattr(transport, "_transport", transport)
         # The close code and reason the next loseConnection sends.
         self.closing: tuple[int, str] = (NORMAL, "")
+        self.closed = False  # a close frame went out: nothing after it
 
     def write(self, data: bytes) -> None:
-        lines = data.split(b"\n")
-        if lines[-1]:  # never happens: every write is whole lines
-            log.warn("a write without its newline: {data!r}", data=data)
-        else:
-            lines.pop()
-        for line in lines:
-            try:
-                self.websocket.sendTextMessage(line.decode("utf-8", "replace"))
-            except LocalProtocolError:  # the browser closed: nothing more goes
-                return
+        """Frames go to the WebSocket's own transport, as its sendTextMessage
+        would write them, but framed once for every browser given the same
+        bytes (see L{frames}); none after a close frame, either side's."""
+        transport = self.websocket.transport
+        if self.closed or getattr(transport, "disconnecting", False):
+            return
+        transport.write(frames(data))
 
     def loseConnection(self) -> None:
+        self.closed = True
         code, reason = self.closing
         linger = getattr(self.websocket.transport, "linger", None)
         if linger is not None:
@@ -163,6 +162,46 @@ class Frames:
         set_nodelay = getattr(self.transport, "setTcpNoDelay", None)
         if set_nodelay is not None:
             set_nodelay(enabled)
+
+
+# The last write framed, and its frames: a pass of the fan-out gives every
+# member the same bytes object (one join for all), so each is framed once
+# per pass, not once per browser. Holding the bytes keeps their identity
+# from being reused by other bytes.
+_framed: tuple[bytes, bytes] = (b"", b"")
+
+
+def frames(data: bytes) -> bytes:
+    """Whole lines as WebSocket text frames, one per line without its
+    C{\n} (server frames are not masked: the same bytes for every browser);
+    a line that is not UTF-8 has its bad bytes replaced (U+FFFD), as a text
+    message must be valid UTF-8."""
+    global _framed
+    last, framed = _framed
+    if data is last:
+        return framed
+    lines = data.split(b"\n")
+    if lines[-1]:  # never happens: every write is whole lines
+        log.warn("a write without its newline: {data!r}", data=data)
+    else:
+        lines.pop()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        lines = [line.decode("utf-8", "replace").encode() for line in lines]
+    out = []
+    for line in lines:
+        size = len(line)
+        if size < 126:
+            out.append(bytes((0x81, size)))
+        elif size < 65536:
+            out.append(b"\x81\x7e" + size.to_bytes(2, "big"))
+        else:
+            out.append(b"\x81\x7f" + size.to_bytes(8, "big"))
+        out.append(line)
+    framed = b"".join(out)
+    _framed = (data, framed)
+    return framed
 
 
 class _Lingering:

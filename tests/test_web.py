@@ -28,6 +28,7 @@ from chatproto.web import (
     ChatWebSocket,
     Frames,
     allowed_origin,
+    frames,
     parse_origins,
     site,
 )
@@ -314,19 +315,46 @@ def test_a_stopping_server_says_goodbye_to_a_browser(chat: Chat) -> None:
 
 
 def test_a_server_line_that_is_not_utf8_is_sent_with_replacement_characters() -> None:
-    sent: list[str] = []
-
     class Socket:
         transport = RecordingTransport()
 
         def sendTextMessage(self, text: str) -> None:
-            sent.append(text)
+            raise AssertionError("frames are written whole")
 
         def loseConnection(self, code: int = 1000, reason: str = "") -> None:
             pass
 
-    Frames(Socket()).write(b"caf\xe9\nok\n")
-    assert sent == ["caf\ufffd", "ok"]
+    socket = Socket()
+    Frames(socket).write(b"caf\xe9\nok\n")
+    assert socket.transport.value() == b"\x81\x06caf\xef\xbf\xbd" + b"\x81\x02ok"
+
+
+def test_one_write_for_many_browsers_is_framed_once() -> None:
+    """The fan-out hands every member of a pass the same bytes: they are
+    framed once (the same frames object), and framed anew for other bytes."""
+    data = b"[1.2.3]-alice: one\n[1.2.3]-alice: two\n"
+    first = frames(data)
+    assert frames(data) is first
+    assert first == b"\x81\x12[1.2.3]-alice: one\x81\x12[1.2.3]-alice: two"
+    assert frames(b"x\n") == b"\x81\x01x"
+
+
+def test_frame_lengths_take_the_rfc_6455_forms() -> None:
+    """7 bits below 126 bytes, 16 bits (126) below 65,536, 64 bits (127) above."""
+    assert frames(b"a" * 125 + b"\n")[:2] == b"\x81\x7d"
+    assert frames(b"a" * 126 + b"\n")[:4] == b"\x81\x7e\x00\x7e"
+    assert frames(b"a" * 65536 + b"\n")[:10] == b"\x81\x7f" + (65536).to_bytes(8, "big")
+
+
+def test_long_public_lines_reach_a_browser_whole(chat: Chat) -> None:
+    """Lines of the 16-bit length form decode as one message each."""
+    browser = Browser(chat)
+    browser.register("bob")
+    alice = chat.user("alice")
+    browser.take()
+    alice.send(b"x" * 300 + b"\n" + b"y" * 3000 + b"\n")
+    got = browser.take()
+    assert [m.split(": ", 1)[1] for m in got] == ["x" * 300, "y" * 3000]
 
 
 def get(chat: Chat, path: str) -> tuple[bytes, dict[bytes, list[bytes]]]:
