@@ -65,6 +65,39 @@ def unsent(transport: object) -> int | None:
     return None
 
 
+def direct_socket(transport: object) -> socket.socket | None:
+    """The socket to write to straight (see L{write_to}): a plain TCP
+    transport's; None for any other (TLS, UNIX, a test's)."""
+    if isinstance(transport, tcp.Connection) and not transport.TLS:
+        sock: socket.socket = transport.socket
+        return sock
+    return None
+
+
+def write_to(transport: Any, sock: socket.socket | None, data: bytes) -> None:
+    """Write bytes to a Twisted transport, in order: straight to C{sock}, the
+    socket of a plain TCP transport, while Twisted holds nothing for it
+    (what the kernel does not take, Twisted sends later, after it), and
+    through the transport otherwise (C{sock} None: TLS, a test's, a closing
+    connection).
+
+    A plain Twisted write to an idle TCP transport costs three system calls:
+    two to watch the socket for writability and back, and the send.
+    Profiled under load, the first two were a quarter of the server's time.
+    Twisted's buffer is read at every write (C{dataBuffer}, C{_tempDataLen}),
+    so that bytes others wrote through the transport (a WebSocket's own
+    frames) are never overtaken."""
+    if sock is not None and not (transport.dataBuffer or transport._tempDataLen):
+        try:
+            sent = sock.send(data)
+        except OSError:  # full, or broken: Twisted's own write finds out
+            sent = 0
+        if sent == len(data):
+            return
+        data = data[sent:]
+    transport.write(data)
+
+
 class Transport(Protocol):
     """What an Output uses of its transport (TCP, TLS, UNIX, or a test's)."""
 
@@ -93,10 +126,9 @@ class Output:
     """The write path of one connection.
 
     Invariants: every byte written to the connection after L{open} goes
-    through L{write} or L{close}, so they leave in order; C{_socket} is set
-    only for a plain TCP transport that is open, and C{_held} is true
-    whenever Twisted may hold bytes for it (then writes go through Twisted,
-    behind them); once closing, nothing more is written.
+    through L{write} or L{close}, so they leave in order (see L{write_to});
+    C{_socket} is set only for a plain TCP transport that is open; once
+    closing, nothing more is written.
     """
 
     # One per connection, 10,000 of them: slots, not a dictionary each (and
@@ -104,7 +136,6 @@ class Output:
     __slots__ = (
         "_backlog",
         "_closing_call",
-        "_held",
         "_over_since",
         "_socket",
         "congested",
@@ -119,7 +150,6 @@ class Output:
         self.owner: Owner | None = None
         self.congested = False  # the transport's buffer is full: count
         self._socket: socket.socket | None = None  # write straight to it
-        self._held = False
         self._backlog = 0
         self._over_since: float | None = None
         self._closing_call: IDelayedCall | None = None
@@ -130,13 +160,7 @@ class Output:
         self.owner = owner
         transport = self.transport
         transport.registerProducer(self, True)
-        if isinstance(transport, tcp.Connection) and not transport.TLS:
-            # A plain Twisted write to an idle TCP transport costs three
-            # system calls: two to watch the socket for writability and
-            # back, and the send. Profiled under load, the first two were a
-            # quarter of the server's time: write() sends straight to the
-            # socket whenever Twisted holds nothing for it.
-            self._socket = transport.socket
+        self._socket = direct_socket(transport)
         handle = getattr(transport, "socket", None) or getattr(
             getattr(transport, "transport", None), "socket", None
         )
@@ -153,23 +177,7 @@ class Output:
         plain TCP connection while Twisted holds nothing for it (what the
         kernel does not take, Twisted sends later), through the transport
         otherwise (TLS, a test's, a closing connection)."""
-        sock = self._socket
-        if sock is not None:
-            if self._held:
-                transport: Any = self.transport
-                self._held = bool(transport.dataBuffer or transport._tempDataLen)
-            if not self._held:
-                try:
-                    sent = sock.send(data)
-                except OSError:  # full, or broken: Twisted's own write finds out
-                    sent = 0
-                if sent == len(data):
-                    if self.congested:
-                        self._wrote_while_congested(sent)
-                    return
-                data = data[sent:]
-                self._held = True
-        self.transport.write(data)
+        write_to(self.transport, self._socket, data)
         if self.congested:
             self._wrote_while_congested(len(data))
 

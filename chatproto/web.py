@@ -52,7 +52,7 @@ from twisted.web.websocket import WebSocketResource
 from wsproto.utilities import LocalProtocolError
 
 from chatproto.admission import source
-from chatproto.output import Output
+from chatproto.output import Output, direct_socket, write_to
 from chatproto.session import Session, State
 
 if TYPE_CHECKING:
@@ -111,24 +111,27 @@ class Frames:
     held and L{Output.open} fixes the send buffer: the same congestion
     logic as TCP, on the bytes the frames take."""
 
-    __slots__ = ("closed", "closing", "transport", "websocket")
+    __slots__ = ("_socket", "closed", "closing", "transport", "websocket")
 
     def __init__(self, websocket: WebSocket) -> None:
         self.websocket = websocket
         transport = websocket.transport
         self.transport = getattr(transport, "_transport", transport)
+        self._socket = direct_socket(self.transport)
         # The close code and reason the next loseConnection sends.
         self.closing: tuple[int, str] = (NORMAL, "")
         self.closed = False  # a close frame went out: nothing after it
 
     def write(self, data: bytes) -> None:
-        """Frames go to the WebSocket's own transport, as its sendTextMessage
-        would write them, but framed once for every browser given the same
-        bytes (see L{frames}); none after a close frame, either side's."""
-        transport = self.websocket.transport
+        """Frames go to the TCP (or TLS) connection under the WebSocket, as
+        its sendTextMessage would write them, but framed once for every
+        browser given the same bytes (see L{frames}), and straight to the
+        socket as a TCP user's lines are (L{write_to}, behind any frame
+        Twisted holds); none after a close frame, either side's."""
+        transport = self.transport
         if self.closed or getattr(transport, "disconnecting", False):
             return
-        transport.write(frames(data))
+        write_to(transport, self._socket, frames(data))
 
     def loseConnection(self) -> None:
         self.closed = True
