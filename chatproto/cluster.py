@@ -544,7 +544,9 @@ class Member(Protocol):
     @property
     def nick(self) -> str | None: ...
 
-    def say_goodbye(self, *lines: bytes, reach: Reach = Reach.EVERYWHERE) -> None: ...
+    def say_goodbye(
+        self, *lines: bytes, reach: Reach = Reach.EVERYWHERE, reason: str = "quit"
+    ) -> None: ...
 
 
 class Chat(Protocol):
@@ -986,7 +988,7 @@ class ClusterNode(service.Service):
         it there would announce the wrong person gone."""
         log.info("{nick} lost its nickname during the outage", nick=member.nick)
         notice = wire.notice(NICK_LOST.format(member.nick))
-        member.say_goodbye(notice, wire.BYE, reach=Reach.HERE)
+        member.say_goodbye(notice, wire.BYE, reach=Reach.HERE, reason="cluster")
 
     def _first_sight(self, entry: bytes) -> bool:
         """Whether a late departure is new here (it may come both published
@@ -1072,7 +1074,7 @@ class ClusterNode(service.Service):
         self._become(State.REAPED)
         lost = wire.notice(wire.CLUSTER_LOST)
         for member in list(self.chat.sessions.values()):
-            member.say_goodbye(lost, wire.BYE, reach=Reach.NOWHERE)
+            member.say_goodbye(lost, wire.BYE, reach=Reach.NOWHERE, reason="cluster")
         self._pending = {}  # the reaper released and announced them
         self._release_held(False)  # if it was checking: nothing goes on
         self.clock.callLater(0, self._resync)  # with no users now: joins

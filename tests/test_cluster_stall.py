@@ -231,6 +231,7 @@ def test_a_node_reaped_during_a_stall_drops_its_users_without_a_departure_line(
         assert got.count(CLUSTER_LOST) == 1
         assert "Déconnection".encode() not in got
         assert not user.connected
+    assert cluster.factory.metrics.departures["cluster"] == 2  # chatproto/metrics
     assert redis.published == []
     assert redis.last(SYNC)[4:] == ("",)  # a new node, with no users and no known epoch
     assert cluster.node.accepting
