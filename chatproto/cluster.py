@@ -764,6 +764,7 @@ class ClusterNode(service.Service):
         emit = log.warn if state in _WARNINGS else log.info
         emit(
             said,
+            act="cluster",
             node=self.id,
             cluster=self.config.name,
             redis=str(self.config.redis),
@@ -864,6 +865,7 @@ class ClusterNode(service.Service):
             log.warn(
                 "still no cluster after {waited:.0f} s: is Redis up at {redis}? "
                 "({why})",
+                act="cluster",
                 waited=waited,
                 redis=str(self.config.redis),
                 why=self._down_reason or "no answer",

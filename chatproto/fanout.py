@@ -53,8 +53,9 @@ class FanOut:
         metrics: Metrics | None = None,
     ) -> None:
         self.config = config
-        # The room's counters: the public lines each write gives (deliveries),
-        # and one latency per pass: the wait of the oldest line it started on.
+        # The room's counters: deliveries (counted as each line is made: by
+        # the invariants, every member but its sender gets it, once), and
+        # one latency per pass: the wait of the oldest line it started on.
         self.metrics = metrics if metrics is not None else Metrics()
         self._queued_at = 0.0  # when the first of the _waiting lines came
         self._pass_queued: float | None = None  # the same, for the pass
@@ -121,6 +122,8 @@ class FanOut:
         self._waiting += 1
         self._waiting_size += len(line)
         self._delivered += len(self._members)
+        spoke = sender is not None and sender.seen >= 0  # a member: not for it
+        self.metrics.deliveries += len(self._members) - spoke
         full = self._waiting >= BATCH_LINES or self._waiting_size >= BATCH_BYTES
         if full and not self._serving:
             self.flush()
@@ -198,7 +201,6 @@ class FanOut:
         log, base = self._log, self._base
         end = base + len(log)
         spoke, joined, chatting = self._spoke, self._joined, State.CHATTING
-        delivered = 0
         self._serving = True
         try:
             for _ in range(min(self.config.pass_size, len(chunk))):
@@ -212,11 +214,9 @@ class FanOut:
                 else:
                     member.seen = end
                     member.connection.write(data)
-                    delivered += end - start
                 end = base + len(log)
         finally:
             self._serving = False
-            self.metrics.deliveries += delivered
         if chunk:
             self._pass_call = self.clock.callLater(0, self._run_pass)
             return
@@ -240,16 +240,14 @@ class FanOut:
         member.seen = end
         lines = self._log[start - self._base :]
         if self._spoke.get(member, 0) > start:
-            theirs = [line for line, by in lines if by is not member]
-            if not theirs:
+            data = b"".join([line for line, by in lines if by is not member])
+            if not data:
                 return
-            data, count = b"".join(theirs), len(theirs)
         else:
             cached = self._joined.get(start)
             if cached is None:
                 cached = self._joined[start] = b"".join([line for line, _ in lines])
-            data, count = cached, end - start
-        self.metrics.deliveries += count
+            data = cached
         member.connection.write(data)
 
     def _forget(self, upto: int) -> None:

@@ -497,6 +497,7 @@ def test_a_node_joins_is_cut_off_and_comes_back_and_the_log_says_each_move(
             "registrations are accepted",
         ),
     ]
+    assert {e["act"] for e in moves if "new" in e} == {"cluster"}  # for grep
     levels = [e["log_level"] for e in moves if "new" in e]
     assert levels == [LogLevel.info, LogLevel.info, LogLevel.warn, LogLevel.info]
 

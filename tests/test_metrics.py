@@ -18,7 +18,7 @@ from twisted.python.usage import UsageError
 from twisted.web.client import Agent, readBody
 from twisted.web.server import Site
 
-from chatproto import logs, metrics, server
+from chatproto import logs, metrics, server, tap
 from chatproto.metrics import LATENCY_BUCKETS, MetricsPage, metrics_site
 from chatproto.moderation import Moderation, make_hash
 from chatproto.registry import nick_key
@@ -81,7 +81,9 @@ def test_public_and_private_lines_are_counted_once_each() -> None:
 
 def test_deliveries_count_each_line_given_to_each_user_not_the_writes() -> None:
     """Two lines by alice in one turn reach bob and carol in one write
-    each: four deliveries; alice's own lines are not given back to her."""
+    each: four deliveries; alice's own lines are not given back to her.
+    Each line is counted as it is queued, for every member but its sender:
+    what the fan-out then writes, once each."""
     chat = quiet_chat()
     alice, bob, carol = chat.user("alice"), chat.user("bob"), chat.user("carol")
     for user in (alice, bob, carol):
@@ -241,7 +243,8 @@ def test_metrics_names_and_labels_are_those_of_the_issue() -> None:
     sample = scrape(chat)
     assert sample[("chatproto_lines_total", (("kind", "public"),))] == 1
     assert sample[("chatproto_lines_total", (("kind", "private"),))] == 1
-    assert sample[("chatproto_deliveries_total", ())] == 1
+    # bonjour to bob, and bob's departure to alice: counted when queued
+    assert sample[("chatproto_deliveries_total", ())] == 2
     assert sample[("chatproto_departures_total", (("reason", "quit"),))] == 1
     assert sample[("chatproto_departures_total", (("reason", "kicked"),))] == 0
     assert sample[("chatproto_refused_total", (("reason", "full"),))] == 0
@@ -363,3 +366,16 @@ def test_without_the_metrics_option_nothing_more_listens() -> None:
 def test_a_metrics_endpoint_twisted_does_not_know_is_one_sentence() -> None:
     with pytest.raises(UsageError, match=r"^--metrics: 'nonsense:1' is not an"):
         Options().parseOptions(["--metrics=nonsense:1"])
+
+
+def test_the_metrics_option_without_prometheus_client_is_one_sentence(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = tap.importlib.util.find_spec
+
+    def find_spec(name: str, *args: Any) -> Any:
+        return None if name == "prometheus_client" else real(name, *args)
+
+    monkeypatch.setattr(tap.importlib.util, "find_spec", find_spec)
+    with pytest.raises(UsageError, match=r"pip install 'chatproto\[metrics\]'"):
+        Options().parseOptions(["--metrics=tcp:9100:interface=127.0.0.1"])
