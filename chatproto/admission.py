@@ -14,6 +14,7 @@ from chatproto import wire
 
 if TYPE_CHECKING:
     from chatproto.config import ServerConfig
+    from chatproto.metrics import Metrics
     from chatproto.session import Session
 
 # An unregistered connection makes room for a newcomer only once it has been
@@ -75,9 +76,16 @@ class Admission:
     what closed connections left of their flood burst, until it refilled.
     """
 
-    def __init__(self, config: ServerConfig, clock: IReactorTime) -> None:
+    def __init__(
+        self, config: ServerConfig, clock: IReactorTime, metrics: Metrics | None = None
+    ) -> None:
         self.config = config
         self.clock = clock
+        if metrics is None:
+            from chatproto.metrics import Metrics
+
+            metrics = Metrics()
+        self.metrics = metrics  # the room's: refusals are counted there
         self.connections: set[Session] = set()
         self.per_host: collections.Counter[str] = collections.Counter()
         self.per_network: collections.Counter[str] = collections.Counter()
@@ -103,6 +111,7 @@ class Admission:
         evicts nobody."""
         config = self.config
         if self.closed:
+            self.metrics.refused("stopping", session.host)
             return wire.notice(wire.STOPPING)
         now = self.clock.seconds()
         full = len(self.connections) >= config.max_connections
@@ -110,12 +119,15 @@ class Admission:
         if full or len(self.unregistered) >= config.unregistered_limit:
             victim = self._oldest_unregistered(now)
             if victim is None and full:
+                self.metrics.refused("full", session.host)
                 return wire.notice(wire.SERVER_FULL)
         host = session.host if config.max_per_ip > 0 else None
         if host is not None and self.per_host[host] >= config.max_per_ip:
+            self.metrics.refused("per_address", session.host)
             return wire.notice(wire.TOO_MANY_FROM_HOST)
         net = self._network(session.host)
         if net is not None and self.per_network[net] >= config.network_limit:
+            self.metrics.refused("per_network", session.host)
             return wire.notice(wire.TOO_MANY_FROM_NETWORK)
         if victim is not None:
             victim.make_room()

@@ -546,7 +546,9 @@ class Member(Protocol):
     @property
     def nick(self) -> str | None: ...
 
-    def say_goodbye(self, *lines: bytes, reach: Reach = Reach.EVERYWHERE) -> None: ...
+    def say_goodbye(
+        self, *lines: bytes, reach: Reach = Reach.EVERYWHERE, reason: str = "quit"
+    ) -> None: ...
 
 
 class Chat(Protocol):
@@ -768,6 +770,7 @@ class ClusterNode(service.Service):
         emit = log.warn if state in _WARNINGS else log.info
         emit(
             said,
+            act="cluster",
             node=self.id,
             cluster=self.config.name,
             redis=str(self.config.redis),
@@ -872,6 +875,7 @@ class ClusterNode(service.Service):
             log.warn(
                 "still no cluster after {waited:.0f} s: is Redis up at {redis}? "
                 "({why})",
+                act="cluster",
                 waited=waited,
                 redis=str(self.config.redis),
                 why=self._down_reason or "no answer",
@@ -1003,7 +1007,7 @@ class ClusterNode(service.Service):
         it there would announce the wrong person gone."""
         log.info("{nick} lost its nickname during the outage", nick=member.nick)
         notice = wire.notice(NICK_LOST.format(member.nick))
-        member.say_goodbye(notice, wire.BYE, reach=Reach.HERE)
+        member.say_goodbye(notice, wire.BYE, reach=Reach.HERE, reason="cluster")
 
     def _first_sight(self, entry: bytes) -> bool:
         """Whether a late departure is new here (it may come both published
@@ -1090,7 +1094,7 @@ class ClusterNode(service.Service):
         self._become(State.REAPED)
         lost = wire.notice(wire.CLUSTER_LOST)
         for member in list(self.chat.sessions.values()):
-            member.say_goodbye(lost, wire.BYE, reach=Reach.NOWHERE)
+            member.say_goodbye(lost, wire.BYE, reach=Reach.NOWHERE, reason="cluster")
         self._pending = {}  # the reaper released and announced them
         self._release_held(False)  # if it was checking: nothing goes on
         self.clock.callLater(0, self._resync)  # with no users now: joins

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
+from chatproto.metrics import Metrics
 from chatproto.session import Session, State
 
 if TYPE_CHECKING:
@@ -49,8 +50,15 @@ class FanOut:
         config: ServerConfig,
         clock: IReactorTime,
         members: Mapping[str, Session],
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
+        # The room's counters: deliveries (counted as each line is made: by
+        # the invariants, every member but its sender gets it, once), and
+        # one latency per pass: the wait of the oldest line it started on.
+        self.metrics = metrics if metrics is not None else Metrics()
+        self._queued_at = 0.0  # when the first of the _waiting lines came
+        self._pass_queued: float | None = None  # the same, for the pass
         self.clock = clock
         self._members = members  # the room's, by nickname: read, never written
         self._log: list[tuple[bytes, Session | None]] = []
@@ -109,9 +117,13 @@ class FanOut:
         if sender is not None:
             self._spoke[sender] = self._end
         self._joined.clear()
+        if not self._waiting:
+            self._queued_at = self.clock.seconds()
         self._waiting += 1
         self._waiting_size += len(line)
         self._delivered += len(self._members)
+        spoke = sender is not None and sender.seen >= 0  # a member: not for it
+        self.metrics.deliveries += len(self._members) - spoke
         full = self._waiting >= BATCH_LINES or self._waiting_size >= BATCH_BYTES
         if full and not self._serving:
             self.flush()
@@ -131,6 +143,7 @@ class FanOut:
             if self._pass_call.active():
                 self._pass_call.cancel()
             self._pass_call = None
+        queued = self._oldest_queued()
         self._pass = []
         self._waiting = self._waiting_size = 0
         if not self._log:
@@ -149,6 +162,15 @@ class FanOut:
                 self._forget(upto)
         finally:
             self._serving = False
+        if queued is not None:
+            self.metrics.observe_latency(self.clock.seconds() - queued)
+
+    def _oldest_queued(self) -> float | None:
+        """When the oldest line not yet given to every member was queued, as
+        far as a pass tells (None: none waits)."""
+        if self._pass and self._pass_queued is not None:
+            return self._pass_queued
+        return self._queued_at if self._waiting else None
 
     def _schedule_pass(self) -> None:
         wait = 0.0
@@ -164,6 +186,7 @@ class FanOut:
             self._pass = list(self._members.values())
             self._pass.reverse()
             self._pass_from = self._end
+            self._pass_queued = self._queued_at if self._waiting else None
             self._waiting = self._waiting_size = 0
             self._flushed = now = self.clock.seconds()
             if now - self._counted_since >= 1.0:
@@ -200,6 +223,9 @@ class FanOut:
         # Every member has every line up to the pass's start (a newcomer,
         # all lines made before it came): those are nobody's any more.
         self._forget(self._pass_from)
+        if self._pass_queued is not None:
+            self.metrics.observe_latency(self.clock.seconds() - self._pass_queued)
+            self._pass_queued = None
         if self._log:
             self._schedule_pass()
 

@@ -339,7 +339,9 @@ class Room(Protocol):
 
     def stamp(self) -> str: ...
     def broadcast(self, line: bytes, exclude: Any = None) -> None: ...
-    def withdraw(self, session: Any, reach: Reach = Reach.EVERYWHERE) -> bool: ...
+    def withdraw(
+        self, session: Any, reach: Reach = Reach.EVERYWHERE, reason: str = "lost"
+    ) -> bool: ...
 
 
 def _remote(payload: bytes) -> tuple[str, str | None, str]:
@@ -380,6 +382,7 @@ class Moderation:
         log.info(
             "refused {address}: banned for {minutes} more minutes",
             act="refused",
+            reason="banned",
             address=host,
             minutes=left,
         )
@@ -670,7 +673,7 @@ class Moderation:
             told = wire.KICKED_YOU.format(operator)
         if reason:
             told += f" : {reason}"
-        if self.room.withdraw(member):
+        if self.room.withdraw(member, reason="banned" if minutes else "kicked"):
             line = wire.kicked_departure(
                 self.room.stamp(), nick, operator, reason, banned=bool(minutes)
             )

@@ -29,6 +29,7 @@ from chatproto.admission import EVICTION_GRACE, Admission, network, source
 from chatproto.config import ServerConfig
 from chatproto.fanout import FanOut
 from chatproto.history import History, MemoryHistory
+from chatproto.metrics import Metrics
 from chatproto.moderation import Moderation
 from chatproto.output import Output, Transport, send_buffer, unsent
 from chatproto.registry import MemoryRegistry, Reach, Registry, nick_key
@@ -221,8 +222,9 @@ class ChatFactory(ServerFactory):
             history if history is not None else MemoryHistory(config, clock)
         )
         self.sessions: dict[str, Session] = {}
-        self.fanout = FanOut(config, clock, self.sessions)
-        self.admission = Admission(config, clock)
+        self.metrics = Metrics()  # chatproto/metrics.py: what --metrics serves
+        self.fanout = FanOut(config, clock, self.sessions, self.metrics)
+        self.admission = Admission(config, clock, self.metrics)
         self.stopping = False
         self._stopped: Deferred[None] | None = None
         self._pinger = LoopingCall(self._ping)
@@ -236,9 +238,11 @@ class ChatFactory(ServerFactory):
     def admit(self, session: Session) -> bytes | None:
         """Count a new connection in, or say why it is refused."""
         if self.stopping:
+            self.metrics.refused("stopping", session.host)
             return wire.notice(wire.STOPPING)
         banned = self.moderation.refusal(session.host)
         if banned is not None:
+            self.metrics.refused("banned", session.host, logged=False)
             return banned
         return self.admission.admit(session)
 
@@ -273,19 +277,28 @@ class ChatFactory(ServerFactory):
         if not self._pinger.running and self.config.ping_interval > 0:
             self._pinger.start(self.config.ping_interval, now=False)
         self.registry.names(self.config.list_limit).addCallback(session.send_names)
-        log.info("{nick} joined", nick=session.nick)
+        log.info(
+            "{nick} joined",
+            act="join",
+            nick=session.nick,
+            address=session.host,
+            front_end=session.front_end,
+        )
         if len(self.sessions) <= self.config.join_notice_limit:
             line = f"{self.stamp()}-Connexion de {session.nick}\n".encode()
             self.broadcast(line, exclude=session)
 
-    def depart(self, session: Session, reach: Reach = Reach.EVERYWHERE) -> None:
-        """A registered user left, for whatever reason: say it once, as far
-        as C{reach} says (a stopping server tells everyone it stops instead).
+    def depart(
+        self, session: Session, reach: Reach = Reach.EVERYWHERE, reason: str = "lost"
+    ) -> None:
+        """A registered user left, for C{reason} (metrics.DEPARTURES): say it
+        once, as far as C{reach} says (a stopping server tells everyone it
+        stops instead).
 
         Only a departure announced EVERYWHERE is kept in the history: one
         announced HERE is that of a user whose nickname is someone else's on
         the other nodes now, and the history is the whole chat's."""
-        if not self.withdraw(session, reach) or self.stopping:
+        if not self.withdraw(session, reach, reason) or self.stopping:
             return
         if reach is Reach.NOWHERE:
             return
@@ -296,9 +309,12 @@ class ChatFactory(ServerFactory):
         else:
             self.deliver(line)
 
-    def withdraw(self, session: Session, reach: Reach = Reach.EVERYWHERE) -> bool:
+    def withdraw(
+        self, session: Session, reach: Reach = Reach.EVERYWHERE, reason: str = "lost"
+    ) -> bool:
         """Take a registered user out of the chat without a word to anyone,
-        its nickname released as far as C{reach} says: whether it was in."""
+        its nickname released as far as C{reach} says: whether it was in.
+        The departure is counted, and logged, with its C{reason}."""
         assert session.nick is not None
         key = nick_key(session.nick)
         if self.sessions.get(key) is not session:
@@ -312,7 +328,15 @@ class ChatFactory(ServerFactory):
             self.fanout.flush()
             if self._pinger.running:
                 self._pinger.stop()
-        log.info("{nick} left", nick=session.nick)
+        self.metrics.departed(reason)
+        log.info(
+            "{nick} left: {reason}",
+            act="departure",
+            nick=session.nick,
+            address=session.host,
+            front_end=session.front_end,
+            reason=reason,
+        )
         return True
 
     # Messages
@@ -327,6 +351,7 @@ class ChatFactory(ServerFactory):
         return self._stamp
 
     def say(self, sender: Session, text: str) -> None:
+        self.metrics.public_lines += 1
         self.broadcast(f"{self.stamp()}-{sender.nick}: {text}\n".encode(), sender)
 
     def broadcast(self, line: bytes, exclude: Session | None = None) -> None:
@@ -361,6 +386,7 @@ class ChatFactory(ServerFactory):
         session = self.sessions.get(nick_key(target))
         if session is None:
             return False
+        self.metrics.private_lines += 1
         session.send(line)
         return True
 
@@ -378,8 +404,12 @@ class ChatFactory(ServerFactory):
             limit = self.config.max_missed_pings
             for session in tuple(self.sessions.values()):
                 if session.missed_pings >= limit:
-                    log.info("{nick} stopped answering pings", nick=session.nick)
-                    session.drop()
+                    log.info(
+                        "{nick} stopped answering pings",
+                        act="ping",
+                        nick=session.nick,
+                    )
+                    session.drop("ping")
                 else:
                     session.missed_pings += 1
                     session.send(wire.PING)
@@ -397,7 +427,9 @@ class ChatFactory(ServerFactory):
             self._pinger.stop()
         for session in tuple(self.admission.connections):
             if session.state is not State.GONE:
-                session.say_goodbye(wire.notice(wire.STOPPING), wire.BYE)
+                session.say_goodbye(
+                    wire.notice(wire.STOPPING), wire.BYE, reason="shutdown"
+                )
         if not self.admission.connections:
             return succeed(None)
         self._stopped = Deferred()

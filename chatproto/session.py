@@ -34,6 +34,7 @@ from chatproto.text import clean
 if TYPE_CHECKING:
     from chatproto.config import ServerConfig
     from chatproto.history import History
+    from chatproto.metrics import Metrics
 
 log = Logger()
 
@@ -92,6 +93,7 @@ class Room(Protocol):
     clock: IReactorTime
     registry: Registry
     history: History
+    metrics: Metrics
 
     def admit(self, session: Session) -> bytes | None:
         """Count a new session in, or the line that says why not."""
@@ -109,7 +111,11 @@ class Room(Protocol):
         """Write to the session the public lines it has not been given."""
 
     def join(self, session: Session) -> None: ...
-    def depart(self, session: Session, reach: Reach = Reach.EVERYWHERE) -> None: ...
+    def depart(
+        self, session: Session, reach: Reach = Reach.EVERYWHERE, reason: str = "lost"
+    ) -> None:
+        """A user left; C{reason} is one of metrics.DEPARTURES."""
+
     def forget(self, session: Session) -> None: ...
     def say(self, sender: Session, text: str) -> None: ...
     def whisper(self, sender: str, target: str, text: str) -> Deferred[bool]: ...
@@ -164,6 +170,10 @@ class Session:
         "state",
     )
 
+    # Which front end carries it, for the metrics by front end: a WebSocket
+    # session's class says "web" (a class attribute: no slot per session).
+    front_end: ClassVar[str] = "tcp"
+
     def __init__(self, room: Room, connection: Connection, host: str | None) -> None:
         self.room = room
         self.connection = connection
@@ -216,7 +226,7 @@ class Session:
 
     def lost(self) -> None:
         """The front end is disconnected, for whatever reason."""
-        self._leave()
+        self._leave(reason="lost")
         if self._refilled:  # admitted: what it spent of its burst stays spent
             self.room.remember_tokens(self.host, self._tokens, self._refilled)
         self.state = State.GONE
@@ -246,19 +256,24 @@ class Session:
             "{nick} stopped reading ({backlog} bytes pending): disconnected",
             nick=self.nick,
             backlog=backlog,
+            act="slow_reader",
         )
-        self.drop()
+        self.drop("slow_reader")
 
-    def drop(self) -> None:
-        """Disconnect at once, without flushing (a dead or stuck peer)."""
-        self._leave()
+    def drop(self, reason: str = "lost") -> None:
+        """Disconnect at once, without flushing (a dead or stuck peer);
+        C{reason}: why it leaves (metrics.DEPARTURES)."""
+        self._leave(reason=reason)
         self.state = State.GONE
         self.connection.abort()
 
-    def say_goodbye(self, *lines: bytes, reach: Reach = Reach.EVERYWHERE) -> None:
+    def say_goodbye(
+        self, *lines: bytes, reach: Reach = Reach.EVERYWHERE, reason: str = "quit"
+    ) -> None:
         """Leave the chat with these last lines, the departure announced as
-        far as C{reach} says (a cluster may have announced it already)."""
-        self._leave(reach)
+        far as C{reach} says (a cluster may have announced it already);
+        C{reason}: why it leaves (metrics.DEPARTURES)."""
+        self._leave(reach, reason)
         self._close(*lines)
 
     def make_room(self) -> None:
@@ -274,10 +289,10 @@ class Session:
         self.state = State.GONE
         self.connection.close(*lines)
 
-    def _leave(self, reach: Reach = Reach.EVERYWHERE) -> None:
+    def _leave(self, reach: Reach = Reach.EVERYWHERE, reason: str = "lost") -> None:
         if self.state is State.CHATTING:
             self.state = State.GONE
-            self.room.depart(self, reach)
+            self.room.depart(self, reach, reason)
 
     # Input: lines, over-long lines, the end of input
 
@@ -344,8 +359,8 @@ class Session:
             len(inbox) > config.flood_queue
             or self._inbox_bytes > config.flood_queue_bytes
         ):
-            log.info("{nick} flooded: disconnected", nick=self.nick)
-            self.say_goodbye(wire.FLOODED)
+            log.info("{nick} flooded: disconnected", nick=self.nick, act="flood")
+            self.say_goodbye(wire.FLOODED, reason="flood")
 
     def _drain(self) -> None:
         if self._draining:  # a handler finished synchronously: the loop goes on
@@ -365,7 +380,7 @@ class Session:
                 self._inbox_bytes = 0
         ended = self._ended and self._inbox is None and not self._busy
         if ended and self.state is not State.GONE:
-            self.say_goodbye(wire.BYE)
+            self.say_goodbye(wire.BYE, reason="quit")
 
     def _take_token(self) -> bool:
         config = self.room.config
@@ -414,7 +429,7 @@ class Session:
         if command == "/pseudo":
             self._ask_nickname(argument.strip())
         elif command == "/quit":
-            self.say_goodbye(wire.BYE)
+            self.say_goodbye(wire.BYE, reason="quit")
         elif command == "/help":
             self.send(wire.HELP)
         else:
@@ -439,6 +454,7 @@ class Session:
     def _claim(self, nick: str) -> None:
         self.state = State.NAMING
         if not valid_nickname(nick):
+            self.room.metrics.refused("nickname_invalid", self.host)
             self.send(wire.INVALID_NICK)
             return
         self.state = State.JOINING
@@ -468,6 +484,7 @@ class Session:
             return
         self.state = State.NAMING
         if failure.check(NicknameTaken):
+            self.room.metrics.refused("nickname_taken", self.host)
             self.send(wire.TAKEN)
         elif failure.check(RegistryUnavailable):
             self.send(wire.notice(wire.UNAVAILABLE))
@@ -530,7 +547,7 @@ class Session:
         self.send(wire.user_list(*names))
 
     def _quit(self, argument: str) -> None:
-        self.say_goodbye(wire.BYE)
+        self.say_goodbye(wire.BYE, reason="quit")
 
     def _help(self, argument: str) -> None:
         self.send(wire.HELP)

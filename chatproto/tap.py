@@ -330,6 +330,38 @@ class Options(usage.Options):
         ],
     ]
 
+    # Metrics (chatproto/metrics.py)
+    optParameters += [
+        [
+            "metrics",
+            None,
+            None,
+            "Serve /metrics in the Prometheus text format on this Twisted "
+            "endpoint (e.g. tcp:9100:interface=127.0.0.1); needs the "
+            "prometheus-client package: pip install 'chatproto[metrics]'.",
+        ],
+    ]
+
+    def _metrics_option(self) -> None:
+        """Check --metrics now: a mistake exits 2 before the server starts."""
+        if self["metrics"] is None:
+            return
+        self["metrics"] = _endpoint(self["metrics"])
+        from twisted.internet import reactor
+
+        try:
+            serverFromString(reactor, self["metrics"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise usage.UsageError(
+                f"--metrics: {self['metrics']!r} is not an endpoint Twisted knows "
+                f"({e}); try tcp:9100:interface=127.0.0.1."
+            ) from None
+        if importlib.util.find_spec("prometheus_client") is None:
+            raise usage.UsageError(
+                "--metrics needs the prometheus-client package: "
+                "pip install 'chatproto[metrics]'."
+            )
+
     def _moderation_options(self) -> None:
         """Read the operators file and the bans now: a bad line is a
         mistake in the options (exit 2), told before the server starts."""
@@ -366,6 +398,7 @@ class Options(usage.Options):
                     "'twisted[websocket]>=26.10'."
                 ) from None
             check_web_options(self)
+        self._metrics_option()
         values: dict[str, Any] = {}
         for name, (field, kind, least, _) in _NUMBERS.items():
             if self[name] is None:  # not given: ServerConfig computes it
@@ -658,4 +691,9 @@ def makeService(options: usage.Options, reactor: Any = None) -> service.IService
             reactor, with_backlog(options["web"], config.max_connections)
         )
         _Listener(web, site(factory, options["web_origins"])).setServiceParent(top)
+    if options.get("metrics") is not None:
+        from chatproto.metrics import metrics_site
+
+        metrics = serverFromString(reactor, options["metrics"])
+        _Listener(metrics, metrics_site(factory)).setServiceParent(top)
     return top

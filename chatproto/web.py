@@ -99,6 +99,14 @@ class WebSocket(Protocol):
     def loseConnection(self, code: int = NORMAL, reason: str = "") -> None: ...
 
 
+class WebSession(Session):
+    """A browser's session: the very same rules as a TCP user's; the
+    metrics count it under front end C{web}."""
+
+    __slots__ = ()
+    front_end = "web"
+
+
 class Frames:
     """The transport an L{Output} writes to for a WebSocket: lines in, one
     text message per line out.
@@ -330,7 +338,7 @@ class ChatWebSocket:
             return
         factory = self.factory
         self.output = Output(self.frames, factory)
-        self.session = Session(factory, self.output, self.host)
+        self.session = WebSession(factory, self.output, self.host)
         self.session.start()
 
     def textMessageReceived(self, message: str) -> None:

@@ -352,6 +352,7 @@ async def test_a_nickname_taken_during_an_outage_is_told_and_disconnected(
         + wire.BYE
     )
     assert not alice.connected
+    assert a.factory.metrics.departures["cluster"] == 1  # chatproto/metrics
     await received(ann, departure("alice"))
     await settled(ann, bob, other, via=ann)
     assert ann.transport.value().count(departure("alice")) == 1

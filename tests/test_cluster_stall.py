@@ -231,6 +231,7 @@ def test_a_node_reaped_during_a_stall_drops_its_users_without_a_departure_line(
         assert got.count(CLUSTER_LOST) == 1
         assert "Déconnection".encode() not in got
         assert not user.connected
+    assert cluster.factory.metrics.departures["cluster"] == 2  # chatproto/metrics
     assert redis.published == []
     assert redis.last(SYNC)[4:] == ("",)  # a new node, with no users and no known epoch
     assert cluster.node.accepting
@@ -496,6 +497,7 @@ def test_a_node_joins_is_cut_off_and_comes_back_and_the_log_says_each_move(
             "registrations are accepted",
         ),
     ]
+    assert {e["act"] for e in moves if "new" in e} == {"cluster"}  # for grep
     levels = [e["log_level"] for e in moves if "new" in e]
     assert levels == [LogLevel.info, LogLevel.info, LogLevel.warn, LogLevel.info]
 

@@ -111,14 +111,16 @@ class World:
         factory: ChatFactory = self.chat.factory
         depart = factory.depart
 
-        def recording_depart(session: Session, reach: Reach = Reach.EVERYWHERE) -> None:
+        def recording_depart(
+            session: Session, reach: Reach = Reach.EVERYWHERE, reason: str = "lost"
+        ) -> None:
             assert session.nick is not None
             for other in factory.sessions.values():
                 if other is not session:
                     self.expected.setdefault(id(other), Counter())[
                         session.nick.encode()
                     ] += 1
-            depart(session, reach)
+            depart(session, reach, reason)
 
         factory.depart = recording_depart  # type: ignore[method-assign]
 

@@ -455,3 +455,12 @@ def test_connections_to_the_site_are_bounded_before_their_handshake() -> None:
     first.makeConnection(transport)
     transport.loseConnection()  # one closes: its place is free again
     assert connect("192.0.2.1") is not None
+
+
+def test_a_browser_counts_as_the_web_front_end(chat: Chat) -> None:
+    """The metrics' users and connections by front end: a browser is web."""
+    browser = Browser(chat)
+    browser.register("bob")
+    tcp = chat.user("alice")
+    assert browser.session is not None and browser.session.front_end == "web"
+    assert tcp.session.front_end == "tcp"
