@@ -92,6 +92,24 @@ class Page:
         return self.log.locator("li", has_text=text).last
 
 
+# The conversation made short and read from its top, then back to normal.
+SCROLL_UP = """() => {
+  const log = document.getElementById("log");
+  log.style.flex = "none";
+  log.style.height = "3em";
+  log.scrollTop = 0;
+}"""
+AT_BOTTOM = """() => {
+  const log = document.getElementById("log");
+  return log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+}"""
+UNSHORTEN = """() => {
+  const log = document.getElementById("log");
+  log.style.flex = "";
+  log.style.height = "";
+}"""
+
+
 def test_two_browsers_and_a_tcp_client_chat_through_a_restart(
     chat: WebChat, browser: Any
 ) -> None:
@@ -164,6 +182,17 @@ def test_two_browsers_and_a_tcp_client_chat_through_a_restart(
     alice.page.evaluate(SHOW)
     expect(alice.page.locator("#unread")).to_be_hidden()
     expect(alice.page).to_have_title("chat")
+
+    # Scrolled up (the conversation made short, read from its top), a new
+    # line is marked too; the marker takes the reader down and goes.
+    alice.page.evaluate(SCROLL_UP)
+    carol.send(b"en haut ?\n")
+    marker = alice.page.get_by_role("button", name="nouveaux messages (1)")
+    expect(marker).to_be_visible()
+    marker.click()
+    expect(alice.page.locator("#unread")).to_be_hidden()
+    assert alice.page.evaluate(AT_BOTTOM)
+    alice.page.evaluate(UNSHORTEN)
 
     # The phone is in dark mode: the page follows it.
     assert bob.page.evaluate(BACKGROUND) == "rgb(18, 18, 18)"
