@@ -3,7 +3,99 @@
 // Every line is shown as text (textContent), never as HTML.
 "use strict";
 
+// What a history block adds to the conversation shown: pure, without the
+// page, so that tests run it under node (tests/test_web_catchup.py).
+const catchUp = (() => {
+  const STAMP = /^\[\d{1,2}\.\d{1,2}\.\d{1,2}\]-/;
+  const OWN = "\u0000"; // the key of a line typed here: its text without stamp
+
+  // The key of a line typed on this page: the server sends it to the others
+  // as "[H.M.S]-NICK: TEXT", with a stamp the page never sees.
+  function ownKey(nick, text) {
+    return `${OWN}${nick}: ${text}`;
+  }
+
+  function isOwnPresence(line, nick) {
+    const rest = line.replace(STAMP, "");
+    return rest === `Connexion de ${nick}` || rest === `Déconnection de ${nick}`;
+  }
+
+  function bag(keys) {
+    const counts = new Map();
+    for (const key of keys) {
+      counts.set(key, (counts.get(key) ?? 0) + 1);
+    }
+    return counts;
+  }
+
+  // Take LINE out of COUNTS, as itself or as a line typed here.
+  function take(counts, line) {
+    for (const key of [line, OWN + line.replace(STAMP, "")]) {
+      const left = counts.get(key);
+      if (left !== undefined) {
+        if (left === 1) {
+          counts.delete(key);
+        } else {
+          counts.set(key, left - 1);
+        }
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // block: the lines of a /history answer, oldest first. before: the keys
+  // of the public lines shown before registering (lines, or ownKey()s);
+  // after: those shown since registering, which the server put at the end
+  // of the block too. Returns the block's lines not shown yet, in the
+  // block's order, and whether some may be missing (nothing of the block
+  // was shown before: a restart lost the history, or more was said than it
+  // keeps). Lines are matched by their exact text, counted (two identical
+  // lines in one second are two), not by their position: two nodes of a
+  // cluster may order lines in Redis other than one node shows them live.
+  // Lines of the block older than the first one shown before are older
+  // than the page's own (a block longer than the first one), not missed.
+  // The page's own arrival (the last one) is never missed; after a
+  // reconnection, neither are its own departure and arrival (the cut).
+  function missed(block, before, after, nick, reconnected) {
+    const shown = new Array(block.length).fill(false);
+    const since = bag(after);
+    let arrival = `Connexion de ${nick}`;
+    for (let i = block.length - 1; i >= 0; i -= 1) {
+      if (take(since, block[i])) {
+        shown[i] = true;
+      } else if (arrival !== null && block[i].replace(STAMP, "") === arrival) {
+        shown[i] = true;
+        arrival = null;
+      }
+    }
+    const earlier = bag(before);
+    let first = -1;
+    for (let i = 0; i < block.length; i += 1) {
+      if (!shown[i] && take(earlier, block[i])) {
+        shown[i] = true;
+        if (first < 0) {
+          first = i;
+        }
+      }
+    }
+    const lines = block.filter(
+      (line, i) => i > first && !shown[i] && !(reconnected && isOwnPresence(line, nick)),
+    );
+    return { lines, gap: first < 0 && before.length > 0 };
+  }
+
+  return { missed, ownKey };
+})();
+
+if (typeof document === "undefined") {
+  module.exports = catchUp; // node, for the tests: the page below does not run
+}
+
 (() => {
+  if (typeof document === "undefined") {
+    return;
+  }
   const WELCOME = "Bienvenue dans le chat v.1, enregistrez-vous avec la commande /pseudo";
   const PROMPT = "Entrez votre pseudo: ";
   const INVALID = "Rentrez un pseudo correct";
@@ -15,6 +107,15 @@
   const LINK = /https?:\/\/[^\s<>"']+/g;
   const FIRST_DELAY = 500; // ms before the first reconnection, then doubled
   const MOST_DELAY = 15000;
+  // The history (docs/protocol.md, "History"): the page asks for it itself.
+  const HISTORY_HEAD = /^--- historique \((\d+) lignes?\) ---$/;
+  const HISTORY_END = "--- fin de l'historique ---";
+  const HISTORY_OFF = "Erreur : ce serveur ne garde pas d'historique";
+  const HISTORY_UNAVAILABLE =
+    "Erreur : historique impossible à lire pour le moment, réessayez plus tard";
+  const FIRST_HISTORY = 50; // lines shown on arriving
+  const REMEMBERED = 500; // public lines remembered, to find what a cut missed
+  const LATE = 10000; // ms a caught-up line may still come live (a cluster)
 
   const $ = (id) => document.getElementById(id);
   const status = $("status");
@@ -43,6 +144,13 @@
   const history = [];
   let historyAt = 0;
   let draft = "";
+  // The conversation's history: the keys of the public lines shown (their
+  // text; catchUp.ownKey for lines typed here), the last REMEMBERED.
+  const shown = [];
+  let caughtUp = false; // the first history block of this page load is shown
+  let catching = null; // since registering: the block asked for, not come yet
+  let block = null; // the lines of a history block being received
+  let late = new Map(); // lines just caught up, that may still come live
 
   // Connection, and reconnection with backoff
 
@@ -61,6 +169,8 @@
       socket = null;
       const wasRegistered = registered;
       registered = false;
+      catching = null;
+      block = null;
       if (event.code === 1009 || event.code === 1003) {
         notice(`Connexion fermée par le serveur : ${event.reason}`, "error");
       }
@@ -96,6 +206,14 @@
   function receive(line) {
     if (line === "ping") {
       send("pong");
+      return;
+    }
+    if (block !== null || HISTORY_HEAD.test(line)) {
+      historyLine(line);
+      return;
+    }
+    if (catching !== null && (line === HISTORY_OFF || line === HISTORY_UNAVAILABLE)) {
+      historyRefused(line);
       return;
     }
     if (inList || line === RULE) {
@@ -135,27 +253,178 @@
       notice("Déconnecté.", "notice");
       return;
     }
-    const stamped = STAMPED.exec(line);
-    if (stamped === null) {
+    const parsed = parse(line);
+    if (parsed === null) {
       notice(line, "notice");
       return;
+    }
+    if (parsed.kind === "arrival") {
+      addUser(parsed.who);
+    } else if (parsed.kind === "departure") {
+      removeUser(parsed.who);
+    }
+    if (parsed.kind !== "private") {
+      if (takeLate(line)) {
+        return; // already shown, caught up from the history
+      }
+      remember(line);
+    }
+    entry(parsed);
+  }
+
+  // A stamped line, as an entry of the conversation (null: not stamped).
+  function parse(line) {
+    const stamped = STAMPED.exec(line);
+    if (stamped === null) {
+      return null;
     }
     const time = [stamped[1], stamped[2], stamped[3]].map((n) => n.padStart(2, "0")).join(":");
     const rest = stamped[4];
     let match;
     if ((match = /^Connexion de (.+)$/s.exec(rest))) {
-      addUser(match[1]);
-      entry({ time, kind: "arrival", text: `${match[1]} arrive` });
+      return { time, kind: "arrival", who: match[1], text: `${match[1]} arrive` };
     } else if ((match = /^Déconnection de (.+)$/s.exec(rest))) {
-      removeUser(match[1]);
-      entry({ time, kind: "departure", text: `${match[1]} s'en va` });
+      return { time, kind: "departure", who: match[1], text: `${match[1]} s'en va` };
     } else if ((match = /^message privé de ([^:]+): (.*)$/s.exec(rest))) {
-      entry({ time, kind: "private", from: match[1], text: match[2] });
+      return { time, kind: "private", from: match[1], text: match[2] };
     } else if ((match = /^([^:]+): (.*)$/s.exec(rest))) {
-      entry({ time, kind: "public", from: match[1], text: match[2] });
-    } else {
-      entry({ time, kind: "notice", text: rest });
+      return { time, kind: "public", from: match[1], text: match[2] };
     }
+    return { time, kind: "notice", text: rest };
+  }
+
+  // The history: asked for on registering, shown where it belongs
+
+  function remember(key) {
+    shown.push(key);
+    if (shown.length > REMEMBERED) {
+      shown.shift();
+    }
+    if (catching !== null) {
+      catching.after.push(key);
+    }
+  }
+
+  // Registered: ask for the history. The first time, the last FIRST_HISTORY
+  // lines (and the page's own arrival, not shown), to go above the lines
+  // received since; after a reconnection, as many as the server keeps (at
+  // most REMEMBERED), to find what the cut missed. It goes at the cut: after
+  // the last line shown so far.
+  function askHistory() {
+    const count = caughtUp ? REMEMBERED : FIRST_HISTORY + 1;
+    catching = { at: log.lastElementChild, before: shown.slice(), after: [] };
+    send(`/history ${count}`);
+  }
+
+  function historyLine(line) {
+    if (block === null) {
+      block = { lines: [], asked: catching !== null };
+      if (!block.asked) {
+        separator(`— ${line.slice(4, -4)} —`); // typed by the user
+      }
+      return;
+    }
+    if (line !== HISTORY_END) {
+      block.lines.push(line);
+      return;
+    }
+    const { lines, asked } = block;
+    block = null;
+    if (!asked) {
+      // typed by the user: shown as it comes, with no effect on the list
+      for (const kept of lines) {
+        entry(historyEntry(kept) ?? { time: "", kind: "notice", text: kept });
+      }
+      separator("— fin de l'historique —");
+      return;
+    }
+    const { at, before, after } = catching;
+    catching = null;
+    const found = catchUp.missed(lines, before, after, nick, caughtUp);
+    const items = found.lines.map((kept) => {
+      remember(kept);
+      late.set(kept, (late.get(kept) ?? 0) + 1);
+      return makeEntry(historyEntry(kept) ?? { time: "", kind: "notice", text: kept });
+    });
+    setTimeout(() => (late = new Map()), LATE);
+    if (!caughtUp) {
+      caughtUp = true;
+      if (items.length > 0) {
+        insertAt(at, [...items, makeSeparator("— messages précédents —")]);
+      }
+    } else if (found.gap) {
+      const what =
+        items.length > 0
+          ? "messages manqués pendant la coupure (d'autres ont pu être perdus)"
+          : "des messages ont pu être perdus pendant la coupure";
+      insertAt(at, [makeSeparator(`— ${what} —`), ...items]);
+    } else if (items.length > 0) {
+      insertAt(at, [makeSeparator("— messages manqués pendant la coupure —"), ...items]);
+    }
+  }
+
+  // The server keeps no history, or cannot read it now.
+  function historyRefused(line) {
+    const { at } = catching;
+    catching = null;
+    if (line === HISTORY_UNAVAILABLE) {
+      const what = caughtUp
+        ? "messages manqués indisponibles pour le moment"
+        : "historique indisponible pour le moment";
+      insertAt(at, [makeSeparator(`— ${what} —`)]);
+    }
+    caughtUp = true;
+  }
+
+  function historyEntry(line) {
+    const kept = parse(line);
+    if (kept === null) {
+      return null;
+    }
+    kept.kind += " history";
+    const mine = nick !== null && kept.from?.toLowerCase() === nick.toLowerCase();
+    if (mine) {
+      kept.kind = kept.kind.replace("public", "public own");
+    }
+    return kept;
+  }
+
+  function takeLate(line) {
+    const left = late.get(line);
+    if (left === undefined) {
+      return false;
+    }
+    if (left === 1) {
+      late.delete(line);
+    } else {
+      late.set(line, left - 1);
+    }
+    return true;
+  }
+
+  // Insert ITEMS after AT (null: at the top), the conversation kept at its
+  // bottom if it was there.
+  function insertAt(at, items) {
+    const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+    if (at === null) {
+      log.prepend(...items);
+    } else {
+      at.after(...items);
+    }
+    if (atBottom && !document.hidden) {
+      log.lastElementChild?.scrollIntoView({ block: "end" });
+    }
+  }
+
+  function makeSeparator(text) {
+    const item = document.createElement("li");
+    item.className = "separator";
+    item.textContent = text;
+    return item;
+  }
+
+  function separator(text) {
+    insertAt(log.lastElementChild, [makeSeparator(text)]);
   }
 
   function listLine(line) {
@@ -210,6 +479,7 @@
     if (document.activeElement === nickInput || document.activeElement === document.body) {
       messageInput.focus();
     }
+    askHistory();
   }
 
   joinForm.addEventListener("submit", (event) => {
@@ -274,6 +544,7 @@
       }
       entry({ time, kind: "command own", text: trimmed });
     } else {
+      remember(catchUp.ownKey(nick, line));
       entry({ time, kind: "public own", from: nick, text: line });
     }
   }
@@ -332,7 +603,18 @@
 
   // The conversation: text only, links made clickable, own nick marked
 
-  function entry({ time, kind, from, text }) {
+  function entry(line) {
+    const item = makeEntry(line);
+    const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+    log.append(item);
+    if (atBottom && !document.hidden) {
+      item.scrollIntoView({ block: "end" });
+    } else if (!line.kind.includes("own")) {
+      markUnread();
+    }
+  }
+
+  function makeEntry({ time, kind, from, text }) {
     const item = document.createElement("li");
     item.className = kind;
     const stamp = document.createElement("time");
@@ -359,13 +641,7 @@
     body.className = "text";
     appendText(body, text, from !== undefined && !kind.includes("own"));
     item.append(body);
-    const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
-    log.append(item);
-    if (atBottom && !document.hidden) {
-      item.scrollIntoView({ block: "end" });
-    } else if (!kind.includes("own")) {
-      markUnread();
-    }
+    return item;
   }
 
   function notice(text, kind) {
