@@ -11,12 +11,15 @@ import contextlib
 import re
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.redis_fixture import running_redis
+from tests.test_cluster_e2e import WELCOME, Line
 from tests.test_twistd import register
 from tests.test_web_browser import CHROMIUM, Page, expect, playwright
 from tests.web_server import WebChat
@@ -119,7 +122,11 @@ class Cut:
         for sock in sockets:
             self._close(sock)
 
-    def mend(self) -> None:
+    def mend(self, port: int | None = None) -> None:
+        """Let connections through again, to C{port} if given (another node
+        of a cluster, as behind a load balancer)."""
+        if port is not None:
+            self.port_to = port
         self.refusing = False
 
     def close(self) -> None:
@@ -222,3 +229,78 @@ def test_after_a_cut_the_page_shows_what_it_missed_once_at_the_cut(
     ]
     assert alice.dialogs == []
     assert alice.errors == []
+
+
+def registered(port: int, nick: str) -> Line:
+    """A TCP user on a cluster node, once that node has joined its cluster
+    (until then, registering is refused for the moment)."""
+    user = Line(port)
+    user.until(WELCOME)
+    deadline = time.monotonic() + 15
+    while True:
+        user.send(f"/pseudo {nick}\n".encode())
+        answer = user.until(b"\n")
+        if answer == f"Bienvenue {nick}\n".encode():
+            break
+        assert b"impossible pour le moment" in answer, answer
+        assert time.monotonic() < deadline, f"{nick} never registered"
+        time.sleep(0.1)  # a real process: wait for it to join its cluster
+    user.until(f"=>{nick}\n----------------------\n".encode())
+    return user
+
+
+@pytest.mark.redis
+def test_a_page_cut_from_one_node_catches_up_on_another(
+    tmp_path: Path, browser: Any
+) -> None:
+    """Two twistd nodes on one redis-server: the page on the first is cut,
+    users on both talk, and it comes back on the second (as a load balancer
+    would send it), which reads the same history from Redis."""
+    with running_redis(tmp_path) as redis:
+        args = ["--redis", redis.url, "--cluster", "web", "--ping-interval", "0"]
+        args += ["--flood-burst=100", "--shutdown-timeout=2"]
+        nodes = [WebChat(tmp_path, *args), WebChat(tmp_path, *args)]
+        forwarder: Cut | None = None
+        try:
+            for node in nodes:
+                node.start()
+            carol = registered(nodes[0].port, "carol")
+            dave = registered(nodes[1].port, "dave")
+            forwarder = Cut(nodes[0].web_port)
+            alice = Page(browser, forwarder.url)
+            alice.join("alice")
+            expect(alice.page.locator("#log .separator")).to_have_text(EARLIER)
+            carol.send(b"avant\n")
+            expect(alice.entry("avant")).to_be_visible()
+
+            forwarder.cut()
+            dave.until("-Déconnection de alice\n".encode())
+            carol.send(b"".join(b"pendant %d\n" % n for n in range(1, 4)))
+            dave.until(b"-carol: pendant 3\n")
+            dave.send(b"".join(b"dave pendant %d\n" % n for n in range(1, 4)))
+            carol.until(b"-dave: dave pendant 3\n")
+            forwarder.mend(nodes[1].web_port)
+
+            expect(alice.log.locator(".separator").last).to_have_text(
+                MISSED, timeout=30_000
+            )
+            carol.send(b"apres\n")
+            expect(alice.entry("apres")).to_be_visible()
+            missed = [["public history", f"pendant {n}"] for n in range(1, 4)]
+            missed += [["public history", f"dave pendant {n}"] for n in range(1, 4)]
+            assert alice.page.evaluate(LINES) == [
+                ["arrival history", "carol arrive"],
+                ["arrival history", "dave arrive"],
+                ["separator", EARLIER],
+                ["public", "avant"],
+                ["error", "Connexion perdue : reconnexion…"],
+                ["separator", MISSED],
+                *missed,
+                ["public", "apres"],
+            ]
+            assert alice.errors == []
+        finally:
+            if forwarder is not None:
+                forwarder.close()
+            for node in nodes:
+                node.stop()

@@ -151,6 +151,7 @@ if (typeof document === "undefined") {
   let catching = null; // since registering: the block asked for, not come yet
   let block = null; // the lines of a history block being received
   let late = new Map(); // lines just caught up, that may still come live
+  let lateTimer = null;
 
   // Connection, and reconnection with backoff
 
@@ -346,7 +347,8 @@ if (typeof document === "undefined") {
       late.set(kept, (late.get(kept) ?? 0) + 1);
       return makeEntry(historyEntry(kept) ?? { time: "", kind: "notice", text: kept });
     });
-    setTimeout(() => (late = new Map()), LATE);
+    clearTimeout(lateTimer);
+    lateTimer = setTimeout(() => (late = new Map()), LATE);
     if (!caughtUp) {
       caughtUp = true;
       if (items.length > 0) {
