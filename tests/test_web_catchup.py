@@ -60,9 +60,24 @@ def test_on_arriving_the_page_shows_the_block_but_its_own_arrival() -> None:
 
 
 def test_an_earlier_visit_s_arrival_and_departure_are_history_on_arriving() -> None:
+    """Past --join-notice-limit users, the page's arrival is not in the
+    block: an earlier visit's, ended by its departure, stays."""
     block = ["[9.0.0]-Connexion de alice", "[9.0.5]-Déconnection de alice"]
-    block.append("[10.0.3]-Connexion de alice")
-    assert missed(block, [], reconnected=False)["lines"] == block[:2]
+    block.append(said(1, "un"))
+    assert missed(block, [], reconnected=False)["lines"] == block
+
+
+def test_an_earlier_visit_ended_by_a_kick_is_history_too() -> None:
+    block = ["[9.0.0]-Connexion de alice"]
+    block.append("[9.0.5]-Déconnection de alice (expulsé par op : spam)")
+    assert missed(block, [], reconnected=False)["lines"] == block
+
+
+def test_the_page_s_arrival_is_left_out_wherever_it_is_in_the_block() -> None:
+    """In a cluster, a line of another node may be kept after it, and not
+    be received yet when the block comes."""
+    block = ["[10.0.3]-Connexion de alice", said(4, "pas encore reçu")]
+    assert missed(block, [], reconnected=False)["lines"] == [said(4, "pas encore reçu")]
 
 
 def test_lines_received_since_registering_are_not_shown_again() -> None:

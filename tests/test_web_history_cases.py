@@ -189,3 +189,22 @@ def test_a_server_that_keeps_no_history_adds_nothing_to_the_page(
     assert page.evaluate(LINES) == [["command own", "/history"], ["notice", OFF]]
     assert server.asked == ["/history 51", "/history"]
     assert errors == []
+
+
+def test_a_kicked_user_leaves_the_list_and_the_reason_is_shown(
+    tab: tuple[Any, Server, list[str]],
+) -> None:
+    page, server, errors = tab
+    server.script.append(([], block()))
+    join(page, "alice")
+    expect(page.locator("#status")).to_have_text("connecté : alice")
+    server.sockets[-1].send("[10.0.1]-Connexion de bob")
+    expect(page.locator("#users li")).to_have_text(["bob"])
+    server.sockets[-1].send("[10.0.2]-Déconnection de bob (expulsé par op : spam)")
+    expect(page.locator("#log li").last).to_have_class("departure")
+    assert page.evaluate(LINES)[-1] == [
+        "departure",
+        "bob s'en va (expulsé par op : spam)",
+    ]
+    expect(page.locator("#users li")).to_have_count(0)
+    assert errors == []

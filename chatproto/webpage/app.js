@@ -15,9 +15,16 @@ const catchUp = (() => {
     return `${OWN}${nick}: ${text}`;
   }
 
+  // An arrival or a departure (kicked or banned ones say why after the
+  // nickname) of NICK, in any case: nicknames are case-insensitive.
   function isOwnPresence(line, nick) {
-    const rest = line.replace(STAMP, "");
-    return rest === `Connexion de ${nick}` || rest === `Déconnection de ${nick}`;
+    const rest = line.replace(STAMP, "").toLowerCase();
+    const key = nick.toLowerCase();
+    return (
+      rest === `connexion de ${key}` ||
+      rest === `déconnection de ${key}` ||
+      rest.startsWith(`déconnection de ${key} (`)
+    );
   }
 
   function bag(keys) {
@@ -55,19 +62,20 @@ const catchUp = (() => {
   // cluster may order lines in Redis other than one node shows them live.
   // Lines of the block older than the first one shown before are older
   // than the page's own (a block longer than the first one), not missed.
-  // The page's own arrival (the last one) is never missed; after a
-  // reconnection, neither are its own departure and arrival (the cut).
+  // The page's own arrival (none past --join-notice-limit users) is never
+  // missed; after a reconnection, neither are its own departure and
+  // arrival (the cut).
   function missed(block, before, after, nick, reconnected) {
     const shown = new Array(block.length).fill(false);
     const since = bag(after);
-    let arrival = `Connexion de ${nick}`;
     for (let i = block.length - 1; i >= 0; i -= 1) {
-      if (take(since, block[i])) {
-        shown[i] = true;
-      } else if (arrival !== null && block[i].replace(STAMP, "") === arrival) {
-        shown[i] = true;
-        arrival = null;
-      }
+      shown[i] = take(since, block[i]);
+    }
+    // A nickname is one user at a time: if the last arrival or departure
+    // of it is an arrival, that is this page's.
+    const presence = block.findLastIndex((line) => isOwnPresence(line, nick));
+    if (presence >= 0 && block[presence].replace(STAMP, "").startsWith("Connexion ")) {
+      shown[presence] = true;
     }
     const earlier = bag(before);
     let first = -1;
@@ -284,8 +292,10 @@ if (typeof document === "undefined") {
     let match;
     if ((match = /^Connexion de (.+)$/s.exec(rest))) {
       return { time, kind: "arrival", who: match[1], text: `${match[1]} arrive` };
-    } else if ((match = /^Déconnection de (.+)$/s.exec(rest))) {
-      return { time, kind: "departure", who: match[1], text: `${match[1]} s'en va` };
+    } else if ((match = /^Déconnection de (\S+)( \(.*\))?$/s.exec(rest))) {
+      // a kick or a ban says why after the nickname
+      const text = `${match[1]} s'en va${match[2] ?? ""}`;
+      return { time, kind: "departure", who: match[1], text };
     } else if ((match = /^message privé de ([^:]+): (.*)$/s.exec(rest))) {
       return { time, kind: "private", from: match[1], text: match[2] };
     } else if ((match = /^([^:]+): (.*)$/s.exec(rest))) {
