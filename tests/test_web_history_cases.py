@@ -13,7 +13,7 @@ import pytest
 
 from chatproto import wire
 from chatproto.web import PAGE, PAGE_FILES, SECURITY_HEADERS
-from tests.test_web_browser import CHROMIUM, WAIT, expect
+from tests.test_web_browser import CHROMIUM, HIDE, WAIT, expect
 from tests.test_web_history_browser import EARLIER, LINES, MISSED, browser
 
 pytestmark = [
@@ -207,4 +207,24 @@ def test_a_kicked_user_leaves_the_list_and_the_reason_is_shown(
         "bob s'en va (expulsé par op : spam)",
     ]
     expect(page.locator("#users li")).to_have_count(0)
+    assert errors == []
+
+
+def test_lines_missed_by_a_hidden_tab_count_as_unread(
+    tab: tuple[Any, Server, list[str]],
+) -> None:
+    page, server, errors = tab
+    server.script.append(([], block()))
+    join(page, "alice")
+    expect(page.locator("#status")).to_have_text("connecté : alice")
+    page.evaluate(HIDE)
+    server.script.append(
+        (
+            [said(3, "depuis")],
+            block(said(1, "manqué"), said(2, "aussi"), said(3, "depuis")),
+        )
+    )
+    server.cut()  # its notice, two missed lines, one line since: 4 unread
+    expect(page.locator("#log .separator")).to_have_text(MISSED)
+    expect(page).to_have_title("(4) chat")
     assert errors == []

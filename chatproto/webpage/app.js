@@ -364,7 +364,13 @@ if (typeof document === "undefined") {
       if (items.length > 0) {
         insertAt(at, [...items, makeSeparator("— messages précédents —")]);
       }
-    } else if (found.gap) {
+      return;
+    }
+    // Missed lines are unread ones too, for a hidden tab or a reader above.
+    if (document.hidden || log.scrollHeight - log.scrollTop - log.clientHeight >= 40) {
+      items.forEach(markUnread);
+    }
+    if (found.gap) {
       const what =
         items.length > 0
           ? "messages manqués pendant la coupure (d'autres ont pu être perdus)"
