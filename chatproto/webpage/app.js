@@ -368,7 +368,9 @@ if (typeof document === "undefined") {
     }
     // Missed lines are unread ones too, for a hidden tab or a reader above.
     if (document.hidden || log.scrollHeight - log.scrollTop - log.clientHeight >= 40) {
-      items.forEach(markUnread);
+      for (let n = 0; n < items.length; n += 1) {
+        markUnread();
+      }
     }
     if (found.gap) {
       const what =
