@@ -692,7 +692,7 @@ def makeService(options: usage.Options, reactor: Any = None) -> service.IService
         )
         _Listener(web, site(factory, options["web_origins"])).setServiceParent(top)
     if options.get("metrics") is not None:
-        from chatproto.metrics import metrics_site
+        from chatproto.metrics_page import metrics_site
 
         metrics = serverFromString(reactor, options["metrics"])
         _Listener(metrics, metrics_site(factory)).setServiceParent(top)

@@ -178,3 +178,26 @@ def test_a_server_without_redis_needs_no_redis_client() -> None:
         "--redis needs the txredisapi package: pip install 'chatproto[redis]'.",
         "[]",
     ]
+
+
+WITHOUT_WEB = """
+import sys
+from chatproto.tap import Options, makeService
+options = Options()
+options.parseOptions(["--port", "tcp:0"])
+makeService(options)
+print(sorted(m for m in sys.modules if m.startswith(("twisted.web", "prometheus"))))
+"""
+
+
+def test_a_server_without_web_or_metrics_loads_no_web_server() -> None:
+    """The room keeps its counters in chatproto.metrics, which imports no
+    twisted.web: only --web and --metrics load a web server (2.4 MiB)."""
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_WEB],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert done.stdout.decode().splitlines() == ["[]"]
