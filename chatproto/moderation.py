@@ -8,7 +8,9 @@ the session an operator: the status belongs to that session object, so a
 new connection (or another letter case of the nickname, which names another
 user only if the registry let it in, and it does not) must /op again.
 Wrong passwords are throttled per address, like flood control: three
-tries, then one every L{OP_RETRY} seconds.
+tries, then one every L{OP_RETRY} seconds. A check (84 ms of scrypt) runs
+in a thread of the reactor's pool, at most L{MAX_CHECKS} at once, so that
+the chat goes on meanwhile.
 
 A kick takes a user out of the chat with one line saying who and why, then
 C{Deconnexion}; the others see the departure once, with the reason. A ban
@@ -33,11 +35,11 @@ import os
 import secrets
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredSemaphore, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -48,8 +50,9 @@ from chatproto.registry import Reach, nick_key, valid_nickname
 log = Logger()
 
 # scrypt's cost: 2**14 blocks of 128*8 bytes, 16 MiB and 84 ms a check here
-# (the parameters OWASP gives for scrypt). A check runs in the reactor: the
-# throttle below bounds how often one address can make it run.
+# (the parameters OWASP gives for scrypt). A check runs in a thread (see
+# check_in_threads): the throttle below bounds how often one address can
+# make it run, MAX_CHECKS how many run at once.
 SCRYPT_N = 2**14
 SCRYPT_R = 8
 SCRYPT_P = 1
@@ -63,6 +66,12 @@ _MAX_MEMORY = 256 * 1024 * 1024
 FREE_TRIES = 3
 OP_RETRY = 5.0
 FORGET_AFTER = 600.0
+
+# Password checks at once (each holds a thread and 16 MiB while it runs),
+# and how many more may wait their turn; past that, /op gets the throttle
+# line, as the many addresses of an attack would otherwise queue without end.
+MAX_CHECKS = 2
+MAX_WAITING = 8
 
 DEFAULT_BAN_MINUTES = 60
 MAX_BAN_MINUTES = 366 * 24 * 60  # a year
@@ -85,6 +94,28 @@ def check_password(password: str, stored: str) -> bool:
     from; compared in constant time."""
     n, r, p, salt, key = _parse_hash(stored)
     return hmac.compare_digest(_scrypt(password, salt, n, r, p), key)
+
+
+# How /op checks a password: (password, stored hash) -> Deferred[bool].
+Checker = Callable[[str, str], "Deferred[bool]"]
+
+
+def check_here(password: str, stored: str) -> Deferred[bool]:
+    """Check in the caller's thread: the result is there at once (a
+    Moderation built without a checker, as the unit tests build it)."""
+    return maybeDeferred(check_password, password, stored)
+
+
+def check_in_threads(reactor: Any) -> Checker:
+    """A checker that runs each check in a thread of C{reactor}'s pool
+    (what the server uses: while scrypt runs, the reactor serves)."""
+    from twisted.internet.threads import deferToThreadPool
+
+    def check(password: str, stored: str) -> Deferred[bool]:
+        pool = reactor.getThreadPool()
+        return deferToThreadPool(reactor, pool, check_password, password, stored)
+
+    return check
 
 
 def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
@@ -363,8 +394,11 @@ class Moderation:
         room: Room,
         operators: Mapping[str, str] | None = None,
         bans: Bans | None = None,
+        checker: Checker | None = None,
     ) -> None:
         self.room = room
+        self.checker: Checker = checker or check_here
+        self._checks = DeferredSemaphore(MAX_CHECKS)
         self.operators: Mapping[str, str] = operators or {}
         self.bans = bans if bans is not None else Bans(room.clock)
         self.operating: set[Member] = set()
@@ -448,21 +482,65 @@ class Moderation:
             wait = math.ceil(OP_RETRY - (now - last))
             session.send(wire.notice(wire.OP_THROTTLED.format(wait)))
             return
+        checks = self._checks
+        if checks.tokens == 0 and len(checks.waiting) >= MAX_WAITING:
+            log.warn(
+                "{nick} from {address}: too many operator passwords being checked",
+                act="op-failed",
+                reason="busy",
+                nick=nick,
+                address=host,
+            )
+            session.send(wire.notice(wire.OP_THROTTLED.format(math.ceil(OP_RETRY))))
+            return
+        # Counted as a failure until the check says otherwise: tries sent
+        # before the first answer are throttled as if each had failed.
+        self._failures[host] = (failures + 1, now)
+        self._prune(now)
         stored = self.operators.get(nick_key(nick))
-        good = check_password(argument, stored or _dummy_hash()) and stored is not None
+        # an unknown nickname costs a check too: the delay says nothing
+        d = checks.run(self.checker, argument, stored or _dummy_hash())
+        d.addCallback(lambda right: right and stored is not None)
+        d.addCallbacks(
+            self._checked,
+            self._check_failed,
+            callbackArgs=(session, nick, host, failures + 1),
+            errbackArgs=(session, nick),
+        )
+        d.addErrback(lambda f: log.failure("answering /op", f))
+
+    def _here(self, session: Member, nick: str) -> bool:
+        """Whether C{session} is still in the chat (it may have left, or
+        been kicked, while its password was checked)."""
+        return self.room.sessions.get(nick_key(nick)) is session
+
+    def _checked(
+        self, good: bool, session: Member, nick: str, host: str | None, failures: int
+    ) -> None:
+        here = self._here(session, nick)
         if not good:
-            self._failures[host] = (failures + 1, now)
-            self._prune(now)
             log.warn(
                 "{nick} from {address}: wrong operator password ({failures} in a row)",
                 act="op-failed",
                 nick=nick,
                 address=host,
-                failures=failures + 1,
+                failures=failures,
             )
-            session.send(wire.notice(wire.OP_WRONG))
+            if here:
+                session.send(wire.notice(wire.OP_WRONG))
             return
         self._failures.pop(host, None)
+        if not here:  # gone meanwhile: nobody to make an operator
+            log.info(
+                "{nick} from {address} left before its operator password was checked",
+                act="op-gone",
+                nick=nick,
+                address=host,
+            )
+            return
+        if session in self.operating:  # two /op sent at once
+            session.send(wire.notice(wire.OP_ALREADY))
+            return
         self.operating.add(session)
         log.info(
             "{operator} from {operator_address} is an operator",
@@ -471,6 +549,11 @@ class Moderation:
             operator_address=host,
         )
         session.send(wire.notice(wire.OP_GRANTED))
+
+    def _check_failed(self, failure: Any, session: Member, nick: str) -> None:
+        log.failure("checking the operator password of {nick}", failure, nick=nick)
+        if self._here(session, nick):
+            session.send(wire.notice(wire.OP_UNAVAILABLE))
 
     def _prune(self, now: float) -> None:
         """Forget addresses that stopped failing, once there are many."""

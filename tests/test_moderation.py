@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from twisted.internet.defer import Deferred
 from twisted.logger import ILogObserver, Logger
+from twisted.python.threadpool import ThreadPool
 
 from chatproto import moderation, wire
 from chatproto.moderation import (
@@ -231,6 +234,185 @@ def test_an_address_is_forgotten_after_ten_quiet_minutes() -> None:
     for _ in range(3):
         alice.send(b"/op nope\n")
         assert alice.take() == notice(wire.OP_WRONG)
+
+
+class HeldChecker:
+    """A checker whose checks wait until the test answers them: what the
+    thread pool gives /op, without threads."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[str, Deferred[bool]]] = []
+
+    def __call__(self, password: str, stored: str) -> Deferred[bool]:
+        d: Deferred[bool] = Deferred()
+        self.pending.append((password, d))
+        return d
+
+    def answer(self, index: int = 0) -> None:
+        """The check at C{index} ends, with the right answer."""
+        password, d = self.pending.pop(index)
+        d.callback(password == "pw")
+
+
+def held_chat() -> tuple[Chat, Moderation, HeldChecker]:
+    chat, mod = chat_with_operators(alice="pw", bob="pw")
+    mod.checker = checker = HeldChecker()
+    return chat, mod, checker
+
+
+def test_the_chat_goes_on_while_a_password_is_checked() -> None:
+    chat, mod, checker = held_chat()
+    alice = chat.user("alice")
+    carol, dan = chat.user("carol", "192.0.2.3"), chat.user("dan", "192.0.2.4")
+    carol.take(), dan.take()
+    alice.send(b"/op pw\n")
+    carol.send(b"bonjour\n")  # answered before the check ends
+    assert dan.take() == chat.stamp() + b"-carol: bonjour\n"
+    assert alice.take() == chat.stamp() + b"-carol: bonjour\n"
+    assert alice.session not in mod.operating
+    checker.answer()
+    assert alice.take() == notice(wire.OP_GRANTED)
+    assert alice.session in mod.operating
+
+
+def test_at_most_two_checks_run_at_once_eight_wait_and_more_are_throttled(
+    events: list[dict[str, Any]],
+) -> None:
+    chat, _mod, checker = held_chat()
+    users = [chat.user(f"u{i}", f"198.51.100.{i}") for i in range(11)]
+    for user in users:
+        user.take()
+        user.send(b"/op nope\n")
+    assert len(checker.pending) == 2  # the others wait their turn
+    assert [u.take() for u in users[:10]] == [b""] * 10
+    assert users[10].take() == notice(wire.OP_THROTTLED.format(5))
+    busy = [e for e in events if e.get("reason") == "busy"]
+    assert [(e["act"], e["nick"]) for e in busy] == [("op-failed", "u10")]
+    checker.answer()
+    assert users[0].take() == notice(wire.OP_WRONG)
+    assert len(checker.pending) == 2  # the next one started
+    while checker.pending:
+        checker.answer()
+    assert [u.take() for u in users[1:10]] == [notice(wire.OP_WRONG)] * 9
+
+
+def test_tries_sent_before_the_first_answer_are_throttled_as_failures() -> None:
+    chat, _mod, checker = held_chat()
+    alice = chat.user("alice")
+    for _ in range(4):
+        alice.send(b"/op nope\n")
+    assert alice.take() == notice(wire.OP_THROTTLED.format(5))
+    assert len(checker.pending) == 2  # the third waits its turn
+    while checker.pending:
+        checker.answer()
+    assert alice.take() == notice(wire.OP_WRONG) * 3
+
+
+def test_a_right_password_forgets_the_tries_counted_while_it_was_checked() -> None:
+    chat, mod, checker = held_chat()
+    alice = chat.user("alice")
+    for password in (b"nope", b"nope", b"pw"):
+        alice.send(b"/op " + password + b"\n")
+    while checker.pending:
+        checker.answer()
+    assert alice.take() == notice(wire.OP_WRONG) * 2 + notice(wire.OP_GRANTED)
+    assert mod.operating == {alice.session}
+    bob = chat.user("bob")  # the same address: not throttled
+    bob.send(b"/op pw\n")
+    checker.answer()
+    assert bob.take() == notice(wire.OP_GRANTED)
+
+
+def test_a_user_gone_while_its_password_is_checked_is_no_operator(
+    events: list[dict[str, Any]],
+) -> None:
+    chat, mod, checker = held_chat()
+    alice = chat.user("alice")
+    alice.send(b"/op pw\n")
+    alice.send(b"/quit\n")
+    checker.answer()  # no write to a closed connection, no traceback
+    assert mod.operating == set()
+    [gone] = [e for e in events if e.get("act") == "op-gone"]
+    assert gone["nick"] == "alice"
+    again = chat.user("alice")  # the same nickname, a new session
+    again.send(b"/kick carol\n")
+    assert again.take() == notice(wire.NOT_OPERATOR.format("/kick"))
+
+
+def test_a_user_kicked_while_its_password_is_checked_is_no_operator() -> None:
+    chat, mod, checker = held_chat()
+    bob = op_held(chat, checker, "bob", "192.0.2.2")
+    alice = chat.user("alice")
+    alice.send(b"/op pw\n")
+    bob.send(b"/kick alice\n")
+    assert not alice.connected
+    alice.take()
+    checker.answer()
+    assert alice.take() == b""
+    assert mod.operating == {bob.session}
+
+
+def op_held(chat: Chat, checker: HeldChecker, nick: str, host: str) -> Client:
+    user = chat.user(nick, host)
+    user.send(b"/op pw\n")
+    checker.answer()
+    assert user.take() == notice(wire.OP_GRANTED)
+    return user
+
+
+def test_two_right_passwords_at_once_make_one_operator() -> None:
+    chat, mod, checker = held_chat()
+    alice = chat.user("alice")
+    alice.send(b"/op pw\n/op pw\n")
+    checker.answer()
+    checker.answer()
+    assert alice.take() == notice(wire.OP_GRANTED) + notice(wire.OP_ALREADY)
+    assert mod.operating == {alice.session}
+
+
+def test_a_check_that_fails_says_so_and_logs_the_failure(
+    events: list[dict[str, Any]],
+) -> None:
+    chat, mod, checker = held_chat()
+    alice = chat.user("alice")
+    alice.send(b"/op pw\n")
+    checker.pending.pop()[1].errback(MemoryError("scrypt"))
+    assert alice.take() == notice(wire.OP_UNAVAILABLE)
+    assert mod.operating == set()
+    assert [e["log_failure"].type for e in events if "log_failure" in e] == [
+        MemoryError
+    ]
+
+
+def test_the_server_s_checker_runs_scrypt_in_a_thread_of_the_pool(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    threads: list[threading.Thread] = []
+    real = moderation.check_password
+
+    def recording(password: str, stored: str) -> bool:
+        threads.append(threading.current_thread())
+        return real(password, stored)
+
+    monkeypatch.setattr(moderation, "check_password", recording)
+    pool = ThreadPool(1, 1)
+
+    class Reactor:
+        def getThreadPool(self) -> ThreadPool:
+            return pool
+
+        def callFromThread(self, f: Any, *args: Any, **kwargs: Any) -> None:
+            f(*args, **kwargs)
+
+    pool.start()
+    answers: list[bool] = []
+    try:
+        check = moderation.check_in_threads(Reactor())
+        check("pw", make_hash("pw", **CHEAP)).addCallback(answers.append)
+    finally:
+        pool.stop()  # waits for the check
+    assert answers == [True]
+    assert threads and threads[0] is not threading.current_thread()
 
 
 # /kick
