@@ -408,18 +408,13 @@ class Moderation:
     # Connections
 
     def refusal(self, host: str | None) -> bytes | None:
-        """The line that refuses a connection from a banned address, or None."""
+        """The line that refuses a connection from a banned address, or None
+        (the room counts and logs the refusal)."""
         ban = self.bans.check(host)
         if ban is None:
             return None
+        # logged by the room's metrics, as the other refusals are
         left = max(1, math.ceil((ban.until - self.room.clock.seconds()) / 60))
-        log.info(
-            "refused {address}: banned for {minutes} more minutes",
-            act="refused",
-            reason="banned",
-            address=host,
-            minutes=left,
-        )
         return wire.notice(wire.BANNED.format(left))
 
     def forget(self, session: Member) -> None:

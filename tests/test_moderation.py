@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import ILogObserver, Logger
 from twisted.python.threadpool import ThreadPool
 
-from chatproto import moderation, wire
+from chatproto import metrics, moderation, wire
 from chatproto.moderation import (
     Bans,
     Moderation,
@@ -37,10 +37,11 @@ def notice(text: str) -> bytes:
 
 @pytest.fixture
 def events(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """The log events moderation emits."""
+    """The log events moderation emits, and the room's refusals."""
     seen: list[dict[str, Any]] = []
     observer = cast(ILogObserver, seen.append)
     monkeypatch.setattr(moderation, "log", Logger(observer=observer))
+    monkeypatch.setattr(metrics, "log", Logger(observer=observer))
     return seen
 
 
