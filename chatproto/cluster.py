@@ -32,7 +32,8 @@ Pub/sub channels belong to no database, so their names carry its number:
                                     a user of NODE, which ORIGIN reaped
     chatproto:CLUSTER:DB:node:ID    "NICKKEY LINE", private lines for node ID;
                                     "!NICKKEY OPERATOR ADDRESS REASON", a kick
-                                    of a user of node ID (moderation.py)
+                                    of a user of node ID (moderation.py);
+                                    "!NICKKEY+MINUTES ...", a ban of it
     chatproto:CLUSTER:DB:bans       "ORIGIN +ADDRESS<TAB>UNTIL<TAB>BY<TAB>REASON"
                                     a ban, "ORIGIN -ADDRESS" its end
 
@@ -484,11 +485,13 @@ class RedisRegistry:
         )
         return d.addCallback(lambda heard: int(heard) > 0)
 
-    def kick(self, target: str, message: bytes) -> Deferred[bool]:
+    def kick(self, target: str, message: bytes, minutes: int = 0) -> Deferred[bool]:
         """Send a kick to the node that holds C{target} (the whisper's path,
-        a C{!} before the key); whether a node heard it."""
+        a C{!} before the key; a ban of C{minutes}: C{+MINUTES} after it);
+        whether a node heard it."""
         key = nick_key(target)
-        payload = b"!" + key.encode() + b" " + message
+        ban = b"+%d" % minutes if minutes else b""
+        payload = b"!" + key.encode() + ban + b" " + message
         d = self._eval(WHISPER, self.node, key, self.node_channel_prefix, payload)
         return d.addCallback(lambda heard: int(heard) > 0)
 
@@ -1300,8 +1303,9 @@ class ClusterNode(service.Service):
 
         return self.registry.whisper(target, line).addErrback(failed)
 
-    def kick(self, target: str, message: bytes) -> Deferred[bool]:
-        """Carry a kick to the node that holds C{target} (moderation.py)."""
+    def kick(self, target: str, message: bytes, minutes: int = 0) -> Deferred[bool]:
+        """Carry a kick (a ban, if C{minutes}) to the node that holds
+        C{target} (moderation.py)."""
         if self.state not in _INSIDE or self._holding():
             return fail(RegistryUnavailable("the cluster cannot be reached"))
 
@@ -1309,7 +1313,7 @@ class ClusterNode(service.Service):
             self._failed(failure)
             raise RegistryUnavailable("the cluster cannot be reached")
 
-        return self.registry.kick(target, message).addErrback(failed)
+        return self.registry.kick(target, message, minutes).addErrback(failed)
 
     # Bans (moderation.py): every node keeps a copy of the cluster's, kept up
     # to date by the bans channel, so that admitting a connection costs no

@@ -349,9 +349,12 @@ class Member(Protocol):
 class Cluster(Protocol):
     """What moderation uses of the cluster (L{chatproto.cluster.ClusterNode})."""
 
-    def kick(self, target: str, message: bytes) -> Deferred[bool]:
-        """Carry a kick to the node that holds C{target}; fire with whether
-        one does, and heard it."""
+    def kick(self, target: str, message: bytes, minutes: int = 0) -> Deferred[bool]:
+        """Carry a kick (a ban of C{minutes}, if not 0) to the node that
+        holds C{target}; fire with whether one does, and heard it."""
+
+    def whisper(self, target: str, line: bytes) -> Deferred[bool]:
+        """Send a line to C{target}, a user of another node."""
 
     def share_ban(self, ban: Ban) -> None:
         """Make the ban hold on every node (Redis, and its bans channel)."""
@@ -608,26 +611,41 @@ class Moderation:
         target: str | None,
     ) -> None:
         assert session.nick is not None
+        answer = self._record_ban(
+            session.nick, session.host, address, minutes, reason, target
+        )
+        session.send(answer)
+
+    def _record_ban(
+        self,
+        operator: str,
+        operator_address: str | None,
+        address: str | None,
+        minutes: int,
+        reason: str,
+        target: str | None,
+    ) -> bytes:
+        """Ban C{address} (here, and on every node of a cluster), log it;
+        the line that answers the operator."""
         if address is None:  # a user of a UNIX socket: nothing to refuse
-            session.send(wire.notice(wire.KICK_DONE.format(target)))
-            return
+            return wire.notice(wire.KICK_DONE.format(target))
         until = self.room.clock.seconds() + 60 * minutes
-        ban = Ban(address, until, session.nick, reason)
+        ban = Ban(address, until, operator, reason)
         self.bans.add(ban)
         if self.cluster is not None:
             self.cluster.share_ban(ban)
         log.info(
             "{operator} banned {address} for {minutes} minutes: {reason}",
             act="ban",
-            operator=session.nick,
-            operator_address=session.host,
+            operator=operator,
+            operator_address=operator_address,
             target=target,
             target_address=address,
             address=address,
             minutes=minutes,
             reason=reason,
         )
-        session.send(wire.notice(wire.BAN_DONE.format(address, minutes)))
+        return wire.notice(wire.BAN_DONE.format(address, minutes))
 
     def unban(self, session: Member, argument: str) -> None:
         if not self._is_operator(session, "/unban"):
@@ -688,15 +706,17 @@ class Moderation:
             else:
                 session.send(wire.notice(wire.KICK_DONE.format(member.nick)))
             return
-        if self.cluster is None or minutes:
-            # A ban by nickname needs the user's address: only this node knows
-            # its own users' (ban the address of a user of another node).
+        if self.cluster is None:
             session.send(wire.notice(wire.NO_SUCH_USER.format(target)))
             return
+        # Another node's user, maybe: that node expels it (and, for a ban,
+        # resolves its address, bans it everywhere and answers the operator).
         message = f"{session.nick} {session.host or '-'} {reason}".encode()
-        d = self.cluster.kick(target, message)
+        d = self.cluster.kick(target, message, minutes)
 
         def kicked(found: bool) -> None:
+            if found and minutes:
+                return  # the user's node answers, once the ban is made
             if found:
                 log.info(
                     "{operator} kicked {target} (on another node): {reason}",
@@ -760,13 +780,32 @@ class Moderation:
         member.say_goodbye(wire.notice(told), wire.BYE)
 
     def heard_kick(self, target: str, payload: bytes) -> None:
-        """Another node's operator kicked C{target}, a user of this node."""
-        member = self.room.sessions.get(nick_key(target))
-        if member is None:
-            return
+        """Another node's operator kicked C{target}, a user of this node;
+        C{NICKKEY+MINUTES}: banned it, and this node, which knows its
+        address, makes the ban (for every node) and answers the operator."""
+        target, _, banned = target.partition("+")
+        minutes = int(banned) if banned.isdigit() else 0
         operator, address, reason = _remote(payload)
-        self._log_kick(operator, address, member, reason, 0)
-        self.expel_here(member, operator, reason, 0)
+        member = self.room.sessions.get(nick_key(target))
+        if member is None or member.nick is None:
+            if minutes:  # gone meanwhile: the operator waits for an answer
+                self._tell(operator, wire.notice(wire.NO_SUCH_USER.format(target)))
+            return
+        self._log_kick(operator, address, member, reason, minutes)
+        nick, host = member.nick, member.host
+        self.expel_here(member, operator, reason, minutes)
+        if minutes:
+            answer = self._record_ban(operator, address, host, minutes, reason, nick)
+            self._tell(operator, answer)
+
+    def _tell(self, nick: str, line: bytes) -> None:
+        """A line for C{nick}, here or on another node."""
+        member = self.room.sessions.get(nick_key(nick))
+        if member is not None:
+            member.send(line)
+        elif self.cluster is not None:
+            d = self.cluster.whisper(nick, line)
+            d.addErrback(lambda f: log.failure("answering {nick}", f, nick=nick))
 
     # Bans from the other nodes (cluster mode)
 

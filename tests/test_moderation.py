@@ -704,11 +704,106 @@ class FakeKicker:
     def share_unban(self, address: str) -> None:
         self.shared.append(address)
 
-    def kick(self, target: str, message: bytes) -> Any:
+    def kick(self, target: str, message: bytes, minutes: int = 0) -> Any:
         from twisted.internet.defer import succeed
 
         self.sent.append((target, message))
         return succeed(target in self.holds)
+
+    def whisper(self, target: str, line: bytes) -> Any:
+        from twisted.internet.defer import succeed
+
+        return succeed(False)
+
+
+class Link:
+    """One node's cluster, in memory: kicks, private lines and bans go to
+    the other node's chat as the Redis channels carry them (cluster.py)."""
+
+    def __init__(self, peer: Chat) -> None:
+        self.peer = peer
+
+    def kick(self, target: str, message: bytes, minutes: int = 0) -> Any:
+        from twisted.internet.defer import succeed
+
+        key = nick_key(target)
+        if key not in self.peer.factory.sessions:
+            return succeed(False)
+        self.peer.factory.heard_kick(key + (f"+{minutes}" if minutes else ""), message)
+        return succeed(True)
+
+    def whisper(self, target: str, line: bytes) -> Any:
+        from twisted.internet.defer import succeed
+
+        return succeed(self.peer.factory.deliver_private(target, line))
+
+    def share_ban(self, ban: Any) -> None:
+        self.peer.factory.moderation.heard_ban(ban)
+
+    def share_unban(self, address: str) -> None:
+        self.peer.factory.moderation.heard_unban(address)
+
+
+def two_nodes() -> tuple[Chat, Chat]:
+    """Two chats linked as two nodes of one cluster; alice may /op on both."""
+    one, _ = chat_with_operators(alice="pw")
+    two, _ = chat_with_operators(alice="pw")
+    one.factory.moderation.cluster = Link(two)
+    two.factory.moderation.cluster = Link(one)
+    return one, two
+
+
+def test_a_ban_by_nickname_reaches_a_user_of_another_node(
+    events: list[dict[str, Any]],
+) -> None:
+    one, two = two_nodes()
+    alice = op(one, "alice", "pw")
+    bob = two.user("bob", "203.0.113.9")
+    carol = two.user("carol", "192.0.2.3")
+    carol.take()
+    alice.send(b"/ban BOB 10 spam\n")
+    assert bob.take() == (
+        notice(wire.BANNED_YOU.format("alice", 10) + " : spam") + wire.BYE
+    )
+    assert not bob.connected
+    assert carol.take() == (
+        two.stamp() + "-Déconnection de bob (banni par alice : spam)\n".encode()
+    )
+    # the answer comes from bob's node, which knew its address
+    assert alice.take() == notice(wire.BAN_DONE.format("203.0.113.9", 10))
+    for node in (one, two):
+        assert node.connect("203.0.113.9").take() == notice(wire.BANNED.format(10))
+    [ban] = [e for e in events if e.get("act") == "ban"]
+    assert (ban["operator"], ban["operator_address"]) == ("alice", "192.0.2.1")
+    assert (ban["target"], ban["target_address"]) == ("bob", "203.0.113.9")
+    [kick] = [e for e in events if e.get("act") == "kick"]
+    assert (kick["target"], kick["minutes"]) == ("bob", 10)
+
+
+def test_a_ban_of_a_nickname_nobody_holds_is_the_usual_error() -> None:
+    one, _two = two_nodes()
+    alice = op(one, "alice", "pw")
+    alice.send(b"/ban zoe 10\n")
+    assert alice.take() == notice(wire.NO_SUCH_USER.format("zoe"))
+    assert one.factory.moderation.bans.active() == []
+
+
+def test_a_ban_heard_for_a_user_gone_meanwhile_answers_the_operator() -> None:
+    one, two = two_nodes()
+    alice = op(one, "alice", "pw")
+    two.factory.heard_kick("bob+10", b"alice 192.0.2.1 spam")
+    assert alice.take() == notice(wire.NO_SUCH_USER.format("bob"))
+    assert two.factory.moderation.bans.active() == []
+
+
+def test_a_kick_heard_from_another_node_answers_nobody() -> None:
+    """A kick's answer is the operator's node's (whether the node heard)."""
+    one, two = two_nodes()
+    alice = op(one, "alice", "pw")
+    two.user("bob", "203.0.113.9")
+    alice.send(b"/kick bob\n")
+    assert alice.take() == notice(wire.KICK_DONE.format("bob"))
+    assert two.factory.moderation.bans.active() == []
 
 
 def test_a_user_of_another_node_is_kicked_through_the_kicker() -> None:

@@ -123,6 +123,37 @@ async def test_a_ban_holds_on_every_node_a_later_one_included(
         assert connect(node, "203.0.113.9").take() == wire.WELCOME
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_ban_by_nickname_reaches_a_user_of_the_other_node(
+    nodes: Callable[[], Node],
+) -> None:
+    one, two = moderated(nodes()), moderated(nodes())
+    await one.ready()
+    await two.ready()
+    alice = await operator(one)
+    bob = await user(two, "bob", "203.0.113.9")
+    carol = await user(one, "carol", "198.51.100.3")
+    dan = await user(two, "dan", "198.51.100.4")
+    alice.send(b"/ban bob 10 spam\n")
+    # bob's node resolves the address, bans it and answers alice
+    await said(alice, wire.notice(wire.BAN_DONE.format("203.0.113.9", 10)))
+    told = wire.notice(wire.BANNED_YOU.format("alice", 10) + " : spam") + wire.BYE
+    await said(bob, told)
+    await until(lambda: not bob.connected)
+    departure = "Déconnection de bob (banni par alice : spam)\n".encode()
+    for client in (carol, dan, alice):
+        await said(client, departure)
+    await until(lambda: bool(one.factory.moderation.bans.active()))
+    for node in (one, two):
+        refused = connect(node, "203.0.113.9").take()
+        assert refused == wire.notice(wire.BANNED.format(10))
+    assert [b.address for b in await one.cluster.registry.bans(0)] == ["203.0.113.9"]
+    for client in (carol, dan, alice):
+        assert client.transport.value().count(departure) == 1  # once
+    alice.send(b"/ban zoe 10\n")  # nobody holds it
+    await said(alice, wire.notice(wire.NO_SUCH_USER.format("zoe")))
+
+
 async def unbanned(node: Node) -> None:
     await until(lambda: not node.factory.moderation.bans.active())
 
