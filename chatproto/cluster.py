@@ -1322,19 +1322,29 @@ class ClusterNode(service.Service):
     # each time the node joins or comes back, as bans made meanwhile may
     # have been missed.
 
-    def share_ban(self, ban: Ban) -> None:
-        """Make the ban hold on every node; while cut off, it is shared
-        when the node is back (L{Moderation.heard_bans})."""
-        if self.state is State.SERVING:
-            self.registry.ban(ban).addErrback(self._failed)
+    def share_ban(self, ban: Ban) -> Deferred[None]:
+        """Make the ban hold on every node; fails while the node is not
+        serving (moderation refuses bans then: they would hold here only)."""
+        return self._share(self.registry.ban, ban)
 
-    def share_unban(self, address: str) -> None:
-        """Lift the ban on every node (while cut off: here only; a ban lifted
-        then may come back from Redis with the node)."""
-        if self.state is State.SERVING:
-            self.registry.unban(address).addErrback(self._failed)
+    def share_unban(self, address: str) -> Deferred[None]:
+        """Lift the ban on every node; fails while the node is not serving."""
+        return self._share(self.registry.unban, address)
+
+    def _share(
+        self, change: Callable[[Any], Deferred[None]], what: Any
+    ) -> Deferred[None]:
+        if self.state is not State.SERVING:
+            return fail(RegistryUnavailable("the cluster cannot be reached"))
+
+        def failed(failure: Failure) -> None:
+            self._failed(failure)
+            raise RegistryUnavailable("the cluster cannot be reached")
+
+        return change(what).addErrback(failed)
 
     def _load_bans(self) -> None:
+        self.chat.moderation.reading_bans()
         d = self.registry.bans(self.clock.seconds())
         d.addCallbacks(self.chat.moderation.heard_bans, self._failed)
         d.addErrback(self._bug, "reading the bans")

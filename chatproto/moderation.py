@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred, DeferredSemaphore, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredSemaphore, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -291,16 +291,16 @@ class Bans:
         self.by_address[ban.address] = ban
         self._save()
 
-    def merge(self, bans: list[Ban]) -> list[Ban]:
-        """Add the bans another node holds (a cluster's, read from Redis),
-        in one write; return those held here that it lacked."""
+    def replace(self, bans: list[Ban]) -> list[Ban]:
+        """Hold exactly C{bans} (a cluster's, read from Redis: the truth),
+        in one write; return those that were not held here."""
         now = self.clock.seconds()
         theirs = {b.address: b for b in bans if b.until > now}
-        lacking = [b for a, b in self.by_address.items() if a not in theirs]
-        if any(self.by_address.get(a) != b for a, b in theirs.items()):
-            self.by_address.update(theirs)
+        new = [b for a, b in theirs.items() if self.by_address.get(a) != b]
+        if theirs != self.by_address:
+            self.by_address = theirs
             self._save()
-        return [b for b in lacking if b.until > now]
+        return new
 
     def remove(self, address: str) -> Ban | None:
         ban = self.by_address.pop(address, None)
@@ -349,6 +349,11 @@ class Member(Protocol):
 class Cluster(Protocol):
     """What moderation uses of the cluster (L{chatproto.cluster.ClusterNode})."""
 
+    @property
+    def accepting(self) -> bool:
+        """Whether the node is in the cluster now (Redis answers): bans
+        and unbans are refused otherwise."""
+
     def kick(self, target: str, message: bytes, minutes: int = 0) -> Deferred[bool]:
         """Carry a kick (a ban of C{minutes}, if not 0) to the node that
         holds C{target}; fire with whether one does, and heard it."""
@@ -356,11 +361,12 @@ class Cluster(Protocol):
     def whisper(self, target: str, line: bytes) -> Deferred[bool]:
         """Send a line to C{target}, a user of another node."""
 
-    def share_ban(self, ban: Ban) -> None:
-        """Make the ban hold on every node (Redis, and its bans channel)."""
+    def share_ban(self, ban: Ban) -> Deferred[None]:
+        """Make the ban hold on every node (Redis, and its bans channel);
+        fails when Redis cannot be reached."""
 
-    def share_unban(self, address: str) -> None:
-        """Lift the ban on every node."""
+    def share_unban(self, address: str) -> Deferred[None]:
+        """Lift the ban on every node; fails when Redis cannot be reached."""
 
 
 class Room(Protocol):
@@ -406,6 +412,9 @@ class Moderation:
         self.bans = bans if bans is not None else Bans(room.clock)
         self.operating: set[Member] = set()
         self.cluster: Cluster | None = None  # cluster mode: the node
+        # While the node reads the cluster's bans whole: the changes made or
+        # heard meanwhile, by address (None: lifted), applied over the answer.
+        self._since_read: dict[str, Ban | None] | None = None
         self._failures: dict[str | None, tuple[int, float]] = {}
 
     # Connections
@@ -589,6 +598,8 @@ class Moderation:
         if not target or not 1 <= minutes <= MAX_BAN_MINUTES:
             session.send(wire.notice(wire.BAN_USAGE.format(MAX_BAN_MINUTES)))
             return
+        if self._cut_off(session, wire.BAN_UNAVAILABLE):
+            return
         address = ban_address(target)
         operator = session.nick
         assert operator is not None
@@ -610,11 +621,29 @@ class Moderation:
         reason: str,
         target: str | None,
     ) -> None:
-        assert session.nick is not None
-        answer = self._record_ban(
-            session.nick, session.host, address, minutes, reason, target
-        )
-        session.send(answer)
+        nick = session.nick
+        assert nick is not None
+        d = self._record_ban(nick, session.host, address, minutes, reason, target)
+
+        def answer(line: bytes) -> None:
+            if self._here(session, nick):  # the operator may have left
+                session.send(line)
+
+        d.addCallback(answer)
+        d.addErrback(lambda f: log.failure("banning {address}", f, address=address))
+
+    def _cut_off(self, session: Member, text: str) -> bool:
+        """In a cluster that cannot be reached, a ban or an unban would hold
+        on this node only, and be undone when it is back (Redis has the
+        cluster's bans): refused, with C{text}, for the operator to retry."""
+        if self.cluster is None or self.cluster.accepting:
+            return False
+        session.send(wire.notice(text))
+        return True
+
+    def _changed(self, address: str, ban: Ban | None) -> None:
+        if self._since_read is not None:
+            self._since_read[address] = ban
 
     def _record_ban(
         self,
@@ -624,16 +653,46 @@ class Moderation:
         minutes: int,
         reason: str,
         target: str | None,
-    ) -> bytes:
+    ) -> Deferred[bytes]:
         """Ban C{address} (here, and on every node of a cluster), log it;
-        the line that answers the operator."""
+        the line that answers the operator, once Redis holds it."""
         if address is None:  # a user of a UNIX socket: nothing to refuse
-            return wire.notice(wire.KICK_DONE.format(target))
+            return succeed(wire.notice(wire.KICK_DONE.format(target)))
         until = self.room.clock.seconds() + 60 * minutes
         ban = Ban(address, until, operator, reason)
         self.bans.add(ban)
-        if self.cluster is not None:
-            self.cluster.share_ban(ban)
+        if self.cluster is None:
+            self._log_ban(operator, operator_address, ban, minutes, target)
+            return succeed(wire.notice(wire.BAN_DONE.format(address, minutes)))
+
+        def shared(_: object) -> bytes:
+            self._changed(address, ban)
+            self._log_ban(operator, operator_address, ban, minutes, target)
+            return wire.notice(wire.BAN_DONE.format(address, minutes))
+
+        def failed(failure: Any) -> bytes:
+            log.warn(
+                "the ban of {address} by {operator} did not reach Redis: lifted",
+                act="ban-failed",
+                operator=operator,
+                address=address,
+                why=failure.getErrorMessage(),
+            )
+            if self.bans.by_address.get(address) == ban:
+                self.bans.remove(address)
+            return wire.notice(wire.BAN_UNAVAILABLE)
+
+        return self.cluster.share_ban(ban).addCallbacks(shared, failed)
+
+    def _log_ban(
+        self,
+        operator: str,
+        operator_address: str | None,
+        ban: Ban,
+        minutes: int,
+        target: str | None,
+    ) -> None:
+        address, reason = ban.address, ban.reason
         log.info(
             "{operator} banned {address} for {minutes} minutes: {reason}",
             act="ban",
@@ -645,7 +704,6 @@ class Moderation:
             minutes=minutes,
             reason=reason,
         )
-        return wire.notice(wire.BAN_DONE.format(address, minutes))
 
     def unban(self, session: Member, argument: str) -> None:
         if not self._is_operator(session, "/unban"):
@@ -654,11 +712,41 @@ class Moderation:
         if address is None:
             session.send(wire.notice(wire.UNBAN_USAGE))
             return
-        if self.bans.remove(address) is None:
+        if self._cut_off(session, wire.UNBAN_UNAVAILABLE):
+            return
+        lifted = self.bans.remove(address)
+        if lifted is None:
             session.send(wire.notice(wire.NOT_BANNED.format(address)))
             return
-        if self.cluster is not None:
-            self.cluster.share_unban(address)
+        if self.cluster is None:
+            self._unbanned(session, address)
+            return
+        nick = session.nick
+        assert nick is not None
+
+        def shared(_: object) -> None:
+            self._changed(address, None)
+            self._unbanned(session, address)
+
+        def failed(failure: Any) -> None:
+            log.warn(
+                "lifting the ban of {address} did not reach Redis: it holds",
+                act="unban-failed",
+                operator=nick,
+                address=address,
+                why=failure.getErrorMessage(),
+            )
+            if address not in self.bans.by_address:
+                self.bans.add(lifted)
+            if self._here(session, nick):
+                session.send(wire.notice(wire.UNBAN_UNAVAILABLE))
+
+        d = self.cluster.share_unban(address).addCallbacks(shared, failed)
+        d.addErrback(lambda f: log.failure("lifting {address}", f, address=address))
+
+    def _unbanned(self, session: Member, address: str) -> None:
+        nick = session.nick
+        assert nick is not None
         log.info(
             "{operator} lifted the ban on {address}",
             act="unban",
@@ -667,7 +755,8 @@ class Moderation:
             target_address=address,
             address=address,
         )
-        session.send(wire.notice(wire.UNBAN_DONE.format(address)))
+        if self._here(session, nick):
+            session.send(wire.notice(wire.UNBAN_DONE.format(address)))
 
     def list_bans(self, session: Member, argument: str) -> None:
         if not self._is_operator(session, "/bans"):
@@ -795,8 +884,9 @@ class Moderation:
         nick, host = member.nick, member.host
         self.expel_here(member, operator, reason, minutes)
         if minutes:
-            answer = self._record_ban(operator, address, host, minutes, reason, nick)
-            self._tell(operator, answer)
+            d = self._record_ban(operator, address, host, minutes, reason, nick)
+            d.addCallback(lambda answer: self._tell(operator, answer))
+            d.addErrback(lambda f: log.failure("banning {nick}", f, nick=nick))
 
     def _tell(self, nick: str, line: bytes) -> None:
         """A line for C{nick}, here or on another node."""
@@ -816,6 +906,12 @@ class Moderation:
         if ban.until <= now:
             return
         self.bans.add(ban)
+        self._changed(ban.address, ban)
+        self._kick_banned(ban)
+
+    def _kick_banned(self, ban: Ban) -> None:
+        """Kick the users of this node connected from a banned address."""
+        now = self.room.clock.seconds()
         minutes = max(1, math.ceil((ban.until - now) / 60))
         for member in list(self.room.sessions.values()):
             if member.host == ban.address:
@@ -824,10 +920,25 @@ class Moderation:
 
     def heard_unban(self, address: str) -> None:
         self.bans.remove(address)
+        self._changed(address, None)
+
+    def reading_bans(self) -> None:
+        """The node asks Redis for the cluster's bans, whole: the changes
+        made or heard until the answer comes are applied over it."""
+        self._since_read = {}
 
     def heard_bans(self, bans: list[Ban]) -> None:
         """The cluster's bans, read whole (this node joined, or came back):
-        they hold here; those made here while Redis was away are shared."""
-        for ban in self.bans.merge(bans):
-            if self.cluster is not None:
-                self.cluster.share_ban(ban)
+        Redis has the truth, this node's copy becomes it (no ban or unban
+        is made while cut off: see L{_cut_off}), and whoever is connected
+        here from an address newly banned is kicked."""
+        changes, self._since_read = self._since_read or {}, None
+        new = self.bans.replace(bans)
+        for address, ban in changes.items():
+            if ban is None:
+                self.bans.remove(address)
+            else:
+                self.bans.add(ban)
+        for ban in new:
+            if self.bans.check(ban.address) == ban:
+                self._kick_banned(ban)

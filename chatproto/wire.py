@@ -168,3 +168,13 @@ def history_block(lines: list[bytes]) -> bytes:
 OP_UNAVAILABLE = (
     "Erreur : mot de passe impossible à vérifier pour le moment, réessayez plus tard"
 )
+# A ban or an unban while the cluster cannot be reached: refused, as it
+# would hold on one node only.
+BAN_UNAVAILABLE = (
+    "Erreur : bannissement impossible pour le moment (cluster injoignable), "
+    "réessayez plus tard"
+)
+UNBAN_UNAVAILABLE = (
+    "Erreur : levée du bannissement impossible pour le moment "
+    "(cluster injoignable), réessayez plus tard"
+)

@@ -16,6 +16,7 @@ from twisted.python.threadpool import ThreadPool
 
 from chatproto import metrics, moderation, wire
 from chatproto.moderation import (
+    MAX_BAN_MINUTES,
     Bans,
     Moderation,
     ban_address,
@@ -693,16 +694,30 @@ def test_a_reload_does_not_end_the_operators_of_the_sessions() -> None:
 
 
 class FakeKicker:
+    """A cluster node that Redis answers (or not: C{accepting}, C{failing})."""
+
     def __init__(self, holds: set[str]) -> None:
         self.holds = holds
         self.sent: list[tuple[str, bytes]] = []
         self.shared: list[Any] = []
+        self.accepting = True
+        self.failing = False  # Redis goes away as a change is shared
 
-    def share_ban(self, ban: Any) -> None:
-        self.shared.append(ban)
+    def _share(self, what: Any) -> Deferred[None]:
+        from twisted.internet.defer import fail, succeed
 
-    def share_unban(self, address: str) -> None:
-        self.shared.append(address)
+        from chatproto.registry import RegistryUnavailable
+
+        if self.failing:
+            return fail(RegistryUnavailable("the cluster cannot be reached"))
+        self.shared.append(what)
+        return succeed(None)
+
+    def share_ban(self, ban: Any) -> Deferred[None]:
+        return self._share(ban)
+
+    def share_unban(self, address: str) -> Deferred[None]:
+        return self._share(address)
 
     def kick(self, target: str, message: bytes, minutes: int = 0) -> Any:
         from twisted.internet.defer import succeed
@@ -737,11 +752,19 @@ class Link:
 
         return succeed(self.peer.factory.deliver_private(target, line))
 
-    def share_ban(self, ban: Any) -> None:
-        self.peer.factory.moderation.heard_ban(ban)
+    accepting = True
 
-    def share_unban(self, address: str) -> None:
+    def share_ban(self, ban: Any) -> Deferred[None]:
+        from twisted.internet.defer import succeed
+
+        self.peer.factory.moderation.heard_ban(ban)
+        return succeed(None)
+
+    def share_unban(self, address: str) -> Deferred[None]:
+        from twisted.internet.defer import succeed
+
         self.peer.factory.moderation.heard_unban(address)
+        return succeed(None)
 
 
 def two_nodes() -> tuple[Chat, Chat]:
@@ -912,18 +935,88 @@ def test_a_ban_heard_from_another_node_holds_here_and_kicks_from_there() -> None
     assert mod.bans.active() == []
 
 
-def test_the_cluster_s_bans_hold_here_and_those_made_while_cut_off_are_shared() -> None:
+def test_the_cluster_s_bans_replace_the_node_s_copy_and_kick_from_new_ones() -> None:
+    """Read whole as the node joins or comes back, Redis's bans are the
+    truth: one lifted elsewhere meanwhile goes, one made meanwhile holds
+    here and kicks whoever is connected from its address."""
     from chatproto.moderation import Ban
 
     chat, mod = chat_with_operators(alice="pw")
     mod.cluster = cluster = FakeKicker(set())
+    bob = chat.user("bob", "198.51.100.2")
     now = chat.clock.seconds()
-    mine = Ban("198.51.100.1", now + 60, "alice", "")
-    mod.bans.add(mine)
+    lifted = Ban("198.51.100.1", now + 60, "alice", "")
+    mod.bans.add(lifted)
     theirs = Ban("198.51.100.2", now + 120, "zoe", "x")
+    mod.reading_bans()
     mod.heard_bans([theirs, Ban("198.51.100.3", now - 1, "zoe", "")])
-    assert mod.bans.active() == [mine, theirs]
-    assert cluster.shared == [mine]
+    assert mod.bans.active() == [theirs]
+    assert cluster.shared == []  # nothing of this node's goes back to Redis
+    assert bob.take() == notice(wire.BANNED_YOU.format("zoe", 2) + " : x") + wire.BYE
+    assert chat.connect("198.51.100.1").take() == wire.WELCOME
+
+
+def test_changes_made_while_the_bans_are_read_hold_over_the_answer() -> None:
+    from chatproto.moderation import Ban
+
+    chat, mod = chat_with_operators(alice="pw")
+    mod.cluster = FakeKicker(set())
+    alice = op(chat, "alice", "pw")
+    now = chat.clock.seconds()
+    old = Ban("198.51.100.9", now + 600, "zoe", "")
+    mod.reading_bans()  # the answer is on its way
+    alice.send(b"/ban 198.51.100.1 5\n")  # made (in Redis) after the read
+    mod.heard_unban("198.51.100.9")  # lifted elsewhere after the read
+    mod.heard_bans([old])
+    assert [b.address for b in mod.bans.active()] == ["198.51.100.1"]
+    mod.heard_bans([])  # a later read, with nothing in flight: the truth
+    assert mod.bans.active() == []
+
+
+def test_a_ban_or_an_unban_while_cut_off_is_refused_and_changes_nothing() -> None:
+    from chatproto.moderation import Ban
+
+    chat, mod = chat_with_operators(alice="pw")
+    mod.cluster = cluster = FakeKicker(set())
+    alice = op(chat, "alice", "pw")
+    bob = chat.user("bob", "198.51.100.2")
+    alice.take()
+    held = Ban("198.51.100.9", chat.clock.seconds() + 600, "zoe", "")
+    mod.bans.add(held)
+    cluster.accepting = False  # Redis is away
+    for command in (b"/ban 198.51.100.2 5\n", b"/ban bob\n"):
+        alice.send(command)
+        assert alice.take() == notice(wire.BAN_UNAVAILABLE)
+    alice.send(b"/unban 198.51.100.9\n")
+    assert alice.take() == notice(wire.UNBAN_UNAVAILABLE)
+    alice.send(b"/ban bob 0\n")  # a mistake is still answered as one
+    assert alice.take() == notice(wire.BAN_USAGE.format(MAX_BAN_MINUTES))
+    assert bob.connected and bob.take() == b""
+    assert mod.bans.active() == [held]
+    assert cluster.shared == []
+
+
+def test_a_change_that_does_not_reach_redis_is_undone_and_the_operator_told(
+    events: list[dict[str, Any]],
+) -> None:
+    from chatproto.moderation import Ban
+
+    chat, mod = chat_with_operators(alice="pw")
+    mod.cluster = cluster = FakeKicker(set())
+    alice = op(chat, "alice", "pw")
+    held = Ban("198.51.100.9", chat.clock.seconds() + 600, "zoe", "")
+    mod.bans.add(held)
+    cluster.failing = True  # accepting, but Redis goes away as it is asked
+    alice.send(b"/ban 198.51.100.1 5\n")
+    assert alice.take() == notice(wire.BAN_UNAVAILABLE)
+    alice.send(b"/unban 198.51.100.9\n")
+    assert alice.take() == notice(wire.UNBAN_UNAVAILABLE)
+    assert mod.bans.active() == [held]
+    assert [e["act"] for e in events if e["act"].endswith("-failed")] == [
+        "ban-failed",
+        "unban-failed",
+    ]
+    assert not [e for e in events if e.get("act") in ("ban", "unban")]
 
 
 def test_a_ban_and_an_unban_are_shared_with_the_cluster() -> None:

@@ -154,6 +154,47 @@ async def test_a_ban_by_nickname_reaches_a_user_of_the_other_node(
     await said(alice, wire.notice(wire.NO_SUCH_USER.format("zoe")))
 
 
+@pytest_twisted.ensureDeferred
+async def test_while_cut_off_bans_are_refused_and_back_the_node_holds_redis_s(
+    nodes: Callable[[], Node], redis: RedisServer
+) -> None:
+    from chatproto.moderation import Ban
+
+    one = moderated(nodes())
+    await one.ready()
+    alice = await operator(one)
+    alice.send(b"/ban 198.51.100.1 10\n")
+    await said(alice, wire.notice(wire.BAN_DONE.format("198.51.100.1", 10)))
+    redis.pause()
+    try:
+        await until(lambda: not one.cluster.accepting)
+        alice.send(b"/ban 198.51.100.2 10\n")
+        await said(alice, wire.notice(wire.BAN_UNAVAILABLE))
+        alice.send(b"/unban 198.51.100.1\n")
+        await said(alice, wire.notice(wire.UNBAN_UNAVAILABLE))
+    finally:
+        redis.resume()
+    # What another node did while this one was away, unheard by it: it
+    # lifted the ban, and made another. (redis-cli blocks the reactor:
+    # this node reads the bans only after.)
+    bans = one.cluster.registry.prefix + "bans"
+    later = Ban("198.51.100.3", one.factory.clock.seconds() + 600, "zoe", "")
+    redis.cli("HDEL", bans, "198.51.100.1")
+    redis.cli("HSET", bans, "198.51.100.3", later.shared().decode())
+    await one.ready()
+    moderation = one.factory.moderation
+    await until(
+        lambda: [b.address for b in moderation.bans.active()] == [later.address]
+    )
+    assert connect(one, "198.51.100.1").take() == wire.WELCOME
+    assert connect(one, "198.51.100.2").take() == wire.WELCOME
+    refused = connect(one, "198.51.100.3").take()
+    assert refused == wire.notice(wire.BANNED.format(10))
+    alice.send(b"/unban 198.51.100.3\n")
+    await said(alice, wire.notice(wire.UNBAN_DONE.format("198.51.100.3")))
+    assert redis.cli("HLEN", bans) == "0"
+
+
 async def unbanned(node: Node) -> None:
     await until(lambda: not node.factory.moderation.bans.active())
 
