@@ -642,6 +642,8 @@ class Moderation:
         return True
 
     def _changed(self, address: str, ban: Ban | None) -> None:
+        """A change of this node's copy (made here, as it is sent to Redis,
+        or heard): kept while the cluster's bans are read (L{heard_bans})."""
         if self._since_read is not None:
             self._since_read[address] = ban
 
@@ -661,12 +663,12 @@ class Moderation:
         until = self.room.clock.seconds() + 60 * minutes
         ban = Ban(address, until, operator, reason)
         self.bans.add(ban)
+        self._changed(address, ban)
         if self.cluster is None:
             self._log_ban(operator, operator_address, ban, minutes, target)
             return succeed(wire.notice(wire.BAN_DONE.format(address, minutes)))
 
         def shared(_: object) -> bytes:
-            self._changed(address, ban)
             self._log_ban(operator, operator_address, ban, minutes, target)
             return wire.notice(wire.BAN_DONE.format(address, minutes))
 
@@ -680,6 +682,7 @@ class Moderation:
             )
             if self.bans.by_address.get(address) == ban:
                 self.bans.remove(address)
+                self._changed(address, None)
             return wire.notice(wire.BAN_UNAVAILABLE)
 
         return self.cluster.share_ban(ban).addCallbacks(shared, failed)
@@ -718,6 +721,7 @@ class Moderation:
         if lifted is None:
             session.send(wire.notice(wire.NOT_BANNED.format(address)))
             return
+        self._changed(address, None)
         if self.cluster is None:
             self._unbanned(session, address)
             return
@@ -725,7 +729,6 @@ class Moderation:
         assert nick is not None
 
         def shared(_: object) -> None:
-            self._changed(address, None)
             self._unbanned(session, address)
 
         def failed(failure: Any) -> None:
@@ -738,6 +741,7 @@ class Moderation:
             )
             if address not in self.bans.by_address:
                 self.bans.add(lifted)
+                self._changed(address, lifted)
             if self._here(session, nick):
                 session.send(wire.notice(wire.UNBAN_UNAVAILABLE))
 

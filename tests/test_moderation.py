@@ -973,6 +973,34 @@ def test_changes_made_while_the_bans_are_read_hold_over_the_answer() -> None:
     assert mod.bans.active() == []
 
 
+def test_a_ban_sent_to_redis_after_the_read_holds_over_its_answer() -> None:
+    """One connection to Redis answers in order: the read's answer comes
+    before the ban's, and must not lift it."""
+    chat, mod = chat_with_operators(alice="pw")
+    mod.cluster = cluster = FakeKicker(set())
+    sent: list[Deferred[None]] = []
+
+    def share_later(what: Any) -> Deferred[None]:
+        sent.append(Deferred())
+        return sent[-1]
+
+    cluster.share_ban = cluster.share_unban = share_later  # type: ignore[method-assign,assignment]
+    alice = op(chat, "alice", "pw")
+    mod.reading_bans()
+    alice.send(b"/ban 198.51.100.1 5\n")
+    mod.heard_bans([])  # read before the ban reached Redis
+    sent.pop().callback(None)
+    assert alice.take() == notice(wire.BAN_DONE.format("198.51.100.1", 5))
+    assert [b.address for b in mod.bans.active()] == ["198.51.100.1"]
+    [ban] = mod.bans.active()
+    mod.reading_bans()
+    alice.send(b"/unban 198.51.100.1\n")
+    mod.heard_bans([ban])  # read before the unban reached Redis
+    sent.pop().callback(None)
+    assert alice.take() == notice(wire.UNBAN_DONE.format("198.51.100.1"))
+    assert mod.bans.active() == []
+
+
 def test_a_ban_or_an_unban_while_cut_off_is_refused_and_changes_nothing() -> None:
     from chatproto.moderation import Ban
 
