@@ -1319,8 +1319,9 @@ class ClusterNode(service.Service):
     # to date by the bans channel, so that admitting a connection costs no
     # Redis round trip (admission is synchronous, and a herd of 10,000
     # reconnecting clients would be 10,000 of them). The copy is read whole
-    # each time the node joins or comes back, as bans made meanwhile may
-    # have been missed.
+    # each time the node joins or comes back, as bans made (or lifted)
+    # meanwhile may have been missed: Redis's replaces it. Bans and unbans
+    # are refused while the node is not serving (moderation.py, _cut_off).
 
     def share_ban(self, ban: Ban) -> Deferred[None]:
         """Make the ban hold on every node; fails while the node is not
