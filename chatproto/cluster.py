@@ -32,7 +32,8 @@ Pub/sub channels belong to no database, so their names carry its number:
                                     a user of NODE, which ORIGIN reaped
     chatproto:CLUSTER:DB:node:ID    "NICKKEY LINE", private lines for node ID;
                                     "!NICKKEY OPERATOR ADDRESS REASON", a kick
-                                    of a user of node ID (moderation.py)
+                                    of a user of node ID (moderation.py);
+                                    "!NICKKEY+MINUTES ...", a ban of it
     chatproto:CLUSTER:DB:bans       "ORIGIN +ADDRESS<TAB>UNTIL<TAB>BY<TAB>REASON"
                                     a ban, "ORIGIN -ADDRESS" its end
 
@@ -484,11 +485,13 @@ class RedisRegistry:
         )
         return d.addCallback(lambda heard: int(heard) > 0)
 
-    def kick(self, target: str, message: bytes) -> Deferred[bool]:
+    def kick(self, target: str, message: bytes, minutes: int = 0) -> Deferred[bool]:
         """Send a kick to the node that holds C{target} (the whisper's path,
-        a C{!} before the key); whether a node heard it."""
+        a C{!} before the key; a ban of C{minutes}: C{+MINUTES} after it);
+        whether a node heard it."""
         key = nick_key(target)
-        payload = b"!" + key.encode() + b" " + message
+        ban = b"+%d" % minutes if minutes else b""
+        payload = b"!" + key.encode() + ban + b" " + message
         d = self._eval(WHISPER, self.node, key, self.node_channel_prefix, payload)
         return d.addCallback(lambda heard: int(heard) > 0)
 
@@ -1300,8 +1303,9 @@ class ClusterNode(service.Service):
 
         return self.registry.whisper(target, line).addErrback(failed)
 
-    def kick(self, target: str, message: bytes) -> Deferred[bool]:
-        """Carry a kick to the node that holds C{target} (moderation.py)."""
+    def kick(self, target: str, message: bytes, minutes: int = 0) -> Deferred[bool]:
+        """Carry a kick (a ban, if C{minutes}) to the node that holds
+        C{target} (moderation.py)."""
         if self.state not in _INSIDE or self._holding():
             return fail(RegistryUnavailable("the cluster cannot be reached"))
 
@@ -1309,28 +1313,39 @@ class ClusterNode(service.Service):
             self._failed(failure)
             raise RegistryUnavailable("the cluster cannot be reached")
 
-        return self.registry.kick(target, message).addErrback(failed)
+        return self.registry.kick(target, message, minutes).addErrback(failed)
 
     # Bans (moderation.py): every node keeps a copy of the cluster's, kept up
     # to date by the bans channel, so that admitting a connection costs no
     # Redis round trip (admission is synchronous, and a herd of 10,000
     # reconnecting clients would be 10,000 of them). The copy is read whole
-    # each time the node joins or comes back, as bans made meanwhile may
-    # have been missed.
+    # each time the node joins or comes back, as bans made (or lifted)
+    # meanwhile may have been missed: Redis's replaces it. Bans and unbans
+    # are refused while the node is not serving (moderation.py, _cut_off).
 
-    def share_ban(self, ban: Ban) -> None:
-        """Make the ban hold on every node; while cut off, it is shared
-        when the node is back (L{Moderation.heard_bans})."""
-        if self.state is State.SERVING:
-            self.registry.ban(ban).addErrback(self._failed)
+    def share_ban(self, ban: Ban) -> Deferred[None]:
+        """Make the ban hold on every node; fails while the node is not
+        serving (moderation refuses bans then: they would hold here only)."""
+        return self._share(self.registry.ban, ban)
 
-    def share_unban(self, address: str) -> None:
-        """Lift the ban on every node (while cut off: here only; a ban lifted
-        then may come back from Redis with the node)."""
-        if self.state is State.SERVING:
-            self.registry.unban(address).addErrback(self._failed)
+    def share_unban(self, address: str) -> Deferred[None]:
+        """Lift the ban on every node; fails while the node is not serving."""
+        return self._share(self.registry.unban, address)
+
+    def _share(
+        self, change: Callable[[Any], Deferred[None]], what: Any
+    ) -> Deferred[None]:
+        if self.state is not State.SERVING:
+            return fail(RegistryUnavailable("the cluster cannot be reached"))
+
+        def failed(failure: Failure) -> None:
+            self._failed(failure)
+            raise RegistryUnavailable("the cluster cannot be reached")
+
+        return change(what).addErrback(failed)
 
     def _load_bans(self) -> None:
+        self.chat.moderation.reading_bans()
         d = self.registry.bans(self.clock.seconds())
         d.addCallbacks(self.chat.moderation.heard_bans, self._failed)
         d.addErrback(self._bug, "reading the bans")

@@ -22,6 +22,7 @@ import bisect
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 log = Logger()
@@ -52,6 +53,12 @@ REFUSALS = (
 )
 
 FRONT_ENDS = ("tcp", "web")
+
+# The log of refusals (RefusalLog): the first refusal of an (address,
+# reason) is logged at once, the next ones in one summary event per
+# REFUSAL_INTERVAL seconds; at most REFUSAL_ADDRESSES are tracked at once.
+REFUSAL_INTERVAL = 10.0
+REFUSAL_ADDRESSES = 10_000
 
 # The upper bounds of the fan-out latency buckets, in seconds: a pass is
 # usually well under a millisecond; batching (--batch-delay) makes tens.
@@ -92,10 +99,11 @@ class Metrics:
         "latency_sum",
         "private_lines",
         "public_lines",
+        "refusal_log",
         "refusals",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, clock: IReactorTime | None = None) -> None:
         self.public_lines = 0
         self.private_lines = 0
         self.deliveries = 0
@@ -104,25 +112,114 @@ class Metrics:
         # One count per bucket (not cumulative), the last one past them all.
         self.latency_buckets = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
+        # Without a clock (a Metrics built alone), each refusal is logged.
+        self.refusal_log = None if clock is None else RefusalLog(clock)
 
     def departed(self, reason: str) -> None:
         self.departures[reason] = self.departures.get(reason, 0) + 1
 
     def refused(self, reason: str, address: str | None, logged: bool = True) -> None:
         """Count a refusal, and log it (unless the caller logged it, with its
-        own details, and the same C{act} and C{reason} fields)."""
+        own details, and the same C{act} and C{reason} fields): every one
+        is counted, the log is rate-limited (L{RefusalLog})."""
         self.refusals[reason] = self.refusals.get(reason, 0) + 1
-        if logged:
+        if not logged:
+            return
+        if self.refusal_log is not None:
+            self.refusal_log.refused(reason, address)
+            return
+        log.info(
+            "refused {address}: {reason}",
+            act="refused",
+            reason=reason,
+            address=address,
+            count=1,
+        )
+
+    def observe_latency(self, seconds: float) -> None:
+        self.latency_buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.latency_sum += seconds
+
+
+class RefusalLog:
+    """The log of refused connections, rate-limited: a herd (or an
+    attacker) reconnecting a thousand times a second must not write a
+    thousand lines a second.
+
+    The first refusal of a (reason, address) is one event at once
+    (C{count} 1); the next ones are counted, and every C{interval} seconds
+    one summary event per (reason, address) says how many there were
+    (C{count}, C{seconds}); a pair quiet for a whole interval is
+    forgotten, and its next refusal logged at once again. At most C{cap}
+    pairs are tracked: past that, the refusals of the pairs not tracked
+    are added up by reason and summed in one event per reason and interval
+    (C{address} None), until the table has room again. Every event has
+    C{act} C{refused}, C{reason}, C{address} and C{count}."""
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        interval: float = REFUSAL_INTERVAL,
+        cap: int = REFUSAL_ADDRESSES,
+    ) -> None:
+        self.clock = clock
+        self.interval = interval
+        self.cap = cap
+        # (reason, address) -> refusals not logged yet
+        self.pending: dict[tuple[str, str | None], int] = {}
+        self.overflow: dict[str, int] = {}  # reason -> refusals past the cap
+        self._call: IDelayedCall | None = None
+
+    def refused(self, reason: str, address: str | None) -> None:
+        key = (reason, address)
+        pending = self.pending.get(key)
+        if pending is not None:
+            self.pending[key] = pending + 1
+        elif len(self.pending) >= self.cap:
+            self.overflow[reason] = self.overflow.get(reason, 0) + 1
+        else:
+            self.pending[key] = 0
             log.info(
                 "refused {address}: {reason}",
                 act="refused",
                 reason=reason,
                 address=address,
+                count=1,
             )
+        if self._call is None:
+            self._call = self.clock.callLater(self.interval, self._summarize)
 
-    def observe_latency(self, seconds: float) -> None:
-        self.latency_buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        self.latency_sum += seconds
+    def _summarize(self) -> None:
+        """Log what the last interval refused without saying it; forget the
+        pairs it did not refuse at all."""
+        self._call = None
+        seconds = self.interval
+        for (reason, address), count in list(self.pending.items()):
+            if not count:
+                del self.pending[(reason, address)]
+                continue
+            self.pending[(reason, address)] = 0
+            log.info(
+                "refused {address}: {reason}, {count} more times in {seconds} s",
+                act="refused",
+                reason=reason,
+                address=address,
+                count=count,
+                seconds=seconds,
+            )
+        overflow, self.overflow = self.overflow, {}
+        for reason, count in overflow.items():
+            log.warn(
+                "refused {count} more connections in {seconds} s: {reason} "
+                "(from too many addresses to log each)",
+                act="refused",
+                reason=reason,
+                address=None,
+                count=count,
+                seconds=seconds,
+            )
+        if self.pending:
+            self._call = self.clock.callLater(self.interval, self._summarize)
 
 
 # Reading them: the collector, and the web resource that serves it

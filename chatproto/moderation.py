@@ -8,7 +8,9 @@ the session an operator: the status belongs to that session object, so a
 new connection (or another letter case of the nickname, which names another
 user only if the registry let it in, and it does not) must /op again.
 Wrong passwords are throttled per address, like flood control: three
-tries, then one every L{OP_RETRY} seconds.
+tries, then one every L{OP_RETRY} seconds. A check (84 ms of scrypt) runs
+in a thread of the reactor's pool, at most L{MAX_CHECKS} at once, so that
+the chat goes on meanwhile.
 
 A kick takes a user out of the chat with one line saying who and why, then
 C{Deconnexion}; the others see the departure once, with the reason. A ban
@@ -33,11 +35,11 @@ import os
 import secrets
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredSemaphore, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -48,8 +50,9 @@ from chatproto.registry import Reach, nick_key, valid_nickname
 log = Logger()
 
 # scrypt's cost: 2**14 blocks of 128*8 bytes, 16 MiB and 84 ms a check here
-# (the parameters OWASP gives for scrypt). A check runs in the reactor: the
-# throttle below bounds how often one address can make it run.
+# (the parameters OWASP gives for scrypt). A check runs in a thread (see
+# check_in_threads): the throttle below bounds how often one address can
+# make it run, MAX_CHECKS how many run at once.
 SCRYPT_N = 2**14
 SCRYPT_R = 8
 SCRYPT_P = 1
@@ -63,6 +66,12 @@ _MAX_MEMORY = 256 * 1024 * 1024
 FREE_TRIES = 3
 OP_RETRY = 5.0
 FORGET_AFTER = 600.0
+
+# Password checks at once (each holds a thread and 16 MiB while it runs),
+# and how many more may wait their turn; past that, /op gets the throttle
+# line, as the many addresses of an attack would otherwise queue without end.
+MAX_CHECKS = 2
+MAX_WAITING = 8
 
 DEFAULT_BAN_MINUTES = 60
 MAX_BAN_MINUTES = 366 * 24 * 60  # a year
@@ -85,6 +94,28 @@ def check_password(password: str, stored: str) -> bool:
     from; compared in constant time."""
     n, r, p, salt, key = _parse_hash(stored)
     return hmac.compare_digest(_scrypt(password, salt, n, r, p), key)
+
+
+# How /op checks a password: (password, stored hash) -> Deferred[bool].
+Checker = Callable[[str, str], "Deferred[bool]"]
+
+
+def check_here(password: str, stored: str) -> Deferred[bool]:
+    """Check in the caller's thread: the result is there at once (a
+    Moderation built without a checker, as the unit tests build it)."""
+    return maybeDeferred(check_password, password, stored)
+
+
+def check_in_threads(reactor: Any) -> Checker:
+    """A checker that runs each check in a thread of C{reactor}'s pool
+    (what the server uses: while scrypt runs, the reactor serves)."""
+    from twisted.internet.threads import deferToThreadPool
+
+    def check(password: str, stored: str) -> Deferred[bool]:
+        pool = reactor.getThreadPool()
+        return deferToThreadPool(reactor, pool, check_password, password, stored)
+
+    return check
 
 
 def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
@@ -260,16 +291,16 @@ class Bans:
         self.by_address[ban.address] = ban
         self._save()
 
-    def merge(self, bans: list[Ban]) -> list[Ban]:
-        """Add the bans another node holds (a cluster's, read from Redis),
-        in one write; return those held here that it lacked."""
+    def replace(self, bans: list[Ban]) -> list[Ban]:
+        """Hold exactly C{bans} (a cluster's, read from Redis: the truth),
+        in one write; return those that were not held here."""
         now = self.clock.seconds()
         theirs = {b.address: b for b in bans if b.until > now}
-        lacking = [b for a, b in self.by_address.items() if a not in theirs]
-        if any(self.by_address.get(a) != b for a, b in theirs.items()):
-            self.by_address.update(theirs)
+        new = [b for a, b in theirs.items() if self.by_address.get(a) != b]
+        if theirs != self.by_address:
+            self.by_address = theirs
             self._save()
-        return [b for b in lacking if b.until > now]
+        return new
 
     def remove(self, address: str) -> Ban | None:
         ban = self.by_address.pop(address, None)
@@ -318,15 +349,24 @@ class Member(Protocol):
 class Cluster(Protocol):
     """What moderation uses of the cluster (L{chatproto.cluster.ClusterNode})."""
 
-    def kick(self, target: str, message: bytes) -> Deferred[bool]:
-        """Carry a kick to the node that holds C{target}; fire with whether
-        one does, and heard it."""
+    @property
+    def accepting(self) -> bool:
+        """Whether the node is in the cluster now (Redis answers): bans
+        and unbans are refused otherwise."""
 
-    def share_ban(self, ban: Ban) -> None:
-        """Make the ban hold on every node (Redis, and its bans channel)."""
+    def kick(self, target: str, message: bytes, minutes: int = 0) -> Deferred[bool]:
+        """Carry a kick (a ban of C{minutes}, if not 0) to the node that
+        holds C{target}; fire with whether one does, and heard it."""
 
-    def share_unban(self, address: str) -> None:
-        """Lift the ban on every node."""
+    def whisper(self, target: str, line: bytes) -> Deferred[bool]:
+        """Send a line to C{target}, a user of another node."""
+
+    def share_ban(self, ban: Ban) -> Deferred[None]:
+        """Make the ban hold on every node (Redis, and its bans channel);
+        fails when Redis cannot be reached."""
+
+    def share_unban(self, address: str) -> Deferred[None]:
+        """Lift the ban on every node; fails when Redis cannot be reached."""
 
 
 class Room(Protocol):
@@ -363,29 +403,30 @@ class Moderation:
         room: Room,
         operators: Mapping[str, str] | None = None,
         bans: Bans | None = None,
+        checker: Checker | None = None,
     ) -> None:
         self.room = room
+        self.checker: Checker = checker or check_here
+        self._checks = DeferredSemaphore(MAX_CHECKS)
         self.operators: Mapping[str, str] = operators or {}
         self.bans = bans if bans is not None else Bans(room.clock)
         self.operating: set[Member] = set()
         self.cluster: Cluster | None = None  # cluster mode: the node
+        # While the node reads the cluster's bans whole: the changes made or
+        # heard meanwhile, by address (None: lifted), applied over the answer.
+        self._since_read: dict[str, Ban | None] | None = None
         self._failures: dict[str | None, tuple[int, float]] = {}
 
     # Connections
 
     def refusal(self, host: str | None) -> bytes | None:
-        """The line that refuses a connection from a banned address, or None."""
+        """The line that refuses a connection from a banned address, or None
+        (the room counts and logs the refusal)."""
         ban = self.bans.check(host)
         if ban is None:
             return None
+        # logged by the room's metrics, as the other refusals are
         left = max(1, math.ceil((ban.until - self.room.clock.seconds()) / 60))
-        log.info(
-            "refused {address}: banned for {minutes} more minutes",
-            act="refused",
-            reason="banned",
-            address=host,
-            minutes=left,
-        )
         return wire.notice(wire.BANNED.format(left))
 
     def forget(self, session: Member) -> None:
@@ -448,21 +489,65 @@ class Moderation:
             wait = math.ceil(OP_RETRY - (now - last))
             session.send(wire.notice(wire.OP_THROTTLED.format(wait)))
             return
+        checks = self._checks
+        if checks.tokens == 0 and len(checks.waiting) >= MAX_WAITING:
+            log.warn(
+                "{nick} from {address}: too many operator passwords being checked",
+                act="op-failed",
+                reason="busy",
+                nick=nick,
+                address=host,
+            )
+            session.send(wire.notice(wire.OP_THROTTLED.format(math.ceil(OP_RETRY))))
+            return
+        # Counted as a failure until the check says otherwise: tries sent
+        # before the first answer are throttled as if each had failed.
+        self._failures[host] = (failures + 1, now)
+        self._prune(now)
         stored = self.operators.get(nick_key(nick))
-        good = check_password(argument, stored or _dummy_hash()) and stored is not None
+        # an unknown nickname costs a check too: the delay says nothing
+        d = checks.run(self.checker, argument, stored or _dummy_hash())
+        d.addCallback(lambda right: right and stored is not None)
+        d.addCallbacks(
+            self._checked,
+            self._check_failed,
+            callbackArgs=(session, nick, host, failures + 1),
+            errbackArgs=(session, nick),
+        )
+        d.addErrback(lambda f: log.failure("answering /op", f))
+
+    def _here(self, session: Member, nick: str) -> bool:
+        """Whether C{session} is still in the chat (it may have left, or
+        been kicked, while its password was checked)."""
+        return self.room.sessions.get(nick_key(nick)) is session
+
+    def _checked(
+        self, good: bool, session: Member, nick: str, host: str | None, failures: int
+    ) -> None:
+        here = self._here(session, nick)
         if not good:
-            self._failures[host] = (failures + 1, now)
-            self._prune(now)
             log.warn(
                 "{nick} from {address}: wrong operator password ({failures} in a row)",
                 act="op-failed",
                 nick=nick,
                 address=host,
-                failures=failures + 1,
+                failures=failures,
             )
-            session.send(wire.notice(wire.OP_WRONG))
+            if here:
+                session.send(wire.notice(wire.OP_WRONG))
             return
         self._failures.pop(host, None)
+        if not here:  # gone meanwhile: nobody to make an operator
+            log.info(
+                "{nick} from {address} left before its operator password was checked",
+                act="op-gone",
+                nick=nick,
+                address=host,
+            )
+            return
+        if session in self.operating:  # two /op sent at once
+            session.send(wire.notice(wire.OP_ALREADY))
+            return
         self.operating.add(session)
         log.info(
             "{operator} from {operator_address} is an operator",
@@ -471,6 +556,11 @@ class Moderation:
             operator_address=host,
         )
         session.send(wire.notice(wire.OP_GRANTED))
+
+    def _check_failed(self, failure: Any, session: Member, nick: str) -> None:
+        log.failure("checking the operator password of {nick}", failure, nick=nick)
+        if self._here(session, nick):
+            session.send(wire.notice(wire.OP_UNAVAILABLE))
 
     def _prune(self, now: float) -> None:
         """Forget addresses that stopped failing, once there are many."""
@@ -508,6 +598,8 @@ class Moderation:
         if not target or not 1 <= minutes <= MAX_BAN_MINUTES:
             session.send(wire.notice(wire.BAN_USAGE.format(MAX_BAN_MINUTES)))
             return
+        if self._cut_off(session, wire.BAN_UNAVAILABLE):
+            return
         address = ban_address(target)
         operator = session.nick
         assert operator is not None
@@ -529,27 +621,92 @@ class Moderation:
         reason: str,
         target: str | None,
     ) -> None:
-        assert session.nick is not None
+        nick = session.nick
+        assert nick is not None
+        d = self._record_ban(nick, session.host, address, minutes, reason, target)
+
+        def answer(line: bytes) -> None:
+            if self._here(session, nick):  # the operator may have left
+                session.send(line)
+
+        d.addCallback(answer)
+        d.addErrback(lambda f: log.failure("banning {address}", f, address=address))
+
+    def _cut_off(self, session: Member, text: str) -> bool:
+        """In a cluster that cannot be reached, a ban or an unban would hold
+        on this node only, and be undone when it is back (Redis has the
+        cluster's bans): refused, with C{text}, for the operator to retry."""
+        if self.cluster is None or self.cluster.accepting:
+            return False
+        session.send(wire.notice(text))
+        return True
+
+    def _changed(self, address: str, ban: Ban | None) -> None:
+        """A change of this node's copy (made here, as it is sent to Redis,
+        or heard): kept while the cluster's bans are read (L{heard_bans})."""
+        if self._since_read is not None:
+            self._since_read[address] = ban
+
+    def _record_ban(
+        self,
+        operator: str,
+        operator_address: str | None,
+        address: str | None,
+        minutes: int,
+        reason: str,
+        target: str | None,
+    ) -> Deferred[bytes]:
+        """Ban C{address} (here, and on every node of a cluster), log it;
+        the line that answers the operator, once Redis holds it."""
         if address is None:  # a user of a UNIX socket: nothing to refuse
-            session.send(wire.notice(wire.KICK_DONE.format(target)))
-            return
+            return succeed(wire.notice(wire.KICK_DONE.format(target)))
         until = self.room.clock.seconds() + 60 * minutes
-        ban = Ban(address, until, session.nick, reason)
+        ban = Ban(address, until, operator, reason)
         self.bans.add(ban)
-        if self.cluster is not None:
-            self.cluster.share_ban(ban)
+        self._changed(address, ban)
+        if self.cluster is None:
+            self._log_ban(operator, operator_address, ban, minutes, target)
+            return succeed(wire.notice(wire.BAN_DONE.format(address, minutes)))
+
+        def shared(_: object) -> bytes:
+            self._log_ban(operator, operator_address, ban, minutes, target)
+            return wire.notice(wire.BAN_DONE.format(address, minutes))
+
+        def failed(failure: Any) -> bytes:
+            log.warn(
+                "the ban of {address} by {operator} did not reach Redis: lifted",
+                act="ban-failed",
+                operator=operator,
+                address=address,
+                why=failure.getErrorMessage(),
+            )
+            if self.bans.by_address.get(address) == ban:
+                self.bans.remove(address)
+                self._changed(address, None)
+            return wire.notice(wire.BAN_UNAVAILABLE)
+
+        return self.cluster.share_ban(ban).addCallbacks(shared, failed)
+
+    def _log_ban(
+        self,
+        operator: str,
+        operator_address: str | None,
+        ban: Ban,
+        minutes: int,
+        target: str | None,
+    ) -> None:
+        address, reason = ban.address, ban.reason
         log.info(
             "{operator} banned {address} for {minutes} minutes: {reason}",
             act="ban",
-            operator=session.nick,
-            operator_address=session.host,
+            operator=operator,
+            operator_address=operator_address,
             target=target,
             target_address=address,
             address=address,
             minutes=minutes,
             reason=reason,
         )
-        session.send(wire.notice(wire.BAN_DONE.format(address, minutes)))
 
     def unban(self, session: Member, argument: str) -> None:
         if not self._is_operator(session, "/unban"):
@@ -558,11 +715,42 @@ class Moderation:
         if address is None:
             session.send(wire.notice(wire.UNBAN_USAGE))
             return
-        if self.bans.remove(address) is None:
+        if self._cut_off(session, wire.UNBAN_UNAVAILABLE):
+            return
+        lifted = self.bans.remove(address)
+        if lifted is None:
             session.send(wire.notice(wire.NOT_BANNED.format(address)))
             return
-        if self.cluster is not None:
-            self.cluster.share_unban(address)
+        self._changed(address, None)
+        if self.cluster is None:
+            self._unbanned(session, address)
+            return
+        nick = session.nick
+        assert nick is not None
+
+        def shared(_: object) -> None:
+            self._unbanned(session, address)
+
+        def failed(failure: Any) -> None:
+            log.warn(
+                "lifting the ban of {address} did not reach Redis: it holds",
+                act="unban-failed",
+                operator=nick,
+                address=address,
+                why=failure.getErrorMessage(),
+            )
+            if address not in self.bans.by_address:
+                self.bans.add(lifted)
+                self._changed(address, lifted)
+            if self._here(session, nick):
+                session.send(wire.notice(wire.UNBAN_UNAVAILABLE))
+
+        d = self.cluster.share_unban(address).addCallbacks(shared, failed)
+        d.addErrback(lambda f: log.failure("lifting {address}", f, address=address))
+
+    def _unbanned(self, session: Member, address: str) -> None:
+        nick = session.nick
+        assert nick is not None
         log.info(
             "{operator} lifted the ban on {address}",
             act="unban",
@@ -571,7 +759,8 @@ class Moderation:
             target_address=address,
             address=address,
         )
-        session.send(wire.notice(wire.UNBAN_DONE.format(address)))
+        if self._here(session, nick):
+            session.send(wire.notice(wire.UNBAN_DONE.format(address)))
 
     def list_bans(self, session: Member, argument: str) -> None:
         if not self._is_operator(session, "/bans"):
@@ -610,15 +799,17 @@ class Moderation:
             else:
                 session.send(wire.notice(wire.KICK_DONE.format(member.nick)))
             return
-        if self.cluster is None or minutes:
-            # A ban by nickname needs the user's address: only this node knows
-            # its own users' (ban the address of a user of another node).
+        if self.cluster is None:
             session.send(wire.notice(wire.NO_SUCH_USER.format(target)))
             return
+        # Another node's user, maybe: that node expels it (and, for a ban,
+        # resolves its address, bans it everywhere and answers the operator).
         message = f"{session.nick} {session.host or '-'} {reason}".encode()
-        d = self.cluster.kick(target, message)
+        d = self.cluster.kick(target, message, minutes)
 
         def kicked(found: bool) -> None:
+            if found and minutes:
+                return  # the user's node answers, once the ban is made
             if found:
                 log.info(
                     "{operator} kicked {target} (on another node): {reason}",
@@ -682,13 +873,33 @@ class Moderation:
         member.say_goodbye(wire.notice(told), wire.BYE)
 
     def heard_kick(self, target: str, payload: bytes) -> None:
-        """Another node's operator kicked C{target}, a user of this node."""
-        member = self.room.sessions.get(nick_key(target))
-        if member is None:
-            return
+        """Another node's operator kicked C{target}, a user of this node;
+        C{NICKKEY+MINUTES}: banned it, and this node, which knows its
+        address, makes the ban (for every node) and answers the operator."""
+        target, _, banned = target.partition("+")
+        minutes = int(banned) if banned.isdigit() else 0
         operator, address, reason = _remote(payload)
-        self._log_kick(operator, address, member, reason, 0)
-        self.expel_here(member, operator, reason, 0)
+        member = self.room.sessions.get(nick_key(target))
+        if member is None or member.nick is None:
+            if minutes:  # gone meanwhile: the operator waits for an answer
+                self._tell(operator, wire.notice(wire.NO_SUCH_USER.format(target)))
+            return
+        self._log_kick(operator, address, member, reason, minutes)
+        nick, host = member.nick, member.host
+        self.expel_here(member, operator, reason, minutes)
+        if minutes:
+            d = self._record_ban(operator, address, host, minutes, reason, nick)
+            d.addCallback(lambda answer: self._tell(operator, answer))
+            d.addErrback(lambda f: log.failure("banning {nick}", f, nick=nick))
+
+    def _tell(self, nick: str, line: bytes) -> None:
+        """A line for C{nick}, here or on another node."""
+        member = self.room.sessions.get(nick_key(nick))
+        if member is not None:
+            member.send(line)
+        elif self.cluster is not None:
+            d = self.cluster.whisper(nick, line)
+            d.addErrback(lambda f: log.failure("answering {nick}", f, nick=nick))
 
     # Bans from the other nodes (cluster mode)
 
@@ -699,6 +910,12 @@ class Moderation:
         if ban.until <= now:
             return
         self.bans.add(ban)
+        self._changed(ban.address, ban)
+        self._kick_banned(ban)
+
+    def _kick_banned(self, ban: Ban) -> None:
+        """Kick the users of this node connected from a banned address."""
+        now = self.room.clock.seconds()
         minutes = max(1, math.ceil((ban.until - now) / 60))
         for member in list(self.room.sessions.values()):
             if member.host == ban.address:
@@ -707,10 +924,25 @@ class Moderation:
 
     def heard_unban(self, address: str) -> None:
         self.bans.remove(address)
+        self._changed(address, None)
+
+    def reading_bans(self) -> None:
+        """The node asks Redis for the cluster's bans, whole: the changes
+        made or heard until the answer comes are applied over it."""
+        self._since_read = {}
 
     def heard_bans(self, bans: list[Ban]) -> None:
         """The cluster's bans, read whole (this node joined, or came back):
-        they hold here; those made here while Redis was away are shared."""
-        for ban in self.bans.merge(bans):
-            if self.cluster is not None:
-                self.cluster.share_ban(ban)
+        Redis has the truth, this node's copy becomes it (no ban or unban
+        is made while cut off: see L{_cut_off}), and whoever is connected
+        here from an address newly banned is kicked."""
+        changes, self._since_read = self._since_read or {}, None
+        new = self.bans.replace(bans)
+        for address, ban in changes.items():
+            if ban is None:
+                self.bans.remove(address)
+            else:
+                self.bans.add(ban)
+        for ban in new:
+            if self.bans.check(ban.address) == ban:
+                self._kick_banned(ban)

@@ -222,7 +222,7 @@ class ChatFactory(ServerFactory):
             history if history is not None else MemoryHistory(config, clock)
         )
         self.sessions: dict[str, Session] = {}
-        self.metrics = Metrics()  # chatproto/metrics.py: what --metrics serves
+        self.metrics = Metrics(clock)  # chatproto/metrics.py: what --metrics serves
         self.fanout = FanOut(config, clock, self.sessions, self.metrics)
         self.admission = Admission(config, clock, self.metrics)
         self.stopping = False
@@ -242,7 +242,7 @@ class ChatFactory(ServerFactory):
             return wire.notice(wire.STOPPING)
         banned = self.moderation.refusal(session.host)
         if banned is not None:
-            self.metrics.refused("banned", session.host, logged=False)
+            self.metrics.refused("banned", session.host)
             return banned
         return self.admission.admit(session)
 

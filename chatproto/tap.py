@@ -26,7 +26,7 @@ from chatproto.config import (
     ServerConfig,
     valid_cluster_name,
 )
-from chatproto.moderation import Bans, Moderation, read_operators
+from chatproto.moderation import Bans, Moderation, check_in_threads, read_operators
 from chatproto.server import EVICTION_GRACE, ChatFactory
 
 log = Logger()
@@ -648,7 +648,10 @@ def makeService(options: usage.Options, reactor: Any = None) -> service.IService
     cluster: ClusterConfig | None = options.get("cluster_config")
     factory = ChatFactory(config, clock=reactor)
     factory.moderation = Moderation(
-        factory, options.get("operator_table"), Bans(reactor, options.get("bans"))
+        factory,
+        options.get("operator_table"),
+        Bans(reactor, options.get("bans")),
+        check_in_threads(reactor),
     )
     if options.get("operators") is not None:
         _Reloader(factory.moderation, options["operators"], reactor).setServiceParent(

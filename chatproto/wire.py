@@ -161,3 +161,20 @@ def history_header(count: int) -> bytes:
 def history_block(lines: list[bytes]) -> bytes:
     """The answer to /history: the header, the lines, the end marker."""
     return b"".join([history_header(len(lines)), *lines, HISTORY_END])
+
+
+# Moderation's loose ends (chatproto/moderation.py): /op's check failed
+# (not the password: the server could not check it).
+OP_UNAVAILABLE = (
+    "Erreur : mot de passe impossible à vérifier pour le moment, réessayez plus tard"
+)
+# A ban or an unban while the cluster cannot be reached: refused, as it
+# would hold on one node only.
+BAN_UNAVAILABLE = (
+    "Erreur : bannissement impossible pour le moment (cluster injoignable), "
+    "réessayez plus tard"
+)
+UNBAN_UNAVAILABLE = (
+    "Erreur : levée du bannissement impossible pour le moment "
+    "(cluster injoignable), réessayez plus tard"
+)

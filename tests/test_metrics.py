@@ -12,6 +12,7 @@ import pytest_twisted
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import ILogObserver, Logger
 from twisted.python.usage import UsageError
@@ -310,6 +311,81 @@ def test_a_refused_connection_is_logged_with_its_reason_and_address(
     chat.connect("192.0.2.4")
     (refused,) = (e for e in events if e.get("act") == "refused")
     assert (refused["reason"], refused["address"]) == ("per_address", "192.0.2.4")
+
+
+def refused_events(events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """The refusal events since the last call: (reason, address, count)."""
+    found = [
+        (e["reason"], e["address"], e["count"])
+        for e in events
+        if e.get("act") == "refused"
+    ]
+    events.clear()
+    return found
+
+
+def test_a_herd_of_refusals_is_one_event_then_one_summary_per_interval(
+    events: list[dict[str, Any]],
+) -> None:
+    chat = quiet_chat(max_per_ip=1)
+    chat.connect("192.0.2.4")
+    for _ in range(1000):  # a thousand reconnections in the same second
+        chat.connect("192.0.2.4")
+    assert refused_events(events) == [("per_address", "192.0.2.4", 1)]
+    assert chat.factory.metrics.refusals["per_address"] == 1000  # every one
+    chat.advance(metrics.REFUSAL_INTERVAL)
+    assert refused_events(events) == [("per_address", "192.0.2.4", 999)]
+    for _ in range(5):  # it goes on: still one event per interval
+        chat.advance(1)
+        chat.connect("192.0.2.4")
+    assert refused_events(events) == []
+    chat.advance(metrics.REFUSAL_INTERVAL - 5)
+    [summary] = [e for e in events if e.get("act") == "refused"]
+    assert (summary["count"], summary["seconds"]) == (5, metrics.REFUSAL_INTERVAL)
+    events.clear()
+    chat.advance(metrics.REFUSAL_INTERVAL)  # a quiet interval: forgotten
+    assert refused_events(events) == []
+    refusal_log = chat.factory.metrics.refusal_log
+    assert refusal_log is not None and refusal_log.pending == {}
+    chat.connect("192.0.2.4")  # and logged at once again
+    assert refused_events(events) == [("per_address", "192.0.2.4", 1)]
+
+
+def test_each_reason_and_address_has_its_own_first_event(
+    events: list[dict[str, Any]],
+) -> None:
+    chat = quiet_chat(max_per_ip=1)
+    chat.connect("192.0.2.4")
+    chat.connect("192.0.2.5")
+    chat.connect("192.0.2.4")
+    chat.connect("192.0.2.5")
+    chat.factory.stopping = True
+    chat.connect("192.0.2.4")
+    assert refused_events(events) == [
+        ("per_address", "192.0.2.4", 1),
+        ("per_address", "192.0.2.5", 1),
+        ("stopping", "192.0.2.4", 1),
+    ]
+
+
+def test_past_the_cap_refusals_of_new_addresses_are_summed_by_reason(
+    events: list[dict[str, Any]],
+) -> None:
+    clock = Clock()
+    refusal_log = metrics.RefusalLog(clock, interval=10, cap=2)
+    for host in ("192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4", "192.0.2.3"):
+        refusal_log.refused("full", host)
+    refusal_log.refused("banned", "192.0.2.1")
+    assert refused_events(events) == [
+        ("full", "192.0.2.1", 1),
+        ("full", "192.0.2.2", 1),
+    ]
+    assert len(refusal_log.pending) == 2  # bounded
+    clock.advance(10)
+    assert refused_events(events) == [("full", None, 3), ("banned", None, 1)]
+    clock.advance(10)  # the tracked pairs were quiet: room again
+    refusal_log.refused("full", "192.0.2.3")
+    assert refused_events(events) == [("full", "192.0.2.3", 1)]
 
 
 def test_a_json_log_line_of_a_departure_has_its_reason(

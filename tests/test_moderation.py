@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from twisted.internet.defer import Deferred
 from twisted.logger import ILogObserver, Logger
+from twisted.python.threadpool import ThreadPool
 
-from chatproto import moderation, wire
+from chatproto import metrics, moderation, wire
 from chatproto.moderation import (
+    MAX_BAN_MINUTES,
     Bans,
     Moderation,
     ban_address,
@@ -34,10 +38,11 @@ def notice(text: str) -> bytes:
 
 @pytest.fixture
 def events(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """The log events moderation emits."""
+    """The log events moderation emits, and the room's refusals."""
     seen: list[dict[str, Any]] = []
     observer = cast(ILogObserver, seen.append)
     monkeypatch.setattr(moderation, "log", Logger(observer=observer))
+    monkeypatch.setattr(metrics, "log", Logger(observer=observer))
     return seen
 
 
@@ -231,6 +236,185 @@ def test_an_address_is_forgotten_after_ten_quiet_minutes() -> None:
     for _ in range(3):
         alice.send(b"/op nope\n")
         assert alice.take() == notice(wire.OP_WRONG)
+
+
+class HeldChecker:
+    """A checker whose checks wait until the test answers them: what the
+    thread pool gives /op, without threads."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[str, Deferred[bool]]] = []
+
+    def __call__(self, password: str, stored: str) -> Deferred[bool]:
+        d: Deferred[bool] = Deferred()
+        self.pending.append((password, d))
+        return d
+
+    def answer(self, index: int = 0) -> None:
+        """The check at C{index} ends, with the right answer."""
+        password, d = self.pending.pop(index)
+        d.callback(password == "pw")
+
+
+def held_chat() -> tuple[Chat, Moderation, HeldChecker]:
+    chat, mod = chat_with_operators(alice="pw", bob="pw")
+    mod.checker = checker = HeldChecker()
+    return chat, mod, checker
+
+
+def test_the_chat_goes_on_while_a_password_is_checked() -> None:
+    chat, mod, checker = held_chat()
+    alice = chat.user("alice")
+    carol, dan = chat.user("carol", "192.0.2.3"), chat.user("dan", "192.0.2.4")
+    carol.take(), dan.take()
+    alice.send(b"/op pw\n")
+    carol.send(b"bonjour\n")  # answered before the check ends
+    assert dan.take() == chat.stamp() + b"-carol: bonjour\n"
+    assert alice.take() == chat.stamp() + b"-carol: bonjour\n"
+    assert alice.session not in mod.operating
+    checker.answer()
+    assert alice.take() == notice(wire.OP_GRANTED)
+    assert alice.session in mod.operating
+
+
+def test_at_most_two_checks_run_at_once_eight_wait_and_more_are_throttled(
+    events: list[dict[str, Any]],
+) -> None:
+    chat, _mod, checker = held_chat()
+    users = [chat.user(f"u{i}", f"198.51.100.{i}") for i in range(11)]
+    for user in users:
+        user.take()
+        user.send(b"/op nope\n")
+    assert len(checker.pending) == 2  # the others wait their turn
+    assert [u.take() for u in users[:10]] == [b""] * 10
+    assert users[10].take() == notice(wire.OP_THROTTLED.format(5))
+    busy = [e for e in events if e.get("reason") == "busy"]
+    assert [(e["act"], e["nick"]) for e in busy] == [("op-failed", "u10")]
+    checker.answer()
+    assert users[0].take() == notice(wire.OP_WRONG)
+    assert len(checker.pending) == 2  # the next one started
+    while checker.pending:
+        checker.answer()
+    assert [u.take() for u in users[1:10]] == [notice(wire.OP_WRONG)] * 9
+
+
+def test_tries_sent_before_the_first_answer_are_throttled_as_failures() -> None:
+    chat, _mod, checker = held_chat()
+    alice = chat.user("alice")
+    for _ in range(4):
+        alice.send(b"/op nope\n")
+    assert alice.take() == notice(wire.OP_THROTTLED.format(5))
+    assert len(checker.pending) == 2  # the third waits its turn
+    while checker.pending:
+        checker.answer()
+    assert alice.take() == notice(wire.OP_WRONG) * 3
+
+
+def test_a_right_password_forgets_the_tries_counted_while_it_was_checked() -> None:
+    chat, mod, checker = held_chat()
+    alice = chat.user("alice")
+    for password in (b"nope", b"nope", b"pw"):
+        alice.send(b"/op " + password + b"\n")
+    while checker.pending:
+        checker.answer()
+    assert alice.take() == notice(wire.OP_WRONG) * 2 + notice(wire.OP_GRANTED)
+    assert mod.operating == {alice.session}
+    bob = chat.user("bob")  # the same address: not throttled
+    bob.send(b"/op pw\n")
+    checker.answer()
+    assert bob.take() == notice(wire.OP_GRANTED)
+
+
+def test_a_user_gone_while_its_password_is_checked_is_no_operator(
+    events: list[dict[str, Any]],
+) -> None:
+    chat, mod, checker = held_chat()
+    alice = chat.user("alice")
+    alice.send(b"/op pw\n")
+    alice.send(b"/quit\n")
+    checker.answer()  # no write to a closed connection, no traceback
+    assert mod.operating == set()
+    [gone] = [e for e in events if e.get("act") == "op-gone"]
+    assert gone["nick"] == "alice"
+    again = chat.user("alice")  # the same nickname, a new session
+    again.send(b"/kick carol\n")
+    assert again.take() == notice(wire.NOT_OPERATOR.format("/kick"))
+
+
+def test_a_user_kicked_while_its_password_is_checked_is_no_operator() -> None:
+    chat, mod, checker = held_chat()
+    bob = op_held(chat, checker, "bob", "192.0.2.2")
+    alice = chat.user("alice")
+    alice.send(b"/op pw\n")
+    bob.send(b"/kick alice\n")
+    assert not alice.connected
+    alice.take()
+    checker.answer()
+    assert alice.take() == b""
+    assert mod.operating == {bob.session}
+
+
+def op_held(chat: Chat, checker: HeldChecker, nick: str, host: str) -> Client:
+    user = chat.user(nick, host)
+    user.send(b"/op pw\n")
+    checker.answer()
+    assert user.take() == notice(wire.OP_GRANTED)
+    return user
+
+
+def test_two_right_passwords_at_once_make_one_operator() -> None:
+    chat, mod, checker = held_chat()
+    alice = chat.user("alice")
+    alice.send(b"/op pw\n/op pw\n")
+    checker.answer()
+    checker.answer()
+    assert alice.take() == notice(wire.OP_GRANTED) + notice(wire.OP_ALREADY)
+    assert mod.operating == {alice.session}
+
+
+def test_a_check_that_fails_says_so_and_logs_the_failure(
+    events: list[dict[str, Any]],
+) -> None:
+    chat, mod, checker = held_chat()
+    alice = chat.user("alice")
+    alice.send(b"/op pw\n")
+    checker.pending.pop()[1].errback(MemoryError("scrypt"))
+    assert alice.take() == notice(wire.OP_UNAVAILABLE)
+    assert mod.operating == set()
+    assert [e["log_failure"].type for e in events if "log_failure" in e] == [
+        MemoryError
+    ]
+
+
+def test_the_server_s_checker_runs_scrypt_in_a_thread_of_the_pool(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    threads: list[threading.Thread] = []
+    real = moderation.check_password
+
+    def recording(password: str, stored: str) -> bool:
+        threads.append(threading.current_thread())
+        return real(password, stored)
+
+    monkeypatch.setattr(moderation, "check_password", recording)
+    pool = ThreadPool(1, 1)
+
+    class Reactor:
+        def getThreadPool(self) -> ThreadPool:
+            return pool
+
+        def callFromThread(self, f: Any, *args: Any, **kwargs: Any) -> None:
+            f(*args, **kwargs)
+
+    pool.start()
+    answers: list[bool] = []
+    try:
+        check = moderation.check_in_threads(Reactor())
+        check("pw", make_hash("pw", **CHEAP)).addCallback(answers.append)
+    finally:
+        pool.stop()  # waits for the check
+    assert answers == [True]
+    assert threads and threads[0] is not threading.current_thread()
 
 
 # /kick
@@ -510,22 +694,139 @@ def test_a_reload_does_not_end_the_operators_of_the_sessions() -> None:
 
 
 class FakeKicker:
+    """A cluster node that Redis answers (or not: C{accepting}, C{failing})."""
+
     def __init__(self, holds: set[str]) -> None:
         self.holds = holds
         self.sent: list[tuple[str, bytes]] = []
         self.shared: list[Any] = []
+        self.accepting = True
+        self.failing = False  # Redis goes away as a change is shared
 
-    def share_ban(self, ban: Any) -> None:
-        self.shared.append(ban)
+    def _share(self, what: Any) -> Deferred[None]:
+        from twisted.internet.defer import fail, succeed
 
-    def share_unban(self, address: str) -> None:
-        self.shared.append(address)
+        from chatproto.registry import RegistryUnavailable
 
-    def kick(self, target: str, message: bytes) -> Any:
+        if self.failing:
+            return fail(RegistryUnavailable("the cluster cannot be reached"))
+        self.shared.append(what)
+        return succeed(None)
+
+    def share_ban(self, ban: Any) -> Deferred[None]:
+        return self._share(ban)
+
+    def share_unban(self, address: str) -> Deferred[None]:
+        return self._share(address)
+
+    def kick(self, target: str, message: bytes, minutes: int = 0) -> Any:
         from twisted.internet.defer import succeed
 
         self.sent.append((target, message))
         return succeed(target in self.holds)
+
+    def whisper(self, target: str, line: bytes) -> Any:
+        from twisted.internet.defer import succeed
+
+        return succeed(False)
+
+
+class Link:
+    """One node's cluster, in memory: kicks, private lines and bans go to
+    the other node's chat as the Redis channels carry them (cluster.py)."""
+
+    def __init__(self, peer: Chat) -> None:
+        self.peer = peer
+
+    def kick(self, target: str, message: bytes, minutes: int = 0) -> Any:
+        from twisted.internet.defer import succeed
+
+        key = nick_key(target)
+        if key not in self.peer.factory.sessions:
+            return succeed(False)
+        self.peer.factory.heard_kick(key + (f"+{minutes}" if minutes else ""), message)
+        return succeed(True)
+
+    def whisper(self, target: str, line: bytes) -> Any:
+        from twisted.internet.defer import succeed
+
+        return succeed(self.peer.factory.deliver_private(target, line))
+
+    accepting = True
+
+    def share_ban(self, ban: Any) -> Deferred[None]:
+        from twisted.internet.defer import succeed
+
+        self.peer.factory.moderation.heard_ban(ban)
+        return succeed(None)
+
+    def share_unban(self, address: str) -> Deferred[None]:
+        from twisted.internet.defer import succeed
+
+        self.peer.factory.moderation.heard_unban(address)
+        return succeed(None)
+
+
+def two_nodes() -> tuple[Chat, Chat]:
+    """Two chats linked as two nodes of one cluster; alice may /op on both."""
+    one, _ = chat_with_operators(alice="pw")
+    two, _ = chat_with_operators(alice="pw")
+    one.factory.moderation.cluster = Link(two)
+    two.factory.moderation.cluster = Link(one)
+    return one, two
+
+
+def test_a_ban_by_nickname_reaches_a_user_of_another_node(
+    events: list[dict[str, Any]],
+) -> None:
+    one, two = two_nodes()
+    alice = op(one, "alice", "pw")
+    bob = two.user("bob", "203.0.113.9")
+    carol = two.user("carol", "192.0.2.3")
+    carol.take()
+    alice.send(b"/ban BOB 10 spam\n")
+    assert bob.take() == (
+        notice(wire.BANNED_YOU.format("alice", 10) + " : spam") + wire.BYE
+    )
+    assert not bob.connected
+    assert carol.take() == (
+        two.stamp() + "-Déconnection de bob (banni par alice : spam)\n".encode()
+    )
+    # the answer comes from bob's node, which knew its address
+    assert alice.take() == notice(wire.BAN_DONE.format("203.0.113.9", 10))
+    for node in (one, two):
+        assert node.connect("203.0.113.9").take() == notice(wire.BANNED.format(10))
+    [ban] = [e for e in events if e.get("act") == "ban"]
+    assert (ban["operator"], ban["operator_address"]) == ("alice", "192.0.2.1")
+    assert (ban["target"], ban["target_address"]) == ("bob", "203.0.113.9")
+    [kick] = [e for e in events if e.get("act") == "kick"]
+    assert (kick["target"], kick["minutes"]) == ("bob", 10)
+
+
+def test_a_ban_of_a_nickname_nobody_holds_is_the_usual_error() -> None:
+    one, _two = two_nodes()
+    alice = op(one, "alice", "pw")
+    alice.send(b"/ban zoe 10\n")
+    assert alice.take() == notice(wire.NO_SUCH_USER.format("zoe"))
+    assert one.factory.moderation.bans.active() == []
+
+
+def test_a_ban_heard_for_a_user_gone_meanwhile_answers_the_operator() -> None:
+    one, two = two_nodes()
+    alice = op(one, "alice", "pw")
+    two.factory.heard_kick("bob+10", b"alice 192.0.2.1 spam")
+    assert alice.take() == notice(wire.NO_SUCH_USER.format("bob"))
+    assert two.factory.moderation.bans.active() == []
+
+
+def test_a_kick_heard_from_another_node_answers_nobody() -> None:
+    """A kick's answer is the operator's node's (whether the node heard)."""
+    one, two = two_nodes()
+    alice = op(one, "alice", "pw")
+    two.user("bob", "203.0.113.9")
+    alice.send(b"/kick bob\n")
+    assert alice.take() == notice(wire.KICK_DONE.format("bob"))
+    assert two.factory.moderation.bans.active() == []
 
 
 def test_a_user_of_another_node_is_kicked_through_the_kicker() -> None:
@@ -634,18 +935,116 @@ def test_a_ban_heard_from_another_node_holds_here_and_kicks_from_there() -> None
     assert mod.bans.active() == []
 
 
-def test_the_cluster_s_bans_hold_here_and_those_made_while_cut_off_are_shared() -> None:
+def test_the_cluster_s_bans_replace_the_node_s_copy_and_kick_from_new_ones() -> None:
+    """Read whole as the node joins or comes back, Redis's bans are the
+    truth: one lifted elsewhere meanwhile goes, one made meanwhile holds
+    here and kicks whoever is connected from its address."""
     from chatproto.moderation import Ban
 
     chat, mod = chat_with_operators(alice="pw")
     mod.cluster = cluster = FakeKicker(set())
+    bob = chat.user("bob", "198.51.100.2")
     now = chat.clock.seconds()
-    mine = Ban("198.51.100.1", now + 60, "alice", "")
-    mod.bans.add(mine)
+    lifted = Ban("198.51.100.1", now + 60, "alice", "")
+    mod.bans.add(lifted)
     theirs = Ban("198.51.100.2", now + 120, "zoe", "x")
+    mod.reading_bans()
     mod.heard_bans([theirs, Ban("198.51.100.3", now - 1, "zoe", "")])
-    assert mod.bans.active() == [mine, theirs]
-    assert cluster.shared == [mine]
+    assert mod.bans.active() == [theirs]
+    assert cluster.shared == []  # nothing of this node's goes back to Redis
+    assert bob.take() == notice(wire.BANNED_YOU.format("zoe", 2) + " : x") + wire.BYE
+    assert chat.connect("198.51.100.1").take() == wire.WELCOME
+
+
+def test_changes_made_while_the_bans_are_read_hold_over_the_answer() -> None:
+    from chatproto.moderation import Ban
+
+    chat, mod = chat_with_operators(alice="pw")
+    mod.cluster = FakeKicker(set())
+    alice = op(chat, "alice", "pw")
+    now = chat.clock.seconds()
+    old = Ban("198.51.100.9", now + 600, "zoe", "")
+    mod.reading_bans()  # the answer is on its way
+    alice.send(b"/ban 198.51.100.1 5\n")  # made (in Redis) after the read
+    mod.heard_unban("198.51.100.9")  # lifted elsewhere after the read
+    mod.heard_bans([old])
+    assert [b.address for b in mod.bans.active()] == ["198.51.100.1"]
+    mod.heard_bans([])  # a later read, with nothing in flight: the truth
+    assert mod.bans.active() == []
+
+
+def test_a_ban_sent_to_redis_after_the_read_holds_over_its_answer() -> None:
+    """One connection to Redis answers in order: the read's answer comes
+    before the ban's, and must not lift it."""
+    chat, mod = chat_with_operators(alice="pw")
+    mod.cluster = cluster = FakeKicker(set())
+    sent: list[Deferred[None]] = []
+
+    def share_later(what: Any) -> Deferred[None]:
+        sent.append(Deferred())
+        return sent[-1]
+
+    cluster.share_ban = cluster.share_unban = share_later  # type: ignore[method-assign,assignment]
+    alice = op(chat, "alice", "pw")
+    mod.reading_bans()
+    alice.send(b"/ban 198.51.100.1 5\n")
+    mod.heard_bans([])  # read before the ban reached Redis
+    sent.pop().callback(None)
+    assert alice.take() == notice(wire.BAN_DONE.format("198.51.100.1", 5))
+    assert [b.address for b in mod.bans.active()] == ["198.51.100.1"]
+    [ban] = mod.bans.active()
+    mod.reading_bans()
+    alice.send(b"/unban 198.51.100.1\n")
+    mod.heard_bans([ban])  # read before the unban reached Redis
+    sent.pop().callback(None)
+    assert alice.take() == notice(wire.UNBAN_DONE.format("198.51.100.1"))
+    assert mod.bans.active() == []
+
+
+def test_a_ban_or_an_unban_while_cut_off_is_refused_and_changes_nothing() -> None:
+    from chatproto.moderation import Ban
+
+    chat, mod = chat_with_operators(alice="pw")
+    mod.cluster = cluster = FakeKicker(set())
+    alice = op(chat, "alice", "pw")
+    bob = chat.user("bob", "198.51.100.2")
+    alice.take()
+    held = Ban("198.51.100.9", chat.clock.seconds() + 600, "zoe", "")
+    mod.bans.add(held)
+    cluster.accepting = False  # Redis is away
+    for command in (b"/ban 198.51.100.2 5\n", b"/ban bob\n"):
+        alice.send(command)
+        assert alice.take() == notice(wire.BAN_UNAVAILABLE)
+    alice.send(b"/unban 198.51.100.9\n")
+    assert alice.take() == notice(wire.UNBAN_UNAVAILABLE)
+    alice.send(b"/ban bob 0\n")  # a mistake is still answered as one
+    assert alice.take() == notice(wire.BAN_USAGE.format(MAX_BAN_MINUTES))
+    assert bob.connected and bob.take() == b""
+    assert mod.bans.active() == [held]
+    assert cluster.shared == []
+
+
+def test_a_change_that_does_not_reach_redis_is_undone_and_the_operator_told(
+    events: list[dict[str, Any]],
+) -> None:
+    from chatproto.moderation import Ban
+
+    chat, mod = chat_with_operators(alice="pw")
+    mod.cluster = cluster = FakeKicker(set())
+    alice = op(chat, "alice", "pw")
+    held = Ban("198.51.100.9", chat.clock.seconds() + 600, "zoe", "")
+    mod.bans.add(held)
+    cluster.failing = True  # accepting, but Redis goes away as it is asked
+    alice.send(b"/ban 198.51.100.1 5\n")
+    assert alice.take() == notice(wire.BAN_UNAVAILABLE)
+    alice.send(b"/unban 198.51.100.9\n")
+    assert alice.take() == notice(wire.UNBAN_UNAVAILABLE)
+    assert mod.bans.active() == [held]
+    assert [e["act"] for e in events if e["act"].endswith("-failed")] == [
+        "ban-failed",
+        "unban-failed",
+    ]
+    assert not [e for e in events if e.get("act") in ("ban", "unban")]
 
 
 def test_a_ban_and_an_unban_are_shared_with_the_cluster() -> None:

@@ -123,6 +123,78 @@ async def test_a_ban_holds_on_every_node_a_later_one_included(
         assert connect(node, "203.0.113.9").take() == wire.WELCOME
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_ban_by_nickname_reaches_a_user_of_the_other_node(
+    nodes: Callable[[], Node],
+) -> None:
+    one, two = moderated(nodes()), moderated(nodes())
+    await one.ready()
+    await two.ready()
+    alice = await operator(one)
+    bob = await user(two, "bob", "203.0.113.9")
+    carol = await user(one, "carol", "198.51.100.3")
+    dan = await user(two, "dan", "198.51.100.4")
+    alice.send(b"/ban bob 10 spam\n")
+    # bob's node resolves the address, bans it and answers alice
+    await said(alice, wire.notice(wire.BAN_DONE.format("203.0.113.9", 10)))
+    told = wire.notice(wire.BANNED_YOU.format("alice", 10) + " : spam") + wire.BYE
+    await said(bob, told)
+    await until(lambda: not bob.connected)
+    departure = "Déconnection de bob (banni par alice : spam)\n".encode()
+    for client in (carol, dan, alice):
+        await said(client, departure)
+    await until(lambda: bool(one.factory.moderation.bans.active()))
+    for node in (one, two):
+        refused = connect(node, "203.0.113.9").take()
+        assert refused == wire.notice(wire.BANNED.format(10))
+    assert [b.address for b in await one.cluster.registry.bans(0)] == ["203.0.113.9"]
+    for client in (carol, dan, alice):
+        assert client.transport.value().count(departure) == 1  # once
+    alice.send(b"/ban zoe 10\n")  # nobody holds it
+    await said(alice, wire.notice(wire.NO_SUCH_USER.format("zoe")))
+
+
+@pytest_twisted.ensureDeferred
+async def test_while_cut_off_bans_are_refused_and_back_the_node_holds_redis_s(
+    nodes: Callable[[], Node], redis: RedisServer
+) -> None:
+    from chatproto.moderation import Ban
+
+    one = moderated(nodes())
+    await one.ready()
+    alice = await operator(one)
+    alice.send(b"/ban 198.51.100.1 10\n")
+    await said(alice, wire.notice(wire.BAN_DONE.format("198.51.100.1", 10)))
+    redis.pause()
+    try:
+        await until(lambda: not one.cluster.accepting)
+        alice.send(b"/ban 198.51.100.2 10\n")
+        await said(alice, wire.notice(wire.BAN_UNAVAILABLE))
+        alice.send(b"/unban 198.51.100.1\n")
+        await said(alice, wire.notice(wire.UNBAN_UNAVAILABLE))
+    finally:
+        redis.resume()
+    # What another node did while this one was away, unheard by it: it
+    # lifted the ban, and made another. (redis-cli blocks the reactor:
+    # this node reads the bans only after.)
+    bans = one.cluster.registry.prefix + "bans"
+    later = Ban("198.51.100.3", one.factory.clock.seconds() + 600, "zoe", "")
+    redis.cli("HDEL", bans, "198.51.100.1")
+    redis.cli("HSET", bans, "198.51.100.3", later.shared().decode())
+    await one.ready()
+    moderation = one.factory.moderation
+    await until(
+        lambda: [b.address for b in moderation.bans.active()] == [later.address]
+    )
+    assert connect(one, "198.51.100.1").take() == wire.WELCOME
+    assert connect(one, "198.51.100.2").take() == wire.WELCOME
+    refused = connect(one, "198.51.100.3").take()
+    assert refused == wire.notice(wire.BANNED.format(10))
+    alice.send(b"/unban 198.51.100.3\n")
+    await said(alice, wire.notice(wire.UNBAN_DONE.format("198.51.100.3")))
+    assert redis.cli("HLEN", bans) == "0"
+
+
 async def unbanned(node: Node) -> None:
     await until(lambda: not node.factory.moderation.bans.active())
 

@@ -18,6 +18,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from chatproto.metrics import REFUSAL_INTERVAL
 from chatproto.registry import Reach
 from chatproto.server import ChatFactory
 from chatproto.session import Session
@@ -212,4 +213,7 @@ def test_the_server_holds_whatever_clients_send(
         client.transport.loseConnection()
     world.check(final=True)
     assert world.chat.factory.sessions == {}
+    # the log of refused nicknames says its last summary, then stops
+    for _ in range(2):
+        world.chat.advance(REFUSAL_INTERVAL)
     assert world.chat.clock.getDelayedCalls() == []
