@@ -108,6 +108,7 @@ def make_plan(
     wanted: set[str],
     herd_clients: int | None = None,
     reconnect_clients: int | None = None,
+    idle_seconds: float | None = None,
 ) -> tuple[Plan, list[Scenario]]:
     if quick:
         ping, n_msg, s_msg, n_big = 5.0, 200, 20, 1000
@@ -118,6 +119,7 @@ def make_plan(
         d1, d5, drain5, idle, dfan = 20.0, 10.0, 40.0, 35.0, 15.0
         n_herd, n_re, deadline = 10_000, 5_000, 60.0
     n_herd = herd_clients or n_herd
+    idle = idle_seconds or idle
     n_re = reconnect_clients or n_re
     msg1 = Scenario(
         "msg1",
@@ -1638,6 +1640,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="clients of the reconnect scenario (default 5,000; --quick 500)",
     )
     p.add_argument(
+        "--idle",
+        type=float,
+        metavar="SECONDS",
+        help="how long the idle scenario holds its clients (default 35 s; "
+        "--quick 6 s): long enough to take in the collector's full pass "
+        "after the herd registers, whenever it comes",
+    )
+    p.add_argument(
         "--repeat",
         type=int,
         default=1,
@@ -1674,6 +1684,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             set(args.scenarios.split(",")),
             sizes.get("herd"),
             sizes.get("reconnect"),
+            sizes.get("idle"),
         )
         shown = [
             Server(
@@ -1698,6 +1709,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = wanted - set(SCENARIOS)
     if unknown:
         sys.exit(f"bench: unknown scenarios {sorted(unknown)}")
+    if args.idle is not None and not 1 <= args.idle <= 600:
+        sys.exit("bench: --idle takes 1 to 600 seconds")
     for size in (args.herd_clients, args.reconnect_clients):
         if size is not None and not 1 <= size <= 20_000:
             sys.exit("bench: --herd-clients and --reconnect-clients take 1 to 20,000")
@@ -1711,7 +1724,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if bad:
         sys.exit(f"bench: unknown servers {bad} (known: {', '.join(SERVERS)})")
     plan, runs = make_plan(
-        args.quick, wanted, args.herd_clients, args.reconnect_clients
+        args.quick, wanted, args.herd_clients, args.reconnect_clients, args.idle
     )
     global PROFILE
     PROFILE = args.profile
@@ -1838,7 +1851,11 @@ def report(
             "environment": env,
             "quick": args.quick,
             "scenarios": args.scenarios,
-            "sizes": {"herd": plan.herd.clients, "reconnect": plan.reconnect.clients},
+            "sizes": {
+                "herd": plan.herd.clients,
+                "reconnect": plan.reconnect.clients,
+                "idle": plan.big.idle,
+            },
             "servers": [
                 {
                     "key": s.key,
