@@ -33,7 +33,7 @@ from chatproto.metrics import Metrics
 from chatproto.moderation import Moderation
 from chatproto.output import Output, Transport, send_buffer, unsent
 from chatproto.registry import MemoryRegistry, Reach, Registry, nick_key
-from chatproto.session import ChatError, Session, State
+from chatproto.session import GONE, ChatError, Session, State
 
 __all__ = [
     "EVICTION_GRACE",
@@ -123,7 +123,7 @@ class ChatServerProtocol(LineReceiver):
         the connection kept. Pausing (pauseProducing) holds the lines not
         yet handed out until resumeProducing."""
         session = self.session
-        if session.state is State.GONE:
+        if session.state is GONE:
             return
         if self._discarding:
             end = data.find(b"\n")
@@ -138,7 +138,7 @@ class ChatServerProtocol(LineReceiver):
         self._buffer = lines.pop()
         limit = self.MAX_LENGTH
         for i, line in enumerate(lines):
-            if session.state is State.GONE:
+            if session.state is GONE:
                 break
             if self.paused:  # the rest waits its turn
                 self._buffer = b"\n".join([*lines[i:], self._buffer])
@@ -149,7 +149,7 @@ class ChatServerProtocol(LineReceiver):
                 self.lineLengthExceeded(line)
             else:
                 self.lineReceived(line)
-        if session.state is State.GONE:  # nothing more is read from it
+        if session.state is GONE:  # nothing more is read from it
             self._buffer = b""
         elif len(self._buffer) > limit + 1:
             start, self._buffer = self._buffer, b""
@@ -175,7 +175,7 @@ class ChatServerProtocol(LineReceiver):
         """The client closed its side of the connection (C{nc -N}, a script's
         C{shutdown}): its input is over, as if it had typed /quit after its
         last line. A last line without its newline counts as a line."""
-        if self.session.state is State.GONE:
+        if self.session.state is GONE:
             return
         if self._buffer and not self._discarding:
             self.dataReceived(b"\n")
@@ -426,7 +426,7 @@ class ChatFactory(ServerFactory):
         if self._pinger.running:
             self._pinger.stop()
         for session in tuple(self.admission.connections):
-            if session.state is not State.GONE:
+            if session.state is not GONE:
                 session.say_goodbye(
                     wire.notice(wire.STOPPING), wire.BYE, reason="shutdown"
                 )

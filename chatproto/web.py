@@ -53,7 +53,7 @@ from wsproto.utilities import LocalProtocolError
 
 from chatproto.admission import source
 from chatproto.output import Output, direct_socket, write_to
-from chatproto.session import Session, State
+from chatproto.session import GONE, Session
 
 if TYPE_CHECKING:
     from chatproto.config import ServerConfig
@@ -349,7 +349,7 @@ class ChatWebSocket:
             return
         session = self.session
         for line in message.encode().split(b"\n"):
-            if session.state is State.GONE:
+            if session.state is GONE:
                 return
             if line[-1:] == b"\r":
                 line = line[:-1]
@@ -387,7 +387,7 @@ class ChatWebSocket:
             code=code,
             reason=reason,
         )
-        if self.session.state is State.GONE:  # closing already
+        if self.session.state is GONE:  # closing already
             return
         self.frames.closing = (code, reason)
         self.session.say_goodbye()
