@@ -155,6 +155,37 @@ async def test_a_ban_by_nickname_reaches_a_user_of_the_other_node(
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_ban_whose_node_died_unanswered_is_said_unknown(
+    nodes: Callable[[], Node], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """carol's ban is answered through Redis, and waits no more; bob's node
+    hears bob's ban and dies before it answers."""
+    from twisted.internet import reactor
+
+    from chatproto import moderation
+
+    monkeypatch.setattr(moderation, "ANSWER_WAIT", 0.5)
+    one, two = moderated(nodes()), moderated(nodes())
+    await one.ready()
+    await two.ready()
+    alice = await operator(one)
+    await user(two, "bob", "203.0.113.9")
+    await user(two, "carol", "203.0.113.10")
+    alice.send(b"/ban carol 10\n")
+    await said(alice, wire.notice(wire.BAN_DONE.format("203.0.113.10", 10)))
+
+    def die(target: str, payload: bytes) -> None:
+        reactor.callLater(0, two.crash)
+
+    two.factory.moderation.heard_kick = die  # type: ignore[method-assign]
+    alice.send(b"/ban bob 10\n")
+    unknown = wire.notice(wire.BAN_UNANSWERED.format("bob"))
+    await said(alice, unknown)
+    # carol's wait, started before, ended with its answer
+    assert alice.transport.value().count("Pas de réponse".encode()) == 1
+
+
+@pytest_twisted.ensureDeferred
 async def test_while_cut_off_bans_are_refused_and_back_the_node_holds_redis_s(
     nodes: Callable[[], Node], redis: RedisServer
 ) -> None:
