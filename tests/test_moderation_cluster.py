@@ -297,13 +297,13 @@ class Process:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def register(self, nick: str) -> Line:
-        """A registered client (the node may not have joined its cluster yet:
-        it is tried again until it has)."""
+    def register(self, nick: str, source: str | None = None) -> Line:
+        """A registered client, from C{source} if given (the node may not
+        have joined its cluster yet: it is tried again until it has)."""
         deadline = time.monotonic() + DEADLINE
         while True:
             try:
-                user = Line(self.port)
+                user = Line(self.port, source)
                 break
             except OSError:
                 assert self.proc.poll() is None, self.output()
@@ -358,6 +358,61 @@ def test_two_processes_share_kicks_and_bans(tmp_path: Path) -> None:
             for node in (one, two):
                 assert Line(node.port).rest() == refusal
             assert alice.count(b"Deconnexion") == 0  # the operator stays
+        finally:
+            one.stop()
+            two.stop()
+    for node in (one, two):
+        assert "Traceback" not in node.output()
+
+
+@pytest.mark.slow
+def test_two_processes_ban_a_user_of_the_other_node_by_nickname(
+    tmp_path: Path,
+) -> None:
+    """alice on node one bans bob, a raw TCP client of node two: each user
+    comes from its own loopback address, so that the ban of bob's covers
+    bob only."""
+    operators = tmp_path / "ops"
+    operators.write_text(f"alice:{make_hash('pw', **CHEAP)}\n")
+    with running_redis(tmp_path) as server:
+        one = Process(tmp_path / "one", server, operators)
+        two = Process(tmp_path / "two", server, operators)
+        try:
+            alice = one.register("alice", "127.0.0.2")
+            carol = one.register("carol", "127.0.0.4")
+            dan = two.register("dan", "127.0.0.5")
+            bob = two.register("bob", "127.0.0.3")
+            carol.until(b"Connexion de bob")
+            alice.send(b"/op pw\n")
+            alice.until("Vous êtes opérateur".encode())
+            alice.send(b"/ban bob 5 spam\n")
+            assert bob.rest() == (
+                "Vous avez été banni par alice pour 5 minutes : spam\n"
+                "Deconnexion\n".encode()
+            )
+            departure = "Déconnection de bob (banni par alice : spam)\n".encode()
+            # the answer of bob's node, which knew its address
+            alice.until_all(
+                departure, b"L'adresse 127.0.0.3 est bannie pour 5 minutes\n"
+            )
+            refusal = b"Votre adresse est bannie de ce chat pour encore 5 minutes\n"
+            for node in (one, two):
+                assert Line(node.port, "127.0.0.3").rest() == refusal
+            for user in (carol, dan):
+                user.until(departure)
+            # lines said after the departure, on each node: nothing more of
+            # bob came before them
+            dan.send(b"fin\n")
+            for user in (alice, carol):
+                user.until(b"-dan: fin\n")
+            carol.send(b"fin aussi\n")
+            dan.until(b"-carol: fin aussi\n")
+            for user in (alice, carol, dan):
+                assert user.count(departure) == 1
+                assert user.count(b"bob") == 2  # its arrival, its departure
+            assert alice.count("Pas de réponse".encode()) == 0
+            for user in (carol, dan):
+                assert user.count(b"Deconnexion") == 0  # only bob was banned
         finally:
             one.stop()
             two.stop()
