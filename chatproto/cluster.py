@@ -33,7 +33,9 @@ Pub/sub channels belong to no database, so their names carry its number:
     chatproto:CLUSTER:DB:node:ID    "NICKKEY LINE", private lines for node ID;
                                     "!NICKKEY OPERATOR ADDRESS REASON", a kick
                                     of a user of node ID (moderation.py);
-                                    "!NICKKEY+MINUTES ...", a ban of it
+                                    "!NICKKEY+MINUTES ...", a ban of it;
+                                    "?OPKEY+NICKKEY LINE", the answer to
+                                    the ban of NICKKEY, for operator OPKEY
     chatproto:CLUSTER:DB:bans       "ORIGIN +ADDRESS<TAB>UNTIL<TAB>BY<TAB>REASON"
                                     a ban, "ORIGIN -ADDRESS" its end
 
@@ -492,6 +494,16 @@ class RedisRegistry:
         key = nick_key(target)
         ban = b"+%d" % minutes if minutes else b""
         payload = b"!" + key.encode() + ban + b" " + message
+        d = self._eval(WHISPER, self.node, key, self.node_channel_prefix, payload)
+        return d.addCallback(lambda heard: int(heard) > 0)
+
+    def answer(self, operator: str, target: str, line: bytes) -> Deferred[bool]:
+        """Send the answer to C{operator}'s ban of C{target} to the node that
+        holds C{operator} (the whisper's path, C{?OPKEY+NICKKEY}); whether a
+        node heard it."""
+        key = nick_key(operator)
+        head = b"?" + key.encode() + b"+" + nick_key(target).encode()
+        payload = head + b" " + line
         d = self._eval(WHISPER, self.node, key, self.node_channel_prefix, payload)
         return d.addCallback(lambda heard: int(heard) > 0)
 
@@ -1315,6 +1327,18 @@ class ClusterNode(service.Service):
 
         return self.registry.kick(target, message, minutes).addErrback(failed)
 
+    def answer(self, operator: str, target: str, line: bytes) -> Deferred[bool]:
+        """Carry the answer to C{operator}'s ban of C{target} to the node
+        that holds C{operator} (moderation.py)."""
+        if self.state not in _INSIDE or self._holding():
+            return fail(RegistryUnavailable("the cluster cannot be reached"))
+
+        def failed(failure: Failure) -> bool:
+            self._failed(failure)
+            raise RegistryUnavailable("the cluster cannot be reached")
+
+        return self.registry.answer(operator, target, line).addErrback(failed)
+
     # Bans (moderation.py): every node keeps a copy of the cluster's, kept up
     # to date by the bans channel, so that admitting a connection costs no
     # Redis round trip (admission is synchronous, and a herd of 10,000
@@ -1383,5 +1407,8 @@ class ClusterNode(service.Service):
                 self._heard_ban(line)
         elif channel == registry.node_channel and head.startswith(b"!"):
             chat.heard_kick(head[1:].decode("ascii", "replace"), line)
+        elif channel == registry.node_channel and head.startswith(b"?"):
+            operator, _, target = head[1:].decode("ascii", "replace").partition("+")
+            chat.moderation.heard_answer(operator, target, line)
         elif channel == registry.node_channel:
             chat.deliver_private(head.decode("ascii", "replace"), line)

@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, DeferredSemaphore, maybeDeferred, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from chatproto import wire
@@ -75,6 +75,12 @@ MAX_WAITING = 8
 
 DEFAULT_BAN_MINUTES = 60
 MAX_BAN_MINUTES = 366 * 24 * 60  # a year
+
+# How long the operator's node waits for the answer to a /ban of a user of
+# another node (that node bans the address in Redis, then answers): if it
+# died, or could not answer, meanwhile, the operator is told the outcome is
+# unknown rather than nothing at all.
+ANSWER_WAIT = 10.0
 
 
 # Passwords
@@ -361,6 +367,11 @@ class Cluster(Protocol):
     def whisper(self, target: str, line: bytes) -> Deferred[bool]:
         """Send a line to C{target}, a user of another node."""
 
+    def answer(self, operator: str, target: str, line: bytes) -> Deferred[bool]:
+        """Send C{line}, the answer to C{operator}'s ban of C{target}, to the
+        node that holds C{operator}, which hears it in L{Moderation.heard_answer};
+        fire with whether one does, and heard it."""
+
     def share_ban(self, ban: Ban) -> Deferred[None]:
         """Make the ban hold on every node (Redis, and its bans channel);
         fails when Redis cannot be reached."""
@@ -416,6 +427,9 @@ class Moderation:
         # heard meanwhile, by address (None: lifted), applied over the answer.
         self._since_read: dict[str, Ban | None] | None = None
         self._failures: dict[str | None, tuple[int, float]] = {}
+        # The bans sent to another node that have not been answered yet, by
+        # operator session and target's nickname key, oldest first.
+        self._unanswered: dict[tuple[Member, str], list[IDelayedCall]] = {}
 
     # Connections
 
@@ -430,8 +444,12 @@ class Moderation:
         return wire.notice(wire.BANNED.format(left))
 
     def forget(self, session: Member) -> None:
-        """A session closed: its operator status goes with it."""
+        """A session closed: its operator status goes with it, and its
+        waits for answers."""
         self.operating.discard(session)
+        for key in [key for key in self._unanswered if key[0] is session]:
+            for call in self._unanswered.pop(key):
+                call.cancel()
 
     def reload(self, path: str) -> bool:
         """Read the operators file again; a broken one leaves the old list
@@ -805,11 +823,15 @@ class Moderation:
         # Another node's user, maybe: that node expels it (and, for a ban,
         # resolves its address, bans it everywhere and answers the operator).
         message = f"{session.nick} {session.host or '-'} {reason}".encode()
+        if minutes:  # waiting before it is sent: the answer may come first
+            self._await_answer(session, target)
         d = self.cluster.kick(target, message, minutes)
 
         def kicked(found: bool) -> None:
             if found and minutes:
                 return  # the user's node answers, once the ban is made
+            if minutes:  # no node took it: answered here
+                self._answered(session, nick_key(target))
             if found:
                 log.info(
                     "{operator} kicked {target} (on another node): {reason}",
@@ -827,6 +849,8 @@ class Moderation:
 
         def failed(failure: Any) -> None:
             log.failure("kicking {target}", failure, target=target)
+            if minutes:
+                self._answered(session, nick_key(target))
             session.send(wire.notice(wire.KICK_UNAVAILABLE.format(target)))
 
         d.addCallbacks(kicked, failed)
@@ -882,24 +906,72 @@ class Moderation:
         member = self.room.sessions.get(nick_key(target))
         if member is None or member.nick is None:
             if minutes:  # gone meanwhile: the operator waits for an answer
-                self._tell(operator, wire.notice(wire.NO_SUCH_USER.format(target)))
+                line = wire.notice(wire.NO_SUCH_USER.format(target))
+                self._answer(operator, target, line)
             return
         self._log_kick(operator, address, member, reason, minutes)
         nick, host = member.nick, member.host
         self.expel_here(member, operator, reason, minutes)
         if minutes:
             d = self._record_ban(operator, address, host, minutes, reason, nick)
-            d.addCallback(lambda answer: self._tell(operator, answer))
+            d.addCallback(lambda line: self._answer(operator, nick, line))
             d.addErrback(lambda f: log.failure("banning {nick}", f, nick=nick))
 
-    def _tell(self, nick: str, line: bytes) -> None:
-        """A line for C{nick}, here or on another node."""
-        member = self.room.sessions.get(nick_key(nick))
-        if member is not None:
-            member.send(line)
+    def _answer(self, operator: str, target: str, line: bytes) -> None:
+        """Answer C{operator}'s ban of C{target}, here or on its node."""
+        if nick_key(operator) in self.room.sessions:
+            self.heard_answer(operator, target, line)
         elif self.cluster is not None:
-            d = self.cluster.whisper(nick, line)
-            d.addErrback(lambda f: log.failure("answering {nick}", f, nick=nick))
+            d = self.cluster.answer(operator, target, line)
+            d.addErrback(lambda f: log.failure("answering {nick}", f, nick=operator))
+
+    # Answers from the other nodes (cluster mode)
+
+    def _await_answer(self, session: Member, target: str) -> None:
+        """Wait L{ANSWER_WAIT} seconds for the answer to C{session}'s ban of
+        C{target}, a user of another node."""
+        key = (session, nick_key(target))
+        calls = self._unanswered.setdefault(key, [])
+        calls.append(
+            self.room.clock.callLater(ANSWER_WAIT, self._no_answer, key, target)
+        )
+
+    def _answered(self, session: Member, target_key: str) -> None:
+        """The oldest wait for an answer to C{session}'s ban of that user
+        ends (if one is left: it may have ended already)."""
+        calls = self._unanswered.get((session, target_key))
+        if calls:
+            calls.pop(0).cancel()
+            if not calls:
+                del self._unanswered[(session, target_key)]
+
+    def _no_answer(self, key: tuple[Member, str], target: str) -> None:
+        session = key[0]
+        calls = self._unanswered[key]
+        calls.pop(0)  # this one: the oldest
+        if not calls:
+            del self._unanswered[key]
+        log.warn(
+            "{operator}'s ban of {target} (on another node) was never answered",
+            act="ban-unanswered",
+            operator=session.nick,
+            operator_address=session.host,
+            target=target,
+            target_address=None,
+            wait=ANSWER_WAIT,
+        )
+        if session.nick is not None and self._here(session, session.nick):
+            session.send(wire.notice(wire.BAN_UNANSWERED.format(target)))
+
+    def heard_answer(self, operator: str, target: str, line: bytes) -> None:
+        """The answer to C{operator}'s ban of C{target} (C{line}, to tell
+        it), from the node that held C{target}: it ends the wait. Only an
+        operator is told (another user may have its nickname now)."""
+        session = self.room.sessions.get(nick_key(operator))
+        if session is None or session not in self.operating:
+            return
+        self._answered(session, nick_key(target))
+        session.send(line)
 
     # Bans from the other nodes (cluster mode)
 

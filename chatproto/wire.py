@@ -178,3 +178,9 @@ UNBAN_UNAVAILABLE = (
     "Erreur : levée du bannissement impossible pour le moment "
     "(cluster injoignable), réessayez plus tard"
 )
+
+# A /ban of a user of another node that its node never answered (it died,
+# or could not answer, meanwhile: chatproto/moderation.py, ANSWER_WAIT).
+BAN_UNANSWERED = (
+    "Pas de réponse du serveur de {} : bannissement incertain, vérifiez avec /bans"
+)

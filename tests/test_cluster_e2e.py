@@ -30,10 +30,15 @@ DEADLINE = 15.0  # seconds any one expected line may take
 
 
 class Line:
-    """A client on a blocking socket; it keeps everything it received."""
+    """A client on a blocking socket; it keeps everything it received.
+    C{source}: the loopback address it comes from (127.0.0.1 otherwise)."""
 
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+    def __init__(self, port: int, source: str | None = None) -> None:
+        self.sock = socket.create_connection(
+            ("127.0.0.1", port),
+            timeout=DEADLINE,
+            source_address=None if source is None else (source, 0),
+        )
         self.received = b""
         self._seen = 0  # until() looks from here on
 

@@ -700,6 +700,7 @@ class FakeKicker:
         self.holds = holds
         self.sent: list[tuple[str, bytes]] = []
         self.shared: list[Any] = []
+        self.answers: list[tuple[str, str, bytes]] = []
         self.accepting = True
         self.failing = False  # Redis goes away as a change is shared
 
@@ -723,11 +724,17 @@ class FakeKicker:
         from twisted.internet.defer import succeed
 
         self.sent.append((target, message))
-        return succeed(target in self.holds)
+        return succeed(nick_key(target) in self.holds)
 
     def whisper(self, target: str, line: bytes) -> Any:
         from twisted.internet.defer import succeed
 
+        return succeed(False)
+
+    def answer(self, operator: str, target: str, line: bytes) -> Any:
+        from twisted.internet.defer import succeed
+
+        self.answers.append((operator, target, line))
         return succeed(False)
 
 
@@ -751,6 +758,14 @@ class Link:
         from twisted.internet.defer import succeed
 
         return succeed(self.peer.factory.deliver_private(target, line))
+
+    def answer(self, operator: str, target: str, line: bytes) -> Any:
+        from twisted.internet.defer import succeed
+
+        if nick_key(operator) not in self.peer.factory.sessions:
+            return succeed(False)
+        self.peer.factory.moderation.heard_answer(operator, target, line)
+        return succeed(True)
 
     accepting = True
 
@@ -817,6 +832,116 @@ def test_a_ban_heard_for_a_user_gone_meanwhile_answers_the_operator() -> None:
     two.factory.heard_kick("bob+10", b"alice 192.0.2.1 spam")
     assert alice.take() == notice(wire.NO_SUCH_USER.format("bob"))
     assert two.factory.moderation.bans.active() == []
+
+
+def test_a_ban_another_node_never_answers_is_said_unknown_after_the_wait(
+    events: list[dict[str, Any]],
+) -> None:
+    """bob's node heard the ban, then died before it answered."""
+    chat, mod = chat_with_operators(alice="pw")
+    mod.cluster = FakeKicker({"bob"})
+    alice = op(chat, "alice", "pw")
+    alice.send(b"/ban Bob 10 spam\n")
+    chat.advance(moderation.ANSWER_WAIT - 0.1)
+    assert alice.take() == b""
+    chat.advance(0.1)
+    assert alice.take() == notice(wire.BAN_UNANSWERED.format("Bob"))
+    assert chat.clock.getDelayedCalls() == []
+    [event] = [e for e in events if e.get("act") == "ban-unanswered"]
+    assert (event["operator"], event["target"]) == ("alice", "Bob")
+    # a late answer still says what happened
+    done = notice(wire.BAN_DONE.format("203.0.113.9", 10))
+    mod.heard_answer("alice", "bob", done)
+    assert alice.take() == done
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        notice(wire.BAN_DONE.format("203.0.113.9", 10)),
+        notice(wire.NO_SUCH_USER.format("bob")),
+        notice(wire.BAN_UNAVAILABLE),
+    ],
+)
+def test_the_answer_of_the_user_s_node_ends_the_wait(line: bytes) -> None:
+    chat, mod = chat_with_operators(alice="pw")
+    mod.cluster = FakeKicker({"bob"})
+    alice = op(chat, "alice", "pw")
+    alice.send(b"/ban bob 10\n")
+    mod.heard_answer("ALICE", "bob", line)
+    assert alice.take() == line
+    assert chat.clock.getDelayedCalls() == []
+    chat.advance(moderation.ANSWER_WAIT)
+    assert alice.take() == b""
+
+
+def test_the_answer_through_the_cluster_ends_the_wait() -> None:
+    one, two = two_nodes()
+    alice = op(one, "alice", "pw")
+    two.user("bob", "203.0.113.9")
+    alice.send(b"/ban bob 10\n")
+    assert alice.take() == notice(wire.BAN_DONE.format("203.0.113.9", 10))
+    assert one.clock.getDelayedCalls() == []
+    one.advance(moderation.ANSWER_WAIT)
+    assert alice.take() == b""
+
+
+def test_each_of_two_bans_of_one_user_waits_for_its_own_answer() -> None:
+    chat, mod = chat_with_operators(alice="pw")
+    mod.cluster = FakeKicker({"bob"})
+    alice = op(chat, "alice", "pw")
+    alice.send(b"/ban bob 10\n")
+    chat.advance(1)
+    alice.send(b"/ban bob 20\n")
+    done = notice(wire.BAN_DONE.format("203.0.113.9", 10))
+    mod.heard_answer("alice", "bob", done)
+    assert alice.take() == done
+    chat.advance(moderation.ANSWER_WAIT)
+    assert alice.take() == notice(wire.BAN_UNANSWERED.format("bob"))
+    assert chat.clock.getDelayedCalls() == []
+
+
+def test_an_operator_who_leaves_leaves_no_wait_behind() -> None:
+    chat, mod = chat_with_operators(alice="pw")
+    mod.cluster = FakeKicker({"bob"})
+    alice = op(chat, "alice", "pw")
+    alice.send(b"/ban bob 10\n")
+    assert len(chat.clock.getDelayedCalls()) == 1
+    alice.send(b"/quit\n")
+    assert not alice.connected
+    assert chat.clock.getDelayedCalls() == []
+
+
+def test_an_answer_for_a_user_who_is_no_operator_is_not_delivered() -> None:
+    """The operator left, and someone else took its nickname."""
+    chat, mod = chat_with_operators(alice="pw")
+    impostor = chat.user("alice")
+    mod.heard_answer("alice", "bob", notice(wire.BAN_DONE.format("1.2.3.4", 10)))
+    assert impostor.take() == b""
+
+
+def test_a_ban_no_node_takes_or_that_cannot_be_sent_waits_for_nothing() -> None:
+    chat, mod = chat_with_operators(alice="pw")
+    mod.cluster = kicker = FakeKicker(set())
+    alice = op(chat, "alice", "pw")
+    alice.send(b"/ban zoe 10\n")
+    assert alice.take() == notice(wire.NO_SUCH_USER.format("zoe"))
+    assert chat.clock.getDelayedCalls() == []
+    kicker.accepting = True
+
+    def unreachable(target: str, message: bytes, minutes: int = 0) -> Any:
+        from twisted.internet.defer import fail
+
+        from chatproto.registry import RegistryUnavailable
+
+        return fail(RegistryUnavailable("the cluster cannot be reached"))
+
+    kicker.kick = unreachable  # type: ignore[method-assign]
+    alice.send(b"/ban zoe 10\n")
+    assert alice.take() == notice(wire.KICK_UNAVAILABLE.format("zoe"))
+    assert chat.clock.getDelayedCalls() == []
+    chat.advance(moderation.ANSWER_WAIT)
+    assert alice.take() == b""
 
 
 def test_a_kick_heard_from_another_node_answers_nobody() -> None:

@@ -155,6 +155,37 @@ async def test_a_ban_by_nickname_reaches_a_user_of_the_other_node(
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_ban_whose_node_died_unanswered_is_said_unknown(
+    nodes: Callable[[], Node], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """carol's ban is answered through Redis, and waits no more; bob's node
+    hears bob's ban and dies before it answers."""
+    from twisted.internet import reactor
+
+    from chatproto import moderation
+
+    monkeypatch.setattr(moderation, "ANSWER_WAIT", 0.5)
+    one, two = moderated(nodes()), moderated(nodes())
+    await one.ready()
+    await two.ready()
+    alice = await operator(one)
+    await user(two, "bob", "203.0.113.9")
+    await user(two, "carol", "203.0.113.10")
+    alice.send(b"/ban carol 10\n")
+    await said(alice, wire.notice(wire.BAN_DONE.format("203.0.113.10", 10)))
+
+    def die(target: str, payload: bytes) -> None:
+        reactor.callLater(0, two.crash)
+
+    two.factory.moderation.heard_kick = die  # type: ignore[method-assign]
+    alice.send(b"/ban bob 10\n")
+    unknown = wire.notice(wire.BAN_UNANSWERED.format("bob"))
+    await said(alice, unknown)
+    # carol's wait, started before, ended with its answer
+    assert alice.transport.value().count("Pas de réponse".encode()) == 1
+
+
+@pytest_twisted.ensureDeferred
 async def test_while_cut_off_bans_are_refused_and_back_the_node_holds_redis_s(
     nodes: Callable[[], Node], redis: RedisServer
 ) -> None:
@@ -266,13 +297,13 @@ class Process:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def register(self, nick: str) -> Line:
-        """A registered client (the node may not have joined its cluster yet:
-        it is tried again until it has)."""
+    def register(self, nick: str, source: str | None = None) -> Line:
+        """A registered client, from C{source} if given (the node may not
+        have joined its cluster yet: it is tried again until it has)."""
         deadline = time.monotonic() + DEADLINE
         while True:
             try:
-                user = Line(self.port)
+                user = Line(self.port, source)
                 break
             except OSError:
                 assert self.proc.poll() is None, self.output()
@@ -327,6 +358,61 @@ def test_two_processes_share_kicks_and_bans(tmp_path: Path) -> None:
             for node in (one, two):
                 assert Line(node.port).rest() == refusal
             assert alice.count(b"Deconnexion") == 0  # the operator stays
+        finally:
+            one.stop()
+            two.stop()
+    for node in (one, two):
+        assert "Traceback" not in node.output()
+
+
+@pytest.mark.slow
+def test_two_processes_ban_a_user_of_the_other_node_by_nickname(
+    tmp_path: Path,
+) -> None:
+    """alice on node one bans bob, a raw TCP client of node two: each user
+    comes from its own loopback address, so that the ban of bob's covers
+    bob only."""
+    operators = tmp_path / "ops"
+    operators.write_text(f"alice:{make_hash('pw', **CHEAP)}\n")
+    with running_redis(tmp_path) as server:
+        one = Process(tmp_path / "one", server, operators)
+        two = Process(tmp_path / "two", server, operators)
+        try:
+            alice = one.register("alice", "127.0.0.2")
+            carol = one.register("carol", "127.0.0.4")
+            dan = two.register("dan", "127.0.0.5")
+            bob = two.register("bob", "127.0.0.3")
+            carol.until(b"Connexion de bob")
+            alice.send(b"/op pw\n")
+            alice.until("Vous êtes opérateur".encode())
+            alice.send(b"/ban bob 5 spam\n")
+            assert bob.rest() == (
+                "Vous avez été banni par alice pour 5 minutes : spam\n"
+                "Deconnexion\n".encode()
+            )
+            departure = "Déconnection de bob (banni par alice : spam)\n".encode()
+            # the answer of bob's node, which knew its address
+            alice.until_all(
+                departure, b"L'adresse 127.0.0.3 est bannie pour 5 minutes\n"
+            )
+            refusal = b"Votre adresse est bannie de ce chat pour encore 5 minutes\n"
+            for node in (one, two):
+                assert Line(node.port, "127.0.0.3").rest() == refusal
+            for user in (carol, dan):
+                user.until(departure)
+            # lines said after the departure, on each node: nothing more of
+            # bob came before them
+            dan.send(b"fin\n")
+            for user in (alice, carol):
+                user.until(b"-dan: fin\n")
+            carol.send(b"fin aussi\n")
+            dan.until(b"-carol: fin aussi\n")
+            for user in (alice, carol, dan):
+                assert user.count(departure) == 1
+                assert user.count(b"bob") == 2  # its arrival, its departure
+            assert alice.count("Pas de réponse".encode()) == 0
+            for user in (carol, dan):
+                assert user.count(b"Deconnexion") == 0  # only bob was banned
         finally:
             one.stop()
             two.stop()

@@ -35,6 +35,23 @@ LINES = """() => [...document.querySelectorAll("#log li")].map((item) => [
   item.className,
   (item.querySelector(".text") ?? item).textContent,
 ])"""
+# Record, for every line put in the log from now on, its class, its text, and
+# whether the log was aria-busy then (read when the insertion is over: as a
+# screen reader's accessibility tree is updated after it, not in it).
+WATCH = """() => {
+  window.added = [];
+  const log = document.getElementById("log");
+  new MutationObserver((records) => {
+    const busy = log.getAttribute("aria-busy") === "true";
+    for (const record of records) {
+      for (const item of record.addedNodes) {
+        const text = (item.querySelector(".text") ?? item).textContent;
+        window.added.push([item.className, text, busy]);
+      }
+    }
+  }).observe(log, { childList: true });
+}"""
+QUIET = "() => !document.getElementById('log').hasAttribute('aria-busy')"
 EARLIER = "— messages précédents —"
 MISSED = "— messages manqués pendant la coupure —"
 
@@ -153,8 +170,10 @@ def test_a_page_arriving_shows_the_last_50_lines_above_the_live_ones(
     dave.until(b"-carol: ligne 60\n")
 
     alice = Page(browser, chat.url)
+    alice.page.evaluate(WATCH)
     alice.join("alice")
     expect(alice.page.locator("#log .separator")).to_have_text(EARLIER)
+    alice.page.wait_for_function(QUIET)  # the log is not left busy
     carol.send(b"en direct\n")
     expect(alice.entry("en direct")).to_be_visible()
 
@@ -164,6 +183,13 @@ def test_a_page_arriving_shows_the_last_50_lines_above_the_live_ones(
         ["separator", EARLIER],
         ["public", "en direct"],
     ]
+    # The 50 went in while the log was busy, for a screen reader not to read
+    # them out one by one; the live line as ever, announced.
+    added = alice.page.evaluate("() => window.added")
+    assert [a for a in added if a[2]] == [[*line, True] for line in history] + [
+        ["separator", EARLIER, True]
+    ]
+    assert ["public", "en direct", False] in added
     first = alice.log.locator("li").first
     expect(first.locator("time")).to_have_text(re.compile(r"^\d\d:\d\d:\d\d$"))
     expect(first.locator(".from")).to_have_text("carol")
@@ -205,17 +231,23 @@ def test_after_a_cut_the_page_shows_what_it_missed_once_at_the_cut(
     dave.until(b"-carol: pendant 6\n")
     dave.send(b"".join(b"dave pendant %d\n" % n for n in range(1, 5)))
     carol.until(b"-dave: dave pendant 4\n")
+    alice.page.evaluate(WATCH)
     cut.mend()
 
     expect(alice.page.locator("#status")).to_have_text(
         "connecté : alice", timeout=30_000
     )
     expect(alice.log.locator(".separator").last).to_have_text(MISSED)
+    alice.page.wait_for_function(QUIET)
     carol.send(b"apres\n")
     expect(alice.entry("apres")).to_be_visible()
 
     missed = [["public history", f"pendant {n}"] for n in range(1, 7)]
     missed += [["public history", f"dave pendant {n}"] for n in range(1, 5)]
+    added = alice.page.evaluate("() => window.added")
+    busy = [["separator", MISSED, True]] + [[*line, True] for line in missed]
+    assert [a for a in added if a[2]] == busy
+    assert ["public", "apres", False] in added
     assert alice.page.evaluate(LINES) == [
         ["arrival history", "carol arrive"],
         ["arrival history", "dave arrive"],

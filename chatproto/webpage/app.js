@@ -124,6 +124,7 @@ if (typeof document === "undefined") {
   const FIRST_HISTORY = 50; // lines shown on arriving
   const REMEMBERED = 500; // public lines remembered, to find what a cut missed
   const LATE = 10000; // ms a caught-up line may still come live (a cluster)
+  const QUIET = 300; // ms the log stays aria-busy after a history block goes in
 
   const $ = (id) => document.getElementById(id);
   const status = $("status");
@@ -160,6 +161,7 @@ if (typeof document === "undefined") {
   let block = null; // the lines of a history block being received
   let late = new Map(); // lines just caught up, that may still come live
   let lateTimer = null;
+  let quietTimer = null;
 
   // Connection, and reconnection with backoff
 
@@ -362,7 +364,7 @@ if (typeof document === "undefined") {
     if (!caughtUp) {
       caughtUp = true;
       if (items.length > 0) {
-        insertAt(at, [...items, makeSeparator("— messages précédents —")]);
+        insertQuietly(at, [...items, makeSeparator("— messages précédents —")]);
       }
       return;
     }
@@ -377,9 +379,9 @@ if (typeof document === "undefined") {
         items.length > 0
           ? "messages manqués pendant la coupure (d'autres ont pu être perdus)"
           : "des messages ont pu être perdus pendant la coupure";
-      insertAt(at, [makeSeparator(`— ${what} —`), ...items]);
+      insertQuietly(at, [makeSeparator(`— ${what} —`), ...items]);
     } else if (items.length > 0) {
-      insertAt(at, [makeSeparator("— messages manqués pendant la coupure —"), ...items]);
+      insertQuietly(at, [makeSeparator("— messages manqués pendant la coupure —"), ...items]);
     }
   }
 
@@ -434,6 +436,23 @@ if (typeof document === "undefined") {
     if (atBottom && !document.hidden) {
       log.lastElementChild?.scrollIntoView({ block: "end" });
     }
+  }
+
+  // A history block (50 lines on arriving, or what a cut missed) goes in
+  // while the log is aria-busy, so that a screen reader does not read out
+  // every line of it as it does a live line. The attribute stays QUIET ms,
+  // as the accessibility tree is updated after the insertion, not in it; a
+  // live line that comes meanwhile ends it first, to be announced as ever.
+  function insertQuietly(at, items) {
+    log.setAttribute("aria-busy", "true");
+    insertAt(at, items);
+    clearTimeout(quietTimer);
+    quietTimer = setTimeout(endQuiet, QUIET);
+  }
+
+  function endQuiet() {
+    clearTimeout(quietTimer);
+    log.removeAttribute("aria-busy");
   }
 
   function makeSeparator(text) {
@@ -626,6 +645,7 @@ if (typeof document === "undefined") {
   function entry(line) {
     const item = makeEntry(line);
     const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+    endQuiet();
     log.append(item);
     if (atBottom && !document.hidden) {
       item.scrollIntoView({ block: "end" });
