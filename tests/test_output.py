@@ -100,3 +100,32 @@ async def test_twisted_s_buffer_is_read_where_the_output_expects_it(
     proto.session.send(b"straight\n")
     assert unsent(transport) == 0, "the direct write went through Twisted"
     await alice.until(b"straight\n")
+
+
+@pytest_twisted.ensureDeferred
+async def test_writes_go_straight_again_once_twisted_has_sent_what_it_held(
+    server: Any,
+) -> None:
+    """A reader that fell behind and caught up gets its next lines straight
+    from the socket again, not through Twisted's buffer for ever."""
+    factory, port = server
+    alice = await register(port, "alice")
+    proto, transport = server_side(factory, "alice")
+    peer: Any = alice.transport
+    peer.pauseProducing()
+    big = b"".join(b"%07d\n" % i for i in range(200_000))  # 1.6 MB
+    proto.session.send(big)
+    before = unsent(transport)
+    assert before is not None and before > 0
+    proto.session.send(b"BEHIND\n")
+    assert unsent(transport) == before + len(b"BEHIND\n")
+    peer.resumeProducing()
+    assert (await alice.until(b"BEHIND\n")).endswith(big + b"BEHIND\n")
+    for _ in range(100):
+        if unsent(transport) == 0:
+            break
+        await deferLater(r, 0.01)
+    assert unsent(transport) == 0
+    proto.session.send(b"straight\n")
+    assert unsent(transport) == 0, "the write went through Twisted"
+    await alice.until(b"straight\n")
