@@ -1,6 +1,6 @@
 # Two commands for a fresh machine with only Python 3.11:
-#   make serve   installs into .venv on first use, then runs the server on tcp:7000
-#   make test    installs into .venv on first use, then lint, type check and tests
+#   make serve   installs the server into .venv on first use, then runs it on tcp:7000
+#   make test    adds the test tools to .venv on first use, then lint, type check and tests
 # and, for CI (.ci/run runs both):
 #   make test-lowest   the tests again, in .venv-lowest, on the lowest versions
 #                      setup.cfg allows (.ci/lowest-constraints.txt)
@@ -18,12 +18,18 @@ versions = @$(1)/python -c "import sys; from importlib.metadata import version a
 	print('$(2): pytest on Python', sys.version.split()[0] + ',', \
 	', '.join(f'{n} {v(n)}' for n in ('Twisted', 'prompt_toolkit', 'txredisapi', 'hiredis')))"
 
-.PHONY: serve test test-lowest lint typecheck unit client bench clean
+.PHONY: serve test test-lowest lint typecheck unit client bench results clean
 
-$(BIN)/.installed: setup.cfg pyproject.toml
+# What the server needs (with its optional cluster and metrics extras), and
+# nothing of the test tools.
+$(BIN)/.server: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,redis]'
+	$(BIN)/pip install --quiet -e '.[redis,metrics]'
+	touch $@
+
+$(BIN)/.installed: $(BIN)/.server
+	$(BIN)/pip install --quiet -e '.[test,redis,metrics]'
 	touch $@
 
 $(LOWEST_BIN)/.installed: setup.cfg pyproject.toml $(LOWEST)
@@ -32,10 +38,10 @@ $(LOWEST_BIN)/.installed: setup.cfg pyproject.toml $(LOWEST)
 	$(LOWEST_BIN)/pip install --quiet -c $(LOWEST) -e '.[test,redis]'
 	touch $@
 
-serve: $(BIN)/.installed
+serve: $(BIN)/.server
 	$(BIN)/twistd --pidfile= -n chat --port $(PORT) $(ARGS)
 
-client: $(BIN)/.installed
+client: $(BIN)/.server
 	$(BIN)/python -m chatproto.client $(ARGS)
 
 lint: $(BIN)/.installed
@@ -58,6 +64,11 @@ test-lowest: $(LOWEST_BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/run.py $(ARGS)
+
+# bench/RESULTS.md, regenerated from one run against every reference.
+RESULTS_ARGS ?= --servers ours,naive,ngircd,inspircd --scenarios msg1,msg5,fanout,idle,herd --repeat 2
+results: $(BIN)/.installed
+	$(BIN)/python bench/run.py $(RESULTS_ARGS) --markdown bench/RESULTS.md
 
 clean:
 	rm -rf $(VENV) $(LOWEST_VENV) build *.egg-info twisted/plugins/dropin.cache

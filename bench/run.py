@@ -32,6 +32,7 @@ import os
 import platform
 import resource
 import select
+import shlex
 import shutil
 import signal
 import socket
@@ -1587,6 +1588,9 @@ def render(
         f"Twisted {env['twisted']}, {env['ngircd']}, {env.get('inspircd', '?')}"
     )
     lines.append(header)
+    if env.get("command"):
+        lines.append("")
+        lines.append(f"Command: `{env['command']}`" if markdown else env["command"])
     lines.append("")
     if markdown:
         lines.append("| " + " | ".join(head) + " |")
@@ -1776,6 +1780,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     busy = busy_share()
     env = environment(nofile)
+    env["command"] = shlex.join(["bench/run.py", *sys.argv[1:]])
     if busy > 0.1:
         notes.append(
             f"the machine was {busy:.0%} busy with other work just before the run."

@@ -1,4 +1,4 @@
-"""Moderation: operators, kicks and bans (README, "Moderation").
+"""Moderation: operators, kicks and bans (docs/operating.md, "Moderation").
 
 Operators are listed in a file (C{--operators FILE}), one C{nick:hash} line
 each, the hash made by C{python -m chatproto.operators hash}: scrypt

@@ -186,7 +186,7 @@ class Output:
         hold bytes for it only after a write the kernel did not take all of
         (C{_held}); until then its buffer is not read. Reading it at every
         write cost 150 to 290 ns a write on a socketpair, and 5 to 6% of the
-        server's CPU per delivery at 1 line/s (README, "Bought back: the
+        server's CPU per delivery at 1 line/s (docs/architecture.md, "The
         held flag")."""
         sock = self._socket
         if sock is not None:

@@ -391,7 +391,7 @@ def test_past_the_cap_refusals_of_new_addresses_are_summed_by_reason(
 def test_a_json_log_line_of_a_departure_has_its_reason(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """What twistd --logger=chatproto.logs.json writes (see README: Logs):
+    """What twistd --logger=chatproto.logs.json writes (see docs/operating.md, "Logs"):
     one JSON object a line, the event's fields named."""
     out = io.StringIO()
     monkeypatch.setattr(server, "log", Logger(observer=logs.json(out)))
