@@ -25,7 +25,6 @@ C{operator_address}, C{target}, C{target_address}, C{reason}, C{minutes}.
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import hmac
 import ipaddress
@@ -45,6 +44,7 @@ from twisted.logger import Logger
 
 from chatproto import wire
 from chatproto.admission import source
+from chatproto.metrics import RefusalLog
 from chatproto.registry import Reach, nick_key, valid_nickname
 
 log = Logger()
@@ -168,12 +168,20 @@ def _parse_hash(stored: str) -> tuple[int, int, int, bytes, bytes]:
 # The operators file
 
 
-@functools.cache
-def _dummy_hash() -> str:
-    """What a password is checked against for a nickname the file does not
-    list: the check costs what a real one does, so that the answer's delay
-    says nothing of who is an operator. Made on first use, not on import."""
-    return make_hash(secrets.token_hex(8))
+# What a password is checked against for a nickname the file does not list:
+# a random salt and key at the default cost, so that the check costs what a
+# real one does (the answer's delay says nothing of who is an operator) and
+# matches no password; making it costs no scrypt, in any thread.
+_DUMMY_HASH = "$".join(
+    [
+        "scrypt",
+        str(SCRYPT_N),
+        str(SCRYPT_R),
+        str(SCRYPT_P),
+        _b64(secrets.token_bytes(16)),
+        _b64(secrets.token_bytes(32)),
+    ]
+)
 
 
 def parse_operators(text: str, name: str = "the operators file") -> dict[str, str]:
@@ -419,6 +427,7 @@ class Moderation:
         self.room = room
         self.checker: Checker = checker or check_here
         self._checks = DeferredSemaphore(MAX_CHECKS)
+        self._busy = RefusalLog(room.clock, act="op-failed")
         self.operators: Mapping[str, str] = operators or {}
         self.bans = bans if bans is not None else Bans(room.clock)
         self.operating: set[Member] = set()
@@ -509,13 +518,9 @@ class Moderation:
             return
         checks = self._checks
         if checks.tokens == 0 and len(checks.waiting) >= MAX_WAITING:
-            log.warn(
-                "{nick} from {address}: too many operator passwords being checked",
-                act="op-failed",
-                reason="busy",
-                nick=nick,
-                address=host,
-            )
+            # too many operator passwords being checked: logged as refusals
+            # are, or a brute force writes a thousand lines a second
+            self._busy.refused("busy", host)
             session.send(wire.notice(wire.OP_THROTTLED.format(math.ceil(OP_RETRY))))
             return
         # Counted as a failure until the check says otherwise: tries sent
@@ -524,7 +529,7 @@ class Moderation:
         self._prune(now)
         stored = self.operators.get(nick_key(nick))
         # an unknown nickname costs a check too: the delay says nothing
-        d = checks.run(self.checker, argument, stored or _dummy_hash())
+        d = checks.run(self.checker, argument, stored or _DUMMY_HASH)
         d.addCallback(lambda right: right and stored is not None)
         d.addCallbacks(
             self._checked,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any, cast
@@ -27,6 +29,8 @@ from chatproto.moderation import (
 from chatproto.operators import main as operators_main
 from chatproto.registry import nick_key
 from chatproto.testing import Chat, Client
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # A cheap scrypt for the tests (the default costs some 50 ms a check).
 CHEAP = {"n": 16, "r": 1, "p": 1}
@@ -289,13 +293,87 @@ def test_at_most_two_checks_run_at_once_eight_wait_and_more_are_throttled(
     assert [u.take() for u in users[:10]] == [b""] * 10
     assert users[10].take() == notice(wire.OP_THROTTLED.format(5))
     busy = [e for e in events if e.get("reason") == "busy"]
-    assert [(e["act"], e["nick"]) for e in busy] == [("op-failed", "u10")]
+    assert [(e["act"], e["address"], e["count"]) for e in busy] == [
+        ("op-failed", "198.51.100.10", 1)
+    ]
     checker.answer()
     assert users[0].take() == notice(wire.OP_WRONG)
     assert len(checker.pending) == 2  # the next one started
     while checker.pending:
         checker.answer()
     assert [u.take() for u in users[1:10]] == [notice(wire.OP_WRONG)] * 9
+
+
+def test_a_brute_force_kept_busy_is_logged_as_refusals_are(
+    events: list[dict[str, Any]],
+) -> None:
+    """Every /op past the checks waiting is refused, and logged as the
+    refused connections are (metrics.RefusalLog): once at once per
+    address, then one summary per interval; not a line each (950 a second
+    under a brute force)."""
+    chat, _mod, checker = held_chat()
+    for i in range(10):  # two checks running, eight waiting
+        chat.user(f"u{i}", f"198.51.100.{i}").send(b"/op nope\n")
+    attacker = chat.user("zed", "203.0.113.1")
+    other = chat.user("yan", "203.0.113.2")
+    attacker.take()
+    attacker.send(b"/op nope\n" * 1000)
+    other.send(b"/op nope\n")
+    assert attacker.take() == notice(wire.OP_THROTTLED.format(5)) * 1000
+    busy = [e for e in events if e.get("reason") == "busy"]
+    assert [(e["act"], e["address"], e["count"]) for e in busy] == [
+        ("op-failed", "203.0.113.1", 1),
+        ("op-failed", "203.0.113.2", 1),
+    ]
+    events.clear()
+    chat.advance(metrics.REFUSAL_INTERVAL)
+    [summary] = [e for e in events if e.get("reason") == "busy"]
+    assert (summary["act"], summary["address"], summary["count"]) == (
+        "op-failed",
+        "203.0.113.1",
+        999,
+    )
+    assert len(checker.pending) == 2  # the checks in line were not disturbed
+
+
+def test_an_unlisted_nickname_s_check_costs_no_scrypt_in_the_reactor() -> None:
+    """The first /op for a nickname the file does not list made the hash it
+    is checked against (84 ms of scrypt) in the reactor's thread: every user
+    waited. In a fresh process (that hash was made once, then kept), with
+    the check itself injected, an /op runs no scrypt at all."""
+    script = """
+import hashlib
+from twisted.internet.defer import succeed
+from chatproto import moderation
+from chatproto.moderation import Moderation, make_hash
+from chatproto.testing import Chat
+
+chat = Chat(flood_rate=0, ping_interval=0, join_notice_limit=0)
+table = {"alice": make_hash("pw", n=16, r=1, p=1)}
+checked = []
+
+def checker(password, stored):
+    checked.append(stored)
+    return succeed(False)
+
+chat.factory.moderation = Moderation(chat.factory, table, checker=checker)
+calls = []
+real = hashlib.scrypt
+hashlib.scrypt = lambda *a, **k: calls.append(1) or real(*a, **k)
+bob = chat.user("bob")
+bob.send(b"/op guess\\n")
+print(len(calls), bob.take().decode().strip(), checked[0].split("$")[:4])
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    # no scrypt; refused, after a check at the cost of a real one
+    assert result.stdout == (f"0 {wire.OP_WRONG} ['scrypt', '16384', '8', '1']\n")
 
 
 def test_tries_sent_before_the_first_answer_are_throttled_as_failures() -> None:
