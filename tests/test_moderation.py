@@ -3,10 +3,13 @@ and the log of every act (chatproto/moderation.py)."""
 
 from __future__ import annotations
 
+import errno
 import io
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any, cast
@@ -732,11 +735,184 @@ def test_bans_survive_a_restart_in_their_file(tmp_path: Path) -> None:
     assert Bans(chat.clock, str(path)).active() == []  # expired meanwhile
 
 
-def test_a_damaged_bans_file_is_a_sentence(tmp_path: Path) -> None:
+def failing_write(monkeypatch: pytest.MonkeyPatch, where: str, code: int) -> None:
+    """Make writing the bans file fail: at "open" (the temporary file
+    cannot be made: a read-only directory, as under the systemd unit's
+    ProtectSystem=strict) or at "flush" (the disk fills once it is open)."""
+
+    def fail(*args: object, **kwargs: object) -> Any:
+        raise OSError(code, os.strerror(code))
+
+    if where == "open":
+        monkeypatch.setattr(tempfile, "mkstemp", fail)
+    else:
+        monkeypatch.setattr(os, "fsync", fail)
+
+
+WRITES_THAT_FAIL = [("open", errno.EROFS), ("flush", errno.ENOSPC)]
+
+
+@pytest.mark.parametrize(("where", "code"), WRITES_THAT_FAIL)
+@pytest.mark.parametrize("target", ["bob", "203.0.113.9"])
+def test_a_ban_that_cannot_be_written_is_refused_and_changes_nothing(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    events: list[dict[str, Any]],
+    where: str,
+    code: int,
+    target: str,
+) -> None:
+    """Alone, the bans file is the truth: a ban holds once written there,
+    or is refused with one line; never enforced and listed but lost at the
+    next start, nor answered as made while the write failed."""
+    chat, mod = chat_with_operators(tmp_path, alice="pw")
+    alice = op(chat, "alice", "pw")
+    alice.send(b"/ban 198.51.100.1 5\n")  # one ban on disk already
     path = tmp_path / "bans.json"
-    path.write_text("{not json")
-    with pytest.raises(ValueError, match="cannot read the bans of"):
+    before = path.read_text()
+    bob = chat.user("bob", "203.0.113.9")
+    alice.take()
+    failing_write(monkeypatch, where, code)
+    alice.send(f"/ban {target} 5 spam\n".encode())
+    assert alice.take() == notice(wire.BANS_NOT_SAVED)
+    assert bob.connected and bob.take() == b""  # not kicked
+    assert chat.connect("203.0.113.9").take() == wire.WELCOME  # not enforced
+    assert [b.address for b in mod.bans.active()] == ["198.51.100.1"]
+    assert path.read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["bans.json"]  # no temp left
+    [failed] = [e for e in events if e.get("act") == "ban-failed"]
+    assert (failed["operator"], failed["address"]) == ("alice", "203.0.113.9")
+    assert failed["why"] == os.strerror(code)
+    assert [e for e in events if e.get("act") == "ban"] == [
+        e for e in events if e.get("address") == "198.51.100.1"
+    ]
+    monkeypatch.undo()  # the disk is writable again: the same ban is made
+    alice.send(f"/ban {target} 5 spam\n".encode())
+    assert not bob.connected
+    assert notice(wire.BAN_DONE.format("203.0.113.9", 5)) in alice.take()
+    assert "203.0.113.9" in path.read_text()
+
+
+@pytest.mark.parametrize(("where", "code"), WRITES_THAT_FAIL)
+def test_an_unban_that_cannot_be_written_is_refused_and_the_ban_holds(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    events: list[dict[str, Any]],
+    where: str,
+    code: int,
+) -> None:
+    chat, mod = chat_with_operators(tmp_path, alice="pw")
+    alice = op(chat, "alice", "pw")
+    alice.send(b"/ban 198.51.100.1 5\n")
+    alice.take()
+    failing_write(monkeypatch, where, code)
+    alice.send(b"/unban 198.51.100.1\n")
+    assert alice.take() == notice(wire.BANS_NOT_SAVED)
+    assert [b.address for b in mod.bans.active()] == ["198.51.100.1"]
+    assert chat.connect("198.51.100.1").take() == notice(wire.BANNED.format(5))
+    assert "198.51.100.1" in (tmp_path / "bans.json").read_text()
+    assert [e["act"] for e in events if e.get("act", "").startswith("unban")] == [
+        "unban-failed"
+    ]
+
+
+def test_a_ban_expiring_is_forgotten_even_if_the_file_cannot_be_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An expired ban left in the file is skipped when the file is read."""
+    chat, mod = chat_with_operators(tmp_path, alice="pw")
+    alice = op(chat, "alice", "pw")
+    alice.send(b"/ban 198.51.100.1 5\n")
+    failing_write(monkeypatch, "open", errno.EROFS)
+    chat.advance(300)
+    assert chat.connect("198.51.100.1").take() == wire.WELCOME
+    assert mod.bans.active() == []
+    assert Bans(chat.clock, str(tmp_path / "bans.json")).active() == []
+
+
+def test_a_cluster_s_ban_holds_on_a_node_whose_file_cannot_be_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a cluster Redis has the truth, the file is the node's copy."""
+    from chatproto.moderation import Ban
+
+    chat, mod = chat_with_operators(tmp_path, alice="pw")
+    mod.cluster = cluster = FakeKicker(set())
+    alice = op(chat, "alice", "pw")
+    failing_write(monkeypatch, "open", errno.EROFS)
+    alice.send(b"/ban 198.51.100.1 5\n")
+    assert alice.take() == notice(wire.BAN_DONE.format("198.51.100.1", 5))
+    assert [b.address for b in cluster.shared] == ["198.51.100.1"]
+    mod.heard_ban(Ban("198.51.100.2", chat.clock.seconds() + 60, "zoe", ""))
+    assert [b.address for b in mod.bans.active()] == ["198.51.100.2", "198.51.100.1"]
+
+
+GOOD_ENTRY = {"address": "192.0.2.1", "until": 4e9, "by": "alice", "reason": ""}
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ("{not json", "is not a bans file (Expecting property name"),
+        ("[]", 'is not a bans file: it must be {"bans": [...]}'),
+        ('{"bans": {}}', 'is not a bans file: it must be {"bans": [...]}'),
+        ({"bans": [GOOD_ENTRY, "192.0.2.2"]}, "entry 2: an entry must have"),
+        (
+            {"bans": [{"address": "192.0.2.2"}]},
+            'entry 1: an entry must have the fields "address", "until"',
+        ),
+        (
+            {"bans": [{**GOOD_ENTRY, "until": "soon"}]},
+            'entry 1: "until" must be a number: when it ends, in seconds '
+            "since the epoch, not 'soon'",
+        ),
+        (
+            {"bans": [{**GOOD_ENTRY, "until": True}]},
+            'entry 1: "until" must be a number',
+        ),
+        (
+            {"bans": [GOOD_ENTRY, {**GOOD_ENTRY, "by": 7}]},
+            'entry 2: "by" must be a string',
+        ),
+        (
+            {"bans": [{**GOOD_ENTRY, "address": "nowhere"}]},
+            'entry 1: "address" must be an IPv4 address or an IPv6 /64',
+        ),
+        (
+            '{"bans": [{"address": "192.0.2.1", "until": Infinity, '
+            '"by": "", "reason": ""}]}',
+            'entry 1: "until" must be a finite number',
+        ),
+    ],
+)
+def test_a_bans_file_of_the_wrong_shape_or_type_is_one_sentence(
+    tmp_path: Path, content: str | dict[str, Any], says: str
+) -> None:
+    """The sentence names the file and the entry, and says what to do;
+    neither a traceback nor Python's words (a field of the wrong type
+    stopped the start with a TypeError)."""
+    path = tmp_path / "bans.json"
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    with pytest.raises(ValueError) as e:
         Bans(Chat().clock, str(path))
+    sentence = str(e.value)
+    assert sentence.startswith(f"{path}")
+    assert says in sentence
+    assert sentence.endswith(("delete the entry.", "start with no bans."))
+    assert sentence.count("\n") == 0
+
+
+def test_a_bans_file_written_by_hand_holds_its_addresses_as_bans_do(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "bans.json"
+    entries = [
+        {**GOOD_ENTRY, "address": "2001:DB8::1", "until": 4_000_000_000},
+        {**GOOD_ENTRY, "address": "192.0.2.9", "until": 1},  # long expired
+    ]
+    path.write_text(json.dumps({"bans": entries}))
+    [ban] = Bans(Chat().clock, str(path)).active()
+    assert (ban.address, ban.until) == ("2001:db8::/64", 4e9)
 
 
 # Reloading the operators file
@@ -1098,8 +1274,15 @@ def test_a_damaged_bans_file_is_an_option_mistake(tmp_path: Path) -> None:
     from chatproto.tap import Options
 
     bans = tmp_path / "bans"
-    bans.write_text("[]")
-    with pytest.raises(UsageError, match="--bans: cannot read the bans of"):
+    bans.write_text('{"bans": [{"address": "192.0.2.1", "until": "x"}]}')
+    with pytest.raises(UsageError) as e:
+        Options().parseOptions(["--bans", str(bans)])
+    assert str(e.value) == (
+        f'--bans: {bans}, entry 1: an entry must have the fields "address", '
+        '"until", "by", "reason"; fix it, or delete the entry.'
+    )
+    bans.write_text(json.dumps({"bans": [{**GOOD_ENTRY, "until": "x"}]}))
+    with pytest.raises(UsageError, match='entry 1: "until" must be a number'):
         Options().parseOptions(["--bans", str(bans)])
 
 

@@ -50,6 +50,33 @@ def test_a_missing_operators_file_stops_the_start_with_status_2(
     )
 
 
+def test_a_bans_file_of_the_wrong_type_stops_the_start_with_status_2(
+    tmp_path: Path,
+) -> None:
+    """It stopped with a 29-line traceback and status 1."""
+    bans = tmp_path / "bans.json"
+    entry = '{"address": "192.0.2.1", "until": "soon", "by": "alice", "reason": ""}'
+    bans.write_text(f'{{"bans": [{entry}]}}')
+    result = run_twistd(tmp_path, *FOREGROUND, "chat", "--bans", str(bans))
+    assert_one_sentence(
+        result,
+        f'twistd chat: --bans: {bans}, entry 1: "until" must be a number: when '
+        "it ends, in seconds since the epoch, not 'soon'; fix it, or delete the "
+        "entry.\n",
+        2,
+    )
+    assert result.stderr.count(b"\n") == 1
+    bans.write_text('{"bans": {"192.0.2.1": 5}}')  # the wrong shape
+    result = run_twistd(tmp_path, *FOREGROUND, "chat", "--bans", str(bans))
+    assert_one_sentence(
+        result,
+        f'twistd chat: --bans: {bans} is not a bans file: it must be {{"bans": '
+        "[...]}, a list of entries; fix it, or delete it to start with no bans.\n",
+        2,
+    )
+    assert result.stderr.count(b"\n") == 1
+
+
 class Server:
     """A twistd chat with operators, its log in a file."""
 
