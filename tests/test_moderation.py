@@ -1286,6 +1286,61 @@ def test_a_damaged_bans_file_is_an_option_mistake(tmp_path: Path) -> None:
         Options().parseOptions(["--bans", str(bans)])
 
 
+@pytest.fixture
+def tap_events(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """The log events of the twistd plugin (chatproto/tap.py)."""
+    from chatproto import tap
+
+    seen: list[dict[str, Any]] = []
+    monkeypatch.setattr(tap, "log", Logger(observer=cast(ILogObserver, seen.append)))
+    return seen
+
+
+def test_sighup_without_operators_reloads_nothing_and_stops_nothing(
+    tap_events: list[dict[str, Any]],
+) -> None:
+    """SIGHUP's default ends the process (no goodbye, no departure), and
+    systemctl reload sends it: the server always handles it."""
+    import signal
+
+    from twisted.application.service import MultiService
+    from twisted.internet.testing import MemoryReactorClock
+
+    from chatproto.tap import Options, makeService
+
+    options = Options()
+    options.parseOptions(["--port=tcp:0"])
+    top = cast(MultiService, makeService(options, reactor=MemoryReactorClock()))
+    before = signal.getsignal(signal.SIGHUP)
+    top.startService()
+    try:
+        handler = signal.getsignal(signal.SIGHUP)
+        assert callable(handler)
+        handler(signal.SIGHUP, None)
+    finally:
+        top.stopService()
+    assert signal.getsignal(signal.SIGHUP) == before
+    [event] = [e for e in tap_events if e.get("act") == "reload"]
+    assert event["log_format"] == "SIGHUP: nothing to reload (no --operators)"
+
+
+def test_bans_without_operators_are_said_at_start(
+    tmp_path: Path, tap_events: list[dict[str, Any]]
+) -> None:
+    from twisted.internet.testing import MemoryReactorClock
+
+    from chatproto.tap import Options, makeService
+
+    bans = tmp_path / "bans.json"
+    options = Options()
+    options.parseOptions(["--port=tcp:0", "--bans", str(bans)])
+    makeService(options, reactor=MemoryReactorClock())
+    [warning] = [e for e in tap_events if "--bans" in e["log_format"]]
+    assert warning["path"] == str(bans)
+    assert warning["log_level"].name == "warn"
+    assert "nobody can ban or lift a ban" in warning["log_format"]
+
+
 def test_our_client_reads_the_nickname_of_a_kicked_departure() -> None:
     from chatproto.client.protocol import DEPARTURE
 
