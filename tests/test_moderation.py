@@ -1286,6 +1286,24 @@ def test_a_damaged_bans_file_is_an_option_mistake(tmp_path: Path) -> None:
         Options().parseOptions(["--bans", str(bans)])
 
 
+@pytest.mark.parametrize(
+    "name", ["operators.txt", "operators.txt.bans", "ops.bans", ".bans-k2j.tmp"]
+)
+def test_the_operators_and_bans_files_of_a_checkout_are_not_committed(
+    name: str,
+) -> None:
+    """The README makes operators.txt (password hashes) in the checkout,
+    and the server its bans beside it (the same name plus .bans)."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    result = subprocess.run(
+        ["git", "-C", str(ROOT), "check-ignore", "-q", name],
+        capture_output=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, f"{name} is not ignored by git"
+
+
 @pytest.fixture
 def tap_events(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """The log events of the twistd plugin (chatproto/tap.py)."""
