@@ -16,7 +16,9 @@ A kick takes a user out of the chat with one line saying who and why, then
 C{Deconnexion}; the others see the departure once, with the reason. A ban
 kicks, and refuses new connections from the address (its source(): an IPv6
 /64 counts as one) until it expires. The bans live in L{Bans}, kept in a
-small file (C{--bans FILE}) rewritten atomically on every change.
+small file (C{--bans FILE}) rewritten atomically on every change; on a
+server alone a ban (or an unban) that cannot be written is refused, and
+changes nothing (in a cluster, Redis has the truth).
 
 Every act is one log event with named fields: C{act}, C{operator},
 C{operator_address}, C{target}, C{target_address}, C{reason}, C{minutes}.
@@ -372,8 +374,8 @@ class Bans:
         except OSError as e:
             self.by_address = table
             log.error(
-                "cannot write the bans to {path} ({why}): they hold until "
-                "the server stops",
+                "cannot write the bans to {path} ({why}): the change holds "
+                "here, not in the file",
                 path=self.path,
                 why=e.strerror or str(e),
             )
