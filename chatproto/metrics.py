@@ -154,17 +154,20 @@ class RefusalLog:
     pairs are tracked: past that, the refusals of the pairs not tracked
     are added up by reason and summed in one event per reason and interval
     (C{address} None), until the table has room again. Every event has
-    C{act} C{refused}, C{reason}, C{address} and C{count}."""
+    C{act} (C{refused}, or another refusal's: moderation's C{op-failed}),
+    C{reason}, C{address} and C{count}."""
 
     def __init__(
         self,
         clock: IReactorTime,
         interval: float = REFUSAL_INTERVAL,
         cap: int = REFUSAL_ADDRESSES,
+        act: str = "refused",
     ) -> None:
         self.clock = clock
         self.interval = interval
         self.cap = cap
+        self.act = act
         # (reason, address) -> refusals not logged yet
         self.pending: dict[tuple[str, str | None], int] = {}
         self.overflow: dict[str, int] = {}  # reason -> refusals past the cap
@@ -180,8 +183,8 @@ class RefusalLog:
         else:
             self.pending[key] = 0
             log.info(
-                "refused {address}: {reason}",
-                act="refused",
+                "{act} {address}: {reason}",
+                act=self.act,
                 reason=reason,
                 address=address,
                 count=1,
@@ -200,8 +203,8 @@ class RefusalLog:
                 continue
             self.pending[(reason, address)] = 0
             log.info(
-                "refused {address}: {reason}, {count} more times in {seconds} s",
-                act="refused",
+                "{act} {address}: {reason}, {count} more times in {seconds} s",
+                act=self.act,
                 reason=reason,
                 address=address,
                 count=count,
@@ -210,9 +213,9 @@ class RefusalLog:
         overflow, self.overflow = self.overflow, {}
         for reason, count in overflow.items():
             log.warn(
-                "refused {count} more connections in {seconds} s: {reason} "
+                "{act} {count} more times in {seconds} s: {reason} "
                 "(from too many addresses to log each)",
-                act="refused",
+                act=self.act,
                 reason=reason,
                 address=None,
                 count=count,

@@ -16,7 +16,9 @@ A kick takes a user out of the chat with one line saying who and why, then
 C{Deconnexion}; the others see the departure once, with the reason. A ban
 kicks, and refuses new connections from the address (its source(): an IPv6
 /64 counts as one) until it expires. The bans live in L{Bans}, kept in a
-small file (C{--bans FILE}) rewritten atomically on every change.
+small file (C{--bans FILE}) rewritten atomically on every change; on a
+server alone a ban (or an unban) that cannot be written is refused, and
+changes nothing (in a cluster, Redis has the truth).
 
 Every act is one log event with named fields: C{act}, C{operator},
 C{operator_address}, C{target}, C{target_address}, C{reason}, C{minutes}.
@@ -25,7 +27,7 @@ C{operator_address}, C{target}, C{target_address}, C{reason}, C{minutes}.
 from __future__ import annotations
 
 import base64
-import functools
+import contextlib
 import hashlib
 import hmac
 import ipaddress
@@ -45,6 +47,7 @@ from twisted.logger import Logger
 
 from chatproto import wire
 from chatproto.admission import source
+from chatproto.metrics import RefusalLog
 from chatproto.registry import Reach, nick_key, valid_nickname
 
 log = Logger()
@@ -168,12 +171,20 @@ def _parse_hash(stored: str) -> tuple[int, int, int, bytes, bytes]:
 # The operators file
 
 
-@functools.cache
-def _dummy_hash() -> str:
-    """What a password is checked against for a nickname the file does not
-    list: the check costs what a real one does, so that the answer's delay
-    says nothing of who is an operator. Made on first use, not on import."""
-    return make_hash(secrets.token_hex(8))
+# What a password is checked against for a nickname the file does not list:
+# a random salt and key at the default cost, so that the check costs what a
+# real one does (the answer's delay says nothing of who is an operator) and
+# matches no password; making it costs no scrypt, in any thread.
+_DUMMY_HASH = "$".join(
+    [
+        "scrypt",
+        str(SCRYPT_N),
+        str(SCRYPT_R),
+        str(SCRYPT_P),
+        _b64(secrets.token_bytes(16)),
+        _b64(secrets.token_bytes(32)),
+    ]
+)
 
 
 def parse_operators(text: str, name: str = "the operators file") -> dict[str, str]:
@@ -262,8 +273,16 @@ class Bans:
     """The bans of one server, by address; kept in C{path} when given.
 
     The file is JSON (C{{"bans": [{"address", "until", "by", "reason"}]}}),
-    written whole on every change, to a temporary file then renamed over
-    the old one: a crash leaves the old list or the new one, never half."""
+    written whole on every change, to a temporary file (flushed to the
+    disk) then renamed over the old one: a crash leaves the old list or the
+    new one, never half.
+
+    A server alone keeps its bans in the file, their truth: a change an
+    operator makes (L{add}, L{remove}) is written before it holds, and when
+    it cannot be (a read-only directory, a full disk), OSError, and nothing
+    changed. In a cluster Redis has the truth and the file is the node's
+    copy (L{update}, L{replace}); so is a ban expiring: those hold whether
+    or not the file can be written (a failure is logged)."""
 
     def __init__(self, clock: IReactorTime, path: str | None = None) -> None:
         self.clock = clock
@@ -275,11 +294,24 @@ class Bans:
     def _load(self, path: str) -> None:
         try:
             with open(path, encoding="utf-8") as f:
-                entries = json.load(f)["bans"]
-            bans = [Ban(**entry) for entry in entries]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"cannot read the bans of {path}: {e}.") from None
+                data = json.load(f)
+        except OSError as e:
+            raise ValueError(f"cannot read {path}: {e.strerror}.") from None
+        except ValueError as e:  # not JSON, or not UTF-8
+            raise ValueError(
+                f"{path} is not a bans file ({e}); fix it, or delete it to "
+                "start with no bans."
+            ) from None
+        entries = data.get("bans") if isinstance(data, dict) else None
+        if not isinstance(entries, list):
+            raise ValueError(
+                f'{path} is not a bans file: it must be {{"bans": [...]}}, a '
+                "list of entries; fix it, or delete it to start with no bans."
+            )
         now = self.clock.seconds()
+        bans = [
+            _ban_entry(path, number, entry) for number, entry in enumerate(entries, 1)
+        ]
         self.by_address = {b.address: b for b in bans if b.until > now}
 
     def check(self, address: str | None) -> Ban | None:
@@ -289,13 +321,34 @@ class Bans:
             return None
         ban = self.by_address.get(address)
         if ban is not None and ban.until <= self.clock.seconds():
-            self.remove(address)
+            self.update(address, None)
             return None
         return ban
 
     def add(self, ban: Ban) -> None:
-        self.by_address[ban.address] = ban
-        self._save()
+        """An operator's ban: written, then held; OSError if it cannot be
+        written (nothing changed)."""
+        self._write({**self.by_address, ban.address: ban})
+
+    def remove(self, address: str) -> Ban | None:
+        """An operator lifts the ban on C{address}: written, then lifted;
+        OSError if it cannot be written (nothing changed). The ban lifted,
+        None if there was none."""
+        ban = self.by_address.get(address)
+        if ban is not None:
+            self._write({a: b for a, b in self.by_address.items() if a != address})
+        return ban
+
+    def update(self, address: str, ban: Ban | None) -> None:
+        """A change of the node's copy of the cluster's bans (C{ban} for
+        C{address}, None: none), or a ban expiring: it holds, written if
+        the file can be."""
+        if self.by_address.get(address) == ban:
+            return
+        table = {a: b for a, b in self.by_address.items() if a != address}
+        if ban is not None:
+            table[address] = ban
+        self._hold(table)
 
     def replace(self, bans: list[Ban]) -> list[Ban]:
         """Hold exactly C{bans} (a cluster's, read from Redis: the truth),
@@ -304,39 +357,85 @@ class Bans:
         theirs = {b.address: b for b in bans if b.until > now}
         new = [b for a, b in theirs.items() if self.by_address.get(a) != b]
         if theirs != self.by_address:
-            self.by_address = theirs
-            self._save()
+            self._hold(theirs)
         return new
-
-    def remove(self, address: str) -> Ban | None:
-        ban = self.by_address.pop(address, None)
-        if ban is not None:
-            self._save()
-        return ban
 
     def active(self) -> list[Ban]:
         """The bans in force, soonest to expire first."""
         now = self.clock.seconds()
-        for ban in [b for b in self.by_address.values() if b.until <= now]:
-            self.remove(ban.address)
+        if any(b.until <= now for b in self.by_address.values()):
+            self._hold({a: b for a, b in self.by_address.items() if b.until > now})
         return sorted(self.by_address.values(), key=lambda b: b.until)
 
-    def _save(self) -> None:
-        if self.path is None:
-            return
-        entries = [asdict(b) for b in self.by_address.values()]
-        folder = os.path.dirname(os.path.abspath(self.path))
-        fd, temporary = tempfile.mkstemp(dir=folder, prefix=".bans-", suffix=".tmp")
+    def _hold(self, table: dict[str, Ban]) -> None:
+        """Hold C{table}, and write it if the file can be (else log why)."""
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({"bans": entries}, f, ensure_ascii=False, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(temporary, self.path)
-        except OSError:
-            log.failure("writing the bans to {path}", path=self.path)
-            if os.path.exists(temporary):
-                os.unlink(temporary)
+            self._write(table)
+        except OSError as e:
+            self.by_address = table
+            log.error(
+                "cannot write the bans to {path} ({why}): the change holds "
+                "here, not in the file",
+                path=self.path,
+                why=e.strerror or str(e),
+            )
+
+    def _write(self, table: dict[str, Ban]) -> None:
+        """Write C{table} to the file, then hold it; OSError (the file and
+        the table as they were) when it cannot be written."""
+        if self.path is not None:
+            _write_atomically(self.path, [asdict(b) for b in table.values()])
+        self.by_address = table
+
+
+def _write_atomically(path: str, entries: list[dict[str, Any]]) -> None:
+    """C{path} holds C{entries} now, or (OSError) is as it was."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, temporary = tempfile.mkstemp(dir=folder, prefix=".bans-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"bans": entries}, f, ensure_ascii=False, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+# An entry of the bans file: its fields, their types, and what each holds.
+_BAN_FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "address": (str, "an address, as /ban takes it"),
+    "until": ((int, float), "a number: when it ends, in seconds since the epoch"),
+    "by": (str, "a string: the operator's nickname"),
+    "reason": (str, "a string"),
+}
+
+
+def _ban_entry(path: str, number: int, entry: object) -> Ban:
+    """The ban of the C{number}th entry of the file at C{path};
+    ValueError with a sentence naming the entry and the fix."""
+    where = f"{path}, entry {number}"
+    fix = "fix it, or delete the entry"
+    if not isinstance(entry, dict) or set(entry) != set(_BAN_FIELDS):
+        fields = ", ".join(f'"{name}"' for name in _BAN_FIELDS)
+        raise ValueError(f"{where}: an entry must have the fields {fields}; {fix}.")
+    for name, (kind, what) in _BAN_FIELDS.items():
+        value = entry[name]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ValueError(
+                f'{where}: "{name}" must be {what}, not {value!r:.40}; {fix}.'
+            )
+    address = ban_address(entry["address"])
+    if address is None:
+        raise ValueError(
+            f'{where}: "address" must be an IPv4 address or an IPv6 /64, '
+            f"not {entry['address']!r:.40}; {fix}."
+        )
+    if not math.isfinite(entry["until"]):
+        raise ValueError(f'{where}: "until" must be a finite number; {fix}.')
+    return Ban(address, float(entry["until"]), entry["by"], entry["reason"])
 
 
 # The room, as moderation sees it
@@ -419,6 +518,7 @@ class Moderation:
         self.room = room
         self.checker: Checker = checker or check_here
         self._checks = DeferredSemaphore(MAX_CHECKS)
+        self._busy = RefusalLog(room.clock, act="op-failed")
         self.operators: Mapping[str, str] = operators or {}
         self.bans = bans if bans is not None else Bans(room.clock)
         self.operating: set[Member] = set()
@@ -509,13 +609,9 @@ class Moderation:
             return
         checks = self._checks
         if checks.tokens == 0 and len(checks.waiting) >= MAX_WAITING:
-            log.warn(
-                "{nick} from {address}: too many operator passwords being checked",
-                act="op-failed",
-                reason="busy",
-                nick=nick,
-                address=host,
-            )
+            # too many operator passwords being checked: logged as refusals
+            # are, or a brute force writes a thousand lines a second
+            self._busy.refused("busy", host)
             session.send(wire.notice(wire.OP_THROTTLED.format(math.ceil(OP_RETRY))))
             return
         # Counted as a failure until the check says otherwise: tries sent
@@ -524,7 +620,7 @@ class Moderation:
         self._prune(now)
         stored = self.operators.get(nick_key(nick))
         # an unknown nickname costs a check too: the delay says nothing
-        d = checks.run(self.checker, argument, stored or _dummy_hash())
+        d = checks.run(self.checker, argument, stored or _DUMMY_HASH)
         d.addCallback(lambda right: right and stored is not None)
         d.addCallbacks(
             self._checked,
@@ -622,7 +718,10 @@ class Moderation:
         operator = session.nick
         assert operator is not None
         if address is not None:
-            self._ban(session, address, minutes, reason, None)
+            ban = self._hold(session, address, minutes, reason)
+            if ban is None:  # not saved: nothing changed
+                return
+            self._ban(session, ban, minutes, None)
             # whoever is connected from there now is kicked too
             for member in list(self.room.sessions.values()):
                 if member.host == address and member is not session:
@@ -631,24 +730,61 @@ class Moderation:
             return
         self._expel(session, target, reason, minutes)
 
-    def _ban(
-        self,
-        session: Member,
-        address: str | None,
-        minutes: int,
-        reason: str,
-        target: str | None,
-    ) -> None:
+    def _hold(
+        self, session: Member, address: str, minutes: int, reason: str
+    ) -> Ban | None:
+        """C{session}'s ban of C{address}, made to hold here. A server
+        alone keeps its bans in its file, their truth: the ban holds once
+        written there, and when it cannot be, nothing changes, the operator
+        is told why (None). In a cluster, Redis has the truth (see
+        L{_record_ban}) and the file is this node's copy."""
         nick = session.nick
         assert nick is not None
-        d = self._record_ban(nick, session.host, address, minutes, reason, target)
+        ban = Ban(address, self.room.clock.seconds() + 60 * minutes, nick, reason)
+        if self.cluster is not None:
+            self.bans.update(address, ban)
+            self._changed(address, ban)
+            return ban
+        try:
+            self.bans.add(ban)
+        except OSError as e:
+            self._not_saved(session, "ban", address, e)
+            return None
+        return ban
+
+    def _not_saved(
+        self, session: Member, act: str, address: str, error: OSError
+    ) -> None:
+        """The bans file could not be written for C{session}'s ban (or
+        unban) of C{address}: logged, and the operator told."""
+        log.error(
+            "the {act} of {address} by {operator} could not be written to "
+            "{path}: refused, nothing changed ({why})",
+            act=f"{act}-failed",
+            operator=session.nick,
+            operator_address=session.host,
+            address=address,
+            target_address=address,
+            path=self.bans.path,
+            why=error.strerror or str(error),
+        )
+        session.send(wire.notice(wire.BANS_NOT_SAVED))
+
+    def _ban(
+        self, session: Member, ban: Ban | None, minutes: int, target: str | None
+    ) -> None:
+        """Log C{ban} (held: L{_hold}), share it in a cluster, and answer
+        the operator."""
+        nick = session.nick
+        assert nick is not None
+        d = self._record_ban(nick, session.host, ban, minutes, target)
 
         def answer(line: bytes) -> None:
             if self._here(session, nick):  # the operator may have left
                 session.send(line)
 
         d.addCallback(answer)
-        d.addErrback(lambda f: log.failure("banning {address}", f, address=address))
+        d.addErrback(lambda f: log.failure("banning {ban}", f, ban=ban))
 
     def _cut_off(self, session: Member, text: str) -> bool:
         """In a cluster that cannot be reached, a ban or an unban would hold
@@ -669,19 +805,15 @@ class Moderation:
         self,
         operator: str,
         operator_address: str | None,
-        address: str | None,
+        ban: Ban | None,
         minutes: int,
-        reason: str,
         target: str | None,
     ) -> Deferred[bytes]:
-        """Ban C{address} (here, and on every node of a cluster), log it;
-        the line that answers the operator, once Redis holds it."""
-        if address is None:  # a user of a UNIX socket: nothing to refuse
+        """Log C{ban}, held here (and make it hold on every node of a
+        cluster); the line that answers the operator, once Redis holds it."""
+        if ban is None:  # a user of a UNIX socket: nothing to refuse
             return succeed(wire.notice(wire.KICK_DONE.format(target)))
-        until = self.room.clock.seconds() + 60 * minutes
-        ban = Ban(address, until, operator, reason)
-        self.bans.add(ban)
-        self._changed(address, ban)
+        address = ban.address
         if self.cluster is None:
             self._log_ban(operator, operator_address, ban, minutes, target)
             return succeed(wire.notice(wire.BAN_DONE.format(address, minutes)))
@@ -699,7 +831,7 @@ class Moderation:
                 why=failure.getErrorMessage(),
             )
             if self.bans.by_address.get(address) == ban:
-                self.bans.remove(address)
+                self.bans.update(address, None)
                 self._changed(address, None)
             return wire.notice(wire.BAN_UNAVAILABLE)
 
@@ -735,14 +867,20 @@ class Moderation:
             return
         if self._cut_off(session, wire.UNBAN_UNAVAILABLE):
             return
-        lifted = self.bans.remove(address)
+        lifted = self.bans.by_address.get(address)
         if lifted is None:
             session.send(wire.notice(wire.NOT_BANNED.format(address)))
             return
-        self._changed(address, None)
-        if self.cluster is None:
+        if self.cluster is None:  # the file is the truth: lifted once written
+            try:
+                self.bans.remove(address)
+            except OSError as e:
+                self._not_saved(session, "unban", address, e)
+                return
             self._unbanned(session, address)
             return
+        self.bans.update(address, None)  # Redis is the truth
+        self._changed(address, None)
         nick = session.nick
         assert nick is not None
 
@@ -758,7 +896,7 @@ class Moderation:
                 why=failure.getErrorMessage(),
             )
             if address not in self.bans.by_address:
-                self.bans.add(lifted)
+                self.bans.update(address, lifted)
                 self._changed(address, lifted)
             if self._here(session, nick):
                 session.send(wire.notice(wire.UNBAN_UNAVAILABLE))
@@ -810,10 +948,15 @@ class Moderation:
             session.send(wire.notice(wire.KICK_SELF))
             return
         if member is not None:
+            ban = None
+            if minutes and member.host is not None:  # (UNIX socket: no address)
+                ban = self._hold(session, member.host, minutes, reason)
+                if ban is None:  # not saved: nobody is kicked
+                    return
             self._log_kick(session.nick, session.host, member, reason, minutes)
             self.expel_here(member, session.nick, reason, minutes)
             if minutes:  # the ban's line answers the operator
-                self._ban(session, member.host, minutes, reason, member.nick)
+                self._ban(session, ban, minutes, member.nick)
             else:
                 session.send(wire.notice(wire.KICK_DONE.format(member.nick)))
             return
@@ -913,7 +1056,13 @@ class Moderation:
         nick, host = member.nick, member.host
         self.expel_here(member, operator, reason, minutes)
         if minutes:
-            d = self._record_ban(operator, address, host, minutes, reason, nick)
+            ban = None  # a user of a UNIX socket: no address
+            if host is not None:
+                until = self.room.clock.seconds() + 60 * minutes
+                ban = Ban(host, until, operator, reason)
+                self.bans.update(host, ban)  # a cluster's: Redis is the truth
+                self._changed(host, ban)
+            d = self._record_ban(operator, address, ban, minutes, nick)
             d.addCallback(lambda line: self._answer(operator, nick, line))
             d.addErrback(lambda f: log.failure("banning {nick}", f, nick=nick))
 
@@ -981,7 +1130,7 @@ class Moderation:
         now = self.room.clock.seconds()
         if ban.until <= now:
             return
-        self.bans.add(ban)
+        self.bans.update(ban.address, ban)
         self._changed(ban.address, ban)
         self._kick_banned(ban)
 
@@ -995,7 +1144,7 @@ class Moderation:
                 self.expel_here(member, ban.by, ban.reason, minutes)
 
     def heard_unban(self, address: str) -> None:
-        self.bans.remove(address)
+        self.bans.update(address, None)
         self._changed(address, None)
 
     def reading_bans(self) -> None:
@@ -1011,10 +1160,7 @@ class Moderation:
         changes, self._since_read = self._since_read or {}, None
         new = self.bans.replace(bans)
         for address, ban in changes.items():
-            if ban is None:
-                self.bans.remove(address)
-            else:
-                self.bans.add(ban)
+            self.bans.update(address, ban)
         for ban in new:
             if self.bans.check(ban.address) == ban:
                 self._kick_banned(ban)

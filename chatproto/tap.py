@@ -597,9 +597,10 @@ class _Listener(internet.StreamServerEndpointService):
 
 class _Reloader(service.Service):
     """Reads the operators file again on SIGHUP (a broken one leaves the
-    old list in force: see Moderation.reload)."""
+    old list in force: see Moderation.reload). Installed always: SIGHUP's
+    default is to end the process, and systemctl reload sends it."""
 
-    def __init__(self, moderation: Moderation, path: str, reactor: Any) -> None:
+    def __init__(self, moderation: Moderation, path: str | None, reactor: Any) -> None:
         self.moderation = moderation
         self.path = path
         self.reactor = reactor
@@ -616,6 +617,9 @@ class _Reloader(service.Service):
             self._previous = None
 
     def _hangup(self, signum: int, frame: object) -> None:
+        if self.path is None:
+            log.info("SIGHUP: nothing to reload (no --operators)", act="reload")
+            return
         log.info("SIGHUP: reading {path} again", path=self.path)
         self.reactor.callFromThread(self.moderation.reload, self.path)
 
@@ -653,10 +657,6 @@ def makeService(options: usage.Options, reactor: Any = None) -> service.IService
         Bans(reactor, options.get("bans")),
         check_in_threads(reactor),
     )
-    if options.get("operators") is not None:
-        _Reloader(factory.moderation, options["operators"], reactor).setServiceParent(
-            top
-        )
     if cluster is not None:
         # Here only: the cluster needs txredisapi, an optional extra that a
         # server without --redis does without.
@@ -675,6 +675,16 @@ def makeService(options: usage.Options, reactor: Any = None) -> service.IService
         # First in, so stopped last: the users' departures are announced to
         # the other nodes before the node leaves the cluster.
         node.setServiceParent(top)
+    # Always: SIGHUP would end the process otherwise.
+    _Reloader(factory.moderation, options.get("operators"), reactor).setServiceParent(
+        top
+    )
+    if options.get("bans") is not None and options.get("operators") is None:
+        log.warn(
+            "--bans without --operators: the bans in {path} hold, but nobody "
+            "can ban or lift a ban (give --operators FILE too)",
+            path=options["bans"],
+        )
     # Stopped in reverse order: stop listening first, then say goodbye.
     _Shutdown(factory).setServiceParent(top)
     port = with_backlog(options["port"], config.max_connections)

@@ -178,6 +178,13 @@ UNBAN_UNAVAILABLE = (
     "Erreur : levée du bannissement impossible pour le moment "
     "(cluster injoignable), réessayez plus tard"
 )
+# A ban or an unban of a server alone whose bans file cannot be written (a
+# read-only directory, a full disk): refused, as it would not survive a
+# restart (chatproto/moderation.py, Bans).
+BANS_NOT_SAVED = (
+    "Erreur : le fichier des bannissements ne peut pas être écrit "
+    "(voir le journal du serveur), rien n'a changé"
+)
 
 # A /ban of a user of another node that its node never answered (it died,
 # or could not answer, meanwhile: chatproto/moderation.py, ANSWER_WAIT).

@@ -3,8 +3,13 @@ and the log of every act (chatproto/moderation.py)."""
 
 from __future__ import annotations
 
+import errno
 import io
 import json
+import os
+import subprocess
+import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any, cast
@@ -27,6 +32,8 @@ from chatproto.moderation import (
 from chatproto.operators import main as operators_main
 from chatproto.registry import nick_key
 from chatproto.testing import Chat, Client
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # A cheap scrypt for the tests (the default costs some 50 ms a check).
 CHEAP = {"n": 16, "r": 1, "p": 1}
@@ -289,13 +296,87 @@ def test_at_most_two_checks_run_at_once_eight_wait_and_more_are_throttled(
     assert [u.take() for u in users[:10]] == [b""] * 10
     assert users[10].take() == notice(wire.OP_THROTTLED.format(5))
     busy = [e for e in events if e.get("reason") == "busy"]
-    assert [(e["act"], e["nick"]) for e in busy] == [("op-failed", "u10")]
+    assert [(e["act"], e["address"], e["count"]) for e in busy] == [
+        ("op-failed", "198.51.100.10", 1)
+    ]
     checker.answer()
     assert users[0].take() == notice(wire.OP_WRONG)
     assert len(checker.pending) == 2  # the next one started
     while checker.pending:
         checker.answer()
     assert [u.take() for u in users[1:10]] == [notice(wire.OP_WRONG)] * 9
+
+
+def test_a_brute_force_kept_busy_is_logged_as_refusals_are(
+    events: list[dict[str, Any]],
+) -> None:
+    """Every /op past the checks waiting is refused, and logged as the
+    refused connections are (metrics.RefusalLog): once at once per
+    address, then one summary per interval; not a line each (950 a second
+    under a brute force)."""
+    chat, _mod, checker = held_chat()
+    for i in range(10):  # two checks running, eight waiting
+        chat.user(f"u{i}", f"198.51.100.{i}").send(b"/op nope\n")
+    attacker = chat.user("zed", "203.0.113.1")
+    other = chat.user("yan", "203.0.113.2")
+    attacker.take()
+    attacker.send(b"/op nope\n" * 1000)
+    other.send(b"/op nope\n")
+    assert attacker.take() == notice(wire.OP_THROTTLED.format(5)) * 1000
+    busy = [e for e in events if e.get("reason") == "busy"]
+    assert [(e["act"], e["address"], e["count"]) for e in busy] == [
+        ("op-failed", "203.0.113.1", 1),
+        ("op-failed", "203.0.113.2", 1),
+    ]
+    events.clear()
+    chat.advance(metrics.REFUSAL_INTERVAL)
+    [summary] = [e for e in events if e.get("reason") == "busy"]
+    assert (summary["act"], summary["address"], summary["count"]) == (
+        "op-failed",
+        "203.0.113.1",
+        999,
+    )
+    assert len(checker.pending) == 2  # the checks in line were not disturbed
+
+
+def test_an_unlisted_nickname_s_check_costs_no_scrypt_in_the_reactor() -> None:
+    """The first /op for a nickname the file does not list made the hash it
+    is checked against (84 ms of scrypt) in the reactor's thread: every user
+    waited. In a fresh process (that hash was made once, then kept), with
+    the check itself injected, an /op runs no scrypt at all."""
+    script = """
+import hashlib
+from twisted.internet.defer import succeed
+from chatproto import moderation
+from chatproto.moderation import Moderation, make_hash
+from chatproto.testing import Chat
+
+chat = Chat(flood_rate=0, ping_interval=0, join_notice_limit=0)
+table = {"alice": make_hash("pw", n=16, r=1, p=1)}
+checked = []
+
+def checker(password, stored):
+    checked.append(stored)
+    return succeed(False)
+
+chat.factory.moderation = Moderation(chat.factory, table, checker=checker)
+calls = []
+real = hashlib.scrypt
+hashlib.scrypt = lambda *a, **k: calls.append(1) or real(*a, **k)
+bob = chat.user("bob")
+bob.send(b"/op guess\\n")
+print(len(calls), bob.take().decode().strip(), checked[0].split("$")[:4])
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    # no scrypt; refused, after a check at the cost of a real one
+    assert result.stdout == (f"0 {wire.OP_WRONG} ['scrypt', '16384', '8', '1']\n")
 
 
 def test_tries_sent_before_the_first_answer_are_throttled_as_failures() -> None:
@@ -654,11 +735,184 @@ def test_bans_survive_a_restart_in_their_file(tmp_path: Path) -> None:
     assert Bans(chat.clock, str(path)).active() == []  # expired meanwhile
 
 
-def test_a_damaged_bans_file_is_a_sentence(tmp_path: Path) -> None:
+def failing_write(monkeypatch: pytest.MonkeyPatch, where: str, code: int) -> None:
+    """Make writing the bans file fail: at "open" (the temporary file
+    cannot be made: a read-only directory, as under the systemd unit's
+    ProtectSystem=strict) or at "flush" (the disk fills once it is open)."""
+
+    def fail(*args: object, **kwargs: object) -> Any:
+        raise OSError(code, os.strerror(code))
+
+    if where == "open":
+        monkeypatch.setattr(tempfile, "mkstemp", fail)
+    else:
+        monkeypatch.setattr(os, "fsync", fail)
+
+
+WRITES_THAT_FAIL = [("open", errno.EROFS), ("flush", errno.ENOSPC)]
+
+
+@pytest.mark.parametrize(("where", "code"), WRITES_THAT_FAIL)
+@pytest.mark.parametrize("target", ["bob", "203.0.113.9"])
+def test_a_ban_that_cannot_be_written_is_refused_and_changes_nothing(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    events: list[dict[str, Any]],
+    where: str,
+    code: int,
+    target: str,
+) -> None:
+    """Alone, the bans file is the truth: a ban holds once written there,
+    or is refused with one line; never enforced and listed but lost at the
+    next start, nor answered as made while the write failed."""
+    chat, mod = chat_with_operators(tmp_path, alice="pw")
+    alice = op(chat, "alice", "pw")
+    alice.send(b"/ban 198.51.100.1 5\n")  # one ban on disk already
     path = tmp_path / "bans.json"
-    path.write_text("{not json")
-    with pytest.raises(ValueError, match="cannot read the bans of"):
+    before = path.read_text()
+    bob = chat.user("bob", "203.0.113.9")
+    alice.take()
+    failing_write(monkeypatch, where, code)
+    alice.send(f"/ban {target} 5 spam\n".encode())
+    assert alice.take() == notice(wire.BANS_NOT_SAVED)
+    assert bob.connected and bob.take() == b""  # not kicked
+    assert chat.connect("203.0.113.9").take() == wire.WELCOME  # not enforced
+    assert [b.address for b in mod.bans.active()] == ["198.51.100.1"]
+    assert path.read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["bans.json"]  # no temp left
+    [failed] = [e for e in events if e.get("act") == "ban-failed"]
+    assert (failed["operator"], failed["address"]) == ("alice", "203.0.113.9")
+    assert failed["why"] == os.strerror(code)
+    assert [e for e in events if e.get("act") == "ban"] == [
+        e for e in events if e.get("address") == "198.51.100.1"
+    ]
+    monkeypatch.undo()  # the disk is writable again: the same ban is made
+    alice.send(f"/ban {target} 5 spam\n".encode())
+    assert not bob.connected
+    assert notice(wire.BAN_DONE.format("203.0.113.9", 5)) in alice.take()
+    assert "203.0.113.9" in path.read_text()
+
+
+@pytest.mark.parametrize(("where", "code"), WRITES_THAT_FAIL)
+def test_an_unban_that_cannot_be_written_is_refused_and_the_ban_holds(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    events: list[dict[str, Any]],
+    where: str,
+    code: int,
+) -> None:
+    chat, mod = chat_with_operators(tmp_path, alice="pw")
+    alice = op(chat, "alice", "pw")
+    alice.send(b"/ban 198.51.100.1 5\n")
+    alice.take()
+    failing_write(monkeypatch, where, code)
+    alice.send(b"/unban 198.51.100.1\n")
+    assert alice.take() == notice(wire.BANS_NOT_SAVED)
+    assert [b.address for b in mod.bans.active()] == ["198.51.100.1"]
+    assert chat.connect("198.51.100.1").take() == notice(wire.BANNED.format(5))
+    assert "198.51.100.1" in (tmp_path / "bans.json").read_text()
+    assert [e["act"] for e in events if e.get("act", "").startswith("unban")] == [
+        "unban-failed"
+    ]
+
+
+def test_a_ban_expiring_is_forgotten_even_if_the_file_cannot_be_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An expired ban left in the file is skipped when the file is read."""
+    chat, mod = chat_with_operators(tmp_path, alice="pw")
+    alice = op(chat, "alice", "pw")
+    alice.send(b"/ban 198.51.100.1 5\n")
+    failing_write(monkeypatch, "open", errno.EROFS)
+    chat.advance(300)
+    assert chat.connect("198.51.100.1").take() == wire.WELCOME
+    assert mod.bans.active() == []
+    assert Bans(chat.clock, str(tmp_path / "bans.json")).active() == []
+
+
+def test_a_cluster_s_ban_holds_on_a_node_whose_file_cannot_be_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a cluster Redis has the truth, the file is the node's copy."""
+    from chatproto.moderation import Ban
+
+    chat, mod = chat_with_operators(tmp_path, alice="pw")
+    mod.cluster = cluster = FakeKicker(set())
+    alice = op(chat, "alice", "pw")
+    failing_write(monkeypatch, "open", errno.EROFS)
+    alice.send(b"/ban 198.51.100.1 5\n")
+    assert alice.take() == notice(wire.BAN_DONE.format("198.51.100.1", 5))
+    assert [b.address for b in cluster.shared] == ["198.51.100.1"]
+    mod.heard_ban(Ban("198.51.100.2", chat.clock.seconds() + 60, "zoe", ""))
+    assert [b.address for b in mod.bans.active()] == ["198.51.100.2", "198.51.100.1"]
+
+
+GOOD_ENTRY = {"address": "192.0.2.1", "until": 4e9, "by": "alice", "reason": ""}
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ("{not json", "is not a bans file (Expecting property name"),
+        ("[]", 'is not a bans file: it must be {"bans": [...]}'),
+        ('{"bans": {}}', 'is not a bans file: it must be {"bans": [...]}'),
+        ({"bans": [GOOD_ENTRY, "192.0.2.2"]}, "entry 2: an entry must have"),
+        (
+            {"bans": [{"address": "192.0.2.2"}]},
+            'entry 1: an entry must have the fields "address", "until"',
+        ),
+        (
+            {"bans": [{**GOOD_ENTRY, "until": "soon"}]},
+            'entry 1: "until" must be a number: when it ends, in seconds '
+            "since the epoch, not 'soon'",
+        ),
+        (
+            {"bans": [{**GOOD_ENTRY, "until": True}]},
+            'entry 1: "until" must be a number',
+        ),
+        (
+            {"bans": [GOOD_ENTRY, {**GOOD_ENTRY, "by": 7}]},
+            'entry 2: "by" must be a string',
+        ),
+        (
+            {"bans": [{**GOOD_ENTRY, "address": "nowhere"}]},
+            'entry 1: "address" must be an IPv4 address or an IPv6 /64',
+        ),
+        (
+            '{"bans": [{"address": "192.0.2.1", "until": Infinity, '
+            '"by": "", "reason": ""}]}',
+            'entry 1: "until" must be a finite number',
+        ),
+    ],
+)
+def test_a_bans_file_of_the_wrong_shape_or_type_is_one_sentence(
+    tmp_path: Path, content: str | dict[str, Any], says: str
+) -> None:
+    """The sentence names the file and the entry, and says what to do;
+    neither a traceback nor Python's words (a field of the wrong type
+    stopped the start with a TypeError)."""
+    path = tmp_path / "bans.json"
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    with pytest.raises(ValueError) as e:
         Bans(Chat().clock, str(path))
+    sentence = str(e.value)
+    assert sentence.startswith(f"{path}")
+    assert says in sentence
+    assert sentence.endswith(("delete the entry.", "start with no bans."))
+    assert sentence.count("\n") == 0
+
+
+def test_a_bans_file_written_by_hand_holds_its_addresses_as_bans_do(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "bans.json"
+    entries = [
+        {**GOOD_ENTRY, "address": "2001:DB8::1", "until": 4_000_000_000},
+        {**GOOD_ENTRY, "address": "192.0.2.9", "until": 1},  # long expired
+    ]
+    path.write_text(json.dumps({"bans": entries}))
+    [ban] = Bans(Chat().clock, str(path)).active()
+    assert (ban.address, ban.until) == ("2001:db8::/64", 4e9)
 
 
 # Reloading the operators file
@@ -1020,9 +1274,89 @@ def test_a_damaged_bans_file_is_an_option_mistake(tmp_path: Path) -> None:
     from chatproto.tap import Options
 
     bans = tmp_path / "bans"
-    bans.write_text("[]")
-    with pytest.raises(UsageError, match="--bans: cannot read the bans of"):
+    bans.write_text('{"bans": [{"address": "192.0.2.1", "until": "x"}]}')
+    with pytest.raises(UsageError) as e:
         Options().parseOptions(["--bans", str(bans)])
+    assert str(e.value) == (
+        f'--bans: {bans}, entry 1: an entry must have the fields "address", '
+        '"until", "by", "reason"; fix it, or delete the entry.'
+    )
+    bans.write_text(json.dumps({"bans": [{**GOOD_ENTRY, "until": "x"}]}))
+    with pytest.raises(UsageError, match='entry 1: "until" must be a number'):
+        Options().parseOptions(["--bans", str(bans)])
+
+
+@pytest.mark.parametrize(
+    "name", ["operators.txt", "operators.txt.bans", "ops.bans", ".bans-k2j.tmp"]
+)
+def test_the_operators_and_bans_files_of_a_checkout_are_not_committed(
+    name: str,
+) -> None:
+    """The README makes operators.txt (password hashes) in the checkout,
+    and the server its bans beside it (the same name plus .bans)."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    result = subprocess.run(
+        ["git", "-C", str(ROOT), "check-ignore", "-q", name],
+        capture_output=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, f"{name} is not ignored by git"
+
+
+@pytest.fixture
+def tap_events(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """The log events of the twistd plugin (chatproto/tap.py)."""
+    from chatproto import tap
+
+    seen: list[dict[str, Any]] = []
+    monkeypatch.setattr(tap, "log", Logger(observer=cast(ILogObserver, seen.append)))
+    return seen
+
+
+def test_sighup_without_operators_reloads_nothing_and_stops_nothing(
+    tap_events: list[dict[str, Any]],
+) -> None:
+    """SIGHUP's default ends the process (no goodbye, no departure), and
+    systemctl reload sends it: the server always handles it."""
+    import signal
+
+    from twisted.application.service import MultiService
+    from twisted.internet.testing import MemoryReactorClock
+
+    from chatproto.tap import Options, makeService
+
+    options = Options()
+    options.parseOptions(["--port=tcp:0"])
+    top = cast(MultiService, makeService(options, reactor=MemoryReactorClock()))
+    before = signal.getsignal(signal.SIGHUP)
+    top.startService()
+    try:
+        handler = signal.getsignal(signal.SIGHUP)
+        assert callable(handler)
+        handler(signal.SIGHUP, None)
+    finally:
+        top.stopService()
+    assert signal.getsignal(signal.SIGHUP) == before
+    [event] = [e for e in tap_events if e.get("act") == "reload"]
+    assert event["log_format"] == "SIGHUP: nothing to reload (no --operators)"
+
+
+def test_bans_without_operators_are_said_at_start(
+    tmp_path: Path, tap_events: list[dict[str, Any]]
+) -> None:
+    from twisted.internet.testing import MemoryReactorClock
+
+    from chatproto.tap import Options, makeService
+
+    bans = tmp_path / "bans.json"
+    options = Options()
+    options.parseOptions(["--port=tcp:0", "--bans", str(bans)])
+    makeService(options, reactor=MemoryReactorClock())
+    [warning] = [e for e in tap_events if "--bans" in e["log_format"]]
+    assert warning["path"] == str(bans)
+    assert warning["log_level"].name == "warn"
+    assert "nobody can ban or lift a ban" in warning["log_format"]
 
 
 def test_our_client_reads_the_nickname_of_a_kicked_departure() -> None:

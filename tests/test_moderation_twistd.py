@@ -50,10 +50,38 @@ def test_a_missing_operators_file_stops_the_start_with_status_2(
     )
 
 
-class Server:
-    """A twistd chat with operators, its log in a file."""
+def test_a_bans_file_of_the_wrong_type_stops_the_start_with_status_2(
+    tmp_path: Path,
+) -> None:
+    """It stopped with a 29-line traceback and status 1."""
+    bans = tmp_path / "bans.json"
+    entry = '{"address": "192.0.2.1", "until": "soon", "by": "alice", "reason": ""}'
+    bans.write_text(f'{{"bans": [{entry}]}}')
+    result = run_twistd(tmp_path, *FOREGROUND, "chat", "--bans", str(bans))
+    assert_one_sentence(
+        result,
+        f'twistd chat: --bans: {bans}, entry 1: "until" must be a number: when '
+        "it ends, in seconds since the epoch, not 'soon'; fix it, or delete the "
+        "entry.\n",
+        2,
+    )
+    assert result.stderr.count(b"\n") == 1
+    bans.write_text('{"bans": {"192.0.2.1": 5}}')  # the wrong shape
+    result = run_twistd(tmp_path, *FOREGROUND, "chat", "--bans", str(bans))
+    assert_one_sentence(
+        result,
+        f'twistd chat: --bans: {bans} is not a bans file: it must be {{"bans": '
+        "[...]}, a list of entries; fix it, or delete it to start with no bans.\n",
+        2,
+    )
+    assert result.stderr.count(b"\n") == 1
 
-    def __init__(self, directory: Path, operators: Path) -> None:
+
+class Server:
+    """A twistd chat with operators (or without: None), its log in a file."""
+
+    def __init__(self, directory: Path, operators: Path | None) -> None:
+        given = () if operators is None else ("--operators", str(operators))
         self.port = free_port()
         self.log = directory / "twistd.log"
         with open(self.log, "ab") as log:
@@ -64,8 +92,7 @@ class Server:
                     "--port",
                     f"tcp:{self.port}:interface=127.0.0.1",
                     "--ping-interval=0",
-                    "--operators",
-                    str(operators),
+                    *given,
                 ),
                 cwd=directory,
                 stdout=log,
@@ -150,3 +177,22 @@ def test_sighup_rereads_the_file_and_bans_survive_a_restart(tmp_path: Path) -> N
         )
     finally:
         again.stop()
+
+
+@pytest.mark.slow
+def test_sighup_without_operators_leaves_the_chat_serving(tmp_path: Path) -> None:
+    """systemctl reload sends SIGHUP: it ended a server started without
+    --operators ("Hangup"), its users told nothing."""
+    server = Server(tmp_path, None)
+    try:
+        alice = register(server.port, "alice")
+        server.proc.send_signal(signal.SIGHUP)
+        server.wait_for_log("SIGHUP: nothing to reload (no --operators)")
+        bob = register(server.port, "bob")
+        alice.until(b"-Connexion de bob\n")
+        alice.send(b"bonjour\n")
+        assert bob.until(b"bonjour\n").endswith(b"-alice: bonjour\n")
+        assert server.proc.poll() is None
+    finally:
+        server.stop()
+    assert "Traceback" not in server.output()
