@@ -409,7 +409,7 @@ class ChatFactory(ServerFactory):
                         act="ping",
                         nick=session.nick,
                     )
-                    session.drop("ping")
+                    session.say_goodbye(wire.notice(wire.PING_TIMEOUT), reason="ping")
                 else:
                     session.missed_pings += 1
                     session.send(wire.PING)

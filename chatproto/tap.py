@@ -241,6 +241,94 @@ def _endpoint(description: str) -> str:
     return f"tcp:{description}" if description.isdigit() else description
 
 
+def _endpoint_arguments(description: str) -> tuple[list[str], dict[str, str]]:
+    """An endpoint's positional and keyword arguments, split as Twisted
+    splits them: at each C{:}, C{name=value} a keyword (a value may hold a
+    C{=}), a backslash escaping the next character."""
+    fields: list[tuple[str | None, str]] = []
+    name: str | None = None
+    current = ""
+    chars = iter(description)
+    for char in chars:
+        if char == "\\":
+            current += next(chars, "")
+        elif char == "=" and name is None:
+            name, current = current, ""
+        elif char == ":":
+            fields.append((name, current))
+            name, current = None, ""
+        else:
+            current += char
+    fields.append((name, current))
+    args = [value for name, value in fields if name is None]
+    keywords = {name: value for name, value in fields if name is not None}
+    return args, keywords
+
+
+def tls_problem(description: str) -> str | None:
+    """What keeps an C{ssl:} endpoint's key and certificate from serving, as
+    one sentence naming the file; None when they serve (or for another
+    endpoint).
+
+    Twisted reads them as it parses the endpoint, and a missing file, a file
+    that is not PEM, an encrypted key or a key that is not the
+    certificate's ends in a traceback that names neither file (C{no start
+    line}). Its defaults are followed: C{privateKey=server.pem}, and the
+    certificate in the key's file unless C{certKey=} names another."""
+    args, keywords = _endpoint_arguments(description)
+    if args[:1] != ["ssl"]:
+        return None
+    key_file = keywords.get("privateKey", args[2] if len(args) > 2 else "server.pem")
+    cert_file = keywords.get("certKey", args[3] if len(args) > 3 else key_file)
+    files = [("privateKey", key_file), ("certKey", cert_file)]
+    files += [
+        (n, keywords[n]) for n in ("extraCertChain", "dhParameters") if n in keywords
+    ]
+    contents: dict[str, bytes] = {}
+    for argument, path in files:
+        try:
+            with open(path, "rb") as f:
+                contents[path] = f.read()
+        except OSError as e:
+            return f"cannot read {argument}={path}: {e.strerror}."
+    # Here only: an ssl: endpoint loads cryptography anyway, and a server
+    # without one does without it.
+    from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        PublicFormat,
+        load_pem_private_key,
+    )
+
+    try:
+        cert = x509.load_pem_x509_certificate(contents[cert_file])
+    except ValueError:
+        if cert_file == key_file:
+            return (
+                f"{cert_file} holds no PEM certificate; give the certificate's "
+                "file as certKey= (ssl:7443:privateKey=key.pem:certKey=cert.pem)."
+            )
+        return f"{cert_file} (certKey=) holds no PEM certificate."
+    try:
+        key = load_pem_private_key(contents[key_file], password=None)
+    except TypeError:  # it needs a passphrase, which twistd cannot ask for
+        return (
+            f"the private key in {key_file} is encrypted; write it unencrypted "
+            f"(openssl pkey -in {key_file} -out key.pem) and keep it private."
+        )
+    except (ValueError, UnsupportedAlgorithm):
+        return f"{key_file} (privateKey=) holds no PEM private key."
+    public = (Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    key_public = key.public_key().public_bytes(*public)
+    if key_public != cert.public_key().public_bytes(*public):
+        return (
+            f"the private key in {key_file} is not the certificate's in "
+            f"{cert_file}: give the key the certificate was made with."
+        )
+    return None
+
+
 # Endpoint types whose listen backlog Twisted takes as a backlog= argument.
 _BACKLOG_TYPES = ("tcp", "tcp6", "ssl", "unix")
 
@@ -282,7 +370,8 @@ class Options(usage.Options):
             "p",
             "tcp:7000",
             "Where to listen: a Twisted endpoint (tcp:7000, "
-            "tcp:7000:interface=127.0.0.1, tcp6:7000, ssl:7443:privateKey=key.pem, "
+            "tcp:7000:interface=127.0.0.1, tcp6:7000, "
+            "ssl:7443:privateKey=key.pem:certKey=cert.pem, "
             "unix:/path) or a bare port number.",
         ],
     ] + [
@@ -296,7 +385,8 @@ class Options(usage.Options):
             None,
             None,
             "Also serve the chat to browsers: the page at / and its WebSocket at "
-            "/ws, on this Twisted endpoint (tcp:8080, ssl:8443:privateKey=key.pem, "
+            "/ws, on this Twisted endpoint (tcp:8080, "
+            "ssl:8443:privateKey=key.pem:certKey=cert.pem, "
             "or a bare port number). Without it, no web server.",
         ]
     )
@@ -387,7 +477,17 @@ class Options(usage.Options):
         comma-separated."""
         self.setdefault("web_origin", []).append(origins)
 
+    def _tls_options(self) -> None:
+        """Check the key and certificate of each ssl: endpoint now, in one
+        sentence that names the file (see tls_problem)."""
+        for name in ("port", "web", "metrics"):
+            if self[name] is not None:
+                problem = tls_problem(self[name])
+                if problem is not None:
+                    raise usage.UsageError(f"--{name}: {problem}")
+
     def postOptions(self) -> None:
+        self._tls_options()
         self._moderation_options()
         if self.get("web") is not None or self.get("web_origin"):
             try:

@@ -57,6 +57,9 @@ CLUSTER_LOST = (
 )
 FLOOD = "Trop de messages trop vite : vous êtes déconnecté"
 FLOODED = (FLOOD + "\n").encode()
+# To a user cut for not answering pings (--max-missed-pings): an nc user
+# learns why, and what to type.
+PING_TIMEOUT = "Déconnecté : pas de réponse aux pings (répondez pong)"
 
 
 def departure_prefix(stamp: str) -> bytes:

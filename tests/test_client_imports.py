@@ -179,3 +179,26 @@ def test_the_client_tests_read_no_private_attribute() -> None:
             and not node.attr.endswith("__")
         }
     assert private == set()
+
+
+def test_without_twisted_the_client_says_what_to_run() -> None:
+    """From the checkout, a Python without Twisted finds the checkout's
+    twisted/ plugin folder instead (No module named 'twisted.internet'):
+    the client ends with one sentence naming the command that works, and a
+    status that is not 0. (-S: this Python without its site-packages.)"""
+    done = subprocess.run(
+        [sys.executable, "-S", "-m", "chatproto.client", "localhost", "7000"],
+        cwd=SOURCE.parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode != 0
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1
+    assert "Traceback" not in done.stderr
+    assert done.stderr.startswith(
+        f"chatproto.client needs Twisted, which {sys.executable} does not have"
+    )
+    assert ".venv/bin/python -m chatproto.client HOST PORT" in done.stderr

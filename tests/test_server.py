@@ -462,8 +462,8 @@ def test_pong_is_never_broadcast(chat: Chat) -> None:
 
 
 def test_silent_client_is_dropped_after_missed_pings() -> None:
-    """After 3 pings in a row without a pong, the next tick cuts the client,
-    and its departure is announced once."""
+    """After 3 pings in a row without a pong, the next tick tells the client
+    why and closes it, and its departure is announced once."""
     chat = Chat(ping_interval=10, max_missed_pings=3)
     alice, bob = chat.user("alice"), chat.user("bob")
     alice.take()
@@ -474,7 +474,7 @@ def test_silent_client_is_dropped_after_missed_pings() -> None:
     assert bob.connected
     chat.advance(10)
     assert not bob.connected
-    assert bob.transport.aborted
+    assert bob.take() == wire.notice(wire.PING_TIMEOUT)
     assert (
         alice.take() == b"ping\n" * 4 + chat.stamp() + "-Déconnection de bob\n".encode()
     )
@@ -482,6 +482,23 @@ def test_silent_client_is_dropped_after_missed_pings() -> None:
         alice.send(b"pong\n")
         chat.advance(10)
     assert alice.take() == b"ping\n" * 3
+
+
+def test_a_client_cut_for_missed_pings_is_told_why_in_one_line() -> None:
+    """An nc user who does not answer ping learns why it is cut, in one
+    French line that is none of the Ruby client's exit lines, then is
+    closed (not aborted: the line is sent first)."""
+    chat = Chat(ping_interval=10, max_missed_pings=1)
+    alice = chat.user("alice")
+    chat.advance(10)
+    assert alice.take() == b"ping\n"
+    chat.advance(10)
+    line = wire.notice(wire.PING_TIMEOUT)
+    assert alice.take() == line
+    assert line.count(b"\n") == 1
+    assert line.rstrip(b"\n") not in wire.CLIENT_EXITS
+    assert not alice.connected
+    assert not alice.transport.aborted
 
 
 def test_answering_pings_keeps_a_client_forever() -> None:

@@ -18,7 +18,13 @@ C{projet.py}. Its modules import one way only, each from those before it:
 
 This package itself re-exports the protocol and its events, and imports
 nothing more: importing it installs no reactor and loads no prompt_toolkit.
+Without Twisted (a Python other than the one it was installed in, which
+finds the checkout's C{twisted/} plugin folder instead), importing it ends
+the program with one sentence that says what to run: C{python -m} imports
+the package before its C{__main__}, so the package is where it is said.
 """
+
+import sys
 
 from chatproto.client.events import (
     ChatView,
@@ -36,12 +42,24 @@ from chatproto.client.events import (
     UserList,
     Welcome,
 )
-from chatproto.client.protocol import (
-    ChatClientFactory,
-    ChatClientProtocol,
-    Timings,
-    TokenBucket,
-)
+
+try:
+    from chatproto.client.protocol import (
+        ChatClientFactory,
+        ChatClientProtocol,
+        Timings,
+        TokenBucket,
+    )
+except ModuleNotFoundError as e:
+    if (e.name or "").split(".")[0] != "twisted":
+        raise
+    raise SystemExit(
+        f"chatproto.client needs Twisted, which {sys.executable} does not have "
+        f"(no module named {e.name}): in the checkout, run "
+        'make client ARGS="HOST PORT" (it installs .venv on first use) or '
+        ".venv/bin/python -m chatproto.client HOST PORT; elsewhere, "
+        "pip install . first."
+    ) from None
 
 __all__ = [
     "ChatClientFactory",
