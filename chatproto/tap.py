@@ -698,5 +698,5 @@ def makeService(options: usage.Options, reactor: Any = None) -> service.IService
         from chatproto.metrics_page import metrics_site
 
         metrics = serverFromString(reactor, options["metrics"])
-        _Listener(metrics, metrics_site(factory)).setServiceParent(top)
+        _Listener(metrics, metrics_site(factory, reactor)).setServiceParent(top)
     return top
