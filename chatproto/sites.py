@@ -22,7 +22,11 @@ L{Channel} of a L{BoundedSite}):
 
 A site speaks HTTP/1.1 only (no HTTP/2, which Twisted would offer over TLS
 with the h2 package): its channel is Twisted's L{HTTPChannel} itself, not
-the wrapper that switches protocols.
+the wrapper that switches protocols. What this relies on of that channel
+beyond its documented interface (C{allHeadersReceived} is called once a
+request's headers are in, before its body, with C{length} set from them;
+the upgrade to a WebSocket replaces C{connectionLost}) is exercised against
+the real channel by tests/test_web_site.py and tests/test_web_site_sockets.py.
 """
 
 from __future__ import annotations
