@@ -1,4 +1,9 @@
-"""Who gets in: the connection limits, and the flood memory per address."""
+"""Who gets in: the connection limits, and the flood memory per address.
+
+An L{Admission} counts connections of any kind that say where they come
+from and can be closed to make room (an L{Entrant}): the chat's sessions
+(TCP and WebSocket alike), and the HTTP connections a site holds before
+they become sessions (chatproto/sites.py), each site its own."""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import collections
 import functools
 import ipaddress
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -15,7 +20,6 @@ from chatproto import wire
 if TYPE_CHECKING:
     from chatproto.config import ServerConfig
     from chatproto.metrics import Metrics
-    from chatproto.session import Session
 
 # An unregistered connection makes room for a newcomer only once it has been
 # connected this long. A herd of honest clients reconnecting at once (a
@@ -65,10 +69,23 @@ def network(host: str | None, prefix: int, prefix6: int) -> str | None:
     return f"{socket.inet_ntop(family, number.to_bytes(len(packed), 'big'))}/{bits}"
 
 
-class Admission:
+class Entrant(Protocol):
+    """A connection as an L{Admission} counts it (a L{chatproto.session.Session}
+    is one)."""
+
+    host: str | None  # its source(): what the per-address limits count
+
+    def make_room(self) -> None:
+        """Close, as the oldest unregistered connection, for a newcomer."""
+
+
+E = TypeVar("E", bound=Entrant)
+
+
+class Admission(Generic[E]):
     """The connections of one server, counted against its limits.
 
-    Invariants: C{connections} is every session admitted and not yet
+    Invariants: C{connections} is every connection admitted and not yet
     forgotten; C{per_host} and C{per_network} count them by source() and
     network() (no zero entries); C{unregistered} is those of them that have
     no nickname yet, oldest first, with when they came. Each limit is a
@@ -86,20 +103,18 @@ class Admission:
 
             metrics = Metrics()
         self.metrics = metrics  # the room's: refusals are counted there
-        self.connections: set[Session] = set()
+        self.connections: set[E] = set()
         self.per_host: collections.Counter[str] = collections.Counter()
         self.per_network: collections.Counter[str] = collections.Counter()
         # An OrderedDict, not a dict: taking the first of a dict whose first
         # entries were deleted walks over their holes (measured with 5,000
         # entries, evicting the oldest and adding one: 4 us a step against
         # 0.17 for an OrderedDict).
-        self.unregistered: collections.OrderedDict[Session, float] = (
-            collections.OrderedDict()
-        )
+        self.unregistered: collections.OrderedDict[E, float] = collections.OrderedDict()
         self.spent_tokens: dict[str, tuple[float, float]] = {}
         self.closed = False  # the server stops: nobody new gets in
 
-    def admit(self, session: Session) -> bytes | None:
+    def admit(self, session: E) -> bytes | None:
         """Count a new connection in, or say why it is refused.
 
         Connections that never register must not keep others out: when the
@@ -140,7 +155,7 @@ class Admission:
         self.unregistered[session] = now
         return None
 
-    def _oldest_unregistered(self, now: float) -> Session | None:
+    def _oldest_unregistered(self, now: float) -> E | None:
         """The unregistered connection that came first, if it has been
         connected for EVICTION_GRACE (if it has not, none has)."""
         for session, since in self.unregistered.items():
@@ -154,11 +169,11 @@ class Admission:
             return None
         return network(host, config.network_prefix, config.network_prefix6)
 
-    def registered(self, session: Session) -> None:
+    def registered(self, session: E) -> None:
         """A connection registered its nickname: it is no squatter."""
         self.unregistered.pop(session, None)
 
-    def forget(self, session: Session) -> None:
+    def forget(self, session: E) -> None:
         """A connection is closed: it no longer counts against any limit."""
         if session not in self.connections:
             return

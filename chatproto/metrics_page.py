@@ -2,16 +2,28 @@
 
 Apart from L{chatproto.metrics} (the counters the room keeps) so that the
 room imports no web server: this module, twisted.web and prometheus-client
-are loaded only by a server started with C{--metrics}."""
+are loaded only by a server started with C{--metrics}.
+
+The site holds at most L{CONNECTIONS} connections, each for at most
+chatproto.sites.DEADLINE seconds (a scrape takes one, briefly): the
+bounds of chatproto/sites.py, so that idle or slow connections cannot hold
+descriptors or keep the scraper out."""
 
 from __future__ import annotations
 
 from typing import cast
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import Request
 
-from chatproto.metrics import RoomCollector, Watched
+from chatproto.config import ServerConfig
+from chatproto.metrics import Metrics, RoomCollector, Watched
+from chatproto.sites import BoundedSite, admission
+
+# Connections the site holds at once, from any address: a scraper or two
+# need one each, for a moment.
+CONNECTIONS = 16
 
 
 class MetricsPage(Resource):
@@ -44,11 +56,12 @@ class _Root(Resource):
         return cast(Resource, notFound())
 
 
-def metrics_site(room: Watched) -> Site:
-    """The web site of C{--metrics}: C{/metrics}, and nothing else."""
+def metrics_site(room: Watched, clock: IReactorTime) -> BoundedSite:
+    """The web site of C{--metrics}: C{/metrics}, and nothing else; at most
+    L{CONNECTIONS} connections (a refusal is logged, not counted in the
+    room's metrics), timed on C{clock}."""
     root = _Root()
     root.putChild(b"metrics", MetricsPage(room))
-    site = Site(root)
-    site.noisy = False
-    site.displayTracebacks = False
-    return site
+    bounds = ServerConfig(max_per_ip=0, max_per_network=0)
+    connections = admission(bounds, CONNECTIONS, clock, Metrics(clock))
+    return BoundedSite(root, clock, connections)

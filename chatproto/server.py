@@ -224,7 +224,7 @@ class ChatFactory(ServerFactory):
         self.sessions: dict[str, Session] = {}
         self.metrics = Metrics(clock)  # chatproto/metrics.py: what --metrics serves
         self.fanout = FanOut(config, clock, self.sessions, self.metrics)
-        self.admission = Admission(config, clock, self.metrics)
+        self.admission: Admission[Session] = Admission(config, clock, self.metrics)
         self.stopping = False
         self._stopped: Deferred[None] | None = None
         self._pinger = LoopingCall(self._ping)

@@ -590,12 +590,16 @@ def _number(name: str, text: str, kind: type, least: float) -> float | int:
     return value
 
 
-def _raise_file_limit(wanted: int) -> int:
-    """Raise the soft limit on open files toward C{wanted} plus a margin; return
-    how many connections fit under it."""
-    margin = 64
+# Descriptors a server uses besides its connections: the listening sockets,
+# the log, Redis, the reactor's own, and connections being refused.
+FILE_MARGIN = 64
+
+
+def _raise_file_limit(wanted: int) -> int | None:
+    """Raise the soft limit on open files toward C{wanted} descriptors plus
+    FILE_MARGIN; return the soft limit (None: no limit)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted + margin
+    target = wanted + FILE_MARGIN
     if soft != resource.RLIM_INFINITY and soft < target:
         new = target if hard == resource.RLIM_INFINITY else min(target, hard)
         try:
@@ -603,9 +607,69 @@ def _raise_file_limit(wanted: int) -> int:
             soft = new
         except (ValueError, OSError):
             pass
-    if soft == resource.RLIM_INFINITY:
-        return wanted
-    return max(1, min(wanted, soft - margin))
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def _other_sites(options: usage.Options, config: ServerConfig) -> dict[str, int]:
+    """The connections the other sites hold besides the chat's sessions, by
+    site: the web site's before their handshake, the metrics site's."""
+    sites = {}
+    if options.get("web") is not None:
+        from chatproto.web import pending_limit
+
+        sites["the web site"] = pending_limit(config)
+    if options.get("metrics") is not None:
+        from chatproto.metrics_page import CONNECTIONS
+
+        sites["the metrics site"] = CONNECTIONS
+    return sites
+
+
+def _fit_file_limit(options: usage.Options, config: ServerConfig) -> ServerConfig:
+    """One budget of descriptors for every front end: the chat's sessions
+    (TCP and WebSocket: --max-connections), the web site's connections not
+    yet WebSockets, and the metrics site's, under the open-file limit (raised
+    when it can be). When they do not fit, --max-connections is lowered to
+    the most that fits with the others (the web site's bound follows it),
+    and the server says so in one sentence; when no session fits at all,
+    it cannot start."""
+
+    def needs(connections: int) -> int:
+        fitted = dataclasses.replace(config, max_connections=connections)
+        return connections + sum(_other_sites(options, fitted).values())
+
+    limit = _raise_file_limit(needs(config.max_connections))
+    if limit is None or needs(config.max_connections) <= limit - FILE_MARGIN:
+        return config
+    fitting, most = 0, config.max_connections  # the most that fits: bisected
+    while fitting < most:
+        middle = (fitting + most + 1) // 2
+        if needs(middle) <= limit - FILE_MARGIN:
+            fitting = middle
+        else:
+            most = middle - 1
+    fitted = dataclasses.replace(config, max_connections=max(1, fitting))
+    them = "".join(
+        f", {n} for {site}" for site, n in _other_sites(options, fitted).items()
+    )
+    if fitting < 1:
+        sentence = (
+            f"the open-file limit ({limit}) is too low for these options: "
+            f"{FILE_MARGIN} descriptors for the server itself{them} leave none "
+            "for the chat; raise it (ulimit -n, or LimitNOFILE= under systemd)."
+        )
+        log.error("{sentence}", sentence=sentence)
+        _tell(sentence)
+        raise SystemExit(1)
+    sentence = (
+        f"the open-file limit ({limit}) fits {fitting} chat connections "
+        f"beside {FILE_MARGIN} descriptors for the server itself{them}: "
+        f"--max-connections lowered from {config.max_connections} to {fitting} "
+        "(raise the limit with ulimit -n, or LimitNOFILE= under systemd)."
+    )
+    log.warn("{sentence}", sentence=sentence)
+    _tell(sentence)
+    return fitted
 
 
 class CannotStart(SystemExit, Exception):
@@ -740,14 +804,7 @@ def makeService(options: usage.Options, reactor: Any = None) -> service.IService
     a test gives another (it must provide time, TCP and the core)."""
     if reactor is None:
         from twisted.internet import reactor
-    config: ServerConfig = options["config"]
-    fitting = _raise_file_limit(config.max_connections)
-    if fitting < config.max_connections:
-        log.warn(
-            "only {n} connections fit under the open-file limit",
-            n=fitting,
-        )
-        config = dataclasses.replace(config, max_connections=fitting)
+    config = _fit_file_limit(options, options["config"])
     top = service.MultiService()
     cluster: ClusterConfig | None = options.get("cluster_config")
     factory = ChatFactory(config, clock=reactor)
@@ -808,5 +865,5 @@ def makeService(options: usage.Options, reactor: Any = None) -> service.IService
         from chatproto.metrics_page import metrics_site
 
         metrics = serverFromString(reactor, options["metrics"])
-        _Listener(metrics, metrics_site(factory)).setServiceParent(top)
+        _Listener(metrics, metrics_site(factory, reactor)).setServiceParent(top)
     return top

@@ -21,6 +21,9 @@ here is framing only, and the limits Twisted's WebSocket lacks:
    a TCP user, and the page answers each C{ping} line with C{pong};
  - output to a browser that stops reading is bounded by --max-output, by
    the very L{Output} a TCP connection has, over L{Frames}.
+ - until its handshake, a connection is the site's, bounded and timed as
+   chatproto/sites.py says (the chat counts it once it is a WebSocket,
+   as a TCP connection, L{_Builder}).
 
 Two things here go past the documented interface of Twisted's WebSocket
 wire protocol. L{_Capped} replaces its two message buffers (the private
@@ -37,7 +40,6 @@ restart the server.
 from __future__ import annotations
 
 import contextlib
-from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 from urllib.parse import urlsplit
@@ -47,13 +49,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.pages import notFound
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import Request
 from twisted.web.websocket import WebSocketResource
 from wsproto.utilities import LocalProtocolError
 
 from chatproto.admission import source
 from chatproto.output import Output, direct_socket, write_to
 from chatproto.session import GONE, Session
+from chatproto.sites import BoundedSite, Channel, admission
 
 if TYPE_CHECKING:
     from chatproto.config import ServerConfig
@@ -493,6 +496,9 @@ class _Builder:
         self.factory = factory
 
     def buildProtocol(self, request: Request) -> ChatWebSocket:
+        """Called as the connection becomes a WebSocket: it leaves the
+        site's count, for the chat's (L{Channel.upgraded})."""
+        cast(Channel, request.channel).upgraded()
         address = request.getClientAddress()
         return ChatWebSocket(self.factory, source(getattr(address, "host", None)))
 
@@ -524,47 +530,10 @@ class _PageFile(Resource):
         return self.render_GET(request)
 
 
-class _SecureSite(Site):
+class _SecureSite(BoundedSite):
     """The site, whose every response carries the security headers (the
     page's, its files', a 404's, a refused handshake's), and whose
-    connections are bounded as the chat's are.
-
-    A connection to the site is not a session until its handshake is done:
-    until then the L{Admission} does not count it, and an HTTP connection
-    that sends nothing holds its file descriptor for Twisted's idle timeout
-    (60 s). So the site itself refuses a connection past --max-connections
-    open in all, or past --max-per-ip from one address (0: no limit); a
-    refused one is closed at once, with no answer."""
-
-    def __init__(self, resource: Resource, config: ServerConfig, **kwargs: Any):
-        super().__init__(resource, **kwargs)
-        self.config = config
-        self.open = 0
-        self.per_host: Counter[str] = Counter()
-
-    def buildProtocol(self, addr: Any) -> Any:
-        config = self.config
-        host = source(getattr(addr, "host", None)) if config.max_per_ip else None
-        if self.open >= config.max_connections or (
-            host is not None and self.per_host[host] >= config.max_per_ip
-        ):
-            return None
-        protocol = super().buildProtocol(addr)
-        self.open += 1
-        if host is not None:
-            self.per_host[host] += 1
-        lost = protocol.connectionLost
-
-        def connection_lost(reason: Failure) -> None:
-            self.open -= 1
-            if host is not None:
-                self.per_host[host] -= 1
-                if not self.per_host[host]:
-                    del self.per_host[host]
-            lost(reason)
-
-        protocol.connectionLost = connection_lost
-        return protocol
+    connections are bounded (chatproto/sites.py) until they are WebSockets."""
 
     def getResourceFor(self, request: Request) -> Resource:
         for name, value in SECURITY_HEADERS:
@@ -575,15 +544,22 @@ class _SecureSite(Site):
         """No access log: the chat logs who joins and leaves, as for TCP."""
 
 
-def site(factory: ChatFactory, origins: frozenset[str] = frozenset()) -> Site:
-    """The page at C{/}, its two files, and the WebSocket at C{/ws}; nothing
-    else (no directory listing). Timeouts run on the chat's clock."""
+def pending_limit(config: ServerConfig) -> int:
+    """The connections the site holds before they are WebSockets: a quarter
+    of --max-connections, and at least 64 (a page load opens up to six)."""
+    return max(64, config.max_connections // 4)
+
+
+def site(factory: ChatFactory, origins: frozenset[str] = frozenset()) -> BoundedSite:
+    """The page at C{/}, its files, and the WebSocket at C{/ws}; nothing
+    else (no directory listing). Timeouts run on the chat's clock; refused
+    connections count in the chat's metrics."""
     root = _Root()
     for name, content_type in PAGE_FILES.items():
         page = _PageFile((PAGE / name).read_bytes(), content_type)
         root.putChild(b"" if name == "index.html" else name.encode(), page)
     root.putChild(b"ws", ChatWebSocketResource(factory, origins))
-    web = _SecureSite(root, factory.config, reactor=factory.clock)
-    web.displayTracebacks = False
-    web.noisy = False
-    return web
+    connections = admission(
+        factory.config, pending_limit(factory.config), factory.clock, factory.metrics
+    )
+    return _SecureSite(root, factory.clock, connections)

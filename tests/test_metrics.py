@@ -256,7 +256,7 @@ async def test_metrics_are_served_over_http_to_a_real_scrape() -> None:
     chat.user("alice").send(b"bonjour\n")
     chat.user("bob")
     endpoint = TCP4ServerEndpoint(r, 0, interface="127.0.0.1")
-    port = await endpoint.listen(metrics_site(chat.factory))
+    port = await endpoint.listen(metrics_site(chat.factory, r))
     try:
         url = f"http://127.0.0.1:{port.getHost().port}/metrics".encode()
         response = await Agent(r).request(b"GET", url)

@@ -4,7 +4,6 @@ StringTransport and a Clock, a wsproto client on the browser's side."""
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import pytest
 from twisted.internet.address import IPv4Address
@@ -434,29 +433,6 @@ def test_the_page_has_no_inline_script_or_style_and_labels_its_fields() -> None:
     assert '<label for="message">Message</label>' in html
     assert 'role="log" aria-live="polite"' in html
     assert "innerHTML" not in (PAGE / "app.js").read_text()
-
-
-def test_connections_to_the_site_are_bounded_before_their_handshake() -> None:
-    """Until its handshake, a connection is no session and the chat does not
-    count it: the site refuses one past --max-per-ip from an address, or
-    past --max-connections in all, and counts a closed one out."""
-    chat = Chat(max_per_ip=2, max_connections=3)
-    web = site(chat.factory)
-
-    def connect(host: str) -> Any:
-        return web.buildProtocol(IPv4Address("TCP", host, 1))
-
-    first, second = connect("192.0.2.1"), connect("192.0.2.1")
-    assert first is not None and second is not None
-    assert connect("192.0.2.1") is None  # a third from one address
-    third = connect("192.0.2.2")
-    assert third is not None
-    assert connect("192.0.2.3") is None  # a fourth in all
-    transport = RecordingTransport()
-    transport.protocol = first
-    first.makeConnection(transport)
-    transport.loseConnection()  # one closes: its place is free again
-    assert connect("192.0.2.1") is not None
 
 
 def test_a_browser_counts_as_the_web_front_end(chat: Chat) -> None:
