@@ -22,13 +22,17 @@ here is framing only, and the limits Twisted's WebSocket lacks:
  - output to a browser that stops reading is bounded by --max-output, by
    the very L{Output} a TCP connection has, over L{Frames}.
 
-Two things here go past the documented interface of Twisted's WebSocket
-wire protocol. L{_Capped} replaces its two message buffers (the private
+Three things here go past the documented interface of Twisted's WebSocket.
+L{_Capped} replaces its wire protocol's two message buffers (the private
 C{_textBuffer} and C{_bytesBuffer}), as Twisted has no size limit of its
 own: if a Twisted release renames them, every WebSocket is refused at once
 (never served without the limit), and tests/test_web.py fails. L{_Lingering}
 replaces its C{transport} (a public attribute), so that a close the server
-starts does not lose its close frame to a reset.
+starts does not lose its close frame to a reset. And
+L{ChatWebSocketResource} hands the WebSocket the bytes that came in the
+handshake's own read (the HTTP channel's C{rawDataReceived}, where they
+would be kept for a next request that never comes); tests/test_web.py
+checks that too.
 
 The page's files are read once, when the site is made: after editing them,
 restart the server.
@@ -47,7 +51,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.pages import notFound
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import NOT_DONE_YET, Request, Site
 from twisted.web.websocket import WebSocketResource
 from wsproto.utilities import LocalProtocolError
 
@@ -483,7 +487,16 @@ class ChatWebSocketResource(WebSocketResource):
             request.setResponseCode(403)
             request.setHeader("content-type", "text/plain; charset=utf-8")
             return b"origin not allowed (see --web-origin)\n"
-        return cast("bytes | int", super().render_GET(request))
+        result = super().render_GET(request)
+        if result is NOT_DONE_YET:
+            # Upgraded: Twisted sends the channel's next reads to the
+            # WebSocket, but the rest of this one (frames a client sent
+            # with its handshake) would go on to the channel's
+            # rawDataReceived, kept for a next request: lost, and past
+            # 16 KiB the channel stops reading the connection.
+            channel = request.channel
+            channel.rawDataReceived = channel.dataReceived  # type: ignore[method-assign]
+        return cast("bytes | int", result)
 
 
 class _Builder:

@@ -18,6 +18,7 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
+from wsproto.frame_protocol import FrameProtocol
 
 from chatproto import wire
 from chatproto.session import Session, State
@@ -47,7 +48,9 @@ class Browser:
         origins: frozenset[str] = frozenset(),
         host: str = "192.0.2.7",
         port: int = 50000,
+        along: tuple[str, ...] = (),
     ) -> None:
+        """C{along}: text messages sent in the handshake's own segment."""
         self.chat = chat
         peer = IPv4Address("TCP", host, port)
         self.channel = site(chat.factory, origins).buildProtocol(peer)
@@ -62,8 +65,13 @@ class Browser:
         self.session: Session | None
         headers = [] if origin is None else [(b"origin", origin.encode())]
         before = set(chat.factory.admission.connections)
+        handshake = Request(host="chat.test", target="/ws", extra_headers=headers)
         self.channel.dataReceived(
-            self.ws.send(Request(host="chat.test", target="/ws", extra_headers=headers))
+            self.ws.send(handshake)
+            + b"".join(
+                FrameProtocol(client=True, extensions=[]).send_data(text)
+                for text in along
+            )
         )
         self._read()
         new = chat.factory.admission.connections - before
@@ -464,3 +472,35 @@ def test_a_browser_counts_as_the_web_front_end(chat: Chat) -> None:
     tcp = chat.user("alice")
     assert browser.session is not None and browser.session.front_end == "web"
     assert tcp.session.front_end == "tcp"
+
+
+def test_messages_in_the_handshakes_segment_are_read_like_any_other(
+    chat: Chat,
+) -> None:
+    """A client may send its first frames with its handshake, in one
+    segment: they are lines like any other (the HTTP channel kept them, and
+    the user never registered)."""
+    alice = chat.user("alice")
+    browser = Browser(chat, along=("/pseudo bob", "bonjour"))
+    assert browser.accepted
+    assert browser.take()[:2] == [WELCOME, "Bienvenue bob"]
+    assert alice.lines() == [
+        chat.stamp() + b"-Connexion de bob\n",
+        chat.stamp() + b"-bob: bonjour\n",
+    ]
+
+
+def test_a_burst_with_the_handshake_does_not_stop_the_reading() -> None:
+    """Past 16 KiB kept after a request, the HTTP channel pauses the
+    transport (it stopped reading the connection for 70 s): the frames go to
+    the WebSocket instead, and the connection is read on."""
+    chat = Chat(flood_rate=0)
+    alice = chat.user("alice")
+    lines = tuple(f"ligne {i} " + "x" * 4000 for i in range(5))
+    browser = Browser(chat, along=("/pseudo bob", *lines))
+    assert browser.transport.producerState == "producing"
+    browser.take()
+    browser.send("encore")
+    said = alice.take()
+    assert b"-bob: ligne 4 " in said
+    assert b"-bob: encore\n" in said
