@@ -28,7 +28,8 @@ C{_textBuffer} and C{_bytesBuffer}), as Twisted has no size limit of its
 own: if a Twisted release renames them, every WebSocket is refused at once
 (never served without the limit), and tests/test_web.py fails. L{_Lingering}
 replaces its C{transport} (a public attribute), so that a close the server
-starts does not lose its close frame to a reset. And
+starts does not lose its close frame to a reset, and so that the frames
+Twisted writes itself (pongs) count against --max-output. And
 L{ChatWebSocketResource} hands the WebSocket the bytes that came in the
 handshake's own read (the HTTP channel's C{rawDataReceived}, where they
 would be kept for a next request that never comes); tests/test_web.py
@@ -235,13 +236,21 @@ class _Lingering:
     too, its close frame arrives, or the L{Output}'s close_timeout aborts.
     A close the browser starts (its close frame) closes at once: it has
     stopped sending, and keeping the connection would keep the user in the
-    chat until its pings run out."""
+    chat until its pings run out.
 
-    __slots__ = ("_half_close", "_transport")
+    Twisted writes some frames itself, here: the pong to each ping frame,
+    and the close frames. A client that sends pings and reads nothing would
+    have the server hold its pongs without bound (53 to 650 MiB in a
+    minute, from one WebSocket that never registered), so once the
+    connection has its L{Output} (C{output}), what is written here counts
+    against --max-output as the chat's own lines do."""
+
+    __slots__ = ("_half_close", "_transport", "output")
 
     def __init__(self, transport: Any) -> None:
         self._transport = transport
         self._half_close = False
+        self.output: Output | None = None
 
     def linger(self) -> None:
         """The next close is the server's: half-close."""
@@ -252,6 +261,8 @@ class _Lingering:
 
     def write(self, data: bytes) -> None:
         self._transport.write(data)
+        if self.output is not None:
+            self.output.wrote(len(data))
 
     def loseConnection(self) -> None:
         half_close = getattr(self._transport, "loseWriteConnection", None)
@@ -342,6 +353,7 @@ class ChatWebSocket:
             return
         factory = self.factory
         self.output = Output(self.frames, factory)
+        self.websocket.transport.output = self.output  # its pongs count
         self.session = WebSession(factory, self.output, self.host)
         self.session.start()
 

@@ -13,6 +13,7 @@ from wsproto.events import (
     AcceptConnection,
     BytesMessage,
     CloseConnection,
+    Ping,
     RejectConnection,
     RejectData,
     Request,
@@ -303,6 +304,48 @@ def test_a_browser_that_stops_reading_is_cut_past_max_output(chat: Chat) -> None
     assert browser.closed
     assert browser.transport.aborted
     assert "bob" not in chat.factory.sessions
+
+
+@pytest.mark.parametrize("registered", [False, True])
+def test_a_client_that_pings_and_does_not_read_is_cut_past_max_output(
+    registered: bool,
+) -> None:
+    """Twisted answers each ping frame with a pong, and a client that sends
+    pings and reads nothing had the server hold every pong (53 to 650 MiB
+    in a minute): pongs count against --max-output like the chat's lines,
+    registered or not."""
+    chat = Chat(max_output=64 * 1024)
+    browser = Browser(chat)
+    if registered:
+        browser.register("bob")
+    browser.take()
+    producer = browser.transport.producer
+    assert producer is not None
+    producer.pauseProducing()  # its TCP buffer is full: it stopped reading
+    ping = browser.ws.send(Ping(b"p" * 125))
+    for _ in range(64 * 1024 // 127 + 10):
+        browser.channel.dataReceived(ping)
+    assert not browser.closed  # past max_output: a second's grace
+    chat.advance(1.5)
+    browser.channel.dataReceived(ping)
+    assert browser.closed
+    assert browser.transport.aborted
+    assert not chat.factory.admission.connections
+
+
+def test_pongs_to_a_client_that_reads_are_sent() -> None:
+    chat = Chat(max_output=64 * 1024)
+    browser = Browser(chat)
+    browser.take()
+    ping = browser.ws.send(Ping(b"p" * 125))
+    for _ in range(64 * 1024 // 127 + 10):
+        browser.channel.dataReceived(ping)
+    chat.advance(1.5)
+    browser.channel.dataReceived(ping)
+    assert not browser.closed
+    assert browser.transport.value().count(b"\x8a\x7d" + b"p" * 125) == (
+        64 * 1024 // 127 + 11
+    )
 
 
 def test_nagle_is_off_for_a_browser_only_once_it_talks(chat: Chat) -> None:
