@@ -11,9 +11,9 @@ here is framing only, and the limits Twisted's WebSocket lacks:
  - each text message from the browser is what a TCP user's line is with its
    C{\\n} (so a message holding newlines is several lines, as a paste is);
    each line the server writes is one text message, without its C{\\n};
- - a message is refused past --max-line bytes, with close code 1009, while
-   it arrives rather than once it is whole (L{_Capped}); a binary message
-   is refused with 1003;
+ - a message is refused past --max-line bytes, or past 64 fragments, with
+   close code 1009, while it arrives rather than once it is whole
+   (L{_Capped}); a binary message is refused with 1003;
  - a handshake whose C{Origin} is neither the page's own nor one of
    --web-origin is refused with 403 (L{ChatWebSocketResource}): without the
    check, any site a user visits could chat in their name;
@@ -90,7 +90,10 @@ SECURITY_HEADERS = (
 # WebSocket close codes (RFC 6455, 7.4.1).
 NORMAL = 1000
 UNSUPPORTED_DATA = 1003  # a binary message: this chat is text
-MESSAGE_TOO_BIG = 1009  # past --max-line
+MESSAGE_TOO_BIG = 1009  # past --max-line, or past MAX_FRAGMENTS
+
+# The pieces a message may come in (see _Capped).
+MAX_FRAGMENTS = 64
 
 
 class WebSocket(Protocol):
@@ -279,9 +282,17 @@ class _Capped:
     Twisted's WebSocket wire protocol adds each fragment of a message to a
     buffer (C{add}) and hands the whole message over when it ends
     (C{done}); it has no limit, and a 32 MiB message stalled the reactor for
-    14 s. This one stands in for it, counts the UTF-8 bytes it is given,
-    and past C{limit} (-1: any message at all) tells C{refuse} once and
-    keeps nothing more."""
+    14 s. This one stands in for it, counts the UTF-8 bytes it is given and
+    the pieces they come in, and past C{limit} bytes (-1: any message at
+    all) or L{MAX_FRAGMENTS} pieces tells C{refuse} once, with the reason,
+    and keeps nothing more.
+
+    The pieces are bounded as a fragment may be empty: millions of empty
+    ones were kept one list entry each, and each costs wsproto some 13 us
+    whatever it holds (while they came, /list took 100-200 ms, not 0.4).
+    A message is one line to flood control, so its pieces are few: a
+    browser sends a message in one, and a piece that arrives over several
+    reads is handed over in as many parts."""
 
     __slots__ = ("chunks", "empty", "limit", "refuse", "size")
 
@@ -297,10 +308,14 @@ class _Capped:
             return
         self.size += len(new.encode() if isinstance(new, str) else new)
         if self.size > self.limit:
-            self.chunks, self.size = [], -1
-            self.refuse()
+            reason = f"message de plus de {self.limit} octets"
+        elif len(self.chunks) == MAX_FRAGMENTS:
+            reason = f"message en plus de {MAX_FRAGMENTS} fragments"
+        else:
+            self.chunks.append(new)
             return
-        self.chunks.append(new)
+        self.chunks, self.size = [], -1
+        self.refuse(reason)
 
     def done(self) -> Any:
         chunks, self.chunks, self.size = self.chunks, [], 0
@@ -384,11 +399,10 @@ class ChatWebSocket:
         self.output.lost()
         self.session.lost()
 
-    def _too_big(self) -> None:
-        limit = self.factory.config.max_line
-        self._refuse(MESSAGE_TOO_BIG, f"message de plus de {limit} octets")
+    def _too_big(self, reason: str) -> None:
+        self._refuse(MESSAGE_TOO_BIG, reason)
 
-    def _binary(self) -> None:
+    def _binary(self, reason: str) -> None:
         self._refuse(UNSUPPORTED_DATA, "messages texte seulement")
 
     def _refuse(self, code: int, reason: str) -> None:

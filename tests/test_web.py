@@ -106,6 +106,12 @@ class Browser:
         """One text message from the browser."""
         self.channel.dataReceived(self.ws.send(TextMessage(text)))
 
+    def send_fragment(self, text: str) -> None:
+        """A fragment of a text message; send() ends the message."""
+        self.channel.dataReceived(
+            self.ws.send(TextMessage(text, message_finished=False))
+        )
+
     def take(self) -> list[str]:
         """The text messages the server sent since the last take."""
         self._read()
@@ -205,6 +211,38 @@ def test_a_message_past_max_line_is_refused_with_1009_before_it_ends(
     assert str(limit) in (browser.close.reason or "")
     assert state(browser) is State.GONE
     assert alice.take() == chat.stamp() + "-Déconnection de bob\n".encode()
+
+
+def test_a_message_past_64_fragments_is_refused_with_1009(chat: Chat) -> None:
+    """Empty fragments hold no byte, but each was kept, and each costs the
+    server as much as a short line: millions of them grew the server's
+    memory and slowed every user's /list."""
+    alice = chat.user("alice")
+    browser = Browser(chat)
+    browser.register("bob")
+    alice.take()
+    for _ in range(64):
+        browser.send_fragment("")
+    assert browser.take() == []
+    assert browser.close is None
+    browser.send_fragment("")
+    browser.take()
+    assert browser.close is not None
+    assert browser.close.code == 1009
+    assert browser.close.reason == "message en plus de 64 fragments"
+    assert state(browser) is State.GONE
+    assert alice.take() == chat.stamp() + "-Déconnection de bob\n".encode()
+
+
+def test_a_message_in_64_fragments_is_one_line(chat: Chat) -> None:
+    alice = chat.user("alice")
+    browser = Browser(chat)
+    browser.register("bob")
+    alice.take()
+    for piece in ["bon", "", "jour"] + [""] * 60:
+        browser.send_fragment(piece)
+    browser.send("!")
+    assert alice.take() == chat.stamp() + b"-bob: bonjour!\n"
 
 
 def test_a_message_of_max_line_bytes_is_a_line(chat: Chat) -> None:
