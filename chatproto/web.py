@@ -14,6 +14,11 @@ here is framing only, and the limits Twisted's WebSocket lacks:
  - a message is refused past --max-line bytes, or past 64 fragments, with
    close code 1009, while it arrives rather than once it is whole
    (L{_Capped}); a binary message is refused with 1003;
+ - a request whose C{Host} is not a name the site serves (localhost, the
+   address it is reached at, --web-host) is refused with 421, the page's
+   and the WebSocket's alike (L{served_host}): without the check, a page
+   on a domain that resolves to this server (DNS rebinding) could chat
+   from its visitor's address;
  - a handshake whose C{Origin} is neither the page's own nor one of
    --web-origin is refused with 403 (L{ChatWebSocketResource}): without the
    check, any site a user visits could chat in their name;
@@ -42,6 +47,8 @@ restart the server.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import re
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -466,10 +473,84 @@ def parse_origins(values: list[str]) -> frozenset[str]:
     return frozenset(origins)
 
 
+# The names every site serves, whatever its address and --web-host.
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+_HOST_NAME = re.compile(
+    r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*"
+)
+
+
+def host_name(host: str) -> str:
+    """A host as the site compares it: lower case, no brackets, no final
+    dot, an IP address in its short form (an IPv4 one mapped in IPv6 as
+    the IPv4 one)."""
+    host = host.strip().lower().removesuffix(".")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return address.compressed
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def served_host(header: str | None, local: object, hosts: frozenset[str]) -> bool:
+    """Whether a request's C{Host} header names this site: localhost,
+    127.0.0.1 or [::1], the address the connection reached (C{local}, the
+    transport's own address), or one of --web-host (C{hosts}); its port
+    does not matter. A request without one is not served."""
+    if header is None:
+        return False
+    header = header.strip()
+    if header.startswith("["):  # [IPv6]:port
+        name = header.partition("]")[0] + "]"
+    else:
+        name, _, port = header.rpartition(":")
+        if not name or not port.isdigit():
+            name = header
+    name = host_name(name)
+    here = getattr(local, "host", None)
+    return (
+        name in LOCAL_HOSTS
+        or name in hosts
+        or (isinstance(here, str) and name == host_name(here))
+    )
+
+
+def parse_hosts(values: list[str]) -> frozenset[str]:
+    """The --web-host values (each repeatable, or comma-separated), each
+    checked to be a host name or an IP address, with no scheme or port."""
+    hosts = set()
+    for value in values:
+        for item in value.split(","):
+            host = host_name(item)
+            if not host:
+                continue
+            if not (_HOST_NAME.fullmatch(host) or _is_address(host)):
+                raise ValueError(
+                    f"{item.strip()!r} is not a host name; give the name alone "
+                    "(no scheme, no port), like chat.example.org."
+                )
+            hosts.add(host)
+    return frozenset(hosts)
+
+
 def check_web_options(options: Any) -> None:
-    """Check --web and --web-origin (twistd chat's options), with a
-    sentence for a mistake: C{web} becomes an endpoint string or None, and
-    C{web_origins} the set of origins allowed."""
+    """Check --web, --web-origin and --web-host (twistd chat's options),
+    with a sentence for a mistake: C{web} becomes an endpoint string or
+    None, C{web_origins} the set of origins allowed, and C{web_hosts} the
+    set of host names served."""
     from twisted.internet import reactor
     from twisted.python.usage import UsageError
 
@@ -477,9 +558,14 @@ def check_web_options(options: Any) -> None:
         options["web_origins"] = parse_origins(options.get("web_origin", []))
     except ValueError as e:
         raise UsageError(f"--web-origin: {e}") from None
+    try:
+        options["web_hosts"] = parse_hosts(options.get("web_host", []))
+    except ValueError as e:
+        raise UsageError(f"--web-host: {e}") from None
     web = options.get("web")
     if web is None:
-        raise UsageError("--web-origin is for the web page: give --web too.")
+        given = "--web-origin" if options.get("web_origin") else "--web-host"
+        raise UsageError(f"{given} is for the web page: give --web too.")
     if web.isdigit():
         web = options["web"] = f"tcp:{web}"
     try:
@@ -563,10 +649,34 @@ class _PageFile(Resource):
         return self.render_GET(request)
 
 
+class _Refusal(Resource):
+    """An answer with no page: a status (its code and message) and one
+    line of text."""
+
+    isLeaf = True
+
+    def __init__(self, code: int, message: bytes, text: bytes) -> None:
+        super().__init__()
+        self.code = code
+        self.message = message
+        self.text = text
+
+    def render(self, request: Request) -> bytes:
+        request.setResponseCode(self.code, self.message)
+        request.setHeader("content-type", "text/plain; charset=utf-8")
+        return self.text
+
+
+MISDIRECTED = _Refusal(
+    421, b"Misdirected Request", b"host not served (see --web-host)\n"
+)
+
+
 class _SecureSite(Site):
     """The site, whose every response carries the security headers (the
-    page's, its files', a 404's, a refused handshake's), and whose
-    connections are bounded as the chat's are.
+    page's, its files', a 404's, a refused handshake's), which answers
+    only the host names it serves (L{served_host}; 421 for any other), and
+    whose connections are bounded as the chat's are.
 
     A connection to the site is not a session until its handshake is done:
     until then the L{Admission} does not count it, and an HTTP connection
@@ -575,9 +685,16 @@ class _SecureSite(Site):
     open in all, or past --max-per-ip from one address (0: no limit); a
     refused one is closed at once, with no answer."""
 
-    def __init__(self, resource: Resource, config: ServerConfig, **kwargs: Any):
+    def __init__(
+        self,
+        resource: Resource,
+        config: ServerConfig,
+        hosts: frozenset[str] = frozenset(),
+        **kwargs: Any,
+    ):
         super().__init__(resource, **kwargs)
         self.config = config
+        self.hosts = hosts  # --web-host: the names served besides localhost
         self.open = 0
         self.per_host: Counter[str] = Counter()
 
@@ -608,21 +725,30 @@ class _SecureSite(Site):
     def getResourceFor(self, request: Request) -> Resource:
         for name, value in SECURITY_HEADERS:
             request.setHeader(name, value)
+        host = request.getHeader("host")
+        if not served_host(host, request.getHost(), self.hosts):
+            log.info("request for host {host!r} refused", host=host)
+            return MISDIRECTED
         return cast(Resource, super().getResourceFor(request))
 
     def log(self, request: Any) -> None:
         """No access log: the chat logs who joins and leaves, as for TCP."""
 
 
-def site(factory: ChatFactory, origins: frozenset[str] = frozenset()) -> Site:
+def site(
+    factory: ChatFactory,
+    origins: frozenset[str] = frozenset(),
+    hosts: frozenset[str] = frozenset(),
+) -> Site:
     """The page at C{/}, its two files, and the WebSocket at C{/ws}; nothing
-    else (no directory listing). Timeouts run on the chat's clock."""
+    else (no directory listing), for the host names served (localhost, the
+    address reached, C{hosts}). Timeouts run on the chat's clock."""
     root = _Root()
     for name, content_type in PAGE_FILES.items():
         page = _PageFile((PAGE / name).read_bytes(), content_type)
         root.putChild(b"" if name == "index.html" else name.encode(), page)
     root.putChild(b"ws", ChatWebSocketResource(factory, origins))
-    web = _SecureSite(root, factory.config, reactor=factory.clock)
+    web = _SecureSite(root, factory.config, hosts, reactor=factory.clock)
     web.displayTracebacks = False
     web.noisy = False
     return web

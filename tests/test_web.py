@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 import pytest
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, IPv6Address
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
     AcceptConnection,
@@ -31,7 +31,9 @@ from chatproto.web import (
     Frames,
     allowed_origin,
     frames,
+    parse_hosts,
     parse_origins,
+    served_host,
     site,
 )
 
@@ -50,11 +52,14 @@ class Browser:
         host: str = "192.0.2.7",
         port: int = 50000,
         along: tuple[str, ...] = (),
+        name: str = "chat.test",
+        hosts: frozenset[str] = frozenset({"chat.test"}),
     ) -> None:
-        """C{along}: text messages sent in the handshake's own segment."""
+        """C{along}: text messages sent in the handshake's own segment;
+        C{name}: its C{Host}; C{hosts}: the site's --web-host."""
         self.chat = chat
         peer = IPv4Address("TCP", host, port)
-        self.channel = site(chat.factory, origins).buildProtocol(peer)
+        self.channel = site(chat.factory, origins, hosts).buildProtocol(peer)
         self.transport = RecordingTransport(peerAddress=peer)
         self.transport.protocol = self.channel
         self.channel.makeConnection(self.transport)
@@ -66,7 +71,7 @@ class Browser:
         self.session: Session | None
         headers = [] if origin is None else [(b"origin", origin.encode())]
         before = set(chat.factory.admission.connections)
-        handshake = Request(host="chat.test", target="/ws", extra_headers=headers)
+        handshake = Request(host=name, target="/ws", extra_headers=headers)
         self.channel.dataReceived(
             self.ws.send(handshake)
             + b"".join(
@@ -309,6 +314,70 @@ def test_web_origins_are_repeatable_or_comma_separated_and_checked() -> None:
         parse_origins(["https://chat.example.org/page"])
 
 
+def test_a_handshake_for_a_host_not_served_is_refused_with_421(chat: Chat) -> None:
+    """DNS rebinding: a page on rebind.example, whose name now resolves to
+    this server, is its own origin; only its Host tells it apart."""
+    browser = Browser(chat, origin="http://rebind.example", name="rebind.example")
+    assert browser.status == 421
+    assert browser.body == b"host not served (see --web-host)\n"
+    assert not chat.factory.admission.connections
+
+
+@pytest.mark.parametrize("path", ["/", "/app.js", "/nothing"])
+def test_the_page_for_a_host_not_served_is_refused_with_421(
+    chat: Chat, path: str
+) -> None:
+    head, headers = get(chat, path, name="rebind.example:8080")
+    assert head.split(b" ")[1] == b"421"
+    assert headers[b"content-type"] == [b"text/plain; charset=utf-8"]
+    assert headers[b"content-security-policy"] == [CONTENT_SECURITY_POLICY.encode()]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "localhost",
+        "localhost:8080",
+        "LocalHost.:8080",
+        "127.0.0.1:8080",
+        "[::1]:8080",
+        "chat.test",  # --web-host
+        "Chat.Test:443",
+        "192.0.2.80:8080",  # the address the connection reached
+    ],
+)
+def test_the_names_a_site_serves(header: str) -> None:
+    here = IPv4Address("TCP", "192.0.2.80", 8080)
+    assert served_host(header, here, frozenset({"chat.test"}))
+
+
+@pytest.mark.parametrize(
+    "header",
+    [None, "", "rebind.example", "chat.test.rebind.example", "192.0.2.81:8080"],
+)
+def test_other_names_are_not_served(header: str | None) -> None:
+    here = IPv4Address("TCP", "192.0.2.80", 8080)
+    assert not served_host(header, here, frozenset({"chat.test"}))
+
+
+def test_an_ipv4_client_of_an_ipv6_socket_names_the_ipv4_address() -> None:
+    here = IPv6Address("TCP", "::ffff:192.0.2.80", 8080)
+    assert served_host("192.0.2.80:8080", here, frozenset())
+    here = IPv6Address("TCP", "2001:db8::1", 8080)
+    assert served_host("[2001:DB8:0::1]:8080", here, frozenset())
+
+
+def test_web_hosts_are_repeatable_or_comma_separated_and_checked() -> None:
+    assert parse_hosts(["Chat.Example.org.", "b.example,[2001:db8::1],"]) == {
+        "chat.example.org",
+        "b.example",
+        "2001:db8::1",
+    }
+    for wrong in ("https://chat.example.org", "chat.example.org:8443", "a b"):
+        with pytest.raises(ValueError, match="is not a host name"):
+            parse_hosts([wrong])
+
+
 def test_a_browser_that_stops_answering_pings_is_dropped(chat: Chat) -> None:
     quiet = Browser(chat, port=50001)
     quiet.register("quiet")
@@ -446,21 +515,25 @@ def test_long_public_lines_reach_a_browser_whole(chat: Chat) -> None:
     assert [m.split(": ", 1)[1] for m in got] == ["x" * 300, "y" * 3000]
 
 
-def get(chat: Chat, path: str) -> tuple[bytes, dict[bytes, list[bytes]]]:
-    """An HTTP GET of the site: the response's head and its headers."""
-    channel = site(chat.factory).buildProtocol(IPv4Address("TCP", "192.0.2.7", 1))
+def get(
+    chat: Chat, path: str, name: str = "chat.test"
+) -> tuple[bytes, dict[bytes, list[bytes]]]:
+    """An HTTP GET of the site (--web-host chat.test) for host C{name}: the
+    response's head and its headers."""
+    web = site(chat.factory, hosts=frozenset({"chat.test"}))
+    channel = web.buildProtocol(IPv4Address("TCP", "192.0.2.7", 1))
     transport = RecordingTransport()
     transport.protocol = channel
     channel.makeConnection(transport)
     channel.dataReceived(
-        f"GET {path} HTTP/1.1\r\nHost: chat.test\r\nConnection: close\r\n\r\n".encode()
+        f"GET {path} HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode()
     )
     head, _, _ = transport.value().partition(b"\r\n\r\n")
     status, *lines = head.split(b"\r\n")
     headers: dict[bytes, list[bytes]] = {}
     for line in lines:
-        name, _, value = line.partition(b": ")
-        headers.setdefault(name.lower(), []).append(value)
+        header, _, value = line.partition(b": ")
+        headers.setdefault(header.lower(), []).append(value)
     return status, headers
 
 
