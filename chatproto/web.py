@@ -35,10 +35,11 @@ own: if a Twisted release renames them, every WebSocket is refused at once
 replaces its C{transport} (a public attribute), so that a close the server
 starts does not lose its close frame to a reset, and so that the frames
 Twisted writes itself (pongs) count against --max-output. And
-L{ChatWebSocketResource} hands the WebSocket the bytes that came in the
-handshake's own read (the HTTP channel's C{rawDataReceived}, where they
-would be kept for a next request that never comes); tests/test_web.py
-checks that too.
+L{ChatWebSocket} takes the upgraded HTTP channel's C{dataReceived} and
+C{rawDataReceived} (L{ChatWebSocket.dataReceived}), so that the bytes
+that came in the handshake's own read reach the WebSocket rather than be
+kept for a next request that never comes, and so that nothing is parsed
+after the server's close frame; tests/test_web.py checks both.
 
 The page's files are read once, when the site is made: after editing them,
 restart the server.
@@ -59,7 +60,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.pages import notFound
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.server import Request, Site
 from twisted.web.websocket import WebSocketResource
 from wsproto.utilities import LocalProtocolError
 
@@ -105,13 +106,15 @@ MAX_FRAGMENTS = 64
 
 class WebSocket(Protocol):
     """What this module uses of Twisted's WebSocket transport: the public
-    L{twisted.web.websocket.WebSocketTransport}, and its C{transport}, the
-    TCP (or TLS) connection it sits on."""
+    L{twisted.web.websocket.WebSocketTransport}, its C{transport}, the TCP
+    (or TLS) connection it sits on, and its C{dataReceived} (it is that
+    connection's protocol)."""
 
     transport: Any
 
     def sendTextMessage(self, text: str) -> None: ...
     def loseConnection(self, code: int = NORMAL, reason: str = "") -> None: ...
+    def dataReceived(self, data: bytes) -> None: ...
 
 
 class WebSession(Session):
@@ -242,8 +245,9 @@ class _Lingering:
     code (1006) instead of 1009 (2 runs in 9 of
     tests/test_web_sockets.py without this). So a close the server starts
     (L{linger}, then the close) only shuts the sending side (a FIN after the
-    close frame), and reading goes on, discarded, until the browser closes
-    too, its close frame arrives, or the L{Output}'s close_timeout aborts.
+    close frame), and reading goes on, dropped unparsed
+    (L{ChatWebSocket.dataReceived}), until the browser closes too or the
+    L{Output}'s close_timeout aborts.
     A close the browser starts (its close frame) closes at once: it has
     stopped sending, and keeping the connection would keep the user in the
     chat until its pings run out.
@@ -336,9 +340,10 @@ class ChatWebSocket:
     text messages to lines, for a L{Session}; the TCP twin is
     L{chatproto.server.ChatServerProtocol}."""
 
-    def __init__(self, factory: ChatFactory, host: str | None) -> None:
+    def __init__(self, factory: ChatFactory, host: str | None, channel: Any) -> None:
         self.factory = factory
         self.host = host
+        self.channel = channel  # the HTTP channel of the handshake
         self.websocket = cast(WebSocket, None)
         self.frames = cast(Frames, None)
         self.output = cast(Output, None)
@@ -365,8 +370,11 @@ class ChatWebSocket:
             self.refused = True
 
     def negotiationFinished(self) -> None:
-        """The WebSocket is open: start the session (welcome, or refusal)."""
+        """The WebSocket is open: take the connection's reads (see
+        L{dataReceived}), start the session (welcome, or refusal)."""
         self.frames = Frames(self.websocket)
+        channel = self.channel
+        channel.dataReceived = channel.rawDataReceived = self.dataReceived
         # HTTPChannel turns Nagle off for every connection; a chat's own
         # policy (--nodelay, see Output.talking) decides instead.
         self.frames.setTcpNoDelay(False)
@@ -378,6 +386,28 @@ class ChatWebSocket:
         self.websocket.transport.output = self.output  # its pongs count
         self.session = WebSession(factory, self.output, self.host)
         self.session.start()
+
+    def dataReceived(self, data: bytes) -> None:
+        """The connection's bytes, every one of them once it is upgraded.
+
+        Twisted's upgrade sends the HTTP channel's next reads to the
+        WebSocket, but the rest of the handshake's own read (frames a client
+        sent right behind its handshake) to the channel's
+        C{rawDataReceived}, which keeps them for a next request: they were
+        lost, and past 16 KiB the channel stopped reading the connection.
+
+        Once the server's close frame is out, reads are dropped unparsed,
+        until the client closes too (it has the close frame and a FIN) or
+        close_timeout aborts: what a client sends then (the rest of a
+        refused message, a flood of empty fragments) would cost wsproto
+        some 13 us a frame for nothing. In the read that carries it, a
+        ping behind the close frame gets no pong: wsproto refuses to send
+        one after a close frame, and Twisted's attempt raised up to the
+        reactor (a traceback in the log, the connection dropped)."""
+        if self.frames.closed:
+            return
+        with contextlib.suppress(LocalProtocolError):
+            self.websocket.dataReceived(data)
 
     def textMessageReceived(self, message: str) -> None:
         """A message: the lines of a TCP read of C{message} and C{\\n}, each
@@ -599,16 +629,7 @@ class ChatWebSocketResource(WebSocketResource):
             request.setResponseCode(403)
             request.setHeader("content-type", "text/plain; charset=utf-8")
             return b"origin not allowed (see --web-origin)\n"
-        result = super().render_GET(request)
-        if result is NOT_DONE_YET:
-            # Upgraded: Twisted sends the channel's next reads to the
-            # WebSocket, but the rest of this one (frames a client sent
-            # with its handshake) would go on to the channel's
-            # rawDataReceived, kept for a next request: lost, and past
-            # 16 KiB the channel stops reading the connection.
-            channel = request.channel
-            channel.rawDataReceived = channel.dataReceived  # type: ignore[method-assign]
-        return cast("bytes | int", result)
+        return cast("bytes | int", super().render_GET(request))
 
 
 class _Builder:
@@ -618,8 +639,8 @@ class _Builder:
         self.factory = factory
 
     def buildProtocol(self, request: Request) -> ChatWebSocket:
-        address = request.getClientAddress()
-        return ChatWebSocket(self.factory, source(getattr(address, "host", None)))
+        host = source(getattr(request.getClientAddress(), "host", None))
+        return ChatWebSocket(self.factory, host, request.channel)
 
 
 class _Root(Resource):

@@ -4,6 +4,7 @@ StringTransport and a Clock, a wsproto client on the browser's side."""
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -455,6 +456,37 @@ def test_pongs_to_a_client_that_reads_are_sent() -> None:
     )
 
 
+def test_a_ping_after_the_servers_close_frame_is_not_answered(chat: Chat) -> None:
+    """wsproto sends nothing after a close frame, and Twisted's attempt to
+    answer the ping raised up to the reactor (a traceback in the log, the
+    connection dropped): the ping goes unanswered, nor does the client's
+    close frame behind it need an answer."""
+    browser = Browser(chat)
+    browser.register("bob")
+    browser.send("/quit")
+    assert browser.take() == ["Deconnexion"]
+    assert browser.close is not None
+    ping = FrameProtocol(client=True, extensions=[]).ping(b"en retard")
+    browser.channel.dataReceived(ping + browser.ws.send(browser.close.response()))
+    assert browser.transport.value() == b""  # no pong, nor a second close
+
+
+def test_a_ping_behind_a_refused_message_is_not_answered(chat: Chat) -> None:
+    """The refusal's close frame goes out in the middle of the read: the
+    ping behind it gets no pong (wsproto sends nothing after a close
+    frame), and no exception reaches the reactor."""
+    browser = Browser(chat)
+    browser.register("bob")
+    limit = chat.factory.config.max_line
+    too_big = browser.ws.send(TextMessage("x" * (limit + 1), message_finished=False))
+    ping = FrameProtocol(client=True, extensions=[]).ping(b"derriere")
+    browser.channel.dataReceived(too_big + ping)
+    assert b"derriere" not in browser.transport.value()
+    browser.take()
+    assert browser.close is not None
+    assert browser.close.code == 1009
+
+
 def test_nagle_is_off_for_a_browser_only_once_it_talks(chat: Chat) -> None:
     browser = Browser(chat)
     browser.register("bob")
@@ -481,6 +513,9 @@ def test_a_server_line_that_is_not_utf8_is_sent_with_replacement_characters() ->
 
         def loseConnection(self, code: int = 1000, reason: str = "") -> None:
             pass
+
+        def dataReceived(self, data: bytes) -> None:
+            raise AssertionError("nothing is read")
 
     socket = Socket()
     Frames(socket).write(b"caf\xe9\nok\n")
@@ -575,7 +610,7 @@ def test_a_twisted_without_the_message_buffers_refuses_every_websocket(
             raise AssertionError("nothing is sent")
 
     tcp = (bare := Bare()).transport
-    protocol = ChatWebSocket(chat.factory, "192.0.2.7")
+    protocol = ChatWebSocket(chat.factory, "192.0.2.7", SimpleNamespace())
     tcp.protocol = protocol  # type: ignore[assignment]  # its connectionLost
     protocol.negotiationStarted(bare)
     protocol.negotiationFinished()
