@@ -253,18 +253,18 @@ class _Lingering:
     chat until its pings run out.
 
     Twisted writes some frames itself, here: the pong to each ping frame,
-    and the close frames. A client that sends pings and reads nothing would
-    have the server hold its pongs without bound (53 to 650 MiB in a
-    minute, from one WebSocket that never registered), so once the
-    connection has its L{Output} (C{output}), what is written here counts
-    against --max-output as the chat's own lines do."""
+    and the close frames. Once the session is started, its
+    L{ChatWebSocket} (C{owner}) is told of each (L{ChatWebSocket.answered}):
+    a client that sends pings and reads nothing had the server hold its
+    pongs without bound (53 to 650 MiB in a minute, from one WebSocket that
+    never registered)."""
 
-    __slots__ = ("_half_close", "_transport", "output")
+    __slots__ = ("_half_close", "_transport", "owner")
 
     def __init__(self, transport: Any) -> None:
         self._transport = transport
         self._half_close = False
-        self.output: Output | None = None
+        self.owner: ChatWebSocket | None = None
 
     def linger(self) -> None:
         """The next close is the server's: half-close."""
@@ -275,8 +275,8 @@ class _Lingering:
 
     def write(self, data: bytes) -> None:
         self._transport.write(data)
-        if self.output is not None:
-            self.output.wrote(len(data))
+        if self.owner is not None:
+            self.owner.answered(len(data))
 
     def loseConnection(self) -> None:
         half_close = getattr(self._transport, "loseWriteConnection", None)
@@ -383,8 +383,8 @@ class ChatWebSocket:
             return
         factory = self.factory
         self.output = Output(self.frames, factory)
-        self.websocket.transport.output = self.output  # its pongs count
         self.session = WebSession(factory, self.output, self.host)
+        self.websocket.transport.owner = self  # told of Twisted's pongs
         self.session.start()
 
     def dataReceived(self, data: bytes) -> None:
@@ -426,9 +426,23 @@ class ChatWebSocket:
     def bytesMessageReceived(self, data: bytes | bytearray) -> None:
         """Refused as it starts (L{_binary}): never here."""
 
+    def answered(self, size: int) -> None:
+        """Twisted wrote a frame of its own (L{_Lingering}): the pong to a
+        ping frame of the client's, or a close frame. It counts against
+        --max-output as the chat's lines do, and the ping costs the client
+        a flood token as a line does: each frame costs wsproto some 13 us,
+        and a client that pinged as fast as it could (reading its pongs)
+        kept every user's /list at 186 ms."""
+        self.output.wrote(size)
+        self.session.charge()
+
     def pongReceived(self, payload: bytes) -> None:
         """The chat's pings are lines (C{ping}, answered C{pong}), as for a
-        TCP user: WebSocket pongs mean nothing here."""
+        TCP user: WebSocket pongs mean nothing here, but each costs the
+        client a flood token, as a ping frame does (L{answered})."""
+        if self.refused:
+            return
+        self.session.charge()
 
     def connectionLost(self, reason: Failure) -> None:
         if self.session is None:  # lost during the handshake

@@ -15,6 +15,7 @@ from wsproto.events import (
     BytesMessage,
     CloseConnection,
     Ping,
+    Pong,
     RejectConnection,
     RejectData,
     Request,
@@ -422,7 +423,7 @@ def test_a_client_that_pings_and_does_not_read_is_cut_past_max_output(
     pings and reads nothing had the server hold every pong (53 to 650 MiB
     in a minute): pongs count against --max-output like the chat's lines,
     registered or not."""
-    chat = Chat(max_output=64 * 1024)
+    chat = Chat(max_output=64 * 1024, flood_rate=0)  # pings are not a flood
     browser = Browser(chat)
     if registered:
         browser.register("bob")
@@ -442,7 +443,7 @@ def test_a_client_that_pings_and_does_not_read_is_cut_past_max_output(
 
 
 def test_pongs_to_a_client_that_reads_are_sent() -> None:
-    chat = Chat(max_output=64 * 1024)
+    chat = Chat(max_output=64 * 1024, flood_rate=0)  # pings are not a flood
     browser = Browser(chat)
     browser.take()
     ping = browser.ws.send(Ping(b"p" * 125))
@@ -485,6 +486,44 @@ def test_a_ping_behind_a_refused_message_is_not_answered(chat: Chat) -> None:
     browser.take()
     assert browser.close is not None
     assert browser.close.code == 1009
+
+
+@pytest.mark.parametrize("frame", [Ping(b"p"), Pong(b"p")], ids=["ping", "pong"])
+def test_a_flood_of_pings_or_pongs_is_cut_as_a_flood_of_lines(
+    chat: Chat, frame: Ping | Pong
+) -> None:
+    """Each frame costs the server as much as a short line, and a client
+    that pinged as fast as it could kept every user's /list at 186 ms: a
+    ping or pong frame costs a flood token, as a line does."""
+    alice = chat.user("alice")
+    browser = Browser(chat)
+    browser.register("bob")
+    alice.take()
+    config = chat.factory.config
+    for _ in range(config.flood_queue):  # they wait their turn, as lines
+        browser.channel.dataReceived(browser.ws.send(frame))
+    assert state(browser) is State.CHATTING
+    for _ in range(config.flood_burst + 1):
+        browser.channel.dataReceived(browser.ws.send(frame))
+    assert state(browser) is State.GONE
+    assert wire.FLOOD in browser.take()
+    assert alice.take() == chat.stamp() + "-Déconnection de bob\n".encode()
+
+
+def test_a_ping_now_and_then_is_answered_and_costs_one_line(chat: Chat) -> None:
+    browser = Browser(chat)
+    browser.register("bob")
+    browser.take()
+    pongs = 0
+    for _ in range(30):
+        browser.channel.dataReceived(browser.ws.send(Ping(b"la?")))
+        pongs += browser.transport.value().count(b"\x8a\x03la?")
+        browser.send("bonjour")
+        chat.advance(1)
+        if "ping" in browser.take():  # the chat's own, a line
+            browser.send("pong")
+    assert state(browser) is State.CHATTING
+    assert pongs == 30
 
 
 def test_nagle_is_off_for_a_browser_only_once_it_talks(chat: Chat) -> None:
