@@ -208,6 +208,13 @@ class Output:
         if self.congested:
             self._wrote_while_congested(len(data))
 
+    def wrote(self, size: int) -> None:
+        """Another writer put C{size} bytes in this connection's transport
+        (a WebSocket's pongs, which Twisted writes itself): they count
+        against max_output as this Output's own do."""
+        if self.congested:
+            self._wrote_while_congested(size)
+
     def _wrote_while_congested(self, size: int) -> None:
         """Cut the client if what its transport holds stayed above max_output
         for OUTPUT_GRACE seconds, or passed OUTPUT_HARD_LIMIT times it: a

@@ -334,6 +334,15 @@ class Session:
         if lines:
             self._queue(None, lines)
 
+    def charge(self) -> None:
+        """A frame that carries no line came from the user (a WebSocket
+        ping or pong): it costs a token as a line does, so that such frames
+        are bounded by flood control too (each costs the server as much as
+        a short line)."""
+        if self.state is GONE:
+            return
+        self._queue(None, 1)
+
     def input_ended(self) -> None:
         """The user's input is over (a half-closed connection): as if it had
         typed /quit after its last line, which still goes out first, at the

@@ -471,6 +471,17 @@ class Options(usage.Options):
             except ValueError as e:
                 raise usage.UsageError(f"--bans: {e}") from None
 
+    def opt_web_host(self, hosts: str) -> None:
+        """With --web: a host name the site answers to besides localhost,
+        127.0.0.1, [::1] and the address it is reached at (the name in the
+        page's address, chat.example.org); repeatable, or comma-separated.
+        A request for any other Host gets 421, so that a page on a domain
+        that resolves to this server (DNS rebinding) cannot chat from its
+        visitor's address. Behind a reverse proxy, give the public name
+        here and have the proxy pass the browser's Host on (nginx:
+        proxy_set_header Host $host)."""
+        self.setdefault("web_host", []).append(hosts)
+
     def opt_web_origin(self, origins: str) -> None:
         """With --web: an origin whose pages may open the chat's WebSocket
         besides the page's own (https://chat.example.org); repeatable, or
@@ -489,7 +500,8 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         self._tls_options()
         self._moderation_options()
-        if self.get("web") is not None or self.get("web_origin"):
+        web_options = ("web_origin", "web_host")
+        if self.get("web") is not None or any(self.get(o) for o in web_options):
             try:
                 from chatproto.web import check_web_options
             except ImportError as e:  # an older Twisted, or no wsproto
@@ -860,7 +872,8 @@ def makeService(options: usage.Options, reactor: Any = None) -> service.IService
         web = serverFromString(
             reactor, with_backlog(options["web"], config.max_connections)
         )
-        _Listener(web, site(factory, options["web_origins"])).setServiceParent(top)
+        web_site = site(factory, options["web_origins"], options["web_hosts"])
+        _Listener(web, web_site).setServiceParent(top)
     if options.get("metrics") is not None:
         from chatproto.metrics_page import metrics_site
 

@@ -11,9 +11,14 @@ here is framing only, and the limits Twisted's WebSocket lacks:
  - each text message from the browser is what a TCP user's line is with its
    C{\\n} (so a message holding newlines is several lines, as a paste is);
    each line the server writes is one text message, without its C{\\n};
- - a message is refused past --max-line bytes, with close code 1009, while
-   it arrives rather than once it is whole (L{_Capped}); a binary message
-   is refused with 1003;
+ - a message is refused past --max-line bytes, or past 64 fragments, with
+   close code 1009, while it arrives rather than once it is whole
+   (L{_Capped}); a binary message is refused with 1003;
+ - a request whose C{Host} is not a name the site serves (localhost, the
+   address it is reached at, --web-host) is refused with 421, the page's
+   and the WebSocket's alike (L{served_host}): without the check, a page
+   on a domain that resolves to this server (DNS rebinding) could chat
+   from its visitor's address;
  - a handshake whose C{Origin} is neither the page's own nor one of
    --web-origin is refused with 403 (L{ChatWebSocketResource}): without the
    check, any site a user visits could chat in their name;
@@ -25,13 +30,19 @@ here is framing only, and the limits Twisted's WebSocket lacks:
    chatproto/sites.py says (the chat counts it once it is a WebSocket,
    as a TCP connection, L{_Builder}).
 
-Two things here go past the documented interface of Twisted's WebSocket
-wire protocol. L{_Capped} replaces its two message buffers (the private
+Three things here go past the documented interface of Twisted's WebSocket.
+L{_Capped} replaces its wire protocol's two message buffers (the private
 C{_textBuffer} and C{_bytesBuffer}), as Twisted has no size limit of its
 own: if a Twisted release renames them, every WebSocket is refused at once
 (never served without the limit), and tests/test_web.py fails. L{_Lingering}
 replaces its C{transport} (a public attribute), so that a close the server
-starts does not lose its close frame to a reset.
+starts does not lose its close frame to a reset, and so that the frames
+Twisted writes itself (pongs) count against --max-output. And
+L{ChatWebSocket} takes the upgraded HTTP channel's C{dataReceived} and
+C{rawDataReceived} (L{ChatWebSocket.dataReceived}), so that the bytes
+that came in the handshake's own read reach the WebSocket rather than be
+kept for a next request that never comes, and so that nothing is parsed
+after the server's close frame; tests/test_web.py checks both.
 
 The page's files are read once, when the site is made: after editing them,
 restart the server.
@@ -40,11 +51,14 @@ restart the server.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 from urllib.parse import urlsplit
 
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.pages import notFound
@@ -53,7 +67,7 @@ from twisted.web.server import Request
 from twisted.web.websocket import WebSocketResource
 from wsproto.utilities import LocalProtocolError
 
-from chatproto.admission import source
+from chatproto.admission import Admission, source
 from chatproto.output import Output, direct_socket, write_to
 from chatproto.session import GONE, Session
 from chatproto.sites import BoundedSite, Channel, admission
@@ -88,18 +102,23 @@ SECURITY_HEADERS = (
 # WebSocket close codes (RFC 6455, 7.4.1).
 NORMAL = 1000
 UNSUPPORTED_DATA = 1003  # a binary message: this chat is text
-MESSAGE_TOO_BIG = 1009  # past --max-line
+MESSAGE_TOO_BIG = 1009  # past --max-line, or past MAX_FRAGMENTS
+
+# The pieces a message may come in (see _Capped).
+MAX_FRAGMENTS = 64
 
 
 class WebSocket(Protocol):
     """What this module uses of Twisted's WebSocket transport: the public
-    L{twisted.web.websocket.WebSocketTransport}, and its C{transport}, the
-    TCP (or TLS) connection it sits on."""
+    L{twisted.web.websocket.WebSocketTransport}, its C{transport}, the TCP
+    (or TLS) connection it sits on, and its C{dataReceived} (it is that
+    connection's protocol)."""
 
     transport: Any
 
     def sendTextMessage(self, text: str) -> None: ...
     def loseConnection(self, code: int = NORMAL, reason: str = "") -> None: ...
+    def dataReceived(self, data: bytes) -> None: ...
 
 
 class WebSession(Session):
@@ -230,17 +249,26 @@ class _Lingering:
     code (1006) instead of 1009 (2 runs in 9 of
     tests/test_web_sockets.py without this). So a close the server starts
     (L{linger}, then the close) only shuts the sending side (a FIN after the
-    close frame), and reading goes on, discarded, until the browser closes
-    too, its close frame arrives, or the L{Output}'s close_timeout aborts.
+    close frame), and reading goes on, dropped unparsed
+    (L{ChatWebSocket.dataReceived}), until the browser closes too or the
+    L{Output}'s close_timeout aborts.
     A close the browser starts (its close frame) closes at once: it has
     stopped sending, and keeping the connection would keep the user in the
-    chat until its pings run out."""
+    chat until its pings run out.
 
-    __slots__ = ("_half_close", "_transport")
+    Twisted writes some frames itself, here: the pong to each ping frame,
+    and the close frames. Once the session is started, its
+    L{ChatWebSocket} (C{owner}) is told of each (L{ChatWebSocket.answered}):
+    a client that sends pings and reads nothing had the server hold its
+    pongs without bound (53 to 650 MiB in a minute, from one WebSocket that
+    never registered)."""
+
+    __slots__ = ("_half_close", "_transport", "owner")
 
     def __init__(self, transport: Any) -> None:
         self._transport = transport
         self._half_close = False
+        self.owner: ChatWebSocket | None = None
 
     def linger(self) -> None:
         """The next close is the server's: half-close."""
@@ -251,6 +279,8 @@ class _Lingering:
 
     def write(self, data: bytes) -> None:
         self._transport.write(data)
+        if self.owner is not None:
+            self.owner.answered(len(data))
 
     def loseConnection(self) -> None:
         half_close = getattr(self._transport, "loseWriteConnection", None)
@@ -267,9 +297,17 @@ class _Capped:
     Twisted's WebSocket wire protocol adds each fragment of a message to a
     buffer (C{add}) and hands the whole message over when it ends
     (C{done}); it has no limit, and a 32 MiB message stalled the reactor for
-    14 s. This one stands in for it, counts the UTF-8 bytes it is given,
-    and past C{limit} (-1: any message at all) tells C{refuse} once and
-    keeps nothing more."""
+    14 s. This one stands in for it, counts the UTF-8 bytes it is given and
+    the pieces they come in, and past C{limit} bytes (-1: any message at
+    all) or L{MAX_FRAGMENTS} pieces tells C{refuse} once, with the reason,
+    and keeps nothing more.
+
+    The pieces are bounded as a fragment may be empty: millions of empty
+    ones were kept one list entry each, and each costs wsproto some 13 us
+    whatever it holds (while they came, /list took 100-200 ms, not 0.4).
+    A message is one line to flood control, so its pieces are few: a
+    browser sends a message in one, and a piece that arrives over several
+    reads is handed over in as many parts."""
 
     __slots__ = ("chunks", "empty", "limit", "refuse", "size")
 
@@ -285,10 +323,14 @@ class _Capped:
             return
         self.size += len(new.encode() if isinstance(new, str) else new)
         if self.size > self.limit:
-            self.chunks, self.size = [], -1
-            self.refuse()
+            reason = f"message de plus de {self.limit} octets"
+        elif len(self.chunks) == MAX_FRAGMENTS:
+            reason = f"message en plus de {MAX_FRAGMENTS} fragments"
+        else:
+            self.chunks.append(new)
             return
-        self.chunks.append(new)
+        self.chunks, self.size = [], -1
+        self.refuse(reason)
 
     def done(self) -> Any:
         chunks, self.chunks, self.size = self.chunks, [], 0
@@ -302,9 +344,10 @@ class ChatWebSocket:
     text messages to lines, for a L{Session}; the TCP twin is
     L{chatproto.server.ChatServerProtocol}."""
 
-    def __init__(self, factory: ChatFactory, host: str | None) -> None:
+    def __init__(self, factory: ChatFactory, host: str | None, channel: Any) -> None:
         self.factory = factory
         self.host = host
+        self.channel = channel  # the HTTP channel of the handshake
         self.websocket = cast(WebSocket, None)
         self.frames = cast(Frames, None)
         self.output = cast(Output, None)
@@ -331,8 +374,11 @@ class ChatWebSocket:
             self.refused = True
 
     def negotiationFinished(self) -> None:
-        """The WebSocket is open: start the session (welcome, or refusal)."""
+        """The WebSocket is open: take the connection's reads (see
+        L{dataReceived}), start the session (welcome, or refusal)."""
         self.frames = Frames(self.websocket)
+        channel = self.channel
+        channel.dataReceived = channel.rawDataReceived = self.dataReceived
         # HTTPChannel turns Nagle off for every connection; a chat's own
         # policy (--nodelay, see Output.talking) decides instead.
         self.frames.setTcpNoDelay(False)
@@ -342,7 +388,30 @@ class ChatWebSocket:
         factory = self.factory
         self.output = Output(self.frames, factory)
         self.session = WebSession(factory, self.output, self.host)
+        self.websocket.transport.owner = self  # told of Twisted's pongs
         self.session.start()
+
+    def dataReceived(self, data: bytes) -> None:
+        """The connection's bytes, every one of them once it is upgraded.
+
+        Twisted's upgrade sends the HTTP channel's next reads to the
+        WebSocket, but the rest of the handshake's own read (frames a client
+        sent right behind its handshake) to the channel's
+        C{rawDataReceived}, which keeps them for a next request: they were
+        lost, and past 16 KiB the channel stopped reading the connection.
+
+        Once the server's close frame is out, reads are dropped unparsed,
+        until the client closes too (it has the close frame and a FIN) or
+        close_timeout aborts: what a client sends then (the rest of a
+        refused message, a flood of empty fragments) would cost wsproto
+        some 13 us a frame for nothing. In the read that carries it, a
+        ping behind the close frame gets no pong: wsproto refuses to send
+        one after a close frame, and Twisted's attempt raised up to the
+        reactor (a traceback in the log, the connection dropped)."""
+        if self.frames.closed:
+            return
+        with contextlib.suppress(LocalProtocolError):
+            self.websocket.dataReceived(data)
 
     def textMessageReceived(self, message: str) -> None:
         """A message: the lines of a TCP read of C{message} and C{\\n}, each
@@ -361,9 +430,23 @@ class ChatWebSocket:
     def bytesMessageReceived(self, data: bytes | bytearray) -> None:
         """Refused as it starts (L{_binary}): never here."""
 
+    def answered(self, size: int) -> None:
+        """Twisted wrote a frame of its own (L{_Lingering}): the pong to a
+        ping frame of the client's, or a close frame. It counts against
+        --max-output as the chat's lines do, and the ping costs the client
+        a flood token as a line does: each frame costs wsproto some 13 us,
+        and a client that pinged as fast as it could (reading its pongs)
+        kept every user's /list at 186 ms."""
+        self.output.wrote(size)
+        self.session.charge()
+
     def pongReceived(self, payload: bytes) -> None:
         """The chat's pings are lines (C{ping}, answered C{pong}), as for a
-        TCP user: WebSocket pongs mean nothing here."""
+        TCP user: WebSocket pongs mean nothing here, but each costs the
+        client a flood token, as a ping frame does (L{answered})."""
+        if self.refused:
+            return
+        self.session.charge()
 
     def connectionLost(self, reason: Failure) -> None:
         if self.session is None:  # lost during the handshake
@@ -371,11 +454,10 @@ class ChatWebSocket:
         self.output.lost()
         self.session.lost()
 
-    def _too_big(self) -> None:
-        limit = self.factory.config.max_line
-        self._refuse(MESSAGE_TOO_BIG, f"message de plus de {limit} octets")
+    def _too_big(self, reason: str) -> None:
+        self._refuse(MESSAGE_TOO_BIG, reason)
 
-    def _binary(self) -> None:
+    def _binary(self, reason: str) -> None:
         self._refuse(UNSUPPORTED_DATA, "messages texte seulement")
 
     def _refuse(self, code: int, reason: str) -> None:
@@ -439,10 +521,84 @@ def parse_origins(values: list[str]) -> frozenset[str]:
     return frozenset(origins)
 
 
+# The names every site serves, whatever its address and --web-host.
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+_HOST_NAME = re.compile(
+    r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*"
+)
+
+
+def host_name(host: str) -> str:
+    """A host as the site compares it: lower case, no brackets, no final
+    dot, an IP address in its short form (an IPv4 one mapped in IPv6 as
+    the IPv4 one)."""
+    host = host.strip().lower().removesuffix(".")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return address.compressed
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def served_host(header: str | None, local: object, hosts: frozenset[str]) -> bool:
+    """Whether a request's C{Host} header names this site: localhost,
+    127.0.0.1 or [::1], the address the connection reached (C{local}, the
+    transport's own address), or one of --web-host (C{hosts}); its port
+    does not matter. A request without one is not served."""
+    if header is None:
+        return False
+    header = header.strip()
+    if header.startswith("["):  # [IPv6]:port
+        name = header.partition("]")[0] + "]"
+    else:
+        name, _, port = header.rpartition(":")
+        if not name or not port.isdigit():
+            name = header
+    name = host_name(name)
+    here = getattr(local, "host", None)
+    return (
+        name in LOCAL_HOSTS
+        or name in hosts
+        or (isinstance(here, str) and name == host_name(here))
+    )
+
+
+def parse_hosts(values: list[str]) -> frozenset[str]:
+    """The --web-host values (each repeatable, or comma-separated), each
+    checked to be a host name or an IP address, with no scheme or port."""
+    hosts = set()
+    for value in values:
+        for item in value.split(","):
+            host = host_name(item)
+            if not host:
+                continue
+            if not (_HOST_NAME.fullmatch(host) or _is_address(host)):
+                raise ValueError(
+                    f"{item.strip()!r} is not a host name; give the name alone "
+                    "(no scheme, no port), like chat.example.org."
+                )
+            hosts.add(host)
+    return frozenset(hosts)
+
+
 def check_web_options(options: Any) -> None:
-    """Check --web and --web-origin (twistd chat's options), with a
-    sentence for a mistake: C{web} becomes an endpoint string or None, and
-    C{web_origins} the set of origins allowed."""
+    """Check --web, --web-origin and --web-host (twistd chat's options),
+    with a sentence for a mistake: C{web} becomes an endpoint string or
+    None, C{web_origins} the set of origins allowed, and C{web_hosts} the
+    set of host names served."""
     from twisted.internet import reactor
     from twisted.python.usage import UsageError
 
@@ -450,9 +606,14 @@ def check_web_options(options: Any) -> None:
         options["web_origins"] = parse_origins(options.get("web_origin", []))
     except ValueError as e:
         raise UsageError(f"--web-origin: {e}") from None
+    try:
+        options["web_hosts"] = parse_hosts(options.get("web_host", []))
+    except ValueError as e:
+        raise UsageError(f"--web-host: {e}") from None
     web = options.get("web")
     if web is None:
-        raise UsageError("--web-origin is for the web page: give --web too.")
+        given = "--web-origin" if options.get("web_origin") else "--web-host"
+        raise UsageError(f"{given} is for the web page: give --web too.")
     if web.isdigit():
         web = options["web"] = f"tcp:{web}"
     try:
@@ -499,8 +660,8 @@ class _Builder:
         """Called as the connection becomes a WebSocket: it leaves the
         site's count, for the chat's (L{Channel.upgraded})."""
         cast(Channel, request.channel).upgraded()
-        address = request.getClientAddress()
-        return ChatWebSocket(self.factory, source(getattr(address, "host", None)))
+        host = source(getattr(request.getClientAddress(), "host", None))
+        return ChatWebSocket(self.factory, host, request.channel)
 
 
 class _Root(Resource):
@@ -530,14 +691,53 @@ class _PageFile(Resource):
         return self.render_GET(request)
 
 
+class _Refusal(Resource):
+    """An answer with no page: a status (its code and message) and one
+    line of text."""
+
+    isLeaf = True
+
+    def __init__(self, code: int, message: bytes, text: bytes) -> None:
+        super().__init__()
+        self.code = code
+        self.message = message
+        self.text = text
+
+    def render(self, request: Request) -> bytes:
+        request.setResponseCode(self.code, self.message)
+        request.setHeader("content-type", "text/plain; charset=utf-8")
+        return self.text
+
+
+MISDIRECTED = _Refusal(
+    421, b"Misdirected Request", b"host not served (see --web-host)\n"
+)
+
+
 class _SecureSite(BoundedSite):
     """The site, whose every response carries the security headers (the
-    page's, its files', a 404's, a refused handshake's), and whose
-    connections are bounded (chatproto/sites.py) until they are WebSockets."""
+    page's, its files', a 404's, a refused handshake's), which answers
+    only the host names it serves (L{served_host}; 421 for any other), and
+    whose connections are bounded (chatproto/sites.py) until they are
+    WebSockets."""
+
+    def __init__(
+        self,
+        resource: Resource,
+        clock: IReactorTime,
+        connections: Admission[Channel],
+        hosts: frozenset[str] = frozenset(),
+    ) -> None:
+        super().__init__(resource, clock, connections)
+        self.hosts = hosts  # --web-host: the names served besides localhost
 
     def getResourceFor(self, request: Request) -> Resource:
         for name, value in SECURITY_HEADERS:
             request.setHeader(name, value)
+        host = request.getHeader("host")
+        if not served_host(host, request.getHost(), self.hosts):
+            log.info("request for host {host!r} refused", host=host)
+            return MISDIRECTED
         return cast(Resource, super().getResourceFor(request))
 
     def log(self, request: Any) -> None:
@@ -550,9 +750,14 @@ def pending_limit(config: ServerConfig) -> int:
     return max(64, config.max_connections // 4)
 
 
-def site(factory: ChatFactory, origins: frozenset[str] = frozenset()) -> BoundedSite:
+def site(
+    factory: ChatFactory,
+    origins: frozenset[str] = frozenset(),
+    hosts: frozenset[str] = frozenset(),
+) -> BoundedSite:
     """The page at C{/}, its files, and the WebSocket at C{/ws}; nothing
-    else (no directory listing). Timeouts run on the chat's clock; refused
+    else (no directory listing), for the host names served (localhost, the
+    address reached, C{hosts}). Timeouts run on the chat's clock; refused
     connections count in the chat's metrics."""
     root = _Root()
     for name, content_type in PAGE_FILES.items():
@@ -562,4 +767,4 @@ def site(factory: ChatFactory, origins: frozenset[str] = frozenset()) -> Bounded
     connections = admission(
         factory.config, pending_limit(factory.config), factory.clock, factory.metrics
     )
-    return _SecureSite(root, factory.clock, connections)
+    return _SecureSite(root, factory.clock, connections, hosts)

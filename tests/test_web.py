@@ -4,19 +4,23 @@ StringTransport and a Clock, a wsproto client on the browser's side."""
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 
 import pytest
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, IPv6Address
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
     AcceptConnection,
     BytesMessage,
     CloseConnection,
+    Ping,
+    Pong,
     RejectConnection,
     RejectData,
     Request,
     TextMessage,
 )
+from wsproto.frame_protocol import FrameProtocol
 
 from chatproto import wire
 from chatproto.session import Session, State
@@ -28,7 +32,9 @@ from chatproto.web import (
     Frames,
     allowed_origin,
     frames,
+    parse_hosts,
     parse_origins,
+    served_host,
     site,
 )
 
@@ -46,10 +52,15 @@ class Browser:
         origins: frozenset[str] = frozenset(),
         host: str = "192.0.2.7",
         port: int = 50000,
+        along: tuple[str, ...] = (),
+        name: str = "chat.test",
+        hosts: frozenset[str] = frozenset({"chat.test"}),
     ) -> None:
+        """C{along}: text messages sent in the handshake's own segment;
+        C{name}: its C{Host}; C{hosts}: the site's --web-host."""
         self.chat = chat
         peer = IPv4Address("TCP", host, port)
-        self.channel = site(chat.factory, origins).buildProtocol(peer)
+        self.channel = site(chat.factory, origins, hosts).buildProtocol(peer)
         self.transport = RecordingTransport(peerAddress=peer)
         self.transport.protocol = self.channel
         self.channel.makeConnection(self.transport)
@@ -61,8 +72,13 @@ class Browser:
         self.session: Session | None
         headers = [] if origin is None else [(b"origin", origin.encode())]
         before = set(chat.factory.admission.connections)
+        handshake = Request(host=name, target="/ws", extra_headers=headers)
         self.channel.dataReceived(
-            self.ws.send(Request(host="chat.test", target="/ws", extra_headers=headers))
+            self.ws.send(handshake)
+            + b"".join(
+                FrameProtocol(client=True, extensions=[]).send_data(text)
+                for text in along
+            )
         )
         self._read()
         new = chat.factory.admission.connections - before
@@ -95,6 +111,12 @@ class Browser:
     def send(self, text: str) -> None:
         """One text message from the browser."""
         self.channel.dataReceived(self.ws.send(TextMessage(text)))
+
+    def send_fragment(self, text: str) -> None:
+        """A fragment of a text message; send() ends the message."""
+        self.channel.dataReceived(
+            self.ws.send(TextMessage(text, message_finished=False))
+        )
 
     def take(self) -> list[str]:
         """The text messages the server sent since the last take."""
@@ -197,6 +219,38 @@ def test_a_message_past_max_line_is_refused_with_1009_before_it_ends(
     assert alice.take() == chat.stamp() + "-Déconnection de bob\n".encode()
 
 
+def test_a_message_past_64_fragments_is_refused_with_1009(chat: Chat) -> None:
+    """Empty fragments hold no byte, but each was kept, and each costs the
+    server as much as a short line: millions of them grew the server's
+    memory and slowed every user's /list."""
+    alice = chat.user("alice")
+    browser = Browser(chat)
+    browser.register("bob")
+    alice.take()
+    for _ in range(64):
+        browser.send_fragment("")
+    assert browser.take() == []
+    assert browser.close is None
+    browser.send_fragment("")
+    browser.take()
+    assert browser.close is not None
+    assert browser.close.code == 1009
+    assert browser.close.reason == "message en plus de 64 fragments"
+    assert state(browser) is State.GONE
+    assert alice.take() == chat.stamp() + "-Déconnection de bob\n".encode()
+
+
+def test_a_message_in_64_fragments_is_one_line(chat: Chat) -> None:
+    alice = chat.user("alice")
+    browser = Browser(chat)
+    browser.register("bob")
+    alice.take()
+    for piece in ["bon", "", "jour"] + [""] * 60:
+        browser.send_fragment(piece)
+    browser.send("!")
+    assert alice.take() == chat.stamp() + b"-bob: bonjour!\n"
+
+
 def test_a_message_of_max_line_bytes_is_a_line(chat: Chat) -> None:
     alice = chat.user("alice")
     browser = Browser(chat)
@@ -261,6 +315,70 @@ def test_web_origins_are_repeatable_or_comma_separated_and_checked() -> None:
         parse_origins(["https://chat.example.org/page"])
 
 
+def test_a_handshake_for_a_host_not_served_is_refused_with_421(chat: Chat) -> None:
+    """DNS rebinding: a page on rebind.example, whose name now resolves to
+    this server, is its own origin; only its Host tells it apart."""
+    browser = Browser(chat, origin="http://rebind.example", name="rebind.example")
+    assert browser.status == 421
+    assert browser.body == b"host not served (see --web-host)\n"
+    assert not chat.factory.admission.connections
+
+
+@pytest.mark.parametrize("path", ["/", "/app.js", "/nothing"])
+def test_the_page_for_a_host_not_served_is_refused_with_421(
+    chat: Chat, path: str
+) -> None:
+    head, headers = get(chat, path, name="rebind.example:8080")
+    assert head.split(b" ")[1] == b"421"
+    assert headers[b"content-type"] == [b"text/plain; charset=utf-8"]
+    assert headers[b"content-security-policy"] == [CONTENT_SECURITY_POLICY.encode()]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "localhost",
+        "localhost:8080",
+        "LocalHost.:8080",
+        "127.0.0.1:8080",
+        "[::1]:8080",
+        "chat.test",  # --web-host
+        "Chat.Test:443",
+        "192.0.2.80:8080",  # the address the connection reached
+    ],
+)
+def test_the_names_a_site_serves(header: str) -> None:
+    here = IPv4Address("TCP", "192.0.2.80", 8080)
+    assert served_host(header, here, frozenset({"chat.test"}))
+
+
+@pytest.mark.parametrize(
+    "header",
+    [None, "", "rebind.example", "chat.test.rebind.example", "192.0.2.81:8080"],
+)
+def test_other_names_are_not_served(header: str | None) -> None:
+    here = IPv4Address("TCP", "192.0.2.80", 8080)
+    assert not served_host(header, here, frozenset({"chat.test"}))
+
+
+def test_an_ipv4_client_of_an_ipv6_socket_names_the_ipv4_address() -> None:
+    here = IPv6Address("TCP", "::ffff:192.0.2.80", 8080)
+    assert served_host("192.0.2.80:8080", here, frozenset())
+    here = IPv6Address("TCP", "2001:db8::1", 8080)
+    assert served_host("[2001:DB8:0::1]:8080", here, frozenset())
+
+
+def test_web_hosts_are_repeatable_or_comma_separated_and_checked() -> None:
+    assert parse_hosts(["Chat.Example.org.", "b.example,[2001:db8::1],"]) == {
+        "chat.example.org",
+        "b.example",
+        "2001:db8::1",
+    }
+    for wrong in ("https://chat.example.org", "chat.example.org:8443", "a b"):
+        with pytest.raises(ValueError, match="is not a host name"):
+            parse_hosts([wrong])
+
+
 def test_a_browser_that_stops_answering_pings_is_dropped(chat: Chat) -> None:
     quiet = Browser(chat, port=50001)
     quiet.register("quiet")
@@ -298,6 +416,117 @@ def test_a_browser_that_stops_reading_is_cut_past_max_output() -> None:
     assert "bob" not in chat.factory.sessions
 
 
+@pytest.mark.parametrize("registered", [False, True])
+def test_a_client_that_pings_and_does_not_read_is_cut_past_max_output(
+    registered: bool,
+) -> None:
+    """Twisted answers each ping frame with a pong, and a client that sends
+    pings and reads nothing had the server hold every pong (53 to 650 MiB
+    in a minute): pongs count against --max-output like the chat's lines,
+    registered or not."""
+    chat = Chat(max_output=64 * 1024, flood_rate=0)  # pings are not a flood
+    browser = Browser(chat)
+    if registered:
+        browser.register("bob")
+    browser.take()
+    producer = browser.transport.producer
+    assert producer is not None
+    producer.pauseProducing()  # its TCP buffer is full: it stopped reading
+    ping = browser.ws.send(Ping(b"p" * 125))
+    for _ in range(64 * 1024 // 127 + 10):
+        browser.channel.dataReceived(ping)
+    assert not browser.closed  # past max_output: a second's grace
+    chat.advance(1.5)
+    browser.channel.dataReceived(ping)
+    assert browser.closed
+    assert browser.transport.aborted
+    assert not chat.factory.admission.connections
+
+
+def test_pongs_to_a_client_that_reads_are_sent() -> None:
+    chat = Chat(max_output=64 * 1024, flood_rate=0)  # pings are not a flood
+    browser = Browser(chat)
+    browser.take()
+    ping = browser.ws.send(Ping(b"p" * 125))
+    for _ in range(64 * 1024 // 127 + 10):
+        browser.channel.dataReceived(ping)
+    chat.advance(1.5)
+    browser.channel.dataReceived(ping)
+    assert not browser.closed
+    assert browser.transport.value().count(b"\x8a\x7d" + b"p" * 125) == (
+        64 * 1024 // 127 + 11
+    )
+
+
+def test_a_ping_after_the_servers_close_frame_is_not_answered(chat: Chat) -> None:
+    """wsproto sends nothing after a close frame, and Twisted's attempt to
+    answer the ping raised up to the reactor (a traceback in the log, the
+    connection dropped): the ping goes unanswered, nor does the client's
+    close frame behind it need an answer."""
+    browser = Browser(chat)
+    browser.register("bob")
+    browser.send("/quit")
+    assert browser.take() == ["Deconnexion"]
+    assert browser.close is not None
+    ping = FrameProtocol(client=True, extensions=[]).ping(b"en retard")
+    browser.channel.dataReceived(ping + browser.ws.send(browser.close.response()))
+    assert browser.transport.value() == b""  # no pong, nor a second close
+
+
+def test_a_ping_behind_a_refused_message_is_not_answered(chat: Chat) -> None:
+    """The refusal's close frame goes out in the middle of the read: the
+    ping behind it gets no pong (wsproto sends nothing after a close
+    frame), and no exception reaches the reactor."""
+    browser = Browser(chat)
+    browser.register("bob")
+    limit = chat.factory.config.max_line
+    too_big = browser.ws.send(TextMessage("x" * (limit + 1), message_finished=False))
+    ping = FrameProtocol(client=True, extensions=[]).ping(b"derriere")
+    browser.channel.dataReceived(too_big + ping)
+    assert b"derriere" not in browser.transport.value()
+    browser.take()
+    assert browser.close is not None
+    assert browser.close.code == 1009
+
+
+@pytest.mark.parametrize("frame", [Ping(b"p"), Pong(b"p")], ids=["ping", "pong"])
+def test_a_flood_of_pings_or_pongs_is_cut_as_a_flood_of_lines(
+    chat: Chat, frame: Ping | Pong
+) -> None:
+    """Each frame costs the server as much as a short line, and a client
+    that pinged as fast as it could kept every user's /list at 186 ms: a
+    ping or pong frame costs a flood token, as a line does."""
+    alice = chat.user("alice")
+    browser = Browser(chat)
+    browser.register("bob")
+    alice.take()
+    config = chat.factory.config
+    for _ in range(config.flood_queue):  # they wait their turn, as lines
+        browser.channel.dataReceived(browser.ws.send(frame))
+    assert state(browser) is State.CHATTING
+    for _ in range(config.flood_burst + 1):
+        browser.channel.dataReceived(browser.ws.send(frame))
+    assert state(browser) is State.GONE
+    assert wire.FLOOD in browser.take()
+    assert alice.take() == chat.stamp() + "-Déconnection de bob\n".encode()
+
+
+def test_a_ping_now_and_then_is_answered_and_costs_one_line(chat: Chat) -> None:
+    browser = Browser(chat)
+    browser.register("bob")
+    browser.take()
+    pongs = 0
+    for _ in range(30):
+        browser.channel.dataReceived(browser.ws.send(Ping(b"la?")))
+        pongs += browser.transport.value().count(b"\x8a\x03la?")
+        browser.send("bonjour")
+        chat.advance(1)
+        if "ping" in browser.take():  # the chat's own, a line
+            browser.send("pong")
+    assert state(browser) is State.CHATTING
+    assert pongs == 30
+
+
 def test_nagle_is_off_for_a_browser_only_once_it_talks(chat: Chat) -> None:
     browser = Browser(chat)
     browser.register("bob")
@@ -324,6 +553,9 @@ def test_a_server_line_that_is_not_utf8_is_sent_with_replacement_characters() ->
 
         def loseConnection(self, code: int = 1000, reason: str = "") -> None:
             pass
+
+        def dataReceived(self, data: bytes) -> None:
+            raise AssertionError("nothing is read")
 
     socket = Socket()
     Frames(socket).write(b"caf\xe9\nok\n")
@@ -358,21 +590,25 @@ def test_long_public_lines_reach_a_browser_whole(chat: Chat) -> None:
     assert [m.split(": ", 1)[1] for m in got] == ["x" * 300, "y" * 3000]
 
 
-def get(chat: Chat, path: str) -> tuple[bytes, dict[bytes, list[bytes]]]:
-    """An HTTP GET of the site: the response's head and its headers."""
-    channel = site(chat.factory).buildProtocol(IPv4Address("TCP", "192.0.2.7", 1))
+def get(
+    chat: Chat, path: str, name: str = "chat.test"
+) -> tuple[bytes, dict[bytes, list[bytes]]]:
+    """An HTTP GET of the site (--web-host chat.test) for host C{name}: the
+    response's head and its headers."""
+    web = site(chat.factory, hosts=frozenset({"chat.test"}))
+    channel = web.buildProtocol(IPv4Address("TCP", "192.0.2.7", 1))
     transport = RecordingTransport()
     transport.protocol = channel
     channel.makeConnection(transport)
     channel.dataReceived(
-        f"GET {path} HTTP/1.1\r\nHost: chat.test\r\nConnection: close\r\n\r\n".encode()
+        f"GET {path} HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode()
     )
     head, _, _ = transport.value().partition(b"\r\n\r\n")
     status, *lines = head.split(b"\r\n")
     headers: dict[bytes, list[bytes]] = {}
     for line in lines:
-        name, _, value = line.partition(b": ")
-        headers.setdefault(name.lower(), []).append(value)
+        header, _, value = line.partition(b": ")
+        headers.setdefault(header.lower(), []).append(value)
     return status, headers
 
 
@@ -414,7 +650,7 @@ def test_a_twisted_without_the_message_buffers_refuses_every_websocket(
             raise AssertionError("nothing is sent")
 
     tcp = (bare := Bare()).transport
-    protocol = ChatWebSocket(chat.factory, "192.0.2.7")
+    protocol = ChatWebSocket(chat.factory, "192.0.2.7", SimpleNamespace())
     tcp.protocol = protocol  # type: ignore[assignment]  # its connectionLost
     protocol.negotiationStarted(bare)
     protocol.negotiationFinished()
@@ -442,3 +678,35 @@ def test_a_browser_counts_as_the_web_front_end(chat: Chat) -> None:
     tcp = chat.user("alice")
     assert browser.session is not None and browser.session.front_end == "web"
     assert tcp.session.front_end == "tcp"
+
+
+def test_messages_in_the_handshakes_segment_are_read_like_any_other(
+    chat: Chat,
+) -> None:
+    """A client may send its first frames with its handshake, in one
+    segment: they are lines like any other (the HTTP channel kept them, and
+    the user never registered)."""
+    alice = chat.user("alice")
+    browser = Browser(chat, along=("/pseudo bob", "bonjour"))
+    assert browser.accepted
+    assert browser.take()[:2] == [WELCOME, "Bienvenue bob"]
+    assert alice.lines() == [
+        chat.stamp() + b"-Connexion de bob\n",
+        chat.stamp() + b"-bob: bonjour\n",
+    ]
+
+
+def test_a_burst_with_the_handshake_does_not_stop_the_reading() -> None:
+    """Past 16 KiB kept after a request, the HTTP channel pauses the
+    transport (it stopped reading the connection for 70 s): the frames go to
+    the WebSocket instead, and the connection is read on."""
+    chat = Chat(flood_rate=0)
+    alice = chat.user("alice")
+    lines = tuple(f"ligne {i} " + "x" * 4000 for i in range(5))
+    browser = Browser(chat, along=("/pseudo bob", *lines))
+    assert browser.transport.producerState == "producing"
+    browser.take()
+    browser.send("encore")
+    said = alice.take()
+    assert b"-bob: ligne 4 " in said
+    assert b"-bob: encore\n" in said

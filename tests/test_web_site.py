@@ -57,7 +57,7 @@ class Browser(Connection):
         self.ws = WSConnection(ConnectionType.CLIENT)
         self.accepted = False
         if not self.refused:
-            self.send(self.ws.send(Request(host="chat.test", target="/ws")))
+            self.send(self.ws.send(Request(host="localhost", target="/ws")))
 
     def messages(self) -> list[str]:
         self.ws.receive_data(self.take())
@@ -88,7 +88,7 @@ def test_a_websocket_gives_its_site_slot_back() -> None:
         browser.close()
         assert not chat.factory.admission.connections
     page = Connection(web)
-    page.send(b"GET / HTTP/1.1\r\nHost: chat.test\r\n\r\n")
+    page.send(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
     assert page.take().startswith(b"HTTP/1.1 200 ")
 
 
@@ -119,7 +119,7 @@ def test_a_request_with_a_body_is_refused_from_its_headers(header: bytes) -> Non
     (Twisted would spool it to a temporary file, then answer)."""
     web = site(Chat().factory)
     connection = Connection(web)
-    connection.send(b"POST / HTTP/1.1\r\nHost: chat.test\r\n" + header + b"\r\n\r\n")
+    connection.send(b"POST / HTTP/1.1\r\nHost: localhost\r\n" + header + b"\r\n\r\n")
     assert connection.take().startswith(b"HTTP/1.1 413 ")
     assert not connection.open
     assert getattr(connection.channel.requests[0], "content", None) is None
@@ -128,7 +128,7 @@ def test_a_request_with_a_body_is_refused_from_its_headers(header: bytes) -> Non
 def test_a_request_without_a_body_is_served() -> None:
     web = site(Chat().factory)
     connection = Connection(web)
-    connection.send(b"GET / HTTP/1.1\r\nHost: chat.test\r\nContent-Length: 0\r\n\r\n")
+    connection.send(b"GET / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n")
     assert connection.take().startswith(b"HTTP/1.1 200 ")
     assert connection.open
 
@@ -139,7 +139,7 @@ def test_a_request_sent_a_byte_at_a_time_is_cut_at_the_deadline() -> None:
     chat = Chat()
     web = site(chat.factory)
     connection = Connection(web)
-    request = b"GET / HTTP/1.1\r\nHost: chat.test\r\n"
+    request = b"GET / HTTP/1.1\r\nHost: localhost\r\n"
     for second in range(19):
         connection.send(request[second : second + 1])
         chat.advance(1)

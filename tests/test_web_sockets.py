@@ -148,6 +148,30 @@ async def test_a_handshake_from_another_origin_is_refused(server: Any) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_handshake_for_a_rebound_host_name_is_refused(server: Any) -> None:
+    """DNS rebinding: a page on rebind.example whose name now resolves to
+    127.0.0.1 sends its own origin and host; the site serves neither."""
+    factory, _, web_port = server
+
+    def rebound() -> bytes:
+        client = WSConnection(ConnectionType.CLIENT)
+        request = Request(
+            host="rebind.example",
+            target="/ws",
+            extra_headers=[(b"origin", b"http://rebind.example")],
+        )
+        with socket.create_connection(("127.0.0.1", web_port), timeout=5) as sock:
+            sock.sendall(client.send(request))
+            received = b""
+            while b"\r\n\r\n" not in received:
+                received += sock.recv(65536)
+            return received.partition(b"\r\n")[0]
+
+    assert await threads.deferToThread(rebound) == b"HTTP/1.1 421 Misdirected Request"
+    assert not factory.admission.connections
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_browser_that_stops_reading_is_cut_the_others_are_served(
     server: Any,
 ) -> None:

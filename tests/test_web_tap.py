@@ -11,7 +11,7 @@ from twisted.web.server import Site
 
 from chatproto.server import ChatFactory
 from chatproto.tap import makeService
-from chatproto.web import ChatWebSocketResource
+from chatproto.web import ChatWebSocketResource, _SecureSite
 from tests.test_tap import parse
 
 
@@ -53,6 +53,22 @@ def test_web_origins_are_repeatable_and_comma_separated() -> None:
     }
 
 
+def test_web_hosts_are_repeatable_and_comma_separated_and_served() -> None:
+    reactor = MemoryReactorClock()
+    options = parse(
+        "--web",
+        "8080",
+        "--web-host",
+        "Chat.Example.org,b.example",
+        "--web-host=c.example",
+    )
+    assert options["web_hosts"] == {"chat.example.org", "b.example", "c.example"}
+    makeService(options, reactor=reactor).startService()
+    (_, site, *_) = reactor.tcpServers[1]
+    assert isinstance(site, _SecureSite)
+    assert site.hosts == {"chat.example.org", "b.example", "c.example"}
+
+
 @pytest.mark.parametrize(
     ("argv", "start"),
     [
@@ -62,6 +78,8 @@ def test_web_origins_are_repeatable_and_comma_separated() -> None:
         ),
         (["--web", "8080", "--web-origin", "a.example"], "--web-origin: 'a.example'"),
         (["--web-origin", "https://a.example"], "--web-origin is for the web page"),
+        (["--web-host", "a.example"], "--web-host is for the web page"),
+        (["--web", "8080", "--web-host", "a.example:80"], "--web-host: 'a.example:80'"),
     ],
 )
 def test_web_mistakes_are_explained(argv: list[str], start: str) -> None:
