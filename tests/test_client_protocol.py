@@ -873,6 +873,10 @@ def test_close_while_quitting_is_fine() -> None:
         ("tab\there", "tab\there"),
         ("élève ✓", "élève ✓"),
         ("line\u2028break", "line\ufffdbreak"),
+        ("\u202eevil\u202c", "\ufffdevil\ufffd"),
+        ("a\u2067b\u2069", "a\ufffdb\ufffd"),
+        ("zero\u200bwidth\ufeff", "zero\ufffdwidth\ufffd"),
+        ("שלום\u200f!", "שלום\u200f!"),
     ],
 )
 def test_sanitize(raw: str, shown: str) -> None:
@@ -890,6 +894,18 @@ def test_escape_sequences_from_server_are_harmless() -> None:
     assert isinstance(event, Public)
     assert event.text == "^[[2J^[]0;title^G\ufffd0m\ufffd"
     assert all(ord(c) >= 0x20 for c in event.lines[0])
+
+
+def test_bidirectional_controls_from_server_are_replaced() -> None:
+    """The embeddings, overrides and isolates that make a line read
+    backwards reach no terminal: each becomes U+FFFD, as on the server."""
+    controls = "".join(map(chr, [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]))
+    chat = Chat()
+    chat.register_ruby()
+    chat.feed(f"[1.2.3]-eve: {controls}txt.exe\n".encode())
+    (event,) = chat.take()
+    assert isinstance(event, Public)
+    assert event.text == "\ufffd" * 9 + "txt.exe"
 
 
 def test_unknown_line_shown_as_it_came() -> None:

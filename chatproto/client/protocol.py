@@ -107,6 +107,7 @@ from chatproto.client.events import (
     UserList,
     Welcome,
 )
+from chatproto.text import REPLACEMENT, UNSAFE
 
 __all__ = [
     "NICKNAME",
@@ -129,25 +130,27 @@ NICKNAME = re.compile(r"[A-Za-z0-9_-]{2,12}")
 # -- Making text harmless ---------------------------------------------------
 
 
-def _visible_controls() -> dict[int, str]:
-    table = {code: "^" + chr(code + 0x40) for code in range(0x20) if code != 0x09}
-    table[0x7F] = "^?"
-    for code in (*range(0x80, 0xA0), 0x2028, 0x2029):
-        table[code] = "\ufffd"
-    return table
-
-
-_VISIBLE = _visible_controls()
+#: C0 controls but TAB, and DEL, in caret notation.
+_CARET = {code: "^" + chr(code + 0x40) for code in range(0x20) if code != 0x09} | {
+    0x7F: "^?"
+}
 
 
 def sanitize(text: str) -> str:
     """Make C{text} safe to write to a terminal, keeping it readable.
 
     C0 controls but TAB, and DEL, become caret notation (ESC is C{^[}, so an
-    escape sequence shows as C{^[[2J} and does nothing); C1 controls (C{\\x9b}
-    is a one-byte CSI) and the Unicode line separators become U+FFFD.
+    escape sequence shows as C{^[[2J} and does nothing). Every other
+    character chatproto's server replaces in a user's line
+    (L{chatproto.text.UNSAFE}) becomes U+FFFD here too, whatever the server:
+    C1 controls (C{\\x9b} is a one-byte CSI), the Unicode line separators,
+    the bidirectional embeddings, overrides and isolates (which would show a
+    line backwards) and the invisible characters that hide text. The marks
+    LRM, RLM and ALM stay, as on the server: each is one invisible letter of
+    its direction, which reorders nothing a letter of that script could not,
+    and right-to-left text needs them.
     """
-    return text.translate(_VISIBLE)
+    return UNSAFE.sub(REPLACEMENT, text.translate(_CARET))
 
 
 # -- Each server's wording -------------------------------------------------------
