@@ -112,17 +112,53 @@ class Recorder:
             self.protocol.give_up()
 
 
+def segments(data: bytes, size: int = 65536) -> list[bytes]:
+    """C{data} in the pieces a TCP transport reads (LineReceiver takes a
+    long time over one big piece of many lines)."""
+    return [data[start : start + size] for start in range(0, len(data), size)]
+
+
+class SlowReader(StringTransportWithDisconnection):
+    """A transport to a server that reads nothing until L{drain}: past
+    C{bufferSize} bytes held, it pauses its producer, and resumes it once
+    drained, as Twisted's TCP transport does."""
+
+    bufferSize = 1024
+    paused = False
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        held = len(self.value()) > self.bufferSize
+        if held and not self.paused and self.producer is not None:
+            self.paused = True
+            self.producer.pauseProducing()
+
+    def drain(self) -> bytes:
+        """What the server reads, all that was held."""
+        data = self.value()
+        self.clear()
+        if self.paused and self.producer is not None:
+            self.paused = False
+            self.producer.resumeProducing()
+        return data
+
+
 class Chat:
     """One client protocol on a StringTransport, with a fake clock."""
 
-    def __init__(self, timings: Timings | None = None, give_up: bool = False) -> None:
+    def __init__(
+        self,
+        timings: Timings | None = None,
+        give_up: bool = False,
+        transport: StringTransportWithDisconnection | None = None,
+    ) -> None:
         self.clock = Clock()
         self.clock.advance(1000)
         self.view = Recorder(give_up_on_refusal=give_up)
         factory = ChatClientFactory(self.view, self.clock, timings)
         self.proto = factory.buildProtocol(None)
         self.view.protocol = self.proto
-        self.transport = StringTransportWithDisconnection()
+        self.transport = transport or StringTransportWithDisconnection()
         self.transport.protocol = self.proto
         self.proto.makeConnection(self.transport)
         self.events_taken = 0
@@ -318,6 +354,60 @@ def test_ping_answered_never_shown() -> None:
     chat.feed(b"ping\r\n")
     assert chat.sent() == b"pong\n"
     assert chat.take() == []
+
+
+def test_pings_the_server_does_not_read_get_one_pong_once_it_does() -> None:
+    """A server that floods pings and reads nothing makes the client hold
+    no more than its transport's buffer: the pings that come meanwhile get
+    one pong, and the user's lines wait, until the server reads."""
+    slow = SlowReader()
+    chat = Chat(transport=slow)
+    chat.register_ruby()
+    chat.feed(*segments(b"ping\n" * 100_000))
+    held = slow.value()
+    assert len(held) <= slow.bufferSize + len(b"pong\n")
+    assert set(held.split(b"\n")) == {b"pong", b""}
+    chat.proto.send("hello")
+    assert chat.proto.waiting == 1
+    assert slow.value() == held
+    assert slow.drain() == held
+    assert chat.sent() == b"pong\nhello\n"
+    assert chat.proto.waiting == 0
+    chat.proto.quit()
+    assert chat.sent() == b"/quit\n"
+    chat.feed(b"Deconnexion\n")
+    # Closed, with the producer given back (a transport with a producer
+    # would wait for it before closing).
+    assert slow.producer is None
+    assert chat.ending() == Disconnected(ok=True, reason="Left the chat.")
+
+
+def test_a_server_that_reads_nothing_for_the_timeout_is_left() -> None:
+    """The server may be slow to read what the client wrote, not stop: once
+    it reads nothing for `timeout` seconds, the client leaves and says how
+    many of the user's lines were never sent."""
+    slow = SlowReader()
+    # The pings come at once: missed_pings would take the quiet that follows
+    # for a server gone.
+    chat = Chat(Timings(timeout=5, missed_pings=100), transport=slow)
+    chat.register_ruby()
+    chat.feed(b"ping\n" * 1000)
+    chat.clock.advance(4.9)
+    slow.drain()  # read in time: the count starts again at the next hold
+    chat.feed(b"ping\n" * 1000)
+    chat.proto.send("a")
+    chat.proto.send("b")
+    chat.clock.advance(4.9)
+    assert chat.connected
+    chat.clock.advance(0.1)
+    assert chat.ending() == Disconnected(
+        ok=False,
+        reason=(
+            "The server stopped reading what the client sends (nothing read for"
+            " 5 seconds): 2 lines never sent, and the last lines sent may be lost"
+            " too."
+        ),
+    )
 
 
 def test_ruby_departure_between_pings() -> None:

@@ -22,7 +22,8 @@ Time, always read from the injected clock (L{Timings} holds the numbers):
    connecting, the nickname prompt after C{/pseudo}, the verdict on a
    nickname, the answer to C{/quit}. While it waits, the lines the user
    typed wait too, so that a server that reads one line at a time sees them
-   in the order of the conversation.
+   in the order of the conversation. It is also how long the server may
+   leave unread what the client wrote (see below).
  - C{missed_pings}: a chat may stay silent for hours, so silence alone is
    never an error. Once the server has sent two pings, though, their spacing
    is known, and C{missed_pings} such intervals without a byte from the
@@ -44,6 +45,14 @@ Time, always read from the injected clock (L{Timings} holds the numbers):
    block with no C{Bienvenue NICK} before it) the client stops pacing;
    until then it cannot tell the two apart (same welcome, same prompt) and
    paces, which costs nothing within the burst.
+
+A hostile server cannot make the client hold without bound what it does
+not read. The protocol is the streaming producer of its transport: once
+the transport holds more than it wants to (its buffer size, 64 KiB for
+TCP) because the server does not read, the user's lines wait, and a flood
+of pings is answered with one C{pong} once the server has read the rest.
+A server that leaves it so for C{timeout} seconds has stopped reading: the
+client closes, saying how many of the user's lines were never sent.
 
 What the client cannot deliver, it says: chatproto's server answers a line
 it does not take with an C{Erreur ...} line (unknown command, absent user for
@@ -82,13 +91,20 @@ import enum
 import re
 from collections import deque
 from dataclasses import dataclass
+from typing import cast
 
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import (
+    IConsumer,
+    IDelayedCall,
+    IPushProducer,
+    IReactorTime,
+)
 from twisted.internet.protocol import ClientFactory, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from chatproto import wire
 from chatproto.client.events import (
@@ -288,6 +304,7 @@ _Item = str | _Quit | _Register
 _QUIT = _Quit()
 
 
+@implementer(IPushProducer)
 class ChatClientProtocol(LineReceiver):
     """One connection to a chat server, seen from the user's side.
 
@@ -344,6 +361,11 @@ class ChatClientProtocol(LineReceiver):
         self._quiet_timer: IDelayedCall | None = None
         self._send_timer: IDelayedCall | None = None
         self._watchdog: IDelayedCall | None = None
+        #: Set while the transport holds more than it wants to: the
+        #: deadline for the server to read it.
+        self._unread_timer: IDelayedCall | None = None
+        #: A ping came while the transport was so: one pong, once it is not.
+        self._pong_owed = False
         self._linger_timer: IDelayedCall | None = None
         self._outage_since: float | None = None
         self._outage_tries = 0
@@ -417,7 +439,30 @@ class ChatClientProtocol(LineReceiver):
         if set_no_delay is not None:
             with contextlib.suppress(OSError):  # not a TCP socket after all
                 set_no_delay(True)
+        # Every stream transport is its consumer too (TLS does not declare it).
+        cast(IConsumer, self.transport).registerProducer(self, True)
         self._await("a welcome line")
+
+    def pauseProducing(self) -> None:
+        """The transport holds more than it wants to: the server is not
+        reading. Write nothing more until it has read it. (Twisted's TCP
+        transport says so again at each write while its buffer is full.)"""
+        if self._unread_timer is None:
+            self._unread_timer = self.clock.callLater(
+                self.timings.timeout, self._unread
+            )
+
+    def resumeProducing(self) -> None:
+        """The server read all the client wrote: answer the pings that came
+        meanwhile (one pong), and send what waits."""
+        self._cancel("_unread_timer")
+        if self._pong_owed:
+            self._pong_owed = False
+            self.sendLine(b"pong")
+        self._pump()
+
+    def stopProducing(self) -> None:
+        """The connection is lost: L{connectionLost} follows."""
 
     def dataReceived(self, data: bytes) -> None:
         if self._watchdog is not None and self._watchdog.active():
@@ -480,6 +525,7 @@ class ChatClientProtocol(LineReceiver):
             "_quiet_timer",
             "_send_timer",
             "_watchdog",
+            "_unread_timer",
             "_linger_timer",
         ):
             self._cancel(timer)
@@ -628,20 +674,24 @@ class ChatClientProtocol(LineReceiver):
 
     def _flooded(self, text: str) -> None:
         """Cut for flooding: the server closes; whatever waits here is lost."""
-        unsent = self.waiting
+        why = self._unsent("The server disconnected the client for sending too fast")
         self._queue.clear()
         self.leaving = True
         self._cancel("_answer_timer")
         self._awaiting = None
-        why = "The server disconnected the client for sending too fast"
-        if unsent:
-            lines = f"{unsent} line{'' if unsent == 1 else 's'}"
-            why += f": {lines} never sent, and the last lines sent may be lost too."
-        else:
-            why += ": the last lines sent may not have been delivered."
         self._outcome = (False, why)
         self._emit(Notice(lines=(text,)))
         self._close()
+
+    def _unsent(self, why: str) -> str:
+        """C{why} the session ends, and what the user loses by it."""
+        unsent = self.waiting
+        if unsent:
+            lines = f"{unsent} line{'' if unsent == 1 else 's'}"
+            return (
+                f"{why}: {lines} never sent, and the last lines sent may be lost too."
+            )
+        return f"{why}: the last lines sent may not have been delivered."
 
     def _unavailable(self, text: str) -> None:
         """The cluster could not register the nickname: the server waits
@@ -744,7 +794,9 @@ class ChatClientProtocol(LineReceiver):
         if self._last_ping is not None:
             self._ping_interval = max(now - self._last_ping, 1.0)
         self._last_ping = now
-        if not self._closed:
+        if self._unread_timer is not None:
+            self._pong_owed = True
+        elif not self._closed:
             self.sendLine(b"pong")
         if self._ping_interval is not None:
             if self._watchdog is not None and self._watchdog.active():
@@ -753,6 +805,15 @@ class ChatClientProtocol(LineReceiver):
                 self._watchdog = self.clock.callLater(
                     self._silence_limit(), self._silent
                 )
+
+    def _unread(self) -> None:
+        self._unread_timer = None
+        self.abort(
+            self._unsent(
+                "The server stopped reading what the client sends"
+                f" (nothing read for {seconds(self.timings.timeout)})"
+            )
+        )
 
     def _silence_limit(self) -> float:
         assert self._ping_interval is not None
@@ -802,7 +863,7 @@ class ChatClientProtocol(LineReceiver):
 
     def _pump(self) -> None:
         while self._queue and self._awaiting is None and not self._closed:
-            if self._closing:
+            if self._closing or self._unread_timer is not None:
                 return
             if self._send_timer is not None:
                 return
@@ -905,6 +966,10 @@ class ChatClientProtocol(LineReceiver):
         if abort and abort_connection is not None:
             abort_connection()
             return
+        if getattr(self.transport, "disconnecting", False):
+            return  # closing already
+        # A transport with a producer waits for it to go before it closes.
+        cast(IConsumer, self.transport).unregisterProducer()
         self.transport.loseConnection()
         if abort_connection is not None and not self._closed:
             # TLS waits for the server's close_notify, which may never come.
