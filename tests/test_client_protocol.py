@@ -15,6 +15,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport, StringTransportWithDisconnection
 from twisted.python.failure import Failure
 
+from chatproto import wire
 from chatproto.client.events import (
     Departure,
     Disconnected,
@@ -801,6 +802,55 @@ def test_message_inside_list_block_keeps_order() -> None:
         "[18.57.28]-alice: salut tout le monde",
         "----------------------",
     ]
+
+
+LIST_HEAD = b"----------------------\nUtilisateurs en ligne:\n"
+
+
+def test_a_list_block_that_never_ends_is_cut_and_reading_goes_on() -> None:
+    """A user list block longer than MAX_LIST_LINES is shown as far as it
+    went, cut; the lines after it are shown as lines of their own."""
+    chat = Chat()
+    chat.register_ruby()
+    limit = ChatClientProtocol.MAX_LIST_LINES
+    chat.feed(*segments(LIST_HEAD + b"=>x\n" * (limit + 3)))
+    chat.feed(RUBY_PUBLIC)
+    events = chat.take()
+    block = events[0]
+    assert isinstance(block, UserList)
+    assert (block.cut, block.complete) == (True, False)
+    assert len(block.lines) == limit
+    assert block.nicknames == ("x",) * (limit - 2)
+    assert events[1:-1] == [Notice(lines=("=>x",))] * 5
+    assert isinstance(events[-1], Public)
+
+
+def test_a_list_block_of_long_lines_is_cut_by_its_size() -> None:
+    """A list block of long lines is cut before it holds more than
+    MAX_LIST_CHARS characters."""
+    chat = Chat()
+    chat.register_ruby()
+    entry = "=>" + "y" * 60_000
+    chat.feed(*segments(LIST_HEAD + (entry.encode() + b"\n") * 50))
+    block, *rest = chat.take()
+    assert isinstance(block, UserList)
+    assert block.cut
+    assert sum(map(len, block.lines)) <= ChatClientProtocol.MAX_LIST_CHARS
+    assert len(block.lines) - 2 + len(rest) == 50
+    assert rest[-1] == Notice(lines=(entry,))
+
+
+def test_the_list_of_a_big_chat_is_shown_whole() -> None:
+    """The bound leaves room for every user of a big chat: chatproto's
+    /list of 50,000 users is one complete block."""
+    names = [f"user{i}" for i in range(50_000)]
+    chat = Chat()
+    chat.register_ruby()
+    chat.feed(*segments(wire.user_list(names, len(names))))
+    (block,) = chat.take()
+    assert isinstance(block, UserList)
+    assert (block.cut, block.complete) == (False, True)
+    assert block.nicknames == tuple(names)
 
 
 def test_our_list_with_more_line() -> None:

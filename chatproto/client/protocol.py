@@ -46,13 +46,17 @@ Time, always read from the injected clock (L{Timings} holds the numbers):
    until then it cannot tell the two apart (same welcome, same prompt) and
    paces, which costs nothing within the burst.
 
-A hostile server cannot make the client hold without bound what it does
-not read. The protocol is the streaming producer of its transport: once
-the transport holds more than it wants to (its buffer size, 64 KiB for
-TCP) because the server does not read, the user's lines wait, and a flood
-of pings is answered with one C{pong} once the server has read the rest.
-A server that leaves it so for C{timeout} seconds has stopped reading: the
-client closes, saying how many of the user's lines were never sent.
+A hostile server cannot make the client hold without bound what it sends
+or what it does not read: a line longer than C{MAX_LENGTH} is cut; a user
+list block longer than C{MAX_LIST_LINES} lines or C{MAX_LIST_CHARS}
+characters is shown as far as it went (a L{UserList} that is C{cut}), and
+the lines after it as lines of their own. The protocol is the streaming
+producer of its transport: once the transport holds more than it wants to
+(its buffer size, 64 KiB for TCP) because the server does not read, the
+user's lines wait, and a flood of pings is answered with one C{pong} once
+the server has read the rest. A server that leaves it so for C{timeout}
+seconds has stopped reading: the client closes, saying how many of the
+user's lines were never sent.
 
 What the client cannot deliver, it says: chatproto's server answers a line
 it does not take with an C{Erreur ...} line (unknown command, absent user for
@@ -315,6 +319,12 @@ class ChatClientProtocol(LineReceiver):
 
     delimiter = b"\n"
     MAX_LENGTH = 65536
+    #: The most lines, and characters, a user list block may hold. chatproto's
+    #: C{/list} shows every user (10,000 a node by default, and a cluster has
+    #: several nodes), and C{projet.py} puts a blank line after each name; a
+    #: name line is 14 characters at most.
+    MAX_LIST_LINES = 100_000
+    MAX_LIST_CHARS = 2 * 2**20
 
     def __init__(
         self,
@@ -355,6 +365,7 @@ class ChatClientProtocol(LineReceiver):
         self._next_write = 0.0
         self._block: list[str] | None = None
         self._block_nicks: list[str] = []
+        self._block_chars = 0
         self._last_ping: float | None = None
         self._ping_interval: float | None = None
         self._answer_timer: IDelayedCall | None = None
@@ -583,6 +594,7 @@ class ChatClientProtocol(LineReceiver):
                 self._registered(self._candidate, ())
             self._block = [text]
             self._block_nicks = []
+            self._block_chars = len(text)
         elif match := PRIVATE.fullmatch(text):
             self._emit(
                 Private(
@@ -748,13 +760,22 @@ class ChatClientProtocol(LineReceiver):
             return False
         if len(self._block) == 1 and text != LIST_TITLE:
             return False
+        if (
+            len(self._block) >= self.MAX_LIST_LINES
+            or self._block_chars + len(text) > self.MAX_LIST_CHARS
+        ):
+            # A block that never ends would take all the memory: show it as
+            # it is; the lines that follow are lines of their own.
+            self._flush_block(cut=True)
+            return False
         self._block.append(text)
+        self._block_chars += len(text)
         entry = LIST_ENTRY.fullmatch(text)
         if entry and entry["nick"].strip():
             self._block_nicks.append(entry["nick"].strip())
         return True
 
-    def _flush_block(self, complete: bool = False) -> None:
+    def _flush_block(self, complete: bool = False, cut: bool = False) -> None:
         block, self._block = self._block, None
         if block is None:
             return
@@ -766,6 +787,7 @@ class ChatClientProtocol(LineReceiver):
                 lines=tuple(block),
                 nicknames=tuple(self._block_nicks),
                 complete=complete,
+                cut=cut,
             )
         )
 
