@@ -10,8 +10,9 @@ import re
 # overrides and isolates, which make a line read backwards; and invisible
 # characters that hide text (zero width space, word joiner and invisible
 # operators, byte order mark). Left alone: the marks LRM, RLM, ALM and the
-# joiners ZWJ, ZWNJ, which right-to-left scripts and emoji need.
-_UNSAFE = re.compile(
+# joiners ZWJ, ZWNJ, which right-to-left scripts and emoji need. The terminal
+# client replaces the same characters in what a server sends it.
+UNSAFE = re.compile(
     "[\x00-\x08\x0a-\x1f\x7f-\x9f\u200b\u2028-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
 )
 REPLACEMENT = "\ufffd"
@@ -24,4 +25,4 @@ def clean(raw: bytes) -> str:
     reader sees that something was there, and their terminal obeys nothing.
     """
     text = raw.decode("utf-8", "replace")
-    return _UNSAFE.sub(REPLACEMENT, text)
+    return UNSAFE.sub(REPLACEMENT, text)

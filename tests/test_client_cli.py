@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import socket
 import ssl
 import time
 from collections.abc import Iterator
@@ -279,6 +280,53 @@ def test_escape_sequences_printed_harmless(scripted: Scripted) -> None:
     assert code == 0, err
     assert lines[1] == "[1.2.3]-eve: ^[[2J^[]0;pwned^G\ufffd1m"
     assert not any(ch in line for line in lines for ch in "\x1b\x07\x9b")
+
+
+def peak_memory(pid: int) -> int:
+    """The most memory a process has held so far (VmHWM), in bytes."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for {pid}")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_a_ping_flood_from_a_server_that_reads_nothing(scripted: Scripted) -> None:
+    """A server that sends 4 MB of pings and reads nothing does not make the
+    client hold its answers (on 082036f its memory grew by 23 MiB, every
+    pong a write of its own); once the server reads, one pong answers what
+    came meanwhile, then /quit, and the session ends well."""
+    # The kernel takes what the server's small receive buffer and the
+    # client's send buffer hold; the client holds the rest, or not.
+    scripted.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    # --timeout: the flood takes a few seconds to read, while nothing the
+    # client writes is read.
+    client = Client("--timeout", "60", "127.0.0.1", str(scripted.port))
+    try:
+        peer = scripted.accept()
+        peer.conn.settimeout(60)
+        peer.send(RUBY_WELCOME)
+        client.out.wait_for("^Bienvenue")
+        before = peak_memory(client.process.pid)
+        peer.send(b"ping\n" * 800_000 + b"[1.2.3]-eve: done\n")
+        client.out.wait_for("done$", timeout=60)
+        grown = peak_memory(client.process.pid) - before
+        client.end_input()
+        read = b""
+        while b"/quit\n" not in read:
+            peer.send(b"ping\n")  # the server is alive: its pings go on
+            chunk = peer.conn.recv(1 << 20)
+            assert chunk, read[-100:]
+            read += chunk
+        peer.send(b"Deconnexion\n")
+        code, lines, err = client.wait()
+    finally:
+        client.kill()
+    assert grown < 8 * 2**20, f"{grown / 2**20:.1f} MiB"
+    answers, _, _ = read.partition(b"/quit\n")
+    assert set(answers.split(b"\n")) == {b"pong", b""}
+    assert (code, lines, err) == (0, [WELCOME, "[1.2.3]-eve: done", "Deconnexion"], "")
 
 
 def test_partial_last_line_then_quit(scripted: Scripted) -> None:

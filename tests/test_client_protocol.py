@@ -15,6 +15,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport, StringTransportWithDisconnection
 from twisted.python.failure import Failure
 
+from chatproto import wire
 from chatproto.client.events import (
     Departure,
     Disconnected,
@@ -112,17 +113,53 @@ class Recorder:
             self.protocol.give_up()
 
 
+def segments(data: bytes, size: int = 65536) -> list[bytes]:
+    """C{data} in the pieces a TCP transport reads (LineReceiver takes a
+    long time over one big piece of many lines)."""
+    return [data[start : start + size] for start in range(0, len(data), size)]
+
+
+class SlowReader(StringTransportWithDisconnection):
+    """A transport to a server that reads nothing until L{drain}: past
+    C{bufferSize} bytes held, it pauses its producer, and resumes it once
+    drained, as Twisted's TCP transport does."""
+
+    bufferSize = 1024
+    paused = False
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        held = len(self.value()) > self.bufferSize
+        if held and not self.paused and self.producer is not None:
+            self.paused = True
+            self.producer.pauseProducing()
+
+    def drain(self) -> bytes:
+        """What the server reads, all that was held."""
+        data = self.value()
+        self.clear()
+        if self.paused and self.producer is not None:
+            self.paused = False
+            self.producer.resumeProducing()
+        return data
+
+
 class Chat:
     """One client protocol on a StringTransport, with a fake clock."""
 
-    def __init__(self, timings: Timings | None = None, give_up: bool = False) -> None:
+    def __init__(
+        self,
+        timings: Timings | None = None,
+        give_up: bool = False,
+        transport: StringTransportWithDisconnection | None = None,
+    ) -> None:
         self.clock = Clock()
         self.clock.advance(1000)
         self.view = Recorder(give_up_on_refusal=give_up)
         factory = ChatClientFactory(self.view, self.clock, timings)
         self.proto = factory.buildProtocol(None)
         self.view.protocol = self.proto
-        self.transport = StringTransportWithDisconnection()
+        self.transport = transport or StringTransportWithDisconnection()
         self.transport.protocol = self.proto
         self.proto.makeConnection(self.transport)
         self.events_taken = 0
@@ -318,6 +355,60 @@ def test_ping_answered_never_shown() -> None:
     chat.feed(b"ping\r\n")
     assert chat.sent() == b"pong\n"
     assert chat.take() == []
+
+
+def test_pings_the_server_does_not_read_get_one_pong_once_it_does() -> None:
+    """A server that floods pings and reads nothing makes the client hold
+    no more than its transport's buffer: the pings that come meanwhile get
+    one pong, and the user's lines wait, until the server reads."""
+    slow = SlowReader()
+    chat = Chat(transport=slow)
+    chat.register_ruby()
+    chat.feed(*segments(b"ping\n" * 100_000))
+    held = slow.value()
+    assert len(held) <= slow.bufferSize + len(b"pong\n")
+    assert set(held.split(b"\n")) == {b"pong", b""}
+    chat.proto.send("hello")
+    assert chat.proto.waiting == 1
+    assert slow.value() == held
+    assert slow.drain() == held
+    assert chat.sent() == b"pong\nhello\n"
+    assert chat.proto.waiting == 0
+    chat.proto.quit()
+    assert chat.sent() == b"/quit\n"
+    chat.feed(b"Deconnexion\n")
+    # Closed, with the producer given back (a transport with a producer
+    # would wait for it before closing).
+    assert slow.producer is None
+    assert chat.ending() == Disconnected(ok=True, reason="Left the chat.")
+
+
+def test_a_server_that_reads_nothing_for_the_timeout_is_left() -> None:
+    """The server may be slow to read what the client wrote, not stop: once
+    it reads nothing for `timeout` seconds, the client leaves and says how
+    many of the user's lines were never sent."""
+    slow = SlowReader()
+    # The pings come at once: missed_pings would take the quiet that follows
+    # for a server gone.
+    chat = Chat(Timings(timeout=5, missed_pings=100), transport=slow)
+    chat.register_ruby()
+    chat.feed(b"ping\n" * 1000)
+    chat.clock.advance(4.9)
+    slow.drain()  # read in time: the count starts again at the next hold
+    chat.feed(b"ping\n" * 1000)
+    chat.proto.send("a")
+    chat.proto.send("b")
+    chat.clock.advance(4.9)
+    assert chat.connected
+    chat.clock.advance(0.1)
+    assert chat.ending() == Disconnected(
+        ok=False,
+        reason=(
+            "The server stopped reading what the client sends (nothing read for"
+            " 5 seconds): 2 lines never sent, and the last lines sent may be lost"
+            " too."
+        ),
+    )
 
 
 def test_ruby_departure_between_pings() -> None:
@@ -713,6 +804,55 @@ def test_message_inside_list_block_keeps_order() -> None:
     ]
 
 
+LIST_HEAD = b"----------------------\nUtilisateurs en ligne:\n"
+
+
+def test_a_list_block_that_never_ends_is_cut_and_reading_goes_on() -> None:
+    """A user list block longer than MAX_LIST_LINES is shown as far as it
+    went, cut; the lines after it are shown as lines of their own."""
+    chat = Chat()
+    chat.register_ruby()
+    limit = ChatClientProtocol.MAX_LIST_LINES
+    chat.feed(*segments(LIST_HEAD + b"=>x\n" * (limit + 3)))
+    chat.feed(RUBY_PUBLIC)
+    events = chat.take()
+    block = events[0]
+    assert isinstance(block, UserList)
+    assert (block.cut, block.complete) == (True, False)
+    assert len(block.lines) == limit
+    assert block.nicknames == ("x",) * (limit - 2)
+    assert events[1:-1] == [Notice(lines=("=>x",))] * 5
+    assert isinstance(events[-1], Public)
+
+
+def test_a_list_block_of_long_lines_is_cut_by_its_size() -> None:
+    """A list block of long lines is cut before it holds more than
+    MAX_LIST_CHARS characters."""
+    chat = Chat()
+    chat.register_ruby()
+    entry = "=>" + "y" * 60_000
+    chat.feed(*segments(LIST_HEAD + (entry.encode() + b"\n") * 50))
+    block, *rest = chat.take()
+    assert isinstance(block, UserList)
+    assert block.cut
+    assert sum(map(len, block.lines)) <= ChatClientProtocol.MAX_LIST_CHARS
+    assert len(block.lines) - 2 + len(rest) == 50
+    assert rest[-1] == Notice(lines=(entry,))
+
+
+def test_the_list_of_a_big_chat_is_shown_whole() -> None:
+    """The bound leaves room for every user of a big chat: chatproto's
+    /list of 50,000 users is one complete block."""
+    names = [f"user{i}" for i in range(50_000)]
+    chat = Chat()
+    chat.register_ruby()
+    chat.feed(*segments(wire.user_list(names, len(names))))
+    (block,) = chat.take()
+    assert isinstance(block, UserList)
+    assert (block.cut, block.complete) == (False, True)
+    assert block.nicknames == tuple(names)
+
+
 def test_our_list_with_more_line() -> None:
     """chatproto's server may end a long list with '... et N autres': kept in
     the block, not taken for a user."""
@@ -873,6 +1013,10 @@ def test_close_while_quitting_is_fine() -> None:
         ("tab\there", "tab\there"),
         ("élève ✓", "élève ✓"),
         ("line\u2028break", "line\ufffdbreak"),
+        ("\u202eevil\u202c", "\ufffdevil\ufffd"),
+        ("a\u2067b\u2069", "a\ufffdb\ufffd"),
+        ("zero\u200bwidth\ufeff", "zero\ufffdwidth\ufffd"),
+        ("שלום\u200f!", "שלום\u200f!"),
     ],
 )
 def test_sanitize(raw: str, shown: str) -> None:
@@ -890,6 +1034,18 @@ def test_escape_sequences_from_server_are_harmless() -> None:
     assert isinstance(event, Public)
     assert event.text == "^[[2J^[]0;title^G\ufffd0m\ufffd"
     assert all(ord(c) >= 0x20 for c in event.lines[0])
+
+
+def test_bidirectional_controls_from_server_are_replaced() -> None:
+    """The embeddings, overrides and isolates that make a line read
+    backwards reach no terminal: each becomes U+FFFD, as on the server."""
+    controls = "".join(map(chr, [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]))
+    chat = Chat()
+    chat.register_ruby()
+    chat.feed(f"[1.2.3]-eve: {controls}txt.exe\n".encode())
+    (event,) = chat.take()
+    assert isinstance(event, Public)
+    assert event.text == "\ufffd" * 9 + "txt.exe"
 
 
 def test_unknown_line_shown_as_it_came() -> None:

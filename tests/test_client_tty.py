@@ -13,6 +13,8 @@ import pexpect
 import pyte
 import pytest
 
+from chatproto.client.events import UserList
+from chatproto.client.terminal import LIST_CUT, render
 from tests.test_client_support import (
     DEADLINE,
     ROOT,
@@ -210,6 +212,17 @@ def test_private_and_notices_stand_out(
     peer.send(b"Deconnexion\n")
     # An error line from chatproto's server means a line was not delivered.
     assert term.exit_status() == 1
+
+
+def test_a_cut_user_list_says_where() -> None:
+    """A user list the client cut (too long to keep) ends with a line of
+    the client's that says so; its blank lines are left out as usual."""
+    lines = ("-" * 22, "Utilisateurs en ligne:", "=>alice", "", "=>bob")
+    cut = UserList(lines=lines, nicknames=("alice", "bob"), complete=False, cut=True)
+    shown = "".join(text for _, text in render(cut)).split("\n")
+    assert shown == [*lines[:3], lines[4], LIST_CUT]
+    whole = UserList(lines=(*lines, "-" * 22), nicknames=("alice", "bob"))
+    assert LIST_CUT not in "".join(text for _, text in render(whole))
 
 
 def test_escape_sequences_do_nothing(

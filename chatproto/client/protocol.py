@@ -22,7 +22,8 @@ Time, always read from the injected clock (L{Timings} holds the numbers):
    connecting, the nickname prompt after C{/pseudo}, the verdict on a
    nickname, the answer to C{/quit}. While it waits, the lines the user
    typed wait too, so that a server that reads one line at a time sees them
-   in the order of the conversation.
+   in the order of the conversation. It is also how long the server may
+   leave unread what the client wrote (see below).
  - C{missed_pings}: a chat may stay silent for hours, so silence alone is
    never an error. Once the server has sent two pings, though, their spacing
    is known, and C{missed_pings} such intervals without a byte from the
@@ -44,6 +45,18 @@ Time, always read from the injected clock (L{Timings} holds the numbers):
    block with no C{Bienvenue NICK} before it) the client stops pacing;
    until then it cannot tell the two apart (same welcome, same prompt) and
    paces, which costs nothing within the burst.
+
+A hostile server cannot make the client hold without bound what it sends
+or what it does not read: a line longer than C{MAX_LENGTH} is cut; a user
+list block longer than C{MAX_LIST_LINES} lines or C{MAX_LIST_CHARS}
+characters is shown as far as it went (a L{UserList} that is C{cut}), and
+the lines after it as lines of their own. The protocol is the streaming
+producer of its transport: once the transport holds more than it wants to
+(its buffer size, 64 KiB for TCP) because the server does not read, the
+user's lines wait, and a flood of pings is answered with one C{pong} once
+the server has read the rest. A server that leaves it so for C{timeout}
+seconds has stopped reading: the client closes, saying how many of the
+user's lines were never sent.
 
 What the client cannot deliver, it says: chatproto's server answers a line
 it does not take with an C{Erreur ...} line (unknown command, absent user for
@@ -82,13 +95,20 @@ import enum
 import re
 from collections import deque
 from dataclasses import dataclass
+from typing import cast
 
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import (
+    IConsumer,
+    IDelayedCall,
+    IPushProducer,
+    IReactorTime,
+)
 from twisted.internet.protocol import ClientFactory, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from chatproto import wire
 from chatproto.client.events import (
@@ -107,6 +127,7 @@ from chatproto.client.events import (
     UserList,
     Welcome,
 )
+from chatproto.text import REPLACEMENT, UNSAFE
 
 __all__ = [
     "NICKNAME",
@@ -129,25 +150,27 @@ NICKNAME = re.compile(r"[A-Za-z0-9_-]{2,12}")
 # -- Making text harmless ---------------------------------------------------
 
 
-def _visible_controls() -> dict[int, str]:
-    table = {code: "^" + chr(code + 0x40) for code in range(0x20) if code != 0x09}
-    table[0x7F] = "^?"
-    for code in (*range(0x80, 0xA0), 0x2028, 0x2029):
-        table[code] = "\ufffd"
-    return table
-
-
-_VISIBLE = _visible_controls()
+#: C0 controls but TAB, and DEL, in caret notation.
+_CARET = {code: "^" + chr(code + 0x40) for code in range(0x20) if code != 0x09} | {
+    0x7F: "^?"
+}
 
 
 def sanitize(text: str) -> str:
     """Make C{text} safe to write to a terminal, keeping it readable.
 
     C0 controls but TAB, and DEL, become caret notation (ESC is C{^[}, so an
-    escape sequence shows as C{^[[2J} and does nothing); C1 controls (C{\\x9b}
-    is a one-byte CSI) and the Unicode line separators become U+FFFD.
+    escape sequence shows as C{^[[2J} and does nothing). Every other
+    character chatproto's server replaces in a user's line
+    (L{chatproto.text.UNSAFE}) becomes U+FFFD here too, whatever the server:
+    C1 controls (C{\\x9b} is a one-byte CSI), the Unicode line separators,
+    the bidirectional embeddings, overrides and isolates (which would show a
+    line backwards) and the invisible characters that hide text. The marks
+    LRM, RLM and ALM stay, as on the server: each is one invisible letter of
+    its direction, which reorders nothing a letter of that script could not,
+    and right-to-left text needs them.
     """
-    return text.translate(_VISIBLE)
+    return UNSAFE.sub(REPLACEMENT, text.translate(_CARET))
 
 
 # -- Each server's wording -------------------------------------------------------
@@ -285,6 +308,7 @@ _Item = str | _Quit | _Register
 _QUIT = _Quit()
 
 
+@implementer(IPushProducer)
 class ChatClientProtocol(LineReceiver):
     """One connection to a chat server, seen from the user's side.
 
@@ -295,6 +319,12 @@ class ChatClientProtocol(LineReceiver):
 
     delimiter = b"\n"
     MAX_LENGTH = 65536
+    #: The most lines, and characters, a user list block may hold. chatproto's
+    #: C{/list} shows every user (10,000 a node by default, and a cluster has
+    #: several nodes), and C{projet.py} puts a blank line after each name; a
+    #: name line is 14 characters at most.
+    MAX_LIST_LINES = 100_000
+    MAX_LIST_CHARS = 2 * 2**20
 
     def __init__(
         self,
@@ -335,12 +365,18 @@ class ChatClientProtocol(LineReceiver):
         self._next_write = 0.0
         self._block: list[str] | None = None
         self._block_nicks: list[str] = []
+        self._block_chars = 0
         self._last_ping: float | None = None
         self._ping_interval: float | None = None
         self._answer_timer: IDelayedCall | None = None
         self._quiet_timer: IDelayedCall | None = None
         self._send_timer: IDelayedCall | None = None
         self._watchdog: IDelayedCall | None = None
+        #: Set while the transport holds more than it wants to: the
+        #: deadline for the server to read it.
+        self._unread_timer: IDelayedCall | None = None
+        #: A ping came while the transport was so: one pong, once it is not.
+        self._pong_owed = False
         self._linger_timer: IDelayedCall | None = None
         self._outage_since: float | None = None
         self._outage_tries = 0
@@ -414,7 +450,30 @@ class ChatClientProtocol(LineReceiver):
         if set_no_delay is not None:
             with contextlib.suppress(OSError):  # not a TCP socket after all
                 set_no_delay(True)
+        # Every stream transport is its consumer too (TLS does not declare it).
+        cast(IConsumer, self.transport).registerProducer(self, True)
         self._await("a welcome line")
+
+    def pauseProducing(self) -> None:
+        """The transport holds more than it wants to: the server is not
+        reading. Write nothing more until it has read it. (Twisted's TCP
+        transport says so again at each write while its buffer is full.)"""
+        if self._unread_timer is None:
+            self._unread_timer = self.clock.callLater(
+                self.timings.timeout, self._unread
+            )
+
+    def resumeProducing(self) -> None:
+        """The server read all the client wrote: answer the pings that came
+        meanwhile (one pong), and send what waits."""
+        self._cancel("_unread_timer")
+        if self._pong_owed:
+            self._pong_owed = False
+            self.sendLine(b"pong")
+        self._pump()
+
+    def stopProducing(self) -> None:
+        """The connection is lost: L{connectionLost} follows."""
 
     def dataReceived(self, data: bytes) -> None:
         if self._watchdog is not None and self._watchdog.active():
@@ -477,6 +536,7 @@ class ChatClientProtocol(LineReceiver):
             "_quiet_timer",
             "_send_timer",
             "_watchdog",
+            "_unread_timer",
             "_linger_timer",
         ):
             self._cancel(timer)
@@ -534,6 +594,7 @@ class ChatClientProtocol(LineReceiver):
                 self._registered(self._candidate, ())
             self._block = [text]
             self._block_nicks = []
+            self._block_chars = len(text)
         elif match := PRIVATE.fullmatch(text):
             self._emit(
                 Private(
@@ -625,20 +686,24 @@ class ChatClientProtocol(LineReceiver):
 
     def _flooded(self, text: str) -> None:
         """Cut for flooding: the server closes; whatever waits here is lost."""
-        unsent = self.waiting
+        why = self._unsent("The server disconnected the client for sending too fast")
         self._queue.clear()
         self.leaving = True
         self._cancel("_answer_timer")
         self._awaiting = None
-        why = "The server disconnected the client for sending too fast"
-        if unsent:
-            lines = f"{unsent} line{'' if unsent == 1 else 's'}"
-            why += f": {lines} never sent, and the last lines sent may be lost too."
-        else:
-            why += ": the last lines sent may not have been delivered."
         self._outcome = (False, why)
         self._emit(Notice(lines=(text,)))
         self._close()
+
+    def _unsent(self, why: str) -> str:
+        """C{why} the session ends, and what the user loses by it."""
+        unsent = self.waiting
+        if unsent:
+            lines = f"{unsent} line{'' if unsent == 1 else 's'}"
+            return (
+                f"{why}: {lines} never sent, and the last lines sent may be lost too."
+            )
+        return f"{why}: the last lines sent may not have been delivered."
 
     def _unavailable(self, text: str) -> None:
         """The cluster could not register the nickname: the server waits
@@ -695,13 +760,22 @@ class ChatClientProtocol(LineReceiver):
             return False
         if len(self._block) == 1 and text != LIST_TITLE:
             return False
+        if (
+            len(self._block) >= self.MAX_LIST_LINES
+            or self._block_chars + len(text) > self.MAX_LIST_CHARS
+        ):
+            # A block that never ends would take all the memory: show it as
+            # it is; the lines that follow are lines of their own.
+            self._flush_block(cut=True)
+            return False
         self._block.append(text)
+        self._block_chars += len(text)
         entry = LIST_ENTRY.fullmatch(text)
         if entry and entry["nick"].strip():
             self._block_nicks.append(entry["nick"].strip())
         return True
 
-    def _flush_block(self, complete: bool = False) -> None:
+    def _flush_block(self, complete: bool = False, cut: bool = False) -> None:
         block, self._block = self._block, None
         if block is None:
             return
@@ -713,6 +787,7 @@ class ChatClientProtocol(LineReceiver):
                 lines=tuple(block),
                 nicknames=tuple(self._block_nicks),
                 complete=complete,
+                cut=cut,
             )
         )
 
@@ -741,7 +816,9 @@ class ChatClientProtocol(LineReceiver):
         if self._last_ping is not None:
             self._ping_interval = max(now - self._last_ping, 1.0)
         self._last_ping = now
-        if not self._closed:
+        if self._unread_timer is not None:
+            self._pong_owed = True
+        elif not self._closed:
             self.sendLine(b"pong")
         if self._ping_interval is not None:
             if self._watchdog is not None and self._watchdog.active():
@@ -750,6 +827,15 @@ class ChatClientProtocol(LineReceiver):
                 self._watchdog = self.clock.callLater(
                     self._silence_limit(), self._silent
                 )
+
+    def _unread(self) -> None:
+        self._unread_timer = None
+        self.abort(
+            self._unsent(
+                "The server stopped reading what the client sends"
+                f" (nothing read for {seconds(self.timings.timeout)})"
+            )
+        )
 
     def _silence_limit(self) -> float:
         assert self._ping_interval is not None
@@ -799,7 +885,7 @@ class ChatClientProtocol(LineReceiver):
 
     def _pump(self) -> None:
         while self._queue and self._awaiting is None and not self._closed:
-            if self._closing:
+            if self._closing or self._unread_timer is not None:
                 return
             if self._send_timer is not None:
                 return
@@ -902,6 +988,10 @@ class ChatClientProtocol(LineReceiver):
         if abort and abort_connection is not None:
             abort_connection()
             return
+        if getattr(self.transport, "disconnecting", False):
+            return  # closing already
+        # A transport with a producer waits for it to go before it closes.
+        cast(IConsumer, self.transport).unregisterProducer()
         self.transport.loseConnection()
         if abort_connection is not None and not self._closed:
             # TLS waits for the server's close_notify, which may never come.

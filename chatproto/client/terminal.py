@@ -44,13 +44,17 @@ STYLE = Style.from_dict(
 
 Fragments = list[tuple[str, str]]
 
+#: After a user list the client cut (L{UserList.cut}).
+LIST_CUT = "* The user list is too long to keep: its other lines follow as they come."
+
 
 def render(event: Event) -> Fragments:
     """What the terminal shows for C{event}: its lines, styled by kind.
 
     Private messages are marked with C{» } as well as coloured, so that they
     stand out on a terminal without colours too; the blank lines inside a
-    user list are left out.
+    user list are left out, and a line from the client says where a list too
+    long to keep was cut.
     """
     lines = event.lines
     if isinstance(event, UserList):
@@ -64,6 +68,8 @@ def render(event: Event) -> Fragments:
         return [("class:private", "» " + text)]
     if isinstance(event, Refused):
         return [("class:refused", text)]
+    if isinstance(event, UserList) and event.cut:
+        return [("class:notice", text), ("class:client", "\n" + LIST_CUT)]
     return [("class:notice", text)]
 
 
