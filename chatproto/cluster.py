@@ -25,19 +25,11 @@ C{chatproto:CLUSTER:}:
 
 Pub/sub channels belong to no database, so their names carry its number:
 
-    chatproto:CLUSTER:DB:all        "ORIGIN LINES", public lines (a reactor
-                                    turn's worth); "ORIGIN#ID LINE" for a
-                                    late departure, ID its entry in "left";
-                                    "ORIGIN@NODE LINE" for the departure of
-                                    a user of NODE, which ORIGIN reaped
-    chatproto:CLUSTER:DB:node:ID    "NICKKEY LINE", private lines for node ID;
-                                    "!NICKKEY OPERATOR ADDRESS REASON", a kick
-                                    of a user of node ID (moderation.py);
-                                    "!NICKKEY+MINUTES ...", a ban of it;
-                                    "?OPKEY+NICKKEY LINE", the answer to
-                                    the ban of NICKKEY, for operator OPKEY
-    chatproto:CLUSTER:DB:bans       "ORIGIN +ADDRESS<TAB>UNTIL<TAB>BY<TAB>REASON"
-                                    a ban, "ORIGIN -ADDRESS" its end
+    chatproto:CLUSTER:DB:all        public lines and departures, for every node
+    chatproto:CLUSTER:DB:node:ID    private lines, kicks and answers for node ID
+    chatproto:CLUSTER:DB:bans       changes of the bans, for every node
+
+What travels on them is chatproto/cluster_messages.py's: its one home.
 
 Every script builds its key names from a prefix, so this needs one Redis
 server (or a primary with replicas), not a Redis Cluster.
@@ -64,6 +56,21 @@ from chatproto import wire
 # is an optional extra; tap.py imports this module only for --redis, so a
 # server without it runs without txredisapi.
 from chatproto._redis import Commands, Subscription
+from chatproto.cluster_messages import (
+    Answer,
+    BanLifted,
+    BanShared,
+    Channel,
+    Kick,
+    LateDeparture,
+    MalformedMessage,
+    NodeMessage,
+    Private,
+    Public,
+    ReapedDeparture,
+    decode,
+    encode,
+)
 from chatproto.config import ClusterConfig
 from chatproto.history import RedisHistory
 from chatproto.moderation import Ban, Moderation
@@ -362,6 +369,11 @@ class RedisRegistry:
         self.node_channel_prefix = f"chatproto:{cluster}:{db}:node:".encode()
         self.node_channel = self.node_channel_prefix + node.encode()
         self.bans_channel = f"chatproto:{cluster}:{db}:bans".encode()
+        self.channels = {
+            self.public_channel: Channel.PUBLIC,
+            self.node_channel: Channel.NODE,
+            self.bans_channel: Channel.BANS,
+        }
         self.origin = node.encode()
         self.lease_ms = max(1, round(lease * 1000))
 
@@ -385,7 +397,7 @@ class RedisRegistry:
         publish it to the other nodes then, in the same step."""
         args: tuple[Any, ...] = (self.node, nick_key(nick))
         if announce is not None:
-            args += (self.public_channel, self.origin + b" " + announce)
+            args += (self.public_channel, encode(Public(self.origin, announce)))
         return self._eval(RELEASE, *args).addCallback(lambda _: None)
 
     def names(self, limit: int | None = None) -> Deferred[tuple[list[str], int]]:
@@ -470,7 +482,7 @@ class RedisRegistry:
     def publish(self, line: bytes) -> Deferred[None]:
         """Send a public line to every other node."""
         d = self.commands.call(
-            "publish", self.public_channel, self.origin + b" " + line
+            "publish", self.public_channel, encode(Public(self.origin, line))
         )
         return d.addCallback(lambda _: None)
 
@@ -478,45 +490,36 @@ class RedisRegistry:
         """Send a private line to the node that holds C{target}; whether a
         node heard it."""
         key = nick_key(target)
-        d = self._eval(
-            WHISPER,
-            self.node,
-            key,
-            self.node_channel_prefix,
-            key.encode() + b" " + line,
-        )
-        return d.addCallback(lambda heard: int(heard) > 0)
+        return self._to_holder(key, Private(key, line))
 
-    def kick(self, target: str, message: bytes, minutes: int = 0) -> Deferred[bool]:
-        """Send a kick to the node that holds C{target} (the whisper's path,
-        a C{!} before the key; a ban of C{minutes}: C{+MINUTES} after it);
-        whether a node heard it."""
-        key = nick_key(target)
-        ban = b"+%d" % minutes if minutes else b""
-        payload = b"!" + key.encode() + ban + b" " + message
-        d = self._eval(WHISPER, self.node, key, self.node_channel_prefix, payload)
-        return d.addCallback(lambda heard: int(heard) > 0)
+    def kick(self, kick: Kick) -> Deferred[bool]:
+        """Send a kick to the node that holds its target (the whisper's
+        path); whether a node heard it."""
+        return self._to_holder(kick.target, kick)
 
     def answer(self, operator: str, target: str, line: bytes) -> Deferred[bool]:
         """Send the answer to C{operator}'s ban of C{target} to the node that
-        holds C{operator} (the whisper's path, C{?OPKEY+NICKKEY}); whether a
-        node heard it."""
+        holds C{operator} (the whisper's path); whether a node heard it."""
         key = nick_key(operator)
-        head = b"?" + key.encode() + b"+" + nick_key(target).encode()
-        payload = head + b" " + line
-        d = self._eval(WHISPER, self.node, key, self.node_channel_prefix, payload)
+        return self._to_holder(key, Answer(key, nick_key(target), line))
+
+    def _to_holder(self, key: str, message: NodeMessage) -> Deferred[bool]:
+        """Publish C{message} on the channel of the node that holds the
+        nickname C{key}, unless it is this one; whether a node heard it."""
+        d = self._eval(
+            WHISPER, self.node, key, self.node_channel_prefix, encode(message)
+        )
         return d.addCallback(lambda heard: int(heard) > 0)
 
     def ban(self, ban: Ban) -> Deferred[None]:
         """Keep a ban in Redis, and tell the other nodes."""
         value = ban.shared()
-        address = ban.address.encode()
-        payload = self.origin + b" +" + address + b"\t" + value
-        d = self._eval(BAN, address, value, self.bans_channel, payload)
+        payload = encode(BanShared(self.origin, ban.address, value))
+        d = self._eval(BAN, ban.address, value, self.bans_channel, payload)
         return d.addCallback(lambda _: None)
 
     def unban(self, address: str) -> Deferred[None]:
-        payload = self.origin + b" -" + address.encode()
+        payload = encode(BanLifted(self.origin, address))
         d = self._eval(UNBAN, address, self.bans_channel, payload)
         return d.addCallback(lambda _: None)
 
@@ -586,8 +589,8 @@ class Chat(Protocol):
     def deliver_private(self, target: str, line: bytes) -> bool:
         """Give a private line to C{target} if it is here."""
 
-    def heard_kick(self, target: str, payload: bytes) -> None:
-        """An operator of another node kicked C{target}, if it is here."""
+    def heard_kick(self, kick: Kick) -> None:
+        """An operator of another node kicked a user, if it is here."""
 
     @property
     def moderation(self) -> Moderation:
@@ -1243,7 +1246,8 @@ class ClusterNode(service.Service):
         kept, self._kept = self._kept, []
         if kept and self.history is not None:
             registry = self.registry
-            payload = registry.origin + b" " + b"".join(lines) if lines else None
+            public = Public(registry.origin, b"".join(lines))
+            payload = encode(public) if lines else None
             d = self.history.keep(kept, registry.public_channel, payload)
             d.addErrback(self._failed)
         elif lines:
@@ -1315,9 +1319,9 @@ class ClusterNode(service.Service):
 
         return self.registry.whisper(target, line).addErrback(failed)
 
-    def kick(self, target: str, message: bytes, minutes: int = 0) -> Deferred[bool]:
-        """Carry a kick (a ban, if C{minutes}) to the node that holds
-        C{target} (moderation.py)."""
+    def kick(self, kick: Kick) -> Deferred[bool]:
+        """Carry a kick (a ban, if it has minutes) to the node that holds
+        its target (moderation.py)."""
         if self.state not in _INSIDE or self._holding():
             return fail(RegistryUnavailable("the cluster cannot be reached"))
 
@@ -1325,7 +1329,7 @@ class ClusterNode(service.Service):
             self._failed(failure)
             raise RegistryUnavailable("the cluster cannot be reached")
 
-        return self.registry.kick(target, message, minutes).addErrback(failed)
+        return self.registry.kick(kick).addErrback(failed)
 
     def answer(self, operator: str, target: str, line: bytes) -> Deferred[bool]:
         """Carry the answer to C{operator}'s ban of C{target} to the node
@@ -1374,41 +1378,40 @@ class ClusterNode(service.Service):
         d.addCallbacks(self.chat.moderation.heard_bans, self._failed)
         d.addErrback(self._bug, "reading the bans")
 
-    def _heard_ban(self, line: bytes) -> None:
-        change, address = line[:1], line[1:]
-        moderation = self.chat.moderation
-        if change == b"-":
-            moderation.heard_unban(address.decode("ascii", "replace"))
-            return
-        address, _, value = address.partition(b"\t")
-        ban = Ban.from_shared(address.decode("ascii", "replace"), value)
-        if change == b"+" and ban is not None:
-            moderation.heard_ban(ban)
-
-    def _message(self, channel: bytes, message: bytes) -> None:
+    def _message(self, channel: bytes, data: bytes) -> None:
         if self._holding():
             self._held.append(
-                lambda known: self._message(channel, message) if known else None
+                lambda known: self._message(channel, data) if known else None
             )
             return
-        registry, chat = self.registry, self.chat
-        head, _, line = message.partition(b" ")
-        if channel == registry.public_channel:
-            head, _, reaped = head.partition(b"@")
-            if reaped == registry.origin:
-                # This node was reaped while it stalled: its users are told
-                # so by the node itself, never that they left.
-                return
-            origin, late, entry = head.partition(b"#")
-            if origin != registry.origin and (not late or self._first_sight(entry)):
-                chat.deliver(line)
-        elif channel == registry.bans_channel:
-            if head != registry.origin:
-                self._heard_ban(line)
-        elif channel == registry.node_channel and head.startswith(b"!"):
-            chat.heard_kick(head[1:].decode("ascii", "replace"), line)
-        elif channel == registry.node_channel and head.startswith(b"?"):
-            operator, _, target = head[1:].decode("ascii", "replace").partition("+")
-            chat.moderation.heard_answer(operator, target, line)
-        elif channel == registry.node_channel:
-            chat.deliver_private(head.decode("ascii", "replace"), line)
+        registry = self.registry
+        try:
+            message = decode(registry.channels[channel], data)
+        except MalformedMessage as e:
+            log.warn("cluster: a message that does not parse: {why}", why=str(e))
+            return
+        origin = registry.origin
+        chat = self.chat
+        moderation = chat.moderation
+        match message:
+            case Public() if message.origin != origin:
+                chat.deliver(message.lines)
+            case LateDeparture() if message.origin != origin:
+                if self._first_sight(message.entry):
+                    chat.deliver(message.line)
+            case ReapedDeparture() if origin not in (message.origin, message.node):
+                # (This node reaped while it stalled: its users are told so
+                # by the node itself, never that they left.)
+                chat.deliver(message.line)
+            case BanShared() if message.origin != origin:
+                ban = Ban.from_shared(message.address, message.value)
+                if ban is not None:
+                    moderation.heard_ban(ban)
+            case BanLifted() if message.origin != origin:
+                moderation.heard_unban(message.address)
+            case Kick():
+                chat.heard_kick(message)
+            case Answer():
+                moderation.heard_answer(message.operator, message.target, message.line)
+            case Private():
+                chat.deliver_private(message.target, message.line)

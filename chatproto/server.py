@@ -26,6 +26,7 @@ from zope.interface import implementer
 
 from chatproto import wire
 from chatproto.admission import EVICTION_GRACE, Admission, network, source
+from chatproto.cluster_messages import Kick
 from chatproto.config import ServerConfig
 from chatproto.fanout import FanOut
 from chatproto.history import History, MemoryHistory
@@ -393,9 +394,9 @@ class ChatFactory(ServerFactory):
     def moderate(self, session: Session, command: str, argument: str) -> None:
         self.moderation.command(session, command, argument)
 
-    def heard_kick(self, target: str, payload: bytes) -> None:
-        """An operator of another node kicked C{target}, if it is here."""
-        self.moderation.heard_kick(target, payload)
+    def heard_kick(self, kick: Kick) -> None:
+        """An operator of another node kicked a user, if it is here."""
+        self.moderation.heard_kick(kick)
 
     # Liveness
 
