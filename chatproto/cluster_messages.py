@@ -4,7 +4,7 @@ As L{chatproto.wire} is for the lines users get, this module is the one
 home of the messages nodes exchange through Redis's pub/sub: one frozen
 dataclass per kind, L{encode} to bytes, L{decode} back (a message that
 does not parse raises L{MalformedMessage}, never anything else). The
-grammar, by channel (see L{chatproto.cluster} for the channels' names)::
+grammar, by channel (see L{chatproto.cluster_redis} for their names)::
 
     all       "ORIGIN LINES"        Public: a reactor turn's public lines
               "ORIGIN#ID LINE"      LateDeparture: ID is its entry in the

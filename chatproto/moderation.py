@@ -453,7 +453,8 @@ class Member(Protocol):
 
 
 class Cluster(Protocol):
-    """What moderation uses of the cluster (L{chatproto.cluster.ClusterNode})."""
+    """What moderation uses of the cluster
+    (L{chatproto.cluster_roles.ClusterModeration})."""
 
     @property
     def accepting(self) -> bool:
@@ -463,9 +464,6 @@ class Cluster(Protocol):
     def kick(self, kick: Kick) -> Deferred[bool]:
         """Carry a kick (a ban, if it has minutes) to the node that holds
         its target; fire with whether one does, and heard it."""
-
-    def whisper(self, target: str, line: bytes) -> Deferred[bool]:
-        """Send a line to C{target}, a user of another node."""
 
     def answer(self, operator: str, target: str, line: bytes) -> Deferred[bool]:
         """Send C{line}, the answer to C{operator}'s ban of C{target}, to the

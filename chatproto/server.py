@@ -358,7 +358,9 @@ class ChatFactory(ServerFactory):
     def broadcast(self, line: bytes, exclude: Session | None = None) -> None:
         """Send one encoded line to every user here but C{exclude}, and to
         the other nodes of a cluster; it is kept in the history here, at its
-        origin (the other nodes deliver it, and do not keep it again)."""
+        origin (the other nodes deliver it, and do not keep it again). In a
+        cluster, record and publish land in one Redis call at the end of the
+        reactor turn (L{chatproto.cluster_roles.Outbox})."""
         self.history.record(line)
         self.fanout.publish(line, exclude)
         if self.relay is not None:

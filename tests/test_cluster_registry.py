@@ -15,7 +15,7 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import deferLater
 
 from chatproto._redis import Commands, Subscription
-from chatproto.cluster import LeaseLost, RedisRegistry, Renewal
+from chatproto.cluster_redis import LeaseLost, RedisRegistry, Renewal
 from chatproto.config import RedisAddress
 from chatproto.registry import NicknameTaken, RegistryUnavailable
 from tests.redis_fixture import RedisServer, running_redis

@@ -35,7 +35,7 @@ def moderated(node: Node) -> Node:
     """The node with alice as an operator, wired to its cluster as tap.py does."""
     moderation = node.factory.moderation
     moderation.operators = {"alice": make_hash("pw", **CHEAP)}
-    moderation.cluster = node.cluster
+    moderation.cluster = node.cluster.moderation
     return node
 
 
