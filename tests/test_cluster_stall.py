@@ -21,6 +21,7 @@ from twisted.logger import ILogObserver, LogEvent, Logger, LogLevel, formatEvent
 from twisted.python.failure import Failure
 
 from chatproto import cluster_membership as membership_module
+from chatproto import cluster_roles as roles_module
 from chatproto import wire
 from chatproto.cluster import ClusterNode
 from chatproto.cluster_membership import (
@@ -50,6 +51,7 @@ CONFIG = ClusterConfig(
 CLUSTER_LOST = wire.notice(wire.CLUSTER_LOST)
 UNAVAILABLE = wire.notice(wire.UNAVAILABLE)
 PUBLIC = b"chatproto:test:0:all"
+NODE = b"chatproto:test:0:node:here"
 
 
 class FakeRedis:
@@ -671,3 +673,27 @@ def test_a_node_stopped_while_it_checks_publishes_nothing_typed_in_the_stall() -
     assert cluster.node.state is State.STOPPED
     assert redis.published == []
     assert redis.count(LEAVE) == 1
+
+
+# -- What the node hears -------------------------------------------------------
+
+
+def test_a_message_that_does_not_parse_is_logged_and_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A kick whose minutes are not a number is no kick (it once kicked its
+    target for 0 minutes), and a public message without a head delivers
+    nothing: each is one warning in the log, never a traceback."""
+    events: list[LogEvent] = []
+    logger = Logger("chatproto.cluster", observer=cast(ILogObserver, events.append))
+    monkeypatch.setattr(roles_module, "log", logger)
+    cluster = Cluster()
+    alice = cluster.user("alice")
+    alice.take()
+    cluster.node.heard(NODE, b"!alice+soon bob - spam")
+    cluster.node.heard(PUBLIC, b"there")
+    cluster.clock.advance(0)
+    assert alice.connected and alice.take() == b""
+    warned = [formatEvent(e) for e in events if e["log_level"] is LogLevel.warn]
+    assert len(warned) == 2
+    assert all("does not parse" in line for line in warned)
