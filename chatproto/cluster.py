@@ -174,7 +174,7 @@ class ClusterNode(service.Service):
     def refuse_waiting(self) -> None:
         self.nicknames.refuse_waiting()
 
-    def keep(self, lines: list[bytes]) -> Deferred[None]:
+    def keep_published(self, lines: list[bytes]) -> Deferred[None]:
         return self.outbox.keep_published(lines)
 
     def heard_late(self, entry: bytes, origin: bytes, line: bytes) -> None:

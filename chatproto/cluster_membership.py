@@ -32,10 +32,6 @@ if TYPE_CHECKING:
 
 log = Logger()
 
-NICK_LOST = (
-    "Votre pseudo {} a été pris par quelqu'un d'autre pendant une coupure "
-    "du serveur : reconnectez-vous avec un autre pseudo"
-)
 UNREACHABLE = "the cluster cannot be reached"
 
 
@@ -174,7 +170,7 @@ class Roles(Protocol):
     def refuse_waiting(self) -> None:
         """Stopping: the claims that waited for the node fail."""
 
-    def keep(self, lines: list[bytes]) -> Deferred[None]:
+    def keep_published(self, lines: list[bytes]) -> Deferred[None]:
         """Keep in the history departures a Redis script published."""
 
     def heard_late(self, entry: bytes, origin: bytes, line: bytes) -> None:
@@ -355,7 +351,9 @@ class Membership:
         if was in INSIDE:
             stamp = self.chat.stamp()
             left = self.registry.leave(stamp)
-            d = left.addCallback(lambda gone: self.roles.keep(departures(gone, stamp)))
+            d = left.addCallback(
+                lambda gone: self.roles.keep_published(departures(gone, stamp))
+            )
             d.addErrback(self.failed)
         d.addCallback(lambda _: self.subscription.close())
         d.addCallback(lambda _: self.commands.close())
@@ -436,7 +434,7 @@ class Membership:
             self.chat.deliver(line)
         # This node reaped them: the one node that keeps their departures,
         # as the reaping published them.
-        self.roles.keep(departures(gone, stamp))
+        self.roles.keep_published(departures(gone, stamp))
 
     # After a stall
 
@@ -594,7 +592,9 @@ class Rejoin:
         ]
         if late:
             d = registry.announce(late, membership.config.retention)
-            d.addCallback(lambda _: roles.keep(late)).addErrback(membership.failed)
+            d.addCallback(lambda _: roles.keep_published(late)).addErrback(
+                membership.failed
+            )
         # And what the others announced late while this node was not listening.
         for entry, origin, line in synced.announced:
             roles.heard_late(entry, origin, line)
@@ -620,5 +620,5 @@ class Rejoin:
         other nodes know that nickname as someone who is present: announcing
         it there would announce the wrong person gone."""
         log.info("{nick} lost its nickname during the outage", nick=member.nick)
-        notice = wire.notice(NICK_LOST.format(member.nick))
+        notice = wire.notice(wire.NICK_LOST.format(member.nick))
         member.say_goodbye(notice, wire.BYE, reach=Reach.HERE, reason="cluster")
