@@ -12,8 +12,9 @@ A seam like the L{chatproto.registry.Registry}: the room knows only the
 L{History} interface, whose C{last} answers with a Deferred, so that the
 cluster's history, kept in Redis for every node, stands in for the
 in-memory one of a single server without the room noticing. In cluster
-mode the L{chatproto.cluster.ClusterNode} is the room's history: it keeps
-the lines with L{RedisHistory}, in the same script as it publishes them.
+mode the L{chatproto.cluster_roles.ClusterHistory} is the room's history:
+it keeps the lines with L{RedisHistory}, in the same script as they are
+published (L{chatproto.cluster_roles.Outbox}).
 
 In Redis (cluster mode), under C{chatproto:CLUSTER:}:
 

@@ -47,6 +47,7 @@ from twisted.logger import Logger
 
 from chatproto import wire
 from chatproto.admission import source
+from chatproto.cluster_messages import Kick
 from chatproto.metrics import RefusalLog
 from chatproto.registry import Reach, nick_key, valid_nickname
 
@@ -452,19 +453,17 @@ class Member(Protocol):
 
 
 class Cluster(Protocol):
-    """What moderation uses of the cluster (L{chatproto.cluster.ClusterNode})."""
+    """What moderation uses of the cluster
+    (L{chatproto.cluster_roles.ClusterModeration})."""
 
     @property
     def accepting(self) -> bool:
         """Whether the node is in the cluster now (Redis answers): bans
         and unbans are refused otherwise."""
 
-    def kick(self, target: str, message: bytes, minutes: int = 0) -> Deferred[bool]:
-        """Carry a kick (a ban of C{minutes}, if not 0) to the node that
-        holds C{target}; fire with whether one does, and heard it."""
-
-    def whisper(self, target: str, line: bytes) -> Deferred[bool]:
-        """Send a line to C{target}, a user of another node."""
+    def kick(self, kick: Kick) -> Deferred[bool]:
+        """Carry a kick (a ban, if it has minutes) to the node that holds
+        its target; fire with whether one does, and heard it."""
 
     def answer(self, operator: str, target: str, line: bytes) -> Deferred[bool]:
         """Send C{line}, the answer to C{operator}'s ban of C{target}, to the
@@ -492,14 +491,6 @@ class Room(Protocol):
     def withdraw(
         self, session: Any, reach: Reach = Reach.EVERYWHERE, reason: str = "lost"
     ) -> bool: ...
-
-
-def _remote(payload: bytes) -> tuple[str, str | None, str]:
-    """A kick heard from another node, C{OPERATOR ADDRESS REASON}: the
-    operator, its address (None: unknown, C{-}), the reason."""
-    operator, _, rest = payload.decode("utf-8", "replace").partition(" ")
-    address, _, reason = rest.partition(" ")
-    return operator, None if address == "-" else address, reason
 
 
 class Moderation:
@@ -965,10 +956,10 @@ class Moderation:
             return
         # Another node's user, maybe: that node expels it (and, for a ban,
         # resolves its address, bans it everywhere and answers the operator).
-        message = f"{session.nick} {session.host or '-'} {reason}".encode()
+        kick = Kick(nick_key(target), minutes, session.nick, session.host, reason)
         if minutes:  # waiting before it is sent: the answer may come first
             self._await_answer(session, target)
-        d = self.cluster.kick(target, message, minutes)
+        d = self.cluster.kick(kick)
 
         def kicked(found: bool) -> None:
             if found and minutes:
@@ -1039,13 +1030,12 @@ class Moderation:
         # withdrawn: saying goodbye announces nothing more
         member.say_goodbye(wire.notice(told), wire.BYE)
 
-    def heard_kick(self, target: str, payload: bytes) -> None:
-        """Another node's operator kicked C{target}, a user of this node;
-        C{NICKKEY+MINUTES}: banned it, and this node, which knows its
-        address, makes the ban (for every node) and answers the operator."""
-        target, _, banned = target.partition("+")
-        minutes = int(banned) if banned.isdigit() else 0
-        operator, address, reason = _remote(payload)
+    def heard_kick(self, kick: Kick) -> None:
+        """Another node's operator kicked a user of this node; with
+        minutes, banned it, and this node, which knows its address, makes
+        the ban (for every node) and answers the operator."""
+        target, minutes, operator = kick.target, kick.minutes, kick.operator
+        address, reason = kick.address, kick.reason
         member = self.room.sessions.get(nick_key(target))
         if member is None or member.nick is None:
             if minutes:  # gone meanwhile: the operator waits for an answer

@@ -26,6 +26,7 @@ from zope.interface import implementer
 
 from chatproto import wire
 from chatproto.admission import EVICTION_GRACE, Admission, network, source
+from chatproto.cluster_messages import Kick
 from chatproto.config import ServerConfig
 from chatproto.fanout import FanOut
 from chatproto.history import History, MemoryHistory
@@ -357,7 +358,9 @@ class ChatFactory(ServerFactory):
     def broadcast(self, line: bytes, exclude: Session | None = None) -> None:
         """Send one encoded line to every user here but C{exclude}, and to
         the other nodes of a cluster; it is kept in the history here, at its
-        origin (the other nodes deliver it, and do not keep it again)."""
+        origin (the other nodes deliver it, and do not keep it again). In a
+        cluster, record and publish land in one Redis call at the end of the
+        reactor turn (L{chatproto.cluster_roles.Outbox})."""
         self.history.record(line)
         self.fanout.publish(line, exclude)
         if self.relay is not None:
@@ -393,9 +396,9 @@ class ChatFactory(ServerFactory):
     def moderate(self, session: Session, command: str, argument: str) -> None:
         self.moderation.command(session, command, argument)
 
-    def heard_kick(self, target: str, payload: bytes) -> None:
-        """An operator of another node kicked C{target}, if it is here."""
-        self.moderation.heard_kick(target, payload)
+    def heard_kick(self, kick: Kick) -> None:
+        """An operator of another node kicked a user, if it is here."""
+        self.moderation.heard_kick(kick)
 
     # Liveness
 

@@ -831,16 +831,19 @@ def makeService(options: usage.Options, reactor: Any = None) -> service.IService
         # server without --redis does without.
         from chatproto.cluster import ClusterNode
 
-        # The node is built with its chat, then made the chat's registry and
-        # relay: each needs the other, and neither is ever half attached.
-        node = ClusterNode(cluster, factory, clock=reactor)
-        factory.registry = factory.relay = node
-        factory.moderation.cluster = node
-        if config.history_lines > 0:  # the cluster's history, in Redis
-            from chatproto.history import RedisHistory
-
-            node.history = RedisHistory(node.commands, cluster.name, config)
-            factory.history = node
+        # The node is built with its chat, then each of its roles fills a
+        # seam of the chat: each needs the other, and neither is ever half
+        # attached. The history keeps a public line in the same Redis call
+        # as the relay publishes it (chatproto/cluster_roles.py, Outbox).
+        keeps_history = config.history_lines > 0
+        node = ClusterNode(
+            cluster, factory, clock=reactor, history=config if keeps_history else None
+        )
+        factory.registry = node.nicknames  # nicknames, claimed in Redis
+        factory.relay = node.relay  # lines to and from the other nodes
+        if node.history is not None:  # the cluster's history, in Redis
+            factory.history = node.history
+        factory.moderation.cluster = node.moderation  # kicks, answers, bans
         # First in, so stopped last: the users' departures are announced to
         # the other nodes before the node leaves the cluster.
         node.setServiceParent(top)

@@ -55,6 +55,11 @@ CLUSTER_LOST = (
     "Le serveur a perdu le contact avec le reste du chat, qui vous a vu partir : "
     "vous êtes déconnecté, reconnectez-vous"
 )
+# To a user whose nickname another node gave away while this one was cut off.
+NICK_LOST = (
+    "Votre pseudo {} a été pris par quelqu'un d'autre pendant une coupure "
+    "du serveur : reconnectez-vous avec un autre pseudo"
+)
 FLOOD = "Trop de messages trop vite : vous êtes déconnecté"
 FLOODED = (FLOOD + "\n").encode()
 # To a user cut for not answering pings (--max-missed-pings): an nc user

@@ -67,7 +67,7 @@ class Client:
 class Node:
     """A server process of the cluster "test", without its sockets."""
 
-    def __init__(self, redis: RedisServer) -> None:
+    def __init__(self, redis: RedisServer, history: bool = False) -> None:
         config = ClusterConfig(
             RedisAddress.parse(redis.url),
             "test",
@@ -78,8 +78,17 @@ class Node:
             ServerConfig(ping_interval=0, registration_timeout=0, flood_rate=0),
             clock=r,
         )
-        self.cluster = ClusterNode(config, self.factory, clock=r)
-        self.factory.registry = self.factory.relay = self.cluster
+        self.cluster = ClusterNode(
+            config,
+            self.factory,
+            clock=r,
+            history=self.factory.config if history else None,
+        )
+        # As tap.py wires it.
+        self.factory.registry = self.cluster.nicknames
+        self.factory.relay = self.cluster.relay
+        if self.cluster.history is not None:
+            self.factory.history = self.cluster.history
         self.cluster.startService()
 
     async def ready(self) -> None:

@@ -15,7 +15,14 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import deferLater
 
 from chatproto._redis import Commands, Subscription
-from chatproto.cluster import LeaseLost, RedisRegistry, Renewal
+from chatproto.cluster_messages import (
+    Channel,
+    LateDeparture,
+    Public,
+    ReapedDeparture,
+    decode,
+)
+from chatproto.cluster_redis import LeaseLost, RedisRegistry, Renewal
 from chatproto.config import RedisAddress
 from chatproto.registry import NicknameTaken, RegistryUnavailable
 from tests.redis_fixture import RedisServer, running_redis
@@ -359,3 +366,31 @@ def test_redis_urls() -> None:
     ]:
         with pytest.raises(ValueError, match=words.replace("?", r"\?")):
             RedisAddress.parse(url)
+
+
+@pytest_twisted.ensureDeferred
+async def test_what_the_lua_scripts_publish_decodes_as_its_kind(
+    open_registry: Opener, listen: Callable[..., Awaitable[list[Any]]]
+) -> None:
+    """Three kinds of message are built by Lua in Redis, not by encode():
+    a reaped node's departures (_REAP), a stopping node's (_LEAVE), and
+    those announced late (_ANNOUNCE). Each decodes as its kind."""
+    dying = await open_registry("dying", lease=0.3)
+    b, c = await open_registry("b"), await open_registry("c")
+    heard = await listen(b.public_channel)
+    await dying.claim("alice")
+    await c.claim("carol")
+    await deferLater(r, 0.4)
+    await b.reap("[1.2.3]")
+    await c.leave("[1.2.4]")
+    await b.announce([b"[1.2.5]-Deconnection de dave\n"], 60.0)
+    await until(lambda: len(heard) >= 3)
+    decoded = [decode(Channel.PUBLIC, message) for _, message in heard]
+    assert decoded[:2] == [
+        ReapedDeparture(b"b", b"dying", "[1.2.3]-Déconnection de alice\n".encode()),
+        Public(b"c", "[1.2.4]-Déconnection de carol\n".encode()),
+    ]
+    late = decoded[2]
+    assert isinstance(late, LateDeparture)
+    assert (late.origin, late.line) == (b"b", b"[1.2.5]-Deconnection de dave\n")
+    assert late.entry  # its ID in the stream "left"

@@ -20,21 +20,25 @@ from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, LogEvent, Logger, LogLevel, formatEvent
 from twisted.python.failure import Failure
 
-from chatproto import cluster as cluster_module
+from chatproto import cluster_membership as membership_module
+from chatproto import cluster_roles as roles_module
 from chatproto import wire
-from chatproto.cluster import (
+from chatproto.cluster import ClusterNode
+from chatproto.cluster_membership import (
+    TRANSITIONS,
+    ImpossibleTransition,
+    Membership,
+    State,
+)
+from chatproto.cluster_redis import (
     CLAIM,
     LEAVE,
     NAMES,
     RELEASE,
     RENEW,
     SYNC,
-    TRANSITIONS,
     WHISPER,
-    ClusterNode,
-    ImpossibleTransition,
     RedisRegistry,
-    State,
 )
 from chatproto.config import ClusterConfig, RedisAddress, ServerConfig
 from chatproto.registry import RegistryUnavailable
@@ -47,6 +51,7 @@ CONFIG = ClusterConfig(
 CLUSTER_LOST = wire.notice(wire.CLUSTER_LOST)
 UNAVAILABLE = wire.notice(wire.UNAVAILABLE)
 PUBLIC = b"chatproto:test:0:all"
+NODE = b"chatproto:test:0:node:here"
 
 
 class FakeRedis:
@@ -130,7 +135,7 @@ class FakeSubscription:
 class Cluster:
     """One node ("here") of the cluster "test", and its users."""
 
-    def __init__(self, joined: bool = True) -> None:
+    def __init__(self, joined: bool = True, history: bool = False) -> None:
         self.clock = Clock()
         self.clock.advance(START)
         self.redis = FakeRedis()
@@ -152,9 +157,18 @@ class Cluster:
             clock=self.clock,
         )
         self.node = ClusterNode(
-            CONFIG, self.factory, clock=self.clock, node_id="here", connect=connect
+            CONFIG,
+            self.factory,
+            clock=self.clock,
+            node_id="here",
+            connect=connect,
+            history=self.factory.config if history else None,
         )
-        self.factory.registry = self.factory.relay = self.node
+        # As tap.py wires it.
+        self.factory.registry = self.node.nicknames
+        self.factory.relay = self.node.relay
+        if self.node.history is not None:
+            self.factory.history = self.node.history
         self.node.startService()
         self._port = 40000
         if joined:
@@ -163,7 +177,7 @@ class Cluster:
     def subscribed(self) -> None:
         """The subscription to the node's channels is up: the node joins."""
         self.subscription.listening = True
-        self.node._heard(True, "")
+        self.node.listening(True, "")
 
     def connect(self) -> Client:
         self._port += 1
@@ -185,7 +199,7 @@ class Cluster:
 
     def heard(self, message: bytes) -> None:
         """A message on the public channel, from another node."""
-        self.node._message(PUBLIC, message)
+        self.node.heard(PUBLIC, message)
 
     def stall(self, seconds: float) -> None:
         """The process was stopped this long: the time jumps, and the timers
@@ -414,7 +428,7 @@ def moves(monkeypatch: pytest.MonkeyPatch) -> list[LogEvent]:
     """What the cluster logs, from here on: the node's moves among them."""
     events: list[LogEvent] = []
     logger = Logger("chatproto.cluster", observer=cast(ILogObserver, events.append))
-    monkeypatch.setattr(cluster_module, "log", logger)
+    monkeypatch.setattr(membership_module, "log", logger)
     return events
 
 
@@ -435,7 +449,7 @@ def said(events: list[LogEvent]) -> list[tuple[State, State, str]]:
 def test_the_diagram_in_the_docstring_is_the_table_of_transitions() -> None:
     """What the class's docstring draws is what _become allows; every state
     is reached from STOPPED, and leads back to it."""
-    doc = ClusterNode.__doc__ or ""
+    doc = Membership.__doc__ or ""
     drawn: dict[State, set[State]] = {state: set() for state in State}
     for sources, target in re.findall(r"^ +([A-Z_, ]+) --.*--> ([A-Z_]+)$", doc, re.M):
         for source in sources.split(", "):
@@ -510,12 +524,12 @@ def test_an_impossible_transition_is_refused_and_changes_nothing(
     with pytest.raises(
         ImpossibleTransition, match="node here: no transition from SERVING to JOINING"
     ):
-        cluster.node._become(State.JOINING)
+        cluster.node.membership.become(State.JOINING)
     assert cluster.node.state is State.SERVING
     assert len(moves) == logged
     fresh = idle_node(cluster)
     with pytest.raises(ImpossibleTransition):
-        fresh._become(State.SERVING)
+        fresh.membership.become(State.SERVING)
     assert fresh.state is State.STOPPED
 
 
@@ -605,7 +619,7 @@ def test_losing_the_subscription_while_checking_delivers_what_waited_once() -> N
     cluster.heard(b"there [1.2.3]-bob: bonjour\n")
     assert alice.take() == b""
     cluster.subscription.listening = False
-    cluster.node._heard(False, "connection lost")
+    cluster.node.listening(False, "connection lost")
     assert cluster.node.state is State.CUT_OFF
     assert alice.take() == b"[1.2.3]-bob: bonjour\n"
     cluster.redis.answer(RENEW, 1)
@@ -621,12 +635,12 @@ def test_a_node_deaf_again_while_it_registers_stays_cut_off_until_it_hears() -> 
     alice, ann = cluster.user("alice"), cluster.user("ann")
     redis = cluster.redis
     cluster.subscription.listening = False
-    cluster.node._heard(False, "connection lost")
+    cluster.node.listening(False, "connection lost")
     assert cluster.node.state is State.CUT_OFF
     redis.held.add(SYNC)
     cluster.subscribed()
     cluster.subscription.listening = False
-    cluster.node._heard(False, "connection lost")
+    cluster.node.listening(False, "connection lost")
     redis.answer(SYNC, [b"E1", [], [], [], 0])
     assert cluster.node.state is State.CUT_OFF
     redis.published.clear()
@@ -659,3 +673,27 @@ def test_a_node_stopped_while_it_checks_publishes_nothing_typed_in_the_stall() -
     assert cluster.node.state is State.STOPPED
     assert redis.published == []
     assert redis.count(LEAVE) == 1
+
+
+# -- What the node hears -------------------------------------------------------
+
+
+def test_a_message_that_does_not_parse_is_logged_and_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A kick whose minutes are not a number is no kick (it once kicked its
+    target for 0 minutes), and a public message without a head delivers
+    nothing: each is one warning in the log, never a traceback."""
+    events: list[LogEvent] = []
+    logger = Logger("chatproto.cluster", observer=cast(ILogObserver, events.append))
+    monkeypatch.setattr(roles_module, "log", logger)
+    cluster = Cluster()
+    alice = cluster.user("alice")
+    alice.take()
+    cluster.node.heard(NODE, b"!alice+soon bob - spam")
+    cluster.node.heard(PUBLIC, b"there")
+    cluster.clock.advance(0)
+    assert alice.connected and alice.take() == b""
+    warned = [formatEvent(e) for e in events if e["log_level"] is LogLevel.warn]
+    assert len(warned) == 2
+    assert all("does not parse" in line for line in warned)

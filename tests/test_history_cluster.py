@@ -34,11 +34,7 @@ class HistoryNode(Node):
     """A node whose chat keeps its history in Redis, as tap.py makes it."""
 
     def __init__(self, redis: RedisServer) -> None:
-        super().__init__(redis)
-        self.cluster.history = RedisHistory(
-            self.cluster.commands, "test", self.factory.config
-        )
-        self.factory.history = self.cluster
+        super().__init__(redis, history=True)
 
 
 @pytest.fixture
@@ -312,8 +308,8 @@ def test_a_node_of_a_cluster_is_its_chats_history() -> None:
     options.parseOptions(["--port=tcp:0", "--redis", "redis://127.0.0.1:1/0"])
     node = next(iter(makeService(options)))  # type: ignore[call-overload]
     assert isinstance(node, ClusterNode)
-    assert node.chat.history is node  # type: ignore[attr-defined]
-    assert isinstance(node.history, RedisHistory)
+    assert node.chat.history is node.history  # type: ignore[attr-defined]
+    assert isinstance(node.outbox.history, RedisHistory)
 
 
 def test_a_cluster_node_without_history_keeps_nothing_in_redis() -> None:

@@ -5,21 +5,13 @@ no more, no less."""
 
 from __future__ import annotations
 
-from chatproto.history import KEEP, LAST, RedisHistory
+from chatproto.history import KEEP, LAST
 from chatproto.registry import RegistryUnavailable
 from tests.test_cluster_stall import CONFIG, PUBLIC, RENEW, Cluster
 
 
 def with_history() -> Cluster:
-    cluster = Cluster()
-    node = cluster.node
-    node.history = RedisHistory(
-        cluster.redis,
-        CONFIG.name,
-        cluster.factory.config,
-    )
-    cluster.factory.history = node
-    return cluster
+    return Cluster(history=True)
 
 
 def kept(cluster: Cluster) -> list[bytes]:
@@ -98,7 +90,7 @@ def test_a_node_not_reaped_during_a_stall_keeps_what_waited_once() -> None:
 def test_a_line_made_while_cut_off_stays_here_and_is_not_kept() -> None:
     cluster = with_history()
     alice, ann = cluster.user("alice"), cluster.user("ann")
-    cluster.node._lost("no connection to Redis")  # as a failed call does
+    cluster.node.membership.lost("no connection to Redis")  # as a failed call does
     cluster.redis.calls.clear()
     alice.send(b"entre nous\n")
     cluster.clock.advance(0)
@@ -136,9 +128,10 @@ def test_a_line_of_a_turn_the_node_was_cut_off_in_is_never_kept() -> None:
     alice = cluster.user("alice")
     cluster.redis.calls.clear()
     alice.send(b"juste avant\n")
-    cluster.node._lost("no connection to Redis")
+    cluster.node.membership.lost("no connection to Redis")
     cluster.clock.advance(0)
-    cluster.node._resync()  # Redis is back: the users are registered again
+    # Redis is back: the users are registered again
+    cluster.node.membership.rejoin.resync()
     assert cluster.node.accepting
     alice.send(b"apres\n")
     cluster.clock.advance(0)

@@ -20,6 +20,7 @@ from twisted.logger import ILogObserver, Logger
 from twisted.python.threadpool import ThreadPool
 
 from chatproto import metrics, moderation, wire
+from chatproto.cluster_messages import Kick
 from chatproto.moderation import (
     MAX_BAN_MINUTES,
     Bans,
@@ -952,7 +953,7 @@ class FakeKicker:
 
     def __init__(self, holds: set[str]) -> None:
         self.holds = holds
-        self.sent: list[tuple[str, bytes]] = []
+        self.sent: list[Kick] = []
         self.shared: list[Any] = []
         self.answers: list[tuple[str, str, bytes]] = []
         self.accepting = True
@@ -974,11 +975,11 @@ class FakeKicker:
     def share_unban(self, address: str) -> Deferred[None]:
         return self._share(address)
 
-    def kick(self, target: str, message: bytes, minutes: int = 0) -> Any:
+    def kick(self, kick: Kick) -> Any:
         from twisted.internet.defer import succeed
 
-        self.sent.append((target, message))
-        return succeed(nick_key(target) in self.holds)
+        self.sent.append(kick)
+        return succeed(kick.target in self.holds)
 
     def whisper(self, target: str, line: bytes) -> Any:
         from twisted.internet.defer import succeed
@@ -999,13 +1000,12 @@ class Link:
     def __init__(self, peer: Chat) -> None:
         self.peer = peer
 
-    def kick(self, target: str, message: bytes, minutes: int = 0) -> Any:
+    def kick(self, kick: Kick) -> Any:
         from twisted.internet.defer import succeed
 
-        key = nick_key(target)
-        if key not in self.peer.factory.sessions:
+        if kick.target not in self.peer.factory.sessions:
             return succeed(False)
-        self.peer.factory.heard_kick(key + (f"+{minutes}" if minutes else ""), message)
+        self.peer.factory.heard_kick(kick)
         return succeed(True)
 
     def whisper(self, target: str, line: bytes) -> Any:
@@ -1083,7 +1083,7 @@ def test_a_ban_of_a_nickname_nobody_holds_is_the_usual_error() -> None:
 def test_a_ban_heard_for_a_user_gone_meanwhile_answers_the_operator() -> None:
     one, two = two_nodes()
     alice = op(one, "alice", "pw")
-    two.factory.heard_kick("bob+10", b"alice 192.0.2.1 spam")
+    two.factory.heard_kick(Kick("bob", 10, "alice", "192.0.2.1", "spam"))
     assert alice.take() == notice(wire.NO_SUCH_USER.format("bob"))
     assert two.factory.moderation.bans.active() == []
 
@@ -1183,7 +1183,7 @@ def test_a_ban_no_node_takes_or_that_cannot_be_sent_waits_for_nothing() -> None:
     assert chat.clock.getDelayedCalls() == []
     kicker.accepting = True
 
-    def unreachable(target: str, message: bytes, minutes: int = 0) -> Any:
+    def unreachable(kick: Kick) -> Any:
         from twisted.internet.defer import fail
 
         from chatproto.registry import RegistryUnavailable
@@ -1214,7 +1214,7 @@ def test_a_user_of_another_node_is_kicked_through_the_kicker() -> None:
     alice = op(chat, "alice", "pw")
     alice.send(b"/kick zoe hors sujet\n")
     assert alice.take() == notice(wire.KICK_DONE.format("zoe"))
-    assert kicker.sent == [("zoe", b"alice 192.0.2.1 hors sujet")]
+    assert kicker.sent == [Kick("zoe", 0, "alice", "192.0.2.1", "hors sujet")]
     alice.send(b"/kick yann\n")
     assert alice.take() == notice(wire.NO_SUCH_USER.format("yann"))
 
@@ -1226,7 +1226,7 @@ def test_a_kick_heard_from_another_node_expels_the_user_here(
     bob = chat.user("bob")
     carol = chat.user("carol", "192.0.2.3")
     carol.take()
-    chat.factory.heard_kick("bob", b"alice 198.51.100.4 hors sujet")
+    chat.factory.heard_kick(Kick("bob", 0, "alice", "198.51.100.4", "hors sujet"))
     assert bob.take() == (
         notice(wire.KICKED_YOU.format("alice") + " : hors sujet") + wire.BYE
     )
@@ -1234,7 +1234,9 @@ def test_a_kick_heard_from_another_node_expels_the_user_here(
         chat.stamp()
         + "-Déconnection de bob (expulsé par alice : hors sujet)\n".encode()
     )
-    chat.factory.heard_kick("nobody", b"alice - x")  # gone meanwhile: nothing
+    chat.factory.heard_kick(
+        Kick("nobody", 0, "alice", None, "x")
+    )  # gone meanwhile: nothing
     [event] = [e for e in events if e.get("act") == "kick"]
     assert (event["operator"], event["operator_address"], event["target"]) == (
         "alice",

@@ -17,6 +17,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransportWithDisconnection
 
 from chatproto import wire
+from chatproto.cluster_messages import Kick
 from chatproto.moderation import make_hash
 from chatproto.server import ChatServerProtocol
 from tests.redis_fixture import RedisServer, free_port, running_redis
@@ -34,7 +35,7 @@ def moderated(node: Node) -> Node:
     """The node with alice as an operator, wired to its cluster as tap.py does."""
     moderation = node.factory.moderation
     moderation.operators = {"alice": make_hash("pw", **CHEAP)}
-    moderation.cluster = node.cluster
+    moderation.cluster = node.cluster.moderation
     return node
 
 
@@ -174,7 +175,7 @@ async def test_a_ban_whose_node_died_unanswered_is_said_unknown(
     alice.send(b"/ban carol 10\n")
     await said(alice, wire.notice(wire.BAN_DONE.format("203.0.113.10", 10)))
 
-    def die(target: str, payload: bytes) -> None:
+    def die(kick: Kick) -> None:
         reactor.callLater(0, two.crash)
 
     two.factory.moderation.heard_kick = die  # type: ignore[method-assign]

@@ -1,0 +1,439 @@
+"""What a cluster node does for its chat: one class per seam of the factory.
+
+The factory (L{chatproto.server.ChatFactory}) has seams that a single
+server fills in memory: its registry of nicknames, its relay, its history;
+and moderation has its cluster. A node fills each with one role:
+
+    ClusterNicknames    the registry: nicknames claimed in Redis
+    ClusterRelay        the relay: public and private lines, and what the
+                        other nodes publish, sorted
+    ClusterHistory      the history: kept in Redis
+    ClusterModeration   moderation's cluster: kicks, answers, the bans copy
+
+A public line is kept in the history and published in one Redis call, at
+the end of the reactor turn (L{Outbox}): the factory's C{broadcast} calls
+C{history.record} then C{relay.publish}, and both land in the outbox. Every
+role asks the node's L{Membership} whether it may go to Redis now.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from chatproto import wire
+from chatproto.cluster_membership import UNREACHABLE, Membership, State
+from chatproto.cluster_messages import (
+    Answer,
+    BanLifted,
+    BanShared,
+    Kick,
+    LateDeparture,
+    MalformedMessage,
+    Private,
+    Public,
+    ReapedDeparture,
+    decode,
+    encode,
+)
+from chatproto.cluster_redis import LeaseLost
+from chatproto.history import RedisHistory
+from chatproto.moderation import Ban
+from chatproto.registry import Reach, RegistryUnavailable
+
+log = Logger()
+
+
+class ClusterNicknames:
+    """The factory's registry in a cluster: nicknames claimed in Redis.
+
+    The interface of L{chatproto.registry.MemoryRegistry}. A claim made
+    while the node joins, or checks whether it was reaped, waits for it up
+    to C{redis_timeout} (a rolling restart must not turn its first users
+    away); one made while the node is out of the cluster fails with
+    L{RegistryUnavailable}."""
+
+    def __init__(self, membership: Membership, outbox: Outbox) -> None:
+        self.membership = membership
+        self.outbox = outbox
+        self._waiting: list[tuple[str, Deferred[str], IDelayedCall]] = []
+
+    def claim(self, nick: str) -> Deferred[str]:
+        membership = self.membership
+        if membership.state is State.JOINING or membership.holding():
+            return self._wait_for_node(nick)
+        if membership.state is not State.SERVING:
+            return fail(
+                RegistryUnavailable(membership.down_reason or "not in the cluster yet")
+            )
+        d = membership.registry.claim(nick)
+        d.addErrback(self._claim_failed)
+        return d
+
+    def _claim_failed(self, failure: Failure) -> Failure:
+        if failure.check(RegistryUnavailable):
+            self.membership.lost(failure.getErrorMessage())
+            if failure.check(LeaseLost):
+                self.membership.rejoin.resync()
+        return failure
+
+    def release(self, nick: str, reach: Reach = Reach.EVERYWHERE) -> Deferred[None]:
+        """Release a departing user's nickname in Redis, unless C{reach}
+        says the other nodes must not hear of the departure (HERE: the
+        nickname is someone else's there now) or have (NOWHERE: they reaped
+        this node and released it)."""
+        if reach is not Reach.EVERYWHERE:
+            return succeed(None)
+        membership = self.membership
+        if membership.holding():  # if this node was reaped, the reaper released it
+
+            def then(known: bool) -> None:
+                if known:
+                    self.release(nick)
+
+            membership.hold(then)
+            return succeed(None)
+        chat = membership.chat
+        line = wire.departure_prefix(chat.stamp()) + nick.encode() + b"\n"
+        if membership.state is not State.SERVING:
+            membership.rejoin.left(nick, line)
+            return succeed(None)
+        # A stopping factory does not announce departures: its users are told
+        # it stops. The users of the other nodes must hear of them.
+        if chat.stopping:
+            self.outbox.send()
+        d = membership.registry.release(nick, line if chat.stopping else None)
+        if chat.stopping:  # announced by Redis, not broadcast: kept here
+            d.addCallback(lambda _: self.outbox.keep_published([line]))
+
+        def failed(failure: Failure) -> None:
+            failure.trap(RegistryUnavailable)
+            membership.rejoin.left(nick, line)
+            membership.lost(failure.getErrorMessage())
+
+        return d.addErrback(failed)
+
+    def names(self, limit: int | None = None) -> Deferred[tuple[list[str], int]]:
+        here = self._names_here(limit)
+        if not self.membership.inside:
+            return succeed(here)
+
+        def failed(failure: Failure) -> tuple[list[str], int]:
+            failure.trap(RegistryUnavailable)
+            self.membership.lost(failure.getErrorMessage())
+            return here
+
+        return self.membership.registry.names(limit).addErrback(failed)
+
+    def _names_here(self, limit: int | None) -> tuple[list[str], int]:
+        nicks = [m.nick for m in self.membership.chat.sessions.values() if m.nick]
+        return nicks[:limit] if limit is not None else nicks, len(nicks)
+
+    # Claims that wait for the node
+
+    def _wait_for_node(self, nick: str) -> Deferred[str]:
+        """A claim made while the node joins, or checks whether it was
+        reaped: it waits up to redis_timeout, then fails as a claim made
+        while Redis is away."""
+        membership = self.membership
+        waiting: Deferred[str] = Deferred()
+        entry: tuple[str, Deferred[str], IDelayedCall]
+
+        def give_up() -> None:
+            self._waiting.remove(entry)
+            waiting.errback(
+                RegistryUnavailable(membership.down_reason or "not in the cluster yet")
+            )
+
+        entry = (
+            nick,
+            waiting,
+            membership.clock.callLater(membership.config.redis_timeout, give_up),
+        )
+        self._waiting.append(entry)
+        return waiting
+
+    def admit_waiting(self) -> None:
+        if self.membership.state is not State.SERVING:
+            return
+        waiting, self._waiting = self._waiting, []
+        for nick, d, timer in waiting:
+            timer.cancel()
+            self.claim(nick).chainDeferred(d)
+
+    def refuse_waiting(self) -> None:
+        """The node stops: the claims that wait fail."""
+        for _, waiting, timer in self._waiting:
+            timer.cancel()
+            waiting.errback(RegistryUnavailable("the server is stopping"))
+        self._waiting = []
+
+
+class Outbox:
+    """What a reactor turn sends to Redis: its public lines, and the lines
+    the history keeps, together at the turn's end in one call (one message
+    for the other nodes, whatever their number; and the history holds
+    exactly the lines the other nodes were given)."""
+
+    def __init__(self, membership: Membership, history: RedisHistory | None) -> None:
+        self.membership = membership
+        self.history = history  # None: the cluster keeps no history
+        self._lines: list[bytes] = []
+        self._kept: list[bytes] = []
+        self._call: IDelayedCall | None = None
+
+    def publish(self, line: bytes) -> None:
+        """Send C{line} to every other node at the end of this turn."""
+        if not self.membership.inside:
+            return
+        self._lines.append(line)
+        self._soon()
+
+    def keep(self, line: bytes) -> None:
+        """Keep C{line} in the history at the end of this turn, in the same
+        script as the turn's lines are published."""
+        if self.history is None or not self.membership.inside:
+            return
+        self._kept.append(line)
+        self._soon()
+
+    def _soon(self) -> None:
+        if self._call is None:
+            self._call = self.membership.clock.callLater(0, self.send)
+
+    def send(self) -> None:
+        """Send what waits, unless the node may have been reaped (then once
+        it knows it was not); out of the cluster, it is dropped."""
+        self._cancel()
+        if self._lines and self.membership.holding():
+            return  # sent once the node knows it was not reaped
+        if self.membership.inside:
+            self.send_now()
+        else:  # cut off: the lines stayed here
+            self.drop()
+
+    def send_now(self) -> None:
+        self._cancel()
+        lines, self._lines = self._lines, []
+        kept, self._kept = self._kept, []
+        registry, failed = self.membership.registry, self.membership.failed
+        if kept and self.history is not None:
+            public = Public(registry.origin, b"".join(lines))
+            payload = encode(public) if lines else None
+            d = self.history.keep(kept, registry.public_channel, payload)
+            d.addErrback(failed)
+        elif lines:
+            registry.publish(b"".join(lines)).addErrback(failed)
+
+    def drop(self) -> None:
+        """What waits goes nowhere."""
+        self._cancel()
+        self._lines = []
+        self._kept = []
+
+    def _cancel(self) -> None:
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+    def keep_published(self, lines: list[bytes]) -> Deferred[None]:
+        """Keep departures that a Redis script published rather than the
+        chat (a stopping node's, a reaped node's, late ones), after it."""
+        if self.history is None or not lines:
+            return succeed(None)
+        d = self.history.keep(lines, self.membership.registry.public_channel, None)
+        return d.addErrback(self.membership.failed)
+
+
+class ClusterHistory:
+    """The factory's history in a cluster: every node's lines, in Redis."""
+
+    def __init__(self, membership: Membership, outbox: Outbox) -> None:
+        self.membership = membership
+        self.outbox = outbox
+
+    def record(self, line: bytes) -> None:
+        """Keep a public line made here in the cluster's history, in the
+        same Redis script as it is published (L{Outbox}). A line made while
+        this node is out of the cluster stays here, and is not kept."""
+        self.outbox.keep(line)
+
+    def last(self, count: int) -> Deferred[list[bytes]]:
+        """The last lines of the cluster's history, read from Redis (every
+        node's, this one's up to those still in its outbox)."""
+        history = self.outbox.history
+        if history is None:
+            return succeed([])
+        self.outbox.send()  # the lines made before the question go first
+
+        def failed(failure: Failure) -> Failure:
+            failure.trap(RegistryUnavailable)
+            self.membership.lost(failure.getErrorMessage())
+            return failure
+
+        return history.last(count).addErrback(failed)
+
+
+class ClusterRelay:
+    """The factory's relay: its lines to the other nodes, theirs to it.
+
+    Sorts what the node hears on its channels (L{heard}): public lines and
+    departures to the chat, private lines to their user, kicks, answers and
+    bans to L{ClusterModeration}."""
+
+    def __init__(
+        self, membership: Membership, outbox: Outbox, moderation: ClusterModeration
+    ) -> None:
+        self.membership = membership
+        self.outbox = outbox
+        self.moderation = moderation
+        self._seen: dict[bytes, float] = {}  # late departures delivered here
+
+    def publish(self, line: bytes) -> None:
+        """Public lines made during one reactor turn go to Redis together at
+        its end (L{Outbox})."""
+        self.outbox.publish(line)
+
+    def whisper(self, target: str, line: bytes) -> Deferred[bool]:
+        membership = self.membership
+        if not membership.inside:
+            return fail(RegistryUnavailable(UNREACHABLE))
+        if membership.holding():
+            later: Deferred[bool] = Deferred()
+
+            def then(known: bool) -> None:
+                if known:
+                    self.whisper(target, line).chainDeferred(later)
+                else:
+                    later.errback(RegistryUnavailable("this node was taken for dead"))
+
+            membership.hold(then)
+            return later
+        self.outbox.send()  # the public lines made before go first
+        return membership.registry.whisper(target, line).addErrback(membership.refused)
+
+    def heard(self, channel: bytes, data: bytes) -> None:
+        """A message on one of the node's channels."""
+        membership = self.membership
+        if membership.holding():
+            membership.hold(lambda known: self.heard(channel, data) if known else None)
+            return
+        registry = membership.registry
+        try:
+            message = decode(registry.channels[channel], data)
+        except MalformedMessage as e:
+            log.warn("cluster: a message that does not parse: {why}", why=str(e))
+            return
+        origin = registry.origin
+        chat = membership.chat
+        match message:
+            case Public() if message.origin != origin:
+                chat.deliver(message.lines)
+            case LateDeparture():
+                self.heard_late(message.entry, message.origin, message.line)
+            case ReapedDeparture() if origin not in (message.origin, message.node):
+                # (This node reaped while it stalled: its users are told so
+                # by the node itself, never that they left.)
+                chat.deliver(message.line)
+            case Private():
+                chat.deliver_private(message.target, message.line)
+            case Kick() | Answer() | BanShared() | BanLifted():
+                self.moderation.heard(message)
+
+    def heard_late(self, entry: bytes, origin: bytes, line: bytes) -> None:
+        """A departure another node announced late: delivered here once (it
+        may come both published and read back when registering again)."""
+        if origin == self.membership.registry.origin:
+            return
+        now = self.membership.clock.seconds()
+        if entry in self._seen:
+            return
+        horizon = now - 2 * self.membership.config.retention
+        for old in [e for e, at in self._seen.items() if at < horizon]:
+            del self._seen[old]
+        self._seen[entry] = now
+        self.membership.chat.deliver(line)
+
+
+class ClusterModeration:
+    """Moderation between nodes: kicks and answers carried, the bans copied.
+
+    Every node keeps a copy of the cluster's bans, kept up to date by the
+    bans channel, so that admitting a connection costs no Redis round trip
+    (admission is synchronous, and a herd of 10,000 reconnecting clients
+    would be 10,000 of them). The copy is read whole each time the node
+    joins or comes back (L{load}), as bans made (or lifted) meanwhile may
+    have been missed: Redis's replaces it. Bans and unbans are refused
+    while the node is not serving (moderation.py, _cut_off)."""
+
+    def __init__(self, membership: Membership, outbox: Outbox) -> None:
+        self.membership = membership
+        self.outbox = outbox
+
+    @property
+    def accepting(self) -> bool:
+        """Whether the node is in the cluster now: bans are refused if not."""
+        return self.membership.state is State.SERVING
+
+    def kick(self, kick: Kick) -> Deferred[bool]:
+        """Carry a kick (a ban, if it has minutes) to the node that holds
+        its target (moderation.py)."""
+        membership = self.membership
+        if not membership.inside or membership.holding():
+            return fail(RegistryUnavailable(UNREACHABLE))
+        return membership.registry.kick(kick).addErrback(membership.refused)
+
+    def answer(self, operator: str, target: str, line: bytes) -> Deferred[bool]:
+        """Carry the answer to C{operator}'s ban of C{target} to the node
+        that holds C{operator} (moderation.py)."""
+        membership = self.membership
+        if not membership.inside or membership.holding():
+            return fail(RegistryUnavailable(UNREACHABLE))
+        d = membership.registry.answer(operator, target, line)
+        return d.addErrback(membership.refused)
+
+    def share_ban(self, ban: Ban) -> Deferred[None]:
+        """Make the ban hold on every node; fails while the node is not
+        serving (moderation refuses bans then: they would hold here only)."""
+        return self._share(self.membership.registry.ban, ban)
+
+    def share_unban(self, address: str) -> Deferred[None]:
+        """Lift the ban on every node; fails while the node is not serving."""
+        return self._share(self.membership.registry.unban, address)
+
+    def _share(
+        self, change: Callable[[Any], Deferred[None]], what: Any
+    ) -> Deferred[None]:
+        if self.membership.state is not State.SERVING:
+            return fail(RegistryUnavailable(UNREACHABLE))
+        return change(what).addErrback(self.membership.refused)
+
+    def load(self) -> None:
+        """Read the cluster's bans whole (the node joined, or came back)."""
+        membership = self.membership
+        moderation = membership.chat.moderation
+        moderation.reading_bans()
+        d = membership.registry.bans(membership.clock.seconds())
+        d.addCallbacks(moderation.heard_bans, membership.failed)
+        d.addErrback(membership.bug, "reading the bans")
+
+    def heard(self, message: Kick | Answer | BanShared | BanLifted) -> None:
+        """What another node's moderation told this node."""
+        membership = self.membership
+        moderation = membership.chat.moderation
+        match message:
+            case Kick():
+                membership.chat.heard_kick(message)
+            case Answer():
+                moderation.heard_answer(message.operator, message.target, message.line)
+            case BanShared() if message.origin != membership.registry.origin:
+                ban = Ban.from_shared(message.address, message.value)
+                if ban is not None:
+                    moderation.heard_ban(ban)
+            case BanLifted() if message.origin != membership.registry.origin:
+                moderation.heard_unban(message.address)
