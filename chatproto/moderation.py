@@ -1,16 +1,13 @@
 """Moderation: operators, kicks and bans (docs/operating.md, "Moderation").
 
-Operators are listed in a file (C{--operators FILE}), one C{nick:hash} line
-each, the hash made by C{python -m chatproto.operators hash}: scrypt
-(C{hashlib.scrypt}, OpenSSL's) with a random salt, written
-C{scrypt$N$R$P$SALT$HASH} (salt and hash in base64). C{/op PASSWORD} makes
-the session an operator: the status belongs to that session object, so a
-new connection (or another letter case of the nickname, which names another
-user only if the registry let it in, and it does not) must /op again.
-Wrong passwords are throttled per address, like flood control: three
-tries, then one every L{OP_RETRY} seconds. A check (84 ms of scrypt) runs
-in a thread of the reactor's pool, at most L{MAX_CHECKS} at once, so that
-the chat goes on meanwhile.
+C{/op PASSWORD} makes the session an operator, if the operators file
+(chatproto/operators.py) lists its nickname with that password: the status
+belongs to that session object, so a new connection (or another letter case
+of the nickname, which names another user only if the registry let it in,
+and it does not) must /op again. Wrong passwords are throttled per address,
+like flood control: three tries, then one every L{OP_RETRY} seconds. A
+check (84 ms of scrypt) runs in a thread of the reactor's pool, at most
+L{MAX_CHECKS} at once, so that the chat goes on meanwhile.
 
 A kick takes a user out of the chat with one line saying who and why, then
 C{Deconnexion}; the others see the departure once, with the reason. A ban
@@ -26,42 +23,28 @@ C{operator_address}, C{target}, C{target_address}, C{reason}, C{minutes}.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
-import hmac
 import ipaddress
 import json
 import math
 import os
-import secrets
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred, DeferredSemaphore, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredSemaphore, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from chatproto import wire
 from chatproto.admission import source
 from chatproto.metrics import RefusalLog
-from chatproto.registry import Reach, nick_key, valid_nickname
+from chatproto.operators import DUMMY_HASH, Checker, check_here, read_operators
+from chatproto.registry import Reach, nick_key
 
 log = Logger()
-
-# scrypt's cost: 2**14 blocks of 128*8 bytes, 16 MiB and 84 ms a check here
-# (the parameters OWASP gives for scrypt). A check runs in a thread (see
-# check_in_threads): the throttle below bounds how often one address can
-# make it run, MAX_CHECKS how many run at once.
-SCRYPT_N = 2**14
-SCRYPT_R = 8
-SCRYPT_P = 1
-# What a hash read from the file may ask for at most (a typo must not make
-# a check take a gigabyte): 128 * N * R * P bytes.
-_MAX_MEMORY = 256 * 1024 * 1024
 
 # Wrong passwords from one address: the first FREE_TRIES are answered at
 # once, then one try every OP_RETRY seconds; an address that made no
@@ -84,144 +67,6 @@ MAX_BAN_MINUTES = 366 * 24 * 60  # a year
 # died, or could not answer, meanwhile, the operator is told the outcome is
 # unknown rather than nothing at all.
 ANSWER_WAIT = 10.0
-
-
-# Passwords
-
-
-def make_hash(
-    password: str, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P
-) -> str:
-    """The line's hash for C{password}: C{scrypt$N$R$P$SALT$HASH}."""
-    salt = secrets.token_bytes(16)
-    key = _scrypt(password, salt, n, r, p)
-    return "$".join(["scrypt", str(n), str(r), str(p), _b64(salt), _b64(key)])
-
-
-def check_password(password: str, stored: str) -> bool:
-    """Whether C{password} is the one C{stored} (a L{make_hash}) was made
-    from; compared in constant time."""
-    n, r, p, salt, key = _parse_hash(stored)
-    return hmac.compare_digest(_scrypt(password, salt, n, r, p), key)
-
-
-# How /op checks a password: (password, stored hash) -> Deferred[bool].
-Checker = Callable[[str, str], "Deferred[bool]"]
-
-
-def check_here(password: str, stored: str) -> Deferred[bool]:
-    """Check in the caller's thread: the result is there at once (a
-    Moderation built without a checker, as the unit tests build it)."""
-    return maybeDeferred(check_password, password, stored)
-
-
-def check_in_threads(reactor: Any) -> Checker:
-    """A checker that runs each check in a thread of C{reactor}'s pool
-    (what the server uses: while scrypt runs, the reactor serves)."""
-    from twisted.internet.threads import deferToThreadPool
-
-    def check(password: str, stored: str) -> Deferred[bool]:
-        pool = reactor.getThreadPool()
-        return deferToThreadPool(reactor, pool, check_password, password, stored)
-
-    return check
-
-
-def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
-    return hashlib.scrypt(
-        password.encode(),
-        salt=salt,
-        n=n,
-        r=r,
-        p=p,
-        dklen=32,
-        maxmem=_MAX_MEMORY + 1024 * 1024,
-    )
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _parse_hash(stored: str) -> tuple[int, int, int, bytes, bytes]:
-    """N, R, P, the salt and the key of a hash; ValueError with a sentence
-    when it is not one this module makes."""
-    parts = stored.split("$")
-    if len(parts) != 6 or parts[0] != "scrypt":
-        raise ValueError(
-            "the hash is not scrypt$N$R$P$SALT$HASH "
-            "(make one with: python -m chatproto.operators hash)"
-        )
-    try:
-        n, r, p = (int(x) for x in parts[1:4])
-        salt = base64.b64decode(parts[4], validate=True)
-        key = base64.b64decode(parts[5], validate=True)
-    except ValueError:
-        raise ValueError("the hash's numbers or base64 are damaged") from None
-    if n < 2 or n & (n - 1) or r < 1 or p < 1 or 128 * n * r * p > _MAX_MEMORY:
-        raise ValueError(
-            "the hash's scrypt parameters are out of bounds (N a power of 2, "
-            f"128*N*R*P at most {_MAX_MEMORY} bytes)"
-        )
-    if not salt or len(key) != 32:
-        raise ValueError("the hash's salt or key has the wrong length")
-    return n, r, p, salt, key
-
-
-# The operators file
-
-
-# What a password is checked against for a nickname the file does not list:
-# a random salt and key at the default cost, so that the check costs what a
-# real one does (the answer's delay says nothing of who is an operator) and
-# matches no password; making it costs no scrypt, in any thread.
-_DUMMY_HASH = "$".join(
-    [
-        "scrypt",
-        str(SCRYPT_N),
-        str(SCRYPT_R),
-        str(SCRYPT_P),
-        _b64(secrets.token_bytes(16)),
-        _b64(secrets.token_bytes(32)),
-    ]
-)
-
-
-def parse_operators(text: str, name: str = "the operators file") -> dict[str, str]:
-    """The operators of a file's text, nickname key -> hash. One
-    C{nick:hash} line each; blank lines and lines starting with C{#} are
-    skipped. ValueError naming the line for any other line."""
-    operators: dict[str, str] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        nick, colon, stored = line.partition(":")
-        where = f"{name}, line {number}"
-        if not colon or not valid_nickname(nick.strip()):
-            raise ValueError(
-                f"{where}: {line[:40]!r} is not NICK:HASH with a valid nickname."
-            )
-        try:
-            _parse_hash(stored.strip())
-        except ValueError as e:
-            raise ValueError(f"{where}: {e}.") from None
-        key = nick_key(nick.strip())
-        if key in operators:
-            raise ValueError(f"{where}: {nick.strip()} is listed twice.")
-        operators[key] = stored.strip()
-    return operators
-
-
-def read_operators(path: str) -> dict[str, str]:
-    """The operators of the file at C{path}; ValueError with a sentence
-    when it cannot be read or has a bad line."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot read {path}: {getattr(e, 'strerror', e)}.") from None
-    return parse_operators(text, path)
 
 
 # Bans
@@ -620,7 +465,7 @@ class Moderation:
         self._prune(now)
         stored = self.operators.get(nick_key(nick))
         # an unknown nickname costs a check too: the delay says nothing
-        d = checks.run(self.checker, argument, stored or _DUMMY_HASH)
+        d = checks.run(self.checker, argument, stored or DUMMY_HASH)
         d.addCallback(lambda right: right and stored is not None)
         d.addCallbacks(
             self._checked,

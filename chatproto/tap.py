@@ -26,7 +26,8 @@ from chatproto.config import (
     ServerConfig,
     valid_cluster_name,
 )
-from chatproto.moderation import Bans, Moderation, check_in_threads, read_operators
+from chatproto.moderation import Bans, Moderation
+from chatproto.operators import check_in_threads, read_operators
 from chatproto.server import EVICTION_GRACE, ChatFactory
 
 log = Logger()

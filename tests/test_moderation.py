@@ -19,16 +19,9 @@ from twisted.internet.defer import Deferred
 from twisted.logger import ILogObserver, Logger
 from twisted.python.threadpool import ThreadPool
 
-from chatproto import metrics, moderation, wire
-from chatproto.moderation import (
-    MAX_BAN_MINUTES,
-    Bans,
-    Moderation,
-    ban_address,
-    check_password,
-    make_hash,
-    parse_operators,
-)
+from chatproto import metrics, moderation, operators, wire
+from chatproto.moderation import MAX_BAN_MINUTES, Bans, Moderation, ban_address
+from chatproto.operators import check_password, make_hash, parse_operators
 from chatproto.operators import main as operators_main
 from chatproto.registry import nick_key
 from chatproto.testing import Chat, Client
@@ -347,8 +340,8 @@ def test_an_unlisted_nickname_s_check_costs_no_scrypt_in_the_reactor() -> None:
     script = """
 import hashlib
 from twisted.internet.defer import succeed
-from chatproto import moderation
-from chatproto.moderation import Moderation, make_hash
+from chatproto.moderation import Moderation
+from chatproto.operators import make_hash
 from chatproto.testing import Chat
 
 chat = Chat(flood_rate=0, ping_interval=0, join_notice_limit=0)
@@ -471,13 +464,13 @@ def test_the_server_s_checker_runs_scrypt_in_a_thread_of_the_pool(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     threads: list[threading.Thread] = []
-    real = moderation.check_password
+    real = operators.check_password
 
     def recording(password: str, stored: str) -> bool:
         threads.append(threading.current_thread())
         return real(password, stored)
 
-    monkeypatch.setattr(moderation, "check_password", recording)
+    monkeypatch.setattr(operators, "check_password", recording)
     pool = ThreadPool(1, 1)
 
     class Reactor:
@@ -490,7 +483,7 @@ def test_the_server_s_checker_runs_scrypt_in_a_thread_of_the_pool(
     pool.start()
     answers: list[bool] = []
     try:
-        check = moderation.check_in_threads(Reactor())
+        check = operators.check_in_threads(Reactor())
         check("pw", make_hash("pw", **CHEAP)).addCallback(answers.append)
     finally:
         pool.stop()  # waits for the check

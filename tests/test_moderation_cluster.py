@@ -17,7 +17,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransportWithDisconnection
 
 from chatproto import wire
-from chatproto.moderation import make_hash
+from chatproto.operators import make_hash
 from chatproto.server import ChatServerProtocol
 from tests.redis_fixture import RedisServer, free_port, running_redis
 from tests.test_cluster import Client, Node, nodes, redis, until
