@@ -64,9 +64,10 @@ from chatproto import wire
 # is an optional extra; tap.py imports this module only for --redis, so a
 # server without it runs without txredisapi.
 from chatproto._redis import Commands, Subscription
+from chatproto.bans import Ban
 from chatproto.config import ClusterConfig
 from chatproto.history import RedisHistory
-from chatproto.moderation import Ban, Moderation
+from chatproto.moderation import Moderation
 from chatproto.registry import (
     NicknameTaken,
     Reach,

@@ -19,8 +19,9 @@ from twisted.internet.defer import Deferred
 from twisted.logger import ILogObserver, Logger
 from twisted.python.threadpool import ThreadPool
 
-from chatproto import metrics, moderation, operators, wire
-from chatproto.moderation import MAX_BAN_MINUTES, Bans, Moderation, ban_address
+from chatproto import bans, metrics, moderation, operators, wire
+from chatproto.bans import Ban, Bans, ban_address
+from chatproto.moderation import MAX_BAN_MINUTES, Moderation
 from chatproto.operators import check_password, make_hash, parse_operators
 from chatproto.operators import main as operators_main
 from chatproto.registry import nick_key
@@ -42,6 +43,7 @@ def events(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     seen: list[dict[str, Any]] = []
     observer = cast(ILogObserver, seen.append)
     monkeypatch.setattr(moderation, "log", Logger(observer=observer))
+    monkeypatch.setattr(bans, "log", Logger(observer=observer))
     monkeypatch.setattr(metrics, "log", Logger(observer=observer))
     return seen
 
@@ -827,8 +829,6 @@ def test_a_cluster_s_ban_holds_on_a_node_whose_file_cannot_be_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """In a cluster Redis has the truth, the file is the node's copy."""
-    from chatproto.moderation import Ban
-
     chat, mod = chat_with_operators(tmp_path, alice="pw")
     mod.cluster = cluster = FakeKicker(set())
     alice = op(chat, "alice", "pw")
@@ -1367,8 +1367,6 @@ def test_our_client_reads_the_nickname_of_a_kicked_departure() -> None:
 
 
 def test_a_ban_heard_from_another_node_holds_here_and_kicks_from_there() -> None:
-    from chatproto.moderation import Ban
-
     chat, mod = chat_with_operators()
     bob = chat.user("bob", "203.0.113.9")
     carol = chat.user("carol", "192.0.2.3")
@@ -1391,8 +1389,6 @@ def test_the_cluster_s_bans_replace_the_node_s_copy_and_kick_from_new_ones() -> 
     """Read whole as the node joins or comes back, Redis's bans are the
     truth: one lifted elsewhere meanwhile goes, one made meanwhile holds
     here and kicks whoever is connected from its address."""
-    from chatproto.moderation import Ban
-
     chat, mod = chat_with_operators(alice="pw")
     mod.cluster = cluster = FakeKicker(set())
     bob = chat.user("bob", "198.51.100.2")
@@ -1409,8 +1405,6 @@ def test_the_cluster_s_bans_replace_the_node_s_copy_and_kick_from_new_ones() -> 
 
 
 def test_changes_made_while_the_bans_are_read_hold_over_the_answer() -> None:
-    from chatproto.moderation import Ban
-
     chat, mod = chat_with_operators(alice="pw")
     mod.cluster = FakeKicker(set())
     alice = op(chat, "alice", "pw")
@@ -1454,8 +1448,6 @@ def test_a_ban_sent_to_redis_after_the_read_holds_over_its_answer() -> None:
 
 
 def test_a_ban_or_an_unban_while_cut_off_is_refused_and_changes_nothing() -> None:
-    from chatproto.moderation import Ban
-
     chat, mod = chat_with_operators(alice="pw")
     mod.cluster = cluster = FakeKicker(set())
     alice = op(chat, "alice", "pw")
@@ -1479,8 +1471,6 @@ def test_a_ban_or_an_unban_while_cut_off_is_refused_and_changes_nothing() -> Non
 def test_a_change_that_does_not_reach_redis_is_undone_and_the_operator_told(
     events: list[dict[str, Any]],
 ) -> None:
-    from chatproto.moderation import Ban
-
     chat, mod = chat_with_operators(alice="pw")
     mod.cluster = cluster = FakeKicker(set())
     alice = op(chat, "alice", "pw")

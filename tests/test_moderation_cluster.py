@@ -189,7 +189,7 @@ async def test_a_ban_whose_node_died_unanswered_is_said_unknown(
 async def test_while_cut_off_bans_are_refused_and_back_the_node_holds_redis_s(
     nodes: Callable[[], Node], redis: RedisServer
 ) -> None:
-    from chatproto.moderation import Ban
+    from chatproto.bans import Ban
 
     one = moderated(nodes())
     await one.ready()
@@ -234,7 +234,7 @@ async def unbanned(node: Node) -> None:
 async def test_redis_forgets_the_bans_that_expired_when_they_are_read(
     nodes: Callable[[], Node],
 ) -> None:
-    from chatproto.moderation import Ban
+    from chatproto.bans import Ban
 
     one = moderated(nodes())
     await one.ready()
