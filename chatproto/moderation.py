@@ -1,4 +1,5 @@
-"""Moderation: operators, kicks and bans (docs/operating.md, "Moderation").
+"""Moderation: operators' commands, kicks and bans (docs/operating.md,
+"Moderation").
 
 C{/op PASSWORD} makes the session an operator, if the operators file
 (chatproto/operators.py) lists its nickname with that password: the status
@@ -18,14 +19,20 @@ cluster, Redis has the truth).
 
 Every act is one log event with named fields: C{act}, C{operator},
 C{operator_address}, C{target}, C{target_address}, C{reason}, C{minutes}.
+
+L{Moderation} answers the commands, from one table built once, and is what
+the room and the cluster's node call; L{OperatorCheck} says who is an
+operator. In a cluster, L{ClusterBans} keeps this node's copy of the
+cluster's bans in step with Redis, and L{Answers} the waits for the answers
+of other nodes to bans of their users.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Protocol
 
 from twisted.internet.defer import Deferred, DeferredSemaphore, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -126,8 +133,93 @@ def _remote(payload: bytes) -> tuple[str, str | None, str]:
     return operator, None if address == "-" else address, reason
 
 
-class Moderation:
-    """Operators, kicks and bans of one room.
+def _here(room: Room, session: Member, nick: str) -> bool:
+    """Whether C{session} is still in the chat (it may have left, or been
+    kicked, while its password was checked or its command answered)."""
+    return room.sessions.get(nick_key(nick)) is session
+
+
+# The log of acts
+
+
+def _log_kick(
+    operator: str,
+    operator_address: str | None,
+    member: Member,
+    reason: str,
+    minutes: int,
+) -> None:
+    log.info(
+        "{operator} kicked {target} from {target_address}: {reason}",
+        act="kick",
+        operator=operator,
+        operator_address=operator_address,
+        target=member.nick,
+        target_address=member.host,
+        reason=reason,
+        minutes=minutes,
+    )
+
+
+def _log_ban(
+    operator: str,
+    operator_address: str | None,
+    ban: Ban,
+    minutes: int,
+    target: str | None,
+) -> None:
+    address, reason = ban.address, ban.reason
+    log.info(
+        "{operator} banned {address} for {minutes} minutes: {reason}",
+        act="ban",
+        operator=operator,
+        operator_address=operator_address,
+        target=target,
+        target_address=address,
+        address=address,
+        minutes=minutes,
+        reason=reason,
+    )
+
+
+# Taking users out
+
+
+def expel_here(
+    room: Room, member: Member, operator: str, reason: str, minutes: int
+) -> None:
+    """Take C{member}, a user of this node, out of the chat: it is told
+    by whom and why, then C{Deconnexion}; everyone sees its departure
+    once, with the reason."""
+    nick = member.nick
+    assert nick is not None
+    if minutes:
+        told = wire.BANNED_YOU.format(operator, minutes)
+    else:
+        told = wire.KICKED_YOU.format(operator)
+    if reason:
+        told += f" : {reason}"
+    if room.withdraw(member, reason="banned" if minutes else "kicked"):
+        line = wire.kicked_departure(
+            room.stamp(), nick, operator, reason, banned=bool(minutes)
+        )
+        room.broadcast(line)
+    # withdrawn: saying goodbye announces nothing more
+    member.say_goodbye(wire.notice(told), wire.BYE)
+
+
+def kick_banned(room: Room, ban: Ban) -> None:
+    """Kick the users of this node connected from a banned address."""
+    now = room.clock.seconds()
+    minutes = max(1, math.ceil((ban.until - now) / 60))
+    for member in list(room.sessions.values()):
+        if member.host == ban.address:
+            _log_kick(ban.by, None, member, ban.reason, minutes)
+            expel_here(room, member, ban.by, ban.reason, minutes)
+
+
+class OperatorCheck:
+    """Who is an operator: /op's password check, throttled per address.
 
     C{operators} (nickname key -> hash) is the file's, replaced whole on a
     reload; C{operating} the sessions that passed /op, until they close."""
@@ -136,7 +228,6 @@ class Moderation:
         self,
         room: Room,
         operators: Mapping[str, str] | None = None,
-        bans: Bans | None = None,
         checker: Checker | None = None,
     ) -> None:
         self.room = room
@@ -144,36 +235,8 @@ class Moderation:
         self._checks = DeferredSemaphore(MAX_CHECKS)
         self._busy = RefusalLog(room.clock, act="op-failed")
         self.operators: Mapping[str, str] = operators or {}
-        self.bans = bans if bans is not None else Bans(room.clock)
         self.operating: set[Member] = set()
-        self.cluster: Cluster | None = None  # cluster mode: the node
-        # While the node reads the cluster's bans whole: the changes made or
-        # heard meanwhile, by address (None: lifted), applied over the answer.
-        self._since_read: dict[str, Ban | None] | None = None
         self._failures: dict[str | None, tuple[int, float]] = {}
-        # The bans sent to another node that have not been answered yet, by
-        # operator session and target's nickname key, oldest first.
-        self._unanswered: dict[tuple[Member, str], list[IDelayedCall]] = {}
-
-    # Connections
-
-    def refusal(self, host: str | None) -> bytes | None:
-        """The line that refuses a connection from a banned address, or None
-        (the room counts and logs the refusal)."""
-        ban = self.bans.check(host)
-        if ban is None:
-            return None
-        # logged by the room's metrics, as the other refusals are
-        left = max(1, math.ceil((ban.until - self.room.clock.seconds()) / 60))
-        return wire.notice(wire.BANNED.format(left))
-
-    def forget(self, session: Member) -> None:
-        """A session closed: its operator status goes with it, and its
-        waits for answers."""
-        self.operating.discard(session)
-        for key in [key for key in self._unanswered if key[0] is session]:
-            for call in self._unanswered.pop(key):
-                call.cancel()
 
     def reload(self, path: str) -> bool:
         """Read the operators file again; a broken one leaves the old list
@@ -197,20 +260,8 @@ class Moderation:
         )
         return True
 
-    def command(self, session: Member, command: str, argument: str) -> None:
-        """Answer one of session.MODERATION_COMMANDS."""
-        handler = {
-            "/op": self.op,
-            "/kick": self.kick,
-            "/ban": self.ban,
-            "/unban": self.unban,
-            "/bans": self.list_bans,
-        }[command]
-        handler(session, argument)
-
-    # /op
-
     def op(self, session: Member, argument: str) -> None:
+        """Answer C{/op PASSWORD}: the check runs, throttled, then says."""
         nick = session.nick
         assert nick is not None
         if session in self.operating:
@@ -254,15 +305,10 @@ class Moderation:
         )
         d.addErrback(lambda f: log.failure("answering /op", f))
 
-    def _here(self, session: Member, nick: str) -> bool:
-        """Whether C{session} is still in the chat (it may have left, or
-        been kicked, while its password was checked)."""
-        return self.room.sessions.get(nick_key(nick)) is session
-
     def _checked(
         self, good: bool, session: Member, nick: str, host: str | None, failures: int
     ) -> None:
-        here = self._here(session, nick)
+        here = _here(self.room, session, nick)
         if not good:
             log.warn(
                 "{nick} from {address}: wrong operator password ({failures} in a row)",
@@ -297,7 +343,7 @@ class Moderation:
 
     def _check_failed(self, failure: Any, session: Member, nick: str) -> None:
         log.failure("checking the operator password of {nick}", failure, nick=nick)
-        if self._here(session, nick):
+        if _here(self.room, session, nick):
             session.send(wire.notice(wire.OP_UNAVAILABLE))
 
     def _prune(self, now: float) -> None:
@@ -307,17 +353,178 @@ class Moderation:
                 if now - last >= FORGET_AFTER:
                     del self._failures[host]
 
-    def _is_operator(self, session: Member, command: str) -> bool:
+    def is_operator(self, session: Member, command: str) -> bool:
+        """Whether C{session} is an operator; if not, it is told that
+        C{command} is for operators."""
         if session in self.operating:
             return True
         session.send(wire.notice(wire.NOT_OPERATOR.format(command)))
         return False
 
+
+class Answers:
+    """The answers this node's operators wait for, to their bans of other
+    nodes' users (cluster mode): each wait ends when its answer comes, or
+    after L{ANSWER_WAIT} seconds with a line saying the outcome is unknown."""
+
+    def __init__(self, room: Room) -> None:
+        self.room = room
+        # The bans sent to another node that have not been answered yet, by
+        # operator session and target's nickname key, oldest first.
+        self._unanswered: dict[tuple[Member, str], list[IDelayedCall]] = {}
+
+    def await_answer(self, session: Member, target: str) -> None:
+        """Wait L{ANSWER_WAIT} seconds for the answer to C{session}'s ban of
+        C{target}, a user of another node."""
+        key = (session, nick_key(target))
+        calls = self._unanswered.setdefault(key, [])
+        calls.append(
+            self.room.clock.callLater(ANSWER_WAIT, self._no_answer, key, target)
+        )
+
+    def answered(self, session: Member, target_key: str) -> None:
+        """The oldest wait for an answer to C{session}'s ban of that user
+        ends (if one is left: it may have ended already)."""
+        calls = self._unanswered.get((session, target_key))
+        if calls:
+            calls.pop(0).cancel()
+            if not calls:
+                del self._unanswered[(session, target_key)]
+
+    def _no_answer(self, key: tuple[Member, str], target: str) -> None:
+        session = key[0]
+        calls = self._unanswered[key]
+        calls.pop(0)  # this one: the oldest
+        if not calls:
+            del self._unanswered[key]
+        log.warn(
+            "{operator}'s ban of {target} (on another node) was never answered",
+            act="ban-unanswered",
+            operator=session.nick,
+            operator_address=session.host,
+            target=target,
+            target_address=None,
+            wait=ANSWER_WAIT,
+        )
+        if session.nick is not None and _here(self.room, session, session.nick):
+            session.send(wire.notice(wire.BAN_UNANSWERED.format(target)))
+
+    def forget(self, session: Member) -> None:
+        """A session closed: its waits end."""
+        for key in [key for key in self._unanswered if key[0] is session]:
+            for call in self._unanswered.pop(key):
+                call.cancel()
+
+
+class ClusterBans:
+    """This node's copy of the cluster's bans, kept in step with Redis.
+
+    In a cluster Redis has the truth, and C{bans} (the file) is this node's
+    copy: a change made here holds as it is sent to Redis (L{update}), a
+    change another node made holds when it is heard, and whoever is
+    connected here from a newly banned address is kicked."""
+
+    def __init__(self, room: Room, bans: Bans) -> None:
+        self.room = room
+        self.bans = bans
+        # While the node reads the cluster's bans whole: the changes made or
+        # heard meanwhile, by address (None: lifted), applied over the answer.
+        self._since_read: dict[str, Ban | None] | None = None
+
+    def update(self, address: str, ban: Ban | None) -> None:
+        """A change of this node's copy, C{ban} for C{address} (None:
+        lifted), made here as it is sent to Redis, or heard: it holds, and
+        is kept while the cluster's bans are read (L{heard_bans})."""
+        self.bans.update(address, ban)
+        if self._since_read is not None:
+            self._since_read[address] = ban
+
+    def reading_bans(self) -> None:
+        """The node asks Redis for the cluster's bans, whole: the changes
+        made or heard until the answer comes are applied over it."""
+        self._since_read = {}
+
+    def heard_bans(self, bans: list[Ban]) -> None:
+        """The cluster's bans, read whole (this node joined, or came back):
+        Redis has the truth, this node's copy becomes it (no ban or unban
+        is made while cut off: see L{Moderation._cut_off}), and whoever is
+        connected here from an address newly banned is kicked."""
+        changes, self._since_read = self._since_read or {}, None
+        new = self.bans.replace(bans)
+        for address, ban in changes.items():
+            self.bans.update(address, ban)
+        for ban in new:
+            if self.bans.check(ban.address) == ban:
+                kick_banned(self.room, ban)
+
+    def heard_ban(self, ban: Ban) -> None:
+        """Another node banned an address: it holds here too, and whoever
+        is connected from it here is kicked."""
+        now = self.room.clock.seconds()
+        if ban.until <= now:
+            return
+        self.update(ban.address, ban)
+        kick_banned(self.room, ban)
+
+    def heard_unban(self, address: str) -> None:
+        """Another node lifted the ban on C{address}: lifted here too."""
+        self.update(address, None)
+
+
+class Moderation:
+    """The operators' commands of one room: /op, /kick, /ban, /unban, /bans.
+
+    Who is an operator is L{OperatorCheck}'s; the kicks and bans are made
+    here, and in a cluster carried to the other nodes and heard from them."""
+
+    def __init__(
+        self,
+        room: Room,
+        operators: Mapping[str, str] | None = None,
+        bans: Bans | None = None,
+        checker: Checker | None = None,
+    ) -> None:
+        self.room = room
+        self.op_check = OperatorCheck(room, operators, checker)
+        self.bans = bans if bans is not None else Bans(room.clock)
+        self.cluster: Cluster | None = None  # cluster mode: the node
+        self.cluster_bans = ClusterBans(room, self.bans)
+        self.answers = Answers(room)
+
+    # Connections
+
+    def refusal(self, host: str | None) -> bytes | None:
+        """The line that refuses a connection from a banned address, or None
+        (the room counts and logs the refusal)."""
+        ban = self.bans.check(host)
+        if ban is None:
+            return None
+        # logged by the room's metrics, as the other refusals are
+        left = max(1, math.ceil((ban.until - self.room.clock.seconds()) / 60))
+        return wire.notice(wire.BANNED.format(left))
+
+    def forget(self, session: Member) -> None:
+        """A session closed: its operator status goes with it, and its
+        waits for answers."""
+        self.op_check.operating.discard(session)
+        self.answers.forget(session)
+
+    def reload(self, path: str) -> bool:
+        """Read the operators file again (L{OperatorCheck.reload})."""
+        return self.op_check.reload(path)
+
+    def command(self, session: Member, command: str, argument: str) -> None:
+        """Answer one of session.MODERATION_COMMANDS: /op anyone's, the
+        others an operator's only."""
+        if command == "/op":
+            self.op_check.op(session, argument)
+        elif self.op_check.is_operator(session, command):
+            self._commands[command](self, session, argument)
+
     # /kick, /ban, /unban, /bans
 
     def kick(self, session: Member, argument: str) -> None:
-        if not self._is_operator(session, "/kick"):
-            return
+        """An operator's C{/kick NICK [REASON]}."""
         target, _, reason = argument.partition(" ")
         if not target:
             session.send(wire.notice(wire.KICK_USAGE))
@@ -325,8 +532,7 @@ class Moderation:
         self._expel(session, target, reason.strip(), 0)
 
     def ban(self, session: Member, argument: str) -> None:
-        if not self._is_operator(session, "/ban"):
-            return
+        """An operator's C{/ban NICK|ADDRESS [MINUTES] [REASON]}."""
         target, _, rest = argument.partition(" ")
         words = rest.split(" ", 1)
         minutes = DEFAULT_BAN_MINUTES
@@ -349,8 +555,8 @@ class Moderation:
             # whoever is connected from there now is kicked too
             for member in list(self.room.sessions.values()):
                 if member.host == address and member is not session:
-                    self._log_kick(operator, session.host, member, reason, minutes)
-                    self.expel_here(member, operator, reason, minutes)
+                    _log_kick(operator, session.host, member, reason, minutes)
+                    expel_here(self.room, member, operator, reason, minutes)
             return
         self._expel(session, target, reason, minutes)
 
@@ -366,8 +572,7 @@ class Moderation:
         assert nick is not None
         ban = Ban(address, self.room.clock.seconds() + 60 * minutes, nick, reason)
         if self.cluster is not None:
-            self.bans.update(address, ban)
-            self._changed(address, ban)
+            self.cluster_bans.update(address, ban)
             return ban
         try:
             self.bans.add(ban)
@@ -404,7 +609,7 @@ class Moderation:
         d = self._record_ban(nick, session.host, ban, minutes, target)
 
         def answer(line: bytes) -> None:
-            if self._here(session, nick):  # the operator may have left
+            if _here(self.room, session, nick):  # the operator may have left
                 session.send(line)
 
         d.addCallback(answer)
@@ -418,12 +623,6 @@ class Moderation:
             return False
         session.send(wire.notice(text))
         return True
-
-    def _changed(self, address: str, ban: Ban | None) -> None:
-        """A change of this node's copy (made here, as it is sent to Redis,
-        or heard): kept while the cluster's bans are read (L{heard_bans})."""
-        if self._since_read is not None:
-            self._since_read[address] = ban
 
     def _record_ban(
         self,
@@ -439,11 +638,11 @@ class Moderation:
             return succeed(wire.notice(wire.KICK_DONE.format(target)))
         address = ban.address
         if self.cluster is None:
-            self._log_ban(operator, operator_address, ban, minutes, target)
+            _log_ban(operator, operator_address, ban, minutes, target)
             return succeed(wire.notice(wire.BAN_DONE.format(address, minutes)))
 
         def shared(_: object) -> bytes:
-            self._log_ban(operator, operator_address, ban, minutes, target)
+            _log_ban(operator, operator_address, ban, minutes, target)
             return wire.notice(wire.BAN_DONE.format(address, minutes))
 
         def failed(failure: Any) -> bytes:
@@ -455,36 +654,13 @@ class Moderation:
                 why=failure.getErrorMessage(),
             )
             if self.bans.by_address.get(address) == ban:
-                self.bans.update(address, None)
-                self._changed(address, None)
+                self.cluster_bans.update(address, None)
             return wire.notice(wire.BAN_UNAVAILABLE)
 
         return self.cluster.share_ban(ban).addCallbacks(shared, failed)
 
-    def _log_ban(
-        self,
-        operator: str,
-        operator_address: str | None,
-        ban: Ban,
-        minutes: int,
-        target: str | None,
-    ) -> None:
-        address, reason = ban.address, ban.reason
-        log.info(
-            "{operator} banned {address} for {minutes} minutes: {reason}",
-            act="ban",
-            operator=operator,
-            operator_address=operator_address,
-            target=target,
-            target_address=address,
-            address=address,
-            minutes=minutes,
-            reason=reason,
-        )
-
     def unban(self, session: Member, argument: str) -> None:
-        if not self._is_operator(session, "/unban"):
-            return
+        """An operator's C{/unban ADDRESS}."""
         address = ban_address(argument)
         if address is None:
             session.send(wire.notice(wire.UNBAN_USAGE))
@@ -503,8 +679,7 @@ class Moderation:
                 return
             self._unbanned(session, address)
             return
-        self.bans.update(address, None)  # Redis is the truth
-        self._changed(address, None)
+        self.cluster_bans.update(address, None)  # Redis is the truth
         nick = session.nick
         assert nick is not None
 
@@ -520,9 +695,8 @@ class Moderation:
                 why=failure.getErrorMessage(),
             )
             if address not in self.bans.by_address:
-                self.bans.update(address, lifted)
-                self._changed(address, lifted)
-            if self._here(session, nick):
+                self.cluster_bans.update(address, lifted)
+            if _here(self.room, session, nick):
                 session.send(wire.notice(wire.UNBAN_UNAVAILABLE))
 
         d = self.cluster.share_unban(address).addCallbacks(shared, failed)
@@ -539,12 +713,11 @@ class Moderation:
             target_address=address,
             address=address,
         )
-        if self._here(session, nick):
+        if _here(self.room, session, nick):
             session.send(wire.notice(wire.UNBAN_DONE.format(address)))
 
     def list_bans(self, session: Member, argument: str) -> None:
-        if not self._is_operator(session, "/bans"):
-            return
+        """An operator's C{/bans}: the bans in force, soonest to end first."""
         bans = self.bans.active()
         if not bans:
             session.send(wire.notice(wire.NO_BANS))
@@ -577,8 +750,8 @@ class Moderation:
                 ban = self._hold(session, member.host, minutes, reason)
                 if ban is None:  # not saved: nobody is kicked
                     return
-            self._log_kick(session.nick, session.host, member, reason, minutes)
-            self.expel_here(member, session.nick, reason, minutes)
+            _log_kick(session.nick, session.host, member, reason, minutes)
+            expel_here(self.room, member, session.nick, reason, minutes)
             if minutes:  # the ban's line answers the operator
                 self._ban(session, ban, minutes, member.nick)
             else:
@@ -591,14 +764,14 @@ class Moderation:
         # resolves its address, bans it everywhere and answers the operator).
         message = f"{session.nick} {session.host or '-'} {reason}".encode()
         if minutes:  # waiting before it is sent: the answer may come first
-            self._await_answer(session, target)
+            self.answers.await_answer(session, target)
         d = self.cluster.kick(target, message, minutes)
 
         def kicked(found: bool) -> None:
             if found and minutes:
                 return  # the user's node answers, once the ban is made
             if minutes:  # no node took it: answered here
-                self._answered(session, nick_key(target))
+                self.answers.answered(session, nick_key(target))
             if found:
                 log.info(
                     "{operator} kicked {target} (on another node): {reason}",
@@ -617,51 +790,10 @@ class Moderation:
         def failed(failure: Any) -> None:
             log.failure("kicking {target}", failure, target=target)
             if minutes:
-                self._answered(session, nick_key(target))
+                self.answers.answered(session, nick_key(target))
             session.send(wire.notice(wire.KICK_UNAVAILABLE.format(target)))
 
         d.addCallbacks(kicked, failed)
-
-    def _log_kick(
-        self,
-        operator: str,
-        operator_address: str | None,
-        member: Member,
-        reason: str,
-        minutes: int,
-    ) -> None:
-        log.info(
-            "{operator} kicked {target} from {target_address}: {reason}",
-            act="kick",
-            operator=operator,
-            operator_address=operator_address,
-            target=member.nick,
-            target_address=member.host,
-            reason=reason,
-            minutes=minutes,
-        )
-
-    def expel_here(
-        self, member: Member, operator: str, reason: str, minutes: int
-    ) -> None:
-        """Take C{member}, a user of this node, out of the chat: it is told
-        by whom and why, then C{Deconnexion}; everyone sees its departure
-        once, with the reason."""
-        nick = member.nick
-        assert nick is not None
-        if minutes:
-            told = wire.BANNED_YOU.format(operator, minutes)
-        else:
-            told = wire.KICKED_YOU.format(operator)
-        if reason:
-            told += f" : {reason}"
-        if self.room.withdraw(member, reason="banned" if minutes else "kicked"):
-            line = wire.kicked_departure(
-                self.room.stamp(), nick, operator, reason, banned=bool(minutes)
-            )
-            self.room.broadcast(line)
-        # withdrawn: saying goodbye announces nothing more
-        member.say_goodbye(wire.notice(told), wire.BYE)
 
     def heard_kick(self, target: str, payload: bytes) -> None:
         """Another node's operator kicked C{target}, a user of this node;
@@ -676,16 +808,15 @@ class Moderation:
                 line = wire.notice(wire.NO_SUCH_USER.format(target))
                 self._answer(operator, target, line)
             return
-        self._log_kick(operator, address, member, reason, minutes)
+        _log_kick(operator, address, member, reason, minutes)
         nick, host = member.nick, member.host
-        self.expel_here(member, operator, reason, minutes)
+        expel_here(self.room, member, operator, reason, minutes)
         if minutes:
             ban = None  # a user of a UNIX socket: no address
             if host is not None:
                 until = self.room.clock.seconds() + 60 * minutes
                 ban = Ban(host, until, operator, reason)
-                self.bans.update(host, ban)  # a cluster's: Redis is the truth
-                self._changed(host, ban)
+                self.cluster_bans.update(host, ban)  # a cluster's: Redis is the truth
             d = self._record_ban(operator, address, ban, minutes, nick)
             d.addCallback(lambda line: self._answer(operator, nick, line))
             d.addErrback(lambda f: log.failure("banning {nick}", f, nick=nick))
@@ -698,93 +829,38 @@ class Moderation:
             d = self.cluster.answer(operator, target, line)
             d.addErrback(lambda f: log.failure("answering {nick}", f, nick=operator))
 
-    # Answers from the other nodes (cluster mode)
-
-    def _await_answer(self, session: Member, target: str) -> None:
-        """Wait L{ANSWER_WAIT} seconds for the answer to C{session}'s ban of
-        C{target}, a user of another node."""
-        key = (session, nick_key(target))
-        calls = self._unanswered.setdefault(key, [])
-        calls.append(
-            self.room.clock.callLater(ANSWER_WAIT, self._no_answer, key, target)
-        )
-
-    def _answered(self, session: Member, target_key: str) -> None:
-        """The oldest wait for an answer to C{session}'s ban of that user
-        ends (if one is left: it may have ended already)."""
-        calls = self._unanswered.get((session, target_key))
-        if calls:
-            calls.pop(0).cancel()
-            if not calls:
-                del self._unanswered[(session, target_key)]
-
-    def _no_answer(self, key: tuple[Member, str], target: str) -> None:
-        session = key[0]
-        calls = self._unanswered[key]
-        calls.pop(0)  # this one: the oldest
-        if not calls:
-            del self._unanswered[key]
-        log.warn(
-            "{operator}'s ban of {target} (on another node) was never answered",
-            act="ban-unanswered",
-            operator=session.nick,
-            operator_address=session.host,
-            target=target,
-            target_address=None,
-            wait=ANSWER_WAIT,
-        )
-        if session.nick is not None and self._here(session, session.nick):
-            session.send(wire.notice(wire.BAN_UNANSWERED.format(target)))
-
     def heard_answer(self, operator: str, target: str, line: bytes) -> None:
         """The answer to C{operator}'s ban of C{target} (C{line}, to tell
         it), from the node that held C{target}: it ends the wait. Only an
         operator is told (another user may have its nickname now)."""
         session = self.room.sessions.get(nick_key(operator))
-        if session is None or session not in self.operating:
+        if session is None or session not in self.op_check.operating:
             return
-        self._answered(session, nick_key(target))
+        self.answers.answered(session, nick_key(target))
         session.send(line)
 
-    # Bans from the other nodes (cluster mode)
+    # Bans from the other nodes (cluster mode): the node's entry points
 
     def heard_ban(self, ban: Ban) -> None:
-        """Another node banned an address: it holds here too, and whoever
-        is connected from it here is kicked."""
-        now = self.room.clock.seconds()
-        if ban.until <= now:
-            return
-        self.bans.update(ban.address, ban)
-        self._changed(ban.address, ban)
-        self._kick_banned(ban)
-
-    def _kick_banned(self, ban: Ban) -> None:
-        """Kick the users of this node connected from a banned address."""
-        now = self.room.clock.seconds()
-        minutes = max(1, math.ceil((ban.until - now) / 60))
-        for member in list(self.room.sessions.values()):
-            if member.host == ban.address:
-                self._log_kick(ban.by, None, member, ban.reason, minutes)
-                self.expel_here(member, ban.by, ban.reason, minutes)
+        """Another node banned an address (L{ClusterBans.heard_ban})."""
+        self.cluster_bans.heard_ban(ban)
 
     def heard_unban(self, address: str) -> None:
-        self.bans.update(address, None)
-        self._changed(address, None)
+        """Another node lifted a ban (L{ClusterBans.heard_unban})."""
+        self.cluster_bans.heard_unban(address)
 
     def reading_bans(self) -> None:
-        """The node asks Redis for the cluster's bans, whole: the changes
-        made or heard until the answer comes are applied over it."""
-        self._since_read = {}
+        """The node reads the cluster's bans (L{ClusterBans.reading_bans})."""
+        self.cluster_bans.reading_bans()
 
     def heard_bans(self, bans: list[Ban]) -> None:
-        """The cluster's bans, read whole (this node joined, or came back):
-        Redis has the truth, this node's copy becomes it (no ban or unban
-        is made while cut off: see L{_cut_off}), and whoever is connected
-        here from an address newly banned is kicked."""
-        changes, self._since_read = self._since_read or {}, None
-        new = self.bans.replace(bans)
-        for address, ban in changes.items():
-            self.bans.update(address, ban)
-        for ban in new:
-            if self.bans.check(ban.address) == ban:
-                self._kick_banned(ban)
+        """The cluster's bans, read whole (L{ClusterBans.heard_bans})."""
+        self.cluster_bans.heard_bans(bans)
+
+    # An operator's commands, by name (see L{command}).
+    _commands: ClassVar[dict[str, Callable[[Moderation, Member, str], None]]] = {
+        "/kick": kick,
+        "/ban": ban,
+        "/unban": unban,
+        "/bans": list_bans,
+    }

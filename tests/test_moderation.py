@@ -137,7 +137,7 @@ def test_the_right_password_makes_the_session_an_operator(
 ) -> None:
     chat, mod = chat_with_operators(alice="pw")
     alice = op(chat, "alice", "pw")
-    assert alice.session in mod.operating
+    assert alice.session in mod.op_check.operating
     alice.send(b"/op pw\n")
     assert alice.take() == notice(wire.OP_ALREADY)
     [event] = [e for e in events if e.get("act") == "op"]
@@ -156,7 +156,7 @@ def test_a_wrong_password_or_an_unlisted_nickname_is_refused(
     assert bob.take() == notice(wire.OP_WRONG)
     alice.send(b"/op\n")
     assert alice.take() == notice(wire.OP_USAGE)
-    assert mod.operating == set()
+    assert mod.op_check.operating == set()
     failed = [e for e in events if e.get("act") == "op-failed"]
     assert [(e["nick"], e["address"]) for e in failed] == [
         ("alice", "192.0.2.1"),
@@ -185,7 +185,7 @@ def test_operator_status_ends_with_the_session() -> None:
     chat, mod = chat_with_operators(alice="pw")
     alice = op(chat, "alice", "pw")
     alice.send(b"/quit\n")
-    assert mod.operating == set()
+    assert mod.op_check.operating == set()
     again = chat.user("alice")
     chat.user("bob", "192.0.2.2")
     again.send(b"/kick bob\n")
@@ -260,7 +260,7 @@ class HeldChecker:
 
 def held_chat() -> tuple[Chat, Moderation, HeldChecker]:
     chat, mod = chat_with_operators(alice="pw", bob="pw")
-    mod.checker = checker = HeldChecker()
+    mod.op_check.checker = checker = HeldChecker()
     return chat, mod, checker
 
 
@@ -273,10 +273,10 @@ def test_the_chat_goes_on_while_a_password_is_checked() -> None:
     carol.send(b"bonjour\n")  # answered before the check ends
     assert dan.take() == chat.stamp() + b"-carol: bonjour\n"
     assert alice.take() == chat.stamp() + b"-carol: bonjour\n"
-    assert alice.session not in mod.operating
+    assert alice.session not in mod.op_check.operating
     checker.answer()
     assert alice.take() == notice(wire.OP_GRANTED)
-    assert alice.session in mod.operating
+    assert alice.session in mod.op_check.operating
 
 
 def test_at_most_two_checks_run_at_once_eight_wait_and_more_are_throttled(
@@ -394,7 +394,7 @@ def test_a_right_password_forgets_the_tries_counted_while_it_was_checked() -> No
     while checker.pending:
         checker.answer()
     assert alice.take() == notice(wire.OP_WRONG) * 2 + notice(wire.OP_GRANTED)
-    assert mod.operating == {alice.session}
+    assert mod.op_check.operating == {alice.session}
     bob = chat.user("bob")  # the same address: not throttled
     bob.send(b"/op pw\n")
     checker.answer()
@@ -409,7 +409,7 @@ def test_a_user_gone_while_its_password_is_checked_is_no_operator(
     alice.send(b"/op pw\n")
     alice.send(b"/quit\n")
     checker.answer()  # no write to a closed connection, no traceback
-    assert mod.operating == set()
+    assert mod.op_check.operating == set()
     [gone] = [e for e in events if e.get("act") == "op-gone"]
     assert gone["nick"] == "alice"
     again = chat.user("alice")  # the same nickname, a new session
@@ -427,7 +427,7 @@ def test_a_user_kicked_while_its_password_is_checked_is_no_operator() -> None:
     alice.take()
     checker.answer()
     assert alice.take() == b""
-    assert mod.operating == {bob.session}
+    assert mod.op_check.operating == {bob.session}
 
 
 def op_held(chat: Chat, checker: HeldChecker, nick: str, host: str) -> Client:
@@ -445,7 +445,7 @@ def test_two_right_passwords_at_once_make_one_operator() -> None:
     checker.answer()
     checker.answer()
     assert alice.take() == notice(wire.OP_GRANTED) + notice(wire.OP_ALREADY)
-    assert mod.operating == {alice.session}
+    assert mod.op_check.operating == {alice.session}
 
 
 def test_a_check_that_fails_says_so_and_logs_the_failure(
@@ -456,7 +456,7 @@ def test_a_check_that_fails_says_so_and_logs_the_failure(
     alice.send(b"/op pw\n")
     checker.pending.pop()[1].errback(MemoryError("scrypt"))
     assert alice.take() == notice(wire.OP_UNAVAILABLE)
-    assert mod.operating == set()
+    assert mod.op_check.operating == set()
     assert [e["log_failure"].type for e in events if "log_failure" in e] == [
         MemoryError
     ]
@@ -918,10 +918,10 @@ def test_a_reload_replaces_the_operators_and_a_broken_file_keeps_them(
     path = tmp_path / "ops"
     path.write_text(f"bob:{make_hash('bpw', **CHEAP)}\n")
     assert mod.reload(str(path))
-    assert set(mod.operators) == {"bob"}
+    assert set(mod.op_check.operators) == {"bob"}
     path.write_text("garbage\n")
     assert not mod.reload(str(path))
-    assert set(mod.operators) == {"bob"}
+    assert set(mod.op_check.operators) == {"bob"}
     why = [e["why"] for e in events if e.get("act") == "reload" and "why" in e]
     assert why == [f"{path}, line 1: 'garbage' is not NICK:HASH with a valid nickname."]
 
@@ -930,7 +930,7 @@ def test_a_reload_does_not_end_the_operators_of_the_sessions() -> None:
     """Status belongs to the session: a reload changes who can /op next."""
     chat, mod = chat_with_operators(alice="pw")
     alice = op(chat, "alice", "pw")
-    mod.operators = {}
+    mod.op_check.operators = {}
     bob = chat.user("bob", "192.0.2.2")
     alice.take()
     alice.send(b"/kick bob\n")
@@ -1257,7 +1257,7 @@ def test_the_options_read_the_operators_and_put_the_bans_beside_them(
 
     top = cast(MultiService, makeService(options, reactor=MemoryReactorClock()))
     [factory] = {s.factory for s in top if hasattr(s, "factory")}
-    assert factory.moderation.operators == {"alice": stored}
+    assert factory.moderation.op_check.operators == {"alice": stored}
     assert factory.moderation.bans.path == f"{path}.bans"
 
 

@@ -33,7 +33,7 @@ CHEAP = {"n": 16, "r": 1, "p": 1}
 def moderated(node: Node) -> Node:
     """The node with alice as an operator, wired to its cluster as tap.py does."""
     moderation = node.factory.moderation
-    moderation.operators = {"alice": make_hash("pw", **CHEAP)}
+    moderation.op_check.operators = {"alice": make_hash("pw", **CHEAP)}
     moderation.cluster = node.cluster
     return node
 
