@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import cast
 
-from chatproto.moderation import make_hash
+from chatproto.operators import make_hash
 
 RULE = b"----------------------\n"
 WELCOME_END = b"\n"

@@ -109,7 +109,7 @@ class Answer:
 @dataclass(frozen=True)
 class BanShared:
     """A ban made on node C{origin}: C{value} is how Redis keeps it
-    (L{chatproto.moderation.Ban.shared})."""
+    (L{chatproto.bans.Ban.shared})."""
 
     origin: bytes
     address: str

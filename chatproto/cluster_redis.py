@@ -46,6 +46,7 @@ from twisted.internet.defer import Deferred
 
 from chatproto import wire
 from chatproto._redis import Commands
+from chatproto.bans import Ban
 from chatproto.cluster_messages import (
     Answer,
     BanLifted,
@@ -57,7 +58,6 @@ from chatproto.cluster_messages import (
     Public,
     encode,
 )
-from chatproto.moderation import Ban
 from chatproto.registry import NicknameTaken, RegistryUnavailable, nick_key
 
 # Lua. KEYS is not used: every key is built from the prefix in ARGV[1].

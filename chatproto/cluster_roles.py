@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatproto import wire
+from chatproto.bans import Ban
 from chatproto.cluster_membership import UNREACHABLE, Membership, State
 from chatproto.cluster_messages import (
     Answer,
@@ -43,7 +44,6 @@ from chatproto.cluster_messages import (
 )
 from chatproto.cluster_redis import LeaseLost
 from chatproto.history import RedisHistory
-from chatproto.moderation import Ban
 from chatproto.registry import Reach, RegistryUnavailable
 
 log = Logger()

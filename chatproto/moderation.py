@@ -1,68 +1,51 @@
-"""Moderation: operators, kicks and bans (docs/operating.md, "Moderation").
+"""Moderation: operators' commands, kicks and bans (docs/operating.md,
+"Moderation").
 
-Operators are listed in a file (C{--operators FILE}), one C{nick:hash} line
-each, the hash made by C{python -m chatproto.operators hash}: scrypt
-(C{hashlib.scrypt}, OpenSSL's) with a random salt, written
-C{scrypt$N$R$P$SALT$HASH} (salt and hash in base64). C{/op PASSWORD} makes
-the session an operator: the status belongs to that session object, so a
-new connection (or another letter case of the nickname, which names another
-user only if the registry let it in, and it does not) must /op again.
-Wrong passwords are throttled per address, like flood control: three
-tries, then one every L{OP_RETRY} seconds. A check (84 ms of scrypt) runs
-in a thread of the reactor's pool, at most L{MAX_CHECKS} at once, so that
-the chat goes on meanwhile.
+C{/op PASSWORD} makes the session an operator, if the operators file
+(chatproto/operators.py) lists its nickname with that password: the status
+belongs to that session object, so a new connection (or another letter case
+of the nickname, which names another user only if the registry let it in,
+and it does not) must /op again. Wrong passwords are throttled per address,
+like flood control: three tries, then one every L{OP_RETRY} seconds. A
+check (84 ms of scrypt) runs in a thread of the reactor's pool, at most
+L{MAX_CHECKS} at once, so that the chat goes on meanwhile.
 
 A kick takes a user out of the chat with one line saying who and why, then
 C{Deconnexion}; the others see the departure once, with the reason. A ban
-kicks, and refuses new connections from the address (its source(): an IPv6
-/64 counts as one) until it expires. The bans live in L{Bans}, kept in a
-small file (C{--bans FILE}) rewritten atomically on every change; on a
-server alone a ban (or an unban) that cannot be written is refused, and
-changes nothing (in a cluster, Redis has the truth).
+kicks, and refuses new connections from the address until it expires: the
+bans are kept in L{chatproto.bans.Bans}; on a server alone a ban (or an
+unban) that cannot be written is refused, and changes nothing (in a
+cluster, Redis has the truth).
 
 Every act is one log event with named fields: C{act}, C{operator},
 C{operator_address}, C{target}, C{target_address}, C{reason}, C{minutes}.
+
+L{Moderation} answers the commands, from one table built once, and is what
+the room and the cluster's node call; L{OperatorCheck} says who is an
+operator. In a cluster, L{ClusterBans} keeps this node's copy of the
+cluster's bans in step with Redis, and L{Answers} the waits for the answers
+of other nodes to bans of their users.
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import hashlib
-import hmac
-import ipaddress
-import json
 import math
-import os
-import secrets
-import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
-from twisted.internet.defer import Deferred, DeferredSemaphore, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredSemaphore, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from chatproto import wire
-from chatproto.admission import source
+from chatproto.bans import Ban, Bans, ban_address
 from chatproto.cluster_messages import Kick
 from chatproto.metrics import RefusalLog
-from chatproto.registry import Reach, nick_key, valid_nickname
+from chatproto.operators import DUMMY_HASH, Checker, check_here, read_operators
+from chatproto.registry import Reach, nick_key
 
 log = Logger()
-
-# scrypt's cost: 2**14 blocks of 128*8 bytes, 16 MiB and 84 ms a check here
-# (the parameters OWASP gives for scrypt). A check runs in a thread (see
-# check_in_threads): the throttle below bounds how often one address can
-# make it run, MAX_CHECKS how many run at once.
-SCRYPT_N = 2**14
-SCRYPT_R = 8
-SCRYPT_P = 1
-# What a hash read from the file may ask for at most (a typo must not make
-# a check take a gigabyte): 128 * N * R * P bytes.
-_MAX_MEMORY = 256 * 1024 * 1024
 
 # Wrong passwords from one address: the first FREE_TRIES are answered at
 # once, then one try every OP_RETRY seconds; an address that made no
@@ -85,358 +68,6 @@ MAX_BAN_MINUTES = 366 * 24 * 60  # a year
 # died, or could not answer, meanwhile, the operator is told the outcome is
 # unknown rather than nothing at all.
 ANSWER_WAIT = 10.0
-
-
-# Passwords
-
-
-def make_hash(
-    password: str, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P
-) -> str:
-    """The line's hash for C{password}: C{scrypt$N$R$P$SALT$HASH}."""
-    salt = secrets.token_bytes(16)
-    key = _scrypt(password, salt, n, r, p)
-    return "$".join(["scrypt", str(n), str(r), str(p), _b64(salt), _b64(key)])
-
-
-def check_password(password: str, stored: str) -> bool:
-    """Whether C{password} is the one C{stored} (a L{make_hash}) was made
-    from; compared in constant time."""
-    n, r, p, salt, key = _parse_hash(stored)
-    return hmac.compare_digest(_scrypt(password, salt, n, r, p), key)
-
-
-# How /op checks a password: (password, stored hash) -> Deferred[bool].
-Checker = Callable[[str, str], "Deferred[bool]"]
-
-
-def check_here(password: str, stored: str) -> Deferred[bool]:
-    """Check in the caller's thread: the result is there at once (a
-    Moderation built without a checker, as the unit tests build it)."""
-    return maybeDeferred(check_password, password, stored)
-
-
-def check_in_threads(reactor: Any) -> Checker:
-    """A checker that runs each check in a thread of C{reactor}'s pool
-    (what the server uses: while scrypt runs, the reactor serves)."""
-    from twisted.internet.threads import deferToThreadPool
-
-    def check(password: str, stored: str) -> Deferred[bool]:
-        pool = reactor.getThreadPool()
-        return deferToThreadPool(reactor, pool, check_password, password, stored)
-
-    return check
-
-
-def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
-    return hashlib.scrypt(
-        password.encode(),
-        salt=salt,
-        n=n,
-        r=r,
-        p=p,
-        dklen=32,
-        maxmem=_MAX_MEMORY + 1024 * 1024,
-    )
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _parse_hash(stored: str) -> tuple[int, int, int, bytes, bytes]:
-    """N, R, P, the salt and the key of a hash; ValueError with a sentence
-    when it is not one this module makes."""
-    parts = stored.split("$")
-    if len(parts) != 6 or parts[0] != "scrypt":
-        raise ValueError(
-            "the hash is not scrypt$N$R$P$SALT$HASH "
-            "(make one with: python -m chatproto.operators hash)"
-        )
-    try:
-        n, r, p = (int(x) for x in parts[1:4])
-        salt = base64.b64decode(parts[4], validate=True)
-        key = base64.b64decode(parts[5], validate=True)
-    except ValueError:
-        raise ValueError("the hash's numbers or base64 are damaged") from None
-    if n < 2 or n & (n - 1) or r < 1 or p < 1 or 128 * n * r * p > _MAX_MEMORY:
-        raise ValueError(
-            "the hash's scrypt parameters are out of bounds (N a power of 2, "
-            f"128*N*R*P at most {_MAX_MEMORY} bytes)"
-        )
-    if not salt or len(key) != 32:
-        raise ValueError("the hash's salt or key has the wrong length")
-    return n, r, p, salt, key
-
-
-# The operators file
-
-
-# What a password is checked against for a nickname the file does not list:
-# a random salt and key at the default cost, so that the check costs what a
-# real one does (the answer's delay says nothing of who is an operator) and
-# matches no password; making it costs no scrypt, in any thread.
-_DUMMY_HASH = "$".join(
-    [
-        "scrypt",
-        str(SCRYPT_N),
-        str(SCRYPT_R),
-        str(SCRYPT_P),
-        _b64(secrets.token_bytes(16)),
-        _b64(secrets.token_bytes(32)),
-    ]
-)
-
-
-def parse_operators(text: str, name: str = "the operators file") -> dict[str, str]:
-    """The operators of a file's text, nickname key -> hash. One
-    C{nick:hash} line each; blank lines and lines starting with C{#} are
-    skipped. ValueError naming the line for any other line."""
-    operators: dict[str, str] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        nick, colon, stored = line.partition(":")
-        where = f"{name}, line {number}"
-        if not colon or not valid_nickname(nick.strip()):
-            raise ValueError(
-                f"{where}: {line[:40]!r} is not NICK:HASH with a valid nickname."
-            )
-        try:
-            _parse_hash(stored.strip())
-        except ValueError as e:
-            raise ValueError(f"{where}: {e}.") from None
-        key = nick_key(nick.strip())
-        if key in operators:
-            raise ValueError(f"{where}: {nick.strip()} is listed twice.")
-        operators[key] = stored.strip()
-    return operators
-
-
-def read_operators(path: str) -> dict[str, str]:
-    """The operators of the file at C{path}; ValueError with a sentence
-    when it cannot be read or has a bad line."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot read {path}: {getattr(e, 'strerror', e)}.") from None
-    return parse_operators(text, path)
-
-
-# Bans
-
-
-@dataclass(frozen=True)
-class Ban:
-    """One banned address (a source(): IPv4, or an IPv6 /64) until C{until}
-    (seconds since the epoch)."""
-
-    address: str
-    until: float
-    by: str
-    reason: str
-
-    def shared(self) -> bytes:
-        """How a cluster keeps it in Redis: C{UNTIL<TAB>BY<TAB>REASON}."""
-        return f"{self.until!r}\t{self.by}\t{self.reason}".encode()
-
-    @classmethod
-    def from_shared(cls, address: str, value: bytes) -> Ban | None:
-        """The ban C{shared} made, or None when the value is damaged."""
-        until, _, rest = value.decode("utf-8", "replace").partition("\t")
-        by, _, reason = rest.partition("\t")
-        try:
-            return cls(address, float(until), by, reason)
-        except ValueError:
-            return None
-
-
-def ban_address(text: str) -> str | None:
-    """The address a ban of C{text} covers (an IPv4 address; an IPv6
-    address or a network of at least /64, as its /64), or None when it is
-    not an address."""
-    try:
-        if "/" in text:
-            net = ipaddress.ip_network(text, strict=False)
-            if net.version == 4 and net.prefixlen == 32:
-                return str(net.network_address)
-            if net.version == 6 and net.prefixlen >= 64:
-                return source(str(net.network_address))
-            return None
-        return source(str(ipaddress.ip_address(text)))
-    except ValueError:
-        return None
-
-
-class Bans:
-    """The bans of one server, by address; kept in C{path} when given.
-
-    The file is JSON (C{{"bans": [{"address", "until", "by", "reason"}]}}),
-    written whole on every change, to a temporary file (flushed to the
-    disk) then renamed over the old one: a crash leaves the old list or the
-    new one, never half.
-
-    A server alone keeps its bans in the file, their truth: a change an
-    operator makes (L{add}, L{remove}) is written before it holds, and when
-    it cannot be (a read-only directory, a full disk), OSError, and nothing
-    changed. In a cluster Redis has the truth and the file is the node's
-    copy (L{update}, L{replace}); so is a ban expiring: those hold whether
-    or not the file can be written (a failure is logged)."""
-
-    def __init__(self, clock: IReactorTime, path: str | None = None) -> None:
-        self.clock = clock
-        self.path = path
-        self.by_address: dict[str, Ban] = {}
-        if path is not None and os.path.exists(path):
-            self._load(path)
-
-    def _load(self, path: str) -> None:
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except OSError as e:
-            raise ValueError(f"cannot read {path}: {e.strerror}.") from None
-        except ValueError as e:  # not JSON, or not UTF-8
-            raise ValueError(
-                f"{path} is not a bans file ({e}); fix it, or delete it to "
-                "start with no bans."
-            ) from None
-        entries = data.get("bans") if isinstance(data, dict) else None
-        if not isinstance(entries, list):
-            raise ValueError(
-                f'{path} is not a bans file: it must be {{"bans": [...]}}, a '
-                "list of entries; fix it, or delete it to start with no bans."
-            )
-        now = self.clock.seconds()
-        bans = [
-            _ban_entry(path, number, entry) for number, entry in enumerate(entries, 1)
-        ]
-        self.by_address = {b.address: b for b in bans if b.until > now}
-
-    def check(self, address: str | None) -> Ban | None:
-        """The ban on C{address} now, if there is one (an expired one is
-        forgotten)."""
-        if not self.by_address or address is None:
-            return None
-        ban = self.by_address.get(address)
-        if ban is not None and ban.until <= self.clock.seconds():
-            self.update(address, None)
-            return None
-        return ban
-
-    def add(self, ban: Ban) -> None:
-        """An operator's ban: written, then held; OSError if it cannot be
-        written (nothing changed)."""
-        self._write({**self.by_address, ban.address: ban})
-
-    def remove(self, address: str) -> Ban | None:
-        """An operator lifts the ban on C{address}: written, then lifted;
-        OSError if it cannot be written (nothing changed). The ban lifted,
-        None if there was none."""
-        ban = self.by_address.get(address)
-        if ban is not None:
-            self._write({a: b for a, b in self.by_address.items() if a != address})
-        return ban
-
-    def update(self, address: str, ban: Ban | None) -> None:
-        """A change of the node's copy of the cluster's bans (C{ban} for
-        C{address}, None: none), or a ban expiring: it holds, written if
-        the file can be."""
-        if self.by_address.get(address) == ban:
-            return
-        table = {a: b for a, b in self.by_address.items() if a != address}
-        if ban is not None:
-            table[address] = ban
-        self._hold(table)
-
-    def replace(self, bans: list[Ban]) -> list[Ban]:
-        """Hold exactly C{bans} (a cluster's, read from Redis: the truth),
-        in one write; return those that were not held here."""
-        now = self.clock.seconds()
-        theirs = {b.address: b for b in bans if b.until > now}
-        new = [b for a, b in theirs.items() if self.by_address.get(a) != b]
-        if theirs != self.by_address:
-            self._hold(theirs)
-        return new
-
-    def active(self) -> list[Ban]:
-        """The bans in force, soonest to expire first."""
-        now = self.clock.seconds()
-        if any(b.until <= now for b in self.by_address.values()):
-            self._hold({a: b for a, b in self.by_address.items() if b.until > now})
-        return sorted(self.by_address.values(), key=lambda b: b.until)
-
-    def _hold(self, table: dict[str, Ban]) -> None:
-        """Hold C{table}, and write it if the file can be (else log why)."""
-        try:
-            self._write(table)
-        except OSError as e:
-            self.by_address = table
-            log.error(
-                "cannot write the bans to {path} ({why}): the change holds "
-                "here, not in the file",
-                path=self.path,
-                why=e.strerror or str(e),
-            )
-
-    def _write(self, table: dict[str, Ban]) -> None:
-        """Write C{table} to the file, then hold it; OSError (the file and
-        the table as they were) when it cannot be written."""
-        if self.path is not None:
-            _write_atomically(self.path, [asdict(b) for b in table.values()])
-        self.by_address = table
-
-
-def _write_atomically(path: str, entries: list[dict[str, Any]]) -> None:
-    """C{path} holds C{entries} now, or (OSError) is as it was."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, temporary = tempfile.mkstemp(dir=folder, prefix=".bans-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"bans": entries}, f, ensure_ascii=False, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-
-
-# An entry of the bans file: its fields, their types, and what each holds.
-_BAN_FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {
-    "address": (str, "an address, as /ban takes it"),
-    "until": ((int, float), "a number: when it ends, in seconds since the epoch"),
-    "by": (str, "a string: the operator's nickname"),
-    "reason": (str, "a string"),
-}
-
-
-def _ban_entry(path: str, number: int, entry: object) -> Ban:
-    """The ban of the C{number}th entry of the file at C{path};
-    ValueError with a sentence naming the entry and the fix."""
-    where = f"{path}, entry {number}"
-    fix = "fix it, or delete the entry"
-    if not isinstance(entry, dict) or set(entry) != set(_BAN_FIELDS):
-        fields = ", ".join(f'"{name}"' for name in _BAN_FIELDS)
-        raise ValueError(f"{where}: an entry must have the fields {fields}; {fix}.")
-    for name, (kind, what) in _BAN_FIELDS.items():
-        value = entry[name]
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise ValueError(
-                f'{where}: "{name}" must be {what}, not {value!r:.40}; {fix}.'
-            )
-    address = ban_address(entry["address"])
-    if address is None:
-        raise ValueError(
-            f'{where}: "address" must be an IPv4 address or an IPv6 /64, '
-            f"not {entry['address']!r:.40}; {fix}."
-        )
-    if not math.isfinite(entry["until"]):
-        raise ValueError(f'{where}: "until" must be a finite number; {fix}.')
-    return Ban(address, float(entry["until"]), entry["by"], entry["reason"])
 
 
 # The room, as moderation sees it
@@ -493,8 +124,93 @@ class Room(Protocol):
     ) -> bool: ...
 
 
-class Moderation:
-    """Operators, kicks and bans of one room.
+def _here(room: Room, session: Member, nick: str) -> bool:
+    """Whether C{session} is still in the chat (it may have left, or been
+    kicked, while its password was checked or its command answered)."""
+    return room.sessions.get(nick_key(nick)) is session
+
+
+# The log of acts
+
+
+def _log_kick(
+    operator: str,
+    operator_address: str | None,
+    member: Member,
+    reason: str,
+    minutes: int,
+) -> None:
+    log.info(
+        "{operator} kicked {target} from {target_address}: {reason}",
+        act="kick",
+        operator=operator,
+        operator_address=operator_address,
+        target=member.nick,
+        target_address=member.host,
+        reason=reason,
+        minutes=minutes,
+    )
+
+
+def _log_ban(
+    operator: str,
+    operator_address: str | None,
+    ban: Ban,
+    minutes: int,
+    target: str | None,
+) -> None:
+    address, reason = ban.address, ban.reason
+    log.info(
+        "{operator} banned {address} for {minutes} minutes: {reason}",
+        act="ban",
+        operator=operator,
+        operator_address=operator_address,
+        target=target,
+        target_address=address,
+        address=address,
+        minutes=minutes,
+        reason=reason,
+    )
+
+
+# Taking users out
+
+
+def expel_here(
+    room: Room, member: Member, operator: str, reason: str, minutes: int
+) -> None:
+    """Take C{member}, a user of this node, out of the chat: it is told
+    by whom and why, then C{Deconnexion}; everyone sees its departure
+    once, with the reason."""
+    nick = member.nick
+    assert nick is not None
+    if minutes:
+        told = wire.BANNED_YOU.format(operator, minutes)
+    else:
+        told = wire.KICKED_YOU.format(operator)
+    if reason:
+        told += f" : {reason}"
+    if room.withdraw(member, reason="banned" if minutes else "kicked"):
+        line = wire.kicked_departure(
+            room.stamp(), nick, operator, reason, banned=bool(minutes)
+        )
+        room.broadcast(line)
+    # withdrawn: saying goodbye announces nothing more
+    member.say_goodbye(wire.notice(told), wire.BYE)
+
+
+def kick_banned(room: Room, ban: Ban) -> None:
+    """Kick the users of this node connected from a banned address."""
+    now = room.clock.seconds()
+    minutes = max(1, math.ceil((ban.until - now) / 60))
+    for member in list(room.sessions.values()):
+        if member.host == ban.address:
+            _log_kick(ban.by, None, member, ban.reason, minutes)
+            expel_here(room, member, ban.by, ban.reason, minutes)
+
+
+class OperatorCheck:
+    """Who is an operator: /op's password check, throttled per address.
 
     C{operators} (nickname key -> hash) is the file's, replaced whole on a
     reload; C{operating} the sessions that passed /op, until they close."""
@@ -503,7 +219,6 @@ class Moderation:
         self,
         room: Room,
         operators: Mapping[str, str] | None = None,
-        bans: Bans | None = None,
         checker: Checker | None = None,
     ) -> None:
         self.room = room
@@ -511,36 +226,8 @@ class Moderation:
         self._checks = DeferredSemaphore(MAX_CHECKS)
         self._busy = RefusalLog(room.clock, act="op-failed")
         self.operators: Mapping[str, str] = operators or {}
-        self.bans = bans if bans is not None else Bans(room.clock)
         self.operating: set[Member] = set()
-        self.cluster: Cluster | None = None  # cluster mode: the node
-        # While the node reads the cluster's bans whole: the changes made or
-        # heard meanwhile, by address (None: lifted), applied over the answer.
-        self._since_read: dict[str, Ban | None] | None = None
         self._failures: dict[str | None, tuple[int, float]] = {}
-        # The bans sent to another node that have not been answered yet, by
-        # operator session and target's nickname key, oldest first.
-        self._unanswered: dict[tuple[Member, str], list[IDelayedCall]] = {}
-
-    # Connections
-
-    def refusal(self, host: str | None) -> bytes | None:
-        """The line that refuses a connection from a banned address, or None
-        (the room counts and logs the refusal)."""
-        ban = self.bans.check(host)
-        if ban is None:
-            return None
-        # logged by the room's metrics, as the other refusals are
-        left = max(1, math.ceil((ban.until - self.room.clock.seconds()) / 60))
-        return wire.notice(wire.BANNED.format(left))
-
-    def forget(self, session: Member) -> None:
-        """A session closed: its operator status goes with it, and its
-        waits for answers."""
-        self.operating.discard(session)
-        for key in [key for key in self._unanswered if key[0] is session]:
-            for call in self._unanswered.pop(key):
-                call.cancel()
 
     def reload(self, path: str) -> bool:
         """Read the operators file again; a broken one leaves the old list
@@ -564,20 +251,8 @@ class Moderation:
         )
         return True
 
-    def command(self, session: Member, command: str, argument: str) -> None:
-        """Answer one of session.MODERATION_COMMANDS."""
-        handler = {
-            "/op": self.op,
-            "/kick": self.kick,
-            "/ban": self.ban,
-            "/unban": self.unban,
-            "/bans": self.list_bans,
-        }[command]
-        handler(session, argument)
-
-    # /op
-
     def op(self, session: Member, argument: str) -> None:
+        """Answer C{/op PASSWORD}: the check runs, throttled, then says."""
         nick = session.nick
         assert nick is not None
         if session in self.operating:
@@ -611,7 +286,7 @@ class Moderation:
         self._prune(now)
         stored = self.operators.get(nick_key(nick))
         # an unknown nickname costs a check too: the delay says nothing
-        d = checks.run(self.checker, argument, stored or _DUMMY_HASH)
+        d = checks.run(self.checker, argument, stored or DUMMY_HASH)
         d.addCallback(lambda right: right and stored is not None)
         d.addCallbacks(
             self._checked,
@@ -621,15 +296,10 @@ class Moderation:
         )
         d.addErrback(lambda f: log.failure("answering /op", f))
 
-    def _here(self, session: Member, nick: str) -> bool:
-        """Whether C{session} is still in the chat (it may have left, or
-        been kicked, while its password was checked)."""
-        return self.room.sessions.get(nick_key(nick)) is session
-
     def _checked(
         self, good: bool, session: Member, nick: str, host: str | None, failures: int
     ) -> None:
-        here = self._here(session, nick)
+        here = _here(self.room, session, nick)
         if not good:
             log.warn(
                 "{nick} from {address}: wrong operator password ({failures} in a row)",
@@ -664,7 +334,7 @@ class Moderation:
 
     def _check_failed(self, failure: Any, session: Member, nick: str) -> None:
         log.failure("checking the operator password of {nick}", failure, nick=nick)
-        if self._here(session, nick):
+        if _here(self.room, session, nick):
             session.send(wire.notice(wire.OP_UNAVAILABLE))
 
     def _prune(self, now: float) -> None:
@@ -674,17 +344,178 @@ class Moderation:
                 if now - last >= FORGET_AFTER:
                     del self._failures[host]
 
-    def _is_operator(self, session: Member, command: str) -> bool:
+    def is_operator(self, session: Member, command: str) -> bool:
+        """Whether C{session} is an operator; if not, it is told that
+        C{command} is for operators."""
         if session in self.operating:
             return True
         session.send(wire.notice(wire.NOT_OPERATOR.format(command)))
         return False
 
+
+class Answers:
+    """The answers this node's operators wait for, to their bans of other
+    nodes' users (cluster mode): each wait ends when its answer comes, or
+    after L{ANSWER_WAIT} seconds with a line saying the outcome is unknown."""
+
+    def __init__(self, room: Room) -> None:
+        self.room = room
+        # The bans sent to another node that have not been answered yet, by
+        # operator session and target's nickname key, oldest first.
+        self._unanswered: dict[tuple[Member, str], list[IDelayedCall]] = {}
+
+    def await_answer(self, session: Member, target: str) -> None:
+        """Wait L{ANSWER_WAIT} seconds for the answer to C{session}'s ban of
+        C{target}, a user of another node."""
+        key = (session, nick_key(target))
+        calls = self._unanswered.setdefault(key, [])
+        calls.append(
+            self.room.clock.callLater(ANSWER_WAIT, self._no_answer, key, target)
+        )
+
+    def answered(self, session: Member, target_key: str) -> None:
+        """The oldest wait for an answer to C{session}'s ban of that user
+        ends (if one is left: it may have ended already)."""
+        calls = self._unanswered.get((session, target_key))
+        if calls:
+            calls.pop(0).cancel()
+            if not calls:
+                del self._unanswered[(session, target_key)]
+
+    def _no_answer(self, key: tuple[Member, str], target: str) -> None:
+        session = key[0]
+        calls = self._unanswered[key]
+        calls.pop(0)  # this one: the oldest
+        if not calls:
+            del self._unanswered[key]
+        log.warn(
+            "{operator}'s ban of {target} (on another node) was never answered",
+            act="ban-unanswered",
+            operator=session.nick,
+            operator_address=session.host,
+            target=target,
+            target_address=None,
+            wait=ANSWER_WAIT,
+        )
+        if session.nick is not None and _here(self.room, session, session.nick):
+            session.send(wire.notice(wire.BAN_UNANSWERED.format(target)))
+
+    def forget(self, session: Member) -> None:
+        """A session closed: its waits end."""
+        for key in [key for key in self._unanswered if key[0] is session]:
+            for call in self._unanswered.pop(key):
+                call.cancel()
+
+
+class ClusterBans:
+    """This node's copy of the cluster's bans, kept in step with Redis.
+
+    In a cluster Redis has the truth, and C{bans} (the file) is this node's
+    copy: a change made here holds as it is sent to Redis (L{update}), a
+    change another node made holds when it is heard, and whoever is
+    connected here from a newly banned address is kicked."""
+
+    def __init__(self, room: Room, bans: Bans) -> None:
+        self.room = room
+        self.bans = bans
+        # While the node reads the cluster's bans whole: the changes made or
+        # heard meanwhile, by address (None: lifted), applied over the answer.
+        self._since_read: dict[str, Ban | None] | None = None
+
+    def update(self, address: str, ban: Ban | None) -> None:
+        """A change of this node's copy, C{ban} for C{address} (None:
+        lifted), made here as it is sent to Redis, or heard: it holds, and
+        is kept while the cluster's bans are read (L{heard_bans})."""
+        self.bans.update(address, ban)
+        if self._since_read is not None:
+            self._since_read[address] = ban
+
+    def reading_bans(self) -> None:
+        """The node asks Redis for the cluster's bans, whole: the changes
+        made or heard until the answer comes are applied over it."""
+        self._since_read = {}
+
+    def heard_bans(self, bans: list[Ban]) -> None:
+        """The cluster's bans, read whole (this node joined, or came back):
+        Redis has the truth, this node's copy becomes it (no ban or unban
+        is made while cut off: see L{Moderation._cut_off}), and whoever is
+        connected here from an address newly banned is kicked."""
+        changes, self._since_read = self._since_read or {}, None
+        new = self.bans.replace(bans)
+        for address, ban in changes.items():
+            self.bans.update(address, ban)
+        for ban in new:
+            if self.bans.check(ban.address) == ban:
+                kick_banned(self.room, ban)
+
+    def heard_ban(self, ban: Ban) -> None:
+        """Another node banned an address: it holds here too, and whoever
+        is connected from it here is kicked."""
+        now = self.room.clock.seconds()
+        if ban.until <= now:
+            return
+        self.update(ban.address, ban)
+        kick_banned(self.room, ban)
+
+    def heard_unban(self, address: str) -> None:
+        """Another node lifted the ban on C{address}: lifted here too."""
+        self.update(address, None)
+
+
+class Moderation:
+    """The operators' commands of one room: /op, /kick, /ban, /unban, /bans.
+
+    Who is an operator is L{OperatorCheck}'s; the kicks and bans are made
+    here, and in a cluster carried to the other nodes and heard from them."""
+
+    def __init__(
+        self,
+        room: Room,
+        operators: Mapping[str, str] | None = None,
+        bans: Bans | None = None,
+        checker: Checker | None = None,
+    ) -> None:
+        self.room = room
+        self.op_check = OperatorCheck(room, operators, checker)
+        self.bans = bans if bans is not None else Bans(room.clock)
+        self.cluster: Cluster | None = None  # cluster mode: the node
+        self.cluster_bans = ClusterBans(room, self.bans)
+        self.answers = Answers(room)
+
+    # Connections
+
+    def refusal(self, host: str | None) -> bytes | None:
+        """The line that refuses a connection from a banned address, or None
+        (the room counts and logs the refusal)."""
+        ban = self.bans.check(host)
+        if ban is None:
+            return None
+        # logged by the room's metrics, as the other refusals are
+        left = max(1, math.ceil((ban.until - self.room.clock.seconds()) / 60))
+        return wire.notice(wire.BANNED.format(left))
+
+    def forget(self, session: Member) -> None:
+        """A session closed: its operator status goes with it, and its
+        waits for answers."""
+        self.op_check.operating.discard(session)
+        self.answers.forget(session)
+
+    def reload(self, path: str) -> bool:
+        """Read the operators file again (L{OperatorCheck.reload})."""
+        return self.op_check.reload(path)
+
+    def command(self, session: Member, command: str, argument: str) -> None:
+        """Answer one of session.MODERATION_COMMANDS: /op anyone's, the
+        others an operator's only."""
+        if command == "/op":
+            self.op_check.op(session, argument)
+        elif self.op_check.is_operator(session, command):
+            self._commands[command](self, session, argument)
+
     # /kick, /ban, /unban, /bans
 
     def kick(self, session: Member, argument: str) -> None:
-        if not self._is_operator(session, "/kick"):
-            return
+        """An operator's C{/kick NICK [REASON]}."""
         target, _, reason = argument.partition(" ")
         if not target:
             session.send(wire.notice(wire.KICK_USAGE))
@@ -692,8 +523,7 @@ class Moderation:
         self._expel(session, target, reason.strip(), 0)
 
     def ban(self, session: Member, argument: str) -> None:
-        if not self._is_operator(session, "/ban"):
-            return
+        """An operator's C{/ban NICK|ADDRESS [MINUTES] [REASON]}."""
         target, _, rest = argument.partition(" ")
         words = rest.split(" ", 1)
         minutes = DEFAULT_BAN_MINUTES
@@ -716,8 +546,8 @@ class Moderation:
             # whoever is connected from there now is kicked too
             for member in list(self.room.sessions.values()):
                 if member.host == address and member is not session:
-                    self._log_kick(operator, session.host, member, reason, minutes)
-                    self.expel_here(member, operator, reason, minutes)
+                    _log_kick(operator, session.host, member, reason, minutes)
+                    expel_here(self.room, member, operator, reason, minutes)
             return
         self._expel(session, target, reason, minutes)
 
@@ -733,8 +563,7 @@ class Moderation:
         assert nick is not None
         ban = Ban(address, self.room.clock.seconds() + 60 * minutes, nick, reason)
         if self.cluster is not None:
-            self.bans.update(address, ban)
-            self._changed(address, ban)
+            self.cluster_bans.update(address, ban)
             return ban
         try:
             self.bans.add(ban)
@@ -771,7 +600,7 @@ class Moderation:
         d = self._record_ban(nick, session.host, ban, minutes, target)
 
         def answer(line: bytes) -> None:
-            if self._here(session, nick):  # the operator may have left
+            if _here(self.room, session, nick):  # the operator may have left
                 session.send(line)
 
         d.addCallback(answer)
@@ -785,12 +614,6 @@ class Moderation:
             return False
         session.send(wire.notice(text))
         return True
-
-    def _changed(self, address: str, ban: Ban | None) -> None:
-        """A change of this node's copy (made here, as it is sent to Redis,
-        or heard): kept while the cluster's bans are read (L{heard_bans})."""
-        if self._since_read is not None:
-            self._since_read[address] = ban
 
     def _record_ban(
         self,
@@ -806,11 +629,11 @@ class Moderation:
             return succeed(wire.notice(wire.KICK_DONE.format(target)))
         address = ban.address
         if self.cluster is None:
-            self._log_ban(operator, operator_address, ban, minutes, target)
+            _log_ban(operator, operator_address, ban, minutes, target)
             return succeed(wire.notice(wire.BAN_DONE.format(address, minutes)))
 
         def shared(_: object) -> bytes:
-            self._log_ban(operator, operator_address, ban, minutes, target)
+            _log_ban(operator, operator_address, ban, minutes, target)
             return wire.notice(wire.BAN_DONE.format(address, minutes))
 
         def failed(failure: Any) -> bytes:
@@ -822,36 +645,13 @@ class Moderation:
                 why=failure.getErrorMessage(),
             )
             if self.bans.by_address.get(address) == ban:
-                self.bans.update(address, None)
-                self._changed(address, None)
+                self.cluster_bans.update(address, None)
             return wire.notice(wire.BAN_UNAVAILABLE)
 
         return self.cluster.share_ban(ban).addCallbacks(shared, failed)
 
-    def _log_ban(
-        self,
-        operator: str,
-        operator_address: str | None,
-        ban: Ban,
-        minutes: int,
-        target: str | None,
-    ) -> None:
-        address, reason = ban.address, ban.reason
-        log.info(
-            "{operator} banned {address} for {minutes} minutes: {reason}",
-            act="ban",
-            operator=operator,
-            operator_address=operator_address,
-            target=target,
-            target_address=address,
-            address=address,
-            minutes=minutes,
-            reason=reason,
-        )
-
     def unban(self, session: Member, argument: str) -> None:
-        if not self._is_operator(session, "/unban"):
-            return
+        """An operator's C{/unban ADDRESS}."""
         address = ban_address(argument)
         if address is None:
             session.send(wire.notice(wire.UNBAN_USAGE))
@@ -870,8 +670,7 @@ class Moderation:
                 return
             self._unbanned(session, address)
             return
-        self.bans.update(address, None)  # Redis is the truth
-        self._changed(address, None)
+        self.cluster_bans.update(address, None)  # Redis is the truth
         nick = session.nick
         assert nick is not None
 
@@ -887,9 +686,8 @@ class Moderation:
                 why=failure.getErrorMessage(),
             )
             if address not in self.bans.by_address:
-                self.bans.update(address, lifted)
-                self._changed(address, lifted)
-            if self._here(session, nick):
+                self.cluster_bans.update(address, lifted)
+            if _here(self.room, session, nick):
                 session.send(wire.notice(wire.UNBAN_UNAVAILABLE))
 
         d = self.cluster.share_unban(address).addCallbacks(shared, failed)
@@ -906,12 +704,11 @@ class Moderation:
             target_address=address,
             address=address,
         )
-        if self._here(session, nick):
+        if _here(self.room, session, nick):
             session.send(wire.notice(wire.UNBAN_DONE.format(address)))
 
     def list_bans(self, session: Member, argument: str) -> None:
-        if not self._is_operator(session, "/bans"):
-            return
+        """An operator's C{/bans}: the bans in force, soonest to end first."""
         bans = self.bans.active()
         if not bans:
             session.send(wire.notice(wire.NO_BANS))
@@ -944,8 +741,8 @@ class Moderation:
                 ban = self._hold(session, member.host, minutes, reason)
                 if ban is None:  # not saved: nobody is kicked
                     return
-            self._log_kick(session.nick, session.host, member, reason, minutes)
-            self.expel_here(member, session.nick, reason, minutes)
+            _log_kick(session.nick, session.host, member, reason, minutes)
+            expel_here(self.room, member, session.nick, reason, minutes)
             if minutes:  # the ban's line answers the operator
                 self._ban(session, ban, minutes, member.nick)
             else:
@@ -958,14 +755,14 @@ class Moderation:
         # resolves its address, bans it everywhere and answers the operator).
         kick = Kick(nick_key(target), minutes, session.nick, session.host, reason)
         if minutes:  # waiting before it is sent: the answer may come first
-            self._await_answer(session, target)
+            self.answers.await_answer(session, target)
         d = self.cluster.kick(kick)
 
         def kicked(found: bool) -> None:
             if found and minutes:
                 return  # the user's node answers, once the ban is made
             if minutes:  # no node took it: answered here
-                self._answered(session, nick_key(target))
+                self.answers.answered(session, nick_key(target))
             if found:
                 log.info(
                     "{operator} kicked {target} (on another node): {reason}",
@@ -984,51 +781,10 @@ class Moderation:
         def failed(failure: Any) -> None:
             log.failure("kicking {target}", failure, target=target)
             if minutes:
-                self._answered(session, nick_key(target))
+                self.answers.answered(session, nick_key(target))
             session.send(wire.notice(wire.KICK_UNAVAILABLE.format(target)))
 
         d.addCallbacks(kicked, failed)
-
-    def _log_kick(
-        self,
-        operator: str,
-        operator_address: str | None,
-        member: Member,
-        reason: str,
-        minutes: int,
-    ) -> None:
-        log.info(
-            "{operator} kicked {target} from {target_address}: {reason}",
-            act="kick",
-            operator=operator,
-            operator_address=operator_address,
-            target=member.nick,
-            target_address=member.host,
-            reason=reason,
-            minutes=minutes,
-        )
-
-    def expel_here(
-        self, member: Member, operator: str, reason: str, minutes: int
-    ) -> None:
-        """Take C{member}, a user of this node, out of the chat: it is told
-        by whom and why, then C{Deconnexion}; everyone sees its departure
-        once, with the reason."""
-        nick = member.nick
-        assert nick is not None
-        if minutes:
-            told = wire.BANNED_YOU.format(operator, minutes)
-        else:
-            told = wire.KICKED_YOU.format(operator)
-        if reason:
-            told += f" : {reason}"
-        if self.room.withdraw(member, reason="banned" if minutes else "kicked"):
-            line = wire.kicked_departure(
-                self.room.stamp(), nick, operator, reason, banned=bool(minutes)
-            )
-            self.room.broadcast(line)
-        # withdrawn: saying goodbye announces nothing more
-        member.say_goodbye(wire.notice(told), wire.BYE)
 
     def heard_kick(self, kick: Kick) -> None:
         """Another node's operator kicked a user of this node; with
@@ -1042,16 +798,15 @@ class Moderation:
                 line = wire.notice(wire.NO_SUCH_USER.format(target))
                 self._answer(operator, target, line)
             return
-        self._log_kick(operator, address, member, reason, minutes)
+        _log_kick(operator, address, member, reason, minutes)
         nick, host = member.nick, member.host
-        self.expel_here(member, operator, reason, minutes)
+        expel_here(self.room, member, operator, reason, minutes)
         if minutes:
             ban = None  # a user of a UNIX socket: no address
             if host is not None:
                 until = self.room.clock.seconds() + 60 * minutes
                 ban = Ban(host, until, operator, reason)
-                self.bans.update(host, ban)  # a cluster's: Redis is the truth
-                self._changed(host, ban)
+                self.cluster_bans.update(host, ban)  # a cluster's: Redis is the truth
             d = self._record_ban(operator, address, ban, minutes, nick)
             d.addCallback(lambda line: self._answer(operator, nick, line))
             d.addErrback(lambda f: log.failure("banning {nick}", f, nick=nick))
@@ -1064,93 +819,38 @@ class Moderation:
             d = self.cluster.answer(operator, target, line)
             d.addErrback(lambda f: log.failure("answering {nick}", f, nick=operator))
 
-    # Answers from the other nodes (cluster mode)
-
-    def _await_answer(self, session: Member, target: str) -> None:
-        """Wait L{ANSWER_WAIT} seconds for the answer to C{session}'s ban of
-        C{target}, a user of another node."""
-        key = (session, nick_key(target))
-        calls = self._unanswered.setdefault(key, [])
-        calls.append(
-            self.room.clock.callLater(ANSWER_WAIT, self._no_answer, key, target)
-        )
-
-    def _answered(self, session: Member, target_key: str) -> None:
-        """The oldest wait for an answer to C{session}'s ban of that user
-        ends (if one is left: it may have ended already)."""
-        calls = self._unanswered.get((session, target_key))
-        if calls:
-            calls.pop(0).cancel()
-            if not calls:
-                del self._unanswered[(session, target_key)]
-
-    def _no_answer(self, key: tuple[Member, str], target: str) -> None:
-        session = key[0]
-        calls = self._unanswered[key]
-        calls.pop(0)  # this one: the oldest
-        if not calls:
-            del self._unanswered[key]
-        log.warn(
-            "{operator}'s ban of {target} (on another node) was never answered",
-            act="ban-unanswered",
-            operator=session.nick,
-            operator_address=session.host,
-            target=target,
-            target_address=None,
-            wait=ANSWER_WAIT,
-        )
-        if session.nick is not None and self._here(session, session.nick):
-            session.send(wire.notice(wire.BAN_UNANSWERED.format(target)))
-
     def heard_answer(self, operator: str, target: str, line: bytes) -> None:
         """The answer to C{operator}'s ban of C{target} (C{line}, to tell
         it), from the node that held C{target}: it ends the wait. Only an
         operator is told (another user may have its nickname now)."""
         session = self.room.sessions.get(nick_key(operator))
-        if session is None or session not in self.operating:
+        if session is None or session not in self.op_check.operating:
             return
-        self._answered(session, nick_key(target))
+        self.answers.answered(session, nick_key(target))
         session.send(line)
 
-    # Bans from the other nodes (cluster mode)
+    # Bans from the other nodes (cluster mode): the node's entry points
 
     def heard_ban(self, ban: Ban) -> None:
-        """Another node banned an address: it holds here too, and whoever
-        is connected from it here is kicked."""
-        now = self.room.clock.seconds()
-        if ban.until <= now:
-            return
-        self.bans.update(ban.address, ban)
-        self._changed(ban.address, ban)
-        self._kick_banned(ban)
-
-    def _kick_banned(self, ban: Ban) -> None:
-        """Kick the users of this node connected from a banned address."""
-        now = self.room.clock.seconds()
-        minutes = max(1, math.ceil((ban.until - now) / 60))
-        for member in list(self.room.sessions.values()):
-            if member.host == ban.address:
-                self._log_kick(ban.by, None, member, ban.reason, minutes)
-                self.expel_here(member, ban.by, ban.reason, minutes)
+        """Another node banned an address (L{ClusterBans.heard_ban})."""
+        self.cluster_bans.heard_ban(ban)
 
     def heard_unban(self, address: str) -> None:
-        self.bans.update(address, None)
-        self._changed(address, None)
+        """Another node lifted a ban (L{ClusterBans.heard_unban})."""
+        self.cluster_bans.heard_unban(address)
 
     def reading_bans(self) -> None:
-        """The node asks Redis for the cluster's bans, whole: the changes
-        made or heard until the answer comes are applied over it."""
-        self._since_read = {}
+        """The node reads the cluster's bans (L{ClusterBans.reading_bans})."""
+        self.cluster_bans.reading_bans()
 
     def heard_bans(self, bans: list[Ban]) -> None:
-        """The cluster's bans, read whole (this node joined, or came back):
-        Redis has the truth, this node's copy becomes it (no ban or unban
-        is made while cut off: see L{_cut_off}), and whoever is connected
-        here from an address newly banned is kicked."""
-        changes, self._since_read = self._since_read or {}, None
-        new = self.bans.replace(bans)
-        for address, ban in changes.items():
-            self.bans.update(address, ban)
-        for ban in new:
-            if self.bans.check(ban.address) == ban:
-                self._kick_banned(ban)
+        """The cluster's bans, read whole (L{ClusterBans.heard_bans})."""
+        self.cluster_bans.heard_bans(bans)
+
+    # An operator's commands, by name (see L{command}).
+    _commands: ClassVar[dict[str, Callable[[Moderation, Member, str], None]]] = {
+        "/kick": kick,
+        "/ban": ban,
+        "/unban": unban,
+        "/bans": list_bans,
+    }

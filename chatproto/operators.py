@@ -1,19 +1,186 @@
-"""C{python -m chatproto.operators hash}: a line's hash for the operators file.
+"""Operators: the operators file, its scrypt hashes, and the command that
+makes one (docs/operating.md, "Moderation").
 
-It reads the password from the terminal (asked twice, not echoed) or, in a
-pipe, the first line of standard input, and prints the hash
-(C{scrypt$N$R$P$SALT$HASH}): put C{NICK:} before it, one operator a line,
-in the file given to C{--operators}.
+Operators are listed in a file (C{--operators FILE}), one C{nick:hash} line
+each, the hash made by C{python -m chatproto.operators hash}: scrypt
+(C{hashlib.scrypt}, OpenSSL's) with a random salt, written
+C{scrypt$N$R$P$SALT$HASH} (salt and hash in base64). A check costs 84 ms of
+scrypt: the server runs it in a thread of the reactor's pool
+(L{check_in_threads}); /op and its throttle are chatproto/moderation.py's.
+
+The command reads the password from the terminal (asked twice, not echoed)
+or, in a pipe, the first line of standard input, and prints the hash: put
+C{NICK:} before it, one operator a line, in the file given to
+C{--operators}.
 """
 
 from __future__ import annotations
 
+import base64
 import getpass
+import hashlib
+import hmac
+import secrets
 import sys
-from collections.abc import Sequence
-from typing import TextIO
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
 
-from chatproto.moderation import make_hash
+from twisted.internet.defer import Deferred, maybeDeferred
+
+from chatproto.registry import nick_key, valid_nickname
+
+# scrypt's cost: 2**14 blocks of 128*8 bytes, 16 MiB and 84 ms a check here
+# (the parameters OWASP gives for scrypt). A check runs in a thread (see
+# check_in_threads): /op's throttle (chatproto/moderation.py) bounds how
+# often one address can make it run, and how many run at once.
+SCRYPT_N = 2**14
+SCRYPT_R = 8
+SCRYPT_P = 1
+# What a hash read from the file may ask for at most (a typo must not make
+# a check take a gigabyte): 128 * N * R * P bytes.
+_MAX_MEMORY = 256 * 1024 * 1024
+
+
+# Passwords
+
+
+def make_hash(
+    password: str, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P
+) -> str:
+    """The line's hash for C{password}: C{scrypt$N$R$P$SALT$HASH}."""
+    salt = secrets.token_bytes(16)
+    key = _scrypt(password, salt, n, r, p)
+    return "$".join(["scrypt", str(n), str(r), str(p), _b64(salt), _b64(key)])
+
+
+def check_password(password: str, stored: str) -> bool:
+    """Whether C{password} is the one C{stored} (a L{make_hash}) was made
+    from; compared in constant time."""
+    n, r, p, salt, key = _parse_hash(stored)
+    return hmac.compare_digest(_scrypt(password, salt, n, r, p), key)
+
+
+# How /op checks a password: (password, stored hash) -> Deferred[bool].
+Checker = Callable[[str, str], "Deferred[bool]"]
+
+
+def check_here(password: str, stored: str) -> Deferred[bool]:
+    """Check in the caller's thread: the result is there at once (a
+    Moderation built without a checker, as the unit tests build it)."""
+    return maybeDeferred(check_password, password, stored)
+
+
+def check_in_threads(reactor: Any) -> Checker:
+    """A checker that runs each check in a thread of C{reactor}'s pool
+    (what the server uses: while scrypt runs, the reactor serves)."""
+    from twisted.internet.threads import deferToThreadPool
+
+    def check(password: str, stored: str) -> Deferred[bool]:
+        pool = reactor.getThreadPool()
+        return deferToThreadPool(reactor, pool, check_password, password, stored)
+
+    return check
+
+
+def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    return hashlib.scrypt(
+        password.encode(),
+        salt=salt,
+        n=n,
+        r=r,
+        p=p,
+        dklen=32,
+        maxmem=_MAX_MEMORY + 1024 * 1024,
+    )
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _parse_hash(stored: str) -> tuple[int, int, int, bytes, bytes]:
+    """N, R, P, the salt and the key of a hash; ValueError with a sentence
+    when it is not one this module makes."""
+    parts = stored.split("$")
+    if len(parts) != 6 or parts[0] != "scrypt":
+        raise ValueError(
+            "the hash is not scrypt$N$R$P$SALT$HASH "
+            "(make one with: python -m chatproto.operators hash)"
+        )
+    try:
+        n, r, p = (int(x) for x in parts[1:4])
+        salt = base64.b64decode(parts[4], validate=True)
+        key = base64.b64decode(parts[5], validate=True)
+    except ValueError:
+        raise ValueError("the hash's numbers or base64 are damaged") from None
+    if n < 2 or n & (n - 1) or r < 1 or p < 1 or 128 * n * r * p > _MAX_MEMORY:
+        raise ValueError(
+            "the hash's scrypt parameters are out of bounds (N a power of 2, "
+            f"128*N*R*P at most {_MAX_MEMORY} bytes)"
+        )
+    if not salt or len(key) != 32:
+        raise ValueError("the hash's salt or key has the wrong length")
+    return n, r, p, salt, key
+
+
+# The operators file
+
+
+# What a password is checked against for a nickname the file does not list:
+# a random salt and key at the default cost, so that the check costs what a
+# real one does (the answer's delay says nothing of who is an operator) and
+# matches no password; making it costs no scrypt, in any thread.
+DUMMY_HASH = "$".join(
+    [
+        "scrypt",
+        str(SCRYPT_N),
+        str(SCRYPT_R),
+        str(SCRYPT_P),
+        _b64(secrets.token_bytes(16)),
+        _b64(secrets.token_bytes(32)),
+    ]
+)
+
+
+def parse_operators(text: str, name: str = "the operators file") -> dict[str, str]:
+    """The operators of a file's text, nickname key -> hash. One
+    C{nick:hash} line each; blank lines and lines starting with C{#} are
+    skipped. ValueError naming the line for any other line."""
+    operators: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        nick, colon, stored = line.partition(":")
+        where = f"{name}, line {number}"
+        if not colon or not valid_nickname(nick.strip()):
+            raise ValueError(
+                f"{where}: {line[:40]!r} is not NICK:HASH with a valid nickname."
+            )
+        try:
+            _parse_hash(stored.strip())
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}.") from None
+        key = nick_key(nick.strip())
+        if key in operators:
+            raise ValueError(f"{where}: {nick.strip()} is listed twice.")
+        operators[key] = stored.strip()
+    return operators
+
+
+def read_operators(path: str) -> dict[str, str]:
+    """The operators of the file at C{path}; ValueError with a sentence
+    when it cannot be read or has a bad line."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read {path}: {getattr(e, 'strerror', e)}.") from None
+    return parse_operators(text, path)
+
+
+# The command
+
 
 USAGE = "usage: python -m chatproto.operators hash  (the password on stdin)\n"
 

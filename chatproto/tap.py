@@ -20,13 +20,15 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python import usage
 
+from chatproto.bans import Bans
 from chatproto.config import (
     ClusterConfig,
     RedisAddress,
     ServerConfig,
     valid_cluster_name,
 )
-from chatproto.moderation import Bans, Moderation, check_in_threads, read_operators
+from chatproto.moderation import Moderation
+from chatproto.operators import check_in_threads, read_operators
 from chatproto.server import EVICTION_GRACE, ChatFactory
 
 log = Logger()

@@ -188,7 +188,7 @@ UNBAN_UNAVAILABLE = (
 )
 # A ban or an unban of a server alone whose bans file cannot be written (a
 # read-only directory, a full disk): refused, as it would not survive a
-# restart (chatproto/moderation.py, Bans).
+# restart (chatproto/bans.py, Bans).
 BANS_NOT_SAVED = (
     "Erreur : le fichier des bannissements ne peut pas être écrit "
     "(voir le journal du serveur), rien n'a changé"

@@ -22,7 +22,8 @@ from twisted.web.server import Site
 from chatproto import logs, metrics, server, tap
 from chatproto.metrics import LATENCY_BUCKETS
 from chatproto.metrics_page import MetricsPage, metrics_site
-from chatproto.moderation import Moderation, make_hash
+from chatproto.moderation import Moderation
+from chatproto.operators import make_hash
 from chatproto.registry import nick_key
 from chatproto.server import ChatFactory
 from chatproto.tap import Options, makeService

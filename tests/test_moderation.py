@@ -19,17 +19,11 @@ from twisted.internet.defer import Deferred
 from twisted.logger import ILogObserver, Logger
 from twisted.python.threadpool import ThreadPool
 
-from chatproto import metrics, moderation, wire
+from chatproto import bans, metrics, moderation, operators, wire
+from chatproto.bans import Ban, Bans, ban_address
 from chatproto.cluster_messages import Kick
-from chatproto.moderation import (
-    MAX_BAN_MINUTES,
-    Bans,
-    Moderation,
-    ban_address,
-    check_password,
-    make_hash,
-    parse_operators,
-)
+from chatproto.moderation import MAX_BAN_MINUTES, Moderation
+from chatproto.operators import check_password, make_hash, parse_operators
 from chatproto.operators import main as operators_main
 from chatproto.registry import nick_key
 from chatproto.testing import Chat, Client
@@ -50,6 +44,7 @@ def events(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     seen: list[dict[str, Any]] = []
     observer = cast(ILogObserver, seen.append)
     monkeypatch.setattr(moderation, "log", Logger(observer=observer))
+    monkeypatch.setattr(bans, "log", Logger(observer=observer))
     monkeypatch.setattr(metrics, "log", Logger(observer=observer))
     return seen
 
@@ -143,7 +138,7 @@ def test_the_right_password_makes_the_session_an_operator(
 ) -> None:
     chat, mod = chat_with_operators(alice="pw")
     alice = op(chat, "alice", "pw")
-    assert alice.session in mod.operating
+    assert alice.session in mod.op_check.operating
     alice.send(b"/op pw\n")
     assert alice.take() == notice(wire.OP_ALREADY)
     [event] = [e for e in events if e.get("act") == "op"]
@@ -162,7 +157,7 @@ def test_a_wrong_password_or_an_unlisted_nickname_is_refused(
     assert bob.take() == notice(wire.OP_WRONG)
     alice.send(b"/op\n")
     assert alice.take() == notice(wire.OP_USAGE)
-    assert mod.operating == set()
+    assert mod.op_check.operating == set()
     failed = [e for e in events if e.get("act") == "op-failed"]
     assert [(e["nick"], e["address"]) for e in failed] == [
         ("alice", "192.0.2.1"),
@@ -191,7 +186,7 @@ def test_operator_status_ends_with_the_session() -> None:
     chat, mod = chat_with_operators(alice="pw")
     alice = op(chat, "alice", "pw")
     alice.send(b"/quit\n")
-    assert mod.operating == set()
+    assert mod.op_check.operating == set()
     again = chat.user("alice")
     chat.user("bob", "192.0.2.2")
     again.send(b"/kick bob\n")
@@ -266,7 +261,7 @@ class HeldChecker:
 
 def held_chat() -> tuple[Chat, Moderation, HeldChecker]:
     chat, mod = chat_with_operators(alice="pw", bob="pw")
-    mod.checker = checker = HeldChecker()
+    mod.op_check.checker = checker = HeldChecker()
     return chat, mod, checker
 
 
@@ -279,10 +274,10 @@ def test_the_chat_goes_on_while_a_password_is_checked() -> None:
     carol.send(b"bonjour\n")  # answered before the check ends
     assert dan.take() == chat.stamp() + b"-carol: bonjour\n"
     assert alice.take() == chat.stamp() + b"-carol: bonjour\n"
-    assert alice.session not in mod.operating
+    assert alice.session not in mod.op_check.operating
     checker.answer()
     assert alice.take() == notice(wire.OP_GRANTED)
-    assert alice.session in mod.operating
+    assert alice.session in mod.op_check.operating
 
 
 def test_at_most_two_checks_run_at_once_eight_wait_and_more_are_throttled(
@@ -348,8 +343,8 @@ def test_an_unlisted_nickname_s_check_costs_no_scrypt_in_the_reactor() -> None:
     script = """
 import hashlib
 from twisted.internet.defer import succeed
-from chatproto import moderation
-from chatproto.moderation import Moderation, make_hash
+from chatproto.moderation import Moderation
+from chatproto.operators import make_hash
 from chatproto.testing import Chat
 
 chat = Chat(flood_rate=0, ping_interval=0, join_notice_limit=0)
@@ -400,7 +395,7 @@ def test_a_right_password_forgets_the_tries_counted_while_it_was_checked() -> No
     while checker.pending:
         checker.answer()
     assert alice.take() == notice(wire.OP_WRONG) * 2 + notice(wire.OP_GRANTED)
-    assert mod.operating == {alice.session}
+    assert mod.op_check.operating == {alice.session}
     bob = chat.user("bob")  # the same address: not throttled
     bob.send(b"/op pw\n")
     checker.answer()
@@ -415,7 +410,7 @@ def test_a_user_gone_while_its_password_is_checked_is_no_operator(
     alice.send(b"/op pw\n")
     alice.send(b"/quit\n")
     checker.answer()  # no write to a closed connection, no traceback
-    assert mod.operating == set()
+    assert mod.op_check.operating == set()
     [gone] = [e for e in events if e.get("act") == "op-gone"]
     assert gone["nick"] == "alice"
     again = chat.user("alice")  # the same nickname, a new session
@@ -433,7 +428,7 @@ def test_a_user_kicked_while_its_password_is_checked_is_no_operator() -> None:
     alice.take()
     checker.answer()
     assert alice.take() == b""
-    assert mod.operating == {bob.session}
+    assert mod.op_check.operating == {bob.session}
 
 
 def op_held(chat: Chat, checker: HeldChecker, nick: str, host: str) -> Client:
@@ -451,7 +446,7 @@ def test_two_right_passwords_at_once_make_one_operator() -> None:
     checker.answer()
     checker.answer()
     assert alice.take() == notice(wire.OP_GRANTED) + notice(wire.OP_ALREADY)
-    assert mod.operating == {alice.session}
+    assert mod.op_check.operating == {alice.session}
 
 
 def test_a_check_that_fails_says_so_and_logs_the_failure(
@@ -462,7 +457,7 @@ def test_a_check_that_fails_says_so_and_logs_the_failure(
     alice.send(b"/op pw\n")
     checker.pending.pop()[1].errback(MemoryError("scrypt"))
     assert alice.take() == notice(wire.OP_UNAVAILABLE)
-    assert mod.operating == set()
+    assert mod.op_check.operating == set()
     assert [e["log_failure"].type for e in events if "log_failure" in e] == [
         MemoryError
     ]
@@ -472,13 +467,13 @@ def test_the_server_s_checker_runs_scrypt_in_a_thread_of_the_pool(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     threads: list[threading.Thread] = []
-    real = moderation.check_password
+    real = operators.check_password
 
     def recording(password: str, stored: str) -> bool:
         threads.append(threading.current_thread())
         return real(password, stored)
 
-    monkeypatch.setattr(moderation, "check_password", recording)
+    monkeypatch.setattr(operators, "check_password", recording)
     pool = ThreadPool(1, 1)
 
     class Reactor:
@@ -491,7 +486,7 @@ def test_the_server_s_checker_runs_scrypt_in_a_thread_of_the_pool(
     pool.start()
     answers: list[bool] = []
     try:
-        check = moderation.check_in_threads(Reactor())
+        check = operators.check_in_threads(Reactor())
         check("pw", make_hash("pw", **CHEAP)).addCallback(answers.append)
     finally:
         pool.stop()  # waits for the check
@@ -835,8 +830,6 @@ def test_a_cluster_s_ban_holds_on_a_node_whose_file_cannot_be_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """In a cluster Redis has the truth, the file is the node's copy."""
-    from chatproto.moderation import Ban
-
     chat, mod = chat_with_operators(tmp_path, alice="pw")
     mod.cluster = cluster = FakeKicker(set())
     alice = op(chat, "alice", "pw")
@@ -926,10 +919,10 @@ def test_a_reload_replaces_the_operators_and_a_broken_file_keeps_them(
     path = tmp_path / "ops"
     path.write_text(f"bob:{make_hash('bpw', **CHEAP)}\n")
     assert mod.reload(str(path))
-    assert set(mod.operators) == {"bob"}
+    assert set(mod.op_check.operators) == {"bob"}
     path.write_text("garbage\n")
     assert not mod.reload(str(path))
-    assert set(mod.operators) == {"bob"}
+    assert set(mod.op_check.operators) == {"bob"}
     why = [e["why"] for e in events if e.get("act") == "reload" and "why" in e]
     assert why == [f"{path}, line 1: 'garbage' is not NICK:HASH with a valid nickname."]
 
@@ -938,7 +931,7 @@ def test_a_reload_does_not_end_the_operators_of_the_sessions() -> None:
     """Status belongs to the session: a reload changes who can /op next."""
     chat, mod = chat_with_operators(alice="pw")
     alice = op(chat, "alice", "pw")
-    mod.operators = {}
+    mod.op_check.operators = {}
     bob = chat.user("bob", "192.0.2.2")
     alice.take()
     alice.send(b"/kick bob\n")
@@ -1266,7 +1259,7 @@ def test_the_options_read_the_operators_and_put_the_bans_beside_them(
 
     top = cast(MultiService, makeService(options, reactor=MemoryReactorClock()))
     [factory] = {s.factory for s in top if hasattr(s, "factory")}
-    assert factory.moderation.operators == {"alice": stored}
+    assert factory.moderation.op_check.operators == {"alice": stored}
     assert factory.moderation.bans.path == f"{path}.bans"
 
 
@@ -1376,8 +1369,6 @@ def test_our_client_reads_the_nickname_of_a_kicked_departure() -> None:
 
 
 def test_a_ban_heard_from_another_node_holds_here_and_kicks_from_there() -> None:
-    from chatproto.moderation import Ban
-
     chat, mod = chat_with_operators()
     bob = chat.user("bob", "203.0.113.9")
     carol = chat.user("carol", "192.0.2.3")
@@ -1400,8 +1391,6 @@ def test_the_cluster_s_bans_replace_the_node_s_copy_and_kick_from_new_ones() -> 
     """Read whole as the node joins or comes back, Redis's bans are the
     truth: one lifted elsewhere meanwhile goes, one made meanwhile holds
     here and kicks whoever is connected from its address."""
-    from chatproto.moderation import Ban
-
     chat, mod = chat_with_operators(alice="pw")
     mod.cluster = cluster = FakeKicker(set())
     bob = chat.user("bob", "198.51.100.2")
@@ -1418,8 +1407,6 @@ def test_the_cluster_s_bans_replace_the_node_s_copy_and_kick_from_new_ones() -> 
 
 
 def test_changes_made_while_the_bans_are_read_hold_over_the_answer() -> None:
-    from chatproto.moderation import Ban
-
     chat, mod = chat_with_operators(alice="pw")
     mod.cluster = FakeKicker(set())
     alice = op(chat, "alice", "pw")
@@ -1463,8 +1450,6 @@ def test_a_ban_sent_to_redis_after_the_read_holds_over_its_answer() -> None:
 
 
 def test_a_ban_or_an_unban_while_cut_off_is_refused_and_changes_nothing() -> None:
-    from chatproto.moderation import Ban
-
     chat, mod = chat_with_operators(alice="pw")
     mod.cluster = cluster = FakeKicker(set())
     alice = op(chat, "alice", "pw")
@@ -1488,8 +1473,6 @@ def test_a_ban_or_an_unban_while_cut_off_is_refused_and_changes_nothing() -> Non
 def test_a_change_that_does_not_reach_redis_is_undone_and_the_operator_told(
     events: list[dict[str, Any]],
 ) -> None:
-    from chatproto.moderation import Ban
-
     chat, mod = chat_with_operators(alice="pw")
     mod.cluster = cluster = FakeKicker(set())
     alice = op(chat, "alice", "pw")

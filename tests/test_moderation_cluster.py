@@ -18,7 +18,7 @@ from twisted.internet.testing import StringTransportWithDisconnection
 
 from chatproto import wire
 from chatproto.cluster_messages import Kick
-from chatproto.moderation import make_hash
+from chatproto.operators import make_hash
 from chatproto.server import ChatServerProtocol
 from tests.redis_fixture import RedisServer, free_port, running_redis
 from tests.test_cluster import Client, Node, nodes, redis, until
@@ -34,7 +34,7 @@ CHEAP = {"n": 16, "r": 1, "p": 1}
 def moderated(node: Node) -> Node:
     """The node with alice as an operator, wired to its cluster as tap.py does."""
     moderation = node.factory.moderation
-    moderation.operators = {"alice": make_hash("pw", **CHEAP)}
+    moderation.op_check.operators = {"alice": make_hash("pw", **CHEAP)}
     moderation.cluster = node.cluster.moderation
     return node
 
@@ -190,7 +190,7 @@ async def test_a_ban_whose_node_died_unanswered_is_said_unknown(
 async def test_while_cut_off_bans_are_refused_and_back_the_node_holds_redis_s(
     nodes: Callable[[], Node], redis: RedisServer
 ) -> None:
-    from chatproto.moderation import Ban
+    from chatproto.bans import Ban
 
     one = moderated(nodes())
     await one.ready()
@@ -235,7 +235,7 @@ async def unbanned(node: Node) -> None:
 async def test_redis_forgets_the_bans_that_expired_when_they_are_read(
     nodes: Callable[[], Node],
 ) -> None:
-    from chatproto.moderation import Ban
+    from chatproto.bans import Ban
 
     one = moderated(nodes())
     await one.ready()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from chatproto.moderation import make_hash
+from chatproto.operators import make_hash
 from tests.test_twistd import (
     FOREGROUND,
     ROOT,
