@@ -19,7 +19,7 @@ C{chatproto:CLUSTER:}:
     left            stream  departures announced late (after an outage), kept
                             a minute for the nodes that come back later still
     bans            hash    banned address -> "UNTIL<TAB>BY<TAB>REASON"
-                            (moderation.py); expired ones deleted on reading
+                            (bans.py, Ban.shared); expired ones deleted on reading
     history, history:bytes  the chat's history (see chatproto/history.py)
 
 Pub/sub channels belong to no database, so their names carry its number:
@@ -253,7 +253,7 @@ CLAIM, RELEASE, NAMES, RENEW, SYNC, ANNOUNCE, REAP, LEAVE, WHISPER = (
     )
 )
 
-# Bans (moderation.py). ARGV: prefix, address, value, channel, payload.
+# Bans (bans.py, moderation.py). ARGV: prefix, address, value, channel, payload.
 BAN = (
     _LUA_COMMON
     + b"""
