@@ -523,6 +523,16 @@ def test_no_timer_runs_when_nobody_is_connected() -> None:
     assert chat.clock.getDelayedCalls() == []
 
 
+def test_no_timer_runs_once_the_last_member_is_kicked() -> None:
+    """A kick takes its target out of the room without a departure of its
+    own (moderation announces it): the ping loop stops all the same."""
+    chat = Chat()
+    bob = chat.user("bob")
+    chat.factory.heard_kick("bob", b"alice 198.51.100.4 spam")
+    assert not bob.connected
+    assert chat.clock.getDelayedCalls() == []
+
+
 # Hostile input
 
 
