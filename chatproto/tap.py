@@ -831,16 +831,16 @@ def makeService(options: usage.Options, reactor: Any = None) -> service.IService
         # server without --redis does without.
         from chatproto.cluster import ClusterNode
 
-        # The node is built with its chat, then made the chat's registry and
+        # The node is built with its chat, then made the room's registry and
         # relay: each needs the other, and neither is ever half attached.
         node = ClusterNode(cluster, factory, clock=reactor)
-        factory.registry = factory.relay = node
+        factory.room.registry = factory.room.relay = node
         factory.moderation.cluster = node
         if config.history_lines > 0:  # the cluster's history, in Redis
             from chatproto.history import RedisHistory
 
             node.history = RedisHistory(node.commands, cluster.name, config)
-            factory.history = node
+            factory.room.history = node
         # First in, so stopped last: the users' departures are announced to
         # the other nodes before the node leaves the cluster.
         node.setServiceParent(top)

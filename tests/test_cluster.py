@@ -79,7 +79,7 @@ class Node:
             clock=r,
         )
         self.cluster = ClusterNode(config, self.factory, clock=r)
-        self.factory.registry = self.factory.relay = self.cluster
+        self.factory.room.registry = self.factory.room.relay = self.cluster
         self.cluster.startService()
 
     async def ready(self) -> None:

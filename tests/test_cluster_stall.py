@@ -154,7 +154,7 @@ class Cluster:
         self.node = ClusterNode(
             CONFIG, self.factory, clock=self.clock, node_id="here", connect=connect
         )
-        self.factory.registry = self.factory.relay = self.node
+        self.factory.room.registry = self.factory.room.relay = self.node
         self.node.startService()
         self._port = 40000
         if joined:

@@ -38,7 +38,7 @@ class HistoryNode(Node):
         self.cluster.history = RedisHistory(
             self.cluster.commands, "test", self.factory.config
         )
-        self.factory.history = self.cluster
+        self.factory.room.history = self.cluster
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ def with_history() -> Cluster:
         CONFIG.name,
         cluster.factory.config,
     )
-    cluster.factory.history = node
+    cluster.factory.room.history = node
     return cluster
 
 

@@ -973,7 +973,7 @@ def test_private_line_while_the_cluster_is_unreachable_says_so() -> None:
     gets its own French error, not 'not connected'."""
     chat = Chat()
     relay = UnreachableRelay()
-    chat.factory.relay = relay
+    chat.factory.room.relay = relay
     alice, bob = chat.user("alice"), chat.user("bob")
     alice.take()
     alice.send(b"msg zoe hello\n")
@@ -1118,7 +1118,7 @@ def test_a_line_made_during_a_pass_joins_it() -> None:
     assert data.count(b"\n") == 2
     assert [w.split(b"-", 1)[1] for w in alice.transport.writes] == [b"bob: two\n"]
     assert [w.split(b"-", 1)[1] for w in bob.transport.writes] == [b"alice: one\n"]
-    assert chat.factory.fanout.kept == 0, "every user has every line: none is kept"
+    assert chat.factory.room.fanout.kept == 0, "every user has every line: none is kept"
     assert chat.clock.getDelayedCalls() != []  # the ping loop only
     assert all("_run_pass" not in repr(c) for c in chat.clock.getDelayedCalls())
 
