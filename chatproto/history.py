@@ -1,6 +1,6 @@
 """The chat's history: the last public lines, for C{/history}.
 
-The room (L{chatproto.server.ChatFactory}) records every public line it
+The room (L{chatproto.room.Room}) records every public line it
 makes, arrivals and departures included, exactly as it sent it
 (C{[H.M.S]-nick: text\\n}); private lines are never recorded. A user's
 C{/history N} reads the last N back. The history forgets, in this order of

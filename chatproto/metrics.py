@@ -1,6 +1,6 @@
 """What an operator watches: counters kept by the room, read at scrape time.
 
-The room (L{chatproto.server.ChatFactory}) owns one L{Metrics}; the few
+The server (L{chatproto.server.ChatFactory}) owns one L{Metrics}; the few
 places where an event happens add to a plain int there (a public line said,
 a private line delivered, the users a public line is for, a departure, a
 refused connection), so that the broadcast path pays an integer

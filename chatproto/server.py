@@ -1,19 +1,18 @@
-"""The chat server: the TCP line protocol of docs/protocol.md, and the room
-its connections share.
+"""The chat server: the TCP line protocol of docs/protocol.md, and the
+factory that serves its connections one room.
 
 A line enters in L{ChatServerProtocol.dataReceived}, is cut there and handed
 to C{lineReceived}, which feeds the connection's L{Session}
-(chatproto/session.py: flood control, state, commands). A public line goes to
-the room, L{ChatFactory}, which hands it to its L{FanOut}
-(chatproto/fanout.py); every byte for a connection leaves through its
-L{Output} (chatproto/output.py). L{Admission} (chatproto/admission.py) counts
-the connections against the limits.
+(chatproto/session.py: flood control, state, commands). A public line goes,
+through the L{ChatFactory}, to its L{Room} (chatproto/room.py), which hands
+it to its L{FanOut} (chatproto/fanout.py); every byte for a connection
+leaves through its L{Output} (chatproto/output.py). L{Admission}
+(chatproto/admission.py) counts the connections against the limits.
 """
 
 from __future__ import annotations
 
-import time
-from typing import Protocol, cast
+from typing import cast
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime
@@ -28,12 +27,12 @@ from chatproto import wire
 from chatproto.admission import EVICTION_GRACE, Admission, network, source
 from chatproto.cluster_messages import Kick
 from chatproto.config import ServerConfig
-from chatproto.fanout import FanOut
 from chatproto.history import History, MemoryHistory
 from chatproto.metrics import Metrics
 from chatproto.moderation import Moderation
 from chatproto.output import Output, Transport, send_buffer, unsent
-from chatproto.registry import MemoryRegistry, Reach, Registry, nick_key
+from chatproto.registry import MemoryRegistry, Reach, Registry
+from chatproto.room import Relay, Room
 from chatproto.session import GONE, ChatError, Session, State
 
 __all__ = [
@@ -41,7 +40,6 @@ __all__ = [
     "ChatError",
     "ChatFactory",
     "ChatServerProtocol",
-    "Relay",
     "ServerConfig",
     "Session",
     "State",
@@ -52,17 +50,6 @@ __all__ = [
 ]
 
 log = Logger()
-
-
-class Relay(Protocol):
-    """Carries lines to the users of other server processes (cluster mode)."""
-
-    def publish(self, line: bytes) -> None:
-        """Deliver a public line to every user on the other nodes."""
-
-    def whisper(self, target: str, line: bytes) -> Deferred[bool]:
-        """Deliver a private line to C{target} on whichever node has it;
-        fire with whether such a user exists."""
 
 
 @implementer(IHalfCloseableProtocol)
@@ -187,16 +174,16 @@ class ChatServerProtocol(LineReceiver):
 
 
 class ChatFactory(ServerFactory):
-    """The room: who is in the chat of one server process.
+    """The server of one room: its connections, and the room they share.
 
-    It owns the members (C{sessions}, by nickname key: every session that is
-    CHATTING, and only those), their joins and departures (each announced
-    once, as far as its L{Reach} says), public and private lines, the one
-    ping loop, and shutdown. The nicknames themselves are the L{Registry}'s
-    (a cluster's is shared); lines for the users of other nodes go to the
-    L{Relay}. Public lines reach the members through the L{FanOut}; the
-    connections are counted by the L{Admission}. The TCP protocol and the
-    WebSocket one build sessions on the same room.
+    It owns its L{Room} (chatproto/room.py: the members, the fan-out, the
+    history, public and private lines) and what is about connections
+    rather than the chat: who gets in (the L{Admission}, and the bans of
+    its L{Moderation}), the one ping loop (running while the room has
+    members), and shutdown. Sessions (it is their L{session.Room}),
+    moderation and a cluster's node reach the chat through it: it hands
+    the calls about the chat to its room, one line each. The TCP protocol
+    and the WebSocket one build sessions on the same factory.
     """
 
     protocol = ChatServerProtocol  # type: ignore[assignment]
@@ -216,23 +203,37 @@ class ChatFactory(ServerFactory):
             clock = cast(IReactorTime, reactor)
         self.config = config = config or ServerConfig()
         self.clock = clock
-        self.registry: Registry = registry or MemoryRegistry()
-        self.relay = relay
-        # The public lines made here, for /history (a cluster's is in Redis).
-        self.history: History = (
-            history if history is not None else MemoryHistory(config, clock)
-        )
-        self.sessions: dict[str, Session] = {}
         self.metrics = Metrics(clock)  # chatproto/metrics.py: what --metrics serves
-        self.fanout = FanOut(config, clock, self.sessions, self.metrics)
+        self.room = Room(
+            config,
+            clock,
+            self.metrics,
+            registry or MemoryRegistry(),
+            history if history is not None else MemoryHistory(config, clock),
+            relay,
+        )
         self.admission: Admission[Session] = Admission(config, clock, self.metrics)
         self.stopping = False
         self._stopped: Deferred[None] | None = None
         self._pinger = LoopingCall(self._ping)
         self._pinger.clock = clock
-        self._stamp_second = -1
-        self._stamp = ""
         self.moderation = Moderation(self)
+
+    @property
+    def registry(self) -> Registry:
+        """The nickname map: who has which nickname (its room's registry;
+        a cluster's is shared)."""
+        return self.room.registry
+
+    @property
+    def history(self) -> History:
+        """The room's public lines, for /history."""
+        return self.room.history
+
+    @property
+    def sessions(self) -> dict[str, Session]:
+        """The room's members, by nickname key."""
+        return self.room.sessions
 
     # Connections
 
@@ -256,9 +257,6 @@ class ChatFactory(ServerFactory):
     def registered(self, session: Session) -> None:
         self.admission.registered(session)
 
-    def catch_up(self, session: Session) -> None:
-        self.fanout.catch_up(session)
-
     def forget(self, session: Session) -> None:
         """A connection is closed: it no longer counts against any limit."""
         admission = self.admission
@@ -268,130 +266,63 @@ class ChatFactory(ServerFactory):
             stopped, self._stopped = self._stopped, None
             stopped.callback(None)
 
-    # Membership
+    # Membership: the room's, and the ping loop while it has members
 
     def join(self, session: Session) -> None:
-        """A session registered its nickname: it joins the chat."""
-        assert session.nick is not None
-        self.fanout.join(session)  # lines made before: not for it
-        self.sessions[nick_key(session.nick)] = session
+        """A session registered its nickname: it joins the room, and is
+        pinged from now on."""
         if not self._pinger.running and self.config.ping_interval > 0:
             self._pinger.start(self.config.ping_interval, now=False)
-        self.registry.names(self.config.list_limit).addCallback(session.send_names)
-        log.info(
-            "{nick} joined",
-            act="join",
-            nick=session.nick,
-            address=session.host,
-            front_end=session.front_end,
-        )
-        if len(self.sessions) <= self.config.join_notice_limit:
-            line = f"{self.stamp()}-Connexion de {session.nick}\n".encode()
-            self.broadcast(line, exclude=session)
+        self.room.join(session)
 
     def depart(
         self, session: Session, reach: Reach = Reach.EVERYWHERE, reason: str = "lost"
     ) -> None:
         """A registered user left, for C{reason} (metrics.DEPARTURES): say it
         once, as far as C{reach} says (a stopping server tells everyone it
-        stops instead).
-
-        Only a departure announced EVERYWHERE is kept in the history: one
-        announced HERE is that of a user whose nickname is someone else's on
-        the other nodes now, and the history is the whole chat's."""
-        if not self.withdraw(session, reach, reason) or self.stopping:
-            return
-        if reach is Reach.NOWHERE:
-            return
-        assert session.nick is not None
-        line = wire.departure_prefix(self.stamp()) + session.nick.encode() + b"\n"
-        if reach is Reach.EVERYWHERE:
-            self.broadcast(line)
-        else:
-            self.deliver(line)
+        stops instead)."""
+        if self.withdraw(session, reach, reason) and not self.stopping:
+            assert session.nick is not None
+            self.room.announce_departure(session.nick, reach)
 
     def withdraw(
         self, session: Session, reach: Reach = Reach.EVERYWHERE, reason: str = "lost"
     ) -> bool:
-        """Take a registered user out of the chat without a word to anyone,
-        its nickname released as far as C{reach} says: whether it was in.
-        The departure is counted, and logged, with its C{reason}."""
-        assert session.nick is not None
-        key = nick_key(session.nick)
-        if self.sessions.get(key) is not session:
+        """Take a registered user out of the room without a word to anyone
+        (L{Room.withdraw}): whether it was in. The ping loop stops with the
+        last member."""
+        if not self.room.withdraw(session, reach, reason):
             return False
-        self.fanout.leave(session)  # lines made before it left still reach it
-        del self.sessions[key]
-        self.registry.release(session.nick, reach).addErrback(
-            lambda f: log.failure("releasing {nick}", f, nick=session.nick)
-        )
-        if not self.sessions:  # nobody left to give lines to: no timer
-            self.fanout.flush()
-            if self._pinger.running:
-                self._pinger.stop()
-        self.metrics.departed(reason)
-        log.info(
-            "{nick} left: {reason}",
-            act="departure",
-            nick=session.nick,
-            address=session.host,
-            front_end=session.front_end,
-            reason=reason,
-        )
+        if not self.room.sessions and self._pinger.running:
+            self._pinger.stop()
         return True
 
-    # Messages
+    # Lines: the room's, for sessions (say, whisper, catch_up), moderation
+    # (stamp, broadcast) and a cluster's node (stamp, deliver,
+    # deliver_private)
 
     def stamp(self) -> str:
-        """The server's local time as the Ruby server writes it: [H.M.S]."""
-        now = int(self.clock.seconds())
-        if now != self._stamp_second:
-            t = time.localtime(now)
-            self._stamp = f"[{t.tm_hour}.{t.tm_min}.{t.tm_sec}]"
-            self._stamp_second = now
-        return self._stamp
+        return self.room.stamp()
 
     def say(self, sender: Session, text: str) -> None:
-        self.metrics.public_lines += 1
-        self.broadcast(f"{self.stamp()}-{sender.nick}: {text}\n".encode(), sender)
+        self.room.say(sender, text)
 
     def broadcast(self, line: bytes, exclude: Session | None = None) -> None:
-        """Send one encoded line to every user here but C{exclude}, and to
-        the other nodes of a cluster; it is kept in the history here, at its
-        origin (the other nodes deliver it, and do not keep it again). In a
-        cluster, record and publish land in one Redis call at the end of the
-        reactor turn (L{chatproto.cluster_roles.Outbox})."""
-        self.history.record(line)
-        self.fanout.publish(line, exclude)
-        if self.relay is not None:
-            self.relay.publish(line)
+        self.room.broadcast(line, exclude)
 
     def deliver(self, line: bytes) -> None:
-        """A public line for every user here only (from another node, which
-        kept it in the history; or a departure announced here only, which
-        the history does not keep: see L{depart})."""
-        self.fanout.publish(line, None)
+        self.room.deliver(line)
 
-    def flush(self) -> None:
-        """Give every user every public line now."""
-        self.fanout.flush()
+    def catch_up(self, session: Session) -> None:
+        self.room.catch_up(session)
 
     def whisper(self, sender: str, target: str, text: str) -> Deferred[bool]:
-        line = f"{self.stamp()}-message privé de {sender}: {text}\n".encode()
-        if self.deliver_private(target, line):
-            return succeed(True)
-        if self.relay is not None:
-            return self.relay.whisper(target, line)
-        return succeed(False)
+        return self.room.whisper(sender, target, text)
 
     def deliver_private(self, target: str, line: bytes) -> bool:
-        """Send a private line to C{target} if it is connected here."""
-        session = self.sessions.get(nick_key(target))
-        if session is None:
-            return False
-        self.metrics.private_lines += 1
-        session.send(line)
-        return True
+        return self.room.deliver_private(target, line)
+
+    # Moderation
 
     def moderate(self, session: Session, command: str, argument: str) -> None:
         self.moderation.command(session, command, argument)
@@ -405,7 +336,7 @@ class ChatFactory(ServerFactory):
     def _ping(self) -> None:
         try:
             limit = self.config.max_missed_pings
-            for session in tuple(self.sessions.values()):
+            for session in tuple(self.room.sessions.values()):
                 if session.missed_pings >= limit:
                     log.info(
                         "{nick} stopped answering pings",
@@ -424,7 +355,7 @@ class ChatFactory(ServerFactory):
     def shutdown(self) -> Deferred[None]:
         """Tell every client the server stops, close, and fire when all are
         closed (clients that do not go are cut after C{shutdown_timeout})."""
-        self.fanout.flush()
+        self.room.flush()
         self.stopping = True
         if self._pinger.running:
             self._pinger.stop()

@@ -94,13 +94,18 @@ class Connection(Protocol):
 
 
 class Room(Protocol):
-    """All a session knows of the chat it is in (L{ChatFactory} is one)."""
+    """All a session knows of the chat it is in: the server's
+    L{chatproto.server.ChatFactory}, which hands the calls about the chat
+    to its L{chatproto.room.Room}."""
 
     config: ServerConfig
     clock: IReactorTime
-    registry: Registry
-    history: History
     metrics: Metrics
+
+    @property
+    def registry(self) -> Registry: ...
+    @property
+    def history(self) -> History: ...
 
     def admit(self, session: Session) -> bytes | None:
         """Count a new session in, or the line that says why not."""

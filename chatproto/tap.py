@@ -841,10 +841,10 @@ def makeService(options: usage.Options, reactor: Any = None) -> service.IService
         node = ClusterNode(
             cluster, factory, clock=reactor, history=config if keeps_history else None
         )
-        factory.registry = node.nicknames  # nicknames, claimed in Redis
-        factory.relay = node.relay  # lines to and from the other nodes
+        factory.room.registry = node.nicknames  # nicknames, claimed in Redis
+        factory.room.relay = node.relay  # lines to and from the other nodes
         if node.history is not None:  # the cluster's history, in Redis
-            factory.history = node.history
+            factory.room.history = node.history
         factory.moderation.cluster = node.moderation  # kicks, answers, bans
         # First in, so stopped last: the users' departures are announced to
         # the other nodes before the node leaves the cluster.

@@ -1,8 +1,9 @@
 """In-memory doubles for testing code that talks to the chat, without sockets.
 
-A L{Chat} is the real server factory (L{ChatFactory}) on a fake clock
-(L{twisted.internet.task.Clock}); its clients are real server protocols over
-in-memory transports. Nothing here opens a socket or needs a reactor::
+A L{Chat} is the real server factory (L{ChatFactory}, and its room) on a
+fake clock (L{twisted.internet.task.Clock}); its clients are real server
+protocols over in-memory transports. Nothing here opens a socket or needs
+a reactor::
 
     chat = Chat()
     alice, bob = chat.user("alice"), chat.user("bob")
@@ -149,7 +150,8 @@ class Client:
 
 
 class Chat:
-    """The real server factory on a fake clock, and a way to connect clients.
+    """A test harness: the real server factory on a fake clock, and a way
+    to connect clients.
 
     Keyword arguments are L{ServerConfig} fields; C{batch_delay} is 0 unless
     given, so that public lines go out at the end of each reactor turn."""

@@ -360,7 +360,7 @@ def test_counters_stay_exact_after_every_kind_of_departure(
         ping_interval=0,
     )
     registry = PendingRegistry()
-    chat.factory.registry = registry
+    chat.factory.room.registry = registry
     clients: list[tuple[ChatServerProtocol, RecordingTransport]] = []
     made = 0
     for action in actions:

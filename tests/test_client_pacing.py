@@ -299,7 +299,7 @@ def test_outage_the_nickname_is_tried_again_until_it_is_taken(chat: Chat) -> Non
     user's lines; once the registry is back it registers and every line
     goes, status 0."""
     outage = Outage()
-    chat.factory.registry = outage
+    chat.factory.room.registry = outage
     carol = chat.user("carol", host="192.0.2.9")
     outage.down = True
     _, loopback, ended = pipe_session(chat, ["/pseudo", "bob", "one", "two"])
@@ -324,7 +324,7 @@ def test_outage_longer_than_the_timeout_is_status_1(chat: Chat) -> None:
     user's lines (not one was taken for a nickname)."""
     outage = Outage()
     outage.down = True
-    chat.factory.registry = outage
+    chat.factory.room.registry = outage
     _, loopback, ended = pipe_session(
         chat, ["/pseudo", "bob", "one"], Timings(timeout=10)
     )
@@ -341,7 +341,7 @@ def test_outage_longer_than_the_timeout_is_status_1(chat: Chat) -> None:
 
 def test_events_are_shown_during_an_outage(chat: Chat) -> None:
     """Each refusal is shown as the server wrote it."""
-    chat.factory.registry = outage = Outage()
+    chat.factory.room.registry = outage = Outage()
     outage.down = True
     session, loopback, _ = pipe_session(chat, ["/pseudo bob"], Timings(timeout=1))
     loopback.run(2)

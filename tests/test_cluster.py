@@ -85,10 +85,10 @@ class Node:
             history=self.factory.config if history else None,
         )
         # As tap.py wires it.
-        self.factory.registry = self.cluster.nicknames
-        self.factory.relay = self.cluster.relay
+        self.factory.room.registry = self.cluster.nicknames
+        self.factory.room.relay = self.cluster.relay
         if self.cluster.history is not None:
-            self.factory.history = self.cluster.history
+            self.factory.room.history = self.cluster.history
         self.cluster.startService()
 
     async def ready(self) -> None:

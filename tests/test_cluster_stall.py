@@ -165,10 +165,10 @@ class Cluster:
             history=self.factory.config if history else None,
         )
         # As tap.py wires it.
-        self.factory.registry = self.node.nicknames
-        self.factory.relay = self.node.relay
+        self.factory.room.registry = self.node.nicknames
+        self.factory.room.relay = self.node.relay
         if self.node.history is not None:
-            self.factory.history = self.node.history
+            self.factory.room.history = self.node.history
         self.node.startService()
         self._port = 40000
         if joined:

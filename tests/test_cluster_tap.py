@@ -100,7 +100,7 @@ def test_make_service_with_redis_builds_a_node_that_is_registry_and_relay() -> N
         assert not connection.started
     factory = node.chat
     assert isinstance(factory, ChatFactory)
-    assert factory.registry is node.nicknames and factory.relay is node.relay
+    assert factory.registry is node.nicknames and factory.room.relay is node.relay
     assert node.config.name == "chat"
 
 

@@ -231,7 +231,7 @@ def test_a_history_that_cannot_be_read_gets_a_clear_line() -> None:
             return fail(RegistryUnavailable("no connection to Redis"))
 
     chat = Chat()
-    chat.factory.history = Unreachable(chat.factory.config, chat.clock)
+    chat.factory.room.history = Unreachable(chat.factory.config, chat.clock)
     alice = chat.user("alice")
     alice.send(b"/history\n")
     assert (
@@ -251,7 +251,7 @@ def test_a_history_answer_that_comes_after_the_user_left_is_dropped() -> None:
             return answer
 
     chat = Chat()
-    chat.factory.history = Slow(chat.factory.config, chat.clock)
+    chat.factory.room.history = Slow(chat.factory.config, chat.clock)
     alice = chat.user("alice")
     alice.send(b"/history\n")
     alice.proto.transport.loseConnection()

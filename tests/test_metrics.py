@@ -19,7 +19,7 @@ from twisted.python.usage import UsageError
 from twisted.web.client import Agent, readBody
 from twisted.web.server import Site
 
-from chatproto import logs, metrics, server, tap
+from chatproto import logs, metrics, room, tap
 from chatproto.metrics import LATENCY_BUCKETS
 from chatproto.metrics_page import MetricsPage, metrics_site
 from chatproto.moderation import Moderation
@@ -106,7 +106,7 @@ def test_a_flush_counts_its_deliveries_too() -> None:
     chat = quiet_chat()
     alice, bob = chat.user("alice"), chat.user("bob")
     alice.send(b"un\n")
-    chat.factory.flush()
+    chat.factory.room.flush()
     assert chat.factory.metrics.deliveries == 1
     assert bob.take().endswith(b"-alice: un\n")
 
@@ -285,7 +285,7 @@ def events(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """The log events of the room, and of the metrics' refusals."""
     seen: list[dict[str, Any]] = []
     logger = Logger(observer=cast(ILogObserver, seen.append))
-    monkeypatch.setattr(server, "log", logger)
+    monkeypatch.setattr(room, "log", logger)
     monkeypatch.setattr(metrics, "log", logger)
     return seen
 
@@ -395,7 +395,7 @@ def test_a_json_log_line_of_a_departure_has_its_reason(
     """What twistd --logger=chatproto.logs.json writes (see docs/operating.md, "Logs"):
     one JSON object a line, the event's fields named."""
     out = io.StringIO()
-    monkeypatch.setattr(server, "log", Logger(observer=logs.json(out)))
+    monkeypatch.setattr(room, "log", Logger(observer=logs.json(out)))
     chat = quiet_chat(max_output=10_000)
     slow = chat.user("slow")
     slow.buffer_full()

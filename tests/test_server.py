@@ -11,6 +11,7 @@ import pytest
 from twisted.internet.defer import Deferred, fail
 
 from chatproto import wire
+from chatproto.cluster_messages import Kick
 from chatproto.registry import RegistryUnavailable
 from chatproto.testing import Chat, Client, RecordingTransport
 
@@ -523,6 +524,16 @@ def test_no_timer_runs_when_nobody_is_connected() -> None:
     assert chat.clock.getDelayedCalls() == []
 
 
+def test_no_timer_runs_once_the_last_member_is_kicked() -> None:
+    """A kick takes its target out of the room without a departure of its
+    own (moderation announces it): the ping loop stops all the same."""
+    chat = Chat()
+    bob = chat.user("bob")
+    chat.factory.heard_kick(Kick("bob", 0, "alice", "198.51.100.4", "spam"))
+    assert not bob.connected
+    assert chat.clock.getDelayedCalls() == []
+
+
 # Hostile input
 
 
@@ -963,7 +974,7 @@ def test_private_line_while_the_cluster_is_unreachable_says_so() -> None:
     gets its own French error, not 'not connected'."""
     chat = Chat()
     relay = UnreachableRelay()
-    chat.factory.relay = relay
+    chat.factory.room.relay = relay
     alice, bob = chat.user("alice"), chat.user("bob")
     alice.take()
     alice.send(b"msg zoe hello\n")
@@ -1108,7 +1119,7 @@ def test_a_line_made_during_a_pass_joins_it() -> None:
     assert data.count(b"\n") == 2
     assert [w.split(b"-", 1)[1] for w in alice.transport.writes] == [b"bob: two\n"]
     assert [w.split(b"-", 1)[1] for w in bob.transport.writes] == [b"alice: one\n"]
-    assert chat.factory.fanout.kept == 0, "every user has every line: none is kept"
+    assert chat.factory.room.fanout.kept == 0, "every user has every line: none is kept"
     assert chat.clock.getDelayedCalls() != []  # the ping loop only
     assert all("_run_pass" not in repr(c) for c in chat.clock.getDelayedCalls())
 
