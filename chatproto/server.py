@@ -12,6 +12,7 @@ leaves through its L{Output} (chatproto/output.py). L{Admission}
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import cast
 
 from twisted.internet.defer import Deferred, succeed
@@ -25,11 +26,13 @@ from zope.interface import implementer
 
 from chatproto import wire
 from chatproto.admission import EVICTION_GRACE, Admission, network, source
+from chatproto.bans import Bans
 from chatproto.cluster_messages import Kick
 from chatproto.config import ServerConfig
 from chatproto.history import History, MemoryHistory
 from chatproto.metrics import Metrics
 from chatproto.moderation import Moderation
+from chatproto.operators import Checker
 from chatproto.output import Output, Transport, send_buffer, unsent
 from chatproto.registry import MemoryRegistry, Reach, Registry
 from chatproto.room import Relay, Room
@@ -196,7 +199,14 @@ class ChatFactory(ServerFactory):
         registry: Registry | None = None,
         relay: Relay | None = None,
         history: History | None = None,
+        operators: Mapping[str, str] | None = None,
+        bans: Bans | None = None,
+        checker: Checker | None = None,
     ) -> None:
+        """C{operators} (nickname key to password hash), C{bans} and
+        C{checker} (how a password is checked: in the reactor's thread pool
+        under twistd) are its L{Moderation}'s; by default none, in memory,
+        and in this thread."""
         if clock is None:
             from twisted.internet import reactor
 
@@ -217,7 +227,7 @@ class ChatFactory(ServerFactory):
         self._stopped: Deferred[None] | None = None
         self._pinger = LoopingCall(self._ping)
         self._pinger.clock = clock
-        self.moderation = Moderation(self)
+        self.moderation = Moderation(self, operators, bans, checker)
 
     @property
     def registry(self) -> Registry:

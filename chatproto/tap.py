@@ -821,12 +821,12 @@ def makeService(options: usage.Options, reactor: Any = None) -> service.IService
     config = _fit_file_limit(options, options["config"])
     top = service.MultiService()
     cluster: ClusterConfig | None = options.get("cluster_config")
-    factory = ChatFactory(config, clock=reactor)
-    factory.moderation = Moderation(
-        factory,
-        options.get("operator_table"),
-        Bans(reactor, options.get("bans")),
-        check_in_threads(reactor),
+    factory = ChatFactory(
+        config,
+        clock=reactor,
+        operators=options.get("operator_table"),
+        bans=Bans(reactor, options.get("bans")),
+        checker=check_in_threads(reactor),
     )
     if cluster is not None:
         # Here only: the cluster needs txredisapi, an optional extra that a
