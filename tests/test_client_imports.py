@@ -57,7 +57,7 @@ def imports_of(source: str) -> set[str]:
                 continue
             for alias in node.names:
                 # from chatproto.client import session: the submodule alone;
-                # from chatproto.client import Session: the package.
+                # from chatproto.client import ClientSession: the package.
                 is_module = (SOURCE / f"{alias.name}.py").exists()
                 add(f"{PACKAGE}.{alias.name}" if is_module else PACKAGE)
     return found
@@ -118,7 +118,7 @@ def test_an_import_inside_a_function_counts_as_much_as_one_at_the_top() -> None:
         "def later():\n"
         "    from chatproto.client.terminal import TtyUI\n"
         "    import chatproto.client.pipe\n"
-        "    from chatproto.client import Session\n"
+        "    from chatproto.client import ClientSession\n"
     )
     assert imports_of(source) == {
         "events",

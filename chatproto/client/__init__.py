@@ -8,7 +8,7 @@ C{projet.py}. Its modules import one way only, each from those before it:
    events, answers pings, registers, paces what it writes and leaves, on
    an injected clock; and its factory;
  - L{options}: the command line and the endpoint it names;
- - L{session}: what both interfaces share: a L{session.Session} (the
+ - L{session}: what both interfaces share: a L{session.ClientSession} (the
    connections, the user's lines, one pacing for all), and L{session.run},
    which turns how it ended into the exit status;
  - L{pipe} and L{terminal}: the two user interfaces (each input line sent,

@@ -1,4 +1,4 @@
-"""The typed events a chat server's lines become (PROTOCOL.md §6-§7).
+"""The typed events a chat server's lines become (docs/protocol.md).
 
 L{chatproto.client.protocol.ChatClientProtocol} reads the server and hands
 each event to a L{ChatView}: any object with a C{show(event)} method, such as

@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from chatproto.client.events import Event
 from chatproto.client.options import Options
-from chatproto.client.session import Session, run
+from chatproto.client.session import ClientSession, run
 
 __all__ = ["PipeUI", "read_lines", "run_pipe"]
 
@@ -28,7 +28,7 @@ class PipeUI:
 
     def __init__(
         self,
-        session: Session,
+        session: ClientSession,
         out: TextIO,
         input_fd: int | None,
         call_from_thread: Callable[..., None],

@@ -1,10 +1,10 @@
-"""The client side of the chat line protocol (PROTOCOL.md §6-§7).
+"""The client side of the chat line protocol (docs/protocol.md).
 
 L{ChatClientProtocol} turns what a chat server sends into the typed events
 of L{chatproto.client.events} (L{Welcome}, L{Public}, L{Refused}, ...) and
 hands each one to a view: any object with a C{show(event)} method. The two
 user interfaces of C{python -m chatproto.client} are such views, through a
-L{chatproto.client.session.Session}; this module knows nothing of them.
+L{chatproto.client.session.ClientSession}; this module knows nothing of them.
 The protocol speaks to three servers: chatproto's own, the Ruby
 C{server.rb} and the seed's C{projet.py}. It knows the wording of each,
 answers C{ping} with C{pong} without showing it, and turns any line it does
@@ -143,7 +143,7 @@ __all__ = [
 
 log = Logger()
 
-#: What PROTOCOL.md §2 calls a valid nickname.
+#: A valid nickname (docs/protocol.md, "Connecting and registering").
 NICKNAME = re.compile(r"[A-Za-z0-9_-]{2,12}")
 
 
@@ -260,7 +260,7 @@ class TokenBucket:
     """The client's side of a server's flood control: C{burst} lines at
     once, then C{rate} lines a second.
 
-    A L{Session} keeps one for all its connections, because chatproto's
+    A L{ClientSession} keeps one for all its connections, because chatproto's
     server remembers what an address spent: a reconnection does not refill
     the burst.
     """
@@ -642,9 +642,10 @@ class ChatClientProtocol(LineReceiver):
         if self.stage is Stage.REGISTERED:
             return False
         if self._early:
-            # The answer to a line sent before registering (PROTOCOL.md §2):
-            # nobody received it. The server answers in order, so where the
-            # registration stands does not change.
+            # The answer to a line sent before registering (docs/protocol.md,
+            # "Connecting and registering"): nobody received it. The server
+            # answers in order, so where the registration stands does not
+            # change.
             self._early -= 1
             self.undelivered += 1
             return True

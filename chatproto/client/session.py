@@ -1,7 +1,7 @@
 """What both user interfaces share: one chat session, from the first
 connection to the exit status.
 
-A L{Session} owns the connection (a L{ChatClientProtocol}, and a new one when
+A L{ClientSession} owns the connection (a L{ChatClientProtocol}, and a new one when
 a refused nickname is asked again), the user's lines until there is one to
 take them, and one L{TokenBucket} for all its connections, because
 chatproto's server remembers what an address spent: the pacing of
@@ -42,11 +42,11 @@ from chatproto.client.protocol import (
     seconds,
 )
 
-__all__ = ["ClientUI", "Session", "run"]
+__all__ = ["ClientSession", "ClientUI", "run"]
 
 
 class ClientUI(Protocol):
-    """What a L{Session} needs from a user interface."""
+    """What a L{ClientSession} needs from a user interface."""
 
     def show(self, event: Event) -> None:
         """Show one event of the protocol."""
@@ -56,7 +56,7 @@ class ClientUI(Protocol):
         types is another try."""
 
     def start(self) -> None:
-        """Start reading the user's lines, for L{Session.user_line}."""
+        """Start reading the user's lines, for L{ClientSession.user_line}."""
 
     def stop(self) -> Deferred[None] | None:
         """The session is over: stop reading; fire once the terminal is
@@ -66,7 +66,7 @@ class ClientUI(Protocol):
 class _Relay:
     """The view of one connection attempt: stale attempts are not heard."""
 
-    def __init__(self, session: Session, attempt: int) -> None:
+    def __init__(self, session: ClientSession, attempt: int) -> None:
         self.session = session
         self.attempt = attempt
 
@@ -74,7 +74,7 @@ class _Relay:
         self.session._event(self.attempt, event)
 
 
-class Session:
+class ClientSession:
     """One chat session: the connection, the user's lines, how it ends.
 
     C{done} fires with C{(exit status, sentence or None)}. With C{reask}, a
@@ -260,7 +260,7 @@ class Session:
 def run(
     reactor: Any,
     options: Options,
-    make_ui: Callable[[Session], ClientUI],
+    make_ui: Callable[[ClientSession], ClientUI],
     *,
     reask: bool,
 ) -> int:
@@ -271,7 +271,7 @@ def run(
     except ValueError as e:
         print(f"{build_parser().prog}: error: {e}", file=sys.stderr)
         return 2
-    session = Session(
+    session = ClientSession(
         reactor,
         endpoint,
         options.target,
