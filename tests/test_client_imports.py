@@ -1,5 +1,6 @@
 """The client package's modules import one way: each only from those before
-it (events <- protocol <- options <- session <- pipe, terminal <- __main__),
+it (events <- servers, timings <- pacing, liveness, userlist, registration
+<- protocol <- options <- session <- pipe, terminal <- __main__),
 never back, not even inside a function; and importing the package installs
 no reactor and loads no prompt_toolkit.
 
@@ -22,12 +23,18 @@ SOURCE = Path(chatproto.client.__file__).parent
 #: Each module's place: a module may import only from lower layers.
 LAYERS = {
     "events": 0,
-    "protocol": 1,
-    "options": 2,
-    "session": 3,
-    "pipe": 4,
-    "terminal": 4,
-    "__main__": 5,
+    "servers": 1,
+    "timings": 1,
+    "pacing": 2,
+    "liveness": 2,
+    "userlist": 2,
+    "registration": 2,
+    "protocol": 3,
+    "options": 4,
+    "session": 5,
+    "pipe": 6,
+    "terminal": 6,
+    "__main__": 7,
 }
 #: The package's C{__init__} re-exports these, and must import nothing else.
 REEXPORTED = {"events", "protocol"}

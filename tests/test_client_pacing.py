@@ -22,10 +22,10 @@ from chatproto.client.events import Disconnected, Event
 from chatproto.client.protocol import (
     ChatClientFactory,
     ChatClientProtocol,
-    Dialect,
     Timings,
     TokenBucket,
 )
+from chatproto.client.servers import Dialect
 from chatproto.client.session import ClientSession
 from chatproto.registry import MemoryRegistry, RegistryUnavailable
 from chatproto.testing import Chat, Client

@@ -1,10 +1,11 @@
 """The client's command line: C{python -m chatproto.client [HOST] [PORT]},
 its options, and the endpoint they name.
 
-Apart from the protocol's idea of a valid nickname, it knows nothing of the
-chat: L{parse_args} exits with status 2 and argparse's usage message on a
-mistake, and L{make_endpoint} raises C{ValueError} for an endpoint string
-Twisted cannot read, which the caller reports the same way.
+Apart from what a valid nickname is (L{chatproto.client.servers.NICKNAME}),
+it knows nothing of the chat: L{parse_args} exits with status 2 and
+argparse's usage message on a mistake, and L{make_endpoint} raises
+C{ValueError} for an endpoint string Twisted cannot read, which the caller
+reports the same way.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from twisted.internet.endpoints import HostnameEndpoint, clientFromString
 from twisted.internet.interfaces import IStreamClientEndpoint
 
-from chatproto.client.protocol import NICKNAME
+from chatproto.client.servers import NICKNAME
 
 __all__ = [
     "DEFAULT_HOST",

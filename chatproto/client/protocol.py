@@ -48,7 +48,7 @@ Time, always read from the injected clock (L{Timings} holds the numbers):
 
 A hostile server cannot make the client hold without bound what it sends
 or what it does not read: a line longer than C{MAX_LENGTH} is cut; a user
-list block longer than C{MAX_LIST_LINES} lines or C{MAX_LIST_CHARS}
+list block longer than C{ListBlock.MAX_LINES} lines or C{MAX_CHARS}
 characters is shown as far as it went (a L{UserList} that is C{cut}), and
 the lines after it as lines of their own. The protocol is the streaming
 producer of its transport: once the transport holds more than it wants to
@@ -91,10 +91,6 @@ user left and the server acknowledged (or the user left before registering).
 from __future__ import annotations
 
 import contextlib
-import enum
-import re
-from collections import deque
-from dataclasses import dataclass
 from typing import cast
 
 from twisted.internet.error import ConnectionDone
@@ -105,46 +101,50 @@ from twisted.internet.interfaces import (
     IReactorTime,
 )
 from twisted.internet.protocol import ClientFactory, connectionDone
-from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from chatproto import wire
 from chatproto.client.events import (
     ChatView,
-    Departure,
     Disconnected,
     Event,
     Goodbye,
-    Joined,
     NicknamePrompt,
     Notice,
-    Private,
-    Public,
     Refused,
     Registered,
-    UserList,
     Welcome,
 )
+from chatproto.client.liveness import PingWatch
+from chatproto.client.pacing import QUIT, Item, Outbox, Quit, Register, TokenBucket
+from chatproto.client.registration import Registration, Stage
+from chatproto.client.servers import (
+    ERROR,
+    FLOOD,
+    GOODBYES,
+    GREETING,
+    INVALID_RUBY,
+    INVALID_SEED_START,
+    PROMPTS,
+    RULE,
+    TAKEN,
+    UNAVAILABLE,
+    WELCOMES,
+    Dialect,
+    chat_event,
+)
+from chatproto.client.timings import Timings, seconds
+from chatproto.client.userlist import ListBlock
 from chatproto.text import REPLACEMENT, UNSAFE
 
 __all__ = [
-    "NICKNAME",
     "ChatClientFactory",
     "ChatClientProtocol",
-    "Dialect",
-    "Stage",
     "Timings",
     "TokenBucket",
     "sanitize",
-    "seconds",
 ]
-
-log = Logger()
-
-#: A valid nickname (docs/protocol.md, "Connecting and registering").
-NICKNAME = re.compile(r"[A-Za-z0-9_-]{2,12}")
 
 
 # -- Making text harmless ---------------------------------------------------
@@ -173,158 +173,21 @@ def sanitize(text: str) -> str:
     return UNSAFE.sub(REPLACEMENT, text.translate(_CARET))
 
 
-# -- Each server's wording -------------------------------------------------------
-
-
-class Dialect(enum.Enum):
-    """Which family of server this is, known from its welcome line."""
-
-    UNKNOWN = "unknown"
-    #: The Ruby server or chatproto's own (same welcome, same prompt):
-    #: registration tells them apart.
-    RUBY = "ruby"
-    #: chatproto's own server, known by its C{Bienvenue NICK} greeting.
-    CHATPROTO = "chatproto"
-    #: The seed's C{projet.py}: lower-case welcome, no pings, chunk framing.
-    SEED = "seed"
-
-
-class Stage(enum.Enum):
-    """Where the registration stands, as far as the client can tell."""
-
-    CONNECTED = "waiting for the welcome"
-    WELCOMED = "the server waits for /pseudo"
-    ASKED = "waiting for the nickname prompt"
-    PROMPTED = "the server waits for a nickname"
-    NICK_SENT = "waiting for the verdict on the nickname"
-    REGISTERED = "registered"
-    #: The server will not take a nickname on this connection any more (the
-    #: Ruby server's thread dies after C{Attention ce pseudo existe deja};
-    #: C{projet.py} closes).
-    SPENT = "refused for good on this connection"
-
-
-WELCOMES = {
-    "Bienvenue dans le chat v.1, enregistrez-vous avec la commande /pseudo": (
-        Dialect.RUBY
-    ),
-    "bienvenue dans le chat, enregistrez-vous avec la commande /pseudo": Dialect.SEED,
-}
-PROMPTS = frozenset(
-    {"Entrez votre pseudo: ", "Entrez votre pseudo:", "Entrez votre pseudo"}
-)
-INVALID_RUBY = "Rentrez un pseudo correct"
-INVALID_SEED_START = "le pseudo proposé est invalide"
-TAKEN = frozenset({"Attention ce pseudo existe deja", "Ce pseudo existe déjà"})
-GOODBYES = frozenset({"Deconnexion", "Déconnexion"})
-RULE = re.compile(r"-{10,}")
-LIST_TITLE = "Utilisateurs en ligne:"
-LIST_ENTRY = re.compile(r"=> ?(?P<nick>.*)")
-GREETING = re.compile(r"Bienvenue (?P<nick>\S+)")
-_TIME = r"\[(?P<time>\d{1,2}\.\d{1,2}\.\d{1,2})\]-"
-PRIVATE = re.compile(_TIME + r"message privé de (?P<sender>\S+?): (?P<text>.*)")
-# A kick or a ban adds its reason after the nickname (docs/protocol.md).
-DEPARTURE = re.compile(
-    _TIME + r"Déconnection de (?P<nick>.*?)(?: \((?:expulsé|banni) par .*\))?"
-)
-JOINED = re.compile(_TIME + r"Connexion de (?P<nick>\S+)")
-PUBLIC = re.compile(_TIME + r"(?P<sender>\S+?): (?P<text>.*)")
-STAMPED = re.compile(_TIME)
-#: How chatproto's server answers a line it did not take (wire.py).
-ERROR = re.compile(r"Erreur\b")
-UNAVAILABLE = wire.UNAVAILABLE
-FLOOD = wire.FLOOD
-
-
-@dataclass(frozen=True)
-class Timings:
-    """Every delay of the protocol, in seconds (see the module docstring)."""
-
-    quiet: float = 0.3
-    timeout: float = 10.0
-    missed_pings: int = 3
-    send_interval: float = 0.05
-    linger: float = 2.0
-    #: chatproto's server takes 5 lines at once, then 2 a second: the client
-    #: keeps a margin under both (a clock that runs a little fast, a server
-    #: that remembers what an earlier connection from the address spent).
-    burst: int = 4
-    rate: float = 1.9
-    #: The first wait before trying a nickname again after a cluster outage;
-    #: it doubles with each try, up to C{retry_max}.
-    retry_first: float = 0.5
-    retry_max: float = 4.0
-
-
-class TokenBucket:
-    """The client's side of a server's flood control: C{burst} lines at
-    once, then C{rate} lines a second.
-
-    A L{ClientSession} keeps one for all its connections, because chatproto's
-    server remembers what an address spent: a reconnection does not refill
-    the burst.
-    """
-
-    def __init__(self, burst: int, rate: float) -> None:
-        self.burst = float(burst)
-        self.rate = rate
-        self.tokens = float(burst)
-        self._at: float | None = None
-
-    def _refill(self, now: float) -> None:
-        if self._at is not None:
-            self.tokens = min(self.burst, self.tokens + (now - self._at) * self.rate)
-        self._at = now
-
-    def wait(self, now: float) -> float:
-        """How long before the next line may go (0: now)."""
-        self._refill(now)
-        # A thousandth of a line is close enough: clocks count seconds
-        # since 1970, whose float steps (0.2 microseconds) would otherwise
-        # leave a wait too short to move the clock, forever.
-        if self.tokens >= 1 - 1e-3:
-            return 0.0
-        return (1 - self.tokens) / self.rate
-
-    def spend(self, now: float) -> None:
-        """A line went."""
-        self._refill(now)
-        self.tokens -= 1
-
-
-class _Quit:
-    """In the outgoing queue: leave, as politely as the stage allows."""
-
-
-@dataclass(frozen=True)
-class _Register:
-    """In the outgoing queue: register C{nickname} (C{/pseudo} first if the
-    server waits for it)."""
-
-    nickname: str
-
-
-_Item = str | _Quit | _Register
-_QUIT = _Quit()
-
-
 @implementer(IPushProducer)
 class ChatClientProtocol(LineReceiver):
     """One connection to a chat server, seen from the user's side.
 
     Call L{send} with each line the user types, L{register} to register a
     nickname, L{quit} to leave and L{give_up} to leave after a failure; read
-    the outcome from the final L{Disconnected} event.
+    the outcome from the final L{Disconnected} event. It reads the server's
+    lines into events and writes the user's; the registration conversation
+    (L{Registration}), the pacing (L{Outbox}), the user list block
+    (L{ListBlock}) and the pings (L{PingWatch}) each have a class of their
+    own.
     """
 
     delimiter = b"\n"
     MAX_LENGTH = 65536
-    #: The most lines, and characters, a user list block may hold. chatproto's
-    #: C{/list} shows every user (10,000 a node by default, and a cluster has
-    #: several nodes), and C{projet.py} puts a blank line after each name; a
-    #: name line is 14 characters at most.
-    MAX_LIST_LINES = 100_000
-    MAX_LIST_CHARS = 2 * 2**20
 
     def __init__(
         self,
@@ -336,24 +199,18 @@ class ChatClientProtocol(LineReceiver):
         self.view = view
         self.clock = clock
         self.timings = timings or Timings()
-        self.bucket = bucket or TokenBucket(self.timings.burst, self.timings.rate)
-        #: Pace the lines written for the user with C{bucket}: until the
-        #: server is known not to need it (see the module docstring).
-        self.pacing = True
+        bucket = bucket or TokenBucket(self.timings.burst, self.timings.rate)
+        self.outbox = Outbox(clock, self.timings, bucket, self._ready, self._dispatch)
+        self.registration = Registration(clock, self.timings)
+        self.liveness = PingWatch(clock, self.timings, self.abort)
         #: Lines of the user the server refused: answered with an error
         #: line, or before registration with the welcome again.
         self.undelivered = 0
-        #: Where the registration stands, as far as the client can tell.
-        self.stage = Stage.CONNECTED
         #: Which server this is, as far as its lines have told so far.
         self.dialect = Dialect.UNKNOWN
-        #: The nickname the server took, once it took one.
-        self.nickname: str | None = None
         #: The user left (L{quit}, L{give_up} or L{abort}): nothing more
         #: of theirs is sent.
         self.leaving = False
-        self._candidate = ""
-        self._queue: deque[_Item] = deque()
         self._awaiting: str | None = None
         self._quit_sent = False
         self._close_when_quiet = False
@@ -362,25 +219,25 @@ class ChatClientProtocol(LineReceiver):
         self._skipping = False
         self._owed_newline = False
         self._refeed = b""
-        self._next_write = 0.0
-        self._block: list[str] | None = None
-        self._block_nicks: list[str] = []
-        self._block_chars = 0
-        self._last_ping: float | None = None
-        self._ping_interval: float | None = None
+        self._block: ListBlock | None = None
         self._answer_timer: IDelayedCall | None = None
         self._quiet_timer: IDelayedCall | None = None
-        self._send_timer: IDelayedCall | None = None
-        self._watchdog: IDelayedCall | None = None
         #: Set while the transport holds more than it wants to: the
         #: deadline for the server to read it.
         self._unread_timer: IDelayedCall | None = None
         #: A ping came while the transport was so: one pong, once it is not.
         self._pong_owed = False
         self._linger_timer: IDelayedCall | None = None
-        self._outage_since: float | None = None
-        self._outage_tries = 0
-        self._early = 0  # lines sent while the server waits for /pseudo
+
+    @property
+    def stage(self) -> Stage:
+        """Where the registration stands, as far as the client can tell."""
+        return self.registration.stage
+
+    @property
+    def nickname(self) -> str | None:
+        """The nickname the server took, once it took one."""
+        return self.registration.nickname
 
     # -- What the user does -------------------------------------------------
 
@@ -391,29 +248,25 @@ class ChatClientProtocol(LineReceiver):
             return
         if self.leaving or self._closed:
             return
-        self._queue.append(line)
-        self._pump()
+        self.outbox.queue.append(line)
+        self.outbox.pump()
 
     def register(self, nickname: str) -> None:
         """Register C{nickname}: C{/pseudo}, the prompt, then the nickname."""
         if self.leaving or self._closed:
             return
-        self._queue.append(_Register(nickname))
-        self._pump()
+        self.outbox.queue.append(Register(nickname))
+        self.outbox.pump()
 
     @property
     def waiting(self) -> int:
         """How many of the user's lines wait to be sent."""
-        return sum(isinstance(item, str) for item in self._queue)
+        return self.outbox.waiting
 
     @property
     def can_register(self) -> bool:
         """The server would take a nickname on this connection now."""
-        return not self._closed and self.stage in (
-            Stage.CONNECTED,
-            Stage.WELCOMED,
-            Stage.PROMPTED,
-        )
+        return not self._closed and self.registration.open
 
     def quit(self) -> None:
         """Leave once the lines already typed are sent: C{/quit}, then wait
@@ -421,8 +274,8 @@ class ChatClientProtocol(LineReceiver):
         if self.leaving or self._closed:
             return
         self.leaving = True
-        self._queue.append(_QUIT)
-        self._pump()
+        self.outbox.queue.append(QUIT)
+        self.outbox.pump()
 
     def give_up(self, reason: str | None = None) -> None:
         """Leave now, dropping the lines not sent yet, and end the session as
@@ -431,15 +284,15 @@ class ChatClientProtocol(LineReceiver):
             self._set_outcome(False, reason)
         if self._closed or self._quit_sent:
             return
-        self._queue.clear()
-        self._queue.append(_QUIT)
+        self.outbox.queue.clear()
+        self.outbox.queue.append(QUIT)
         self.leaving = True
-        self._pump()
+        self.outbox.pump()
 
     def abort(self, reason: str) -> None:
         """Close at once, as a failure, without a word to the server."""
         self._set_outcome(False, reason)
-        self._queue.clear()
+        self.outbox.queue.clear()
         self.leaving = True
         self._close(abort=True)
 
@@ -470,14 +323,13 @@ class ChatClientProtocol(LineReceiver):
         if self._pong_owed:
             self._pong_owed = False
             self.sendLine(b"pong")
-        self._pump()
+        self.outbox.pump()
 
     def stopProducing(self) -> None:
         """The connection is lost: L{connectionLost} follows."""
 
     def dataReceived(self, data: bytes) -> None:
-        if self._watchdog is not None and self._watchdog.active():
-            self._watchdog.reset(self._silence_limit())
+        self.liveness.heard()
         if self._skipping:
             end = data.find(b"\n")
             if end < 0:
@@ -531,16 +383,12 @@ class ChatClientProtocol(LineReceiver):
         self._closed = True
         self._flush_buffer()
         self._flush_block()
-        for timer in (
-            "_answer_timer",
-            "_quiet_timer",
-            "_send_timer",
-            "_watchdog",
-            "_unread_timer",
-            "_linger_timer",
-        ):
+        for timer in ("_answer_timer", "_quiet_timer", "_unread_timer"):
             self._cancel(timer)
-        self._queue.clear()
+        self.outbox.stop()
+        self.liveness.stop()
+        self._cancel("_linger_timer")
+        self.outbox.queue.clear()
         ok, why = self._outcome or self._judge_loss(reason)
         if ok and self.undelivered:
             # Left cleanly, yet the server refused some lines: a failure.
@@ -557,22 +405,25 @@ class ChatClientProtocol(LineReceiver):
         if text == "ping":
             self._ping()
             return
-        if self._block is not None and self._extend_block(text):
+        if self._block is not None and self._block.take(text):
+            if self._block.complete:
+                self._flush_block()
             return
         self._flush_block()
         self._handle(text)
 
     def _handle(self, text: str) -> None:
         lines = (text,)
-        if self.stage is Stage.CONNECTED:
+        registration = self.registration
+        if registration.stage is Stage.CONNECTED:
             # Whatever its wording, the first line is the server's greeting.
-            self.stage = Stage.WELCOMED
-        registered = self.stage is Stage.REGISTERED
+            registration.stage = Stage.WELCOMED
+        registered = registration.stage is Stage.REGISTERED
         if text in WELCOMES:
             if self._welcome(text):
                 return
         elif text in PROMPTS and not registered:
-            self.stage = Stage.PROMPTED
+            registration.stage = Stage.PROMPTED
             self._emit(NicknamePrompt(lines=lines))
         elif not registered and (
             text == INVALID_RUBY or text.startswith(INVALID_SEED_START) or text in TAKEN
@@ -583,46 +434,22 @@ class ChatClientProtocol(LineReceiver):
         elif text == FLOOD:
             self._flooded(text)
             return
-        elif text == UNAVAILABLE and self.stage is Stage.NICK_SENT:
+        elif text == UNAVAILABLE and registration.stage is Stage.NICK_SENT:
             self._unavailable(text)
         elif not registered and (greeting := GREETING.fullmatch(text)):
             self._registered(greeting["nick"], lines)
         elif RULE.fullmatch(text):
-            if self.stage is Stage.NICK_SENT or (
-                self.stage is Stage.WELCOMED and self._candidate
+            if registration.stage is Stage.NICK_SENT or (
+                registration.stage is Stage.WELCOMED and registration.candidate
             ):
-                self._registered(self._candidate, ())
-            self._block = [text]
-            self._block_nicks = []
-            self._block_chars = len(text)
-        elif match := PRIVATE.fullmatch(text):
-            self._emit(
-                Private(
-                    lines=lines,
-                    time=match["time"],
-                    sender=match["sender"],
-                    text=self._strip_ruby_prefix(match["text"]),
-                )
-            )
-        elif match := DEPARTURE.fullmatch(text):
-            self._emit(
-                Departure(lines=lines, time=match["time"], nickname=match["nick"])
-            )
-        elif match := JOINED.fullmatch(text):
-            self._emit(Joined(lines=lines, time=match["time"], nickname=match["nick"]))
-        elif match := PUBLIC.fullmatch(text):
-            self._emit(
-                Public(
-                    lines=lines,
-                    time=match["time"],
-                    sender=match["sender"],
-                    text=match["text"],
-                )
-            )
+                self._registered(registration.candidate, ())
+            self._block = ListBlock(text)
+        elif event := chat_event(text, registration.nickname):
+            self._emit(event)
         else:
-            if self.stage is Stage.ASKED:
+            if registration.stage is Stage.ASKED:
                 # Another wording of the prompt: the server waits for a nickname.
-                self.stage = Stage.PROMPTED
+                registration.stage = Stage.PROMPTED
             if ERROR.match(text):
                 self.undelivered += 1
             self._emit(Notice(lines=lines))
@@ -636,17 +463,18 @@ class ChatClientProtocol(LineReceiver):
         (and so not what the client waits for)."""
         if self.dialect is not Dialect.CHATPROTO:
             self.dialect = WELCOMES[text]
+        self.outbox.spaced = self.dialect is Dialect.SEED
         if self.dialect is Dialect.SEED:
-            self.pacing = False  # spaced by send_interval instead
+            self.outbox.pacing = False  # spaced by send_interval instead
         self._emit(Welcome(lines=(text,)))
-        if self.stage is Stage.REGISTERED:
+        if self.registration.stage is Stage.REGISTERED:
             return False
-        if self._early:
+        if self.registration.early:
             # The answer to a line sent before registering (docs/protocol.md,
             # "Connecting and registering"): nobody received it. The server
             # answers in order, so where the registration stands does not
             # change.
-            self._early -= 1
+            self.registration.early -= 1
             self.undelivered += 1
             return True
         if self._quit_sent:
@@ -655,18 +483,12 @@ class ChatClientProtocol(LineReceiver):
             self._set_outcome(True, "Left the chat before registering.")
             self._close()
         else:
-            self.stage = Stage.WELCOMED
+            self.registration.stage = Stage.WELCOMED
         return False
 
     def _refused(self, text: str) -> None:
         taken = text in TAKEN
-        if taken:
-            self.stage = Stage.SPENT
-        elif self.dialect is Dialect.SEED:
-            self.stage = Stage.WELCOMED
-        else:
-            self.stage = Stage.PROMPTED
-        nickname, self._candidate = self._candidate, ""
+        nickname = self.registration.refused(taken, self.dialect)
         if nickname == "/quit":
             # The answer to the /quit that projet.py took for a nickname.
             self._emit(Notice(lines=(text,)))
@@ -688,7 +510,7 @@ class ChatClientProtocol(LineReceiver):
     def _flooded(self, text: str) -> None:
         """Cut for flooding: the server closes; whatever waits here is lost."""
         why = self._unsent("The server disconnected the client for sending too fast")
-        self._queue.clear()
+        self.outbox.queue.clear()
         self.leaving = True
         self._cancel("_answer_timer")
         self._awaiting = None
@@ -709,95 +531,31 @@ class ChatClientProtocol(LineReceiver):
     def _unavailable(self, text: str) -> None:
         """The cluster could not register the nickname: the server waits
         for another try, which may succeed once the outage ends."""
-        nickname, self._candidate = self._candidate, ""
-        self.stage = Stage.PROMPTED
+        nickname = self.registration.unavailable()
         self._emit(Notice(lines=(text,)))
-        now = self.clock.seconds()
-        if self._outage_since is None:
-            self._outage_since = now
-        self._outage_tries += 1
-        delay = min(
-            self.timings.retry_first * 2 ** (self._outage_tries - 1),
-            self.timings.retry_max,
-        )
-        if now + delay - self._outage_since > self.timings.timeout:
-            tries = self._outage_tries
-            self._outcome = (
-                False,
-                f"The server could not register the nickname {nickname!r}:"
-                f" registration stayed unavailable for"
-                f" {seconds(now - self._outage_since)}"
-                f" ({tries} tr{'y' if tries == 1 else 'ies'}).",
-            )
+        delay = self.registration.retry_delay()
+        if delay is None:
+            self._outcome = (False, self.registration.outage(nickname))
             self.give_up()
             return
         # The nickname goes first, after the wait (which holds the queue).
-        self._queue.appendleft(nickname)
-        self._cancel("_send_timer")
-        self._send_timer = self.clock.callLater(delay, self._paced)
+        self.outbox.queue.appendleft(nickname)
+        self.outbox.hold(delay)
 
     def _registered(self, nickname: str, lines: tuple[str, ...]) -> None:
-        self.stage = Stage.REGISTERED
-        self._candidate = ""
-        self.nickname = nickname
+        self.registration.registered(nickname)
         self._outcome = None
-        self._outage_since = None
-        self._outage_tries = 0
         if lines and self.dialect is Dialect.RUBY:
             self.dialect = Dialect.CHATPROTO
         elif not lines and self.dialect is Dialect.RUBY:
             # Only the user list: the Ruby server, which has no flood control.
-            self.pacing = False
+            self.outbox.pacing = False
         self._emit(Registered(lines=lines, nickname=nickname))
 
-    def _extend_block(self, text: str) -> bool:
-        """Take C{text} into the open user list block if it belongs there."""
-        assert self._block is not None
-        if RULE.fullmatch(text):
-            self._block.append(text)
-            self._flush_block(complete=True)
-            return True
-        if text in WELCOMES or text in GOODBYES or STAMPED.match(text):
-            return False
-        if len(self._block) == 1 and text != LIST_TITLE:
-            return False
-        if (
-            len(self._block) >= self.MAX_LIST_LINES
-            or self._block_chars + len(text) > self.MAX_LIST_CHARS
-        ):
-            # A block that never ends would take all the memory: show it as
-            # it is; the lines that follow are lines of their own.
-            self._flush_block(cut=True)
-            return False
-        self._block.append(text)
-        self._block_chars += len(text)
-        entry = LIST_ENTRY.fullmatch(text)
-        if entry and entry["nick"].strip():
-            self._block_nicks.append(entry["nick"].strip())
-        return True
-
-    def _flush_block(self, complete: bool = False, cut: bool = False) -> None:
+    def _flush_block(self) -> None:
         block, self._block = self._block, None
-        if block is None:
-            return
-        if len(block) == 1:
-            self._emit(Notice(lines=tuple(block)))
-            return
-        self._emit(
-            UserList(
-                lines=tuple(block),
-                nicknames=tuple(self._block_nicks),
-                complete=complete,
-                cut=cut,
-            )
-        )
-
-    def _strip_ruby_prefix(self, text: str) -> str:
-        if self.nickname:
-            prefix = f"msg {self.nickname} "
-            if text[: len(prefix)].lower() == prefix.lower():
-                return text[len(prefix) :]
-        return text
+        if block is not None:
+            self._emit(block.event())
 
     @property
     def _closing(self) -> bool:
@@ -813,21 +571,12 @@ class ChatClientProtocol(LineReceiver):
     # -- Liveness ----------------------------------------------------------------
 
     def _ping(self) -> None:
-        now = self.clock.seconds()
-        if self._last_ping is not None:
-            self._ping_interval = max(now - self._last_ping, 1.0)
-        self._last_ping = now
+        self.liveness.pinged()
         if self._unread_timer is not None:
             self._pong_owed = True
         elif not self._closed:
             self.sendLine(b"pong")
-        if self._ping_interval is not None:
-            if self._watchdog is not None and self._watchdog.active():
-                self._watchdog.reset(self._silence_limit())
-            else:
-                self._watchdog = self.clock.callLater(
-                    self._silence_limit(), self._silent
-                )
+        self.liveness.watch()
 
     def _unread(self) -> None:
         self._unread_timer = None
@@ -836,18 +585,6 @@ class ChatClientProtocol(LineReceiver):
                 "The server stopped reading what the client sends"
                 f" (nothing read for {seconds(self.timings.timeout)})"
             )
-        )
-
-    def _silence_limit(self) -> float:
-        assert self._ping_interval is not None
-        return self.timings.missed_pings * self._ping_interval
-
-    def _silent(self) -> None:
-        self._watchdog = None
-        assert self._ping_interval is not None
-        self.abort(
-            f"The server has sent nothing for {seconds(self._silence_limit())}"
-            f" although it pings every {seconds(self._ping_interval)}."
         )
 
     def _restart_quiet(self) -> None:
@@ -875,7 +612,7 @@ class ChatClientProtocol(LineReceiver):
             return
         self._awaiting = None
         self._cancel("_answer_timer")
-        self._pump()
+        self.outbox.pump()
 
     def _no_answer(self) -> None:
         self._answer_timer = None
@@ -884,70 +621,44 @@ class ChatClientProtocol(LineReceiver):
             f"The server did not send {what} within {seconds(self.timings.timeout)}."
         )
 
-    def _pump(self) -> None:
-        while self._queue and self._awaiting is None and not self._closed:
-            if self._closing or self._unread_timer is not None:
-                return
-            if self._send_timer is not None:
-                return
-            now = self.clock.seconds()
-            delay = self._next_write - now
-            if self.pacing:
-                delay = max(delay, self.bucket.wait(now))
-            if delay > 0:
-                self._send_timer = self.clock.callLater(delay, self._paced)
-                return
-            self._dispatch(self._queue.popleft())
+    def _ready(self) -> bool:
+        """The outbox may hand out a line: no answer awaited, and the server
+        reads what it is sent."""
+        return (
+            self._awaiting is None and not self._closing and self._unread_timer is None
+        )
 
-    def _paced(self) -> None:
-        self._send_timer = None
-        self._pump()
-
-    def _dispatch(self, item: _Item) -> None:
-        if isinstance(item, _Register):
+    def _dispatch(self, item: Item) -> None:
+        if isinstance(item, Register):
             self._dispatch_register(item.nickname)
-        elif isinstance(item, _Quit):
+        elif isinstance(item, Quit):
             self._dispatch_quit()
-        elif self.stage is Stage.WELCOMED and item == "/pseudo":
-            self.stage = Stage.ASKED
-            self._write(item)
-            self._await("the nickname prompt")
-        elif self.stage is Stage.PROMPTED:
-            self.stage = Stage.NICK_SENT
-            self._candidate = item.strip()
-            self._write(item)
-            self._await("an answer to the nickname")
-        elif self.stage is Stage.WELCOMED and item.startswith("/pseudo "):
-            # The shortcut: the next line must wait for the verdict, as
-            # after a nickname on its own line.
-            self.stage = Stage.NICK_SENT
-            self._candidate = item.removeprefix("/pseudo ").strip()
-            self._write(item)
-            self._await("an answer to the nickname")
         else:
-            if self.stage is Stage.WELCOMED and self.dialect is not Dialect.SEED:
-                self._early += 1  # answered with the welcome again
+            awaited = self.registration.sending(item, self.dialect)
             self._write(item)
+            if awaited is not None:
+                self._await(awaited)
 
     def _dispatch_register(self, nickname: str) -> None:
-        if self.stage is Stage.PROMPTED:
+        if self.registration.stage is Stage.PROMPTED:
             self._dispatch(nickname)
-        elif self.stage is Stage.WELCOMED:
-            self._queue.appendleft(nickname)
+        elif self.registration.stage is Stage.WELCOMED:
+            self.outbox.queue.appendleft(nickname)
             self._dispatch("/pseudo")
 
     def _dispatch_quit(self) -> None:
-        if self.stage is Stage.SPENT:
+        stage = self.registration.stage
+        if stage is Stage.SPENT:
             # Let the server's last lines arrive (projet.py sends
             # Déconnexion), then close: nothing else will come.
             self._close_when_quiet = True
             self._restart_quiet()
-        elif self.stage is Stage.PROMPTED and self.dialect is Dialect.SEED:
+        elif stage is Stage.PROMPTED and self.dialect is Dialect.SEED:
             # projet.py spins forever on a socket closed without /quit; it
             # refuses /quit as a nickname, then takes the second as a command.
-            self._queue.appendleft(_QUIT)
+            self.outbox.queue.appendleft(QUIT)
             self._dispatch("/quit")
-        elif self.stage is Stage.PROMPTED:
+        elif stage is Stage.PROMPTED:
             # The Ruby server would take /quit for a nickname. Closed at its
             # prompt, its thread just dies (after 'Rentrez un pseudo correct'
             # it registers a ghost user: its bug, which any line would
@@ -962,10 +673,7 @@ class ChatClientProtocol(LineReceiver):
     def _write(self, line: str) -> None:
         assert self.transport is not None
         self.transport.write(line.encode("utf-8", "replace") + self.delimiter)
-        if self.pacing:
-            self.bucket.spend(self.clock.seconds())
-        if self.dialect is Dialect.SEED:
-            self._next_write = self.clock.seconds() + self.timings.send_interval
+        self.outbox.wrote()
 
     # -- Ending ------------------------------------------------------------------
 
@@ -974,7 +682,7 @@ class ChatClientProtocol(LineReceiver):
             self._outcome = (ok, reason)
 
     def _judge_loss(self, reason: Failure) -> tuple[bool, str]:
-        if self._quit_sent or self._candidate == "/quit":
+        if self._quit_sent or self.registration.candidate == "/quit":
             return True, "Left the chat."
         if reason.check(ConnectionDone):
             return False, "The server closed the connection."
@@ -1006,11 +714,6 @@ class ChatClientProtocol(LineReceiver):
         if timer is not None and timer.active():
             timer.cancel()
         setattr(self, name, None)
-
-
-def seconds(duration: float) -> str:
-    """C{1 second}, C{2.5 seconds}."""
-    return f"{duration:g} second{'' if duration == 1 else 's'}"
 
 
 def _describe(reason: Failure) -> str:

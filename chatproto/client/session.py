@@ -5,7 +5,7 @@ A L{ClientSession} owns the connection (a L{ChatClientProtocol}, and a new one w
 a refused nickname is asked again), the user's lines until there is one to
 take them, and one L{TokenBucket} for all its connections, because
 chatproto's server remembers what an address spent: the pacing of
-L{chatproto.client.protocol} spans reconnections. A user interface (a
+L{chatproto.client.pacing} spans reconnections. A user interface (a
 L{ClientUI}: the pipe, L{chatproto.client.pipe}, or the terminal,
 L{chatproto.client.terminal}) shows the events and feeds the user's lines;
 L{run} runs one session on a reactor and turns its end into the exit status.
@@ -33,14 +33,10 @@ from twisted.python.failure import Failure
 
 from chatproto.client.events import Disconnected, Event, Refused, Registered
 from chatproto.client.options import Options, build_parser, make_endpoint
-from chatproto.client.protocol import (
-    NICKNAME,
-    ChatClientFactory,
-    ChatClientProtocol,
-    Timings,
-    TokenBucket,
-    seconds,
-)
+from chatproto.client.pacing import TokenBucket
+from chatproto.client.protocol import ChatClientFactory, ChatClientProtocol
+from chatproto.client.servers import NICKNAME
+from chatproto.client.timings import Timings, seconds
 
 __all__ = ["ClientSession", "ClientUI", "run"]
 
