@@ -1,6 +1,6 @@
 """The client package's modules import one way: each only from those before
 it (events <- servers, timings <- pacing, liveness, userlist, registration
-<- protocol <- options <- session <- pipe, terminal <- __main__),
+<- reading <- protocol <- options <- session <- pipe, terminal <- __main__),
 never back, not even inside a function; and importing the package installs
 no reactor and loads no prompt_toolkit.
 
@@ -29,12 +29,13 @@ LAYERS = {
     "liveness": 2,
     "userlist": 2,
     "registration": 2,
-    "protocol": 3,
-    "options": 4,
-    "session": 5,
-    "pipe": 6,
-    "terminal": 6,
-    "__main__": 7,
+    "reading": 3,
+    "protocol": 4,
+    "options": 5,
+    "session": 6,
+    "pipe": 7,
+    "terminal": 7,
+    "__main__": 8,
 }
 #: The package's C{__init__} re-exports these, and must import nothing else.
 REEXPORTED = {"events", "protocol"}

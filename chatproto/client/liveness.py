@@ -1,9 +1,12 @@
-"""Whether the server is still there, told from its pings.
+"""Whether the server is still there: its pings (L{PingWatch}), and the
+answers the client waits for (L{AnswerWait}).
 
 A chat may stay silent for hours, so silence alone is never an error. Once
 the server has sent two pings, though, their spacing is known, and
 C{missed_pings} such intervals without a byte from the server mean that it
 is gone (L{chatproto.client.timings.Timings}). C{projet.py} never pings.
+An answer the client needs (the welcome, the prompt, the verdict on a
+nickname, the answer to C{/quit}) has C{timeout} to come.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from chatproto.client.timings import Timings, seconds
 
-__all__ = ["PingWatch"]
+__all__ = ["AnswerWait", "PingWatch"]
 
 
 class PingWatch:
@@ -68,4 +71,46 @@ class PingWatch:
         self.gone(
             f"The server has sent nothing for {seconds(self._limit())}"
             f" although it pings every {seconds(self._interval)}."
+        )
+
+
+class AnswerWait:
+    """The answer the client waits for, and its deadline: C{timeout}, past
+    which C{gone} is called with one sentence."""
+
+    def __init__(
+        self, clock: IReactorTime, timings: Timings, gone: Callable[[str], None]
+    ) -> None:
+        self.clock = clock
+        self.timings = timings
+        self.gone = gone
+        #: What the client waits for (C{"a welcome line"}...), if anything.
+        self.awaiting: str | None = None
+        self._timer: IDelayedCall | None = None
+
+    def expect(self, what: str) -> None:
+        """Wait for C{what}, C{timeout} at most."""
+        self.awaiting = what
+        self.stop()
+        self._timer = self.clock.callLater(self.timings.timeout, self._late)
+
+    def answered(self) -> bool:
+        """An answer came: tell whether the client was waiting for one."""
+        if self.awaiting is None:
+            return False
+        self.awaiting = None
+        self.stop()
+        return True
+
+    def stop(self) -> None:
+        """Cancel the deadline."""
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _late(self) -> None:
+        self._timer = None
+        what, self.awaiting = self.awaiting, None
+        self.gone(
+            f"The server did not send {what} within {seconds(self.timings.timeout)}."
         )

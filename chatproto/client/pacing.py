@@ -108,6 +108,21 @@ class Outbox:
         """How many of the user's lines wait to be sent."""
         return sum(isinstance(item, str) for item in self.queue)
 
+    def put(self, item: Item) -> None:
+        """Queue C{item} last, and send what may go."""
+        self.queue.append(item)
+        self.pump()
+
+    def unsent(self, why: str) -> str:
+        """C{why} the session ends, and what the user loses by it."""
+        unsent = self.waiting
+        if unsent:
+            lines = f"{unsent} line{'' if unsent == 1 else 's'}"
+            return (
+                f"{why}: {lines} never sent, and the last lines sent may be lost too."
+            )
+        return f"{why}: the last lines sent may not have been delivered."
+
     def pump(self) -> None:
         """Hand out what may go now; wait on a timer for the rest."""
         while self.queue and self.ready():

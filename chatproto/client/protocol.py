@@ -83,6 +83,12 @@ Leaving (L{ChatClientProtocol.quit}) depends on where registration stands:
  - after a taken nickname (the Ruby server's thread is dead, C{projet.py}
    closes): close once the server's last lines have come.
 
+The parts of the protocol each have a class of their own, in the modules
+below this one: L{chatproto.client.reading} (what a line means, and the
+outcome), L{chatproto.client.registration}, L{chatproto.client.pacing},
+L{chatproto.client.userlist}, L{chatproto.client.liveness}, and the
+wording of each server in L{chatproto.client.servers}.
+
 How a session ends decides the exit status of the command line client; the
 last event is always one L{Disconnected}, whose C{ok} is true only when the
 user left and the server acknowledged (or the user left before registering).
@@ -93,7 +99,6 @@ from __future__ import annotations
 import contextlib
 from typing import cast
 
-from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IConsumer,
     IDelayedCall,
@@ -105,37 +110,13 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from chatproto.client.events import (
-    ChatView,
-    Disconnected,
-    Event,
-    Goodbye,
-    NicknamePrompt,
-    Notice,
-    Refused,
-    Registered,
-    Welcome,
-)
-from chatproto.client.liveness import PingWatch
+from chatproto.client.events import ChatView, Goodbye, Notice
+from chatproto.client.liveness import AnswerWait, PingWatch
 from chatproto.client.pacing import QUIT, Item, Outbox, Quit, Register, TokenBucket
+from chatproto.client.reading import Outcome, ServerReader
 from chatproto.client.registration import Registration, Stage
-from chatproto.client.servers import (
-    ERROR,
-    FLOOD,
-    GOODBYES,
-    GREETING,
-    INVALID_RUBY,
-    INVALID_SEED_START,
-    PROMPTS,
-    RULE,
-    TAKEN,
-    UNAVAILABLE,
-    WELCOMES,
-    Dialect,
-    chat_event,
-)
+from chatproto.client.servers import Dialect
 from chatproto.client.timings import Timings, seconds
-from chatproto.client.userlist import ListBlock
 from chatproto.text import REPLACEMENT, UNSAFE
 
 __all__ = [
@@ -179,11 +160,11 @@ class ChatClientProtocol(LineReceiver):
 
     Call L{send} with each line the user types, L{register} to register a
     nickname, L{quit} to leave and L{give_up} to leave after a failure; read
-    the outcome from the final L{Disconnected} event. It reads the server's
-    lines into events and writes the user's; the registration conversation
-    (L{Registration}), the pacing (L{Outbox}), the user list block
-    (L{ListBlock}) and the pings (L{PingWatch}) each have a class of their
-    own.
+    the outcome from the final L{Disconnected} event. It frames the
+    server's bytes into lines, answers pings, writes the user's lines and
+    leaves; what each line means is the L{ServerReader}'s, where the
+    registration stands the L{Registration}'s, when a line may go the
+    L{Outbox}'s, and the deadlines L{PingWatch}'s and L{AnswerWait}'s.
     """
 
     delimiter = b"\n"
@@ -203,24 +184,21 @@ class ChatClientProtocol(LineReceiver):
         self.outbox = Outbox(clock, self.timings, bucket, self._ready, self._dispatch)
         self.registration = Registration(clock, self.timings)
         self.liveness = PingWatch(clock, self.timings, self.abort)
-        #: Lines of the user the server refused: answered with an error
-        #: line, or before registration with the welcome again.
-        self.undelivered = 0
-        #: Which server this is, as far as its lines have told so far.
-        self.dialect = Dialect.UNKNOWN
+        self.answer = AnswerWait(clock, self.timings, self.abort)
+        self.outcome = Outcome()
+        self.reader = ServerReader(
+            view, self.registration, self.outbox, self.outcome, self
+        )
         #: The user left (L{quit}, L{give_up} or L{abort}): nothing more
         #: of theirs is sent.
         self.leaving = False
-        self._awaiting: str | None = None
-        self._quit_sent = False
+        #: C{/quit} was written: only C{Deconnexion} or the close answers it.
+        self.quit_sent = False
         self._close_when_quiet = False
-        self._outcome: tuple[bool, str] | None = None
         self._closed = False
         self._skipping = False
         self._owed_newline = False
         self._refeed = b""
-        self._block: ListBlock | None = None
-        self._answer_timer: IDelayedCall | None = None
         self._quiet_timer: IDelayedCall | None = None
         #: Set while the transport holds more than it wants to: the
         #: deadline for the server to read it.
@@ -233,6 +211,11 @@ class ChatClientProtocol(LineReceiver):
     def stage(self) -> Stage:
         """Where the registration stands, as far as the client can tell."""
         return self.registration.stage
+
+    @property
+    def dialect(self) -> Dialect:
+        """Which server this is, as far as its lines have told so far."""
+        return self.reader.dialect
 
     @property
     def nickname(self) -> str | None:
@@ -248,15 +231,13 @@ class ChatClientProtocol(LineReceiver):
             return
         if self.leaving or self._closed:
             return
-        self.outbox.queue.append(line)
-        self.outbox.pump()
+        self.outbox.put(line)
 
     def register(self, nickname: str) -> None:
         """Register C{nickname}: C{/pseudo}, the prompt, then the nickname."""
         if self.leaving or self._closed:
             return
-        self.outbox.queue.append(Register(nickname))
-        self.outbox.pump()
+        self.outbox.put(Register(nickname))
 
     @property
     def waiting(self) -> int:
@@ -274,15 +255,14 @@ class ChatClientProtocol(LineReceiver):
         if self.leaving or self._closed:
             return
         self.leaving = True
-        self.outbox.queue.append(QUIT)
-        self.outbox.pump()
+        self.outbox.put(QUIT)
 
     def give_up(self, reason: str | None = None) -> None:
         """Leave now, dropping the lines not sent yet, and end the session as
         a failure (with C{reason}, or the reason already known)."""
         if reason is not None:
-            self._set_outcome(False, reason)
-        if self._closed or self._quit_sent:
+            self.outcome.settle(False, reason)
+        if self._closed or self.quit_sent:
             return
         self.outbox.queue.clear()
         self.outbox.queue.append(QUIT)
@@ -291,10 +271,10 @@ class ChatClientProtocol(LineReceiver):
 
     def abort(self, reason: str) -> None:
         """Close at once, as a failure, without a word to the server."""
-        self._set_outcome(False, reason)
+        self.outcome.settle(False, reason)
         self.outbox.queue.clear()
         self.leaving = True
-        self._close(abort=True)
+        self.close(abort=True)
 
     # -- Twisted -----------------------------------------------------------------
 
@@ -305,7 +285,7 @@ class ChatClientProtocol(LineReceiver):
                 set_no_delay(True)
         # Every stream transport is its consumer too (TLS does not declare it).
         cast(IConsumer, self.transport).registerProducer(self, True)
-        self._await("a welcome line")
+        self.answer.expect("a welcome line")
 
     def pauseProducing(self) -> None:
         """The transport holds more than it wants to: the server is not
@@ -350,7 +330,7 @@ class ChatClientProtocol(LineReceiver):
         if self._closing:
             return
         partial = bool(data) and not data.endswith(b"\n")
-        if partial or self._block is not None or self._close_when_quiet:
+        if partial or self.reader.block is not None or self._close_when_quiet:
             self._restart_quiet()
         else:
             self._cancel("_quiet_timer")
@@ -373,7 +353,7 @@ class ChatClientProtocol(LineReceiver):
     def lineLengthExceeded(self, line: bytes) -> None:
         head, newline, rest = line.partition(b"\n")
         shown = sanitize(head[:200].decode("utf-8", "replace"))
-        self._emit(Notice(lines=(f"{shown}… ({len(head)} bytes, cut)",)))
+        self.view.show(Notice(lines=(f"{shown}… ({len(head)} bytes, cut)",)))
         if newline:
             self._refeed = rest
         else:
@@ -382,21 +362,16 @@ class ChatClientProtocol(LineReceiver):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._closed = True
         self._flush_buffer()
-        self._flush_block()
-        for timer in ("_answer_timer", "_quiet_timer", "_unread_timer"):
+        self.reader.flush_block()
+        for timer in ("_quiet_timer", "_unread_timer"):
             self._cancel(timer)
+        self.answer.stop()
         self.outbox.stop()
         self.liveness.stop()
         self._cancel("_linger_timer")
         self.outbox.queue.clear()
-        ok, why = self._outcome or self._judge_loss(reason)
-        if ok and self.undelivered:
-            # Left cleanly, yet the server refused some lines: a failure.
-            n = self.undelivered
-            lines = f"{n} line{' was' if n == 1 else 's were'}"
-            why = f"{why.removesuffix('.')}, but {lines} not delivered"
-            ok, why = False, why + " (the server refused them)."
-        self.view.show(Disconnected(ok=ok, reason=why))
+        left = self.quit_sent or self.registration.candidate == "/quit"
+        self.view.show(self.outcome.final(reason, left, self.reader.undelivered))
 
     # -- Incoming lines --------------------------------------------------------
 
@@ -405,157 +380,31 @@ class ChatClientProtocol(LineReceiver):
         if text == "ping":
             self._ping()
             return
-        if self._block is not None and self._block.take(text):
-            if self._block.complete:
-                self._flush_block()
-            return
-        self._flush_block()
-        self._handle(text)
+        self.reader.line(text)
 
-    def _handle(self, text: str) -> None:
-        lines = (text,)
-        registration = self.registration
-        if registration.stage is Stage.CONNECTED:
-            # Whatever its wording, the first line is the server's greeting.
-            registration.stage = Stage.WELCOMED
-        registered = registration.stage is Stage.REGISTERED
-        if text in WELCOMES:
-            if self._welcome(text):
-                return
-        elif text in PROMPTS and not registered:
-            registration.stage = Stage.PROMPTED
-            self._emit(NicknamePrompt(lines=lines))
-        elif not registered and (
-            text == INVALID_RUBY or text.startswith(INVALID_SEED_START) or text in TAKEN
-        ):
-            self._refused(text)
-        elif text in GOODBYES:
-            self._goodbye(text)
-        elif text == FLOOD:
-            self._flooded(text)
-            return
-        elif text == UNAVAILABLE and registration.stage is Stage.NICK_SENT:
-            self._unavailable(text)
-        elif not registered and (greeting := GREETING.fullmatch(text)):
-            self._registered(greeting["nick"], lines)
-        elif RULE.fullmatch(text):
-            if registration.stage is Stage.NICK_SENT or (
-                registration.stage is Stage.WELCOMED and registration.candidate
-            ):
-                self._registered(registration.candidate, ())
-            self._block = ListBlock(text)
-        elif event := chat_event(text, registration.nickname):
-            self._emit(event)
-        else:
-            if registration.stage is Stage.ASKED:
-                # Another wording of the prompt: the server waits for a nickname.
-                registration.stage = Stage.PROMPTED
-            if ERROR.match(text):
-                self.undelivered += 1
-            self._emit(Notice(lines=lines))
-        if not self._quit_sent:
-            # Any line answers the welcome, /pseudo or the nickname; only
-            # Deconnexion (or the close) answers /quit.
-            self._answered()
-
-    def _welcome(self, text: str) -> bool:
-        """Tell whether this welcome answers a line sent before registering
-        (and so not what the client waits for)."""
-        if self.dialect is not Dialect.CHATPROTO:
-            self.dialect = WELCOMES[text]
-        self.outbox.spaced = self.dialect is Dialect.SEED
-        if self.dialect is Dialect.SEED:
-            self.outbox.pacing = False  # spaced by send_interval instead
-        self._emit(Welcome(lines=(text,)))
-        if self.registration.stage is Stage.REGISTERED:
-            return False
-        if self.registration.early:
-            # The answer to a line sent before registering (docs/protocol.md,
-            # "Connecting and registering"): nobody received it. The server
-            # answers in order, so where the registration stands does not
-            # change.
-            self.registration.early -= 1
-            self.undelivered += 1
-            return True
-        if self._quit_sent:
-            # The Ruby server answers every line but /pseudo with its welcome
-            # before registration: there is no session there to end.
-            self._set_outcome(True, "Left the chat before registering.")
-            self._close()
-        else:
-            self.registration.stage = Stage.WELCOMED
-        return False
-
-    def _refused(self, text: str) -> None:
-        taken = text in TAKEN
-        nickname = self.registration.refused(taken, self.dialect)
-        if nickname == "/quit":
-            # The answer to the /quit that projet.py took for a nickname.
-            self._emit(Notice(lines=(text,)))
-            return
-        event = Refused(lines=(text,), nickname=nickname, taken=taken)
-        self._outcome = (False, event.sentence)
-        self._emit(event)
-
-    def _goodbye(self, text: str) -> None:
+    def goodbye(self, text: str) -> None:
+        """The server said C{Deconnexion} (C{text}): the session is over."""
         if self.leaving:
-            self._set_outcome(True, "Left the chat.")
+            self.outcome.settle(True, "Left the chat.")
         else:
-            self._set_outcome(False, "The server ended the session.")
-        self._emit(Goodbye(lines=(text,)))
-        self._cancel("_answer_timer")
+            self.outcome.settle(False, "The server ended the session.")
+        self.view.show(Goodbye(lines=(text,)))
+        self.answer.stop()
         # The Ruby server never closes after Deconnexion: close here.
-        self._close()
+        self.close()
 
-    def _flooded(self, text: str) -> None:
+    def flooded(self, text: str) -> None:
         """Cut for flooding: the server closes; whatever waits here is lost."""
-        why = self._unsent("The server disconnected the client for sending too fast")
+        why = self.outbox.unsent(
+            "The server disconnected the client for sending too fast"
+        )
         self.outbox.queue.clear()
         self.leaving = True
-        self._cancel("_answer_timer")
-        self._awaiting = None
-        self._outcome = (False, why)
-        self._emit(Notice(lines=(text,)))
-        self._close()
-
-    def _unsent(self, why: str) -> str:
-        """C{why} the session ends, and what the user loses by it."""
-        unsent = self.waiting
-        if unsent:
-            lines = f"{unsent} line{'' if unsent == 1 else 's'}"
-            return (
-                f"{why}: {lines} never sent, and the last lines sent may be lost too."
-            )
-        return f"{why}: the last lines sent may not have been delivered."
-
-    def _unavailable(self, text: str) -> None:
-        """The cluster could not register the nickname: the server waits
-        for another try, which may succeed once the outage ends."""
-        nickname = self.registration.unavailable()
-        self._emit(Notice(lines=(text,)))
-        delay = self.registration.retry_delay()
-        if delay is None:
-            self._outcome = (False, self.registration.outage(nickname))
-            self.give_up()
-            return
-        # The nickname goes first, after the wait (which holds the queue).
-        self.outbox.queue.appendleft(nickname)
-        self.outbox.hold(delay)
-
-    def _registered(self, nickname: str, lines: tuple[str, ...]) -> None:
-        self.registration.registered(nickname)
-        self._outcome = None
-        if lines and self.dialect is Dialect.RUBY:
-            self.dialect = Dialect.CHATPROTO
-        elif not lines and self.dialect is Dialect.RUBY:
-            # Only the user list: the Ruby server, which has no flood control.
-            self.outbox.pacing = False
-        self._emit(Registered(lines=lines, nickname=nickname))
-
-    def _flush_block(self) -> None:
-        block, self._block = self._block, None
-        if block is not None:
-            self._emit(block.event())
+        self.answer.stop()
+        self.answer.awaiting = None
+        self.outcome.verdict = (False, why)
+        self.view.show(Notice(lines=(text,)))
+        self.close()
 
     @property
     def _closing(self) -> bool:
@@ -564,9 +413,6 @@ class ChatClientProtocol(LineReceiver):
             or self.transport is None
             or bool(getattr(self.transport, "disconnecting", False))
         )
-
-    def _emit(self, event: Event) -> None:
-        self.view.show(event)
 
     # -- Liveness ----------------------------------------------------------------
 
@@ -581,7 +427,7 @@ class ChatClientProtocol(LineReceiver):
     def _unread(self) -> None:
         self._unread_timer = None
         self.abort(
-            self._unsent(
+            self.outbox.unsent(
                 "The server stopped reading what the client sends"
                 f" (nothing read for {seconds(self.timings.timeout)})"
             )
@@ -596,36 +442,25 @@ class ChatClientProtocol(LineReceiver):
     def _quiet(self) -> None:
         self._quiet_timer = None
         self._owed_newline = self._flush_buffer()
-        self._flush_block()
+        self.reader.flush_block()
         if self._close_when_quiet:
-            self._close()
+            self.close()
 
     # -- Outgoing lines -------------------------------------------------------
 
-    def _await(self, what: str) -> None:
-        self._awaiting = what
-        self._cancel("_answer_timer")
-        self._answer_timer = self.clock.callLater(self.timings.timeout, self._no_answer)
-
-    def _answered(self) -> None:
-        if self._awaiting is None:
-            return
-        self._awaiting = None
-        self._cancel("_answer_timer")
-        self.outbox.pump()
-
-    def _no_answer(self) -> None:
-        self._answer_timer = None
-        what, self._awaiting = self._awaiting, None
-        self.abort(
-            f"The server did not send {what} within {seconds(self.timings.timeout)}."
-        )
+    def answered(self) -> None:
+        """A line of the server answered what the client waited for, if
+        anything: what waits may go."""
+        if self.answer.answered():
+            self.outbox.pump()
 
     def _ready(self) -> bool:
         """The outbox may hand out a line: no answer awaited, and the server
         reads what it is sent."""
         return (
-            self._awaiting is None and not self._closing and self._unread_timer is None
+            self.answer.awaiting is None
+            and not self._closing
+            and self._unread_timer is None
         )
 
     def _dispatch(self, item: Item) -> None:
@@ -634,10 +469,10 @@ class ChatClientProtocol(LineReceiver):
         elif isinstance(item, Quit):
             self._dispatch_quit()
         else:
-            awaited = self.registration.sending(item, self.dialect)
+            awaited = self.registration.sending(item, self.reader.dialect)
             self._write(item)
             if awaited is not None:
-                self._await(awaited)
+                self.answer.expect(awaited)
 
     def _dispatch_register(self, nickname: str) -> None:
         if self.registration.stage is Stage.PROMPTED:
@@ -653,7 +488,7 @@ class ChatClientProtocol(LineReceiver):
             # Déconnexion), then close: nothing else will come.
             self._close_when_quiet = True
             self._restart_quiet()
-        elif stage is Stage.PROMPTED and self.dialect is Dialect.SEED:
+        elif stage is Stage.PROMPTED and self.reader.dialect is Dialect.SEED:
             # projet.py spins forever on a socket closed without /quit; it
             # refuses /quit as a nickname, then takes the second as a command.
             self.outbox.queue.appendleft(QUIT)
@@ -663,12 +498,12 @@ class ChatClientProtocol(LineReceiver):
             # prompt, its thread just dies (after 'Rentrez un pseudo correct'
             # it registers a ghost user: its bug, which any line would
             # trigger too); chatproto's server forgets the connection.
-            self._set_outcome(True, "Left the chat before registering.")
-            self._close()
+            self.outcome.settle(True, "Left the chat before registering.")
+            self.close()
         else:
-            self._quit_sent = True
+            self.quit_sent = True
             self._write("/quit")
-            self._await("an answer to /quit")
+            self.answer.expect("an answer to /quit")
 
     def _write(self, line: str) -> None:
         assert self.transport is not None
@@ -677,18 +512,9 @@ class ChatClientProtocol(LineReceiver):
 
     # -- Ending ------------------------------------------------------------------
 
-    def _set_outcome(self, ok: bool, reason: str) -> None:
-        if self._outcome is None:
-            self._outcome = (ok, reason)
-
-    def _judge_loss(self, reason: Failure) -> tuple[bool, str]:
-        if self._quit_sent or self.registration.candidate == "/quit":
-            return True, "Left the chat."
-        if reason.check(ConnectionDone):
-            return False, "The server closed the connection."
-        return False, f"The connection to the server was lost: {_describe(reason)}."
-
-    def _close(self, abort: bool = False) -> None:
+    def close(self, abort: bool = False) -> None:
+        """Close the connection: politely (TLS waits C{linger} at most), or
+        at once with C{abort}."""
         self._cancel("_quiet_timer")
         self._close_when_quiet = False
         if self._closed or self.transport is None:
@@ -714,11 +540,6 @@ class ChatClientProtocol(LineReceiver):
         if timer is not None and timer.active():
             timer.cancel()
         setattr(self, name, None)
-
-
-def _describe(reason: Failure) -> str:
-    message = reason.getErrorMessage().strip().rstrip(".")
-    return message or type(reason.value).__name__
 
 
 class ChatClientFactory(ClientFactory):
