@@ -23,7 +23,7 @@ from chatproto.client.servers import NICKNAME
 __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_PORT",
-    "Options",
+    "ClientOptions",
     "build_parser",
     "make_endpoint",
     "parse_args",
@@ -34,7 +34,9 @@ DEFAULT_PORT = 7000
 
 
 @dataclass(frozen=True)
-class Options:
+class ClientOptions:
+    """The client's command line, parsed: where to connect, as whom."""
+
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     endpoint: str | None = None
@@ -136,14 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: Sequence[str] | None = None) -> Options:
+def parse_args(argv: Sequence[str] | None = None) -> ClientOptions:
     """Parse the command line; exit with status 2 and a usage message on
     error, as argparse does."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.connect is not None and (args.host is not None or args.port is not None):
         parser.error("give either HOST [PORT] or --connect ENDPOINT, not both")
-    return Options(
+    return ClientOptions(
         host=args.host if args.host is not None else DEFAULT_HOST,
         port=args.port if args.port is not None else DEFAULT_PORT,
         endpoint=args.connect,
@@ -152,7 +154,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     )
 
 
-def make_endpoint(reactor: Any, options: Options) -> IStreamClientEndpoint:
+def make_endpoint(reactor: Any, options: ClientOptions) -> IStreamClientEndpoint:
     """The endpoint to connect to; C{ValueError} for a bad endpoint string."""
     if options.endpoint is None:
         return HostnameEndpoint(

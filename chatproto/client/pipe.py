@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from chatproto.client.events import Event
-from chatproto.client.options import Options
+from chatproto.client.options import ClientOptions
 from chatproto.client.session import ClientSession, run
 
 __all__ = ["PipeUI", "read_lines", "run_pipe"]
@@ -111,7 +111,7 @@ def _decode(line: bytes) -> str:
     return line.decode("utf-8", "replace").removesuffix("\r")
 
 
-def run_pipe(options: Options) -> int:
+def run_pipe(options: ClientOptions) -> int:
     """Pipe mode, on the default reactor."""
     from twisted.internet import reactor as default_reactor
 

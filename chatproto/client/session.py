@@ -32,7 +32,7 @@ from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.python.failure import Failure
 
 from chatproto.client.events import Disconnected, Event, Refused, Registered
-from chatproto.client.options import Options, build_parser, make_endpoint
+from chatproto.client.options import ClientOptions, build_parser, make_endpoint
 from chatproto.client.pacing import TokenBucket
 from chatproto.client.protocol import ChatClientFactory, ChatClientProtocol
 from chatproto.client.servers import NICKNAME
@@ -255,7 +255,7 @@ class ClientSession:
 
 def run(
     reactor: Any,
-    options: Options,
+    options: ClientOptions,
     make_ui: Callable[[ClientSession], ClientUI],
     *,
     reask: bool,

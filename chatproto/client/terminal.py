@@ -27,7 +27,7 @@ from chatproto.client.events import (
     Registered,
     UserList,
 )
-from chatproto.client.options import Options
+from chatproto.client.options import ClientOptions
 from chatproto.client.session import ClientSession, run
 
 __all__ = ["TtyUI", "render", "run_interactive"]
@@ -144,7 +144,7 @@ class TtyUI:
             self.session.user_line(line)
 
 
-def run_interactive(options: Options) -> int:
+def run_interactive(options: ClientOptions) -> int:
     """Interactive mode: Twisted on asyncio, under prompt_toolkit."""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
