@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from chatproto.client.options import Options, parse_args
+from chatproto.client.options import ClientOptions, parse_args
 from tests.test_client_support import (
     RUBY_WELCOME,
     Client,
@@ -85,7 +85,7 @@ def test_usage_errors(args: list[str], capsys: pytest.CaptureFixture[str]) -> No
 
 def test_defaults() -> None:
     """No arguments: localhost, port 7000."""
-    assert parse_args([]) == Options(host="localhost", port=7000)
+    assert parse_args([]) == ClientOptions(host="localhost", port=7000)
     assert parse_args(["example.org"]).target == "example.org:7000"
     options = parse_args(["--connect", "tls:host=example.org:port=7443"])
     assert options.target == "tls:host=example.org:port=7443"

@@ -1,5 +1,6 @@
 """The client package's modules import one way: each only from those before
-it (events <- protocol <- options <- session <- pipe, terminal <- __main__),
+it (events <- servers, timings <- pacing, liveness, userlist, registration
+<- reading <- protocol <- options <- session <- pipe, terminal <- __main__),
 never back, not even inside a function; and importing the package installs
 no reactor and loads no prompt_toolkit.
 
@@ -22,12 +23,19 @@ SOURCE = Path(chatproto.client.__file__).parent
 #: Each module's place: a module may import only from lower layers.
 LAYERS = {
     "events": 0,
-    "protocol": 1,
-    "options": 2,
-    "session": 3,
-    "pipe": 4,
-    "terminal": 4,
-    "__main__": 5,
+    "servers": 1,
+    "timings": 1,
+    "pacing": 2,
+    "liveness": 2,
+    "userlist": 2,
+    "registration": 2,
+    "reading": 3,
+    "protocol": 4,
+    "options": 5,
+    "session": 6,
+    "pipe": 7,
+    "terminal": 7,
+    "__main__": 8,
 }
 #: The package's C{__init__} re-exports these, and must import nothing else.
 REEXPORTED = {"events", "protocol"}
@@ -57,7 +65,7 @@ def imports_of(source: str) -> set[str]:
                 continue
             for alias in node.names:
                 # from chatproto.client import session: the submodule alone;
-                # from chatproto.client import Session: the package.
+                # from chatproto.client import ClientSession: the package.
                 is_module = (SOURCE / f"{alias.name}.py").exists()
                 add(f"{PACKAGE}.{alias.name}" if is_module else PACKAGE)
     return found
@@ -118,7 +126,7 @@ def test_an_import_inside_a_function_counts_as_much_as_one_at_the_top() -> None:
         "def later():\n"
         "    from chatproto.client.terminal import TtyUI\n"
         "    import chatproto.client.pipe\n"
-        "    from chatproto.client import Session\n"
+        "    from chatproto.client import ClientSession\n"
     )
     assert imports_of(source) == {
         "events",

@@ -1,7 +1,7 @@
 """The client never loses what the user sent: pacing, flood cuts, cluster
 outages and error lines.
 
-Most tests join a client L{Session} to chatproto's real server factory
+Most tests join a client L{ClientSession} to chatproto's real server factory
 (chatproto.testing's Chat, default flood control) over two StringTransports,
 on one task.Clock: L{Loopback.run} lets the clock go in small steps and
 carries the bytes both ways after each.
@@ -22,11 +22,11 @@ from chatproto.client.events import Disconnected, Event
 from chatproto.client.protocol import (
     ChatClientFactory,
     ChatClientProtocol,
-    Dialect,
     Timings,
     TokenBucket,
 )
-from chatproto.client.session import Session
+from chatproto.client.servers import Dialect
+from chatproto.client.session import ClientSession
 from chatproto.registry import MemoryRegistry, RegistryUnavailable
 from chatproto.testing import Chat, Client
 from tests.test_client_session import UI
@@ -118,10 +118,10 @@ class Outage(MemoryRegistry):
 
 def pipe_session(
     chat: Chat, lines: list[str], timings: Timings | None = None
-) -> tuple[Session, Loopback, list[tuple[int, str | None]]]:
+) -> tuple[ClientSession, Loopback, list[tuple[int, str | None]]]:
     """What the pipe mode does with C{lines}: each one, then /quit."""
     loopback = Loopback(chat)
-    session = Session(
+    session = ClientSession(
         chat.clock,
         cast(IStreamClientEndpoint, loopback),
         "loopback",
@@ -193,7 +193,9 @@ def test_a_paste_is_split_into_lines_and_each_is_paced() -> None:
     chat = Chat()
     carol = chat.user("carol", host="192.0.2.9")
     loopback = Loopback(chat)
-    session = Session(chat.clock, cast(IStreamClientEndpoint, loopback), "loopback")
+    session = ClientSession(
+        chat.clock, cast(IStreamClientEndpoint, loopback), "loopback"
+    )
     session.ui = UI()
     session.start()
     session.user_line("/pseudo bob")

@@ -34,11 +34,12 @@ from chatproto.client.events import (
 from chatproto.client.protocol import (
     ChatClientFactory,
     ChatClientProtocol,
-    Dialect,
-    Stage,
     Timings,
     sanitize,
 )
+from chatproto.client.registration import Stage
+from chatproto.client.servers import Dialect
+from chatproto.client.userlist import ListBlock
 
 E = TypeVar("E", bound=Event)
 
@@ -808,11 +809,11 @@ LIST_HEAD = b"----------------------\nUtilisateurs en ligne:\n"
 
 
 def test_a_list_block_that_never_ends_is_cut_and_reading_goes_on() -> None:
-    """A user list block longer than MAX_LIST_LINES is shown as far as it
+    """A user list block longer than ListBlock.MAX_LINES is shown as far as it
     went, cut; the lines after it are shown as lines of their own."""
     chat = Chat()
     chat.register_ruby()
-    limit = ChatClientProtocol.MAX_LIST_LINES
+    limit = ListBlock.MAX_LINES
     chat.feed(*segments(LIST_HEAD + b"=>x\n" * (limit + 3)))
     chat.feed(RUBY_PUBLIC)
     events = chat.take()
@@ -827,7 +828,7 @@ def test_a_list_block_that_never_ends_is_cut_and_reading_goes_on() -> None:
 
 def test_a_list_block_of_long_lines_is_cut_by_its_size() -> None:
     """A list block of long lines is cut before it holds more than
-    MAX_LIST_CHARS characters."""
+    ListBlock.MAX_CHARS characters."""
     chat = Chat()
     chat.register_ruby()
     entry = "=>" + "y" * 60_000
@@ -835,7 +836,7 @@ def test_a_list_block_of_long_lines_is_cut_by_its_size() -> None:
     block, *rest = chat.take()
     assert isinstance(block, UserList)
     assert block.cut
-    assert sum(map(len, block.lines)) <= ChatClientProtocol.MAX_LIST_CHARS
+    assert sum(map(len, block.lines)) <= ListBlock.MAX_CHARS
     assert len(block.lines) - 2 + len(rest) == 50
     assert rest[-1] == Notice(lines=(entry,))
 

@@ -1,4 +1,4 @@
-"""Session (the part of the client both user interfaces share), PipeUI and
+"""ClientSession (the part of the client both user interfaces share), PipeUI and
 the standard input reader, in memory: a fake endpoint hands out
 StringTransport connections, a task.Clock keeps the time."""
 
@@ -22,7 +22,7 @@ from twisted.internet.testing import StringTransportWithDisconnection
 from chatproto.client.events import Event, Refused, Registered
 from chatproto.client.pipe import PipeUI, read_lines
 from chatproto.client.protocol import ChatClientProtocol, Timings
-from chatproto.client.session import Session
+from chatproto.client.session import ClientSession
 
 RUBY_WELCOME = (
     b"Bienvenue dans le chat v.1, enregistrez-vous avec la commande /pseudo\n"
@@ -87,13 +87,13 @@ class UI:
 
 
 class Harness:
-    """A Session on the fake endpoint, with its UI, clock and outcome."""
+    """A ClientSession on the fake endpoint, with its UI, clock and outcome."""
 
     def __init__(self, reask: bool = False, nickname: str | None = None) -> None:
         self.clock = Clock()
         self.endpoint = Endpoint()
         self.ui = UI()
-        self.session = Session(
+        self.session = ClientSession(
             self.clock,
             cast(IStreamClientEndpoint, self.endpoint),
             "example:7000",

@@ -341,7 +341,7 @@ def test_bad_history_values_are_explained(argv: list[str], message: str) -> None
 def test_the_markers_are_no_line_a_client_acts_on() -> None:
     """Not a line the Ruby client exits on, nor the user list's rule, which
     our client takes for the start of a list block."""
-    from chatproto.client.protocol import RULE
+    from chatproto.client.servers import RULE
 
     for marker in (wire.history_header(0), wire.history_header(20), END):
         assert marker.rstrip(b"\n") not in wire.CLIENT_EXITS

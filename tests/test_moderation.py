@@ -1355,7 +1355,7 @@ def test_bans_without_operators_are_said_at_start(
 
 
 def test_our_client_reads_the_nickname_of_a_kicked_departure() -> None:
-    from chatproto.client.protocol import DEPARTURE
+    from chatproto.client.servers import DEPARTURE
 
     for line in (
         "[1.2.3]-Déconnection de bob (expulsé par alice : spam (beaucoup))",

@@ -4,11 +4,18 @@ It talks to chatproto's server, the Ruby C{server.rb} and the seed's
 C{projet.py}. Its modules import one way only, each from those before it:
 
  - L{events}: the typed events a server line becomes, plain data;
- - L{protocol}: L{ChatClientProtocol}, which reads a server's lines into
-   events, answers pings, registers, paces what it writes and leaves, on
-   an injected clock; and its factory;
+ - L{servers}: what each server says (chatproto's, the Ruby C{server.rb},
+   the seed's C{projet.py}), and the L{servers.Dialect} that tells them
+   apart; L{timings}: every delay, in one L{Timings};
+ - L{pacing}, L{liveness}, L{userlist}, L{registration}: the parts of the
+   protocol, each with one job: the pacing of the user's lines (the
+   L{TokenBucket} and the L{pacing.Outbox}); the server's pings and
+   silence; the user list block; the registration conversation;
+ - L{protocol}: L{ChatClientProtocol}, the LineReceiver that reads a
+   server's lines into events and writes the user's, on an injected clock,
+   with those parts; and its factory;
  - L{options}: the command line and the endpoint it names;
- - L{session}: what both interfaces share: a L{session.Session} (the
+ - L{session}: what both interfaces share: a L{session.ClientSession} (the
    connections, the user's lines, one pacing for all), and L{session.run},
    which turns how it ended into the exit status;
  - L{pipe} and L{terminal}: the two user interfaces (each input line sent,

@@ -1,4 +1,4 @@
-"""The typed events a chat server's lines become (PROTOCOL.md §6-§7).
+"""The typed events a chat server's lines become (docs/protocol.md).
 
 L{chatproto.client.protocol.ChatClientProtocol} reads the server and hands
 each event to a L{ChatView}: any object with a C{show(event)} method, such as
@@ -81,7 +81,7 @@ class UserList(Event):
     """The block of registered users; C{complete} is false when the server
     never closed it and the client showed it after a quiet time, or when it
     was C{cut}: longer than the client keeps
-    (L{chatproto.client.protocol.ChatClientProtocol.MAX_LIST_LINES}), it is
+    (L{chatproto.client.userlist.ListBlock.MAX_LINES}), it is
     shown as far as it went, and the lines after it are events of their own."""
 
     nicknames: tuple[str, ...]

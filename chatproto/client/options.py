@@ -1,10 +1,11 @@
 """The client's command line: C{python -m chatproto.client [HOST] [PORT]},
 its options, and the endpoint they name.
 
-Apart from the protocol's idea of a valid nickname, it knows nothing of the
-chat: L{parse_args} exits with status 2 and argparse's usage message on a
-mistake, and L{make_endpoint} raises C{ValueError} for an endpoint string
-Twisted cannot read, which the caller reports the same way.
+Apart from what a valid nickname is (L{chatproto.client.servers.NICKNAME}),
+it knows nothing of the chat: L{parse_args} exits with status 2 and
+argparse's usage message on a mistake, and L{make_endpoint} raises
+C{ValueError} for an endpoint string Twisted cannot read, which the caller
+reports the same way.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from typing import Any
 from twisted.internet.endpoints import HostnameEndpoint, clientFromString
 from twisted.internet.interfaces import IStreamClientEndpoint
 
-from chatproto.client.protocol import NICKNAME
+from chatproto.client.servers import NICKNAME
 
 __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_PORT",
-    "Options",
+    "ClientOptions",
     "build_parser",
     "make_endpoint",
     "parse_args",
@@ -33,7 +34,9 @@ DEFAULT_PORT = 7000
 
 
 @dataclass(frozen=True)
-class Options:
+class ClientOptions:
+    """The client's command line, parsed: where to connect, as whom."""
+
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     endpoint: str | None = None
@@ -135,14 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: Sequence[str] | None = None) -> Options:
+def parse_args(argv: Sequence[str] | None = None) -> ClientOptions:
     """Parse the command line; exit with status 2 and a usage message on
     error, as argparse does."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.connect is not None and (args.host is not None or args.port is not None):
         parser.error("give either HOST [PORT] or --connect ENDPOINT, not both")
-    return Options(
+    return ClientOptions(
         host=args.host if args.host is not None else DEFAULT_HOST,
         port=args.port if args.port is not None else DEFAULT_PORT,
         endpoint=args.connect,
@@ -151,7 +154,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     )
 
 
-def make_endpoint(reactor: Any, options: Options) -> IStreamClientEndpoint:
+def make_endpoint(reactor: Any, options: ClientOptions) -> IStreamClientEndpoint:
     """The endpoint to connect to; C{ValueError} for a bad endpoint string."""
     if options.endpoint is None:
         return HostnameEndpoint(

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from chatproto.client.events import Event
-from chatproto.client.options import Options
-from chatproto.client.session import Session, run
+from chatproto.client.options import ClientOptions
+from chatproto.client.session import ClientSession, run
 
 __all__ = ["PipeUI", "read_lines", "run_pipe"]
 
@@ -28,7 +28,7 @@ class PipeUI:
 
     def __init__(
         self,
-        session: Session,
+        session: ClientSession,
         out: TextIO,
         input_fd: int | None,
         call_from_thread: Callable[..., None],
@@ -111,7 +111,7 @@ def _decode(line: bytes) -> str:
     return line.decode("utf-8", "replace").removesuffix("\r")
 
 
-def run_pipe(options: Options) -> int:
+def run_pipe(options: ClientOptions) -> int:
     """Pipe mode, on the default reactor."""
     from twisted.internet import reactor as default_reactor
 

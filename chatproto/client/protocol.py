@@ -1,10 +1,10 @@
-"""The client side of the chat line protocol (PROTOCOL.md §6-§7).
+"""The client side of the chat line protocol (docs/protocol.md).
 
 L{ChatClientProtocol} turns what a chat server sends into the typed events
 of L{chatproto.client.events} (L{Welcome}, L{Public}, L{Refused}, ...) and
 hands each one to a view: any object with a C{show(event)} method. The two
 user interfaces of C{python -m chatproto.client} are such views, through a
-L{chatproto.client.session.Session}; this module knows nothing of them.
+L{chatproto.client.session.ClientSession}; this module knows nothing of them.
 The protocol speaks to three servers: chatproto's own, the Ruby
 C{server.rb} and the seed's C{projet.py}. It knows the wording of each,
 answers C{ping} with C{pong} without showing it, and turns any line it does
@@ -48,7 +48,7 @@ Time, always read from the injected clock (L{Timings} holds the numbers):
 
 A hostile server cannot make the client hold without bound what it sends
 or what it does not read: a line longer than C{MAX_LENGTH} is cut; a user
-list block longer than C{MAX_LIST_LINES} lines or C{MAX_LIST_CHARS}
+list block longer than C{ListBlock.MAX_LINES} lines or C{MAX_CHARS}
 characters is shown as far as it went (a L{UserList} that is C{cut}), and
 the lines after it as lines of their own. The protocol is the streaming
 producer of its transport: once the transport holds more than it wants to
@@ -83,6 +83,12 @@ Leaving (L{ChatClientProtocol.quit}) depends on where registration stands:
  - after a taken nickname (the Ruby server's thread is dead, C{projet.py}
    closes): close once the server's last lines have come.
 
+The parts of the protocol each have a class of their own, in the modules
+below this one: L{chatproto.client.reading} (what a line means, and the
+outcome), L{chatproto.client.registration}, L{chatproto.client.pacing},
+L{chatproto.client.userlist}, L{chatproto.client.liveness}, and the
+wording of each server in L{chatproto.client.servers}.
+
 How a session ends decides the exit status of the command line client; the
 last event is always one L{Disconnected}, whose C{ok} is true only when the
 user left and the server acknowledged (or the user left before registering).
@@ -91,13 +97,8 @@ user left and the server acknowledged (or the user left before registering).
 from __future__ import annotations
 
 import contextlib
-import enum
-import re
-from collections import deque
-from dataclasses import dataclass
 from typing import cast
 
-from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IConsumer,
     IDelayedCall,
@@ -105,46 +106,26 @@ from twisted.internet.interfaces import (
     IReactorTime,
 )
 from twisted.internet.protocol import ClientFactory, connectionDone
-from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from chatproto import wire
-from chatproto.client.events import (
-    ChatView,
-    Departure,
-    Disconnected,
-    Event,
-    Goodbye,
-    Joined,
-    NicknamePrompt,
-    Notice,
-    Private,
-    Public,
-    Refused,
-    Registered,
-    UserList,
-    Welcome,
-)
+from chatproto.client.events import ChatView, Goodbye, Notice
+from chatproto.client.liveness import AnswerWait, PingWatch
+from chatproto.client.pacing import QUIT, Item, Outbox, Quit, Register, TokenBucket
+from chatproto.client.reading import Outcome, ServerReader
+from chatproto.client.registration import Registration, Stage
+from chatproto.client.servers import Dialect
+from chatproto.client.timings import Timings, seconds
 from chatproto.text import REPLACEMENT, UNSAFE
 
 __all__ = [
-    "NICKNAME",
     "ChatClientFactory",
     "ChatClientProtocol",
-    "Dialect",
-    "Stage",
     "Timings",
     "TokenBucket",
     "sanitize",
-    "seconds",
 ]
-
-log = Logger()
-
-#: What PROTOCOL.md §2 calls a valid nickname.
-NICKNAME = re.compile(r"[A-Za-z0-9_-]{2,12}")
 
 
 # -- Making text harmless ---------------------------------------------------
@@ -173,158 +154,21 @@ def sanitize(text: str) -> str:
     return UNSAFE.sub(REPLACEMENT, text.translate(_CARET))
 
 
-# -- Each server's wording -------------------------------------------------------
-
-
-class Dialect(enum.Enum):
-    """Which family of server this is, known from its welcome line."""
-
-    UNKNOWN = "unknown"
-    #: The Ruby server or chatproto's own (same welcome, same prompt):
-    #: registration tells them apart.
-    RUBY = "ruby"
-    #: chatproto's own server, known by its C{Bienvenue NICK} greeting.
-    CHATPROTO = "chatproto"
-    #: The seed's C{projet.py}: lower-case welcome, no pings, chunk framing.
-    SEED = "seed"
-
-
-class Stage(enum.Enum):
-    """Where the registration stands, as far as the client can tell."""
-
-    CONNECTED = "waiting for the welcome"
-    WELCOMED = "the server waits for /pseudo"
-    ASKED = "waiting for the nickname prompt"
-    PROMPTED = "the server waits for a nickname"
-    NICK_SENT = "waiting for the verdict on the nickname"
-    REGISTERED = "registered"
-    #: The server will not take a nickname on this connection any more (the
-    #: Ruby server's thread dies after C{Attention ce pseudo existe deja};
-    #: C{projet.py} closes).
-    SPENT = "refused for good on this connection"
-
-
-WELCOMES = {
-    "Bienvenue dans le chat v.1, enregistrez-vous avec la commande /pseudo": (
-        Dialect.RUBY
-    ),
-    "bienvenue dans le chat, enregistrez-vous avec la commande /pseudo": Dialect.SEED,
-}
-PROMPTS = frozenset(
-    {"Entrez votre pseudo: ", "Entrez votre pseudo:", "Entrez votre pseudo"}
-)
-INVALID_RUBY = "Rentrez un pseudo correct"
-INVALID_SEED_START = "le pseudo proposé est invalide"
-TAKEN = frozenset({"Attention ce pseudo existe deja", "Ce pseudo existe déjà"})
-GOODBYES = frozenset({"Deconnexion", "Déconnexion"})
-RULE = re.compile(r"-{10,}")
-LIST_TITLE = "Utilisateurs en ligne:"
-LIST_ENTRY = re.compile(r"=> ?(?P<nick>.*)")
-GREETING = re.compile(r"Bienvenue (?P<nick>\S+)")
-_TIME = r"\[(?P<time>\d{1,2}\.\d{1,2}\.\d{1,2})\]-"
-PRIVATE = re.compile(_TIME + r"message privé de (?P<sender>\S+?): (?P<text>.*)")
-# A kick or a ban adds its reason after the nickname (docs/protocol.md).
-DEPARTURE = re.compile(
-    _TIME + r"Déconnection de (?P<nick>.*?)(?: \((?:expulsé|banni) par .*\))?"
-)
-JOINED = re.compile(_TIME + r"Connexion de (?P<nick>\S+)")
-PUBLIC = re.compile(_TIME + r"(?P<sender>\S+?): (?P<text>.*)")
-STAMPED = re.compile(_TIME)
-#: How chatproto's server answers a line it did not take (wire.py).
-ERROR = re.compile(r"Erreur\b")
-UNAVAILABLE = wire.UNAVAILABLE
-FLOOD = wire.FLOOD
-
-
-@dataclass(frozen=True)
-class Timings:
-    """Every delay of the protocol, in seconds (see the module docstring)."""
-
-    quiet: float = 0.3
-    timeout: float = 10.0
-    missed_pings: int = 3
-    send_interval: float = 0.05
-    linger: float = 2.0
-    #: chatproto's server takes 5 lines at once, then 2 a second: the client
-    #: keeps a margin under both (a clock that runs a little fast, a server
-    #: that remembers what an earlier connection from the address spent).
-    burst: int = 4
-    rate: float = 1.9
-    #: The first wait before trying a nickname again after a cluster outage;
-    #: it doubles with each try, up to C{retry_max}.
-    retry_first: float = 0.5
-    retry_max: float = 4.0
-
-
-class TokenBucket:
-    """The client's side of a server's flood control: C{burst} lines at
-    once, then C{rate} lines a second.
-
-    A L{Session} keeps one for all its connections, because chatproto's
-    server remembers what an address spent: a reconnection does not refill
-    the burst.
-    """
-
-    def __init__(self, burst: int, rate: float) -> None:
-        self.burst = float(burst)
-        self.rate = rate
-        self.tokens = float(burst)
-        self._at: float | None = None
-
-    def _refill(self, now: float) -> None:
-        if self._at is not None:
-            self.tokens = min(self.burst, self.tokens + (now - self._at) * self.rate)
-        self._at = now
-
-    def wait(self, now: float) -> float:
-        """How long before the next line may go (0: now)."""
-        self._refill(now)
-        # A thousandth of a line is close enough: clocks count seconds
-        # since 1970, whose float steps (0.2 microseconds) would otherwise
-        # leave a wait too short to move the clock, forever.
-        if self.tokens >= 1 - 1e-3:
-            return 0.0
-        return (1 - self.tokens) / self.rate
-
-    def spend(self, now: float) -> None:
-        """A line went."""
-        self._refill(now)
-        self.tokens -= 1
-
-
-class _Quit:
-    """In the outgoing queue: leave, as politely as the stage allows."""
-
-
-@dataclass(frozen=True)
-class _Register:
-    """In the outgoing queue: register C{nickname} (C{/pseudo} first if the
-    server waits for it)."""
-
-    nickname: str
-
-
-_Item = str | _Quit | _Register
-_QUIT = _Quit()
-
-
 @implementer(IPushProducer)
 class ChatClientProtocol(LineReceiver):
     """One connection to a chat server, seen from the user's side.
 
     Call L{send} with each line the user types, L{register} to register a
     nickname, L{quit} to leave and L{give_up} to leave after a failure; read
-    the outcome from the final L{Disconnected} event.
+    the outcome from the final L{Disconnected} event. It frames the
+    server's bytes into lines, answers pings, writes the user's lines and
+    leaves; what each line means is the L{ServerReader}'s, where the
+    registration stands the L{Registration}'s, when a line may go the
+    L{Outbox}'s, and the deadlines L{PingWatch}'s and L{AnswerWait}'s.
     """
 
     delimiter = b"\n"
     MAX_LENGTH = 65536
-    #: The most lines, and characters, a user list block may hold. chatproto's
-    #: C{/list} shows every user (10,000 a node by default, and a cluster has
-    #: several nodes), and C{projet.py} puts a blank line after each name; a
-    #: name line is 14 characters at most.
-    MAX_LIST_LINES = 100_000
-    MAX_LIST_CHARS = 2 * 2**20
 
     def __init__(
         self,
@@ -336,51 +180,47 @@ class ChatClientProtocol(LineReceiver):
         self.view = view
         self.clock = clock
         self.timings = timings or Timings()
-        self.bucket = bucket or TokenBucket(self.timings.burst, self.timings.rate)
-        #: Pace the lines written for the user with C{bucket}: until the
-        #: server is known not to need it (see the module docstring).
-        self.pacing = True
-        #: Lines of the user the server refused: answered with an error
-        #: line, or before registration with the welcome again.
-        self.undelivered = 0
-        #: Where the registration stands, as far as the client can tell.
-        self.stage = Stage.CONNECTED
-        #: Which server this is, as far as its lines have told so far.
-        self.dialect = Dialect.UNKNOWN
-        #: The nickname the server took, once it took one.
-        self.nickname: str | None = None
+        bucket = bucket or TokenBucket(self.timings.burst, self.timings.rate)
+        self.outbox = Outbox(clock, self.timings, bucket, self._ready, self._dispatch)
+        self.registration = Registration(clock, self.timings)
+        self.liveness = PingWatch(clock, self.timings, self.abort)
+        self.answer = AnswerWait(clock, self.timings, self.abort)
+        self.outcome = Outcome()
+        self.reader = ServerReader(
+            view, self.registration, self.outbox, self.outcome, self
+        )
         #: The user left (L{quit}, L{give_up} or L{abort}): nothing more
         #: of theirs is sent.
         self.leaving = False
-        self._candidate = ""
-        self._queue: deque[_Item] = deque()
-        self._awaiting: str | None = None
-        self._quit_sent = False
+        #: C{/quit} was written: only C{Deconnexion} or the close answers it.
+        self.quit_sent = False
         self._close_when_quiet = False
-        self._outcome: tuple[bool, str] | None = None
         self._closed = False
         self._skipping = False
         self._owed_newline = False
         self._refeed = b""
-        self._next_write = 0.0
-        self._block: list[str] | None = None
-        self._block_nicks: list[str] = []
-        self._block_chars = 0
-        self._last_ping: float | None = None
-        self._ping_interval: float | None = None
-        self._answer_timer: IDelayedCall | None = None
         self._quiet_timer: IDelayedCall | None = None
-        self._send_timer: IDelayedCall | None = None
-        self._watchdog: IDelayedCall | None = None
         #: Set while the transport holds more than it wants to: the
         #: deadline for the server to read it.
         self._unread_timer: IDelayedCall | None = None
         #: A ping came while the transport was so: one pong, once it is not.
         self._pong_owed = False
         self._linger_timer: IDelayedCall | None = None
-        self._outage_since: float | None = None
-        self._outage_tries = 0
-        self._early = 0  # lines sent while the server waits for /pseudo
+
+    @property
+    def stage(self) -> Stage:
+        """Where the registration stands, as far as the client can tell."""
+        return self.registration.stage
+
+    @property
+    def dialect(self) -> Dialect:
+        """Which server this is, as far as its lines have told so far."""
+        return self.reader.dialect
+
+    @property
+    def nickname(self) -> str | None:
+        """The nickname the server took, once it took one."""
+        return self.registration.nickname
 
     # -- What the user does -------------------------------------------------
 
@@ -391,29 +231,23 @@ class ChatClientProtocol(LineReceiver):
             return
         if self.leaving or self._closed:
             return
-        self._queue.append(line)
-        self._pump()
+        self.outbox.put(line)
 
     def register(self, nickname: str) -> None:
         """Register C{nickname}: C{/pseudo}, the prompt, then the nickname."""
         if self.leaving or self._closed:
             return
-        self._queue.append(_Register(nickname))
-        self._pump()
+        self.outbox.put(Register(nickname))
 
     @property
     def waiting(self) -> int:
         """How many of the user's lines wait to be sent."""
-        return sum(isinstance(item, str) for item in self._queue)
+        return self.outbox.waiting
 
     @property
     def can_register(self) -> bool:
         """The server would take a nickname on this connection now."""
-        return not self._closed and self.stage in (
-            Stage.CONNECTED,
-            Stage.WELCOMED,
-            Stage.PROMPTED,
-        )
+        return not self._closed and self.registration.open
 
     def quit(self) -> None:
         """Leave once the lines already typed are sent: C{/quit}, then wait
@@ -421,27 +255,26 @@ class ChatClientProtocol(LineReceiver):
         if self.leaving or self._closed:
             return
         self.leaving = True
-        self._queue.append(_QUIT)
-        self._pump()
+        self.outbox.put(QUIT)
 
     def give_up(self, reason: str | None = None) -> None:
         """Leave now, dropping the lines not sent yet, and end the session as
         a failure (with C{reason}, or the reason already known)."""
         if reason is not None:
-            self._set_outcome(False, reason)
-        if self._closed or self._quit_sent:
+            self.outcome.settle(False, reason)
+        if self._closed or self.quit_sent:
             return
-        self._queue.clear()
-        self._queue.append(_QUIT)
+        self.outbox.queue.clear()
+        self.outbox.queue.append(QUIT)
         self.leaving = True
-        self._pump()
+        self.outbox.pump()
 
     def abort(self, reason: str) -> None:
         """Close at once, as a failure, without a word to the server."""
-        self._set_outcome(False, reason)
-        self._queue.clear()
+        self.outcome.settle(False, reason)
+        self.outbox.queue.clear()
         self.leaving = True
-        self._close(abort=True)
+        self.close(abort=True)
 
     # -- Twisted -----------------------------------------------------------------
 
@@ -452,7 +285,7 @@ class ChatClientProtocol(LineReceiver):
                 set_no_delay(True)
         # Every stream transport is its consumer too (TLS does not declare it).
         cast(IConsumer, self.transport).registerProducer(self, True)
-        self._await("a welcome line")
+        self.answer.expect("a welcome line")
 
     def pauseProducing(self) -> None:
         """The transport holds more than it wants to: the server is not
@@ -470,14 +303,13 @@ class ChatClientProtocol(LineReceiver):
         if self._pong_owed:
             self._pong_owed = False
             self.sendLine(b"pong")
-        self._pump()
+        self.outbox.pump()
 
     def stopProducing(self) -> None:
         """The connection is lost: L{connectionLost} follows."""
 
     def dataReceived(self, data: bytes) -> None:
-        if self._watchdog is not None and self._watchdog.active():
-            self._watchdog.reset(self._silence_limit())
+        self.liveness.heard()
         if self._skipping:
             end = data.find(b"\n")
             if end < 0:
@@ -498,7 +330,7 @@ class ChatClientProtocol(LineReceiver):
         if self._closing:
             return
         partial = bool(data) and not data.endswith(b"\n")
-        if partial or self._block is not None or self._close_when_quiet:
+        if partial or self.reader.block is not None or self._close_when_quiet:
             self._restart_quiet()
         else:
             self._cancel("_quiet_timer")
@@ -521,7 +353,7 @@ class ChatClientProtocol(LineReceiver):
     def lineLengthExceeded(self, line: bytes) -> None:
         head, newline, rest = line.partition(b"\n")
         shown = sanitize(head[:200].decode("utf-8", "replace"))
-        self._emit(Notice(lines=(f"{shown}… ({len(head)} bytes, cut)",)))
+        self.view.show(Notice(lines=(f"{shown}… ({len(head)} bytes, cut)",)))
         if newline:
             self._refeed = rest
         else:
@@ -530,25 +362,16 @@ class ChatClientProtocol(LineReceiver):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._closed = True
         self._flush_buffer()
-        self._flush_block()
-        for timer in (
-            "_answer_timer",
-            "_quiet_timer",
-            "_send_timer",
-            "_watchdog",
-            "_unread_timer",
-            "_linger_timer",
-        ):
+        self.reader.flush_block()
+        for timer in ("_quiet_timer", "_unread_timer"):
             self._cancel(timer)
-        self._queue.clear()
-        ok, why = self._outcome or self._judge_loss(reason)
-        if ok and self.undelivered:
-            # Left cleanly, yet the server refused some lines: a failure.
-            n = self.undelivered
-            lines = f"{n} line{' was' if n == 1 else 's were'}"
-            why = f"{why.removesuffix('.')}, but {lines} not delivered"
-            ok, why = False, why + " (the server refused them)."
-        self.view.show(Disconnected(ok=ok, reason=why))
+        self.answer.stop()
+        self.outbox.stop()
+        self.liveness.stop()
+        self._cancel("_linger_timer")
+        self.outbox.queue.clear()
+        left = self.quit_sent or self.registration.candidate == "/quit"
+        self.view.show(self.outcome.final(reason, left, self.reader.undelivered))
 
     # -- Incoming lines --------------------------------------------------------
 
@@ -557,246 +380,31 @@ class ChatClientProtocol(LineReceiver):
         if text == "ping":
             self._ping()
             return
-        if self._block is not None and self._extend_block(text):
-            return
-        self._flush_block()
-        self._handle(text)
+        self.reader.line(text)
 
-    def _handle(self, text: str) -> None:
-        lines = (text,)
-        if self.stage is Stage.CONNECTED:
-            # Whatever its wording, the first line is the server's greeting.
-            self.stage = Stage.WELCOMED
-        registered = self.stage is Stage.REGISTERED
-        if text in WELCOMES:
-            if self._welcome(text):
-                return
-        elif text in PROMPTS and not registered:
-            self.stage = Stage.PROMPTED
-            self._emit(NicknamePrompt(lines=lines))
-        elif not registered and (
-            text == INVALID_RUBY or text.startswith(INVALID_SEED_START) or text in TAKEN
-        ):
-            self._refused(text)
-        elif text in GOODBYES:
-            self._goodbye(text)
-        elif text == FLOOD:
-            self._flooded(text)
-            return
-        elif text == UNAVAILABLE and self.stage is Stage.NICK_SENT:
-            self._unavailable(text)
-        elif not registered and (greeting := GREETING.fullmatch(text)):
-            self._registered(greeting["nick"], lines)
-        elif RULE.fullmatch(text):
-            if self.stage is Stage.NICK_SENT or (
-                self.stage is Stage.WELCOMED and self._candidate
-            ):
-                self._registered(self._candidate, ())
-            self._block = [text]
-            self._block_nicks = []
-            self._block_chars = len(text)
-        elif match := PRIVATE.fullmatch(text):
-            self._emit(
-                Private(
-                    lines=lines,
-                    time=match["time"],
-                    sender=match["sender"],
-                    text=self._strip_ruby_prefix(match["text"]),
-                )
-            )
-        elif match := DEPARTURE.fullmatch(text):
-            self._emit(
-                Departure(lines=lines, time=match["time"], nickname=match["nick"])
-            )
-        elif match := JOINED.fullmatch(text):
-            self._emit(Joined(lines=lines, time=match["time"], nickname=match["nick"]))
-        elif match := PUBLIC.fullmatch(text):
-            self._emit(
-                Public(
-                    lines=lines,
-                    time=match["time"],
-                    sender=match["sender"],
-                    text=match["text"],
-                )
-            )
-        else:
-            if self.stage is Stage.ASKED:
-                # Another wording of the prompt: the server waits for a nickname.
-                self.stage = Stage.PROMPTED
-            if ERROR.match(text):
-                self.undelivered += 1
-            self._emit(Notice(lines=lines))
-        if not self._quit_sent:
-            # Any line answers the welcome, /pseudo or the nickname; only
-            # Deconnexion (or the close) answers /quit.
-            self._answered()
-
-    def _welcome(self, text: str) -> bool:
-        """Tell whether this welcome answers a line sent before registering
-        (and so not what the client waits for)."""
-        if self.dialect is not Dialect.CHATPROTO:
-            self.dialect = WELCOMES[text]
-        if self.dialect is Dialect.SEED:
-            self.pacing = False  # spaced by send_interval instead
-        self._emit(Welcome(lines=(text,)))
-        if self.stage is Stage.REGISTERED:
-            return False
-        if self._early:
-            # The answer to a line sent before registering (PROTOCOL.md §2):
-            # nobody received it. The server answers in order, so where the
-            # registration stands does not change.
-            self._early -= 1
-            self.undelivered += 1
-            return True
-        if self._quit_sent:
-            # The Ruby server answers every line but /pseudo with its welcome
-            # before registration: there is no session there to end.
-            self._set_outcome(True, "Left the chat before registering.")
-            self._close()
-        else:
-            self.stage = Stage.WELCOMED
-        return False
-
-    def _refused(self, text: str) -> None:
-        taken = text in TAKEN
-        if taken:
-            self.stage = Stage.SPENT
-        elif self.dialect is Dialect.SEED:
-            self.stage = Stage.WELCOMED
-        else:
-            self.stage = Stage.PROMPTED
-        nickname, self._candidate = self._candidate, ""
-        if nickname == "/quit":
-            # The answer to the /quit that projet.py took for a nickname.
-            self._emit(Notice(lines=(text,)))
-            return
-        event = Refused(lines=(text,), nickname=nickname, taken=taken)
-        self._outcome = (False, event.sentence)
-        self._emit(event)
-
-    def _goodbye(self, text: str) -> None:
+    def goodbye(self, text: str) -> None:
+        """The server said C{Deconnexion} (C{text}): the session is over."""
         if self.leaving:
-            self._set_outcome(True, "Left the chat.")
+            self.outcome.settle(True, "Left the chat.")
         else:
-            self._set_outcome(False, "The server ended the session.")
-        self._emit(Goodbye(lines=(text,)))
-        self._cancel("_answer_timer")
+            self.outcome.settle(False, "The server ended the session.")
+        self.view.show(Goodbye(lines=(text,)))
+        self.answer.stop()
         # The Ruby server never closes after Deconnexion: close here.
-        self._close()
+        self.close()
 
-    def _flooded(self, text: str) -> None:
+    def flooded(self, text: str) -> None:
         """Cut for flooding: the server closes; whatever waits here is lost."""
-        why = self._unsent("The server disconnected the client for sending too fast")
-        self._queue.clear()
+        why = self.outbox.unsent(
+            "The server disconnected the client for sending too fast"
+        )
+        self.outbox.queue.clear()
         self.leaving = True
-        self._cancel("_answer_timer")
-        self._awaiting = None
-        self._outcome = (False, why)
-        self._emit(Notice(lines=(text,)))
-        self._close()
-
-    def _unsent(self, why: str) -> str:
-        """C{why} the session ends, and what the user loses by it."""
-        unsent = self.waiting
-        if unsent:
-            lines = f"{unsent} line{'' if unsent == 1 else 's'}"
-            return (
-                f"{why}: {lines} never sent, and the last lines sent may be lost too."
-            )
-        return f"{why}: the last lines sent may not have been delivered."
-
-    def _unavailable(self, text: str) -> None:
-        """The cluster could not register the nickname: the server waits
-        for another try, which may succeed once the outage ends."""
-        nickname, self._candidate = self._candidate, ""
-        self.stage = Stage.PROMPTED
-        self._emit(Notice(lines=(text,)))
-        now = self.clock.seconds()
-        if self._outage_since is None:
-            self._outage_since = now
-        self._outage_tries += 1
-        delay = min(
-            self.timings.retry_first * 2 ** (self._outage_tries - 1),
-            self.timings.retry_max,
-        )
-        if now + delay - self._outage_since > self.timings.timeout:
-            tries = self._outage_tries
-            self._outcome = (
-                False,
-                f"The server could not register the nickname {nickname!r}:"
-                f" registration stayed unavailable for"
-                f" {seconds(now - self._outage_since)}"
-                f" ({tries} tr{'y' if tries == 1 else 'ies'}).",
-            )
-            self.give_up()
-            return
-        # The nickname goes first, after the wait (which holds the queue).
-        self._queue.appendleft(nickname)
-        self._cancel("_send_timer")
-        self._send_timer = self.clock.callLater(delay, self._paced)
-
-    def _registered(self, nickname: str, lines: tuple[str, ...]) -> None:
-        self.stage = Stage.REGISTERED
-        self._candidate = ""
-        self.nickname = nickname
-        self._outcome = None
-        self._outage_since = None
-        self._outage_tries = 0
-        if lines and self.dialect is Dialect.RUBY:
-            self.dialect = Dialect.CHATPROTO
-        elif not lines and self.dialect is Dialect.RUBY:
-            # Only the user list: the Ruby server, which has no flood control.
-            self.pacing = False
-        self._emit(Registered(lines=lines, nickname=nickname))
-
-    def _extend_block(self, text: str) -> bool:
-        """Take C{text} into the open user list block if it belongs there."""
-        assert self._block is not None
-        if RULE.fullmatch(text):
-            self._block.append(text)
-            self._flush_block(complete=True)
-            return True
-        if text in WELCOMES or text in GOODBYES or STAMPED.match(text):
-            return False
-        if len(self._block) == 1 and text != LIST_TITLE:
-            return False
-        if (
-            len(self._block) >= self.MAX_LIST_LINES
-            or self._block_chars + len(text) > self.MAX_LIST_CHARS
-        ):
-            # A block that never ends would take all the memory: show it as
-            # it is; the lines that follow are lines of their own.
-            self._flush_block(cut=True)
-            return False
-        self._block.append(text)
-        self._block_chars += len(text)
-        entry = LIST_ENTRY.fullmatch(text)
-        if entry and entry["nick"].strip():
-            self._block_nicks.append(entry["nick"].strip())
-        return True
-
-    def _flush_block(self, complete: bool = False, cut: bool = False) -> None:
-        block, self._block = self._block, None
-        if block is None:
-            return
-        if len(block) == 1:
-            self._emit(Notice(lines=tuple(block)))
-            return
-        self._emit(
-            UserList(
-                lines=tuple(block),
-                nicknames=tuple(self._block_nicks),
-                complete=complete,
-                cut=cut,
-            )
-        )
-
-    def _strip_ruby_prefix(self, text: str) -> str:
-        if self.nickname:
-            prefix = f"msg {self.nickname} "
-            if text[: len(prefix)].lower() == prefix.lower():
-                return text[len(prefix) :]
-        return text
+        self.answer.stop()
+        self.answer.awaiting = None
+        self.outcome.verdict = (False, why)
+        self.view.show(Notice(lines=(text,)))
+        self.close()
 
     @property
     def _closing(self) -> bool:
@@ -806,47 +414,23 @@ class ChatClientProtocol(LineReceiver):
             or bool(getattr(self.transport, "disconnecting", False))
         )
 
-    def _emit(self, event: Event) -> None:
-        self.view.show(event)
-
     # -- Liveness ----------------------------------------------------------------
 
     def _ping(self) -> None:
-        now = self.clock.seconds()
-        if self._last_ping is not None:
-            self._ping_interval = max(now - self._last_ping, 1.0)
-        self._last_ping = now
+        self.liveness.pinged()
         if self._unread_timer is not None:
             self._pong_owed = True
         elif not self._closed:
             self.sendLine(b"pong")
-        if self._ping_interval is not None:
-            if self._watchdog is not None and self._watchdog.active():
-                self._watchdog.reset(self._silence_limit())
-            else:
-                self._watchdog = self.clock.callLater(
-                    self._silence_limit(), self._silent
-                )
+        self.liveness.watch()
 
     def _unread(self) -> None:
         self._unread_timer = None
         self.abort(
-            self._unsent(
+            self.outbox.unsent(
                 "The server stopped reading what the client sends"
                 f" (nothing read for {seconds(self.timings.timeout)})"
             )
-        )
-
-    def _silence_limit(self) -> float:
-        assert self._ping_interval is not None
-        return self.timings.missed_pings * self._ping_interval
-
-    def _silent(self) -> None:
-        self._watchdog = None
-        assert self._ping_interval is not None
-        self.abort(
-            f"The server has sent nothing for {seconds(self._silence_limit())}"
-            f" although it pings every {seconds(self._ping_interval)}."
         )
 
     def _restart_quiet(self) -> None:
@@ -858,128 +442,79 @@ class ChatClientProtocol(LineReceiver):
     def _quiet(self) -> None:
         self._quiet_timer = None
         self._owed_newline = self._flush_buffer()
-        self._flush_block()
+        self.reader.flush_block()
         if self._close_when_quiet:
-            self._close()
+            self.close()
 
     # -- Outgoing lines -------------------------------------------------------
 
-    def _await(self, what: str) -> None:
-        self._awaiting = what
-        self._cancel("_answer_timer")
-        self._answer_timer = self.clock.callLater(self.timings.timeout, self._no_answer)
+    def answered(self) -> None:
+        """A line of the server answered what the client waited for, if
+        anything: what waits may go."""
+        if self.answer.answered():
+            self.outbox.pump()
 
-    def _answered(self) -> None:
-        if self._awaiting is None:
-            return
-        self._awaiting = None
-        self._cancel("_answer_timer")
-        self._pump()
-
-    def _no_answer(self) -> None:
-        self._answer_timer = None
-        what, self._awaiting = self._awaiting, None
-        self.abort(
-            f"The server did not send {what} within {seconds(self.timings.timeout)}."
+    def _ready(self) -> bool:
+        """The outbox may hand out a line: no answer awaited, and the server
+        reads what it is sent."""
+        return (
+            self.answer.awaiting is None
+            and not self._closing
+            and self._unread_timer is None
         )
 
-    def _pump(self) -> None:
-        while self._queue and self._awaiting is None and not self._closed:
-            if self._closing or self._unread_timer is not None:
-                return
-            if self._send_timer is not None:
-                return
-            now = self.clock.seconds()
-            delay = self._next_write - now
-            if self.pacing:
-                delay = max(delay, self.bucket.wait(now))
-            if delay > 0:
-                self._send_timer = self.clock.callLater(delay, self._paced)
-                return
-            self._dispatch(self._queue.popleft())
-
-    def _paced(self) -> None:
-        self._send_timer = None
-        self._pump()
-
-    def _dispatch(self, item: _Item) -> None:
-        if isinstance(item, _Register):
+    def _dispatch(self, item: Item) -> None:
+        if isinstance(item, Register):
             self._dispatch_register(item.nickname)
-        elif isinstance(item, _Quit):
+        elif isinstance(item, Quit):
             self._dispatch_quit()
-        elif self.stage is Stage.WELCOMED and item == "/pseudo":
-            self.stage = Stage.ASKED
-            self._write(item)
-            self._await("the nickname prompt")
-        elif self.stage is Stage.PROMPTED:
-            self.stage = Stage.NICK_SENT
-            self._candidate = item.strip()
-            self._write(item)
-            self._await("an answer to the nickname")
-        elif self.stage is Stage.WELCOMED and item.startswith("/pseudo "):
-            # The shortcut: the next line must wait for the verdict, as
-            # after a nickname on its own line.
-            self.stage = Stage.NICK_SENT
-            self._candidate = item.removeprefix("/pseudo ").strip()
-            self._write(item)
-            self._await("an answer to the nickname")
         else:
-            if self.stage is Stage.WELCOMED and self.dialect is not Dialect.SEED:
-                self._early += 1  # answered with the welcome again
+            awaited = self.registration.sending(item, self.reader.dialect)
             self._write(item)
+            if awaited is not None:
+                self.answer.expect(awaited)
 
     def _dispatch_register(self, nickname: str) -> None:
-        if self.stage is Stage.PROMPTED:
+        if self.registration.stage is Stage.PROMPTED:
             self._dispatch(nickname)
-        elif self.stage is Stage.WELCOMED:
-            self._queue.appendleft(nickname)
+        elif self.registration.stage is Stage.WELCOMED:
+            self.outbox.queue.appendleft(nickname)
             self._dispatch("/pseudo")
 
     def _dispatch_quit(self) -> None:
-        if self.stage is Stage.SPENT:
+        stage = self.registration.stage
+        if stage is Stage.SPENT:
             # Let the server's last lines arrive (projet.py sends
             # Déconnexion), then close: nothing else will come.
             self._close_when_quiet = True
             self._restart_quiet()
-        elif self.stage is Stage.PROMPTED and self.dialect is Dialect.SEED:
+        elif stage is Stage.PROMPTED and self.reader.dialect is Dialect.SEED:
             # projet.py spins forever on a socket closed without /quit; it
             # refuses /quit as a nickname, then takes the second as a command.
-            self._queue.appendleft(_QUIT)
+            self.outbox.queue.appendleft(QUIT)
             self._dispatch("/quit")
-        elif self.stage is Stage.PROMPTED:
+        elif stage is Stage.PROMPTED:
             # The Ruby server would take /quit for a nickname. Closed at its
             # prompt, its thread just dies (after 'Rentrez un pseudo correct'
             # it registers a ghost user: its bug, which any line would
             # trigger too); chatproto's server forgets the connection.
-            self._set_outcome(True, "Left the chat before registering.")
-            self._close()
+            self.outcome.settle(True, "Left the chat before registering.")
+            self.close()
         else:
-            self._quit_sent = True
+            self.quit_sent = True
             self._write("/quit")
-            self._await("an answer to /quit")
+            self.answer.expect("an answer to /quit")
 
     def _write(self, line: str) -> None:
         assert self.transport is not None
         self.transport.write(line.encode("utf-8", "replace") + self.delimiter)
-        if self.pacing:
-            self.bucket.spend(self.clock.seconds())
-        if self.dialect is Dialect.SEED:
-            self._next_write = self.clock.seconds() + self.timings.send_interval
+        self.outbox.wrote()
 
     # -- Ending ------------------------------------------------------------------
 
-    def _set_outcome(self, ok: bool, reason: str) -> None:
-        if self._outcome is None:
-            self._outcome = (ok, reason)
-
-    def _judge_loss(self, reason: Failure) -> tuple[bool, str]:
-        if self._quit_sent or self._candidate == "/quit":
-            return True, "Left the chat."
-        if reason.check(ConnectionDone):
-            return False, "The server closed the connection."
-        return False, f"The connection to the server was lost: {_describe(reason)}."
-
-    def _close(self, abort: bool = False) -> None:
+    def close(self, abort: bool = False) -> None:
+        """Close the connection: politely (TLS waits C{linger} at most), or
+        at once with C{abort}."""
         self._cancel("_quiet_timer")
         self._close_when_quiet = False
         if self._closed or self.transport is None:
@@ -1005,16 +540,6 @@ class ChatClientProtocol(LineReceiver):
         if timer is not None and timer.active():
             timer.cancel()
         setattr(self, name, None)
-
-
-def seconds(duration: float) -> str:
-    """C{1 second}, C{2.5 seconds}."""
-    return f"{duration:g} second{'' if duration == 1 else 's'}"
-
-
-def _describe(reason: Failure) -> str:
-    message = reason.getErrorMessage().strip().rstrip(".")
-    return message or type(reason.value).__name__
 
 
 class ChatClientFactory(ClientFactory):

@@ -1,11 +1,11 @@
 """What both user interfaces share: one chat session, from the first
 connection to the exit status.
 
-A L{Session} owns the connection (a L{ChatClientProtocol}, and a new one when
+A L{ClientSession} owns the connection (a L{ChatClientProtocol}, and a new one when
 a refused nickname is asked again), the user's lines until there is one to
 take them, and one L{TokenBucket} for all its connections, because
 chatproto's server remembers what an address spent: the pacing of
-L{chatproto.client.protocol} spans reconnections. A user interface (a
+L{chatproto.client.pacing} spans reconnections. A user interface (a
 L{ClientUI}: the pipe, L{chatproto.client.pipe}, or the terminal,
 L{chatproto.client.terminal}) shows the events and feeds the user's lines;
 L{run} runs one session on a reactor and turns its end into the exit status.
@@ -32,21 +32,17 @@ from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.python.failure import Failure
 
 from chatproto.client.events import Disconnected, Event, Refused, Registered
-from chatproto.client.options import Options, build_parser, make_endpoint
-from chatproto.client.protocol import (
-    NICKNAME,
-    ChatClientFactory,
-    ChatClientProtocol,
-    Timings,
-    TokenBucket,
-    seconds,
-)
+from chatproto.client.options import ClientOptions, build_parser, make_endpoint
+from chatproto.client.pacing import TokenBucket
+from chatproto.client.protocol import ChatClientFactory, ChatClientProtocol
+from chatproto.client.servers import NICKNAME
+from chatproto.client.timings import Timings, seconds
 
-__all__ = ["ClientUI", "Session", "run"]
+__all__ = ["ClientSession", "ClientUI", "run"]
 
 
 class ClientUI(Protocol):
-    """What a L{Session} needs from a user interface."""
+    """What a L{ClientSession} needs from a user interface."""
 
     def show(self, event: Event) -> None:
         """Show one event of the protocol."""
@@ -56,7 +52,7 @@ class ClientUI(Protocol):
         types is another try."""
 
     def start(self) -> None:
-        """Start reading the user's lines, for L{Session.user_line}."""
+        """Start reading the user's lines, for L{ClientSession.user_line}."""
 
     def stop(self) -> Deferred[None] | None:
         """The session is over: stop reading; fire once the terminal is
@@ -66,7 +62,7 @@ class ClientUI(Protocol):
 class _Relay:
     """The view of one connection attempt: stale attempts are not heard."""
 
-    def __init__(self, session: Session, attempt: int) -> None:
+    def __init__(self, session: ClientSession, attempt: int) -> None:
         self.session = session
         self.attempt = attempt
 
@@ -74,7 +70,7 @@ class _Relay:
         self.session._event(self.attempt, event)
 
 
-class Session:
+class ClientSession:
     """One chat session: the connection, the user's lines, how it ends.
 
     C{done} fires with C{(exit status, sentence or None)}. With C{reask}, a
@@ -259,8 +255,8 @@ class Session:
 
 def run(
     reactor: Any,
-    options: Options,
-    make_ui: Callable[[Session], ClientUI],
+    options: ClientOptions,
+    make_ui: Callable[[ClientSession], ClientUI],
     *,
     reask: bool,
 ) -> int:
@@ -271,7 +267,7 @@ def run(
     except ValueError as e:
         print(f"{build_parser().prog}: error: {e}", file=sys.stderr)
         return 2
-    session = Session(
+    session = ClientSession(
         reactor,
         endpoint,
         options.target,

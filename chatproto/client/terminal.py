@@ -27,8 +27,8 @@ from chatproto.client.events import (
     Registered,
     UserList,
 )
-from chatproto.client.options import Options
-from chatproto.client.session import Session, run
+from chatproto.client.options import ClientOptions
+from chatproto.client.session import ClientSession, run
 
 __all__ = ["TtyUI", "render", "run_interactive"]
 
@@ -74,9 +74,9 @@ def render(event: Event) -> Fragments:
 
 
 class TtyUI:
-    """The terminal user interface of one L{Session}."""
+    """The terminal user interface of one L{ClientSession}."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: ClientSession) -> None:
         self.session = session
         self.nickname: str | None = None
         # Redrawn twice a second, so that the count of lines waiting their
@@ -144,7 +144,7 @@ class TtyUI:
             self.session.user_line(line)
 
 
-def run_interactive(options: Options) -> int:
+def run_interactive(options: ClientOptions) -> int:
     """Interactive mode: Twisted on asyncio, under prompt_toolkit."""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
