@@ -32,7 +32,7 @@ from twisted.internet.task import LoopingCall
 # is an optional extra; tap.py imports this module only for --redis, so a
 # server without it runs without txredisapi.
 from chatproto._redis import Commands, Subscription
-from chatproto.cluster_membership import Chat, Membership, State
+from chatproto.cluster_membership import Chat, Membership, NodeState
 from chatproto.cluster_redis import RedisRegistry
 from chatproto.cluster_roles import (
     ClusterHistory,
@@ -119,13 +119,13 @@ class ClusterNode(service.Service):
         )
 
     @property
-    def state(self) -> State:
+    def state(self) -> NodeState:
         return self.membership.state
 
     @property
     def accepting(self) -> bool:
         """Whether new nicknames are taken now."""
-        return self.membership.state is State.SERVING
+        return self.membership.state is NodeState.SERVING
 
     @property
     def heartbeat(self) -> LoopingCall:
@@ -141,7 +141,7 @@ class ClusterNode(service.Service):
         """Announce the users still registered here, give the lease back,
         and close the connections: the other nodes need not wait for the
         lease to expire."""
-        if self.membership.state in (State.STOPPED, State.STOPPING):
+        if self.membership.state in (NodeState.STOPPED, NodeState.STOPPING):
             return succeed(None)
         super().stopService()
         return self.membership.stop()

@@ -35,7 +35,7 @@ log = Logger()
 UNREACHABLE = "the cluster cannot be reached"
 
 
-class Member(Protocol):
+class LocalUser(Protocol):
     """What a node uses of a user of its chat."""
 
     @property
@@ -51,7 +51,7 @@ class Chat(Protocol):
     the node delivers lines from the other nodes to it, and reads its users."""
 
     @property
-    def sessions(self) -> Mapping[str, Member]:
+    def sessions(self) -> Mapping[str, LocalUser]:
         """The registered users, by nickname key."""
 
     @property
@@ -80,7 +80,7 @@ def departures(gone: list[str], stamp: str) -> list[bytes]:
     return [start + nick.encode() + b"\n" for nick in gone]
 
 
-class State(enum.Enum):
+class NodeState(enum.Enum):
     """The life of a node: see L{Membership}, whose docstring draws it."""
 
     STOPPED = "stopped"  # not started, or stopped: no connection to Redis
@@ -93,54 +93,62 @@ class State(enum.Enum):
 
 
 # The lease is held and this node's users are registered in Redis.
-INSIDE = frozenset({State.SERVING, State.CHECKING})
+INSIDE = frozenset({NodeState.SERVING, NodeState.CHECKING})
 # Started, and not in the cluster: registering the users (again) is the way in.
-OUTSIDE = frozenset({State.JOINING, State.CUT_OFF, State.REAPED})
+OUTSIDE = frozenset({NodeState.JOINING, NodeState.CUT_OFF, NodeState.REAPED})
 
-TRANSITIONS: dict[State, frozenset[State]] = {
-    State.STOPPED: frozenset({State.JOINING}),
-    State.JOINING: frozenset({State.SERVING, State.STOPPING}),
-    State.SERVING: frozenset(
-        {State.CHECKING, State.CUT_OFF, State.REAPED, State.STOPPING}
+TRANSITIONS: dict[NodeState, frozenset[NodeState]] = {
+    NodeState.STOPPED: frozenset({NodeState.JOINING}),
+    NodeState.JOINING: frozenset({NodeState.SERVING, NodeState.STOPPING}),
+    NodeState.SERVING: frozenset(
+        {NodeState.CHECKING, NodeState.CUT_OFF, NodeState.REAPED, NodeState.STOPPING}
     ),
-    State.CHECKING: frozenset(
-        {State.SERVING, State.CUT_OFF, State.REAPED, State.STOPPING}
+    NodeState.CHECKING: frozenset(
+        {NodeState.SERVING, NodeState.CUT_OFF, NodeState.REAPED, NodeState.STOPPING}
     ),
-    State.CUT_OFF: frozenset({State.SERVING, State.REAPED, State.STOPPING}),
-    State.REAPED: frozenset({State.SERVING, State.STOPPING}),
-    State.STOPPING: frozenset({State.STOPPED}),
+    NodeState.CUT_OFF: frozenset(
+        {NodeState.SERVING, NodeState.REAPED, NodeState.STOPPING}
+    ),
+    NodeState.REAPED: frozenset({NodeState.SERVING, NodeState.STOPPING}),
+    NodeState.STOPPING: frozenset({NodeState.STOPPED}),
 }
 
 # What the log says of each transition, by the state entered (and, into
 # SERVING, by the state left).
-_SAID: dict[State | tuple[State, State], str] = {
-    State.JOINING: "node {node} joining cluster {cluster} through {redis}",
-    (State.JOINING, State.SERVING): "node {node} is in cluster {cluster} ({redis})",
-    (State.CHECKING, State.SERVING): "node {node} was not taken for dead: it goes on",
-    (State.CUT_OFF, State.SERVING): (
+_SAID: dict[NodeState | tuple[NodeState, NodeState], str] = {
+    NodeState.JOINING: "node {node} joining cluster {cluster} through {redis}",
+    (
+        NodeState.JOINING,
+        NodeState.SERVING,
+    ): "node {node} is in cluster {cluster} ({redis})",
+    (
+        NodeState.CHECKING,
+        NodeState.SERVING,
+    ): "node {node} was not taken for dead: it goes on",
+    (NodeState.CUT_OFF, NodeState.SERVING): (
         "Redis is back: the {here} users here are registered again, new "
         "registrations are accepted"
     ),
-    (State.REAPED, State.SERVING): (
+    (NodeState.REAPED, NodeState.SERVING): (
         "node {node} is in cluster {cluster} again, with no users: new "
         "registrations are accepted"
     ),
-    State.CHECKING: (
+    NodeState.CHECKING: (
         "node {node} renewed no lease for {silent:.1f} s (stalled?): asking "
         "Redis whether the other nodes took it for dead"
     ),
-    State.CUT_OFF: (
+    NodeState.CUT_OFF: (
         "Redis unreachable ({why}): new registrations are refused; the "
         "{here} users here chat among themselves until it is back"
     ),
-    State.REAPED: (
+    NodeState.REAPED: (
         "node {node} was taken for dead by the other nodes, which announced "
         "its {here} users gone: they are disconnected"
     ),
-    State.STOPPING: "node {node} leaving cluster {cluster}",
-    State.STOPPED: "node {node} left cluster {cluster}",
+    NodeState.STOPPING: "node {node} leaving cluster {cluster}",
+    NodeState.STOPPED: "node {node} left cluster {cluster}",
 }
-_WARNINGS = frozenset({State.CHECKING, State.CUT_OFF, State.REAPED})
+_WARNINGS = frozenset({NodeState.CHECKING, NodeState.CUT_OFF, NodeState.REAPED})
 
 
 class ImpossibleTransition(RuntimeError):
@@ -180,7 +188,7 @@ class Roles(Protocol):
 class Membership:
     """The node's life in the cluster: its state machine, lease and heartbeat.
 
-    Its life is one attribute, C{state} (a L{State}), changed in one place
+    Its life is one attribute, C{state} (a L{NodeState}), changed in one place
     (L{become}), which logs each change and refuses one that is not among
     these (L{TRANSITIONS}; a test holds the two to each other)::
 
@@ -234,7 +242,7 @@ class Membership:
         self.id = node_id
         self.commands, self.subscription, self.registry = connections
         self.roles = roles
-        self.state = State.STOPPED
+        self.state = NodeState.STOPPED
         self.down_reason = ""
         # The epoch this node's users are registered in ("": none, a new node).
         self.epoch = ""
@@ -261,9 +269,9 @@ class Membership:
         """Whether the lease is held and this node's users are registered."""
         return self.state in INSIDE
 
-    # State, and what the log says of it
+    # NodeState, and what the log says of it
 
-    def become(self, state: State) -> None:
+    def become(self, state: NodeState) -> None:
         """Move to C{state}, and say so in the log; refuse (with
         L{ImpossibleTransition}) a move that is not in L{TRANSITIONS}."""
         old = self.state
@@ -274,12 +282,12 @@ class Membership:
         now = self.clock.seconds()
         silent = now - self.renewed_at
         self.state = state
-        if state is State.JOINING or (state in OUTSIDE and old in INSIDE):
+        if state is NodeState.JOINING or (state in OUTSIDE and old in INSIDE):
             self._down_since = now
             self._warned = False
-        if state is State.SERVING:  # joined, or back: the bans may have changed
+        if state is NodeState.SERVING:  # joined, or back: the bans may have changed
             self.roles.joined()
-        said = _SAID[(old, state)] if state is State.SERVING else _SAID[state]
+        said = _SAID[(old, state)] if state is NodeState.SERVING else _SAID[state]
         emit = log.warn if state in _WARNINGS else log.info
         emit(
             said,
@@ -301,8 +309,8 @@ class Membership:
         registering again will find out whether the node was reaped."""
         self.down_reason = why
         if self.state in INSIDE:
-            checking = self.state is State.CHECKING
-            self.become(State.CUT_OFF)
+            checking = self.state is NodeState.CHECKING
+            self.become(NodeState.CUT_OFF)
             if checking:
                 self._release_held(True)
 
@@ -329,7 +337,7 @@ class Membership:
     # Life
 
     def start(self) -> None:
-        self.become(State.JOINING)
+        self.become(NodeState.JOINING)
         self.commands.first_connected.addCallback(lambda _: self.rejoin.resync())
         self.commands.start()
         self.subscription.start()
@@ -342,11 +350,11 @@ class Membership:
         if self.heartbeat.running:
             self.heartbeat.stop()
         was = self.state
-        self.become(State.STOPPING)
+        self.become(NodeState.STOPPING)
         self.roles.refuse_waiting()
         self._release_held(True)
         d: Deferred[object] = succeed(None)
-        if was is State.SERVING:  # checking: maybe reaped, they go nowhere
+        if was is NodeState.SERVING:  # checking: maybe reaped, they go nowhere
             self.roles.send_now()
         if was in INSIDE:
             stamp = self.chat.stamp()
@@ -357,7 +365,7 @@ class Membership:
             d.addErrback(self.failed)
         d.addCallback(lambda _: self.subscription.close())
         d.addCallback(lambda _: self.commands.close())
-        return d.addCallback(lambda _: self.become(State.STOPPED))
+        return d.addCallback(lambda _: self.become(NodeState.STOPPED))
 
     def _beat(self) -> None:
         try:
@@ -442,14 +450,14 @@ class Membership:
         """Whether what this node delivers or relays must wait, because it
         may have been reaped: it went a lease's length without renewing its
         lease. The first call that finds so asks Redis (L{_check})."""
-        if self.state is State.CHECKING:
+        if self.state is NodeState.CHECKING:
             return True
-        if self.state is not State.SERVING:
+        if self.state is not NodeState.SERVING:
             return False
         if self.clock.seconds() - self.renewed_at < self.config.lease:
             return False
         self._check()
-        return self.state is State.CHECKING  # unless Redis answered at once
+        return self.state is NodeState.CHECKING  # unless Redis answered at once
 
     def hold(self, run: Callable[[bool], None]) -> None:
         """Run C{run} once the check knows whether this node's users are
@@ -457,7 +465,7 @@ class Membership:
         self._held.append(run)
 
     def _check(self) -> None:
-        self.become(State.CHECKING)
+        self.become(NodeState.CHECKING)
         d = self.registry.renew(self.epoch)
         d.addCallbacks(
             self._checked, self._check_failed, callbackArgs=(self.clock.seconds(),)
@@ -465,11 +473,11 @@ class Membership:
         d.addErrback(self.bug, "asking whether this node was reaped")
 
     def _checked(self, renewal: Renewal, sent: float) -> None:
-        if self.state is not State.CHECKING:
+        if self.state is not NodeState.CHECKING:
             return  # decided meanwhile (stopping, or the heartbeat's renewal)
         if renewal is Renewal.RENEWED:
             self.renewed_at = sent
-            self.become(State.SERVING)
+            self.become(NodeState.SERVING)
             self._release_held(True)
             self.roles.send()
             self.roles.admit()
@@ -484,7 +492,7 @@ class Membership:
     def _check_failed(self, failure: Failure) -> None:
         """Redis cannot say now. The node is cut off, as when Redis is away:
         registering its users again will find out whether it was reaped."""
-        if self.state is not State.CHECKING:
+        if self.state is not NodeState.CHECKING:
             failure.trap(RegistryUnavailable)
             return  # decided meanwhile
         try:
@@ -509,7 +517,7 @@ class Membership:
         self.roles.dropped()
         self.down_reason = "the other nodes took this node for dead"
         self.epoch = ""
-        self.become(State.REAPED)
+        self.become(NodeState.REAPED)
         lost = wire.notice(wire.CLUSTER_LOST)
         for member in list(self.chat.sessions.values()):
             member.say_goodbye(lost, wire.BYE, reach=Reach.NOWHERE, reason="cluster")
@@ -607,14 +615,14 @@ class Rejoin:
             # published meanwhile were lost to it; it registers again once
             # it hears (the departures meanwhile wait for that).
             return
-        membership.become(State.SERVING)
+        membership.become(NodeState.SERVING)
         # Who left while the registration was under way: registered by it.
         left, self.pending = self.pending, {}
         for nick, line in left.values():
             registry.release(nick, line).addErrback(membership.failed)
         roles.admit()
 
-    def _evict(self, member: Member) -> None:
+    def _evict(self, member: LocalUser) -> None:
         """Somebody else took this user's nickname while this node was cut
         off: tell the user, say goodbye, and announce it here only. The
         other nodes know that nickname as someone who is present: announcing

@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 
 from chatproto import wire
 from chatproto.bans import Ban
-from chatproto.cluster_membership import UNREACHABLE, Membership, State
+from chatproto.cluster_membership import UNREACHABLE, Membership, NodeState
 from chatproto.cluster_messages import (
     Answer,
     BanLifted,
@@ -65,9 +65,9 @@ class ClusterNicknames:
 
     def claim(self, nick: str) -> Deferred[str]:
         membership = self.membership
-        if membership.state is State.JOINING or membership.holding():
+        if membership.state is NodeState.JOINING or membership.holding():
             return self._wait_for_node(nick)
-        if membership.state is not State.SERVING:
+        if membership.state is not NodeState.SERVING:
             return fail(
                 RegistryUnavailable(membership.down_reason or "not in the cluster yet")
             )
@@ -100,7 +100,7 @@ class ClusterNicknames:
             return succeed(None)
         chat = membership.chat
         line = wire.departure_prefix(chat.stamp()) + nick.encode() + b"\n"
-        if membership.state is not State.SERVING:
+        if membership.state is not NodeState.SERVING:
             membership.rejoin.left(nick, line)
             return succeed(None)
         # A stopping factory does not announce departures: its users are told
@@ -159,7 +159,7 @@ class ClusterNicknames:
         return waiting
 
     def admit_waiting(self) -> None:
-        if self.membership.state is not State.SERVING:
+        if self.membership.state is not NodeState.SERVING:
             return
         waiting, self._waiting = self._waiting, []
         for nick, d, timer in waiting:
@@ -378,7 +378,7 @@ class ClusterModeration:
     @property
     def accepting(self) -> bool:
         """Whether the node is in the cluster now: bans are refused if not."""
-        return self.membership.state is State.SERVING
+        return self.membership.state is NodeState.SERVING
 
     def kick(self, kick: Kick) -> Deferred[bool]:
         """Carry a kick (a ban, if it has minutes) to the node that holds
@@ -409,7 +409,7 @@ class ClusterModeration:
     def _share(
         self, change: Callable[[Any], Deferred[None]], what: Any
     ) -> Deferred[None]:
-        if self.membership.state is not State.SERVING:
+        if self.membership.state is not NodeState.SERVING:
             return fail(RegistryUnavailable(UNREACHABLE))
         return change(what).addErrback(self.membership.refused)
 

@@ -73,7 +73,7 @@ ANSWER_WAIT = 10.0
 # The room, as moderation sees it
 
 
-class Member(Protocol):
+class User(Protocol):
     """What moderation uses of a user (a L{Session})."""
 
     nick: str | None
@@ -109,13 +109,13 @@ class Cluster(Protocol):
         """Lift the ban on every node; fails when Redis cannot be reached."""
 
 
-class Room(Protocol):
+class Server(Protocol):
     """What moderation uses of the room (L{chatproto.server.ChatFactory})."""
 
     clock: IReactorTime
 
     @property
-    def sessions(self) -> Mapping[str, Member]: ...
+    def sessions(self) -> Mapping[str, User]: ...
 
     def stamp(self) -> str: ...
     def broadcast(self, line: bytes, exclude: Any = None) -> None: ...
@@ -124,7 +124,7 @@ class Room(Protocol):
     ) -> bool: ...
 
 
-def _here(room: Room, session: Member, nick: str) -> bool:
+def _here(room: Server, session: User, nick: str) -> bool:
     """Whether C{session} is still in the chat (it may have left, or been
     kicked, while its password was checked or its command answered)."""
     return room.sessions.get(nick_key(nick)) is session
@@ -136,7 +136,7 @@ def _here(room: Room, session: Member, nick: str) -> bool:
 def _log_kick(
     operator: str,
     operator_address: str | None,
-    member: Member,
+    member: User,
     reason: str,
     minutes: int,
 ) -> None:
@@ -177,7 +177,7 @@ def _log_ban(
 
 
 def expel_here(
-    room: Room, member: Member, operator: str, reason: str, minutes: int
+    room: Server, member: User, operator: str, reason: str, minutes: int
 ) -> None:
     """Take C{member}, a user of this node, out of the chat: it is told
     by whom and why, then C{Deconnexion}; everyone sees its departure
@@ -199,7 +199,7 @@ def expel_here(
     member.say_goodbye(wire.notice(told), wire.BYE)
 
 
-def kick_banned(room: Room, ban: Ban) -> None:
+def kick_banned(room: Server, ban: Ban) -> None:
     """Kick the users of this node connected from a banned address."""
     now = room.clock.seconds()
     minutes = max(1, math.ceil((ban.until - now) / 60))
@@ -217,7 +217,7 @@ class OperatorCheck:
 
     def __init__(
         self,
-        room: Room,
+        room: Server,
         operators: Mapping[str, str] | None = None,
         checker: Checker | None = None,
     ) -> None:
@@ -226,7 +226,7 @@ class OperatorCheck:
         self._checks = DeferredSemaphore(MAX_CHECKS)
         self._busy = RefusalLog(room.clock, act="op-failed")
         self.operators: Mapping[str, str] = operators or {}
-        self.operating: set[Member] = set()
+        self.operating: set[User] = set()
         self._failures: dict[str | None, tuple[int, float]] = {}
 
     def reload(self, path: str) -> bool:
@@ -251,7 +251,7 @@ class OperatorCheck:
         )
         return True
 
-    def op(self, session: Member, argument: str) -> None:
+    def op(self, session: User, argument: str) -> None:
         """Answer C{/op PASSWORD}: the check runs, throttled, then says."""
         nick = session.nick
         assert nick is not None
@@ -297,7 +297,7 @@ class OperatorCheck:
         d.addErrback(lambda f: log.failure("answering /op", f))
 
     def _checked(
-        self, good: bool, session: Member, nick: str, host: str | None, failures: int
+        self, good: bool, session: User, nick: str, host: str | None, failures: int
     ) -> None:
         here = _here(self.room, session, nick)
         if not good:
@@ -332,7 +332,7 @@ class OperatorCheck:
         )
         session.send(wire.notice(wire.OP_GRANTED))
 
-    def _check_failed(self, failure: Any, session: Member, nick: str) -> None:
+    def _check_failed(self, failure: Any, session: User, nick: str) -> None:
         log.failure("checking the operator password of {nick}", failure, nick=nick)
         if _here(self.room, session, nick):
             session.send(wire.notice(wire.OP_UNAVAILABLE))
@@ -344,7 +344,7 @@ class OperatorCheck:
                 if now - last >= FORGET_AFTER:
                     del self._failures[host]
 
-    def is_operator(self, session: Member, command: str) -> bool:
+    def is_operator(self, session: User, command: str) -> bool:
         """Whether C{session} is an operator; if not, it is told that
         C{command} is for operators."""
         if session in self.operating:
@@ -358,13 +358,13 @@ class Answers:
     nodes' users (cluster mode): each wait ends when its answer comes, or
     after L{ANSWER_WAIT} seconds with a line saying the outcome is unknown."""
 
-    def __init__(self, room: Room) -> None:
+    def __init__(self, room: Server) -> None:
         self.room = room
         # The bans sent to another node that have not been answered yet, by
         # operator session and target's nickname key, oldest first.
-        self._unanswered: dict[tuple[Member, str], list[IDelayedCall]] = {}
+        self._unanswered: dict[tuple[User, str], list[IDelayedCall]] = {}
 
-    def await_answer(self, session: Member, target: str) -> None:
+    def await_answer(self, session: User, target: str) -> None:
         """Wait L{ANSWER_WAIT} seconds for the answer to C{session}'s ban of
         C{target}, a user of another node."""
         key = (session, nick_key(target))
@@ -373,7 +373,7 @@ class Answers:
             self.room.clock.callLater(ANSWER_WAIT, self._no_answer, key, target)
         )
 
-    def answered(self, session: Member, target_key: str) -> None:
+    def answered(self, session: User, target_key: str) -> None:
         """The oldest wait for an answer to C{session}'s ban of that user
         ends (if one is left: it may have ended already)."""
         calls = self._unanswered.get((session, target_key))
@@ -382,7 +382,7 @@ class Answers:
             if not calls:
                 del self._unanswered[(session, target_key)]
 
-    def _no_answer(self, key: tuple[Member, str], target: str) -> None:
+    def _no_answer(self, key: tuple[User, str], target: str) -> None:
         session = key[0]
         calls = self._unanswered[key]
         calls.pop(0)  # this one: the oldest
@@ -400,7 +400,7 @@ class Answers:
         if session.nick is not None and _here(self.room, session, session.nick):
             session.send(wire.notice(wire.BAN_UNANSWERED.format(target)))
 
-    def forget(self, session: Member) -> None:
+    def forget(self, session: User) -> None:
         """A session closed: its waits end."""
         for key in [key for key in self._unanswered if key[0] is session]:
             for call in self._unanswered.pop(key):
@@ -415,7 +415,7 @@ class ClusterBans:
     change another node made holds when it is heard, and whoever is
     connected here from a newly banned address is kicked."""
 
-    def __init__(self, room: Room, bans: Bans) -> None:
+    def __init__(self, room: Server, bans: Bans) -> None:
         self.room = room
         self.bans = bans
         # While the node reads the cluster's bans whole: the changes made or
@@ -470,7 +470,7 @@ class Moderation:
 
     def __init__(
         self,
-        room: Room,
+        room: Server,
         operators: Mapping[str, str] | None = None,
         bans: Bans | None = None,
         checker: Checker | None = None,
@@ -494,7 +494,7 @@ class Moderation:
         left = max(1, math.ceil((ban.until - self.room.clock.seconds()) / 60))
         return wire.notice(wire.BANNED.format(left))
 
-    def forget(self, session: Member) -> None:
+    def forget(self, session: User) -> None:
         """A session closed: its operator status goes with it, and its
         waits for answers."""
         self.op_check.operating.discard(session)
@@ -504,7 +504,7 @@ class Moderation:
         """Read the operators file again (L{OperatorCheck.reload})."""
         return self.op_check.reload(path)
 
-    def command(self, session: Member, command: str, argument: str) -> None:
+    def command(self, session: User, command: str, argument: str) -> None:
         """Answer one of session.MODERATION_COMMANDS: /op anyone's, the
         others an operator's only."""
         if command == "/op":
@@ -514,7 +514,7 @@ class Moderation:
 
     # /kick, /ban, /unban, /bans
 
-    def kick(self, session: Member, argument: str) -> None:
+    def kick(self, session: User, argument: str) -> None:
         """An operator's C{/kick NICK [REASON]}."""
         target, _, reason = argument.partition(" ")
         if not target:
@@ -522,7 +522,7 @@ class Moderation:
             return
         self._expel(session, target, reason.strip(), 0)
 
-    def ban(self, session: Member, argument: str) -> None:
+    def ban(self, session: User, argument: str) -> None:
         """An operator's C{/ban NICK|ADDRESS [MINUTES] [REASON]}."""
         target, _, rest = argument.partition(" ")
         words = rest.split(" ", 1)
@@ -552,7 +552,7 @@ class Moderation:
         self._expel(session, target, reason, minutes)
 
     def _hold(
-        self, session: Member, address: str, minutes: int, reason: str
+        self, session: User, address: str, minutes: int, reason: str
     ) -> Ban | None:
         """C{session}'s ban of C{address}, made to hold here. A server
         alone keeps its bans in its file, their truth: the ban holds once
@@ -572,9 +572,7 @@ class Moderation:
             return None
         return ban
 
-    def _not_saved(
-        self, session: Member, act: str, address: str, error: OSError
-    ) -> None:
+    def _not_saved(self, session: User, act: str, address: str, error: OSError) -> None:
         """The bans file could not be written for C{session}'s ban (or
         unban) of C{address}: logged, and the operator told."""
         log.error(
@@ -591,7 +589,7 @@ class Moderation:
         session.send(wire.notice(wire.BANS_NOT_SAVED))
 
     def _ban(
-        self, session: Member, ban: Ban | None, minutes: int, target: str | None
+        self, session: User, ban: Ban | None, minutes: int, target: str | None
     ) -> None:
         """Log C{ban} (held: L{_hold}), share it in a cluster, and answer
         the operator."""
@@ -606,7 +604,7 @@ class Moderation:
         d.addCallback(answer)
         d.addErrback(lambda f: log.failure("banning {ban}", f, ban=ban))
 
-    def _cut_off(self, session: Member, text: str) -> bool:
+    def _cut_off(self, session: User, text: str) -> bool:
         """In a cluster that cannot be reached, a ban or an unban would hold
         on this node only, and be undone when it is back (Redis has the
         cluster's bans): refused, with C{text}, for the operator to retry."""
@@ -650,7 +648,7 @@ class Moderation:
 
         return self.cluster.share_ban(ban).addCallbacks(shared, failed)
 
-    def unban(self, session: Member, argument: str) -> None:
+    def unban(self, session: User, argument: str) -> None:
         """An operator's C{/unban ADDRESS}."""
         address = ban_address(argument)
         if address is None:
@@ -693,7 +691,7 @@ class Moderation:
         d = self.cluster.share_unban(address).addCallbacks(shared, failed)
         d.addErrback(lambda f: log.failure("lifting {address}", f, address=address))
 
-    def _unbanned(self, session: Member, address: str) -> None:
+    def _unbanned(self, session: User, address: str) -> None:
         nick = session.nick
         assert nick is not None
         log.info(
@@ -707,7 +705,7 @@ class Moderation:
         if _here(self.room, session, nick):
             session.send(wire.notice(wire.UNBAN_DONE.format(address)))
 
-    def list_bans(self, session: Member, argument: str) -> None:
+    def list_bans(self, session: User, argument: str) -> None:
         """An operator's C{/bans}: the bans in force, soonest to end first."""
         bans = self.bans.active()
         if not bans:
@@ -727,7 +725,7 @@ class Moderation:
 
     # Kicks, here or on another node
 
-    def _expel(self, session: Member, target: str, reason: str, minutes: int) -> None:
+    def _expel(self, session: User, target: str, reason: str, minutes: int) -> None:
         """Kick C{target} (and ban its address for C{minutes}, if not 0),
         wherever it is."""
         assert session.nick is not None
@@ -848,7 +846,7 @@ class Moderation:
         self.cluster_bans.heard_bans(bans)
 
     # An operator's commands, by name (see L{command}).
-    _commands: ClassVar[dict[str, Callable[[Moderation, Member, str], None]]] = {
+    _commands: ClassVar[dict[str, Callable[[Moderation, User, str], None]]] = {
         "/kick": kick,
         "/ban": ban,
         "/unban": unban,

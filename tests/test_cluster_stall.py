@@ -28,7 +28,7 @@ from chatproto.cluster_membership import (
     TRANSITIONS,
     ImpossibleTransition,
     Membership,
-    State,
+    NodeState,
 )
 from chatproto.cluster_redis import (
     CLAIM,
@@ -441,7 +441,7 @@ def idle_node(cluster: Cluster) -> ClusterNode:
     return ClusterNode(CONFIG, cluster.factory, clock=cluster.clock, connect=connect)
 
 
-def said(events: list[LogEvent]) -> list[tuple[State, State, str]]:
+def said(events: list[LogEvent]) -> list[tuple[NodeState, NodeState, str]]:
     """The node's moves in the log: from, to, and the sentence."""
     return [(e["old"], e["new"], formatEvent(e)) for e in events if "new" in e]
 
@@ -450,13 +450,15 @@ def test_the_diagram_in_the_docstring_is_the_table_of_transitions() -> None:
     """What the class's docstring draws is what _become allows; every state
     is reached from STOPPED, and leads back to it."""
     doc = Membership.__doc__ or ""
-    drawn: dict[State, set[State]] = {state: set() for state in State}
+    drawn: dict[NodeState, set[NodeState]] = {state: set() for state in NodeState}
     for sources, target in re.findall(r"^ +([A-Z_, ]+) --.*--> ([A-Z_]+)$", doc, re.M):
         for source in sources.split(", "):
-            drawn[State[source]].add(State[target])
+            drawn[NodeState[source]].add(NodeState[target])
     assert drawn == {state: set(targets) for state, targets in TRANSITIONS.items()}
 
-    def reached(start: State, moves: dict[State, set[State]]) -> set[State]:
+    def reached(
+        start: NodeState, moves: dict[NodeState, set[NodeState]]
+    ) -> set[NodeState]:
         seen, todo = {start}, [start]
         while todo:
             for target in moves[todo.pop()] - seen:
@@ -464,49 +466,49 @@ def test_the_diagram_in_the_docstring_is_the_table_of_transitions() -> None:
                 todo.append(target)
         return seen
 
-    assert reached(State.STOPPED, drawn) == set(State)
-    backwards: dict[State, set[State]] = {state: set() for state in State}
+    assert reached(NodeState.STOPPED, drawn) == set(NodeState)
+    backwards: dict[NodeState, set[NodeState]] = {state: set() for state in NodeState}
     for source, targets in drawn.items():
         for target in targets:
             backwards[target].add(source)
-    assert reached(State.STOPPED, backwards) == set(State)
+    assert reached(NodeState.STOPPED, backwards) == set(NodeState)
 
 
 def test_a_node_joins_is_cut_off_and_comes_back_and_the_log_says_each_move(
     moves: list[LogEvent],
 ) -> None:
     cluster = Cluster(joined=False)
-    assert cluster.node.state is State.JOINING
+    assert cluster.node.state is NodeState.JOINING
     cluster.subscribed()
-    assert cluster.node.state is State.SERVING
+    assert cluster.node.state is NodeState.SERVING
     cluster.user("alice")
     redis = cluster.redis
     redis.answers[RENEW] = RegistryUnavailable("Redis did not answer in time")
     cluster.clock.advance(CONFIG.tick)
-    assert cluster.node.state is State.CUT_OFF
+    assert cluster.node.state is NodeState.CUT_OFF
     redis.answers[RENEW] = 1
     cluster.clock.advance(CONFIG.tick)
-    assert cluster.node.state is State.SERVING
+    assert cluster.node.state is NodeState.SERVING
     assert said(moves) == [
         (
-            State.STOPPED,
-            State.JOINING,
+            NodeState.STOPPED,
+            NodeState.JOINING,
             "node here joining cluster test through redis://127.0.0.1:6379/0",
         ),
         (
-            State.JOINING,
-            State.SERVING,
+            NodeState.JOINING,
+            NodeState.SERVING,
             "node here is in cluster test (redis://127.0.0.1:6379/0)",
         ),
         (
-            State.SERVING,
-            State.CUT_OFF,
+            NodeState.SERVING,
+            NodeState.CUT_OFF,
             "Redis unreachable (Redis did not answer in time): new registrations "
             "are refused; the 1 users here chat among themselves until it is back",
         ),
         (
-            State.CUT_OFF,
-            State.SERVING,
+            NodeState.CUT_OFF,
+            NodeState.SERVING,
             "Redis is back: the 1 users here are registered again, new "
             "registrations are accepted",
         ),
@@ -524,13 +526,13 @@ def test_an_impossible_transition_is_refused_and_changes_nothing(
     with pytest.raises(
         ImpossibleTransition, match="node here: no transition from SERVING to JOINING"
     ):
-        cluster.node.membership.become(State.JOINING)
-    assert cluster.node.state is State.SERVING
+        cluster.node.membership.become(NodeState.JOINING)
+    assert cluster.node.state is NodeState.SERVING
     assert len(moves) == logged
     fresh = idle_node(cluster)
     with pytest.raises(ImpossibleTransition):
-        fresh.membership.become(State.SERVING)
-    assert fresh.state is State.STOPPED
+        fresh.membership.become(NodeState.SERVING)
+    assert fresh.state is NodeState.STOPPED
 
 
 def test_a_stalled_node_is_checking_until_redis_answers(
@@ -543,17 +545,21 @@ def test_a_stalled_node_is_checking_until_redis_answers(
     cluster.redis.held.add(RENEW)
     cluster.stall(CONFIG.node_timeout + 4)
     cluster.heard(b"there [1.2.3]-bob: bonjour\n")
-    assert cluster.node.state is State.CHECKING
+    assert cluster.node.state is NodeState.CHECKING
     cluster.redis.answer(RENEW, 1)
-    assert cluster.node.state is State.SERVING
+    assert cluster.node.state is NodeState.SERVING
     assert said(moves)[-2:] == [
         (
-            State.SERVING,
-            State.CHECKING,
+            NodeState.SERVING,
+            NodeState.CHECKING,
             "node here renewed no lease for 8.0 s (stalled?): asking Redis "
             "whether the other nodes took it for dead",
         ),
-        (State.CHECKING, State.SERVING, "node here was not taken for dead: it goes on"),
+        (
+            NodeState.CHECKING,
+            NodeState.SERVING,
+            "node here was not taken for dead: it goes on",
+        ),
     ]
 
 
@@ -567,24 +573,24 @@ def test_a_reaped_node_says_so_and_joins_again_with_no_users(
     cluster.stall(CONFIG.node_timeout + 4)
     cluster.clock.advance(0)
     cluster.clock.advance(0)  # the new node joins a reactor turn later
-    assert cluster.node.state is State.SERVING
+    assert cluster.node.state is NodeState.SERVING
     assert cluster.factory.sessions == {}
     assert said(moves)[-3:] == [
         (
-            State.SERVING,
-            State.CHECKING,
+            NodeState.SERVING,
+            NodeState.CHECKING,
             "node here renewed no lease for 8.0 s (stalled?): asking Redis "
             "whether the other nodes took it for dead",
         ),
         (
-            State.CHECKING,
-            State.REAPED,
+            NodeState.CHECKING,
+            NodeState.REAPED,
             "node here was taken for dead by the other nodes, which announced "
             "its 2 users gone: they are disconnected",
         ),
         (
-            State.REAPED,
-            State.SERVING,
+            NodeState.REAPED,
+            NodeState.SERVING,
             "node here is in cluster test again, with no users: new "
             "registrations are accepted",
         ),
@@ -597,16 +603,16 @@ def test_a_node_stops_through_stopping_once(moves: list[LogEvent]) -> None:
     cluster = Cluster()
     cluster.user("alice")
     stopped = cluster.node.stopService()
-    assert stopped.called and cluster.node.state is State.STOPPED
+    assert stopped.called and cluster.node.state is NodeState.STOPPED
     assert cluster.redis.count(LEAVE) == 1
     assert cluster.node.stopService().called
     assert cluster.redis.count(LEAVE) == 1
     assert [(old, new) for old, new, _ in said(moves)][-2:] == [
-        (State.SERVING, State.STOPPING),
-        (State.STOPPING, State.STOPPED),
+        (NodeState.SERVING, NodeState.STOPPING),
+        (NodeState.STOPPING, NodeState.STOPPED),
     ]
     node = idle_node(cluster)
-    assert node.stopService().called and node.state is State.STOPPED
+    assert node.stopService().called and node.state is NodeState.STOPPED
 
 
 def test_losing_the_subscription_while_checking_delivers_what_waited_once() -> None:
@@ -620,10 +626,10 @@ def test_losing_the_subscription_while_checking_delivers_what_waited_once() -> N
     assert alice.take() == b""
     cluster.subscription.listening = False
     cluster.node.listening(False, "connection lost")
-    assert cluster.node.state is State.CUT_OFF
+    assert cluster.node.state is NodeState.CUT_OFF
     assert alice.take() == b"[1.2.3]-bob: bonjour\n"
     cluster.redis.answer(RENEW, 1)
-    assert cluster.node.state is State.CUT_OFF
+    assert cluster.node.state is NodeState.CUT_OFF
     assert alice.take() == b""
 
 
@@ -636,13 +642,13 @@ def test_a_node_deaf_again_while_it_registers_stays_cut_off_until_it_hears() -> 
     redis = cluster.redis
     cluster.subscription.listening = False
     cluster.node.listening(False, "connection lost")
-    assert cluster.node.state is State.CUT_OFF
+    assert cluster.node.state is NodeState.CUT_OFF
     redis.held.add(SYNC)
     cluster.subscribed()
     cluster.subscription.listening = False
     cluster.node.listening(False, "connection lost")
     redis.answer(SYNC, [b"E1", [], [], [], 0])
-    assert cluster.node.state is State.CUT_OFF
+    assert cluster.node.state is NodeState.CUT_OFF
     redis.published.clear()
     alice.send(b"entre nous\n")
     cluster.clock.advance(0)
@@ -652,7 +658,7 @@ def test_a_node_deaf_again_while_it_registers_stays_cut_off_until_it_hears() -> 
     cluster.subscribed()
     assert redis.count(SYNC) == syncs + 1
     redis.answer(SYNC, [b"E1", [], [], [], 0])
-    assert cluster.node.state is State.SERVING
+    assert cluster.node.state is NodeState.SERVING
 
 
 def test_a_node_stopped_while_it_checks_publishes_nothing_typed_in_the_stall() -> None:
@@ -667,10 +673,10 @@ def test_a_node_stopped_while_it_checks_publishes_nothing_typed_in_the_stall() -
     cluster.stall(CONFIG.node_timeout + 4)
     alice.send(b"pendant la pause\n")
     cluster.clock.advance(0)  # the turn's end: the line would go to Redis
-    assert cluster.node.state is State.CHECKING
+    assert cluster.node.state is NodeState.CHECKING
     cluster.factory.shutdown()
     cluster.node.stopService()
-    assert cluster.node.state is State.STOPPED
+    assert cluster.node.state is NodeState.STOPPED
     assert redis.published == []
     assert redis.count(LEAVE) == 1
 

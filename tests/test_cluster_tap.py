@@ -9,7 +9,7 @@ import pytest
 from twisted.application.service import MultiService
 from twisted.python.usage import UsageError
 
-from chatproto.cluster import ClusterNode, State
+from chatproto.cluster import ClusterNode, NodeState
 from chatproto.config import ClusterConfig, RedisAddress
 from chatproto.server import ChatFactory
 from chatproto.tap import Options, makeService
@@ -95,7 +95,7 @@ def test_make_service_with_redis_builds_a_node_that_is_registry_and_relay() -> N
     services = list(top)
     node = services[0]
     assert isinstance(node, ClusterNode)
-    assert node.state is State.STOPPED and not node.running
+    assert node.state is NodeState.STOPPED and not node.running
     for connection in (node.commands, node.subscription):
         assert not connection.started
     factory = node.chat
