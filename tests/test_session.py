@@ -8,9 +8,11 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.protocols.basic import LineReceiver
 
 from chatproto import wire
 from chatproto.config import ServerConfig
@@ -120,6 +122,25 @@ def test_pausing_holds_the_lines_until_resumed() -> None:
     assert proto.lines == [b"/pseudo alice", b"one", b"two"]
     proto.dataReceived(b"ee\n")
     assert proto.lines[-1] == b"three"
+
+
+def test_what_the_framing_does_not_support_fails_loudly() -> None:
+    """There is no raw mode and no line buffer to give away: setRawMode,
+    setLineMode and clearLineBuffer raise rather than quietly do nothing,
+    and the line under way is still the next line."""
+    chat = Chat()
+    alice, bob = chat.user("alice"), chat.user("bob")
+    alice.send(b"bon")
+    for unsupported in (
+        alice.proto.setRawMode,
+        alice.proto.setLineMode,
+        alice.proto.clearLineBuffer,
+    ):
+        with pytest.raises(NotImplementedError):
+            unsupported()
+    assert isinstance(alice.proto, LineReceiver) and alice.proto.buffered == 3
+    alice.send(b"jour\n")
+    assert bob.take().endswith(chat.stamp() + b"-alice: bonjour\n")
 
 
 def test_send_line_comes_after_the_public_lines_made_before_it() -> None:
