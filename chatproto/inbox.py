@@ -17,22 +17,15 @@ real line never holds a newline, so these are never mistaken for one.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall
 
 if TYPE_CHECKING:
-    from chatproto.config import ServerConfig
+    from chatproto.output import Limits
 
 TOO_LONG = b"\n"  # an over-long line: one error line
 STILL_TOO_LONG = b"\n\n"  # max_line more bytes of one: a token, nothing said
-
-
-class Limits(Protocol):
-    """Where an Inbox reads its limits and the time (the room)."""
-
-    config: ServerConfig
-    clock: IReactorTime
 
 
 class Inbox:
@@ -56,7 +49,7 @@ class Inbox:
     )
 
     def __init__(self, limits: Limits) -> None:
-        self.limits = limits
+        self.limits = limits  # where it reads its limits and the time: the room
         self.bytes = 0
         self.lines: list[bytes] | None = None
         self._tokens = 0.0

@@ -86,7 +86,8 @@ class Owner(Protocol):
 
 
 class Limits(Protocol):
-    """Where an Output reads its limits and the time (the room)."""
+    """Where an Output or an Inbox reads its limits and the time (the
+    room)."""
 
     config: ServerConfig
     clock: IReactorTime

@@ -3,7 +3,7 @@ its connections share.
 
 A line enters in L{ChatServerProtocol.dataReceived}, is cut there and handed
 to C{lineReceived}, which feeds the connection's L{Session}
-(chatproto/session.py: flood control, state, commands). A public line goes to
+(chatproto/session.py: state, commands; inbox.py: flood). A public line goes to
 the room, L{ChatFactory}, which hands it to its L{FanOut}
 (chatproto/fanout.py); every byte for a connection leaves through its
 L{Output} (chatproto/output.py). L{Admission} (chatproto/admission.py) counts
