@@ -1,5 +1,4 @@
-"""How bytes leave the server for one connection, and the one place that
-reads Twisted's internals.
+"""How bytes leave the server for one connection.
 
 An L{Output} is a connection's only write path: the session's lines, the
 fan-out's public lines, C{sendLine}, the last lines before a close. Bytes
@@ -8,13 +7,9 @@ the socket, or through Twisted's buffer). It is also the transport's
 producer: Twisted tells it when the peer stops taking what is sent, and it
 cuts a reader that stays too far behind.
 
-Two things here read undocumented attributes of Twisted's file-descriptor
-transports (L{twisted.internet.abstract.FileDescriptor}): C{dataBuffer},
-C{offset} and C{_tempDataLen} (how much the transport holds), and
-C{socket} (the direct write). tests/test_output.py checks both on a real
-socket with the Twisted that is installed, and CI runs the suite on the
-lowest Twisted setup.cfg allows and on the latest, so that a release that
-changes them fails a test before it fails a user.
+What it reads of Twisted's file-descriptor transports beyond their
+documented interface (how much one holds, its socket) it reads through
+chatproto/_twisted.py, the one module that does.
 """
 
 from __future__ import annotations
@@ -23,9 +18,10 @@ import contextlib
 import socket
 from typing import TYPE_CHECKING, Any, Protocol
 
-from twisted.internet import tcp
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from zope.interface import implementer
+
+from chatproto._twisted import direct_socket, holds, socket_of, unsent
 
 if TYPE_CHECKING:
     from chatproto.config import ServerConfig
@@ -49,31 +45,6 @@ def send_buffer(max_output: int) -> int:
     return min(256 * 1024, max(64 * 1024, max_output // 4))
 
 
-def unsent(transport: object) -> int | None:
-    """How many bytes a transport holds that the kernel has not taken yet.
-
-    Twisted's file-descriptor transports (TCP and UNIX, and TLS over them)
-    keep this in C{dataBuffer}, C{offset} and C{_tempDataLen}; it is read
-    only after the transport said its buffer is full. For a transport
-    without them (a test's), None: the caller counts what it wrote since.
-    """
-    for layer in (transport, getattr(transport, "transport", None)):
-        buffer = getattr(layer, "dataBuffer", None)
-        if buffer is not None:
-            pending: int = len(buffer) - layer.offset + layer._tempDataLen  # type: ignore[union-attr]
-            return pending
-    return None
-
-
-def direct_socket(transport: object) -> socket.socket | None:
-    """The socket to write to straight (see L{write_to}): a plain TCP
-    transport's; None for any other (TLS, UNIX, a test's)."""
-    if isinstance(transport, tcp.Connection) and not transport.TLS:
-        sock: socket.socket = transport.socket
-        return sock
-    return None
-
-
 def write_to(transport: Any, sock: socket.socket | None, data: bytes) -> None:
     """Write bytes to a Twisted transport, in order: straight to C{sock}, the
     socket of a plain TCP transport, while Twisted holds nothing for it
@@ -84,10 +55,10 @@ def write_to(transport: Any, sock: socket.socket | None, data: bytes) -> None:
     A plain Twisted write to an idle TCP transport costs three system calls:
     two to watch the socket for writability and back, and the send.
     Profiled under load, the first two were a quarter of the server's time.
-    Twisted's buffer is read at every write (C{dataBuffer}, C{_tempDataLen}),
-    so that bytes others wrote through the transport (a WebSocket's own
-    frames) are never overtaken."""
-    if sock is not None and not (transport.dataBuffer or transport._tempDataLen):
+    Twisted's buffer is read at every write (L{holds}), so that bytes others
+    wrote through the transport (a WebSocket's own frames) are never
+    overtaken."""
+    if sock is not None and not holds(transport):
         try:
             sent = sock.send(data)
         except OSError:  # full, or broken: Twisted's own write finds out
@@ -115,7 +86,8 @@ class Owner(Protocol):
 
 
 class Limits(Protocol):
-    """Where an Output reads its limits and the time (the room)."""
+    """Where an Output or an Inbox reads its limits and the time (the
+    room)."""
 
     config: ServerConfig
     clock: IReactorTime
@@ -164,9 +136,7 @@ class Output:
         transport = self.transport
         transport.registerProducer(self, True)
         self._socket = direct_socket(transport)
-        handle = getattr(transport, "socket", None) or getattr(
-            getattr(transport, "transport", None), "socket", None
-        )
+        handle = socket_of(transport)
         if handle is not None:  # TCP, TLS over TCP, UNIX
             with contextlib.suppress(OSError):
                 handle.setsockopt(
@@ -191,8 +161,7 @@ class Output:
         sock = self._socket
         if sock is not None:
             if self._held:
-                transport: Any = self.transport
-                self._held = bool(transport.dataBuffer or transport._tempDataLen)
+                self._held = holds(self.transport)
             if not self._held:
                 try:
                     sent = sock.send(data)

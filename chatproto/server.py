@@ -3,7 +3,7 @@ factory that serves its connections one room.
 
 A line enters in L{ChatServerProtocol.dataReceived}, is cut there and handed
 to C{lineReceived}, which feeds the connection's L{Session}
-(chatproto/session.py: flood control, state, commands). A public line goes,
+(chatproto/session.py: state, commands; inbox.py: flood). A public line goes,
 through the L{ChatFactory}, to its L{Room} (chatproto/room.py), which hands
 it to its L{FanOut} (chatproto/fanout.py); every byte for a connection
 leaves through its L{Output} (chatproto/output.py). L{Admission}
@@ -64,6 +64,14 @@ class ChatServerProtocol(LineReceiver):
     (--max-line); both feed the connection's
     L{Session}, which does the rest. Everything written to the connection,
     C{sendLine} included, goes through its L{Output}, in order.
+
+    What it takes of L{LineReceiver}: C{delimiter}, C{MAX_LENGTH}, the
+    hooks above, and pausing (C{pauseProducing} sets C{paused}, which
+    holds the lines not handed out yet; C{resumeProducing} hands them
+    out). Its framing is its own (L{dataReceived}, one split per read, a
+    buffer of its own): it has no raw mode and no line buffer to give
+    away, so C{setRawMode}, C{setLineMode} and C{clearLineBuffer} raise
+    NotImplementedError rather than quietly do nothing.
     """
 
     delimiter = b"\n"
@@ -83,7 +91,7 @@ class ChatServerProtocol(LineReceiver):
         self.MAX_LENGTH = ChatServerProtocol.MAX_LENGTH
         self.session = cast(Session, None)
         self.output = cast(Output, None)
-        self._buffer = b""
+        self._partial = b""  # the start of a line that has not ended yet
         self._discarding = False  # inside an over-long line: skip to its end
 
     def connectionMade(self) -> None:
@@ -101,7 +109,7 @@ class ChatServerProtocol(LineReceiver):
     @property
     def buffered(self) -> int:
         """The bytes of a line that has not ended yet, held."""
-        return len(self._buffer)
+        return len(self._partial)
 
     # Framing: LineReceiver's hooks
 
@@ -123,16 +131,16 @@ class ChatServerProtocol(LineReceiver):
                 return
             data = data[end + 1 :]
             self._discarding = False
-        if self._buffer:
-            data = self._buffer + data
+        if self._partial:
+            data = self._partial + data
         lines = data.split(b"\n")
-        self._buffer = lines.pop()
+        self._partial = lines.pop()
         limit = self.MAX_LENGTH
         for i, line in enumerate(lines):
             if session.state is GONE:
                 break
             if self.paused:  # the rest waits its turn
-                self._buffer = b"\n".join([*lines[i:], self._buffer])
+                self._partial = b"\n".join([*lines[i:], self._partial])
                 return
             if line[-1:] == b"\r":
                 line = line[:-1]
@@ -141,14 +149,27 @@ class ChatServerProtocol(LineReceiver):
             else:
                 self.lineReceived(line)
         if session.state is GONE:  # nothing more is read from it
-            self._buffer = b""
-        elif len(self._buffer) > limit + 1:
-            start, self._buffer = self._buffer, b""
+            self._partial = b""
+        elif len(self._partial) > limit + 1:
+            start, self._partial = self._partial, b""
             self._discarding = True
             self.lineLengthExceeded(start)
 
     def lineReceived(self, line: bytes) -> None:
         self.session.line_received(line)
+
+    def setRawMode(self) -> None:
+        """Not supported: this protocol reads lines only."""
+        raise NotImplementedError("ChatServerProtocol reads lines only")
+
+    def setLineMode(self, extra: bytes = b"") -> None:
+        """Not supported: this protocol is always in line mode."""
+        raise NotImplementedError("ChatServerProtocol reads lines only")
+
+    def clearLineBuffer(self) -> bytes:
+        """Not supported: the start of a line that has not ended yet is the
+        session's next line, and is not given away."""
+        raise NotImplementedError("ChatServerProtocol keeps its line buffer")
 
     def lineLengthExceeded(self, line: bytes) -> None:
         """A line past MAX_LENGTH (or the start of one): one error line for
@@ -168,7 +189,7 @@ class ChatServerProtocol(LineReceiver):
         last line. A last line without its newline counts as a line."""
         if self.session.state is GONE:
             return
-        if self._buffer and not self._discarding:
+        if self._partial and not self._discarding:
             self.dataReceived(b"\n")
         self.session.input_ended()
 

@@ -3,8 +3,11 @@
 A L{Session} is fed one line at a time by its front end (the TCP line
 protocol, L{chatproto.server.ChatServerProtocol}, or the WebSocket one) and
 writes bytes back through a L{Connection}. It holds the user's state
-(welcomed, naming, joining, chatting, gone), its flood bucket, and the
-dispatch of the commands of docs/protocol.md; it knows nothing of sockets.
+(welcomed, naming, joining, chatting, gone) and dispatches each line by it;
+its lines wait their turn in its L{Inbox} (chatproto/inbox.py: flood
+control), and the commands of docs/protocol.md are the functions of the
+command table at the end of this module (L{_COMMANDS}). It knows nothing of
+sockets.
 What users share (who is in the chat, the public lines, the limits per
 address) is the room's: the L{Room} interface below, which
 L{chatproto.server.ChatFactory} implements.
@@ -22,6 +25,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatproto import wire
+from chatproto.inbox import STILL_TOO_LONG, TOO_LONG, Inbox
 from chatproto.registry import (
     NicknameTaken,
     Reach,
@@ -37,14 +41,6 @@ if TYPE_CHECKING:
     from chatproto.metrics import Metrics
 
 log = Logger()
-
-# Inbox entries that stand for an over-long line, which is not kept: it costs
-# flood tokens like any line (one per max_line bytes), and its sender gets one
-# error line when its turn comes. A real line never holds a newline, so these
-# are never mistaken for one.
-TOO_LONG = b"\n"  # an over-long line: one error line
-STILL_TOO_LONG = b"\n\n"  # max_line more bytes of one: a token, nothing said
-
 
 # The commands of operators, and of those who would be: the room's
 # moderation (chatproto/moderation.py) answers them.
@@ -135,25 +131,16 @@ class Room(Protocol):
         """One of MODERATION_COMMANDS (chatproto/moderation.py)."""
 
 
-def _moderation(command: str) -> Callable[[Session, str], None]:
-    """The handler of a moderation command: the room's moderation answers."""
-
-    def handler(session: Session, argument: str) -> None:
-        session.room.moderate(session, command, argument)
-
-    return handler
-
-
 class Session:
-    """One user: its state, its flood bucket, its commands.
+    """One user through its life: admitted, named, chatting, gone; each of
+    its lines dispatched by its state.
 
     Lines come in through L{line_received} (and L{line_too_long},
-    L{skipped} for lines past max_line) and wait in a small inbox that a
-    token bucket drains: a burst at once, then flood_rate a second. Tokens
-    are spent before the inbox is measured, so that a read of many lines (a
-    paste; lines the kernel queued while the server stalled) is not a
-    flood: only what is left waiting past flood_queue lines or
-    flood_queue_bytes is. Pongs that answer a ping skip the inbox.
+    L{skipped} for lines past max_line) and wait their turn in its
+    L{Inbox}, which flood control lets out (chatproto/inbox.py). Pongs that
+    answer a ping skip the inbox. Before registering, a user may ask for a
+    nickname, /help or /quit; once registered, its lines are public lines,
+    private ones (C{msg}), or the commands of L{_COMMANDS}.
 
     Invariants: nothing is written once the state is GONE; C{seen} (the
     number of the last public line this user was given, -1 when not in the
@@ -163,18 +150,13 @@ class Session:
     # One per connection, 10,000 of them: slots, not a dictionary each.
     __slots__ = (
         "_busy",
-        "_discarded",
-        "_drain_call",
         "_draining",
         "_ended",
-        "_inbox",
-        "_inbox_bytes",
-        "_refilled",
         "_registration_call",
         "_talking",
-        "_tokens",
         "connection",
         "host",
+        "inbox",
         "missed_pings",
         "nick",
         "room",
@@ -194,24 +176,17 @@ class Session:
         self.state = State.WELCOMED
         self.missed_pings = 0
         self.seen = -1
-        self._tokens = 0.0
-        self._refilled = 0.0  # 0: not admitted
-        # Lines waiting their turn: a list only while there are some, as most
-        # users are idle most of the time (10,000 empty lists: 560 KB).
-        self._inbox: list[bytes] | None = None
-        self._inbox_bytes = 0
-        self._discarded = 0  # bytes of an over-long line not yet counted
+        self.inbox = Inbox(room)
         self._busy = False  # a registry call is under way: lines wait for it
         self._draining = False
         self._ended = False  # the input ended: it quits after its lines
         self._talking = False
-        self._drain_call: IDelayedCall | None = None
         self._registration_call: IDelayedCall | None = None
 
     @property
     def waiting(self) -> tuple[int, int]:
         """The lines waiting their turn, and their bytes."""
-        return len(self._inbox or ()), self._inbox_bytes
+        return self.inbox.waiting
 
     # Life
 
@@ -224,8 +199,8 @@ class Session:
             self.connection.close(refusal)
             return
         config = room.config
-        self._refilled = room.clock.seconds()
-        self._tokens = room.tokens_for(self.host, self._refilled)
+        now = room.clock.seconds()
+        self.inbox.start(room.tokens_for(self.host, now), now)
         self.connection.open(self)
         if config.nodelay == "all":
             self._talking = True
@@ -239,15 +214,11 @@ class Session:
     def lost(self) -> None:
         """The front end is disconnected, for whatever reason."""
         self._leave(reason="lost")
-        if self._refilled:  # admitted: what it spent of its burst stays spent
-            self.room.remember_tokens(self.host, self._tokens, self._refilled)
+        left = self.inbox.close()
+        if left is not None:  # admitted: what it spent of its burst stays spent
+            self.room.remember_tokens(self.host, *left)
         self.state = State.GONE
-        for call in (self._drain_call, self._registration_call):
-            if call is not None and call.active():
-                call.cancel()
-        self._drain_call = self._registration_call = None
-        self._inbox = None
-        self._inbox_bytes = 0
+        self._stop_registration_timer()
         self.room.forget(self)
 
     def send(self, data: bytes) -> None:
@@ -315,7 +286,8 @@ class Session:
         if line == b"pong" and self.missed_pings:
             self.missed_pings = 0  # the answer to a ping: not counted
             return
-        self._queue(line)
+        self.inbox.add(line)
+        self._queued()
 
     def line_too_long(self, size: int) -> None:
         """A line of C{size} bytes, past max_line: not kept. It takes its
@@ -323,9 +295,8 @@ class Session:
         token more per max_line bytes beyond the first."""
         if self.state is GONE:
             return
-        max_line = self.room.config.max_line
-        self._queue(TOO_LONG, size // (max_line + 1) - 1)
-        self._discarded = 0
+        self.inbox.too_long(size)
+        self._queued()
 
     def skipped(self, size: int) -> None:
         """C{size} more bytes of an over-long line that has not ended yet,
@@ -333,11 +304,8 @@ class Session:
         are bounded by flood control too."""
         if self.state is GONE:
             return
-        lines, self._discarded = divmod(
-            self._discarded + size, self.room.config.max_line + 1
-        )
-        if lines:
-            self._queue(None, lines)
+        if self.inbox.skipped(size):
+            self._queued()
 
     def charge(self) -> None:
         """A frame that carries no line came from the user (a WebSocket
@@ -346,7 +314,8 @@ class Session:
         a short line)."""
         if self.state is GONE:
             return
-        self._queue(None, 1)
+        self.inbox.charge(1)
+        self._queued()
 
     def input_ended(self) -> None:
         """The user's input is over (a half-closed connection): as if it had
@@ -357,72 +326,36 @@ class Session:
         self._ended = True
         self._drain()
 
-    def _queue(self, line: bytes | None, tokens: int = 0) -> None:
-        """Add a line (None: none) and C{tokens} more entries that only cost
-        a token each to the inbox, let the bucket drain it, and cut a user
-        whose waiting lines pass either bound."""
-        inbox = self._inbox
-        if inbox is None:
-            inbox = self._inbox = []
-        if line is not None:
-            inbox.append(line)
-            self._inbox_bytes += len(line)
-        if tokens > 0:
-            config = self.room.config
-            inbox.extend([STILL_TOO_LONG] * min(tokens, config.flood_queue))
-            self._inbox_bytes += 2 * min(tokens, config.flood_queue)
+    def _queued(self) -> None:
+        """Something joined the inbox: let the bucket drain it, and cut a
+        user whose waiting lines pass either bound."""
         self._drain()
-        inbox = self._inbox
-        if inbox is None or self.state is GONE:
-            return
-        config = self.room.config
-        if (
-            len(inbox) > config.flood_queue
-            or self._inbox_bytes > config.flood_queue_bytes
-        ):
+        inbox = self.inbox
+        if inbox.lines and self.state is not GONE and inbox.flooded():
             log.info("{nick} flooded: disconnected", nick=self.nick, act="flood")
             self.say_goodbye(wire.FLOODED, reason="flood")
 
     def _drain(self) -> None:
+        """Handle each line the bucket lets out, while no registry call is
+        under way; then, once the input ended and nothing waits, quit."""
         if self._draining:  # a handler finished synchronously: the loop goes on
             return
         self._draining = True
+        inbox = self.inbox
+        resume = self._drain
         try:
-            while self._inbox and not self._busy and self.state is not GONE:
-                if self._drain_call is not None or not self._take_token():
-                    return
-                line = self._inbox.pop(0)
-                self._inbox_bytes -= len(line)
+            while inbox.lines and not self._busy and self.state is not GONE:
+                line = inbox.take(resume)
+                if line is None:
+                    break
                 self._handle(line)
         finally:
             self._draining = False
-            if not self._inbox:
-                self._inbox = None
-                self._inbox_bytes = 0
-        ended = self._ended and self._inbox is None and not self._busy
+        ended = self._ended and not inbox.lines and not self._busy
         if ended and self.state is not GONE:
             self.say_goodbye(wire.BYE, reason="quit")
 
-    def _take_token(self) -> bool:
-        config = self.room.config
-        if config.flood_rate <= 0:
-            return True
-        now = self.room.clock.seconds()
-        tokens = self._tokens + (now - self._refilled) * config.flood_rate
-        self._tokens = min(float(config.flood_burst), tokens)
-        self._refilled = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return True
-        wait = (1 - self._tokens) / config.flood_rate
-        self._drain_call = self.room.clock.callLater(wait, self._resume_drain)
-        return False
-
-    def _resume_drain(self) -> None:
-        self._drain_call = None
-        self._drain()
-
-    # Dispatch
+    # Dispatch, by state
 
     def _handle(self, raw: bytes) -> None:
         if raw == b"pong":  # unasked for: it counted as a line, and does nothing
@@ -464,6 +397,32 @@ class Session:
             self._welcomed(nick)
         else:
             self._claim(nick)
+
+    def _chat(self, text: str) -> None:
+        if not self._talking and self.room.config.nodelay == "talkers":
+            self._talking = True
+            self.connection.talking()
+        stripped = text.strip()
+        if stripped.startswith("/"):
+            command, _, argument = stripped.partition(" ")
+            handler = _COMMANDS.get(command)
+            if handler is None:
+                raise ChatError(wire.UNKNOWN_COMMAND.format(command))
+            handler(self, argument.strip())
+        elif text.startswith("msg "):
+            _private(self, text[4:])
+        elif stripped:
+            self.room.say(self, text)
+
+    def _unexpected(self, failure: Failure) -> None:
+        log.failure("unexpected error for {nick}", failure, nick=self.nick)
+        self.send(wire.notice(wire.INTERNAL_ERROR))
+
+    def send_names(self, names: tuple[list[str], int]) -> None:
+        """Send the user list (the answer to /list, and on joining)."""
+        self.send(wire.user_list(*names))
+
+    # Registration: a nickname, claimed from the registry
 
     def _ask_nickname(self, nick: str) -> None:
         if nick:
@@ -516,102 +475,6 @@ class Session:
         self._busy = False
         self._drain()
 
-    def _unexpected(self, failure: Failure) -> None:
-        log.failure("unexpected error for {nick}", failure, nick=self.nick)
-        self.send(wire.notice(wire.INTERNAL_ERROR))
-
-    def _chat(self, text: str) -> None:
-        if not self._talking and self.room.config.nodelay == "talkers":
-            self._talking = True
-            self.connection.talking()
-        stripped = text.strip()
-        if stripped.startswith("/"):
-            command, _, argument = stripped.partition(" ")
-            handler = self._commands.get(command)
-            if handler is None:
-                raise ChatError(wire.UNKNOWN_COMMAND.format(command))
-            handler(self, argument.strip())
-        elif text.startswith("msg "):
-            self._private(text[4:])
-        elif stripped:
-            self.room.say(self, text)
-
-    def _private(self, rest: str) -> None:
-        target, _, body = rest.lstrip(" ").partition(" ")
-        if not target:
-            raise ChatError(wire.PRIVATE_USAGE)
-        if not body.strip():
-            raise ChatError(wire.PRIVATE_EMPTY.format(target))
-        assert self.nick is not None
-        d = self.room.whisper(self.nick, target, body)
-        d.addCallbacks(
-            self._whispered,
-            self._not_whispered,
-            callbackArgs=(target,),
-            errbackArgs=(target,),
-        )
-        d.addErrback(self._unexpected)
-
-    def _whispered(self, found: bool, target: str) -> None:
-        if not found:
-            self.send(wire.notice(wire.NO_SUCH_USER.format(target)))
-
-    def _not_whispered(self, failure: Failure, target: str) -> None:
-        failure.trap(RegistryUnavailable)
-        self.send(wire.notice(wire.PRIVATE_UNAVAILABLE.format(target)))
-
-    def _list(self, argument: str) -> None:
-        self.room.registry.names().addCallback(self.send_names)
-
-    def send_names(self, names: tuple[list[str], int]) -> None:
-        """Send the user list (the answer to /list, and on joining)."""
-        self.send(wire.user_list(*names))
-
-    def _quit(self, argument: str) -> None:
-        self.say_goodbye(wire.BYE, reason="quit")
-
-    def _help(self, argument: str) -> None:
-        self.send(wire.HELP)
-
-    def _rename(self, argument: str) -> None:
-        raise ChatError(wire.ALREADY_NAMED.format(self.nick))
-
-    def _history(self, argument: str) -> None:
-        """C{/history [N]}: the last N public lines (20 by default, at most
-        --history-lines), to this user alone, between two marker lines.
-        Registered users only: reading the room is being in it, seen in
-        /list, and a connection that has no nickname yet stays cheap."""
-        most = self.room.config.history_lines
-        if most <= 0:
-            raise ChatError(wire.HISTORY_OFF)
-        if not argument:
-            count = min(HISTORY_DEFAULT, most)
-        elif argument.isascii() and argument.isdigit() and int(argument) > 0:
-            count = min(int(argument), most)
-        else:
-            raise ChatError(wire.HISTORY_USAGE.format(most))
-        d = self.room.history.last(count)
-        d.addCallbacks(self._send_history, self._history_failed)
-        d.addErrback(self._unexpected)
-
-    def _send_history(self, lines: list[bytes]) -> None:
-        """The answer to /history, in one write: after the public lines this
-        user has not been given yet (send() gives those first)."""
-        self.send(wire.history_block(lines))
-
-    def _history_failed(self, failure: Failure) -> None:
-        failure.trap(RegistryUnavailable)
-        self.send(wire.notice(wire.HISTORY_UNAVAILABLE))
-
-    _commands: ClassVar[dict[str, Callable[[Session, str], None]]] = {
-        "/list": _list,
-        "/quit": _quit,
-        "/help": _help,
-        "/pseudo": _rename,
-        **{name: _moderation(name) for name in MODERATION_COMMANDS},
-        "/history": _history,
-    }
-
     def _stop_registration_timer(self) -> None:
         """Registered, or closing: the registration time limit no longer
         applies."""
@@ -623,3 +486,106 @@ class Session:
         self._registration_call = None
         if self.state in (State.WELCOMED, State.NAMING, State.JOINING):
             self._close(wire.notice(wire.REGISTRATION_EXPIRED))
+
+
+# The commands of a registered user: each a function of the session and the
+# rest of its line (stripped); the session's _chat dispatches them, and
+# answers a ChatError one raises with its text.
+
+
+def _private(session: Session, rest: str) -> None:
+    """C{msg NICK TEXT}: a private line, to whichever node has NICK."""
+    target, _, body = rest.lstrip(" ").partition(" ")
+    if not target:
+        raise ChatError(wire.PRIVATE_USAGE)
+    if not body.strip():
+        raise ChatError(wire.PRIVATE_EMPTY.format(target))
+    assert session.nick is not None
+    d = session.room.whisper(session.nick, target, body)
+    d.addCallbacks(
+        _whispered,
+        _not_whispered,
+        callbackArgs=(session, target),
+        errbackArgs=(session, target),
+    )
+    d.addErrback(session._unexpected)
+
+
+def _whispered(found: bool, session: Session, target: str) -> None:
+    if not found:
+        session.send(wire.notice(wire.NO_SUCH_USER.format(target)))
+
+
+def _not_whispered(failure: Failure, session: Session, target: str) -> None:
+    failure.trap(RegistryUnavailable)
+    session.send(wire.notice(wire.PRIVATE_UNAVAILABLE.format(target)))
+
+
+def _list(session: Session, argument: str) -> None:
+    session.room.registry.names().addCallback(session.send_names)
+
+
+def _quit(session: Session, argument: str) -> None:
+    session.say_goodbye(wire.BYE, reason="quit")
+
+
+def _help(session: Session, argument: str) -> None:
+    session.send(wire.HELP)
+
+
+def _rename(session: Session, argument: str) -> None:
+    raise ChatError(wire.ALREADY_NAMED.format(session.nick))
+
+
+def _history(session: Session, argument: str) -> None:
+    """C{/history [N]}: the last N public lines (20 by default, at most
+    --history-lines), to this user alone, between two marker lines.
+    Registered users only: reading the room is being in it, seen in
+    /list, and a connection that has no nickname yet stays cheap."""
+    most = session.room.config.history_lines
+    if most <= 0:
+        raise ChatError(wire.HISTORY_OFF)
+    if not argument:
+        count = min(HISTORY_DEFAULT, most)
+    elif argument.isascii() and argument.isdigit() and int(argument) > 0:
+        count = min(int(argument), most)
+    else:
+        raise ChatError(wire.HISTORY_USAGE.format(most))
+    d = session.room.history.last(count)
+    d.addCallbacks(
+        _send_history,
+        _history_failed,
+        callbackArgs=(session,),
+        errbackArgs=(session,),
+    )
+    d.addErrback(session._unexpected)
+
+
+def _send_history(lines: list[bytes], session: Session) -> None:
+    """The answer to /history, in one write: after the public lines this
+    user has not been given yet (send() gives those first)."""
+    session.send(wire.history_block(lines))
+
+
+def _history_failed(failure: Failure, session: Session) -> None:
+    failure.trap(RegistryUnavailable)
+    session.send(wire.notice(wire.HISTORY_UNAVAILABLE))
+
+
+def _moderation(command: str) -> Callable[[Session, str], None]:
+    """The handler of a moderation command: the room's moderation answers."""
+
+    def handler(session: Session, argument: str) -> None:
+        session.room.moderate(session, command, argument)
+
+    return handler
+
+
+_COMMANDS: Final[dict[str, Callable[[Session, str], None]]] = {
+    "/list": _list,
+    "/quit": _quit,
+    "/help": _help,
+    "/pseudo": _rename,
+    **{name: _moderation(name) for name in MODERATION_COMMANDS},
+    "/history": _history,
+}

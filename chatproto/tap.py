@@ -20,6 +20,7 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python import usage
 
+from chatproto._twisted import endpoint_address
 from chatproto.bans import Bans
 from chatproto.config import (
     ClusterConfig,
@@ -538,12 +539,14 @@ class Options(usage.Options):
                 f"--port: {self['port']!r} is not an endpoint Twisted knows "
                 f"({e}); try tcp:7000 or a bare port number."
             ) from None
-        # TCP, TCP6 and SSL endpoints keep their port number here; Twisted
-        # accepts any integer, and the kernel's refusal would come only at
-        # listen time, after twistd has daemonized. (0 asks for any free port.)
-        number = getattr(endpoint, "_port", None)
-        if isinstance(number, int) and not 0 <= number <= 65535:
-            raise usage.UsageError(f"--port: {number} is not a port number (1-65535).")
+        # A TCP, TCP6 or SSL endpoint takes any integer as its port, and the
+        # kernel's refusal would come only at listen time, after twistd has
+        # daemonized. (0 asks for any free port.)
+        address = endpoint_address(endpoint)
+        if address is not None and not 0 <= address[1] <= 65535:
+            raise usage.UsageError(
+                f"--port: {address[1]} is not a port number (1-65535)."
+            )
 
     def parseArgs(self, *args: str) -> None:
         if args:
@@ -731,10 +734,10 @@ def _try_to_listen(endpoint: object) -> None:
     occurred: b'...'" and a pointer to the log. Tried here, before the fork,
     the reason is still ours to tell on the terminal. (A UNIX socket is left
     to the real listen.)"""
-    port = getattr(endpoint, "_port", None)  # TCP, TCP6 and SSL endpoints
-    interface = getattr(endpoint, "_interface", None)
-    if not isinstance(port, int) or not isinstance(interface, str):
+    address = endpoint_address(endpoint)  # TCP, TCP6 and SSL endpoints
+    if address is None:
         return
+    interface, port = address
     ipv6 = isinstance(endpoint, TCP6ServerEndpoint)
     with socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET) as probe:
         # As Twisted does, so that a port in TIME_WAIT counts as free.

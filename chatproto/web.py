@@ -32,9 +32,10 @@ here is framing only, and the limits Twisted's WebSocket lacks:
 
 Three things here go past the documented interface of Twisted's WebSocket.
 L{_Capped} replaces its wire protocol's two message buffers (the private
-C{_textBuffer} and C{_bytesBuffer}), as Twisted has no size limit of its
-own: if a Twisted release renames them, every WebSocket is refused at once
-(never served without the limit), and tests/test_web.py fails. L{_Lingering}
+C{_textBuffer} and C{_bytesBuffer}, through chatproto/_twisted.py), as
+Twisted has no size limit of its own: if a Twisted release renames them,
+every WebSocket is refused at once (never served without the limit), and
+tests/test_web.py and tests/test_twisted_contract.py fail. L{_Lingering}
 replaces its C{transport} (a public attribute), so that a close the server
 starts does not lose its close frame to a reset, and so that the frames
 Twisted writes itself (pongs) count against --max-output. And
@@ -67,8 +68,9 @@ from twisted.web.server import Request
 from twisted.web.websocket import WebSocketResource
 from wsproto.utilities import LocalProtocolError
 
+from chatproto._twisted import direct_socket, replace_message_buffers
 from chatproto.admission import Admission, source
-from chatproto.output import Output, direct_socket, write_to
+from chatproto.output import Output, write_to
 from chatproto.session import GONE, Session
 from chatproto.sites import BoundedSite, Channel, admission
 
@@ -362,10 +364,11 @@ class ChatWebSocket:
         limit = self.factory.config.max_line
         transport.transport = _Lingering(transport.transport)
         try:
-            if not hasattr(transport, "_textBuffer"):
-                raise AttributeError("_textBuffer")
-            transport._textBuffer = _Capped("", limit, self._too_big)
-            transport._bytesBuffer = _Capped(b"", -1, self._binary)
+            replace_message_buffers(
+                transport,
+                _Capped("", limit, self._too_big),
+                _Capped(b"", -1, self._binary),
+            )
         except AttributeError:
             log.error(
                 "this Twisted's WebSocket has no message buffers to cap: "

@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
+import pytest
 from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.protocols.basic import LineReceiver
 
 from chatproto import wire
+from chatproto.config import ServerConfig
+from chatproto.inbox import Inbox
 from chatproto.server import ChatServerProtocol
 from chatproto.session import State
 from chatproto.testing import Chat, RecordingTransport
@@ -117,6 +124,25 @@ def test_pausing_holds_the_lines_until_resumed() -> None:
     assert proto.lines[-1] == b"three"
 
 
+def test_what_the_framing_does_not_support_fails_loudly() -> None:
+    """There is no raw mode and no line buffer to give away: setRawMode,
+    setLineMode and clearLineBuffer raise rather than quietly do nothing,
+    and the line under way is still the next line."""
+    chat = Chat()
+    alice, bob = chat.user("alice"), chat.user("bob")
+    alice.send(b"bon")
+    for unsupported in (
+        alice.proto.setRawMode,
+        alice.proto.setLineMode,
+        alice.proto.clearLineBuffer,
+    ):
+        with pytest.raises(NotImplementedError):
+            unsupported()
+    assert isinstance(alice.proto, LineReceiver) and alice.proto.buffered == 3
+    alice.send(b"jour\n")
+    assert bob.take().endswith(chat.stamp() + b"-alice: bonjour\n")
+
+
 def test_send_line_comes_after_the_public_lines_made_before_it() -> None:
     """sendLine goes the way of every write to the client: after the public
     lines it has not been given yet, which go first."""
@@ -155,3 +181,59 @@ def test_what_follows_a_quit_in_the_same_read_is_not_kept() -> None:
     alice.send(b"/quit\n" + b"A" * 70)
     assert alice.proto.buffered == 0
     assert alice.take().endswith(wire.BYE)
+
+
+def inbox(**config: Any) -> tuple[Inbox, Clock]:
+    """An Inbox on a fake clock, started with a full bucket."""
+    clock = Clock()
+    clock.advance(100)
+    limits = SimpleNamespace(config=ServerConfig(**config), clock=clock)
+    box = Inbox(limits)
+    box.start(limits.config.flood_burst, clock.seconds())
+    return box, clock
+
+
+def test_the_inbox_lets_a_burst_out_then_one_line_per_token() -> None:
+    """flood_burst lines at once, then each waits for its token; the caller
+    is called back when the next token is there."""
+    box, clock = inbox(flood_burst=2, flood_rate=4.0)
+    resumed: list[bool] = []
+    for line in (b"one", b"two", b"three"):
+        box.add(line)
+    assert box.waiting == (3, 11)
+    assert [box.take(lambda: resumed.append(True)) for _ in range(3)] == [
+        b"one",
+        b"two",
+        None,
+    ]
+    assert box.waiting == (1, 5) and not box.flooded()
+    clock.advance(0.24)
+    assert not resumed
+    clock.advance(0.01)
+    assert resumed == [True]
+    assert box.take(lambda: None) == b"three"
+    assert box.waiting == (0, 0) and box.lines is None
+
+
+def test_the_inbox_counts_an_over_long_line_in_tokens_and_bounds() -> None:
+    """An over-long line waits as one entry that costs a token per max_line
+    bytes; past flood_queue entries, the inbox is flooded."""
+    box, _ = inbox(max_line=10, flood_queue=3, flood_burst=1)
+    box.too_long(25)  # the line, and 10 bytes more
+    assert box.waiting == (2, 3)
+    assert not box.skipped(10) and box.skipped(1)  # 11 bytes: one token more
+    assert box.waiting == (3, 5) and not box.flooded()
+    box.add(b"x")
+    assert box.flooded()
+
+
+def test_a_closed_inbox_drops_its_lines_and_its_timer() -> None:
+    """Closing gives back what is left of the bucket, and leaves no call."""
+    box, clock = inbox(flood_burst=1, flood_rate=1.0)
+    box.add(b"one")
+    box.add(b"two")
+    assert box.take(lambda: None) == b"one"
+    assert box.take(lambda: None) is None
+    assert clock.getDelayedCalls()
+    assert box.close() == (0.0, 100.0)
+    assert not clock.getDelayedCalls() and box.waiting == (0, 0)

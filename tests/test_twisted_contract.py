@@ -1,25 +1,36 @@
-"""What chatproto reads of Twisted beyond its documented interfaces, checked
-on real loopback connections, so that a Twisted release that renames or
-changes one of them fails here (CI runs this on the latest Twisted and on
-the lowest setup.cfg allows) instead of quietly degrading the server:
+"""What chatproto reads or replaces of Twisted beyond its documented
+interfaces, all of it in chatproto/_twisted.py, checked here with the
+Twisted that is installed, on real loopback connections where it takes
+one, so that a Twisted release that renames or changes one of them fails
+here (CI runs this on the latest Twisted and on the lowest setup.cfg
+allows) instead of quietly degrading the server:
 
-- chatproto.server.unsent() reads a file-descriptor transport's
-  C{dataBuffer}, C{offset} and C{_tempDataLen}, directly or under a TLS
-  layer (its C{transport}); without them it returns None and the server
-  falls back to counting what it wrote.
-- ChatProtocol.write() sends straight to C{socket} of a C{tcp.Connection}
-  whose C{TLS} is false, while C{dataBuffer} and C{_tempDataLen} are empty.
-- chatproto.tap reads the server endpoints' C{_port} and C{_interface}.
+- unsent() reads a file-descriptor transport's C{dataBuffer}, C{offset}
+  and C{_tempDataLen}, directly or under a TLS layer (its C{transport});
+  without them it returns None and the server falls back to counting what
+  it wrote. holds() reads C{dataBuffer} and C{_tempDataLen}.
+- direct_socket() gives the C{socket} of a C{tcp.Connection} whose C{TLS}
+  is false (Output writes straight to it while holds() is false), and
+  socket_of() the socket under TCP or TLS, for its options.
+- replace_message_buffers() replaces the WebSocket wire protocol's
+  C{_textBuffer} and C{_bytesBuffer}, whose C{add} and C{done} Twisted
+  calls for each fragment and each whole message.
+- endpoint_address() reads the server endpoints' C{_interface} and
+  C{_port}.
 """
 
 from __future__ import annotations
 
+import ast
 import socket
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor, ssl, tcp
+from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
     TCP4ServerEndpoint,
@@ -29,8 +40,22 @@ from twisted.internet.endpoints import (
 )
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
+from twisted.internet.testing import StringTransport
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+from twisted.web.websocket import WebSocketResource
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, BytesMessage, Request, TextMessage
 
-from chatproto.server import unsent
+import chatproto
+from chatproto._twisted import (
+    direct_socket,
+    endpoint_address,
+    holds,
+    replace_message_buffers,
+    socket_of,
+    unsent,
+)
 from tests.peer import Peer
 from tests.test_tls import self_signed
 
@@ -78,22 +103,23 @@ async def test_unsent_counts_what_twisted_holds_for_a_tcp_reader_that_stopped() 
         await until_true(lambda: factory.transport() is not None)
         transport = factory.transport()
 
-        # What write() checks before it sends to the socket itself.
+        # What Output.write checks before it sends to the socket itself.
         assert isinstance(transport, tcp.Connection) and not transport.TLS
         assert isinstance(transport.socket, socket.socket)
+        assert direct_socket(transport) is socket_of(transport) is transport.socket
         assert unsent(transport) == 0
-        assert not (transport.dataBuffer or transport._tempDataLen)
+        assert not holds(transport)
 
         transport.write(b"x" * DATA)
         assert unsent(transport) == DATA  # nothing sent before the next turn
         await until_true(lambda: (unsent(transport) or 0) < DATA)
         assert 0 < (unsent(transport) or 0) < DATA  # the kernel took a part
-        assert transport.dataBuffer or transport._tempDataLen
+        assert holds(transport)
 
         client.resumeProducing()
         await until_true(lambda: len(reader.received) == DATA)
         assert unsent(transport) == 0
-        assert not (transport.dataBuffer or transport._tempDataLen)
+        assert not holds(transport)
         client.loseConnection()
         await reader.closed
     finally:
@@ -128,6 +154,8 @@ async def test_unsent_counts_what_twisted_holds_under_a_tls_layer(
         # socket (for SO_SNDBUF) and the bytes held are those of the layer below.
         assert not isinstance(transport, tcp.Connection)
         assert isinstance(transport.transport.socket, socket.socket)
+        assert direct_socket(transport) is None
+        assert socket_of(transport) is transport.transport.socket
         assert unsent(transport) == 0
 
         client.pauseProducing()
@@ -147,13 +175,136 @@ def test_tcp_and_ssl_server_endpoints_keep_their_port_and_interface(
     tmp_path: Path,
 ) -> None:
     pem = self_signed(tmp_path)
-    for description, port, interface in (
-        ("tcp:7300:interface=127.0.0.1", 7300, "127.0.0.1"),
-        ("tcp:7301", 7301, ""),
-        (f"ssl:7302:privateKey={pem}:interface=127.0.0.1", 7302, "127.0.0.1"),
+    for description, address in (
+        ("tcp:7300:interface=127.0.0.1", ("127.0.0.1", 7300)),
+        ("tcp:7301", ("", 7301)),
+        (f"ssl:7302:privateKey={pem}:interface=127.0.0.1", ("127.0.0.1", 7302)),
+        ("tcp:99999", ("", 99999)),  # as given: tap.py checks the range
+        (f"unix:{tmp_path}/chat.sock", None),
     ):
         endpoint: Any = serverFromString(r, description)
-        assert (endpoint._port, endpoint._interface) == (port, interface)
+        assert endpoint_address(endpoint) == address
     six: Any = serverFromString(r, "tcp6:7303:interface=\\:\\:1")
     assert isinstance(six, TCP6ServerEndpoint)
-    assert (six._port, six._interface) == (7303, "::1")
+    assert endpoint_address(six) == ("::1", 7303)
+
+
+class Kept:
+    """A message buffer that keeps what Twisted hands it."""
+
+    def __init__(self, empty: str | bytes) -> None:
+        self.empty = empty
+        self.added: list[str | bytes] = []
+        self.pieces: list[str | bytes] = []  # every one, kept
+
+    def add(self, new: str | bytes) -> None:
+        self.added.append(new)
+        self.pieces.append(new)
+
+    def done(self) -> Any:
+        whole = self.empty[:0].join(self.added)  # type: ignore[arg-type]
+        self.added = []
+        return whole
+
+
+class Replacing:
+    """A WebSocket protocol that replaces its transport's message buffers
+    as the chat's does, and keeps the messages Twisted hands it."""
+
+    def __init__(self) -> None:
+        self.text, self.binary = Kept(""), Kept(b"")
+        self.messages: list[str | bytes] = []
+
+    def negotiationStarted(self, transport: Any) -> None:
+        replace_message_buffers(transport, self.text, self.binary)
+
+    def negotiationFinished(self) -> None:
+        pass
+
+    def textMessageReceived(self, message: str) -> None:
+        self.messages.append(message)
+
+    def bytesMessageReceived(self, data: bytes) -> None:
+        self.messages.append(data)
+
+    def pongReceived(self, payload: bytes) -> None:
+        pass
+
+    def connectionLost(self, reason: object) -> None:
+        pass
+
+
+def test_a_websocket_s_fragments_go_through_its_replaced_buffers() -> None:
+    """Twisted's WebSocket hands each fragment of a message to the buffer
+    that replaced its C{_textBuffer} (C{_bytesBuffer} for binary), and the
+    message it delivers is that buffer's C{done}."""
+    replacing = Replacing()
+    root = Resource()
+    factory = SimpleNamespace(buildProtocol=lambda request: replacing)
+    root.putChild(b"ws", WebSocketResource(factory))
+    channel = Site(root).buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
+    assert channel is not None
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    browser = WSConnection(ConnectionType.CLIENT)
+    channel.dataReceived(browser.send(Request(host="localhost", target="/ws")))
+    browser.receive_data(transport.value())
+    assert any(isinstance(e, AcceptConnection) for e in browser.events())
+    channel.dataReceived(
+        browser.send(TextMessage("bon", message_finished=False))
+        + browser.send(TextMessage("jour"))
+        + browser.send(BytesMessage(b"\x00\x01"))
+    )
+    assert replacing.messages == ["bonjour", b"\x00\x01"]
+    assert replacing.text.pieces == ["bon", "jour"]
+    assert replacing.binary.pieces == [b"\x00\x01"]
+
+
+def test_replacing_buffers_twisted_lacks_replaces_nothing() -> None:
+    """A WebSocket transport without the two buffers (another Twisted): an
+    AttributeError, and nothing set on it."""
+    bare = SimpleNamespace(_textBuffer=None)
+    with pytest.raises(AttributeError):
+        replace_message_buffers(bare, Kept(""), Kept(b""))
+    assert bare._textBuffer is None and not hasattr(bare, "_bytesBuffer")
+
+
+# The attributes above: private, or no documented interface (but offset,
+# too common a name to look for).
+INTERNALS = {
+    "dataBuffer",
+    "_tempDataLen",
+    "TLS",
+    "_textBuffer",
+    "_bytesBuffer",
+    "_port",
+    "_interface",
+}
+
+
+def test_only_chatproto_twisted_reads_twisted_s_internals() -> None:
+    """No module of chatproto but _twisted.py names one of the attributes
+    above on an object not its own (an attribute, or a getattr/hasattr/
+    setattr string), so that the list above is the whole contract."""
+    readers = set()
+    for path in Path(chatproto.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            named: object
+            if isinstance(node, ast.Attribute):
+                owner = node.value
+                named = node.attr
+                if isinstance(owner, ast.Name) and owner.id == "self":
+                    continue
+            elif isinstance(node, ast.Call) and ast.unparse(node.func) in (
+                "getattr",
+                "hasattr",
+                "setattr",
+            ):
+                if len(node.args) < 2 or not isinstance(node.args[1], ast.Constant):
+                    continue
+                named = node.args[1].value
+            else:
+                continue
+            if named in INTERNALS:
+                readers.add(path.name)
+    assert readers == {"_twisted.py"}

@@ -1,0 +1,87 @@
+"""The one module that reads or replaces attributes of Twisted's objects
+that are no documented interface.
+
+Each is worth its risk (speed, a limit Twisted lacks, a sentence instead
+of a traceback), and each is touched by one function here, whose docstring
+names the attributes it relies on. tests/test_twisted_contract.py checks
+every one of them with the Twisted that is installed, on real connections
+where it takes one, and CI runs it on the lowest Twisted setup.cfg allows
+and on the latest, so that a release that changes them fails a test before
+it fails a user.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from twisted.internet import tcp
+
+
+def unsent(transport: object) -> int | None:
+    """How many bytes a transport holds that the kernel has not taken yet.
+
+    Twisted's file-descriptor transports (TCP and UNIX, and TLS over them,
+    under its C{transport}) keep this in C{dataBuffer}, C{offset} and
+    C{_tempDataLen}; it is read only after the transport said its buffer is
+    full. For a transport without them (a test's), None: the caller counts
+    what it wrote since.
+    """
+    for layer in (transport, getattr(transport, "transport", None)):
+        buffer = getattr(layer, "dataBuffer", None)
+        if buffer is not None:
+            pending: int = len(buffer) - layer.offset + layer._tempDataLen  # type: ignore[union-attr]
+            return pending
+    return None
+
+
+def holds(transport: Any) -> bool:
+    """Whether a plain TCP transport (one L{direct_socket} gave a socket
+    for) holds bytes it has not handed to the kernel yet: its
+    C{dataBuffer} or C{_tempDataLen}. A direct write must then wait behind
+    them."""
+    return bool(transport.dataBuffer or transport._tempDataLen)
+
+
+def direct_socket(transport: object) -> socket.socket | None:
+    """The socket to write to straight: a plain TCP transport's (a
+    L{tcp.Connection} whose C{TLS} is false: its C{socket}); None for any
+    other (TLS, UNIX, a test's)."""
+    if isinstance(transport, tcp.Connection) and not transport.TLS:
+        sock: socket.socket = transport.socket
+        return sock
+    return None
+
+
+def socket_of(transport: object) -> Any:
+    """The socket under a transport, for its options: the C{socket} of a
+    TCP or UNIX transport, or of the one under a TLS layer (its
+    C{transport}); None for any other (a test's)."""
+    return getattr(transport, "socket", None) or getattr(
+        getattr(transport, "transport", None), "socket", None
+    )
+
+
+def replace_message_buffers(websocket: Any, text: object, binary: object) -> None:
+    """Put C{text} and C{binary} in place of the message buffers of
+    Twisted's WebSocket wire protocol (C{twisted.web.websocket}'s
+    transport), its private C{_textBuffer} and C{_bytesBuffer}: each
+    fragment of a message goes to the buffer's C{add}, and the whole
+    message is taken from its C{done}. Raise AttributeError, replacing
+    nothing, if this Twisted has no such buffers."""
+    if not (hasattr(websocket, "_textBuffer") and hasattr(websocket, "_bytesBuffer")):
+        raise AttributeError("_textBuffer")
+    websocket._textBuffer = text
+    websocket._bytesBuffer = binary
+
+
+def endpoint_address(endpoint: object) -> tuple[str, int] | None:
+    """The interface and the port number a server endpoint will listen on:
+    C{_interface} and C{_port} of the TCP, TCP6 and SSL endpoints that
+    C{serverFromString} makes (the port as given: Twisted accepts any
+    integer); None for any other (a UNIX socket)."""
+    port = getattr(endpoint, "_port", None)
+    interface = getattr(endpoint, "_interface", None)
+    if not isinstance(port, int) or not isinstance(interface, str):
+        return None
+    return interface, port
