@@ -2,7 +2,7 @@
 
 txredisapi's reconnecting connections hold a command until Redis answers,
 for as long as Redis is away. Here every call fails instead, with
-L{RegistryUnavailable}: at once when there is no connection, after
+L{ClusterUnreachable}: at once when there is no connection, after
 C{timeout} seconds when Redis does not answer. A connection that waits for a
 reply longer than that is cut, and txredisapi connects again (backing off to
 every C{MAX_RETRY_DELAY} seconds) for as long as it is not closed.
@@ -30,7 +30,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatproto.config import RedisAddress
-from chatproto.registry import RegistryUnavailable
+from chatproto.registry import ClusterUnreachable
 
 log = Logger()
 T = TypeVar("T")
@@ -104,8 +104,8 @@ def within(
 
 
 def unavailable(failure: Failure) -> Failure:
-    """Turn what a Redis call can fail with into L{RegistryUnavailable}."""
-    if failure.check(RegistryUnavailable):
+    """Turn what a Redis call can fail with into L{ClusterUnreachable}."""
+    if failure.check(ClusterUnreachable):
         return failure
     if failure.check(DeferredTimeout, CancelledError):
         reason = "Redis did not answer in time"
@@ -119,7 +119,7 @@ def unavailable(failure: Failure) -> Failure:
         log.error("Redis refused a command: {error}", error=failure.getErrorMessage())
     else:
         return failure
-    return Failure(RegistryUnavailable(reason))
+    return Failure(ClusterUnreachable(reason))
 
 
 class Commands:
@@ -173,13 +173,13 @@ class Commands:
 
     def call(self, command: str, *args: Any) -> Deferred[Any]:
         """Run one txredisapi command (C{eval}, C{publish}...) within the time
-        limit; fail with L{RegistryUnavailable}."""
+        limit; fail with L{ClusterUnreachable}."""
         if not self._factory.size:
-            return fail(RegistryUnavailable("no connection to Redis"))
+            return fail(ClusterUnreachable("no connection to Redis"))
         try:
             d: Deferred[Any] = getattr(self._factory.handler, command)(*args)
         except txredisapi.ConnectionError as e:
-            return fail(RegistryUnavailable(f"no connection to Redis ({e})"))
+            return fail(ClusterUnreachable(f"no connection to Redis ({e})"))
         within(d, self.timeout, self.clock, self._cut)
         d.addErrback(unavailable)
         return d

@@ -24,7 +24,7 @@ from chatproto import wire
 from chatproto._redis import Commands, Subscription
 from chatproto.cluster_redis import RedisRegistry, Renewal, Synced
 from chatproto.config import ClusterConfig
-from chatproto.registry import Reach, RegistryUnavailable, nick_key
+from chatproto.registry import ClusterUnreachable, Reach, nick_key
 
 if TYPE_CHECKING:
     from chatproto.cluster_messages import Kick
@@ -210,7 +210,7 @@ class Membership:
     listens before it has joined, and a rolling restart must not turn its
     first users away. SERVING: claims go to Redis, public lines out through
     it. CUT_OFF (Redis away, or until this node registered its users there
-    again) and REAPED: C{claim} fails with L{RegistryUnavailable}, C{names}
+    again) and REAPED: C{claim} fails with L{ClusterUnreachable}, C{names}
     answers with the users of this node, and lines stay on this node;
     departures in that time are announced to the other nodes once Redis is
     back (L{Rejoin}).
@@ -316,14 +316,14 @@ class Membership:
 
     def failed(self, failure: Failure) -> None:
         """The errback of a call to Redis: cut off if Redis was the cause."""
-        failure.trap(RegistryUnavailable)
+        failure.trap(ClusterUnreachable)
         self.lost(failure.getErrorMessage())
 
     def refused(self, failure: Failure) -> NoReturn:
         """The errback of a call to Redis made for a user: cut off if Redis
         was the cause, and fail as the cluster cannot be reached."""
         self.failed(failure)
-        raise RegistryUnavailable(UNREACHABLE)
+        raise ClusterUnreachable(UNREACHABLE)
 
     def heard(self, listening: bool, why: str) -> None:
         """The subscription started or stopped: lines published while it was
@@ -493,7 +493,7 @@ class Membership:
         """Redis cannot say now. The node is cut off, as when Redis is away:
         registering its users again will find out whether it was reaped."""
         if self.state is not NodeState.CHECKING:
-            failure.trap(RegistryUnavailable)
+            failure.trap(ClusterUnreachable)
             return  # decided meanwhile
         try:
             self.failed(failure)  # cut off first: what was held stays here

@@ -58,7 +58,7 @@ from chatproto.cluster_messages import (
     Public,
     encode,
 )
-from chatproto.registry import NicknameTaken, RegistryUnavailable, nick_key
+from chatproto.registry import ClusterUnreachable, NicknameTaken, nick_key
 
 # Lua. KEYS is not used: every key is built from the prefix in ARGV[1].
 
@@ -299,7 +299,7 @@ class Renewal(enum.Enum):
     DATA_LOST = -1  # Redis lost its data: register the users again
 
 
-class LeaseLost(RegistryUnavailable):
+class LeaseLost(ClusterUnreachable):
     """This node's lease is gone (it was thought dead, or Redis lost its data):
     it must register its users again before it takes new ones."""
 
@@ -326,7 +326,7 @@ class RedisRegistry:
     C{release}, C{names}, for every node of the cluster at once. A node
     claims under its lease: L{sync} takes it, L{renew} keeps it; without it,
     L{claim} fails with L{LeaseLost}. Every call fails with
-    L{RegistryUnavailable} when Redis does not answer in time.
+    L{ClusterUnreachable} when Redis does not answer in time.
     """
 
     def __init__(

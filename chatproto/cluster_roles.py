@@ -44,7 +44,7 @@ from chatproto.cluster_messages import (
 )
 from chatproto.cluster_redis import LeaseLost
 from chatproto.history import RedisHistory
-from chatproto.registry import Reach, RegistryUnavailable
+from chatproto.registry import ClusterUnreachable, Reach
 
 log = Logger()
 
@@ -56,7 +56,7 @@ class ClusterNicknames:
     while the node joins, or checks whether it was reaped, waits for it up
     to C{redis_timeout} (a rolling restart must not turn its first users
     away); one made while the node is out of the cluster fails with
-    L{RegistryUnavailable}."""
+    L{ClusterUnreachable}."""
 
     def __init__(self, membership: Membership, outbox: Outbox) -> None:
         self.membership = membership
@@ -69,14 +69,14 @@ class ClusterNicknames:
             return self._wait_for_node(nick)
         if membership.state is not NodeState.SERVING:
             return fail(
-                RegistryUnavailable(membership.down_reason or "not in the cluster yet")
+                ClusterUnreachable(membership.down_reason or "not in the cluster yet")
             )
         d = membership.registry.claim(nick)
         d.addErrback(self._claim_failed)
         return d
 
     def _claim_failed(self, failure: Failure) -> Failure:
-        if failure.check(RegistryUnavailable):
+        if failure.check(ClusterUnreachable):
             self.membership.lost(failure.getErrorMessage())
             if failure.check(LeaseLost):
                 self.membership.rejoin.resync()
@@ -112,7 +112,7 @@ class ClusterNicknames:
             d.addCallback(lambda _: self.outbox.keep_published([line]))
 
         def failed(failure: Failure) -> None:
-            failure.trap(RegistryUnavailable)
+            failure.trap(ClusterUnreachable)
             membership.rejoin.left(nick, line)
             membership.lost(failure.getErrorMessage())
 
@@ -124,7 +124,7 @@ class ClusterNicknames:
             return succeed(here)
 
         def failed(failure: Failure) -> tuple[list[str], int]:
-            failure.trap(RegistryUnavailable)
+            failure.trap(ClusterUnreachable)
             self.membership.lost(failure.getErrorMessage())
             return here
 
@@ -147,7 +147,7 @@ class ClusterNicknames:
         def give_up() -> None:
             self._waiting.remove(entry)
             waiting.errback(
-                RegistryUnavailable(membership.down_reason or "not in the cluster yet")
+                ClusterUnreachable(membership.down_reason or "not in the cluster yet")
             )
 
         entry = (
@@ -170,7 +170,7 @@ class ClusterNicknames:
         """The node stops: the claims that wait fail."""
         for _, waiting, timer in self._waiting:
             timer.cancel()
-            waiting.errback(RegistryUnavailable("the server is stopping"))
+            waiting.errback(ClusterUnreachable("the server is stopping"))
         self._waiting = []
 
 
@@ -272,7 +272,7 @@ class ClusterHistory:
         self.outbox.send()  # the lines made before the question go first
 
         def failed(failure: Failure) -> Failure:
-            failure.trap(RegistryUnavailable)
+            failure.trap(ClusterUnreachable)
             self.membership.lost(failure.getErrorMessage())
             return failure
 
@@ -302,7 +302,7 @@ class ClusterRelay:
     def whisper(self, target: str, line: bytes) -> Deferred[bool]:
         membership = self.membership
         if not membership.inside:
-            return fail(RegistryUnavailable(UNREACHABLE))
+            return fail(ClusterUnreachable(UNREACHABLE))
         if membership.holding():
             later: Deferred[bool] = Deferred()
 
@@ -310,7 +310,7 @@ class ClusterRelay:
                 if known:
                     self.whisper(target, line).chainDeferred(later)
                 else:
-                    later.errback(RegistryUnavailable("this node was taken for dead"))
+                    later.errback(ClusterUnreachable("this node was taken for dead"))
 
             membership.hold(then)
             return later
@@ -385,7 +385,7 @@ class ClusterModeration:
         its target (moderation.py)."""
         membership = self.membership
         if not membership.inside or membership.holding():
-            return fail(RegistryUnavailable(UNREACHABLE))
+            return fail(ClusterUnreachable(UNREACHABLE))
         return membership.registry.kick(kick).addErrback(membership.refused)
 
     def answer(self, operator: str, target: str, line: bytes) -> Deferred[bool]:
@@ -393,7 +393,7 @@ class ClusterModeration:
         that holds C{operator} (moderation.py)."""
         membership = self.membership
         if not membership.inside or membership.holding():
-            return fail(RegistryUnavailable(UNREACHABLE))
+            return fail(ClusterUnreachable(UNREACHABLE))
         d = membership.registry.answer(operator, target, line)
         return d.addErrback(membership.refused)
 
@@ -410,7 +410,7 @@ class ClusterModeration:
         self, change: Callable[[Any], Deferred[None]], what: Any
     ) -> Deferred[None]:
         if self.membership.state is not NodeState.SERVING:
-            return fail(RegistryUnavailable(UNREACHABLE))
+            return fail(ClusterUnreachable(UNREACHABLE))
         return change(what).addErrback(self.membership.refused)
 
     def load(self) -> None:

@@ -46,7 +46,7 @@ class History(Protocol):
 
     def last(self, count: int) -> Deferred[list[bytes]]:
         """The last C{count} lines kept, oldest first, none older than the
-        history's age; fail with L{chatproto.registry.RegistryUnavailable}
+        history's age; fail with L{chatproto.registry.ClusterUnreachable}
         when the history cannot be read now (the cluster's Redis)."""
 
 
@@ -172,7 +172,7 @@ return lines
 class Evaluator(Protocol):
     """What the Redis history needs of a connection to Redis
     (L{chatproto._redis.Commands} is one): a script, run within its time
-    limit, failing with L{chatproto.registry.RegistryUnavailable}."""
+    limit, failing with L{chatproto.registry.ClusterUnreachable}."""
 
     def eval(self, script: bytes, args: Sequence[Any]) -> Deferred[Any]: ...
 

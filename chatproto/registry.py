@@ -35,8 +35,10 @@ class NicknameTaken(Exception):
     """Somebody already has this nickname, in any letter case."""
 
 
-class RegistryUnavailable(Exception):
-    """The registry cannot answer now (the cluster's store is unreachable)."""
+class ClusterUnreachable(Exception):
+    """The cluster's Redis cannot be reached now: raised for whatever needs
+    it (a nickname claimed, a history read, a private line, a kick or a ban
+    for another node)."""
 
 
 class Reach(enum.Enum):

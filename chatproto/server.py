@@ -204,7 +204,7 @@ class ChatFactory(ServerFactory):
     history, public and private lines) and what is about connections
     rather than the chat: who gets in (the L{Admission}, and the bans of
     its L{Moderation}), the one ping loop (running while the room has
-    members), and shutdown. Sessions (it is their L{session.Room}),
+    members), and shutdown. Sessions (it is their L{session.Server}),
     moderation and a cluster's node reach the chat through it: it hands
     the calls about the chat to its room, one line each. The TCP protocol
     and the WebSocket one build sessions on the same factory.

@@ -9,7 +9,7 @@ control), and the commands of docs/protocol.md are the functions of the
 command table at the end of this module (L{_COMMANDS}). It knows nothing of
 sockets.
 What users share (who is in the chat, the public lines, the limits per
-address) is the room's: the L{Room} interface below, which
+address) is the server's: the L{Server} interface below, which
 L{chatproto.server.ChatFactory} implements.
 """
 
@@ -27,10 +27,10 @@ from twisted.python.failure import Failure
 from chatproto import wire
 from chatproto.inbox import STILL_TOO_LONG, TOO_LONG, Inbox
 from chatproto.registry import (
+    ClusterUnreachable,
     NicknameTaken,
     Reach,
     Registry,
-    RegistryUnavailable,
     valid_nickname,
 )
 from chatproto.text import clean
@@ -89,7 +89,7 @@ class Connection(Protocol):
         """The user talks: from now on, send each write at once."""
 
 
-class Room(Protocol):
+class Server(Protocol):
     """All a session knows of the chat it is in: the server's
     L{chatproto.server.ChatFactory}, which hands the calls about the chat
     to its L{chatproto.room.Room}."""
@@ -159,8 +159,8 @@ class Session:
         "inbox",
         "missed_pings",
         "nick",
-        "room",
         "seen",
+        "server",
         "state",
     )
 
@@ -168,15 +168,17 @@ class Session:
     # session's class says "web" (a class attribute: no slot per session).
     front_end: ClassVar[str] = "tcp"
 
-    def __init__(self, room: Room, connection: Connection, host: str | None) -> None:
-        self.room = room
+    def __init__(
+        self, server: Server, connection: Connection, host: str | None
+    ) -> None:
+        self.server = server
         self.connection = connection
         self.host = host  # its source(): what the per-address limits count
         self.nick: str | None = None
         self.state = State.WELCOMED
         self.missed_pings = 0
         self.seen = -1
-        self.inbox = Inbox(room)
+        self.inbox = Inbox(server)
         self._busy = False  # a registry call is under way: lines wait for it
         self._draining = False
         self._ended = False  # the input ended: it quits after its lines
@@ -192,21 +194,21 @@ class Session:
 
     def start(self) -> None:
         """The front end is connected: admit the user, or say why not."""
-        room = self.room
-        refusal = room.admit(self)
+        server = self.server
+        refusal = server.admit(self)
         if refusal is not None:
             self.state = State.GONE
             self.connection.close(refusal)
             return
-        config = room.config
-        now = room.clock.seconds()
-        self.inbox.start(room.tokens_for(self.host, now), now)
+        config = server.config
+        now = server.clock.seconds()
+        self.inbox.start(server.tokens_for(self.host, now), now)
         self.connection.open(self)
         if config.nodelay == "all":
             self._talking = True
             self.connection.talking()
         if config.registration_timeout > 0:
-            self._registration_call = room.clock.callLater(
+            self._registration_call = server.clock.callLater(
                 config.registration_timeout, self._registration_expired
             )
         self.send(wire.WELCOME)
@@ -216,10 +218,10 @@ class Session:
         self._leave(reason="lost")
         left = self.inbox.close()
         if left is not None:  # admitted: what it spent of its burst stays spent
-            self.room.remember_tokens(self.host, *left)
+            self.server.remember_tokens(self.host, *left)
         self.state = State.GONE
         self._stop_registration_timer()
-        self.room.forget(self)
+        self.server.forget(self)
 
     def send(self, data: bytes) -> None:
         """Write bytes to this user, unless it is gone.
@@ -228,7 +230,7 @@ class Session:
         sees every line in the order the server made them."""
         if self.state is GONE:
             return
-        self.room.catch_up(self)
+        self.server.catch_up(self)
         self.connection.write(data)
 
     def overflowed(self, backlog: int) -> None:
@@ -275,7 +277,7 @@ class Session:
     def _leave(self, reach: Reach = Reach.EVERYWHERE, reason: str = "lost") -> None:
         if self.state is CHATTING:
             self.state = State.GONE
-            self.room.depart(self, reach, reason)
+            self.server.depart(self, reach, reason)
 
     # Input: lines, over-long lines, the end of input
 
@@ -361,7 +363,7 @@ class Session:
         if raw == b"pong":  # unasked for: it counted as a line, and does nothing
             return
         if raw == TOO_LONG:
-            self.send(wire.notice(wire.TOO_LONG.format(self.room.config.max_line)))
+            self.send(wire.notice(wire.TOO_LONG.format(self.server.config.max_line)))
             return
         if raw == STILL_TOO_LONG:
             return
@@ -399,7 +401,7 @@ class Session:
             self._claim(nick)
 
     def _chat(self, text: str) -> None:
-        if not self._talking and self.room.config.nodelay == "talkers":
+        if not self._talking and self.server.config.nodelay == "talkers":
             self._talking = True
             self.connection.talking()
         stripped = text.strip()
@@ -412,7 +414,7 @@ class Session:
         elif text.startswith("msg "):
             _private(self, text[4:])
         elif stripped:
-            self.room.say(self, text)
+            self.server.say(self, text)
 
     def _unexpected(self, failure: Failure) -> None:
         log.failure("unexpected error for {nick}", failure, nick=self.nick)
@@ -434,39 +436,39 @@ class Session:
     def _claim(self, nick: str) -> None:
         self.state = State.NAMING
         if not valid_nickname(nick):
-            self.room.metrics.refused("nickname_invalid", self.host)
+            self.server.metrics.refused("nickname_invalid", self.host)
             self.send(wire.INVALID_NICK)
             return
         self.state = State.JOINING
         self._busy = True
-        d = self.room.registry.claim(nick)
+        d = self.server.registry.claim(nick)
         d.addCallbacks(self._claimed, self._not_claimed)
         d.addErrback(self._unexpected)
         d.addBoth(self._unbusy)
 
     def _claimed(self, nick: str) -> None:
-        room = self.room
+        server = self.server
         if self.state is not State.JOINING:  # disconnected while waiting
-            room.registry.release(nick)
+            server.registry.release(nick)
             return
         self._stop_registration_timer()
         self.nick = nick
-        room.registered(self)
+        server.registered(self)
         self.send(wire.notice(f"Bienvenue {nick}"))
         if self.state is GONE:  # that very write cut it: it stopped reading
-            room.registry.release(nick)
+            server.registry.release(nick)
             return
         self.state = State.CHATTING
-        room.join(self)
+        server.join(self)
 
     def _not_claimed(self, failure: Failure) -> None:
         if self.state is not State.JOINING:
             return
         self.state = State.NAMING
         if failure.check(NicknameTaken):
-            self.room.metrics.refused("nickname_taken", self.host)
+            self.server.metrics.refused("nickname_taken", self.host)
             self.send(wire.TAKEN)
-        elif failure.check(RegistryUnavailable):
+        elif failure.check(ClusterUnreachable):
             self.send(wire.notice(wire.UNAVAILABLE))
         else:
             failure.raiseException()
@@ -501,7 +503,7 @@ def _private(session: Session, rest: str) -> None:
     if not body.strip():
         raise ChatError(wire.PRIVATE_EMPTY.format(target))
     assert session.nick is not None
-    d = session.room.whisper(session.nick, target, body)
+    d = session.server.whisper(session.nick, target, body)
     d.addCallbacks(
         _whispered,
         _not_whispered,
@@ -517,12 +519,12 @@ def _whispered(found: bool, session: Session, target: str) -> None:
 
 
 def _not_whispered(failure: Failure, session: Session, target: str) -> None:
-    failure.trap(RegistryUnavailable)
+    failure.trap(ClusterUnreachable)
     session.send(wire.notice(wire.PRIVATE_UNAVAILABLE.format(target)))
 
 
 def _list(session: Session, argument: str) -> None:
-    session.room.registry.names().addCallback(session.send_names)
+    session.server.registry.names().addCallback(session.send_names)
 
 
 def _quit(session: Session, argument: str) -> None:
@@ -542,7 +544,7 @@ def _history(session: Session, argument: str) -> None:
     --history-lines), to this user alone, between two marker lines.
     Registered users only: reading the room is being in it, seen in
     /list, and a connection that has no nickname yet stays cheap."""
-    most = session.room.config.history_lines
+    most = session.server.config.history_lines
     if most <= 0:
         raise ChatError(wire.HISTORY_OFF)
     if not argument:
@@ -551,7 +553,7 @@ def _history(session: Session, argument: str) -> None:
         count = min(int(argument), most)
     else:
         raise ChatError(wire.HISTORY_USAGE.format(most))
-    d = session.room.history.last(count)
+    d = session.server.history.last(count)
     d.addCallbacks(
         _send_history,
         _history_failed,
@@ -568,7 +570,7 @@ def _send_history(lines: list[bytes], session: Session) -> None:
 
 
 def _history_failed(failure: Failure, session: Session) -> None:
-    failure.trap(RegistryUnavailable)
+    failure.trap(ClusterUnreachable)
     session.send(wire.notice(wire.HISTORY_UNAVAILABLE))
 
 
@@ -576,7 +578,7 @@ def _moderation(command: str) -> Callable[[Session, str], None]:
     """The handler of a moderation command: the room's moderation answers."""
 
     def handler(session: Session, argument: str) -> None:
-        session.room.moderate(session, command, argument)
+        session.server.moderate(session, command, argument)
 
     return handler
 

@@ -70,7 +70,9 @@ def free_port() -> int:
 
 
 def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 10
+    """Until the naive chat listens (30 s at most: a loaded machine starts
+    Python slowly)."""
+    deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         assert proc.poll() is None, "the naive chat exited"
         with socket.socket() as s:
@@ -95,7 +97,12 @@ def start_naive(port: int) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    wait_listening(port, server)
+    try:
+        wait_listening(port, server)
+    except BaseException:  # never left running behind a failed test
+        server.kill()
+        server.wait()
+        raise
     return server
 
 

@@ -27,7 +27,7 @@ from chatproto.client.protocol import (
 )
 from chatproto.client.servers import Dialect
 from chatproto.client.session import ClientSession
-from chatproto.registry import MemoryRegistry, RegistryUnavailable
+from chatproto.registry import ClusterUnreachable, MemoryRegistry
 from chatproto.testing import Chat, Client
 from tests.test_client_session import UI
 
@@ -112,7 +112,7 @@ class Outage(MemoryRegistry):
 
     def claim(self, nick: str) -> Deferred[str]:
         if self.down:
-            return fail(RegistryUnavailable("store unreachable"))
+            return fail(ClusterUnreachable("store unreachable"))
         return super().claim(nick)
 
 

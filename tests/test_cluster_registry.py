@@ -24,7 +24,7 @@ from chatproto.cluster_messages import (
 )
 from chatproto.cluster_redis import LeaseLost, RedisRegistry, Renewal
 from chatproto.config import RedisAddress
-from chatproto.registry import NicknameTaken, RegistryUnavailable
+from chatproto.registry import ClusterUnreachable, NicknameTaken
 from tests.redis_fixture import RedisServer, running_redis
 
 pytestmark = pytest.mark.redis
@@ -197,7 +197,7 @@ async def test_claims_need_the_nodes_lease(open_registry: Opener) -> None:
     a = await open_registry("a", sync=False)
     failure = await failure_of(a.claim("alice"))
     assert isinstance(failure, LeaseLost)
-    assert isinstance(failure, RegistryUnavailable)
+    assert isinstance(failure, ClusterUnreachable)
     assert (await a.renew("")) is Renewal.DATA_LOST  # no epoch yet, no lease
     synced = await a.sync([])
     assert (await a.renew(synced.epoch)) is Renewal.RENEWED
@@ -307,14 +307,14 @@ async def test_a_private_line_is_published_to_the_holders_node(
 async def test_calls_fail_at_once_when_redis_is_gone(
     redis: RedisServer, open_registry: Opener
 ) -> None:
-    """With Redis stopped, a call fails with RegistryUnavailable at once
+    """With Redis stopped, a call fails with ClusterUnreachable at once
     instead of waiting for a connection."""
     a = await open_registry("a", timeout=5.0)
     redis.stop()
     await until(lambda: not a.commands.connected)
     started = time.monotonic()
-    assert isinstance(await failure_of(a.claim("alice")), RegistryUnavailable)
-    assert isinstance(await failure_of(a.names()), RegistryUnavailable)
+    assert isinstance(await failure_of(a.claim("alice")), ClusterUnreachable)
+    assert isinstance(await failure_of(a.names()), ClusterUnreachable)
     assert time.monotonic() - started < 1.0
 
 
@@ -328,7 +328,7 @@ async def test_calls_fail_within_the_time_limit_when_redis_hangs(
     redis.pause()
     try:
         started = time.monotonic()
-        assert isinstance(await failure_of(a.claim("alice")), RegistryUnavailable)
+        assert isinstance(await failure_of(a.claim("alice")), ClusterUnreachable)
         assert 0.25 < time.monotonic() - started < 2.0
     finally:
         redis.resume()
@@ -336,7 +336,7 @@ async def test_calls_fail_within_the_time_limit_when_redis_hangs(
     async def works() -> bool:
         try:
             await a.names()
-        except RegistryUnavailable:
+        except ClusterUnreachable:
             return False
         return True
 

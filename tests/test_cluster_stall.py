@@ -41,7 +41,7 @@ from chatproto.cluster_redis import (
     RedisRegistry,
 )
 from chatproto.config import ClusterConfig, RedisAddress, ServerConfig
-from chatproto.registry import RegistryUnavailable
+from chatproto.registry import ClusterUnreachable
 from chatproto.server import ChatFactory, ChatServerProtocol
 from chatproto.testing import START, Client, RecordingTransport
 
@@ -313,8 +313,8 @@ def test_a_node_cut_off_past_its_lease_finds_it_was_reaped_when_it_syncs() -> No
     cluster = Cluster()
     alice = cluster.user("alice")
     redis = cluster.redis
-    redis.answers[RENEW] = RegistryUnavailable("Redis did not answer in time")
-    redis.answers[SYNC] = RegistryUnavailable("Redis did not answer in time")
+    redis.answers[RENEW] = ClusterUnreachable("Redis did not answer in time")
+    redis.answers[SYNC] = ClusterUnreachable("Redis did not answer in time")
     cluster.clock.advance(CONFIG.tick)
     assert not cluster.node.accepting
     assert alice.take() == b""
@@ -408,7 +408,7 @@ def test_a_node_whose_check_gets_no_answer_is_cut_off_and_delivers_nothing_twice
     cluster.heard(b"there [1.2.3]-bob: bonjour\n")
     cluster.heard(b"there [1.2.3]-bob: encore\n")
     ann.send(b"pendant la pause\n")
-    away = RegistryUnavailable("Redis did not answer in time")
+    away = ClusterUnreachable("Redis did not answer in time")
     redis.answers[SYNC] = away  # and it stays away
     redis.waiting[0][1].errback(away)
     assert redis.count(RENEW) == renewals + 1
@@ -483,7 +483,7 @@ def test_a_node_joins_is_cut_off_and_comes_back_and_the_log_says_each_move(
     assert cluster.node.state is NodeState.SERVING
     cluster.user("alice")
     redis = cluster.redis
-    redis.answers[RENEW] = RegistryUnavailable("Redis did not answer in time")
+    redis.answers[RENEW] = ClusterUnreachable("Redis did not answer in time")
     cluster.clock.advance(CONFIG.tick)
     assert cluster.node.state is NodeState.CUT_OFF
     redis.answers[RENEW] = 1

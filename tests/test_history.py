@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 from chatproto import wire
 from chatproto.config import ServerConfig
 from chatproto.history import MemoryHistory
-from chatproto.registry import RegistryUnavailable
+from chatproto.registry import ClusterUnreachable
 from chatproto.testing import Chat
 
 END = b"--- fin de l'historique ---\n"
@@ -228,7 +228,7 @@ def test_a_history_that_cannot_be_read_gets_a_clear_line() -> None:
 
     class Unreachable(MemoryHistory):
         def last(self, count: int) -> Deferred[list[bytes]]:
-            return fail(RegistryUnavailable("no connection to Redis"))
+            return fail(ClusterUnreachable("no connection to Redis"))
 
     chat = Chat()
     chat.factory.room.history = Unreachable(chat.factory.config, chat.clock)

@@ -20,7 +20,7 @@ from chatproto import wire
 from chatproto._redis import Commands
 from chatproto.config import RedisAddress, ServerConfig
 from chatproto.history import RedisHistory
-from chatproto.registry import RegistryUnavailable
+from chatproto.registry import ClusterUnreachable
 from tests.redis_fixture import RedisServer, running_redis
 from tests.test_cluster import Client, Node, received, until
 
@@ -292,7 +292,7 @@ async def test_reading_fails_as_unavailable_when_redis_is_gone(
     history = RedisHistory(commands, "t", ServerConfig())
     redis.stop()
     await until(lambda: not commands.connected)
-    with pytest.raises(RegistryUnavailable):
+    with pytest.raises(ClusterUnreachable):
         await history.last(5)
     await deferLater(r, 0)
 

@@ -6,7 +6,7 @@ no more, no less."""
 from __future__ import annotations
 
 from chatproto.history import KEEP, LAST
-from chatproto.registry import RegistryUnavailable
+from chatproto.registry import ClusterUnreachable
 from tests.test_cluster_stall import CONFIG, PUBLIC, RENEW, Cluster
 
 
@@ -112,7 +112,7 @@ def test_history_reads_redis_and_a_failure_cuts_the_node_off() -> None:
         b"--- historique (1 ligne) ---\n[1.2.3]-bob: avant\n"
         b"--- fin de l'historique ---\n"
     )
-    redis.answers[LAST] = RegistryUnavailable("Redis did not answer in time")
+    redis.answers[LAST] = ClusterUnreachable("Redis did not answer in time")
     alice.send(b"/history\n")
     assert alice.take() == (
         "Erreur : historique impossible à lire pour le moment, réessayez plus "

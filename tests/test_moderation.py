@@ -955,10 +955,10 @@ class FakeKicker:
     def _share(self, what: Any) -> Deferred[None]:
         from twisted.internet.defer import fail, succeed
 
-        from chatproto.registry import RegistryUnavailable
+        from chatproto.registry import ClusterUnreachable
 
         if self.failing:
-            return fail(RegistryUnavailable("the cluster cannot be reached"))
+            return fail(ClusterUnreachable("the cluster cannot be reached"))
         self.shared.append(what)
         return succeed(None)
 
@@ -1179,9 +1179,9 @@ def test_a_ban_no_node_takes_or_that_cannot_be_sent_waits_for_nothing() -> None:
     def unreachable(kick: Kick) -> Any:
         from twisted.internet.defer import fail
 
-        from chatproto.registry import RegistryUnavailable
+        from chatproto.registry import ClusterUnreachable
 
-        return fail(RegistryUnavailable("the cluster cannot be reached"))
+        return fail(ClusterUnreachable("the cluster cannot be reached"))
 
     kicker.kick = unreachable  # type: ignore[method-assign]
     alice.send(b"/ban zoe 10\n")

@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred, fail
 
 from chatproto import wire
 from chatproto.cluster_messages import Kick
-from chatproto.registry import RegistryUnavailable
+from chatproto.registry import ClusterUnreachable
 from chatproto.testing import Chat, Client, RecordingTransport
 
 WELCOME = b"Bienvenue dans le chat v.1, enregistrez-vous avec la commande /pseudo\n"
@@ -966,7 +966,7 @@ class UnreachableRelay:
         self.published.append(line)
 
     def whisper(self, target: str, line: bytes) -> Deferred[bool]:
-        return fail(RegistryUnavailable("down"))
+        return fail(ClusterUnreachable("down"))
 
 
 def test_private_line_while_the_cluster_is_unreachable_says_so() -> None:
