@@ -20,8 +20,9 @@ cluster, Redis has the truth).
 Every act is one log event with named fields: C{act}, C{operator},
 C{operator_address}, C{target}, C{target_address}, C{reason}, C{minutes}.
 
-L{Moderation} answers the commands, from one table built once, and is what
-the room and the cluster's node call; L{OperatorCheck} says who is an
+L{Moderation} answers the commands (the session's command table says which
+are an operator's, and asks L{Moderation.is_operator} once before the
+handler runs), and is what the room and the cluster's node call; L{OperatorCheck} says who is an
 operator. In a cluster, L{ClusterBans} keeps this node's copy of the
 cluster's bans in step with Redis, and L{Answers} the waits for the answers
 of other nodes to bans of their users.
@@ -31,8 +32,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, DeferredSemaphore, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -504,13 +505,14 @@ class Moderation:
         """Read the operators file again (L{OperatorCheck.reload})."""
         return self.op_check.reload(path)
 
-    def command(self, session: User, command: str, argument: str) -> None:
-        """Answer one of session.MODERATION_COMMANDS: /op anyone's, the
-        others an operator's only."""
-        if command == "/op":
-            self.op_check.op(session, argument)
-        elif self.op_check.is_operator(session, command):
-            self._commands[command](self, session, argument)
+    def op(self, session: User, argument: str) -> None:
+        """Anyone's C{/op PASSWORD} (L{OperatorCheck.op})."""
+        self.op_check.op(session, argument)
+
+    def is_operator(self, session: User, command: str) -> bool:
+        """Whether C{session} may use C{command}, an operator's (the
+        session's command table asks, once, before the handler runs)."""
+        return self.op_check.is_operator(session, command)
 
     # /kick, /ban, /unban, /bans
 
@@ -844,11 +846,3 @@ class Moderation:
     def heard_bans(self, bans: list[Ban]) -> None:
         """The cluster's bans, read whole (L{ClusterBans.heard_bans})."""
         self.cluster_bans.heard_bans(bans)
-
-    # An operator's commands, by name (see L{command}).
-    _commands: ClassVar[dict[str, Callable[[Moderation, User, str], None]]] = {
-        "/kick": kick,
-        "/ban": ban,
-        "/unban": unban,
-        "/bans": list_bans,
-    }

@@ -355,9 +355,6 @@ class ChatFactory(ServerFactory):
 
     # Moderation
 
-    def moderate(self, session: Session, command: str, argument: str) -> None:
-        self.moderation.command(session, command, argument)
-
     def heard_kick(self, kick: Kick) -> None:
         """An operator of another node kicked a user, if it is here."""
         self.moderation.heard_kick(kick)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Final, Protocol
 
 from twisted.internet.defer import Deferred
@@ -42,9 +43,6 @@ if TYPE_CHECKING:
 
 log = Logger()
 
-# The commands of operators, and of those who would be: the room's
-# moderation (chatproto/moderation.py) answers them.
-MODERATION_COMMANDS = ("/op", "/kick", "/ban", "/unban", "/bans")
 # The lines /history sends when it is not told how many.
 HISTORY_DEFAULT = 20
 
@@ -127,8 +125,23 @@ class Server(Protocol):
     def forget(self, session: Session) -> None: ...
     def say(self, sender: Session, text: str) -> None: ...
     def whisper(self, sender: str, target: str, text: str) -> Deferred[bool]: ...
-    def moderate(self, session: Session, command: str, argument: str) -> None:
-        """One of MODERATION_COMMANDS (chatproto/moderation.py)."""
+    @property
+    def moderation(self) -> Moderator: ...
+
+
+class Moderator(Protocol):
+    """What a session uses of the server's moderation
+    (L{chatproto.moderation.Moderation}): one method a command."""
+
+    def is_operator(self, session: Session, command: str) -> bool:
+        """Whether C{session} may use C{command}, an operator's; if not, it
+        is told so."""
+
+    def op(self, session: Session, argument: str) -> None: ...
+    def kick(self, session: Session, argument: str) -> None: ...
+    def ban(self, session: Session, argument: str) -> None: ...
+    def unban(self, session: Session, argument: str) -> None: ...
+    def list_bans(self, session: Session, argument: str) -> None: ...
 
 
 class Session:
@@ -407,10 +420,14 @@ class Session:
         stripped = text.strip()
         if stripped.startswith("/"):
             command, _, argument = stripped.partition(" ")
-            handler = _COMMANDS.get(command)
-            if handler is None:
+            entry = _COMMANDS.get(command)
+            if entry is None:
                 raise ChatError(wire.UNKNOWN_COMMAND.format(command))
-            handler(self, argument.strip())
+            if entry.operators_only and not self.server.moderation.is_operator(
+                self, command
+            ):
+                return
+            entry.handler(self, argument.strip())
         elif text.startswith("msg "):
             _private(self, text[4:])
         elif stripped:
@@ -574,20 +591,50 @@ def _history_failed(failure: Failure, session: Session) -> None:
     session.send(wire.notice(wire.HISTORY_UNAVAILABLE))
 
 
-def _moderation(command: str) -> Callable[[Session, str], None]:
-    """The handler of a moderation command: the room's moderation answers."""
-
-    def handler(session: Session, argument: str) -> None:
-        session.server.moderate(session, command, argument)
-
-    return handler
+# The operators' commands, and /op: the server's moderation answers them.
 
 
-_COMMANDS: Final[dict[str, Callable[[Session, str], None]]] = {
-    "/list": _list,
-    "/quit": _quit,
-    "/help": _help,
-    "/pseudo": _rename,
-    **{name: _moderation(name) for name in MODERATION_COMMANDS},
-    "/history": _history,
+def _op(session: Session, argument: str) -> None:
+    session.server.moderation.op(session, argument)
+
+
+def _kick(session: Session, argument: str) -> None:
+    session.server.moderation.kick(session, argument)
+
+
+def _ban(session: Session, argument: str) -> None:
+    session.server.moderation.ban(session, argument)
+
+
+def _unban(session: Session, argument: str) -> None:
+    session.server.moderation.unban(session, argument)
+
+
+def _bans(session: Session, argument: str) -> None:
+    session.server.moderation.list_bans(session, argument)
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One command of a registered user: what answers it, and whether only
+    an operator may use it (the dispatcher checks, once; the handler only
+    does its job)."""
+
+    handler: Callable[[Session, str], None]
+    operators_only: bool = False
+
+
+# Every command of the chat, users' and operators', by name (the lines
+# that are not commands: a public line, or msg NICK TEXT).
+_COMMANDS: Final[dict[str, Command]] = {
+    "/list": Command(_list),
+    "/quit": Command(_quit),
+    "/help": Command(_help),
+    "/pseudo": Command(_rename),
+    "/history": Command(_history),
+    "/op": Command(_op),
+    "/kick": Command(_kick, operators_only=True),
+    "/ban": Command(_ban, operators_only=True),
+    "/unban": Command(_unban, operators_only=True),
+    "/bans": Command(_bans, operators_only=True),
 }
