@@ -22,10 +22,11 @@ C{operator_address}, C{target}, C{target_address}, C{reason}, C{minutes}.
 
 L{Moderation} answers the commands (the session's command table says which
 are an operator's, and asks L{Moderation.is_operator} once before the
-handler runs), and is what the room and the cluster's node call; L{OperatorCheck} says who is an
-operator. In a cluster, L{ClusterBans} keeps this node's copy of the
-cluster's bans in step with Redis, and L{Answers} the waits for the answers
-of other nodes to bans of their users.
+handler runs), and is what the room and the cluster's node call;
+L{OperatorCheck} says who is an operator. In a cluster, L{ClusterBans}
+keeps this node's copy of the cluster's bans in step with Redis, and
+L{Answers} the waits for the answers of other nodes to bans of their
+users.
 """
 
 from __future__ import annotations
