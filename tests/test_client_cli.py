@@ -24,7 +24,7 @@ from tests.test_client_support import (
     closed_port,
     run_client,
 )
-from tests.test_tls import self_signed
+from tests.test_tls import key_and_certificate, self_signed
 
 pytestmark = pytest.mark.slow
 
@@ -98,6 +98,28 @@ def test_bad_endpoint_as_a_user_sees_it() -> None:
     assert result.stderr == (
         "python -m chatproto.client: error: invalid endpoint 'bogus:x':"
         " Unknown endpoint type: 'bogus'\n"
+    )
+
+
+def test_tls_roots_that_are_not_certificates_as_a_user_sees_it(
+    tmp_path: Path,
+) -> None:
+    """A tls: endpoint whose trustRoots= directory holds a key (not a
+    certificate): status 2, one line that says what the directory must
+    hold, no traceback."""
+    key_file, _ = key_and_certificate(tmp_path)
+    roots = tmp_path / "roots"
+    roots.mkdir()
+    (roots / "key.pem").write_bytes(key_file.read_bytes())
+    endpoint = f"tls:host=localhost:port=7999:trustRoots={roots}"
+    result = run_client(["--connect", endpoint])
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith(
+        f"python -m chatproto.client: error: cannot read the files of {endpoint!r}"
+    )
+    assert result.stderr.endswith(
+        "trustRoots= names a directory holding only PEM certificates.\n"
     )
 
 

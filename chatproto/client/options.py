@@ -160,7 +160,20 @@ def make_endpoint(reactor: Any, options: ClientOptions) -> IStreamClientEndpoint
         return HostnameEndpoint(
             reactor, options.host, options.port, timeout=options.timeout
         )
+    unreadable: tuple[type[Exception], ...] = ()
+    if options.endpoint.partition(":")[0] == "tls":
+        # Twisted reads a tls: endpoint's files (trustRoots=, certificate=,
+        # privateKey=) as it parses it, with OpenSSL: only a client that
+        # asks for TLS imports it.
+        from OpenSSL.crypto import Error
+
+        unreadable = (Error,)
     try:
         return clientFromString(reactor, options.endpoint)
     except (ValueError, TypeError, KeyError) as e:
         raise ValueError(f"invalid endpoint {options.endpoint!r}: {e}") from None
+    except unreadable as e:
+        raise ValueError(
+            f"cannot read the files of {options.endpoint!r} ({e}): trustRoots= "
+            "names a directory holding only PEM certificates."
+        ) from None
