@@ -203,6 +203,22 @@ def _write_atomically(path: str, entries: list[dict[str, Any]]) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+    _sync_directory(folder)
+
+
+def _sync_directory(folder: str) -> None:
+    """Make a rename in C{folder} reach the disk (a power cut after it then
+    keeps the new file, not the old one). Best effort: a file system that
+    cannot sync a directory has already renamed the file."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 # An entry of the bans file: its fields, their types, and what each holds.

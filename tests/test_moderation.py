@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from twisted.internet import task
 from twisted.internet.defer import Deferred
 from twisted.logger import ILogObserver, Logger
 from twisted.python.threadpool import ThreadPool
@@ -729,6 +730,30 @@ def test_bans_survive_a_restart_in_their_file(tmp_path: Path) -> None:
     assert [b.address for b in restarted.active()] == ["198.51.100.1"]
     chat.advance(300)
     assert Bans(chat.clock, str(path)).active() == []  # expired meanwhile
+
+
+def test_a_ban_s_rename_is_synced_to_the_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bans file is written, synced, renamed, and then its directory is
+    synced: a power cut after a ban is answered keeps the new file."""
+    done: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        done.append("sync " + os.path.realpath(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    def replace(source: str, target: str) -> None:
+        done.append("rename")
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    store = Bans(task.Clock(), str(tmp_path / "bans.json"))
+    store.add(Ban("198.51.100.1", 300.0, "alice", "spam"))
+    assert done[1:] == ["rename", f"sync {tmp_path.resolve()}"]
+    assert done[0].startswith(f"sync {tmp_path.resolve()}/.bans-")
 
 
 def failing_write(monkeypatch: pytest.MonkeyPatch, where: str, code: int) -> None:
