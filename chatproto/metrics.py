@@ -50,6 +50,8 @@ REFUSALS = (
     "stopping",  # the server is stopping
     "nickname_taken",  # the nickname is someone else's
     "nickname_invalid",  # not a nickname (see registry.valid_nickname)
+    "host_not_served",  # a web request for a host name not served (--web-host)
+    "origin_not_allowed",  # a WebSocket from an origin not allowed (--web-origin)
 )
 
 FRONT_ENDS = ("tcp", "web")

@@ -646,11 +646,16 @@ class ChatWebSocketResource(WebSocketResource):
         if origin is not None and not allowed_origin(
             origin, request.getHeader("host"), self.origins
         ):
-            log.info("WebSocket from origin {origin!r} refused", origin=origin)
+            self.chat.metrics.refused("origin_not_allowed", _client(request))
             request.setResponseCode(403)
             request.setHeader("content-type", "text/plain; charset=utf-8")
             return b"origin not allowed (see --web-origin)\n"
         return cast("bytes | int", super().render_GET(request))
+
+
+def _client(request: Request) -> str | None:
+    """Where a request comes from, as the per-address limits count it."""
+    return source(getattr(request.getClientAddress(), "host", None))
 
 
 class _Builder:
@@ -663,8 +668,7 @@ class _Builder:
         """Called as the connection becomes a WebSocket: it leaves the
         site's count, for the chat's (L{Channel.upgraded})."""
         cast(Channel, request.channel).upgraded()
-        host = source(getattr(request.getClientAddress(), "host", None))
-        return ChatWebSocket(self.factory, host, request.channel)
+        return ChatWebSocket(self.factory, _client(request), request.channel)
 
 
 class _Root(Resource):
@@ -739,7 +743,7 @@ class _SecureSite(BoundedSite):
             request.setHeader(name, value)
         host = request.getHeader("host")
         if not served_host(host, request.getHost(), self.hosts):
-            log.info("request for host {host!r} refused", host=host)
+            self.admission.metrics.refused("host_not_served", _client(request))
             return MISDIRECTED
         return cast(Resource, super().getResourceFor(request))
 

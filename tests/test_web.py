@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import re
 from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.logger import ILogObserver, Logger
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
     AcceptConnection,
@@ -22,7 +24,7 @@ from wsproto.events import (
 )
 from wsproto.frame_protocol import FrameProtocol
 
-from chatproto import wire
+from chatproto import metrics, wire
 from chatproto.session import Session, State
 from chatproto.testing import Chat, RecordingTransport
 from chatproto.web import (
@@ -334,6 +336,26 @@ def test_the_page_for_a_host_not_served_is_refused_with_421(
     assert headers[b"content-security-policy"] == [CONTENT_SECURITY_POLICY.encode()]
 
 
+def test_requests_for_a_host_not_served_are_counted_and_logged_as_refusals(
+    chat: Chat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page on a rebinding domain that asks again and again writes one
+    log line (then a summary every 10 s, as refused connections do), and
+    every refusal is counted under its reason."""
+    seen: list[dict[str, Any]] = []
+    monkeypatch.setattr(
+        metrics, "log", Logger(observer=cast(ILogObserver, seen.append))
+    )
+    for _ in range(50):
+        head, _ = get(chat, "/", name="rebind.example")
+        assert head.split(b" ")[1] == b"421"
+    assert chat.factory.metrics.refusals["host_not_served"] == 50
+    refused = [e for e in seen if e.get("act") == "refused"]
+    assert [(e["reason"], e["address"]) for e in refused] == [
+        ("host_not_served", "192.0.2.7")
+    ]
+
+
 @pytest.mark.parametrize(
     "header",
     [
@@ -596,8 +618,9 @@ def get(
     """An HTTP GET of the site (--web-host chat.test) for host C{name}: the
     response's head and its headers."""
     web = site(chat.factory, hosts=frozenset({"chat.test"}))
-    channel = web.buildProtocol(IPv4Address("TCP", "192.0.2.7", 1))
-    transport = RecordingTransport()
+    peer = IPv4Address("TCP", "192.0.2.7", 1)
+    channel = web.buildProtocol(peer)
+    transport = RecordingTransport(peerAddress=peer)
     transport.protocol = channel
     channel.makeConnection(transport)
     channel.dataReceived(
