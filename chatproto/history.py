@@ -28,14 +28,50 @@ long leaves no history behind.
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 
 from chatproto.config import ServerConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Kept:
+    """A public line as a history keeps it."""
+
+    number: int  # its place in this history: a later line has a larger one
+    when: float  # when it was kept, in seconds since the epoch
+    line: bytes  # exactly as it was sent, ending in \n
+
+
+# A word, for /search: letters and digits (no "_", as SQLite's FTS5
+# unicode61 tokenizer splits on it too).
+_WORD = re.compile(r"[^\W_]+")
+
+
+def search_words(text: str) -> list[str]:
+    """The words of C{text} as /search compares them: letters and digits,
+    in lower case, without accents (C{L'Éléphant} gives C{l}, C{elephant})."""
+    folded = unicodedata.normalize("NFKD", text.casefold())
+    bare = "".join(c for c in folded if not unicodedata.combining(c))
+    return _WORD.findall(bare)
+
+
+def searchable(line: bytes) -> str:
+    """What /search looks into: a kept line without its C{[H.M.S]-} stamp
+    (so the author's nickname and the text, or the arrival or departure)."""
+    text = line.decode("utf-8", "replace").rstrip("\n")
+    if text.startswith("["):
+        _, dash, rest = text.partition("]-")
+        if dash:
+            return rest
+    return text
 
 
 class History(Protocol):
