@@ -21,15 +21,17 @@ sentence, and is left as it is.
 Threads: the reactor never waits on the disk. L{Store.record} numbers a
 line (the largest id at open, plus one each time) and puts it in the
 unsaved lines, bounded in lines and bytes (past them a line is dropped and
-counted); one writer thread commits them in batches, as soon as it is
-woken and then as fast as commits go, and acknowledges each batch, taking
-it out of the unsaved lines. Reads run in a small pool with connections of
-their own (WAL lets them read while the writer writes); each read takes
-the unsaved lines as they are when it is asked, and merges them, by id,
-with the rows it finds. A failing write (a full disk, a read-only file) is
-logged, counted and retried; the chat goes on. The writer also forgets,
-at start and every L{RETENTION_INTERVAL}, lines past their age or past the
-bytes allowed (oldest first), and accounts unused too long, in chunks.
+counted); one writer thread commits them in batches (the first line after
+a quiet spell at once, then at most one commit per L{BATCH_INTERVAL}: a
+line is on the disk a fraction of a second after it is said), and
+acknowledges each batch, taking it out of the unsaved lines. Reads run in
+a small pool with connections of their own (WAL lets them read while the
+writer writes); each read takes the unsaved lines as they are when it is
+asked, and merges them, by id, with the rows it finds. A failing write (a
+full disk, a read-only file) is logged, counted and retried; the chat goes
+on. The writer also forgets, at start and every L{RETENTION_INTERVAL},
+lines past their age or past the bytes allowed (oldest first), and
+accounts unused too long, in chunks.
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ HEADER = b"SQLite format 3\x00"
 UNSAVED_LINES = 20_000
 UNSAVED_BYTES = 16 << 20
 RETRY_DELAY = 1.0  # seconds before a failed write is tried again
+BATCH_INTERVAL = 0.1  # seconds between two commits, at least
 RETENTION_INTERVAL = 600.0
 RETENTION_CHUNK = 2_000  # lines forgotten per transaction
 LOG_INTERVAL = 60.0  # lines dropped, write failures: logged this often at most
@@ -221,7 +224,7 @@ class Store:
         self._wake = threading.Event()
         self._queue: list[Kept] = []
         self._jobs: list[tuple[Callable[[sqlite3.Connection], Any], Deferred[Any]]] = []
-        self._stopping = False
+        self._halt = threading.Event()  # set (under _mutex) by close()
         # The writer's own.
         self._size = size  # the bytes of the lines committed
         self._writer: threading.Thread | None = None
@@ -305,7 +308,7 @@ class Store:
         if self._closed is None:
             self._closed = Deferred()
             with self._mutex:
-                self._stopping = True
+                self._halt.set()
             self._wake.set()
             if self._writer is None:
                 self._stopped()
@@ -409,32 +412,27 @@ class Store:
         batch: list[Kept] = []
         retain_at = 0.0  # time.monotonic() of the next retention pass
         retaining = False
-        stopping = False
         while True:
-            now = time.monotonic()
             if batch:  # a failed write, tried again
                 timeout = RETRY_DELAY
             elif retaining:
                 timeout = 0.0
             else:
-                timeout = max(0.0, retain_at - now)
-            if not stopping:
-                self._wake.wait(timeout)
-                self._wake.clear()
+                timeout = max(0.0, retain_at - time.monotonic())
+            self._wake.wait(timeout)
+            self._wake.clear()
             with self._mutex:
                 batch += self._queue
                 self._queue = []
                 jobs, self._jobs = self._jobs, []
-                stopping = self._stopping
-            if batch or jobs:
-                if self._commit(db, batch, jobs):
-                    batch = []
-                elif stopping:
-                    break  # the disk refuses: what waits is lost, as logged
+                stopping = self._halt.is_set()
+            if (batch or jobs) and self._commit(db, batch, jobs):
+                batch = []
+                # The lines said meanwhile wait for the next batch: under
+                # load, a commit (and its fsync) per BATCH_INTERVAL.
+                self._halt.wait(BATCH_INTERVAL)
             if stopping:
-                if not batch:
-                    break
-                continue
+                break  # what the disk refused is lost, as logged
             if time.monotonic() >= retain_at:
                 retaining = True
                 retain_at = time.monotonic() + RETENTION_INTERVAL

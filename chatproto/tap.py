@@ -444,7 +444,7 @@ class Options(usage.Options):
             "store",
             None,
             None,
-            f"The SQLite file the public lines (and protected nicknames) are "
+            "The SQLite file the public lines (and protected nicknames) are "
             f"kept in, created if need be (default: {STORE} in the working "
             "directory; none: keep the history in memory only, as "
             "--history-lines says). Not with --redis: a cluster keeps its "

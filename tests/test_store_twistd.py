@@ -4,6 +4,7 @@ chat.sqlite3 there; killed, restarted, damaged."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -163,3 +164,34 @@ def test_a_store_that_cannot_be_opened_stops_the_start_untouched(
     assert b"Traceback" not in result.stdout + result.stderr
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.sqlite3"]
+
+
+@pytest.mark.skipif(shutil.which("sqlite3") is None, reason="no sqlite3 command")
+def test_a_backup_taken_while_the_server_runs_is_a_whole_store(tmp_path: Path) -> None:
+    """The backup docs/operating.md gives: sqlite3's .backup, while the
+    server writes; the copy opens as a store, with every line committed."""
+    with running(tmp_path, "--flood-burst=100") as (proc, port):
+        alice = register(port, "alice")
+        for n in range(20):
+            alice.send(f"avant {n}\n".encode())
+        alice.send(b"/list\n")
+        alice.until(b"alice\n")
+        time.sleep(0.5)  # committed
+        for n in range(20):  # written while the backup reads
+            alice.send(f"pendant {n}\n".encode())
+        subprocess.run(
+            ["sqlite3", "chat.sqlite3", ".backup copy.sqlite3"],
+            cwd=tmp_path,
+            check=True,
+            timeout=30,
+        )
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+    copy = kept(tmp_path / "copy.sqlite3")
+    assert copy[:21] == [
+        b"Connexion de alice\n",
+        *[f"alice: avant {n}\n".encode() for n in range(20)],
+    ]
+    assert copy == kept(tmp_path / "chat.sqlite3")[: len(copy)]
+    with running(tmp_path, "--store", "copy.sqlite3") as (proc, port):
+        register(port, "bob")
