@@ -48,19 +48,20 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from twisted.application import service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from chatproto.accounts import Account
 from chatproto.history import Kept, search_words, searchable
 from chatproto.metrics import Metrics
-from chatproto.registry import nick_key
+from chatproto.registry import ClusterUnreachable, nick_key
 
 log = Logger()
 
@@ -353,8 +354,8 @@ class Store:
         now = self.clock.seconds()
         if now - self._dropped_logged >= LOG_INTERVAL:
             log.error(
-                "store {path}: {count} public lines not kept (its writes fail "
-                "or lag; see the store's failures before)",
+                "store {path}: {count} public lines not kept: too many wait "
+                "to be written (its writes fail or lag)",
                 path=self.path,
                 count=self._dropped,
             )
@@ -380,12 +381,22 @@ class Store:
             self._failures_logged = now
 
     def read(self, query: Callable[[sqlite3.Connection], T]) -> Deferred[T]:
-        """Run C{query} with a reading connection, in a reader thread."""
-        return deferToThreadPool(
+        """Run C{query} with a reading connection, in a reader thread;
+        fail with ClusterUnreachable (what a History's reads fail with when
+        it cannot be read now) if SQLite fails."""
+        d = deferToThreadPool(
             self.reactor,
             self._readers,
             lambda: query(self._reading()),
         )
+        return d.addErrback(self._unreadable)
+
+    def _unreadable(self, failure: Failure) -> NoReturn:
+        failure.trap(sqlite3.Error)
+        log.error(
+            "store {path}: cannot read ({error})", path=self.path, error=failure.value
+        )
+        raise ClusterUnreachable(f"the store {self.path} cannot be read now")
 
     def write(self, change: Callable[[sqlite3.Connection], T]) -> Deferred[T]:
         """Run C{change} in the writer's next transaction; fires once it is

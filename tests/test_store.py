@@ -20,9 +20,11 @@ from twisted.internet.interfaces import IReactorFromThreads
 from twisted.python import usage
 
 from chatproto import store as store_module
+from chatproto import wire
 from chatproto.accounts import Account
 from chatproto.history import search_words, searchable
 from chatproto.metrics import Metrics
+from chatproto.registry import ClusterUnreachable
 from chatproto.store import VERSION, Store, StoreError, StoreService
 from chatproto.tap import Options, makeService
 from chatproto.testing import Chat
@@ -396,3 +398,28 @@ def test_a_single_server_keeps_its_history_in_the_store_stopped_last(
     factory.room.broadcast(b"[1.2.3]-alice: bonjour\n")
     yield top.stopService()
     assert kept_in(path) == [b"[1.2.3]-alice: bonjour\n"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_read_sqlite_refuses_fails_as_a_history_that_cannot_be_read_now(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Generator[Deferred[Any], Any, None]:
+    def malformed(rows: Any) -> list[Any]:
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+    monkeypatch.setattr(store_module, "_kept", malformed)
+    chat = Chat()
+    store = Store.open(
+        str(tmp_path / "chat.sqlite3"), chat.clock, cast(IReactorFromThreads, reactor)
+    )
+    store.start()
+    chat.factory.room.history = store.history  # type: ignore[assignment]
+    try:
+        with pytest.raises(ClusterUnreachable):
+            yield store.history.last(5)
+        alice = chat.user("alice")
+        alice.send(b"/history\n")
+        yield sleep(0.2)
+        assert alice.take().decode().endswith(wire.HISTORY_UNAVAILABLE + "\n")
+    finally:
+        yield store.close()
