@@ -154,6 +154,21 @@ def test_the_shortcut_with_a_password_names_only_the_nickname() -> None:
     assert "s3cret" not in refused.sentence
 
 
+def test_the_shortcut_with_a_password_for_a_nickname_nobody_protects() -> None:
+    """chatproto's server answers /pseudo NICK PASSWORD for a NICK nobody
+    protects as for an invalid nickname: the sentence says both."""
+    chat = Chat()
+    chat.feed(RUBY_WELCOME)
+    chat.proto.send("/pseudo bob s3cret")
+    chat.feed(b"Rentrez un pseudo correct\n")
+    [refused] = chat.of(Refused)
+    assert refused.sentence == (
+        "The server refused the nickname 'bob': it is not valid, or no password"
+        " protects it."
+    )
+    assert chat.proto.stage is Stage.PROMPTED
+
+
 def test_the_shortcut_with_a_password_registers_the_nickname() -> None:
     """/pseudo NICK PASSWORD, then the list block alone (no greeting): the
     nickname registered is NICK."""

@@ -71,10 +71,11 @@ class Registered(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class Refused(Event):
-    """The server refused C{nickname}, as taken or as invalid; for a
-    protected nickname, C{why} says what it refused instead: a wrong
-    password, or one tried too often (C{taken} then: the client takes it as
-    it takes a taken nickname)."""
+    """The server refused C{nickname}, as taken or as invalid. When a
+    password went with it, C{why} says what may have been refused instead:
+    a wrong password, one tried too often (C{taken} then: the client takes
+    it as it takes a taken nickname), or a password for a nickname nobody
+    protects."""
 
     nickname: str
     taken: bool

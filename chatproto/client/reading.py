@@ -243,8 +243,14 @@ class ServerReader:
         if THROTTLED.fullmatch(text):
             # Tried again on a new connection, as after a taken nickname.
             taken, why = True, "too many password tries"
-        elif taken and self.registration.password_sent:
-            why = "it is in use, or the password is wrong"
+        elif self.registration.password_sent:
+            # chatproto's server answers /pseudo NICK PASSWORD for a NICK
+            # nobody protects as if the whole line were the nickname.
+            why = (
+                "it is in use, or the password is wrong"
+                if taken
+                else "it is not valid, or no password protects it"
+            )
         nickname = self.registration.refused(taken, self.dialect)
         if nickname == "/quit":
             # The answer to the /quit that projet.py took for a nickname.
