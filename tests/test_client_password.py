@@ -216,6 +216,23 @@ def test_the_password_file_answers_the_prompt() -> None:
     assert h.endpoint.sent() == b"hello\n"
 
 
+def test_the_password_file_answers_after_the_end_of_input() -> None:
+    """A pipe whose input ended before the prompt came (its lines and the
+    end of input wait for the registration): the password still goes
+    first, then the lines, then /quit."""
+    h = Harness(nickname="bob", password="s3cret")
+    h.session.user_line("hello")
+    h.session.user_quit()
+    start_as_bob(h)
+    h.endpoint.feed(PROMPT_LINE)
+    assert h.endpoint.sent() == b"s3cret\n"
+    h.endpoint.feed(GREETING)
+    h.clock.advance(1)  # the pacing: the fifth line in a row
+    assert h.endpoint.sent() == b"hello\n/quit\n"
+    h.endpoint.feed(b"Deconnexion\n")
+    assert h.ended == [(0, None)]
+
+
 def test_without_a_file_the_next_line_is_the_password() -> None:
     """No password file: the session says the user is asked (the terminal
     reads without echo) until a line is typed, which goes as the password."""

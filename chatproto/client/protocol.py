@@ -237,8 +237,10 @@ class ChatClientProtocol(LineReceiver):
 
     def answer_password(self, password: str) -> None:
         """Send C{password}, which the server asked for (a protected
-        nickname), before any line the user typed meanwhile."""
-        if self.leaving or self._closed:
+        nickname), before any line the user typed meanwhile, and before
+        C{/quit} if the user is leaving already (the end of a pipe's input
+        after its lines: they are to be said under that nickname)."""
+        if self._closed:
             return
         self.outbox.queue.appendleft(password)
         self.outbox.pump()
