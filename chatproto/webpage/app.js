@@ -8,6 +8,16 @@
 const catchUp = (() => {
   const STAMP = /^\[\d{1,2}\.\d{1,2}\.\d{1,2}\]-/;
   const OWN = "\u0000"; // the key of a line typed here: its text without stamp
+  // The line naming a day before its lines in a /history or /search block
+  // (docs/protocol.md): "--- lundi 7 décembre 2026 ---".
+  const WEEKDAY = "lundi|mardi|mercredi|jeudi|vendredi|samedi|dimanche";
+  const MONTH =
+    "janvier|février|mars|avril|mai|juin|juillet|août|septembre|octobre|novembre|décembre";
+  const DAY = new RegExp(`^--- (${WEEKDAY}) (1er|[2-9]|[12]\\d|3[01]) (${MONTH}) \\d{4} ---$`);
+
+  function isDay(line) {
+    return DAY.test(line);
+  }
 
   // The key of a line typed on this page: the server sends it to the others
   // as "[H.M.S]-NICK: TEXT", with a stamp the page never sees.
@@ -64,12 +74,14 @@ const catchUp = (() => {
   // than the page's own (a block longer than the first one), not missed.
   // The page's own arrival (none past --join-notice-limit users) is never
   // missed; after a reconnection, neither are its own departure and
-  // arrival (the cut).
+  // arrival (the cut). A day line is no line of the conversation: it is
+  // never matched nor counted, and comes back only where it is in the
+  // block and before a line that comes back.
   function missed(block, before, after, nick, reconnected) {
-    const shown = new Array(block.length).fill(false);
+    const shown = block.map(isDay); // a day line is never matched
     const since = bag(after);
     for (let i = block.length - 1; i >= 0; i -= 1) {
-      shown[i] = take(since, block[i]);
+      shown[i] ||= take(since, block[i]);
     }
     // A nickname is one user at a time: if the last arrival or departure
     // of it is an arrival, that is this page's.
@@ -87,13 +99,24 @@ const catchUp = (() => {
         }
       }
     }
-    const lines = block.filter(
-      (line, i) => i > first && !shown[i] && !(reconnected && isOwnPresence(line, nick)),
+    const kept = block.map(
+      (line, i) =>
+        i > first && (isDay(line) || !shown[i]) && !(reconnected && isOwnPresence(line, nick)),
     );
+    let day = false; // a line after this one and before the next day line is kept
+    for (let i = block.length - 1; i >= 0; i -= 1) {
+      if (isDay(block[i])) {
+        kept[i] &&= day;
+        day = false;
+      } else {
+        day ||= kept[i];
+      }
+    }
+    const lines = block.filter((line, i) => kept[i]);
     return { lines, gap: first < 0 && before.length > 0 };
   }
 
-  return { missed, ownKey };
+  return { isDay, missed, ownKey };
 })();
 
 if (typeof document === "undefined") {
@@ -333,7 +356,7 @@ if (typeof document === "undefined") {
     if (block === null) {
       block = { lines: [], asked: catching !== null };
       if (!block.asked) {
-        separator(`— ${line.slice(4, -4)} —`); // typed by the user
+        separator(framed(line)); // typed by the user
       }
       return;
     }
@@ -346,19 +369,24 @@ if (typeof document === "undefined") {
     if (!asked) {
       // typed by the user: shown as it comes, with no effect on the list
       for (const kept of lines) {
-        entry(historyEntry(kept) ?? { time: "", kind: "notice", text: kept });
+        if (catchUp.isDay(kept)) {
+          separator(framed(kept));
+        } else {
+          entry(historyEntry(kept) ?? { time: "", kind: "notice", text: kept });
+        }
       }
       separator("— fin de l'historique —");
       return;
     }
     const { at, before, after } = catching;
     catching = null;
-    const found = catchUp.missed(lines, before, after, nick, caughtUp);
-    const items = found.lines.map((kept) => {
+    const missed = catchUp.missed(lines, before, after, nick, caughtUp);
+    const said = missed.lines.filter((kept) => !catchUp.isDay(kept));
+    for (const kept of said) {
       remember(kept);
       late.set(kept, (late.get(kept) ?? 0) + 1);
-      return makeEntry(historyEntry(kept) ?? { time: "", kind: "notice", text: kept });
-    });
+    }
+    const items = missed.lines.map(keptItem);
     clearTimeout(lateTimer);
     lateTimer = setTimeout(() => (late = new Map()), LATE);
     if (!caughtUp) {
@@ -370,11 +398,11 @@ if (typeof document === "undefined") {
     }
     // Missed lines are unread ones too, for a hidden tab or a reader above.
     if (document.hidden || log.scrollHeight - log.scrollTop - log.clientHeight >= 40) {
-      for (let n = 0; n < items.length; n += 1) {
+      for (let n = 0; n < said.length; n += 1) {
         markUnread();
       }
     }
-    if (found.gap) {
+    if (missed.gap) {
       const what =
         items.length > 0
           ? "messages manqués pendant la coupure (d'autres ont pu être perdus)"
@@ -396,6 +424,19 @@ if (typeof document === "undefined") {
       insertAt(at, [makeSeparator(`— ${what} —`)]);
     }
     caughtUp = true;
+  }
+
+  // A line of a block as an item of a list: a day line as a separator.
+  function keptItem(kept) {
+    if (catchUp.isDay(kept)) {
+      return makeSeparator(framed(kept));
+    }
+    return makeEntry(historyEntry(kept) ?? { time: "", kind: "notice", text: kept });
+  }
+
+  // "--- lundi 7 décembre 2026 ---" as a separator shows it.
+  function framed(line) {
+    return `— ${line.slice(4, -4)} —`;
   }
 
   function historyEntry(line) {
