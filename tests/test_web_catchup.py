@@ -17,7 +17,7 @@ NODE = shutil.which("node")
 pytestmark = pytest.mark.skipif(NODE is None, reason="needs node")
 
 RUN = """
-const catchUp = require(process.argv[1]);
+const { catchUp } = require(process.argv[1]);
 const [block, before, after, nick, reconnected] = JSON.parse(process.argv[2]);
 const key = (k) => (k.startsWith("own:") ? catchUp.ownKey(nick, k.slice(4)) : k);
 const found = catchUp.missed(block, before.map(key), after.map(key), nick, reconnected);
@@ -213,3 +213,43 @@ def test_on_arriving_day_lines_stay_where_they_are_in_the_block() -> None:
         "[10.0.3]-Connexion de alice",
     ]
     assert missed(block, [], reconnected=False)["lines"] == block[:-1]
+
+
+WITHOUT_PASSWORD = """
+const { withoutPassword } = require(process.argv[1]);
+process.stdout.write(JSON.stringify(JSON.parse(process.argv[2]).map(withoutPassword)));
+"""
+
+
+def test_a_password_typed_in_a_command_is_hidden_from_what_the_page_shows() -> None:
+    """The page shows a line it sends, and keeps it for the arrow keys:
+    never with a password in it."""
+    assert NODE is not None
+    typed = [
+        "/register s3cret mot",
+        "/unregister s3cret",
+        "/pseudo alice s3cret",
+        "/op s3cret",
+        "  /register   s3cret",
+        "/pseudo alice",
+        "/register",
+        "/search s3cret",
+        "je dis /register s3cret",
+    ]
+    done = subprocess.run(
+        [NODE, "-e", WITHOUT_PASSWORD, str(PAGE / "app.js"), json.dumps(typed)],
+        capture_output=True,
+        check=True,
+        timeout=30,
+    )
+    assert json.loads(done.stdout) == [
+        "/register ••••••••",
+        "/unregister ••••••••",
+        "/pseudo alice ••••••••",
+        "/op ••••••••",
+        "  /register   ••••••••",
+        "/pseudo alice",
+        "/register",
+        "/search s3cret",
+        "je dis /register s3cret",
+    ]

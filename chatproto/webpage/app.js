@@ -119,8 +119,19 @@ const catchUp = (() => {
   return { isDay, missed, ownKey };
 })();
 
+// A line typed here as the page shows it and keeps it for the arrow keys:
+// the password of /op, /register, /unregister or /pseudo NICK PASSWORD
+// hidden (pure, for the tests too).
+function withoutPassword(line) {
+  return line.replace(
+    /^(\s*(?:\/(?:op|register|unregister) +|\/pseudo +\S+ +))\S.*$/s,
+    "$1••••••••",
+  );
+}
+
 if (typeof document === "undefined") {
-  module.exports = catchUp; // node, for the tests: the page below does not run
+  // node, for the tests: the page below does not run
+  module.exports = { catchUp, withoutPassword };
 }
 
 (() => {
@@ -148,6 +159,9 @@ if (typeof document === "undefined") {
   const REMEMBERED = 500; // public lines remembered, to find what a cut missed
   const LATE = 10000; // ms a caught-up line may still come live (a cluster)
   const QUIET = 300; // ms the log stays aria-busy after a history block goes in
+  // Protected nicknames: the server asks for the password, the next line.
+  const ASK_PASSWORD = "Ce pseudo est protégé : entrez son mot de passe";
+  const SAVED = "chatproto.remember"; // localStorage: {nick, password}
 
   const $ = (id) => document.getElementById(id);
   const status = $("status");
@@ -161,6 +175,9 @@ if (typeof document === "undefined") {
   const count = $("count");
   const unread = $("unread");
   const people = $("people");
+  const rememberBox = $("remember");
+  const passwordForm = $("password");
+  const passwordInput = $("password-input");
 
   let socket = null;
   let nick = null; // the nickname asked for, kept to register again
@@ -185,6 +202,10 @@ if (typeof document === "undefined") {
   let late = new Map(); // lines just caught up, that may still come live
   let lateTimer = null;
   let quietTimer = null;
+  // "se souvenir de moi": what localStorage keeps, read once on loading.
+  let saved = load();
+  let keep = null; // the password sent, to be saved once registered (box ticked)
+  let answering = false; // a password was sent, its answer has not come
 
   // Connection, and reconnection with backoff
 
@@ -195,7 +216,7 @@ if (typeof document === "undefined") {
       attempt = 0;
       setStatus("connected", "connecté");
       if (nick !== null) {
-        socket.send(`/pseudo ${nick}`);
+        askNick();
       }
     });
     socket.addEventListener("message", (event) => receive(String(event.data)));
@@ -205,6 +226,9 @@ if (typeof document === "undefined") {
       registered = false;
       catching = null;
       block = null;
+      answering = false;
+      passwordInput.value = "";
+      passwordForm.hidden = true;
       if (event.code === 1009 || event.code === 1003) {
         notice(`Connexion fermée par le serveur : ${event.reason}`, "error");
       }
@@ -263,20 +287,40 @@ if (typeof document === "undefined") {
     if (line === PROMPT) {
       return;
     }
+    if (line === ASK_PASSWORD && nick !== null && !registered) {
+      askPassword();
+      return;
+    }
+    if (nick !== null && !registered && line.startsWith("Erreur : ")) {
+      // the registration's answer (too many password tries, a cluster
+      // unreachable): say so, and let the user try again
+      answering = false;
+      refused(line);
+      return;
+    }
     if (line === INVALID) {
       refused("Pseudo refusé : 2 à 12 caractères, lettres sans accent, chiffres, _ ou -.");
       return;
     }
     if (line === TAKEN) {
+      const wrong = answering; // a wrong password is answered as a taken nickname
+      answering = false;
+      if (wrong) {
+        forget();
+      }
       if (everJoined && takenRetries < 20) {
         // A reconnection: the old connection may still hold the nickname
         // until the server sees it gone (its pings). Ask again shortly.
         takenRetries += 1;
         setStatus("reconnecting", `pseudo encore pris, nouvel essai (${takenRetries})…`);
-        setTimeout(() => send(`/pseudo ${nick}`), 2000);
+        setTimeout(askNick, 2000);
         return;
       }
-      refused("Ce pseudo est déjà pris : choisissez-en un autre.");
+      refused(
+        wrong
+          ? "Mot de passe refusé (ou pseudo déjà pris) : réessayez."
+          : "Ce pseudo est déjà pris : choisissez-en un autre.",
+      );
       return;
     }
     if (nick !== null && !registered && line === `Bienvenue ${nick}`) {
@@ -541,19 +585,66 @@ if (typeof document === "undefined") {
     joinError.hidden = false;
     registered = false;
     nick = null;
+    joinForm.classList.remove("chosen");
     joinForm.hidden = false;
+    passwordForm.hidden = true;
     sendForm.hidden = true;
     nickInput.select();
     nickInput.focus();
   }
 
+  // Register as NICK (again, after a reconnection). Nothing is kept to
+  // save until a password is sent for it.
+  function askNick() {
+    keep = null;
+    return send(`/pseudo ${nick}`);
+  }
+
+  // The nickname is protected: the saved password if it is this
+  // nickname's, else the password field, in place of the message box
+  // (the join form keeps its box "se souvenir de moi" only).
+  function askPassword() {
+    if (saved?.nick === nick && saved.password !== null) {
+      sendPassword(saved.password);
+      return;
+    }
+    joinForm.classList.add("chosen");
+    sendForm.hidden = true;
+    passwordForm.hidden = false;
+    passwordInput.focus();
+  }
+
+  function sendPassword(password) {
+    if (send(password)) {
+      answering = true;
+      keep = rememberBox.checked ? password : null;
+    }
+  }
+
+  passwordForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const password = passwordInput.value;
+    if (password === "") {
+      return;
+    }
+    passwordInput.value = "";
+    passwordForm.hidden = true;
+    sendPassword(password);
+  });
+
   function joined() {
     registered = true;
     everJoined = true;
     takenRetries = 0;
+    answering = false;
+    if (rememberBox.checked) {
+      save({ nick, password: keep });
+    }
+    keep = null;
     setStatus("connected", `connecté : ${nick}`);
     joinError.hidden = true;
-    joinForm.hidden = true;
+    joinForm.classList.add("chosen");
+    joinForm.hidden = !rememberBox.checked; // kept to untick it
     sendForm.hidden = false;
     document.body.classList.add("registered");
     if (document.activeElement === nickInput || document.activeElement === document.body) {
@@ -571,10 +662,57 @@ if (typeof document === "undefined") {
     }
     nick = wanted;
     joinError.hidden = true;
-    if (!send(`/pseudo ${wanted}`)) {
+    if (!askNick()) {
       setStatus("reconnecting", "pas encore connecté : le pseudo sera envoyé à la connexion");
     }
   });
+
+  // "se souvenir de moi": the nickname and its password in localStorage,
+  // saved once registered with the box ticked, and only then; unticking
+  // the box or a wrong password removes them.
+  function load() {
+    try {
+      const text = localStorage.getItem(SAVED);
+      const what = text === null ? null : JSON.parse(text);
+      if (typeof what?.nick !== "string") {
+        return null;
+      }
+      const password = typeof what.password === "string" ? what.password : null;
+      return { nick: what.nick, password };
+    } catch {
+      return null; // nothing saved, or storage refused to this page
+    }
+  }
+
+  function save(what) {
+    saved = what;
+    try {
+      localStorage.setItem(SAVED, JSON.stringify(what));
+    } catch {
+      // storage refused to this page: nothing is kept
+    }
+  }
+
+  function forget() {
+    saved = null;
+    try {
+      localStorage.removeItem(SAVED);
+    } catch {
+      // storage refused to this page: nothing was kept
+    }
+  }
+
+  rememberBox.addEventListener("change", () => {
+    if (!rememberBox.checked) {
+      forget();
+    }
+  });
+
+  if (saved !== null) {
+    nick = saved.nick; // registered as soon as connected
+    nickInput.value = saved.nick;
+    rememberBox.checked = true;
+  }
 
   // Sending, and the history (arrow keys)
 
@@ -588,11 +726,14 @@ if (typeof document === "undefined") {
       notice("Pas connecté : votre ligne attend, renvoyez-la une fois reconnecté.", "error");
       return; // the input keeps it
     }
-    history.push(line);
+    const shownLine = withoutPassword(line);
+    if (shownLine === line) {
+      history.push(line); // a password is not kept for the arrow keys
+    }
     historyAt = history.length;
     draft = "";
     messageInput.value = "";
-    own(line);
+    own(shownLine);
   });
 
   messageInput.addEventListener("keydown", (event) => {
