@@ -1,11 +1,11 @@
-"""The page's password field, "se souvenir de moi" and day lines, in a
-real browser (Debian's chromium, as in tests/test_web_browser.py).
+"""The page's password field, "se souvenir de moi", search panel and day
+lines, in a real browser (Debian's chromium, as in tests/test_web_browser.py).
 
 The page and its Content-Security-Policy come from a real twistd; its
 WebSocket is answered by the test itself (L{FakeChat}, through Playwright's
 WebSocket routing), which plays the server's lines of docs/protocol.md for a
-protected nickname and /history blocks with day lines: the page is tested
-against the contract, whatever the server it meets.
+protected nickname, /history blocks with day lines and /search answers: the
+page is tested against the contract, whatever the server it meets.
 """
 
 from __future__ import annotations
@@ -72,6 +72,8 @@ class FakeChat:
                     self.welcome(ws, nick)
             elif line.startswith("/history "):
                 self.history(ws)
+            elif line.startswith("/search "):
+                self.search(ws, line.removeprefix("/search "))
 
         ws.on_message(answer)
         ws.send(WELCOME)
@@ -87,6 +89,23 @@ class FakeChat:
             ws.send(line)
         ws.send("[9.0.1]-dave: dimanche")
         ws.send("--- fin de l'historique ---")
+
+    def search(self, ws: Any, words: str) -> None:
+        if words == "rien":
+            ws.send("Aucune ligne ne contient « rien »")
+            return
+        if words == "mal":
+            ws.send("Erreur : recherche impossible pour le moment, réessayez plus tard")
+            return
+        # A line of another user just before and just after the block.
+        ws.send("[10.0.0]-carol: en direct avant")
+        ws.send(f"--- recherche « {words} » (2 lignes) ---")
+        ws.send(SATURDAY)
+        ws.send("[9.0.0]-dave: le chat noir")
+        ws.send(SUNDAY)
+        ws.send("[9.0.1]-carol: un chat noir aussi")
+        ws.send("--- fin de la recherche ---")
+        ws.send("[10.0.1]-carol: en direct après")
 
 
 @pytest.fixture(scope="module")
@@ -257,6 +276,62 @@ def test_a_wrong_saved_password_is_forgotten(
     assert fake.received[-2:] == ["/pseudo alice", "ancien"]
     assert alice.saved() is None
     assert alice.errors == []
+
+
+def test_search_answers_go_to_a_panel_of_their_own(
+    chat: WebChat, browser: Any, fake: FakeChat
+) -> None:
+    bob = Tab(browser, chat, fake)
+    panel = bob.page.get_by_role("region", name="Recherche")
+    expect(bob.page.get_by_label("Rechercher")).to_be_hidden()  # not registered
+    bob.join("bob")
+    bob.connected("bob")
+    expect(panel).to_be_hidden()
+
+    search = bob.page.get_by_label("Rechercher")
+    search.fill("  chat noir ")
+    search.press("Enter")
+    expect(panel.get_by_role("status")).to_have_text(
+        "recherche « chat noir » (2 lignes)"
+    )
+    assert fake.received[-1] == "/search chat noir"
+    assert bob.lines("#found") == [
+        ["separator", "— samedi 5 décembre 2026 —"],
+        ["public history", "le chat noir"],
+        ["separator", "— dimanche 6 décembre 2026 —"],
+        ["public history", "un chat noir aussi"],
+    ]
+    # The live lines around the block went to the conversation, the
+    # block's lines did not.
+    expect(bob.page.locator("#log li").last).to_contain_text("en direct après")
+    log = bob.lines("#log")
+    assert ["public", "en direct avant"] in log
+    assert not [line for line in log if "chat noir" in line[1] or "---" in line[1]]
+
+    # No match: one message in the panel, the earlier lines gone.
+    search.fill("rien")
+    search.press("Enter")
+    expect(panel.get_by_role("status")).to_have_text(
+        "Aucune ligne ne contient « rien »"
+    )
+    assert bob.lines("#found") == []
+    # An error, there too.
+    search.fill("mal")
+    search.press("Enter")
+    expect(panel.get_by_role("status")).to_have_text(
+        "Erreur : recherche impossible pour le moment, réessayez plus tard"
+    )
+    expect(panel.get_by_role("status")).to_have_class("error")
+
+    # A /search typed in the message box is answered in the panel too.
+    panel.get_by_role("button", name="Fermer la recherche").click()
+    expect(panel).to_be_hidden()
+    bob.page.get_by_label("Message").fill("/search noir")
+    bob.page.get_by_label("Message").press("Enter")
+    expect(panel.get_by_role("status")).to_have_text("recherche « noir » (2 lignes)")
+    panel.get_by_role("button", name="Fermer la recherche").press("Escape")
+    expect(panel).to_be_hidden()
+    assert bob.errors == []
 
 
 def test_day_lines_of_a_history_block_are_separators(

@@ -162,6 +162,10 @@ if (typeof document === "undefined") {
   // Protected nicknames: the server asks for the password, the next line.
   const ASK_PASSWORD = "Ce pseudo est protégé : entrez son mot de passe";
   const SAVED = "chatproto.remember"; // localStorage: {nick, password}
+  // /search's answer: a block, or one line (docs/protocol.md).
+  const SEARCH_HEAD = /^--- recherche « .* » \(\d+ lignes?\) ---$/s;
+  const SEARCH_END = "--- fin de la recherche ---";
+  const NO_MATCH = /^Aucune ligne ne contient « .* »$/s;
 
   const $ = (id) => document.getElementById(id);
   const status = $("status");
@@ -178,6 +182,12 @@ if (typeof document === "undefined") {
   const rememberBox = $("remember");
   const passwordForm = $("password");
   const passwordInput = $("password-input");
+  const searchForm = $("search");
+  const searchInput = $("search-words");
+  const results = $("results");
+  const resultsStatus = $("results-status");
+  const found = $("found");
+  const closeResults = $("results-close");
 
   let socket = null;
   let nick = null; // the nickname asked for, kept to register again
@@ -206,6 +216,8 @@ if (typeof document === "undefined") {
   let saved = load();
   let keep = null; // the password sent, to be saved once registered (box ticked)
   let answering = false; // a password was sent, its answer has not come
+  let searches = 0; // /search lines sent and not answered yet
+  let searchBlock = null; // the items of a /search block being received
 
   // Connection, and reconnection with backoff
 
@@ -226,6 +238,8 @@ if (typeof document === "undefined") {
       registered = false;
       catching = null;
       block = null;
+      searches = 0;
+      searchBlock = null;
       answering = false;
       passwordInput.value = "";
       passwordForm.hidden = true;
@@ -266,12 +280,21 @@ if (typeof document === "undefined") {
       send("pong");
       return;
     }
+    if (block === null && (searchBlock !== null || SEARCH_HEAD.test(line))) {
+      searchLine(line);
+      return;
+    }
     if (block !== null || HISTORY_HEAD.test(line)) {
       historyLine(line);
       return;
     }
     if (catching !== null && (line === HISTORY_OFF || line === HISTORY_UNAVAILABLE)) {
       historyRefused(line);
+      return;
+    }
+    if (searches > 0 && (NO_MATCH.test(line) || line.startsWith("Erreur : "))) {
+      searches -= 1;
+      showResults(line, line.startsWith("Erreur : ") ? "error" : "");
       return;
     }
     if (inList || line === RULE) {
@@ -589,6 +612,7 @@ if (typeof document === "undefined") {
     joinForm.hidden = false;
     passwordForm.hidden = true;
     sendForm.hidden = true;
+    searchForm.hidden = true;
     nickInput.select();
     nickInput.focus();
   }
@@ -646,6 +670,7 @@ if (typeof document === "undefined") {
     joinForm.classList.add("chosen");
     joinForm.hidden = !rememberBox.checked; // kept to untick it
     sendForm.hidden = false;
+    searchForm.hidden = false;
     document.body.classList.add("registered");
     if (document.activeElement === nickInput || document.activeElement === document.body) {
       messageInput.focus();
@@ -762,6 +787,8 @@ if (typeof document === "undefined") {
         showList = true;
       } else if (trimmed === "/quit") {
         leaving = true;
+      } else if (/^\/search\b/.test(trimmed)) {
+        searches += 1; // its answer goes to the search panel
       }
       entry({ time, kind: "command own", text: trimmed });
     } else {
@@ -769,6 +796,57 @@ if (typeof document === "undefined") {
       entry({ time, kind: "public own", from: nick, text: line });
     }
   }
+
+  // Search: /search WORDS, its answer in a panel of its own
+
+  searchForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const words = searchInput.value.trim();
+    if (words === "") {
+      return;
+    }
+    if (!send(`/search ${words}`)) {
+      notice("Pas connecté : recherche impossible, réessayez une fois reconnecté.", "error");
+      return;
+    }
+    searches += 1;
+    showResults(`recherche de « ${words} »…`, "");
+  });
+
+  // A line of a /search block: its head, a kept line or a day line, its end.
+  function searchLine(line) {
+    if (searchBlock === null) {
+      searches = Math.max(0, searches - 1);
+      searchBlock = { head: line.slice(4, -4), items: [] };
+    } else if (line !== SEARCH_END) {
+      searchBlock.items.push(keptItem(line));
+    } else {
+      showResults(searchBlock.head, "", searchBlock.items);
+      searchBlock = null;
+    }
+  }
+
+  // The panel open, saying STATUS, with ITEMS (none: emptied).
+  function showResults(status, kind, items = []) {
+    resultsStatus.textContent = status;
+    resultsStatus.className = kind;
+    found.replaceChildren(...items);
+    results.hidden = false;
+  }
+
+  function hideResults() {
+    results.hidden = true;
+    found.replaceChildren();
+    resultsStatus.textContent = "";
+    searchInput.focus();
+  }
+
+  closeResults.addEventListener("click", hideResults);
+  results.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") {
+      hideResults();
+    }
+  });
 
   // The user list
 
