@@ -2,9 +2,12 @@
 
 A nickname protected with C{/register PASSWORD} is let in only with that
 password (docs/protocol.md, "Protected nicknames"). An L{Accounts} book
-keeps the L{Account}s: in memory for a server without a store, in the
-SQLite store (chatproto/store.py) otherwise. It never holds a password,
-only its scrypt hash (chatproto/operators.py's).
+keeps the L{Account}s: in memory for a server without a store
+(L{MemoryAccounts}), in the SQLite store (chatproto/store.py) otherwise. It
+never holds a password, only its scrypt hash (chatproto/operators.py's).
+L{Protection} is what the sessions ask (chatproto/session.py: the password
+prompt, /register, /unregister): it checks and hashes passwords off the
+reactor thread, throttled, and lets accounts unused for --nick-days go.
 """
 
 from __future__ import annotations

@@ -172,8 +172,9 @@ class Session:
     L{skipped} for lines past max_line) and wait their turn in its
     L{Inbox}, which flood control lets out (chatproto/inbox.py). Pongs that
     answer a ping skip the inbox. Before registering, a user may ask for a
-    nickname, /help or /quit; once registered, its lines are public lines,
-    private ones (C{msg}), or the commands of L{_COMMANDS}.
+    nickname, /help or /quit (a protected nickname asks for its password:
+    the next line); once registered, its lines are public lines, private
+    ones (C{msg}), or the commands of L{_COMMANDS}.
 
     Invariants: nothing is written once the state is GONE; C{seen} (the
     number of the last public line this user was given, -1 when not in the
