@@ -3,7 +3,8 @@
 A nickname protected with C{/register PASSWORD} is let in only with that
 password (docs/protocol.md, "Protected nicknames"). An L{Accounts} book
 keeps the L{Account}s: in memory for a server without a store
-(L{MemoryAccounts}), in the SQLite store (chatproto/store.py) otherwise. It
+(L{MemoryAccounts}), in the SQLite store (chatproto/store.py) otherwise, in
+Redis for a cluster (L{RedisAccounts}). It
 never holds a password, only its scrypt hash (chatproto/operators.py's).
 L{Protection} is what the sessions ask (chatproto/session.py: the password
 prompt, /register, /unregister): it checks and hashes passwords off the
@@ -20,6 +21,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from chatproto.history import Evaluator
 from chatproto.operators import (
     Checker,
     Hasher,
@@ -248,3 +250,60 @@ class Protection:
             return failure
         log.failure(doing, failure, nick=nick, act="accounts-failed")
         raise Unavailable()
+
+
+# The book of a cluster, in Redis: one hash, chatproto:CLUSTER:accounts,
+# nickname key -> "USED<TAB>NICK<TAB>HASH" (cluster_redis.py lists the keys).
+# ARGV[1] is the hash's key, ARGV[2] the nickname key.
+
+_FIND = b"return redis.call('HGET', ARGV[1], ARGV[2])"
+# ARGV[3]: the account's value.
+_PROTECT = b"redis.call('HSET', ARGV[1], ARGV[2], ARGV[3]) return 0"
+_UNPROTECT = b"redis.call('HDEL', ARGV[1], ARGV[2]) return 0"
+# ARGV[3]: when it was used. An account that is not there is not made.
+_TOUCH = b"""
+local v = redis.call('HGET', ARGV[1], ARGV[2])
+if v then
+  local tab = string.find(v, '\\t', 1, true)
+  redis.call('HSET', ARGV[1], ARGV[2], ARGV[3] .. string.sub(v, tab))
+end
+return 0
+"""
+
+
+class RedisAccounts:
+    """The book of a whole cluster, in its Redis (the database of --redis):
+    a nickname protected on one node is protected on every node, and
+    survives the restart of any node (and of Redis, if its persistence is
+    on). Every Deferred fires once Redis holds the change, or fails with
+    L{chatproto.registry.ClusterUnreachable}."""
+
+    def __init__(self, commands: Evaluator, cluster: str) -> None:
+        self.commands = commands
+        self.key = f"chatproto:{cluster}:accounts"
+
+    def find(self, nick: str) -> Deferred[Account | None]:
+        d = self.commands.eval(_FIND, (self.key, nick_key(nick)))
+        return d.addCallback(_account)
+
+    def protect(self, account: Account) -> Deferred[None]:
+        value = f"{account.used!r}\t{account.nick}\t{account.hash}"
+        d = self.commands.eval(_PROTECT, (self.key, nick_key(account.nick), value))
+        return d.addCallback(lambda _: None)
+
+    def unprotect(self, nick: str) -> Deferred[None]:
+        d = self.commands.eval(_UNPROTECT, (self.key, nick_key(nick)))
+        return d.addCallback(lambda _: None)
+
+    def touch(self, nick: str, when: float) -> Deferred[None]:
+        d = self.commands.eval(_TOUCH, (self.key, nick_key(nick), repr(when)))
+        return d.addCallback(lambda _: None)
+
+
+def _account(value: bytes | str | None) -> Account | None:
+    """An account as RedisAccounts keeps it, or None."""
+    if value is None:
+        return None
+    text = value.decode() if isinstance(value, bytes) else value
+    used, nick, stored = text.split("\t")
+    return Account(nick=nick, hash=stored, used=float(used))

@@ -857,6 +857,7 @@ def makeService(options: usage.Options, reactor: Any = None) -> service.IService
         if node.history is not None:  # the cluster's history, in Redis
             factory.room.history = node.history
         factory.moderation.cluster = node.moderation  # kicks, answers, bans
+        factory.protection.accounts = node.accounts  # protected nicknames
         # First in, so stopped last: the users' departures are announced to
         # the other nodes before the node leaves the cluster.
         node.setServiceParent(top)
