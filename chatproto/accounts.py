@@ -107,9 +107,9 @@ class Protection:
     L{Tries}: throttled per address and in total, as /op's are, in a thread
     of the reactor's pool under twistd (C{checker}, C{hasher}). An account
     unused for longer than C{days} days counts as none, and is removed the
-    first time it is found so. C{owners}: the keys of this server's users
-    registered under a nickname protected here or with its password; their
-    departure records that it was used.
+    first time it is found so. C{owners}: the nickname keys of this
+    server's users who own their nickname (registered with its password, or
+    protected it since); their departure records that it was used.
 
     A password is never kept, logged, nor put in an exception's text."""
 
