@@ -90,7 +90,7 @@ UNAVAILABLE = wire.UNAVAILABLE
 FLOOD = wire.FLOOD
 #: chatproto's server asks so for the password of a protected nickname
 #: (docs/protocol.md): the next line it reads is the password.
-PASSWORD_PROMPT = "Ce pseudo est protégé : entrez son mot de passe"
+PASSWORD_PROMPT = wire.PASSWORD_PROMPT
 #: Too many password tries from this address: the nickname is refused for now.
 THROTTLED = re.compile(re.escape(wire.OP_THROTTLED).replace(r"\{\}", r"\d+"))
 
