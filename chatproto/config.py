@@ -61,6 +61,9 @@ class ServerConfig:
     # than history_days, and the oldest past history_max_bytes of lines.
     history_days: float = 30.0
     history_max_bytes: int = 1 << 30
+    # Protected nicknames (chatproto/accounts.py): one unused for longer
+    # than this many days is free again.
+    nick_days: float = 90.0
 
     @property
     def network_limit(self) -> int:
