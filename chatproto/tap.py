@@ -912,6 +912,7 @@ def makeService(options: usage.Options, reactor: Any = None) -> service.IService
                 reactor,
                 days=config.history_days,
                 max_bytes=config.history_max_bytes,
+                nick_days=config.nick_days,
                 metrics=factory.metrics,
             )
         except StoreError as e:
@@ -919,6 +920,7 @@ def makeService(options: usage.Options, reactor: Any = None) -> service.IService
             _tell(str(e))
             raise CannotStart(str(e)) from None
         factory.room.history = store.history  # type: ignore[assignment]
+        factory.protection.accounts = store.accounts  # protected nicknames
         # First in, so stopped last: the departures said at shutdown are kept.
         store.service.setServiceParent(top)
     # Always: SIGHUP would end the process otherwise.

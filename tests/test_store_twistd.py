@@ -15,8 +15,17 @@ from pathlib import Path
 
 import pytest
 
+from chatproto import wire
 from chatproto.store import _migrate
-from tests.test_twistd import ROOT, Line, free_port, register, run_twistd, twistd
+from tests.test_twistd import (
+    ROOT,
+    WELCOME,
+    Line,
+    free_port,
+    register,
+    run_twistd,
+    twistd,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -195,3 +204,24 @@ def test_a_backup_taken_while_the_server_runs_is_a_whole_store(tmp_path: Path) -
     assert copy == kept(tmp_path / "chat.sqlite3")[: len(copy)]
     with running(tmp_path, "--store", "copy.sqlite3") as (proc, port):
         register(port, "bob")
+
+
+def test_a_protected_nickname_holds_across_a_restart(tmp_path: Path) -> None:
+    """/register keeps the account in the store: after a restart on it,
+    the nickname asks for its password, refuses a wrong one, takes the
+    right one."""
+    with running(tmp_path) as (proc, port):
+        prof = register(port, "prof")
+        prof.send(b"/register mot de passe\n")
+        prof.until(wire.notice(wire.REGISTER_DONE.format("prof")))
+        proc.send_signal(signal.SIGKILL)  # committed before the answer
+        proc.wait(10)
+    with running(tmp_path) as (proc, port):
+        again = Line(port)
+        again.until(WELCOME)
+        again.send(b"/pseudo prof\n")
+        again.until(wire.notice(wire.PASSWORD_PROMPT))
+        again.send(b"pas le bon\n")
+        again.until(wire.TAKEN)
+        again.send(b"/pseudo prof mot de passe\n")
+        assert again.until(b"=>prof\n").startswith(b"Bienvenue prof\n")
