@@ -38,7 +38,7 @@ from chatproto.text import clean
 
 if TYPE_CHECKING:
     from chatproto.config import ServerConfig
-    from chatproto.history import History
+    from chatproto.history import History, Kept
     from chatproto.metrics import Metrics
 
 log = Logger()
@@ -557,11 +557,12 @@ def _rename(session: Session, argument: str) -> None:
 
 
 def _history(session: Session, argument: str) -> None:
-    """C{/history [N]}: the last N public lines (20 by default, at most
-    --history-lines), to this user alone, between two marker lines.
+    """C{/history [N]}: the last N public lines (20 by default, at most the
+    history's limit), to this user alone, between two marker lines.
     Registered users only: reading the room is being in it, seen in
     /list, and a connection that has no nickname yet stays cheap."""
-    most = session.server.config.history_lines
+    history = session.server.history
+    most = history.limit
     if most <= 0:
         raise ChatError(wire.HISTORY_OFF)
     if not argument:
@@ -570,7 +571,7 @@ def _history(session: Session, argument: str) -> None:
         count = min(int(argument), most)
     else:
         raise ChatError(wire.HISTORY_USAGE.format(most))
-    d = session.server.history.last(count)
+    d = history.last(count)
     d.addCallbacks(
         _send_history,
         _history_failed,
@@ -580,10 +581,10 @@ def _history(session: Session, argument: str) -> None:
     d.addErrback(session._unexpected)
 
 
-def _send_history(lines: list[bytes], session: Session) -> None:
+def _send_history(kept: list[Kept], session: Session) -> None:
     """The answer to /history, in one write: after the public lines this
     user has not been given yet (send() gives those first)."""
-    session.send(wire.history_block(lines))
+    session.send(wire.history_block([line.line for line in kept]))
 
 
 def _history_failed(failure: Failure, session: Session) -> None:

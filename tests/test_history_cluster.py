@@ -6,6 +6,7 @@ tests/test_cluster.py, given their history as tap.py does)."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -234,7 +235,7 @@ def commands(redis: RedisServer) -> Iterator[Commands]:
 
 
 async def kept(history: RedisHistory, count: int = 100) -> list[bytes]:
-    return await history.last(count)
+    return [line.line for line in await history.last(count)]
 
 
 @pytest_twisted.ensureDeferred
@@ -286,6 +287,29 @@ async def test_the_redis_history_expires_after_history_age_of_quiet(
 
 
 @pytest_twisted.ensureDeferred
+async def test_the_redis_history_searches_the_lines_it_keeps(
+    commands: Commands, redis: RedisServer
+) -> None:
+    """The most recent matches, oldest first, among --history-lines lines;
+    each with when Redis kept it."""
+    history = RedisHistory(commands, "t", ServerConfig(history_lines=5))
+    before = time.time()
+    await history.keep([b"chat %d\n" % i for i in range(4)], b"chan", None)
+    await history.keep([b"chien\n", b"chat 4\n", b"chat 5\n"], b"chan", None)
+    found = await history.search(["chat"], 3)
+    assert [kept.line for kept in found] == [b"chat 3\n", b"chat 4\n", b"chat 5\n"]
+    assert [kept.line for kept in await history.search(["chat"], 9)] == [
+        b"chat 2\n",
+        b"chat 3\n",
+        b"chat 4\n",
+        b"chat 5\n",
+    ]
+    assert await history.search(["chat", "chien"], 3) == []
+    assert found[0].number <= found[1].number <= found[2].number
+    assert before - 1 <= found[0].when <= found[2].when <= time.time() + 1
+
+
+@pytest_twisted.ensureDeferred
 async def test_reading_fails_as_unavailable_when_redis_is_gone(
     commands: Commands, redis: RedisServer
 ) -> None:
@@ -294,6 +318,8 @@ async def test_reading_fails_as_unavailable_when_redis_is_gone(
     await until(lambda: not commands.connected)
     with pytest.raises(ClusterUnreachable):
         await history.last(5)
+    with pytest.raises(ClusterUnreachable):
+        await history.search(["chat"], 5)
     await deferLater(r, 0)
 
 

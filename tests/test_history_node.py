@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from chatproto.history import KEEP, LAST
 from chatproto.registry import ClusterUnreachable
+from chatproto.testing import START
 from tests.test_cluster_stall import CONFIG, PUBLIC, RENEW, Cluster
 
 
@@ -104,7 +105,7 @@ def test_history_reads_redis_and_a_failure_cuts_the_node_off() -> None:
     cluster = with_history()
     alice = cluster.user("alice")
     redis = cluster.redis
-    redis.answers[LAST] = [b"[1.2.3]-bob: avant\n"]
+    redis.answers[LAST] = [b"%d [1.2.3]-bob: avant\n" % (START * 1000)]
     alice.take()
     alice.send(b"/history 5\n")
     assert redis.last(LAST) == ("chatproto:test:", 5, 12 * 3600 * 1000)
