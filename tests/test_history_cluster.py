@@ -222,6 +222,51 @@ async def test_history_while_redis_is_away_is_one_clear_line(
     assert line.rstrip(b"\n") not in wire.CLIENT_EXITS
 
 
+@pytest_twisted.ensureDeferred
+async def test_search_reads_every_nodes_lines(
+    nodes: Callable[[], HistoryNode],
+) -> None:
+    """A word said on one node is found from another, whatever its case and
+    accents, with the asker's own line of the same read."""
+    a, b = nodes(), nodes()
+    await a.ready()
+    await b.ready()
+    alice = await a.user("alice")
+    bob = await b.user("bob")
+    alice.send("Un ÉLÉPHANT rose\nune souris\n".encode())
+    await received(bob, b"-alice: une souris\n")
+    bob.take()
+    bob.send("l'éléphant\n/search  Elephant \n".encode())
+    end = b"--- fin de la recherche ---\n"
+    answer = await received(bob, end)
+    lines = answer[answer.index(b"--- recherche") :].splitlines(keepends=True)
+    assert lines[0] == "--- recherche « Elephant » (2 lignes) ---\n".encode()
+    assert [STAMP.sub(b"", line, count=1) for line in lines[1:-1]] == [
+        "alice: Un ÉLÉPHANT rose\n".encode(),
+        "bob: l'éléphant\n".encode(),
+    ]
+    assert lines[-1] == end
+    alice.take()
+    alice.send(b"/search girafe\n")
+    none = "Aucune ligne ne contient « girafe »\n".encode()
+    assert await received(alice, none) == none
+
+
+@pytest_twisted.ensureDeferred
+async def test_search_while_redis_is_away_is_one_clear_line(
+    nodes: Callable[[], HistoryNode], redis: RedisServer
+) -> None:
+    a = nodes()
+    await a.ready()
+    alice = await a.user("alice")
+    redis.stop()
+    await until(lambda: not a.cluster.accepting)
+    alice.take()
+    alice.send(b"/search chat\n")
+    line = wire.notice(wire.SEARCH_UNAVAILABLE)
+    assert await received(alice, line) == line
+
+
 # RedisHistory alone, on a real Redis
 
 
