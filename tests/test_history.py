@@ -8,12 +8,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 
 from chatproto import wire
 from chatproto.config import ServerConfig
-from chatproto.history import Kept, MemoryHistory
+from chatproto.history import Kept, MemoryHistory, search_words
 from chatproto.registry import ClusterUnreachable
 from chatproto.testing import Chat
 
@@ -134,6 +136,57 @@ def test_search_reads_no_line_the_history_forgot() -> None:
     for text in (b"chat un", b"chat deux", b"chat trois"):
         history.record(text + b"\n")
     assert found(history, ["chat"], 20) == [b"chat deux\n", b"chat trois\n"]
+
+
+@pytest.mark.parametrize(
+    ("text", "words", "holds"),
+    [
+        ("Straße", ["strasse"], True),  # casefold: ß is ss
+        ("la ﬁn", ["fin"], True),  # NFKD: the ligature is f, i
+        ("øelephant", ["elephant"], False),  # ø is a letter: one word
+        ("élé-phant", ["elephant"], False),
+        ("l'ÉLÉPHANT_rose", ["rose", "elephant"], True),
+        ("ǅemal", ["dzemal"], True),
+        ("日本語 chat", ["日本語", "chat"], True),
+        ("日本 chat", ["日本語", "chat"], False),
+        ("\udcff\udcfe chat", ["chat"], True),  # bytes that are not UTF-8
+    ],
+)
+def test_search_folds_as_search_words_does(
+    text: str, words: list[str], holds: bool
+) -> None:
+    """The first look at a line never passes over a match: every case
+    gives what search_words says."""
+    history, _ = memory()
+    line = b"[1.2.3]-alice: " + text.encode("utf-8", "surrogateescape") + b"\n"
+    history.record(line)
+    assert found(history, words, 1) == ([line] if holds else [])
+
+
+@given(
+    st.lists(st.text(alphabet="aeEéÉèœŒßﬁøØ _'-.lLİı\u0301", max_size=12), max_size=8),
+    st.lists(
+        st.text(alphabet="aeéßﬁøl", min_size=1, max_size=3), min_size=1, max_size=3
+    ),
+)
+def test_search_finds_what_search_words_finds(
+    texts: list[str], queries: list[str]
+) -> None:
+    """Whatever the lines and the words, the lines found are those whose
+    search_words hold every word, oldest first."""
+    history, _ = memory()
+    lines = [f"[1.2.3]-a: {text}\n".encode() for text in texts]
+    for line in lines:
+        history.record(line)
+    words = [word for query in queries for word in search_words(query)]
+    if not words:
+        return
+    expected = [
+        line
+        for line in lines
+        if set(words) <= set(search_words(line.decode()[len("[1.2.3]-") :]))
+    ]
+    assert found(history, words, 100) == expected
 
 
 def test_each_line_kept_has_a_larger_number_and_when_it_was_kept() -> None:
