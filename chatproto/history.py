@@ -106,14 +106,14 @@ def newest_holding(
     the ASCII words there lacks it for L{search_words} too, and is passed
     over at a fraction of its cost."""
     wanted = set(words)
-    ascii = [word.encode() for word in wanted if word.isascii()]
+    plain = [word.encode() for word in wanted if word.isascii()]
     found: list[Kept] = []
     if count <= 0:
         return found
     for kept in newest_first:
-        if ascii:
+        if plain:
             bare = _bare(kept.line)
-            if not all(word in bare for word in ascii):
+            if not all(word in bare for word in plain):
                 continue
         if wanted.issubset(search_words(searchable(kept.line))):
             found.append(kept)

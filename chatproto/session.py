@@ -608,8 +608,8 @@ def _search(session: Session, argument: str) -> None:
     history = session.server.history
     if history.limit <= 0:
         raise ChatError(wire.HISTORY_OFF)
-    words = search_words(argument)
-    if not words or len(words) > SEARCH_WORDS or len(argument) > SEARCH_CHARACTERS:
+    words = [] if len(argument) > SEARCH_CHARACTERS else search_words(argument)
+    if not 1 <= len(words) <= SEARCH_WORDS:
         raise ChatError(wire.SEARCH_USAGE.format(SEARCH_WORDS, SEARCH_CHARACTERS))
     d = history.search(words, SEARCH_COUNT)
     d.addCallbacks(
