@@ -2,17 +2,39 @@
 
 A nickname protected with C{/register PASSWORD} is let in only with that
 password (docs/protocol.md, "Protected nicknames"). An L{Accounts} book
-keeps the L{Account}s: in memory for a server without a store, in the
-SQLite store (chatproto/store.py) otherwise. It never holds a password,
-only its scrypt hash (chatproto/operators.py's).
+keeps the L{Account}s: in memory for a server without a store
+(L{MemoryAccounts}), in the SQLite store (chatproto/store.py) otherwise, in
+Redis for a cluster (L{RedisAccounts}). It
+never holds a password, only its scrypt hash (chatproto/operators.py's).
+L{Protection} is what the sessions ask (chatproto/session.py: the password
+prompt, /register, /unregister): it checks and hashes passwords off the
+reactor thread, throttled, and lets accounts unused for --nick-days go.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, replace
+from typing import Protocol, cast
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from chatproto.history import Evaluator
+from chatproto.operators import (
+    Checker,
+    Hasher,
+    Throttled,
+    Tries,
+    check_here,
+    hash_here,
+)
+from chatproto.registry import nick_key
+
+log = Logger()
+
+DAY = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,3 +58,252 @@ class Accounts(Protocol):
     def unprotect(self, nick: str) -> Deferred[None]: ...
     def touch(self, nick: str, when: float) -> Deferred[None]:
         """The nickname was used at C{when}: its account's C{used}."""
+
+
+class MemoryAccounts:
+    """The book of a server without a store: a dictionary by nickname
+    key, every Deferred already fired (nothing survives a restart)."""
+
+    def __init__(self) -> None:
+        self.accounts: dict[str, Account] = {}
+
+    def find(self, nick: str) -> Deferred[Account | None]:
+        return succeed(self.accounts.get(nick_key(nick)))
+
+    def protect(self, account: Account) -> Deferred[None]:
+        self.accounts[nick_key(account.nick)] = account
+        return succeed(None)
+
+    def unprotect(self, nick: str) -> Deferred[None]:
+        self.accounts.pop(nick_key(nick), None)
+        return succeed(None)
+
+    def touch(self, nick: str, when: float) -> Deferred[None]:
+        key = nick_key(nick)
+        account = self.accounts.get(key)
+        if account is not None:
+            self.accounts[key] = replace(account, used=when)
+        return succeed(None)
+
+
+class Unavailable(Exception):
+    """The book of accounts cannot be read or written now (logged where it
+    failed): the user is told to try again later."""
+
+
+class AlreadyProtected(Exception):
+    """/register of a nickname that is protected already."""
+
+
+class NotProtected(Exception):
+    """/unregister of a nickname that nobody protects."""
+
+
+class Protection:
+    """What the sessions ask of protected nicknames: whether one is, its
+    password checked, protected and freed, and when it was last used.
+
+    Every scrypt run (a check, a hash for /register) goes through its
+    L{Tries}: throttled per address and in total, as /op's are, in a thread
+    of the reactor's pool under twistd (C{checker}, C{hasher}). An account
+    unused for longer than C{days} days counts as none, and is removed the
+    first time it is found so. C{owners}: the nickname keys of this
+    server's users who own their nickname (registered with its password, or
+    protected it since); their departure records that it was used.
+
+    A password is never kept, logged, nor put in an exception's text."""
+
+    def __init__(
+        self,
+        accounts: Accounts,
+        clock: IReactorTime,
+        days: float,
+        checker: Checker | None = None,
+        hasher: Hasher | None = None,
+    ) -> None:
+        self.accounts = accounts
+        self.clock = clock
+        self.days = days
+        self.checker: Checker = checker or check_here
+        self.hasher: Hasher = hasher or hash_here
+        self.tries = Tries(clock, act="nick-failed")
+        self.owners: set[str] = set()
+
+    def find(self, nick: str) -> Deferred[Account | None]:
+        """The account that protects C{nick} now, or None; fails with
+        L{Unavailable}."""
+        d = self.accounts.find(nick)
+        d.addCallback(self._unexpired)
+        d.addErrback(self._failed, "reading the account of {nick}", nick)
+        return d
+
+    def _unexpired(self, account: Account | None) -> Account | Deferred[None] | None:
+        if account is None or self.clock.seconds() - account.used <= self.days * DAY:
+            return account
+        log.info(
+            "{nick} was not used for {days:g} days: its protection is lifted",
+            act="nick-expired",
+            nick=account.nick,
+            days=self.days,
+        )
+        return self.accounts.unprotect(account.nick)
+
+    def check(
+        self, host: str | None, nick: str, password: str
+    ) -> Deferred[bool | None]:
+        """Whether C{password} is that of C{nick}, tried from C{host}; None
+        when nobody protects C{nick} (no try counted). Fails with
+        L{Throttled} or L{Unavailable}."""
+
+        def found(account: Account | None) -> Deferred[bool | None]:
+            if account is None:
+                return succeed(None)
+            d = self.tries.check(host, self.checker, password, account.hash)
+            d.addCallback(self._said, nick, host)
+            d.addErrback(self._failed, "checking the password of {nick}", nick)
+            return cast("Deferred[bool | None]", d)
+
+        return self.find(nick).addCallback(found)
+
+    def _said(self, right: bool, nick: str, host: str | None) -> bool:
+        if not right:
+            log.warn(
+                "{nick} from {address}: wrong password for a protected nickname "
+                "({failures} in a row)",
+                act="nick-failed",
+                nick=nick,
+                address=host,
+                failures=self.tries.failures(host),
+            )
+        return right
+
+    def protect(self, host: str | None, nick: str, password: str) -> Deferred[None]:
+        """Protect C{nick}, C{host}'s user's nickname, with C{password}.
+        Fails with L{AlreadyProtected}, L{Throttled} or L{Unavailable}."""
+
+        def found(account: Account | None) -> Deferred[str]:
+            if account is not None:
+                raise AlreadyProtected()
+            d = self.tries.run(host, self.hasher, password)
+            d.addErrback(self._failed, "making the hash of {nick}", nick)
+            return d
+
+        def made(stored: str) -> Deferred[None]:
+            account = Account(nick=nick, hash=stored, used=self.clock.seconds())
+            d = self.accounts.protect(account)
+            d.addErrback(self._failed, "protecting {nick}", nick)
+            return d
+
+        def protected(_: None) -> None:
+            self.owners.add(nick_key(nick))
+            log.info(
+                "{nick} is protected", act="nick-protected", nick=nick, address=host
+            )
+
+        return (
+            self.find(nick).addCallback(found).addCallback(made).addCallback(protected)
+        )
+
+    def unprotect(self, host: str | None, nick: str, password: str) -> Deferred[bool]:
+        """Lift the protection of C{nick} if C{password} is its own, tried
+        from C{host}: whether it was. Fails with L{NotProtected},
+        L{Throttled} or L{Unavailable}."""
+
+        def checked(right: bool | None) -> bool | Deferred[bool]:
+            if right is None:
+                raise NotProtected()
+            if not right:
+                return False
+            d = self.accounts.unprotect(nick)
+            d.addErrback(self._failed, "freeing {nick}", nick)
+            return d.addCallback(freed)
+
+        def freed(_: None) -> bool:
+            self.owners.discard(nick_key(nick))
+            log.info("{nick} is free", act="nick-freed", nick=nick, address=host)
+            return True
+
+        return self.check(host, nick, password).addCallback(checked)
+
+    def arrived(self, nick: str) -> None:
+        """An owner registered under its protected nickname: it was used."""
+        self.owners.add(nick_key(nick))
+        self._touch(nick)
+
+    def left(self, nick: str) -> None:
+        """A user left: if it was an owner, its nickname was used."""
+        key = nick_key(nick)
+        if key in self.owners:
+            self.owners.discard(key)
+            self._touch(nick)
+
+    def _touch(self, nick: str) -> None:
+        d = self.accounts.touch(nick, self.clock.seconds())
+        d.addErrback(self._failed, "recording that {nick} was used", nick)
+        d.addErrback(lambda _: None)  # logged: the chat goes on
+
+    def _failed(self, failure: Failure, doing: str, nick: str) -> Failure:
+        """Log why the book or scrypt failed (never with a password: none
+        is in their exceptions), and fail with L{Unavailable}; a throttled
+        try fails as it is."""
+        if failure.check(Unavailable, Throttled):
+            return failure
+        log.failure(doing, failure, nick=nick, act="accounts-failed")
+        raise Unavailable()
+
+
+# The book of a cluster, in Redis: one hash, chatproto:CLUSTER:accounts,
+# nickname key -> "USED<TAB>NICK<TAB>HASH" (cluster_redis.py lists the keys).
+# ARGV[1] is the hash's key, ARGV[2] the nickname key.
+
+_FIND = b"return redis.call('HGET', ARGV[1], ARGV[2])"
+# ARGV[3]: the account's value.
+_PROTECT = b"redis.call('HSET', ARGV[1], ARGV[2], ARGV[3]) return 0"
+_UNPROTECT = b"redis.call('HDEL', ARGV[1], ARGV[2]) return 0"
+# ARGV[3]: when it was used. An account that is not there is not made.
+_TOUCH = b"""
+local v = redis.call('HGET', ARGV[1], ARGV[2])
+if v then
+  local tab = string.find(v, '\\t', 1, true)
+  redis.call('HSET', ARGV[1], ARGV[2], ARGV[3] .. string.sub(v, tab))
+end
+return 0
+"""
+
+
+class RedisAccounts:
+    """The book of a whole cluster, in its Redis (the database of --redis):
+    a nickname protected on one node is protected on every node, and
+    survives the restart of any node (and of Redis, if its persistence is
+    on). Every Deferred fires once Redis holds the change, or fails with
+    L{chatproto.registry.ClusterUnreachable}."""
+
+    def __init__(self, commands: Evaluator, cluster: str) -> None:
+        self.commands = commands
+        self.key = f"chatproto:{cluster}:accounts"
+
+    def find(self, nick: str) -> Deferred[Account | None]:
+        d = self.commands.eval(_FIND, (self.key, nick_key(nick)))
+        return d.addCallback(_account)
+
+    def protect(self, account: Account) -> Deferred[None]:
+        value = f"{account.used!r}\t{account.nick}\t{account.hash}"
+        d = self.commands.eval(_PROTECT, (self.key, nick_key(account.nick), value))
+        return d.addCallback(lambda _: None)
+
+    def unprotect(self, nick: str) -> Deferred[None]:
+        d = self.commands.eval(_UNPROTECT, (self.key, nick_key(nick)))
+        return d.addCallback(lambda _: None)
+
+    def touch(self, nick: str, when: float) -> Deferred[None]:
+        d = self.commands.eval(_TOUCH, (self.key, nick_key(nick), repr(when)))
+        return d.addCallback(lambda _: None)
+
+
+def _account(value: bytes | str | None) -> Account | None:
+    """An account as RedisAccounts keeps it, or None."""
+    if value is None:
+        return None
+    text = value.decode() if isinstance(value, bytes) else value
+    used, nick, stored = text.split("\t")
+    return Account(nick=nick, hash=stored, used=float(used))

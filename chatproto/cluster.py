@@ -32,6 +32,7 @@ from twisted.internet.task import LoopingCall
 # is an optional extra; tap.py imports this module only for --redis, so a
 # server without it runs without txredisapi.
 from chatproto._redis import Commands, Subscription
+from chatproto.accounts import RedisAccounts
 from chatproto.cluster_membership import Chat, Membership, NodeState
 from chatproto.cluster_redis import RedisRegistry
 from chatproto.cluster_roles import (
@@ -73,8 +74,9 @@ class ClusterNode(service.Service):
 
     Build the chat, then the node with it; then give each role to its seam
     (tap.py): C{nicknames} is the factory's registry, C{relay} its relay,
-    C{history} (if the node keeps one: C{history} given) its history, and
-    C{moderation} moderation's cluster. The node's life is its
+    C{history} (if the node keeps one: C{history} given) its history,
+    C{moderation} moderation's cluster, and C{accounts} the book of its
+    protected nicknames. The node's life is its
     C{membership}'s (L{Membership}, whose docstring draws its states); the
     node passes what the membership says to the roles (L{Roles}).
     """
@@ -117,6 +119,7 @@ class ClusterNode(service.Service):
         self.history = (
             None if kept is None else ClusterHistory(self.membership, self.outbox)
         )
+        self.accounts = RedisAccounts(self.commands, config.name)
 
     @property
     def state(self) -> NodeState:

@@ -21,6 +21,8 @@ C{chatproto:CLUSTER:}:
     bans            hash    banned address -> "UNTIL<TAB>BY<TAB>REASON"
                             (bans.py, Ban.shared); expired ones deleted on reading
     history, history:bytes  the chat's history (see chatproto/history.py)
+    accounts        hash    nickname key -> "USED<TAB>Nick<TAB>HASH", the
+                            protected nicknames (see chatproto/accounts.py)
 
 Pub/sub channels belong to no database, so their names carry its number:
 

@@ -57,6 +57,9 @@ class ServerConfig:
     history_lines: int = 100
     history_bytes: int = 256 * 1024
     history_age: float = 12 * 3600.0
+    # Protected nicknames (chatproto/accounts.py): one unused for longer
+    # than this many days is free again.
+    nick_days: float = 90.0
 
     @property
     def network_limit(self) -> int:

@@ -6,9 +6,9 @@ C{/op PASSWORD} makes the session an operator, if the operators file
 belongs to that session object, so a new connection (or another letter case
 of the nickname, which names another user only if the registry let it in,
 and it does not) must /op again. Wrong passwords are throttled per address,
-like flood control: three tries, then one every L{OP_RETRY} seconds. A
-check (84 ms of scrypt) runs in a thread of the reactor's pool, at most
-L{MAX_CHECKS} at once, so that the chat goes on meanwhile.
+like flood control: three tries, then one every five seconds. A check (84
+ms of scrypt) runs in a thread of the reactor's pool, at most two at once,
+so that the chat goes on meanwhile (chatproto/operators.py, L{Tries}).
 
 A kick takes a user out of the chat with one line saying who and why, then
 C{Deconnexion}; the others see the departure once, with the reason. A ban
@@ -36,31 +36,24 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred, DeferredSemaphore, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from chatproto import wire
 from chatproto.bans import Ban, Bans, ban_address
 from chatproto.cluster_messages import Kick
-from chatproto.metrics import RefusalLog
-from chatproto.operators import DUMMY_HASH, Checker, check_here, read_operators
+from chatproto.operators import (
+    DUMMY_HASH,
+    Checker,
+    Throttled,
+    Tries,
+    check_here,
+    read_operators,
+)
 from chatproto.registry import Reach, nick_key
 
 log = Logger()
-
-# Wrong passwords from one address: the first FREE_TRIES are answered at
-# once, then one try every OP_RETRY seconds; an address that made no
-# mistake for FORGET_AFTER seconds starts afresh.
-FREE_TRIES = 3
-OP_RETRY = 5.0
-FORGET_AFTER = 600.0
-
-# Password checks at once (each holds a thread and 16 MiB while it runs),
-# and how many more may wait their turn; past that, /op gets the throttle
-# line, as the many addresses of an attack would otherwise queue without end.
-MAX_CHECKS = 2
-MAX_WAITING = 8
 
 DEFAULT_BAN_MINUTES = 60
 MAX_BAN_MINUTES = 366 * 24 * 60  # a year
@@ -225,11 +218,9 @@ class OperatorCheck:
     ) -> None:
         self.room = room
         self.checker: Checker = checker or check_here
-        self._checks = DeferredSemaphore(MAX_CHECKS)
-        self._busy = RefusalLog(room.clock, act="op-failed")
+        self.tries = Tries(room.clock, act="op-failed")
         self.operators: Mapping[str, str] = operators or {}
         self.operating: set[User] = set()
-        self._failures: dict[str | None, tuple[int, float]] = {}
 
     def reload(self, path: str) -> bool:
         """Read the operators file again; a broken one leaves the old list
@@ -266,34 +257,16 @@ class OperatorCheck:
         if not argument:
             session.send(wire.notice(wire.OP_USAGE))
             return
-        now = self.room.clock.seconds()
         host = session.host
-        failures, last = self._failures.get(host, (0, 0.0))
-        if failures and now - last >= FORGET_AFTER:
-            failures = 0
-        if failures >= FREE_TRIES and now - last < OP_RETRY:
-            wait = math.ceil(OP_RETRY - (now - last))
-            session.send(wire.notice(wire.OP_THROTTLED.format(wait)))
-            return
-        checks = self._checks
-        if checks.tokens == 0 and len(checks.waiting) >= MAX_WAITING:
-            # too many operator passwords being checked: logged as refusals
-            # are, or a brute force writes a thousand lines a second
-            self._busy.refused("busy", host)
-            session.send(wire.notice(wire.OP_THROTTLED.format(math.ceil(OP_RETRY))))
-            return
-        # Counted as a failure until the check says otherwise: tries sent
-        # before the first answer are throttled as if each had failed.
-        self._failures[host] = (failures + 1, now)
-        self._prune(now)
         stored = self.operators.get(nick_key(nick))
         # an unknown nickname costs a check too: the delay says nothing
-        d = checks.run(self.checker, argument, stored or DUMMY_HASH)
+        d = self.tries.check(host, self.checker, argument, stored or DUMMY_HASH)
+        failures = self.tries.failures(host)
         d.addCallback(lambda right: right and stored is not None)
         d.addCallbacks(
             self._checked,
             self._check_failed,
-            callbackArgs=(session, nick, host, failures + 1),
+            callbackArgs=(session, nick, host, failures),
             errbackArgs=(session, nick),
         )
         d.addErrback(lambda f: log.failure("answering /op", f))
@@ -313,7 +286,6 @@ class OperatorCheck:
             if here:
                 session.send(wire.notice(wire.OP_WRONG))
             return
-        self._failures.pop(host, None)
         if not here:  # gone meanwhile: nobody to make an operator
             log.info(
                 "{nick} from {address} left before its operator password was checked",
@@ -335,16 +307,12 @@ class OperatorCheck:
         session.send(wire.notice(wire.OP_GRANTED))
 
     def _check_failed(self, failure: Any, session: User, nick: str) -> None:
+        if failure.check(Throttled):
+            session.send(wire.notice(wire.OP_THROTTLED.format(failure.value.wait)))
+            return
         log.failure("checking the operator password of {nick}", failure, nick=nick)
         if _here(self.room, session, nick):
             session.send(wire.notice(wire.OP_UNAVAILABLE))
-
-    def _prune(self, now: float) -> None:
-        """Forget addresses that stopped failing, once there are many."""
-        if len(self._failures) > 10_000:
-            for host, (_, last) in list(self._failures.items()):
-                if now - last >= FORGET_AFTER:
-                    del self._failures[host]
 
     def is_operator(self, session: User, command: str) -> bool:
         """Whether C{session} is an operator; if not, it is told that

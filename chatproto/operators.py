@@ -6,7 +6,10 @@ each, the hash made by C{python -m chatproto.operators hash}: scrypt
 (C{hashlib.scrypt}, OpenSSL's) with a random salt, written
 C{scrypt$N$R$P$SALT$HASH} (salt and hash in base64). A check costs 84 ms of
 scrypt: the server runs it in a thread of the reactor's pool
-(L{check_in_threads}); /op and its throttle are chatproto/moderation.py's.
+(L{check_in_threads}, and L{hash_in_threads} to make a hash), and L{Tries}
+throttles the tries, per address and in total: /op's
+(chatproto/moderation.py) and protected nicknames' (chatproto/accounts.py)
+each have theirs.
 
 The command reads the password from the terminal (asked twice, not echoed)
 or, in a pipe, the first line of standard input, and prints the hash: put
@@ -20,14 +23,19 @@ import base64
 import getpass
 import hashlib
 import hmac
+import math
 import secrets
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredSemaphore, fail, maybeDeferred
+from twisted.internet.interfaces import IReactorTime
 
+from chatproto.metrics import RefusalLog
 from chatproto.registry import nick_key, valid_nickname
+
+_T = TypeVar("_T")
 
 # scrypt's cost: 2**14 blocks of 128*8 bytes, 16 MiB and 84 ms a check here
 # (the parameters OWASP gives for scrypt). A check runs in a thread (see
@@ -62,6 +70,8 @@ def check_password(password: str, stored: str) -> bool:
 
 # How /op checks a password: (password, stored hash) -> Deferred[bool].
 Checker = Callable[[str, str], "Deferred[bool]"]
+# How /register makes a hash: password -> Deferred[make_hash's string].
+Hasher = Callable[[str], "Deferred[str]"]
 
 
 def check_here(password: str, stored: str) -> Deferred[bool]:
@@ -80,6 +90,123 @@ def check_in_threads(reactor: Any) -> Checker:
         return deferToThreadPool(reactor, pool, check_password, password, stored)
 
     return check
+
+
+def hash_here(password: str) -> Deferred[str]:
+    """Make the hash in the caller's thread (a server built without a
+    hasher, as the unit tests build it)."""
+    return maybeDeferred(make_hash, password)
+
+
+def hash_in_threads(reactor: Any) -> Hasher:
+    """A hasher that makes each hash in a thread of C{reactor}'s pool."""
+    from twisted.internet.threads import deferToThreadPool
+
+    def hasher(password: str) -> Deferred[str]:
+        pool = reactor.getThreadPool()
+        return deferToThreadPool(reactor, pool, make_hash, password)
+
+    return hasher
+
+
+# The throttle of password tries
+
+# Wrong passwords from one address: the first FREE_TRIES are answered at
+# once, then one try every RETRY_AFTER seconds; an address that made no
+# mistake for FORGET_AFTER seconds starts afresh.
+FREE_TRIES = 3
+RETRY_AFTER = 5.0
+FORGET_AFTER = 600.0
+
+# Scrypt runs at once (each holds a thread and 16 MiB while it runs), and
+# how many more may wait their turn; past that, a try is refused as a
+# throttled one, as the many addresses of an attack would otherwise queue
+# without end.
+MAX_CHECKS = 2
+MAX_WAITING = 8
+
+
+class Throttled(Exception):
+    """A password try refused by its L{Tries}: C{wait} seconds before the
+    next one may be taken."""
+
+    def __init__(self, wait: int) -> None:
+        super().__init__(f"try again in {wait} seconds")
+        self.wait = wait
+
+
+class Tries:
+    """The password tries of one kind (/op's, or protected nicknames'),
+    throttled per address and in total.
+
+    A try from an address counts as a failure until its check says it was
+    right (so that tries sent before the first answer are throttled as
+    failures are); past L{FREE_TRIES} failures, one try every
+    L{RETRY_AFTER} seconds. At most L{MAX_CHECKS} scrypt runs at once and
+    L{MAX_WAITING} wait; a try past that is refused, and logged as refused
+    connections are (L{RefusalLog}, under C{act}, reason C{busy})."""
+
+    def __init__(self, clock: IReactorTime, act: str) -> None:
+        self.clock = clock
+        self._checks = DeferredSemaphore(MAX_CHECKS)
+        self._busy = RefusalLog(clock, act=act)
+        self._failures: dict[str | None, tuple[int, float]] = {}
+
+    def check(
+        self, host: str | None, checker: Checker, password: str, stored: str
+    ) -> Deferred[bool]:
+        """A try of C{password} from C{host}: C{checker}'s answer, in its
+        turn; or at once a failure with L{Throttled}."""
+        now = self.clock.seconds()
+        failures = self.failures(host)
+        last = self._failures.get(host, (0, 0.0))[1]
+        if failures >= FREE_TRIES and now - last < RETRY_AFTER:
+            return fail(Throttled(math.ceil(RETRY_AFTER - (now - last))))
+        if self._full(host):
+            return fail(Throttled(math.ceil(RETRY_AFTER)))
+        self._failures[host] = (failures + 1, now)
+        self._prune(now)
+        d = self._checks.run(checker, password, stored)
+        d.addCallback(self._answered, host)
+        return d
+
+    def run(
+        self, host: str | None, work: Callable[[str], Deferred[_T]], password: str
+    ) -> Deferred[_T]:
+        """Scrypt work that is no try (making a hash for C{host}): in its
+        turn, or at once a failure with L{Throttled}."""
+        if self._full(host):
+            return fail(Throttled(math.ceil(RETRY_AFTER)))
+        return self._checks.run(work, password)
+
+    def failures(self, host: str | None) -> int:
+        """The wrong tries in a row from C{host} (tries not answered yet
+        included), forgotten after FORGET_AFTER quiet seconds."""
+        failures, last = self._failures.get(host, (0, 0.0))
+        if failures and self.clock.seconds() - last >= FORGET_AFTER:
+            return 0
+        return failures
+
+    def _full(self, host: str | None) -> bool:
+        checks = self._checks
+        if checks.tokens == 0 and len(checks.waiting) >= MAX_WAITING:
+            # logged as refusals are, or a brute force writes a thousand
+            # lines a second
+            self._busy.refused("busy", host)
+            return True
+        return False
+
+    def _answered(self, right: bool, host: str | None) -> bool:
+        if right:
+            self._failures.pop(host, None)
+        return right
+
+    def _prune(self, now: float) -> None:
+        """Forget addresses that stopped failing, once there are many."""
+        if len(self._failures) > 10_000:
+            for host, (_, last) in list(self._failures.items()):
+                if now - last >= FORGET_AFTER:
+                    del self._failures[host]
 
 
 def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:

@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatproto import wire
+from chatproto.accounts import Accounts, MemoryAccounts, Protection
 from chatproto.admission import EVICTION_GRACE, Admission, network, source
 from chatproto.bans import Bans
 from chatproto.cluster_messages import Kick
@@ -32,7 +33,7 @@ from chatproto.config import ServerConfig
 from chatproto.history import History, MemoryHistory
 from chatproto.metrics import Metrics
 from chatproto.moderation import Moderation
-from chatproto.operators import Checker
+from chatproto.operators import Checker, Hasher
 from chatproto.output import Output, Transport, send_buffer, unsent
 from chatproto.registry import MemoryRegistry, Reach, Registry
 from chatproto.room import Relay, Room
@@ -223,11 +224,15 @@ class ChatFactory(ServerFactory):
         operators: Mapping[str, str] | None = None,
         bans: Bans | None = None,
         checker: Checker | None = None,
+        accounts: Accounts | None = None,
+        hasher: Hasher | None = None,
     ) -> None:
         """C{operators} (nickname key to password hash), C{bans} and
         C{checker} (how a password is checked: in the reactor's thread pool
         under twistd) are its L{Moderation}'s; by default none, in memory,
-        and in this thread."""
+        and in this thread. C{accounts} (the protected nicknames), with the
+        same C{checker} and C{hasher} (how /register makes a hash), are
+        its L{Protection}'s; by default in memory, in this thread."""
         if clock is None:
             from twisted.internet import reactor
 
@@ -249,6 +254,13 @@ class ChatFactory(ServerFactory):
         self._pinger = LoopingCall(self._ping)
         self._pinger.clock = clock
         self.moderation = Moderation(self, operators, bans, checker)
+        self.protection = Protection(
+            accounts if accounts is not None else MemoryAccounts(),
+            clock,
+            config.nick_days,
+            checker,
+            hasher,
+        )
 
     @property
     def registry(self) -> Registry:
@@ -311,7 +323,9 @@ class ChatFactory(ServerFactory):
     ) -> None:
         """A registered user left, for C{reason} (metrics.DEPARTURES): say it
         once, as far as C{reach} says (a stopping server tells everyone it
-        stops instead)."""
+        stops instead). An owner of its protected nickname used it."""
+        assert session.nick is not None
+        self.protection.left(session.nick)
         if self.withdraw(session, reach, reason) and not self.stopping:
             assert session.nick is not None
             self.room.announce_departure(session.nick, reach)

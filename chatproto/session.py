@@ -19,7 +19,7 @@ import enum
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Final, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -27,8 +27,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatproto import wire
+from chatproto.accounts import Account, AlreadyProtected, NotProtected, Unavailable
 from chatproto.history import Kept, search_words
 from chatproto.inbox import STILL_TOO_LONG, TOO_LONG, Inbox
+from chatproto.operators import Throttled
 from chatproto.registry import (
     ClusterUnreachable,
     NicknameTaken,
@@ -39,6 +41,7 @@ from chatproto.registry import (
 from chatproto.text import clean
 
 if TYPE_CHECKING:
+    from chatproto.accounts import Protection
     from chatproto.config import ServerConfig
     from chatproto.history import History
     from chatproto.metrics import Metrics
@@ -52,14 +55,28 @@ SEARCH_COUNT = 20
 SEARCH_WORDS = 8
 SEARCH_CHARACTERS = 200
 
+# The length of a password /register takes, in characters.
+PASSWORD_MIN = 6
+PASSWORD_MAX = 128
+
 
 class ChatError(Exception):
     """A request the server refuses; its text is sent to the requester."""
 
 
+class _Protected(Exception):
+    """The nickname claimed is protected: it was given back, and its
+    password is asked for."""
+
+    def __init__(self, nick: str) -> None:
+        super().__init__(nick)
+        self.nick = nick
+
+
 class State(enum.Enum):
     WELCOMED = "welcomed"  # connected, has not asked for a nickname
     NAMING = "naming"  # sent /pseudo: the next line is the nickname
+    PASSWORD = "password"  # the nickname is protected: the next line is its password
     JOINING = "joining"  # the registry is deciding on the nickname
     CHATTING = "chatting"  # registered
     GONE = "gone"  # left, kicked or disconnected: nothing more is written
@@ -106,6 +123,9 @@ class Server(Protocol):
     def registry(self) -> Registry: ...
     @property
     def history(self) -> History: ...
+    @property
+    def protection(self) -> Protection:
+        """The protected nicknames (chatproto/accounts.py)."""
 
     def admit(self, session: Session) -> bytes | None:
         """Count a new session in, or the line that says why not."""
@@ -158,8 +178,9 @@ class Session:
     L{skipped} for lines past max_line) and wait their turn in its
     L{Inbox}, which flood control lets out (chatproto/inbox.py). Pongs that
     answer a ping skip the inbox. Before registering, a user may ask for a
-    nickname, /help or /quit; once registered, its lines are public lines,
-    private ones (C{msg}), or the commands of L{_COMMANDS}.
+    nickname, /help or /quit (a protected nickname asks for its password:
+    the next line); once registered, its lines are public lines, private
+    ones (C{msg}), or the commands of L{_COMMANDS}.
 
     Invariants: nothing is written once the state is GONE; C{seen} (the
     number of the last public line this user was given, -1 when not in the
@@ -168,6 +189,7 @@ class Session:
 
     # One per connection, 10,000 of them: slots, not a dictionary each.
     __slots__ = (
+        "_asked",
         "_busy",
         "_draining",
         "_ended",
@@ -203,6 +225,7 @@ class Session:
         self._ended = False  # the input ended: it quits after its lines
         self._talking = False
         self._registration_call: IDelayedCall | None = None
+        self._asked: str | None = None  # the protected nickname of PASSWORD
 
     @property
     def waiting(self) -> tuple[int, int]:
@@ -392,6 +415,8 @@ class Session:
                 self._chat(text)
             elif self.state is State.NAMING:
                 self._naming(text)
+            elif self.state is State.PASSWORD:
+                self._password(text)
             else:
                 self._welcomed(text)
         except ChatError as e:
@@ -447,27 +472,95 @@ class Session:
         """Send the user list (the answer to /list, and on joining)."""
         self.send(wire.user_list(*names))
 
-    # Registration: a nickname, claimed from the registry
+    # Registration: a nickname, claimed from the registry; a protected one
+    # once its password is checked (chatproto/accounts.py)
 
-    def _ask_nickname(self, nick: str) -> None:
-        if nick:
-            self._claim(nick)
-        else:
+    def _ask_nickname(self, argument: str) -> None:
+        """C{/pseudo}, C{/pseudo NICK} or C{/pseudo NICK PASSWORD}."""
+        nick, _, password = argument.partition(" ")
+        if not argument:
             self.state = State.NAMING
             self.send(wire.PROMPT)
+        elif password and valid_nickname(nick):
+            self.state = State.JOINING
+            d = self.server.protection.check(self.host, nick, password.strip())
+            d.addCallbacks(
+                self._checked_in_one_line, self._not_claimed, callbackArgs=(nick,)
+            )
+            self.wait_for(d)
+        else:
+            self._claim(argument)
 
     def _claim(self, nick: str) -> None:
+        """Claim C{nick}; if it is protected, give it back and ask for its
+        password (a nickname in use gets TAKEN at once, as always)."""
         self.state = State.NAMING
         if not valid_nickname(nick):
             self.server.metrics.refused("nickname_invalid", self.host)
             self.send(wire.INVALID_NICK)
             return
         self.state = State.JOINING
-        self._busy = True
         d = self.server.registry.claim(nick)
+        d.addCallback(self._unless_protected)
         d.addCallbacks(self._claimed, self._not_claimed)
-        d.addErrback(self._unexpected)
-        d.addBoth(self._unbusy)
+        self.wait_for(d)
+
+    def _unless_protected(self, nick: str) -> Deferred[str]:
+        """The nickname just claimed, unless an account protects it: then
+        it is given back until its password is checked."""
+
+        def found(account: Account | None) -> str:
+            if account is None:
+                return nick
+            self.server.registry.release(nick)
+            raise _Protected(nick)
+
+        def failed(failure: Failure) -> Failure:
+            self.server.registry.release(nick)
+            return failure
+
+        return self.server.protection.find(nick).addCallbacks(found, failed)
+
+    def _password(self, text: str) -> None:
+        """The answer to the password prompt (spaces around it dropped,
+        as /register drops them)."""
+        nick = self._asked
+        assert nick is not None
+        self._asked = None
+        self.state = State.JOINING
+        d = self.server.protection.check(self.host, nick, text.strip())
+        d.addCallbacks(self._checked, self._not_claimed, callbackArgs=(nick,))
+        self.wait_for(d)
+
+    def _checked_in_one_line(
+        self, right: bool | None, nick: str
+    ) -> Deferred[None] | None:
+        """C{/pseudo NICK PASSWORD} checked: a NICK nobody protects is
+        answered as before, when the whole line was taken for a nickname."""
+        if right is None and self.state is State.JOINING:
+            self.state = State.NAMING
+            self.server.metrics.refused("nickname_invalid", self.host)
+            self.send(wire.INVALID_NICK)
+            return None
+        return self._checked(right, nick)
+
+    def _checked(self, right: bool | None, nick: str) -> Deferred[None] | None:
+        """The password of C{nick} checked (None: nobody protects it now):
+        right, the nickname is claimed; wrong, TAKEN."""
+        if self.state is not State.JOINING:  # disconnected while waiting
+            return None
+        if right is False:
+            self.state = State.NAMING
+            self.server.metrics.refused("nickname_taken", self.host, logged=False)
+            self.send(wire.TAKEN)
+            return None
+        d = self.server.registry.claim(nick)
+        return d.addCallbacks(self._owner_claimed, self._not_claimed)
+
+    def _owner_claimed(self, nick: str) -> None:
+        self._claimed(nick)
+        if self.state is CHATTING:
+            self.server.protection.arrived(nick)
 
     def _claimed(self, nick: str) -> None:
         server = self.server
@@ -485,16 +578,32 @@ class Session:
         server.join(self)
 
     def _not_claimed(self, failure: Failure) -> None:
+        """The nickname is not given (yet): say why, and wait for another
+        try, or for the password."""
         if self.state is not State.JOINING:
             return
         self.state = State.NAMING
-        if failure.check(NicknameTaken):
+        error = failure.value
+        if isinstance(error, _Protected):
+            self.state = State.PASSWORD
+            self._asked = error.nick
+            self.send(wire.notice(wire.PASSWORD_PROMPT))
+        elif isinstance(error, NicknameTaken):
             self.server.metrics.refused("nickname_taken", self.host)
             self.send(wire.TAKEN)
-        elif failure.check(ClusterUnreachable):
+        elif isinstance(error, Throttled):
+            self.send(wire.notice(wire.OP_THROTTLED.format(error.wait)))
+        elif isinstance(error, ClusterUnreachable | Unavailable):
             self.send(wire.notice(wire.UNAVAILABLE))
         else:
             failure.raiseException()
+
+    def wait_for(self, d: Deferred[Any]) -> None:
+        """A call is under way (the registry's, a password's): the user's
+        lines wait for its answer (L{_drain})."""
+        self._busy = True
+        d.addErrback(self._unexpected)
+        d.addBoth(self._unbusy)
 
     def _unbusy(self, result: object) -> None:
         self._busy = False
@@ -509,7 +618,7 @@ class Session:
 
     def _registration_expired(self) -> None:
         self._registration_call = None
-        if self.state in (State.WELCOMED, State.NAMING, State.JOINING):
+        if self.state in (State.WELCOMED, State.NAMING, State.PASSWORD, State.JOINING):
             self._close(wire.notice(wire.REGISTRATION_EXPIRED))
 
 
@@ -651,6 +760,71 @@ def _by_day(kept: list[Kept], now: float) -> list[bytes]:
     return lines
 
 
+# Protected nicknames (chatproto/accounts.py): the user's own.
+
+
+def _register(session: Session, argument: str) -> None:
+    """C{/register PASSWORD}: protect the user's nickname (its hash made
+    in a thread; the user's next lines wait for the answer)."""
+    if not PASSWORD_MIN <= len(argument) <= PASSWORD_MAX:
+        raise ChatError(wire.REGISTER_USAGE.format(PASSWORD_MIN, PASSWORD_MAX))
+    nick = session.nick
+    assert nick is not None
+    d = session.server.protection.protect(session.host, nick, argument)
+    d.addCallbacks(
+        lambda _: session.send(wire.notice(wire.REGISTER_DONE.format(nick))),
+        _not_protected,
+        errbackArgs=(session, nick),
+    )
+    session.wait_for(d)
+
+
+def _not_protected(failure: Failure, session: Session, nick: str) -> None:
+    failure.trap(AlreadyProtected, Throttled, Unavailable)
+    error = failure.value
+    if isinstance(error, AlreadyProtected):
+        session.send(wire.notice(wire.ALREADY_PROTECTED.format(nick)))
+    elif isinstance(error, Throttled):
+        session.send(wire.notice(wire.OP_THROTTLED.format(error.wait)))
+    else:
+        session.send(wire.notice(wire.REGISTER_UNAVAILABLE))
+
+
+def _unregister(session: Session, argument: str) -> None:
+    """C{/unregister PASSWORD}: free the user's nickname, if the password
+    is its own (checked in a thread, throttled as at registration)."""
+    if not argument:
+        raise ChatError(wire.UNREGISTER_USAGE)
+    nick = session.nick
+    assert nick is not None
+    d = session.server.protection.unprotect(session.host, nick, argument)
+    d.addCallbacks(
+        _unprotected,
+        _not_unprotected,
+        callbackArgs=(session, nick),
+        errbackArgs=(session, nick),
+    )
+    session.wait_for(d)
+
+
+def _unprotected(right: bool, session: Session, nick: str) -> None:
+    if right:
+        session.send(wire.notice(wire.UNREGISTER_DONE.format(nick)))
+    else:
+        session.send(wire.notice(wire.UNREGISTER_WRONG.format(nick)))
+
+
+def _not_unprotected(failure: Failure, session: Session, nick: str) -> None:
+    failure.trap(NotProtected, Throttled, Unavailable)
+    error = failure.value
+    if isinstance(error, NotProtected):
+        session.send(wire.notice(wire.NOT_PROTECTED.format(nick)))
+    elif isinstance(error, Throttled):
+        session.send(wire.notice(wire.OP_THROTTLED.format(error.wait)))
+    else:
+        session.send(wire.notice(wire.UNREGISTER_UNAVAILABLE))
+
+
 # The operators' commands, and /op: the server's moderation answers them.
 
 
@@ -693,6 +867,8 @@ _COMMANDS: Final[dict[str, Command]] = {
     "/pseudo": Command(_rename),
     "/history": Command(_history),
     "/search": Command(_search),
+    "/register": Command(_register),
+    "/unregister": Command(_unregister),
     "/op": Command(_op),
     "/kick": Command(_kick, operators_only=True),
     "/ban": Command(_ban, operators_only=True),

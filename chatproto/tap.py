@@ -29,7 +29,7 @@ from chatproto.config import (
     valid_cluster_name,
 )
 from chatproto.moderation import Moderation
-from chatproto.operators import check_in_threads, read_operators
+from chatproto.operators import check_in_threads, hash_in_threads, read_operators
 from chatproto.server import EVICTION_GRACE, ChatFactory
 
 log = Logger()
@@ -183,6 +183,13 @@ _NUMBERS: dict[str, tuple[str, type, float, str]] = {
         float,
         1,
         "Seconds a public line is kept for /history (its [H.M.S] has no date).",
+    ),
+    # Protected nicknames (chatproto/accounts.py)
+    "nick-days": (
+        "nick_days",
+        float,
+        1,
+        "Days after which a protected nickname nobody used is free again.",
     ),
 }
 
@@ -830,6 +837,7 @@ def makeService(options: usage.Options, reactor: Any = None) -> service.IService
         operators=options.get("operator_table"),
         bans=Bans(reactor, options.get("bans")),
         checker=check_in_threads(reactor),
+        hasher=hash_in_threads(reactor),
     )
     if cluster is not None:
         # Here only: the cluster needs txredisapi, an optional extra that a
@@ -849,6 +857,7 @@ def makeService(options: usage.Options, reactor: Any = None) -> service.IService
         if node.history is not None:  # the cluster's history, in Redis
             factory.room.history = node.history
         factory.moderation.cluster = node.moderation  # kicks, answers, bans
+        factory.protection.accounts = node.accounts  # protected nicknames
         # First in, so stopped last: the users' departures are announced to
         # the other nodes before the node leaves the cluster.
         node.setServiceParent(top)

@@ -29,6 +29,8 @@ HELP = (
     "  /history [N]       les N dernières lignes publiques (20 par défaut)\n"
     "  /search MOTS       les 20 dernières lignes publiques qui ont ces mots\n"
     "  msg PSEUDO TEXTE   envoyer un message privé à PSEUDO\n"
+    "  /register MDP      protéger son pseudo par le mot de passe MDP\n"
+    "  /unregister MDP    lever cette protection\n"
     "  /help              cette aide\n"
     "  /quit              quitter le chat\n"
     "Toute autre ligne est envoyée à tout le monde.\n"
@@ -252,4 +254,23 @@ BANS_NOT_SAVED = (
 # or could not answer, meanwhile: chatproto/moderation.py, ANSWER_WAIT).
 BAN_UNANSWERED = (
     "Pas de réponse du serveur de {} : bannissement incertain, vérifiez avec /bans"
+)
+
+# Protected nicknames (chatproto/accounts.py, and the session): registering
+# one asks for its password (a wrong one gets TAKEN, as a taken nickname;
+# too many tries, OP_THROTTLED); /register and /unregister. None is a line
+# the Ruby client exits on.
+PASSWORD_PROMPT = "Ce pseudo est protégé : entrez son mot de passe"
+REGISTER_DONE = "Pseudo {} protégé : il faudra ce mot de passe pour le reprendre"
+UNREGISTER_DONE = "Pseudo {} libéré : chacun peut le prendre"
+REGISTER_USAGE = "Erreur : tapez /register MOT_DE_PASSE (de {} à {} caractères)"
+UNREGISTER_USAGE = "Erreur : tapez /unregister MOT_DE_PASSE"
+ALREADY_PROTECTED = "Erreur : le pseudo {} est déjà protégé"
+NOT_PROTECTED = "Erreur : le pseudo {} n'est pas protégé"
+UNREGISTER_WRONG = "Erreur : mot de passe refusé, le pseudo {} reste protégé"
+REGISTER_UNAVAILABLE = (
+    "Erreur : protection du pseudo impossible pour le moment, réessayez plus tard"
+)
+UNREGISTER_UNAVAILABLE = (
+    "Erreur : libération du pseudo impossible pour le moment, réessayez plus tard"
 )

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from chatproto.client.options import ClientOptions, parse_args
+from chatproto.client.servers import PASSWORD_PROMPT
 from tests.test_client_support import (
     RUBY_WELCOME,
     Client,
@@ -221,6 +222,71 @@ def test_nickname_invalid(server: OurServer) -> None:
     assert result.returncode == 1
     assert "Rentrez un pseudo correct" in result.stdout.splitlines()
     assert result.stderr == "The server refused the nickname 'd': it is not valid.\n"
+
+
+# -- A protected nickname ------------------------------------------------------------
+
+
+def test_the_password_file_answers_the_prompt(
+    scripted: Scripted, tmp_path: Path
+) -> None:
+    """--password-file: the password goes when the server asks for it, and
+    only then; a file others may read is warned of in one line at start."""
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret\nnot this one\n")
+    secret.chmod(0o644)
+    client = Client(
+        "--nick", "bob", "--password-file", str(secret), "127.0.0.1", str(scripted.port)
+    )
+    try:
+        peer = scripted.accept()
+        peer.send(RUBY_WELCOME)
+        assert peer.line() == b"/pseudo"
+        peer.send(b"Entrez votre pseudo: \n")
+        assert peer.line() == b"bob"
+        client.type("hello")
+        peer.send(PASSWORD_PROMPT.encode() + b"\n")
+        assert peer.line() == b"s3cret"
+        peer.send(b"Bienvenue bob\n")
+        assert peer.line() == b"hello"
+        client.end_input()
+        assert peer.line() == b"/quit"
+        peer.send(b"Deconnexion\n")
+        code, lines, err = client.wait()
+    finally:
+        client.kill()
+    assert code == 0
+    assert lines == [
+        WELCOME,
+        "Entrez votre pseudo: ",
+        PASSWORD_PROMPT,
+        "Bienvenue bob",
+        "Deconnexion",
+    ]
+    assert err == (
+        f"python -m chatproto.client: warning: the password file {str(secret)!r}"
+        f" is readable by other users (chmod 600 {secret} would keep it yours)\n"
+    )
+
+
+def test_an_unusable_password_file_stops_the_start(tmp_path: Path) -> None:
+    """A password file that cannot be read, or is empty: status 2 and one
+    sentence, before connecting."""
+    missing = tmp_path / "missing"
+    result = run_client(["--password-file", str(missing), "127.0.0.1", "1"])
+    assert result.returncode == 2
+    assert result.stderr == (
+        "python -m chatproto.client: error: cannot read the password file"
+        f" {str(missing)!r}: No such file or directory\n"
+    )
+    empty = tmp_path / "empty"
+    empty.touch(0o600)
+    result = run_client(["--password-file", str(empty), "127.0.0.1", "1"])
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"python -m chatproto.client: error: the password file {str(empty)!r}"
+        " holds no password on its first line\n"
+    )
 
 
 # -- Failures, against scripted servers ------------------------------------------------

@@ -1,6 +1,7 @@
 """The client package's modules import one way: each only from those before
-it (events <- servers, timings <- pacing, liveness, userlist, registration
-<- reading <- protocol <- options <- session <- pipe, terminal <- __main__),
+it (events <- servers, timings, masking <- pacing, liveness, userlist,
+registration <- reading <- protocol <- options <- session <- pipe, terminal
+<- __main__),
 never back, not even inside a function; and importing the package installs
 no reactor and loads no prompt_toolkit.
 
@@ -25,6 +26,7 @@ LAYERS = {
     "events": 0,
     "servers": 1,
     "timings": 1,
+    "masking": 1,
     "pacing": 2,
     "liveness": 2,
     "userlist": 2,

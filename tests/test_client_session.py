@@ -89,7 +89,12 @@ class UI:
 class Harness:
     """A ClientSession on the fake endpoint, with its UI, clock and outcome."""
 
-    def __init__(self, reask: bool = False, nickname: str | None = None) -> None:
+    def __init__(
+        self,
+        reask: bool = False,
+        nickname: str | None = None,
+        password: str | None = None,
+    ) -> None:
         self.clock = Clock()
         self.endpoint = Endpoint()
         self.ui = UI()
@@ -100,6 +105,7 @@ class Harness:
             timings=Timings(),
             nickname=nickname,
             reask=reask,
+            password=password,
         )
         self.session.ui = self.ui
         self.ended: list[tuple[int, str | None]] = []

@@ -14,6 +14,7 @@ import pyte
 import pytest
 
 from chatproto.client.events import UserList
+from chatproto.client.servers import PASSWORD_PROMPT
 from chatproto.client.terminal import LIST_CUT, render
 from tests.test_client_support import (
     DEADLINE,
@@ -339,6 +340,45 @@ def test_a_paste_goes_out_paced_and_the_prompt_counts_what_waits(
     assert time.monotonic() - started > 7 / 1.9
     term.wait(lambda: term.cursor_line == "bob>")
     term.type("\x04")
+    assert peer.line() == b"/quit"
+    peer.send(b"Deconnexion\n")
+    assert term.exit_status() == 0
+
+
+def test_passwords_are_never_shown_nor_kept(
+    scripted: Scripted, terminals: list[Terminal]
+) -> None:
+    """The password prompt is answered without echo, /register's password
+    shows as stars as it is typed and once sent, and neither comes back
+    with the arrows: the history holds only the other lines."""
+    term = start(terminals, "--nick", "bob", "127.0.0.1", str(scripted.port))
+    peer = scripted.accept()
+    peer.send(RUBY_WELCOME)
+    assert peer.line() == b"/pseudo"
+    peer.send(b"Entrez votre pseudo: \n")
+    assert peer.line() == b"bob"
+    peer.send(PASSWORD_PROMPT.encode() + b"\n")
+    term.wait(lambda: term.cursor_line == "password:")
+    term.type("s3cret")
+    term.wait(lambda: term.cursor_line == "password: ******")
+    term.type("\r")
+    assert peer.line() == b"s3cret"
+    peer.send(b"Bienvenue bob\n----------------------\nUtilisateurs en ligne:\n")
+    peer.send(b"=>bob\n----------------------\n")
+    term.wait(lambda: term.cursor_line == "bob>")
+    term.type("hello\r")
+    assert peer.line() == b"hello"
+    term.type("/register top")
+    term.wait(lambda: term.cursor_line == "bob> /register ***")
+    term.type("s3cret\r")
+    assert peer.line() == b"/register tops3cret"
+    term.wait(term.shows("bob> /register *********"))
+    term.type(UP)
+    term.wait(lambda: term.cursor_line == "bob> hello")
+    term.type(UP + "!")
+    term.wait(lambda: term.cursor_line == "bob> hello!")
+    assert not any("s3cret" in line for line in term.lines), term.dump()
+    term.type("\x15\x04")  # Ctrl-U, Ctrl-D
     assert peer.line() == b"/quit"
     peer.send(b"Deconnexion\n")
     assert term.exit_status() == 0

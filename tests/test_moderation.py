@@ -236,7 +236,7 @@ def test_an_address_is_forgotten_after_ten_quiet_minutes() -> None:
     for _ in range(3):
         alice.send(b"/op nope\n")
     alice.take()
-    chat.advance(moderation.FORGET_AFTER)
+    chat.advance(operators.FORGET_AFTER)
     for _ in range(3):
         alice.send(b"/op nope\n")
         assert alice.take() == notice(wire.OP_WRONG)

@@ -254,3 +254,13 @@ def test_a_refusal_to_listen_ends_twistd_without_a_traceback(
     assert capfd.readouterr().err == (
         "twistd chat: port 7000 on 127.0.0.1 is already in use.\n"
     )
+
+
+def test_nick_days_sets_how_long_an_unused_protected_nickname_lasts() -> None:
+    assert parse()["config"].nick_days == 90
+    config = parse("--nick-days=30.5")["config"]
+    assert config.nick_days == 30.5
+    assert ChatFactory(config, clock=MemoryReactorClock()).protection.days == 30.5
+    with pytest.raises(UsageError) as raised:
+        parse("--nick-days=0")
+    assert str(raised.value) == "--nick-days takes a number of at least 1."

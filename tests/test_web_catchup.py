@@ -17,7 +17,7 @@ NODE = shutil.which("node")
 pytestmark = pytest.mark.skipif(NODE is None, reason="needs node")
 
 RUN = """
-const catchUp = require(process.argv[1]);
+const { catchUp } = require(process.argv[1]);
 const [block, before, after, nick, reconnected] = JSON.parse(process.argv[2]);
 const key = (k) => (k.startsWith("own:") ? catchUp.ownKey(nick, k.slice(4)) : k);
 const found = catchUp.missed(block, before.map(key), after.map(key), nick, reconnected);
@@ -177,3 +177,79 @@ def test_a_cut_in_which_nothing_was_said_shows_nothing() -> None:
 
 def test_an_empty_history_on_arriving_shows_nothing() -> None:
     assert missed([], [], reconnected=False) == {"lines": [], "gap": False}
+
+
+SATURDAY = "--- samedi 5 décembre 2026 ---"
+SUNDAY = "--- dimanche 6 décembre 2026 ---"
+
+
+def test_a_day_line_comes_back_before_the_missed_lines_of_its_day() -> None:
+    before = [said(1, "un")]
+    block = [SATURDAY, *before, SUNDAY, said(2, "manqué")]
+    assert missed(block, before) == {"lines": [SUNDAY, said(2, "manqué")], "gap": False}
+
+
+def test_a_day_line_with_no_missed_line_after_it_does_not_come_back() -> None:
+    """A page open since Saturday that reconnects on Monday, nothing said
+    since Sunday: nothing was missed, not even Sunday's day line."""
+    before = [said(1, "samedi"), said(2, "dimanche")]
+    block = [SATURDAY, before[0], SUNDAY, before[1]]
+    assert missed(block, before) == {"lines": [], "gap": False}
+
+
+def test_a_day_line_is_never_the_overlap_with_what_was_shown() -> None:
+    """Day lines are no lines of the conversation: one shown before the
+    cut matches nothing, so a block of other lines is all missed."""
+    block = [SUNDAY, said(1, "après un redémarrage")]
+    assert missed(block, [SUNDAY]) == {"lines": block, "gap": True}
+
+
+def test_on_arriving_day_lines_stay_where_they_are_in_the_block() -> None:
+    block = [
+        SATURDAY,
+        said(1, "un"),
+        SUNDAY,
+        said(2, "deux"),
+        "[10.0.3]-Connexion de alice",
+    ]
+    assert missed(block, [], reconnected=False)["lines"] == block[:-1]
+
+
+WITHOUT_PASSWORD = """
+const { withoutPassword } = require(process.argv[1]);
+process.stdout.write(JSON.stringify(JSON.parse(process.argv[2]).map(withoutPassword)));
+"""
+
+
+def test_a_password_typed_in_a_command_is_hidden_from_what_the_page_shows() -> None:
+    """The page shows a line it sends, and keeps it for the arrow keys:
+    never with a password in it."""
+    assert NODE is not None
+    typed = [
+        "/register s3cret mot",
+        "/unregister s3cret",
+        "/pseudo alice s3cret",
+        "/op s3cret",
+        "  /register   s3cret",
+        "/pseudo alice",
+        "/register",
+        "/search s3cret",
+        "je dis /register s3cret",
+    ]
+    done = subprocess.run(
+        [NODE, "-e", WITHOUT_PASSWORD, str(PAGE / "app.js"), json.dumps(typed)],
+        capture_output=True,
+        check=True,
+        timeout=30,
+    )
+    assert json.loads(done.stdout) == [
+        "/register ••••••••",
+        "/unregister ••••••••",
+        "/pseudo alice ••••••••",
+        "/op ••••••••",
+        "  /register   ••••••••",
+        "/pseudo alice",
+        "/register",
+        "/search s3cret",
+        "je dis /register s3cret",
+    ]

@@ -6,7 +6,8 @@ C{projet.py}. Its modules import one way only, each from those before it:
  - L{events}: the typed events a server line becomes, plain data;
  - L{servers}: what each server says (chatproto's, the Ruby C{server.rb},
    the seed's C{projet.py}), and the L{servers.Dialect} that tells them
-   apart; L{timings}: every delay, in one L{Timings};
+   apart; L{timings}: every delay, in one L{Timings}; L{masking}: which of
+   the user's lines carry a password, never to be shown;
  - L{pacing}, L{liveness}, L{userlist}, L{registration}: the parts of the
    protocol, each with one job: the pacing of the user's lines (the
    L{TokenBucket} and the L{pacing.Outbox}); the server's pings and
@@ -42,6 +43,7 @@ from chatproto.client.events import (
     Joined,
     NicknamePrompt,
     Notice,
+    PasswordPrompt,
     Private,
     Public,
     Refused,
@@ -79,6 +81,7 @@ __all__ = [
     "Joined",
     "NicknamePrompt",
     "Notice",
+    "PasswordPrompt",
     "Private",
     "Public",
     "Refused",

@@ -23,6 +23,7 @@ __all__ = [
     "Joined",
     "NicknamePrompt",
     "Notice",
+    "PasswordPrompt",
     "Private",
     "Public",
     "Refused",
@@ -56,6 +57,11 @@ class NicknamePrompt(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class PasswordPrompt(Event):
+    """The nickname sent is protected: the server waits for its password."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class Registered(Event):
     """The server took C{nickname}: its greeting line (chatproto's
     C{Bienvenue NICK}), or nothing when the user list is the only sign."""
@@ -65,14 +71,19 @@ class Registered(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class Refused(Event):
-    """The server refused C{nickname}, as taken or as invalid."""
+    """The server refused C{nickname}, as taken or as invalid. When a
+    password went with it, C{why} says what may have been refused instead:
+    a wrong password, one tried too often (C{taken} then: the client takes
+    it as it takes a taken nickname), or a password for a nickname nobody
+    protects."""
 
     nickname: str
     taken: bool
+    why: str | None = None
 
     @property
     def sentence(self) -> str:
-        why = "it is already taken" if self.taken else "it is not valid"
+        why = self.why or ("it is already taken" if self.taken else "it is not valid")
         return f"The server refused the nickname {self.nickname!r}: {why}."
 
 

@@ -5,12 +5,16 @@ Apart from what a valid nickname is (L{chatproto.client.servers.NICKNAME}),
 it knows nothing of the chat: L{parse_args} exits with status 2 and
 argparse's usage message on a mistake, and L{make_endpoint} raises
 C{ValueError} for an endpoint string Twisted cannot read, which the caller
-reports the same way.
+reports the same way; so does L{read_password} for a password file it
+cannot use. The password itself is read only then, never kept in the
+options (whose repr a traceback would show).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +31,7 @@ __all__ = [
     "build_parser",
     "make_endpoint",
     "parse_args",
+    "read_password",
 ]
 
 DEFAULT_HOST = "localhost"
@@ -42,6 +47,7 @@ class ClientOptions:
     endpoint: str | None = None
     nick: str | None = None
     timeout: float = 10.0
+    password_file: str | None = None
 
     @property
     def target(self) -> str:
@@ -87,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
             " sent at the end of input."
         ),
         epilog=(
-            "Commands go to the server: /pseudo, /list, msg NICK TEXT, /quit."
+            "Commands go to the server: /pseudo, /list, msg NICK TEXT, /history [N],"
+            " /search WORDS, /register PASSWORD, /unregister PASSWORD, /help, /quit;"
+            " a password is never shown nor kept in the line editor's history."
             " Lines go out at most 4 at once, then 1.9 a second, under chatproto's"
             " flood control. Exit status: 0 after a /quit the server acknowledged"
             " with every line taken; 1 when the server refuses the nickname,"
@@ -135,6 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
             " cannot register it (default: 10)"
         ),
     )
+    parser.add_argument(
+        "--password-file",
+        metavar="FILE",
+        help=(
+            "when the server asks for the password of a protected nickname,"
+            " answer with the first line of FILE (keep it readable by you alone)"
+        ),
+    )
     return parser
 
 
@@ -151,7 +167,38 @@ def parse_args(argv: Sequence[str] | None = None) -> ClientOptions:
         endpoint=args.connect,
         nick=args.nick,
         timeout=args.timeout,
+        password_file=args.password_file,
     )
+
+
+def read_password(path: str) -> tuple[str, str | None]:
+    """The password in the file C{path}, its first line without the line
+    ending, and a warning when others may read the file (or None).
+    C{ValueError}, one sentence, when the file cannot be read, is not
+    UTF-8 text or holds no password."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline()
+            mode = os.fstat(f.fileno()).st_mode
+    except OSError as e:
+        raise ValueError(
+            f"cannot read the password file {path!r}: {e.strerror or e}"
+        ) from None
+    try:
+        password = first.decode("utf-8").removesuffix("\n").removesuffix("\r")
+    except UnicodeDecodeError:
+        raise ValueError(f"the password file {path!r} is not UTF-8 text") from None
+    if not password:
+        raise ValueError(
+            f"the password file {path!r} holds no password on its first line"
+        )
+    warning = None
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        warning = (
+            f"warning: the password file {path!r} is readable by other users"
+            f" (chmod 600 {path} would keep it yours)"
+        )
+    return password, warning
 
 
 def make_endpoint(reactor: Any, options: ClientOptions) -> IStreamClientEndpoint:

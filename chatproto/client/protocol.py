@@ -80,6 +80,8 @@ Leaving (L{ChatClientProtocol.quit}) depends on where registration stands:
    chatproto's server forgets the connection); C{projet.py}, which spins
    forever on a socket closed without C{/quit}, gets C{/quit} twice (refused
    as a nickname, then taken as the command).
+ - at the password prompt of a protected nickname: chatproto's server would
+   take C{/quit} for the password, so the client just closes.
  - after a taken nickname (the Ruby server's thread is dead, C{projet.py}
    closes): close once the server's last lines have come.
 
@@ -232,6 +234,16 @@ class ChatClientProtocol(LineReceiver):
         if self.leaving or self._closed:
             return
         self.outbox.put(line)
+
+    def answer_password(self, password: str) -> None:
+        """Send C{password}, which the server asked for (a protected
+        nickname), before any line the user typed meanwhile, and before
+        C{/quit} if the user is leaving already (the end of a pipe's input
+        after its lines: they are to be said under that nickname)."""
+        if self._closed:
+            return
+        self.outbox.queue.appendleft(password)
+        self.outbox.pump()
 
     def register(self, nickname: str) -> None:
         """Register C{nickname}: C{/pseudo}, the prompt, then the nickname."""
@@ -493,11 +505,12 @@ class ChatClientProtocol(LineReceiver):
             # refuses /quit as a nickname, then takes the second as a command.
             self.outbox.queue.appendleft(QUIT)
             self._dispatch("/quit")
-        elif stage is Stage.PROMPTED:
-            # The Ruby server would take /quit for a nickname. Closed at its
-            # prompt, its thread just dies (after 'Rentrez un pseudo correct'
-            # it registers a ghost user: its bug, which any line would
-            # trigger too); chatproto's server forgets the connection.
+        elif stage in (Stage.PROMPTED, Stage.PASSWORD):
+            # The Ruby server would take /quit for a nickname, chatproto's
+            # for a password. Closed at its prompt, the Ruby server's thread
+            # just dies (after 'Rentrez un pseudo correct' it registers a
+            # ghost user: its bug, which any line would trigger too);
+            # chatproto's server forgets the connection.
             self.outcome.settle(True, "Left the chat before registering.")
             self.close()
         else:

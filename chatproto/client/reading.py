@@ -25,6 +25,7 @@ from chatproto.client.events import (
     Disconnected,
     NicknamePrompt,
     Notice,
+    PasswordPrompt,
     Refused,
     Registered,
     Welcome,
@@ -38,9 +39,11 @@ from chatproto.client.servers import (
     GREETING,
     INVALID_RUBY,
     INVALID_SEED_START,
+    PASSWORD_PROMPT,
     PROMPTS,
     RULE,
     TAKEN,
+    THROTTLED,
     UNAVAILABLE,
     WELCOMES,
     Dialect,
@@ -165,9 +168,17 @@ class ServerReader:
         elif text in PROMPTS and not registered:
             registration.stage = Stage.PROMPTED
             self.view.show(NicknamePrompt(lines=lines))
-        elif not registered and (
-            text == INVALID_RUBY or text.startswith(INVALID_SEED_START) or text in TAKEN
-        ):
+        elif text == PASSWORD_PROMPT and registration.stage is Stage.NICK_SENT:
+            registration.asked_password()
+            self.view.show(PasswordPrompt(lines=lines))
+        elif (
+            not registered
+            and (
+                text == INVALID_RUBY
+                or text.startswith(INVALID_SEED_START)
+                or text in TAKEN
+            )
+        ) or (registration.stage is Stage.NICK_SENT and THROTTLED.fullmatch(text)):
             self._refused(text)
         elif text in GOODBYES:
             self.connection.goodbye(text)
@@ -228,12 +239,24 @@ class ServerReader:
 
     def _refused(self, text: str) -> None:
         taken = text in TAKEN
+        why = None
+        if THROTTLED.fullmatch(text):
+            # Tried again on a new connection, as after a taken nickname.
+            taken, why = True, "too many password tries"
+        elif self.registration.password_sent:
+            # chatproto's server answers /pseudo NICK PASSWORD for a NICK
+            # nobody protects as if the whole line were the nickname.
+            why = (
+                "it is in use, or the password is wrong"
+                if taken
+                else "it is not valid, or no password protects it"
+            )
         nickname = self.registration.refused(taken, self.dialect)
         if nickname == "/quit":
             # The answer to the /quit that projet.py took for a nickname.
             self.view.show(Notice(lines=(text,)))
             return
-        event = Refused(lines=(text,), nickname=nickname, taken=taken)
+        event = Refused(lines=(text,), nickname=nickname, taken=taken, why=why)
         self.outcome.verdict = (False, event.sentence)
         self.view.show(event)
 

@@ -1,11 +1,12 @@
 """Where the registration stands, as far as the client can tell.
 
 A L{Registration} follows the conversation that gives the user a nickname:
-the welcome, C{/pseudo}, the prompt, the nickname, the verdict; the lines
-the user sent before it (which the server answers with its welcome again);
-and the tries again while a cluster cannot register a nickname: 0.5 s, then
-1 s, 2 s, up to 4 s between tries, for C{timeout} seconds in all
-(L{chatproto.client.timings.Timings}). It decides nothing about the
+the welcome, C{/pseudo}, the prompt, the nickname, its password when
+chatproto's server asks for it (a protected nickname), the verdict; the
+lines the user sent before it (which the server answers with its welcome
+again); and the tries again while a cluster cannot register a nickname:
+0.5 s, then 1 s, 2 s, up to 4 s between tries, for C{timeout} seconds in
+all (L{chatproto.client.timings.Timings}). It decides nothing about the
 connection: L{chatproto.client.protocol.ChatClientProtocol} writes, waits
 and closes.
 """
@@ -16,6 +17,7 @@ import enum
 
 from twisted.internet.interfaces import IReactorTime
 
+from chatproto.client.masking import masked, password_start
 from chatproto.client.servers import Dialect
 from chatproto.client.timings import Timings, seconds
 
@@ -30,6 +32,8 @@ class Stage(enum.Enum):
     ASKED = "waiting for the nickname prompt"
     PROMPTED = "the server waits for a nickname"
     NICK_SENT = "waiting for the verdict on the nickname"
+    #: The nickname is protected: the next line is its password.
+    PASSWORD = "the server waits for the nickname's password"
     REGISTERED = "registered"
     #: The server will not take a nickname on this connection any more (the
     #: Ruby server's thread dies after C{Attention ce pseudo existe deja};
@@ -47,6 +51,8 @@ class Registration:
         self.stage = Stage.CONNECTED
         #: The nickname sent, until the server's verdict on it.
         self.candidate = ""
+        #: The candidate's password was sent: the verdict is on it.
+        self.password_sent = False
         #: The nickname the server took, once it took one.
         self.nickname: str | None = None
         #: Lines sent while the server waits for /pseudo, not answered yet.
@@ -66,20 +72,33 @@ class Registration:
             return "the nickname prompt"
         if self.stage is Stage.PROMPTED:
             self.stage = Stage.NICK_SENT
-            self.candidate = line.strip()
+            self.candidate = masked(line.strip())
+            self.password_sent = password_start(line) is not None
             return "an answer to the nickname"
-        if self.stage is Stage.WELCOMED and line.startswith("/pseudo "):
-            # The shortcut: the next line must wait for the verdict, as
-            # after a nickname on its own line.
+        if self.stage is Stage.PASSWORD:
             self.stage = Stage.NICK_SENT
-            self.candidate = line.removeprefix("/pseudo ").strip()
+            self.password_sent = True
+            return "an answer to the password"
+        if self.stage is Stage.WELCOMED and line.startswith("/pseudo "):
+            # The shortcut (C{/pseudo NICK}, or C{/pseudo NICK PASSWORD}):
+            # the next line must wait for the verdict, as after a nickname
+            # on its own line.
+            self.stage = Stage.NICK_SENT
+            words = line.split()
+            self.candidate = words[1] if len(words) > 1 else ""
+            self.password_sent = password_start(line) is not None
             return "an answer to the nickname"
         if self.stage is Stage.WELCOMED and dialect is not Dialect.SEED:
             self.early += 1  # answered with the welcome again
         return None
 
+    def asked_password(self) -> None:
+        """The candidate is protected: the server waits for its password."""
+        self.stage = Stage.PASSWORD
+
     def refused(self, taken: bool, dialect: Dialect) -> str:
         """The server refused the candidate: return it."""
+        self.password_sent = False
         if taken:
             self.stage = Stage.SPENT
         elif dialect is Dialect.SEED:
@@ -92,6 +111,7 @@ class Registration:
     def registered(self, nickname: str) -> None:
         self.stage = Stage.REGISTERED
         self.candidate = ""
+        self.password_sent = False
         self.nickname = nickname
         self._outage_since = None
         self._outage_tries = 0
@@ -100,6 +120,7 @@ class Registration:
         """The cluster could not register the candidate, and the server waits
         for another try: return the candidate."""
         nickname, self.candidate = self.candidate, ""
+        self.password_sent = False
         self.stage = Stage.PROMPTED
         return nickname
 

@@ -27,12 +27,14 @@ __all__ = [
     "LIST_ENTRY",
     "LIST_TITLE",
     "NICKNAME",
+    "PASSWORD_PROMPT",
     "PRIVATE",
     "PROMPTS",
     "PUBLIC",
     "RULE",
     "STAMPED",
     "TAKEN",
+    "THROTTLED",
     "UNAVAILABLE",
     "WELCOMES",
     "Dialect",
@@ -86,6 +88,11 @@ STAMPED = re.compile(_TIME)
 ERROR = re.compile(r"Erreur\b")
 UNAVAILABLE = wire.UNAVAILABLE
 FLOOD = wire.FLOOD
+#: chatproto's server asks so for the password of a protected nickname
+#: (docs/protocol.md): the next line it reads is the password.
+PASSWORD_PROMPT = wire.PASSWORD_PROMPT
+#: Too many password tries from this address: the nickname is refused for now.
+THROTTLED = re.compile(re.escape(wire.OP_THROTTLED).replace(r"\{\}", r"\d+"))
 
 
 def chat_event(text: str, nickname: str | None) -> Event | None:

@@ -10,6 +10,13 @@ L{ClientUI}: the pipe, L{chatproto.client.pipe}, or the terminal,
 L{chatproto.client.terminal}) shows the events and feeds the user's lines;
 L{run} runs one session on a reactor and turns its end into the exit status.
 
+When the server asks for the password of a protected nickname (a
+L{PasswordPrompt}), the session answers it with the password of
+C{--password-file} if it was given; otherwise the user's next line is the
+password, and L{ClientSession.asking_password} says so to the interface
+(the terminal reads it without echo). The client sends a password only
+then, or when the user types a command that carries one.
+
 Exit status: 0 after a C{/quit} the server acknowledged (or leaving before
 registering), when no line of the user was refused; 1, with one sentence on
 standard error, when the server refuses the nickname (in a pipe), cannot
@@ -31,10 +38,23 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.python.failure import Failure
 
-from chatproto.client.events import Disconnected, Event, Refused, Registered
-from chatproto.client.options import ClientOptions, build_parser, make_endpoint
+from chatproto.client.events import (
+    Disconnected,
+    Event,
+    PasswordPrompt,
+    Refused,
+    Registered,
+)
+from chatproto.client.masking import masked
+from chatproto.client.options import (
+    ClientOptions,
+    build_parser,
+    make_endpoint,
+    read_password,
+)
 from chatproto.client.pacing import TokenBucket
 from chatproto.client.protocol import ChatClientFactory, ChatClientProtocol
+from chatproto.client.registration import Stage
 from chatproto.client.servers import NICKNAME
 from chatproto.client.timings import Timings, seconds
 
@@ -76,7 +96,8 @@ class ClientSession:
     C{done} fires with C{(exit status, sentence or None)}. With C{reask}, a
     refused nickname is asked again (on the same connection when the server
     still waits for one, on a new connection otherwise); without it, a
-    refusal ends the session.
+    refusal ends the session. C{password} answers the server's password
+    prompts.
     """
 
     def __init__(
@@ -88,6 +109,7 @@ class ClientSession:
         timings: Timings | None = None,
         nickname: str | None = None,
         reask: bool = False,
+        password: str | None = None,
     ) -> None:
         self.clock = clock
         self.endpoint = endpoint
@@ -95,6 +117,7 @@ class ClientSession:
         self.timings = timings or Timings()
         self.nickname = nickname
         self.reask = reask
+        self._password = password
         # One for all the connections: chatproto's server remembers what an
         # address spent, so reconnecting does not refill the burst.
         self.bucket = TokenBucket(self.timings.burst, self.timings.rate)
@@ -113,6 +136,18 @@ class ClientSession:
 
     def start(self) -> None:
         self._connect(self.nickname)
+
+    @property
+    def asking_password(self) -> bool:
+        """The server waits for the password of the nickname sent, and the
+        user is to type it: the next line the user types is that password."""
+        proto = self._protocol
+        return (
+            self._password is None
+            and proto is not None
+            and proto.stage is Stage.PASSWORD
+            and proto.waiting == 0
+        )
 
     @property
     def waiting(self) -> int:
@@ -219,6 +254,9 @@ class ClientSession:
                 return  # the next nickname goes on a new connection
             self._finish(0 if event.ok else 1, None if event.ok else event.reason)
             return
+        if isinstance(event, PasswordPrompt) and self._password is not None:
+            assert self._protocol is not None
+            self._protocol.answer_password(self._password)
         self.ui.show(event)
         if isinstance(event, Registered):
             self.reasking = False
@@ -235,7 +273,8 @@ class ClientSession:
         if not NICKNAME.fullmatch(nickname):
             assert self.ui is not None
             self.ui.ask_nickname(
-                f"{nickname!r} is not a nickname: 2 to 12 letters, digits, '_' or '-'."
+                f"{masked(nickname)!r} is not a nickname:"
+                " 2 to 12 letters, digits, '_' or '-'."
             )
             return
         self.reasking = False
@@ -262,8 +301,13 @@ def run(
 ) -> int:
     """Run one session on C{reactor} (not running yet) to its end; print
     the closing sentence on standard error and return the exit status."""
+    password = None
     try:
         endpoint = make_endpoint(reactor, options)
+        if options.password_file is not None:
+            password, warning = read_password(options.password_file)
+            if warning is not None:
+                print(f"{build_parser().prog}: {warning}", file=sys.stderr)
     except ValueError as e:
         print(f"{build_parser().prog}: error: {e}", file=sys.stderr)
         return 2
@@ -274,6 +318,7 @@ def run(
         timings=Timings(timeout=options.timeout),
         nickname=options.nick,
         reask=reask,
+        password=password,
     )
     ui = session.ui = make_ui(session)
     result: list[tuple[int, str | None]] = []

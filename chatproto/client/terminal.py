@@ -7,15 +7,29 @@ this: L{run_interactive} installs C{asyncioreactor} before anything imports
 the reactor. Only C{python -m chatproto.client} on a terminal imports this
 module (L{chatproto.client.__main__}), so that nothing else loads
 prompt_toolkit or finds the asyncio reactor installed.
+
+A password is never shown nor kept: the answer to the server's password
+prompt is read without echo (C{password: ***}), a command that carries one
+(L{chatproto.client.masking}) shows it as stars as it is typed and once
+sent, and neither goes into the line editor's history (L{DiscreetHistory}).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import cast
 
 from prompt_toolkit import PromptSession, print_formatted_text
-from prompt_toolkit.formatted_text import FormattedText
+from prompt_toolkit.filters import Condition
+from prompt_toolkit.formatted_text import FormattedText, StyleAndTextTuples
 from prompt_toolkit.history import InMemoryHistory
+from prompt_toolkit.layout.processors import (
+    Processor,
+    Transformation,
+    TransformationInput,
+)
+from prompt_toolkit.layout.utils import explode_text_fragments
 from prompt_toolkit.styles import Style
 from twisted.internet.defer import Deferred
 
@@ -27,10 +41,11 @@ from chatproto.client.events import (
     Registered,
     UserList,
 )
+from chatproto.client.masking import carries_password, password_start
 from chatproto.client.options import ClientOptions
 from chatproto.client.session import ClientSession, run
 
-__all__ = ["TtyUI", "render", "run_interactive"]
+__all__ = ["DiscreetHistory", "MaskPasswords", "TtyUI", "render", "run_interactive"]
 
 STYLE = Style.from_dict(
     {
@@ -73,25 +88,64 @@ def render(event: Event) -> Fragments:
     return [("class:notice", text)]
 
 
+class MaskPasswords(Processor):
+    """Shows the password a line carries as stars, one a character, as it
+    is typed and once it is sent (the line stays on the screen as shown)."""
+
+    def apply_transformation(self, ti: TransformationInput) -> Transformation:
+        line = ti.document.lines[ti.lineno]
+        start = password_start(line)
+        if start is None:
+            return Transformation(ti.fragments)
+        masked = [
+            (style, "*" if start <= index < len(line) else text, *handler)
+            for index, (style, text, *handler) in enumerate(
+                explode_text_fragments(ti.fragments)
+            )
+        ]
+        return Transformation(cast(StyleAndTextTuples, masked))
+
+
+class DiscreetHistory(InMemoryHistory):
+    """The line editor's history, which keeps no line that carries a
+    password, nor any line while C{secret()} is true (the answer to the
+    password prompt)."""
+
+    def __init__(self, secret: Callable[[], bool]) -> None:
+        super().__init__()
+        self.secret = secret
+
+    def append_string(self, string: str) -> None:
+        if not (self.secret() or carries_password(string)):
+            super().append_string(string)
+
+
 class TtyUI:
     """The terminal user interface of one L{ClientSession}."""
 
     def __init__(self, session: ClientSession) -> None:
         self.session = session
         self.nickname: str | None = None
+        # prompt_toolkit adds an accepted line to the history before the
+        # session has it: whether it is the password is still known then.
+        asking_password = Condition(lambda: self.session.asking_password)
         # Redrawn twice a second, so that the count of lines waiting their
         # turn (the client paces what it sends) follows the sending.
         self.prompt: PromptSession[str] = PromptSession(
             message=self._message,
-            history=InMemoryHistory(),
+            history=DiscreetHistory(asking_password),
             style=STYLE,
             refresh_interval=0.5,
+            is_password=asking_password,
+            input_processors=[MaskPasswords()],
         )
         self._task: asyncio.Future[None] | None = None
 
     def _message(self) -> FormattedText:
         if self.session.reasking:
             return FormattedText([("class:prompt", "nickname: ")])
+        if self.session.asking_password:
+            return FormattedText([("class:prompt", "password: ")])
         waiting = self.session.waiting
         fragments: Fragments = []
         if waiting:

@@ -8,6 +8,16 @@
 const catchUp = (() => {
   const STAMP = /^\[\d{1,2}\.\d{1,2}\.\d{1,2}\]-/;
   const OWN = "\u0000"; // the key of a line typed here: its text without stamp
+  // The line naming a day before its lines in a /history or /search block
+  // (docs/protocol.md): "--- lundi 7 décembre 2026 ---".
+  const WEEKDAY = "lundi|mardi|mercredi|jeudi|vendredi|samedi|dimanche";
+  const MONTH =
+    "janvier|février|mars|avril|mai|juin|juillet|août|septembre|octobre|novembre|décembre";
+  const DAY = new RegExp(`^--- (${WEEKDAY}) (1er|[2-9]|[12]\\d|3[01]) (${MONTH}) \\d{4} ---$`);
+
+  function isDay(line) {
+    return DAY.test(line);
+  }
 
   // The key of a line typed on this page: the server sends it to the others
   // as "[H.M.S]-NICK: TEXT", with a stamp the page never sees.
@@ -64,12 +74,14 @@ const catchUp = (() => {
   // than the page's own (a block longer than the first one), not missed.
   // The page's own arrival (none past --join-notice-limit users) is never
   // missed; after a reconnection, neither are its own departure and
-  // arrival (the cut).
+  // arrival (the cut). A day line is no line of the conversation: it is
+  // never matched nor counted, and comes back only where it is in the
+  // block and before a line that comes back.
   function missed(block, before, after, nick, reconnected) {
-    const shown = new Array(block.length).fill(false);
+    const shown = block.map(isDay); // a day line is never matched
     const since = bag(after);
     for (let i = block.length - 1; i >= 0; i -= 1) {
-      shown[i] = take(since, block[i]);
+      shown[i] ||= take(since, block[i]);
     }
     // A nickname is one user at a time: if the last arrival or departure
     // of it is an arrival, that is this page's.
@@ -87,17 +99,39 @@ const catchUp = (() => {
         }
       }
     }
-    const lines = block.filter(
-      (line, i) => i > first && !shown[i] && !(reconnected && isOwnPresence(line, nick)),
+    const kept = block.map(
+      (line, i) =>
+        i > first && (isDay(line) || !shown[i]) && !(reconnected && isOwnPresence(line, nick)),
     );
+    let day = false; // a line after this one and before the next day line is kept
+    for (let i = block.length - 1; i >= 0; i -= 1) {
+      if (isDay(block[i])) {
+        kept[i] &&= day;
+        day = false;
+      } else {
+        day ||= kept[i];
+      }
+    }
+    const lines = block.filter((line, i) => kept[i]);
     return { lines, gap: first < 0 && before.length > 0 };
   }
 
-  return { missed, ownKey };
+  return { isDay, missed, ownKey };
 })();
 
+// A line typed here as the page shows it and keeps it for the arrow keys:
+// the password of /op, /register, /unregister or /pseudo NICK PASSWORD
+// hidden (pure, for the tests too).
+function withoutPassword(line) {
+  return line.replace(
+    /^(\s*(?:\/(?:op|register|unregister) +|\/pseudo +\S+ +))\S.*$/s,
+    "$1••••••••",
+  );
+}
+
 if (typeof document === "undefined") {
-  module.exports = catchUp; // node, for the tests: the page below does not run
+  // node, for the tests: the page below does not run
+  module.exports = { catchUp, withoutPassword };
 }
 
 (() => {
@@ -125,6 +159,13 @@ if (typeof document === "undefined") {
   const REMEMBERED = 500; // public lines remembered, to find what a cut missed
   const LATE = 10000; // ms a caught-up line may still come live (a cluster)
   const QUIET = 300; // ms the log stays aria-busy after a history block goes in
+  // Protected nicknames: the server asks for the password, the next line.
+  const ASK_PASSWORD = "Ce pseudo est protégé : entrez son mot de passe";
+  const SAVED = "chatproto.remember"; // localStorage: {nick, password}
+  // /search's answer: a block, or one line (docs/protocol.md).
+  const SEARCH_HEAD = /^--- recherche « .* » \(\d+ lignes?\) ---$/s;
+  const SEARCH_END = "--- fin de la recherche ---";
+  const NO_MATCH = /^Aucune ligne ne contient « .* »$/s;
 
   const $ = (id) => document.getElementById(id);
   const status = $("status");
@@ -138,6 +179,15 @@ if (typeof document === "undefined") {
   const count = $("count");
   const unread = $("unread");
   const people = $("people");
+  const rememberBox = $("remember");
+  const passwordForm = $("password");
+  const passwordInput = $("password-input");
+  const searchForm = $("search");
+  const searchInput = $("search-words");
+  const results = $("results");
+  const resultsStatus = $("results-status");
+  const found = $("found");
+  const closeResults = $("results-close");
 
   let socket = null;
   let nick = null; // the nickname asked for, kept to register again
@@ -162,6 +212,12 @@ if (typeof document === "undefined") {
   let late = new Map(); // lines just caught up, that may still come live
   let lateTimer = null;
   let quietTimer = null;
+  // "se souvenir de moi": what localStorage keeps, read once on loading.
+  let saved = load();
+  let keep = null; // the password sent, to be saved once registered (box ticked)
+  let answering = false; // a password was sent, its answer has not come
+  let searches = 0; // /search lines sent and not answered yet
+  let searchBlock = null; // the items of a /search block being received
 
   // Connection, and reconnection with backoff
 
@@ -172,7 +228,7 @@ if (typeof document === "undefined") {
       attempt = 0;
       setStatus("connected", "connecté");
       if (nick !== null) {
-        socket.send(`/pseudo ${nick}`);
+        askNick();
       }
     });
     socket.addEventListener("message", (event) => receive(String(event.data)));
@@ -182,6 +238,11 @@ if (typeof document === "undefined") {
       registered = false;
       catching = null;
       block = null;
+      searches = 0;
+      searchBlock = null;
+      answering = false;
+      passwordInput.value = "";
+      passwordForm.hidden = true;
       if (event.code === 1009 || event.code === 1003) {
         notice(`Connexion fermée par le serveur : ${event.reason}`, "error");
       }
@@ -219,12 +280,21 @@ if (typeof document === "undefined") {
       send("pong");
       return;
     }
+    if (block === null && (searchBlock !== null || SEARCH_HEAD.test(line))) {
+      searchLine(line);
+      return;
+    }
     if (block !== null || HISTORY_HEAD.test(line)) {
       historyLine(line);
       return;
     }
     if (catching !== null && (line === HISTORY_OFF || line === HISTORY_UNAVAILABLE)) {
       historyRefused(line);
+      return;
+    }
+    if (searches > 0 && (NO_MATCH.test(line) || line.startsWith("Erreur : "))) {
+      searches -= 1;
+      showResults(line, line.startsWith("Erreur : ") ? "error" : "");
       return;
     }
     if (inList || line === RULE) {
@@ -240,20 +310,40 @@ if (typeof document === "undefined") {
     if (line === PROMPT) {
       return;
     }
+    if (line === ASK_PASSWORD && nick !== null && !registered) {
+      askPassword();
+      return;
+    }
+    if (nick !== null && !registered && line.startsWith("Erreur : ")) {
+      // the registration's answer (too many password tries, a cluster
+      // unreachable): say so, and let the user try again
+      answering = false;
+      refused(line);
+      return;
+    }
     if (line === INVALID) {
       refused("Pseudo refusé : 2 à 12 caractères, lettres sans accent, chiffres, _ ou -.");
       return;
     }
     if (line === TAKEN) {
+      const wrong = answering; // a wrong password is answered as a taken nickname
+      answering = false;
+      if (wrong) {
+        forget();
+      }
       if (everJoined && takenRetries < 20) {
         // A reconnection: the old connection may still hold the nickname
         // until the server sees it gone (its pings). Ask again shortly.
         takenRetries += 1;
         setStatus("reconnecting", `pseudo encore pris, nouvel essai (${takenRetries})…`);
-        setTimeout(() => send(`/pseudo ${nick}`), 2000);
+        setTimeout(askNick, 2000);
         return;
       }
-      refused("Ce pseudo est déjà pris : choisissez-en un autre.");
+      refused(
+        wrong
+          ? "Mot de passe refusé (ou pseudo déjà pris) : réessayez."
+          : "Ce pseudo est déjà pris : choisissez-en un autre.",
+      );
       return;
     }
     if (nick !== null && !registered && line === `Bienvenue ${nick}`) {
@@ -333,7 +423,7 @@ if (typeof document === "undefined") {
     if (block === null) {
       block = { lines: [], asked: catching !== null };
       if (!block.asked) {
-        separator(`— ${line.slice(4, -4)} —`); // typed by the user
+        separator(framed(line)); // typed by the user
       }
       return;
     }
@@ -346,19 +436,24 @@ if (typeof document === "undefined") {
     if (!asked) {
       // typed by the user: shown as it comes, with no effect on the list
       for (const kept of lines) {
-        entry(historyEntry(kept) ?? { time: "", kind: "notice", text: kept });
+        if (catchUp.isDay(kept)) {
+          separator(framed(kept));
+        } else {
+          entry(historyEntry(kept) ?? { time: "", kind: "notice", text: kept });
+        }
       }
       separator("— fin de l'historique —");
       return;
     }
     const { at, before, after } = catching;
     catching = null;
-    const found = catchUp.missed(lines, before, after, nick, caughtUp);
-    const items = found.lines.map((kept) => {
+    const missed = catchUp.missed(lines, before, after, nick, caughtUp);
+    const said = missed.lines.filter((kept) => !catchUp.isDay(kept));
+    for (const kept of said) {
       remember(kept);
       late.set(kept, (late.get(kept) ?? 0) + 1);
-      return makeEntry(historyEntry(kept) ?? { time: "", kind: "notice", text: kept });
-    });
+    }
+    const items = missed.lines.map(keptItem);
     clearTimeout(lateTimer);
     lateTimer = setTimeout(() => (late = new Map()), LATE);
     if (!caughtUp) {
@@ -370,11 +465,11 @@ if (typeof document === "undefined") {
     }
     // Missed lines are unread ones too, for a hidden tab or a reader above.
     if (document.hidden || log.scrollHeight - log.scrollTop - log.clientHeight >= 40) {
-      for (let n = 0; n < items.length; n += 1) {
+      for (let n = 0; n < said.length; n += 1) {
         markUnread();
       }
     }
-    if (found.gap) {
+    if (missed.gap) {
       const what =
         items.length > 0
           ? "messages manqués pendant la coupure (d'autres ont pu être perdus)"
@@ -396,6 +491,19 @@ if (typeof document === "undefined") {
       insertAt(at, [makeSeparator(`— ${what} —`)]);
     }
     caughtUp = true;
+  }
+
+  // A line of a block as an item of a list: a day line as a separator.
+  function keptItem(kept) {
+    if (catchUp.isDay(kept)) {
+      return makeSeparator(framed(kept));
+    }
+    return makeEntry(historyEntry(kept) ?? { time: "", kind: "notice", text: kept });
+  }
+
+  // "--- lundi 7 décembre 2026 ---" as a separator shows it.
+  function framed(line) {
+    return `— ${line.slice(4, -4)} —`;
   }
 
   function historyEntry(line) {
@@ -500,20 +608,69 @@ if (typeof document === "undefined") {
     joinError.hidden = false;
     registered = false;
     nick = null;
+    joinForm.classList.remove("chosen");
     joinForm.hidden = false;
+    passwordForm.hidden = true;
     sendForm.hidden = true;
+    searchForm.hidden = true;
     nickInput.select();
     nickInput.focus();
   }
+
+  // Register as NICK (again, after a reconnection). Nothing is kept to
+  // save until a password is sent for it.
+  function askNick() {
+    keep = null;
+    return send(`/pseudo ${nick}`);
+  }
+
+  // The nickname is protected: the saved password if it is this
+  // nickname's, else the password field, in place of the message box
+  // (the join form keeps its box "se souvenir de moi" only).
+  function askPassword() {
+    if (saved?.nick === nick && saved.password !== null) {
+      sendPassword(saved.password);
+      return;
+    }
+    joinForm.classList.add("chosen");
+    sendForm.hidden = true;
+    passwordForm.hidden = false;
+    passwordInput.focus();
+  }
+
+  function sendPassword(password) {
+    if (send(password)) {
+      answering = true;
+      keep = rememberBox.checked ? password : null;
+    }
+  }
+
+  passwordForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const password = passwordInput.value;
+    if (password === "") {
+      return;
+    }
+    passwordInput.value = "";
+    passwordForm.hidden = true;
+    sendPassword(password);
+  });
 
   function joined() {
     registered = true;
     everJoined = true;
     takenRetries = 0;
+    answering = false;
+    if (rememberBox.checked) {
+      save({ nick, password: keep });
+    }
+    keep = null;
     setStatus("connected", `connecté : ${nick}`);
     joinError.hidden = true;
-    joinForm.hidden = true;
+    joinForm.classList.add("chosen");
+    joinForm.hidden = !rememberBox.checked; // kept to untick it
     sendForm.hidden = false;
+    searchForm.hidden = false;
     document.body.classList.add("registered");
     if (document.activeElement === nickInput || document.activeElement === document.body) {
       messageInput.focus();
@@ -530,10 +687,57 @@ if (typeof document === "undefined") {
     }
     nick = wanted;
     joinError.hidden = true;
-    if (!send(`/pseudo ${wanted}`)) {
+    if (!askNick()) {
       setStatus("reconnecting", "pas encore connecté : le pseudo sera envoyé à la connexion");
     }
   });
+
+  // "se souvenir de moi": the nickname and its password in localStorage,
+  // saved once registered with the box ticked, and only then; unticking
+  // the box or a wrong password removes them.
+  function load() {
+    try {
+      const text = localStorage.getItem(SAVED);
+      const what = text === null ? null : JSON.parse(text);
+      if (typeof what?.nick !== "string") {
+        return null;
+      }
+      const password = typeof what.password === "string" ? what.password : null;
+      return { nick: what.nick, password };
+    } catch {
+      return null; // nothing saved, or storage refused to this page
+    }
+  }
+
+  function save(what) {
+    saved = what;
+    try {
+      localStorage.setItem(SAVED, JSON.stringify(what));
+    } catch {
+      // storage refused to this page: nothing is kept
+    }
+  }
+
+  function forget() {
+    saved = null;
+    try {
+      localStorage.removeItem(SAVED);
+    } catch {
+      // storage refused to this page: nothing was kept
+    }
+  }
+
+  rememberBox.addEventListener("change", () => {
+    if (!rememberBox.checked) {
+      forget();
+    }
+  });
+
+  if (saved !== null) {
+    nick = saved.nick; // registered as soon as connected
+    nickInput.value = saved.nick;
+    rememberBox.checked = true;
+  }
 
   // Sending, and the history (arrow keys)
 
@@ -547,11 +751,14 @@ if (typeof document === "undefined") {
       notice("Pas connecté : votre ligne attend, renvoyez-la une fois reconnecté.", "error");
       return; // the input keeps it
     }
-    history.push(line);
+    const shownLine = withoutPassword(line);
+    if (shownLine === line) {
+      history.push(line); // a password is not kept for the arrow keys
+    }
     historyAt = history.length;
     draft = "";
     messageInput.value = "";
-    own(line);
+    own(shownLine);
   });
 
   messageInput.addEventListener("keydown", (event) => {
@@ -580,6 +787,8 @@ if (typeof document === "undefined") {
         showList = true;
       } else if (trimmed === "/quit") {
         leaving = true;
+      } else if (/^\/search\b/.test(trimmed)) {
+        searches += 1; // its answer goes to the search panel
       }
       entry({ time, kind: "command own", text: trimmed });
     } else {
@@ -587,6 +796,57 @@ if (typeof document === "undefined") {
       entry({ time, kind: "public own", from: nick, text: line });
     }
   }
+
+  // Search: /search WORDS, its answer in a panel of its own
+
+  searchForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const words = searchInput.value.trim();
+    if (words === "") {
+      return;
+    }
+    if (!send(`/search ${words}`)) {
+      notice("Pas connecté : recherche impossible, réessayez une fois reconnecté.", "error");
+      return;
+    }
+    searches += 1;
+    showResults(`recherche de « ${words} »…`, "");
+  });
+
+  // A line of a /search block: its head, a kept line or a day line, its end.
+  function searchLine(line) {
+    if (searchBlock === null) {
+      searches = Math.max(0, searches - 1);
+      searchBlock = { head: line.slice(4, -4), items: [] };
+    } else if (line !== SEARCH_END) {
+      searchBlock.items.push(keptItem(line));
+    } else {
+      showResults(searchBlock.head, "", searchBlock.items);
+      searchBlock = null;
+    }
+  }
+
+  // The panel open, saying STATUS, with ITEMS (none: emptied).
+  function showResults(status, kind, items = []) {
+    resultsStatus.textContent = status;
+    resultsStatus.className = kind;
+    found.replaceChildren(...items);
+    results.hidden = false;
+  }
+
+  function hideResults() {
+    results.hidden = true;
+    found.replaceChildren();
+    resultsStatus.textContent = "";
+    searchInput.focus();
+  }
+
+  closeResults.addEventListener("click", hideResults);
+  results.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") {
+      hideResults();
+    }
+  });
 
   // The user list
 

@@ -1,0 +1,136 @@
+"""Protected nicknames in a cluster: the book in Redis (RedisAccounts), so
+that a nickname protected on one node is protected on every node. Real
+ChatFactory and ClusterNode objects on a real redis-server (the nodes of
+tests/test_cluster.py, given their book as tap.py does)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import gatherResults
+from twisted.internet.task import deferLater
+
+from chatproto import wire
+from chatproto._redis import Commands
+from chatproto.accounts import Account, RedisAccounts
+from chatproto.config import RedisAddress
+from chatproto.operators import make_hash
+from chatproto.registry import ClusterUnreachable
+from tests.redis_fixture import RedisServer, running_redis
+from tests.test_cluster import Node, received, until
+
+pytestmark = pytest.mark.redis
+r: Any = reactor
+CHEAP = {"n": 16, "r": 1, "p": 1}
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    with running_redis(tmp_path) as server:
+        yield server
+
+
+@pytest.fixture
+def commands(redis: RedisServer) -> Iterator[Commands]:
+    connection = Commands(RedisAddress.parse(redis.url), r, 2.0)
+    connection.start()
+    pytest_twisted.blockon(connection.first_connected)
+    yield connection
+    pytest_twisted.blockon(connection.close())
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_redis_book_finds_protects_touches_and_frees_by_key(
+    commands: Commands, redis: RedisServer
+) -> None:
+    book = RedisAccounts(commands, "t")
+    assert await book.find("Prof") is None
+    stored = make_hash("secret", **CHEAP)
+    await book.protect(Account("Prof", stored, 1_795_633_048.25))
+    assert await book.find("PROF") == Account("Prof", stored, 1_795_633_048.25)
+    assert redis.cli("TYPE", "chatproto:t:accounts").strip() == "hash"
+    await book.touch("prof", 1_795_700_000.5)
+    assert await book.find("prof") == Account("Prof", stored, 1_795_700_000.5)
+    await book.unprotect("pRoF")
+    assert await book.find("prof") is None
+    await book.touch("prof", 1.0)  # nothing to touch: nothing made
+    assert redis.cli("EXISTS", "chatproto:t:accounts").strip() == "0"
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_redis_book_fails_as_unreachable_when_redis_is_gone(
+    commands: Commands, redis: RedisServer
+) -> None:
+    book = RedisAccounts(commands, "t")
+    redis.stop()
+    await until(lambda: not commands.connected)
+    with pytest.raises(ClusterUnreachable):
+        await book.find("prof")
+    await deferLater(r, 0)
+
+
+class AccountsNode(Node):
+    """A node whose protected nicknames are in Redis, as tap.py makes it."""
+
+    def __init__(self, redis: RedisServer) -> None:
+        super().__init__(redis)
+        self.factory.protection.accounts = self.cluster.accounts
+
+
+@pytest.fixture
+def nodes(redis: RedisServer) -> Iterator[Callable[[], AccountsNode]]:
+    started: list[AccountsNode] = []
+
+    def start() -> AccountsNode:
+        node = AccountsNode(redis)
+        started.append(node)
+        return node
+
+    yield start
+    pytest_twisted.blockon(
+        gatherResults([n.stop() for n in started if n.cluster.running])
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_nickname_protected_on_one_node_is_protected_on_every_node(
+    nodes: Callable[[], AccountsNode], redis: RedisServer
+) -> None:
+    one, two = nodes(), nodes()
+    await one.ready()
+    await two.ready()
+    prof = await one.user("prof")
+    prof.send(b"/register mot de passe\n")
+    await received(prof, wire.notice(wire.REGISTER_DONE.format("prof")))
+    prof.send(b"/quit\n")
+    users = "chatproto:test:users"
+    await until(lambda: redis.cli("HEXISTS", users, "prof").strip() == "0")
+    other = two.connect()
+    other.send(b"/pseudo prof\n")
+    prompt = wire.notice(wire.PASSWORD_PROMPT)
+    await until(lambda: other.transport.value() != b"")
+    assert other.take() == prompt
+    other.send(b"pas le bon\n")
+    assert await received(other, wire.TAKEN) == wire.TAKEN
+    other.take()
+    other.send(b"/pseudo prof mot de passe\n")
+    got = await received(other, b"=>prof\n")
+    assert got.startswith(b"Bienvenue prof\n")
+
+
+def test_a_node_of_a_cluster_keeps_its_protected_nicknames_in_redis() -> None:
+    from chatproto.cluster import ClusterNode
+    from chatproto.tap import Options, makeService
+
+    options = Options()
+    options.parseOptions(["--port=tcp:0", "--redis", "redis://127.0.0.1:1/0"])
+    node = next(iter(makeService(options)))  # type: ignore[call-overload]
+    assert isinstance(node, ClusterNode)
+    assert isinstance(node.accounts, RedisAccounts)
+    assert node.accounts.key == "chatproto:chat:accounts"
+    assert node.chat.protection.accounts is node.accounts  # type: ignore[attr-defined]
