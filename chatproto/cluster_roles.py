@@ -18,7 +18,7 @@ role asks the node's L{Membership} whether it may go to Redis now.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -43,7 +43,7 @@ from chatproto.cluster_messages import (
     encode,
 )
 from chatproto.cluster_redis import LeaseLost
-from chatproto.history import RedisHistory
+from chatproto.history import Kept, RedisHistory
 from chatproto.registry import ClusterUnreachable, Reach
 
 log = Logger()
@@ -256,6 +256,8 @@ class ClusterHistory:
     def __init__(self, membership: Membership, outbox: Outbox) -> None:
         self.membership = membership
         self.outbox = outbox
+        history = outbox.history
+        self.limit = 0 if history is None else history.limit
 
     def record(self, line: bytes) -> None:
         """Keep a public line made here in the cluster's history, in the
@@ -263,20 +265,29 @@ class ClusterHistory:
         this node is out of the cluster stays here, and is not kept."""
         self.outbox.keep(line)
 
-    def last(self, count: int) -> Deferred[list[bytes]]:
+    def last(self, count: int) -> Deferred[list[Kept]]:
         """The last lines of the cluster's history, read from Redis (every
         node's, this one's up to those still in its outbox)."""
         history = self.outbox.history
         if history is None:
             return succeed([])
         self.outbox.send()  # the lines made before the question go first
+        return history.last(count).addErrback(self._failed)
 
-        def failed(failure: Failure) -> Failure:
-            failure.trap(ClusterUnreachable)
-            self.membership.lost(failure.getErrorMessage())
-            return failure
+    def search(self, words: Sequence[str], count: int) -> Deferred[list[Kept]]:
+        """The last lines of the cluster's history holding C{words}, as
+        L{last} reads them."""
+        history = self.outbox.history
+        if history is None:
+            return succeed([])
+        self.outbox.send()  # the lines made before the question go first
+        return history.search(words, count).addErrback(self._failed)
 
-        return history.last(count).addErrback(failed)
+    def _failed(self, failure: Failure) -> Failure:
+        """Redis could not be read: the node is cut off from the cluster."""
+        failure.trap(ClusterUnreachable)
+        self.membership.lost(failure.getErrorMessage())
+        return failure
 
 
 class ClusterRelay:

@@ -1,16 +1,18 @@
-"""The chat's history: the last public lines, for C{/history}.
+"""The chat's history: the last public lines, for C{/history} and C{/search}.
 
 The room (L{chatproto.room.Room}) records every public line it
 makes, arrivals and departures included, exactly as it sent it
-(C{[H.M.S]-nick: text\\n}); private lines are never recorded. A user's
-C{/history N} reads the last N back. The history forgets, in this order of
-need: lines past C{--history-lines}, lines past C{--history-bytes} (the
-oldest first), and lines older than C{--history-age} (the stamp has no
-date: a line of yesterday would read as one of today).
+(C{[H.M.S]-nick: text\\n}); private lines are never recorded. Each is kept
+as a L{Kept}: with a number and when it was kept, so that a reader can
+say which day a line is of (its stamp has no date). A user's
+C{/history N} reads the last N back; C{/search WORDS} the last lines
+holding every word (L{search_words}). The history forgets, in this order
+of need: lines past C{--history-lines}, lines past C{--history-bytes} (the
+oldest first), and lines older than C{--history-age}.
 
-A seam like the L{chatproto.registry.Registry}: the room knows only the
-L{History} interface, whose C{last} answers with a Deferred, so that the
-cluster's history, kept in Redis for every node, stands in for the
+A seam like the L{chatproto.registry.Registry}: the room and the sessions
+know only the L{History} interface, whose reads answer with a Deferred, so
+that the cluster's history, kept in Redis for every node, stands in for the
 in-memory one of a single server without the room noticing. In cluster
 mode the L{chatproto.cluster_roles.ClusterHistory} is the room's history:
 it keeps the lines with L{RedisHistory}, in the same script as they are
@@ -31,7 +33,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -75,31 +77,83 @@ def searchable(line: bytes) -> str:
 
 
 class History(Protocol):
-    """What the room needs from a history of its public lines."""
+    """What the room and the sessions need from a history of its public
+    lines. Each read fails with L{chatproto.registry.ClusterUnreachable}
+    when the history cannot be read now (the cluster's Redis)."""
+
+    limit: int  # the most lines /history N may ask for (0: none kept)
 
     def record(self, line: bytes) -> None:
         """Keep a public line made here (one line, ending in C{\\n})."""
 
-    def last(self, count: int) -> Deferred[list[bytes]]:
+    def last(self, count: int) -> Deferred[list[Kept]]:
         """The last C{count} lines kept, oldest first, none older than the
-        history's age; fail with L{chatproto.registry.ClusterUnreachable}
-        when the history cannot be read now (the cluster's Redis)."""
+        history's age."""
+
+    def search(self, words: Sequence[str], count: int) -> Deferred[list[Kept]]:
+        """The C{count} most recent lines kept whose words (L{search_words}
+        of L{searchable}) hold every one of C{words} (each already folded
+        by L{search_words}), oldest first."""
+
+
+def newest_holding(
+    newest_first: Iterable[Kept], words: Sequence[str], count: int
+) -> list[Kept]:
+    """The first C{count} of C{newest_first} (lines, the newest first) that
+    hold every one of C{words}, oldest first: /search over lines in hand.
+
+    Each line gets a cheap first look (L{_bare}): a line that lacks one of
+    the ASCII words there lacks it for L{search_words} too, and is passed
+    over at a fraction of its cost."""
+    wanted = set(words)
+    plain = [word.encode() for word in wanted if word.isascii()]
+    found: list[Kept] = []
+    if count <= 0:
+        return found
+    for kept in newest_first:
+        if plain:
+            bare = _bare(kept.line)
+            if not all(word in bare for word in plain):
+                continue
+        if wanted.issubset(search_words(searchable(kept.line))):
+            found.append(kept)
+            if len(found) == count:
+                break
+    found.reverse()
+    return found
+
+
+def _bare(line: bytes) -> bytes:
+    """C{line} folded as L{search_words} folds it, but stripped of all that
+    is not ASCII (combining marks and the rest), in C code only: an ASCII
+    word of the line's L{search_words} is in it (its letters stay side by
+    side), though not every ASCII run in it is such a word."""
+    if line.isascii():
+        return line.lower()  # casefold and NFKD change no ASCII letter
+    folded = unicodedata.normalize("NFKD", line.decode("utf-8", "replace").casefold())
+    return folded.encode("ascii", "ignore")
 
 
 class MemoryHistory:
     """The history of a single server process.
 
-    Bounded in lines (C{history_lines}) and in the bytes of those lines
-    (C{history_bytes}): a line longer than the whole byte bound is not kept.
-    Each line costs about 120 bytes of Python objects beyond its text (a
-    tuple, a float, a bytes header), so the default bounds, 100 lines and
-    256 KiB of text, hold at most about 270 KiB."""
+    Bounded in lines (C{history_lines}, its L{limit}) and in the bytes of
+    those lines (C{history_bytes}): a line longer than the whole byte bound
+    is not kept. Each line costs about 120 bytes of Python objects beyond
+    its text (a tuple, a float, a bytes header), so the default bounds, 100
+    lines and 256 KiB of text, hold at most about 270 KiB. A line's number
+    is its place among all the lines recorded (the first is 1): those
+    forgotten, then its place in the deque; its L{Kept} is made when read
+    (recording one is on the broadcast path). L{search} reads every line
+    kept, the newest first: at most C{history_lines} of them."""
 
     def __init__(self, config: ServerConfig, clock: IReactorTime) -> None:
         self.config = config
         self.clock = clock
+        self.limit = config.history_lines
         self._lines: deque[tuple[float, bytes]] = deque()  # (when, line)
         self._bytes = 0
+        self._forgotten = 0  # the lines recorded, then forgotten
 
     def __len__(self) -> int:
         return len(self._lines)
@@ -118,13 +172,23 @@ class MemoryHistory:
         self._bytes += len(line)
         self._forget(now)
 
-    def last(self, count: int) -> Deferred[list[bytes]]:
+    def last(self, count: int) -> Deferred[list[Kept]]:
         self._forget(self.clock.seconds())
         if count <= 0:
             return succeed([])
-        lines = self._lines
+        lines, first = self._lines, self._forgotten + 1
         start = max(0, len(lines) - count)
-        return succeed([lines[i][1] for i in range(start, len(lines))])
+        return succeed([Kept(first + i, *lines[i]) for i in range(start, len(lines))])
+
+    def search(self, words: Sequence[str], count: int) -> Deferred[list[Kept]]:
+        self._forget(self.clock.seconds())
+        return succeed(newest_holding(self._newest_first(), words, count))
+
+    def _newest_first(self) -> Iterator[Kept]:
+        number = self._forgotten + len(self._lines)
+        for when, line in reversed(self._lines):
+            yield Kept(number, when, line)
+            number -= 1
 
     def _forget(self, now: float) -> None:
         """Drop the oldest lines while past a bound, or too old."""
@@ -138,6 +202,7 @@ class MemoryHistory:
         ):
             _, old = lines.popleft()
             self._bytes -= len(old)
+            self._forgotten += 1
 
 
 # Lua for the cluster's history. ARGV[1] is the key prefix, as in cluster.py.
@@ -188,19 +253,20 @@ return kept
 """
 )
 
-# ARGV: prefix, count, age ms. The last COUNT lines, but those too old.
+# ARGV: prefix, count, age ms. The last COUNT entries ("MS LINE"), but
+# those too old.
 LAST = (
     _LUA_NOW
     + b"""
 local horizon = now - tonumber(ARGV[3])
-local lines = {}
+local entries = {}
 for _, entry in ipairs(redis.call('LRANGE', p .. 'history', -tonumber(ARGV[2]), -1)) do
   local space = string.find(entry, ' ', 1, true)
   if tonumber(string.sub(entry, 1, space - 1)) >= horizon then
-    table.insert(lines, string.sub(entry, space + 1))
+    table.insert(entries, entry)
   end
 end
-return lines
+return entries
 """
 )
 
@@ -226,6 +292,7 @@ class RedisHistory:
         self.commands = commands
         self.prefix = f"chatproto:{cluster}:"
         self.config = config
+        self.limit = config.history_lines
         self.age_ms = max(1, round(config.history_age * 1000))
 
     def keep(
@@ -248,8 +315,26 @@ class RedisHistory:
         )
         return d.addCallback(lambda _: None)
 
-    def last(self, count: int) -> Deferred[list[bytes]]:
+    def last(self, count: int) -> Deferred[list[Kept]]:
         if count <= 0:
             return succeed([])
         d = self.commands.eval(LAST, (self.prefix, count, self.age_ms))
-        return d.addCallback(list)
+        return d.addCallback(_entries)
+
+    def search(self, words: Sequence[str], count: int) -> Deferred[list[Kept]]:
+        """Read every line kept (at most C{--history-lines}) and look in
+        them here, in Python: the cluster's own searchable store is a later
+        step."""
+        d = self.last(self.limit)
+        return d.addCallback(lambda kept: newest_holding(reversed(kept), words, count))
+
+
+def _entries(entries: Sequence[bytes]) -> list[Kept]:
+    """The history's entries, C{MS LINE}, as lines kept: numbered by their
+    millisecond (lines kept in the same script share it)."""
+    found = []
+    for entry in entries:
+        stamp, _, line = entry.partition(b" ")
+        ms = int(stamp)
+        found.append(Kept(ms, ms / 1000, line))
+    return found

@@ -16,6 +16,7 @@ L{chatproto.server.ChatFactory} implements.
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
@@ -27,6 +28,7 @@ from twisted.python.failure import Failure
 
 from chatproto import wire
 from chatproto.accounts import Account, AlreadyProtected, NotProtected, Unavailable
+from chatproto.history import Kept, search_words
 from chatproto.inbox import STILL_TOO_LONG, TOO_LONG, Inbox
 from chatproto.operators import Throttled
 from chatproto.registry import (
@@ -48,6 +50,10 @@ log = Logger()
 
 # The lines /history sends when it is not told how many.
 HISTORY_DEFAULT = 20
+# The lines /search sends at most; the words and characters it takes.
+SEARCH_COUNT = 20
+SEARCH_WORDS = 8
+SEARCH_CHARACTERS = 200
 
 # The length of a password /register takes, in characters.
 PASSWORD_MIN = 6
@@ -666,11 +672,12 @@ def _rename(session: Session, argument: str) -> None:
 
 
 def _history(session: Session, argument: str) -> None:
-    """C{/history [N]}: the last N public lines (20 by default, at most
-    --history-lines), to this user alone, between two marker lines.
+    """C{/history [N]}: the last N public lines (20 by default, at most the
+    history's limit), to this user alone, between two marker lines.
     Registered users only: reading the room is being in it, seen in
     /list, and a connection that has no nickname yet stays cheap."""
-    most = session.server.config.history_lines
+    history = session.server.history
+    most = history.limit
     if most <= 0:
         raise ChatError(wire.HISTORY_OFF)
     if not argument:
@@ -679,7 +686,7 @@ def _history(session: Session, argument: str) -> None:
         count = min(int(argument), most)
     else:
         raise ChatError(wire.HISTORY_USAGE.format(most))
-    d = session.server.history.last(count)
+    d = history.last(count)
     d.addCallbacks(
         _send_history,
         _history_failed,
@@ -689,15 +696,68 @@ def _history(session: Session, argument: str) -> None:
     d.addErrback(session._unexpected)
 
 
-def _send_history(lines: list[bytes], session: Session) -> None:
+def _send_history(kept: list[Kept], session: Session) -> None:
     """The answer to /history, in one write: after the public lines this
     user has not been given yet (send() gives those first)."""
-    session.send(wire.history_block(lines))
+    lines = _by_day(kept, session.server.clock.seconds())
+    session.send(wire.history_block(lines, len(kept)))
 
 
 def _history_failed(failure: Failure, session: Session) -> None:
     failure.trap(ClusterUnreachable)
     session.send(wire.notice(wire.HISTORY_UNAVAILABLE))
+
+
+def _search(session: Session, argument: str) -> None:
+    """C{/search WORDS}: the last SEARCH_COUNT public lines that hold every
+    word of WORDS (case and accents aside: L{search_words}), to this user
+    alone, between two marker lines; or one line saying none does.
+    Registered users only, as /history; each costs a line of flood control,
+    as any line."""
+    history = session.server.history
+    if history.limit <= 0:
+        raise ChatError(wire.HISTORY_OFF)
+    words = [] if len(argument) > SEARCH_CHARACTERS else search_words(argument)
+    if not 1 <= len(words) <= SEARCH_WORDS:
+        raise ChatError(wire.SEARCH_USAGE.format(SEARCH_WORDS, SEARCH_CHARACTERS))
+    d = history.search(words, SEARCH_COUNT)
+    d.addCallbacks(
+        _send_found,
+        _search_failed,
+        callbackArgs=(session, argument),
+        errbackArgs=(session,),
+    )
+    d.addErrback(session._unexpected)
+
+
+def _send_found(kept: list[Kept], session: Session, words: str) -> None:
+    """The answer to /search, in one write, as /history's."""
+    if not kept:
+        session.send(wire.notice(wire.SEARCH_NONE.format(words)))
+        return
+    lines = _by_day(kept, session.server.clock.seconds())
+    session.send(wire.search_block(words, lines, len(kept)))
+
+
+def _search_failed(failure: Failure, session: Session) -> None:
+    failure.trap(ClusterUnreachable)
+    session.send(wire.notice(wire.SEARCH_UNAVAILABLE))
+
+
+def _by_day(kept: list[Kept], now: float) -> list[bytes]:
+    """The lines of C{kept}, those of each day other than today (the
+    server's local time, C{now}) after the line naming their day."""
+    today = time.localtime(now)[:3]
+    day = today
+    lines = []
+    for entry in kept:
+        when = time.localtime(entry.when)
+        if when[:3] != day:
+            day = when[:3]
+            if day != today:
+                lines.append(wire.day_line(when))
+        lines.append(entry.line)
+    return lines
 
 
 # Protected nicknames (chatproto/accounts.py): the user's own.
@@ -806,6 +866,7 @@ _COMMANDS: Final[dict[str, Command]] = {
     "/help": Command(_help),
     "/pseudo": Command(_rename),
     "/history": Command(_history),
+    "/search": Command(_search),
     "/register": Command(_register),
     "/unregister": Command(_unregister),
     "/op": Command(_op),

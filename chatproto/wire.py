@@ -8,6 +8,7 @@ else the server says is plain French, one line, and never equal to those.
 from __future__ import annotations
 
 import functools
+import time
 
 WELCOME = b"Bienvenue dans le chat v.1, enregistrez-vous avec la commande /pseudo\n"
 PROMPT = b"Entrez votre pseudo: \n"
@@ -26,6 +27,7 @@ HELP = (
     "  /pseudo PSEUDO     choisir son pseudo (ou /pseudo, puis le pseudo)\n"
     "  /list              voir qui est en ligne\n"
     "  /history [N]       les N dernières lignes publiques (20 par défaut)\n"
+    "  /search MOTS       les 20 dernières lignes publiques qui ont ces mots\n"
     "  msg PSEUDO TEXTE   envoyer un message privé à PSEUDO\n"
     "  /register MDP      protéger son pseudo par le mot de passe MDP\n"
     "  /unregister MDP    lever cette protection\n"
@@ -168,9 +170,61 @@ def history_header(count: int) -> bytes:
     return f"--- historique ({count} {word}) ---\n".encode()
 
 
-def history_block(lines: list[bytes]) -> bytes:
-    """The answer to /history: the header, the lines, the end marker."""
-    return b"".join([history_header(len(lines)), *lines, HISTORY_END])
+def history_block(lines: list[bytes], count: int) -> bytes:
+    """The answer to /history: the header, the lines (C{count} public lines
+    and their day lines), the end marker."""
+    return b"".join([history_header(count), *lines, HISTORY_END])
+
+
+# A /history or /search block introduces the lines of each day other than
+# today (the server's local time) with a day line:
+# C{--- WEEKDAY DAY MONTH YEAR ---}, e.g. C{--- lundi 7 décembre 2026 ---}.
+DAY_LINE = "--- {} {} {} {} ---"
+WEEKDAYS = ("lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche")
+MONTHS = (
+    "janvier",
+    "février",
+    "mars",
+    "avril",
+    "mai",
+    "juin",
+    "juillet",
+    "août",
+    "septembre",
+    "octobre",
+    "novembre",
+    "décembre",
+)
+
+
+def day_line(day: time.struct_time) -> bytes:
+    """The day line of C{day} (a local time): C{1er} for the first of the
+    month, the day's number otherwise."""
+    number = "1er" if day.tm_mday == 1 else str(day.tm_mday)
+    weekday, month = WEEKDAYS[day.tm_wday], MONTHS[day.tm_mon - 1]
+    return notice(DAY_LINE.format(weekday, number, month, day.tm_year))
+
+
+# /search WORDS answers with the last public lines that hold every word,
+# between these two markers (with day lines, as /history), or with one line
+# that says none does. WORDS is the argument as the user typed it.
+SEARCH_END = b"--- fin de la recherche ---\n"
+SEARCH_NONE = "Aucune ligne ne contient « {} »"
+SEARCH_USAGE = "Erreur : tapez /search MOTS, de 1 à {} mots et {} caractères au plus"
+SEARCH_UNAVAILABLE = "Erreur : recherche impossible pour le moment, réessayez plus tard"
+
+
+def search_header(words: str, count: int) -> bytes:
+    """The line before the lines found: C{--- recherche « WORDS » (N lignes) ---}
+    (C{ligne} for 1)."""
+    word = "lignes" if count > 1 else "ligne"
+    return f"--- recherche « {words} » ({count} {word}) ---\n".encode()
+
+
+def search_block(words: str, lines: list[bytes], count: int) -> bytes:
+    """The answer to /search: the header, the lines (C{count} public lines
+    and their day lines), the end marker."""
+    return b"".join([search_header(words, count), *lines, SEARCH_END])
 
 
 # Moderation's loose ends (chatproto/moderation.py): /op's check failed

@@ -5,13 +5,17 @@ factory with in-memory transports."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 
 from chatproto import wire
 from chatproto.config import ServerConfig
-from chatproto.history import MemoryHistory
+from chatproto.history import Kept, MemoryHistory, search_words
 from chatproto.registry import ClusterUnreachable
 from chatproto.testing import Chat
 
@@ -19,9 +23,15 @@ END = b"--- fin de l'historique ---\n"
 
 
 def last(history: MemoryHistory, count: int) -> list[bytes]:
-    result: list[list[bytes]] = []
+    result: list[list[Kept]] = []
     history.last(count).addCallback(result.append)
-    return result[0]
+    return [kept.line for kept in result[0]]
+
+
+def found(history: MemoryHistory, words: Sequence[str], count: int) -> list[bytes]:
+    result: list[list[Kept]] = []
+    history.search(words, count).addCallback(result.append)
+    return [kept.line for kept in result[0]]
 
 
 def memory(**config: object) -> tuple[MemoryHistory, Clock]:
@@ -81,6 +91,115 @@ def test_no_history_is_kept_with_zero_history_lines() -> None:
     history, _ = memory(history_lines=0)
     history.record(b"line\n")
     assert len(history) == 0
+
+
+# The in-memory history's search (/search: tests/test_search.py)
+
+
+def test_search_finds_a_word_whatever_its_case_and_accents() -> None:
+    history, _ = memory()
+    elephants = ["Éléphant", "l'éléphant", "ÉLÉPHANT rose", "un elephant"]
+    for text in [*elephants, "éléphants", "éléphanteau", "elep"]:
+        history.record(f"[1.2.3]-alice: {text}\n".encode())
+    expected = [f"[1.2.3]-alice: {text}\n".encode() for text in elephants]
+    assert found(history, ["elephant"], 20) == expected
+
+
+def test_search_wants_every_word() -> None:
+    history, _ = memory()
+    for text in ["un chat gris", "un chat", "gris et chat", "chatte grise"]:
+        history.record(f"[1.2.3]-alice: {text}\n".encode())
+    assert found(history, ["chat", "gris"], 20) == [
+        b"[1.2.3]-alice: un chat gris\n",
+        b"[1.2.3]-alice: gris et chat\n",
+    ]
+
+
+def test_search_gives_the_most_recent_oldest_first() -> None:
+    history, _ = memory()
+    for i in range(30):
+        history.record(b"[1.2.3]-alice: ligne %d\n" % i)
+    assert found(history, ["ligne"], 20) == [
+        b"[1.2.3]-alice: ligne %d\n" % i for i in range(10, 30)
+    ]
+
+
+def test_search_looks_at_the_nickname_not_the_stamp() -> None:
+    history, _ = memory()
+    history.record(b"[12.30.5]-alice: bonjour\n")
+    assert found(history, ["12"], 20) == []
+    assert found(history, ["alice"], 20) == [b"[12.30.5]-alice: bonjour\n"]
+
+
+def test_search_reads_no_line_the_history_forgot() -> None:
+    history, _ = memory(history_lines=2)
+    for text in (b"chat un", b"chat deux", b"chat trois"):
+        history.record(text + b"\n")
+    assert found(history, ["chat"], 20) == [b"chat deux\n", b"chat trois\n"]
+
+
+@pytest.mark.parametrize(
+    ("text", "words", "holds"),
+    [
+        ("Straße", ["strasse"], True),  # casefold: ß is ss
+        ("la ﬁn", ["fin"], True),  # NFKD: the ligature is f, i
+        ("øelephant", ["elephant"], False),  # ø is a letter: one word
+        ("élé-phant", ["elephant"], False),
+        ("l'ÉLÉPHANT_rose", ["rose", "elephant"], True),
+        ("ǅemal", ["dzemal"], True),
+        ("日本語 chat", ["日本語", "chat"], True),
+        ("日本 chat", ["日本語", "chat"], False),
+        ("\udcff\udcfe chat", ["chat"], True),  # bytes that are not UTF-8
+    ],
+)
+def test_search_folds_as_search_words_does(
+    text: str, words: list[str], holds: bool
+) -> None:
+    """The first look at a line never passes over a match: every case
+    gives what search_words says."""
+    history, _ = memory()
+    line = b"[1.2.3]-alice: " + text.encode("utf-8", "surrogateescape") + b"\n"
+    history.record(line)
+    assert found(history, words, 1) == ([line] if holds else [])
+
+
+@given(
+    st.lists(st.text(alphabet="aeEéÉèœŒßﬁøØ _'-.lLİı\u0301", max_size=12), max_size=8),
+    st.lists(
+        st.text(alphabet="aeéßﬁøl", min_size=1, max_size=3), min_size=1, max_size=3
+    ),
+)
+def test_search_finds_what_search_words_finds(
+    texts: list[str], queries: list[str]
+) -> None:
+    """Whatever the lines and the words, the lines found are those whose
+    search_words hold every word, oldest first."""
+    history, _ = memory()
+    lines = [f"[1.2.3]-a: {text}\n".encode() for text in texts]
+    for line in lines:
+        history.record(line)
+    words = [word for query in queries for word in search_words(query)]
+    if not words:
+        return
+    expected = [
+        line
+        for line in lines
+        if set(words) <= set(search_words(line.decode()[len("[1.2.3]-") :]))
+    ]
+    assert found(history, words, 100) == expected
+
+
+def test_each_line_kept_has_a_larger_number_and_when_it_was_kept() -> None:
+    history, clock = memory()
+    history.record(b"un\n")
+    clock.advance(5)
+    history.record(b"deux\n")
+    result: list[list[Kept]] = []
+    history.last(2).addCallback(result.append)
+    first, second = result[0]
+    assert first.number < second.number
+    assert (first.when, second.when) == (0, 5)
+    assert history.limit == 100
 
 
 # /history over the real factory
@@ -227,7 +346,7 @@ def test_a_history_that_cannot_be_read_gets_a_clear_line() -> None:
     """A cluster's history in Redis may be unreachable: one French line."""
 
     class Unreachable(MemoryHistory):
-        def last(self, count: int) -> Deferred[list[bytes]]:
+        def last(self, count: int) -> Deferred[list[Kept]]:
             return fail(ClusterUnreachable("no connection to Redis"))
 
     chat = Chat()
@@ -244,10 +363,10 @@ def test_a_history_that_cannot_be_read_gets_a_clear_line() -> None:
 
 
 def test_a_history_answer_that_comes_after_the_user_left_is_dropped() -> None:
-    answer: Deferred[list[bytes]] = Deferred()
+    answer: Deferred[list[Kept]] = Deferred()
 
     class Slow(MemoryHistory):
-        def last(self, count: int) -> Deferred[list[bytes]]:
+        def last(self, count: int) -> Deferred[list[Kept]]:
             return answer
 
     chat = Chat()
@@ -255,7 +374,7 @@ def test_a_history_answer_that_comes_after_the_user_left_is_dropped() -> None:
     alice = chat.user("alice")
     alice.send(b"/history\n")
     alice.proto.transport.loseConnection()
-    answer.callback([b"late\n"])
+    answer.callback([Kept(1, chat.clock.seconds(), b"late\n")])
     assert b"late" not in alice.take()
 
 
@@ -287,6 +406,54 @@ def test_help_lists_history() -> None:
     alice = chat.user("alice")
     alice.send(b"/help\n")
     assert b"/history [N]" in alice.take()
+
+
+# /history N: from 1 to the history's limit
+
+
+class Limited(MemoryHistory):
+    """A history whose limit is not --history-lines (the store's: 500)."""
+
+    def __init__(self, config: ServerConfig, clock: Clock, limit: int) -> None:
+        super().__init__(config, clock)
+        self.limit = limit
+        self.asked: list[int] = []
+
+    def last(self, count: int) -> Deferred[list[Kept]]:
+        self.asked.append(count)
+        return super().last(count)
+
+
+def test_history_n_goes_up_to_the_historys_limit() -> None:
+    chat = Chat(flood_rate=0)
+    history = Limited(chat.factory.config, chat.clock, 500)
+    chat.factory.room.history = history
+    alice = chat.user("alice")
+    for argument in (b"500", b"501", b"100000000000000000000", b""):
+        alice.send(b"/history " + argument + b"\n")
+    assert history.asked == [500, 500, 500, 20]
+    alice.take()
+    alice.send(b"/history 0\n")
+    assert alice.take() == (
+        "Erreur : tapez /history ou /history N, N un nombre de 1 à 500\n".encode()
+    )
+
+
+def test_history_without_n_asks_at_most_the_limit() -> None:
+    chat = Chat()
+    history = Limited(chat.factory.config, chat.clock, 7)
+    chat.factory.room.history = history
+    alice = chat.user("alice")
+    alice.send(b"/history\n/history 8\n")
+    assert history.asked == [7, 7]
+
+
+def test_a_history_with_no_limit_keeps_none() -> None:
+    chat = Chat()
+    chat.factory.room.history = Limited(chat.factory.config, chat.clock, 0)
+    alice = chat.user("alice")
+    alice.send(b"/history\n")
+    assert alice.take() == b"Erreur : ce serveur ne garde pas d'historique\n"
 
 
 # The options

@@ -6,6 +6,7 @@ tests/test_cluster.py, given their history as tap.py does)."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -221,6 +222,51 @@ async def test_history_while_redis_is_away_is_one_clear_line(
     assert line.rstrip(b"\n") not in wire.CLIENT_EXITS
 
 
+@pytest_twisted.ensureDeferred
+async def test_search_reads_every_nodes_lines(
+    nodes: Callable[[], HistoryNode],
+) -> None:
+    """A word said on one node is found from another, whatever its case and
+    accents, with the asker's own line of the same read."""
+    a, b = nodes(), nodes()
+    await a.ready()
+    await b.ready()
+    alice = await a.user("alice")
+    bob = await b.user("bob")
+    alice.send("Un ÉLÉPHANT rose\nune souris\n".encode())
+    await received(bob, b"-alice: une souris\n")
+    bob.take()
+    bob.send("l'éléphant\n/search  Elephant \n".encode())
+    end = b"--- fin de la recherche ---\n"
+    answer = await received(bob, end)
+    lines = answer[answer.index(b"--- recherche") :].splitlines(keepends=True)
+    assert lines[0] == "--- recherche « Elephant » (2 lignes) ---\n".encode()
+    assert [STAMP.sub(b"", line, count=1) for line in lines[1:-1]] == [
+        "alice: Un ÉLÉPHANT rose\n".encode(),
+        "bob: l'éléphant\n".encode(),
+    ]
+    assert lines[-1] == end
+    alice.take()
+    alice.send(b"/search girafe\n")
+    none = "Aucune ligne ne contient « girafe »\n".encode()
+    assert await received(alice, none) == none
+
+
+@pytest_twisted.ensureDeferred
+async def test_search_while_redis_is_away_is_one_clear_line(
+    nodes: Callable[[], HistoryNode], redis: RedisServer
+) -> None:
+    a = nodes()
+    await a.ready()
+    alice = await a.user("alice")
+    redis.stop()
+    await until(lambda: not a.cluster.accepting)
+    alice.take()
+    alice.send(b"/search chat\n")
+    line = wire.notice(wire.SEARCH_UNAVAILABLE)
+    assert await received(alice, line) == line
+
+
 # RedisHistory alone, on a real Redis
 
 
@@ -234,7 +280,7 @@ def commands(redis: RedisServer) -> Iterator[Commands]:
 
 
 async def kept(history: RedisHistory, count: int = 100) -> list[bytes]:
-    return await history.last(count)
+    return [line.line for line in await history.last(count)]
 
 
 @pytest_twisted.ensureDeferred
@@ -286,6 +332,29 @@ async def test_the_redis_history_expires_after_history_age_of_quiet(
 
 
 @pytest_twisted.ensureDeferred
+async def test_the_redis_history_searches_the_lines_it_keeps(
+    commands: Commands, redis: RedisServer
+) -> None:
+    """The most recent matches, oldest first, among --history-lines lines;
+    each with when Redis kept it."""
+    history = RedisHistory(commands, "t", ServerConfig(history_lines=5))
+    before = time.time()
+    await history.keep([b"chat %d\n" % i for i in range(4)], b"chan", None)
+    await history.keep([b"chien\n", b"chat 4\n", b"chat 5\n"], b"chan", None)
+    found = await history.search(["chat"], 3)
+    assert [kept.line for kept in found] == [b"chat 3\n", b"chat 4\n", b"chat 5\n"]
+    assert [kept.line for kept in await history.search(["chat"], 9)] == [
+        b"chat 2\n",
+        b"chat 3\n",
+        b"chat 4\n",
+        b"chat 5\n",
+    ]
+    assert await history.search(["chat", "chien"], 3) == []
+    assert found[0].number <= found[1].number <= found[2].number
+    assert before - 1 <= found[0].when <= found[2].when <= time.time() + 1
+
+
+@pytest_twisted.ensureDeferred
 async def test_reading_fails_as_unavailable_when_redis_is_gone(
     commands: Commands, redis: RedisServer
 ) -> None:
@@ -294,6 +363,8 @@ async def test_reading_fails_as_unavailable_when_redis_is_gone(
     await until(lambda: not commands.connected)
     with pytest.raises(ClusterUnreachable):
         await history.last(5)
+    with pytest.raises(ClusterUnreachable):
+        await history.search(["chat"], 5)
     await deferLater(r, 0)
 
 

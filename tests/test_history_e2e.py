@@ -1,6 +1,7 @@
 """The cluster's history end to end: real `twistd chat --redis` processes on a
 real redis-server, clients on plain sockets. A node started later reads the
-history; a node killed with SIGKILL and started again loses nothing of it."""
+history; a node killed with SIGKILL and started again loses nothing of it,
+and /search finds in it what was said on another node."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def test_a_node_started_later_and_a_node_restarted_read_the_whole_history(
     try:
         first.wait_listening()
         alice = first.register("alice")
-        alice.send(b"bonjour\n")
+        alice.send("bonjour l'Éléphant\n".encode())
         alice.send(b"/history\n")  # answered once the line is in Redis
         alice.until(END)
 
@@ -52,7 +53,7 @@ def test_a_node_started_later_and_a_node_restarted_read_the_whole_history(
         bob = later.register("bob")
         assert history(bob) == [
             b"Connexion de alice\n",
-            b"alice: bonjour\n",
+            "alice: bonjour l'Éléphant\n".encode(),
             b"Connexion de bob\n",
         ]
 
@@ -63,11 +64,17 @@ def test_a_node_started_later_and_a_node_restarted_read_the_whole_history(
         carol = again.register("carol")
         assert history(carol) == [
             b"Connexion de alice\n",
-            b"alice: bonjour\n",
+            "alice: bonjour l'Éléphant\n".encode(),
             b"Connexion de bob\n",
             "Déconnection de alice\n".encode(),
             b"Connexion de carol\n",
         ]
+        carol.send(b"/search ELEPHANT  Bonjour\n")  # any case, no accent
+        carol.until("--- recherche « ELEPHANT  Bonjour » (1 ligne) ---\n".encode())
+        found = carol.until(b"--- fin de la recherche ---\n")
+        assert STAMP.sub(b"", found, count=1) == (
+            "alice: bonjour l'Éléphant\n--- fin de la recherche ---\n".encode()
+        )
     finally:
         for node in (first, later, again):
             if node is not None:

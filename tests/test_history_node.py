@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from chatproto.history import KEEP, LAST
 from chatproto.registry import ClusterUnreachable
+from chatproto.testing import START
 from tests.test_cluster_stall import CONFIG, PUBLIC, RENEW, Cluster
 
 
@@ -104,7 +105,7 @@ def test_history_reads_redis_and_a_failure_cuts_the_node_off() -> None:
     cluster = with_history()
     alice = cluster.user("alice")
     redis = cluster.redis
-    redis.answers[LAST] = [b"[1.2.3]-bob: avant\n"]
+    redis.answers[LAST] = [b"%d [1.2.3]-bob: avant\n" % (START * 1000)]
     alice.take()
     alice.send(b"/history 5\n")
     assert redis.last(LAST) == ("chatproto:test:", 5, 12 * 3600 * 1000)
@@ -117,6 +118,35 @@ def test_history_reads_redis_and_a_failure_cuts_the_node_off() -> None:
     assert alice.take() == (
         "Erreur : historique impossible à lire pour le moment, réessayez plus "
         "tard\n".encode()
+    )
+    assert not cluster.node.accepting
+
+
+def test_search_reads_the_kept_lines_and_a_failure_cuts_the_node_off() -> None:
+    """/search reads the lines Redis keeps (--history-lines of them) and
+    looks in them here; Redis away is one line, the node cut off."""
+    cluster = with_history()
+    alice = cluster.user("alice")
+    redis = cluster.redis
+    ms = START * 1000
+    redis.answers[LAST] = [
+        b"%d [1.2.3]-bob: un chat\n" % ms,
+        b"%d [1.2.4]-bob: un chien\n" % ms,
+    ]
+    alice.take()
+    alice.send(b"/search CHAT\n")
+    assert redis.last(LAST) == ("chatproto:test:", 100, 12 * 3600 * 1000)
+    assert alice.take() == (
+        "--- recherche « CHAT » (1 ligne) ---\n".encode()
+        + b"[1.2.3]-bob: un chat\n--- fin de la recherche ---\n"
+    )
+    redis.answers[LAST] = ClusterUnreachable("Redis did not answer in time")
+    alice.send(b"/search chat\n")
+    assert (
+        alice.take()
+        == (
+            "Erreur : recherche impossible pour le moment, réessayez plus tard\n"
+        ).encode()
     )
     assert not cluster.node.accepting
 
