@@ -919,7 +919,7 @@ def makeService(options: usage.Options, reactor: Any = None) -> service.IService
             log.error("{sentence}", sentence=str(e))
             _tell(str(e))
             raise CannotStart(str(e)) from None
-        factory.room.history = store.history  # type: ignore[assignment]
+        factory.room.history = store.history
         factory.protection.accounts = store.accounts  # protected nicknames
         # First in, so stopped last: the departures said at shutdown are kept.
         store.service.setServiceParent(top)

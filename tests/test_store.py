@@ -199,7 +199,7 @@ def test_a_failing_write_is_counted_retried_and_the_chat_goes_on(
         metrics=chat.factory.metrics,
     )
     store.start()
-    chat.factory.room.history = store.history  # type: ignore[assignment]
+    chat.factory.room.history = store.history
     try:
         alice, bob = chat.user("alice"), chat.user("bob")
         alice.send(b"bonjour\n")
@@ -413,7 +413,7 @@ def test_a_read_sqlite_refuses_fails_as_a_history_that_cannot_be_read_now(
         str(tmp_path / "chat.sqlite3"), chat.clock, cast(IReactorFromThreads, reactor)
     )
     store.start()
-    chat.factory.room.history = store.history  # type: ignore[assignment]
+    chat.factory.room.history = store.history
     try:
         with pytest.raises(ClusterUnreachable):
             yield store.history.last(5)

@@ -96,10 +96,21 @@ def test_lines_delivered_a_second_before_a_kill_9_are_all_kept(tmp_path: Path) -
     expected = [b"Connexion de alice\n", b"Connexion de bob\n"]
     expected += [b"alice: " + text + b"\n" for text in said]
     assert kept(store) == expected
-    # Started again on the store the kill left: it numbers on, and a
-    # SIGTERM commits what was said before it ends.
+    # Started again on the store the kill left: /history and /search read
+    # it, it numbers on, and a SIGTERM commits what was said before it ends.
     with running(tmp_path) as (proc, port):
         carol = register(port, "carol")
+        carol.send(b"/history 500\n")
+        carol.until(b"--- historique (")
+        block = carol.until(b"--- fin de l'historique ---\n").splitlines()
+        shown = [line.partition(b"]-")[2] + b"\n" for line in block[1:-1]]
+        assert shown == [*expected, b"Connexion de carol\n"], block
+        carol.send(b"/search ELEPHANT\n")
+        carol.until("--- recherche « ELEPHANT » (20 lignes) ---\n".encode())
+        found = carol.until(b"--- fin de la recherche ---\n").splitlines()
+        assert [line.partition(b"]-")[2] + b"\n" for line in found[:-1]] == (
+            expected[-20:]
+        )
         carol.send(b"me revoila\n")
         carol.send(b"/list\n")
         carol.until(b"carol\n")
