@@ -51,9 +51,9 @@ class ServerConfig:
     # in this pass, and the others in the next, rather than after the pass.
     pass_size: int = 128
     nodelay: str = "talkers"  # TCP_NODELAY for: "talkers", "all" or "none"
-    # History (chatproto/history.py): the last public lines, for /history,
-    # bounded in lines and in bytes; lines older than history_age (seconds)
-    # are forgotten, as their [H.M.S] stamp has no date.
+    # The history without a store (chatproto/history.py: --store none, and
+    # a cluster's in Redis): the last public lines, bounded in lines and in
+    # bytes; lines older than history_age (seconds) are forgotten.
     history_lines: int = 100
     history_bytes: int = 256 * 1024
     history_age: float = 12 * 3600.0

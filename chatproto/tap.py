@@ -172,19 +172,21 @@ _NUMBERS: dict[str, tuple[str, type, float, str]] = {
         "history_lines",
         int,
         0,
-        "Public lines kept for /history (0: none kept, /history says so).",
+        "Without a store (--store none) or in a cluster (--redis): public lines "
+        "kept for /history (0: none kept, /history says so).",
     ),
     "history-bytes": (
         "history_bytes",
         int,
         1024,
-        "Bytes of public lines kept for /history; the oldest lines go first.",
+        "Without a store or in a cluster: bytes of public lines kept for "
+        "/history; the oldest lines go first.",
     ),
     "history-age": (
         "history_age",
         float,
         1,
-        "Seconds a public line is kept for /history (its [H.M.S] has no date).",
+        "Without a store or in a cluster: seconds a public line is kept for /history.",
     ),
     # The store (chatproto/store.py)
     "history-days": (
