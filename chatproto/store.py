@@ -15,7 +15,9 @@ C{synchronous=FULL}: a transaction committed is on the disk.
                bench/store.py: 23.5 MiB, beside 67.6 MiB of lines (with
                column sizes 9.6 MiB more; a plain table would keep the
                folded text too, 38 MiB more)
-    accounts   key (nick_key), nick, hash, used (seconds since the epoch)
+    accounts   key (nick_key), nick, hash, used (seconds since the epoch),
+               seen (its read position: lines.id of the newest line when
+               its owner last left; NULL: never left since version 2)
 
 The schema's version is C{PRAGMA user_version}: L{MIGRATIONS}[n] takes a
 file from version n to n + 1. A file that is not a store, is damaged, or
@@ -78,6 +80,8 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE TABLE accounts (key TEXT PRIMARY KEY, nick TEXT NOT NULL, "
         "hash TEXT NOT NULL, used REAL NOT NULL)",
     ),
+    # 2: the read position of a protected nickname (/unread).
+    ("ALTER TABLE accounts ADD COLUMN seen INTEGER",),
 ]
 VERSION = len(MIGRATIONS)
 
@@ -407,6 +411,11 @@ class Store:
         self._wake.set()
         return d
 
+    @property
+    def newest(self) -> int:
+        """The number of the newest line recorded (0: none yet)."""
+        return self._last_number
+
     def unsaved(self) -> list[Kept]:
         """The lines recorded and not yet known committed, oldest first."""
         return list(self._unsaved)
@@ -555,6 +564,45 @@ class StoreHistory:
 
         return self.store.read(query)
 
+    @property
+    def newest(self) -> int:
+        return self.store.newest
+
+    def after(self, number: int, count: int) -> Deferred[tuple[int, list[Kept]]]:
+        unsaved = [kept for kept in self.store.unsaved() if kept.number > number]
+
+        def query(db: sqlite3.Connection) -> tuple[int, list[Kept]]:
+            found, top = db.execute(
+                "SELECT count(*), coalesce(max(id), ?) FROM lines WHERE id > ?",
+                (number, number),
+            ).fetchone()
+            rows = db.execute(
+                "SELECT id, at, line FROM lines WHERE id > ? ORDER BY id DESC LIMIT ?",
+                (number, max(0, count)),
+            ).fetchall()
+            # Committed lines are a prefix of the numbers: those past the
+            # newest row read are not in the file yet.
+            found += sum(1 for kept in unsaved if kept.number > top)
+            return found, _merge(_kept(rows), unsaved[-count:], count)
+
+        return self.store.read(query)
+
+    def before(self, number: int | None, count: int) -> Deferred[list[Kept]]:
+        if number is None:
+            return self.last(count)
+        if count <= 0:
+            return succeed([])
+        unsaved = [kept for kept in self.store.unsaved() if kept.number < number]
+
+        def query(db: sqlite3.Connection) -> list[Kept]:
+            rows = db.execute(
+                "SELECT id, at, line FROM lines WHERE id < ? ORDER BY id DESC LIMIT ?",
+                (number, count),
+            ).fetchall()
+            return _merge(_kept(rows), unsaved[-count:], count)
+
+        return self.store.read(query)
+
     def search(self, words: Sequence[str], count: int) -> Deferred[list[Kept]]:
         if count <= 0 or not words:
             return succeed([])
@@ -588,7 +636,7 @@ class StoreAccounts:
 
         def query(db: sqlite3.Connection) -> Account | None:
             row = db.execute(
-                "SELECT nick, hash, used FROM accounts WHERE key = ?", (key,)
+                "SELECT nick, hash, used, seen FROM accounts WHERE key = ?", (key,)
             ).fetchone()
             return None if row is None else Account(*row)
 
@@ -610,11 +658,12 @@ class StoreAccounts:
             lambda db: db.execute("DELETE FROM accounts WHERE key = ?", (key,))
         ).addCallback(lambda _: None)
 
-    def touch(self, nick: str, when: float) -> Deferred[None]:
+    def touch(self, nick: str, when: float, seen: int | None = None) -> Deferred[None]:
         key = nick_key(nick)
         return self.store.write(
             lambda db: db.execute(
-                "UPDATE accounts SET used = ? WHERE key = ?", (when, key)
+                "UPDATE accounts SET used = ?, seen = coalesce(?, seen) WHERE key = ?",
+                (when, seen, key),
             )
         ).addCallback(lambda _: None)
 
