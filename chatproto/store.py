@@ -25,19 +25,22 @@ was written by a newer version stops the start with one L{StoreError}
 sentence, and is left as it is.
 
 Threads: the reactor never waits on the disk. L{Store.record} numbers a
-line (the largest id at open, plus one each time) and puts it in the
-unsaved lines, bounded in lines and bytes (past them a line is dropped and
-counted); one writer thread commits them in batches (the first line after
-a quiet spell at once, then at most one commit per L{BATCH_INTERVAL}: a
-line is on the disk a fraction of a second after it is said), and
-acknowledges each batch, taking it out of the unsaved lines. Reads run in
-a small pool with connections of their own (WAL lets them read while the
-writer writes); each read takes the unsaved lines as they are when it is
-asked, and merges them, by id, with the rows it finds. A failing write (a
-full disk, a read-only file) is logged, counted and retried; the chat goes
-on. The writer also forgets, at start and every L{RETENTION_INTERVAL},
-lines past their age or past the bytes allowed (oldest first), and
-accounts unused too long, in chunks.
+line (the largest id at open, plus one each time: the ids in the file
+run without a gap, as a batch is committed whole and in order, the
+oldest lines forgotten first, and a batch the disk refused at the stop
+goes with every line after it) and puts it in the unsaved lines, bounded
+in lines and bytes (past them a line is dropped, unnumbered, and
+counted); one writer thread commits them in batches (the first line
+after a quiet spell at once, then at most one commit per
+L{BATCH_INTERVAL}: a line is on the disk a fraction of a second after it
+is said), and acknowledges each batch, taking it out of the unsaved
+lines. Reads run in a small pool with connections of their own (WAL lets
+them read while the writer writes); each read takes the unsaved lines as
+they are when it is asked, and merges them, by id, with the rows it
+finds. A failing write (a full disk, a read-only file) is logged,
+counted and retried; the chat goes on. The writer also forgets, at start
+and every L{RETENTION_INTERVAL}, lines past their age or past the bytes
+allowed (oldest first), and accounts unused too long, in chunks.
 """
 
 from __future__ import annotations
@@ -572,16 +575,18 @@ class StoreHistory:
         unsaved = [kept for kept in self.store.unsaved() if kept.number > number]
 
         def query(db: sqlite3.Connection) -> tuple[int, list[Kept]]:
-            found, top = db.execute(
-                "SELECT count(*), coalesce(max(id), ?) FROM lines WHERE id > ?",
-                (number, number),
+            # The ids in the file run without a gap (see the module's
+            # text): counted from the first and the last, not row by row.
+            first, top = db.execute(
+                "SELECT (SELECT min(id) FROM lines), (SELECT max(id) FROM lines)"
             ).fetchone()
+            found = 0 if top is None else max(0, top - max(number, first - 1))
             rows = db.execute(
                 "SELECT id, at, line FROM lines WHERE id > ? ORDER BY id DESC LIMIT ?",
                 (number, max(0, count)),
             ).fetchall()
-            # Committed lines are a prefix of the numbers: those past the
-            # newest row read are not in the file yet.
+            # The lines past the newest row read are not in the file yet.
+            top = max(number, top or 0)
             found += sum(1 for kept in unsaved if kept.number > top)
             return found, _merge(_kept(rows), unsaved[-count:], count)
 

@@ -98,6 +98,8 @@ def test_a_version_1_file_is_migrated_to_version_2_its_accounts_kept(
     store = opened(path, task.Clock())
     try:
         assert store.history.newest == 7
+        total, kept = yield store.history.after(0, 10)  # lines 1 to 6 forgotten
+        assert (total, numbers(kept)) == (1, [7])
         assert (yield store.accounts.find("prof")) == Account("Prof", "h", 5.0, None)
         yield store.accounts.touch("prof", 6.0, 7)
         assert (yield store.accounts.find("prof")).seen == 7
