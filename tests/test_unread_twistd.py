@@ -71,3 +71,9 @@ def test_a_protected_position_survives_a_restart_and_a_kill_9(tmp_path: Path) ->
             b"alice: trois\n",
             b"Connexion de prof\n",
         ]
+        # Connected when the server stops: its position is the newest line.
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) in (0, -signal.SIGTERM)
+    with running(tmp_path) as (proc, port):
+        prof = owner(port)
+        assert unread(prof)[1:] == [b"Connexion de prof\n"]
