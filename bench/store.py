@@ -7,7 +7,8 @@ vocabulary of French words with accents drawn with Zipf's law, about 40
 nicknames, arrivals and departures, stamped over the last 30 days. Then,
 through StoreHistory on the real reactor (its reader threads), measures
 last(500) and search() of a common word, a rare word, two words and a word
-absent: 50 of each, median and p99 (the issue's target: under 50 ms);
+absent, after() and before() (/unread, /history N avant K): 50 of each,
+median and p99 (the issue's target: under 50 ms);
 PRAGMA quick_check's time (what Store.open runs) and the whole open; and
 the file's size per million lines. The file goes in a temporary directory,
 removed at the end, unless --path is given (and kept with --keep).
@@ -120,6 +121,10 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p * (len(ordered) - 1)))]
 
 
+def second(pair: tuple[int, list[Kept]]) -> list[Kept]:
+    return pair[1]
+
+
 @defer.inlineCallbacks
 def measure(reactor: Any, store: Store, rounds: int) -> Any:
     history = store.history
@@ -135,6 +140,15 @@ def measure(reactor: Any, store: Store, rounds: int) -> Any:
             "search absent word (introuvable)",
             lambda: history.search(["introuvable"], 20),
         ),
+        # /unread: a position at the very start (every line after it
+        # counted), and 1,000 lines back; /history 500 avant K.
+        ("after(0, 500)", lambda: history.after(0, 500).addCallback(second)),
+        (
+            "after(newest - 1000, 500)",
+            lambda: history.after(history.newest - 1000, 500).addCallback(second),
+        ),
+        ("before(middle, 500)", lambda: history.before(history.newest // 2, 500)),
+        ("before(fin, 500)", lambda: history.before(None, 500)),
     ]
     print(f"{'query':40} {'found':>6} {'median ms':>10} {'p99 ms':>8}")
     for name, call in cases:

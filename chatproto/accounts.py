@@ -44,6 +44,7 @@ class Account:
     nick: str  # the nickname as it was protected
     hash: str  # chatproto.operators.make_hash's string, never a password
     used: float  # last registered under it or left it, seconds since epoch
+    seen: int | None = None  # its read position when its owner left (None: none)
 
 
 class Accounts(Protocol):
@@ -56,8 +57,10 @@ class Accounts(Protocol):
         """Keep C{account}, in place of any account of the same nickname."""
 
     def unprotect(self, nick: str) -> Deferred[None]: ...
-    def touch(self, nick: str, when: float) -> Deferred[None]:
-        """The nickname was used at C{when}: its account's C{used}."""
+    def touch(self, nick: str, when: float, seen: int | None = None) -> Deferred[None]:
+        """The nickname was used at C{when}: its account's C{used}; its
+        owner left, the history's newest line then C{seen} (kept unless
+        None: its read position, chatproto/positions.py)."""
 
 
 class MemoryAccounts:
@@ -78,11 +81,13 @@ class MemoryAccounts:
         self.accounts.pop(nick_key(nick), None)
         return succeed(None)
 
-    def touch(self, nick: str, when: float) -> Deferred[None]:
+    def touch(self, nick: str, when: float, seen: int | None = None) -> Deferred[None]:
         key = nick_key(nick)
         account = self.accounts.get(key)
         if account is not None:
-            self.accounts[key] = replace(account, used=when)
+            if seen is None:
+                seen = account.seen
+            self.accounts[key] = replace(account, used=when, seen=seen)
         return succeed(None)
 
 
@@ -230,15 +235,19 @@ class Protection:
         self.owners.add(nick_key(nick))
         self._touch(nick)
 
-    def left(self, nick: str) -> None:
-        """A user left: if it was an owner, its nickname was used."""
+    def left(self, nick: str, seen: int) -> bool:
+        """A user left, the history's newest line then C{seen}: if it was
+        an owner, its nickname was used and C{seen} is its read position
+        (whether it was)."""
         key = nick_key(nick)
-        if key in self.owners:
-            self.owners.discard(key)
-            self._touch(nick)
+        if key not in self.owners:
+            return False
+        self.owners.discard(key)
+        self._touch(nick, seen)
+        return True
 
-    def _touch(self, nick: str) -> None:
-        d = self.accounts.touch(nick, self.clock.seconds())
+    def _touch(self, nick: str, seen: int | None = None) -> None:
+        d = self.accounts.touch(nick, self.clock.seconds(), seen)
         d.addErrback(self._failed, "recording that {nick} was used", nick)
         d.addErrback(lambda _: None)  # logged: the chat goes on
 
@@ -253,19 +262,33 @@ class Protection:
 
 
 # The book of a cluster, in Redis: one hash, chatproto:CLUSTER:accounts,
-# nickname key -> "USED<TAB>NICK<TAB>HASH" (cluster_redis.py lists the keys).
-# ARGV[1] is the hash's key, ARGV[2] the nickname key.
+# nickname key -> "USED<TAB>NICK<TAB>HASH", and one of read positions,
+# chatproto:CLUSTER:seen, nickname key -> the history's stamp
+# (cluster_redis.py lists the keys). ARGV[1] is the accounts' key, ARGV[2]
+# the nickname key, ARGV[3] the positions' key.
 
-_FIND = b"return redis.call('HGET', ARGV[1], ARGV[2])"
-# ARGV[3]: the account's value.
-_PROTECT = b"redis.call('HSET', ARGV[1], ARGV[2], ARGV[3]) return 0"
-_UNPROTECT = b"redis.call('HDEL', ARGV[1], ARGV[2]) return 0"
-# ARGV[3]: when it was used. An account that is not there is not made.
+_FIND = b"""
+return {redis.call('HGET', ARGV[1], ARGV[2]), redis.call('HGET', ARGV[3], ARGV[2])}
+"""
+# ARGV[4]: the account's value.
+_PROTECT = b"""
+redis.call('HSET', ARGV[1], ARGV[2], ARGV[4])
+redis.call('HDEL', ARGV[3], ARGV[2])
+return 0
+"""
+_UNPROTECT = b"""
+redis.call('HDEL', ARGV[1], ARGV[2])
+redis.call('HDEL', ARGV[3], ARGV[2])
+return 0
+"""
+# ARGV[4]: when it was used; ARGV[5]: its read position ('': unchanged).
+# An account that is not there is not made.
 _TOUCH = b"""
 local v = redis.call('HGET', ARGV[1], ARGV[2])
 if v then
   local tab = string.find(v, '\\t', 1, true)
-  redis.call('HSET', ARGV[1], ARGV[2], ARGV[3] .. string.sub(v, tab))
+  redis.call('HSET', ARGV[1], ARGV[2], ARGV[4] .. string.sub(v, tab))
+  if ARGV[5] ~= '' then redis.call('HSET', ARGV[3], ARGV[2], ARGV[5]) end
 end
 return 0
 """
@@ -281,29 +304,39 @@ class RedisAccounts:
     def __init__(self, commands: Evaluator, cluster: str) -> None:
         self.commands = commands
         self.key = f"chatproto:{cluster}:accounts"
+        self.positions = f"chatproto:{cluster}:seen"
 
     def find(self, nick: str) -> Deferred[Account | None]:
-        d = self.commands.eval(_FIND, (self.key, nick_key(nick)))
+        d = self.commands.eval(_FIND, (self.key, nick_key(nick), self.positions))
         return d.addCallback(_account)
 
     def protect(self, account: Account) -> Deferred[None]:
         value = f"{account.used!r}\t{account.nick}\t{account.hash}"
-        d = self.commands.eval(_PROTECT, (self.key, nick_key(account.nick), value))
+        key = nick_key(account.nick)
+        d = self.commands.eval(_PROTECT, (self.key, key, self.positions, value))
         return d.addCallback(lambda _: None)
 
     def unprotect(self, nick: str) -> Deferred[None]:
-        d = self.commands.eval(_UNPROTECT, (self.key, nick_key(nick)))
+        d = self.commands.eval(_UNPROTECT, (self.key, nick_key(nick), self.positions))
         return d.addCallback(lambda _: None)
 
-    def touch(self, nick: str, when: float) -> Deferred[None]:
-        d = self.commands.eval(_TOUCH, (self.key, nick_key(nick), repr(when)))
-        return d.addCallback(lambda _: None)
+    def touch(self, nick: str, when: float, seen: int | None = None) -> Deferred[None]:
+        position = "" if seen is None else str(seen)
+        args = (self.key, nick_key(nick), self.positions, repr(when), position)
+        return self.commands.eval(_TOUCH, args).addCallback(lambda _: None)
 
 
-def _account(value: bytes | str | None) -> Account | None:
-    """An account as RedisAccounts keeps it, or None."""
+def _account(values: list[bytes | str | None]) -> Account | None:
+    """An account as RedisAccounts keeps it (its value, its read
+    position), or None."""
+    value, seen = values
     if value is None:
         return None
     text = value.decode() if isinstance(value, bytes) else value
     used, nick, stored = text.split("\t")
-    return Account(nick=nick, hash=stored, used=float(used))
+    return Account(
+        nick=nick,
+        hash=stored,
+        used=float(used),
+        seen=None if seen is None else int(seen),
+    )

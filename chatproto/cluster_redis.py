@@ -23,6 +23,9 @@ C{chatproto:CLUSTER:}:
     history, history:bytes  the chat's history (see chatproto/history.py)
     accounts        hash    nickname key -> "USED<TAB>Nick<TAB>HASH", the
                             protected nicknames (see chatproto/accounts.py)
+    seen            hash    nickname key -> the history's stamp when its
+                            owner last left: a protected nickname's read
+                            position (see chatproto/positions.py)
 
 Pub/sub channels belong to no database, so their names carry its number:
 

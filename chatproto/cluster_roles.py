@@ -274,6 +274,30 @@ class ClusterHistory:
         self.outbox.send()  # the lines made before the question go first
         return history.last(count).addErrback(self._failed)
 
+    @property
+    def newest(self) -> int:
+        """The newest line this node knows kept in Redis (lines of other
+        nodes since, and its own still in the outbox, are not counted: a
+        read position taken from it gives more lines, never fewer)."""
+        history = self.outbox.history
+        return 0 if history is None else history.newest
+
+    def after(self, number: int, count: int) -> Deferred[tuple[int, list[Kept]]]:
+        """The lines after C{number}, as L{last} reads them."""
+        history = self.outbox.history
+        if history is None:
+            return succeed((0, []))
+        self.outbox.send()
+        return history.after(number, count).addErrback(self._failed)
+
+    def before(self, number: int | None, count: int) -> Deferred[list[Kept]]:
+        """The lines before C{number}, as L{last} reads them."""
+        history = self.outbox.history
+        if history is None:
+            return succeed([])
+        self.outbox.send()
+        return history.before(number, count).addErrback(self._failed)
+
     def search(self, words: Sequence[str], count: int) -> Deferred[list[Kept]]:
         """The last lines of the cluster's history holding C{words}, as
         L{last} reads them."""

@@ -21,7 +21,9 @@ published (L{chatproto.cluster_roles.Outbox}).
 In Redis (cluster mode), under C{chatproto:CLUSTER:}:
 
     history         list    "MS LINE": a public line, and when Redis kept it
-                            (milliseconds, Redis's clock); oldest first
+                            (milliseconds, Redis's clock, but one more than
+                            the line before at least: its number); oldest
+                            first
     history:bytes   string  the bytes of the lines in "history"
 
 Both expire C{--history-age} after the last line kept: a chat quiet that
@@ -83,12 +85,25 @@ class History(Protocol):
 
     limit: int  # the most lines /history N may ask for (0: none kept)
 
+    @property
+    def newest(self) -> int:
+        """The number of the newest line recorded (0: none yet): a read
+        position (chatproto/positions.py)."""
+
     def record(self, line: bytes) -> None:
         """Keep a public line made here (one line, ending in C{\\n})."""
 
     def last(self, count: int) -> Deferred[list[Kept]]:
         """The last C{count} lines kept, oldest first, none older than the
         history's age."""
+
+    def after(self, number: int, count: int) -> Deferred[tuple[int, list[Kept]]]:
+        """How many lines are kept after line C{number}, and the last
+        C{count} of them, oldest first (/unread)."""
+
+    def before(self, number: int | None, count: int) -> Deferred[list[Kept]]:
+        """The C{count} lines kept before line C{number} (None: after the
+        newest), oldest first (/history N avant K)."""
 
     def search(self, words: Sequence[str], count: int) -> Deferred[list[Kept]]:
         """The C{count} most recent lines kept whose words (L{search_words}
@@ -174,11 +189,29 @@ class MemoryHistory:
 
     def last(self, count: int) -> Deferred[list[Kept]]:
         self._forget(self.clock.seconds())
-        if count <= 0:
-            return succeed([])
+        return succeed(self._kept(0, len(self._lines), count))
+
+    @property
+    def newest(self) -> int:
+        return self._forgotten + len(self._lines)
+
+    def after(self, number: int, count: int) -> Deferred[tuple[int, list[Kept]]]:
+        self._forget(self.clock.seconds())
+        lines = self._lines
+        start = min(max(0, number - self._forgotten), len(lines))
+        return succeed((len(lines) - start, self._kept(start, len(lines), count)))
+
+    def before(self, number: int | None, count: int) -> Deferred[list[Kept]]:
+        self._forget(self.clock.seconds())
+        lines = self._lines
+        end = len(lines) if number is None else number - self._forgotten - 1
+        return succeed(self._kept(0, min(max(0, end), len(lines)), count))
+
+    def _kept(self, start: int, end: int, count: int) -> list[Kept]:
+        """The last C{count} of the lines at indices C{start} to C{end}."""
         lines, first = self._lines, self._forgotten + 1
-        start = max(0, len(lines) - count)
-        return succeed([Kept(first + i, *lines[i]) for i in range(start, len(lines))])
+        start = max(start, end - max(0, count))
+        return [Kept(first + i, *lines[i]) for i in range(start, end)]
 
     def search(self, words: Sequence[str], count: int) -> Deferred[list[Kept]]:
         self._forget(self.clock.seconds())
@@ -215,7 +248,10 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 # ARGV: prefix, channel, payload ('' : publish nothing), most lines, most
 # bytes, age ms, then the lines. Publishes the payload and keeps the lines in
-# one step, then forgets the oldest lines past a bound or too old.
+# one step, then forgets the oldest lines past a bound or too old. Each line
+# is stamped with Redis's clock, but one ms past the line before at least: a
+# stamp is a line's number (unique, increasing). Answers the newest stamp
+# (0: none).
 KEEP = (
     _LUA_NOW
     + b"""
@@ -224,9 +260,15 @@ local key, size = p .. 'history', p .. 'history:bytes'
 local most, bytes = tonumber(ARGV[4]), tonumber(ARGV[5])
 local horizon = now - tonumber(ARGV[6])
 local kept = 0
+local tail = redis.call('LINDEX', key, -1)
+local stamp = 0
+if tail then
+  stamp = tonumber(string.sub(tail, 1, string.find(tail, ' ', 1, true) - 1))
+end
 for i = 7, #ARGV do
   if most > 0 and #ARGV[i] <= bytes then
-    redis.call('RPUSH', key, now .. ' ' .. ARGV[i])
+    stamp = math.max(now, stamp + 1)
+    redis.call('RPUSH', key, stamp .. ' ' .. ARGV[i])
     redis.call('INCRBY', size, #ARGV[i])
     kept = kept + 1
   end
@@ -249,7 +291,7 @@ elseif kept > 0 then
   redis.call('PEXPIRE', key, ARGV[6])
   redis.call('PEXPIRE', size, ARGV[6])
 end
-return kept
+return stamp
 """
 )
 
@@ -294,6 +336,9 @@ class RedisHistory:
         self.config = config
         self.limit = config.history_lines
         self.age_ms = max(1, round(config.history_age * 1000))
+        # The newest line this node knows kept: the stamp its own last KEEP
+        # answered, or the newest it read (a lower bound of Redis's).
+        self.newest = 0
 
     def keep(
         self, lines: Sequence[bytes], channel: bytes, payload: bytes | None
@@ -313,13 +358,42 @@ class RedisHistory:
                 *lines,
             ),
         )
-        return d.addCallback(lambda _: None)
+        return d.addCallback(self._known)
+
+    def _known(self, newest: int) -> None:
+        self.newest = max(self.newest, newest)
 
     def last(self, count: int) -> Deferred[list[Kept]]:
         if count <= 0:
             return succeed([])
         d = self.commands.eval(LAST, (self.prefix, count, self.age_ms))
-        return d.addCallback(_entries)
+        return d.addCallback(self._read)
+
+    def _read(self, entries: Sequence[bytes]) -> list[Kept]:
+        kept = _entries(entries)
+        if kept:
+            self._known(kept[-1].number)
+        return kept
+
+    def after(self, number: int, count: int) -> Deferred[tuple[int, list[Kept]]]:
+        """Read every line kept (at most C{--history-lines}) and keep those
+        stamped after C{number} here, as L{search} does."""
+
+        def since(kept: list[Kept]) -> tuple[int, list[Kept]]:
+            later = [k for k in kept if k.number > number]
+            return len(later), later[max(0, len(later) - count) :] if count > 0 else []
+
+        return self.last(self.limit).addCallback(since)
+
+    def before(self, number: int | None, count: int) -> Deferred[list[Kept]]:
+        if number is None:
+            return self.last(count)
+
+        def earlier(kept: list[Kept]) -> list[Kept]:
+            older = [k for k in kept if k.number < number]
+            return older[max(0, len(older) - count) :] if count > 0 else []
+
+        return self.last(self.limit).addCallback(earlier)
 
     def search(self, words: Sequence[str], count: int) -> Deferred[list[Kept]]:
         """Read every line kept (at most C{--history-lines}) and look in

@@ -35,6 +35,7 @@ from chatproto.metrics import Metrics
 from chatproto.moderation import Moderation
 from chatproto.operators import Checker, Hasher
 from chatproto.output import Output, Transport, send_buffer, unsent
+from chatproto.positions import Positions
 from chatproto.registry import MemoryRegistry, Reach, Registry
 from chatproto.room import Relay, Room
 from chatproto.session import GONE, ChatError, Session, State
@@ -261,6 +262,7 @@ class ChatFactory(ServerFactory):
             checker,
             hasher,
         )
+        self.positions = Positions(self.protection, clock)  # for /unread
 
     @property
     def registry(self) -> Registry:
@@ -323,12 +325,13 @@ class ChatFactory(ServerFactory):
     ) -> None:
         """A registered user left, for C{reason} (metrics.DEPARTURES): say it
         once, as far as C{reach} says (a stopping server tells everyone it
-        stops instead). An owner of its protected nickname used it."""
-        assert session.nick is not None
-        self.protection.left(session.nick)
+        stops instead). Its read position is the history's newest line once
+        its departure is recorded (a kicked user's was, by moderation)."""
+        nick = session.nick
+        assert nick is not None
         if self.withdraw(session, reach, reason) and not self.stopping:
-            assert session.nick is not None
-            self.room.announce_departure(session.nick, reach)
+            self.room.announce_departure(nick, reach)
+        self.positions.left(nick, self.history.newest)
 
     def withdraw(
         self, session: Session, reach: Reach = Reach.EVERYWHERE, reason: str = "lost"

@@ -45,11 +45,14 @@ if TYPE_CHECKING:
     from chatproto.config import ServerConfig
     from chatproto.history import History
     from chatproto.metrics import Metrics
+    from chatproto.positions import Positions
 
 log = Logger()
 
 # The lines /history sends when it is not told how many.
 HISTORY_DEFAULT = 20
+# The lines /unread sends at most (the most recent).
+UNREAD_MOST = 500
 # The lines /search sends at most; the words and characters it takes.
 SEARCH_COUNT = 20
 SEARCH_WORDS = 8
@@ -126,6 +129,10 @@ class Server(Protocol):
     @property
     def protection(self) -> Protection:
         """The protected nicknames (chatproto/accounts.py)."""
+
+    @property
+    def positions(self) -> Positions:
+        """The users' read positions, for /unread (chatproto/positions.py)."""
 
     def admit(self, session: Session) -> bytes | None:
         """Count a new session in, or the line that says why not."""
@@ -680,6 +687,9 @@ def _history(session: Session, argument: str) -> None:
     most = history.limit
     if most <= 0:
         raise ChatError(wire.HISTORY_OFF)
+    if " avant " in f" {argument} ":
+        _history_before(session, argument)
+        return
     if not argument:
         count = min(HISTORY_DEFAULT, most)
     elif argument.isascii() and argument.isdigit() and int(argument) > 0:
@@ -706,6 +716,88 @@ def _send_history(kept: list[Kept], session: Session) -> None:
 def _history_failed(failure: Failure, session: Session) -> None:
     failure.trap(ClusterUnreachable)
     session.send(wire.notice(wire.HISTORY_UNAVAILABLE))
+
+
+def _history_before(session: Session, argument: str) -> None:
+    """C{/history N avant K}: the N lines kept before line K (C{fin}:
+    after the newest line), to this user alone, numbered in their header:
+    a page that scrolls up asks for the lines before the first it has."""
+    history = session.server.history
+    most = history.limit
+    count, _, start = argument.partition(" avant ")
+    count, start = count.strip(), start.strip()
+    if not (
+        count.isascii()
+        and count.isdigit()
+        and int(count) > 0
+        and (start == "fin" or (start.isascii() and start.isdigit()))
+    ):
+        raise ChatError(wire.HISTORY_BEFORE_USAGE.format(most))
+    d = history.before(None if start == "fin" else int(start), min(int(count), most))
+    d.addCallbacks(
+        _send_before,
+        _history_failed,
+        callbackArgs=(session,),
+        errbackArgs=(session,),
+    )
+    d.addErrback(session._unexpected)
+
+
+def _send_before(kept: list[Kept], session: Session) -> None:
+    if not kept:
+        session.send(wire.notice(wire.HISTORY_START))
+        return
+    lines = _by_day(kept, session.server.clock.seconds())
+    session.send(
+        wire.history_before_block(lines, len(kept), kept[0].number, kept[-1].number)
+    )
+
+
+def _unread(session: Session, argument: str) -> None:
+    """C{/unread}: the public lines kept since this nickname's read
+    position (chatproto/positions.py), the last UNREAD_MOST of them, to
+    this user alone; one line when there are none, or no position."""
+    history = session.server.history
+    if history.limit <= 0:
+        raise ChatError(wire.HISTORY_OFF)
+    if argument:
+        raise ChatError(wire.UNREAD_USAGE)
+    nick = session.nick
+    assert nick is not None
+    d = session.server.positions.find(nick)
+    d.addCallback(_read_since, history)
+    d.addCallbacks(
+        _send_unread,
+        _unread_failed,
+        callbackArgs=(session,),
+        errbackArgs=(session,),
+    )
+    d.addErrback(session._unexpected)
+
+
+def _read_since(
+    position: int | None, history: History
+) -> Deferred[tuple[int, list[Kept]]] | None:
+    return None if position is None else history.after(position, UNREAD_MOST)
+
+
+def _send_unread(since: tuple[int, list[Kept]] | None, session: Session) -> None:
+    if since is None:
+        session.send(wire.notice(wire.UNREAD_UNKNOWN))
+        return
+    total, kept = since
+    if not kept:
+        session.send(wire.notice(wire.UNREAD_NONE))
+        return
+    lines = _by_day(kept, session.server.clock.seconds())
+    session.send(
+        wire.unread_block(lines, total, len(kept), kept[0].number, kept[-1].number)
+    )
+
+
+def _unread_failed(failure: Failure, session: Session) -> None:
+    failure.trap(ClusterUnreachable, Unavailable)
+    session.send(wire.notice(wire.UNREAD_UNAVAILABLE))
 
 
 def _search(session: Session, argument: str) -> None:
@@ -867,6 +959,7 @@ _COMMANDS: Final[dict[str, Command]] = {
     "/pseudo": Command(_rename),
     "/history": Command(_history),
     "/search": Command(_search),
+    "/unread": Command(_unread),
     "/register": Command(_register),
     "/unregister": Command(_unregister),
     "/op": Command(_op),

@@ -15,7 +15,9 @@ C{synchronous=FULL}: a transaction committed is on the disk.
                bench/store.py: 23.5 MiB, beside 67.6 MiB of lines (with
                column sizes 9.6 MiB more; a plain table would keep the
                folded text too, 38 MiB more)
-    accounts   key (nick_key), nick, hash, used (seconds since the epoch)
+    accounts   key (nick_key), nick, hash, used (seconds since the epoch),
+               seen (its read position: lines.id of the newest line when
+               its owner last left; NULL: never left since version 2)
 
 The schema's version is C{PRAGMA user_version}: L{MIGRATIONS}[n] takes a
 file from version n to n + 1. A file that is not a store, is damaged, or
@@ -23,19 +25,22 @@ was written by a newer version stops the start with one L{StoreError}
 sentence, and is left as it is.
 
 Threads: the reactor never waits on the disk. L{Store.record} numbers a
-line (the largest id at open, plus one each time) and puts it in the
-unsaved lines, bounded in lines and bytes (past them a line is dropped and
-counted); one writer thread commits them in batches (the first line after
-a quiet spell at once, then at most one commit per L{BATCH_INTERVAL}: a
-line is on the disk a fraction of a second after it is said), and
-acknowledges each batch, taking it out of the unsaved lines. Reads run in
-a small pool with connections of their own (WAL lets them read while the
-writer writes); each read takes the unsaved lines as they are when it is
-asked, and merges them, by id, with the rows it finds. A failing write (a
-full disk, a read-only file) is logged, counted and retried; the chat goes
-on. The writer also forgets, at start and every L{RETENTION_INTERVAL},
-lines past their age or past the bytes allowed (oldest first), and
-accounts unused too long, in chunks.
+line (the largest id at open, plus one each time: the ids in the file
+run without a gap, as a batch is committed whole and in order, the
+oldest lines forgotten first, and a batch the disk refused at the stop
+goes with every line after it) and puts it in the unsaved lines, bounded
+in lines and bytes (past them a line is dropped, unnumbered, and
+counted); one writer thread commits them in batches (the first line
+after a quiet spell at once, then at most one commit per
+L{BATCH_INTERVAL}: a line is on the disk a fraction of a second after it
+is said), and acknowledges each batch, taking it out of the unsaved
+lines. Reads run in a small pool with connections of their own (WAL lets
+them read while the writer writes); each read takes the unsaved lines as
+they are when it is asked, and merges them, by id, with the rows it
+finds. A failing write (a full disk, a read-only file) is logged,
+counted and retried; the chat goes on. The writer also forgets, at start
+and every L{RETENTION_INTERVAL}, lines past their age or past the bytes
+allowed (oldest first), and accounts unused too long, in chunks.
 """
 
 from __future__ import annotations
@@ -78,6 +83,8 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE TABLE accounts (key TEXT PRIMARY KEY, nick TEXT NOT NULL, "
         "hash TEXT NOT NULL, used REAL NOT NULL)",
     ),
+    # 2: the read position of a protected nickname (/unread).
+    ("ALTER TABLE accounts ADD COLUMN seen INTEGER",),
 ]
 VERSION = len(MIGRATIONS)
 
@@ -407,6 +414,11 @@ class Store:
         self._wake.set()
         return d
 
+    @property
+    def newest(self) -> int:
+        """The number of the newest line recorded (0: none yet)."""
+        return self._last_number
+
     def unsaved(self) -> list[Kept]:
         """The lines recorded and not yet known committed, oldest first."""
         return list(self._unsaved)
@@ -555,6 +567,47 @@ class StoreHistory:
 
         return self.store.read(query)
 
+    @property
+    def newest(self) -> int:
+        return self.store.newest
+
+    def after(self, number: int, count: int) -> Deferred[tuple[int, list[Kept]]]:
+        unsaved = [kept for kept in self.store.unsaved() if kept.number > number]
+
+        def query(db: sqlite3.Connection) -> tuple[int, list[Kept]]:
+            # The ids in the file run without a gap (see the module's
+            # text): counted from the first and the last, not row by row.
+            first, top = db.execute(
+                "SELECT (SELECT min(id) FROM lines), (SELECT max(id) FROM lines)"
+            ).fetchone()
+            found = 0 if top is None else max(0, top - max(number, first - 1))
+            rows = db.execute(
+                "SELECT id, at, line FROM lines WHERE id > ? ORDER BY id DESC LIMIT ?",
+                (number, max(0, count)),
+            ).fetchall()
+            # The lines past the newest row read are not in the file yet.
+            top = max(number, top or 0)
+            found += sum(1 for kept in unsaved if kept.number > top)
+            return found, _merge(_kept(rows), unsaved[-count:], count)
+
+        return self.store.read(query)
+
+    def before(self, number: int | None, count: int) -> Deferred[list[Kept]]:
+        if number is None:
+            return self.last(count)
+        if count <= 0:
+            return succeed([])
+        unsaved = [kept for kept in self.store.unsaved() if kept.number < number]
+
+        def query(db: sqlite3.Connection) -> list[Kept]:
+            rows = db.execute(
+                "SELECT id, at, line FROM lines WHERE id < ? ORDER BY id DESC LIMIT ?",
+                (number, count),
+            ).fetchall()
+            return _merge(_kept(rows), unsaved[-count:], count)
+
+        return self.store.read(query)
+
     def search(self, words: Sequence[str], count: int) -> Deferred[list[Kept]]:
         if count <= 0 or not words:
             return succeed([])
@@ -588,7 +641,7 @@ class StoreAccounts:
 
         def query(db: sqlite3.Connection) -> Account | None:
             row = db.execute(
-                "SELECT nick, hash, used FROM accounts WHERE key = ?", (key,)
+                "SELECT nick, hash, used, seen FROM accounts WHERE key = ?", (key,)
             ).fetchone()
             return None if row is None else Account(*row)
 
@@ -610,11 +663,12 @@ class StoreAccounts:
             lambda db: db.execute("DELETE FROM accounts WHERE key = ?", (key,))
         ).addCallback(lambda _: None)
 
-    def touch(self, nick: str, when: float) -> Deferred[None]:
+    def touch(self, nick: str, when: float, seen: int | None = None) -> Deferred[None]:
         key = nick_key(nick)
         return self.store.write(
             lambda db: db.execute(
-                "UPDATE accounts SET used = ? WHERE key = ?", (when, key)
+                "UPDATE accounts SET used = ?, seen = coalesce(?, seen) WHERE key = ?",
+                (when, seen, key),
             )
         ).addCallback(lambda _: None)
 

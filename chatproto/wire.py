@@ -28,6 +28,7 @@ HELP = (
     "  /list              voir qui est en ligne\n"
     "  /history [N]       les N dernières lignes publiques (20 par défaut)\n"
     "  /search MOTS       les 20 dernières lignes publiques qui ont ces mots\n"
+    "  /unread            les lignes publiques dites depuis votre dernière visite\n"
     "  msg PSEUDO TEXTE   envoyer un message privé à PSEUDO\n"
     "  /register MDP      protéger son pseudo par le mot de passe MDP\n"
     "  /unregister MDP    lever cette protection\n"
@@ -203,6 +204,55 @@ def day_line(day: time.struct_time) -> bytes:
     number = "1er" if day.tm_mday == 1 else str(day.tm_mday)
     weekday, month = WEEKDAYS[day.tm_wday], MONTHS[day.tm_mon - 1]
     return notice(DAY_LINE.format(weekday, number, month, day.tm_year))
+
+
+# /history N avant K: the N lines kept before line number K (K: a number
+# of a header below, or "fin" for after the newest line), between a header
+# that gives their numbers and HISTORY_END; none: HISTORY_START alone.
+HISTORY_START = "--- début de l'historique ---"
+HISTORY_BEFORE_USAGE = (
+    "Erreur : tapez /history N avant K, N un nombre de 1 à {}, "
+    "K un numéro de ligne ou fin"
+)
+
+
+def history_before_block(
+    lines: list[bytes], count: int, first: int, last: int
+) -> bytes:
+    """The answer to /history N avant K: C{--- historique (N lignes, n° F
+    à L) ---} (C{1 ligne}), the lines and their day lines, HISTORY_END."""
+    word = "lignes" if count > 1 else "ligne"
+    header = f"--- historique ({count} {word}, n° {first} à {last}) ---\n"
+    return b"".join([header.encode(), *lines, HISTORY_END])
+
+
+# /unread: the public lines kept since the user's read position (the
+# newest line when it last left, chatproto/positions.py), the last
+# UNREAD_MOST of them, with day lines, between a header and UNREAD_END.
+UNREAD_END = "--- fin des messages depuis votre dernière visite ---"
+UNREAD_NONE = "Aucun message depuis votre dernière visite"
+UNREAD_UNKNOWN = "Erreur : aucune visite précédente connue pour ce pseudo"
+UNREAD_USAGE = "Erreur : tapez /unread, sans rien après"
+UNREAD_UNAVAILABLE = (
+    "Erreur : messages depuis votre dernière visite impossibles à lire "
+    "pour le moment, réessayez plus tard"
+)
+
+
+def unread_block(
+    lines: list[bytes], total: int, count: int, first: int, last: int
+) -> bytes:
+    """The answer to /unread: C{--- N messages depuis votre dernière visite
+    (n° F à L) ---} (C{1 message}; when only the last C{count} of C{total}
+    are given: C{, voici les COUNT derniers} before the numbers), the lines
+    and their day lines, UNREAD_END."""
+    word = "messages" if total > 1 else "message"
+    shown = f", voici les {count} derniers" if count < total else ""
+    header = (
+        f"--- {total} {word} depuis votre dernière visite{shown} "
+        f"(n° {first} à {last}) ---\n"
+    )
+    return b"".join([header.encode(), *lines, notice(UNREAD_END)])
 
 
 # /search WORDS answers with the last public lines that hold every word,

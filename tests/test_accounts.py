@@ -116,12 +116,13 @@ def test_an_owner_s_arrival_and_departure_keep_its_account_alive() -> None:
     clock.advance(80 * DAY)
     guard.arrived("Prof")
     clock.advance(5 * DAY)
-    guard.left("PROF")
-    assert result(book.find("prof")).used == clock.seconds()
+    assert guard.left("PROF", 7)
+    assert result(book.find("prof")) == Account("prof", "scrypt$h", clock.seconds(), 7)
     clock.advance(89 * DAY)  # 174 days after it was made, 89 after its use
     assert result(guard.find("prof")) is not None
-    guard.left("prof")  # not an owner here any more: nothing touched
+    assert not guard.left("prof", 9)  # not an owner here any more: nothing touched
     assert result(book.find("prof")).used == clock.seconds() - 89 * DAY
+    assert result(book.find("prof")).seen == 7
 
 
 def test_a_password_is_checked_against_the_account_s_hash() -> None:

@@ -41,6 +41,7 @@ from chatproto.cluster_redis import (
     RedisRegistry,
 )
 from chatproto.config import ClusterConfig, RedisAddress, ServerConfig
+from chatproto.history import KEEP
 from chatproto.registry import ClusterUnreachable
 from chatproto.server import ChatFactory, ChatServerProtocol
 from chatproto.testing import START, Client, RecordingTransport
@@ -74,6 +75,7 @@ class FakeRedis:
             RELEASE: 1,
             NAMES: [0, []],
             WHISPER: 1,
+            KEEP: 0,  # the newest line's stamp
         }
 
     def eval(self, script: bytes, args: Any) -> Deferred[Any]:

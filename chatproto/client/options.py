@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=(
             "Commands go to the server: /pseudo, /list, msg NICK TEXT, /history [N],"
-            " /search WORDS, /register PASSWORD, /unregister PASSWORD, /help, /quit;"
+            " /search WORDS, /unread (what was said since you last left),"
+            " /register PASSWORD, /unregister PASSWORD, /help, /quit;"
             " a password is never shown nor kept in the line editor's history."
             " Lines go out at most 4 at once, then 1.9 a second, under chatproto's"
             " flood control. Exit status: 0 after a /quit the server acknowledged"

@@ -1,0 +1,79 @@
+"""A protected nickname's read position as a user runs the server: `twistd
+-n chat` on its store, stopped, restarted, killed."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from chatproto import wire
+from tests.test_store_twistd import running
+from tests.test_twistd import WELCOME, Line, register
+
+pytestmark = pytest.mark.slow
+PASSWORD = b"mot de passe"
+
+
+def owner(port: int) -> Line:
+    prof = Line(port)
+    prof.until(WELCOME)
+    prof.send(b"/pseudo prof " + PASSWORD + b"\n")
+    prof.until(b"=>prof\n" + wire.RULE)
+    return prof
+
+
+def unread(user: Line) -> list[bytes]:
+    """The answer to /unread: its header, then its lines without stamps."""
+    user.send(b"/unread\n")
+    user.until(b"--- ")
+    block = user.until(wire.notice(wire.UNREAD_END)).splitlines(keepends=True)
+    return [b"--- " + block[0], *(line.partition(b"]-")[2] for line in block[1:-1])]
+
+
+def test_a_protected_position_survives_a_restart_and_a_kill_9(tmp_path: Path) -> None:
+    with running(tmp_path) as (proc, port):
+        prof = register(port, "prof")
+        prof.send(b"/register " + PASSWORD + b"\n")
+        prof.until(wire.notice(wire.REGISTER_DONE.format("prof")))
+        alice = register(port, "alice")
+        prof.send(b"/quit\n")
+        prof.until(wire.BYE)
+        alice.until("Déconnection de prof\n".encode())
+        alice.send(b"un\ndeux\n")
+        alice.send(b"/history 1\n")
+        alice.until(b"alice: deux\n")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) in (0, -signal.SIGTERM)
+    with running(tmp_path) as (proc, port):
+        prof = owner(port)
+        since = unread(prof)
+        assert since[1:] == [b"alice: un\n", b"alice: deux\n", b"Connexion de prof\n"]
+        assert since[0].startswith(b"--- 3 messages depuis votre derni")
+        alice = register(port, "alice")
+        alice.send(b"trois\n")
+        prof.until(b"alice: trois\n")
+        time.sleep(1)  # what was said is on the disk; prof is still here
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    with running(tmp_path) as (proc, port):
+        prof = owner(port)
+        since = unread(prof)
+        # Its last departure is lost with the process: the position of the
+        # one before holds, and /unread gives more lines, never fewer.
+        assert since[1:] == [
+            b"alice: un\n",
+            b"alice: deux\n",
+            b"Connexion de prof\n",
+            b"Connexion de alice\n",
+            b"alice: trois\n",
+            b"Connexion de prof\n",
+        ]
+        # Connected when the server stops: its position is the newest line.
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) in (0, -signal.SIGTERM)
+    with running(tmp_path) as (proc, port):
+        prof = owner(port)
+        assert unread(prof)[1:] == [b"Connexion de prof\n"]
