@@ -286,11 +286,18 @@ class Ours(Server):
             self.unavailable = "twistd has no chat plugin (pip install -e .)"
         self.supported = {w.split("=")[0] for w in helptext.split() if w[:2] == "--"}
         compile_tree(tree or ROOT)
+        # Its SQLite store (--store), unless told otherwise: one file per
+        # port in a temporary directory removed at exit, not bench/out's
+        # chat.sqlite3 growing from run to run.
+        self.stores = Path(tempfile.mkdtemp(prefix="chatbench-store-"))
+        atexit.register(shutil.rmtree, self.stores, ignore_errors=True)
 
     def command(self, port: int, plan: Plan) -> list[str]:
         assert self.twistd
         cmd = [*self.env, self.twistd, "--pidfile=", "-n", "chat"]
         cmd += ["--port", f"tcp:{port}:interface={HOST}", *self.extra]
+        if "--store" in self.supported and "--store" not in self.extra:
+            cmd += ["--store", str(self.stores / f"chat-{port}.sqlite3")]
         for name, value in ours_options(plan).items():
             if name in self.supported:
                 cmd += [name, value]

@@ -57,6 +57,10 @@ class ServerConfig:
     history_lines: int = 100
     history_bytes: int = 256 * 1024
     history_age: float = 12 * 3600.0
+    # The SQLite store (chatproto/store.py, --store): it forgets lines older
+    # than history_days, and the oldest past history_max_bytes of lines.
+    history_days: float = 30.0
+    history_max_bytes: int = 1 << 30
     # Protected nicknames (chatproto/accounts.py): one unused for longer
     # than this many days is free again.
     nick_days: float = 90.0

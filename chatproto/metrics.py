@@ -103,6 +103,8 @@ class Metrics:
         "public_lines",
         "refusal_log",
         "refusals",
+        "store_lines_dropped",
+        "store_write_failures",
     )
 
     def __init__(self, clock: IReactorTime | None = None) -> None:
@@ -114,6 +116,10 @@ class Metrics:
         # One count per bucket (not cumulative), the last one past them all.
         self.latency_buckets = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
+        # The SQLite store (chatproto/store.py): public lines it could not
+        # keep (its unsaved lines full), and its writes that failed.
+        self.store_lines_dropped = 0
+        self.store_write_failures = 0
         # Without a clock (a Metrics built alone), each refusal is logged.
         self.refusal_log = None if clock is None else RefusalLog(clock)
 
@@ -319,6 +325,18 @@ class RoomCollector:
         for reason, n in metrics.refusals.items():
             refused.add_metric([reason], n)
         yield refused
+        yield CounterMetricFamily(
+            "chatproto_store_lines_dropped",
+            "Public lines the store could not keep: too many waited to be "
+            "written (its writes failing or lagging).",
+            value=metrics.store_lines_dropped,
+        )
+        yield CounterMetricFamily(
+            "chatproto_store_write_failures",
+            "Writes of the store that failed (a full disk, a read-only file), "
+            "each retried.",
+            value=metrics.store_write_failures,
+        )
         cumulative, buckets = 0, []
         bounds = [repr(bound) for bound in LATENCY_BUCKETS] + ["+Inf"]
         for bound, n in zip(bounds, metrics.latency_buckets, strict=True):

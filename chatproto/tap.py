@@ -31,10 +31,12 @@ from chatproto.config import (
 from chatproto.moderation import Moderation
 from chatproto.operators import check_in_threads, hash_in_threads, read_operators
 from chatproto.server import EVICTION_GRACE, ChatFactory
+from chatproto.store import Store, StoreError
 
 log = Logger()
 
 _DEFAULTS = ServerConfig()
+STORE = "chat.sqlite3"  # --store's default, in the working directory
 NODELAY_CHOICES = ("talkers", "all", "none")
 
 # option name -> (config field, type, smallest value allowed, description)
@@ -183,6 +185,19 @@ _NUMBERS: dict[str, tuple[str, type, float, str]] = {
         float,
         1,
         "Seconds a public line is kept for /history (its [H.M.S] has no date).",
+    ),
+    # The store (chatproto/store.py)
+    "history-days": (
+        "history_days",
+        float,
+        1,
+        "Days a public line is kept in the store (--store).",
+    ),
+    "history-max-bytes": (
+        "history_max_bytes",
+        int,
+        1024,
+        "Bytes of public lines kept in the store (--store); the oldest lines go first.",
     ),
     # Protected nicknames (chatproto/accounts.py)
     "nick-days": (
@@ -430,6 +445,20 @@ class Options(usage.Options):
         ],
     ]
 
+    # The store (chatproto/store.py)
+    optParameters.append(
+        [
+            "store",
+            None,
+            None,
+            "The SQLite file the public lines (and protected nicknames) are "
+            f"kept in, created if need be (default: {STORE} in the working "
+            "directory; none: keep the history in memory only, as "
+            "--history-lines says). Not with --redis: a cluster keeps its "
+            "history in Redis.",
+        ]
+    )
+
     # Metrics (chatproto/metrics.py)
     optParameters += [
         [
@@ -507,8 +536,22 @@ class Options(usage.Options):
                 if problem is not None:
                     raise usage.UsageError(f"--{name}: {problem}")
 
+    def _store_option(self) -> None:
+        """--store: its default, none, or a mistake with --redis."""
+        if self["redis"] is not None:
+            if self["store"] is not None:
+                raise usage.UsageError(
+                    "--store is for a single server: a cluster (--redis) keeps "
+                    "its history in Redis; leave --store out."
+                )
+        elif self["store"] is None:
+            self["store"] = STORE
+        elif self["store"] == "none":
+            self["store"] = None
+
     def postOptions(self) -> None:
         self._tls_options()
+        self._store_option()
         self._moderation_options()
         web_options = ("web_origin", "web_host")
         if self.get("web") is not None or any(self.get(o) for o in web_options):
@@ -861,6 +904,25 @@ def makeService(options: usage.Options, reactor: Any = None) -> service.IService
         # First in, so stopped last: the users' departures are announced to
         # the other nodes before the node leaves the cluster.
         node.setServiceParent(top)
+    elif options.get("store") is not None:
+        try:
+            store = Store.open(
+                options["store"],
+                reactor,
+                reactor,
+                days=config.history_days,
+                max_bytes=config.history_max_bytes,
+                nick_days=config.nick_days,
+                metrics=factory.metrics,
+            )
+        except StoreError as e:
+            log.error("{sentence}", sentence=str(e))
+            _tell(str(e))
+            raise CannotStart(str(e)) from None
+        factory.room.history = store.history
+        factory.protection.accounts = store.accounts  # protected nicknames
+        # First in, so stopped last: the departures said at shutdown are kept.
+        store.service.setServiceParent(top)
     # Always: SIGHUP would end the process otherwise.
     _Reloader(factory.moderation, options.get("operators"), reactor).setServiceParent(
         top

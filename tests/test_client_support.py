@@ -111,6 +111,8 @@ class OurServer:
                 "chat",
                 "--port",
                 "tcp:0:interface=127.0.0.1",
+                "--store",
+                "none",
                 *options,
             ],
             cwd=ROOT,

@@ -152,7 +152,7 @@ sys.modules["txredisapi"] = None  # import txredisapi: ImportError
 from twisted.python.usage import UsageError
 from chatproto.tap import Options, makeService
 options = Options()
-options.parseOptions(["--port", "tcp:0"])
+options.parseOptions(["--port", "tcp:0", "--store", "none"])
 makeService(options)
 assert "--redis=" in str(Options())
 try:
@@ -184,7 +184,7 @@ WITHOUT_WEB = """
 import sys
 from chatproto.tap import Options, makeService
 options = Options()
-options.parseOptions(["--port", "tcp:0"])
+options.parseOptions(["--port", "tcp:0", "--store", "none"])
 makeService(options)
 print(sorted(m for m in sys.modules if m.startswith(("twisted.web", "prometheus"))))
 """

@@ -1,0 +1,635 @@
+"""The chat's SQLite store: the public lines, their words, the accounts.
+
+One file (C{--store}, by default C{chat.sqlite3} in the working
+directory), mode 0600 as it holds password hashes, in WAL mode with
+C{synchronous=FULL}: a transaction committed is on the disk.
+
+    lines      id (ours: each line one more), at (ms since the epoch), the
+               line's bytes exactly as sent: every public line, arrivals
+               and departures included; never a private line
+    words      FTS5, contentless: rowid = lines.id, folded: the text
+               search_words(searchable(line)) joined by spaces (already
+               folded, so unicode61 without diacritics removal cuts it
+               into exactly those words); no column sizes, as nothing is
+               ranked (results go by rowid). On a million lines of
+               bench/store.py: 23.5 MiB, beside 67.6 MiB of lines (with
+               column sizes 9.6 MiB more; a plain table would keep the
+               folded text too, 38 MiB more)
+    accounts   key (nick_key), nick, hash, used (seconds since the epoch)
+
+The schema's version is C{PRAGMA user_version}: L{MIGRATIONS}[n] takes a
+file from version n to n + 1. A file that is not a store, is damaged, or
+was written by a newer version stops the start with one L{StoreError}
+sentence, and is left as it is.
+
+Threads: the reactor never waits on the disk. L{Store.record} numbers a
+line (the largest id at open, plus one each time) and puts it in the
+unsaved lines, bounded in lines and bytes (past them a line is dropped and
+counted); one writer thread commits them in batches (the first line after
+a quiet spell at once, then at most one commit per L{BATCH_INTERVAL}: a
+line is on the disk a fraction of a second after it is said), and
+acknowledges each batch, taking it out of the unsaved lines. Reads run in
+a small pool with connections of their own (WAL lets them read while the
+writer writes); each read takes the unsaved lines as they are when it is
+asked, and merges them, by id, with the rows it finds. A failing write (a
+full disk, a read-only file) is logged, counted and retried; the chat goes
+on. The writer also forgets, at start and every L{RETENTION_INTERVAL},
+lines past their age or past the bytes allowed (oldest first), and
+accounts unused too long, in chunks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NoReturn, TypeVar
+
+from twisted.application import service
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from chatproto.accounts import Account
+from chatproto.history import Kept, search_words, searchable
+from chatproto.metrics import Metrics
+from chatproto.registry import ClusterUnreachable, nick_key
+
+log = Logger()
+
+T = TypeVar("T")
+
+# Each migration: the statements that take the schema from its index to the
+# next version, in one transaction.
+MIGRATIONS: list[tuple[str, ...]] = [
+    (
+        "CREATE TABLE lines (id INTEGER PRIMARY KEY, at INTEGER NOT NULL, "
+        "line BLOB NOT NULL)",
+        "CREATE VIRTUAL TABLE words USING fts5(folded, content='', "
+        "columnsize=0, tokenize='unicode61 remove_diacritics 0')",
+        "CREATE TABLE accounts (key TEXT PRIMARY KEY, nick TEXT NOT NULL, "
+        "hash TEXT NOT NULL, used REAL NOT NULL)",
+    ),
+]
+VERSION = len(MIGRATIONS)
+
+HEADER = b"SQLite format 3\x00"
+
+# Lines recorded but not committed yet, at most (past either, dropped).
+UNSAVED_LINES = 20_000
+UNSAVED_BYTES = 16 << 20
+RETRY_DELAY = 1.0  # seconds before a failed write is tried again
+BATCH_INTERVAL = 0.2  # seconds between two commits, at least
+RETENTION_INTERVAL = 600.0
+RETENTION_CHUNK = 2_000  # lines forgotten per transaction
+LOG_INTERVAL = 60.0  # lines dropped, write failures: logged this often at most
+READERS = 2  # threads (and connections) reading
+
+
+class StoreError(Exception):
+    """The store cannot be opened: one sentence that names the file."""
+
+
+def _words(line: bytes) -> str:
+    return " ".join(search_words(searchable(line)))
+
+
+def _match(words: Sequence[str]) -> str:
+    """An FTS5 query: every word, each quoted (a word of search_words holds
+    no quote, but a caller's word might)."""
+    return " ".join('"' + word.replace('"', '""') + '"' for word in words)
+
+
+def _kept(rows: Iterable[tuple[int, int, bytes]]) -> list[Kept]:
+    return [Kept(number, at / 1000, bytes(line)) for number, at, line in rows]
+
+
+def _merge(rows: list[Kept], unsaved: Iterable[Kept], count: int) -> list[Kept]:
+    """The last C{count} of the rows read and the lines not yet committed
+    (a line may be in both), oldest first."""
+    merged = {kept.number: kept for kept in rows}
+    for kept in unsaved:
+        merged[kept.number] = kept
+    return [merged[n] for n in sorted(merged)[-count:]] if count > 0 else []
+
+
+def _check(path: str) -> tuple[int, bool]:
+    """Whether the store at C{path} can be opened, read-only: its schema
+    version, and whether the file exists; raise L{StoreError} otherwise."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise StoreError(
+            f"cannot open the store {path}: the directory {folder} does not exist."
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise StoreError(
+            f"cannot open the store {path}: no permission to write in {folder}."
+        )
+    if not os.path.lexists(path):
+        return 0, False
+    if os.path.isdir(path):
+        raise StoreError(f"the store {path} is a directory, not a file.")
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise StoreError(
+            f"cannot open the store {path}: no permission to read and write it."
+        )
+    with open(path, "rb") as f:
+        header = f.read(len(HEADER))
+    if not header:
+        return 0, True  # an empty file: SQLite makes it a database
+    if header != HEADER:
+        raise StoreError(f"{path} is not a chat store: it is not a SQLite database.")
+    damaged = f"the store {path} is damaged"
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > VERSION:
+                raise StoreError(
+                    f"the store {path} was written by a newer chatproto (schema "
+                    f"{version}; this one knows up to {VERSION}): upgrade chatproto."
+                )
+            tables = db.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
+            if version == 0 and tables:
+                raise StoreError(
+                    f"{path} is not a chat store: a SQLite database of another program."
+                )
+            problem = db.execute("PRAGMA quick_check(1)").fetchone()[0]
+            if problem != "ok":
+                raise StoreError(f"{damaged} ({problem}); restore it from a backup.")
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as e:
+        raise StoreError(f"{damaged} ({e}); restore it from a backup.") from None
+    return version, True
+
+
+def _migrate(db: sqlite3.Connection, version: int) -> None:
+    """Take the schema from C{version} to ours, each step in a transaction."""
+    for target in range(version + 1, VERSION + 1):
+        db.execute("BEGIN IMMEDIATE")
+        for statement in MIGRATIONS[target - 1]:
+            db.execute(statement)
+        db.execute(f"PRAGMA user_version = {target}")
+        db.execute("COMMIT")
+
+
+def _connect(path: str, read_only: bool = False) -> sqlite3.Connection:
+    if read_only:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    else:
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA synchronous = FULL")
+    db.execute("PRAGMA busy_timeout = 5000")
+    return db
+
+
+class Store:
+    """The SQLite store of one server; built by L{open}, its threads run
+    between L{start} and L{close} (its L{service} does both)."""
+
+    def __init__(
+        self,
+        path: str,
+        clock: IReactorTime,
+        reactor: IReactorFromThreads,
+        lock: int,
+        last_number: int,
+        size: int,
+        days: float,
+        max_bytes: int,
+        nick_days: float,
+        metrics: Metrics,
+    ) -> None:
+        self.path = path
+        self.clock = clock
+        self.reactor = reactor
+        self.days = days
+        self.max_bytes = max_bytes
+        self.nick_days = nick_days
+        self.metrics = metrics
+        self._lock_fd = lock
+        self._last_number = last_number
+        # The reactor's: lines recorded and not yet known committed.
+        self._unsaved: deque[Kept] = deque()
+        self._unsaved_bytes = 0
+        self._dropped = 0  # since the last log of them
+        self._dropped_logged = -LOG_INTERVAL
+        self._failures_logged = -LOG_INTERVAL
+        # Shared with the writer, under _mutex: what it has to write.
+        self._mutex = threading.Lock()
+        self._wake = threading.Event()
+        self._queue: list[Kept] = []
+        self._jobs: list[tuple[Callable[[sqlite3.Connection], Any], Deferred[Any]]] = []
+        self._halt = threading.Event()  # set (under _mutex) by close()
+        # The writer's own.
+        self._size = size  # the bytes of the lines committed
+        self._writer: threading.Thread | None = None
+        self._closed: Deferred[None] | None = None
+        self._readers = ThreadPool(1, READERS, name="store-read")
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self.history = StoreHistory(self)
+        self.accounts = StoreAccounts(self)
+        self.service = StoreService(self)
+
+    @classmethod
+    def open(
+        cls,
+        path: str,
+        clock: IReactorTime,
+        reactor: IReactorFromThreads,
+        *,
+        days: float = 30,
+        max_bytes: int = 1 << 30,
+        nick_days: float = 90,
+        metrics: Metrics | None = None,
+    ) -> Store:
+        """Open or create the store at C{path}, checked and brought to our
+        schema; raise L{StoreError} (the file left untouched) if it cannot
+        be. C{clock} says when a line is kept; C{reactor} runs what the
+        threads answer."""
+        version, exists = _check(path)
+        try:
+            if not exists:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            lock = os.open(path, os.O_RDONLY)
+        except OSError as e:
+            raise StoreError(f"cannot create the store {path}: {e.strerror}.") from None
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(lock)
+            raise StoreError(
+                f"the store {path} is in use by another chat server."
+            ) from None
+        try:
+            db = _connect(path)
+            try:
+                db.execute("PRAGMA journal_mode = WAL")
+                _migrate(db, version)
+                last, size = db.execute(
+                    "SELECT coalesce(max(id), 0), coalesce(sum(length(line)), 0) "
+                    "FROM lines"
+                ).fetchone()
+            finally:
+                db.close()
+        except sqlite3.Error as e:
+            os.close(lock)
+            raise StoreError(f"cannot write the store {path}: {e}.") from None
+        return cls(
+            path,
+            clock,
+            reactor,
+            lock,
+            last,
+            size,
+            days,
+            max_bytes,
+            nick_days,
+            metrics or Metrics(),
+        )
+
+    # The threads
+
+    def start(self) -> None:
+        """Start the writer and the readers (after twistd's fork: a
+        connection must not cross one)."""
+        self._readers.start()
+        self._writer = threading.Thread(target=self._write, name="store-write")
+        self._writer.daemon = True
+        self._writer.start()
+
+    def close(self) -> Deferred[None]:
+        """Commit the lines recorded, stop the threads; fires when done."""
+        if self._closed is None:
+            self._closed = Deferred()
+            with self._mutex:
+                self._halt.set()
+            self._wake.set()
+            if self._writer is None:
+                self._stopped()
+        return self._closed
+
+    def _stopped(self) -> None:
+        """The writer is done: the readers go too."""
+        self._readers.stop()
+        for db in self._connections:
+            db.close()
+        os.close(self._lock_fd)
+        assert self._closed is not None
+        self._closed.callback(None)
+
+    # The reactor's side
+
+    def record(self, line: bytes) -> None:
+        """Number a public line and queue it for the writer; never waits."""
+        if (
+            len(self._unsaved) >= UNSAVED_LINES
+            or self._unsaved_bytes + len(line) > UNSAVED_BYTES
+        ):
+            self._drop()
+            return
+        self._last_number += 1
+        kept = Kept(self._last_number, self.clock.seconds(), line)
+        self._unsaved.append(kept)
+        self._unsaved_bytes += len(line)
+        with self._mutex:
+            self._queue.append(kept)
+            first = len(self._queue) == 1
+        if first:
+            self._wake.set()
+
+    def _drop(self) -> None:
+        self.metrics.store_lines_dropped += 1
+        self._dropped += 1
+        now = self.clock.seconds()
+        if now - self._dropped_logged >= LOG_INTERVAL:
+            log.error(
+                "store {path}: {count} public lines not kept: too many wait "
+                "to be written (its writes fail or lag)",
+                path=self.path,
+                count=self._dropped,
+            )
+            self._dropped, self._dropped_logged = 0, now
+
+    def _saved(self, number: int) -> None:
+        """The lines up to C{number} are committed."""
+        unsaved = self._unsaved
+        while unsaved and unsaved[0].number <= number:
+            self._unsaved_bytes -= len(unsaved.popleft().line)
+
+    def _failed(self, error: str) -> None:
+        self.metrics.store_write_failures += 1
+        now = self.clock.seconds()
+        if now - self._failures_logged >= LOG_INTERVAL:
+            log.error(
+                "store {path}: cannot write ({error}); the lines wait and the "
+                "writes are tried again every {delay:g} s",
+                path=self.path,
+                error=error,
+                delay=RETRY_DELAY,
+            )
+            self._failures_logged = now
+
+    def read(self, query: Callable[[sqlite3.Connection], T]) -> Deferred[T]:
+        """Run C{query} with a reading connection, in a reader thread;
+        fail with ClusterUnreachable (what a History's reads fail with when
+        it cannot be read now) if SQLite fails."""
+        d = deferToThreadPool(
+            self.reactor,
+            self._readers,
+            lambda: query(self._reading()),
+        )
+        return d.addErrback(self._unreadable)
+
+    def _unreadable(self, failure: Failure) -> NoReturn:
+        failure.trap(sqlite3.Error)
+        log.error(
+            "store {path}: cannot read ({error})", path=self.path, error=failure.value
+        )
+        raise ClusterUnreachable(f"the store {self.path} cannot be read now")
+
+    def write(self, change: Callable[[sqlite3.Connection], T]) -> Deferred[T]:
+        """Run C{change} in the writer's next transaction; fires once it is
+        committed (or fails with the write's error)."""
+        d: Deferred[T] = Deferred()
+        with self._mutex:
+            self._jobs.append((change, d))
+        self._wake.set()
+        return d
+
+    def unsaved(self) -> list[Kept]:
+        """The lines recorded and not yet known committed, oldest first."""
+        return list(self._unsaved)
+
+    # The threads' side
+
+    def _reading(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = _connect(self.path, read_only=True)
+            with self._mutex:
+                self._connections.append(db)
+        return db
+
+    def _write(self) -> None:
+        """The writer thread: commit what is queued, forget what is old."""
+        db = _connect(self.path)
+        batch: list[Kept] = []
+        retain_at = 0.0  # time.monotonic() of the next retention pass
+        retaining = False
+        while True:
+            if batch:  # a failed write, tried again
+                timeout = RETRY_DELAY
+            elif retaining:
+                timeout = 0.0
+            else:
+                timeout = max(0.0, retain_at - time.monotonic())
+            self._wake.wait(timeout)
+            self._wake.clear()
+            with self._mutex:
+                batch += self._queue
+                self._queue = []
+                jobs, self._jobs = self._jobs, []
+                stopping = self._halt.is_set()
+            if (batch or jobs) and self._commit(db, batch, jobs):
+                batch = []
+                # The lines said meanwhile wait for the next batch: under
+                # load, a commit (and its fsync) per BATCH_INTERVAL.
+                self._halt.wait(BATCH_INTERVAL)
+            if stopping:
+                break  # what the disk refused is lost, as logged
+            if time.monotonic() >= retain_at:
+                retaining = True
+                retain_at = time.monotonic() + RETENTION_INTERVAL
+            if retaining:
+                try:
+                    retaining = self._retain(db)
+                except sqlite3.Error as e:
+                    self._rollback(db)
+                    self.reactor.callFromThread(self._failed, str(e))
+                    retaining = False
+        db.close()
+        self.reactor.callFromThread(self._stopped)
+
+    def _commit(
+        self,
+        db: sqlite3.Connection,
+        batch: list[Kept],
+        jobs: list[tuple[Callable[[sqlite3.Connection], Any], Deferred[Any]]],
+    ) -> bool:
+        """Commit the lines and the jobs in one transaction: whether done."""
+        results = []
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(
+                "INSERT INTO lines (id, at, line) VALUES (?, ?, ?)",
+                [(k.number, round(k.when * 1000), k.line) for k in batch],
+            )
+            db.executemany(
+                "INSERT INTO words (rowid, folded) VALUES (?, ?)",
+                [(k.number, _words(k.line)) for k in batch],
+            )
+            results = [change(db) for change, _ in jobs]
+            db.execute("COMMIT")
+        except sqlite3.Error as e:
+            self._rollback(db)
+            self.reactor.callFromThread(self._failed, str(e))
+            for _, d in jobs:
+                self.reactor.callFromThread(d.errback, e)
+            return False
+        self._size += sum(len(k.line) for k in batch)
+        if batch:
+            self.reactor.callFromThread(self._saved, batch[-1].number)
+        for (_, d), result in zip(jobs, results, strict=True):
+            self.reactor.callFromThread(d.callback, result)
+        return True
+
+    @staticmethod
+    def _rollback(db: sqlite3.Connection) -> None:
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):  # SQLite rolled back itself
+                db.execute("ROLLBACK")
+
+    def _retain(self, db: sqlite3.Connection) -> bool:
+        """Forget one chunk of the oldest lines, if older than C{days} or
+        past C{max_bytes}, and the accounts unused for C{nick_days}:
+        whether more lines may go."""
+        now = self.clock.seconds()
+        horizon = round((now - self.days * 86400) * 1000)
+        rows = db.execute(
+            "SELECT id, at, line FROM lines ORDER BY id LIMIT ?", (RETENTION_CHUNK,)
+        ).fetchall()
+        doomed = []
+        size = self._size
+        for number, at, line in rows:
+            if at >= horizon and size <= self.max_bytes:
+                break
+            doomed.append((number, line))
+            size -= len(line)
+        db.execute("BEGIN IMMEDIATE")
+        if doomed:
+            db.execute("DELETE FROM lines WHERE id <= ?", (doomed[-1][0],))
+            db.executemany(
+                "INSERT INTO words (words, rowid, folded) VALUES ('delete', ?, ?)",
+                [(number, _words(line)) for number, line in doomed],
+            )
+        db.execute(
+            "DELETE FROM accounts WHERE used < ?", (now - self.nick_days * 86400,)
+        )
+        db.execute("COMMIT")
+        self._size = size
+        return len(doomed) == RETENTION_CHUNK
+
+
+class StoreHistory:
+    """The room's history (chatproto.history.History) in the store."""
+
+    limit = 500  # the most lines /history may ask for
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def record(self, line: bytes) -> None:
+        self.store.record(line)
+
+    def last(self, count: int) -> Deferred[list[Kept]]:
+        if count <= 0:
+            return succeed([])
+        unsaved = self.store.unsaved()
+
+        def query(db: sqlite3.Connection) -> list[Kept]:
+            rows = db.execute(
+                "SELECT id, at, line FROM lines ORDER BY id DESC LIMIT ?", (count,)
+            ).fetchall()
+            return _merge(_kept(rows), unsaved[-count:], count)
+
+        return self.store.read(query)
+
+    def search(self, words: Sequence[str], count: int) -> Deferred[list[Kept]]:
+        if count <= 0 or not words:
+            return succeed([])
+        unsaved = self.store.unsaved()
+        wanted = set(words)
+
+        def query(db: sqlite3.Connection) -> list[Kept]:
+            rows = db.execute(
+                "SELECT id, at, line FROM lines WHERE id IN (SELECT rowid FROM "
+                "words WHERE words MATCH ? ORDER BY rowid DESC LIMIT ?)",
+                (_match(words), count),
+            ).fetchall()
+            matching = [
+                kept
+                for kept in unsaved
+                if wanted.issubset(search_words(searchable(kept.line)))
+            ]
+            return _merge(_kept(rows), matching, count)
+
+        return self.store.read(query)
+
+
+class StoreAccounts:
+    """The protected nicknames (chatproto.accounts.Accounts) in the store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def find(self, nick: str) -> Deferred[Account | None]:
+        key = nick_key(nick)
+
+        def query(db: sqlite3.Connection) -> Account | None:
+            row = db.execute(
+                "SELECT nick, hash, used FROM accounts WHERE key = ?", (key,)
+            ).fetchone()
+            return None if row is None else Account(*row)
+
+        return self.store.read(query)
+
+    def protect(self, account: Account) -> Deferred[None]:
+        row = (nick_key(account.nick), account.nick, account.hash, account.used)
+        return self.store.write(
+            lambda db: db.execute(
+                "INSERT OR REPLACE INTO accounts (key, nick, hash, used) "
+                "VALUES (?, ?, ?, ?)",
+                row,
+            )
+        ).addCallback(lambda _: None)
+
+    def unprotect(self, nick: str) -> Deferred[None]:
+        key = nick_key(nick)
+        return self.store.write(
+            lambda db: db.execute("DELETE FROM accounts WHERE key = ?", (key,))
+        ).addCallback(lambda _: None)
+
+    def touch(self, nick: str, when: float) -> Deferred[None]:
+        key = nick_key(nick)
+        return self.store.write(
+            lambda db: db.execute(
+                "UPDATE accounts SET used = ? WHERE key = ?", (when, key)
+            )
+        ).addCallback(lambda _: None)
+
+
+class StoreService(service.Service):
+    """Runs the store's threads with the server; twistd's shutdown waits
+    for the lines recorded to be committed."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def startService(self) -> None:
+        super().startService()
+        self.store.start()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return self.store.close()
