@@ -70,8 +70,10 @@ class FakeChat:
                     ws.send(ASK_PASSWORD)
                 else:
                     self.welcome(ws, nick)
+            elif line == "/unread":
+                ws.send("Aucun message depuis votre dernière visite")
             elif line.startswith("/history "):
-                self.history(ws)
+                self.history(ws, line)
             elif line.startswith("/search "):
                 self.search(ws, line.removeprefix("/search "))
 
@@ -83,10 +85,16 @@ class FakeChat:
             ws.send(line)
         ws.send(RULE)
 
-    def history(self, ws: Any) -> None:
-        ws.send("--- historique (2 lignes) ---")
-        for line in (SATURDAY, "[9.0.0]-dave: samedi", SUNDAY):
-            ws.send(line)
+    def history(self, ws: Any, line: str) -> None:
+        """The last lines (numbered, as the page asks for them, or not, as
+        typed), nothing before them."""
+        if line == "/history 50 avant 7":
+            ws.send("--- début de l'historique ---")
+            return
+        numbered = line == "/history 50 avant fin"
+        ws.send(f"--- historique (2 lignes{', n° 7 à 8' if numbered else ''}) ---")
+        for kept in (SATURDAY, "[9.0.0]-dave: samedi", SUNDAY):
+            ws.send(kept)
         ws.send("[9.0.1]-dave: dimanche")
         ws.send("--- fin de l'historique ---")
 
@@ -341,14 +349,15 @@ def test_day_lines_of_a_history_block_are_separators(
     bob.join("bob")
     bob.connected("bob")
     earlier = "— messages précédents —"
-    expect(bob.page.locator("#log .separator").last).to_have_text(earlier)
+    start = "— début de l'historique —"
+    expect(bob.page.locator("#log .separator").first).to_have_text(start)
     history = [
         ["separator", "— samedi 5 décembre 2026 —"],
         ["public history", "samedi"],
         ["separator", "— dimanche 6 décembre 2026 —"],
         ["public history", "dimanche"],
     ]
-    assert bob.lines("#log") == [*history, ["separator", earlier]]
+    assert bob.lines("#log") == [["separator", start], *history, ["separator", earlier]]
 
     # A /history typed: the day lines are separators there too.
     bob.page.get_by_label("Message").fill("/history 2")

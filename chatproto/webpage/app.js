@@ -3,120 +3,54 @@
 // Every line is shown as text (textContent), never as HTML.
 "use strict";
 
-// What a history block adds to the conversation shown: pure, without the
-// page, so that tests run it under node (tests/test_web_catchup.py).
-const catchUp = (() => {
+// The blocks of kept lines the server answers with (docs/protocol.md,
+// "History"): pure, without the page, so that tests run them under node
+// (tests/test_web_catchup.py). A kept line is identified by its number in
+// the server's history, given by a block's header: never by its text.
+const blocks = (() => {
   const STAMP = /^\[\d{1,2}\.\d{1,2}\.\d{1,2}\]-/;
-  const OWN = "\u0000"; // the key of a line typed here: its text without stamp
-  // The line naming a day before its lines in a /history or /search block
-  // (docs/protocol.md): "--- lundi 7 décembre 2026 ---".
+  // The line naming a day before its lines in a block (docs/protocol.md):
+  // "--- lundi 7 décembre 2026 ---".
   const WEEKDAY = "lundi|mardi|mercredi|jeudi|vendredi|samedi|dimanche";
   const MONTH =
     "janvier|février|mars|avril|mai|juin|juillet|août|septembre|octobre|novembre|décembre";
   const DAY = new RegExp(`^--- (${WEEKDAY}) (1er|[2-9]|[12]\\d|3[01]) (${MONTH}) \\d{4} ---$`);
+  // "/history N" and "/history N avant K": the second says its lines' numbers.
+  const HISTORY = /^--- (historique \(\d+ lignes?)(?:, n° (\d+) à \d+)?\) ---$/;
+  // "/unread": what was said since the nickname's previous visit.
+  const UNREAD =
+    /^--- (\d+ messages? depuis votre dernière visite(?:, voici les \d+ derniers)?) \(n° (\d+) à \d+\) ---$/;
 
   function isDay(line) {
     return DAY.test(line);
   }
 
-  // The key of a line typed on this page: the server sends it to the others
-  // as "[H.M.S]-NICK: TEXT", with a stamp the page never sees.
-  function ownKey(nick, text) {
-    return `${OWN}${nick}: ${text}`;
+  // The header of a block: what it is ("history" or "unread"), the text
+  // a separator shows of it (without the numbers), and the number of its
+  // first line (null for a plain "/history N"). Not a header: null.
+  function head(line) {
+    let match;
+    if ((match = HISTORY.exec(line))) {
+      const first = match[2] === undefined ? null : Number(match[2]);
+      return { kind: "history", text: `${match[1]})`, first };
+    } else if ((match = UNREAD.exec(line))) {
+      return { kind: "unread", text: match[1], first: Number(match[2]) };
+    }
+    return null;
   }
 
-  // An arrival or a departure (kicked or banned ones say why after the
-  // nickname) of NICK, in any case: nicknames are case-insensitive.
-  function isOwnPresence(line, nick) {
-    const rest = line.replace(STAMP, "").toLowerCase();
-    const key = nick.toLowerCase();
-    return (
-      rest === `connexion de ${key}` ||
-      rest === `déconnection de ${key}` ||
-      rest.startsWith(`déconnection de ${key} (`)
-    );
+  // The lines of a block read up to its end when the page registered as
+  // NICK, that it did not get live: those before its own arrival (the last
+  // arrival of NICK: a nickname is one user at a time), the lines after it
+  // having come live. No arrival of NICK (none past --join-notice-limit
+  // users): all of them.
+  function beforeArrival(lines, nick) {
+    const arrival = `Connexion de ${nick}`.toLowerCase();
+    const at = lines.findLastIndex((line) => line.replace(STAMP, "").toLowerCase() === arrival);
+    return at < 0 ? lines : lines.slice(0, at);
   }
 
-  function bag(keys) {
-    const counts = new Map();
-    for (const key of keys) {
-      counts.set(key, (counts.get(key) ?? 0) + 1);
-    }
-    return counts;
-  }
-
-  // Take LINE out of COUNTS, as itself or as a line typed here.
-  function take(counts, line) {
-    for (const key of [line, OWN + line.replace(STAMP, "")]) {
-      const left = counts.get(key);
-      if (left !== undefined) {
-        if (left === 1) {
-          counts.delete(key);
-        } else {
-          counts.set(key, left - 1);
-        }
-        return true;
-      }
-    }
-    return false;
-  }
-
-  // block: the lines of a /history answer, oldest first. before: the keys
-  // of the public lines shown before registering (lines, or ownKey()s);
-  // after: those shown since registering, which the server put at the end
-  // of the block too. Returns the block's lines not shown yet, in the
-  // block's order, and whether some may be missing (nothing of the block
-  // was shown before: a restart lost the history, or more was said than it
-  // keeps). Lines are matched by their exact text, counted (two identical
-  // lines in one second are two), not by their position: two nodes of a
-  // cluster may order lines in Redis other than one node shows them live.
-  // Lines of the block older than the first one shown before are older
-  // than the page's own (a block longer than the first one), not missed.
-  // The page's own arrival (none past --join-notice-limit users) is never
-  // missed; after a reconnection, neither are its own departure and
-  // arrival (the cut). A day line is no line of the conversation: it is
-  // never matched nor counted, and comes back only where it is in the
-  // block and before a line that comes back.
-  function missed(block, before, after, nick, reconnected) {
-    const shown = block.map(isDay); // a day line is never matched
-    const since = bag(after);
-    for (let i = block.length - 1; i >= 0; i -= 1) {
-      shown[i] ||= take(since, block[i]);
-    }
-    // A nickname is one user at a time: if the last arrival or departure
-    // of it is an arrival, that is this page's.
-    const presence = block.findLastIndex((line) => isOwnPresence(line, nick));
-    if (presence >= 0 && block[presence].replace(STAMP, "").startsWith("Connexion ")) {
-      shown[presence] = true;
-    }
-    const earlier = bag(before);
-    let first = -1;
-    for (let i = 0; i < block.length; i += 1) {
-      if (!shown[i] && take(earlier, block[i])) {
-        shown[i] = true;
-        if (first < 0) {
-          first = i;
-        }
-      }
-    }
-    const kept = block.map(
-      (line, i) =>
-        i > first && (isDay(line) || !shown[i]) && !(reconnected && isOwnPresence(line, nick)),
-    );
-    let day = false; // a line after this one and before the next day line is kept
-    for (let i = block.length - 1; i >= 0; i -= 1) {
-      if (isDay(block[i])) {
-        kept[i] &&= day;
-        day = false;
-      } else {
-        day ||= kept[i];
-      }
-    }
-    const lines = block.filter((line, i) => kept[i]);
-    return { lines, gap: first < 0 && before.length > 0 };
-  }
-
-  return { isDay, missed, ownKey };
+  return { beforeArrival, head, isDay };
 })();
 
 // A line typed here as the page shows it and keeps it for the arrow keys:
@@ -131,7 +65,7 @@ function withoutPassword(line) {
 
 if (typeof document === "undefined") {
   // node, for the tests: the page below does not run
-  module.exports = { catchUp, withoutPassword };
+  module.exports = { blocks, withoutPassword };
 }
 
 (() => {
@@ -149,15 +83,24 @@ if (typeof document === "undefined") {
   const LINK = /https?:\/\/[^\s<>"']+/g;
   const FIRST_DELAY = 500; // ms before the first reconnection, then doubled
   const MOST_DELAY = 15000;
-  // The history (docs/protocol.md, "History"): the page asks for it itself.
-  const HISTORY_HEAD = /^--- historique \((\d+) lignes?\) ---$/;
-  const HISTORY_END = "--- fin de l'historique ---";
+  // The history (docs/protocol.md, "History"): the page asks for it itself,
+  // what was said since the last visit, then older lines as the user
+  // scrolls up. Blocks end with one of these; their headers: blocks.head.
+  const BLOCK_ENDS = [
+    "--- fin de l'historique ---",
+    "--- fin des messages depuis votre dernière visite ---",
+  ];
+  const UNREAD_NONE = "Aucun message depuis votre dernière visite";
+  const UNREAD_UNKNOWN = "Erreur : aucune visite précédente connue pour ce pseudo";
+  const HISTORY_START = "--- début de l'historique ---";
   const HISTORY_OFF = "Erreur : ce serveur ne garde pas d'historique";
   const HISTORY_UNAVAILABLE =
     "Erreur : historique impossible à lire pour le moment, réessayez plus tard";
-  const FIRST_HISTORY = 50; // lines shown on arriving
-  const REMEMBERED = 500; // public lines remembered, to find what a cut missed
-  const LATE = 10000; // ms a caught-up line may still come live (a cluster)
+  // The single lines that answer one of the page's own requests.
+  const ANSWERS = [UNREAD_NONE, UNREAD_UNKNOWN, HISTORY_START, HISTORY_OFF, HISTORY_UNAVAILABLE];
+  const BLOCK_LINES = 50; // lines asked for at a time
+  const EARLIER = "— messages précédents —";
+  const INCOMPLETE = "— la conversation ci-dessus est peut-être incomplète —";
   const QUIET = 300; // ms the log stays aria-busy after a history block goes in
   // Protected nicknames: the server asks for the password, the next line.
   const ASK_PASSWORD = "Ce pseudo est protégé : entrez son mot de passe";
@@ -203,14 +146,11 @@ if (typeof document === "undefined") {
   const history = [];
   let historyAt = 0;
   let draft = "";
-  // The conversation's history: the keys of the public lines shown (their
-  // text; catchUp.ownKey for lines typed here), the last REMEMBERED.
-  const shown = [];
-  let caughtUp = false; // the first history block of this page load is shown
-  let catching = null; // since registering: the block asked for, not come yet
-  let block = null; // the lines of a history block being received
-  let late = new Map(); // lines just caught up, that may still come live
-  let lateTimer = null;
+  // The conversation's history, by the numbers of the server's history.
+  let first = null; // the smallest line number shown (null: none yet)
+  let atStart = false; // nothing older to ask for: its start is shown, or none kept
+  let asked = []; // the page's own requests not answered whole yet, oldest first
+  let block = null; // a block being received: its head, lines, request
   let quietTimer = null;
   // "se souvenir de moi": what localStorage keeps, read once on loading.
   let saved = load();
@@ -236,7 +176,7 @@ if (typeof document === "undefined") {
       socket = null;
       const wasRegistered = registered;
       registered = false;
-      catching = null;
+      asked = [];
       block = null;
       searches = 0;
       searchBlock = null;
@@ -284,12 +224,12 @@ if (typeof document === "undefined") {
       searchLine(line);
       return;
     }
-    if (block !== null || HISTORY_HEAD.test(line)) {
-      historyLine(line);
+    if (block !== null || blocks.head(line) !== null) {
+      blockLine(line);
       return;
     }
-    if (catching !== null && (line === HISTORY_OFF || line === HISTORY_UNAVAILABLE)) {
-      historyRefused(line);
+    if (asked.length > 0 && ANSWERS.includes(line)) {
+      answered(asked.shift(), line);
       return;
     }
     if (searches > 0 && (NO_MATCH.test(line) || line.startsWith("Erreur : "))) {
@@ -364,12 +304,6 @@ if (typeof document === "undefined") {
     } else if (parsed.kind === "departure") {
       removeUser(parsed.who);
     }
-    if (parsed.kind !== "private") {
-      if (takeLate(line)) {
-        return; // already shown, caught up from the history
-      }
-      remember(line);
-    }
     entry(parsed);
   }
 
@@ -398,104 +332,168 @@ if (typeof document === "undefined") {
 
   // The history: asked for on registering, shown where it belongs
 
-  function remember(key) {
-    shown.push(key);
-    if (shown.length > REMEMBERED) {
-      shown.shift();
-    }
-    if (catching !== null) {
-      catching.after.push(key);
+  // Registered: ask what was said since this nickname's last visit (the
+  // server knows it: the last line it gave it), to go at the point asked
+  // from, above any line that comes live after. AGAIN: after a reconnection.
+  function askUnread(again) {
+    ask("/unread", { kind: "unread", at: log.lastElementChild, again });
+  }
+
+  // The last BLOCK_LINES lines, when nothing tells the page what it missed:
+  // at AT, after the separator LEAD if any (a reconnection), else above
+  // the separator EARLIER (a first visit).
+  function askLast(at, lead) {
+    ask(`/history ${BLOCK_LINES} avant fin`, { kind: "last", at, lead });
+  }
+
+  // The conversation scrolled to its top, or too short to scroll: the lines
+  // before the first one shown, one request at a time, until the start.
+  function askOlder() {
+    if (registered && first !== null && !atStart && !asked.some((r) => r.kind === "older")) {
+      ask(`/history ${BLOCK_LINES} avant ${first}`, { kind: "older" });
     }
   }
 
-  // Registered: ask for the history. The first time, the last FIRST_HISTORY
-  // lines (and the page's own arrival, not shown), to go above the lines
-  // received since; after a reconnection, as many as the server keeps (at
-  // most REMEMBERED), to find what the cut missed. It goes at the cut: after
-  // the last line shown so far.
-  function askHistory() {
-    const count = caughtUp ? REMEMBERED : FIRST_HISTORY + 1;
-    catching = { at: log.lastElementChild, before: shown.slice(), after: [] };
-    send(`/history ${count}`);
+  function ask(line, request) {
+    if (send(line)) {
+      asked.push(request);
+    }
   }
 
-  function historyLine(line) {
+  // A line of a block: its header, a kept line or a day line, its end. A
+  // block the page did not ask for (a /history typed) is shown as it comes.
+  function blockLine(line) {
     if (block === null) {
-      block = { lines: [], asked: catching !== null };
-      if (!block.asked) {
-        separator(framed(line)); // typed by the user
+      const head = blocks.head(line);
+      const unread = head.kind === "unread";
+      const mine =
+        head.first !== null && asked.length > 0 && (asked[0].kind === "unread") === unread;
+      block = { head, lines: [], request: mine ? asked[0] : null };
+      if (block.request === null) {
+        separator(framed(line));
       }
       return;
     }
-    if (line !== HISTORY_END) {
-      block.lines.push(line);
+    if (!BLOCK_ENDS.includes(line)) {
+      if (block.request === null) {
+        typedLine(line);
+      } else {
+        block.lines.push(line);
+      }
       return;
     }
-    const { lines, asked } = block;
+    const { head, lines, request } = block;
     block = null;
-    if (!asked) {
-      // typed by the user: shown as it comes, with no effect on the list
-      for (const kept of lines) {
-        if (catchUp.isDay(kept)) {
-          separator(framed(kept));
-        } else {
-          entry(historyEntry(kept) ?? { time: "", kind: "notice", text: kept });
+    if (request === null) {
+      separator(framed(line));
+      return;
+    }
+    asked.shift();
+    first = first === null ? head.first : Math.min(first, head.first);
+    if (request.kind === "unread") {
+      showUnread(request, head, lines);
+    } else if (request.kind === "last") {
+      showLast(request, lines);
+    } else {
+      showOlder(lines);
+    }
+  }
+
+  // A line of a block typed by the user: shown as it comes, with no effect
+  // on the user list.
+  function typedLine(line) {
+    if (blocks.isDay(line)) {
+      separator(framed(line));
+    } else {
+      entry(historyEntry(line) ?? { time: "", kind: "notice", text: line });
+    }
+  }
+
+  function showUnread({ at, again }, head, lines) {
+    // What a cut made the page miss is unread too, for a hidden tab or a
+    // reader above.
+    if (again && (document.hidden || !atBottom())) {
+      for (const line of lines) {
+        if (!blocks.isDay(line)) {
+          markUnread();
         }
       }
-      separator("— fin de l'historique —");
-      return;
     }
-    const { at, before, after } = catching;
-    catching = null;
-    const missed = catchUp.missed(lines, before, after, nick, caughtUp);
-    const said = missed.lines.filter((kept) => !catchUp.isDay(kept));
-    for (const kept of said) {
-      remember(kept);
-      late.set(kept, (late.get(kept) ?? 0) + 1);
-    }
-    const items = missed.lines.map(keptItem);
-    clearTimeout(lateTimer);
-    lateTimer = setTimeout(() => (late = new Map()), LATE);
-    if (!caughtUp) {
-      caughtUp = true;
-      if (items.length > 0) {
-        insertQuietly(at, [...items, makeSeparator("— messages précédents —")]);
-      }
-      return;
-    }
-    // Missed lines are unread ones too, for a hidden tab or a reader above.
-    if (document.hidden || log.scrollHeight - log.scrollTop - log.clientHeight >= 40) {
-      for (let n = 0; n < said.length; n += 1) {
-        markUnread();
-      }
-    }
-    if (missed.gap) {
-      const what =
-        items.length > 0
-          ? "messages manqués pendant la coupure (d'autres ont pu être perdus)"
-          : "des messages ont pu être perdus pendant la coupure";
-      insertQuietly(at, [makeSeparator(`— ${what} —`), ...items]);
+    insertQuietly(at, [makeSeparator(`— ${head.text} —`), ...lines.map(keptItem)]);
+    fill();
+  }
+
+  function showLast({ at, lead }, lines) {
+    const items = blocks.beforeArrival(lines, nick).map(keptItem);
+    if (lead !== null) {
+      insertQuietly(at, [makeSeparator(lead), ...items]);
     } else if (items.length > 0) {
-      insertQuietly(at, [makeSeparator("— messages manqués pendant la coupure —"), ...items]);
+      insertQuietly(at, [...items, makeSeparator(EARLIER)]);
+    }
+    fill();
+  }
+
+  // Older lines go on top, what the user looks at kept in place. The day
+  // line of the block's last day, if on top already, goes: its day goes on.
+  function showOlder(lines) {
+    const top = log.firstElementChild;
+    const lastDay = lines.findLast(blocks.isDay);
+    const goesOn = lastDay !== undefined && top?.textContent === framed(lastDay);
+    prepend(lines.map(keptItem), goesOn ? top : null);
+    fill();
+  }
+
+  // ITEMS on top, in place of REPLACED if not null, the lines below them
+  // staying where the user sees them.
+  function prepend(items, replaced) {
+    const { scrollTop, scrollHeight } = log;
+    replaced?.remove();
+    insertQuietly(null, items);
+    log.scrollTop = scrollTop + log.scrollHeight - scrollHeight;
+  }
+
+  // A line answering one of the page's requests on its own.
+  function answered(request, line) {
+    if (line === HISTORY_START) {
+      atStart = true;
+      const item = makeSeparator("— début de l'historique —");
+      if (request.kind === "older") {
+        prepend([item], null);
+      } else {
+        const lead = request.lead === null ? [] : [makeSeparator(request.lead)];
+        insertQuietly(request.at, [...lead, item]);
+      }
+    } else if (line === HISTORY_OFF) {
+      atStart = true; // nothing kept: nothing to show
+    } else if (line === HISTORY_UNAVAILABLE) {
+      if (request.kind !== "older") {
+        // said at the point asked from; older lines: asked again on scrolling
+        const what = request.again ? "messages manqués indisponibles" : "historique indisponible";
+        insertAt(request.at, [makeSeparator(`— ${what} pour le moment —`)]);
+      }
+    } else if (request.kind === "unread" && line === UNREAD_UNKNOWN) {
+      // A reconnection: the server forgot this nickname's position (a
+      // restart, a long cut); what was missed is not known.
+      askLast(request.at, request.again ? INCOMPLETE : null);
+    } else if (request.kind === "unread" && !request.again) {
+      askLast(request.at, null); // nothing said since: the last lines
     }
   }
 
-  // The server keeps no history, or cannot read it now.
-  function historyRefused(line) {
-    const { at } = catching;
-    catching = null;
-    if (line === HISTORY_UNAVAILABLE) {
-      const what = caughtUp
-        ? "messages manqués indisponibles pour le moment"
-        : "historique indisponible pour le moment";
-      insertAt(at, [makeSeparator(`— ${what} —`)]);
+  // Too short to scroll: older lines, for the user to scroll up to them.
+  function fill() {
+    if (log.scrollHeight <= log.clientHeight) {
+      askOlder();
     }
-    caughtUp = true;
+  }
+
+  function atBottom() {
+    return log.scrollHeight - log.scrollTop - log.clientHeight < 40;
   }
 
   // A line of a block as an item of a list: a day line as a separator.
   function keptItem(kept) {
-    if (catchUp.isDay(kept)) {
+    if (blocks.isDay(kept)) {
       return makeSeparator(framed(kept));
     }
     return makeEntry(historyEntry(kept) ?? { time: "", kind: "notice", text: kept });
@@ -519,34 +517,21 @@ if (typeof document === "undefined") {
     return kept;
   }
 
-  function takeLate(line) {
-    const left = late.get(line);
-    if (left === undefined) {
-      return false;
-    }
-    if (left === 1) {
-      late.delete(line);
-    } else {
-      late.set(line, left - 1);
-    }
-    return true;
-  }
-
   // Insert ITEMS after AT (null: at the top), the conversation kept at its
   // bottom if it was there.
   function insertAt(at, items) {
-    const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+    const wasAtBottom = atBottom();
     if (at === null) {
       log.prepend(...items);
     } else {
       at.after(...items);
     }
-    if (atBottom && !document.hidden) {
+    if (wasAtBottom && !document.hidden) {
       log.lastElementChild?.scrollIntoView({ block: "end" });
     }
   }
 
-  // A history block (50 lines on arriving, or what a cut missed) goes in
+  // A history block (the last lines, what was said since, older lines) goes in
   // while the log is aria-busy, so that a screen reader does not read out
   // every line of it as it does a live line. The attribute stays QUIET ms,
   // as the accessibility tree is updated after the insertion, not in it; a
@@ -657,6 +642,7 @@ if (typeof document === "undefined") {
   });
 
   function joined() {
+    const again = everJoined;
     registered = true;
     everJoined = true;
     takenRetries = 0;
@@ -675,7 +661,7 @@ if (typeof document === "undefined") {
     if (document.activeElement === nickInput || document.activeElement === document.body) {
       messageInput.focus();
     }
-    askHistory();
+    askUnread(again);
   }
 
   joinForm.addEventListener("submit", (event) => {
@@ -792,7 +778,6 @@ if (typeof document === "undefined") {
       }
       entry({ time, kind: "command own", text: trimmed });
     } else {
-      remember(catchUp.ownKey(nick, line));
       entry({ time, kind: "public own", from: nick, text: line });
     }
   }
@@ -904,10 +889,10 @@ if (typeof document === "undefined") {
 
   function entry(line) {
     const item = makeEntry(line);
-    const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+    const wasAtBottom = atBottom();
     endQuiet();
     log.append(item);
-    if (atBottom && !document.hidden) {
+    if (wasAtBottom && !document.hidden) {
       item.scrollIntoView({ block: "end" });
     } else if (!line.kind.includes("own")) {
       markUnread();
@@ -1016,12 +1001,15 @@ if (typeof document === "undefined") {
     messageInput.focus();
   });
   log.addEventListener("scroll", () => {
-    if (log.scrollHeight - log.scrollTop - log.clientHeight < 40 && !document.hidden) {
+    if (atBottom() && !document.hidden) {
       clearUnread();
+    }
+    if (log.scrollTop < 40) {
+      askOlder(); // the conversation scrolled to its top
     }
   });
   document.addEventListener("visibilitychange", () => {
-    if (!document.hidden && log.scrollHeight - log.scrollTop - log.clientHeight < 40) {
+    if (!document.hidden && atBottom()) {
       clearUnread();
     }
   });
