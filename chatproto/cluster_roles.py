@@ -282,8 +282,13 @@ class ClusterHistory:
         history = self.outbox.history
         return 0 if history is None else history.newest
 
-    def after(self, number: int, count: int) -> Deferred[tuple[int, list[Kept]]]:
-        """The lines after C{number}, as L{last} reads them."""
+    def after(
+        self, number: int, count: int, until: int | None = None
+    ) -> Deferred[tuple[int, list[Kept]]]:
+        """The lines after C{number}, as L{last} reads them. C{until} is not
+        applied: this node learns the numbers of other nodes' lines late
+        (see L{newest}), so a bound taken from it could leave out lines it
+        had not yet heard of; more lines, never fewer."""
         history = self.outbox.history
         if history is None:
             return succeed((0, []))

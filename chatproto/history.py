@@ -97,9 +97,12 @@ class History(Protocol):
         """The last C{count} lines kept, oldest first, none older than the
         history's age."""
 
-    def after(self, number: int, count: int) -> Deferred[tuple[int, list[Kept]]]:
-        """How many lines are kept after line C{number}, and the last
-        C{count} of them, oldest first (/unread)."""
+    def after(
+        self, number: int, count: int, until: int | None = None
+    ) -> Deferred[tuple[int, list[Kept]]]:
+        """How many lines are kept after line C{number} (and up to line
+        C{until}, when given), and the last C{count} of them, oldest first
+        (/unread)."""
 
     def before(self, number: int | None, count: int) -> Deferred[list[Kept]]:
         """The C{count} lines kept before line C{number} (None: after the
@@ -195,11 +198,15 @@ class MemoryHistory:
     def newest(self) -> int:
         return self._forgotten + len(self._lines)
 
-    def after(self, number: int, count: int) -> Deferred[tuple[int, list[Kept]]]:
+    def after(
+        self, number: int, count: int, until: int | None = None
+    ) -> Deferred[tuple[int, list[Kept]]]:
         self._forget(self.clock.seconds())
         lines = self._lines
-        start = min(max(0, number - self._forgotten), len(lines))
-        return succeed((len(lines) - start, self._kept(start, len(lines), count)))
+        end = len(lines) if until is None else until - self._forgotten
+        end = min(max(0, end), len(lines))
+        start = min(max(0, number - self._forgotten), end)
+        return succeed((end - start, self._kept(start, end, count)))
 
     def before(self, number: int | None, count: int) -> Deferred[list[Kept]]:
         self._forget(self.clock.seconds())
@@ -375,12 +382,19 @@ class RedisHistory:
             self._known(kept[-1].number)
         return kept
 
-    def after(self, number: int, count: int) -> Deferred[tuple[int, list[Kept]]]:
+    def after(
+        self, number: int, count: int, until: int | None = None
+    ) -> Deferred[tuple[int, list[Kept]]]:
         """Read every line kept (at most C{--history-lines}) and keep those
-        stamped after C{number} here, as L{search} does."""
+        stamped after C{number} (and up to C{until}) here, as L{search}
+        does."""
 
         def since(kept: list[Kept]) -> tuple[int, list[Kept]]:
-            later = [k for k in kept if k.number > number]
+            later = [
+                k
+                for k in kept
+                if k.number > number and (until is None or k.number <= until)
+            ]
             return len(later), later[max(0, len(later) - count) :] if count > 0 else []
 
         return self.last(self.limit).addCallback(since)

@@ -51,9 +51,22 @@ class Positions:
         # Unprotected nicknames, by key: (when it left, its position),
         # the oldest departure first.
         self._recent: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        # The users here, by key: the history's newest line before their
+        # arrival line (what /unread reads up to: the lines after it, they
+        # were given as they came).
+        self._arrivals: dict[str, int] = {}
+
+    def arrived(self, nick: str, newest: int) -> None:
+        """C{nick} joins the chat, the history's newest line C{newest}."""
+        self._arrivals[nick_key(nick)] = newest
+
+    def arrival(self, nick: str) -> int | None:
+        """The history's newest line when C{nick}, here, arrived."""
+        return self._arrivals.get(nick_key(nick))
 
     def left(self, nick: str, newest: int) -> None:
         """C{nick} left, the history's newest line then C{newest}."""
+        self._arrivals.pop(nick_key(nick), None)
         if self.protection.left(nick, newest):
             return
         key = nick_key(nick)

@@ -318,6 +318,8 @@ class ChatFactory(ServerFactory):
         pinged from now on."""
         if not self._pinger.running and self.config.ping_interval > 0:
             self._pinger.start(self.config.ping_interval, now=False)
+        assert session.nick is not None
+        self.positions.arrived(session.nick, self.history.newest)
         self.room.join(session)
 
     def depart(

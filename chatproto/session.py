@@ -764,8 +764,9 @@ def _unread(session: Session, argument: str) -> None:
         raise ChatError(wire.UNREAD_USAGE)
     nick = session.nick
     assert nick is not None
-    d = session.server.positions.find(nick)
-    d.addCallback(_read_since, history)
+    positions = session.server.positions
+    d = positions.find(nick)
+    d.addCallback(_read_since, history, positions.arrival(nick))
     d.addCallbacks(
         _send_unread,
         _unread_failed,
@@ -776,9 +777,13 @@ def _unread(session: Session, argument: str) -> None:
 
 
 def _read_since(
-    position: int | None, history: History
+    position: int | None, history: History, arrival: int | None
 ) -> Deferred[tuple[int, list[Kept]]] | None:
-    return None if position is None else history.after(position, UNREAD_MOST)
+    """The lines since C{position}, up to this user's arrival: those after
+    it were given to it as they came."""
+    if position is None:
+        return None
+    return history.after(position, UNREAD_MOST, arrival)
 
 
 def _send_unread(since: tuple[int, list[Kept]] | None, session: Session) -> None:

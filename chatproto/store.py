@@ -571,19 +571,27 @@ class StoreHistory:
     def newest(self) -> int:
         return self.store.newest
 
-    def after(self, number: int, count: int) -> Deferred[tuple[int, list[Kept]]]:
-        unsaved = [kept for kept in self.store.unsaved() if kept.number > number]
+    def after(
+        self, number: int, count: int, until: int | None = None
+    ) -> Deferred[tuple[int, list[Kept]]]:
+        last = self.store.newest if until is None else until
+        unsaved = [
+            kept for kept in self.store.unsaved() if number < kept.number <= last
+        ]
 
         def query(db: sqlite3.Connection) -> tuple[int, list[Kept]]:
             # The ids in the file run without a gap (see the module's
             # text): counted from the first and the last, not row by row.
             first, top = db.execute(
-                "SELECT (SELECT min(id) FROM lines), (SELECT max(id) FROM lines)"
+                "SELECT (SELECT min(id) FROM lines), (SELECT max(id) FROM lines "
+                "WHERE id <= ?)",
+                (last,),
             ).fetchone()
             found = 0 if top is None else max(0, top - max(number, first - 1))
             rows = db.execute(
-                "SELECT id, at, line FROM lines WHERE id > ? ORDER BY id DESC LIMIT ?",
-                (number, max(0, count)),
+                "SELECT id, at, line FROM lines WHERE id > ? AND id <= ? "
+                "ORDER BY id DESC LIMIT ?",
+                (number, last, max(0, count)),
             ).fetchall()
             # The lines past the newest row read are not in the file yet.
             top = max(number, top or 0)

@@ -111,7 +111,7 @@ async def test_unread_on_another_node_gives_every_line_said_since(
     alice.send(b"avant\n")
     await received(bob, b"-alice: avant\n")
     bob.send(b"/quit\n")
-    await until(lambda: b"bob" in alice.transport.value())
+    await received(alice, "Déconnection de bob\n".encode())
     alice.send(b"un\ndeux\n")
     kept = ("LRANGE", "chatproto:test:history", "0", "-1")
     await until(lambda: "alice: deux" in redis.cli(*kept))
