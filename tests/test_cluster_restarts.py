@@ -17,7 +17,14 @@ import pytest
 
 from chatproto import wire
 from tests.redis_fixture import RedisServer, running_redis
-from tests.test_cluster_e2e import DEADLINE, WELCOME, Line, Node, departure
+from tests.test_cluster_e2e import (
+    DEADLINE,
+    NODE_TIMEOUT,
+    WELCOME,
+    Line,
+    Node,
+    departure,
+)
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -152,3 +159,33 @@ def test_history_and_protected_nicknames_survive_node_and_redis_restarts(
         for node in (a, b, again):
             if node is not None:
                 node.stop()
+
+
+def test_a_redis_outage_longer_than_the_node_timeout_keeps_every_user(
+    tmp_path: Path, redis: RedisServer
+) -> None:
+    """Redis, persistent, stopped longer than --node-timeout: every lease
+    in it has expired when it comes back, with the epoch the nodes know.
+    The node that syncs first must not reap the other: both nodes' users
+    stay, nobody is told anyone left, and they hear each other again."""
+    a = Node(tmp_path / "a", redis, "a")
+    b = Node(tmp_path / "b", redis, "b")
+    try:
+        a.wait_listening()
+        b.wait_listening()
+        alice, bob = a.register("alice"), b.register("bob")
+        say(alice, "alice", "avant la panne", bob)
+
+        redis.terminate()
+        time.sleep(2 * NODE_TIMEOUT)  # a real process: the leases run out
+        redis.start()
+        carl, dora = a.register("carl"), b.register("dora")  # both serve
+        say(alice, "alice", "après la panne", bob, dora)
+        say(bob, "bob", "bob aussi", alice, carl)
+        for user in (alice, bob, carl, dora):
+            assert b"connection de" not in user.received, user.received
+        for ran in (a, b):
+            assert "Traceback" not in ran.output(), ran.output()
+    finally:
+        a.stop()
+        b.stop()
