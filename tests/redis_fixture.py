@@ -102,10 +102,11 @@ class RedisServer:
     def terminate(self) -> None:
         """Stop as an operator would (SIGTERM): Redis writes what it keeps
         and exits."""
-        proc, self.proc = self.proc, None
-        assert proc is not None
-        proc.terminate()
-        assert proc.wait(10) == 0
+        assert self.proc is not None
+        self.proc.terminate()
+        code = self.proc.wait(10)  # past that, stop() kills it
+        self.proc = None
+        assert code == 0, f"redis-server exited with {code}"
 
     def pause(self) -> None:
         """Freeze the server: connections stay open, nothing answers."""

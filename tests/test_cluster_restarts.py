@@ -4,7 +4,8 @@ persistence on (appendonly yes, appendfsync always). Two `twistd chat
 --redis` nodes (no --store); node A is killed with SIGKILL and started
 again, then Redis is stopped (SIGTERM, or SIGKILL) and started again on the
 same directory and port: /history and /search on both nodes give every
-line said, and the protected nickname still holds on both."""
+line said, and the protected nickname still holds on both. And a Redis
+outage longer than --node-timeout costs no node its users."""
 
 from __future__ import annotations
 
@@ -35,14 +36,12 @@ PASSWORD = b"mot de passe"
 
 @pytest.fixture
 def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    with running_redis(tmp_path / "redis", persistent=True) as server:
+    """redis-server with appendonly yes, appendfsync always, in a directory
+    of its own (the nodes' are beside it)."""
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    with running_redis(directory, persistent=True) as server:
         yield server
-
-
-@pytest.fixture
-def tmp_path(tmp_path: Path) -> Path:
-    (tmp_path / "redis").mkdir()
-    return tmp_path
 
 
 def said_in(block: bytes) -> list[bytes]:
