@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatproto import wire
-from chatproto._redis import Commands, Subscription
+from chatproto._redis import MAX_RETRY_DELAY, Commands, Subscription
 from chatproto.cluster_redis import RedisRegistry, Renewal, Synced
 from chatproto.config import ClusterConfig
 from chatproto.registry import ClusterUnreachable, Reach, nick_key
@@ -258,6 +258,12 @@ class Membership:
         # from a little later): past config.lease, the node may be reaped.
         # Meaningful while the node is in the cluster (INSIDE).
         self.renewed_at = 0.0
+        # Back from an outage, the node reaps no one until then: a
+        # persistent Redis that was away longer than a lease comes back
+        # with every lease run out (their expiry is a time of day), and the
+        # other nodes, alive, register again within their reconnection
+        # delay (MAX_RETRY_DELAY) and a lease.
+        self.reap_from = 0.0
         self._held: list[Callable[[bool], None]] = []  # run when it knows
         # The loop that renews the lease every tick: a process that stalls
         # (or a test that stops it) looks to the other nodes like a dead one.
@@ -287,6 +293,8 @@ class Membership:
             self._warned = False
         if state is NodeState.SERVING:  # joined, or back: the bans may have changed
             self.roles.joined()
+        if old is NodeState.CUT_OFF and state is NodeState.SERVING:
+            self.reap_from = now + self.config.node_timeout + MAX_RETRY_DELAY
         said = _SAID[(old, state)] if state is NodeState.SERVING else _SAID[state]
         emit = log.warn if state in _WARNINGS else log.info
         emit(
@@ -383,7 +391,7 @@ class Membership:
                 )
                 renewed.addErrback(self.bug, "renewing the lease")
                 renewed.addBoth(self._set, "_renewing", False)
-            if not self._reaping:
+            if not self._reaping and self.clock.seconds() >= self.reap_from:
                 self._reaping = True
                 stamp = self.chat.stamp()
                 reaped = self.registry.reap(stamp)

@@ -1,5 +1,6 @@
 """A real redis-server for the tests: on a free loopback port, in a temporary
-directory, with nothing saved to disk, stopped at the end of the test.
+directory, with nothing saved to disk (or, C{persistent}, with every write
+in its append-only file before it answers), stopped at the end of the test.
 
 Each test module that needs one writes a three-line fixture around
 L{running_redis} (a fixture imported from here would be an unused import, or a
@@ -32,10 +33,13 @@ def free_port() -> int:
 
 class RedisServer:
     """One redis-server process that a test can stop, pause and start again
-    on the same port (with its data lost, as a restart without persistence)."""
+    on the same port: with its data lost, as a restart without persistence;
+    or, C{persistent}, with its data read back from its append-only file
+    in C{directory} (appendonly yes, appendfsync always)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, persistent: bool = False) -> None:
         self.directory = directory
+        self.persistent = persistent
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -58,7 +62,9 @@ class RedisServer:
                     "--save",
                     "",
                     "--appendonly",
-                    "no",
+                    "yes" if self.persistent else "no",
+                    "--appendfsync",
+                    "always",
                     "--dir",
                     str(self.directory),
                     "--daemonize",
@@ -93,6 +99,15 @@ class RedisServer:
             proc.kill()
         proc.wait(10)
 
+    def terminate(self) -> None:
+        """Stop as an operator would (SIGTERM): Redis writes what it keeps
+        and exits."""
+        assert self.proc is not None
+        self.proc.terminate()
+        code = self.proc.wait(10)  # past that, stop() kills it
+        self.proc = None
+        assert code == 0, f"redis-server exited with {code}"
+
     def pause(self) -> None:
         """Freeze the server: connections stay open, nothing answers."""
         assert self.proc is not None
@@ -120,12 +135,12 @@ class RedisServer:
 
 
 @contextmanager
-def running_redis(directory: Path) -> Iterator[RedisServer]:
+def running_redis(directory: Path, persistent: bool = False) -> Iterator[RedisServer]:
     """A started redis-server, stopped on the way out; the test is skipped
     where no redis-server is installed (.ci/run installs it)."""
     if REDIS_SERVER is None or REDIS_CLI is None:
         pytest.skip("redis-server is not installed")
-    server = RedisServer(directory)
+    server = RedisServer(directory, persistent)
     try:
         server.start()
         yield server

@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from chatproto import cluster_membership as membership_module
 from chatproto import cluster_roles as roles_module
 from chatproto import wire
+from chatproto._redis import MAX_RETRY_DELAY
 from chatproto.cluster import ClusterNode
 from chatproto.cluster_membership import (
     TRANSITIONS,
@@ -34,6 +35,7 @@ from chatproto.cluster_redis import (
     CLAIM,
     LEAVE,
     NAMES,
+    REAP,
     RELEASE,
     RENEW,
     SYNC,
@@ -518,6 +520,31 @@ def test_a_node_joins_is_cut_off_and_comes_back_and_the_log_says_each_move(
     assert {e["act"] for e in moves if "new" in e} == {"cluster"}  # for grep
     levels = [e["log_level"] for e in moves if "new" in e]
     assert levels == [LogLevel.info, LogLevel.info, LogLevel.warn, LogLevel.info]
+
+
+def test_a_node_back_from_an_outage_reaps_nobody_until_the_others_can_be_back() -> None:
+    """A persistent Redis away longer than a lease comes back with every
+    lease run out (their expiry is a time of day): the first node back must
+    let the others, alive, register again (their reconnection delay, then a
+    lease) before it reaps any of them."""
+    cluster = Cluster()
+    redis = cluster.redis
+    redis.answers[RENEW] = ClusterUnreachable("no connection to Redis")
+    cluster.clock.advance(CONFIG.tick)
+    assert cluster.node.state is NodeState.CUT_OFF
+    redis.answers[RENEW] = 1
+    cluster.clock.advance(CONFIG.tick)
+    assert cluster.node.state is NodeState.SERVING
+    back, reaps = cluster.clock.seconds(), redis.count(REAP)
+    while cluster.clock.seconds() + CONFIG.tick < (
+        back + CONFIG.node_timeout + MAX_RETRY_DELAY
+    ):
+        cluster.clock.advance(CONFIG.tick)
+    assert redis.count(REAP) == reaps
+    cluster.clock.advance(CONFIG.tick)
+    assert redis.count(REAP) == reaps + 1
+    cluster.clock.advance(CONFIG.tick)
+    assert redis.count(REAP) == reaps + 2
 
 
 def test_an_impossible_transition_is_refused_and_changes_nothing(
