@@ -698,9 +698,25 @@ def _history(session: Session, argument: str) -> None:
 
 def _send_history(kept: list[Kept], session: Session) -> None:
     """The answer to /history, in one write: after the public lines this
-    user has not been given yet (send() gives those first)."""
+    user has not been given yet (send() gives those first). Its lines are
+    the newest of C{kept} that fit in half of max_output: 500 lines of
+    4 KiB (2 MiB) would leave a reader on a slow link more than
+    max_output behind, and Output would cut it as one that stopped
+    reading."""
+    kept = _newest_within(kept, session.server.config.max_output // 2)
     lines = _by_day(kept, session.server.clock.seconds())
     session.send(wire.history_block(lines, len(kept)))
+
+
+def _newest_within(kept: list[Kept], budget: int) -> list[Kept]:
+    """The newest lines of C{kept} whose bytes add up to C{budget} at most
+    (the newest one whatever its size)."""
+    size = 0
+    for start in range(len(kept) - 1, 0, -1):
+        size += len(kept[start].line)
+        if size + len(kept[start - 1].line) > budget:
+            return kept[start:]
+    return kept
 
 
 def _history_failed(failure: Failure, session: Session) -> None:
