@@ -51,7 +51,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NoReturn, TypeVar
 
 from twisted.application import service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -59,7 +59,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from chatproto.accounts import Account
-from chatproto.history import Kept, search_words, searchable
+from chatproto.history import Kept, newest_holding, search_words, searchable
 from chatproto.metrics import Metrics
 from chatproto.registry import ClusterUnreachable, nick_key
 
@@ -92,6 +92,12 @@ RETENTION_INTERVAL = 600.0
 RETENTION_CHUNK = 2_000  # lines forgotten per transaction
 LOG_INTERVAL = 60.0  # lines dropped, write failures: logged this often at most
 READERS = 2  # threads (and connections) reading
+# History reads (/history, /search) asked and not answered yet, at most:
+# past them, a read fails as one that cannot be done now. Flood control
+# bounds each user's reads, not all users' together: many users' /search
+# would otherwise queue without end, each holding its copy of the unsaved
+# lines, and every answer would come ever later.
+READS_WAITING = 64
 
 
 class StoreError(Exception):
@@ -538,6 +544,20 @@ class StoreHistory:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._reading = 0  # reads asked, not answered yet
+
+    def _read(self, query: Callable[[sqlite3.Connection], T]) -> Deferred[T]:
+        """The store's read, unless READS_WAITING wait already."""
+        if self._reading >= READS_WAITING:
+            return fail(
+                ClusterUnreachable(f"{READS_WAITING} reads of {self.store.path} wait")
+            )
+        self._reading += 1
+        return self.store.read(query).addBoth(self._answered)
+
+    def _answered(self, result: T) -> T:
+        self._reading -= 1
+        return result
 
     def record(self, line: bytes) -> None:
         self.store.record(line)
@@ -553,13 +573,12 @@ class StoreHistory:
             ).fetchall()
             return _merge(_kept(rows), unsaved[-count:], count)
 
-        return self.store.read(query)
+        return self._read(query)
 
     def search(self, words: Sequence[str], count: int) -> Deferred[list[Kept]]:
         if count <= 0 or not words:
             return succeed([])
         unsaved = self.store.unsaved()
-        wanted = set(words)
 
         def query(db: sqlite3.Connection) -> list[Kept]:
             rows = db.execute(
@@ -567,14 +586,12 @@ class StoreHistory:
                 "words WHERE words MATCH ? ORDER BY rowid DESC LIMIT ?)",
                 (_match(words), count),
             ).fetchall()
-            matching = [
-                kept
-                for kept in unsaved
-                if wanted.issubset(search_words(searchable(kept.line)))
-            ]
+            # the newest first, each given a cheap first look: a failing
+            # disk leaves up to UNSAVED_LINES here, 4 s to fold them all
+            matching = newest_holding(reversed(unsaved), words, count)
             return _merge(_kept(rows), matching, count)
 
-        return self.store.read(query)
+        return self._read(query)
 
 
 class StoreAccounts:
