@@ -450,7 +450,11 @@ class Session:
             self.connection.talking()
         stripped = text.strip()
         if stripped.startswith("/"):
-            command, _, argument = stripped.partition(" ")
+            # any blank ends the command (a tab too): the client and the
+            # page hide what follows /register and /op as a password, and
+            # the unknown command's error would show it
+            command, *rest = stripped.split(None, 1)
+            argument = rest[0] if rest else ""
             entry = _COMMANDS.get(command)
             if entry is None:
                 raise ChatError(wire.UNKNOWN_COMMAND.format(command))

@@ -363,6 +363,21 @@ def test_register_protects_the_nickname_once_its_hash_is_kept() -> None:
     assert again.take() == PROMPT
 
 
+@pytest.mark.parametrize("blank", [b"\t", b"\xc2\xa0", b" \t "])
+def test_a_tab_ends_the_command_of_a_password(blank: bytes) -> None:
+    """The client (and the page) hide what follows /register and a blank
+    as a password; the server took C{/register<TAB>PASSWORD} for an
+    unknown command, and its error line showed the password in clear."""
+    chat, held, _ = held_chat()
+    bob = chat.user("bob")
+    bob.send(b"/register" + blank + b"mon-secret-1\n")
+    assert [h[0] for h in held.hashes] == ["mon-secret-1"]
+    held.made()
+    assert bob.take() == notice(wire.REGISTER_DONE.format("bob"))
+    bob.send(b"/op" + blank + b"mon-secret-2\n")
+    assert b"mon-secret-2" not in bob.take()
+
+
 def test_register_s_errors() -> None:
     chat, held, book = held_chat()
     bob = chat.user("bob")
