@@ -533,8 +533,20 @@ class Session:
         self._asked = None
         self.state = State.JOINING
         d = self.server.protection.check(self.host, nick, text.strip())
-        d.addCallbacks(self._checked, self._not_claimed, callbackArgs=(nick,))
+        d.addCallbacks(
+            self._checked, self._not_checked, callbackArgs=(nick,), errbackArgs=(nick,)
+        )
         self.wait_for(d)
+
+    def _not_checked(self, failure: Failure, nick: str) -> None:
+        """The answer to the prompt was not checked (too many tries): said
+        so, and the next line is the password of C{nick} again. A user who
+        types the password again after the wait (a Ruby client stays
+        connected) would have it taken for a nickname, shown to all."""
+        self._not_claimed(failure)
+        if failure.check(Throttled) and self.state is State.NAMING:
+            self.state = State.PASSWORD
+            self._asked = nick
 
     def _checked_in_one_line(
         self, right: bool | None, nick: str
