@@ -223,6 +223,8 @@ class Store:
         self.nick_days = nick_days
         self.metrics = metrics
         self._lock_fd = lock
+        held = os.fstat(lock)
+        self._file = (held.st_dev, held.st_ino)  # the file written
         self._last_number = last_number
         # The reactor's: lines recorded and not yet known committed.
         self._unsaved: deque[Kept] = deque()
@@ -386,6 +388,19 @@ class Store:
             )
             self._failures_logged = now
 
+    def _lost(self) -> None:
+        """The writer committed to a file no longer at C{path}."""
+        self.metrics.store_write_failures += 1
+        now = self.clock.seconds()
+        if now - self._failures_logged >= LOG_INTERVAL:
+            log.error(
+                "store {path}: the file was deleted or replaced while the server "
+                "runs: the lines are written to the old file, lost when the "
+                "server stops",
+                path=self.path,
+            )
+            self._failures_logged = now
+
     def read(self, query: Callable[[sqlite3.Connection], T]) -> Deferred[T]:
         """Run C{query} with a reading connection, in a reader thread;
         fail with ClusterUnreachable (what a History's reads fail with when
@@ -496,9 +511,20 @@ class Store:
         self._size += sum(len(k.line) for k in batch)
         if batch:
             self.reactor.callFromThread(self._saved, batch[-1].number)
+        if self._replaced():
+            self.reactor.callFromThread(self._lost)
         for (_, d), result in zip(jobs, results, strict=True):
             self.reactor.callFromThread(d.callback, result)
         return True
+
+    def _replaced(self) -> bool:
+        """Whether the file at C{path} is no longer the one written: deleted,
+        or another put in its place (a backup restored by hand)."""
+        try:
+            now = os.stat(self.path)
+        except OSError:
+            return True
+        return (now.st_dev, now.st_ino) != self._file
 
     @staticmethod
     def _rollback(db: sqlite3.Connection) -> None:

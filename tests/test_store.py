@@ -282,6 +282,38 @@ def test_history_reads_past_the_bound_fail_at_once_as_unreadable(
     yield store.close()
 
 
+@pytest_twisted.inlineCallbacks
+def test_a_store_file_deleted_under_the_server_is_logged_and_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Generator[Deferred[Any], Any, None]:
+    """Deleted (or replaced) under a running server, the store's file is
+    still the writer's: its commits succeed, into a file nobody will open
+    again. Seen with the real server: /history and /search went on from
+    the deleted file, nothing was logged, and every line was gone at the
+    next start. Each commit now says so (counted as a failing write,
+    logged once a minute)."""
+    logged: list[dict[str, Any]] = []
+    monkeypatch.setattr(store_module.log, "observer", logged.append)
+    metrics = Metrics()
+    path = tmp_path / "chat.sqlite3"
+    store = opened(path, metrics=metrics)
+    try:
+        store.history.record(line(1))
+        yield sleep(0.3)
+        assert metrics.store_write_failures == 0 and logged == []
+        for name in ("chat.sqlite3", "chat.sqlite3-wal", "chat.sqlite3-shm"):
+            (tmp_path / name).unlink()
+        store.history.record(line(2))
+        yield sleep(0.3)
+        store.history.record(line(3))
+        yield sleep(0.3)
+        assert metrics.store_write_failures == 2
+        assert [e["log_level"].name for e in logged] == ["error"]
+        assert "deleted or replaced" in logged[0]["log_format"]
+    finally:
+        yield store.close()
+
+
 def kept_in(path: Path) -> list[bytes]:
     db = sqlite3.connect(path)
     rows = db.execute("SELECT line FROM lines ORDER BY id").fetchall()
