@@ -457,7 +457,11 @@ class Session:
             self.connection.talking()
         stripped = text.strip()
         if stripped.startswith("/"):
-            command, _, argument = stripped.partition(" ")
+            # any blank ends the command (a tab too): the client and the
+            # page hide what follows /register and /op as a password, and
+            # the unknown command's error would show it
+            command, *rest = stripped.split(None, 1)
+            argument = rest[0] if rest else ""
             entry = _COMMANDS.get(command)
             if entry is None:
                 raise ChatError(wire.UNKNOWN_COMMAND.format(command))
@@ -536,8 +540,20 @@ class Session:
         self._asked = None
         self.state = State.JOINING
         d = self.server.protection.check(self.host, nick, text.strip())
-        d.addCallbacks(self._checked, self._not_claimed, callbackArgs=(nick,))
+        d.addCallbacks(
+            self._checked, self._not_checked, callbackArgs=(nick,), errbackArgs=(nick,)
+        )
         self.wait_for(d)
+
+    def _not_checked(self, failure: Failure, nick: str) -> None:
+        """The answer to the prompt was not checked (too many tries): said
+        so, and the next line is the password of C{nick} again. A user who
+        types the password again after the wait (a Ruby client stays
+        connected) would have it taken for a nickname, shown to all."""
+        self._not_claimed(failure)
+        if failure.check(Throttled) and self.state is State.NAMING:
+            self.state = State.PASSWORD
+            self._asked = nick
 
     def _checked_in_one_line(
         self, right: bool | None, nick: str
@@ -708,9 +724,25 @@ def _history(session: Session, argument: str) -> None:
 
 def _send_history(kept: list[Kept], session: Session) -> None:
     """The answer to /history, in one write: after the public lines this
-    user has not been given yet (send() gives those first)."""
+    user has not been given yet (send() gives those first). Its lines are
+    the newest of C{kept} that fit in half of max_output: 500 lines of
+    4 KiB (2 MiB) would leave a reader on a slow link more than
+    max_output behind, and Output would cut it as one that stopped
+    reading."""
+    kept = _newest_within(kept, session.server.config.max_output // 2)
     lines = _by_day(kept, session.server.clock.seconds())
     session.send(wire.history_block(lines, len(kept)))
+
+
+def _newest_within(kept: list[Kept], budget: int) -> list[Kept]:
+    """The newest lines of C{kept} whose bytes add up to C{budget} at most
+    (the newest one whatever its size)."""
+    size = 0
+    for start in range(len(kept) - 1, 0, -1):
+        size += len(kept[start].line)
+        if size + len(kept[start - 1].line) > budget:
+            return kept[start:]
+    return kept
 
 
 def _history_failed(failure: Failure, session: Session) -> None:

@@ -56,7 +56,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NoReturn, TypeVar
 
 from twisted.application import service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -64,7 +64,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from chatproto.accounts import Account
-from chatproto.history import Kept, search_words, searchable
+from chatproto.history import Kept, newest_holding, search_words, searchable
 from chatproto.metrics import Metrics
 from chatproto.registry import ClusterUnreachable, nick_key
 
@@ -99,6 +99,12 @@ RETENTION_INTERVAL = 600.0
 RETENTION_CHUNK = 2_000  # lines forgotten per transaction
 LOG_INTERVAL = 60.0  # lines dropped, write failures: logged this often at most
 READERS = 2  # threads (and connections) reading
+# History reads (/history, /search) asked and not answered yet, at most:
+# past them, a read fails as one that cannot be done now. Flood control
+# bounds each user's reads, not all users' together: many users' /search
+# would otherwise queue without end, each holding its copy of the unsaved
+# lines, and every answer would come ever later.
+READS_WAITING = 64
 
 
 class StoreError(Exception):
@@ -224,6 +230,8 @@ class Store:
         self.nick_days = nick_days
         self.metrics = metrics
         self._lock_fd = lock
+        held = os.fstat(lock)
+        self._file = (held.st_dev, held.st_ino)  # the file written
         self._last_number = last_number
         # The reactor's: lines recorded and not yet known committed.
         self._unsaved: deque[Kept] = deque()
@@ -387,6 +395,19 @@ class Store:
             )
             self._failures_logged = now
 
+    def _lost(self) -> None:
+        """The writer committed to a file no longer at C{path}."""
+        self.metrics.store_write_failures += 1
+        now = self.clock.seconds()
+        if now - self._failures_logged >= LOG_INTERVAL:
+            log.error(
+                "store {path}: the file was deleted or replaced while the server "
+                "runs: the lines are written to the old file, lost when the "
+                "server stops",
+                path=self.path,
+            )
+            self._failures_logged = now
+
     def read(self, query: Callable[[sqlite3.Connection], T]) -> Deferred[T]:
         """Run C{query} with a reading connection, in a reader thread;
         fail with ClusterUnreachable (what a History's reads fail with when
@@ -502,9 +523,20 @@ class Store:
         self._size += sum(len(k.line) for k in batch)
         if batch:
             self.reactor.callFromThread(self._saved, batch[-1].number)
+        if self._replaced():
+            self.reactor.callFromThread(self._lost)
         for (_, d), result in zip(jobs, results, strict=True):
             self.reactor.callFromThread(d.callback, result)
         return True
+
+    def _replaced(self) -> bool:
+        """Whether the file at C{path} is no longer the one written: deleted,
+        or another put in its place (a backup restored by hand)."""
+        try:
+            now = os.stat(self.path)
+        except OSError:
+            return True
+        return (now.st_dev, now.st_ino) != self._file
 
     @staticmethod
     def _rollback(db: sqlite3.Connection) -> None:
@@ -550,6 +582,20 @@ class StoreHistory:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._reading = 0  # reads asked, not answered yet
+
+    def _read(self, query: Callable[[sqlite3.Connection], T]) -> Deferred[T]:
+        """The store's read, unless READS_WAITING wait already."""
+        if self._reading >= READS_WAITING:
+            return fail(
+                ClusterUnreachable(f"{READS_WAITING} reads of {self.store.path} wait")
+            )
+        self._reading += 1
+        return self.store.read(query).addBoth(self._answered)
+
+    def _answered(self, result: T) -> T:
+        self._reading -= 1
+        return result
 
     def record(self, line: bytes) -> None:
         self.store.record(line)
@@ -565,7 +611,7 @@ class StoreHistory:
             ).fetchall()
             return _merge(_kept(rows), unsaved[-count:], count)
 
-        return self.store.read(query)
+        return self._read(query)
 
     @property
     def newest(self) -> int:
@@ -620,7 +666,6 @@ class StoreHistory:
         if count <= 0 or not words:
             return succeed([])
         unsaved = self.store.unsaved()
-        wanted = set(words)
 
         def query(db: sqlite3.Connection) -> list[Kept]:
             rows = db.execute(
@@ -628,14 +673,12 @@ class StoreHistory:
                 "words WHERE words MATCH ? ORDER BY rowid DESC LIMIT ?)",
                 (_match(words), count),
             ).fetchall()
-            matching = [
-                kept
-                for kept in unsaved
-                if wanted.issubset(search_words(searchable(kept.line)))
-            ]
+            # the newest first, each given a cheap first look: a failing
+            # disk leaves up to UNSAVED_LINES here, 4 s to fold them all
+            matching = newest_holding(reversed(unsaved), words, count)
             return _merge(_kept(rows), matching, count)
 
-        return self.store.read(query)
+        return self._read(query)
 
 
 class StoreAccounts:

@@ -284,6 +284,27 @@ def test_history_n_gives_at_most_history_lines() -> None:
     assert lines[1].endswith(b"-alice: ligne 5\n")
 
 
+def test_history_of_long_lines_sends_the_newest_in_half_max_output() -> None:
+    """500 lines of 4 KiB are 2 MiB: in one write, more than max_output
+    (1 MiB) waits for a reader on a slow link, which Output cuts as one
+    that stopped reading (seen over loopback at 256 KB/s). The answer
+    holds the newest lines that fit in half of max_output."""
+    chat = Chat(flood_rate=0, history_lines=500, history_bytes=4 << 20)
+    alice, bob = chat.user("alice"), chat.user("bob")
+    for i in range(500):
+        alice.send(b"%03d " % i + b"x" * 3990 + b"\n")
+    alice.take()
+    bob.take()
+    bob.send(b"/history 500\n")
+    answer = bob.take()
+    lines = answer.splitlines(keepends=True)
+    assert len(answer) <= chat.factory.config.max_output // 2 + 100
+    assert lines[0] == b"--- historique (%d lignes) ---\n" % (len(lines) - 2)
+    assert len(lines) - 2 == (1 << 19) // len(lines[1])  # as many as fit
+    assert lines[-2].endswith(b"-alice: 499 " + b"x" * 3990 + b"\n")
+    assert lines[-1] == END
+
+
 def test_an_empty_history_still_has_both_markers() -> None:
     chat = Chat(join_notice_limit=0)  # no arrival line
     alice = chat.user("alice")

@@ -293,6 +293,28 @@ def test_wrong_passwords_are_throttled_per_address() -> None:
     assert guesser.take() == PROMPT + welcomed(chat, "prof")
 
 
+def test_a_throttled_answer_to_the_prompt_is_no_nickname_after_the_wait() -> None:
+    """Past three wrong tries, the answer to the prompt is throttled. A
+    Ruby client exits on TAKEN only, so its user waits and types the
+    password again: that line was taken for a nickname (a password may
+    look like one), and everyone saw "Connexion de PASSWORD"."""
+    chat, _held, _book = held_chat()
+    chat.factory.protection.checker = check_here
+    alice = chat.user("alice", "192.0.2.2")
+    guesser = connect(chat)
+    for _ in range(3):
+        guesser.send(b"/pseudo prof guess\n")
+        assert guesser.take() == wire.TAKEN
+    guesser.send(b"/pseudo prof\nSecret-42\n")
+    assert guesser.take() == PROMPT + notice(wire.OP_THROTTLED.format(5))
+    chat.advance(5)
+    guesser.send(b"Secret-42\n")  # the password again, after the wait
+    assert guesser.take() == wire.TAKEN  # a wrong one
+    assert b"Secret-42" not in alice.take()
+    guesser.send(b"/pseudo prof\n")
+    assert guesser.take() == PROMPT
+
+
 def test_at_most_ten_checks_wait_the_others_are_throttled_and_chat_goes_on() -> None:
     chat, held, _book = held_chat()
     alice, bob = chat.user("alice"), chat.user("bob", "192.0.2.2")
@@ -361,6 +383,21 @@ def test_register_protects_the_nickname_once_its_hash_is_kept() -> None:
     again = connect(chat, "192.0.2.10")
     again.send(b"/pseudo bob\n")
     assert again.take() == PROMPT
+
+
+@pytest.mark.parametrize("blank", [b"\t", b"\xc2\xa0", b" \t "])
+def test_a_tab_ends_the_command_of_a_password(blank: bytes) -> None:
+    """The client (and the page) hide what follows /register and a blank
+    as a password; the server took C{/register<TAB>PASSWORD} for an
+    unknown command, and its error line showed the password in clear."""
+    chat, held, _ = held_chat()
+    bob = chat.user("bob")
+    bob.send(b"/register" + blank + b"mon-secret-1\n")
+    assert [h[0] for h in held.hashes] == ["mon-secret-1"]
+    held.made()
+    assert bob.take() == notice(wire.REGISTER_DONE.format("bob"))
+    bob.send(b"/op" + blank + b"mon-secret-2\n")
+    assert b"mon-secret-2" not in bob.take()
 
 
 def test_register_s_errors() -> None:

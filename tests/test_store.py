@@ -19,13 +19,14 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.python import usage
 
+from chatproto import history as history_module
 from chatproto import store as store_module
 from chatproto import wire
 from chatproto.accounts import Account
 from chatproto.history import search_words, searchable
 from chatproto.metrics import Metrics
 from chatproto.registry import ClusterUnreachable
-from chatproto.store import VERSION, Store, StoreError, StoreService
+from chatproto.store import READS_WAITING, VERSION, Store, StoreError, StoreService
 from chatproto.tap import Options, makeService
 from chatproto.testing import Chat
 from tests.test_metrics import scrape
@@ -221,6 +222,96 @@ def test_a_failing_write_is_counted_retried_and_the_chat_goes_on(
     finally:
         yield store.close()
     assert kept_in(path) == [k.line for k in kept]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_search_folds_only_the_unsaved_lines_that_may_hold_its_words(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Generator[Deferred[Any], Any, None]:
+    """A failing disk leaves up to UNSAVED_LINES lines unsaved, and every
+    /search looks through them in a reader thread: folding each one
+    (search_words) took 4 s for 20,000 lines of 800 bytes, twice at once,
+    for every user's /search. The cheap first look of newest_holding
+    passes over the lines without the words, and the search stops at the
+    newest lines that hold them."""
+    folded: list[str] = []
+
+    def counting(text: str) -> list[str]:
+        folded.append(text)
+        return search_words(text)
+
+    monkeypatch.setattr(store_module, "search_words", counting)
+    monkeypatch.setattr(history_module, "search_words", counting)
+    monkeypatch.setattr(store_module, "_words", _disk_full)
+    store = opened(tmp_path / "chat.sqlite3")
+    try:
+        for n in range(2000):
+            store.history.record(line(n))
+        kept = yield store.history.search(["absent"], 20)
+        assert kept == [] and folded == []
+        kept = yield store.history.search(["bonjour"], 20)
+        assert [k.line for k in kept] == [line(n) for n in range(1980, 2000)]
+        assert len(folded) == 20
+        assert len(store.unsaved()) == 2000  # none was written meanwhile
+    finally:
+        yield store.close()
+
+
+def _disk_full(line: bytes) -> str:
+    raise sqlite3.OperationalError("database or disk is full")
+
+
+@pytest_twisted.inlineCallbacks
+def test_history_reads_past_the_bound_fail_at_once_as_unreadable(
+    tmp_path: Path,
+) -> Generator[Deferred[Any], Any, None]:
+    """Flood control bounds each user's /search, not all users' together:
+    past READS_WAITING reads not answered yet, a read fails at once as
+    one that cannot be done now (the user is told so), rather than wait
+    in a queue without end."""
+    store = Store.open(
+        str(tmp_path / "chat.sqlite3"), reactor, cast(IReactorFromThreads, reactor)
+    )  # not started: no read is answered
+    waiting = [store.history.search(["mot"], 20) for _ in range(READS_WAITING)]
+    with pytest.raises(ClusterUnreachable):
+        yield store.history.last(20)
+    store.start()
+    for d in waiting:
+        assert (yield d) == []
+    assert (yield store.history.last(20)) == []  # answered: room again
+    yield store.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_store_file_deleted_under_the_server_is_logged_and_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Generator[Deferred[Any], Any, None]:
+    """Deleted (or replaced) under a running server, the store's file is
+    still the writer's: its commits succeed, into a file nobody will open
+    again. Seen with the real server: /history and /search went on from
+    the deleted file, nothing was logged, and every line was gone at the
+    next start. Each commit now says so (counted as a failing write,
+    logged once a minute)."""
+    logged: list[dict[str, Any]] = []
+    monkeypatch.setattr(store_module.log, "observer", logged.append)
+    metrics = Metrics()
+    path = tmp_path / "chat.sqlite3"
+    store = opened(path, metrics=metrics)
+    try:
+        store.history.record(line(1))
+        yield sleep(0.3)
+        assert metrics.store_write_failures == 0 and logged == []
+        for name in ("chat.sqlite3", "chat.sqlite3-wal", "chat.sqlite3-shm"):
+            (tmp_path / name).unlink()
+        store.history.record(line(2))
+        yield sleep(0.3)
+        store.history.record(line(3))
+        yield sleep(0.3)
+        assert metrics.store_write_failures == 2
+        assert [e["log_level"].name for e in logged] == ["error"]
+        assert "deleted or replaced" in logged[0]["log_format"]
+    finally:
+        yield store.close()
 
 
 def kept_in(path: Path) -> list[bytes]:
