@@ -644,7 +644,7 @@ class StoreHistory:
             found += sum(1 for kept in unsaved if kept.number > top)
             return found, _merge(_kept(rows), unsaved[-count:], count)
 
-        return self.store.read(query)
+        return self._read(query)
 
     def before(self, number: int | None, count: int) -> Deferred[list[Kept]]:
         if number is None:
@@ -660,7 +660,7 @@ class StoreHistory:
             ).fetchall()
             return _merge(_kept(rows), unsaved[-count:], count)
 
-        return self.store.read(query)
+        return self._read(query)
 
     def search(self, words: Sequence[str], count: int) -> Deferred[list[Kept]]:
         if count <= 0 or not words:
