@@ -18,6 +18,7 @@ from typing import Protocol, cast
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -35,6 +36,8 @@ from chatproto.registry import nick_key
 log = Logger()
 
 DAY = 86400.0
+# Seconds between two marks that the owners here use their nicknames.
+REFRESH = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +136,14 @@ class Protection:
         self.hasher: Hasher = hasher or hash_here
         self.tries = Tries(clock, act="nick-failed")
         self.owners: set[str] = set()
+        # The nicknames whose /register is under way: one whose user leaves
+        # meanwhile is not protected (someone else may hold it by then).
+        self._protecting: set[str] = set()
+        # The owners here use their nicknames: their accounts are marked
+        # used every REFRESH seconds, so that neither --nick-days nor the
+        # store's retention lifts the protection of an owner who stays.
+        self._refresh = LoopingCall(self._refresh_owners)
+        self._refresh.clock = clock
 
     def find(self, nick: str) -> Deferred[Account | None]:
         """The account that protects C{nick} now, or None; fails with
@@ -143,7 +154,9 @@ class Protection:
         return d
 
     def _unexpired(self, account: Account | None) -> Account | Deferred[None] | None:
-        if account is None or self.clock.seconds() - account.used <= self.days * DAY:
+        if account is None or nick_key(account.nick) in self.owners:
+            return account
+        if self.clock.seconds() - account.used <= self.days * DAY:
             return account
         log.info(
             "{nick} was not used for {days:g} days: its protection is lifted",
@@ -186,21 +199,27 @@ class Protection:
         """Protect C{nick}, C{host}'s user's nickname, with C{password}.
         Fails with L{AlreadyProtected}, L{Throttled} or L{Unavailable}."""
 
+        key = nick_key(nick)
+
         def found(account: Account | None) -> Deferred[str]:
             if account is not None:
                 raise AlreadyProtected()
+            self._protecting.add(key)
             d = self.tries.run(host, self.hasher, password)
             d.addErrback(self._failed, "making the hash of {nick}", nick)
             return d
 
         def made(stored: str) -> Deferred[None]:
+            if key not in self._protecting:  # its user left meanwhile
+                raise Unavailable()
+            self._protecting.discard(key)
             account = Account(nick=nick, hash=stored, used=self.clock.seconds())
             d = self.accounts.protect(account)
             d.addErrback(self._failed, "protecting {nick}", nick)
             return d
 
         def protected(_: None) -> None:
-            self.owners.add(nick_key(nick))
+            self._own(key)
             log.info(
                 "{nick} is protected", act="nick-protected", nick=nick, address=host
             )
@@ -224,7 +243,7 @@ class Protection:
             return d.addCallback(freed)
 
         def freed(_: None) -> bool:
-            self.owners.discard(nick_key(nick))
+            self._disown(nick_key(nick))
             log.info("{nick} is free", act="nick-freed", nick=nick, address=host)
             return True
 
@@ -232,17 +251,32 @@ class Protection:
 
     def arrived(self, nick: str) -> None:
         """An owner registered under its protected nickname: it was used."""
-        self.owners.add(nick_key(nick))
+        self._own(nick_key(nick))
         self._touch(nick)
+
+    def _own(self, key: str) -> None:
+        self.owners.add(key)
+        if not self._refresh.running:
+            self._refresh.start(REFRESH, now=False)
+
+    def _disown(self, key: str) -> None:
+        self.owners.discard(key)
+        if not self.owners and self._refresh.running:
+            self._refresh.stop()
+
+    def _refresh_owners(self) -> None:
+        for key in self.owners:
+            self._touch(key)
 
     def left(self, nick: str, seen: int) -> bool:
         """A user left, the history's newest line then C{seen}: if it was
         an owner, its nickname was used and C{seen} is its read position
         (whether it was)."""
         key = nick_key(nick)
+        self._protecting.discard(key)
         if key not in self.owners:
             return False
-        self.owners.discard(key)
+        self._disown(key)
         self._touch(nick, seen)
         return True
 

@@ -503,34 +503,26 @@ class Session:
             self._claim(argument)
 
     def _claim(self, nick: str) -> None:
-        """Claim C{nick}; if it is protected, give it back and ask for its
-        password (a nickname in use gets TAKEN at once, as always)."""
+        """Claim C{nick}, unless it is protected: then its password is asked
+        for first, and nobody holds the nickname while it is (a stranger
+        asking for it again and again must not make its owner's own claim
+        find it taken)."""
         self.state = State.NAMING
         if not valid_nickname(nick):
             self.server.metrics.refused("nickname_invalid", self.host)
             self.send(wire.INVALID_NICK)
             return
         self.state = State.JOINING
-        d = self.server.registry.claim(nick)
-        d.addCallback(self._unless_protected)
+        d = self.server.protection.find(nick)
+        d.addCallback(self._unless_protected, nick)
         d.addCallbacks(self._claimed, self._not_claimed)
         self.wait_for(d)
 
-    def _unless_protected(self, nick: str) -> Deferred[str]:
-        """The nickname just claimed, unless an account protects it: then
-        it is given back until its password is checked."""
-
-        def found(account: Account | None) -> str:
-            if account is None:
-                return nick
-            self.server.registry.release(nick)
+    def _unless_protected(self, account: Account | None, nick: str) -> Deferred[str]:
+        """The registry's claim of C{nick}, unless an account protects it."""
+        if account is not None:
             raise _Protected(nick)
-
-        def failed(failure: Failure) -> Failure:
-            self.server.registry.release(nick)
-            return failure
-
-        return self.server.protection.find(nick).addCallbacks(found, failed)
+        return self.server.registry.claim(nick)
 
     def _password(self, text: str) -> None:
         """The answer to the password prompt (spaces around it dropped,
@@ -546,12 +538,13 @@ class Session:
         self.wait_for(d)
 
     def _not_checked(self, failure: Failure, nick: str) -> None:
-        """The answer to the prompt was not checked (too many tries): said
-        so, and the next line is the password of C{nick} again. A user who
+        """The answer to the prompt was not checked (too many tries, or the
+        accounts cannot be read now): said so, and the next line is the
+        password of C{nick} again. A user who
         types the password again after the wait (a Ruby client stays
         connected) would have it taken for a nickname, shown to all."""
         self._not_claimed(failure)
-        if failure.check(Throttled) and self.state is State.NAMING:
+        if failure.check(Throttled, Unavailable) and self.state is State.NAMING:
             self.state = State.PASSWORD
             self._asked = nick
 

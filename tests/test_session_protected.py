@@ -171,7 +171,7 @@ def test_the_prompt_is_never_a_line_the_ruby_client_exits_on() -> None:
     assert wire.PASSWORD_PROMPT == "Ce pseudo est protégé : entrez son mot de passe"
 
 
-def test_a_protected_nickname_in_use_is_taken_at_once() -> None:
+def test_a_protected_nickname_in_use_is_taken_after_its_password() -> None:
     chat, held, _book = held_chat()
     prof = connect(chat)
     prof.send(b"/pseudo prof\n" + PASSWORD.encode() + b"\n")
@@ -179,8 +179,47 @@ def test_a_protected_nickname_in_use_is_taken_at_once() -> None:
     prof.take()
     other = connect(chat, "192.0.2.10")
     other.send(b"/pseudo Prof\n")
-    assert other.take() == wire.TAKEN  # as today: no prompt, no check
-    assert held.checks == []
+    assert other.take() == PROMPT  # asked before anyone holds the nickname
+    other.send(PASSWORD.encode() + b"\n")
+    held.answer()
+    assert other.take() == wire.TAKEN
+
+
+class SlowBook(MemoryAccounts):
+    """A book whose reads wait until the test answers them (a busy store)."""
+
+    def __init__(self, book: MemoryAccounts) -> None:
+        super().__init__()
+        self.accounts = book.accounts
+        self.finds: list[tuple[str, Deferred[Account | None]]] = []
+
+    def find(self, nick: str) -> Deferred[Account | None]:
+        d: Deferred[Account | None] = Deferred()
+        self.finds.append((nick, d))
+        return d
+
+    def answer(self) -> None:
+        while self.finds:
+            nick, d = self.finds.pop(0)
+            d.callback(self.accounts.get(nick.lower()))
+
+
+def test_a_stranger_asking_while_the_book_is_slow_never_holds_the_nickname() -> None:
+    chat, held, book = held_chat()
+    slow = SlowBook(book)
+    chat.factory.protection.accounts = slow
+    stranger = connect(chat, "192.0.2.10")
+    stranger.send(b"/pseudo prof\n")
+    prof = connect(chat)
+    prof.send(b"/pseudo prof\n")
+    assert "prof" not in names(chat)  # nobody holds it while asking
+    slow.answer()
+    assert stranger.take() == PROMPT
+    assert prof.take() == PROMPT
+    prof.send(PASSWORD.encode() + b"\n")
+    slow.answer()
+    held.answer()
+    assert prof.take().startswith(b"Bienvenue prof\n")
 
 
 def test_the_registration_time_limit_runs_while_the_prompt_waits() -> None:
@@ -385,6 +424,39 @@ def test_register_protects_the_nickname_once_its_hash_is_kept() -> None:
     assert again.take() == PROMPT
 
 
+def test_a_register_whose_user_left_protects_nothing() -> None:
+    """Its user gone while the hash is made, the nickname may be someone
+    else's by then: it must not be protected with the first one's
+    password."""
+    chat, held, book = held_chat()
+    bob = chat.user("bob")
+    bob.send(b"/register secret99\n")
+    bob.transport.loseConnection()
+    other = chat.user("bob")  # someone else takes the free nickname
+    held.made()
+    assert "bob" not in book.accounts
+    other.send(b"/register autre mot\n")
+    held.made()
+    assert check_password("autre mot", book.accounts["bob"].hash)
+
+
+def test_an_owner_who_stays_past_nick_days_keeps_its_nickname() -> None:
+    chat, held, book = held_chat(nick_days=1)
+    prof = connect(chat)
+    prof.send(b"/pseudo prof " + PASSWORD.encode() + b"\n")
+    held.answer()
+    assert prof.take().startswith(b"Bienvenue prof\n")
+    chat.advance(3 * 86400)  # three days connected
+    assert book.accounts["prof"].used >= chat.clock.seconds() - 3600
+    stranger = connect(chat, "192.0.2.10")
+    stranger.send(b"/pseudo prof x\n")
+    held.answer()
+    assert stranger.take() == wire.TAKEN
+    prof.send(b"/quit\n")
+    stranger.send(b"/pseudo prof\n")
+    assert stranger.take() == PROMPT  # still protected once it left
+
+
 @pytest.mark.parametrize("blank", [b"\t", b"\xc2\xa0", b" \t "])
 def test_a_tab_ends_the_command_of_a_password(blank: bytes) -> None:
     """The client (and the page) hide what follows /register and a blank
@@ -507,3 +579,22 @@ def test_no_password_is_ever_in_the_log(logged: list[dict[str, Any]]) -> None:
         "guess-six",
     ):
         assert secret not in text
+
+
+def test_a_book_unreadable_at_the_prompt_keeps_the_prompt() -> None:
+    chat, held, book = held_chat()
+    slow = SlowBook(book)
+    chat.factory.protection.accounts = slow
+    prof = connect(chat)
+    prof.send(b"/pseudo prof\n")
+    slow.answer()
+    assert prof.take() == PROMPT
+    prof.send(PASSWORD.encode() + b"\n")
+    _, d = slow.finds.pop(0)
+    d.errback(OSError("disk I/O error"))
+    assert prof.take() == notice(wire.UNAVAILABLE)
+    # Typed again, the line is the password still, never a nickname.
+    prof.send(PASSWORD.encode() + b"\n")
+    slow.answer()
+    held.answer()
+    assert prof.take().startswith(b"Bienvenue prof\n")
