@@ -29,6 +29,7 @@ from chatproto.accounts import Accounts, MemoryAccounts, Protection
 from chatproto.admission import EVICTION_GRACE, Admission, network, source
 from chatproto.bans import Bans
 from chatproto.cluster_messages import Kick
+from chatproto.commands import COMMANDS
 from chatproto.config import ServerConfig
 from chatproto.history import History, MemoryHistory
 from chatproto.metrics import Metrics
@@ -263,6 +264,7 @@ class ChatFactory(ServerFactory):
             hasher,
         )
         self.positions = Positions(self.protection, clock)  # for /unread
+        self.commands = COMMANDS  # what a registered user may type
 
     @property
     def registry(self) -> Registry:
