@@ -31,7 +31,7 @@ from chatproto.operators import (
     check_here,
     hash_here,
 )
-from chatproto.registry import nick_key
+from chatproto.registry import ClusterUnreachable, nick_key
 
 log = Logger()
 
@@ -291,7 +291,15 @@ class Protection:
         try fails as it is."""
         if failure.check(Unavailable, Throttled):
             return failure
-        log.failure(doing, failure, nick=nick, act="accounts-failed")
+        if failure.check(ClusterUnreachable):  # said by the cluster already
+            log.warn(
+                doing + ": {why}",
+                nick=nick,
+                why=failure.getErrorMessage(),
+                act="accounts-failed",
+            )
+        else:
+            log.failure(doing, failure, nick=nick, act="accounts-failed")
         raise Unavailable()
 
 

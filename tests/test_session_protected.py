@@ -171,7 +171,7 @@ def test_the_prompt_is_never_a_line_the_ruby_client_exits_on() -> None:
     assert wire.PASSWORD_PROMPT == "Ce pseudo est protégé : entrez son mot de passe"
 
 
-def test_a_protected_nickname_in_use_is_taken_after_its_password() -> None:
+def test_a_protected_nickname_in_use_is_taken_at_once() -> None:
     chat, held, _book = held_chat()
     prof = connect(chat)
     prof.send(b"/pseudo prof\n" + PASSWORD.encode() + b"\n")
@@ -179,47 +179,8 @@ def test_a_protected_nickname_in_use_is_taken_after_its_password() -> None:
     prof.take()
     other = connect(chat, "192.0.2.10")
     other.send(b"/pseudo Prof\n")
-    assert other.take() == PROMPT  # asked before anyone holds the nickname
-    other.send(PASSWORD.encode() + b"\n")
-    held.answer()
-    assert other.take() == wire.TAKEN
-
-
-class SlowBook(MemoryAccounts):
-    """A book whose reads wait until the test answers them (a busy store)."""
-
-    def __init__(self, book: MemoryAccounts) -> None:
-        super().__init__()
-        self.accounts = book.accounts
-        self.finds: list[tuple[str, Deferred[Account | None]]] = []
-
-    def find(self, nick: str) -> Deferred[Account | None]:
-        d: Deferred[Account | None] = Deferred()
-        self.finds.append((nick, d))
-        return d
-
-    def answer(self) -> None:
-        while self.finds:
-            nick, d = self.finds.pop(0)
-            d.callback(self.accounts.get(nick.lower()))
-
-
-def test_a_stranger_asking_while_the_book_is_slow_never_holds_the_nickname() -> None:
-    chat, held, book = held_chat()
-    slow = SlowBook(book)
-    chat.factory.protection.accounts = slow
-    stranger = connect(chat, "192.0.2.10")
-    stranger.send(b"/pseudo prof\n")
-    prof = connect(chat)
-    prof.send(b"/pseudo prof\n")
-    assert "prof" not in names(chat)  # nobody holds it while asking
-    slow.answer()
-    assert stranger.take() == PROMPT
-    assert prof.take() == PROMPT
-    prof.send(PASSWORD.encode() + b"\n")
-    slow.answer()
-    held.answer()
-    assert prof.take().startswith(b"Bienvenue prof\n")
+    assert other.take() == wire.TAKEN  # as today: no prompt, no check
+    assert held.checks == []
 
 
 def test_the_registration_time_limit_runs_while_the_prompt_waits() -> None:
@@ -579,6 +540,25 @@ def test_no_password_is_ever_in_the_log(logged: list[dict[str, Any]]) -> None:
         "guess-six",
     ):
         assert secret not in text
+
+
+class SlowBook(MemoryAccounts):
+    """A book whose reads wait until the test answers them (a busy store)."""
+
+    def __init__(self, book: MemoryAccounts) -> None:
+        super().__init__()
+        self.accounts = book.accounts
+        self.finds: list[tuple[str, Deferred[Account | None]]] = []
+
+    def find(self, nick: str) -> Deferred[Account | None]:
+        d: Deferred[Account | None] = Deferred()
+        self.finds.append((nick, d))
+        return d
+
+    def answer(self) -> None:
+        while self.finds:
+            nick, d = self.finds.pop(0)
+            d.callback(self.accounts.get(nick.lower()))
 
 
 def test_a_book_unreadable_at_the_prompt_keeps_the_prompt() -> None:
