@@ -280,6 +280,12 @@ class Protection:
         self._touch(nick, seen)
         return True
 
+    def read(self, nick: str, seen: int) -> None:
+        """An owner here was given the lines up to C{seen}: its read
+        position, saved as it goes (chatproto/positions.py)."""
+        if nick_key(nick) in self.owners:
+            self._touch(nick, seen)
+
     def _touch(self, nick: str, seen: int | None = None) -> None:
         d = self.accounts.touch(nick, self.clock.seconds(), seen)
         d.addErrback(self._failed, "recording that {nick} was used", nick)

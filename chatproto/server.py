@@ -263,7 +263,9 @@ class ChatFactory(ServerFactory):
             checker,
             hasher,
         )
-        self.positions = Positions(self.protection, clock)  # for /unread
+        self.positions = Positions(  # for /unread
+            self.protection, clock, lambda: self.history.newest
+        )
         self.commands = COMMANDS  # what a registered user may type
 
     @property

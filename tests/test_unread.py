@@ -17,7 +17,7 @@ from chatproto.config import ServerConfig
 from chatproto.history import Kept, MemoryHistory
 from chatproto.moderation import expel_here
 from chatproto.operators import check_here, make_hash
-from chatproto.positions import KEEP, Positions
+from chatproto.positions import KEEP, SAVE_INTERVAL, Positions
 from chatproto.registry import ClusterUnreachable
 from chatproto.testing import Chat, Client
 from tests.test_accounts import result
@@ -173,6 +173,41 @@ def test_a_protected_position_is_kept_in_its_book_past_15_minutes() -> None:
     assert result(c.factory.positions.find("alice")) is None
 
 
+def test_an_owner_s_position_is_saved_as_it_goes_once_it_asked_unread() -> None:
+    """A crash loses no more than the last SAVE_INTERVAL of an owner's
+    position: what its book says is what a restarted server reads."""
+    c = chat(join_notice_limit=0)
+    protection = c.factory.protection
+    protection.checker = check_here
+    book = cast(MemoryAccounts, protection.accounts)
+    for nick in ("prof", "dave"):
+        hashed = make_hash(PASSWORD, **CHEAP)
+        book.protect(Account(nick, hashed, c.clock.seconds(), seen=0))
+    alice = c.user("alice")
+    missed = said(c, alice, "avant")
+    prof, dave = c.connect(), c.connect()
+    for client, nick in ((prof, "prof"), (dave, "dave")):
+        client.send(f"/pseudo {nick} {PASSWORD}\n".encode())
+        assert f"Bienvenue {nick}\n".encode() in client.take()
+    since = unread(prof)
+    assert since.endswith(missed + END)
+    said(c, alice, "en direct")
+    c.advance(SAVE_INTERVAL)
+    assert book.accounts["prof"].seen == newest(c)
+    # Its /unread still answers from before this visit.
+    assert unread(prof) == since
+    said(c, alice, "encore")
+    c.advance(SAVE_INTERVAL)
+    assert book.accounts["prof"].seen == newest(c)
+    # An owner that never asked keeps its previous position.
+    assert book.accounts["dave"].seen == 0
+    # Gone, nothing more to save: the clock has nothing left to run.
+    prof.send(b"/quit\n")
+    dave.send(b"/quit\n")
+    alice.send(b"/quit\n")
+    assert c.clock.getDelayedCalls() == []
+
+
 def test_unread_when_the_book_cannot_be_read_is_one_clear_line() -> None:
     c = chat()
     prof = c.user("prof")
@@ -194,7 +229,8 @@ def test_unread_without_a_history_says_so() -> None:
 
 def test_positions_are_bounded_the_oldest_departure_dropped() -> None:
     clock = Clock()
-    positions = Positions(Protection(MemoryAccounts(), clock, 90), clock, most=2)
+    protection = Protection(MemoryAccounts(), clock, 90)
+    positions = Positions(protection, clock, lambda: 0, most=2)
     positions.left("a", 1)
     positions.left("b", 2)
     positions.left("A", 3)  # a again: now the most recent
