@@ -256,9 +256,16 @@ if (typeof document === "undefined") {
     }
     if (nick !== null && !registered && line.startsWith("Erreur : ")) {
       // the registration's answer (too many password tries, a cluster
-      // unreachable): say so, and let the user try again
+      // unreachable): say so, and let the user try again. After a
+      // password, the server takes the next line as the password again:
+      // the password field comes back, not the nickname.
+      const pending = answering;
       answering = false;
-      refused(line);
+      if (pending) {
+        passwordAgain(line);
+      } else {
+        refused(line);
+      }
       return;
     }
     if (line === INVALID) {
@@ -617,6 +624,18 @@ if (typeof document === "undefined") {
       sendPassword(saved.password);
       return;
     }
+    joinForm.classList.add("chosen");
+    sendForm.hidden = true;
+    passwordForm.hidden = false;
+    passwordInput.focus();
+  }
+
+  // The password was not checked (too many tries, or the server cannot
+  // read its accounts now): the field again, with why. A saved password is
+  // not sent again by itself: the user decides when to try.
+  function passwordAgain(reason) {
+    joinError.textContent = reason;
+    joinError.hidden = false;
     joinForm.classList.add("chosen");
     sendForm.hidden = true;
     passwordForm.hidden = false;
