@@ -405,6 +405,10 @@ def test_accounts_are_kept_found_by_key_touched_and_lifted(
     again = opened(path, task.Clock())
     try:
         assert (yield again.accounts.find("Eve")) == Account("eve", "scrypt$3", 5.0)
+        # A nickname nobody protects is answered at once, with no read in a
+        # thread: a herd of registrations costs the readers nothing.
+        nobody = again.accounts.find("bob")
+        assert nobody.called and nobody.result is None
     finally:
         yield again.close()
 
