@@ -35,11 +35,6 @@ PASSWORD_MIN = 6
 PASSWORD_MAX = 128
 
 
-# The commands of a registered user: each a function of the session and the
-# rest of its line (stripped); the session's _chat dispatches them, and
-# answers a ChatError one raises with its text.
-
-
 def _private(session: Session, rest: str) -> None:
     """C{msg NICK TEXT}: a private line, to whichever node has NICK."""
     target, _, body = rest.lstrip(" ").partition(" ")
