@@ -4,10 +4,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import pytest_twisted
+from twisted.internet import reactor
 
+from chatproto._redis import Commands
+from chatproto.config import RedisAddress
 from chatproto.testing import Chat
+from tests.redis_fixture import RedisServer, running_redis
 
 
 @pytest.fixture(autouse=True)
@@ -22,3 +28,21 @@ def no_default_store(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def chat() -> Iterator[Chat]:
     yield Chat()
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, on a loopback port (the tests
+    that use it are marked redis: skipped without redis-server)."""
+    with running_redis(tmp_path) as server:
+        yield server
+
+
+@pytest.fixture
+def commands(redis: RedisServer) -> Iterator[Commands]:
+    """A connection to that redis-server, as a node makes one."""
+    connection = Commands(RedisAddress.parse(redis.url), reactor, 2.0)
+    connection.start()
+    pytest_twisted.blockon(connection.first_connected)
+    yield connection
+    pytest_twisted.blockon(connection.close())

@@ -6,7 +6,6 @@ tests/test_cluster.py, given their book as tap.py does)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,30 +17,14 @@ from twisted.internet.task import deferLater
 from chatproto import wire
 from chatproto._redis import Commands
 from chatproto.accounts import Account, RedisAccounts
-from chatproto.config import RedisAddress
 from chatproto.operators import make_hash
 from chatproto.registry import ClusterUnreachable
-from tests.redis_fixture import RedisServer, running_redis
+from tests.redis_fixture import RedisServer
 from tests.test_cluster import Node, received, until
 
 pytestmark = pytest.mark.redis
 r: Any = reactor
 CHEAP = {"n": 16, "r": 1, "p": 1}
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    with running_redis(tmp_path) as server:
-        yield server
-
-
-@pytest.fixture
-def commands(redis: RedisServer) -> Iterator[Commands]:
-    connection = Commands(RedisAddress.parse(redis.url), r, 2.0)
-    connection.start()
-    pytest_twisted.blockon(connection.first_connected)
-    yield connection
-    pytest_twisted.blockon(connection.close())
 
 
 @pytest_twisted.ensureDeferred

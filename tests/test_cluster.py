@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +24,7 @@ from chatproto import wire
 from chatproto.cluster import ClusterNode
 from chatproto.config import ClusterConfig, RedisAddress, ServerConfig
 from chatproto.server import ChatFactory, ChatServerProtocol
-from tests.redis_fixture import RedisServer, running_redis
+from tests.redis_fixture import RedisServer
 
 pytestmark = pytest.mark.redis
 r: Any = reactor
@@ -122,12 +121,6 @@ class Node:
         """Stop as twistd does: say goodbye to the users, then leave."""
         self.factory.shutdown()
         return self.cluster.stopService()
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    with running_redis(tmp_path) as server:
-        yield server
 
 
 @pytest.fixture

@@ -10,12 +10,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.redis_fixture import RedisServer, free_port, running_redis
+from tests.redis_fixture import RedisServer, free_port
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -172,12 +171,6 @@ class Node:
             self.proc.send_signal(signal.SIGCONT)
             self.proc.kill()
         self.proc.wait(10)
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    with running_redis(tmp_path) as server:
-        yield server
 
 
 def departure(nick: str) -> bytes:

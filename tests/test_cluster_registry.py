@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,16 +24,10 @@ from chatproto.cluster_messages import (
 from chatproto.cluster_redis import LeaseLost, RedisRegistry, Renewal
 from chatproto.config import RedisAddress
 from chatproto.registry import ClusterUnreachable, NicknameTaken
-from tests.redis_fixture import RedisServer, running_redis
+from tests.redis_fixture import RedisServer
 
 pytestmark = pytest.mark.redis
 r: Any = reactor
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    with running_redis(tmp_path) as server:
-        yield server
 
 
 async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:

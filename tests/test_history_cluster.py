@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,10 +18,10 @@ from twisted.internet.task import deferLater
 
 from chatproto import wire
 from chatproto._redis import Commands
-from chatproto.config import RedisAddress, ServerConfig
+from chatproto.config import ServerConfig
 from chatproto.history import RedisHistory
 from chatproto.registry import ClusterUnreachable
-from tests.redis_fixture import RedisServer, running_redis
+from tests.redis_fixture import RedisServer
 from tests.test_cluster import Client, Node, received, until
 
 pytestmark = pytest.mark.redis
@@ -36,12 +35,6 @@ class HistoryNode(Node):
 
     def __init__(self, redis: RedisServer) -> None:
         super().__init__(redis, history=True)
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    with running_redis(tmp_path) as server:
-        yield server
 
 
 @pytest.fixture
@@ -268,15 +261,6 @@ async def test_search_while_redis_is_away_is_one_clear_line(
 
 
 # RedisHistory alone, on a real Redis
-
-
-@pytest.fixture
-def commands(redis: RedisServer) -> Iterator[Commands]:
-    connection = Commands(RedisAddress.parse(redis.url), r, 2.0)
-    connection.start()
-    pytest_twisted.blockon(connection.first_connected)
-    yield connection
-    pytest_twisted.blockon(connection.close())
 
 
 async def kept(history: RedisHistory, count: int = 100) -> list[bytes]:

@@ -6,24 +6,17 @@ and /search finds in it what was said on another node."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.redis_fixture import RedisServer, running_redis
+from tests.redis_fixture import RedisServer
 from tests.test_cluster_e2e import Line, Node
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 END = b"--- fin de l'historique ---\n"
 STAMP = re.compile(rb"\[\d{1,2}\.\d{1,2}\.\d{1,2}\]-")
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    with running_redis(tmp_path) as server:
-        yield server
 
 
 def history(user: Line) -> list[bytes]:

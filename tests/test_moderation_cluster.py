@@ -21,10 +21,10 @@ from chatproto.cluster_messages import Kick
 from chatproto.operators import make_hash
 from chatproto.server import ChatServerProtocol
 from tests.redis_fixture import RedisServer, free_port, running_redis
-from tests.test_cluster import Client, Node, nodes, redis, until
+from tests.test_cluster import Client, Node, nodes, until
 from tests.test_cluster_e2e import DEADLINE, ROOT, RULE, WELCOME, Line
 
-__all__ = ["nodes", "redis"]  # the fixtures, used by name
+__all__ = ["nodes"]  # the fixture, used by name (redis: conftest.py)
 
 pytestmark = pytest.mark.redis
 

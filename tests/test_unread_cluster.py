@@ -5,7 +5,6 @@ nickname's read position is in Redis. On a real redis-server."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,28 +15,13 @@ from twisted.internet.defer import gatherResults
 from chatproto import wire
 from chatproto._redis import Commands
 from chatproto.accounts import Account, RedisAccounts
-from chatproto.config import RedisAddress, ServerConfig
+from chatproto.config import ServerConfig
 from chatproto.history import RedisHistory
-from tests.redis_fixture import RedisServer, running_redis
+from tests.redis_fixture import RedisServer
 from tests.test_cluster import Node, received, until
 
 pytestmark = pytest.mark.redis
 r: Any = reactor
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    with running_redis(tmp_path) as server:
-        yield server
-
-
-@pytest.fixture
-def commands(redis: RedisServer) -> Iterator[Commands]:
-    connection = Commands(RedisAddress.parse(redis.url), r, 2.0)
-    connection.start()
-    pytest_twisted.blockon(connection.first_connected)
-    yield connection
-    pytest_twisted.blockon(connection.close())
 
 
 @pytest_twisted.ensureDeferred

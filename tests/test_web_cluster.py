@@ -5,24 +5,17 @@ redis-server, in one chat."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from websockets.sync.client import connect
 
-from tests.redis_fixture import RedisServer, running_redis
+from tests.redis_fixture import RedisServer
 from tests.test_cluster_e2e import WELCOME, Line
 from tests.web_server import WebChat
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 UNAVAILABLE = "Erreur : inscription impossible pour le moment, réessayez plus tard"
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    with running_redis(tmp_path) as server:
-        yield server
 
 
 def test_a_browser_on_one_node_chats_with_a_tcp_user_on_another(
