@@ -440,8 +440,8 @@ class Cluster(Ours):
     """Our server in cluster mode: N nodes on one Redis, the clients spread
     over the nodes; the CPU of the nodes and of Redis all count."""
 
-    def __init__(self, nodes: int) -> None:
-        super().__init__()
+    def __init__(self, nodes: int, extra: Sequence[str] = ()) -> None:
+        super().__init__(extra)
         self.key = f"cluster{nodes}"
         self.label = f"{nodes} node{'s' if nodes > 1 else ''}+Redis"
         self.nodes = nodes
@@ -490,13 +490,17 @@ class OursWS(Ours):
 
 def variant(name: str) -> Server:
     """C{ours+OPTION[=VALUE]+...}: our server with more twistd options, to
-    compare settings in one run (ours+nodelay=all, ours+batch-delay=0.002)."""
-    options = name.split("+")[1:]
+    compare settings in one run (ours+nodelay=all, ours+batch-delay=0.002);
+    C{clusterN+OPTION...} the same for each node of a cluster."""
+    kind, *options = name.split("+")
     extra: list[str] = []
     for option in options:
         flag, _, value = option.partition("=")
         extra += [f"--{flag}", value] if value else [f"--{flag}"]
-    server = Ours(extra)
+    if kind.startswith("cluster") and kind[7:].isdigit():
+        server: Ours = Cluster(int(kind[7:]), extra)
+    else:
+        server = Ours(extra)
     server.key = server.label = name
     unknown = [o for o in extra if o[:2] == "--" and o not in server.supported]
     if unknown and not server.unavailable:

@@ -41,9 +41,11 @@ from chatproto.cluster_roles import (
     ClusterNicknames,
     ClusterRelay,
     Outbox,
+    StoreFeed,
 )
 from chatproto.config import ClusterConfig, ServerConfig
 from chatproto.history import RedisHistory
+from chatproto.store import StoreHistory
 
 Connect = Callable[["ClusterNode"], tuple[Commands, Subscription, RedisRegistry]]
 
@@ -74,7 +76,8 @@ class ClusterNode(service.Service):
 
     Build the chat, then the node with it; then give each role to its seam
     (tap.py): C{nicknames} is the factory's registry, C{relay} its relay,
-    C{history} (if the node keeps one: C{history} given) its history,
+    C{history} (if the node keeps one: C{history} given) its history (read
+    from C{store}, the node's own, when given),
     C{moderation} moderation's cluster, and C{accounts} the book of its
     protected nicknames. The node's life is its
     C{membership}'s (L{Membership}, whose docstring draws its states); the
@@ -90,6 +93,7 @@ class ClusterNode(service.Service):
         node_id: str | None = None,
         connect: Connect = _connect_to_redis,
         history: ServerConfig | None = None,
+        store: StoreHistory | None = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as default
@@ -112,7 +116,13 @@ class ClusterNode(service.Service):
             if history is None
             else RedisHistory(self.commands, config.name, history)
         )
-        self.outbox = Outbox(self.membership, kept)
+        # The node's own store, fed from Redis's window (None: none).
+        self.feed = (
+            None
+            if kept is None or store is None
+            else StoreFeed(self.membership, kept, store)
+        )
+        self.outbox = Outbox(self.membership, kept, self.feed)
         self.nicknames = ClusterNicknames(self.membership, self.outbox)
         self.moderation = ClusterModeration(self.membership, self.outbox)
         self.relay = ClusterRelay(self.membership, self.outbox, self.moderation)
@@ -161,6 +171,8 @@ class ClusterNode(service.Service):
 
     def joined(self) -> None:
         self.moderation.load()
+        if self.feed is not None:  # the lines said while it was away
+            self.feed.soon()
 
     def admit(self) -> None:
         self.nicknames.admit_waiting()

@@ -7,7 +7,9 @@ and moderation has its cluster. A node fills each with one role:
     ClusterNicknames    the registry: nicknames claimed in Redis
     ClusterRelay        the relay: public and private lines, and what the
                         other nodes publish, sorted
-    ClusterHistory      the history: kept in Redis
+    ClusterHistory      the history: kept in Redis, and read from the
+                        node's store when it has one (StoreFeed copies
+                        Redis's window into it)
     ClusterModeration   moderation's cluster: kicks, answers, the bans copy
 
 A public line is kept in the history and published in one Redis call, at
@@ -45,6 +47,7 @@ from chatproto.cluster_messages import (
 from chatproto.cluster_redis import LeaseLost
 from chatproto.history import Kept, RedisHistory
 from chatproto.registry import ClusterUnreachable, Reach
+from chatproto.store import StoreHistory
 
 log = Logger()
 
@@ -174,15 +177,123 @@ class ClusterNicknames:
         self._waiting = []
 
 
+# Seconds between a line kept in Redis (here, or heard of from another
+# node) and its copy into this node's store: the lines of a busy moment go
+# in one read. A read of the history copies what waits first.
+FEED_DELAY = 0.2
+# Lines copied from Redis in one read, at most (a node that joins may lack
+# a whole window: it reads it in such slices).
+FEED_LINES = 1000
+
+
+class StoreFeed:
+    """Keeps a node's store up with the cluster's history in Redis.
+
+    Every public line of the cluster is kept in Redis's window
+    (L{RedisHistory}), stamped. The node copies into its own store the
+    lines stamped after the newest it has (L{RedisHistory.since}): soon
+    after a line is kept (its own, or one it hears another node made), when
+    it joins (those said while it was away, as far as the window reaches),
+    and before each read of the history. The store then answers /history,
+    /search and /unread at the single server's scale, even while Redis is
+    away (with what it has). A window that forgot lines the store lacks
+    is logged: the node was away longer than the window holds."""
+
+    def __init__(
+        self, membership: Membership, redis: RedisHistory, store: StoreHistory
+    ) -> None:
+        self.membership = membership
+        self.redis = redis
+        self.store = store
+        self._call: IDelayedCall | None = None
+        self._reading = False
+        self._again = False  # one more read once this one is done
+        self._waiting: list[Deferred[None]] = []  # for a read not yet asked
+
+    def soon(self) -> None:
+        """Lines were kept in Redis: copy them in a moment."""
+        if self._call is None and not self._reading:
+            self._call = self.membership.clock.callLater(FEED_DELAY, self._read)
+        elif self._reading:
+            self._again = True
+
+    def now(self) -> Deferred[None]:
+        """Copy what Redis has now; fires once done (or once it failed, or
+        at once out of the cluster: the store answers with what it has)."""
+        d: Deferred[None] = Deferred()
+        self._waiting.append(d)
+        if self._reading:
+            self._again = True
+        else:
+            self._read()
+        return d
+
+    def _read(self) -> None:
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        self._again = False
+        if not self.membership.inside:
+            self._answer(self._waiting)
+            return
+        self._reading = True
+        waiting, self._waiting = self._waiting, []
+        d = self.redis.since(self.store.newest, FEED_LINES)
+        d.addCallbacks(self._copy, self._failed)
+        d.addBoth(lambda more: self._done(waiting, more is True))
+
+    def _copy(self, answer: tuple[int, list[Kept]]) -> bool:
+        """Keep what Redis answered: whether more waits there."""
+        cut, lines = answer
+        newest = self.store.newest
+        if 0 < newest < cut:
+            log.warn(
+                "cluster: this node's store lacks public lines said while it "
+                "was away: Redis's window (--history-lines, --history-bytes, "
+                "--history-age) no longer holds them",
+                act="cluster",
+            )
+        self.store.keep(lines)
+        return len(lines) == FEED_LINES
+
+    def _failed(self, failure: Failure) -> None:
+        if failure.check(ClusterUnreachable):
+            self.membership.lost(failure.getErrorMessage())
+        else:
+            log.failure("cluster: copying the history into the store", failure)
+
+    def _done(self, waiting: list[Deferred[None]], more: bool) -> None:
+        self._reading = False
+        if more:  # those waiting want every line: they wait for the next
+            self._waiting[:0] = waiting
+            self._read()
+            return
+        self._answer(waiting)
+        if self._waiting or self._again:
+            self._read()
+
+    @staticmethod
+    def _answer(waiting: list[Deferred[None]]) -> None:
+        for d in waiting:
+            d.callback(None)
+        waiting.clear()
+
+
 class Outbox:
     """What a reactor turn sends to Redis: its public lines, and the lines
     the history keeps, together at the turn's end in one call (one message
     for the other nodes, whatever their number; and the history holds
     exactly the lines the other nodes were given)."""
 
-    def __init__(self, membership: Membership, history: RedisHistory | None) -> None:
+    def __init__(
+        self,
+        membership: Membership,
+        history: RedisHistory | None,
+        feed: StoreFeed | None = None,
+    ) -> None:
         self.membership = membership
         self.history = history  # None: the cluster keeps no history
+        self.feed = feed  # None: the node has no store
         self._lines: list[bytes] = []
         self._kept: list[bytes] = []
         self._call: IDelayedCall | None = None
@@ -226,7 +337,7 @@ class Outbox:
             public = Public(registry.origin, b"".join(lines))
             payload = encode(public) if lines else None
             d = self.history.keep(kept, registry.public_channel, payload)
-            d.addErrback(failed)
+            d.addCallbacks(self._in_window, failed)
         elif lines:
             registry.publish(b"".join(lines)).addErrback(failed)
 
@@ -247,17 +358,27 @@ class Outbox:
         if self.history is None or not lines:
             return succeed(None)
         d = self.history.keep(lines, self.membership.registry.public_channel, None)
-        return d.addErrback(self.membership.failed)
+        return d.addCallbacks(self._in_window, self.membership.failed)
+
+    def _in_window(self, _: object) -> None:
+        """Lines are in Redis's window: the node's store copies them."""
+        if self.feed is not None:
+            self.feed.soon()
 
 
 class ClusterHistory:
-    """The factory's history in a cluster: every node's lines, in Redis."""
+    """The factory's history in a cluster: every node's lines, kept in
+    Redis; read from the node's store when it has one (C{outbox.feed}),
+    from Redis's window otherwise."""
 
     def __init__(self, membership: Membership, outbox: Outbox) -> None:
         self.membership = membership
         self.outbox = outbox
-        history = outbox.history
-        self.limit = 0 if history is None else history.limit
+        history, feed = outbox.history, outbox.feed
+        if feed is not None:
+            self.limit = feed.store.limit
+        else:
+            self.limit = 0 if history is None else history.limit
 
     def record(self, line: bytes) -> None:
         """Keep a public line made here in the cluster's history, in the
@@ -265,30 +386,48 @@ class ClusterHistory:
         this node is out of the cluster stays here, and is not kept."""
         self.outbox.keep(line)
 
+    @property
+    def newest(self) -> int:
+        """The newest line this node knows kept in Redis (lines of other
+        nodes since, and its own still in the outbox, are not counted: a
+        read position taken from it gives more lines, never fewer)."""
+        if self.outbox.feed is not None:
+            return self.outbox.feed.store.newest
+        history = self.outbox.history
+        return 0 if history is None else history.newest
+
+    def _store(self) -> Deferred[StoreHistory] | None:
+        """The node's store once it holds every line kept before this
+        question (the lines made here before it go first); None: no store."""
+        feed = self.outbox.feed
+        if feed is None:
+            return None
+        self.outbox.send()
+        return feed.now().addCallback(lambda _: feed.store)
+
     def last(self, count: int) -> Deferred[list[Kept]]:
-        """The last lines of the cluster's history, read from Redis (every
-        node's, this one's up to those still in its outbox)."""
+        """The last lines of the cluster's history (every node's, this
+        one's up to those still in its outbox)."""
+        store = self._store()
+        if store is not None:
+            return store.addCallback(lambda store: store.last(count))
         history = self.outbox.history
         if history is None:
             return succeed([])
         self.outbox.send()  # the lines made before the question go first
         return history.last(count).addErrback(self._failed)
 
-    @property
-    def newest(self) -> int:
-        """The newest line this node knows kept in Redis (lines of other
-        nodes since, and its own still in the outbox, are not counted: a
-        read position taken from it gives more lines, never fewer)."""
-        history = self.outbox.history
-        return 0 if history is None else history.newest
-
     def after(
         self, number: int, count: int, until: int | None = None
     ) -> Deferred[tuple[int, list[Kept]]]:
-        """The lines after C{number}, as L{last} reads them. C{until} is not
-        applied: this node learns the numbers of other nodes' lines late
-        (see L{newest}), so a bound taken from it could leave out lines it
-        had not yet heard of; more lines, never fewer."""
+        """The lines after C{number}, as L{last} reads them. Without a
+        store, C{until} is not applied: this node learns the numbers of
+        other nodes' lines late (see L{newest}), so a bound taken from it
+        could leave out lines it had not yet heard of; more lines, never
+        fewer. (A store has every line up to its newest: the bound holds.)"""
+        store = self._store()
+        if store is not None:
+            return store.addCallback(lambda store: store.after(number, count, until))
         history = self.outbox.history
         if history is None:
             return succeed((0, []))
@@ -297,6 +436,9 @@ class ClusterHistory:
 
     def before(self, number: int | None, count: int) -> Deferred[list[Kept]]:
         """The lines before C{number}, as L{last} reads them."""
+        store = self._store()
+        if store is not None:
+            return store.addCallback(lambda store: store.before(number, count))
         history = self.outbox.history
         if history is None:
             return succeed([])
@@ -306,6 +448,9 @@ class ClusterHistory:
     def search(self, words: Sequence[str], count: int) -> Deferred[list[Kept]]:
         """The last lines of the cluster's history holding C{words}, as
         L{last} reads them."""
+        store = self._store()
+        if store is not None:
+            return store.addCallback(lambda store: store.search(words, count))
         history = self.outbox.history
         if history is None:
             return succeed([])
@@ -371,6 +516,11 @@ class ClusterRelay:
             return
         origin = registry.origin
         chat = membership.chat
+        feed = self.outbox.feed
+        if feed is not None and isinstance(
+            message, Public | LateDeparture | ReapedDeparture
+        ):
+            feed.soon()  # another node kept a line in Redis's window
         match message:
             case Public() if message.origin != origin:
                 chat.deliver(message.lines)

@@ -12,6 +12,15 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+# A cluster whose nodes have stores (--redis with --store): the defaults of
+# history_lines and history_bytes, which bound Redis's window. Each node
+# copies the window into its store (chatproto/cluster_roles.py, StoreFeed)
+# a fraction of a second after a line is kept, and the lines said while it
+# was away when it joins: the window must hold what the busiest moment says
+# meanwhile (10,000 lines: two seconds at 5,000 lines a second).
+CLUSTER_WINDOW_LINES = 10_000
+CLUSTER_WINDOW_BYTES = 8 << 20
+
 
 @dataclass(frozen=True)
 class ServerConfig:

@@ -25,9 +25,16 @@ In Redis (cluster mode), under C{chatproto:CLUSTER:}:
                             the line before at least: its number); oldest
                             first
     history:bytes   string  the bytes of the lines in "history"
+    history:cut     string  the stamp of the newest line forgotten (no
+                            expiry): a node whose store is older knows it
+                            missed lines (StoreFeed)
 
-Both expire C{--history-age} after the last line kept: a chat quiet that
-long leaves no history behind.
+The first two expire C{--history-age} after the last line kept: a chat
+quiet that long leaves no history behind. A node with a store (its own
+SQLite file, chatproto/store.py) copies every line of this window into it
+as they come, and those it missed when it joins: Redis's window is then
+what carries the lines from node to node's store, and each node answers
+/history, /search and /unread from its own store.
 """
 
 from __future__ import annotations
@@ -280,6 +287,7 @@ for i = 7, #ARGV do
     kept = kept + 1
   end
 end
+local cut = nil
 while true do
   local head = redis.call('LINDEX', key, 0)
   if not head then break end
@@ -291,7 +299,9 @@ while true do
   end
   redis.call('LPOP', key)
   redis.call('DECRBY', size, #head - space)
+  cut = string.sub(head, 1, space - 1)
 end
+if cut then redis.call('SET', p .. 'history:cut', cut) end
 if redis.call('LLEN', key) == 0 then
   redis.call('DEL', key, size)
 elseif kept > 0 then
@@ -301,6 +311,43 @@ end
 return stamp
 """
 )
+
+# ARGV: prefix, number, most. The newest stamp forgotten (0: none), then
+# the first MOST entries ("MS LINE") stamped after NUMBER, oldest first: what
+# a node's store lacks (StoreFeed in chatproto/cluster_roles.py). The first
+# of them is found from the tail, in ever larger slices: a node that keeps
+# up reads a few entries, not the whole window.
+SINCE = b"""
+local p, key = ARGV[1], ARGV[1] .. 'history'
+local number, most = tonumber(ARGV[2]), tonumber(ARGV[3])
+local length = redis.call('LLEN', key)
+local first = length
+local slice = 16
+while first > 0 do
+  local from = math.max(0, first - slice)
+  local entries = redis.call('LRANGE', key, from, first - 1)
+  local i = #entries
+  while i >= 1 do
+    local entry = entries[i]
+    local space = string.find(entry, ' ', 1, true)
+    if tonumber(string.sub(entry, 1, space - 1)) <= number then break end
+    i = i - 1
+  end
+  if i >= 1 then
+    first = from + i
+    break
+  end
+  first = from
+  slice = slice * 4
+end
+local found = {redis.call('GET', p .. 'history:cut') or '0'}
+if first < length and most > 0 then
+  for _, entry in ipairs(redis.call('LRANGE', key, first, first + most - 1)) do
+    table.insert(found, entry)
+  end
+end
+return found
+"""
 
 # ARGV: prefix, count, age ms. The last COUNT entries ("MS LINE"), but
 # those too old.
@@ -409,10 +456,20 @@ class RedisHistory:
 
         return self.last(self.limit).addCallback(earlier)
 
+    def since(self, number: int, most: int) -> Deferred[tuple[int, list[Kept]]]:
+        """The newest stamp the window forgot (0: none), and the first
+        C{most} lines kept after line C{number}, oldest first: what a
+        node's store lacks."""
+
+        def read(found: Sequence[bytes]) -> tuple[int, list[Kept]]:
+            return int(found[0]), self._read(found[1:])
+
+        return self.commands.eval(SINCE, (self.prefix, number, most)).addCallback(read)
+
     def search(self, words: Sequence[str], count: int) -> Deferred[list[Kept]]:
         """Read every line kept (at most C{--history-lines}) and look in
-        them here, in Python: the cluster's own searchable store is a later
-        step."""
+        them here, in Python (a node with a store searches its store
+        instead: L{chatproto.cluster_roles.ClusterHistory})."""
         d = self.last(self.limit)
         return d.addCallback(lambda kept: newest_holding(reversed(kept), words, count))
 

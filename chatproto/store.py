@@ -37,7 +37,10 @@ is said), and acknowledges each batch, taking it out of the unsaved
 lines. Reads run in a small pool with connections of their own (WAL lets
 them read while the writer writes); each read takes the unsaved lines as
 they are when it is asked, and merges them, by id, with the rows it
-finds. A failing write (a full disk, a read-only file) is logged,
+finds. A cluster node's store is numbered by the cluster instead
+(L{Store.keep}: Redis's stamps, increasing, with gaps; the lines of every
+node, copied from Redis by chatproto/cluster_roles.py's StoreFeed); its
+counts then go row by row. A failing write (a full disk, a read-only file) is logged,
 counted and retried; the chat goes on. The writer also forgets, at start
 and every L{RETENTION_INTERVAL}, lines past their age or past the bytes
 allowed (oldest first), and accounts unused too long, in chunks.
@@ -222,6 +225,7 @@ class Store:
         nick_days: float,
         metrics: Metrics,
         protected: set[str] | None = None,
+        gapless: bool = True,
     ) -> None:
         self.path = path
         self.clock = clock
@@ -234,6 +238,9 @@ class Store:
         held = os.fstat(lock)
         self._file = (held.st_dev, held.st_ino)  # the file written
         self._last_number = last_number
+        # Whether the ids in the file run without a gap (see the module's
+        # text): not once a cluster's stamps number the lines (L{keep}).
+        self.gapless = gapless
         # The reactor's: lines recorded and not yet known committed.
         self._unsaved: deque[Kept] = deque()
         self._unsaved_bytes = 0
@@ -243,7 +250,7 @@ class Store:
         # Shared with the writer, under _mutex: what it has to write.
         self._mutex = threading.Lock()
         self._wake = threading.Event()
-        self._queue: list[Kept] = []
+        self._to_write: list[Kept] = []
         self._jobs: list[tuple[Callable[[sqlite3.Connection], Any], Deferred[Any]]] = []
         self._halt = threading.Event()  # set (under _mutex) by close()
         # The writer's own.
@@ -292,9 +299,9 @@ class Store:
             try:
                 db.execute("PRAGMA journal_mode = WAL")
                 _migrate(db, version)
-                last, size = db.execute(
-                    "SELECT coalesce(max(id), 0), coalesce(sum(length(line)), 0) "
-                    "FROM lines"
+                last, size, first, count = db.execute(
+                    "SELECT coalesce(max(id), 0), coalesce(sum(length(line)), 0), "
+                    "coalesce(min(id), 1), count(*) FROM lines"
                 ).fetchone()
                 protected = {key for (key,) in db.execute("SELECT key FROM accounts")}
             finally:
@@ -314,6 +321,7 @@ class Store:
             nick_days,
             metrics or Metrics(),
             protected,
+            gapless=count == last - first + 1,
         )
 
     # The threads
@@ -350,19 +358,40 @@ class Store:
 
     def record(self, line: bytes) -> None:
         """Number a public line and queue it for the writer; never waits."""
-        if (
-            len(self._unsaved) >= UNSAVED_LINES
-            or self._unsaved_bytes + len(line) > UNSAVED_BYTES
-        ):
+        if self._full(line):
             self._drop()
             return
         self._last_number += 1
-        kept = Kept(self._last_number, self.clock.seconds(), line)
+        self._enqueue(Kept(self._last_number, self.clock.seconds(), line))
+
+    def keep(self, lines: Iterable[Kept]) -> None:
+        """Queue lines numbered elsewhere (a cluster's stamps, increasing),
+        as L{record} does; those numbered at most L{newest}, already here,
+        are passed over."""
+        for kept in lines:
+            if kept.number <= self._last_number:
+                continue
+            if self._full(kept.line):
+                self._drop()
+                continue
+            if kept.number != self._last_number + 1:
+                self.gapless = False
+            self._last_number = kept.number
+            self._enqueue(kept)
+
+    def _full(self, line: bytes) -> bool:
+        return (
+            len(self._unsaved) >= UNSAVED_LINES
+            or self._unsaved_bytes + len(line) > UNSAVED_BYTES
+        )
+
+    def _enqueue(self, kept: Kept) -> None:
+        """A numbered line for the writer."""
         self._unsaved.append(kept)
-        self._unsaved_bytes += len(line)
+        self._unsaved_bytes += len(kept.line)
         with self._mutex:
-            self._queue.append(kept)
-            first = len(self._queue) == 1
+            self._to_write.append(kept)
+            first = len(self._to_write) == 1
         if first:
             self._wake.set()
 
@@ -473,8 +502,8 @@ class Store:
             self._wake.wait(timeout)
             self._wake.clear()
             with self._mutex:
-                batch += self._queue
-                self._queue = []
+                batch += self._to_write
+                self._to_write = []
                 jobs, self._jobs = self._jobs, []
                 stopping = self._halt.is_set()
             if (batch or jobs) and self._commit(db, batch, jobs):
@@ -603,6 +632,10 @@ class StoreHistory:
     def record(self, line: bytes) -> None:
         self.store.record(line)
 
+    def keep(self, lines: Iterable[Kept]) -> None:
+        """Lines numbered by a cluster (L{Store.keep})."""
+        self.store.keep(lines)
+
     def last(self, count: int) -> Deferred[list[Kept]]:
         if count <= 0:
             return succeed([])
@@ -628,15 +661,23 @@ class StoreHistory:
             kept for kept in self.store.unsaved() if number < kept.number <= last
         ]
 
+        gapless = self.store.gapless
+
         def query(db: sqlite3.Connection) -> tuple[int, list[Kept]]:
-            # The ids in the file run without a gap (see the module's
-            # text): counted from the first and the last, not row by row.
             first, top = db.execute(
                 "SELECT (SELECT min(id) FROM lines), (SELECT max(id) FROM lines "
                 "WHERE id <= ?)",
                 (last,),
             ).fetchone()
-            found = 0 if top is None else max(0, top - max(number, first - 1))
+            if top is None:
+                found = 0
+            elif gapless:  # counted from the first and the last, not row by row
+                found = max(0, top - max(number, first - 1))
+            else:  # a cluster's stamps
+                found = db.execute(
+                    "SELECT count(*) FROM lines WHERE id > ? AND id <= ?",
+                    (number, top),
+                ).fetchone()[0]
             rows = db.execute(
                 "SELECT id, at, line FROM lines WHERE id > ? AND id <= ? "
                 "ORDER BY id DESC LIMIT ?",

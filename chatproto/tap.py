@@ -23,6 +23,8 @@ from twisted.python import usage
 from chatproto._twisted import endpoint_address
 from chatproto.bans import Bans
 from chatproto.config import (
+    CLUSTER_WINDOW_BYTES,
+    CLUSTER_WINDOW_LINES,
     ClusterConfig,
     RedisAddress,
     ServerConfig,
@@ -172,15 +174,18 @@ _NUMBERS: dict[str, tuple[str, type, float, str]] = {
         "history_lines",
         int,
         0,
-        "Without a store (--store none) or in a cluster (--redis): public lines "
-        "kept for /history (0: none kept, /history says so).",
+        "Without a store (--store none): public lines kept for /history (0: "
+        f"none kept, /history says so; default {_DEFAULTS.history_lines}). In "
+        "a cluster (--redis): lines Redis keeps for the nodes (default "
+        f"{CLUSTER_WINDOW_LINES} with a store).",
     ),
     "history-bytes": (
         "history_bytes",
         int,
         1024,
         "Without a store or in a cluster: bytes of public lines kept for "
-        "/history; the oldest lines go first.",
+        f"/history; the oldest lines go first (default {_DEFAULTS.history_bytes}; "
+        f"{CLUSTER_WINDOW_BYTES} in a cluster with a store).",
     ),
     "history-age": (
         "history_age",
@@ -383,6 +388,10 @@ def _default(value: object) -> str | None:
 
 # Options whose value has a largest sensible value too: the bits of an address.
 _MOST = {"network-prefix": 32, "network-prefix6": 64}
+# Options whose default depends on the mode: not given (None), they are
+# Redis's window in a cluster whose nodes have stores, ServerConfig's
+# otherwise (see Options.postOptions).
+_CLUSTER_DEFAULT: dict[str, object] = {"history-lines": None, "history-bytes": None}
 
 
 class Options(usage.Options):
@@ -402,7 +411,12 @@ class Options(usage.Options):
             "unix:/path) or a bare port number.",
         ],
     ] + [
-        [name, None, _default(getattr(_DEFAULTS, field)), help]
+        [
+            name,
+            None,
+            _default(_CLUSTER_DEFAULT.get(name, getattr(_DEFAULTS, field))),
+            help,
+        ]
         for name, (field, _, _, help) in _NUMBERS.items()
     ]
     optParameters += _CLUSTER_PARAMETERS
@@ -456,8 +470,8 @@ class Options(usage.Options):
             "The SQLite file the public lines (and protected nicknames) are "
             f"kept in, created if need be (default: {STORE} in the working "
             "directory; none: keep the history in memory only, as "
-            "--history-lines says). Not with --redis: a cluster keeps its "
-            "history in Redis.",
+            "--history-lines says). In a cluster (--redis), each node's "
+            "own: it copies every node's lines into it from Redis.",
         ]
     )
 
@@ -539,14 +553,8 @@ class Options(usage.Options):
                     raise usage.UsageError(f"--{name}: {problem}")
 
     def _store_option(self) -> None:
-        """--store: its default, none, or a mistake with --redis."""
-        if self["redis"] is not None:
-            if self["store"] is not None:
-                raise usage.UsageError(
-                    "--store is for a single server: a cluster (--redis) keeps "
-                    "its history in Redis; leave --store out."
-                )
-        elif self["store"] is None:
+        """--store: its default, or none."""
+        if self["store"] is None:
             self["store"] = STORE
         elif self["store"] == "none":
             self["store"] = None
@@ -579,6 +587,10 @@ class Options(usage.Options):
                 f"--nodelay takes {choices}, not {self['nodelay']!r}."
             )
         values["nodelay"] = self["nodelay"]
+        if self["redis"] is not None and self["store"] is not None:
+            # Redis's window carries the lines from node to node's store.
+            values.setdefault("history_lines", CLUSTER_WINDOW_LINES)
+            values.setdefault("history_bytes", CLUSTER_WINDOW_BYTES)
         self["config"] = ServerConfig(**values)
         self["cluster_config"] = _cluster_config(self)
         self["port"] = _endpoint(self["port"])
@@ -868,6 +880,29 @@ class _Shutdown(service.Service):
         return self.factory.shutdown()
 
 
+def _open_store(
+    options: usage.Options, config: ServerConfig, factory: ChatFactory, reactor: Any
+) -> Store | None:
+    """The server's store (--store; None: none), or a start stopped with
+    one sentence."""
+    if options.get("store") is None:
+        return None
+    try:
+        return Store.open(
+            options["store"],
+            reactor,
+            reactor,
+            days=config.history_days,
+            max_bytes=config.history_max_bytes,
+            nick_days=config.nick_days,
+            metrics=factory.metrics,
+        )
+    except StoreError as e:
+        log.error("{sentence}", sentence=str(e))
+        _tell(str(e))
+        raise CannotStart(str(e)) from None
+
+
 def makeService(options: usage.Options, reactor: Any = None) -> service.IService:
     """The server as a twistd service; C{reactor} is the global one unless
     a test gives another (it must provide time, TCP and the core)."""
@@ -893,10 +928,21 @@ def makeService(options: usage.Options, reactor: Any = None) -> service.IService
         # seam of the chat: each needs the other, and neither is ever half
         # attached. The history keeps a public line in the same Redis call
         # as the relay publishes it (chatproto/cluster_roles.py, Outbox).
+        # A node with a store copies Redis's window into it, and answers
+        # /history, /search and /unread from it (StoreFeed).
         keeps_history = config.history_lines > 0
+        store = None
+        if keeps_history:
+            store = _open_store(options, config, factory, reactor)
         node = ClusterNode(
-            cluster, factory, clock=reactor, history=config if keeps_history else None
+            cluster,
+            factory,
+            clock=reactor,
+            history=config if keeps_history else None,
+            store=None if store is None else store.history,
         )
+        if store is not None:  # stopped after the node, whose last lines it keeps
+            store.service.setServiceParent(top)
         factory.room.registry = node.nicknames  # nicknames, claimed in Redis
         factory.room.relay = node.relay  # lines to and from the other nodes
         if node.history is not None:  # the cluster's history, in Redis
@@ -906,21 +952,7 @@ def makeService(options: usage.Options, reactor: Any = None) -> service.IService
         # First in, so stopped last: the users' departures are announced to
         # the other nodes before the node leaves the cluster.
         node.setServiceParent(top)
-    elif options.get("store") is not None:
-        try:
-            store = Store.open(
-                options["store"],
-                reactor,
-                reactor,
-                days=config.history_days,
-                max_bytes=config.history_max_bytes,
-                nick_days=config.nick_days,
-                metrics=factory.metrics,
-            )
-        except StoreError as e:
-            log.error("{sentence}", sentence=str(e))
-            _tell(str(e))
-            raise CannotStart(str(e)) from None
+    elif (store := _open_store(options, config, factory, reactor)) is not None:
         factory.room.history = store.history
         factory.protection.accounts = store.accounts  # protected nicknames
         # First in, so stopped last: the departures said at shutdown are kept.

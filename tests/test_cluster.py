@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from chatproto import wire
 from chatproto.cluster import ClusterNode
 from chatproto.config import ClusterConfig, RedisAddress, ServerConfig
 from chatproto.server import ChatFactory, ChatServerProtocol
+from chatproto.store import Store
 from tests.redis_fixture import RedisServer
 
 pytestmark = pytest.mark.redis
@@ -66,7 +68,13 @@ class Client:
 class Node:
     """A server process of the cluster "test", without its sockets."""
 
-    def __init__(self, redis: RedisServer, history: bool = False) -> None:
+    def __init__(
+        self,
+        redis: RedisServer,
+        history: bool = False,
+        store: Path | None = None,
+        **settings: Any,
+    ) -> None:
         config = ClusterConfig(
             RedisAddress.parse(redis.url),
             "test",
@@ -74,14 +82,22 @@ class Node:
             redis_timeout=0.3,
         )
         self.factory = ChatFactory(
-            ServerConfig(ping_interval=0, registration_timeout=0, flood_rate=0),
+            ServerConfig(
+                ping_interval=0, registration_timeout=0, flood_rate=0, **settings
+            ),
             clock=r,
         )
+        # Its own store (a file), fed from Redis, as tap.py makes it.
+        self.store = None
+        if store is not None:
+            self.store = Store.open(str(store), r, r)
+            self.store.start()
         self.cluster = ClusterNode(
             config,
             self.factory,
             clock=r,
             history=self.factory.config if history else None,
+            store=None if self.store is None else self.store.history,
         )
         # As tap.py wires it.
         self.factory.room.registry = self.cluster.nicknames
@@ -118,9 +134,17 @@ class Node:
             connection.close()  # the kernel closes a killed process's sockets
 
     def stop(self) -> Any:
-        """Stop as twistd does: say goodbye to the users, then leave."""
+        """Stop as twistd does: say goodbye to the users, then leave (then
+        close the store)."""
         self.factory.shutdown()
-        return self.cluster.stopService()
+        d = self.cluster.stopService()
+        if self.store is not None:
+            d.addCallback(lambda _: self.close_store())
+        return d
+
+    def close_store(self) -> Any:
+        assert self.store is not None
+        return self.store.close()
 
 
 @pytest.fixture

@@ -239,6 +239,7 @@ async def test_search_reads_every_nodes_lines(
         "bob: l'éléphant\n".encode(),
     ]
     assert lines[-1] == end
+    await received(alice, "-bob: l'éléphant\n".encode())
     alice.take()
     alice.send(b"/search girafe\n")
     none = "Aucune ligne ne contient « girafe »\n".encode()

@@ -17,7 +17,6 @@ from twisted.application.service import MultiService
 from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads
-from twisted.python import usage
 
 from chatproto import history as history_module
 from chatproto import store as store_module
@@ -453,7 +452,7 @@ def test_a_database_of_another_program_or_a_store_in_use_is_refused(
     first.close()
 
 
-def test_store_options_default_none_and_not_with_redis(
+def test_store_options_default_and_none_with_or_without_redis(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr("chatproto.tap.STORE", "chat.sqlite3")  # conftest's
@@ -468,13 +467,10 @@ def test_store_options_default_none_and_not_with_redis(
     assert options["config"].history_days == 7
     options = Options()
     options.parseOptions(["--redis", "redis://127.0.0.1:1/0"])
+    assert options["store"] == "chat.sqlite3"  # each node its own
+    options = Options()
+    options.parseOptions(["--store", "none", "--redis", "redis://127.0.0.1:1/0"])
     assert options["store"] is None
-    with pytest.raises(usage.UsageError) as e:
-        Options().parseOptions(["--store", "x", "--redis", "redis://127.0.0.1:1/0"])
-    assert str(e.value) == (
-        "--store is for a single server: a cluster (--redis) keeps its history "
-        "in Redis; leave --store out."
-    )
 
 
 @pytest_twisted.inlineCallbacks

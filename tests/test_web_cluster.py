@@ -22,7 +22,7 @@ def test_a_browser_on_one_node_chats_with_a_tcp_user_on_another(
     tmp_path: Path, redis: RedisServer
 ) -> None:
     args = ("--redis", redis.url, "--cluster", "web", "--ping-interval", "0")
-    nodes = [WebChat(tmp_path, *args), WebChat(tmp_path, *args)]
+    nodes = [WebChat(tmp_path, *args, "--store", f"node{n}.sqlite3") for n in (1, 2)]
     try:
         for node in nodes:
             node.start()
