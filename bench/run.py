@@ -30,6 +30,7 @@ import json
 import math
 import os
 import platform
+import re
 import resource
 import select
 import shlex
@@ -1759,7 +1760,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     bad = [
         n
         for n in names
-        if n not in SERVERS and not n.startswith(("ours+", "ours@", "ours-ws@"))
+        if n not in SERVERS
+        and not n.startswith(("ours+", "ours@", "ours-ws@"))
+        and not re.fullmatch(r"cluster\d+\+.+", n)
     ]
     if bad:
         sys.exit(f"bench: unknown servers {bad} (known: {', '.join(SERVERS)})")

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -97,10 +98,11 @@ class Node:
         name: str,
         node_timeout: float = NODE_TIMEOUT,
         redis_timeout: float = 0.5,
+        extra: Sequence[str] = (),
     ) -> None:
         self.name = name
         self.port = free_port()
-        directory.mkdir()
+        directory.mkdir(exist_ok=True)  # a node started again: its store there
         self.log = directory / "twistd.log"
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
@@ -123,6 +125,7 @@ class Node:
                     "0",
                     "--flood-rate",
                     "0",
+                    *extra,
                 ],
                 cwd=directory,
                 stdout=log,

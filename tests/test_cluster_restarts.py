@@ -1,11 +1,13 @@
-"""The cluster's choice for issue 21, shown with real processes: its
-history and its protected nicknames live in Redis, with Redis's
-persistence on (appendonly yes, appendfsync always). Two `twistd chat
---redis` nodes (no --store); node A is killed with SIGKILL and started
-again, then Redis is stopped (SIGTERM, or SIGKILL) and started again on the
-same directory and port: /history and /search on both nodes give every
-line said, and the protected nickname still holds on both. And a Redis
-outage longer than --node-timeout costs no node its users."""
+"""The cluster's choice for issue 21, shown with real processes: Redis,
+with its persistence on (appendonly yes, appendfsync always), holds the
+protected nicknames and a window of the history; each node copies that
+window into its own store (the default, chat.sqlite3 in its directory) and
+answers /history and /search from it. Two `twistd chat --redis` nodes; node
+A is killed with SIGKILL and started again (on a new directory, or on its
+own store), then Redis is stopped (SIGTERM, or SIGKILL) and started again
+on the same directory and port: /history and /search on both nodes give
+every line said, and the protected nickname still holds on both. And a
+Redis outage longer than --node-timeout costs no node its users."""
 
 from __future__ import annotations
 
@@ -188,3 +190,52 @@ def test_a_redis_outage_longer_than_the_node_timeout_keeps_every_user(
     finally:
         a.stop()
         b.stop()
+
+
+def test_each_nodes_store_keeps_every_line_past_redis_window_across_restarts(
+    tmp_path: Path, redis: RedisServer
+) -> None:
+    """Each node's own store (the default), Redis's window only 8 lines:
+    every line said is on both nodes. Node A killed with SIGKILL and started
+    again on its directory (its store) has the lines said before, and those
+    said while it was away; Redis killed and started again changes
+    nothing."""
+    window = ("--history-lines", "8")
+    a = Node(tmp_path / "a", redis, "a", extra=window)
+    b = Node(tmp_path / "b", redis, "b", extra=window)
+    again: Node | None = None
+    try:
+        a.wait_listening()
+        b.wait_listening()
+        alice, bob = a.register("alice"), b.register("bob")
+        said = []
+        for n in range(1, 7):
+            said.append(say(alice, "alice", f"l'Éléphant n°{n}", bob))
+            said.append(say(bob, "bob", f"un ÉLÉPHANT {n}", alice))
+            # The nodes copy the window into their stores a fraction of a
+            # second after each line: a window of 8 lines holds what two
+            # lines say, not twelve said at once.
+            time.sleep(0.3)
+        everything_there([alice, bob], said)
+
+        a.stop()  # SIGKILL
+        bob.until(departure("alice"))
+        for n in range(1, 3):
+            said.append(say(bob, "bob", f"elephant pendant l'absence {n}"))
+        again = Node(tmp_path / "a", redis, "again", extra=window)
+        again.wait_listening()
+        carl = again.register("carl")
+        everything_there([carl, bob], said)
+
+        redis.stop()  # SIGKILL
+        redis.start()
+        dora = again.register("dora")  # the nodes serve again
+        said.append(say(dora, "dora", "éléphant après le retour", bob))
+        time.sleep(0.3)
+        everything_there([dora, bob], said)
+        for ran in (a, b, again):
+            assert "Traceback" not in ran.output(), ran.output()
+    finally:
+        for node in (a, b, again):
+            if node is not None:
+                node.stop()
