@@ -1,6 +1,7 @@
 """The SQLite store on a million lines: /history and /search latency, size.
 
     .venv/bin/python bench/store.py [--lines 1000000] [--path FILE] [--keep]
+                                    [--cluster]
 
 Builds a store (chatproto/store.py's schema) of realistic public lines: a
 vocabulary of French words with accents drawn with Zipf's law, about 40
@@ -12,6 +13,8 @@ median and p99 (the issue's target: under 50 ms);
 PRAGMA quick_check's time (what Store.open runs) and the whole open; and
 the file's size per million lines. The file goes in a temporary directory,
 removed at the end, unless --path is given (and kept with --keep).
+--cluster numbers the lines as a cluster node's store does (Redis's
+millisecond stamps, with gaps), so that /unread's count goes row by row.
 """
 
 from __future__ import annotations
@@ -74,8 +77,12 @@ NICKS = [
 DAY = 86400.0
 
 
-def build(path: str, count: int, now: float, seed: int = 21) -> None:
-    """A store of C{count} public lines over the 30 days before C{now}."""
+def build(
+    path: str, count: int, now: float, seed: int = 21, stamps: bool = False
+) -> None:
+    """A store of C{count} public lines over the 30 days before C{now},
+    numbered 1, 2, 3... (a single server's) or by their milliseconds
+    (C{stamps}: a cluster node's)."""
     rng = random.Random(seed)
     weights = [1 / (rank + 1) for rank in range(len(WORDS))]
     db = _connect(path)
@@ -104,7 +111,8 @@ def build(path: str, count: int, now: float, seed: int = 21) -> None:
                 if rng.random() < 0.3:
                     words[0] = words[0].capitalize()
                 text = f"{stamp}-{nick}: {' '.join(words)}\n"
-            rows.append((n + 1, round(when * 1000), text.encode()))
+            at = round(when * 1000)
+            rows.append((at if stamps else n + 1, at, text.encode()))
         db.execute("BEGIN")
         db.executemany("INSERT INTO lines (id, at, line) VALUES (?, ?, ?)", rows)
         db.executemany(
@@ -126,7 +134,9 @@ def second(pair: tuple[int, list[Kept]]) -> list[Kept]:
 
 
 @defer.inlineCallbacks
-def measure(reactor: Any, store: Store, rounds: int) -> Any:
+def measure(reactor: Any, store: Store, rounds: int, back: int, middle: int) -> Any:
+    """Time each query C{rounds} times; C{back} is the number of the line
+    1,000 lines before the newest, C{middle} that of the middle line."""
     history = store.history
     cases: list[tuple[str, Callable[[], defer.Deferred[list[Kept]]]]] = [
         ("last(500)", lambda: history.last(500)),
@@ -144,10 +154,10 @@ def measure(reactor: Any, store: Store, rounds: int) -> Any:
         # counted), and 1,000 lines back; /history 500 avant K.
         ("after(0, 500)", lambda: history.after(0, 500).addCallback(second)),
         (
-            "after(newest - 1000, 500)",
-            lambda: history.after(history.newest - 1000, 500).addCallback(second),
+            "after(1000 lines back, 500)",
+            lambda: history.after(back, 500).addCallback(second),
         ),
-        ("before(middle, 500)", lambda: history.before(history.newest // 2, 500)),
+        ("before(middle, 500)", lambda: history.before(middle, 500)),
         ("before(fin, 500)", lambda: history.before(None, 500)),
     ]
     print(f"{'query':40} {'found':>6} {'median ms':>10} {'p99 ms':>8}")
@@ -170,6 +180,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=50)
     parser.add_argument("--path", help="the store's file (default: a temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the file")
+    parser.add_argument(
+        "--cluster", action="store_true", help="number the lines as a cluster does"
+    )
     args = parser.parse_args()
     folder = None
     if args.path is None:
@@ -181,12 +194,18 @@ def main() -> None:
         now = time.time()
         if not os.path.exists(path):
             began = time.perf_counter()
-            build(path, args.lines, now)
+            build(path, args.lines, now, stamps=args.cluster)
             print(f"built {args.lines} lines in {time.perf_counter() - began:.1f} s")
         size = os.path.getsize(path)
         db = sqlite3.connect(path)
         lines, text = db.execute(
             "SELECT count(*), sum(length(line)) FROM lines"
+        ).fetchone()
+        (back,) = db.execute(
+            "SELECT id FROM lines ORDER BY id DESC LIMIT 1 OFFSET 1000"
+        ).fetchone()
+        (middle,) = db.execute(
+            "SELECT id FROM lines ORDER BY id LIMIT 1 OFFSET ?", (lines // 2,)
         ).fetchone()
         began = time.perf_counter()
         db.execute("PRAGMA quick_check(1)").fetchone()
@@ -204,7 +223,8 @@ def main() -> None:
             store = Store.open(path, reactor, reactor, days=31)
             print(f"Store.open: {(time.perf_counter() - began) * 1000:.0f} ms")
             store.start()
-            return measure(reactor, store, args.rounds)
+            print(f"numbered {'with gaps' if not store.gapless else 'without gaps'}")
+            return measure(reactor, store, args.rounds, back, middle)
 
         task.react(lambda reactor: run(reactor))
     finally:

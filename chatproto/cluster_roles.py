@@ -234,7 +234,8 @@ class StoreFeed:
         self._call = None
         self._again = False
         if not self.membership.inside:
-            self._answer(self._waiting)
+            waiting, self._waiting = self._waiting, []
+            self._answer(waiting)
             return
         self._reading = True
         waiting, self._waiting = self._waiting, []
@@ -276,7 +277,6 @@ class StoreFeed:
     def _answer(waiting: list[Deferred[None]]) -> None:
         for d in waiting:
             d.callback(None)
-        waiting.clear()
 
 
 class Outbox:

@@ -589,3 +589,28 @@ def test_a_saved_run_keeps_the_websocket_ratio_over_ours(
     table = capsys.readouterr().out
     assert "ours-ws/ours" in table and "ours/ours-ws" not in table
     assert "[FAIL] 1 line/s: server CPU per delivery (µs) over WebSocket" in table
+
+
+@pytest.mark.parametrize("numbering", [[], ["--cluster"]])
+def test_the_store_benchmark_runs_on_a_small_store(numbering: list[str]) -> None:
+    """bench/store.py on 3,000 lines, a single server's and a cluster node's
+    numbering: every query answers, the /unread ones with 500 lines."""
+    command = [sys.executable, str(BENCH / "store.py"), "--lines", "3000"]
+    done = subprocess.run(
+        [*command, "--rounds", "2", *numbering],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    gaps = "with gaps" if numbering else "without gaps"
+    assert f"numbered {gaps}" in out, out
+    for query in (
+        "after(0, 500)",
+        "after(1000 lines back, 500)",
+        "before(middle, 500)",
+    ):
+        row = next(line for line in out.splitlines() if line.startswith(query))
+        assert row.split()[-3] == "500", row

@@ -342,3 +342,24 @@ def test_a_node_with_a_store_reads_it_and_stops_it_after_itself(
     assert options["config"].history_lines == 100
     node = next(iter(makeService(options)))  # type: ignore[call-overload]
     assert isinstance(node, ClusterNode) and node.feed is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_history_holds_the_askers_own_line_and_the_others_just_said(
+    nodes: Callable[[str], StoreNode],
+) -> None:
+    """A line said in the same read as /history, and one another node's
+    user said just before: both in the answer, though no copy was due."""
+    a, b = nodes("a"), nodes("b")
+    await a.ready()
+    await b.ready()
+    alice, bob = await a.user("alice"), await b.user("bob")
+    bob.send(b"juste avant\n")
+    await received(alice, b"-bob: juste avant\n")
+    alice.take()
+    alice.send(b"dans la meme lecture\n/history 2\n")
+    answer = await received(alice, wire.HISTORY_END)
+    assert stripped(answer)[1:3] == [
+        said("bob", "juste avant"),
+        said("alice", "dans la meme lecture"),
+    ]
