@@ -112,12 +112,14 @@ def build(
                     words[0] = words[0].capitalize()
                 text = f"{stamp}-{nick}: {' '.join(words)}\n"
             at = round(when * 1000)
-            rows.append((at if stamps else n + 1, at, text.encode()))
+            rows.append((at if stamps else n + 1, at, text.encode(), n + 1))
         db.execute("BEGIN")
-        db.executemany("INSERT INTO lines (id, at, line) VALUES (?, ?, ?)", rows)
+        db.executemany(
+            "INSERT INTO lines (id, at, line, seq) VALUES (?, ?, ?, ?)", rows
+        )
         db.executemany(
             "INSERT INTO words (rowid, folded) VALUES (?, ?)",
-            [(n, _words(line)) for n, _, line in rows],
+            [(n, _words(line)) for n, _, line, _ in rows],
         )
         db.execute("COMMIT")
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -223,7 +225,7 @@ def main() -> None:
             store = Store.open(path, reactor, reactor, days=31)
             print(f"Store.open: {(time.perf_counter() - began) * 1000:.0f} ms")
             store.start()
-            print(f"numbered {'with gaps' if not store.gapless else 'without gaps'}")
+            print(f"numbered {'with gaps' if args.cluster else 'without gaps'}")
             return measure(reactor, store, args.rounds, back, middle)
 
         task.react(lambda reactor: run(reactor))

@@ -4,9 +4,13 @@ One file (C{--store}, by default C{chat.sqlite3} in the working
 directory), mode 0600 as it holds password hashes, in WAL mode with
 C{synchronous=FULL}: a transaction committed is on the disk.
 
-    lines      id (ours: each line one more), at (ms since the epoch), the
+    lines      id (its number: a single server's, each line one more; a
+               cluster node's, Redis's stamp), at (ms since the epoch), the
                line's bytes exactly as sent: every public line, arrivals
-               and departures included; never a private line
+               and departures included; never a private line; seq (each
+               line one more, in this file, whatever its id: a count of
+               lines is a difference of two seqs; NULL: the id, for the
+               lines written before version 3)
     words      FTS5, contentless: rowid = lines.id, folded: the text
                search_words(searchable(line)) joined by spaces (already
                folded, so unicode61 without diacritics removal cuts it
@@ -25,10 +29,8 @@ was written by a newer version stops the start with one L{StoreError}
 sentence, and is left as it is.
 
 Threads: the reactor never waits on the disk. L{Store.record} numbers a
-line (the largest id at open, plus one each time: the ids in the file
-run without a gap, as a batch is committed whole and in order, the
-oldest lines forgotten first, and a batch the disk refused at the stop
-goes with every line after it) and puts it in the unsaved lines, bounded
+line (the largest id at open, plus one each time) and puts it, with its
+seq (likewise), in the unsaved lines, bounded
 in lines and bytes (past them a line is dropped, unnumbered, and
 counted); one writer thread commits them in batches (the first line
 after a quiet spell at once, then at most one commit per
@@ -39,9 +41,13 @@ them read while the writer writes); each read takes the unsaved lines as
 they are when it is asked, and merges them, by id, with the rows it
 finds. A cluster node's store is numbered by the cluster instead
 (L{Store.keep}: Redis's stamps, increasing, with gaps; the lines of every
-node, copied from Redis by chatproto/cluster_roles.py's StoreFeed); its
-counts then go row by row. A failing write (a full disk, a read-only file) is logged,
-counted and retried; the chat goes on. The writer also forgets, at start
+node, copied from Redis by chatproto/cluster_roles.py's StoreFeed). The
+seqs in the file run without a gap whatever the ids, as a batch is
+committed whole and in order, the oldest lines forgotten first, and a
+batch the disk refused at the stop goes with every line after it: the
+lines between two lines number the difference of their seqs. A failing
+write (a full disk, a read-only file) is logged, counted and retried; the
+chat goes on. The writer also forgets, at start
 and every L{RETENTION_INTERVAL}, lines past their age or past the bytes
 allowed (oldest first), and accounts unused too long, in chunks.
 """
@@ -88,6 +94,9 @@ MIGRATIONS: list[tuple[str, ...]] = [
     ),
     # 2: the read position of a protected nickname (/unread).
     ("ALTER TABLE accounts ADD COLUMN seen INTEGER",),
+    # 3: lines counted without reading them, whatever their numbers (a
+    # cluster node's are Redis's stamps): /unread's count on a million lines.
+    ("ALTER TABLE lines ADD COLUMN seq INTEGER",),
 ]
 VERSION = len(MIGRATIONS)
 
@@ -225,7 +234,7 @@ class Store:
         nick_days: float,
         metrics: Metrics,
         protected: set[str] | None = None,
-        gapless: bool = True,
+        last_seq: int = 0,
     ) -> None:
         self.path = path
         self.clock = clock
@@ -238,9 +247,7 @@ class Store:
         held = os.fstat(lock)
         self._file = (held.st_dev, held.st_ino)  # the file written
         self._last_number = last_number
-        # Whether the ids in the file run without a gap (see the module's
-        # text): not once a cluster's stamps number the lines (L{keep}).
-        self.gapless = gapless
+        self._last_seq = last_seq
         # The reactor's: lines recorded and not yet known committed.
         self._unsaved: deque[Kept] = deque()
         self._unsaved_bytes = 0
@@ -250,7 +257,7 @@ class Store:
         # Shared with the writer, under _mutex: what it has to write.
         self._mutex = threading.Lock()
         self._wake = threading.Event()
-        self._to_write: list[Kept] = []
+        self._to_write: list[tuple[Kept, int]] = []  # each line, its seq
         self._jobs: list[tuple[Callable[[sqlite3.Connection], Any], Deferred[Any]]] = []
         self._halt = threading.Event()  # set (under _mutex) by close()
         # The writer's own.
@@ -299,9 +306,13 @@ class Store:
             try:
                 db.execute("PRAGMA journal_mode = WAL")
                 _migrate(db, version)
-                last, size, first, count = db.execute(
-                    "SELECT coalesce(max(id), 0), coalesce(sum(length(line)), 0), "
-                    "coalesce(min(id), 1), count(*) FROM lines"
+                last, size = db.execute(
+                    "SELECT coalesce(max(id), 0), coalesce(sum(length(line)), 0) "
+                    "FROM lines"
+                ).fetchone()
+                (seq,) = db.execute(
+                    "SELECT coalesce((SELECT coalesce(seq, id) FROM lines ORDER "
+                    "BY id DESC LIMIT 1), 0)"
                 ).fetchone()
                 protected = {key for (key,) in db.execute("SELECT key FROM accounts")}
             finally:
@@ -321,7 +332,7 @@ class Store:
             nick_days,
             metrics or Metrics(),
             protected,
-            gapless=count == last - first + 1,
+            seq,
         )
 
     # The threads
@@ -374,8 +385,6 @@ class Store:
             if self._full(kept.line):
                 self._drop()
                 continue
-            if kept.number != self._last_number + 1:
-                self.gapless = False
             self._last_number = kept.number
             self._enqueue(kept)
 
@@ -386,11 +395,12 @@ class Store:
         )
 
     def _enqueue(self, kept: Kept) -> None:
-        """A numbered line for the writer."""
+        """A numbered line for the writer, with the next seq."""
         self._unsaved.append(kept)
         self._unsaved_bytes += len(kept.line)
+        self._last_seq += 1
         with self._mutex:
-            self._to_write.append(kept)
+            self._to_write.append((kept, self._last_seq))
             first = len(self._to_write) == 1
         if first:
             self._wake.set()
@@ -489,7 +499,7 @@ class Store:
     def _write(self) -> None:
         """The writer thread: commit what is queued, forget what is old."""
         db = _connect(self.path)
-        batch: list[Kept] = []
+        batch: list[tuple[Kept, int]] = []
         retain_at = 0.0  # time.monotonic() of the next retention pass
         retaining = False
         while True:
@@ -529,7 +539,7 @@ class Store:
     def _commit(
         self,
         db: sqlite3.Connection,
-        batch: list[Kept],
+        batch: list[tuple[Kept, int]],
         jobs: list[tuple[Callable[[sqlite3.Connection], Any], Deferred[Any]]],
     ) -> bool:
         """Commit the lines and the jobs in one transaction: whether done."""
@@ -537,12 +547,12 @@ class Store:
         try:
             db.execute("BEGIN IMMEDIATE")
             db.executemany(
-                "INSERT INTO lines (id, at, line) VALUES (?, ?, ?)",
-                [(k.number, round(k.when * 1000), k.line) for k in batch],
+                "INSERT INTO lines (id, at, line, seq) VALUES (?, ?, ?, ?)",
+                [(k.number, round(k.when * 1000), k.line, seq) for k, seq in batch],
             )
             db.executemany(
                 "INSERT INTO words (rowid, folded) VALUES (?, ?)",
-                [(k.number, _words(k.line)) for k in batch],
+                [(k.number, _words(k.line)) for k, _ in batch],
             )
             results = [change(db) for change, _ in jobs]
             db.execute("COMMIT")
@@ -552,9 +562,9 @@ class Store:
             for _, d in jobs:
                 self.reactor.callFromThread(d.errback, e)
             return False
-        self._size += sum(len(k.line) for k in batch)
+        self._size += sum(len(k.line) for k, _ in batch)
         if batch:
-            self.reactor.callFromThread(self._saved, batch[-1].number)
+            self.reactor.callFromThread(self._saved, batch[-1][0].number)
         if self._replaced():
             self.reactor.callFromThread(self._lost)
         for (_, d), result in zip(jobs, results, strict=True):
@@ -661,23 +671,21 @@ class StoreHistory:
             kept for kept in self.store.unsaved() if number < kept.number <= last
         ]
 
-        gapless = self.store.gapless
-
         def query(db: sqlite3.Connection) -> tuple[int, list[Kept]]:
-            first, top = db.execute(
-                "SELECT (SELECT min(id) FROM lines), (SELECT max(id) FROM lines "
-                "WHERE id <= ?)",
-                (last,),
+            # Counted as a difference of seqs (see the module's text), not
+            # row by row: the seq of the newest line up to `last`, less that
+            # of the newest up to `number` (or of the line before the first).
+            newest = "FROM lines WHERE id <= ? ORDER BY id DESC LIMIT 1"
+            seq = f"SELECT coalesce(seq, id) {newest}"
+            top, top_seq, seen_seq, first_seq = db.execute(
+                f"SELECT (SELECT id {newest}), ({seq}), ({seq}), (SELECT "
+                "coalesce(seq, id) FROM lines ORDER BY id LIMIT 1)",
+                (last, last, number),
             ).fetchone()
-            if top is None:
-                found = 0
-            elif gapless:  # counted from the first and the last, not row by row
-                found = max(0, top - max(number, first - 1))
-            else:  # a cluster's stamps
-                found = db.execute(
-                    "SELECT count(*) FROM lines WHERE id > ? AND id <= ?",
-                    (number, top),
-                ).fetchone()[0]
+            found = 0
+            if top is not None and top > number:
+                base = first_seq - 1 if seen_seq is None else seen_seq
+                found = top_seq - base
             rows = db.execute(
                 "SELECT id, at, line FROM lines WHERE id > ? AND id <= ? "
                 "ORDER BY id DESC LIMIT ?",

@@ -13,6 +13,7 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred
 
 from chatproto.accounts import Account
+from chatproto.history import Kept
 from chatproto.store import MIGRATIONS, VERSION, _connect
 from tests.test_store import line, opened, sleep
 
@@ -78,7 +79,7 @@ def test_a_read_position_is_kept_with_its_account_and_across_a_reopen(
 
 
 @pytest_twisted.inlineCallbacks
-def test_a_version_1_file_is_migrated_to_version_2_its_accounts_kept(
+def test_a_version_1_file_is_migrated_to_the_last_version_its_accounts_kept(
     tmp_path: Path,
 ) -> Generator[Deferred[Any], Any, None]:
     path = tmp_path / "v1.sqlite3"
@@ -107,8 +108,47 @@ def test_a_version_1_file_is_migrated_to_version_2_its_accounts_kept(
         yield store.close()
     check = sqlite3.connect(path)
     try:
-        assert VERSION == 2
-        assert check.execute("PRAGMA user_version").fetchone() == (2,)
+        assert VERSION == 3
+        assert check.execute("PRAGMA user_version").fetchone() == (3,)
         assert check.execute("SELECT seen FROM accounts").fetchall() == [(7,)]
     finally:
         check.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_version_2_file_counts_its_old_lines_and_a_clusters_new_ones(
+    tmp_path: Path,
+) -> Generator[Deferred[Any], Any, None]:
+    """Lines 5 to 9 of a single server's version 2 file (no seq), then the
+    store of a cluster node, numbered by Redis's stamps: /unread counts
+    across both."""
+    path = tmp_path / "v2.sqlite3"
+    db = _connect(str(path))
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("BEGIN IMMEDIATE")
+    for statement in (*MIGRATIONS[0], *MIGRATIONS[1]):
+        db.execute(statement)
+    db.execute("PRAGMA user_version = 2")
+    for n in range(5, 10):
+        db.execute("INSERT INTO lines (id, at, line) VALUES (?, ?, ?)", (n, n, line(n)))
+    db.execute("COMMIT")
+    db.close()
+    path.chmod(0o600)
+    stamps = [1_800_000_000_000, 1_800_000_000_250]
+    store = opened(path, task.Clock())
+    try:
+        store.history.keep([Kept(s, s / 1000, line(s)) for s in stamps])
+        total, kept = yield store.history.after(6, 10)
+        assert (total, numbers(kept)) == (5, [7, 8, 9, *stamps])
+    finally:
+        yield store.close()
+    again = opened(path, task.Clock())
+    try:
+        total, kept = yield again.history.after(6, 2)
+        assert (total, numbers(kept)) == (5, stamps)
+        total, _ = yield again.history.after(8, 0, until=stamps[0])
+        assert total == 2
+        total, _ = yield again.history.after(0, 0)  # 1 to 4: never kept
+        assert total == 7
+    finally:
+        yield again.close()
