@@ -33,7 +33,7 @@ from twisted.internet.task import LoopingCall
 # server without it runs without txredisapi.
 from chatproto._redis import Commands, Subscription
 from chatproto.accounts import RedisAccounts
-from chatproto.cluster_membership import Chat, Membership, NodeState
+from chatproto.cluster_membership import Chat, Membership, NodeState, grace
 from chatproto.cluster_redis import RedisRegistry
 from chatproto.cluster_roles import (
     ClusterHistory,
@@ -58,7 +58,9 @@ def _connect_to_redis(
     doubles.)"""
     config = node.config
     commands = Commands(config.redis, node.clock, config.redis_timeout, node.reactor)
-    registry = RedisRegistry(commands, config.name, node.id, config.lease)
+    registry = RedisRegistry(
+        commands, config.name, node.id, config.lease, grace(config)
+    )
     subscription = Subscription(
         config.redis,
         tuple(registry.channels),

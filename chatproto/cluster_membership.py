@@ -74,6 +74,15 @@ class Chat(Protocol):
         """Its bans, which the cluster's hold here too."""
 
 
+def grace(config: ClusterConfig) -> float:
+    """Seconds nobody is reaped after an outage (Redis's grace, and a node's
+    own after it was cut off): the time for the other nodes, alive, to
+    reconnect (within MAX_RETRY_DELAY) and register again (within a lease).
+    A persistent Redis away longer than a lease comes back with every lease
+    run out: their expiry is a time of day."""
+    return config.node_timeout + MAX_RETRY_DELAY
+
+
 def departures(gone: list[str], stamp: str) -> list[bytes]:
     """The departure lines of C{gone}, at C{stamp}."""
     start = wire.departure_prefix(stamp)
@@ -258,11 +267,9 @@ class Membership:
         # from a little later): past config.lease, the node may be reaped.
         # Meaningful while the node is in the cluster (INSIDE).
         self.renewed_at = 0.0
-        # Back from an outage, the node reaps no one until then: a
-        # persistent Redis that was away longer than a lease comes back
-        # with every lease run out (their expiry is a time of day), and the
-        # other nodes, alive, register again within their reconnection
-        # delay (MAX_RETRY_DELAY) and a lease.
+        # Back from an outage, the node reaps no one until then (see
+        # grace()). Redis holds a grace of its own, for every node (a node
+        # that starts knows nothing of the outage): see RedisRegistry.
         self.reap_from = 0.0
         self._held: list[Callable[[bool], None]] = []  # run when it knows
         # The loop that renews the lease every tick: a process that stalls
@@ -294,7 +301,7 @@ class Membership:
         if state is NodeState.SERVING:  # joined, or back: the bans may have changed
             self.roles.joined()
         if old is NodeState.CUT_OFF and state is NodeState.SERVING:
-            self.reap_from = now + self.config.node_timeout + MAX_RETRY_DELAY
+            self.reap_from = now + grace(self.config)
         said = _SAID[(old, state)] if state is NodeState.SERVING else _SAID[state]
         emit = log.warn if state in _WARNINGS else log.info
         emit(
@@ -425,7 +432,9 @@ class Membership:
     def _renewed(self, renewal: Renewal, sent: float) -> None:
         if self.state not in INSIDE:  # registering again: its answer decides
             return
-        if renewal is Renewal.RENEWED:
+        if renewal is Renewal.FIRST:
+            self.grace_began()
+        if renewal.held:
             self.renewed_at = max(self.renewed_at, sent)
         elif renewal is Renewal.REAPED:
             self.taken_for_dead()
@@ -437,6 +446,20 @@ class Membership:
             )
             self.lost("no lease in Redis")
             self.rejoin.resync()
+
+    def grace_began(self) -> None:
+        """This node's renewal was the cluster's first after a silence of
+        every node: Redis reaps nobody for a while (L{grace})."""
+        log.warn(
+            "no node of cluster {cluster} renewed its lease for {silence:.1f} s "
+            "or more (Redis away, or out of every node's reach): no node is "
+            "reaped for {grace:.1f} s, the time for the others to come back",
+            act="cluster",
+            node=self.id,
+            cluster=self.config.name,
+            silence=self.registry.silence_ms / 1000,
+            grace=self.registry.grace_ms / 1000,
+        )
 
     def _reaped(self, gone: list[str], stamp: str) -> None:
         """C{stamp}: that of the departures the reaping published."""
@@ -483,7 +506,9 @@ class Membership:
     def _checked(self, renewal: Renewal, sent: float) -> None:
         if self.state is not NodeState.CHECKING:
             return  # decided meanwhile (stopping, or the heartbeat's renewal)
-        if renewal is Renewal.RENEWED:
+        if renewal is Renewal.FIRST:
+            self.grace_began()
+        if renewal.held:
             self.renewed_at = sent
             self.become(NodeState.SERVING)
             self._release_held(True)
@@ -596,6 +621,8 @@ class Rejoin:
             log.warn(
                 "Redis lost the cluster's data: the users here are registered again"
             )
+        if synced.grace:
+            membership.grace_began()
         membership.epoch = synced.epoch
         membership.renewed_at = sent
         registry, chat, roles = membership.registry, membership.chat, membership.roles

@@ -16,6 +16,10 @@ C{chatproto:CLUSTER:}:
     node:ID:users   set     the nickname keys node ID holds
     node:ID:lease   string  exists while node ID is alive: it renews the expiry
     epoch           string  written once: if it changes, Redis lost its data
+    alive           string  exists while some node renews its lease: its expiry
+                            (a silence, half a lease) runs from the last renewal
+    grace           string  exists for a while after a silence of every node:
+                            no node is reaped meanwhile
     left            stream  departures announced late (after an outage), kept
                             a minute for the nodes that come back later still
     bans            hash    banned address -> "UNTIL<TAB>BY<TAB>REASON"
@@ -85,6 +89,26 @@ local function drop(node, key)
   if redis.call('ZCARD', p .. 'order') == 0 then redis.call('DEL', p .. 'seq') end
   return nick
 end
+-- A renewal by NODE (its lease renewed or taken again). If no node renewed
+-- one for SILENCE ms ("alive" has expired), every node was out of Redis's
+-- reach, or Redis was away (a persistent Redis comes back with every lease
+-- run out: their expiry is a time of day): the leases that ran out
+-- meanwhile say nothing of their nodes, which may be alive and reconnecting.
+-- So no node is reaped for GRACE ms ("grace"), if there is another node to
+-- reap. Returns 1 if the grace began now.
+local function renewal(node, silence, grace)
+  local began = 0
+  local others = redis.call('SCARD', p .. 'nodes')
+    - redis.call('SISMEMBER', p .. 'nodes', node)
+  if others > 0 and redis.call('EXISTS', p .. 'alive') == 0 then
+    redis.call('SET', p .. 'grace', '1', 'PX', grace)
+    began = 1
+  end
+  if redis.call('PTTL', p .. 'alive') < tonumber(silence) then
+    redis.call('SET', p .. 'alive', '1', 'PX', silence)
+  end
+  return began
+end
 local function take(node, key, nick)
   if redis.call('HSETNX', p .. 'users', key, node .. '\\t' .. nick) == 0 then
     return false
@@ -117,41 +141,46 @@ return {redis.call('ZCARD', p .. 'order'),
         redis.call('ZRANGE', p .. 'order', 0, tonumber(ARGV[2]))}
 """
 
-# ARGV: prefix, node, lease ms, the epoch the node knows. 1: the lease is
-# renewed (it was held, or it had expired but no node reaped this one yet:
-# nobody was told anything, so it is taken again); 0: this node was reaped
-# (its users announced gone); -1: Redis lost its data (another epoch, or none).
+# ARGV: prefix, node, lease ms, the epoch the node knows, silence ms, grace
+# ms. 1: the lease is renewed (it was held, or it had expired but no node
+# reaped this one yet: nobody was told anything, so it is taken again); 2:
+# renewed, and the first renewal after a silence: the grace began; 0: this
+# node was reaped (its users announced gone); -1: Redis lost its data
+# (another epoch, or none).
 _RENEW = b"""
 local lease = p .. 'node:' .. ARGV[2] .. ':lease'
-if redis.call('SET', lease, '1', 'PX', ARGV[3], 'XX') then return 1 end
-if redis.call('GET', p .. 'epoch') ~= ARGV[4] then return -1 end
-if redis.call('SISMEMBER', p .. 'nodes', ARGV[2]) == 0 then return 0 end
-redis.call('SET', lease, '1', 'PX', ARGV[3])
-return 1
+if not redis.call('SET', lease, '1', 'PX', ARGV[3], 'XX') then
+  if redis.call('GET', p .. 'epoch') ~= ARGV[4] then return -1 end
+  if redis.call('SISMEMBER', p .. 'nodes', ARGV[2]) == 0 then return 0 end
+  redis.call('SET', lease, '1', 'PX', ARGV[3])
+end
+return 1 + renewal(ARGV[2], ARGV[5], ARGV[6])
 """
 
 # ARGV: prefix, node, lease ms, new epoch, the epoch the node knows (or ''),
-# then key, Nick for every user the node has. If the node was reaped in the
-# epoch it knows, changes nothing and says so: its users were announced gone.
-# Otherwise takes the lease; registers those users again; drops what the node
-# held but no longer has. Returns {epoch, {conflicting keys}, {dropped Nicks},
-# {late departures}, reaped (0 or 1)}.
+# silence ms, grace ms, then key, Nick for every user the node has. If the
+# node was reaped in the epoch it knows, changes nothing and says so: its
+# users were announced gone. Otherwise takes the lease; registers those users
+# again; drops what the node held but no longer has. Returns {epoch,
+# {conflicting keys}, {dropped Nicks}, {late departures}, reaped (0 or 1),
+# the grace began (0 or 1)}.
 _SYNC = b"""
 local node = ARGV[2]
 local mine = p .. 'node:' .. node .. ':users'
 local epoch = redis.call('GET', p .. 'epoch')
 if epoch and epoch == ARGV[5]
   and redis.call('SISMEMBER', p .. 'nodes', node) == 0 then
-  return {epoch, {}, {}, {}, 1}
+  return {epoch, {}, {}, {}, 1, 0}
 end
 redis.call('SET', p .. 'node:' .. node .. ':lease', '1', 'PX', ARGV[3])
+local grace = renewal(node, ARGV[6], ARGV[7])
 redis.call('SADD', p .. 'nodes', node)
 if not epoch then
   epoch = ARGV[4]
   redis.call('SET', p .. 'epoch', epoch)
 end
 local wanted = {}
-for i = 6, #ARGV, 2 do wanted[ARGV[i]] = true end
+for i = 8, #ARGV, 2 do wanted[ARGV[i]] = true end
 local dropped = {}
 for _, key in ipairs(redis.call('SMEMBERS', mine)) do
   if not wanted[key] then
@@ -160,7 +189,7 @@ for _, key in ipairs(redis.call('SMEMBERS', mine)) do
   end
 end
 local conflicts = {}
-for i = 6, #ARGV, 2 do
+for i = 8, #ARGV, 2 do
   local key = ARGV[i]
   local v = redis.call('HGET', p .. 'users', key)
   if not v then
@@ -172,7 +201,8 @@ for i = 6, #ARGV, 2 do
     table.insert(conflicts, key)
   end
 end
-return {epoch, conflicts, dropped, redis.call('XRANGE', p .. 'left', '-', '+'), 0}
+return {epoch, conflicts, dropped, redis.call('XRANGE', p .. 'left', '-', '+'), 0,
+        grace}
 """
 
 # ARGV: prefix, origin, channel, retention ms, then departure lines. Departures
@@ -195,9 +225,14 @@ return #ARGV - 4
 # one whose lease is gone: its users are released and their departures
 # published ("ORIGIN@DEAD LINE": the dead node, if it was only stalled, must
 # not tell its users they left), at once; a second reaper finds nothing.
-# Returns the Nicks.
+# Nobody during a grace, or a silence (see renewal): a lease that ran out
+# then says nothing of its node. Returns the Nicks.
 _REAP = b"""
 local gone = {}
+if redis.call('EXISTS', p .. 'grace') == 1
+  or redis.call('EXISTS', p .. 'alive') == 0 then
+  return gone
+end
 for _, node in ipairs(redis.call('SMEMBERS', p .. 'nodes')) do
   local lease = p .. 'node:' .. node .. ':lease'
   if node ~= ARGV[2] and redis.call('EXISTS', lease) == 0 then
@@ -218,6 +253,8 @@ return gone
 
 # ARGV: prefix, node, channel, origin, departure prefix. A node that stops:
 # its remaining users are released and announced, its lease is given back.
+# The last node to leave takes "alive" and "grace" with it: no node is left
+# to reap, or to spare.
 _LEAVE = b"""
 local node = ARGV[2]
 local gone = {}
@@ -230,6 +267,9 @@ for _, nick in ipairs(gone) do
 end
 redis.call('DEL', p .. 'node:' .. node .. ':users', p .. 'node:' .. node .. ':lease')
 redis.call('SREM', p .. 'nodes', node)
+if redis.call('SCARD', p .. 'nodes') == 0 then
+  redis.call('DEL', p .. 'alive', p .. 'grace')
+end
 return gone
 """
 
@@ -300,8 +340,14 @@ class Renewal(enum.Enum):
     """What renewing its lease told a node."""
 
     RENEWED = 1  # held, or expired with nobody told: this node holds it again
+    FIRST = 2  # renewed, the first renewal after a silence: the grace began
     REAPED = 0  # the other nodes took it for dead and announced its users gone
     DATA_LOST = -1  # Redis lost its data: register the users again
+
+    @property
+    def held(self) -> bool:
+        """Whether this node holds its lease (again)."""
+        return self in (Renewal.RENEWED, Renewal.FIRST)
 
 
 class LeaseLost(ClusterUnreachable):
@@ -318,6 +364,7 @@ class Synced:
     dropped: list[str]  # Nicks the node held in Redis but no longer has
     announced: list[tuple[bytes, bytes, bytes]]  # (id, origin, line) kept a while
     reaped: bool = False  # taken for dead in the epoch it knew: nothing was done
+    grace: bool = False  # the first renewal after a silence: the grace began
 
 
 def _text(value: bytes | str) -> str:
@@ -332,10 +379,15 @@ class RedisRegistry:
     claims under its lease: L{sync} takes it, L{renew} keeps it; without it,
     L{claim} fails with L{LeaseLost}. Every call fails with
     L{ClusterUnreachable} when Redis does not answer in time.
+
+    C{lease}: seconds a lease lasts. If no node renewed one for half that
+    (a silence), every node was out of Redis's reach (or Redis was away),
+    and L{reap} reaps nobody for the next C{grace} seconds: the nodes whose
+    lease ran out meanwhile may be alive, and coming back.
     """
 
     def __init__(
-        self, commands: Commands, cluster: str, node: str, lease: float
+        self, commands: Commands, cluster: str, node: str, lease: float, grace: float
     ) -> None:
         self.commands = commands
         self.node = node
@@ -352,6 +404,8 @@ class RedisRegistry:
         }
         self.origin = node.encode()
         self.lease_ms = max(1, round(lease * 1000))
+        self.silence_ms = max(1, round(lease * 500))
+        self.grace_ms = max(1, round(grace * 1000))
 
     def _eval(self, script: bytes, *args: Any) -> Deferred[Any]:
         return self.commands.eval(script, (self.prefix, *args))
@@ -401,7 +455,7 @@ class RedisRegistry:
             args += (nick_key(nick), nick)
 
         def read(result: list[Any]) -> Synced:
-            epoch, conflicts, dropped, left, reaped = result
+            epoch, conflicts, dropped, left, reaped, grace = result
             announced = []
             for entry, fields in left:
                 values = dict(zip(fields[::2], fields[1::2], strict=True))
@@ -412,17 +466,27 @@ class RedisRegistry:
                 [_text(n) for n in dropped],
                 announced,
                 int(reaped) == 1,
+                int(grace) == 1,
             )
 
         d = self._eval(
-            SYNC, self.node, self.lease_ms, secrets.token_hex(8), known, *args
+            SYNC,
+            self.node,
+            self.lease_ms,
+            secrets.token_hex(8),
+            known,
+            self.silence_ms,
+            self.grace_ms,
+            *args,
         )
         return d.addCallback(read)
 
     def renew(self, epoch: str) -> Deferred[Renewal]:
         """Extend the lease, in the epoch the node knows ("": none); if it
         was gone, say whether this node was reaped (see L{Renewal})."""
-        d = self._eval(RENEW, self.node, self.lease_ms, epoch)
+        d = self._eval(
+            RENEW, self.node, self.lease_ms, epoch, self.silence_ms, self.grace_ms
+        )
         return d.addCallback(lambda result: Renewal(int(result)))
 
     def announce(self, lines: list[bytes], retention: float) -> Deferred[None]:
@@ -434,7 +498,8 @@ class RedisRegistry:
 
     def reap(self, stamp: str) -> Deferred[list[str]]:
         """Release the users of every node whose lease expired, publish their
-        departures; return their nicknames (for this node to tell its own)."""
+        departures; return their nicknames (for this node to tell its own).
+        During a grace, or a silence, nobody (see L{RedisRegistry})."""
         d = self._eval(
             REAP,
             self.node,

@@ -56,13 +56,17 @@ def open_registry(redis: RedisServer) -> Iterator[Opener]:
     closing: list[Commands | Subscription] = []
 
     async def open_(
-        node: str, lease: float = 10.0, timeout: float = 1.0, sync: bool = True
+        node: str,
+        lease: float = 10.0,
+        timeout: float = 1.0,
+        sync: bool = True,
+        grace: float = 10.0,
     ) -> RedisRegistry:
         commands = Commands(RedisAddress.parse(redis.url), r, timeout)
         closing.append(commands)
         commands.start()
         await until(lambda: commands.connected)
-        registry = RedisRegistry(commands, "test", node, lease)
+        registry = RedisRegistry(commands, "test", node, lease, grace)
         if sync:
             await registry.sync([])
         return registry
@@ -165,8 +169,9 @@ async def test_release_frees_a_nickname_only_for_its_holder(
 async def test_no_key_is_left_for_users_who_left(
     redis: RedisServer, open_registry: Opener
 ) -> None:
-    """Once every user released its nickname, only the nodes' keys remain;
-    once the nodes leave, only the cluster's epoch."""
+    """Once every user released its nickname, only the nodes' keys remain
+    (and "alive", which the nodes' renewals keep); once the nodes leave,
+    only the cluster's epoch."""
     a, b = await open_registry("a"), await open_registry("b")
     for registry, nick in ((a, "alice"), (b, "bob"), (a, "carol")):
         await registry.claim(nick)
@@ -174,6 +179,7 @@ async def test_no_key_is_left_for_users_who_left(
     for registry, nick in ((a, "alice"), (b, "bob"), (a, "carol")):
         await registry.release(nick)
     assert redis.key_names() == [
+        "chatproto:test:alive",
         "chatproto:test:epoch",
         "chatproto:test:node:a:lease",
         "chatproto:test:node:b:lease",
@@ -253,6 +259,90 @@ async def test_a_lease_that_expired_unreaped_is_taken_again_and_a_reaped_one_not
     rejoined = await slow.sync([])  # as a new node, with no users
     assert (rejoined.epoch, rejoined.reaped) == (epoch, False)
     assert (await slow.claim("alice")) == "alice"
+
+
+def outage(redis: RedisServer, *nodes: str) -> None:
+    """What a persistent Redis comes back with after an outage longer than a
+    lease: every lease it held has run out (their expiry is a time of day),
+    and "alive" too (it lasts half a lease): nobody renewed anything since."""
+    leases = [f"chatproto:test:node:{node}:lease" for node in nodes]
+    redis.cli("DEL", "chatproto:test:alive", *leases)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_that_starts_after_an_outage_reaps_nobody_for_the_grace(
+    redis: RedisServer, open_registry: Opener
+) -> None:
+    """Issue 21: a node that starts right after a persistent Redis came back
+    from a long outage finds every lease run out. Its first registration is
+    the cluster's first renewal after a silence: the grace begins, and
+    until it ends nobody is reaped: the nodes alive, reconnecting, take
+    their lease again. A node that does not come back is reaped after it."""
+    a, b = await open_registry("a"), await open_registry("b")
+    await a.claim("alice")
+    await b.claim("bob")
+    epoch = (await a.sync(["alice"])).epoch
+    outage(redis, "a", "b")
+
+    c = await open_registry("c", sync=False)
+    synced = await c.sync(["carl"])
+    assert (synced.epoch, synced.grace) == (epoch, True)
+    assert 0 < int(redis.cli("PTTL", "chatproto:test:grace")) <= 10_000
+    assert (await c.reap("[1.2.3]")) == []
+    assert (await c.names()) == (["alice", "bob", "carl"], 3)
+    assert (await a.renew(epoch)) is Renewal.RENEWED  # a is back: not the first
+    assert (await c.reap("[1.2.3]")) == []  # b is not back yet
+
+    redis.cli("DEL", "chatproto:test:grace")  # the grace ran out, b never came
+    assert (await c.reap("[1.2.3]")) == ["bob"]
+    assert (await a.renew(epoch)) is Renewal.RENEWED
+    assert (await c.names()) == (["alice", "carl"], 2)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_first_renewal_after_a_silence_begins_the_grace_and_says_so(
+    redis: RedisServer, open_registry: Opener
+) -> None:
+    """Every node stalled, or Redis away while no node noticed: the first
+    renewal after it says so (FIRST), the next ones do not; a reaper that
+    renewed nothing finds the silence and reaps nobody either."""
+    a, b = await open_registry("a"), await open_registry("b")
+    epoch = (await a.sync([])).epoch
+    await b.claim("bob")
+    outage(redis, "b")
+    assert (await a.reap("[1.2.3]")) == []  # the silence: no renewal yet
+    assert redis.key_names("chatproto:test:grace") == []
+    assert (await a.renew(epoch)) is Renewal.FIRST
+    assert Renewal.FIRST.held and Renewal.RENEWED.held
+    assert not (Renewal.REAPED.held or Renewal.DATA_LOST.held)
+    assert (await a.renew(epoch)) is Renewal.RENEWED
+    assert (await a.reap("[1.2.3]")) == []  # the grace
+    assert (await b.renew(epoch)) is Renewal.RENEWED
+    redis.cli("DEL", "chatproto:test:grace")
+    assert (await a.reap("[1.2.3]")) == []  # b renewed: alive
+    assert (await a.names()) == (["bob"], 1)
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_grace_without_a_silence_of_every_node_or_another_node(
+    redis: RedisServer, open_registry: Opener
+) -> None:
+    """The grace is for a silence of the whole cluster, when there is
+    another node to spare: not for a new cluster's first node, a node that
+    joins or comes back while another renews, a cluster whose Redis lost
+    its data, or a short lease (which does not shorten the silence)."""
+    first = await open_registry("first", sync=False)
+    assert not (await first.sync([])).grace  # nobody else to spare
+    dying = await open_registry("dying", lease=0.2, sync=False)
+    assert not (await dying.sync(["dan"])).grace
+    assert int(redis.cli("PTTL", "chatproto:test:alive")) > 1000  # first's 5 s
+    redis.cli("DEL", "chatproto:test:node:dying:lease")  # dead, alone
+    assert (await first.reap("[1.2.3]")) == ["dan"]  # at once
+    assert not (await dying.sync(["dan"])).grace  # back, while first renews
+    redis.cli("FLUSHALL")  # Redis lost its data
+    assert not (await first.sync([])).grace
+    assert not (await dying.sync([])).grace
+    assert redis.key_names("chatproto:test:grace") == []
 
 
 @pytest_twisted.ensureDeferred

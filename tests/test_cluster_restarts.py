@@ -7,11 +7,13 @@ A is killed with SIGKILL and started again (on a new directory, or on its
 own store), then Redis is stopped (SIGTERM, or SIGKILL) and started again
 on the same directory and port: /history and /search on both nodes give
 every line said, and the protected nickname still holds on both. And a
-Redis outage longer than --node-timeout costs no node its users."""
+Redis outage longer than --node-timeout costs no node its users, even when
+a node that knows nothing of it starts as Redis comes back."""
 
 from __future__ import annotations
 
 import re
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +29,7 @@ from tests.test_cluster_e2e import (
     Line,
     Node,
     departure,
+    listed,
 )
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -190,6 +193,53 @@ def test_a_redis_outage_longer_than_the_node_timeout_keeps_every_user(
     finally:
         a.stop()
         b.stop()
+
+
+def test_a_node_started_right_after_a_long_redis_outage_reaps_nobody(
+    tmp_path: Path, redis: RedisServer
+) -> None:
+    """Issue 21: Redis, persistent, stopped longer than --node-timeout,
+    comes back with every lease run out, and a third node starts at once.
+    It knows nothing of the outage, and the first two have not reconnected
+    yet (held with SIGSTOP until the new node has served for three
+    heartbeats, each of which would reap): its registration is the
+    cluster's first renewal after a silence, so Redis reaps nobody for
+    --node-timeout plus the reconnection delay, and the two come back in
+    that time. Nobody is announced gone; everyone chats."""
+    a = Node(tmp_path / "a", redis, "a")
+    b = Node(tmp_path / "b", redis, "b")
+    c: Node | None = None
+    try:
+        a.wait_listening()
+        b.wait_listening()
+        alice, bob = a.register("alice"), b.register("bob")
+        say(alice, "alice", "avant la panne", bob)
+
+        redis.terminate()
+        time.sleep(2 * NODE_TIMEOUT)  # a real process: the leases run out
+        for held in (a, b):  # cut off, retrying: not back yet
+            held.proc.send_signal(signal.SIGSTOP)
+        redis.start()
+        c = Node(tmp_path / "c", redis, "c")
+        c.wait_listening()
+        carl = c.register("carl")  # c serves: it reaps every heartbeat
+        time.sleep(3 * NODE_TIMEOUT / 4)  # three heartbeats of c's
+        for held in (a, b):
+            held.proc.send_signal(signal.SIGCONT)
+        erin, dora = a.register("erin"), b.register("dora")  # a and b are back
+        say(alice, "alice", "après la panne", bob, carl, dora)
+        say(bob, "bob", "bob aussi", alice, carl, erin)
+        say(carl, "carl", "et carl", alice, bob)
+        assert sorted(listed(carl)) == [b"alice", b"bob", b"carl", b"dora", b"erin"]
+        for user in (alice, bob, carl, dora, erin):
+            assert b"connection de" not in user.received, user.received
+        assert "no node is reaped for 4.0 s" in c.output()
+        for ran in (a, b, c):
+            assert "Traceback" not in ran.output(), ran.output()
+    finally:
+        for node in (a, b, c):
+            if node is not None:
+                node.stop()
 
 
 def test_each_nodes_store_keeps_every_line_past_redis_window_across_restarts(

@@ -30,6 +30,7 @@ from chatproto.cluster_membership import (
     ImpossibleTransition,
     Membership,
     NodeState,
+    grace,
 )
 from chatproto.cluster_redis import (
     CLAIM,
@@ -71,7 +72,7 @@ class FakeRedis:
         self.waiting: list[tuple[bytes, Deferred[Any]]] = []
         self.published: list[bytes] = []
         self.answers: dict[bytes, Any] = {
-            SYNC: [b"E1", [], [], [], 0],
+            SYNC: [b"E1", [], [], [], 0, 0],
             RENEW: 1,
             CLAIM: 1,
             RELEASE: 1,
@@ -124,6 +125,12 @@ class FakeRedis:
         return succeed(None)
 
 
+def known_and_users(sync: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Of the arguments of a call of SYNC: the epoch the node knows, then
+    its users (key, Nick...)."""
+    return (sync[4], *sync[7:])
+
+
 class FakeSubscription:
     """The node's subscription: the test says when it is up."""
 
@@ -151,6 +158,7 @@ class Cluster:
                 CONFIG.name,
                 node.id,
                 CONFIG.lease,
+                grace(CONFIG),
             )
             return self.redis, self.subscription, registry
 
@@ -251,14 +259,19 @@ def test_a_node_reaped_during_a_stall_drops_its_users_without_a_departure_line(
         assert not user.connected
     assert cluster.factory.metrics.departures["cluster"] == 2  # chatproto/metrics
     assert redis.published == []
-    assert redis.last(SYNC)[4:] == ("",)  # a new node, with no users and no known epoch
+    # A new node, with no users and no known epoch.
+    assert known_and_users(redis.last(SYNC)) == ("",)
     assert cluster.node.accepting
     assert cluster.clock.getDelayedCalls() == [cluster.node.heartbeat.call]
 
 
-def test_a_node_not_reaped_during_a_stall_delivers_and_relays_what_waited() -> None:
+@pytest.mark.parametrize("renewal", [1, 2])
+def test_a_node_not_reaped_during_a_stall_delivers_and_relays_what_waited(
+    renewal: int,
+) -> None:
     """The stall outlasted the lease but no node reaped this one: what came
-    in and went out meanwhile goes on, once, and nobody is told a thing."""
+    in and went out meanwhile goes on, once, and nobody is told a thing.
+    (2: every node stalled, and this renewal was the first after it.)"""
     cluster = Cluster()
     alice, ann = cluster.user("alice"), cluster.user("ann")
     alice.take()
@@ -274,8 +287,9 @@ def test_a_node_not_reaped_during_a_stall_delivers_and_relays_what_waited() -> N
     assert alice.take() == b""
     assert redis.published == []
     assert newcomer.take() == b""
-    redis.answer(RENEW, 1)  # renewed: not reaped
+    redis.answer(RENEW, renewal)  # renewed: not reaped
 
+    assert cluster.node.state is NodeState.SERVING
     assert alice.take().startswith(b"[1.2.3]-bob: bonjour\n")
     assert ann.take().count(b"-alice: pendant la pause\n") == 1
     stamp = cluster.factory.stamp().encode()
@@ -322,12 +336,12 @@ def test_a_node_cut_off_past_its_lease_finds_it_was_reaped_when_it_syncs() -> No
     cluster.clock.advance(CONFIG.tick)
     assert not cluster.node.accepting
     assert alice.take() == b""
-    redis.answers[SYNC] = lambda args: [b"E1", [], [], [], int(args[4] == "E1")]
+    redis.answers[SYNC] = lambda args: [b"E1", [], [], [], int(args[4] == "E1"), 0]
     redis.answers[RENEW] = 1
     syncs = redis.count(SYNC)
     cluster.clock.advance(CONFIG.tick)
     assert alice.take().endswith(CLUSTER_LOST + wire.BYE)  # reaped in E1
-    assert [args[4:] for args in redis.arguments(SYNC)[syncs:]] == [
+    assert [known_and_users(args) for args in redis.arguments(SYNC)[syncs:]] == [
         ("E1", "alice", "alice"),
         ("",),  # then a new node, with no users
     ]
@@ -547,6 +561,37 @@ def test_a_node_back_from_an_outage_reaps_nobody_until_the_others_can_be_back() 
     assert redis.count(REAP) == reaps + 2
 
 
+def test_the_node_whose_renewal_begins_redis_grace_says_so_and_goes_on(
+    moves: list[LogEvent],
+) -> None:
+    """Redis tells the node whose registration, or renewal, was the first
+    after a silence of every node (half a lease): it began the grace
+    (node-timeout plus the reconnection delay), in which nobody is reaped.
+    The node says so, once each time, and serves on."""
+    cluster = Cluster(joined=False)
+    redis = cluster.redis
+    redis.answers[SYNC] = [b"E1", [], [], [], 0, 1]
+    cluster.subscribed()
+    assert cluster.node.state is NodeState.SERVING
+    sync = redis.last(SYNC)
+    assert sync[5:7] == (1500, round((CONFIG.node_timeout + MAX_RETRY_DELAY) * 1000))
+    redis.answers[RENEW] = 2
+    for _ in range(4):  # past a lease: renewed all along, not CHECKING
+        cluster.clock.advance(CONFIG.tick)
+    assert cluster.node.state is NodeState.SERVING
+    assert redis.last(RENEW)[2:] == (3000, "E1", 1500, 6000)  # lease, epoch...
+    redis.answers[RENEW] = 1
+    cluster.clock.advance(CONFIG.tick)
+    began = [e for e in moves if "grace" in e]
+    assert len(began) == 1 + 4
+    assert formatEvent(began[0]) == (
+        "no node of cluster test renewed its lease for 1.5 s or more (Redis "
+        "away, or out of every node's reach): no node is reaped for 6.0 s, "
+        "the time for the others to come back"
+    )
+    assert {(e["act"], e["log_level"]) for e in began} == {("cluster", LogLevel.warn)}
+
+
 def test_an_impossible_transition_is_refused_and_changes_nothing(
     moves: list[LogEvent],
 ) -> None:
@@ -676,7 +721,7 @@ def test_a_node_deaf_again_while_it_registers_stays_cut_off_until_it_hears() -> 
     cluster.subscribed()
     cluster.subscription.listening = False
     cluster.node.listening(False, "connection lost")
-    redis.answer(SYNC, [b"E1", [], [], [], 0])
+    redis.answer(SYNC, [b"E1", [], [], [], 0, 0])
     assert cluster.node.state is NodeState.CUT_OFF
     redis.published.clear()
     alice.send(b"entre nous\n")
@@ -686,7 +731,7 @@ def test_a_node_deaf_again_while_it_registers_stays_cut_off_until_it_hears() -> 
     syncs = redis.count(SYNC)
     cluster.subscribed()
     assert redis.count(SYNC) == syncs + 1
-    redis.answer(SYNC, [b"E1", [], [], [], 0])
+    redis.answer(SYNC, [b"E1", [], [], [], 0, 0])
     assert cluster.node.state is NodeState.SERVING
 
 
