@@ -36,6 +36,7 @@ from chatproto.accounts import RedisAccounts
 from chatproto.cluster_membership import Chat, Membership, NodeState
 from chatproto.cluster_redis import RedisRegistry
 from chatproto.cluster_roles import (
+    ClusterAccounts,
     ClusterHistory,
     ClusterModeration,
     ClusterNicknames,
@@ -119,7 +120,9 @@ class ClusterNode(service.Service):
         self.history = (
             None if kept is None else ClusterHistory(self.membership, self.outbox)
         )
-        self.accounts = RedisAccounts(self.commands, config.name)
+        self.accounts = ClusterAccounts(
+            self.membership, self.nicknames, RedisAccounts(self.commands, config.name)
+        )
 
     @property
     def state(self) -> NodeState:

@@ -16,11 +16,13 @@ from twisted.internet.task import deferLater
 
 from chatproto import wire
 from chatproto._redis import Commands
-from chatproto.accounts import Account, RedisAccounts
+from chatproto.accounts import _FIND, Account, RedisAccounts
+from chatproto.cluster_membership import NodeState
 from chatproto.operators import make_hash
 from chatproto.registry import ClusterUnreachable
 from tests.redis_fixture import RedisServer
 from tests.test_cluster import Node, received, until
+from tests.test_cluster_stall import CONFIG, Cluster
 
 pytestmark = pytest.mark.redis
 r: Any = reactor
@@ -114,6 +116,82 @@ def test_a_node_of_a_cluster_keeps_its_protected_nicknames_in_redis() -> None:
     options.parseOptions(["--port=tcp:0", "--redis", "redis://127.0.0.1:1/0"])
     node = next(iter(makeService(options)))  # type: ignore[call-overload]
     assert isinstance(node, ClusterNode)
-    assert isinstance(node.accounts, RedisAccounts)
-    assert node.accounts.key == "chatproto:chat:accounts"
+    assert isinstance(node.accounts.book, RedisAccounts)
+    assert node.accounts.book.key == "chatproto:chat:accounts"
     assert node.chat.protection.accounts is node.accounts  # type: ignore[attr-defined]
+
+
+PROMPT = wire.notice(wire.PASSWORD_PROMPT)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_that_is_joining_looks_nicknames_up_once_it_has_joined(
+    nodes: Callable[[], AccountsNode], redis: RedisServer
+) -> None:
+    """A registration looks its nickname up before it claims it: on a node
+    that has not joined yet, the lookup waits for the join as the claim
+    does (it went to a connection not up yet: "inscription impossible")."""
+    one = nodes()
+    await one.ready()
+    prof = await one.user("prof")
+    prof.send(b"/register mot de passe\n")
+    await received(prof, wire.notice(wire.REGISTER_DONE.format("prof")))
+    prof.send(b"/quit\n")
+    users = "chatproto:test:users"
+    await until(lambda: redis.cli("HEXISTS", users, "prof").strip() == "0")
+    two = nodes()  # started: joining
+    assert two.cluster.state is NodeState.JOINING
+    asker, owner, bob = two.connect(), two.connect(), two.connect()
+    asker.send(b"/pseudo prof\n")
+    owner.send(b"/pseudo prof mot de passe\n")
+    bob.send(b"/pseudo bob\n")
+    assert await received(asker, PROMPT) == PROMPT
+    assert (await received(owner, b"=>prof\n")).startswith(b"Bienvenue prof\n")
+    assert (await received(bob, b"=>bob\n")).startswith(b"Bienvenue bob\n")
+
+
+PROTECTED = [b"1795633048.25\tprof\t" + make_hash("secret", **CHEAP).encode(), None]
+
+
+def joining_cluster() -> Cluster:
+    """A node not joined yet (its Redis a double), its book as tap.py wires
+    it, "prof" protected there."""
+    cluster = Cluster(joined=False)
+    cluster.factory.protection.accounts = cluster.node.accounts
+    cluster.redis.answers[_FIND] = lambda args: (
+        PROTECTED if args[1] == "prof" else [None, None]
+    )
+    return cluster
+
+
+def test_a_lookup_made_while_the_node_joins_goes_to_redis_once_it_joined() -> None:
+    cluster = joining_cluster()
+    asker = cluster.connect()
+    asker.send(b"/pseudo prof\n")
+    cluster.clock.advance(CONFIG.redis_timeout / 2)
+    assert asker.take() == b"" and cluster.redis.count(_FIND) == 0
+    cluster.subscribed()
+    assert asker.take() == PROMPT
+    assert cluster.redis.count(_FIND) == 1
+
+
+def test_a_lookup_waits_for_the_join_no_longer_than_the_redis_timeout() -> None:
+    cluster = joining_cluster()
+    asker = cluster.connect()
+    asker.send(b"/pseudo prof secret\n")
+    cluster.clock.advance(CONFIG.redis_timeout)
+    assert asker.take() == wire.notice(wire.UNAVAILABLE)
+    assert cluster.redis.count(_FIND) == 0
+    asker.send(b"/pseudo bob\n")
+    cluster.subscribed()
+    assert b"Bienvenue bob\n" in asker.take()
+    assert cluster.clock.getDelayedCalls() == [cluster.node.heartbeat.call]
+
+
+def test_a_node_stopping_refuses_the_lookups_that_wait() -> None:
+    cluster = joining_cluster()
+    asker = cluster.connect()
+    asker.send(b"/pseudo prof\n")
+    cluster.node.stopService()
+    assert asker.take() == wire.notice(wire.UNAVAILABLE)
+    assert cluster.redis.count(_FIND) == 0
