@@ -29,6 +29,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatproto import wire
+from chatproto.accounts import Unavailable
 from chatproto.bans import Ban
 from chatproto.cluster_membership import UNREACHABLE, Membership, NodeState
 from chatproto.cluster_messages import (
@@ -192,9 +193,9 @@ class ClusterAccounts:
     A registration looks its nickname up before it claims it
     (chatproto/session.py, so that nobody holds a protected nickname before
     its password is checked): that read must not fail where the claim after
-    it would have waited (a rolling restart's first users). Changes go to
-    Redis at once: only a registered user makes them, on a node that
-    joined."""
+    it would have waited (a rolling restart's first users), and fails at
+    once where the claim would (the node out of the cluster). Changes go to
+    Redis at once: only a registered user makes them."""
 
     def __init__(
         self, membership: Membership, nicknames: ClusterNicknames, book: RedisAccounts
@@ -204,8 +205,17 @@ class ClusterAccounts:
         self.book = book
 
     def find(self, nick: str) -> Deferred[Account | None]:
-        if self.membership.state is NodeState.JOINING:
-            return self.nicknames.when_serving(lambda: self.find(nick))
+        membership = self.membership
+        if membership.state is NodeState.JOINING:
+            joined = self.nicknames.when_serving(lambda: succeed(None))
+            # Not joined in time, or stopping: refused as a claim would be,
+            # without a warning per user.
+            joined.addErrback(_refused)
+            return joined.addCallback(lambda _: self.find(nick))
+        if not membership.inside:
+            # Cut off, reaped or stopping: refused at once, as claims are,
+            # and not logged again for each user (the node said it is out).
+            return fail(Unavailable())
         return self.book.find(nick)
 
     def protect(self, account: Account) -> Deferred[None]:
@@ -216,6 +226,11 @@ class ClusterAccounts:
 
     def touch(self, nick: str, when: float, seen: int | None = None) -> Deferred[None]:
         return self.book.touch(nick, when, seen)
+
+
+def _refused(failure: Failure) -> None:
+    failure.trap(ClusterUnreachable)
+    raise Unavailable()
 
 
 class Outbox:

@@ -31,7 +31,7 @@ from chatproto.registry import ClusterUnreachable
 from chatproto.session import State
 from tests.redis_fixture import RedisServer
 from tests.test_cluster import Node, received, until
-from tests.test_cluster_stall import CONFIG, Cluster
+from tests.test_cluster_stall import CONFIG, RENEW, Cluster
 
 pytestmark = pytest.mark.redis
 r: Any = reactor
@@ -187,26 +187,33 @@ def test_a_lookup_made_while_the_node_joins_goes_to_redis_once_it_joined() -> No
     assert cluster.redis.count(_FIND) == 1
 
 
-def test_a_lookup_waits_for_the_join_no_longer_than_the_redis_timeout() -> None:
+def test_a_lookup_waits_for_the_join_no_longer_than_the_redis_timeout(
+    events: list[dict[str, Any]],
+) -> None:
+    """Refused as the claim was, without a warning per user."""
     cluster = joining_cluster()
     asker = cluster.connect()
     asker.send(b"/pseudo prof secret\n")
     cluster.clock.advance(CONFIG.redis_timeout)
     assert asker.take() == wire.notice(wire.UNAVAILABLE)
     assert cluster.redis.count(_FIND) == 0
+    assert [e for e in events if e.get("act") == "accounts-failed"] == []
     asker.send(b"/pseudo bob\n")
     cluster.subscribed()
     assert b"Bienvenue bob\n" in asker.take()
     assert cluster.clock.getDelayedCalls() == [cluster.node.heartbeat.call]
 
 
-def test_a_node_stopping_refuses_the_lookups_that_wait() -> None:
+def test_a_node_stopping_refuses_the_lookups_that_wait(
+    events: list[dict[str, Any]],
+) -> None:
     cluster = joining_cluster()
     asker = cluster.connect()
     asker.send(b"/pseudo prof\n")
     cluster.node.stopService()
     assert asker.take() == wire.notice(wire.UNAVAILABLE)
     assert cluster.redis.count(_FIND) == 0
+    assert [e for e in events if e.get("act") == "accounts-failed"] == []
 
 
 # Password tries, counted in Redis (issue 21: with N nodes an address got N
@@ -351,3 +358,22 @@ def test_a_node_counts_each_try_in_redis_under_its_address() -> None:
         "chatproto:test:tries:nick:wait:192.0.2.1",
         "chatproto:test:tries:nick:total",
     )
+
+
+def test_a_node_cut_off_refuses_a_lookup_at_once_without_a_warning_each(
+    events: list[dict[str, Any]],
+) -> None:
+    """Out of the cluster, a claim fails at once: so does the lookup before
+    it, without a call to Redis and without a log line per user (the node
+    said once that it is cut off)."""
+    cluster = serving_cluster()
+    cluster.redis.answers[RENEW] = ClusterUnreachable("Redis did not answer in time")
+    cluster.clock.advance(CONFIG.tick)
+    assert cluster.node.state is NodeState.CUT_OFF
+    finds = cluster.redis.count(_FIND)
+    asker = cluster.connect()
+    asker.send(b"/pseudo prof\n")
+    asker.send(b"/pseudo bob\n")
+    assert asker.take() == wire.notice(wire.UNAVAILABLE) * 2
+    assert cluster.redis.count(_FIND) == finds
+    assert [e for e in events if e.get("act") == "accounts-failed"] == []
