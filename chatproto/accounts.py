@@ -13,6 +13,7 @@ reactor thread, throttled, and lets accounts unused for --nick-days go.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Protocol, cast
 
@@ -24,6 +25,11 @@ from twisted.python.failure import Failure
 
 from chatproto.history import Evaluator
 from chatproto.operators import (
+    CLUSTER_TRIES_PER_SECOND,
+    FORGET_AFTER,
+    FREE_TRIES,
+    RETRY_AFTER,
+    Busy,
     Checker,
     Hasher,
     Throttled,
@@ -388,3 +394,80 @@ def _account(values: list[bytes | str | None]) -> Account | None:
         used=float(used),
         seen=None if seen is None else int(seen),
     )
+
+
+# The failed password tries of a cluster (operators.Tries's counts, shared),
+# keys chatproto:CLUSTER:tries:KIND:... (cluster_redis.py lists them):
+# failures:ADDRESS the failures in a row, expiring FORGET_AFTER after the
+# last try; wait:ADDRESS, there for RETRY_AFTER after the last try; total,
+# the tries of the whole cluster in the current second. One script decides
+# and counts, so that no two nodes both let a try through.
+# ARGV: the three keys, FREE_TRIES, RETRY_AFTER and FORGET_AFTER in ms,
+# CLUSTER_TRIES_PER_SECOND. Answers {1, failures} (counted), {0, ms}
+# (the address must wait), {-1, ms} (the cluster's tries in total).
+_TAKE = b"""
+local failures = tonumber(redis.call('GET', ARGV[1]) or '0')
+if failures >= tonumber(ARGV[4]) then
+  local wait = redis.call('PTTL', ARGV[2])
+  if wait > 0 then return {0, wait} end
+end
+local total = tonumber(redis.call('GET', ARGV[3]) or '0')
+if total >= tonumber(ARGV[7]) then
+  local wait = redis.call('PTTL', ARGV[3])
+  if wait < 1 then wait = 1000 end
+  return {-1, wait}
+end
+if redis.call('INCR', ARGV[3]) == 1 then redis.call('PEXPIRE', ARGV[3], 1000) end
+failures = redis.call('INCR', ARGV[1])
+redis.call('PEXPIRE', ARGV[1], ARGV[6])
+redis.call('SET', ARGV[2], '1', 'PX', ARGV[5])
+return {1, failures}
+"""
+_RIGHT = b"""
+redis.call('DEL', ARGV[1], ARGV[2])
+return 0
+"""
+
+
+class RedisTries:
+    """The failures of a cluster's password tries of one C{kind}, in its
+    Redis (L{chatproto.operators.SharedCounts}): an address's failures on
+    one node count on every node, and the whole cluster takes at most
+    CLUSTER_TRIES_PER_SECOND tries a second. Every Deferred fails with
+    L{chatproto.registry.ClusterUnreachable} when Redis cannot answer."""
+
+    def __init__(self, commands: Evaluator, cluster: str, kind: str) -> None:
+        self.commands = commands
+        self.prefix = f"chatproto:{cluster}:tries:{kind}:"
+
+    def _keys(self, host: str | None) -> tuple[str, str]:
+        address = host or ""
+        return self.prefix + "failures:" + address, self.prefix + "wait:" + address
+
+    def take(self, host: str | None) -> Deferred[int]:
+        failures, wait = self._keys(host)
+        args = (
+            failures,
+            wait,
+            self.prefix + "total",
+            FREE_TRIES,
+            round(RETRY_AFTER * 1000),
+            round(FORGET_AFTER * 1000),
+            CLUSTER_TRIES_PER_SECOND,
+        )
+        return self.commands.eval(_TAKE, args).addCallback(_taken)
+
+    def right(self, host: str | None) -> Deferred[None]:
+        d = self.commands.eval(_RIGHT, self._keys(host))
+        return d.addCallback(lambda _: None)
+
+
+def _taken(answer: list[int]) -> int:
+    """The failures counted by _TAKE, or its refusal raised."""
+    verdict, value = (int(x) for x in answer)
+    if verdict == 1:
+        return value
+    wait = max(1, math.ceil(value / 1000))
+    if verdict == 0:
+        raise Throttled(wait)
+    raise Busy(wait)

@@ -32,10 +32,11 @@ from twisted.internet.task import LoopingCall
 # is an optional extra; tap.py imports this module only for --redis, so a
 # server without it runs without txredisapi.
 from chatproto._redis import Commands, Subscription
-from chatproto.accounts import RedisAccounts
+from chatproto.accounts import RedisAccounts, RedisTries
 from chatproto.cluster_membership import Chat, Membership, NodeState, grace
 from chatproto.cluster_redis import RedisRegistry
 from chatproto.cluster_roles import (
+    ClusterAccounts,
     ClusterHistory,
     ClusterModeration,
     ClusterNicknames,
@@ -79,9 +80,10 @@ class ClusterNode(service.Service):
     Build the chat, then the node with it; then give each role to its seam
     (tap.py): C{nicknames} is the factory's registry, C{relay} its relay,
     C{history} (if the node keeps one: C{history} given) its history (read
-    from C{store}, the node's own, when given),
-    C{moderation} moderation's cluster, and C{accounts} the book of its
-    protected nicknames. The node's life is its
+    from C{store}, the node's own, when given), C{moderation} moderation's
+    cluster, C{accounts} the book of its protected nicknames and C{tries}
+    the count of their password tries (shared by the nodes). The node's
+    life is its
     C{membership}'s (L{Membership}, whose docstring draws its states); the
     node passes what the membership says to the roles (L{Roles}).
     """
@@ -131,7 +133,10 @@ class ClusterNode(service.Service):
         self.history = (
             None if kept is None else ClusterHistory(self.membership, self.outbox)
         )
-        self.accounts = RedisAccounts(self.commands, config.name)
+        self.accounts = ClusterAccounts(
+            self.membership, self.nicknames, RedisAccounts(self.commands, config.name)
+        )
+        self.tries = RedisTries(self.commands, config.name, "nick")
 
     @property
     def state(self) -> NodeState:

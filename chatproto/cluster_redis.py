@@ -30,6 +30,12 @@ C{chatproto:CLUSTER:}:
     seen            hash    nickname key -> the history's stamp when its
                             owner last left: a protected nickname's read
                             position (see chatproto/positions.py)
+    tries:nick:failures:ADDRESS  string  the wrong passwords in a row from
+                            ADDRESS, for protected nicknames; expires 10
+                            minutes after its last try
+    tries:nick:wait:ADDRESS string  exists for 5 s after ADDRESS's last try
+    tries:nick:total        string  the tries of the whole cluster this
+                            second (see chatproto/accounts.py, RedisTries)
 
 Pub/sub channels belong to no database, so their names carry its number:
 

@@ -5,6 +5,8 @@ server fills in memory: its registry of nicknames, its relay, its history;
 and moderation has its cluster. A node fills each with one role:
 
     ClusterNicknames    the registry: nicknames claimed in Redis
+    ClusterAccounts     the protected nicknames' book: RedisAccounts, read
+                        once the node has joined
     ClusterRelay        the relay: public and private lines, and what the
                         other nodes publish, sorted
     ClusterHistory      the history: kept in Redis, and read from the
@@ -21,7 +23,7 @@ role asks the node's L{Membership} whether it may go to Redis now.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall
@@ -29,6 +31,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatproto import wire
+from chatproto.accounts import Unavailable
 from chatproto.bans import Ban
 from chatproto.cluster_membership import UNREACHABLE, Membership, NodeState
 from chatproto.cluster_messages import (
@@ -49,7 +52,11 @@ from chatproto.history import Kept, RedisHistory
 from chatproto.registry import ClusterUnreachable, Reach
 from chatproto.store import StoreHistory
 
+if TYPE_CHECKING:
+    from chatproto.accounts import Account, RedisAccounts
+
 log = Logger()
+T = TypeVar("T")
 
 
 class ClusterNicknames:
@@ -64,12 +71,16 @@ class ClusterNicknames:
     def __init__(self, membership: Membership, outbox: Outbox) -> None:
         self.membership = membership
         self.outbox = outbox
-        self._waiting: list[tuple[str, Deferred[str], IDelayedCall]] = []
+        # What waits for the node to join (claims, and the book's reads):
+        # each call, made again once the node serves, and its answer.
+        self._waiting: list[
+            tuple[Callable[[], Deferred[Any]], Deferred[Any], IDelayedCall]
+        ] = []
 
     def claim(self, nick: str) -> Deferred[str]:
         membership = self.membership
         if membership.state is NodeState.JOINING or membership.holding():
-            return self._wait_for_node(nick)
+            return self.when_serving(lambda: self.claim(nick))
         if membership.state is not NodeState.SERVING:
             return fail(
                 ClusterUnreachable(membership.down_reason or "not in the cluster yet")
@@ -137,15 +148,16 @@ class ClusterNicknames:
         nicks = [m.nick for m in self.membership.chat.sessions.values() if m.nick]
         return nicks[:limit] if limit is not None else nicks, len(nicks)
 
-    # Claims that wait for the node
+    # Calls that wait for the node
 
-    def _wait_for_node(self, nick: str) -> Deferred[str]:
-        """A claim made while the node joins, or checks whether it was
-        reaped: it waits up to redis_timeout, then fails as a claim made
-        while Redis is away."""
+    def when_serving(self, call: Callable[[], Deferred[T]]) -> Deferred[T]:
+        """A call made while the node joins, or checks whether it was
+        reaped (a claim, a read of the protected nicknames): made again once
+        it serves, after waiting up to redis_timeout; then it fails as a
+        call made while Redis is away."""
         membership = self.membership
-        waiting: Deferred[str] = Deferred()
-        entry: tuple[str, Deferred[str], IDelayedCall]
+        waiting: Deferred[T] = Deferred()
+        entry: tuple[Callable[[], Deferred[Any]], Deferred[Any], IDelayedCall]
 
         def give_up() -> None:
             self._waiting.remove(entry)
@@ -154,7 +166,7 @@ class ClusterNicknames:
             )
 
         entry = (
-            nick,
+            call,
             waiting,
             membership.clock.callLater(membership.config.redis_timeout, give_up),
         )
@@ -165,16 +177,63 @@ class ClusterNicknames:
         if self.membership.state is not NodeState.SERVING:
             return
         waiting, self._waiting = self._waiting, []
-        for nick, d, timer in waiting:
+        for call, d, timer in waiting:
             timer.cancel()
-            self.claim(nick).chainDeferred(d)
+            call().chainDeferred(d)
 
     def refuse_waiting(self) -> None:
-        """The node stops: the claims that wait fail."""
+        """The node stops: the calls that wait fail."""
         for _, waiting, timer in self._waiting:
             timer.cancel()
             waiting.errback(ClusterUnreachable("the server is stopping"))
         self._waiting = []
+
+
+class ClusterAccounts:
+    """The book of protected nicknames in a cluster: L{RedisAccounts}'s,
+    whose reads made while the node joins wait for it as claims do.
+
+    A registration looks its nickname up before it claims it
+    (chatproto/session.py, so that nobody holds a protected nickname before
+    its password is checked): that read must not fail where the claim after
+    it would have waited (a rolling restart's first users), and fails at
+    once where the claim would (the node out of the cluster). Changes go to
+    Redis at once: only a registered user makes them."""
+
+    def __init__(
+        self, membership: Membership, nicknames: ClusterNicknames, book: RedisAccounts
+    ) -> None:
+        self.membership = membership
+        self.nicknames = nicknames
+        self.book = book
+
+    def find(self, nick: str) -> Deferred[Account | None]:
+        membership = self.membership
+        if membership.state is NodeState.JOINING:
+            joined = self.nicknames.when_serving(lambda: succeed(None))
+            # Not joined in time, or stopping: refused as a claim would be,
+            # without a warning per user.
+            joined.addErrback(_refused)
+            return joined.addCallback(lambda _: self.find(nick))
+        if not membership.inside:
+            # Cut off, reaped or stopping: refused at once, as claims are,
+            # and not logged again for each user (the node said it is out).
+            return fail(Unavailable())
+        return self.book.find(nick)
+
+    def protect(self, account: Account) -> Deferred[None]:
+        return self.book.protect(account)
+
+    def unprotect(self, nick: str) -> Deferred[None]:
+        return self.book.unprotect(nick)
+
+    def touch(self, nick: str, when: float, seen: int | None = None) -> Deferred[None]:
+        return self.book.touch(nick, when, seen)
+
+
+def _refused(failure: Failure) -> None:
+    failure.trap(ClusterUnreachable)
+    raise Unavailable()
 
 
 # Seconds between a line kept in Redis (here, or heard of from another

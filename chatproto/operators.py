@@ -9,7 +9,8 @@ scrypt: the server runs it in a thread of the reactor's pool
 (L{check_in_threads}, and L{hash_in_threads} to make a hash), and L{Tries}
 throttles the tries, per address and in total: /op's
 (chatproto/moderation.py) and protected nicknames' (chatproto/accounts.py)
-each have theirs.
+each have theirs, and a cluster counts the latter's in Redis
+(L{SharedCounts}).
 
 The command reads the password from the terminal (asked twice, not echoed)
 or, in a pipe, the first line of standard input, and prints the hash: put
@@ -27,15 +28,18 @@ import math
 import secrets
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO, TypeVar
+from typing import Any, Protocol, TextIO, TypeVar
 
 from twisted.internet.defer import Deferred, DeferredSemaphore, fail, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from chatproto.metrics import RefusalLog
 from chatproto.registry import nick_key, valid_nickname
 
 _T = TypeVar("_T")
+log = Logger()
 
 # scrypt's cost: 2**14 blocks of 128*8 bytes, 16 MiB and 84 ms a check here
 # (the parameters OWASP gives for scrypt). A check runs in a thread (see
@@ -125,6 +129,11 @@ FORGET_AFTER = 600.0
 MAX_CHECKS = 2
 MAX_WAITING = 8
 
+# A cluster's tries, in total: what one server checks at most in a second
+# (MAX_CHECKS scrypt runs of 84 ms each), so that N nodes do not check N
+# times as many passwords as one server.
+CLUSTER_TRIES_PER_SECOND = 24
+
 
 class Throttled(Exception):
     """A password try refused by its L{Tries}: C{wait} seconds before the
@@ -133,6 +142,26 @@ class Throttled(Exception):
     def __init__(self, wait: int) -> None:
         super().__init__(f"try again in {wait} seconds")
         self.wait = wait
+
+
+class Busy(Throttled):
+    """A try refused because too many are under way, here or in the whole
+    cluster (not because of its address)."""
+
+
+class SharedCounts(Protocol):
+    """The failures of a cluster's tries, counted where every node counts
+    them (L{chatproto.accounts.RedisTries}: in Redis), with the throttle's
+    decision, in one step."""
+
+    def take(self, host: str | None) -> Deferred[int]:
+        """Count a try from C{host}, a failure until it is answered right:
+        the failures in a row from C{host} with it. Fails with L{Throttled}
+        (C{host} must wait), L{Busy} (the cluster's tries in total), or
+        L{chatproto.registry.ClusterUnreachable}."""
+
+    def right(self, host: str | None) -> Deferred[None]:
+        """A try from C{host} was right: its failures are forgotten."""
 
 
 class Tries:
@@ -144,19 +173,32 @@ class Tries:
     failures are); past L{FREE_TRIES} failures, one try every
     L{RETRY_AFTER} seconds. At most L{MAX_CHECKS} scrypt runs at once and
     L{MAX_WAITING} wait; a try past that is refused, and logged as refused
-    connections are (L{RefusalLog}, under C{act}, reason C{busy})."""
+    connections are (L{RefusalLog}, under C{act}, reason C{busy}).
+
+    The failures are counted here, in memory; a cluster node's are counted
+    in C{shared} (L{SharedCounts}) when it is given, so that an address
+    spreading its guesses over the nodes is throttled as on one server, and
+    the whole cluster takes at most L{CLUSTER_TRIES_PER_SECOND} tries a
+    second. A try it cannot count fails as C{shared} does: never checked
+    unthrottled."""
 
     def __init__(self, clock: IReactorTime, act: str) -> None:
         self.clock = clock
+        self.shared: SharedCounts | None = None
         self._checks = DeferredSemaphore(MAX_CHECKS)
         self._busy = RefusalLog(clock, act=act)
+        # In memory: the failures in a row and the last try, by address;
+        # with shared counts, the last count read there (for failures()).
         self._failures: dict[str | None, tuple[int, float]] = {}
+        self._counting = 0  # tries whose shared count is under way
 
     def check(
         self, host: str | None, checker: Checker, password: str, stored: str
     ) -> Deferred[bool]:
         """A try of C{password} from C{host}: C{checker}'s answer, in its
         turn; or at once a failure with L{Throttled}."""
+        if self.shared is not None:
+            return self._check_shared(self.shared, host, checker, password, stored)
         now = self.clock.seconds()
         failures = self.failures(host)
         last = self._failures.get(host, (0, 0.0))[1]
@@ -169,6 +211,50 @@ class Tries:
         d = self._checks.run(checker, password, stored)
         d.addCallback(self._answered, host)
         return d
+
+    def _check_shared(
+        self,
+        shared: SharedCounts,
+        host: str | None,
+        checker: Checker,
+        password: str,
+        stored: str,
+    ) -> Deferred[bool]:
+        """L{check}, the failures counted in C{shared}: the try waits for
+        its count there, then for its turn here."""
+        if self._full(host):
+            return fail(Busy(math.ceil(RETRY_AFTER)))
+        self._counting += 1
+
+        def counted(failures: int) -> Deferred[bool]:
+            now = self.clock.seconds()
+            self._failures[host] = (failures, now)
+            self._prune(now)
+            d = self._checks.run(checker, password, stored)
+            d.addCallback(self._answered_shared, shared, host)
+            return d
+
+        def refused(failure: Failure) -> Failure:
+            if failure.check(Busy):
+                self._busy.refused("busy", host)
+            return failure
+
+        d = shared.take(host)
+        d.addBoth(self._counted)
+        return d.addCallbacks(counted, refused)
+
+    def _counted(self, result: _T) -> _T:
+        self._counting -= 1
+        return result
+
+    def _answered_shared(
+        self, right: bool, shared: SharedCounts, host: str | None
+    ) -> bool:
+        if right:
+            self._failures.pop(host, None)
+            # Not waited for: a count left there costs the owner a try.
+            shared.right(host).addErrback(_not_forgotten, host)
+        return right
 
     def run(
         self, host: str | None, work: Callable[[str], Deferred[_T]], password: str
@@ -188,8 +274,11 @@ class Tries:
         return failures
 
     def _full(self, host: str | None) -> bool:
+        """Whether MAX_CHECKS run and MAX_WAITING wait (tries whose shared
+        count is under way among them)."""
         checks = self._checks
-        if checks.tokens == 0 and len(checks.waiting) >= MAX_WAITING:
+        running = MAX_CHECKS - checks.tokens
+        if running + len(checks.waiting) + self._counting >= MAX_CHECKS + MAX_WAITING:
             # logged as refusals are, or a brute force writes a thousand
             # lines a second
             self._busy.refused("busy", host)
@@ -207,6 +296,15 @@ class Tries:
             for host, (_, last) in list(self._failures.items()):
                 if now - last >= FORGET_AFTER:
                     del self._failures[host]
+
+
+def _not_forgotten(failure: Failure, host: str | None) -> None:
+    log.warn(
+        "the password tries of {address} could not be forgotten: {why}",
+        address=host,
+        why=failure.getErrorMessage(),
+        act="accounts-failed",
+    )
 
 
 def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:

@@ -62,6 +62,10 @@ class _Protected(Exception):
         self.nick = nick
 
 
+class _Gone(Exception):
+    """The user left while its nickname was looked up: nothing is claimed."""
+
+
 class State(enum.Enum):
     WELCOMED = "welcomed"  # connected, has not asked for a nickname
     NAMING = "naming"  # sent /pseudo: the next line is the nickname
@@ -493,36 +497,30 @@ class Session:
             self._claim(argument)
 
     def _claim(self, nick: str) -> None:
-        """Claim C{nick}; if it is protected, give it back and ask for its
-        password (a nickname in use gets TAKEN at once, as always). Claimed
-        first, then looked up: in a cluster, the claim is what waits for a
-        node that is joining (the nickname is held only for the lookup)."""
+        """Claim C{nick}, unless it is protected: then its password is asked
+        for first, and nobody holds the nickname meanwhile (a stranger
+        asking for it again and again while the accounts are slow to read
+        must not make its owner's own claim find it taken). In a cluster,
+        the lookup waits for a node that is joining, as the claim does
+        (chatproto/cluster_roles.py, ClusterAccounts)."""
         self.state = State.NAMING
         if not valid_nickname(nick):
             self.server.metrics.refused("nickname_invalid", self.host)
             self.send(wire.INVALID_NICK)
             return
         self.state = State.JOINING
-        d = self.server.registry.claim(nick)
-        d.addCallback(self._unless_protected)
+        d = self.server.protection.find(nick)
+        d.addCallback(self._unless_protected, nick)
         d.addCallbacks(self._claimed, self._not_claimed)
         self.wait_for(d)
 
-    def _unless_protected(self, nick: str) -> Deferred[str]:
-        """The nickname just claimed, unless an account protects it: then
-        it is given back until its password is checked."""
-
-        def found(account: Account | None) -> str:
-            if account is None:
-                return nick
-            self.server.registry.release(nick)
+    def _unless_protected(self, account: Account | None, nick: str) -> Deferred[str]:
+        """The registry's claim of C{nick}, unless an account protects it."""
+        if account is not None:
             raise _Protected(nick)
-
-        def failed(failure: Failure) -> Failure:
-            self.server.registry.release(nick)
-            return failure
-
-        return self.server.protection.find(nick).addCallbacks(found, failed)
+        if self.state is not State.JOINING:  # disconnected while looking up
+            raise _Gone()
+        return self.server.registry.claim(nick)
 
     def _password(self, text: str) -> None:
         """The answer to the password prompt (spaces around it dropped,

@@ -949,6 +949,7 @@ def makeService(options: usage.Options, reactor: Any = None) -> service.IService
             factory.room.history = node.history
         factory.moderation.cluster = node.moderation  # kicks, answers, bans
         factory.protection.accounts = node.accounts  # protected nicknames
+        factory.protection.tries.shared = node.tries  # their tries, counted in Redis
         # First in, so stopped last: the users' departures are announced to
         # the other nodes before the node leaves the cluster.
         node.setServiceParent(top)

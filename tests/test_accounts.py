@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, Logger
 from twisted.python.failure import Failure
 
-from chatproto import accounts, metrics
+from chatproto import accounts, metrics, operators
 from chatproto.accounts import (
     DAY,
     Account,
@@ -24,6 +24,7 @@ from chatproto.accounts import (
 )
 from chatproto.operators import (
     FORGET_AFTER,
+    Busy,
     Throttled,
     Tries,
     check_here,
@@ -58,6 +59,7 @@ def events(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     observer = cast(ILogObserver, seen.append)
     monkeypatch.setattr(accounts, "log", Logger(observer=observer))
     monkeypatch.setattr(metrics, "log", Logger(observer=observer))
+    monkeypatch.setattr(operators, "log", Logger(observer=observer))
     return seen
 
 
@@ -239,3 +241,116 @@ def test_at_most_two_run_eight_wait_and_the_rest_are_refused(
     pending.pop(0).callback(False)
     assert len(pending) == 2  # the next one started
     assert result(waiting[0]) is False
+
+
+# The throttle of a cluster: failures counted in Redis (a double here; the
+# real one in tests/test_accounts_cluster.py)
+
+
+class Counts:
+    """A cluster's shared counts whose answers the test gives."""
+
+    def __init__(self) -> None:
+        self.takes: list[tuple[str | None, Deferred[int]]] = []
+        self.rights: list[str | None] = []
+        self.right_fails = False
+
+    def take(self, host: str | None) -> Deferred[int]:
+        d: Deferred[int] = Deferred()
+        self.takes.append((host, d))
+        return d
+
+    def right(self, host: str | None) -> Deferred[None]:
+        self.rights.append(host)
+        if self.right_fails:
+            from chatproto.registry import ClusterUnreachable
+
+            return fail(ClusterUnreachable("Redis did not answer in time"))
+        return succeed(None)
+
+    def answer(self, value: int | Exception) -> None:
+        _, d = self.takes.pop(0)
+        if isinstance(value, Exception):
+            d.errback(value)
+        else:
+            d.callback(value)
+
+
+def shared_tries() -> tuple[Tries, Counts, Clock]:
+    clock = Clock()
+    tries = Tries(clock, act="nick-failed")
+    counts = Counts()
+    tries.shared = counts
+    return tries, counts, clock
+
+
+def test_shared_tries_are_checked_once_counted_and_a_right_one_forgets() -> None:
+    tries, counts, _clock = shared_tries()
+    stored = make_hash("right", **CHEAP)
+    wrong = tries.check("192.0.2.1", check_here, "wrong", stored)
+    assert [host for host, _ in counts.takes] == ["192.0.2.1"]
+    assert not wrong.called  # not checked before it is counted
+    counts.answer(4)
+    assert result(wrong) is False
+    assert tries.failures("192.0.2.1") == 4  # as the cluster counted them
+    assert counts.rights == []
+    right = tries.check("192.0.2.1", check_here, "right", stored)
+    counts.answer(5)
+    assert result(right) is True
+    assert counts.rights == ["192.0.2.1"]
+    assert tries.failures("192.0.2.1") == 0
+
+
+def test_shared_tries_refused_there_are_never_checked(
+    events: list[dict[str, Any]],
+) -> None:
+    tries, counts, _clock = shared_tries()
+    pending, checker = held()
+    throttled = tries.check("192.0.2.1", checker, "pw", "h")
+    counts.answer(Throttled(3))
+    busy = tries.check("192.0.2.2", checker, "pw", "h")
+    counts.answer(Busy(1))
+    from chatproto.registry import ClusterUnreachable
+
+    unreachable = tries.check("192.0.2.3", checker, "pw", "h")
+    counts.answer(ClusterUnreachable("Redis did not answer in time"))
+    wait = failure_of(throttled).value
+    assert isinstance(wait, Throttled) and wait.wait == 3
+    assert failure_of(busy).check(Busy)
+    assert failure_of(unreachable).check(ClusterUnreachable)
+    assert pending == []  # no scrypt ran
+    assert [(e["reason"], e["address"]) for e in events if "reason" in e] == [
+        ("busy", "192.0.2.2")
+    ]
+
+
+def test_shared_tries_being_counted_take_their_place_in_the_line() -> None:
+    """At most 2 run and 8 wait here, those being counted in Redis among
+    them: a burst sent before Redis answers is bounded as one that waits
+    for scrypt."""
+    tries, counts, _clock = shared_tries()
+    pending, checker = held()
+    tried = [tries.check(f"198.51.100.{i}", checker, "pw", "h") for i in range(10)]
+    refused = failure_of(tries.check("203.0.113.1", checker, "pw", "h"))
+    assert isinstance(refused.value, Busy) and len(counts.takes) == 10
+    for _ in range(10):
+        counts.answer(1)
+    assert len(pending) == 2
+    pending.pop(0).callback(False)
+    assert result(tried[0]) is False
+    again = tries.check("203.0.113.1", checker, "pw", "h")  # room for one
+    assert not again.called and len(counts.takes) == 1
+
+
+def test_a_right_try_that_cannot_be_forgotten_is_logged_and_still_right(
+    events: list[dict[str, Any]],
+) -> None:
+    tries, counts, _clock = shared_tries()
+    counts.right_fails = True
+    stored = make_hash("right", **CHEAP)
+    right = tries.check("192.0.2.1", check_here, "right", stored)
+    counts.answer(1)
+    assert result(right) is True
+    said = [e for e in events if e.get("act") == "accounts-failed"]
+    assert len(said) == 1 and said[0]["address"] == "192.0.2.1"
+    assert "right" not in repr(said[0])

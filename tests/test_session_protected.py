@@ -171,7 +171,10 @@ def test_the_prompt_is_never_a_line_the_ruby_client_exits_on() -> None:
     assert wire.PASSWORD_PROMPT == "Ce pseudo est protégé : entrez son mot de passe"
 
 
-def test_a_protected_nickname_in_use_is_taken_at_once() -> None:
+def test_a_protected_nickname_in_use_asks_for_its_password_then_is_taken() -> None:
+    """Looked up before it is claimed: a protected nickname asks for its
+    password even in use, and is taken whatever the password (its holder
+    stays)."""
     chat, held, _book = held_chat()
     prof = connect(chat)
     prof.send(b"/pseudo prof\n" + PASSWORD.encode() + b"\n")
@@ -179,8 +182,13 @@ def test_a_protected_nickname_in_use_is_taken_at_once() -> None:
     prof.take()
     other = connect(chat, "192.0.2.10")
     other.send(b"/pseudo Prof\n")
-    assert other.take() == wire.TAKEN  # as today: no prompt, no check
-    assert held.checks == []
+    assert other.take() == PROMPT
+    assert "prof" in names(chat)
+    other.send(PASSWORD.encode() + b"\n")
+    held.answer()
+    assert other.take() == wire.TAKEN
+    assert other.session.state is State.NAMING
+    assert prof.session.state is State.CHATTING and prof.connected
 
 
 def test_the_registration_time_limit_runs_while_the_prompt_waits() -> None:
@@ -578,3 +586,52 @@ def test_a_book_unreadable_at_the_prompt_keeps_the_prompt() -> None:
     slow.answer()
     held.answer()
     assert prof.take().startswith(b"Bienvenue prof\n")
+
+
+def test_a_stranger_asking_while_reads_are_slow_never_holds_the_nickname() -> None:
+    """Issue 21: a nickname was claimed, then looked up. A stranger sending
+    /pseudo prof while the book was slow to read held prof for each read,
+    and its owner, its password right, found it taken."""
+    chat, held, book = held_chat()
+    slow = SlowBook(book)
+    chat.factory.protection.accounts = slow
+    owner = connect(chat)
+    owner.send(b"/pseudo prof\n")
+    slow.answer()
+    assert owner.take() == PROMPT
+    owner.send(PASSWORD.encode() + b"\n")  # its check reads the book
+    stranger = connect(chat, "198.51.100.7")
+    stranger.send(b"/pseudo prof\n")  # so does the stranger's request
+    assert [nick for nick, _ in slow.finds] == ["prof", "prof"]
+    assert "prof" not in names(chat)
+    _, first = slow.finds.pop(0)
+    first.callback(book.accounts["prof"])  # the owner's read
+    held.answer()
+    assert owner.take().startswith(b"Bienvenue prof\n")
+    slow.answer()  # the stranger's, answered last
+    assert stranger.take() == PROMPT
+    stranger.send(b"guess\n")
+    slow.answer()
+    held.answer()
+    assert stranger.take() == wire.TAKEN
+    assert owner.session.state is State.CHATTING
+
+
+def test_a_user_gone_while_its_nickname_is_looked_up_claims_nothing() -> None:
+    chat, _held, book = held_chat()
+    slow = SlowBook(book)
+    chat.factory.protection.accounts = slow
+    claims: list[str] = []
+    registry = names(chat)
+    claim = registry.claim
+
+    def counted(nick: str) -> Deferred[str]:
+        claims.append(nick)
+        return claim(nick)
+
+    registry.claim = counted  # type: ignore[method-assign]
+    bob = connect(chat)
+    bob.send(b"/pseudo bob\n")
+    bob.transport.loseConnection()
+    slow.answer()
+    assert claims == [] and "bob" not in registry
