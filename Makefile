@@ -1,6 +1,8 @@
 # Two commands for a fresh machine with only Python 3.11:
 #   make serve   installs the server into .venv on first use, then runs it on tcp:7000
-#   make test    adds the test tools to .venv on first use, then lint, type check and tests
+#   make test    adds the test tools to .venv on first use (and axe-core to
+#                tests/node_modules with npm, if npm is there), then lint,
+#                type check and tests
 # and, for CI (.ci/run runs both):
 #   make test-lowest   the tests again, in .venv-lowest, on the lowest versions
 #                      setup.cfg allows (.ci/lowest-constraints.txt)
@@ -51,7 +53,20 @@ lint: $(BIN)/.installed
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
-unit: $(BIN)/.installed
+# axe-core, which the page's accessibility test puts into the page
+# (tests/package.json, pinned by tests/package-lock.json), with npm ci. No
+# npm, or no registry: a warning, and that test says it is skipped.
+NODE_TESTS := tests/node_modules/.installed
+$(NODE_TESTS): tests/package.json tests/package-lock.json
+	@if ! command -v npm >/dev/null; then \
+	  echo "npm not found: the accessibility test (axe-core) will be skipped"; \
+	elif (cd tests && npm ci --no-audit --no-fund --loglevel=error); then \
+	  touch $@; \
+	else \
+	  echo "npm ci failed: the accessibility test (axe-core) will be skipped"; \
+	fi
+
+unit: $(BIN)/.installed $(NODE_TESTS)
 	$(call versions,$(BIN),latest versions ($(VENV)))
 	$(BIN)/python -m pytest -q $(ARGS)
 
@@ -71,4 +86,5 @@ results: $(BIN)/.installed
 	$(BIN)/python bench/run.py $(RESULTS_ARGS) --markdown bench/RESULTS.md
 
 clean:
-	rm -rf $(VENV) $(LOWEST_VENV) build *.egg-info twisted/plugins/dropin.cache
+	rm -rf $(VENV) $(LOWEST_VENV) build *.egg-info twisted/plugins/dropin.cache \
+		tests/node_modules

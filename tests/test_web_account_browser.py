@@ -142,8 +142,10 @@ class Tab:
     it must never do recorded: throw, or break the Content-Security-Policy
     (the browser says so on its console)."""
 
-    def __init__(self, browser: Any, chat: WebChat, fake: FakeChat) -> None:
-        self.context = browser.new_context()
+    def __init__(
+        self, browser: Any, chat: WebChat, fake: FakeChat, **context: Any
+    ) -> None:
+        self.context = browser.new_context(**context)
         self.context.route_web_socket("**/ws", fake.connect)
         self.page = self.context.new_page()
         self.page.set_default_timeout(WAIT)

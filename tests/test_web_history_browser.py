@@ -35,8 +35,9 @@ LINES = """() => [...document.querySelectorAll("#log li")].map((item) => [
 WATCH = """() => {
   window.added = [];
   const log = document.getElementById('log');
+  const live = document.getElementById('live');  // the role log around it
   new MutationObserver((records) => {
-    const busy = log.getAttribute("aria-busy") === "true";
+    const busy = live.getAttribute("aria-busy") === "true";
     for (const record of records) {
       for (const item of record.addedNodes) {
         const text = (item.querySelector(".text") ?? item).textContent;
@@ -45,7 +46,7 @@ WATCH = """() => {
     }
   }).observe(log, { childList: true });
 }"""
-QUIET = "() => !document.getElementById('log').hasAttribute('aria-busy')"
+QUIET = "() => !document.getElementById('live').hasAttribute('aria-busy')"
 # Where the line holding TEXT is, in pixels from the top of the log's view.
 WHERE = """(text) => {
   const log = document.getElementById('log');

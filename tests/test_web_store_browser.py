@@ -39,7 +39,7 @@ LINES = """(list) => [...list.querySelectorAll("li")].map((item) => [
   (item.querySelector(".text") ?? item).textContent,
 ])"""
 SAVED = "() => localStorage.getItem('chatproto.remember')"
-QUIET = "() => !document.getElementById('log').hasAttribute('aria-busy')"
+QUIET = "() => !document.getElementById('live').hasAttribute('aria-busy')"
 # The log scrolled to its top by the user, and where the line holding TEXT
 # then is, from the top of the log's view: read at once, before the page
 # can hear of the scroll (its event comes later).

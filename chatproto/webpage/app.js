@@ -117,7 +117,8 @@ if (typeof document === "undefined") {
   const joinError = $("join-error");
   const sendForm = $("send");
   const messageInput = $("message");
-  const log = $("log");
+  const log = $("log"); // the list of lines, which scrolls
+  const live = $("live"); // the live region (role log) around it
   const users = $("users");
   const count = $("count");
   const unread = $("unread");
@@ -544,7 +545,7 @@ if (typeof document === "undefined") {
   // as the accessibility tree is updated after the insertion, not in it; a
   // live line that comes meanwhile ends it first, to be announced as ever.
   function insertQuietly(at, items) {
-    log.setAttribute("aria-busy", "true");
+    live.setAttribute("aria-busy", "true");
     insertAt(at, items);
     clearTimeout(quietTimer);
     quietTimer = setTimeout(endQuiet, QUIET);
@@ -552,7 +553,7 @@ if (typeof document === "undefined") {
 
   function endQuiet() {
     clearTimeout(quietTimer);
-    log.removeAttribute("aria-busy");
+    live.removeAttribute("aria-busy");
   }
 
   function makeSeparator(text) {
