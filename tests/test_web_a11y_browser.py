@@ -144,6 +144,8 @@ def test_axe_finds_nothing_moderate_or_worse_in_any_state_of_the_page(
 
     tab.type_password(PASSWORD)
     tab.connected("alice")
+    notifications = page.get_by_role("button", name="activer les notifications")
+    expect(notifications).to_be_visible()  # audited too
     fake.say(
         "[10.0.0]-Connexion de bob",
         "[10.0.1]-bob: bonjour, voyez https://example.org/doc",

@@ -57,10 +57,15 @@ def browser() -> Iterator[Any]:
 
 class Page:
     """One user's tab, with what it must never do recorded: run a dialog
-    (an injected script's alert), or throw."""
+    (an injected script's alert), or throw. C{script}: one to run in the
+    page before its own (an init script)."""
 
-    def __init__(self, browser: Any, url: str, **context: Any) -> None:
+    def __init__(
+        self, browser: Any, url: str, script: str | None = None, **context: Any
+    ) -> None:
         self.context = browser.new_context(**context)
+        if script is not None:
+            self.context.add_init_script(script)
         self.page = self.context.new_page()
         self.page.set_default_timeout(WAIT)
         self.dialogs: list[str] = []

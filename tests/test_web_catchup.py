@@ -1,7 +1,7 @@
-"""The page's pure helpers (C{blocks} and C{withoutPassword} in app.js),
-run under node without a browser: the headers of the blocks the page asks
-for, whose numbers identify the lines (never their text), and the lines of
-a block that the page got live."""
+"""The page's pure helpers (C{blocks}, C{withoutPassword} and C{mentions} in
+app.js), run under node without a browser: the headers of the blocks the
+page asks for, whose numbers identify the lines (never their text), the
+lines of a block that the page got live, and what a mention is."""
 
 from __future__ import annotations
 
@@ -167,3 +167,37 @@ def test_a_password_typed_in_a_command_is_hidden_from_what_the_page_shows() -> N
         "/search s3cret",
         "je dis /register s3cret",
     ]
+
+
+MENTIONS = """
+const { mentions } = require(process.argv[1]);
+const [nick, texts] = JSON.parse(process.argv[2]);
+process.stdout.write(JSON.stringify(texts.map((text) => mentions(text, nick))));
+"""
+
+
+def test_a_mention_is_the_nickname_as_a_word_whatever_its_case() -> None:
+    """What raises a desktop notification in a hidden tab: the nickname as
+    a word of its own, not inside a longer word or nickname."""
+    assert NODE is not None
+    texts = {
+        "alice, tu es là ?": True,
+        "salut Alice": True,
+        "@ALICE !": True,
+        "alice": True,
+        "pour (alice)": True,
+        "malice": False,
+        "alice_2 arrive": False,
+        "alice-bis": False,
+        "alices": False,
+        "bonjour à tous": False,
+        "malice puis alice": True,
+    }
+    given = json.dumps(["Alice", list(texts)])
+    done = subprocess.run(
+        [NODE, "-e", MENTIONS, str(PAGE / "app.js"), given],
+        capture_output=True,
+        check=True,
+        timeout=30,
+    )
+    assert dict(zip(texts, json.loads(done.stdout), strict=True)) == texts

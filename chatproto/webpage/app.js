@@ -63,9 +63,26 @@ function withoutPassword(line) {
   );
 }
 
+// Whether TEXT mentions NICK: the nickname as a word of its own, whatever
+// the case ("Alice," and "@alice" do, "malice" does not), as a nickname is
+// letters, digits, _ and - (pure, for the tests too).
+function mentions(text, nick) {
+  const key = nick.toLowerCase();
+  const lower = text.toLowerCase();
+  const part = /[a-z0-9_-]/;
+  for (let at = lower.indexOf(key); at >= 0; at = lower.indexOf(key, at + 1)) {
+    const before = at === 0 ? "" : lower[at - 1];
+    const after = lower.charAt(at + key.length);
+    if (!part.test(before) && !part.test(after)) {
+      return true;
+    }
+  }
+  return false;
+}
+
 if (typeof document === "undefined") {
   // node, for the tests: the page below does not run
-  module.exports = { blocks, withoutPassword };
+  module.exports = { blocks, mentions, withoutPassword };
 }
 
 (() => {
@@ -132,6 +149,7 @@ if (typeof document === "undefined") {
   const resultsStatus = $("results-status");
   const found = $("found");
   const closeResults = $("results-close");
+  const alertsButton = $("alerts");
 
   let socket = null;
   let nick = null; // the nickname asked for, kept to register again
@@ -313,6 +331,9 @@ if (typeof document === "undefined") {
       removeUser(parsed.who);
     }
     entry(parsed);
+    if (calls(parsed)) {
+      notify(parsed);
+    }
   }
 
   // A stamped line, as an entry of the conversation (null: not stamped).
@@ -677,6 +698,7 @@ if (typeof document === "undefined") {
     joinForm.hidden = !rememberBox.checked; // kept to untick it
     sendForm.hidden = false;
     searchForm.hidden = false;
+    showAlertsButton();
     document.body.classList.add("registered");
     if (document.activeElement === nickInput || document.activeElement === document.body) {
       messageInput.focus();
@@ -1000,6 +1022,75 @@ if (typeof document === "undefined") {
     parent.append(text.slice(at));
   }
 
+  // Desktop notifications: a live line that mentions the user's nickname,
+  // or a private line, while the tab is hidden. The permission is asked
+  // only when the user clicks the button for it (never on loading), which
+  // shows while the browser has not been told yes or no.
+
+  const notes = []; // the notifications shown, closed once the tab is seen
+
+  function calls(line) {
+    if (!registered || nick === null || line.from === undefined) {
+      return false;
+    }
+    if (line.from.toLowerCase() === nick.toLowerCase()) {
+      return false;
+    }
+    return line.kind === "private" || (line.kind === "public" && mentions(line.text, nick));
+  }
+
+  function notifying() {
+    return "Notification" in window && Notification.permission === "granted";
+  }
+
+  function showAlertsButton() {
+    alertsButton.hidden = !(
+      registered &&
+      "Notification" in window &&
+      Notification.permission === "default"
+    );
+  }
+
+  alertsButton.addEventListener("click", () => {
+    Promise.resolve(Notification.requestPermission())
+      .catch(() => "denied")
+      .then(showAlertsButton);
+  });
+
+  function notify({ kind, from, text }) {
+    if (!document.hidden || !notifying()) {
+      return;
+    }
+    const title = kind === "private" ? `message privé de ${from}` : `${from} vous mentionne`;
+    // One notification per sender at a time: its newest line replaces it.
+    const options = {
+      body: text,
+      tag: `chat-${from}`,
+      renotify: true,
+      lang: "fr",
+      icon: "icon-192.png",
+    };
+    try {
+      const note = new Notification(title, options);
+      note.addEventListener("click", () => {
+        window.focus();
+        note.close();
+      });
+      notes.push(note);
+    } catch {
+      // Chrome on a phone: only the service worker may show one
+      navigator.serviceWorker?.ready
+        .then((worker) => worker.showNotification(title, options))
+        .catch(() => {});
+    }
+  }
+
+  function closeNotes() {
+    for (const note of notes.splice(0)) {
+      note.close();
+    }
+  }
+
   // Unread lines: the tab hidden, or the conversation scrolled up
 
   function markUnread() {
@@ -1029,8 +1120,11 @@ if (typeof document === "undefined") {
     }
   });
   document.addEventListener("visibilitychange", () => {
-    if (!document.hidden && atBottom()) {
-      clearUnread();
+    if (!document.hidden) {
+      closeNotes();
+      if (atBottom()) {
+        clearUnread();
+      }
     }
   });
 
