@@ -1,7 +1,9 @@
 """The chat in a browser: the page, and the line protocol over a WebSocket.
 
 C{--web ENDPOINT} serves, beside the TCP port, an HTTP site (L{site}): the
-page at C{/} (static files of chatproto/webpage, no build step), and at
+page at C{/} (static files of chatproto/webpage, no build step; with its
+manifest, drawn icons and service worker, it installs on a phone's home
+screen: L{page_files}), and at
 C{/ws} a WebSocket that speaks the line protocol of docs/protocol.md. A
 browser user is a L{Session} on the very same room (L{ChatFactory}) as a TCP
 user: registration, flood control, pings, output bounds, departures and
@@ -52,6 +54,7 @@ restart the server.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import ipaddress
 import re
 from pathlib import Path
@@ -62,6 +65,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.http import CACHED
 from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 from twisted.web.server import Request
@@ -70,6 +74,7 @@ from wsproto.utilities import LocalProtocolError
 
 from chatproto._twisted import direct_socket, replace_message_buffers
 from chatproto.admission import Admission, source
+from chatproto.icons import icon
 from chatproto.output import Output, write_to
 from chatproto.session import GONE, Session
 from chatproto.sites import BoundedSite, Channel, admission
@@ -86,13 +91,21 @@ PAGE_FILES = {
     "app.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
     "favicon.svg": "image/svg+xml",
+    "manifest.webmanifest": "application/manifest+json",
+    "sw.js": "text/javascript; charset=utf-8",
 }
+# The home screen icons, drawn when the site is made (chatproto/icons.py).
+PAGE_ICONS = {"icon-192.png": 192, "icon-512.png": 512}
+# In sw.js, what the site replaces with the page's version (L{page_files}).
+VERSION_MARK = b"__PAGE_VERSION__"
 
-# Only the page's own script, style and WebSocket; nothing inline, no frame.
+# Only the page's own script, style, WebSocket, manifest and service worker;
+# nothing inline, no frame.
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; "
-    "connect-src 'self'; img-src 'self'; base-uri 'none'; "
-    "form-action 'none'; frame-ancestors 'none'"
+    "connect-src 'self'; img-src 'self'; manifest-src 'self'; "
+    "worker-src 'self'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
 )
 SECURITY_HEADERS = (
     ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
@@ -679,8 +692,14 @@ class _Root(Resource):
 
 
 class _PageFile(Resource):
-    """One file of the page, read once: three small files, sent whole (no
-    ranges, no directory, nothing from the disk at request time)."""
+    """One file of the page, read once: small files, sent whole (no ranges,
+    no directory, nothing from the disk at request time).
+
+    C{no-cache}: a browser may keep a file but asks the server each time
+    whether it is still the one (its C{ETag}, a hash of it: C{304}, no body,
+    when it is), so that a page updated on the server is the page users
+    get on their next load; the same for the service worker (sw.js), which
+    is how an installed page learns of an update."""
 
     isLeaf = True
 
@@ -688,10 +707,13 @@ class _PageFile(Resource):
         super().__init__()
         self.body = body
         self.content_type = content_type
+        self.etag = b'"' + hashlib.sha256(body).hexdigest()[:32].encode() + b'"'
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader("content-type", self.content_type)
         request.setHeader("cache-control", "no-cache")
+        if request.setETag(self.etag) is CACHED:
+            return b""
         return self.body
 
     def render_HEAD(self, request: Request) -> bytes:
@@ -767,11 +789,33 @@ def site(
     address reached, C{hosts}). Timeouts run on the chat's clock; refused
     connections count in the chat's metrics."""
     root = _Root()
-    for name, content_type in PAGE_FILES.items():
-        page = _PageFile((PAGE / name).read_bytes(), content_type)
+    for name, (body, content_type) in page_files().items():
+        page = _PageFile(body, content_type)
         root.putChild(b"" if name == "index.html" else name.encode(), page)
     root.putChild(b"ws", ChatWebSocketResource(factory, origins))
     connections = admission(
         factory.config, pending_limit(factory.config), factory.clock, factory.metrics
     )
     return _SecureSite(root, factory.clock, connections, hosts)
+
+
+def page_files() -> dict[str, tuple[bytes, str]]:
+    """The page's files, by name: their bytes and content type. The icons
+    are drawn (L{PAGE_ICONS}); in the service worker, L{VERSION_MARK}
+    becomes the page's version, a hash of every other file, so that any
+    change to the page is a new worker for the browsers that have one."""
+    files = {
+        name: ((PAGE / name).read_bytes(), content_type)
+        for name, content_type in PAGE_FILES.items()
+    }
+    for name, size in PAGE_ICONS.items():
+        files[name] = (icon(size), "image/png")
+    worker, content_type = files["sw.js"]
+    if VERSION_MARK not in worker:
+        raise ValueError(f"{PAGE / 'sw.js'} lacks {VERSION_MARK.decode()}")
+    version = hashlib.sha256()
+    for name in sorted(files):
+        version.update(name.encode() + b"\0" + files[name][0] + b"\0")
+    mark = version.hexdigest()[:16].encode()
+    files["sw.js"] = (worker.replace(VERSION_MARK, mark), content_type)
+    return files

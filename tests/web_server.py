@@ -23,11 +23,14 @@ def listening(port: int) -> bool:
 
 class WebChat:
     """The chat on two loopback ports, the TCP one and the web one; it can
-    be stopped and started again on the same ports (a restart)."""
+    be stopped and started again on the same ports (a restart). C{root}:
+    where its code (chatproto/) is imported from, this checkout's or a
+    copy's (a test that changes the page between two starts)."""
 
-    def __init__(self, cwd: Path, *args: str) -> None:
+    def __init__(self, cwd: Path, *args: str, root: Path = ROOT) -> None:
         self.cwd = cwd
         self.args = args
+        self.root = root
         self.port = free_port()
         self.web_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -51,7 +54,7 @@ class WebChat:
             cwd=self.cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env={**os.environ, "PYTHONPATH": str(self.root)},
         )
         deadline = time.monotonic() + 30
         while not (listening(self.port) and listening(self.web_port)):

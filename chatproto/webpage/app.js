@@ -1132,4 +1132,11 @@ if (typeof document === "undefined") {
     people.open = false;
   }
   connect();
+
+  // Installable: the service worker (sw.js) keeps the page's files for
+  // when the server cannot be reached. Browsers have one only in a secure
+  // context (https, or localhost).
+  if ("serviceWorker" in navigator) {
+    navigator.serviceWorker.register("sw.js").catch(() => {});
+  }
 })();
