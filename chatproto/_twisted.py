@@ -12,10 +12,12 @@ it fails a user.
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import sys
+from collections.abc import Sequence
+from importlib import import_module
 from typing import Any
-
-from twisted.internet import tcp
 
 
 def unsent(transport: object) -> int | None:
@@ -47,6 +49,9 @@ def direct_socket(transport: object) -> socket.socket | None:
     """The socket to write to straight: a plain TCP transport's (a
     L{tcp.Connection} whose C{TLS} is false: its C{socket}); None for any
     other (TLS, UNIX, a test's)."""
+    # Imported here, once the server has chosen how (see import_without_tls).
+    from twisted.internet import tcp
+
     if isinstance(transport, tcp.Connection) and not transport.TLS:
         sock: socket.socket = transport.socket
         return sock
@@ -85,3 +90,48 @@ def endpoint_address(endpoint: object) -> tuple[str, int] | None:
     if not isinstance(port, int) or not isinstance(interface, str):
         return None
     return interface, port
+
+
+# What imports pyOpenSSL (and with it cryptography) as Twisted starts: its
+# TCP transport (for startTLS), its reactors' base class (for listenSSL and
+# connectSSL) and its endpoints (for ssl: and tls:).
+TLS_IMPORTERS = (
+    "twisted.internet.tcp",
+    "twisted.internet.posixbase",
+    "twisted.internet.endpoints",
+)
+
+
+def import_without_tls(names: Sequence[str] = TLS_IMPORTERS) -> bool:
+    """Import the modules C{names} with pyOpenSSL kept out, if it is not
+    imported yet; return whether they all were.
+
+    Each of C{TLS_IMPORTERS} (and others of Twisted: twisted.web.client,
+    which twisted.web.websocket imports) imports pyOpenSSL when it can and
+    does without it when it cannot (C{try: ... except ImportError}), and
+    pyOpenSSL brings in cryptography: some 14 MiB resident in a server
+    that serves no TLS. A C{None} in C{sys.modules} makes an import fail
+    (the import system's documented way to block one); it is taken away
+    again at once, so that a later import of pyOpenSSL works. But these
+    modules stay without TLS for the life of the process: tcp's
+    C{Connection} has no C{startTLS} and its C{TLS} stays false, the
+    reactor has no C{listenSSL} (posixbase's C{tls} and C{ssl} are None),
+    and the endpoints make no C{ssl:} or C{tls:} endpoint. So only a
+    process that will serve no TLS calls this, before anything imports
+    them.
+
+    Nothing is kept out when pyOpenSSL is already imported (a test run, a
+    reactor chosen with C{twistd --reactor}). A module that cannot be
+    imported without pyOpenSSL (a later Twisted's), or not at all, is left
+    out: it is imported as usual, or fails, where it is needed."""
+    if "OpenSSL" in sys.modules:
+        return False
+    sys.modules["OpenSSL"] = None  # type: ignore[assignment]
+    try:
+        for name in names:
+            with contextlib.suppress(ImportError):
+                import_module(name)
+    finally:
+        if "OpenSSL" in sys.modules and sys.modules["OpenSSL"] is None:
+            del sys.modules["OpenSSL"]
+    return all(name in sys.modules for name in names)

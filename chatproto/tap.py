@@ -11,16 +11,15 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.application import internet, service
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP6ServerEndpoint, serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python import usage
 
-from chatproto._twisted import endpoint_address
+from chatproto._twisted import TLS_IMPORTERS, endpoint_address, import_without_tls
 from chatproto.bans import Bans
 from chatproto.config import (
     CLUSTER_WINDOW_BYTES,
@@ -33,9 +32,16 @@ from chatproto.config import (
 from chatproto.moderation import Moderation
 from chatproto.operators import check_in_threads, hash_in_threads, read_operators
 from chatproto.server import EVICTION_GRACE, ChatFactory
-from chatproto.store import Store, StoreError
+
+if TYPE_CHECKING:
+    from chatproto.store import Store
 
 log = Logger()
+
+# Nothing of Twisted's endpoints, TCP transport or reactor is imported here:
+# Options imports them once it knows whether an endpoint serves TLS (see
+# Options._import_twisted). Nor is the store (sqlite3), the web front end or
+# the metrics page: each is imported where its option is given.
 
 _DEFAULTS = ServerConfig()
 STORE = "chat.sqlite3"  # --store's default, in the working directory
@@ -273,6 +279,25 @@ def _endpoint(description: str) -> str:
     return f"tcp:{description}" if description.isdigit() else description
 
 
+def _server_endpoint(reactor: Any, description: str) -> Any:
+    """Twisted's serverFromString, imported when first called."""
+    from twisted.internet.endpoints import serverFromString
+
+    return serverFromString(reactor, description)
+
+
+# Endpoint types that serve no TLS, for which Twisted's own parsers need no
+# pyOpenSSL; any other (ssl:, or a plugin's, which may wrap TLS) gets it.
+PLAIN_ENDPOINTS = frozenset({"tcp", "tcp6", "unix", "systemd"})
+
+
+def serves_tls(description: str) -> bool:
+    """Whether an endpoint may serve TLS: whether it is of a type other
+    than C{PLAIN_ENDPOINTS} (a bare port number is TCP)."""
+    kind = _endpoint_arguments(_endpoint(description))[0][0]
+    return kind.lower() not in PLAIN_ENDPOINTS
+
+
 def _endpoint_arguments(description: str) -> tuple[list[str], dict[str, str]]:
     """An endpoint's positional and keyword arguments, split as Twisted
     splits them: at each C{:}, C{name=value} a keyword (a value may hold a
@@ -295,6 +320,20 @@ def _endpoint_arguments(description: str) -> tuple[list[str], dict[str, str]]:
     args = [value for name, value in fields if name is None]
     keywords = {name: value for name, value in fields if name is not None}
     return args, keywords
+
+
+def tls_missing() -> str | None:
+    """What keeps this Python from serving TLS, as one sentence naming
+    what to install; None when it can."""
+    try:
+        # What an ssl: endpoint imports (pyOpenSSL, and cryptography under it).
+        import twisted.internet.ssl  # noqa: F401
+    except ImportError as e:
+        return (
+            f"serving TLS needs pyOpenSSL and cryptography, and this Python "
+            f"cannot import them ({e}): pip install 'twisted[tls]'."
+        )
+    return None
 
 
 def tls_problem(description: str) -> str | None:
@@ -495,7 +534,7 @@ class Options(usage.Options):
         from twisted.internet import reactor
 
         try:
-            serverFromString(reactor, self["metrics"])
+            _server_endpoint(reactor, self["metrics"])
         except (ValueError, KeyError, TypeError) as e:
             raise usage.UsageError(
                 f"--metrics: {self['metrics']!r} is not an endpoint Twisted knows "
@@ -545,12 +584,28 @@ class Options(usage.Options):
 
     def _tls_options(self) -> None:
         """Check the key and certificate of each ssl: endpoint now, in one
-        sentence that names the file (see tls_problem)."""
+        sentence that names the file (see tls_problem), once pyOpenSSL is
+        known to be there (see tls_missing)."""
         for name in ("port", "web", "metrics"):
-            if self[name] is not None:
-                problem = tls_problem(self[name])
+            if self[name] is not None and self[name].lower().startswith("ssl:"):
+                problem = tls_missing() or tls_problem(self[name])
                 if problem is not None:
                     raise usage.UsageError(f"--{name}: {problem}")
+
+    def _import_twisted(self) -> None:
+        """Import Twisted's endpoints, TCP transport and reactors' base
+        class (and the web front end, with --web), before anything else
+        does: without pyOpenSSL when no endpoint serves TLS
+        (chatproto._twisted.import_without_tls), which keeps some 14 MiB
+        of pyOpenSSL and cryptography out of the server."""
+        if self["redis"] is not None:
+            return  # txredisapi imports Twisted's TLS, whatever the endpoints
+        endpoints = [self[n] for n in ("port", "web", "metrics") if self[n] is not None]
+        if not any(serves_tls(e) for e in endpoints):
+            # The web front end too: twisted.web.websocket imports Twisted's
+            # HTTP client, which imports pyOpenSSL when it can.
+            web = ("chatproto.web",) if self["web"] is not None else ()
+            import_without_tls((*TLS_IMPORTERS, *web))
 
     def _store_option(self) -> None:
         """--store: its default, or none."""
@@ -561,6 +616,7 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         self._tls_options()
+        self._import_twisted()
         self._store_option()
         self._moderation_options()
         web_options = ("web_origin", "web_host")
@@ -597,7 +653,7 @@ class Options(usage.Options):
         from twisted.internet import reactor
 
         try:
-            endpoint = serverFromString(reactor, self["port"])
+            endpoint = _server_endpoint(reactor, self["port"])
         except (ValueError, KeyError, TypeError) as e:
             raise usage.UsageError(
                 f"--port: {self['port']!r} is not an endpoint Twisted knows "
@@ -802,6 +858,8 @@ def _try_to_listen(endpoint: object) -> None:
     if address is None:
         return
     interface, port = address
+    from twisted.internet.endpoints import TCP6ServerEndpoint
+
     ipv6 = isinstance(endpoint, TCP6ServerEndpoint)
     with socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET) as probe:
         # As Twisted does, so that a port in TIME_WAIT counts as free.
@@ -887,6 +945,8 @@ def _open_store(
     one sentence."""
     if options.get("store") is None:
         return None
+    from chatproto.store import Store, StoreError  # here only: sqlite3
+
     try:
         return Store.open(
             options["store"],
@@ -971,7 +1031,7 @@ def makeService(options: usage.Options, reactor: Any = None) -> service.IService
     # Stopped in reverse order: stop listening first, then say goodbye.
     _Shutdown(factory).setServiceParent(top)
     port = with_backlog(options["port"], config.max_connections)
-    endpoint = serverFromString(reactor, port)
+    endpoint = _server_endpoint(reactor, port)
     twistd = options.parent  # None unless twistd runs us
     if twistd is not None and not twistd.get("nodaemon", True):
         try:
@@ -983,7 +1043,7 @@ def makeService(options: usage.Options, reactor: Any = None) -> service.IService
     if options.get("web") is not None:  # stopped first: no new browser
         from chatproto.web import site
 
-        web = serverFromString(
+        web = _server_endpoint(
             reactor, with_backlog(options["web"], config.max_connections)
         )
         web_site = site(factory, options["web_origins"], options["web_hosts"])
@@ -991,6 +1051,6 @@ def makeService(options: usage.Options, reactor: Any = None) -> service.IService
     if options.get("metrics") is not None:
         from chatproto.metrics_page import metrics_site
 
-        metrics = serverFromString(reactor, options["metrics"])
+        metrics = _server_endpoint(reactor, options["metrics"])
         _Listener(metrics, metrics_site(factory, reactor)).setServiceParent(top)
     return top

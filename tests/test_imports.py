@@ -13,6 +13,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 import chatproto
 
 PACKAGE = Path(chatproto.__file__).parent
@@ -201,3 +203,51 @@ def test_a_server_without_web_or_metrics_loads_no_web_server() -> None:
     )
     assert done.returncode == 0, done.stderr.decode(errors="replace")
     assert done.stdout.decode().splitlines() == ["[]"]
+
+
+# What a server has imported once twistd has started it: the plugin's
+# options parsed, then its service made (the reactor imported by then).
+AT_REST = """
+import sys
+from chatproto.tap import Options, makeService
+options = Options()
+options.parseOptions(sys.argv[1:])
+makeService(options)
+watched = ("OpenSSL", "cryptography", "sqlite3", "prometheus_client", "twisted.web")
+watched += ("chatproto.store", "chatproto.web", "chatproto.metrics_page")
+print(" ".join(w for w in watched if w in sys.modules))
+"""
+
+
+@pytest.mark.parametrize(
+    ("argv", "loaded"),
+    [
+        (["--store", "none"], []),
+        ([], ["sqlite3", "chatproto.store"]),
+        (["--store", "none", "--web", "tcp:0"], ["twisted.web", "chatproto.web"]),
+        (
+            ["--store", "none", "--metrics", "tcp:0"],
+            ["prometheus_client", "twisted.web", "chatproto.metrics_page"],
+        ),
+        (["--store", "none", "--port", "ssl"], ["OpenSSL", "cryptography"]),
+    ],
+)
+def test_a_server_at_rest_imports_only_what_its_options_use(
+    tmp_path: Path, argv: list[str], loaded: list[str]
+) -> None:
+    """Each of TLS (pyOpenSSL and cryptography, 14 MiB resident), the store
+    (sqlite3), the web front end and the metrics page is imported only by
+    the option that uses it: no later import brings them back unseen."""
+    if "ssl" in argv:
+        from tests.test_tls import self_signed
+
+        argv[argv.index("ssl")] = f"ssl:0:privateKey={self_signed(tmp_path)}"
+    done = subprocess.run(
+        [sys.executable, "-c", AT_REST, "--port", "tcp:0", *argv],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert sorted(done.stdout.decode().split()) == sorted(loaded)

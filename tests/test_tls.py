@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import datetime
 import os
+import socket
+import ssl as stdlib_ssl
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +26,15 @@ from twisted.python.usage import UsageError
 from chatproto.server import ChatFactory
 from chatproto.tap import Options
 from tests.peer import Peer
-from tests.test_twistd import FOREGROUND, assert_one_sentence, run_twistd
+from tests.test_twistd import (
+    FOREGROUND,
+    ROOT,
+    WELCOME,
+    assert_one_sentence,
+    free_port,
+    run_twistd,
+    running,
+)
 
 r: Any = reactor
 
@@ -206,3 +218,98 @@ def test_twistd_ends_a_bad_key_with_one_line_and_status_2(
     assert_one_sentence(result, f"twistd chat: --port: {sentence}\n", 2)
     assert result.stderr == f"twistd chat: --port: {sentence}\n".encode()
     assert result.stdout == b""
+
+
+# Without TLS support installed (pyOpenSSL and cryptography: Twisted's tls
+# extra), an ssl: endpoint is one sentence naming what to install.
+NO_TLS = (
+    "serving TLS needs pyOpenSSL and cryptography, and this Python cannot "
+    "import them (import of twisted.internet.ssl halted; None in sys.modules): "
+    "pip install 'twisted[tls]'."
+)
+
+
+@pytest.mark.parametrize("option", ["--port", "--web", "--metrics"])
+def test_an_ssl_endpoint_without_tls_support_says_what_to_install(
+    tmp_path: Path, option: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "twisted.internet.ssl", None)
+    key_file, cert_file = key_and_certificate(tmp_path)
+    with pytest.raises(UsageError) as raised:
+        Options().parseOptions(
+            [option, f"ssl:0:privateKey={key_file}:certKey={cert_file}"]
+        )
+    assert str(raised.value) == f"{option}: {NO_TLS}"
+
+
+def test_twistd_without_tls_support_ends_an_ssl_endpoint_with_one_line(
+    tmp_path: Path,
+) -> None:
+    """As a user without pyOpenSSL runs it (here: its import blocked)."""
+    key_file, cert_file = key_and_certificate(tmp_path)
+    endpoint = f"ssl:0:privateKey={key_file}:certKey={cert_file}"
+    without_openssl = (
+        "import sys; sys.modules['OpenSSL'] = None; "
+        f"sys.argv = ['twistd', *{[*FOREGROUND, 'chat', '--port', endpoint]!r}]; "
+        "from twisted.scripts.twistd import run; run()"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", without_openssl],
+        cwd=tmp_path,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=60,
+    )
+    sentence = NO_TLS.replace("twisted.internet.ssl", "OpenSSL")
+    assert_one_sentence(result, f"twistd chat: --port: {sentence}\n", 2)
+    assert result.stderr == f"twistd chat: --port: {sentence}\n".encode()
+
+
+def mapped(pid: int) -> str:
+    """The files a process has mapped: its shared libraries among them,
+    each C extension it has imported (cryptography's _rust, _sqlite3)."""
+    return Path(f"/proc/{pid}/maps").read_text()
+
+
+needs_proc = pytest.mark.skipif(
+    not Path("/proc/self/maps").exists(), reason="reads /proc/PID/maps"
+)
+
+
+@needs_proc
+def test_twistd_serves_tls_with_pyopenssl_loaded(tmp_path: Path) -> None:
+    """Under twistd, an ssl: endpoint serves the chat to a TLS client, and
+    the server has cryptography loaded (the other test's check can fail)."""
+    key_file, cert_file = key_and_certificate(tmp_path)
+    port = free_port()
+    endpoint = (
+        f"ssl:{port}:interface=127.0.0.1:privateKey={key_file}:certKey={cert_file}"
+    )
+    with running(tmp_path, port, "--port", endpoint, "--store", "none") as (proc, _):
+        context = stdlib_ssl.create_default_context(cafile=str(cert_file))
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            received = b""
+            while WELCOME not in received:
+                chunk = tls.recv(4096)
+                assert chunk, f"closed; received {received!r}"
+                received += chunk
+        assert received.startswith(WELCOME)
+        assert "/cryptography/" in mapped(proc.pid)
+
+
+@needs_proc
+@pytest.mark.parametrize("web", [False, True])
+def test_twistd_without_an_ssl_endpoint_loads_no_tls(tmp_path: Path, web: bool) -> None:
+    """A server that serves no TLS has neither pyOpenSSL nor cryptography
+    loaded (14 MiB resident), with or without its web front end, whose
+    Twisted imports them when it can; nor sqlite3 with --store none."""
+    port = free_port()
+    args = ["--port", f"tcp:{port}:interface=127.0.0.1", "--store", "none"]
+    if web:
+        args += ["--web", f"tcp:{free_port()}:interface=127.0.0.1"]
+    with running(tmp_path, port, *args) as (proc, _):
+        files = mapped(proc.pid)
+    assert "/lib-dynload/" in files or "libpython" in files  # the maps are read
+    assert "/cryptography/" not in files
+    assert "_sqlite3" not in files

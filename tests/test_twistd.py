@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -60,19 +61,15 @@ class Line:
         return got
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    port = free_port()
+@contextlib.contextmanager
+def running(
+    cwd: Path, port: int, *args: str
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """`twistd -n --pidfile= chat ARGS`, once it accepts connections on
+    C{port} of 127.0.0.1; killed at the end if it is still running."""
     proc = subprocess.Popen(
-        twistd(
-            "-n",
-            "--pidfile=",
-            "chat",
-            "--port",
-            f"tcp:{port}:interface=127.0.0.1",
-            "--ping-interval=1",
-        ),
-        cwd=tmp_path,
+        twistd("-n", "--pidfile=", "chat", *args),
+        cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -88,10 +85,21 @@ def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
                 proc.kill()
                 raise AssertionError(f"twistd did not start: {out!r}") from None
             time.sleep(0.05)  # a real process: wait for it to listen
-    yield proc, port
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(10)
+    try:
+        yield proc, port
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    port = free_port()
+    with running(
+        tmp_path, port, "--port", f"tcp:{port}:interface=127.0.0.1", "--ping-interval=1"
+    ) as started:
+        yield started
 
 
 def register(port: int, nick: str) -> Line:

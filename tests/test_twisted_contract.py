@@ -17,12 +17,17 @@ allows) instead of quietly degrading the server:
   calls for each fragment and each whole message.
 - endpoint_address() reads the server endpoints' C{_interface} and
   C{_port}.
+- import_without_tls() counts on Twisted's TCP transport, reactors' base
+  class, endpoints and HTTP client importing without pyOpenSSL (each has
+  a fallback for its absence), and a reactor then still listening on TCP.
 """
 
 from __future__ import annotations
 
 import ast
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -308,3 +313,43 @@ def test_only_chatproto_twisted_reads_twisted_s_internals() -> None:
             if named in INTERNALS:
                 readers.add(path.name)
     assert readers == {"_twisted.py"}
+
+
+WITHOUT_TLS = """
+import socket, sys
+from chatproto._twisted import TLS_IMPORTERS, import_without_tls
+assert import_without_tls((*TLS_IMPORTERS, "twisted.web.websocket"))
+assert not [m for m in sys.modules if m.startswith(("OpenSSL", "cryptography"))]
+from twisted.internet import posixbase, reactor, tcp
+from twisted.internet.endpoints import clientFromString, serverFromString
+from twisted.internet.protocol import Factory, Protocol
+assert posixbase.tls is None and not tcp.Connection.TLS
+class Hello(Protocol):
+    def connectionMade(self):
+        self.transport.write(b"hello")
+        self.transport.loseConnection()
+class Reader(Protocol):
+    def dataReceived(self, data):
+        print(data.decode())
+    def connectionLost(self, reason):
+        reactor.stop()
+def listening(port):
+    where = f"tcp:127.0.0.1:{port.getHost().port}"
+    return clientFromString(reactor, where).connect(Factory.forProtocol(Reader))
+endpoint = serverFromString(reactor, "tcp:0:interface=127.0.0.1")
+endpoint.listen(Factory.forProtocol(Hello)).addCallback(listening)
+reactor.callLater(10, reactor.stop)
+reactor.run()
+import OpenSSL  # kept out while Twisted was imported, importable after
+print(import_without_tls())
+"""
+
+
+def test_twisted_imports_and_serves_tcp_without_pyopenssl() -> None:
+    """In a fresh interpreter (a test run has pyOpenSSL imported): Twisted's
+    modules import with pyOpenSSL kept out, and a TCP endpoint serves."""
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_TLS], capture_output=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert done.stdout.decode().split() == ["hello", "False"]
