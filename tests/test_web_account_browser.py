@@ -256,7 +256,9 @@ def test_remember_me_saves_and_registers_by_itself_only_when_ticked(
     fake.received.clear()
     alice.page.reload()
     alice.connected("alice")
-    assert fake.received[:2] == ["/pseudo alice", PASSWORD]
+    # (The page before the reload may still ask for older lines as it goes.)
+    said = [line for line in fake.received if not line.startswith("/history")]
+    assert said[:2] == ["/pseudo alice", PASSWORD]
     expect(alice.page.get_by_label("Mot de passe")).to_be_hidden()
     expect(alice.page.get_by_label("Message")).to_be_visible()
 
