@@ -15,6 +15,9 @@ the file's size per million lines. The file goes in a temporary directory,
 removed at the end, unless --path is given (and kept with --keep).
 --cluster numbers the lines as a cluster node's store does (Redis's
 millisecond stamps, with gaps), so that /unread's count goes row by row.
+A single server's store has a fifth of its lines in ten named rooms
+(chatproto/rooms.py; --room-share to change it): the lobby's queries pass
+over them, and the room cases read one room's lines (a fiftieth of all).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from typing import Any
 from twisted.internet import defer, task
 
 from chatproto.history import Kept
-from chatproto.store import Store, _connect, _migrate, _words
+from chatproto.store import Store, _connect, _folded, _migrate
 
 VOCABULARY = (
     "le la les un une des de du et à en est que qui dans pour pas sur au "
@@ -75,14 +78,21 @@ NICKS = [
     )
 ]
 DAY = 86400.0
+ROOMS = [f"salle{n}" for n in range(10)]
 
 
 def build(
-    path: str, count: int, now: float, seed: int = 21, stamps: bool = False
+    path: str,
+    count: int,
+    now: float,
+    seed: int = 21,
+    stamps: bool = False,
+    room_share: float = 0.0,
 ) -> None:
     """A store of C{count} public lines over the 30 days before C{now},
     numbered 1, 2, 3... (a single server's) or by their milliseconds
-    (C{stamps}: a cluster node's)."""
+    (C{stamps}: a cluster node's); C{room_share} of them in the named
+    rooms of ROOMS (the lobby's seq counts the lobby's lines only)."""
     rng = random.Random(seed)
     weights = [1 / (rank + 1) for rank in range(len(WORDS))]
     db = _connect(path)
@@ -92,6 +102,7 @@ def build(
     start = now - 30 * DAY
     step = 30 * DAY / count
     chunk = 50_000
+    seq = 0
     for first in range(0, count, chunk):
         rows = []
         for n in range(first, min(count, first + chunk)):
@@ -99,6 +110,9 @@ def build(
             t = time.localtime(when)
             stamp = f"[{t.tm_hour}.{t.tm_min}.{t.tm_sec}]"
             nick = rng.choice(NICKS)
+            room = rng.choice(ROOMS) if rng.random() < room_share else None
+            if room is not None:
+                stamp += f"-#{room}"
             kind = rng.random()
             if kind < 0.03:
                 text = f"{stamp}-Connexion de {nick}\n"
@@ -112,14 +126,20 @@ def build(
                     words[0] = words[0].capitalize()
                 text = f"{stamp}-{nick}: {' '.join(words)}\n"
             at = round(when * 1000)
-            rows.append((at if stamps else n + 1, at, text.encode(), n + 1))
+            if room is not None:  # "[H.M.S]-#room-nick: ": "[H.M.S]-#room nick: "
+                text = text.replace(f"-#{room}-", f"-#{room} ", 1)
+                number = None
+            else:
+                seq += 1
+                number = seq
+            rows.append((at if stamps else n + 1, at, text.encode(), number, room))
         db.execute("BEGIN")
         db.executemany(
-            "INSERT INTO lines (id, at, line, seq) VALUES (?, ?, ?, ?)", rows
+            "INSERT INTO lines (id, at, line, seq, room) VALUES (?, ?, ?, ?, ?)", rows
         )
         db.executemany(
             "INSERT INTO words (rowid, folded) VALUES (?, ?)",
-            [(n, _words(line)) for n, _, line, _ in rows],
+            [(n, _folded(line, room)) for n, _, line, _, room in rows],
         )
         db.execute("COMMIT")
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -161,6 +181,21 @@ def measure(reactor: Any, store: Store, rounds: int, back: int, middle: int) -> 
         ),
         ("before(middle, 500)", lambda: history.before(middle, 500)),
         ("before(fin, 500)", lambda: history.before(None, 500)),
+        # a named room's: /history 500, /search, /history 500 avant K
+        ("room last(500)", lambda: history.last(500, ROOMS[3])),
+        (
+            "room search common word (est)",
+            lambda: history.search(["est"], 20, ROOMS[3]),
+        ),
+        (
+            "room search rare word (palimpseste)",
+            lambda: history.search(["palimpseste"], 20, ROOMS[3]),
+        ),
+        (
+            "room search absent word (introuvable)",
+            lambda: history.search(["introuvable"], 20, ROOMS[3]),
+        ),
+        ("room before(middle, 500)", lambda: history.before(middle, 500, ROOMS[3])),
     ]
     print(f"{'query':40} {'found':>6} {'median ms':>10} {'p99 ms':>8}")
     for name, call in cases:
@@ -185,6 +220,12 @@ def main() -> None:
     parser.add_argument(
         "--cluster", action="store_true", help="number the lines as a cluster does"
     )
+    parser.add_argument(
+        "--room-share",
+        type=float,
+        default=None,
+        help="the share of lines in named rooms (default 0.2; a cluster's: 0)",
+    )
     args = parser.parse_args()
     folder = None
     if args.path is None:
@@ -196,7 +237,10 @@ def main() -> None:
         now = time.time()
         if not os.path.exists(path):
             began = time.perf_counter()
-            build(path, args.lines, now, stamps=args.cluster)
+            share = args.room_share
+            if share is None:
+                share = 0.0 if args.cluster else 0.2
+            build(path, args.lines, now, stamps=args.cluster, room_share=share)
             print(f"built {args.lines} lines in {time.perf_counter() - began:.1f} s")
         size = os.path.getsize(path)
         db = sqlite3.connect(path)

@@ -64,7 +64,8 @@ def _not_whispered(failure: Failure, session: Session, target: str) -> None:
 
 
 def _list(session: Session, argument: str) -> None:
-    session.server.registry.names().addCallback(session.send_names)
+    """C{/list}: the members of the current room (the lobby: every user)."""
+    session.server.rooms.list_names(session)
 
 
 def _quit(session: Session, argument: str) -> None:
@@ -83,8 +84,9 @@ def _history(session: Session, argument: str) -> None:
     """C{/history [N]}: the last N public lines (20 by default, at most the
     history's limit), to this user alone, between two marker lines.
     Registered users only: reading the room is being in it, seen in
-    /list, and a connection that has no nickname yet stays cheap."""
-    history = session.server.history
+    /list, and a connection that has no nickname yet stays cheap. The
+    current room's lines (chatproto/rooms.py)."""
+    history = session.server.rooms.history(session)
     most = history.limit
     if most <= 0:
         raise ChatError(wire.HISTORY_OFF)
@@ -139,7 +141,7 @@ def _history_before(session: Session, argument: str) -> None:
     """C{/history N avant K}: the N lines kept before line K (C{fin}:
     after the newest line), to this user alone, numbered in their header:
     a page that scrolls up asks for the lines before the first it has."""
-    history = session.server.history
+    history = session.server.rooms.history(session)
     most = history.limit
     count, _, start = argument.partition(" avant ")
     count, start = count.strip(), start.strip()
@@ -227,8 +229,8 @@ def _search(session: Session, argument: str) -> None:
     word of WORDS (case and accents aside: L{search_words}), to this user
     alone, between two marker lines; or one line saying none does.
     Registered users only, as /history; each costs a line of flood control,
-    as any line."""
-    history = session.server.history
+    as any line. The current room's lines, as /history."""
+    history = session.server.rooms.history(session)
     if history.limit <= 0:
         raise ChatError(wire.HISTORY_OFF)
     words = [] if len(argument) > SEARCH_CHARACTERS else search_words(argument)
@@ -272,6 +274,28 @@ def _by_day(kept: list[Kept], now: float) -> list[bytes]:
                 lines.append(wire.day_line(when))
         lines.append(entry.line)
     return lines
+
+
+# Rooms (chatproto/rooms.py): /join, /part, /rooms, /topic.
+
+
+def _join(session: Session, argument: str) -> None:
+    session.server.rooms.join(session, argument)
+
+
+def _part(session: Session, argument: str) -> None:
+    session.server.rooms.part(session, argument)
+
+
+def _rooms(session: Session, argument: str) -> None:
+    session.server.rooms.list_rooms(session, argument)
+
+
+def _topic(session: Session, argument: str) -> None:
+    """C{/topic [TEXT]}: anyone reads the topic, an operator sets it (its
+    own refusal, not /kick's: reading is everyone's)."""
+    operator = bool(argument) and session.server.moderation.operates(session)
+    session.server.rooms.topic(session, argument, operator)
 
 
 # Protected nicknames (chatproto/accounts.py): the user's own.
@@ -373,6 +397,10 @@ COMMANDS: Final[dict[str, Command]] = {
     "/history": Command(_history),
     "/search": Command(_search),
     "/unread": Command(_unread),
+    "/join": Command(_join),
+    "/part": Command(_part),
+    "/rooms": Command(_rooms),
+    "/topic": Command(_topic),
     "/register": Command(_register),
     "/unregister": Command(_unregister),
     "/op": Command(_op),

@@ -73,6 +73,10 @@ class ServerConfig:
     # Protected nicknames (chatproto/accounts.py): one unused for longer
     # than this many days is free again.
     nick_days: float = 90.0
+    # Rooms (chatproto/rooms.py): named rooms at once on the server (the
+    # lobby not counted), and rooms one user is in besides the lobby.
+    max_rooms: int = 1000
+    rooms_per_user: int = 20
 
     @property
     def network_limit(self) -> int:

@@ -209,7 +209,8 @@ class FanOut:
                 if start >= end or member.state is not chatting:
                     continue
                 data = joined.get(start)
-                if data is None or member in spoke:
+                # a member of named rooms: its rooms' lines first (_serve)
+                if data is None or member in spoke or member.rooms is not None:
                     self._serve(member)
                 else:
                     member.seen = end
@@ -231,7 +232,12 @@ class FanOut:
 
     def _serve(self, member: Session) -> None:
         """Give a member the public lines it has not been given: the same
-        bytes as everyone, or, if it made some of them, all but its own."""
+        bytes as everyone, or, if it made some of them, all but its own.
+        The lines of its named rooms waiting for it are older (see
+        chatproto/rooms.py): they go first."""
+        rooms = member.rooms
+        if rooms is not None and rooms.pending:
+            rooms.flush()  # may cut it: then it is no member any more
         if member.seen < 0:  # not (or no longer) a member: no public line
             return
         start, end = max(member.seen, self._base), self._end

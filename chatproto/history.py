@@ -159,6 +159,25 @@ def _bare(line: bytes) -> bytes:
     return folded.encode("ascii", "ignore")
 
 
+class RoomHistory(History, Protocol):
+    """A single server's history, which keeps the lines of every room
+    (chatproto/rooms.py): C{room} is a named room (its name, in lower case,
+    without C{#}), None the lobby, whose lines are the chat's of before
+    rooms. Numbers are the history's, shared by every room: a room's lines
+    are numbered with gaps. C{after} (/unread) reads the lobby's lines only.
+    L{MemoryHistory} and L{chatproto.store.StoreHistory} implement it; a
+    cluster's history does not (rooms are a single server's, for now)."""
+
+    def record(self, line: bytes, room: str | None = None) -> None: ...
+    def last(self, count: int, room: str | None = None) -> Deferred[list[Kept]]: ...
+    def before(
+        self, number: int | None, count: int, room: str | None = None
+    ) -> Deferred[list[Kept]]: ...
+    def search(
+        self, words: Sequence[str], count: int, room: str | None = None
+    ) -> Deferred[list[Kept]]: ...
+
+
 class MemoryHistory:
     """The history of a single server process.
 
@@ -170,15 +189,22 @@ class MemoryHistory:
     is its place among all the lines recorded (the first is 1): those
     forgotten, then its place in the deque; its L{Kept} is made when read
     (recording one is on the broadcast path). L{search} reads every line
-    kept, the newest first: at most C{history_lines} of them."""
+    kept, the newest first: at most C{history_lines} of them.
+
+    The lines of every room are kept together (L{RoomHistory}), in the
+    same bounds: a room's lines stay as long as any other. While no room's
+    line is kept, the lobby's reads are those of before rooms; otherwise
+    they pass over the other rooms' lines, at most C{history_lines}."""
 
     def __init__(self, config: ServerConfig, clock: IReactorTime) -> None:
         self.config = config
         self.clock = clock
         self.limit = config.history_lines
-        self._lines: deque[tuple[float, bytes]] = deque()  # (when, line)
+        # (when, line, room: None for the lobby)
+        self._lines: deque[tuple[float, bytes, str | None]] = deque()
         self._bytes = 0
         self._forgotten = 0  # the lines recorded, then forgotten
+        self._in_rooms = 0  # the lines kept of named rooms
 
     def __len__(self) -> int:
         return len(self._lines)
@@ -188,18 +214,20 @@ class MemoryHistory:
         """The bytes of the lines kept."""
         return self._bytes
 
-    def record(self, line: bytes) -> None:
+    def record(self, line: bytes, room: str | None = None) -> None:
         config = self.config
         if config.history_lines <= 0 or len(line) > config.history_bytes:
             return
         now = self.clock.seconds()
-        self._lines.append((now, line))
+        self._lines.append((now, line, room))
         self._bytes += len(line)
+        if room is not None:
+            self._in_rooms += 1
         self._forget(now)
 
-    def last(self, count: int) -> Deferred[list[Kept]]:
+    def last(self, count: int, room: str | None = None) -> Deferred[list[Kept]]:
         self._forget(self.clock.seconds())
-        return succeed(self._kept(0, len(self._lines), count))
+        return succeed(self._kept(0, len(self._lines), count, room))
 
     @property
     def newest(self) -> int:
@@ -208,33 +236,55 @@ class MemoryHistory:
     def after(
         self, number: int, count: int, until: int | None = None
     ) -> Deferred[tuple[int, list[Kept]]]:
+        """The lobby's lines after C{number} (/unread reads the lobby)."""
         self._forget(self.clock.seconds())
         lines = self._lines
         end = len(lines) if until is None else until - self._forgotten
         end = min(max(0, end), len(lines))
         start = min(max(0, number - self._forgotten), end)
-        return succeed((end - start, self._kept(start, end, count)))
+        if not self._in_rooms:
+            return succeed((end - start, self._kept(start, end, count)))
+        total = sum(1 for i in range(start, end) if lines[i][2] is None)
+        return succeed((total, self._kept(start, end, count, None)))
 
-    def before(self, number: int | None, count: int) -> Deferred[list[Kept]]:
+    def before(
+        self, number: int | None, count: int, room: str | None = None
+    ) -> Deferred[list[Kept]]:
         self._forget(self.clock.seconds())
         lines = self._lines
         end = len(lines) if number is None else number - self._forgotten - 1
-        return succeed(self._kept(0, min(max(0, end), len(lines)), count))
+        return succeed(self._kept(0, min(max(0, end), len(lines)), count, room))
 
-    def _kept(self, start: int, end: int, count: int) -> list[Kept]:
-        """The last C{count} of the lines at indices C{start} to C{end}."""
+    def _kept(
+        self, start: int, end: int, count: int, room: str | None = None
+    ) -> list[Kept]:
+        """The last C{count} of C{room}'s lines at indices C{start} to
+        C{end}."""
         lines, first = self._lines, self._forgotten + 1
-        start = max(start, end - max(0, count))
-        return [Kept(first + i, *lines[i]) for i in range(start, end)]
+        if room is None and not self._in_rooms:
+            start = max(start, end - max(0, count))
+            return [Kept(first + i, *lines[i][:2]) for i in range(start, end)]
+        found: list[Kept] = []
+        for i in range(end - 1, start - 1, -1):
+            if len(found) >= count:
+                break
+            when, line, of = lines[i]
+            if of == room:
+                found.append(Kept(first + i, when, line))
+        found.reverse()
+        return found
 
-    def search(self, words: Sequence[str], count: int) -> Deferred[list[Kept]]:
+    def search(
+        self, words: Sequence[str], count: int, room: str | None = None
+    ) -> Deferred[list[Kept]]:
         self._forget(self.clock.seconds())
-        return succeed(newest_holding(self._newest_first(), words, count))
+        return succeed(newest_holding(self._newest_first(room), words, count))
 
-    def _newest_first(self) -> Iterator[Kept]:
+    def _newest_first(self, room: str | None) -> Iterator[Kept]:
         number = self._forgotten + len(self._lines)
-        for when, line in reversed(self._lines):
-            yield Kept(number, when, line)
+        for when, line, of in reversed(self._lines):
+            if of == room:
+                yield Kept(number, when, line)
             number -= 1
 
     def _forget(self, now: float) -> None:
@@ -247,9 +297,11 @@ class MemoryHistory:
             or self._bytes > config.history_bytes
             or lines[0][0] < horizon
         ):
-            _, old = lines.popleft()
+            _, old, room = lines.popleft()
             self._bytes -= len(old)
             self._forgotten += 1
+            if room is not None:
+                self._in_rooms -= 1
 
 
 # Lua for the cluster's history. ARGV[1] is the key prefix, as in cluster.py.

@@ -483,6 +483,11 @@ class Moderation:
         session's command table asks, once, before the handler runs)."""
         return self.op_check.is_operator(session, command)
 
+    def operates(self, session: User) -> bool:
+        """Whether C{session} is an operator, nothing said either way
+        (C{/topic} asks, with its own answer)."""
+        return session in self.op_check.operating
+
     # /kick, /ban, /unban, /bans
 
     def kick(self, session: User, argument: str) -> None:

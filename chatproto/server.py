@@ -39,6 +39,7 @@ from chatproto.output import Output, Transport, send_buffer, unsent
 from chatproto.positions import Positions
 from chatproto.registry import MemoryRegistry, Reach, Registry
 from chatproto.room import Relay, Room
+from chatproto.rooms import Rooms
 from chatproto.session import GONE, ChatError, Session, State
 
 __all__ = [
@@ -250,6 +251,8 @@ class ChatFactory(ServerFactory):
             history if history is not None else MemoryHistory(config, clock),
             relay,
         )
+        # The named rooms beside it, the lobby (chatproto/rooms.py).
+        self.rooms = Rooms(self.room)
         self.admission: Admission[Session] = Admission(config, clock, self.metrics)
         self.stopping = False
         self._stopped: Deferred[None] | None = None
@@ -347,6 +350,7 @@ class ChatFactory(ServerFactory):
         last member."""
         if not self.room.withdraw(session, reach, reason):
             return False
+        self.rooms.leave_all(session)  # silently: the lobby's departure says it
         if not self.room.sessions and self._pinger.running:
             self._pinger.stop()
         return True
@@ -359,7 +363,9 @@ class ChatFactory(ServerFactory):
         return self.room.stamp()
 
     def say(self, sender: Session, text: str) -> None:
-        self.room.say(sender, text)
+        """A plain line, to the sender's current room (the lobby's Room, or
+        a named room)."""
+        self.rooms.say(sender, text)
 
     def broadcast(self, line: bytes, exclude: Session | None = None) -> None:
         self.room.broadcast(line, exclude)
@@ -368,6 +374,11 @@ class ChatFactory(ServerFactory):
         self.room.deliver(line)
 
     def catch_up(self, session: Session) -> None:
+        """Before any other line: the lines of its named rooms waiting for
+        it, then the lobby's (older, then newer: chatproto/rooms.py)."""
+        rooms = session.rooms
+        if rooms is not None and rooms.pending:
+            rooms.flush()
         self.room.catch_up(session)
 
     def whisper(self, sender: str, target: str, text: str) -> Deferred[bool]:
@@ -406,6 +417,7 @@ class ChatFactory(ServerFactory):
     def shutdown(self) -> Deferred[None]:
         """Tell every client the server stops, close, and fire when all are
         closed (clients that do not go are cut after C{shutdown_timeout})."""
+        self.rooms.flush()
         self.room.flush()
         self.stopping = True
         if self._pinger.running:

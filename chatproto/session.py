@@ -46,6 +46,21 @@ if TYPE_CHECKING:
     from chatproto.metrics import Metrics
     from chatproto.positions import Positions
 
+
+class Rooms(Protocol):
+    """What the commands use of the server's named rooms
+    (L{chatproto.rooms.Rooms})."""
+
+    def history(self, session: Session) -> History:
+        """The history of the session's current room."""
+
+    def join(self, session: Session, argument: str) -> None: ...
+    def part(self, session: Session, argument: str) -> None: ...
+    def list_rooms(self, session: Session, argument: str) -> None: ...
+    def list_names(self, session: Session) -> None: ...
+    def topic(self, session: Session, argument: str, operator: bool) -> None: ...
+
+
 log = Logger()
 
 
@@ -103,6 +118,17 @@ class Connection(Protocol):
         """The user talks: from now on, send each write at once."""
 
 
+class Waiting(Protocol):
+    """A user's lines of its named rooms, made and not yet written to it
+    (chatproto/rooms.py's Member, in the session's C{rooms} slot): whatever
+    writes to the user writes them first (L{flush})."""
+
+    pending: list[bytes]
+
+    def flush(self) -> None:
+        """Write the lines waiting, in one write."""
+
+
 class Server(Protocol):
     """All a session knows of the chat it is in: the server's
     L{chatproto.server.ChatFactory}, which hands the calls about the chat
@@ -127,6 +153,10 @@ class Server(Protocol):
     @property
     def positions(self) -> Positions:
         """The users' read positions, for /unread (chatproto/positions.py)."""
+
+    @property
+    def rooms(self) -> Rooms:
+        """The named rooms (chatproto/rooms.py)."""
 
     def admit(self, session: Session) -> bytes | None:
         """Count a new session in, or the line that says why not."""
@@ -169,6 +199,8 @@ class Moderator(Protocol):
     def ban(self, session: Session, argument: str) -> None: ...
     def unban(self, session: Session, argument: str) -> None: ...
     def list_bans(self, session: Session, argument: str) -> None: ...
+    def operates(self, session: Session) -> bool:
+        """Whether C{session} is an operator (nothing said if not)."""
 
 
 class Session:
@@ -185,7 +217,9 @@ class Session:
 
     Invariants: nothing is written once the state is GONE; C{seen} (the
     number of the last public line this user was given, -1 when not in the
-    chat) is written by the room's L{FanOut} only.
+    chat) is written by the room's L{FanOut} only; C{rooms} (its named
+    rooms and their lines waiting for it, None while it never joined one)
+    by chatproto/rooms.py only.
     """
 
     # One per connection, 10,000 of them: slots, not a dictionary each.
@@ -201,6 +235,7 @@ class Session:
         "inbox",
         "missed_pings",
         "nick",
+        "rooms",
         "seen",
         "server",
         "state",
@@ -220,6 +255,7 @@ class Session:
         self.state = State.WELCOMED
         self.missed_pings = 0
         self.seen = -1
+        self.rooms: Waiting | None = None
         self.inbox = Inbox(server)
         self._busy = False  # a registry call is under way: lines wait for it
         self._draining = False

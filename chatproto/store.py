@@ -10,12 +10,20 @@ C{synchronous=FULL}: a transaction committed is on the disk.
                and departures included; never a private line; seq (each
                line one more, in this file, whatever its id: a count of
                lines is a difference of two seqs; NULL: the id, for the
-               lines written before version 3)
+               lines written before version 3; a named room's lines have
+               none: /unread counts the lobby's), room (the named room's
+               name, lower case without its #; NULL: the lobby, and every
+               line written before version 4), indexed with the id
+               (lines_room): each room's lines read as fast as the lobby's
     words      FTS5, contentless: rowid = lines.id, folded: the text
                search_words(searchable(line)) joined by spaces (already
                folded, so unicode61 without diacritics removal cuts it
                into exactly those words); no column sizes, as nothing is
-               ranked (results go by rowid). On a million lines of
+               ranked (results go by rowid). A named room's line starts
+               with two words no text folds to (search_words casefolds, and
+               "ß" becomes "ss"): ROOM_WORD, and ROOM_WORD followed by the
+               room's name in hex; /search in a room requires the second,
+               in the lobby excludes lines with the first. On a million lines of
                bench/store.py: 23.5 MiB, beside 67.6 MiB of lines (with
                column sizes 9.6 MiB more; a plain table would keep the
                folded text too, 38 MiB more)
@@ -97,6 +105,12 @@ MIGRATIONS: list[tuple[str, ...]] = [
     # 3: lines counted without reading them, whatever their numbers (a
     # cluster node's are Redis's stamps): /unread's count on a million lines.
     ("ALTER TABLE lines ADD COLUMN seq INTEGER",),
+    # 4: rooms (chatproto/rooms.py): each line's room, NULL the lobby's (so
+    # every line of before), and the index that reads one room's lines.
+    (
+        "ALTER TABLE lines ADD COLUMN room TEXT",
+        "CREATE INDEX lines_room ON lines (room, id)",
+    ),
 ]
 VERSION = len(MIGRATIONS)
 
@@ -119,18 +133,41 @@ READERS = 2  # threads (and connections) reading
 READS_WAITING = 64
 
 
+# The word that marks a named room's line in the words index: no text's
+# search_words has it (they are casefolded, and casefold makes "ß" "ss"),
+# and unicode61 keeps it whole (ß is a letter, in lower case).
+ROOM_WORD = "ßroom"
+
+
 class StoreError(Exception):
     """The store cannot be opened: one sentence that names the file."""
+
+
+def _room_word(room: str) -> str:
+    """The word of the named room C{room} in the words index."""
+    return ROOM_WORD + room.encode().hex()
 
 
 def _words(line: bytes) -> str:
     return " ".join(search_words(searchable(line)))
 
 
-def _match(words: Sequence[str]) -> str:
+def _folded(line: bytes, room: str | None) -> str:
+    """The words index's text of a line of C{room} (None: the lobby)."""
+    words = _words(line)
+    if room is None:
+        return words
+    return f"{ROOM_WORD} {_room_word(room)} {words}"
+
+
+def _match(words: Sequence[str], room: str | None = None) -> str:
     """An FTS5 query: every word, each quoted (a word of search_words holds
-    no quote, but a caller's word might)."""
-    return " ".join('"' + word.replace('"', '""') + '"' for word in words)
+    no quote, but a caller's word might); in a named room's lines, or in
+    the lobby's (none marked as a room's)."""
+    every = " ".join('"' + word.replace('"', '""') + '"' for word in words)
+    if room is None:
+        return f'({every}) NOT "{ROOM_WORD}"'
+    return f'"{_room_word(room)}" {every}'
 
 
 def _kept(rows: Iterable[tuple[int, int, bytes]]) -> list[Kept]:
@@ -248,8 +285,9 @@ class Store:
         self._file = (held.st_dev, held.st_ino)  # the file written
         self._last_number = last_number
         self._last_seq = last_seq
-        # The reactor's: lines recorded and not yet known committed.
-        self._unsaved: deque[Kept] = deque()
+        # The reactor's: lines recorded and not yet known committed, and
+        # their rooms (None: the lobby).
+        self._unsaved: deque[tuple[Kept, str | None]] = deque()
         self._unsaved_bytes = 0
         self._dropped = 0  # since the last log of them
         self._dropped_logged = -LOG_INTERVAL
@@ -257,7 +295,8 @@ class Store:
         # Shared with the writer, under _mutex: what it has to write.
         self._mutex = threading.Lock()
         self._wake = threading.Event()
-        self._to_write: list[tuple[Kept, int]] = []  # each line, its seq
+        # each line, its seq (None: a named room's line), its room
+        self._to_write: list[tuple[Kept, int | None, str | None]] = []
         self._jobs: list[tuple[Callable[[sqlite3.Connection], Any], Deferred[Any]]] = []
         self._halt = threading.Event()  # set (under _mutex) by close()
         # The writer's own.
@@ -311,8 +350,8 @@ class Store:
                     "FROM lines"
                 ).fetchone()
                 (seq,) = db.execute(
-                    "SELECT coalesce((SELECT coalesce(seq, id) FROM lines ORDER "
-                    "BY id DESC LIMIT 1), 0)"
+                    "SELECT coalesce((SELECT coalesce(seq, id) FROM lines WHERE "
+                    "room IS NULL ORDER BY id DESC LIMIT 1), 0)"
                 ).fetchone()
                 protected = {key for (key,) in db.execute("SELECT key FROM accounts")}
             finally:
@@ -367,13 +406,14 @@ class Store:
 
     # The reactor's side
 
-    def record(self, line: bytes) -> None:
-        """Number a public line and queue it for the writer; never waits."""
+    def record(self, line: bytes, room: str | None = None) -> None:
+        """Number a public line of C{room} (None: the lobby) and queue it
+        for the writer; never waits."""
         if self._full(line):
             self._drop()
             return
         self._last_number += 1
-        self._enqueue(Kept(self._last_number, self.clock.seconds(), line))
+        self._enqueue(Kept(self._last_number, self.clock.seconds(), line), room)
 
     def keep(self, lines: Iterable[Kept]) -> None:
         """Queue lines numbered elsewhere (a cluster's stamps, increasing),
@@ -394,13 +434,17 @@ class Store:
             or self._unsaved_bytes + len(line) > UNSAVED_BYTES
         )
 
-    def _enqueue(self, kept: Kept) -> None:
-        """A numbered line for the writer, with the next seq."""
-        self._unsaved.append(kept)
+    def _enqueue(self, kept: Kept, room: str | None = None) -> None:
+        """A numbered line for the writer, with the next seq (the lobby's
+        lines only: /unread counts them)."""
+        self._unsaved.append((kept, room))
         self._unsaved_bytes += len(kept.line)
-        self._last_seq += 1
+        seq = None
+        if room is None:
+            self._last_seq += 1
+            seq = self._last_seq
         with self._mutex:
-            self._to_write.append((kept, self._last_seq))
+            self._to_write.append((kept, seq, room))
             first = len(self._to_write) == 1
         if first:
             self._wake.set()
@@ -421,8 +465,8 @@ class Store:
     def _saved(self, number: int) -> None:
         """The lines up to C{number} are committed."""
         unsaved = self._unsaved
-        while unsaved and unsaved[0].number <= number:
-            self._unsaved_bytes -= len(unsaved.popleft().line)
+        while unsaved and unsaved[0][0].number <= number:
+            self._unsaved_bytes -= len(unsaved.popleft()[0].line)
 
     def _failed(self, error: str) -> None:
         self.metrics.store_write_failures += 1
@@ -482,9 +526,10 @@ class Store:
         """The number of the newest line recorded (0: none yet)."""
         return self._last_number
 
-    def unsaved(self) -> list[Kept]:
-        """The lines recorded and not yet known committed, oldest first."""
-        return list(self._unsaved)
+    def unsaved(self, room: str | None = None) -> list[Kept]:
+        """The lines of C{room} (None: the lobby) recorded and not yet
+        known committed, oldest first."""
+        return [kept for kept, of in self._unsaved if of == room]
 
     # The threads' side
 
@@ -499,7 +544,7 @@ class Store:
     def _write(self) -> None:
         """The writer thread: commit what is queued, forget what is old."""
         db = _connect(self.path)
-        batch: list[tuple[Kept, int]] = []
+        batch: list[tuple[Kept, int | None, str | None]] = []
         retain_at = 0.0  # time.monotonic() of the next retention pass
         retaining = False
         while True:
@@ -539,7 +584,7 @@ class Store:
     def _commit(
         self,
         db: sqlite3.Connection,
-        batch: list[tuple[Kept, int]],
+        batch: list[tuple[Kept, int | None, str | None]],
         jobs: list[tuple[Callable[[sqlite3.Connection], Any], Deferred[Any]]],
     ) -> bool:
         """Commit the lines and the jobs in one transaction: whether done."""
@@ -547,12 +592,12 @@ class Store:
         try:
             db.execute("BEGIN IMMEDIATE")
             db.executemany(
-                "INSERT INTO lines (id, at, line, seq) VALUES (?, ?, ?, ?)",
-                [(k.number, round(k.when * 1000), k.line, seq) for k, seq in batch],
+                "INSERT INTO lines (id, at, line, seq, room) VALUES (?, ?, ?, ?, ?)",
+                [(k.number, round(k.when * 1000), k.line, q, r) for k, q, r in batch],
             )
             db.executemany(
                 "INSERT INTO words (rowid, folded) VALUES (?, ?)",
-                [(k.number, _words(k.line)) for k, _ in batch],
+                [(k.number, _folded(k.line, r)) for k, _, r in batch],
             )
             results = [change(db) for change, _ in jobs]
             db.execute("COMMIT")
@@ -562,7 +607,7 @@ class Store:
             for _, d in jobs:
                 self.reactor.callFromThread(d.errback, e)
             return False
-        self._size += sum(len(k.line) for k, _ in batch)
+        self._size += sum(len(k.line) for k, _, _ in batch)
         if batch:
             self.reactor.callFromThread(self._saved, batch[-1][0].number)
         if self._replaced():
@@ -593,21 +638,22 @@ class Store:
         now = self.clock.seconds()
         horizon = round((now - self.days * 86400) * 1000)
         rows = db.execute(
-            "SELECT id, at, line FROM lines ORDER BY id LIMIT ?", (RETENTION_CHUNK,)
+            "SELECT id, at, line, room FROM lines ORDER BY id LIMIT ?",
+            (RETENTION_CHUNK,),
         ).fetchall()
         doomed = []
         size = self._size
-        for number, at, line in rows:
+        for number, at, line, room in rows:
             if at >= horizon and size <= self.max_bytes:
                 break
-            doomed.append((number, line))
+            doomed.append((number, line, room))
             size -= len(line)
         db.execute("BEGIN IMMEDIATE")
         if doomed:
             db.execute("DELETE FROM lines WHERE id <= ?", (doomed[-1][0],))
             db.executemany(
                 "INSERT INTO words (words, rowid, folded) VALUES ('delete', ?, ?)",
-                [(number, _words(line)) for number, line in doomed],
+                [(number, _folded(line, room)) for number, line, room in doomed],
             )
         db.execute(
             "DELETE FROM accounts WHERE used < ?", (now - self.nick_days * 86400,)
@@ -639,21 +685,23 @@ class StoreHistory:
         self._reading -= 1
         return result
 
-    def record(self, line: bytes) -> None:
-        self.store.record(line)
+    def record(self, line: bytes, room: str | None = None) -> None:
+        self.store.record(line, room)
 
     def keep(self, lines: Iterable[Kept]) -> None:
         """Lines numbered by a cluster (L{Store.keep})."""
         self.store.keep(lines)
 
-    def last(self, count: int) -> Deferred[list[Kept]]:
+    def last(self, count: int, room: str | None = None) -> Deferred[list[Kept]]:
         if count <= 0:
             return succeed([])
-        unsaved = self.store.unsaved()
+        unsaved = self.store.unsaved(room)
 
         def query(db: sqlite3.Connection) -> list[Kept]:
             rows = db.execute(
-                "SELECT id, at, line FROM lines ORDER BY id DESC LIMIT ?", (count,)
+                "SELECT id, at, line FROM lines WHERE room IS ? "
+                "ORDER BY id DESC LIMIT ?",
+                (room, count),
             ).fetchall()
             return _merge(_kept(rows), unsaved[-count:], count)
 
@@ -666,6 +714,7 @@ class StoreHistory:
     def after(
         self, number: int, count: int, until: int | None = None
     ) -> Deferred[tuple[int, list[Kept]]]:
+        """The lobby's lines after C{number} (/unread reads the lobby)."""
         last = self.store.newest if until is None else until
         unsaved = [
             kept for kept in self.store.unsaved() if number < kept.number <= last
@@ -675,11 +724,13 @@ class StoreHistory:
             # Counted as a difference of seqs (see the module's text), not
             # row by row: the seq of the newest line up to `last`, less that
             # of the newest up to `number` (or of the line before the first).
-            newest = "FROM lines WHERE id <= ? ORDER BY id DESC LIMIT 1"
+            newest = (
+                "FROM lines WHERE room IS NULL AND id <= ? ORDER BY id DESC LIMIT 1"
+            )
             seq = f"SELECT coalesce(seq, id) {newest}"
             top, top_seq, seen_seq, first_seq = db.execute(
                 f"SELECT (SELECT id {newest}), ({seq}), ({seq}), (SELECT "
-                "coalesce(seq, id) FROM lines ORDER BY id LIMIT 1)",
+                "coalesce(seq, id) FROM lines WHERE room IS NULL ORDER BY id LIMIT 1)",
                 (last, last, number),
             ).fetchone()
             found = 0
@@ -687,8 +738,8 @@ class StoreHistory:
                 base = first_seq - 1 if seen_seq is None else seen_seq
                 found = top_seq - base
             rows = db.execute(
-                "SELECT id, at, line FROM lines WHERE id > ? AND id <= ? "
-                "ORDER BY id DESC LIMIT ?",
+                "SELECT id, at, line FROM lines WHERE room IS NULL AND id > ? "
+                "AND id <= ? ORDER BY id DESC LIMIT ?",
                 (number, last, max(0, count)),
             ).fetchall()
             # The lines past the newest row read are not in the file yet.
@@ -698,32 +749,37 @@ class StoreHistory:
 
         return self._read(query)
 
-    def before(self, number: int | None, count: int) -> Deferred[list[Kept]]:
+    def before(
+        self, number: int | None, count: int, room: str | None = None
+    ) -> Deferred[list[Kept]]:
         if number is None:
-            return self.last(count)
+            return self.last(count, room)
         if count <= 0:
             return succeed([])
-        unsaved = [kept for kept in self.store.unsaved() if kept.number < number]
+        unsaved = [kept for kept in self.store.unsaved(room) if kept.number < number]
 
         def query(db: sqlite3.Connection) -> list[Kept]:
             rows = db.execute(
-                "SELECT id, at, line FROM lines WHERE id < ? ORDER BY id DESC LIMIT ?",
-                (number, count),
+                "SELECT id, at, line FROM lines WHERE room IS ? AND id < ? "
+                "ORDER BY id DESC LIMIT ?",
+                (room, number, count),
             ).fetchall()
             return _merge(_kept(rows), unsaved[-count:], count)
 
         return self._read(query)
 
-    def search(self, words: Sequence[str], count: int) -> Deferred[list[Kept]]:
+    def search(
+        self, words: Sequence[str], count: int, room: str | None = None
+    ) -> Deferred[list[Kept]]:
         if count <= 0 or not words:
             return succeed([])
-        unsaved = self.store.unsaved()
+        unsaved = self.store.unsaved(room)
 
         def query(db: sqlite3.Connection) -> list[Kept]:
             rows = db.execute(
                 "SELECT id, at, line FROM lines WHERE id IN (SELECT rowid FROM "
                 "words WHERE words MATCH ? ORDER BY rowid DESC LIMIT ?)",
-                (_match(words), count),
+                (_match(words, room), count),
             ).fetchall()
             # the newest first, each given a cheap first look: a failing
             # disk leaves up to UNSAVED_LINES here, 4 s to fold them all

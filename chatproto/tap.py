@@ -80,6 +80,20 @@ _NUMBERS: dict[str, tuple[str, type, float, str]] = {
         0,
         "Announce arrivals only while the chat has at most this many users.",
     ),
+    # Rooms (chatproto/rooms.py)
+    "max-rooms": (
+        "max_rooms",
+        int,
+        0,
+        "Named rooms at once on the server, the lobby #accueil not counted "
+        "(a /join past it that would make a room is refused).",
+    ),
+    "rooms-per-user": (
+        "rooms_per_user",
+        int,
+        0,
+        "Named rooms one user may be in at once, besides the lobby.",
+    ),
     "flood-burst": ("flood_burst", int, 1, "Lines a client may send in one burst."),
     "flood-rate": (
         "flood_rate",

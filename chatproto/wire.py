@@ -25,16 +25,20 @@ CLIENT_EXITS = frozenset(line.rstrip(b"\n") for line in (INVALID_NICK, TAKEN, BY
 HELP = (
     "Commandes :\n"
     "  /pseudo PSEUDO     choisir son pseudo (ou /pseudo, puis le pseudo)\n"
-    "  /list              voir qui est en ligne\n"
+    "  /list              voir qui est dans le salon courant\n"
     "  /history [N]       les N dernières lignes publiques (20 par défaut)\n"
     "  /search MOTS       les 20 dernières lignes publiques qui ont ces mots\n"
     "  /unread            les lignes publiques dites depuis votre dernière visite\n"
     "  msg PSEUDO TEXTE   envoyer un message privé à PSEUDO\n"
+    "  /join #SALON       rejoindre un salon, qui devient le salon courant\n"
+    "  /part [#SALON]     quitter un salon (par défaut, le salon courant)\n"
+    "  /rooms             voir les salons et leurs membres\n"
+    "  /topic [SUJET]     le sujet du salon courant (le changer : opérateurs)\n"
     "  /register MDP      protéger son pseudo par le mot de passe MDP\n"
     "  /unregister MDP    lever cette protection\n"
     "  /help              cette aide\n"
     "  /quit              quitter le chat\n"
-    "Toute autre ligne est envoyée à tout le monde.\n"
+    "Toute autre ligne est envoyée au salon courant (#accueil au départ).\n"
 ).encode()
 
 TOO_LONG = "Erreur : ligne trop longue (plus de {} octets), ignorée"
@@ -324,3 +328,63 @@ REGISTER_UNAVAILABLE = (
 UNREGISTER_UNAVAILABLE = (
     "Erreur : libération du pseudo impossible pour le moment, réessayez plus tard"
 )
+
+
+# Rooms (chatproto/rooms.py): the lobby, #accueil, is the chat above, line
+# for line; named rooms are joined with /join. A room's own lines start
+# with its name after the stamp: [H.M.S]-#NAME ...
+LOBBY = "accueil"
+ROOM_CURRENT = "Salon courant : #{}"
+ROOM_TOPIC = "Sujet de #{} : {}"
+ROOM_NO_TOPIC = "#{} n'a pas de sujet"
+ROOM_LEFT = "Vous avez quitté #{}"
+ROOMS_END = "--- fin des salons ---"
+ROOM_USAGE = "Erreur : tapez {} #SALON, SALON de 1 à 24 lettres a-z, chiffres, _ ou -"
+TOO_MANY_ROOMS = (
+    "Erreur : trop de salons sur ce serveur ({} au plus), rejoignez-en un qui existe"
+)
+ROOMS_PER_USER = "Erreur : vous êtes déjà dans {} salons, quittez-en un avec /part"
+PART_LOBBY = "Erreur : on ne quitte pas #accueil (tapez /quit pour quitter le chat)"
+NOT_IN_ROOM = "Erreur : vous n'êtes pas dans #{}"
+TOPIC_NOT_OPERATOR = "Erreur : seul un opérateur peut changer le sujet"
+TOPIC_LOBBY = "Erreur : #accueil n'a pas de sujet"
+TOPIC_TOO_LONG = "Erreur : sujet trop long ({} caractères au plus)"
+ROOMS_CLUSTER = (
+    "Erreur : les salons ne sont pas encore possibles sur un serveur en cluster"
+)
+
+
+def room_prefix(stamp: str, room: str) -> str:
+    """The start of a room's line: C{[H.M.S]-#NAME }."""
+    return f"{stamp}-#{room} "
+
+
+def room_said(stamp: str, room: str, nick: str, text: str) -> bytes:
+    """A member's line to its room: C{[H.M.S]-#NAME NICK: TEXT}."""
+    return f"{stamp}-#{room} {nick}: {text}\n".encode()
+
+
+def room_arrival(stamp: str, room: str, nick: str) -> bytes:
+    """C{[H.M.S]-#NAME Connexion de NICK}: NICK joined the room."""
+    return f"{stamp}-#{room} Connexion de {nick}\n".encode()
+
+
+def room_departure(stamp: str, room: str, nick: str) -> bytes:
+    """C{[H.M.S]-#NAME Départ de NICK}: NICK left the room (/part)."""
+    return f"{stamp}-#{room} Départ de {nick}\n".encode()
+
+
+def room_topic_set(stamp: str, room: str, topic: str, nick: str) -> bytes:
+    """C{[H.M.S]-#NAME Sujet : TOPIC (par NICK)}: an operator set it."""
+    return f"{stamp}-#{room} Sujet : {topic} (par {nick})\n".encode()
+
+
+def rooms_block(rooms: list[tuple[str, int]]) -> bytes:
+    """The answer to /rooms: C{--- salons (COUNT) ---}, one line per room,
+    C{#NAME N membres} (C{membre} for 1), the lobby first, C{ROOMS_END}."""
+    lines = [f"--- salons ({len(rooms)}) ---\n"]
+    for name, count in rooms:
+        word = "membre" if count == 1 else "membres"
+        lines.append(f"#{name} {count} {word}\n")
+    lines.append(ROOMS_END + "\n")
+    return "".join(lines).encode()

@@ -44,6 +44,13 @@ def test_the_lines_made_in_code_are_in_the_protocol_document() -> None:
         "[H.M.S]-<YOUR NICK>: <TEXT>",
         "[H.M.S]-message privé de <YOUR NICK>: <TEXT>",
         "... et <N> autres (tapez /list pour tous les voir)",
+        # rooms (chatproto/rooms.py, wire.py's room_* and rooms_block)
+        "`[H.M.S]-#<NAME> <YOU>: <TEXT>⏎`",
+        "`[H.M.S]-#<NAME> Connexion de <YOU>⏎`",
+        "`[H.M.S]-#<NAME> Départ de <YOU>⏎`",
+        "`[H.M.S]-#<NAME> Sujet : <TEXT> (par <YOU>)⏎`",
+        "--- salons (<COUNT>) ---⏎",
+        "#<NAME> <N> membres⏎",
     ):
         assert line in PROTOCOL
 

@@ -367,7 +367,7 @@ def test_a_history_that_cannot_be_read_gets_a_clear_line() -> None:
     """A cluster's history in Redis may be unreachable: one French line."""
 
     class Unreachable(MemoryHistory):
-        def last(self, count: int) -> Deferred[list[Kept]]:
+        def last(self, count: int, room: str | None = None) -> Deferred[list[Kept]]:
             return fail(ClusterUnreachable("no connection to Redis"))
 
     chat = Chat()
@@ -387,7 +387,7 @@ def test_a_history_answer_that_comes_after_the_user_left_is_dropped() -> None:
     answer: Deferred[list[Kept]] = Deferred()
 
     class Slow(MemoryHistory):
-        def last(self, count: int) -> Deferred[list[Kept]]:
+        def last(self, count: int, room: str | None = None) -> Deferred[list[Kept]]:
             return answer
 
     chat = Chat()
@@ -440,9 +440,9 @@ class Limited(MemoryHistory):
         self.limit = limit
         self.asked: list[int] = []
 
-    def last(self, count: int) -> Deferred[list[Kept]]:
+    def last(self, count: int, room: str | None = None) -> Deferred[list[Kept]]:
         self.asked.append(count)
-        return super().last(count)
+        return super().last(count, room)
 
 
 def test_history_n_goes_up_to_the_historys_limit() -> None:

@@ -184,7 +184,9 @@ def test_search_comes_after_the_public_lines_not_yet_given() -> None:
 class Unreachable(MemoryHistory):
     """A history that cannot be read now (a cluster's Redis)."""
 
-    def search(self, words: Sequence[str], count: int) -> Deferred[list[Kept]]:
+    def search(
+        self, words: Sequence[str], count: int, room: str | None = None
+    ) -> Deferred[list[Kept]]:
         return fail(ClusterUnreachable("no connection to Redis"))
 
 
@@ -201,7 +203,9 @@ def test_a_search_answer_that_comes_after_the_user_left_is_dropped() -> None:
     answer: Deferred[list[Kept]] = Deferred()
 
     class Slow(MemoryHistory):
-        def search(self, words: Sequence[str], count: int) -> Deferred[list[Kept]]:
+        def search(
+            self, words: Sequence[str], count: int, room: str | None = None
+        ) -> Deferred[list[Kept]]:
             return answer
 
     chat = Chat()
@@ -217,7 +221,9 @@ def test_search_asks_the_history_for_twenty_folded_words() -> None:
     asked: list[tuple[list[str], int]] = []
 
     class Asked(MemoryHistory):
-        def search(self, words: Sequence[str], count: int) -> Deferred[list[Kept]]:
+        def search(
+            self, words: Sequence[str], count: int, room: str | None = None
+        ) -> Deferred[list[Kept]]:
             asked.append((list(words), count))
             return succeed([])
 

@@ -108,8 +108,8 @@ def test_a_version_1_file_is_migrated_to_the_last_version_its_accounts_kept(
         yield store.close()
     check = sqlite3.connect(path)
     try:
-        assert VERSION == 3
-        assert check.execute("PRAGMA user_version").fetchone() == (3,)
+        assert VERSION == 4
+        assert check.execute("PRAGMA user_version").fetchone() == (4,)
         assert check.execute("SELECT seen FROM accounts").fetchall() == [(7,)]
     finally:
         check.close()

@@ -1,0 +1,649 @@
+"""Rooms on a single server (chatproto/rooms.py): every line of the
+protocol's "Rooms" section, the bounds, the errors, a user in several
+rooms, leaving the server, and the lobby unchanged byte for byte."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from chatproto import wire
+from chatproto.history import MemoryHistory
+from chatproto.rooms import Rooms
+from chatproto.testing import Chat, Client
+from tests.test_moderation import chat_with_operators, op
+
+
+def notice(text: str) -> bytes:
+    return wire.notice(text)
+
+
+def names(*nicks: str) -> bytes:
+    return wire.user_list(list(nicks), len(nicks))
+
+
+def users(chat: Chat, *nicks: str) -> list[Client]:
+    found = [chat.user(nick) for nick in nicks]
+    for user in found:
+        user.take()
+    return found
+
+
+def rooms_of(chat: Chat) -> Rooms:
+    return chat.factory.rooms
+
+
+# /join
+
+
+def test_join_answers_the_current_room_and_its_members_and_tells_the_others() -> None:
+    chat = Chat(flood_rate=0)
+    alice, bob, carol = users(chat, "alice", "bob", "carol")
+    alice.send(b"/join #Salle-B\n")
+    assert alice.take() == notice("Salon courant : #salle-b") + names("alice")
+    bob.send(b"/join salle-b\n")
+    assert bob.take() == notice("Salon courant : #salle-b") + names("alice", "bob")
+    assert alice.take() == chat.stamp() + b"-#salle-b Connexion de bob\n"
+    assert carol.take() == b""  # the lobby only: nothing of the room
+
+
+def test_join_a_room_one_is_in_or_the_lobby_makes_it_current_and_tells_nobody() -> None:
+    chat = Chat(flood_rate=0)
+    alice, bob = users(chat, "alice", "bob")
+    alice.send(b"/join #a\n")
+    bob.send(b"/join #a\n")
+    alice.take(), bob.take()
+    alice.send(b"/join #accueil\n")
+    assert alice.take() == notice("Salon courant : #accueil") + names("alice", "bob")
+    alice.send(b"hello lobby\n")
+    assert bob.take() == chat.stamp() + b"-alice: hello lobby\n"
+    alice.send(b"/join #A\n")
+    assert alice.take() == notice("Salon courant : #a") + names("alice", "bob")
+    assert bob.take() == b""
+    alice.send(b"hello room\n")
+    assert bob.take() == chat.stamp() + b"-#a alice: hello room\n"
+
+
+def test_join_shows_the_topic_when_the_room_has_one() -> None:
+    chat, _ = chat_with_operators(prof="secret1")
+    prof = op(chat, "prof", "secret1")
+    (eve,) = users(chat, "eve")
+    prof.send(b"/join #cours\n")
+    prof.take()
+    prof.send(b"/topic Les graphes\n")
+    assert prof.take() == chat.stamp() + b"-#cours Sujet : Les graphes (par prof)\n"
+    eve.send(b"/join #cours\n")
+    assert eve.take() == (
+        notice("Salon courant : #cours")
+        + names("prof", "eve")
+        + notice("Sujet de #cours : Les graphes")
+    )
+
+
+@pytest.mark.parametrize(
+    "argument", ["", "#", "##a", "#" + "a" * 25, "#é", "#a b", "#a.b", "a/b"]
+)
+def test_a_name_that_breaks_the_rule_is_refused(argument: str) -> None:
+    chat = Chat(flood_rate=0)
+    (alice,) = users(chat, "alice")
+    alice.send(f"/join {argument}\n".encode())
+    usage = "Erreur : tapez {} #SALON, SALON de 1 à 24 lettres a-z, chiffres, _ ou -"
+    assert alice.take() == notice(usage.format("/join"))
+    if argument:
+        alice.send(f"/part {argument}\n".encode())
+        assert alice.take() == notice(usage.format("/part"))
+    assert rooms_of(chat).rooms == {}
+
+
+def test_names_of_24_characters_of_every_kind_are_taken() -> None:
+    chat = Chat(flood_rate=0)
+    (alice,) = users(chat, "alice")
+    name = "Ab_-09" + "x" * 18
+    alice.send(f"/join {name}\n".encode())
+    assert alice.lines()[0] == notice(f"Salon courant : #{name.lower()}")
+
+
+def test_max_rooms_refuses_a_new_room_not_an_existing_one() -> None:
+    chat = Chat(flood_rate=0, max_rooms=2)
+    alice, bob = users(chat, "alice", "bob")
+    for name in ("a", "b"):
+        alice.send(f"/join #{name}\n".encode())
+    alice.take()
+    bob.send(b"/join #c\n")
+    assert bob.take() == notice(
+        "Erreur : trop de salons sur ce serveur (2 au plus), rejoignez-en un qui existe"
+    )
+    bob.send(b"/join #b\n")
+    assert bob.lines()[0] == notice("Salon courant : #b")
+    alice.send(b"/part #a\n")  # its last member: the room goes
+    alice.take()
+    bob.send(b"/join #c\n")
+    assert bob.lines()[0] == notice("Salon courant : #c")
+
+
+def test_rooms_per_user_does_not_count_the_lobby() -> None:
+    chat = Chat(flood_rate=0, rooms_per_user=2)
+    (alice,) = users(chat, "alice")
+    alice.send(b"/join #a\n/join #b\n")
+    alice.take()
+    alice.send(b"/join #c\n")
+    assert alice.take() == notice(
+        "Erreur : vous êtes déjà dans 2 salons, quittez-en un avec /part"
+    )
+    alice.send(b"/join #a\n/join #accueil\n")  # one is in them: no bound
+    assert [line for line in alice.lines() if line.startswith(b"Salon")] == [
+        notice("Salon courant : #a"),
+        notice("Salon courant : #accueil"),
+    ]
+    assert set(rooms_of(chat).rooms) == {"a", "b"}
+
+
+def test_arrivals_in_a_room_follow_join_notice_limit() -> None:
+    chat = Chat(flood_rate=0, join_notice_limit=2)
+    alice, bob, carol = users(chat, "alice", "bob", "carol")
+    alice.send(b"/join #a\n")
+    alice.take()
+    bob.send(b"/join #a\n")
+    assert alice.take() == chat.stamp() + b"-#a Connexion de bob\n"
+    bob.take()
+    carol.send(b"/join #a\n")
+    carol.take()
+    assert alice.take() == b""
+    assert bob.take() == b""
+
+
+# Lines
+
+
+def test_a_plain_line_goes_to_the_current_room_only() -> None:
+    chat = Chat(flood_rate=0)
+    alice, bob, carol = users(chat, "alice", "bob", "carol")
+    alice.send(b"/join #a\n")
+    bob.send(b"/join #a\n")
+    alice.take(), bob.take()
+    alice.send(b"bonjour  le salon \n")
+    assert bob.take() == chat.stamp() + b"-#a alice: bonjour  le salon \n"
+    assert alice.take() == b""
+    assert carol.take() == b""
+
+
+def test_each_member_gets_a_turns_room_lines_in_one_write() -> None:
+    chat = Chat(flood_rate=0)
+    alice, bob, carol = users(chat, "alice", "bob", "carol")
+    for user in (alice, bob, carol):
+        user.send(b"/join #a\n")
+    chat.turn()
+    for user in (alice, bob, carol):
+        user.take()
+    carol.transport.writes.clear()
+    alice.send(b"un\ndeux\n")
+    bob.send(b"trois\n")
+    chat.turn()
+    assert carol.transport.writes == [
+        chat.stamp()
+        + b"-#a alice: un\n"
+        + chat.stamp()
+        + b"-#a alice: deux\n"
+        + chat.stamp()
+        + b"-#a bob: trois\n"
+    ]
+
+
+def test_a_user_in_several_rooms_and_the_lobby_gets_lines_in_the_order_made() -> None:
+    chat = Chat(flood_rate=0)
+    alice, bob, carol, dave = users(chat, "alice", "bob", "carol", "dave")
+    for user in (alice, bob):
+        user.send(b"/join #a\n")
+    for user in (alice, carol):
+        user.send(b"/join #b\n")
+    for user in (alice, bob, carol, dave):
+        user.take()
+    # within one turn: the lobby, room a, the lobby, room b, a private line
+    dave.send(b"un\n")
+    bob.send(b"deux\n")
+    dave.send(b"trois\n")
+    carol.send(b"quatre\n")
+    dave.send(b"msg alice cinq\n")
+    bob.send(b"six\n")
+    stamp = chat.stamp()
+    assert alice.take() == (
+        stamp
+        + b"-dave: un\n"
+        + stamp
+        + b"-#a bob: deux\n"
+        + stamp
+        + b"-dave: trois\n"
+        + stamp
+        + b"-#b carol: quatre\n"
+        + stamp
+        + b"-message priv\xc3\xa9 de dave: cinq\n"
+        + stamp
+        + b"-#a bob: six\n"
+    )
+
+
+def test_the_lobby_and_room_order_holds_across_a_pass_of_several_turns() -> None:
+    """A lobby pass serves pass_size users a turn: a room line made while
+    it is under way comes after the lobby's line before it."""
+    chat = Chat(flood_rate=0, pass_size=1, join_notice_limit=0)
+    users_ = users(chat, *[f"u{i}" for i in range(5)])
+    last = users_[-1]
+    last.send(b"/join #a\n")
+    users_[0].send(b"/join #a\n")
+    for user in users_:
+        user.take()
+    users_[1].send(b"lobby\n")
+    chat.turn()  # one turn: the pass served one user only
+    assert users_[0].transport.value() != b""
+    assert last.transport.value() == b""
+    users_[0].send(b"room\n")
+    stamp = chat.stamp()
+    assert last.take() == stamp + b"-u1: lobby\n" + stamp + b"-#a u0: room\n"
+
+
+def test_private_lines_reach_a_user_in_any_room() -> None:
+    chat = Chat(flood_rate=0)
+    alice, bob = users(chat, "alice", "bob")
+    alice.send(b"/join #a\n")
+    alice.take()
+    bob.send(b"/join #b\n")
+    bob.take()
+    bob.send(b"msg alice psst\n")
+    assert alice.take() == chat.stamp() + "-message privé de bob: psst\n".encode()
+
+
+def test_a_rooms_line_costs_deliveries_for_its_members_only() -> None:
+    chat = Chat(flood_rate=0, join_notice_limit=0, max_per_ip=0)
+    everyone = users(chat, *[f"u{i}" for i in range(50)])
+    for user in everyone[:3]:
+        user.send(b"/join #petit\n")
+    for user in everyone:
+        user.take()
+    before = chat.factory.metrics.deliveries
+    everyone[0].send(b"bonjour\n")
+    assert chat.factory.metrics.deliveries - before == 2
+    assert [len(user.take()) > 0 for user in everyone[:4]] == [
+        False,
+        True,
+        True,
+        False,
+    ]
+
+
+# /part
+
+
+def test_part_the_current_room_says_so_and_makes_the_lobby_current() -> None:
+    chat = Chat(flood_rate=0)
+    alice, bob, carol = users(chat, "alice", "bob", "carol")
+    alice.send(b"/join #a\n")
+    bob.send(b"/join #a\n")
+    alice.take(), bob.take()
+    alice.send(b"/part\n")
+    assert alice.take() == notice("Vous avez quitté #a") + notice(
+        "Salon courant : #accueil"
+    )
+    assert bob.take() == chat.stamp() + "-#a Départ de alice\n".encode()
+    assert carol.take() == b""
+    alice.send(b"de retour\n")  # the lobby's
+    assert carol.take() == chat.stamp() + b"-alice: de retour\n"
+
+
+def test_part_another_room_keeps_the_current_one() -> None:
+    chat = Chat(flood_rate=0)
+    (alice,) = users(chat, "alice")
+    alice.send(b"/join #a\n/join #b\n")
+    alice.take()
+    alice.send(b"/part #A\n")
+    assert alice.take() == notice("Vous avez quitté #a")
+    alice.send(b"/list\n")
+    assert alice.take() == names("alice")
+    assert set(rooms_of(chat).rooms) == {"b"}
+
+
+def test_part_errors() -> None:
+    chat = Chat(flood_rate=0)
+    alice, bob = users(chat, "alice", "bob")
+    lobby = notice(
+        "Erreur : on ne quitte pas #accueil (tapez /quit pour quitter le chat)"
+    )
+    alice.send(b"/part\n")
+    assert alice.take() == lobby
+    alice.send(b"/part #accueil\n")
+    assert alice.take() == lobby
+    bob.send(b"/join #b\n")
+    bob.take()
+    alice.send(b"/part #b\n")
+    assert alice.take() == notice("Erreur : vous n'êtes pas dans #b")
+    alice.send(b"/part nulle_part\n")
+    assert alice.take() == notice("Erreur : vous n'êtes pas dans #nulle_part")
+    assert bob.take() == b""
+
+
+def test_an_empty_room_goes_with_its_topic_and_its_history_stays() -> None:
+    chat, _ = chat_with_operators(prof="secret1")
+    prof = op(chat, "prof", "secret1")
+    prof.send(b"/join #cours\n/topic Arbres\nune ligne\n/part\n")
+    prof.take()
+    assert rooms_of(chat).rooms == {}
+    prof.send(b"/join #cours\n")
+    assert prof.take() == notice("Salon courant : #cours") + names("prof")
+    prof.send(b"/topic\n")
+    assert prof.take() == notice("#cours n'a pas de sujet")
+    prof.send(b"/history\n")
+    stamp = chat.stamp()
+    assert prof.take() == wire.history_block(
+        [
+            stamp + b"-#cours Sujet : Arbres (par prof)\n",
+            stamp + b"-#cours prof: une ligne\n",
+            stamp + "-#cours Départ de prof\n".encode(),
+        ],
+        3,
+    )
+
+
+# /rooms
+
+
+def test_rooms_lists_the_lobby_first_then_the_rooms_by_name() -> None:
+    chat = Chat(flood_rate=0)
+    alice, bob, carol = users(chat, "alice", "bob", "carol")
+    alice.send(b"/join #zeta\n/join #Alpha\n")
+    bob.send(b"/join #zeta\n")
+    alice.take(), bob.take()
+    carol.send(b"/rooms\n")
+    assert carol.take() == (
+        b"--- salons (3) ---\n"
+        b"#accueil 3 membres\n"
+        b"#alpha 1 membre\n"
+        b"#zeta 2 membres\n"
+        b"--- fin des salons ---\n"
+    )
+    assert alice.take() == b"" and bob.take() == b""
+
+
+def test_rooms_alone_in_the_lobby() -> None:
+    chat = Chat(flood_rate=0)
+    (alice,) = users(chat, "alice")
+    alice.send(b"/rooms\n")
+    assert alice.take() == (
+        b"--- salons (1) ---\n#accueil 1 membre\n--- fin des salons ---\n"
+    )
+
+
+# /topic
+
+
+def test_topic_set_by_an_operator_reaches_the_room_and_the_operator() -> None:
+    chat, _ = chat_with_operators(prof="secret1")
+    prof = op(chat, "prof", "secret1")
+    eve, lobby = users(chat, "eve", "lobby")
+    prof.send(b"/join #cours\n")
+    eve.send(b"/join #cours\n")
+    prof.take(), eve.take()
+    prof.send(b"/topic Les arbres  binaires\n")
+    line = chat.stamp() + b"-#cours Sujet : Les arbres  binaires (par prof)\n"
+    assert prof.take() == line
+    assert eve.take() == line
+    assert lobby.take() == b""
+    eve.send(b"/topic\n")
+    assert eve.take() == notice("Sujet de #cours : Les arbres  binaires")
+
+
+def test_topic_errors() -> None:
+    chat, _ = chat_with_operators(prof="secret1")
+    prof = op(chat, "prof", "secret1")
+    (eve,) = users(chat, "eve")
+    eve.send(b"/topic\n")
+    assert eve.take() == notice("#accueil n'a pas de sujet")
+    eve.send(b"/join #cours\n")
+    eve.take()
+    eve.send(b"/topic\n")
+    assert eve.take() == notice("#cours n'a pas de sujet")
+    eve.send(b"/topic mon sujet\n")
+    assert eve.take() == notice("Erreur : seul un opérateur peut changer le sujet")
+    prof.send(b"/topic sujet\n")
+    assert prof.take() == notice("Erreur : #accueil n'a pas de sujet")
+    prof.send(b"/join #cours\n")
+    prof.take()
+    prof.send(b"/topic " + b"x" * 201 + b"\n")
+    assert prof.take() == notice("Erreur : sujet trop long (200 caractères au plus)")
+    prof.send(b"/topic " + "é".encode() * 200 + b"\n")  # characters, not bytes
+    assert prof.lines()[0].startswith(chat.stamp() + b"-#cours Sujet : ")
+    assert eve.take() != b""
+
+
+# /list, /help
+
+
+def test_list_shows_the_current_rooms_members_in_join_order() -> None:
+    chat = Chat(flood_rate=0)
+    alice, bob, carol = users(chat, "alice", "bob", "carol")
+    carol.send(b"/join #a\n")
+    alice.send(b"/join #a\n")
+    carol.take(), alice.take()
+    alice.send(b"/list\n")
+    assert alice.take() == names("carol", "alice")
+    bob.send(b"/list\n")
+    assert bob.take() == names("alice", "bob", "carol")
+
+
+def test_help_lists_the_room_commands() -> None:
+    chat = Chat(flood_rate=0)
+    (alice,) = users(chat, "alice")
+    alice.send(b"/help\n")
+    text = alice.take().decode()
+    for command in ("/join #SALON", "/part [#SALON]", "/rooms", "/topic [SUJET]"):
+        assert f"\n  {command} " in text
+
+
+# Leaving the server
+
+
+@pytest.mark.parametrize("how", ["quit", "lost", "kick", "flood", "shutdown"])
+def test_leaving_the_server_takes_a_user_out_of_every_room_silently(how: str) -> None:
+    chat, _ = chat_with_operators(prof="secret1")
+    prof = op(chat, "prof", "secret1")
+    alice, bob = users(chat, "alice", "bob")
+    for room in ("#a", "#b"):
+        alice.send(f"/join {room}\n".encode())
+    bob.send(b"/join #a\n")
+    alice.take(), bob.take(), prof.take()
+    if how == "quit":
+        alice.send(b"/quit\n")
+    elif how == "lost":
+        alice.transport.loseConnection()
+    elif how == "kick":
+        prof.send(b"/kick alice\n")
+    elif how == "flood":
+        alice.session.say_goodbye(wire.FLOODED, reason="flood")
+    else:
+        chat.factory.shutdown()
+    got = bob.take()
+    assert b"#a" not in got
+    if how != "shutdown":
+        assert got.startswith(chat.stamp() + "-Déconnection de alice".encode())
+    assert rooms_of(chat).rooms.keys() == ({"a"} if how != "shutdown" else set())
+    if how != "shutdown":
+        assert list(rooms_of(chat).rooms["a"].members) == [bob.session]
+
+
+def test_a_cut_reader_in_a_room_is_taken_out_of_it() -> None:
+    chat = Chat(flood_rate=0, max_output=4096)
+    alice, bob = users(chat, "alice", "bob")
+    alice.send(b"/join #a\n")
+    bob.send(b"/join #a\n")
+    alice.take(), bob.take()
+    bob.buffer_full()  # bob stops reading
+    alice.send(b"x" * 3000 + b"\n" + b"y" * 3000 + b"\n")
+    chat.advance(2)
+    alice.send(b"z" * 3000 + b"\n")
+    chat.advance(2)
+    assert not bob.connected
+    assert list(rooms_of(chat).rooms["a"].members) == [alice.session]
+
+
+# History and search, per room (memory; the store's: test_rooms_store.py)
+
+
+def test_history_and_search_read_the_current_rooms_lines_only() -> None:
+    chat = Chat(flood_rate=0)
+    alice, bob = users(chat, "alice", "bob")
+    alice.send(b"/join #a\n")
+    bob.send(b"/join #b\n")
+    alice.send(b"pomme rouge\n")
+    bob.send(b"pomme verte\n")
+    bob.send(b"/join #accueil\n")
+    bob.send(b"pomme jaune\n")
+    alice.take(), bob.take()
+    stamp = chat.stamp()
+    alice.send(b"/history\n")
+    assert alice.take() == wire.history_block(
+        [stamp + b"-#a Connexion de alice\n", stamp + b"-#a alice: pomme rouge\n"], 2
+    )
+    alice.send(b"/search pomme\n")
+    assert alice.take() == wire.search_block(
+        "pomme", [stamp + b"-#a alice: pomme rouge\n"], 1
+    )
+    bob.send(b"/search pomme\n")
+    assert bob.take() == wire.search_block(
+        "pomme", [stamp + b"-alice: pomme jaune\n".replace(b"alice", b"bob")], 1
+    )
+    bob.send(b"/history 2\n")
+    assert bob.take() == wire.history_block(
+        [stamp + b"-Connexion de bob\n", stamp + b"-bob: pomme jaune\n"], 2
+    )
+    bob.send(b"/join #b\n")
+    bob.take()
+    bob.send(b"/history 1 avant fin\n")
+    assert isinstance(chat.factory.history, MemoryHistory)
+    assert bob.take() == wire.history_before_block(
+        [stamp + b"-#b bob: pomme verte\n"], 1, 6, 6
+    )
+    bob.send(b"/history 5 avant 6\n")  # numbers are the whole history's
+    assert bob.take() == wire.history_before_block(
+        [stamp + b"-#b Connexion de bob\n"], 1, 4, 4
+    )
+
+
+def test_unread_reads_the_lobby_whatever_the_current_room() -> None:
+    chat = Chat(flood_rate=0)
+    alice, bob = users(chat, "alice", "bob")
+    bob.send(b"/quit\n")
+    alice.send(b"/join #a\n")
+    alice.send(b"dans a\n")
+    alice.send(b"/join #accueil\n")
+    alice.send(b"dans le hall\n")
+    alice.send(b"/join #a\n")
+    (bob,) = users(chat, "bob")
+    bob.send(b"/join #a\n")
+    bob.take()
+    bob.send(b"/unread\n")
+    got = bob.take()
+    assert b"dans le hall" in got
+    assert b"dans a" not in got
+    assert got.startswith("--- 1 message depuis votre dernière visite".encode())
+
+
+# A cluster node
+
+
+def test_a_cluster_node_answers_the_room_commands_with_one_line() -> None:
+    chat = Chat(flood_rate=0)
+
+    class Relay:
+        def publish(self, line: bytes) -> None:
+            pass
+
+    chat.factory.room.relay = Relay()  # type: ignore[assignment]
+    alice, bob = users(chat, "alice", "bob")
+    refusal = notice(
+        "Erreur : les salons ne sont pas encore possibles sur un serveur en cluster"
+    )
+    for command in (
+        b"/join #a",
+        b"/part",
+        b"/part #a",
+        b"/rooms",
+        b"/topic",
+        b"/topic x",
+    ):
+        alice.send(command + b"\n")
+        assert alice.take() == refusal
+    alice.send(b"bonjour\n")
+    assert bob.take() == chat.stamp() + b"-alice: bonjour\n"
+    alice.send(b"/list\n")
+    assert alice.take() == names("alice", "bob")
+
+
+# The lobby, byte for byte
+
+
+def _lobby_scenario(rooms: bool) -> dict[str, bytes]:
+    """Four users; with C{rooms}, carol and dave also use rooms. What alice
+    and bob (a Ruby client: the lobby only) get."""
+    chat = Chat(flood_rate=0)
+    alice, bob, carol, dave = (
+        chat.user(nick) for nick in ("alice", "bob", "carol", "dave")
+    )
+
+    def say(user: Client, line: bytes) -> None:
+        user.send(line)
+        chat.turn()
+
+    say(alice, b"bonjour tout le monde\n")
+    if rooms:
+        say(carol, b"/join #projet\n")
+        say(dave, b"/join projet\n")
+        say(carol, b"on se parle ici\n")
+        say(dave, b"/topic\n")
+    say(bob, b"salut alice\n")
+    say(carol, b"/join #accueil\n" if rooms else b"/list\n")
+    say(carol, b"dans le hall\n")
+    if rooms:
+        say(dave, b"toujours dans le salon\n")
+    say(alice, b"msg carol un secret\n")
+    say(bob, b"/list\n")
+    say(alice, b"/history 5\n")
+    say(bob, b"/search bonjour\n")
+    if rooms:
+        say(dave, b"/part\n")
+        say(carol, b"/join #autre\n")
+        say(carol, b"seule ici\n")
+    say(dave, b"/quit\n")
+    say(alice, b"au revoir\n")
+    chat.advance(10)  # a ping
+    say(carol, b"/quit\n")
+    stamps = re.compile(rb"\[\d+\.\d+\.\d+\]")
+    return {
+        "alice": stamps.sub(b"[H.M.S]", alice.take()),
+        "bob": stamps.sub(b"[H.M.S]", bob.take()),
+    }
+
+
+# What main (before rooms) sent alice and bob in the scenario without rooms,
+# recorded by running _lobby_scenario(False) on main's code.
+BEFORE_ROOMS = {
+    "alice": b"[H.M.S]-Connexion de bob\n[H.M.S]-Connexion de carol\n"
+    b"[H.M.S]-Connexion de dave\n[H.M.S]-bob: salut alice\n"
+    b"[H.M.S]-carol: dans le hall\n--- historique (5 lignes) ---\n"
+    b"[H.M.S]-Connexion de carol\n[H.M.S]-Connexion de dave\n"
+    b"[H.M.S]-alice: bonjour tout le monde\n[H.M.S]-bob: salut alice\n"
+    b"[H.M.S]-carol: dans le hall\n--- fin de l'historique ---\n"
+    b"[H.M.S]-D\xc3\xa9connection de dave\nping\n"
+    b"[H.M.S]-D\xc3\xa9connection de carol\n",
+    "bob": b"[H.M.S]-Connexion de carol\n[H.M.S]-Connexion de dave\n"
+    b"[H.M.S]-alice: bonjour tout le monde\n[H.M.S]-carol: dans le hall\n"
+    b"----------------------\nUtilisateurs en ligne:\n=>alice\n=>bob\n=>carol\n"
+    b"=>dave\n----------------------\n"
+    b"--- recherche \xc2\xab bonjour \xc2\xbb (1 ligne) ---\n"
+    b"[H.M.S]-alice: bonjour tout le monde\n--- fin de la recherche ---\n"
+    b"[H.M.S]-D\xc3\xa9connection de dave\n[H.M.S]-alice: au revoir\nping\n"
+    b"[H.M.S]-D\xc3\xa9connection de carol\n",
+}
+
+
+@pytest.mark.parametrize("rooms", [False, True])
+def test_a_lobby_user_sees_exactly_what_it_saw_before_rooms(rooms: bool) -> None:
+    assert _lobby_scenario(rooms) == BEFORE_ROOMS
