@@ -515,3 +515,49 @@ def test_tls_endpoint(tmp_path: Path) -> None:
         assert err.count("\n") == 1
     finally:
         listener.close()
+
+
+def test_room_lines_printed_as_they_came(scripted: Scripted) -> None:
+    """In a pipe, /join and /part go as typed, and the rooms' lines (the
+    answer to /join, a room's messages and topic, another room's, the rooms
+    block) are printed as the server sent them; none counts as refused."""
+    client = Client("--nick", "bob", "127.0.0.1", str(scripted.port))
+    try:
+        peer = scripted.accept()
+        peer.send(RUBY_WELCOME)
+        assert peer.line() == b"/pseudo"
+        peer.send(b"Entrez votre pseudo: \n")
+        assert peer.line() == b"bob"
+        peer.send(b"Bienvenue bob\n----------------------\nUtilisateurs en ligne:\n")
+        peer.send(b"=>bob\n----------------------\n")
+        client.type("/join #Salle", "/rooms", "/part")
+        assert peer.line() == b"/join #Salle"
+        room = (
+            "Salon courant : #salle\n"
+            "----------------------\nUtilisateurs en ligne:\n=>bob\n"
+            "----------------------\n"
+            "Sujet de #salle : TP réseau\n"
+            "[1.2.3]-#salle dave: ici\n"
+            "[1.2.4]-#autre carol: \x1b[2Jailleurs\n"
+            "[1.2.5]-#salle Sujet : TP 2 (par prof)\n"
+        )
+        peer.send(room.encode())
+        assert peer.line() == b"/rooms"
+        rooms = (
+            "--- salons (2) ---\n#accueil 3 membres\n#salle 1 membre\n"
+            "--- fin des salons ---\n"
+        )
+        peer.send(rooms.encode())
+        assert peer.line() == b"/part"
+        part = "Vous avez quitté #salle\nSalon courant : #accueil\n"
+        peer.send(part.encode())
+        client.out.wait_for("^Salon courant : #accueil$")
+        client.end_input()
+        assert peer.line() == b"/quit"
+        peer.send(b"Deconnexion\n")
+        code, lines, err = client.wait()
+    finally:
+        client.kill()
+    assert (code, err) == (0, "")
+    sent = (room + rooms + part).replace("\x1b", "^[").splitlines()
+    assert lines[lines.index("Salon courant : #salle") :] == [*sent, "Deconnexion"]

@@ -382,3 +382,47 @@ def test_passwords_are_never_shown_nor_kept(
     assert peer.line() == b"/quit"
     peer.send(b"Deconnexion\n")
     assert term.exit_status() == 0
+
+
+def test_the_prompt_shows_the_room_and_other_rooms_stand_out(
+    scripted: Scripted, terminals: list[Terminal]
+) -> None:
+    """On chatproto's server, /join goes as typed; its `Salon courant` puts
+    the room in the prompt; another room's name stands out in colour on its
+    lines, the current room's is bold only; /part brings the lobby back."""
+    term = start(terminals, "--nick", "bob", "127.0.0.1", str(scripted.port))
+    peer = scripted.accept()
+    peer.send(RUBY_WELCOME)
+    assert peer.line() == b"/pseudo"
+    peer.send(b"Entrez votre pseudo: \n")
+    assert peer.line() == b"bob"
+    peer.send(b"Bienvenue bob\n----------------------\nUtilisateurs en ligne:\n")
+    peer.send(b"=>bob\n----------------------\n")
+    term.wait(lambda: term.cursor_line == "bob>")
+    term.type("/join #salle\r")
+    assert peer.line() == b"/join #salle"
+    peer.send(
+        b"Salon courant : #salle\n----------------------\n"
+        b"Utilisateurs en ligne:\n=>bob\n----------------------\n"
+        b"[1.2.3]-#autre carol: ailleurs\n[1.2.4]-#salle dave: ici\n"
+    )
+    term.wait(lambda: term.cursor_line == "bob #salle>")
+    term.wait(term.shows("[1.2.4]-#salle dave: ici"))
+    buffer = term.screen.buffer
+
+    def style(text: str) -> tuple[str, bool]:
+        row = term.row_of(text)
+        cell = buffer[row][term.lines[row].index(text)]
+        return cell.fg, cell.bold
+
+    assert style("#autre") == ("green", True)
+    assert style("#salle dave") == ("default", True)
+    assert style("dave: ici") == ("default", False)
+    term.type("/part\r")
+    assert peer.line() == b"/part"
+    peer.send("Vous avez quitté #salle\nSalon courant : #accueil\n".encode())
+    term.wait(lambda: term.cursor_line == "bob #accueil>")
+    term.type("\x04")
+    assert peer.line() == b"/quit"
+    peer.send(b"Deconnexion\n")
+    assert term.exit_status() == 0

@@ -36,6 +36,7 @@ import sys
 
 from chatproto.client.events import (
     ChatView,
+    CurrentRoom,
     Departure,
     Disconnected,
     Event,
@@ -48,6 +49,11 @@ from chatproto.client.events import (
     Public,
     Refused,
     Registered,
+    RoomDeparture,
+    RoomEvent,
+    RoomJoined,
+    RoomPublic,
+    Topic,
     UserList,
     Welcome,
 )
@@ -74,6 +80,7 @@ __all__ = [
     "ChatClientFactory",
     "ChatClientProtocol",
     "ChatView",
+    "CurrentRoom",
     "Departure",
     "Disconnected",
     "Event",
@@ -86,8 +93,13 @@ __all__ = [
     "Public",
     "Refused",
     "Registered",
+    "RoomDeparture",
+    "RoomEvent",
+    "RoomJoined",
+    "RoomPublic",
     "Timings",
     "TokenBucket",
+    "Topic",
     "UserList",
     "Welcome",
 ]

@@ -16,6 +16,7 @@ from typing import Protocol as TypingProtocol
 
 __all__ = [
     "ChatView",
+    "CurrentRoom",
     "Departure",
     "Disconnected",
     "Event",
@@ -28,6 +29,11 @@ __all__ = [
     "Public",
     "Refused",
     "Registered",
+    "RoomDeparture",
+    "RoomEvent",
+    "RoomJoined",
+    "RoomPublic",
+    "Topic",
     "UserList",
     "Welcome",
 ]
@@ -133,6 +139,58 @@ class Departure(Event):
 
     time: str
     nickname: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoomEvent(Event):
+    """A line about one room of chatproto's server (docs/protocol.md,
+    "Rooms"), C{room} its name as the server shows it (C{#salle}). The
+    lobby's lines are the chat's own events, not these."""
+
+    room: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class CurrentRoom(RoomEvent):
+    """C{Salon courant : #NAME}: C{room} is now where the user's plain lines
+    go (after C{/join}, or C{/part} of the current room)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoomPublic(RoomEvent):
+    """C{[H.M.S]-#NAME SENDER: TEXT}"""
+
+    time: str
+    sender: str
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoomJoined(RoomEvent):
+    """C{[H.M.S]-#NAME Connexion de NICK}"""
+
+    time: str
+    nickname: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoomDeparture(RoomEvent):
+    """C{[H.M.S]-#NAME Départ de NICK}: NICK left the room (C{/part}); a
+    user who leaves the chat is announced in the lobby only."""
+
+    time: str
+    nickname: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Topic(RoomEvent):
+    """A room's topic: set by an operator (C{[H.M.S]-#NAME Sujet : TEXT (par
+    NICK)}, with C{time} and C{setter}), or told (C{Sujet de #NAME : TEXT});
+    C{text} is None for C{#NAME n'a pas de sujet}."""
+
+    text: str | None
+    time: str | None = None
+    setter: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "Commands go to the server: /pseudo, /list, msg NICK TEXT, /history [N],"
             " /search WORDS, /unread (what was said since you last left),"
+            " /join #ROOM, /part [#ROOM], /rooms, /topic [TEXT] (on a server"
+            " with rooms: the prompt shows your current room, and another"
+            " room's lines have its name highlighted),"
             " /register PASSWORD, /unregister PASSWORD, /help, /quit;"
             " a password is never shown nor kept in the line editor's history."
             " Lines go out at most 4 at once, then 1.9 a second, under chatproto's"

@@ -224,6 +224,12 @@ class ChatClientProtocol(LineReceiver):
         """The nickname the server took, once it took one."""
         return self.registration.nickname
 
+    @property
+    def room(self) -> str | None:
+        """The user's current room, once the server said it (chatproto's
+        rooms); None before, and always with a server without rooms."""
+        return self.reader.room
+
     # -- What the user does -------------------------------------------------
 
     def send(self, line: str) -> None:

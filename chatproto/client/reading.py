@@ -4,7 +4,8 @@ A L{ServerReader} takes the server's lines (sanitised, without the pings,
 which are the connection's) and recognises which server it talks to (the
 L{Dialect}: chatproto's, the Ruby C{server.rb}, C{projet.py}), moves the
 L{Registration} on, assembles the user list block (L{ListBlock}), tunes
-the pacing of the L{Outbox} to the server, and shows each line to the view
+the pacing of the L{Outbox} to the server, follows the user's current room
+(chatproto's C{Salon courant : #NAME}), and shows each line to the view
 as an event. What a line asks of the connection (close, leave, wait no
 more), it asks through L{ClientConnection}, which
 L{chatproto.client.protocol.ChatClientProtocol} is.
@@ -22,7 +23,9 @@ from twisted.python.failure import Failure
 
 from chatproto.client.events import (
     ChatView,
+    CurrentRoom,
     Disconnected,
+    Event,
     NicknamePrompt,
     Notice,
     PasswordPrompt,
@@ -33,6 +36,7 @@ from chatproto.client.events import (
 from chatproto.client.pacing import Outbox
 from chatproto.client.registration import Registration, Stage
 from chatproto.client.servers import (
+    CURRENT_ROOM,
     ERROR,
     FLOOD,
     GOODBYES,
@@ -48,6 +52,7 @@ from chatproto.client.servers import (
     WELCOMES,
     Dialect,
     chat_event,
+    room_event,
 )
 from chatproto.client.userlist import ListBlock
 
@@ -139,6 +144,10 @@ class ServerReader:
         self.undelivered = 0
         #: The user list block being assembled, if one is open.
         self.block: ListBlock | None = None
+        #: The user's current room (C{#salle}), as the server last said it
+        #: (C{Salon courant : #salle}); None until it has, and always with
+        #: a server that has no rooms.
+        self.room: str | None = None
 
     def line(self, text: str) -> None:
         """One line of the server, sanitised, but a ping."""
@@ -195,6 +204,8 @@ class ServerReader:
             ):
                 self._registered(registration.candidate, ())
             self.block = ListBlock(text)
+        elif registered and (room := self._room_event(text)):
+            self.view.show(room)
         elif event := chat_event(text, registration.nickname):
             self.view.show(event)
         else:
@@ -208,6 +219,21 @@ class ServerReader:
             # Any line answers the welcome, /pseudo or the nickname; only
             # Deconnexion (or the close) answers /quit.
             self.connection.answered()
+
+    def _room_event(self, text: str) -> Event | None:
+        """The event of a line about a room, once this server is known to
+        have rooms: chatproto's (its C{Bienvenue NICK}), and only after its
+        first C{Salon courant} line. Before that, and always with the Ruby
+        server or projet.py, every line means what it always meant: a Ruby
+        nickname may be C{#a b}, whose public lines look like a room's."""
+        if self.dialect is not Dialect.CHATPROTO:
+            return None
+        if current := CURRENT_ROOM.fullmatch(text):
+            self.room = current["room"]
+            return CurrentRoom(lines=(text,), room=self.room)
+        if self.room is None:
+            return None
+        return room_event(text)
 
     def _welcome(self, text: str) -> bool:
         """Tell whether this welcome answers a line sent before registering

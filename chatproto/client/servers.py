@@ -13,9 +13,21 @@ import enum
 import re
 
 from chatproto import wire
-from chatproto.client.events import Departure, Event, Joined, Private, Public
+from chatproto.client.events import (
+    Departure,
+    Event,
+    Joined,
+    Private,
+    Public,
+    RoomDeparture,
+    RoomEvent,
+    RoomJoined,
+    RoomPublic,
+    Topic,
+)
 
 __all__ = [
+    "CURRENT_ROOM",
     "DEPARTURE",
     "ERROR",
     "FLOOD",
@@ -39,6 +51,7 @@ __all__ = [
     "WELCOMES",
     "Dialect",
     "chat_event",
+    "room_event",
 ]
 
 #: A valid nickname (docs/protocol.md, "Connecting and registering").
@@ -84,6 +97,21 @@ DEPARTURE = re.compile(
 JOINED = re.compile(_TIME + r"Connexion de (?P<nick>\S+)")
 PUBLIC = re.compile(_TIME + r"(?P<sender>\S+?): (?P<text>.*)")
 STAMPED = re.compile(_TIME)
+# Rooms (chatproto's server only, docs/protocol.md "Rooms"): a name as the
+# server shows it, in lower case.
+_ROOM = r"(?P<room>#[a-z0-9_-]{1,24})"
+#: The user's current room, after /join or /part: the only line that tells
+#: the client the server has rooms (the Ruby server and projet.py never
+#: send it).
+CURRENT_ROOM = re.compile("Salon courant : " + _ROOM)
+_ROOM_TOPIC_SET = re.compile(
+    _TIME + _ROOM + r" Sujet : (?P<text>.*) \(par (?P<nick>\S+)\)"
+)
+_ROOM_TOPIC = re.compile("Sujet de " + _ROOM + " : (?P<text>.*)")
+_ROOM_NO_TOPIC = re.compile(_ROOM + " n'a pas de sujet")
+_ROOM_JOINED = re.compile(_TIME + _ROOM + r" Connexion de (?P<nick>\S+)")
+_ROOM_DEPARTURE = re.compile(_TIME + _ROOM + r" Départ de (?P<nick>\S+)")
+_ROOM_PUBLIC = re.compile(_TIME + _ROOM + r" (?P<sender>\S+?): (?P<text>.*)")
 #: How chatproto's server answers a line it did not take (wire.py).
 ERROR = re.compile(r"Erreur\b")
 UNAVAILABLE = wire.UNAVAILABLE
@@ -124,3 +152,40 @@ def _strip_ruby_prefix(text: str, nickname: str | None) -> str:
         if text[: len(prefix)].lower() == prefix.lower():
             return text[len(prefix) :]
     return text
+
+
+def room_event(text: str) -> RoomEvent | None:
+    """The event of a line of a room other than the lobby (a message, an
+    arrival, a departure, its topic), or None for any other line. Only for
+    a server known to have rooms: on the Ruby server, whose nicknames may
+    hold anything, C{[H.M.S]-#a b: c} is a lobby line of user C{#a b}."""
+    lines = (text,)
+    if match := _ROOM_TOPIC_SET.fullmatch(text):
+        return Topic(
+            lines=lines,
+            room=match["room"],
+            text=match["text"],
+            time=match["time"],
+            setter=match["nick"],
+        )
+    if match := _ROOM_TOPIC.fullmatch(text):
+        return Topic(lines=lines, room=match["room"], text=match["text"])
+    if match := _ROOM_NO_TOPIC.fullmatch(text):
+        return Topic(lines=lines, room=match["room"], text=None)
+    if match := _ROOM_JOINED.fullmatch(text):
+        return RoomJoined(
+            lines=lines, room=match["room"], time=match["time"], nickname=match["nick"]
+        )
+    if match := _ROOM_DEPARTURE.fullmatch(text):
+        return RoomDeparture(
+            lines=lines, room=match["room"], time=match["time"], nickname=match["nick"]
+        )
+    if match := _ROOM_PUBLIC.fullmatch(text):
+        return RoomPublic(
+            lines=lines,
+            room=match["room"],
+            time=match["time"],
+            sender=match["sender"],
+            text=match["text"],
+        )
+    return None

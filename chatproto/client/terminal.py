@@ -34,22 +34,36 @@ from prompt_toolkit.styles import Style
 from twisted.internet.defer import Deferred
 
 from chatproto.client.events import (
+    CurrentRoom,
     Event,
     Private,
     Public,
     Refused,
     Registered,
+    RoomEvent,
+    RoomPublic,
     UserList,
 )
 from chatproto.client.masking import carries_password, password_start
 from chatproto.client.options import ClientOptions
 from chatproto.client.session import ClientSession, run
 
-__all__ = ["DiscreetHistory", "MaskPasswords", "TtyUI", "render", "run_interactive"]
+__all__ = [
+    "DiscreetHistory",
+    "MaskPasswords",
+    "TtyUI",
+    "prompt_label",
+    "render",
+    "run_interactive",
+]
 
 STYLE = Style.from_dict(
     {
         "private": "ansimagenta bold",
+        # A room's name on its lines: another room's stands out, the
+        # current room's (where a plain line goes) is plainer.
+        "room": "ansigreen bold",
+        "room-here": "bold",
         "notice": "ansicyan",
         "refused": "ansired bold",
         "client": "ansiyellow",
@@ -63,14 +77,18 @@ Fragments = list[tuple[str, str]]
 LIST_CUT = "* The user list is too long to keep: its other lines follow as they come."
 
 
-def render(event: Event) -> Fragments:
+def render(event: Event, room: str | None = None) -> Fragments:
     """What the terminal shows for C{event}: its lines, styled by kind.
 
     Private messages are marked with C{» } as well as coloured, so that they
     stand out on a terminal without colours too; the blank lines inside a
     user list are left out, and a line from the client says where a list too
-    long to keep was cut.
+    long to keep was cut. A line of a room (not the lobby's) keeps its text,
+    with the room's name in it highlighted: in colour for a room other than
+    the current one, C{room}, in bold only for the current room's.
     """
+    if isinstance(event, RoomEvent) and event.lines:
+        return _room_line(event, here=event.room == room)
     lines = event.lines
     if isinstance(event, UserList):
         lines = tuple(line for line in lines if line.strip())
@@ -86,6 +104,31 @@ def render(event: Event) -> Fragments:
     if isinstance(event, UserList) and event.cut:
         return [("class:notice", text), ("class:client", "\n" + LIST_CUT)]
     return [("class:notice", text)]
+
+
+def _room_line(event: RoomEvent, *, here: bool) -> Fragments:
+    # The room's name is the line's first '#' (after "[H.M.S]-", "Sujet de "
+    # or "Salon courant : "), so the first match is the name itself.
+    text = "\n".join(event.lines)
+    start = text.find(event.room)
+    if start < 0:  # not built by the reader; shown as any notice
+        return [("class:notice", text)]
+    end = start + len(event.room)
+    rest = "" if isinstance(event, RoomPublic) else "class:notice"
+    fragments = [
+        (rest, text[:start]),
+        ("class:room-here" if here else "class:room", event.room),
+        (rest, text[end:]),
+    ]
+    return [fragment for fragment in fragments if fragment[1]]
+
+
+def prompt_label(nickname: str | None, room: str | None) -> str:
+    """The prompt: the nickname, and the current room once the server has
+    said it (C{bob #salle> }); as before rooms (C{bob> }) with a server
+    that never says it."""
+    label = " ".join(part for part in (nickname, room) if part)
+    return f"{label}> "
 
 
 class MaskPasswords(Processor):
@@ -126,13 +169,15 @@ class TtyUI:
     def __init__(self, session: ClientSession) -> None:
         self.session = session
         self.nickname: str | None = None
+        #: The current room, once the server said it (L{CurrentRoom}).
+        self.room: str | None = None
         # prompt_toolkit adds an accepted line to the history before the
         # session has it: whether it is the password is still known then.
         asking_password = Condition(lambda: self.session.asking_password)
         # Redrawn twice a second, so that the count of lines waiting their
         # turn (the client paces what it sends) follows the sending.
         self.prompt: PromptSession[str] = PromptSession(
-            message=self._message,
+            message=self.prompt_message,
             history=DiscreetHistory(asking_password),
             style=STYLE,
             refresh_interval=0.5,
@@ -141,7 +186,9 @@ class TtyUI:
         )
         self._task: asyncio.Future[None] | None = None
 
-    def _message(self) -> FormattedText:
+    def prompt_message(self) -> FormattedText:
+        """The prompt as it is now: the nickname (or the question being
+        asked), the current room, the lines waiting their turn."""
         if self.session.reasking:
             return FormattedText([("class:prompt", "nickname: ")])
         if self.session.asking_password:
@@ -151,14 +198,18 @@ class TtyUI:
         if waiting:
             lines = f"{waiting} line{'' if waiting == 1 else 's'} waiting"
             fragments.append(("class:client", f"({lines}) "))
-        fragments.append(("class:prompt", f"{self.nickname or ''}> "))
+        fragments.append(("class:prompt", prompt_label(self.nickname, self.room)))
         return FormattedText(fragments)
 
     def show(self, event: Event) -> None:
         if isinstance(event, Registered):
-            self.nickname = event.nickname
+            # A new registration (on a new connection) starts in the lobby.
+            self.nickname, self.room = event.nickname, None
             self.prompt.app.invalidate()
-        fragments = render(event)
+        elif isinstance(event, CurrentRoom):
+            self.room = event.room
+            self.prompt.app.invalidate()
+        fragments = render(event, self.room)
         if fragments:
             self._print(fragments)
 
