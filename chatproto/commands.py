@@ -50,7 +50,7 @@ def _private(session: Session, rest: str) -> None:
         callbackArgs=(session, target),
         errbackArgs=(session, target),
     )
-    d.addErrback(session._unexpected)
+    session.wait_for(d)  # the lines after it wait for its answer
 
 
 def _whispered(found: bool, session: Session, target: str) -> None:
@@ -106,7 +106,7 @@ def _history(session: Session, argument: str) -> None:
         callbackArgs=(session,),
         errbackArgs=(session,),
     )
-    d.addErrback(session._unexpected)
+    session.wait_for(d)  # the lines after it wait for its answer
 
 
 def _send_history(kept: list[Kept], session: Session) -> None:
@@ -159,7 +159,7 @@ def _history_before(session: Session, argument: str) -> None:
         callbackArgs=(session,),
         errbackArgs=(session,),
     )
-    d.addErrback(session._unexpected)
+    session.wait_for(d)  # the lines after it wait for its answer
 
 
 def _send_before(kept: list[Kept], session: Session) -> None:
@@ -192,7 +192,7 @@ def _unread(session: Session, argument: str) -> None:
         callbackArgs=(session,),
         errbackArgs=(session,),
     )
-    d.addErrback(session._unexpected)
+    session.wait_for(d)  # the lines after it wait for its answer
 
 
 def _read_since(
@@ -243,7 +243,7 @@ def _search(session: Session, argument: str) -> None:
         callbackArgs=(session, argument),
         errbackArgs=(session,),
     )
-    d.addErrback(session._unexpected)
+    session.wait_for(d)  # the lines after it wait for its answer
 
 
 def _send_found(kept: list[Kept], session: Session, words: str) -> None:

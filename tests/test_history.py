@@ -399,6 +399,40 @@ def test_a_history_answer_that_comes_after_the_user_left_is_dropped() -> None:
     assert b"late" not in alice.take()
 
 
+def test_the_lines_after_a_history_read_wait_for_its_answer() -> None:
+    """A store's read runs in a thread: a pipe that sends /history then
+    /quit (the client at the end of its input) must get the answer before
+    Deconnexion, and a public line after it goes after the answer too."""
+    answers: list[Deferred[list[Kept]]] = []
+
+    class Slow(MemoryHistory):
+        def last(self, count: int, room: str | None = None) -> Deferred[list[Kept]]:
+            answers.append(Deferred())
+            return answers[-1]
+
+        def search(
+            self, words: Sequence[str], count: int, room: str | None = None
+        ) -> Deferred[list[Kept]]:
+            answers.append(Deferred())
+            return answers[-1]
+
+    chat = Chat()
+    chat.factory.room.history = Slow(chat.factory.config, chat.clock)
+    alice, bob = chat.user("alice"), chat.user("bob")
+    alice.take()
+    alice.send(b"/history\napres\n/search chat\n/quit\n")
+    chat.advance(0)
+    assert alice.take() == b"" and bob.take() == b""  # all wait
+    answers[0].callback([Kept(1, chat.clock.seconds(), b"[1.2.3]-zoe: avant\n")])
+    chat.advance(0)
+    assert alice.take() == (b"--- historique (1 ligne) ---\n[1.2.3]-zoe: avant\n" + END)
+    assert bob.take().endswith(b"-alice: apres\n")
+    answers[1].callback([])
+    chat.advance(0)
+    assert alice.take() == "Aucune ligne ne contient « chat »\n".encode() + wire.BYE
+    assert not alice.connected
+
+
 def test_a_departure_announced_here_only_is_not_kept() -> None:
     """In a cluster, HERE is the departure of a user whose nickname another
     node's user holds now: the chat's history must not say that one left."""
