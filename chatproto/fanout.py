@@ -131,9 +131,29 @@ class FanOut:
             self._schedule_pass()
 
     def catch_up(self, member: Session) -> None:
-        """Give a member the public lines made so far, before another line."""
-        if member.seen < self._end:
+        """Give a member the public lines made so far, and the lines of its
+        named rooms waiting, in one write, before another line."""
+        rooms = member.rooms
+        if member.seen < self._end or (rooms is not None and rooms.pending):
             self._serve(member)
+
+    def take(self, member: Session) -> bytes:
+        """The public lines made so far that a member has not been given,
+        handed to the caller to write (chatproto/rooms.py queues them
+        before a room's line): from now on the member has them."""
+        if member.seen < 0:
+            return b""
+        start, end = max(member.seen, self._base), self._end
+        if start >= end:
+            return b""
+        member.seen = end
+        lines = self._log[start - self._base :]
+        if self._spoke.get(member, 0) > start:
+            return b"".join([line for line, by in lines if by is not member])
+        cached = self._joined.get(start)
+        if cached is None:
+            cached = self._joined[start] = b"".join([line for line, _ in lines])
+        return cached
 
     def flush(self) -> None:
         """Give every member every public line now."""
@@ -231,30 +251,16 @@ class FanOut:
             self._schedule_pass()
 
     def _serve(self, member: Session) -> None:
-        """Give a member the public lines it has not been given: the same
-        bytes as everyone, or, if it made some of them, all but its own.
-        The lines of its named rooms waiting for it are older (see
-        chatproto/rooms.py): they go first."""
+        """Give a member, in one write, the lines of its named rooms waiting
+        for it (older: see chatproto/rooms.py), then the public lines it
+        has not been given: the same bytes as everyone, or, if it made
+        some of them, all but its own."""
+        data = self.take(member)
         rooms = member.rooms
         if rooms is not None and rooms.pending:
-            rooms.flush()  # may cut it: then it is no member any more
-        if member.seen < 0:  # not (or no longer) a member: no public line
-            return
-        start, end = max(member.seen, self._base), self._end
-        if start >= end:
-            return
-        member.seen = end
-        lines = self._log[start - self._base :]
-        if self._spoke.get(member, 0) > start:
-            data = b"".join([line for line, by in lines if by is not member])
-            if not data:
-                return
-        else:
-            cached = self._joined.get(start)
-            if cached is None:
-                cached = self._joined[start] = b"".join([line for line, _ in lines])
-            data = cached
-        member.connection.write(data)
+            data = rooms.take() + data
+        if data:
+            member.connection.write(data)
 
     def _forget(self, upto: int) -> None:
         """Drop the lines up to number C{upto}: every member has them."""

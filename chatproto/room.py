@@ -170,8 +170,14 @@ class Room:
         self.fanout.publish(line, None)
 
     def catch_up(self, session: Session) -> None:
-        """Write to a member the public lines it has not been given."""
+        """Write to a member the public lines it has not been given (and
+        its named rooms' lines waiting, first), in one write."""
         self.fanout.catch_up(session)
+
+    def take_unseen(self, session: Session) -> bytes:
+        """The public lines a member has not been given, for the caller to
+        write (L{FanOut.take})."""
+        return self.fanout.take(session)
 
     def flush(self) -> None:
         """Give every member every public line now."""

@@ -15,10 +15,12 @@ writes each member's lines in one write (or at once, past BATCH_LINES or
 BATCH_BYTES). The lobby's lines go through the lobby's L{FanOut}; a user
 gets both in the order they were made, by this invariant: the lines of its
 rooms waiting for it are older than the lobby's lines waiting for it. A
-room's line is queued only once the member has been given the lobby's
-lines made before it (L{Rooms._queue}), and whatever writes the lobby's
-lines to a member, or any other line (L{chatproto.session.Session.send}),
-first writes the lines of its rooms waiting (L{Member.flush}). Why not a
+room's line is queued after the lobby's lines made before it that the
+member has not been given (L{Rooms._queue} takes them from the FanOut
+into the member's queue), and whatever writes the lobby's lines to a
+member, or any other line (L{chatproto.session.Session.send}), writes the
+lines of its rooms waiting first, in the same write (L{FanOut._serve}):
+a user in several rooms and the lobby gets one write per pass. Why not a
 FanOut per room: a FanOut's place in its log is the session's C{seen}, one
 per user; and a user in several rooms must get their lines in the order
 they were made, which one queue per user gives.
@@ -87,15 +89,17 @@ class Member:
         self.pending: list[bytes] = []
         self.pending_bytes = 0
 
+    def take(self) -> bytes:
+        """The lines waiting, joined, for the caller to write."""
+        data = b"".join(self.pending)
+        self.pending.clear()
+        self.pending_bytes = 0
+        return data
+
     def flush(self) -> None:
         """Write the lines waiting, in one write."""
-        pending = self.pending
-        if not pending:
-            return
-        data = b"".join(pending)
-        pending.clear()
-        self.pending_bytes = 0
-        self.session.connection.write(data)
+        if self.pending:
+            self.session.connection.write(self.take())
 
 
 def _member(session: Session) -> Member | None:
@@ -193,18 +197,20 @@ class Rooms:
 
     def _queue(self, session: Session, line: bytes) -> int:
         """Queue C{line} for C{session}, after the lobby's lines made before
-        it (given now, if the lobby's pass has not yet: see the module's
-        invariant); whether it was queued."""
-        if session.state is not CHATTING:
-            return 0
-        self.lobby.catch_up(session)
+        it (queued first, if the lobby's pass has not given them yet: see
+        the module's invariant); whether it was queued."""
         member = _member(session)
         if member is None or session.state is not CHATTING:
             return 0
         pending = member.pending
+        waiting = bool(pending)
+        earlier = self.lobby.take_unseen(session)
+        if earlier:
+            pending.append(earlier)
+            member.pending_bytes += len(earlier)
         pending.append(line)
         member.pending_bytes += len(line)
-        if len(pending) == 1:
+        if not waiting:
             self._waiting.append(member)
             if self._call is None:
                 self._call = self.lobby.clock.callLater(0, self._run_pass)
@@ -219,7 +225,8 @@ class Rooms:
         waiting, self._waiting = self._waiting, []
         for member in waiting:
             if member.session.state is CHATTING:
-                member.flush()
+                # with the lobby's lines made since, in the same write
+                self.lobby.catch_up(member.session)
             else:
                 member.pending.clear()
 

@@ -375,10 +375,8 @@ class ChatFactory(ServerFactory):
 
     def catch_up(self, session: Session) -> None:
         """Before any other line: the lines of its named rooms waiting for
-        it, then the lobby's (older, then newer: chatproto/rooms.py)."""
-        rooms = session.rooms
-        if rooms is not None and rooms.pending:
-            rooms.flush()
+        it, then the lobby's (older, then newer: chatproto/rooms.py), in
+        one write."""
         self.room.catch_up(session)
 
     def whisper(self, sender: str, target: str, text: str) -> Deferred[bool]:

@@ -125,6 +125,9 @@ class Waiting(Protocol):
 
     pending: list[bytes]
 
+    def take(self) -> bytes:
+        """The lines waiting, joined, handed to the caller to write."""
+
     def flush(self) -> None:
         """Write the lines waiting, in one write."""
 

@@ -223,6 +223,44 @@ def test_a_user_in_several_rooms_and_the_lobby_gets_lines_in_the_order_made() ->
     )
 
 
+def test_a_user_in_rooms_and_the_lobby_gets_a_turns_lines_in_one_write() -> None:
+    chat = Chat(flood_rate=0)
+    alice, bob, carol, dave = users(chat, "alice", "bob", "carol", "dave")
+    for user in (alice, bob):
+        user.send(b"/join #a\n")
+    for user in (alice, carol):
+        user.send(b"/join #b\n")
+    chat.turn()
+    for user in (alice, bob, carol, dave):
+        user.take()
+    alice.transport.writes.clear()
+    # one turn: the lobby, room a, the lobby, room b, the lobby
+    dave.send(b"un\n")
+    bob.send(b"deux\n")
+    dave.send(b"trois\n")
+    carol.send(b"quatre\n")
+    dave.send(b"cinq\n")
+    chat.turn()
+    stamp = chat.stamp()
+    assert alice.transport.writes == [
+        stamp
+        + b"-dave: un\n"
+        + stamp
+        + b"-#a bob: deux\n"
+        + stamp
+        + b"-dave: trois\n"
+        + stamp
+        + b"-#b carol: quatre\n"
+        + stamp
+        + b"-dave: cinq\n"
+    ]
+    # and the lobby's members in no room, one write each as before
+    bob.transport.writes.clear()
+    dave.send(b"six\n")
+    chat.turn()
+    assert bob.transport.writes == [stamp + b"-dave: six\n"]
+
+
 def test_the_lobby_and_room_order_holds_across_a_pass_of_several_turns() -> None:
     """A lobby pass serves pass_size users a turn: a room line made while
     it is under way comes after the lobby's line before it."""
