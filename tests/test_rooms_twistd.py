@@ -84,3 +84,54 @@ def test_two_users_in_a_room_and_one_in_the_lobby(tmp_path: Path) -> None:
     finally:
         db.close()
     assert rooms == [(None,), ("projet",)]
+
+
+def test_users_in_two_rooms_and_the_lobby_get_their_lines_in_order(
+    tmp_path: Path,
+) -> None:
+    """bob is in #a, #b and the lobby; alice in #a, dave in #b, carol (as a
+    Ruby client) in the lobby only. Lines in the three, interleaved: bob
+    gets them all in the order they were said; each other user its rooms'
+    and the lobby's; carol nothing of the rooms, as before rooms."""
+    with running(tmp_path, "--flood-burst=50") as (proc, port):
+        alice, bob, dave, carol = (
+            register(port, nick) for nick in ("alice", "bob", "dave", "carol")
+        )
+        for user in (alice, bob, dave):
+            user.until(b"Connexion de carol\n")
+        nick_of = {alice: b"alice", bob: b"bob", dave: b"dave"}
+        for user, room in ((alice, b"#a"), (dave, b"#b"), (bob, b"#a"), (bob, b"#b")):
+            user.send(b"/join " + room + b"\n")
+            user.until(b"=>" + nick_of[user] + b"\n----------------------\n")
+        alice.until(b"#a Connexion de bob\n")
+        dave.until(b"#b Connexion de bob\n")
+        bob.send(b"/join #accueil\n")
+        bob.until(b"Salon courant : #accueil\n")
+        bob.until(b"=>carol\n----------------------\n")
+        said = [
+            (alice, b"un dans a\n"),
+            (carol, b"deux dans le hall\n"),
+            (dave, b"trois dans b\n"),
+            (carol, b"quatre dans le hall\n"),
+            (alice, b"cinq dans a\n"),
+        ]
+        got = b""
+        for user, line in said:
+            user.send(line)
+            got += bob.until(line)  # heard before the next is said
+        assert bare(got) == (
+            b"[H.M.S]-#a alice: un dans a\n"
+            b"[H.M.S]-carol: deux dans le hall\n"
+            b"[H.M.S]-#b dave: trois dans b\n"
+            b"[H.M.S]-carol: quatre dans le hall\n"
+            b"[H.M.S]-#a alice: cinq dans a\n"
+        )
+        bob.send(b"/quit\n")
+        assert bob.rest().endswith(b"Deconnexion\n")
+        left = "[H.M.S]-Déconnection de bob\n".encode()
+        hall = b"[H.M.S]-carol: deux dans le hall\n[H.M.S]-carol: quatre dans le hall\n"
+        assert bare(alice.until(b"de bob\n")) == hall + left
+        assert bare(dave.until(b"de bob\n")) == hall + left
+        assert bare(carol.until(b"de bob\n")) == left
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) in (0, -signal.SIGTERM)
