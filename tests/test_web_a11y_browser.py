@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from tests.test_web_account_browser import PASSWORD, FakeChat, Tab
-from tests.test_web_browser import CHROMIUM, HIDE, SHOW, expect, playwright
+from tests.test_web_browser import CHROMIUM, HIDE, SHOW, expect
 from tests.web_server import WebChat
 
 AXE = Path(__file__).resolve().parent / "node_modules" / "axe-core" / "axe.min.js"
@@ -78,16 +78,6 @@ def chat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebChat]:
     server.start()
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with playwright.sync_playwright() as p:
-        chromium = p.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox"], headless=True
-        )
-        yield chromium
-        chromium.close()
 
 
 class Audited(Tab):

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import CHROMIUM
 from tests.test_twistd import register
 from tests.web_server import WebChat
 
-CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium"),
@@ -43,16 +43,6 @@ def chat(tmp_path: Path) -> Iterator[WebChat]:
     server.start()
     yield server
     server.stop()
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    with playwright.sync_playwright() as p:
-        chromium = p.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox"], headless=True
-        )
-        yield chromium
-        chromium.close()
 
 
 class Page:
