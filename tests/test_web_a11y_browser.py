@@ -2,8 +2,9 @@
 accessibility audits) in a real browser (Debian's chromium, as in
 tests/test_web_browser.py), in each of its states: before registering, the
 password field, registered with lines of every kind, the unread marker, the
-search panel; phone-sized and desktop, light and dark. No violation of
-moderate impact or worse is allowed.
+search panel, the rooms (one shown with its topic, another with unread
+lines and a mention, the list open on a phone); phone-sized and desktop,
+light and dark. No violation of moderate impact or worse is allowed.
 
 axe-core comes from the npm registry, pinned in tests/package.json and
 tests/package-lock.json: `make tests/node_modules/.installed` (which
@@ -160,6 +161,24 @@ def test_axe_finds_nothing_moderate_or_worse_in_any_state_of_the_page(
     search.press("Enter")
     expect(page.get_by_role("region", name="Recherche").locator("li")).to_have_count(4)
     tab.audit("the search panel")
+    page.get_by_role("button", name="Fermer la recherche").click()
+
+    # Two rooms joined by the field (on a phone, in the rooms' panel), one
+    # shown with its topic, the other with unread lines and a mention.
+    for room in ("projet", "salle"):
+        field = page.get_by_label("Salon", exact=True)
+        if not field.is_visible():
+            page.locator("#rooms summary").click()  # a phone: the panel
+        field.fill(room)
+        field.press("Enter")
+        expect(page.locator("#room-title")).to_have_text(f"#{room}")
+    expect(page.locator("#topic")).to_contain_text("le plan de la semaine")
+    fake.say("[10.0.6]-#salle dave: bonjour", "[10.0.7]-#projet dave: alice, regarde")
+    expect(page.locator("#room-list .badge.mention")).to_have_text("1")
+    if not page.get_by_label("Salon", exact=True).is_visible():
+        page.locator("#rooms summary").click()  # the panel open, on a phone
+    expect(page.get_by_role("button", name="quitter #salle")).to_be_visible()
+    tab.audit("the rooms")
 
     assert set(tab.found) == {
         "before registering",
@@ -167,6 +186,7 @@ def test_axe_finds_nothing_moderate_or_worse_in_any_state_of_the_page(
         "registered, with lines",
         "the unread marker",
         "the search panel",
+        "the rooms",
     }
     violations = {state: found for state, found in tab.found.items() if found}
     assert violations == {}, violations
