@@ -3,13 +3,12 @@ browser contexts (one phone-sized) and one raw TCP client in one chat run by
 a real twistd process, restarted once under the pages.
 
 Never `playwright install` (it downloads a browser): the test uses
-/usr/bin/chromium, which .ci/run installs with apt-get. With
-CHATPROTO_SCREENSHOT=docs/web.png, it also saves the README's screenshot.
+/usr/bin/chromium, which .ci/run installs with apt-get. (The README's
+screenshot is tests/test_web_rooms_browser.py's.)
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -192,10 +191,6 @@ def test_two_browsers_and_a_tcp_client_chat_through_a_restart(
     # The phone is in dark mode: the page follows it.
     assert bob.page.evaluate(BACKGROUND) == "rgb(18, 18, 18)"
     assert alice.page.evaluate(BACKGROUND) == "rgb(255, 255, 255)"
-
-    screenshot = os.environ.get("CHATPROTO_SCREENSHOT")
-    if screenshot:
-        alice.page.screenshot(path=screenshot)
 
     # A departure, styled apart, and gone from the list.
     carol.send(b"/quit\n")
