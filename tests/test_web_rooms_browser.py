@@ -13,10 +13,12 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from chatproto.operators import make_hash
 from tests.test_twistd import register
 from tests.test_web_browser import CHROMIUM, HIDE, SHOW, Page, expect
 from tests.test_web_notify_browser import WRAP, shown
@@ -32,6 +34,7 @@ PHONE: dict[str, Any] = {
     "is_mobile": True,
     "has_touch": True,
 }
+OPERATOR = "mot de passe d'opératrice"
 DESKTOP: dict[str, Any] = {"viewport": {"width": 1100, "height": 640}}
 # What was sent on the page's WebSocket, recorded by an init script.
 SENT = """
@@ -45,8 +48,11 @@ WebSocket.prototype.send = function (line) {
 
 
 @pytest.fixture
-def chat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebChat]:
-    server = WebChat(tmp_path_factory.mktemp("chat"), "--shutdown-timeout=2")
+def chat(tmp_path: Path) -> Iterator[WebChat]:
+    """The chat, carol its operator (to set a room's topic)."""
+    operators = tmp_path / "operators"
+    operators.write_text(f"carol:{make_hash(OPERATOR, n=2**4)}\n")
+    server = WebChat(tmp_path, "--shutdown-timeout=2", "--operators", str(operators))
     server.start()
     yield server
     server.stop()
@@ -169,6 +175,13 @@ def test_two_pages_chat_in_a_room_the_lobby_sees_none_of_it(
     heard += carol.until(b"Salon courant : #projet\n")
     bruno.join_room("projet")
     bruno.shows("projet")
+    carol.send(f"/op {OPERATOR}\n".encode())
+    heard += carol.until("Vous êtes opérateur".encode())
+    carol.send(b"/topic la maquette, pour lundi\n")
+    expect(bruno.page.locator("#topic")).to_have_text("la maquette, pour lundi")
+    expect(bruno.entry("change le sujet")).to_contain_text(
+        "carol change le sujet : la maquette, pour lundi"
+    )
     carol.send(b"le plan est sur le tableau\n")
     expect(bruno.entry("le plan")).to_contain_text("carol")
     bruno.say("je le recopie")
@@ -180,6 +193,11 @@ def test_two_pages_chat_in_a_room_the_lobby_sees_none_of_it(
     screenshot = os.environ.get("CHATPROTO_SCREENSHOT")
     if screenshot:
         bruno.page.screenshot(path=screenshot)
+    # A topic is text, never HTML.
+    carol.send(b"/topic le plan du <i>projet</i>\n")
+    expect(bruno.page.locator("#topic")).to_have_text("le plan du <i>projet</i>")
+    expect(bruno.entry("change le sujet").last).to_contain_text("<i>projet</i>")
+    assert bruno.page.locator("#conversation i").count() == 0
 
     # A click on #salle: its lines, the unread ones with them, the count gone.
     bruno.room("salle").click()
