@@ -331,3 +331,35 @@ def test_after_a_restart_the_page_is_in_its_rooms_again(
     dan.send(b"/rooms\n")
     assert b"#autre 1 membre\n" in dan.until(b"--- fin des salons ---\n")
     assert tab.errors == []
+
+
+def test_a_join_refused_leaves_the_page_where_it_was(
+    tmp_path: Path, browser: Any
+) -> None:
+    """The server's error is said; the page waits for no answer any more:
+    the next /join shows its room. Of two /join in flight, the page shows
+    the last one's room."""
+    server = WebChat(tmp_path, "--shutdown-timeout=2", "--rooms-per-user=1")
+    server.start()
+    try:
+        tab = Tab(browser, server.url + "#un", **DESKTOP)
+        tab.join("zoe")
+        tab.shows("un")
+        tab.join_room("deux")
+        expect(tab.log.locator("li.error").last).to_contain_text(
+            "Erreur : vous êtes déjà dans 1 salons"
+        )
+        tab.shows("un")
+        expect(tab.page.locator("#room-list li")).to_have_text(["#accueil", "#un"])
+        tab.say("/part #un")
+        tab.shows("accueil")
+        expect(tab.entry("Vous avez quitté #un")).to_be_visible()
+        tab.say("/join #trois")
+        tab.say("/join #accueil")
+        tab.shows("accueil")
+        expect(tab.page.locator("#room-list li")).to_have_text(["#accueil", "#trois"])
+        tab.room("trois").click()
+        tab.shows("trois")
+        assert tab.errors == []
+    finally:
+        server.stop()
