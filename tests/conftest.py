@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -46,3 +47,21 @@ def commands(redis: RedisServer) -> Iterator[Commands]:
     pytest_twisted.blockon(connection.first_connected)
     yield connection
     pytest_twisted.blockon(connection.close())
+
+
+# Debian's chromium, which .ci/run installs with apt-get: never
+# `playwright install` (it downloads a browser).
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Debian's chromium driven by Playwright, for the tests of the page in
+    a real browser (tests/test_web_*browser*.py, which skip without it)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox"], headless=True
+        )
+        yield chromium
+        chromium.close()

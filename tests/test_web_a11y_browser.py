@@ -2,8 +2,9 @@
 accessibility audits) in a real browser (Debian's chromium, as in
 tests/test_web_browser.py), in each of its states: before registering, the
 password field, registered with lines of every kind, the unread marker, the
-search panel; phone-sized and desktop, light and dark. No violation of
-moderate impact or worse is allowed.
+search panel, the rooms (one shown with its topic, another with unread
+lines and a mention, the list open on a phone); phone-sized and desktop,
+light and dark. No violation of moderate impact or worse is allowed.
 
 axe-core comes from the npm registry, pinned in tests/package.json and
 tests/package-lock.json: `make tests/node_modules/.installed` (which
@@ -24,7 +25,7 @@ from typing import Any
 import pytest
 
 from tests.test_web_account_browser import PASSWORD, FakeChat, Tab
-from tests.test_web_browser import CHROMIUM, HIDE, SHOW, expect, playwright
+from tests.test_web_browser import CHROMIUM, HIDE, SHOW, expect
 from tests.web_server import WebChat
 
 AXE = Path(__file__).resolve().parent / "node_modules" / "axe-core" / "axe.min.js"
@@ -78,16 +79,6 @@ def chat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebChat]:
     server.start()
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with playwright.sync_playwright() as p:
-        chromium = p.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox"], headless=True
-        )
-        yield chromium
-        chromium.close()
 
 
 class Audited(Tab):
@@ -170,6 +161,24 @@ def test_axe_finds_nothing_moderate_or_worse_in_any_state_of_the_page(
     search.press("Enter")
     expect(page.get_by_role("region", name="Recherche").locator("li")).to_have_count(4)
     tab.audit("the search panel")
+    page.get_by_role("button", name="Fermer la recherche").click()
+
+    # Two rooms joined by the field (on a phone, in the rooms' panel), one
+    # shown with its topic, the other with unread lines and a mention.
+    for room in ("projet", "salle"):
+        field = page.get_by_label("Salon", exact=True)
+        if not field.is_visible():
+            page.locator("#rooms summary").click()  # a phone: the panel
+        field.fill(room)
+        field.press("Enter")
+        expect(page.locator("#room-title")).to_have_text(f"#{room}")
+    expect(page.locator("#topic")).to_contain_text("le plan de la semaine")
+    fake.say("[10.0.6]-#salle dave: bonjour", "[10.0.7]-#projet dave: alice, regarde")
+    expect(page.locator("#room-list .badge.mention")).to_have_text("1")
+    if not page.get_by_label("Salon", exact=True).is_visible():
+        page.locator("#rooms summary").click()  # the panel open, on a phone
+    expect(page.get_by_role("button", name="quitter #salle")).to_be_visible()
+    tab.audit("the rooms")
 
     assert set(tab.found) == {
         "before registering",
@@ -177,6 +186,7 @@ def test_axe_finds_nothing_moderate_or_worse_in_any_state_of_the_page(
         "registered, with lines",
         "the unread marker",
         "the search panel",
+        "the rooms",
     }
     violations = {state: found for state, found in tab.found.items() if found}
     assert violations == {}, violations

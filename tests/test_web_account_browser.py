@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_web_browser import CHROMIUM, WAIT, expect, playwright
+from tests.test_web_browser import CHROMIUM, WAIT, expect
 from tests.web_server import WebChat
 
 pytestmark = [
@@ -50,6 +50,7 @@ class FakeChat:
 
     def __init__(self) -> None:
         self.received: list[str] = []
+        self.nick = ""
 
     def connect(self, ws: Any) -> None:
         asking: list[str] = []  # the nickname whose password comes next
@@ -79,14 +80,28 @@ class FakeChat:
                 self.history(ws, line)
             elif line.startswith("/search "):
                 self.search(ws, line.removeprefix("/search "))
+            elif line.startswith("/join #"):
+                self.join(ws, line.removeprefix("/join "))
 
         ws.on_message(answer)
         ws.send(WELCOME)
 
     def welcome(self, ws: Any, nick: str) -> None:
+        self.nick = nick
         for line in (f"Bienvenue {nick}", RULE, "Utilisateurs en ligne:", f"=>{nick}"):
             ws.send(line)
         ws.send(RULE)
+
+    def join(self, ws: Any, room: str) -> None:
+        """The answer to /join (docs/protocol.md, "Rooms"): the room, its
+        members (dave, and the user last), its topic (the lobby has none)."""
+        ws.send(f"Salon courant : {room}")
+        for line in (RULE, "Utilisateurs en ligne:", "=>dave", f"=>{self.nick}", RULE):
+            ws.send(line)
+        if room != "#accueil":
+            ws.send(
+                f"Sujet de {room} : le plan de la semaine, voyez https://example.org"
+            )
 
     def history(self, ws: Any, line: str) -> None:
         """The last lines (numbered, as the page asks for them, or not, as
@@ -125,16 +140,6 @@ def chat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebChat]:
     server.start()
     yield server
     server.stop()
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    with playwright.sync_playwright() as p:
-        chromium = p.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox"], headless=True
-        )
-        yield chromium
-        chromium.close()
 
 
 class Tab:

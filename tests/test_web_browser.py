@@ -3,13 +3,12 @@ browser contexts (one phone-sized) and one raw TCP client in one chat run by
 a real twistd process, restarted once under the pages.
 
 Never `playwright install` (it downloads a browser): the test uses
-/usr/bin/chromium, which .ci/run installs with apt-get. With
-CHATPROTO_SCREENSHOT=docs/web.png, it also saves the README's screenshot.
+/usr/bin/chromium, which .ci/run installs with apt-get. (The README's
+screenshot is tests/test_web_rooms_browser.py's.)
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,10 +16,10 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import CHROMIUM
 from tests.test_twistd import register
 from tests.web_server import WebChat
 
-CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium"),
@@ -43,16 +42,6 @@ def chat(tmp_path: Path) -> Iterator[WebChat]:
     server.start()
     yield server
     server.stop()
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    with playwright.sync_playwright() as p:
-        chromium = p.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox"], headless=True
-        )
-        yield chromium
-        chromium.close()
 
 
 class Page:
@@ -202,10 +191,6 @@ def test_two_browsers_and_a_tcp_client_chat_through_a_restart(
     # The phone is in dark mode: the page follows it.
     assert bob.page.evaluate(BACKGROUND) == "rgb(18, 18, 18)"
     assert alice.page.evaluate(BACKGROUND) == "rgb(255, 255, 255)"
-
-    screenshot = os.environ.get("CHATPROTO_SCREENSHOT")
-    if screenshot:
-        alice.page.screenshot(path=screenshot)
 
     # A departure, styled apart, and gone from the list.
     carol.send(b"/quit\n")

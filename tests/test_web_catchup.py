@@ -1,7 +1,8 @@
-"""The page's pure helpers (C{blocks}, C{withoutPassword} and C{mentions} in
-app.js), run under node without a browser: the headers of the blocks the
-page asks for, whose numbers identify the lines (never their text), the
-lines of a block that the page got live, and what a mention is."""
+"""The page's pure helpers (C{blocks}, C{withoutPassword}, C{mentions} and
+C{roomName} in app.js), run under node without a browser: the headers of
+the blocks the page asks for, whose numbers identify the lines (never their
+text), the lines of a block that the page got live, what a mention is, and
+a room's name from a link or a field."""
 
 from __future__ import annotations
 
@@ -201,3 +202,48 @@ def test_a_mention_is_the_nickname_as_a_word_whatever_its_case() -> None:
         timeout=30,
     )
     assert dict(zip(texts, json.loads(done.stdout), strict=True)) == texts
+
+
+ROOM_NAMES = """
+const { roomName } = require(process.argv[1]);
+const texts = JSON.parse(process.argv[2]);
+process.stdout.write(JSON.stringify(texts.map((text) => roomName(text))));
+"""
+
+
+def test_a_room_s_name_from_a_link_or_a_field() -> None:
+    """As the server writes it (lower case, with its #), whatever was typed;
+    null for a name that breaks the rule (docs/protocol.md, "Rooms"): the
+    page says so and sends nothing."""
+    assert NODE is not None
+    texts = {
+        "salle": "#salle",
+        " #Salle-B_2 ": "#salle-b_2",
+        "#" + "a" * 24: "#" + "a" * 24,
+        "": None,
+        "#": None,
+        "a" * 25: None,
+        "pas de blanc": None,
+        "élève": None,
+        "##salle": None,
+        "<b>x</b>": None,
+        "salle\n/quit": None,
+    }
+    done = subprocess.run(
+        [NODE, "-e", ROOM_NAMES, str(PAGE / "app.js"), json.dumps(list(texts))],
+        capture_output=True,
+        check=True,
+        timeout=30,
+    )
+    assert json.loads(done.stdout) == list(texts.values())
+
+
+def test_a_room_s_last_lines_stop_before_the_page_s_arrival_in_it() -> None:
+    """A room's lines are tagged with its name: its arrival is found too."""
+    lines = [
+        "[9.0.0]-#salle Connexion de alice",
+        "[9.0.1]-#salle alice: avant",
+        "[9.0.2]-#salle Connexion de Bob",
+        "[9.0.3]-#salle alice: après",
+    ]
+    assert call("beforeArrival", lines, "bob") == lines[:2]

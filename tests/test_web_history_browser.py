@@ -16,7 +16,7 @@ import pytest
 
 from chatproto import wire
 from chatproto.web import PAGE, PAGE_FILES, SECURITY_HEADERS
-from tests.test_web_browser import CHROMIUM, HIDE, WAIT, expect, playwright
+from tests.test_web_browser import CHROMIUM, HIDE, WAIT, expect
 
 pytestmark = [
     pytest.mark.slow,
@@ -170,16 +170,6 @@ def serve(route: Any) -> None:
         return
     headers["Content-Type"] = PAGE_FILES[name]
     route.fulfill(status=200, headers=headers, body=(PAGE / name).read_bytes())
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    with playwright.sync_playwright() as p:
-        chromium = p.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox"], headless=True
-        )
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import pytest
 
 from chatproto.web import PAGE_FILES, PAGE_ICONS
 from tests.test_twistd import ROOT, register
-from tests.test_web_browser import CHROMIUM, WAIT, Page, expect, playwright
+from tests.test_web_browser import CHROMIUM, WAIT, Page, expect
 from tests.web_server import WebChat
 
 pytestmark = [
@@ -51,16 +51,6 @@ KEPT = """async () => {
 VERSION = """() => fetch("sw.js")
   .then((response) => response.text())
   .then((text) => /VERSION = "(\\w+)"/.exec(text)[1])"""
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    with playwright.sync_playwright() as p:
-        chromium = p.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox"], headless=True
-        )
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

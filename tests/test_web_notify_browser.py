@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.test_twistd import register
-from tests.test_web_browser import CHROMIUM, HIDE, SHOW, Page, expect, playwright
+from tests.test_web_browser import CHROMIUM, HIDE, SHOW, Page, expect
 from tests.web_server import WebChat
 
 pytestmark = [
@@ -48,16 +48,6 @@ def chat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebChat]:
     server.start()
     yield server
     server.stop()
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    with playwright.sync_playwright() as p:
-        chromium = p.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox"], headless=True
-        )
-        yield chromium
-        chromium.close()
 
 
 def watched(browser: Any, chat: WebChat, granted: bool) -> Page:

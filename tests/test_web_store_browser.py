@@ -20,7 +20,7 @@ from twisted.internet.interfaces import IReactorFromThreads
 from chatproto import wire
 from chatproto.store import Store
 from tests.test_twistd import Line, register
-from tests.test_web_browser import CHROMIUM, WAIT, expect, playwright
+from tests.test_web_browser import CHROMIUM, WAIT, expect
 from tests.web_server import WebChat
 
 pytestmark = [
@@ -54,16 +54,6 @@ WHERE = """(text) => {
   const item = [...log.children].find((li) => li.textContent.includes(text));
   return item.getBoundingClientRect().top - log.getBoundingClientRect().top;
 }"""
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    with playwright.sync_playwright() as p:
-        chromium = p.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox"], headless=True
-        )
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

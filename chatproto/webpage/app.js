@@ -9,6 +9,7 @@
 // the server's history, given by a block's header: never by its text.
 const blocks = (() => {
   const STAMP = /^\[\d{1,2}\.\d{1,2}\.\d{1,2}\]-/;
+  const ROOM_TAG = /^#[a-z0-9_-]{1,24} /;
   // The line naming a day before its lines in a block (docs/protocol.md):
   // "--- lundi 7 décembre 2026 ---".
   const WEEKDAY = "lundi|mardi|mercredi|jeudi|vendredi|samedi|dimanche";
@@ -44,9 +45,12 @@ const blocks = (() => {
   // arrival of NICK: a nickname is one user at a time), the lines after it
   // having come live. No arrival of NICK (none past --join-notice-limit
   // users): all of them.
+  // A room's lines are tagged with its name ("[H.M.S]-#salle Connexion de
+  // NICK"), the lobby's are not.
   function beforeArrival(lines, nick) {
     const arrival = `Connexion de ${nick}`.toLowerCase();
-    const at = lines.findLastIndex((line) => line.replace(STAMP, "").toLowerCase() === arrival);
+    const untagged = (line) => line.replace(STAMP, "").replace(ROOM_TAG, "").toLowerCase();
+    const at = lines.findLastIndex((line) => untagged(line) === arrival);
     return at < 0 ? lines : lines.slice(0, at);
   }
 
@@ -80,9 +84,18 @@ function mentions(text, nick) {
   return false;
 }
 
+// A room's name as the server writes it ("#salle"), from what a user typed
+// or a link's fragment held ("salle", "#Salle"); null if it breaks the rule
+// of docs/protocol.md ("Rooms"): 1 to 24 of a-z, 0-9, _ and -, any case
+// (pure, for the tests too).
+function roomName(text) {
+  const match = /^#?([A-Za-z0-9_-]{1,24})$/.exec(text.trim());
+  return match === null ? null : `#${match[1].toLowerCase()}`;
+}
+
 if (typeof document === "undefined") {
   // node, for the tests: the page below does not run
-  module.exports = { blocks, mentions, withoutPassword };
+  module.exports = { blocks, mentions, roomName, withoutPassword };
 }
 
 (() => {
@@ -126,6 +139,22 @@ if (typeof document === "undefined") {
   const SEARCH_HEAD = /^--- recherche « .* » \(\d+ lignes?\) ---$/s;
   const SEARCH_END = "--- fin de la recherche ---";
   const NO_MATCH = /^Aucune ligne ne contient « .* »$/s;
+  // Rooms (docs/protocol.md, "Rooms"): the lobby and the rooms joined, each
+  // with its lines, members and unread count; the one shown is the
+  // server's current room, where plain lines go.
+  const LOBBY = "#accueil";
+  const CURRENT = /^Salon courant : (#[a-z0-9_-]{1,24})$/;
+  const LEFT = /^Vous avez quitté (#[a-z0-9_-]{1,24})$/;
+  const TOPIC = /^Sujet de (#[a-z0-9_-]{1,24}) : (.*)$/s;
+  const NO_TOPIC = /^(#[a-z0-9_-]{1,24}) n'a pas de sujet$/;
+  // The errors that answer a /join (and nothing else the page sends).
+  const JOIN_ERRORS = [
+    /^Erreur : tapez \/join /,
+    /^Erreur : trop de salons sur ce serveur /,
+    /^Erreur : vous êtes déjà dans \d+ salons/,
+    /^Erreur : les salons ne sont pas encore possibles /,
+  ];
+  const ROOM_RULE = "1 à 24 lettres a-z, chiffres, _ ou -";
 
   const $ = (id) => document.getElementById(id);
   const status = $("status");
@@ -150,6 +179,14 @@ if (typeof document === "undefined") {
   const found = $("found");
   const closeResults = $("results-close");
   const alertsButton = $("alerts");
+  const roomsPanel = $("rooms");
+  const roomList = $("room-list");
+  const roomsUnread = $("rooms-unread");
+  const joinRoomForm = $("join-room");
+  const roomInput = $("room-name");
+  const roomTitle = $("room-title");
+  const topicLine = $("topic");
+  const partButton = $("part");
 
   let socket = null;
   let nick = null; // the nickname asked for, kept to register again
@@ -161,13 +198,25 @@ if (typeof document === "undefined") {
   let inList = false; // inside a user list block
   let listNames = [];
   let showList = false; // the user asked /list: show the block in the log
-  let unreadCount = 0;
+  let unreadCount = 0; // lines of the conversation shown not seen yet
+  let titleCount = 0; // lines not seen, the title's count: those, and other rooms' while hidden
   const history = [];
   let historyAt = 0;
   let draft = "";
-  // The conversation's history, by the numbers of the server's history.
-  let first = null; // the smallest line number shown (null: none yet)
-  let atStart = false; // nothing older to ask for: its start is shown, or none kept
+  // The rooms, by name (the lobby first): their lines (the shown room's in
+  // #log, the others' in a list of their own, out of the document, which
+  // no screen reader reads), members, unread counts and history.
+  const rooms = new Map();
+  let shown = null; // the room whose lines are in #log
+  const lobby = makeRoom(LOBBY);
+  shown = lobby;
+  lobby.list = log;
+  lobby.loaded = true; // its history: /unread, on registering
+  let serverRoom = LOBBY; // the server's current room, as it last said
+  let joining = 0; // /join lines sent and not answered yet
+  let parting = false; // the current room left: a "Salon courant" follows, no /join's
+  let topicAsked = 0; // /topic lines typed: their answers are shown
+  let wanted = null; // the room the link names, joined once registered
   let asked = []; // the page's own requests not answered whole yet, oldest first
   let block = null; // a block being received: its head, lines, request
   let quietTimer = null;
@@ -200,6 +249,10 @@ if (typeof document === "undefined") {
       searches = 0;
       searchBlock = null;
       answering = false;
+      serverRoom = LOBBY; // a new connection is in the lobby only
+      joining = 0;
+      parting = false;
+      topicAsked = 0;
       passwordInput.value = "";
       passwordForm.hidden = true;
       if (event.code === 1009 || event.code === 1003) {
@@ -249,6 +302,9 @@ if (typeof document === "undefined") {
     }
     if (asked.length > 0 && ANSWERS.includes(line)) {
       answered(asked.shift(), line);
+      return;
+    }
+    if (registered && roomAnswer(line)) {
       return;
     }
     if (searches > 0 && (NO_MATCH.test(line) || line.startsWith("Erreur : "))) {
@@ -325,12 +381,27 @@ if (typeof document === "undefined") {
       notice(line, "notice");
       return;
     }
+    // A room's line goes to its room; the lobby's lines to the lobby; a
+    // private line, or the server's, where the user is.
+    const room =
+      parsed.room !== undefined
+        ? ensureRoom(parsed.room)
+        : ["public", "arrival", "departure"].includes(parsed.kind)
+          ? lobby
+          : shown;
     if (parsed.kind === "arrival") {
-      addUser(parsed.who);
+      addMember(room, parsed.who);
+    } else if (parsed.kind === "departure" && room === lobby) {
+      for (const each of rooms.values()) {
+        removeMember(each, parsed.who); // gone from the chat: from every room
+      }
     } else if (parsed.kind === "departure") {
-      removeUser(parsed.who);
+      removeMember(room, parsed.who);
+    } else if (parsed.topic !== undefined) {
+      room.topic = parsed.topic;
+      showHead();
     }
-    entry(parsed);
+    entry(parsed, room);
     if (calls(parsed)) {
       notify(parsed);
     }
@@ -343,8 +414,24 @@ if (typeof document === "undefined") {
       return null;
     }
     const time = [stamped[1], stamped[2], stamped[3]].map((n) => n.padStart(2, "0")).join(":");
-    const rest = stamped[4];
+    let rest = stamped[4];
     let match;
+    if ((match = /^(#[a-z0-9_-]{1,24}) (.*)$/s.exec(rest))) {
+      // a room's line: a nickname never starts with #
+      const room = match[1];
+      rest = match[2];
+      if ((match = /^Connexion de (.+)$/s.exec(rest))) {
+        return { time, room, kind: "arrival", who: match[1], text: `${match[1]} arrive` };
+      } else if ((match = /^Départ de (\S+)$/s.exec(rest))) {
+        return { time, room, kind: "departure", who: match[1], text: `${match[1]} quitte ${room}` };
+      } else if ((match = /^Sujet : (.*) \(par ([^)]*)\)$/s.exec(rest))) {
+        const text = `${match[2]} change le sujet : ${match[1]}`;
+        return { time, room, kind: "notice topic", topic: match[1], text };
+      } else if ((match = /^([^:]+): (.*)$/s.exec(rest))) {
+        return { time, room, kind: "public", from: match[1], text: match[2] };
+      }
+      return { time, room, kind: "notice", text: rest };
+    }
     if ((match = /^Connexion de (.+)$/s.exec(rest))) {
       return { time, kind: "arrival", who: match[1], text: `${match[1]} arrive` };
     } else if ((match = /^Déconnection de (\S+)( \(.*\))?$/s.exec(rest))) {
@@ -365,21 +452,31 @@ if (typeof document === "undefined") {
   // server knows it: the last line it gave it), to go at the point asked
   // from, above any line that comes live after. AGAIN: after a reconnection.
   function askUnread(again) {
-    ask("/unread", { kind: "unread", at: log.lastElementChild, again });
+    ask("/unread", { kind: "unread", room: lobby, at: lobby.list.lastElementChild, again });
   }
 
-  // The last BLOCK_LINES lines, when nothing tells the page what it missed:
-  // at AT, after the separator LEAD if any (a reconnection), else above
-  // the separator EARLIER (a first visit).
-  function askLast(at, lead) {
-    ask(`/history ${BLOCK_LINES} avant fin`, { kind: "last", at, lead });
+  // The last BLOCK_LINES lines of ROOM (the server's current room), when
+  // nothing tells the page what it missed: at AT, after the separator LEAD
+  // if any (a reconnection), else above the separator EARLIER (a first
+  // visit, or a room's first showing).
+  function askLast(room, at, lead) {
+    ask(`/history ${BLOCK_LINES} avant fin`, { kind: "last", room, at, lead });
   }
 
   // The conversation scrolled to its top, or too short to scroll: the lines
-  // before the first one shown, one request at a time, until the start.
+  // before the first one shown, one request at a time, until the start. A
+  // room's history is asked while it is the server's current room.
   function askOlder() {
-    if (registered && first !== null && !atStart && !asked.some((r) => r.kind === "older")) {
-      ask(`/history ${BLOCK_LINES} avant ${first}`, { kind: "older" });
+    const room = shown;
+    if (
+      registered &&
+      room.first !== null &&
+      !room.atStart &&
+      room.name === serverRoom &&
+      joining === 0 &&
+      !asked.some((r) => r.kind === "older")
+    ) {
+      ask(`/history ${BLOCK_LINES} avant ${room.first}`, { kind: "older", room });
     }
   }
 
@@ -418,13 +515,14 @@ if (typeof document === "undefined") {
       return;
     }
     asked.shift();
-    first = first === null ? head.first : Math.min(first, head.first);
+    const room = request.room;
+    room.first = room.first === null ? head.first : Math.min(room.first, head.first);
     if (request.kind === "unread") {
       showUnread(request, head, lines);
     } else if (request.kind === "last") {
       showLast(request, lines);
     } else {
-      showOlder(lines);
+      showOlder(room, lines);
     }
   }
 
@@ -438,74 +536,90 @@ if (typeof document === "undefined") {
     }
   }
 
-  function showUnread({ at, again }, head, lines) {
+  function showUnread({ room, at, again }, head, lines) {
     // What a cut made the page miss is unread too, for a hidden tab or a
     // reader above.
-    if (again && (document.hidden || !atBottom())) {
+    if (again && room === shown && (document.hidden || !atBottom())) {
       for (const line of lines) {
         if (!blocks.isDay(line)) {
           markUnread();
         }
       }
     }
-    insertQuietly(at, [makeSeparator(`— ${head.text} —`), ...lines.map(keptItem)]);
+    insertQuietly(room, at, [makeSeparator(`— ${head.text} —`), ...lines.map(keptItem)]);
     fill();
   }
 
-  function showLast({ at, lead }, lines) {
+  function showLast({ room, at, lead }, lines) {
     const items = blocks.beforeArrival(lines, nick).map(keptItem);
     if (lead !== null) {
-      insertQuietly(at, [makeSeparator(lead), ...items]);
+      insertQuietly(room, at, [makeSeparator(lead), ...items]);
     } else if (items.length > 0) {
-      insertQuietly(at, [...items, makeSeparator(EARLIER)]);
+      insertQuietly(room, at, [...items, makeSeparator(EARLIER)]);
     }
     fill();
   }
 
   // Older lines go on top, what the user looks at kept in place. The day
   // line of the block's last day, if on top already, goes: its day goes on.
-  function showOlder(lines) {
-    const top = log.firstElementChild;
+  function showOlder(room, lines) {
+    const top = room.list.firstElementChild;
     const lastDay = lines.findLast(blocks.isDay);
     const goesOn = lastDay !== undefined && top?.textContent === framed(lastDay);
-    prepend(lines.map(keptItem), goesOn ? top : null);
+    prepend(room, lines.map(keptItem), goesOn ? top : null);
     fill();
   }
 
-  // ITEMS on top, in place of REPLACED if not null, the lines below them
-  // staying where the user sees them.
-  function prepend(items, replaced) {
+  // ITEMS on top of ROOM's lines, in place of REPLACED if not null, the
+  // lines below them staying where the user sees them.
+  function prepend(room, items, replaced) {
     const { scrollTop, scrollHeight } = log;
     replaced?.remove();
-    insertQuietly(null, items);
-    log.scrollTop = scrollTop + log.scrollHeight - scrollHeight;
+    insertQuietly(room, null, items);
+    if (room === shown) {
+      log.scrollTop = scrollTop + log.scrollHeight - scrollHeight;
+    }
   }
 
   // A line answering one of the page's requests on its own.
   function answered(request, line) {
+    const room = request.room;
     if (line === HISTORY_START) {
-      atStart = true;
+      room.atStart = true;
       const item = makeSeparator("— début de l'historique —");
       if (request.kind === "older") {
-        prepend([item], null);
+        prepend(room, [item], null);
       } else {
         const lead = request.lead === null ? [] : [makeSeparator(request.lead)];
-        insertQuietly(request.at, [...lead, item]);
+        insertQuietly(room, request.at, [...lead, item]);
       }
     } else if (line === HISTORY_OFF) {
-      atStart = true; // nothing kept: nothing to show
+      room.atStart = true; // nothing kept: nothing to show
     } else if (line === HISTORY_UNAVAILABLE) {
       if (request.kind !== "older") {
         // said at the point asked from; older lines: asked again on scrolling
         const what = request.again ? "messages manqués indisponibles" : "historique indisponible";
-        insertAt(request.at, [makeSeparator(`— ${what} pour le moment —`)]);
+        insertAt(room, request.at, [makeSeparator(`— ${what} pour le moment —`)]);
       }
     } else if (request.kind === "unread" && line === UNREAD_UNKNOWN) {
       // A reconnection: the server forgot this nickname's position (a
       // restart, a long cut); what was missed is not known.
-      askLast(request.at, request.again ? INCOMPLETE : null);
+      lastOfLobby(request.at, request.again ? INCOMPLETE : null);
     } else if (request.kind === "unread" && !request.again) {
-      askLast(request.at, null); // nothing said since: the last lines
+      lastOfLobby(request.at, null); // nothing said since: the last lines
+    }
+  }
+
+  // The lobby's last lines (/unread said nothing new, or knows no visit):
+  // asked in the lobby, so asked now only if it is the server's current
+  // room, else once it is shown again.
+  function lastOfLobby(at, lead) {
+    if (serverRoom === LOBBY && joining === 0) {
+      askLast(lobby, at, lead);
+    } else {
+      lobby.loaded = false; // asked when shown (showRoom)
+      lobby.at = at;
+      lobby.lead = lead;
     }
   }
 
@@ -546,16 +660,16 @@ if (typeof document === "undefined") {
     return kept;
   }
 
-  // Insert ITEMS after AT (null: at the top), the conversation kept at its
-  // bottom if it was there.
-  function insertAt(at, items) {
+  // Insert ITEMS in ROOM's lines after AT (null: at the top), the
+  // conversation kept at its bottom if it was there.
+  function insertAt(room, at, items) {
     const wasAtBottom = atBottom();
     if (at === null) {
-      log.prepend(...items);
+      room.list.prepend(...items);
     } else {
       at.after(...items);
     }
-    if (wasAtBottom && !document.hidden) {
+    if (room === shown && wasAtBottom && !document.hidden) {
       log.lastElementChild?.scrollIntoView({ block: "end" });
     }
   }
@@ -565,9 +679,16 @@ if (typeof document === "undefined") {
   // every line of it as it does a live line. The attribute stays QUIET ms,
   // as the accessibility tree is updated after the insertion, not in it; a
   // live line that comes meanwhile ends it first, to be announced as ever.
-  function insertQuietly(at, items) {
+  function insertQuietly(room, at, items) {
+    if (room === shown) {
+      quietly();
+    }
+    insertAt(room, at, items);
+  }
+
+  // The live region busy for QUIET ms: what goes in meanwhile is not read.
+  function quietly() {
     live.setAttribute("aria-busy", "true");
-    insertAt(at, items);
     clearTimeout(quietTimer);
     quietTimer = setTimeout(endQuiet, QUIET);
   }
@@ -585,7 +706,7 @@ if (typeof document === "undefined") {
   }
 
   function separator(text) {
-    insertAt(log.lastElementChild, [makeSeparator(text)]);
+    insertAt(shown, log.lastElementChild, [makeSeparator(text)]);
   }
 
   function listLine(line) {
@@ -596,7 +717,9 @@ if (typeof document === "undefined") {
     }
     if (line === RULE) {
       inList = false;
-      setUsers(listNames);
+      // the members of the server's current room: registering (the lobby),
+      // a /join's answer, a /list
+      setMembers(ensureRoom(serverRoom), listNames);
       if (showList) {
         showList = false;
         notice(`Présents : ${listNames.join(", ")}`, "notice");
@@ -704,6 +827,26 @@ if (typeof document === "undefined") {
       messageInput.focus();
     }
     askUnread(again);
+    if (again) {
+      // a new connection is in the lobby only: the rooms again, the shown
+      // one last (the current one); what they said meanwhile is not known
+      for (const room of rooms.values()) {
+        if (room !== lobby) {
+          insertAt(room, room.list.lastElementChild, [makeSeparator(INCOMPLETE)]);
+        }
+        if (room !== lobby && room !== shown) {
+          sendJoin(room.name);
+        }
+      }
+      if (shown !== lobby) {
+        sendJoin(shown.name);
+      }
+    } else if (wanted !== null && wanted !== LOBBY) {
+      sendJoin(wanted);
+    }
+    wanted = null;
+    joinRoomForm.hidden = false;
+    showHead();
   }
 
   joinForm.addEventListener("submit", (event) => {
@@ -778,6 +921,11 @@ if (typeof document === "undefined") {
     if (!send(line)) {
       notice("Pas connecté : votre ligne attend, renvoyez-la une fois reconnecté.", "error");
       return; // the input keeps it
+    }
+    if (/^\s*\/join(\s|$)/.test(line)) {
+      joining += 1; // its answer: the room, or an error
+    } else if (/^\s*\/topic\s*$/.test(line)) {
+      topicAsked += 1;
     }
     const shownLine = withoutPassword(line);
     if (shownLine === line) {
@@ -875,11 +1023,321 @@ if (typeof document === "undefined") {
     }
   });
 
-  // The user list
+  // Rooms: the list beside the conversation, the lobby first, then the
+  // others by name. Showing a room is the server's answer to a /join
+  // ("Salon courant : #NAME"), which makes it the current room there too:
+  // plain lines, /list and /history then act on it.
 
-  function setUsers(names) {
+  function makeRoom(name) {
+    const room = {
+      name,
+      list: document.createElement("ol"), // its lines while not shown
+      members: [],
+      topic: null,
+      unread: 0, // its lines said while not shown
+      mentioned: false, // one of them mentions the user
+      first: null, // the smallest line number shown (null: none yet)
+      atStart: false, // nothing older to ask for: its start is shown, or none kept
+      loaded: false, // its last lines asked for (on its first showing)
+      at: null, // where they go, and the separator before them (the lobby's)
+      lead: null,
+      scroll: null, // where the user was in it (null: at the bottom)
+      button: document.createElement("button"),
+    };
+    const item = document.createElement("li");
+    room.button.type = "button";
+    room.button.tabIndex = -1; // one stop for the list: the arrow keys move in it
+    room.button.addEventListener("click", () => chooseRoom(room));
+    item.append(room.button);
+    const after = [...rooms.values()].find((other) => other.name !== LOBBY && other.name > name);
+    roomList.insertBefore(item, after?.button.parentElement ?? null);
+    rooms.set(name, room);
+    showRoomItem(room);
+    return room;
+  }
+
+  function ensureRoom(name) {
+    return rooms.get(name) ?? makeRoom(name);
+  }
+
+  // The room's button: its name and unread count, read out as "#salle, 3
+  // non lus" (the count only, not every line: those of the shown room
+  // alone are in the live region); what is seen is part of what is said.
+  function showRoomItem(room) {
+    const name = document.createElement("span");
+    name.className = "name";
+    name.textContent = room.name;
+    const parts = [name];
+    let label = room.name;
+    if (room.unread > 0) {
+      const badge = document.createElement("span");
+      badge.className = room.mentioned ? "badge mention" : "badge";
+      badge.textContent = String(room.unread);
+      parts.push(" ", badge);
+      label += `, ${room.unread} non lu${room.unread > 1 ? "s" : ""}`;
+      if (room.mentioned) {
+        label += ", vous êtes mentionné";
+      }
+    }
+    room.button.replaceChildren(...parts);
+    room.button.setAttribute("aria-label", label);
+    if (room === shown) {
+      room.button.setAttribute("aria-current", "true");
+    } else {
+      room.button.removeAttribute("aria-current");
+    }
+    if (shown === null) {
+      return; // the lobby, being made
+    }
+    let others = 0;
+    for (const each of rooms.values()) {
+      others += each.unread;
+    }
+    // the panel's summary, on a phone: the shown room, the others' count
+    const elsewhere = others > 1 ? ` · ${others} non lus ailleurs` : " · 1 non lu ailleurs";
+    roomsUnread.textContent = `· ${shown.name}${others > 0 ? elsewhere : ""}`;
+  }
+
+  // The shown room's name and topic above its lines, and the button that
+  // leaves it (not the lobby).
+  function showHead() {
+    roomTitle.textContent = shown.name;
+    topicLine.textContent = shown.topic ?? "";
+    topicLine.hidden = shown.topic === null;
+    partButton.hidden = shown === lobby || !registered;
+    partButton.textContent = `quitter ${shown.name}`;
+    live.setAttribute("aria-label", `Conversation ${shown.name}`);
+  }
+
+  // A click on a room, or Enter on it: the server makes it current, then
+  // the page shows it.
+  function chooseRoom(room) {
+    if (room !== shown || joining > 0) {
+      sendJoin(room.name);
+    }
+    closeRoomsPanel();
+  }
+
+  // On a phone, the panel of rooms closes once a room is chosen, the focus
+  // on its summary (not lost with the panel's contents).
+  function closeRoomsPanel() {
+    if (window.matchMedia("(max-width: 40rem)").matches) {
+      roomsPanel.open = false;
+      roomsPanel.querySelector("summary").focus();
+    }
+  }
+
+  function sendJoin(name) {
+    if (send(`/join ${name}`)) {
+      joining += 1;
+      return true;
+    }
+    notice("Pas connecté : réessayez une fois reconnecté.", "error");
+    return false;
+  }
+
+  // ROOM's lines in the conversation, in place of the shown room's (kept
+  // in a list of their own, as the user left them). The live region is
+  // busy meanwhile: the lines are not read out as they go in.
+  function showRoom(room) {
+    if (room !== shown) {
+      const old = shown;
+      old.scroll = atBottom() ? null : log.scrollTop;
+      old.list = document.createElement("ol");
+      quietly();
+      old.list.append(...log.childNodes);
+      log.append(...room.list.childNodes);
+      room.list = log;
+      shown = room;
+      room.unread = 0;
+      room.mentioned = false;
+      clearUnread();
+      if (room.scroll === null) {
+        log.scrollTop = log.scrollHeight;
+      } else {
+        log.scrollTop = room.scroll;
+      }
+      showRoomItem(old);
+      showMembers();
+      const url = room === lobby ? location.pathname + location.search : room.name;
+      window.history.replaceState(null, "", url);
+    }
+    showRoomItem(room);
+    showHead();
+    if (!roomList.contains(document.activeElement)) {
+      rovingFocus(room.button); // Tab comes to the shown room
+    }
+    if (!room.loaded) {
+      room.loaded = true;
+      askLast(room, room.at, room.lead);
+    } else {
+      fill();
+    }
+  }
+
+  function forgetRoom(room) {
+    room.button.parentElement.remove();
+    rooms.delete(room.name);
+    showRoomItem(shown);
+  }
+
+  // A line that answers /join, /part or /topic; true if it was one.
+  function roomAnswer(line) {
+    let match;
+    if ((match = CURRENT.exec(line))) {
+      serverRoom = match[1];
+      if (parting) {
+        parting = false; // the room left was the current one: not a /join's answer
+      } else {
+        joining = Math.max(0, joining - 1);
+      }
+      const room = ensureRoom(serverRoom);
+      if (joining === 0) {
+        showRoom(room); // the last room asked for, not one on the way
+      }
+      return true;
+    }
+    if ((match = LEFT.exec(line))) {
+      const room = rooms.get(match[1]);
+      parting = match[1] === serverRoom;
+      if (room !== undefined) {
+        notice(line, "notice", room === shown ? lobby : shown);
+        forgetRoom(room);
+      }
+      return true;
+    }
+    if ((match = TOPIC.exec(line) ?? NO_TOPIC.exec(line))) {
+      const room = ensureRoom(match[1]);
+      room.topic = match[2] ?? null;
+      if (room === shown) {
+        showHead();
+      }
+      if (topicAsked > 0) {
+        topicAsked -= 1;
+        notice(line, "notice");
+      }
+      return true;
+    }
+    if (joining > 0 && JOIN_ERRORS.some((error) => error.test(line))) {
+      joining -= 1;
+      notice(line, "error");
+      return true;
+    }
+    return false;
+  }
+
+  // The list of rooms with the keyboard: one Tab stop (the shown room),
+  // the arrow keys, Home and End between rooms, Enter to show one.
+  roomList.addEventListener("keydown", (event) => {
+    const buttons = [...roomList.querySelectorAll("button")];
+    const at = buttons.indexOf(document.activeElement);
+    const to = {
+      ArrowDown: at + 1,
+      ArrowUp: at - 1,
+      Home: 0,
+      End: buttons.length - 1,
+    }[event.key];
+    if (at < 0 || to === undefined) {
+      return;
+    }
+    event.preventDefault();
+    const next = buttons[Math.max(0, Math.min(buttons.length - 1, to))];
+    rovingFocus(next);
+    next.focus();
+  });
+
+  function rovingFocus(button) {
+    for (const each of roomList.querySelectorAll("button")) {
+      each.tabIndex = each === button ? 0 : -1;
+    }
+  }
+
+  roomList.addEventListener("focusout", (event) => {
+    if (!roomList.contains(event.relatedTarget)) {
+      rovingFocus(shown.button); // Tab comes back to the shown room
+    }
+  });
+
+  joinRoomForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const name = roomName(roomInput.value);
+    if (name === null) {
+      notice(`Nom de salon incorrect : « ${roomInput.value.trim()} » (${ROOM_RULE}).`, "error");
+      roomInput.focus();
+      return;
+    }
+    if (sendJoin(name)) {
+      roomInput.value = "";
+      closeRoomsPanel();
+    }
+  });
+
+  partButton.addEventListener("click", () => {
+    if (shown !== lobby && send(`/part ${shown.name}`)) {
+      messageInput.focus();
+    }
+  });
+
+  // A link to a room: http://host:8080/#salle. Its room is joined once
+  // registered; a name that breaks the rule is said, never sent.
+  function linkedRoom() {
+    let text = location.hash.slice(1);
+    try {
+      text = decodeURIComponent(text);
+    } catch {
+      // not percent-encoded: as it is
+    }
+    if (text === "") {
+      return null;
+    }
+    const name = roomName(text);
+    if (name === null) {
+      notice(`Le lien nomme un salon incorrect : « ${text} » (${ROOM_RULE}).`, "error");
+    }
+    return name;
+  }
+
+  window.addEventListener("hashchange", () => {
+    const name = linkedRoom();
+    if (name !== null && registered && name !== shown.name) {
+      sendJoin(name);
+    } else if (name !== null && !registered) {
+      wanted = name;
+    }
+  });
+
+  // The user list: the shown room's members
+
+  function setMembers(room, names) {
+    room.members = [];
+    names.forEach((name) => addMember(room, name));
+    if (room === shown) {
+      showMembers();
+    }
+  }
+
+  function addMember(room, name) {
+    const key = name.toLowerCase();
+    if (!room.members.some((each) => each.toLowerCase() === key)) {
+      room.members.push(name);
+      if (room === shown) {
+        addUser(name);
+      }
+    }
+  }
+
+  function removeMember(room, name) {
+    const key = name.toLowerCase();
+    room.members = room.members.filter((each) => each.toLowerCase() !== key);
+    if (room === shown) {
+      removeUser(name);
+    }
+  }
+
+  function showMembers() {
     users.replaceChildren();
-    names.forEach(addUser);
+    shown.members.forEach(addUser);
+    count.textContent = String(users.children.length);
   }
 
   function addUser(name) {
@@ -929,8 +1387,23 @@ if (typeof document === "undefined") {
 
   // The conversation: text only, links made clickable, own nick marked
 
-  function entry(line) {
+  // A line in ROOM's conversation: shown, or counted unread in the list of
+  // rooms (the lines said, not the arrivals and departures).
+  function entry(line, room = shown) {
     const item = makeEntry(line);
+    if (room !== shown) {
+      room.list.append(item);
+      if (line.kind === "public" || line.kind.includes("topic")) {
+        room.unread += 1;
+        room.mentioned ||= calls(line);
+        showRoomItem(room);
+        if (document.hidden) {
+          titleCount += 1;
+          showTitle();
+        }
+      }
+      return;
+    }
     const wasAtBottom = atBottom();
     endQuiet();
     log.append(item);
@@ -971,8 +1444,8 @@ if (typeof document === "undefined") {
     return item;
   }
 
-  function notice(text, kind) {
-    entry({ time: new Date().toTimeString().slice(0, 8), kind, text });
+  function notice(text, kind, room = shown) {
+    entry({ time: new Date().toTimeString().slice(0, 8), kind, text }, room);
   }
 
   function appendText(parent, text, highlight) {
@@ -1057,11 +1530,14 @@ if (typeof document === "undefined") {
       .then(showAlertsButton);
   });
 
-  function notify({ kind, from, text }) {
+  function notify({ kind, from, text, room }) {
     if (!document.hidden || !notifying()) {
       return;
     }
-    const title = kind === "private" ? `message privé de ${from}` : `${from} vous mentionne`;
+    // a mention in a room says which (a private line has none)
+    const where = room === undefined ? "" : ` dans ${room}`;
+    const title =
+      kind === "private" ? `message privé de ${from}` : `${from} vous mentionne${where}`;
     // One notification per sender at a time: its newest line replaces it.
     const options = {
       body: text,
@@ -1095,15 +1571,21 @@ if (typeof document === "undefined") {
 
   function markUnread() {
     unreadCount += 1;
+    titleCount += 1;
     unread.textContent = `nouveaux messages (${unreadCount})`;
     unread.hidden = false;
-    document.title = `(${unreadCount}) chat`;
+    showTitle();
   }
 
   function clearUnread() {
     unreadCount = 0;
+    titleCount = 0;
     unread.hidden = true;
-    document.title = "chat";
+    showTitle();
+  }
+
+  function showTitle() {
+    document.title = titleCount > 0 ? `(${titleCount}) chat` : "chat";
   }
 
   unread.addEventListener("click", () => {
@@ -1130,7 +1612,12 @@ if (typeof document === "undefined") {
 
   if (window.matchMedia("(max-width: 40rem)").matches) {
     people.open = false;
+    roomsPanel.open = false;
   }
+  showRoomItem(lobby);
+  rovingFocus(lobby.button);
+  showHead();
+  wanted = linkedRoom();
   connect();
 
   // Installable: the service worker (sw.js) keeps the page's files for
