@@ -367,7 +367,9 @@ def _not_unprotected(failure: Failure, session: Session, nick: str) -> None:
 
 
 def _op(session: Session, argument: str) -> None:
-    session.server.moderation.op(session, argument)
+    d = session.server.moderation.op(session, argument)
+    if d is not None:  # the password is checked in a thread
+        session.wait_for(d)  # the lines after it wait for its answer
 
 
 def _kick(session: Session, argument: str) -> None:

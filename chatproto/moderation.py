@@ -244,19 +244,21 @@ class OperatorCheck:
         )
         return True
 
-    def op(self, session: User, argument: str) -> None:
-        """Answer C{/op PASSWORD}: the check runs, throttled, then says."""
+    def op(self, session: User, argument: str) -> Deferred[Any] | None:
+        """Answer C{/op PASSWORD}: the check runs, throttled, then says;
+        the check's Deferred, fired once it has said (None: answered at
+        once), for the session's next lines to wait for."""
         nick = session.nick
         assert nick is not None
         if session in self.operating:
             session.send(wire.notice(wire.OP_ALREADY))
-            return
+            return None
         if not self.operators:
             session.send(wire.notice(wire.OP_NONE))
-            return
+            return None
         if not argument:
             session.send(wire.notice(wire.OP_USAGE))
-            return
+            return None
         host = session.host
         stored = self.operators.get(nick_key(nick))
         # an unknown nickname costs a check too: the delay says nothing
@@ -270,6 +272,7 @@ class OperatorCheck:
             errbackArgs=(session, nick),
         )
         d.addErrback(lambda f: log.failure("answering /op", f))
+        return d
 
     def _checked(
         self, good: bool, session: User, nick: str, host: str | None, failures: int
@@ -474,9 +477,9 @@ class Moderation:
         """Read the operators file again (L{OperatorCheck.reload})."""
         return self.op_check.reload(path)
 
-    def op(self, session: User, argument: str) -> None:
+    def op(self, session: User, argument: str) -> Deferred[Any] | None:
         """Anyone's C{/op PASSWORD} (L{OperatorCheck.op})."""
-        self.op_check.op(session, argument)
+        return self.op_check.op(session, argument)
 
     def is_operator(self, session: User, command: str) -> bool:
         """Whether C{session} may use C{command}, an operator's (the

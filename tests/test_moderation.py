@@ -17,7 +17,9 @@ from typing import Any, cast
 import pytest
 from twisted.internet import task
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.logger import ILogObserver, Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from chatproto import bans, metrics, moderation, operators, wire
@@ -377,15 +379,36 @@ print(len(calls), bob.take().decode().strip(), checked[0].split("$")[:4])
 
 
 def test_tries_sent_before_the_first_answer_are_throttled_as_failures() -> None:
+    """Four connections from one address try at once (one connection's
+    next line waits for its answer: test_lines_after_op_wait_for_its_answer)."""
     chat, _mod, checker = held_chat()
-    alice = chat.user("alice")
-    for _ in range(4):
-        alice.send(b"/op nope\n")
-    assert alice.take() == notice(wire.OP_THROTTLED.format(5))
+    tries = [chat.user(f"u{i}", "192.0.2.9") for i in range(4)]
+    for user in tries:
+        user.take()
+        user.send(b"/op nope\n")
+    assert [user.take() for user in tries] == [b""] * 3 + [
+        notice(wire.OP_THROTTLED.format(5))
+    ]
     assert len(checker.pending) == 2  # the third waits its turn
     while checker.pending:
         checker.answer()
-    assert alice.take() == notice(wire.OP_WRONG) * 3
+    assert [user.take() for user in tries[:3]] == [notice(wire.OP_WRONG)] * 3
+
+
+def test_lines_after_op_wait_for_its_answer() -> None:
+    """A script sends /op then an operator's command at once: the command
+    runs once the password is checked, not before."""
+    chat, mod, checker = held_chat()
+    carol = chat.user("carol", "192.0.2.3")
+    alice = chat.user("alice")
+    carol.take(), alice.take()
+    alice.send(b"/op pw\n/kick carol\nbonjour\n")
+    assert alice.take() == b""
+    assert carol.connected
+    checker.answer()
+    assert alice.take().startswith(notice(wire.OP_GRANTED))
+    assert not carol.connected
+    assert mod.op_check.operating == {alice.session}
 
 
 def test_a_right_password_forgets_the_tries_counted_while_it_was_checked() -> None:
@@ -409,7 +432,7 @@ def test_a_user_gone_while_its_password_is_checked_is_no_operator(
     chat, mod, checker = held_chat()
     alice = chat.user("alice")
     alice.send(b"/op pw\n")
-    alice.send(b"/quit\n")
+    alice.proto.connectionLost(Failure(ConnectionDone()))
     checker.answer()  # no write to a closed connection, no traceback
     assert mod.op_check.operating == set()
     [gone] = [e for e in events if e.get("act") == "op-gone"]
@@ -444,8 +467,8 @@ def test_two_right_passwords_at_once_make_one_operator() -> None:
     chat, mod, checker = held_chat()
     alice = chat.user("alice")
     alice.send(b"/op pw\n/op pw\n")
-    checker.answer()
-    checker.answer()
+    checker.answer()  # the second waited for it: no second check
+    assert checker.pending == []
     assert alice.take() == notice(wire.OP_GRANTED) + notice(wire.OP_ALREADY)
     assert mod.op_check.operating == {alice.session}
 
