@@ -17,6 +17,8 @@ grammar, by channel (see L{chatproto.cluster_redis} for their names)::
               "!NICKKEY+MINUTES OPERATOR ADDRESS REASON"
                                     Kick that bans its address MINUTES
               "?OPKEY+NICKKEY LINE" Answer to OPKEY's ban of NICKKEY
+    room:NAME "ORIGIN LINES"        RoomLines: lines of room NAME made on
+                                    ORIGIN, for the nodes with members in it
     bans      "ORIGIN +ADDRESS<TAB>VALUE"
                                     BanShared (VALUE: L{Ban.shared}'s)
               "ORIGIN -ADDRESS"     BanLifted
@@ -35,11 +37,12 @@ from dataclasses import dataclass
 
 
 class Channel(enum.Enum):
-    """The three kinds of pub/sub channel, each with its own grammar."""
+    """The four kinds of pub/sub channel, each with its own grammar."""
 
     PUBLIC = "all"  # every node: public lines, departures
     NODE = "node"  # one node: lines for its users, kicks, answers
     BANS = "bans"  # every node: changes of the bans
+    ROOM = "room"  # the nodes with members in one room: its lines
 
 
 class MalformedMessage(ValueError):
@@ -49,6 +52,15 @@ class MalformedMessage(ValueError):
 @dataclass(frozen=True)
 class Public:
     """Public lines made on node C{origin}, for every user of the others."""
+
+    origin: bytes
+    lines: bytes
+
+
+@dataclass(frozen=True)
+class RoomLines:
+    """Lines of one room (its channel's) made on node C{origin}, for the
+    members of the other nodes."""
 
     origin: bytes
     lines: bytes
@@ -127,12 +139,14 @@ class BanLifted:
 PublicMessage = Public | LateDeparture | ReapedDeparture
 NodeMessage = Private | Kick | Answer
 BanMessage = BanShared | BanLifted
-Message = PublicMessage | NodeMessage | BanMessage
+Message = PublicMessage | NodeMessage | BanMessage | RoomLines
 
 
 def encode(message: Message) -> bytes:
     """The bytes that publish C{message} (on the channel of its kind)."""
     if isinstance(message, Public):
+        return message.origin + b" " + message.lines
+    if isinstance(message, RoomLines):
         return message.origin + b" " + message.lines
     if isinstance(message, LateDeparture):
         return message.origin + b"#" + message.entry + b" " + message.line
@@ -163,6 +177,8 @@ def decode(channel: Channel, data: bytes) -> Message:
         return _public(head, rest)
     if channel is Channel.NODE:
         return _node(head, rest, data)
+    if channel is Channel.ROOM:
+        return RoomLines(head, rest)
     return _ban(head, rest, data)
 
 

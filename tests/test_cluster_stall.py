@@ -132,9 +132,21 @@ def known_and_users(sync: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 class FakeSubscription:
-    """The node's subscription: the test says when it is up."""
+    """The node's subscription: the test says when it is up; the channels
+    it hears besides the node's own (rooms')."""
 
     listening = False
+
+    def __init__(self) -> None:
+        self.channels: list[bytes] = []
+
+    def subscribe(self, channel: bytes) -> Deferred[None]:
+        self.channels.append(channel)
+        return succeed(None)
+
+    def unsubscribe(self, channel: bytes) -> Deferred[None]:
+        self.channels.remove(channel)
+        return succeed(None)
 
     def start(self) -> None:
         pass
@@ -179,6 +191,7 @@ class Cluster:
         # As tap.py wires it.
         self.factory.room.registry = self.node.nicknames
         self.factory.room.relay = self.node.relay
+        self.factory.rooms.attach(self.node.rooms)
         if self.node.history is not None:
             self.factory.room.history = self.node.history
         self.node.startService()
