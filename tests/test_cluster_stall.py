@@ -71,6 +71,7 @@ class FakeRedis:
         self.held: set[bytes] = set()
         self.waiting: list[tuple[bytes, Deferred[Any]]] = []
         self.published: list[bytes] = []
+        self.sent: list[tuple[bytes, bytes]] = []  # (channel, payload)
         self.answers: dict[bytes, Any] = {
             SYNC: [b"E1", [], [], [], 0, 0],
             RENEW: 1,
@@ -116,6 +117,7 @@ class FakeRedis:
     def call(self, command: str, *args: Any) -> Deferred[Any]:
         assert command == "publish"
         self.published.append(args[1])
+        self.sent.append((args[0], args[1]))
         return succeed(1)
 
     def start(self) -> None:
