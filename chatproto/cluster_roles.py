@@ -352,6 +352,9 @@ class StoreFeed:
             d.callback(None)
 
 
+_NO_RUN = object()  # Outbox._channel when no line waits
+
+
 class Outbox:
     """What a reactor turn sends to Redis: its public lines, and the lines
     the history keeps, together at the turn's end in one call (one message
@@ -374,24 +377,28 @@ class Outbox:
         self.history = history  # None: the cluster keeps no history
         self.feed = feed  # None: the node has no store
         # Runs of lines, oldest first: (channel, lines published, lines
-        # kept); None: the lobby's channel.
+        # kept); None: the lobby's channel. The last run's are also kept
+        # apart: a turn's lines are mostly of one channel.
         self._runs: list[tuple[bytes | None, list[bytes], list[bytes]]] = []
+        self._channel: bytes | object | None = _NO_RUN
+        self._lines: list[bytes] = []
+        self._kept: list[bytes] = []
         self._call: IDelayedCall | None = None
 
-    def _run(self, channel: bytes | None) -> tuple[list[bytes], list[bytes]]:
-        """The lines published and kept of the last run, if of C{channel};
-        of a new one otherwise."""
-        runs = self._runs
-        if not runs or runs[-1][0] != channel:
-            runs.append((channel, [], []))
-        _, lines, kept = runs[-1]
-        return lines, kept
+    def _run(self, channel: bytes | None) -> None:
+        """Make the last run one of C{channel}, a new one if need be."""
+        if self._channel is not channel and self._channel != channel:
+            self._channel = channel
+            self._lines, self._kept = [], []
+            self._runs.append((channel, self._lines, self._kept))
 
     def publish(self, line: bytes) -> None:
         """Send C{line} to every other node at the end of this turn."""
         if not self.membership.inside:
             return
-        self._run(None)[0].append(line)
+        if self._channel is not None:
+            self._run(None)
+        self._lines.append(line)
         self._soon()
 
     def keep(self, line: bytes) -> None:
@@ -399,7 +406,9 @@ class Outbox:
         script as the turn's lines are published."""
         if self.history is None or not self.membership.inside:
             return
-        self._run(None)[1].append(line)
+        if self._channel is not None:
+            self._run(None)
+        self._kept.append(line)
         self._soon()
 
     def publish_room(self, channel: bytes, line: bytes) -> None:
@@ -407,10 +416,10 @@ class Outbox:
         keep it in the history, at the end of this turn."""
         if not self.membership.inside:
             return
-        lines, kept = self._run(channel)
-        lines.append(line)
+        self._run(channel)
+        self._lines.append(line)
         if self.history is not None:
-            kept.append(line)
+            self._kept.append(line)
         self._soon()
 
     def _soon(self) -> None:
@@ -430,7 +439,7 @@ class Outbox:
 
     def send_now(self) -> None:
         self._cancel()
-        runs, self._runs = self._runs, []
+        runs = self._forget()
         for channel, lines, kept in runs:
             self._send(channel, lines, kept)
 
@@ -456,7 +465,14 @@ class Outbox:
     def drop(self) -> None:
         """What waits goes nowhere."""
         self._cancel()
-        self._runs = []
+        self._forget()
+
+    def _forget(self) -> list[tuple[bytes | None, list[bytes], list[bytes]]]:
+        """The runs waiting, no longer waiting."""
+        runs, self._runs = self._runs, []
+        self._channel = _NO_RUN
+        self._lines, self._kept = [], []
+        return runs
 
     def _cancel(self) -> None:
         if self._call is not None and self._call.active():
