@@ -5,13 +5,14 @@ NUMSUB), and the lobby's users see nothing of it."""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
 
 from chatproto import wire
 from tests.redis_fixture import RedisServer
-from tests.test_cluster_e2e import RULE, Line, Node, settle
+from tests.test_cluster_e2e import RULE, Line, Node, departure, settle
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -82,6 +83,44 @@ def test_a_room_spans_two_processes_and_costs_nothing_where_it_has_no_member(
         )
         for node in (a, b):
             assert "Traceback" not in node.output()
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_a_killed_nodes_members_leave_their_rooms(
+    tmp_path: Path, redis: RedisServer
+) -> None:
+    """kill -9 of a node: once the others reap it, its members are out of
+    their rooms (the list, the counts; a room only it had is gone), and
+    nothing of the rooms stays in Redis for it."""
+    a = Node(tmp_path / "a", redis, "a")
+    b = Node(tmp_path / "b", redis, "b")
+    try:
+        a.wait_listening()
+        b.wait_listening()
+        alice = a.register("alice")
+        bob, bea = b.register("bob"), b.register("bea")
+        for user, room in ((alice, b"both"), (bob, b"both"), (bea, b"theirs")):
+            user.send(b"/join #" + room + b"\n")
+            user.until(b"Salon courant : #" + room + b"\n")
+            user.until(RULE)
+            user.until(RULE)
+        assert subscribers(redis, "both") == 2
+        b.proc.send_signal(signal.SIGKILL)
+        alice.until_all(departure("bob"), departure("bea"))
+        alice.send(b"/list\n")
+        alice.until(RULE)
+        assert alice.until(RULE) == b"Utilisateurs en ligne:\n=>alice\n" + RULE
+        assert rooms(alice) == (
+            b"--- salons (2) ---\n#accueil 1 membre\n#both 1 membre\n"
+            + (wire.ROOMS_END + "\n").encode()
+        )
+        assert subscribers(redis, "both") == 1
+        assert "chatproto:e2e:room:theirs" not in redis.key_names()
+        node_rooms = redis.key_names("chatproto:e2e:node:*:rooms")
+        assert len(node_rooms) == 1  # node a's alone
+        assert "Traceback" not in a.output()
     finally:
         a.stop()
         b.stop()
