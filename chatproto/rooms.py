@@ -1,4 +1,4 @@
-"""Rooms: the named rooms of a single server, beside the lobby.
+"""Rooms: the named rooms beside the lobby, on a server or across a cluster.
 
 Every registered user is in the lobby, C{#accueil}: the L{Room} of
 chatproto/room.py, the chat of before rooms, line for line. L{Rooms} holds
