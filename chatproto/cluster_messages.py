@@ -17,6 +17,10 @@ grammar, by channel (see L{chatproto.cluster_redis} for their names)::
               "!NICKKEY+MINUTES OPERATOR ADDRESS REASON"
                                     Kick that bans its address MINUTES
               "?OPKEY+NICKKEY LINE" Answer to OPKEY's ban of NICKKEY
+              "#NAME+Nick TOPIC<LF>MEMBER<LF>..."
+                                    Joined: Nick, of node ID, is in room
+                                    NAME now (TOPIC '': none), the
+                                    room's members in the order they came
     room:NAME "ORIGIN LINES"        RoomLines: lines of room NAME made on
                                     ORIGIN, for the nodes with members in it
     bans      "ORIGIN +ADDRESS<TAB>VALUE"
@@ -119,6 +123,19 @@ class Answer:
 
 
 @dataclass(frozen=True)
+class Joined:
+    """C{nick}, a user of the node the message is published to, is in room
+    C{room} from this message on (the room's join script publishes it:
+    where it falls among the room's lines is where the user came in); the
+    room's C{members}, in the order they came, and its C{topic}."""
+
+    room: str
+    nick: str
+    members: list[str]
+    topic: str | None
+
+
+@dataclass(frozen=True)
 class BanShared:
     """A ban made on node C{origin}: C{value} is how Redis keeps it
     (L{chatproto.bans.Ban.shared})."""
@@ -137,7 +154,7 @@ class BanLifted:
 
 
 PublicMessage = Public | LateDeparture | ReapedDeparture
-NodeMessage = Private | Kick | Answer
+NodeMessage = Private | Kick | Answer | Joined
 BanMessage = BanShared | BanLifted
 Message = PublicMessage | NodeMessage | BanMessage | RoomLines
 
@@ -161,6 +178,9 @@ def encode(message: Message) -> bytes:
     if isinstance(message, Answer):
         head = f"?{message.operator}+{message.target}".encode()
         return head + b" " + message.line
+    if isinstance(message, Joined):
+        body = "\n".join([message.topic or "", *message.members])
+        return f"#{message.room}+{message.nick} {body}".encode()
     if isinstance(message, BanShared):
         change = b" +" + message.address.encode() + b"\t" + message.value
         return message.origin + change
@@ -209,6 +229,12 @@ def _node(head: bytes, rest: bytes, data: bytes) -> NodeMessage:
         if not plus:
             raise MalformedMessage(f"an answer with no target: {data!r:.80}")
         return Answer(operator, target, rest)
+    if text.startswith("#"):
+        room, plus, nick = text[1:].partition("+")
+        if not plus:
+            raise MalformedMessage(f"a join with no nickname: {data!r:.80}")
+        topic, *members = rest.decode("utf-8", "replace").split("\n")
+        return Joined(room, nick, members, topic or None)
     return Private(text, rest)
 
 

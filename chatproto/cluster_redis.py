@@ -334,10 +334,12 @@ if holder == ARGV[2] then return 0 end
 return redis.call('PUBLISH', ARGV[4] .. holder, ARGV[5])
 """
 
-# Rooms (chatproto/rooms.py). ARGV: prefix, node, name, Nick, most rooms.
-# {-1}: the node has no lease; {-2}: a new room past MOST; otherwise the
-# member is in the room (last, if it was not): {members ("NODE<TAB>Nick", in
-# the order they came), topic ('': none)}.
+# Rooms (chatproto/rooms.py). ARGV: prefix, node, name, Nick, most rooms,
+# the node's channel. {-1}: the node has no lease; {-2}: a new room past
+# MOST; otherwise the member is in the room (last, if it was not): {members
+# ("NODE<TAB>Nick", in the order they came), topic ('': none), how many
+# heard the Joined message published on the node's channel (its place
+# among the room's lines is where the member came in)}.
 _ROOM_JOIN = b"""
 local node, name = ARGV[2], ARGV[3]
 if redis.call('EXISTS', p .. 'node:' .. node .. ':lease') == 0 then return {-1} end
@@ -347,7 +349,16 @@ if redis.call('SISMEMBER', p .. 'rooms', name) == 0
 end
 enter_room(node, name, ARGV[4])
 local room = p .. 'room:' .. name
-return {redis.call('ZRANGE', room, 0, -1), redis.call('GET', room .. ':topic') or ''}
+local members = redis.call('ZRANGE', room, 0, -1)
+local topic = redis.call('GET', room .. ':topic') or ''
+local body = {topic}
+for _, entry in ipairs(members) do
+  local _, nick = owner(entry)
+  table.insert(body, nick)
+end
+local heard = redis.call('PUBLISH', ARGV[6],
+  '#' .. name .. '+' .. ARGV[4] .. ' ' .. table.concat(body, '\\n'))
+return {members, topic, heard}
 """
 
 # ARGV: prefix, node, Nick, then the rooms it leaves.
@@ -710,19 +721,23 @@ class RedisRegistry:
 
     # Rooms
 
-    def room_join(self, name: str, nick: str, most: int) -> Deferred[Gathered]:
+    def room_join(
+        self, name: str, nick: str, most: int
+    ) -> Deferred[tuple[Gathered, bool]]:
         """Put C{nick}, of this node, in room C{name}; fail with
         L{TooManyRooms} if the room is new and C{most} rooms have members,
-        with L{LeaseLost} if this node has no lease."""
+        with L{LeaseLost} if this node has no lease. The room as it is
+        then, and whether this node's subscription heard the L{Joined}
+        message the script published (it comes on the subscription)."""
 
-        def decided(result: list[Any]) -> Gathered:
+        def decided(result: list[Any]) -> tuple[Gathered, bool]:
             if result[0] == -1:
                 raise LeaseLost("this node has no lease in Redis")
             if result[0] == -2:
                 raise TooManyRooms(name)
-            return _gathered(result)
+            return _gathered(result), int(result[2]) > 0
 
-        d = self._eval(ROOM_JOIN, self.node, name, nick, most)
+        d = self._eval(ROOM_JOIN, self.node, name, nick, most, self.node_channel)
         return d.addCallback(decided)
 
     def room_part(self, nick: str, names: list[str]) -> Deferred[None]:

@@ -40,6 +40,7 @@ from chatproto.cluster_messages import (
     Answer,
     BanLifted,
     BanShared,
+    Joined,
     Kick,
     LateDeparture,
     MalformedMessage,
@@ -679,6 +680,8 @@ class ClusterRelay:
                 chat.deliver(message.line)
             case Private():
                 chat.deliver_private(message.target, message.line)
+            case Joined() if self.rooms is not None:
+                self.rooms.joined(message)
             case Kick() | Answer() | BanShared() | BanLifted():
                 self.moderation.heard(message)
 
@@ -721,6 +724,10 @@ class ClusterRooms:
         # Rooms whose subscription Redis has not confirmed yet: the joins
         # waiting for it.
         self._subscribing: dict[str, list[Deferred[None]]] = {}
+        # Joins under way, by (room, Nick): until their Joined message (or
+        # the script's answer, if it was not heard).
+        self._joins: dict[tuple[str, str], Deferred[Gathered]] = {}
+        self._timers: dict[tuple[str, str], IDelayedCall] = {}
 
     def attach(self, rooms: Rooms) -> None:
         self.rooms = rooms
@@ -768,12 +775,63 @@ class ClusterRooms:
     # Members
 
     def join(self, name: str, nick: str, most: int) -> Deferred[Gathered]:
+        """Fires where the member comes in among the room's lines: when the
+        L{Joined} message the join script published on this node's channel
+        is heard (the lines heard after it are the member's, those before
+        are not: Redis gives one subscriber its messages in the order it
+        published them, whatever the channel). If the subscription did not
+        hear it (down), from the script's answer, at once or after
+        redis_timeout."""
         membership = self.membership
         if not membership.inside or membership.holding():
             return fail(ClusterUnreachable(UNREACHABLE))
+        key = (name, nick)
+        if key in self._joins:  # not for one session: its lines wait
+            return fail(ClusterUnreachable(UNREACHABLE))
+        waiting: Deferred[Gathered] = Deferred()
+        self._joins[key] = waiting
         heard = self._when_heard(name)  # its lines reach the user from now on
         d = heard.addCallback(lambda _: membership.registry.room_join(name, nick, most))
-        return d.addErrback(self._refused)
+        d.addCallbacks(
+            self._answered, self._failed, callbackArgs=(key,), errbackArgs=(key,)
+        )
+        return waiting
+
+    def _answered(self, answer: tuple[Gathered, bool], key: tuple[str, str]) -> None:
+        gathered, heard = answer
+        if self._joins.get(key) is None:
+            return  # its Joined message came first
+        if not heard:
+            self._complete(key, gathered)
+            return
+        call = self.membership.clock.callLater(
+            self.membership.config.redis_timeout, self._complete, key, gathered
+        )
+        self._timers[key] = call
+
+    def _failed(self, failure: Failure, key: tuple[str, str]) -> None:
+        waiting = self._joins.pop(key, None)
+        if failure.check(ClusterUnreachable):
+            try:
+                self.membership.refused(failure)
+            except ClusterUnreachable:
+                failure = Failure()
+        if waiting is not None:
+            waiting.errback(failure)
+
+    def _complete(self, key: tuple[str, str], gathered: Gathered) -> None:
+        timer = self._timers.pop(key, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        waiting = self._joins.pop(key, None)
+        if waiting is not None:
+            waiting.callback(gathered)
+
+    def joined(self, message: Joined) -> None:
+        """The L{Joined} message of a join of this node: the member is in
+        from here on."""
+        gathered = Gathered(message.members, message.topic)
+        self._complete((message.room, message.nick), gathered)
 
     def part(self, nick: str, names: list[str]) -> None:
         """Out of the cluster: nothing now (L{resync} will); after a stall,

@@ -21,7 +21,7 @@ from chatproto.cluster_redis import (
 )
 from chatproto.registry import ClusterUnreachable
 from chatproto.testing import Client
-from tests.test_cluster_stall import CONFIG, PUBLIC, Cluster
+from tests.test_cluster_stall import CONFIG, NODE, PUBLIC, Cluster
 
 ROOM = b"chatproto:test:0:room:r"
 UNAVAILABLE = wire.notice(wire.ROOMS_UNAVAILABLE)
@@ -34,6 +34,7 @@ class Rooms:
     def __init__(self, cluster: Cluster) -> None:
         self.members: dict[str, list[bytes]] = {}
         self.topics: dict[str, bytes] = {}
+        self.heard = 0  # whether the node's subscription hears Joined
         answers = cluster.redis.answers
         answers[ROOM_JOIN] = self.join
         answers[ROOM_PART] = self.part
@@ -42,11 +43,12 @@ class Rooms:
         answers[ROOM_SYNC] = 0
 
     def join(self, args: Any) -> list[Any]:
-        _, node, name, nick, most = args
+        _, node, name, nick, most, channel = args
+        assert channel == NODE
         if name not in self.members and len(self.members) >= most:
             return [-2]
         self.members.setdefault(name, []).append(f"{node}\t{nick}".encode())
-        return self.read(name)
+        return [*self.read(name), self.heard]
 
     def part(self, args: Any) -> int:
         _, node, nick, *names = args
@@ -104,7 +106,7 @@ def test_a_node_hears_a_room_while_it_has_members_in_it() -> None:
     assert cluster.subscription.channels == [ROOM]
     assert joined(ann) == current("r") + names("alice", "ann")
     assert cluster.subscription.channels == [ROOM]
-    assert cluster.redis.last(ROOM_JOIN)[1:] == ("here", "r", "ann", 1000)
+    assert cluster.redis.last(ROOM_JOIN)[1:] == ("here", "r", "ann", 1000, NODE)
     alice.send(b"/part\n")
     assert cluster.redis.last(ROOM_PART)[1:] == ("here", "alice", "r")
     assert cluster.subscription.channels == [ROOM]
@@ -112,6 +114,55 @@ def test_a_node_hears_a_room_while_it_has_members_in_it() -> None:
     assert cluster.redis.last(ROOM_PART)[1:] == ("here", "ann", "r")
     assert cluster.subscription.channels == []
     assert redis.members == {"full": [b"there\tbob"]}
+
+
+def test_a_member_comes_in_where_its_joined_message_falls_among_the_lines() -> None:
+    """The join script publishes Joined on the node's channel: the room's
+    lines heard before it are not the new member's, those after it are,
+    whether the script's answer comes before it or after; the answer to
+    /join comes at that point, with the room as the message says."""
+    cluster = Cluster()
+    redis = Rooms(cluster)
+    redis.heard = 1
+    alice, bob = cluster.user("alice"), cluster.user("bob")
+    alice.take()
+    joined(alice)
+    assert alice.take() == b""  # the answer waits for Joined
+    cluster.node.heard(ROOM, b"there [1.2.3]-#r zoe: avant\n")
+    cluster.node.heard(NODE, b"#r+alice sujet\nzoe\nalice")
+    cluster.node.heard(ROOM, b"there [1.2.3]-#r zoe: apres\n")
+    cluster.clock.advance(0)
+    topic = wire.notice(wire.ROOM_TOPIC.format("r", "sujet"))
+    assert alice.take() == current("r") + names("zoe", "alice") + topic + (
+        b"[1.2.3]-#r zoe: apres\n"
+    )
+    # Joined before the script's answer: the same.
+    redis.heard = 0
+    cluster.redis.held.add(ROOM_JOIN)
+    joined(bob)
+    cluster.node.heard(NODE, b"#r+bob \nzoe\nalice\nbob")
+    cluster.node.heard(ROOM, b"there [1.2.3]-#r zoe: encore\n")
+    cluster.redis.answer(ROOM_JOIN, [[b"there\tzoe"], b"", 1])
+    cluster.clock.advance(0)
+    assert bob.take() == current("r") + names("zoe", "alice", "bob") + (
+        b"[1.2.3]-#r zoe: encore\n"
+    )
+    assert cluster.clock.getDelayedCalls() == [cluster.node.heartbeat.call]
+
+
+def test_a_join_whose_message_is_not_heard_completes_from_the_answer() -> None:
+    """The subscription dropped the Joined message: the script's answer
+    completes the join after redis_timeout."""
+    cluster = Cluster()
+    redis = Rooms(cluster)
+    redis.heard = 1
+    alice = cluster.user("alice")
+    alice.take()
+    joined(alice)
+    cluster.clock.advance(CONFIG.redis_timeout - 0.1)
+    assert alice.take() == b""
+    cluster.clock.advance(0.1)
+    assert alice.take() == current("r") + names("alice")
 
 
 def test_a_new_room_past_max_rooms_in_the_cluster_is_refused() -> None:
