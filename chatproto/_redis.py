@@ -216,6 +216,7 @@ class _SubscriberProtocol(txredisapi.SubscriberProtocol):
 
     def _subscribe(self, _: object) -> None:
         owner = self.factory.owner
+        owner._protocol = self  # channels added from now on go on it too
         d: Deferred[Any] = self.subscribe(list(owner.channels))
         within(d, owner.timeout, owner.clock)
         d.addCallbacks(self._done, self._failed)
@@ -241,6 +242,9 @@ class _SubscriberProtocol(txredisapi.SubscriberProtocol):
 
     def connectionLost(self, why: Failure) -> None:
         super().connectionLost(why)
+        owner = self.factory.owner
+        if owner._protocol is self:
+            owner._protocol = None
         if self._subscribed:
             self._subscribed = False
             self.factory.owner._listening(False, why.getErrorMessage())
@@ -268,6 +272,9 @@ class Subscription:
 
     It subscribes again each time it connects, and says when it starts and
     stops hearing them: lines published while it is not are lost to it.
+    Channels come and go (L{subscribe}, L{unsubscribe}: a room's, while
+    the node has members in it), on the same connection: Redis gives its
+    messages in the order it published them, whatever their channel.
     """
 
     def __init__(
@@ -289,6 +296,35 @@ class Subscription:
         self.timeout = timeout
         self.listening = False
         self._factory = _SubscriberFactory(self, address)
+        self._protocol: _SubscriberProtocol | None = None  # its connection
+
+    def subscribe(self, channel: bytes) -> Deferred[None]:
+        """Hear C{channel} too, from now on and after each reconnection;
+        fires once Redis said so (at once if not connected: the channel is
+        subscribed with the others when it connects)."""
+        if channel in self.channels:
+            return succeed(None)
+        self.channels += (channel,)
+        return self._send("subscribe", channel)
+
+    def unsubscribe(self, channel: bytes) -> Deferred[None]:
+        """Stop hearing C{channel}."""
+        if channel not in self.channels:
+            return succeed(None)
+        self.channels = tuple(c for c in self.channels if c != channel)
+        return self._send("unsubscribe", channel)
+
+    def _send(self, command: str, channel: bytes) -> Deferred[None]:
+        protocol = self._protocol
+        if protocol is None or not protocol.connected:
+            return succeed(None)
+        try:
+            d: Deferred[Any] = getattr(protocol, command)([channel])
+        except txredisapi.ConnectionError:
+            return succeed(None)  # subscribed again when it reconnects
+        within(d, self.timeout, self.clock)
+        d.addErrback(unavailable)
+        return d.addCallback(lambda _: None)
 
     @property
     def started(self) -> bool:

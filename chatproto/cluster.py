@@ -12,7 +12,8 @@ stops them:
                                     after a stall, registering again
     chatproto/cluster_roles.py      what the node does for its chat: the
                                     factory's registry, relay and history,
-                                    and moderation's cluster
+                                    moderation's cluster, and the rooms
+                                    across the nodes
 
 tap.py gives each role to the seam of the factory it fills.
 """
@@ -41,6 +42,7 @@ from chatproto.cluster_roles import (
     ClusterModeration,
     ClusterNicknames,
     ClusterRelay,
+    ClusterRooms,
     Outbox,
     StoreFeed,
 )
@@ -79,6 +81,7 @@ class ClusterNode(service.Service):
 
     Build the chat, then the node with it; then give each role to its seam
     (tap.py): C{nicknames} is the factory's registry, C{relay} its relay,
+    C{rooms} the cluster of its rooms (L{chatproto.rooms.Rooms.attach}),
     C{history} (if the node keeps one: C{history} given) its history (read
     from C{store}, the node's own, when given), C{moderation} moderation's
     cluster, C{accounts} the book of its protected nicknames and C{tries}
@@ -129,7 +132,10 @@ class ClusterNode(service.Service):
         self.outbox = Outbox(self.membership, kept, self.feed)
         self.nicknames = ClusterNicknames(self.membership, self.outbox)
         self.moderation = ClusterModeration(self.membership, self.outbox)
-        self.relay = ClusterRelay(self.membership, self.outbox, self.moderation)
+        self.rooms = ClusterRooms(self.membership, self.outbox, self.subscription)
+        self.relay = ClusterRelay(
+            self.membership, self.outbox, self.moderation, self.rooms
+        )
         self.history = (
             None if kept is None else ClusterHistory(self.membership, self.outbox)
         )
@@ -178,6 +184,7 @@ class ClusterNode(service.Service):
 
     def joined(self) -> None:
         self.moderation.load()
+        self.rooms.resync()
         if self.feed is not None:  # the lines said while it was away
             self.feed.soon()
 

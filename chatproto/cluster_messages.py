@@ -17,6 +17,12 @@ grammar, by channel (see L{chatproto.cluster_redis} for their names)::
               "!NICKKEY+MINUTES OPERATOR ADDRESS REASON"
                                     Kick that bans its address MINUTES
               "?OPKEY+NICKKEY LINE" Answer to OPKEY's ban of NICKKEY
+              "#NAME+Nick TOPIC<LF>MEMBER<LF>..."
+                                    Joined: Nick, of node ID, is in room
+                                    NAME now (TOPIC '': none), the
+                                    room's members in the order they came
+    room:NAME "ORIGIN LINES"        RoomLines: lines of room NAME made on
+                                    ORIGIN, for the nodes with members in it
     bans      "ORIGIN +ADDRESS<TAB>VALUE"
                                     BanShared (VALUE: L{Ban.shared}'s)
               "ORIGIN -ADDRESS"     BanLifted
@@ -35,11 +41,12 @@ from dataclasses import dataclass
 
 
 class Channel(enum.Enum):
-    """The three kinds of pub/sub channel, each with its own grammar."""
+    """The four kinds of pub/sub channel, each with its own grammar."""
 
     PUBLIC = "all"  # every node: public lines, departures
     NODE = "node"  # one node: lines for its users, kicks, answers
     BANS = "bans"  # every node: changes of the bans
+    ROOM = "room"  # the nodes with members in one room: its lines
 
 
 class MalformedMessage(ValueError):
@@ -49,6 +56,15 @@ class MalformedMessage(ValueError):
 @dataclass(frozen=True)
 class Public:
     """Public lines made on node C{origin}, for every user of the others."""
+
+    origin: bytes
+    lines: bytes
+
+
+@dataclass(frozen=True)
+class RoomLines:
+    """Lines of one room (its channel's) made on node C{origin}, for the
+    members of the other nodes."""
 
     origin: bytes
     lines: bytes
@@ -107,6 +123,19 @@ class Answer:
 
 
 @dataclass(frozen=True)
+class Joined:
+    """C{nick}, a user of the node the message is published to, is in room
+    C{room} from this message on (the room's join script publishes it:
+    where it falls among the room's lines is where the user came in); the
+    room's C{members}, in the order they came, and its C{topic}."""
+
+    room: str
+    nick: str
+    members: list[str]
+    topic: str | None
+
+
+@dataclass(frozen=True)
 class BanShared:
     """A ban made on node C{origin}: C{value} is how Redis keeps it
     (L{chatproto.bans.Ban.shared})."""
@@ -125,14 +154,16 @@ class BanLifted:
 
 
 PublicMessage = Public | LateDeparture | ReapedDeparture
-NodeMessage = Private | Kick | Answer
+NodeMessage = Private | Kick | Answer | Joined
 BanMessage = BanShared | BanLifted
-Message = PublicMessage | NodeMessage | BanMessage
+Message = PublicMessage | NodeMessage | BanMessage | RoomLines
 
 
 def encode(message: Message) -> bytes:
     """The bytes that publish C{message} (on the channel of its kind)."""
     if isinstance(message, Public):
+        return message.origin + b" " + message.lines
+    if isinstance(message, RoomLines):
         return message.origin + b" " + message.lines
     if isinstance(message, LateDeparture):
         return message.origin + b"#" + message.entry + b" " + message.line
@@ -147,6 +178,9 @@ def encode(message: Message) -> bytes:
     if isinstance(message, Answer):
         head = f"?{message.operator}+{message.target}".encode()
         return head + b" " + message.line
+    if isinstance(message, Joined):
+        body = "\n".join([message.topic or "", *message.members])
+        return f"#{message.room}+{message.nick} {body}".encode()
     if isinstance(message, BanShared):
         change = b" +" + message.address.encode() + b"\t" + message.value
         return message.origin + change
@@ -163,6 +197,8 @@ def decode(channel: Channel, data: bytes) -> Message:
         return _public(head, rest)
     if channel is Channel.NODE:
         return _node(head, rest, data)
+    if channel is Channel.ROOM:
+        return RoomLines(head, rest)
     return _ban(head, rest, data)
 
 
@@ -193,6 +229,12 @@ def _node(head: bytes, rest: bytes, data: bytes) -> NodeMessage:
         if not plus:
             raise MalformedMessage(f"an answer with no target: {data!r:.80}")
         return Answer(operator, target, rest)
+    if text.startswith("#"):
+        room, plus, nick = text[1:].partition("+")
+        if not plus:
+            raise MalformedMessage(f"a join with no nickname: {data!r:.80}")
+        topic, *members = rest.decode("utf-8", "replace").split("\n")
+        return Joined(room, nick, members, topic or None)
     return Private(text, rest)
 
 

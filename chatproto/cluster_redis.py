@@ -24,7 +24,16 @@ C{chatproto:CLUSTER:}:
                             a minute for the nodes that come back later still
     bans            hash    banned address -> "UNTIL<TAB>BY<TAB>REASON"
                             (bans.py, Ban.shared); expired ones deleted on reading
-    history, history:bytes  the chat's history (see chatproto/history.py)
+    rooms           set     the named rooms with a member on some node
+    rooms:seq       string  the last number of a member's arrival in a room
+    room:NAME       zset    "NODE<TAB>Nick" for each member of room NAME,
+                            scored by its arrival (chatproto/rooms.py)
+    room:NAME:topic string  the room's topic, while it has a member
+    node:ID:rooms   set     "NAME<TAB>Nick" for each member node ID has in
+                            a room: what reaping node ID takes out
+    history, history:bytes  the chat's history (see chatproto/history.py):
+                            the lobby's lines and the rooms' (theirs start
+                            "[H.M.S]-#NAME ")
     accounts        hash    nickname key -> "USED<TAB>Nick<TAB>HASH", the
                             protected nicknames (see chatproto/accounts.py)
     seen            hash    nickname key -> the history's stamp when its
@@ -42,6 +51,9 @@ Pub/sub channels belong to no database, so their names carry its number:
     chatproto:CLUSTER:DB:all        public lines and departures, for every node
     chatproto:CLUSTER:DB:node:ID    private lines, kicks and answers for node ID
     chatproto:CLUSTER:DB:bans       changes of the bans, for every node
+    chatproto:CLUSTER:DB:room:NAME  lines of room NAME, for the nodes that
+                                    have members in it (they subscribe with
+                                    their first, unsubscribe with their last)
 
 What travels on them is chatproto/cluster_messages.py's: its one home.
 
@@ -71,9 +83,11 @@ from chatproto.cluster_messages import (
     NodeMessage,
     Private,
     Public,
+    RoomLines,
     encode,
 )
 from chatproto.registry import ClusterUnreachable, NicknameTaken, nick_key
+from chatproto.rooms import Gathered, TooManyRooms
 
 # Lua. KEYS is not used: every key is built from the prefix in ARGV[1].
 
@@ -114,6 +128,35 @@ local function renewal(node, silence, grace)
     redis.call('SET', p .. 'alive', '1', 'PX', silence)
   end
   return began
+end
+-- NODE's member NICK leaves room NAME; a room left empty goes, its topic
+-- with it (and the arrivals' numbers with the last room).
+local function leave_room(node, name, nick)
+  local room = p .. 'room:' .. name
+  redis.call('SREM', p .. 'node:' .. node .. ':rooms', name .. '\t' .. nick)
+  redis.call('ZREM', room, node .. '\t' .. nick)
+  if redis.call('ZCARD', room) == 0 then
+    redis.call('DEL', room, room .. ':topic')
+    redis.call('SREM', p .. 'rooms', name)
+    if redis.call('SCARD', p .. 'rooms') == 0 then
+      redis.call('DEL', p .. 'rooms:seq')
+    end
+  end
+end
+-- Every member NODE has leaves its rooms (the node is reaped, or stops).
+local function leave_rooms(node)
+  for _, entry in ipairs(redis.call('SMEMBERS', p .. 'node:' .. node .. ':rooms')) do
+    local name, nick = owner(entry)
+    leave_room(node, name, nick)
+  end
+  redis.call('DEL', p .. 'node:' .. node .. ':rooms')
+end
+-- NODE's member NICK is in room NAME (last, if it was not).
+local function enter_room(node, name, nick)
+  redis.call('SADD', p .. 'rooms', name)
+  redis.call('ZADD', p .. 'room:' .. name, 'NX', redis.call('INCR', p .. 'rooms:seq'),
+    node .. '\t' .. nick)
+  redis.call('SADD', p .. 'node:' .. node .. ':rooms', name .. '\t' .. nick)
 end
 local function take(node, key, nick)
   if redis.call('HSETNX', p .. 'users', key, node .. '\\t' .. nick) == 0 then
@@ -251,6 +294,7 @@ for _, node in ipairs(redis.call('SMEMBERS', p .. 'nodes')) do
       end
     end
     redis.call('DEL', p .. 'node:' .. node .. ':users')
+    leave_rooms(node)
     redis.call('SREM', p .. 'nodes', node)
   end
 end
@@ -272,6 +316,7 @@ for _, nick in ipairs(gone) do
   redis.call('PUBLISH', ARGV[3], ARGV[4] .. ' ' .. ARGV[5] .. nick .. '\\n')
 end
 redis.call('DEL', p .. 'node:' .. node .. ':users', p .. 'node:' .. node .. ':lease')
+leave_rooms(node)
 redis.call('SREM', p .. 'nodes', node)
 if redis.call('SCARD', p .. 'nodes') == 0 then
   redis.call('DEL', p .. 'alive', p .. 'grace')
@@ -289,6 +334,80 @@ if holder == ARGV[2] then return 0 end
 return redis.call('PUBLISH', ARGV[4] .. holder, ARGV[5])
 """
 
+# Rooms (chatproto/rooms.py). ARGV: prefix, node, name, Nick, most rooms,
+# the node's channel. {-1}: the node has no lease; {-2}: a new room past
+# MOST; otherwise the member is in the room (last, if it was not): {members
+# ("NODE<TAB>Nick", in the order they came), topic ('': none), how many
+# heard the Joined message published on the node's channel (its place
+# among the room's lines is where the member came in)}.
+_ROOM_JOIN = b"""
+local node, name = ARGV[2], ARGV[3]
+if redis.call('EXISTS', p .. 'node:' .. node .. ':lease') == 0 then return {-1} end
+if redis.call('SISMEMBER', p .. 'rooms', name) == 0
+  and redis.call('SCARD', p .. 'rooms') >= tonumber(ARGV[5]) then
+  return {-2}
+end
+enter_room(node, name, ARGV[4])
+local room = p .. 'room:' .. name
+local members = redis.call('ZRANGE', room, 0, -1)
+local topic = redis.call('GET', room .. ':topic') or ''
+local body = {topic}
+for _, entry in ipairs(members) do
+  local _, nick = owner(entry)
+  table.insert(body, nick)
+end
+local heard = redis.call('PUBLISH', ARGV[6],
+  '#' .. name .. '+' .. ARGV[4] .. ' ' .. table.concat(body, '\\n'))
+return {members, topic, heard}
+"""
+
+# ARGV: prefix, node, Nick, then the rooms it leaves.
+_ROOM_PART = b"""
+for i = 4, #ARGV do leave_room(ARGV[2], ARGV[i], ARGV[3]) end
+return 0
+"""
+
+# ARGV: prefix, name. {members, topic}, as _ROOM_JOIN's.
+_ROOM_READ = b"""
+local room = p .. 'room:' .. ARGV[2]
+return {redis.call('ZRANGE', room, 0, -1), redis.call('GET', room .. ':topic') or ''}
+"""
+
+# ARGV: prefix. {the cluster's users, {name, members, name, members...}}.
+_ROOM_COUNTS = b"""
+local counts = {}
+for _, name in ipairs(redis.call('SMEMBERS', p .. 'rooms')) do
+  table.insert(counts, name)
+  table.insert(counts, redis.call('ZCARD', p .. 'room:' .. name))
+end
+return {redis.call('ZCARD', p .. 'order'), counts}
+"""
+
+# ARGV: prefix, name, topic. 1: kept; 0: the room has no member any more.
+_ROOM_TOPIC = b"""
+if redis.call('SISMEMBER', p .. 'rooms', ARGV[2]) == 0 then return 0 end
+redis.call('SET', p .. 'room:' .. ARGV[2] .. ':topic', ARGV[3])
+return 1
+"""
+
+# ARGV: prefix, node, then name, Nick for each member the node has in a room,
+# in the order they came. The node's members are exactly these afterwards:
+# those it no longer has leave, those Redis lacks (it lost its data) come
+# last.
+_ROOM_SYNC = b"""
+local node = ARGV[2]
+local wanted = {}
+for i = 3, #ARGV, 2 do wanted[ARGV[i] .. '\t' .. ARGV[i + 1]] = true end
+for _, entry in ipairs(redis.call('SMEMBERS', p .. 'node:' .. node .. ':rooms')) do
+  if not wanted[entry] then
+    local name, nick = owner(entry)
+    leave_room(node, name, nick)
+  end
+end
+for i = 3, #ARGV, 2 do enter_room(node, ARGV[i], ARGV[i + 1]) end
+return 0
+"""
+
 CLAIM, RELEASE, NAMES, RENEW, SYNC, ANNOUNCE, REAP, LEAVE, WHISPER = (
     _LUA_COMMON + body
     for body in (
@@ -301,6 +420,17 @@ CLAIM, RELEASE, NAMES, RENEW, SYNC, ANNOUNCE, REAP, LEAVE, WHISPER = (
         _REAP,
         _LEAVE,
         _WHISPER,
+    )
+)
+ROOM_JOIN, ROOM_PART, ROOM_READ, ROOM_COUNTS, ROOM_TOPIC, ROOM_SYNC = (
+    _LUA_COMMON + body
+    for body in (
+        _ROOM_JOIN,
+        _ROOM_PART,
+        _ROOM_READ,
+        _ROOM_COUNTS,
+        _ROOM_TOPIC,
+        _ROOM_SYNC,
     )
 )
 
@@ -377,6 +507,14 @@ def _text(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
+def _gathered(result: list[Any]) -> Gathered:
+    """A room as _ROOM_JOIN and _ROOM_READ answer it: members as
+    "NODE<TAB>Nick", the topic ('': none)."""
+    members = [_text(entry).partition("\t")[2] for entry in result[0]]
+    topic = _text(result[1])
+    return Gathered(members, topic or None)
+
+
 class RedisRegistry:
     """The registry of one node of a cluster, kept in Redis.
 
@@ -403,6 +541,7 @@ class RedisRegistry:
         self.node_channel_prefix = f"chatproto:{cluster}:{db}:node:".encode()
         self.node_channel = self.node_channel_prefix + node.encode()
         self.bans_channel = f"chatproto:{cluster}:{db}:bans".encode()
+        self.room_channel_prefix = f"chatproto:{cluster}:{db}:room:".encode()
         self.channels = {
             self.public_channel: Channel.PUBLIC,
             self.node_channel: Channel.NODE,
@@ -412,6 +551,21 @@ class RedisRegistry:
         self.lease_ms = max(1, round(lease * 1000))
         self.silence_ms = max(1, round(lease * 500))
         self.grace_ms = max(1, round(grace * 1000))
+
+    def kind(self, channel: bytes) -> Channel | None:
+        """The kind of C{channel} (None: none of this node's)."""
+        found = self.channels.get(channel)
+        if found is None and channel.startswith(self.room_channel_prefix):
+            return Channel.ROOM
+        return found
+
+    def room_channel(self, name: str) -> bytes:
+        """The channel of room C{name}'s lines."""
+        return self.room_channel_prefix + name.encode()
+
+    def room_of(self, channel: bytes) -> str:
+        """The room whose channel is C{channel}."""
+        return channel[len(self.room_channel_prefix) :].decode("ascii", "replace")
 
     def _eval(self, script: bytes, *args: Any) -> Deferred[Any]:
         return self.commands.eval(script, (self.prefix, *args))
@@ -533,6 +687,13 @@ class RedisRegistry:
         )
         return d.addCallback(lambda _: None)
 
+    def publish_room(self, channel: bytes, lines: bytes) -> Deferred[None]:
+        """Send a room's lines to the nodes that hear its C{channel}."""
+        d = self.commands.call(
+            "publish", channel, encode(RoomLines(self.origin, lines))
+        )
+        return d.addCallback(lambda _: None)
+
     def whisper(self, target: str, line: bytes) -> Deferred[bool]:
         """Send a private line to the node that holds C{target}; whether a
         node heard it."""
@@ -557,6 +718,63 @@ class RedisRegistry:
             WHISPER, self.node, key, self.node_channel_prefix, encode(message)
         )
         return d.addCallback(lambda heard: int(heard) > 0)
+
+    # Rooms
+
+    def room_join(
+        self, name: str, nick: str, most: int
+    ) -> Deferred[tuple[Gathered, bool]]:
+        """Put C{nick}, of this node, in room C{name}; fail with
+        L{TooManyRooms} if the room is new and C{most} rooms have members,
+        with L{LeaseLost} if this node has no lease. The room as it is
+        then, and whether this node's subscription heard the L{Joined}
+        message the script published (it comes on the subscription)."""
+
+        def decided(result: list[Any]) -> tuple[Gathered, bool]:
+            if result[0] == -1:
+                raise LeaseLost("this node has no lease in Redis")
+            if result[0] == -2:
+                raise TooManyRooms(name)
+            return _gathered(result), int(result[2]) > 0
+
+        d = self._eval(ROOM_JOIN, self.node, name, nick, most, self.node_channel)
+        return d.addCallback(decided)
+
+    def room_part(self, nick: str, names: list[str]) -> Deferred[None]:
+        """Take C{nick}, of this node, out of these rooms."""
+        d = self._eval(ROOM_PART, self.node, nick, *names)
+        return d.addCallback(lambda _: None)
+
+    def room_read(self, name: str) -> Deferred[Gathered]:
+        """Room C{name}'s members on every node, and its topic."""
+        return self._eval(ROOM_READ, name).addCallback(_gathered)
+
+    def room_counts(self) -> Deferred[tuple[int, list[tuple[str, int]]]]:
+        """The users of the cluster, and each room's members."""
+
+        def read(result: list[Any]) -> tuple[int, list[tuple[str, int]]]:
+            flat = result[1]
+            rooms = [
+                (_text(name), int(count))
+                for name, count in zip(flat[::2], flat[1::2], strict=True)
+            ]
+            return int(result[0]), rooms
+
+        return self._eval(ROOM_COUNTS).addCallback(read)
+
+    def room_topic(self, name: str, topic: str) -> Deferred[bool]:
+        """Keep room C{name}'s topic; whether the room still has members."""
+        d = self._eval(ROOM_TOPIC, name, topic)
+        return d.addCallback(lambda kept: int(kept) == 1)
+
+    def room_sync(self, members: Iterable[tuple[str, str]]) -> Deferred[None]:
+        """Make this node's members of rooms in Redis exactly C{members}
+        (room, Nick), in the order they came (new ones last)."""
+        args: list[str] = []
+        for name, nick in members:
+            args += (name, nick)
+        d = self._eval(ROOM_SYNC, self.node, *args)
+        return d.addCallback(lambda _: None)
 
     def ban(self, ban: Ban) -> Deferred[None]:
         """Keep a ban in Redis, and tell the other nodes."""

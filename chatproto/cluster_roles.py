@@ -13,6 +13,8 @@ and moderation has its cluster. A node fills each with one role:
                         node's store when it has one (StoreFeed copies
                         Redis's window into it)
     ClusterModeration   moderation's cluster: kicks, answers, the bans copy
+    ClusterRooms        the rooms' seam: rooms that span the nodes, their
+                        members in Redis, their lines on a channel each
 
 A public line is kept in the history and published in one Redis call, at
 the end of the reactor turn (L{Outbox}): the factory's C{broadcast} calls
@@ -23,7 +25,7 @@ role asks the node's L{Membership} whether it may go to Redis now.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall
@@ -38,22 +40,35 @@ from chatproto.cluster_messages import (
     Answer,
     BanLifted,
     BanShared,
+    Joined,
     Kick,
     LateDeparture,
     MalformedMessage,
     Private,
     Public,
     ReapedDeparture,
+    RoomLines,
     decode,
     encode,
 )
 from chatproto.cluster_redis import LeaseLost
 from chatproto.history import Kept, RedisHistory
 from chatproto.registry import ClusterUnreachable, Reach
+from chatproto.rooms import Gathered
 from chatproto.store import StoreHistory
 
 if TYPE_CHECKING:
     from chatproto.accounts import Account, RedisAccounts
+    from chatproto.rooms import Rooms
+
+
+class Listener(Protocol):
+    """The node's subscription, as the rooms use it (L{chatproto._redis.
+    Subscription}): channels that come and go."""
+
+    def subscribe(self, channel: bytes) -> Deferred[None]: ...
+    def unsubscribe(self, channel: bytes) -> Deferred[None]: ...
+
 
 log = Logger()
 T = TypeVar("T")
@@ -338,11 +353,20 @@ class StoreFeed:
             d.callback(None)
 
 
+_NO_RUN = object()  # Outbox._channel when no line waits
+
+
 class Outbox:
     """What a reactor turn sends to Redis: its public lines, and the lines
     the history keeps, together at the turn's end in one call (one message
     for the other nodes, whatever their number; and the history holds
-    exactly the lines the other nodes were given)."""
+    exactly the lines the other nodes were given).
+
+    The lobby's lines and the rooms' go out in the order they were made:
+    each run of lines of one channel is one call, on the one connection
+    for commands (Redis runs them in the order they are sent, and a node
+    hears every channel on its one subscription: so a user gets the
+    lobby's and its rooms' lines in the order they were made)."""
 
     def __init__(
         self,
@@ -353,14 +377,28 @@ class Outbox:
         self.membership = membership
         self.history = history  # None: the cluster keeps no history
         self.feed = feed  # None: the node has no store
+        # Runs of lines, oldest first: (channel, lines published, lines
+        # kept); None: the lobby's channel. The last run's are also kept
+        # apart: a turn's lines are mostly of one channel.
+        self._runs: list[tuple[bytes | None, list[bytes], list[bytes]]] = []
+        self._channel: bytes | object | None = _NO_RUN
         self._lines: list[bytes] = []
         self._kept: list[bytes] = []
         self._call: IDelayedCall | None = None
+
+    def _run(self, channel: bytes | None) -> None:
+        """Make the last run one of C{channel}, a new one if need be."""
+        if self._channel is not channel and self._channel != channel:
+            self._channel = channel
+            self._lines, self._kept = [], []
+            self._runs.append((channel, self._lines, self._kept))
 
     def publish(self, line: bytes) -> None:
         """Send C{line} to every other node at the end of this turn."""
         if not self.membership.inside:
             return
+        if self._channel is not None:
+            self._run(None)
         self._lines.append(line)
         self._soon()
 
@@ -369,7 +407,20 @@ class Outbox:
         script as the turn's lines are published."""
         if self.history is None or not self.membership.inside:
             return
+        if self._channel is not None:
+            self._run(None)
         self._kept.append(line)
+        self._soon()
+
+    def publish_room(self, channel: bytes, line: bytes) -> None:
+        """Send a room's C{line} to the nodes that hear its C{channel}, and
+        keep it in the history, at the end of this turn."""
+        if not self.membership.inside:
+            return
+        self._run(channel)
+        self._lines.append(line)
+        if self.history is not None:
+            self._kept.append(line)
         self._soon()
 
     def _soon(self) -> None:
@@ -380,7 +431,7 @@ class Outbox:
         """Send what waits, unless the node may have been reaped (then once
         it knows it was not); out of the cluster, it is dropped."""
         self._cancel()
-        if self._lines and self.membership.holding():
+        if any(lines for _, lines, _ in self._runs) and self.membership.holding():
             return  # sent once the node knows it was not reaped
         if self.membership.inside:
             self.send_now()
@@ -389,22 +440,40 @@ class Outbox:
 
     def send_now(self) -> None:
         self._cancel()
-        lines, self._lines = self._lines, []
-        kept, self._kept = self._kept, []
+        runs = self._forget()
+        for channel, lines, kept in runs:
+            self._send(channel, lines, kept)
+
+    def _send(
+        self, channel: bytes | None, lines: list[bytes], kept: list[bytes]
+    ) -> None:
         registry, failed = self.membership.registry, self.membership.failed
+        message: Public | RoomLines
+        if channel is None:
+            channel = registry.public_channel
+            message = Public(registry.origin, b"".join(lines))
+        else:
+            message = RoomLines(registry.origin, b"".join(lines))
         if kept and self.history is not None:
-            public = Public(registry.origin, b"".join(lines))
-            payload = encode(public) if lines else None
-            d = self.history.keep(kept, registry.public_channel, payload)
+            payload = encode(message) if lines else None
+            d = self.history.keep(kept, channel, payload)
             d.addCallbacks(self._in_window, failed)
+        elif lines and channel == registry.public_channel:
+            registry.publish(message.lines).addErrback(failed)
         elif lines:
-            registry.publish(b"".join(lines)).addErrback(failed)
+            registry.publish_room(channel, message.lines).addErrback(failed)
 
     def drop(self) -> None:
         """What waits goes nowhere."""
         self._cancel()
-        self._lines = []
-        self._kept = []
+        self._forget()
+
+    def _forget(self) -> list[tuple[bytes | None, list[bytes], list[bytes]]]:
+        """The runs waiting, no longer waiting."""
+        runs, self._runs = self._runs, []
+        self._channel = _NO_RUN
+        self._lines, self._kept = [], []
+        return runs
 
     def _cancel(self) -> None:
         if self._call is not None and self._call.active():
@@ -439,10 +508,11 @@ class ClusterHistory:
         else:
             self.limit = 0 if history is None else history.limit
 
-    def record(self, line: bytes) -> None:
+    def record(self, line: bytes, room: str | None = None) -> None:
         """Keep a public line made here in the cluster's history, in the
         same Redis script as it is published (L{Outbox}). A line made while
-        this node is out of the cluster stays here, and is not kept."""
+        this node is out of the cluster stays here, and is not kept. (A
+        room's lines are kept as they are published: L{ClusterRooms}.)"""
         self.outbox.keep(line)
 
     @property
@@ -464,17 +534,18 @@ class ClusterHistory:
         self.outbox.send()
         return feed.now().addCallback(lambda _: feed.store)
 
-    def last(self, count: int) -> Deferred[list[Kept]]:
+    def last(self, count: int, room: str | None = None) -> Deferred[list[Kept]]:
         """The last lines of the cluster's history (every node's, this
-        one's up to those still in its outbox)."""
+        one's up to those still in its outbox) of C{room} (None: the
+        lobby)."""
         store = self._store()
         if store is not None:
-            return store.addCallback(lambda store: store.last(count))
+            return store.addCallback(lambda store: store.last(count, room))
         history = self.outbox.history
         if history is None:
             return succeed([])
         self.outbox.send()  # the lines made before the question go first
-        return history.last(count).addErrback(self._failed)
+        return history.last(count, room).addErrback(self._failed)
 
     def after(
         self, number: int, count: int, until: int | None = None
@@ -493,28 +564,32 @@ class ClusterHistory:
         self.outbox.send()
         return history.after(number, count).addErrback(self._failed)
 
-    def before(self, number: int | None, count: int) -> Deferred[list[Kept]]:
+    def before(
+        self, number: int | None, count: int, room: str | None = None
+    ) -> Deferred[list[Kept]]:
         """The lines before C{number}, as L{last} reads them."""
         store = self._store()
         if store is not None:
-            return store.addCallback(lambda store: store.before(number, count))
+            return store.addCallback(lambda store: store.before(number, count, room))
         history = self.outbox.history
         if history is None:
             return succeed([])
         self.outbox.send()
-        return history.before(number, count).addErrback(self._failed)
+        return history.before(number, count, room).addErrback(self._failed)
 
-    def search(self, words: Sequence[str], count: int) -> Deferred[list[Kept]]:
+    def search(
+        self, words: Sequence[str], count: int, room: str | None = None
+    ) -> Deferred[list[Kept]]:
         """The last lines of the cluster's history holding C{words}, as
         L{last} reads them."""
         store = self._store()
         if store is not None:
-            return store.addCallback(lambda store: store.search(words, count))
+            return store.addCallback(lambda store: store.search(words, count, room))
         history = self.outbox.history
         if history is None:
             return succeed([])
         self.outbox.send()  # the lines made before the question go first
-        return history.search(words, count).addErrback(self._failed)
+        return history.search(words, count, room).addErrback(self._failed)
 
     def _failed(self, failure: Failure) -> Failure:
         """Redis could not be read: the node is cut off from the cluster."""
@@ -527,15 +602,21 @@ class ClusterRelay:
     """The factory's relay: its lines to the other nodes, theirs to it.
 
     Sorts what the node hears on its channels (L{heard}): public lines and
-    departures to the chat, private lines to their user, kicks, answers and
+    departures to the chat, a room's lines to its members here
+    (L{ClusterRooms}), private lines to their user, kicks, answers and
     bans to L{ClusterModeration}."""
 
     def __init__(
-        self, membership: Membership, outbox: Outbox, moderation: ClusterModeration
+        self,
+        membership: Membership,
+        outbox: Outbox,
+        moderation: ClusterModeration,
+        rooms: ClusterRooms | None = None,
     ) -> None:
         self.membership = membership
         self.outbox = outbox
         self.moderation = moderation
+        self.rooms = rooms
         self._seen: dict[bytes, float] = {}  # late departures delivered here
 
     def publish(self, line: bytes) -> None:
@@ -568,8 +649,14 @@ class ClusterRelay:
             membership.hold(lambda known: self.heard(channel, data) if known else None)
             return
         registry = membership.registry
+        kind = registry.kind(channel)
+        if kind is None:
+            log.warn(
+                "cluster: a message on an unknown channel {channel!r}", channel=channel
+            )
+            return
         try:
-            message = decode(registry.channels[channel], data)
+            message = decode(kind, data)
         except MalformedMessage as e:
             log.warn("cluster: a message that does not parse: {why}", why=str(e))
             return
@@ -577,12 +664,14 @@ class ClusterRelay:
         chat = membership.chat
         feed = self.outbox.feed
         if feed is not None and isinstance(
-            message, Public | LateDeparture | ReapedDeparture
+            message, Public | LateDeparture | ReapedDeparture | RoomLines
         ):
             feed.soon()  # another node kept a line in Redis's window
         match message:
             case Public() if message.origin != origin:
                 chat.deliver(message.lines)
+            case RoomLines() if message.origin != origin and self.rooms is not None:
+                self.rooms.heard(registry.room_of(channel), message.lines)
             case LateDeparture():
                 self.heard_late(message.entry, message.origin, message.line)
             case ReapedDeparture() if origin not in (message.origin, message.node):
@@ -591,6 +680,8 @@ class ClusterRelay:
                 chat.deliver(message.line)
             case Private():
                 chat.deliver_private(message.target, message.line)
+            case Joined() if self.rooms is not None:
+                self.rooms.joined(message)
             case Kick() | Answer() | BanShared() | BanLifted():
                 self.moderation.heard(message)
 
@@ -607,6 +698,188 @@ class ClusterRelay:
             del self._seen[old]
         self._seen[entry] = now
         self.membership.chat.deliver(line)
+
+
+class ClusterRooms:
+    """The rooms' seam in a cluster (L{chatproto.rooms.Cluster}): rooms
+    span the nodes.
+
+    Redis holds each room's members on every node, in the order they
+    joined, its topic, and which rooms exist (--max-rooms counts them
+    there); each node holds its own members (L{Rooms}). A room's lines go
+    on its own channel, which a node hears while it has members in the
+    room, or a join under way (L{listen}, L{quiet}): a room's line costs
+    nothing on a node without members in it. Out of the cluster, the
+    members here come and go here only: the node registers them again
+    when it is back (L{resync})."""
+
+    def __init__(
+        self, membership: Membership, outbox: Outbox, subscription: Listener
+    ) -> None:
+        self.membership = membership
+        self.outbox = outbox
+        self.subscription = subscription
+        self.rooms: Rooms | None = None
+        self._here: dict[str, int] = {}  # members here (or joining), by room
+        # Rooms whose subscription Redis has not confirmed yet: the joins
+        # waiting for it.
+        self._subscribing: dict[str, list[Deferred[None]]] = {}
+        # Joins under way, by (room, Nick): until their Joined message (or
+        # the script's answer, if it was not heard).
+        self._joins: dict[tuple[str, str], Deferred[Gathered]] = {}
+        self._timers: dict[tuple[str, str], IDelayedCall] = {}
+
+    def attach(self, rooms: Rooms) -> None:
+        self.rooms = rooms
+
+    # Hearing a room
+
+    def listen(self, name: str) -> None:
+        count = self._here.get(name, 0)
+        self._here[name] = count + 1
+        if count:
+            return
+        self._subscribing[name] = []
+        channel = self.membership.registry.room_channel(name)
+        d = self.subscription.subscribe(channel)
+        d.addErrback(self.membership.failed)
+        d.addBoth(lambda _: self._heard(name))
+
+    def _heard(self, name: str) -> None:
+        for waiting in self._subscribing.pop(name, []):
+            waiting.callback(None)
+
+    def _when_heard(self, name: str) -> Deferred[None]:
+        """Fires once Redis confirmed the room's subscription."""
+        waiting = self._subscribing.get(name)
+        if waiting is None:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        waiting.append(d)
+        return d
+
+    def quiet(self, name: str) -> None:
+        count = self._here.get(name, 0) - 1
+        if count > 0:
+            self._here[name] = count
+            return
+        self._here.pop(name, None)
+        channel = self.membership.registry.room_channel(name)
+        self.subscription.unsubscribe(channel).addErrback(self.membership.failed)
+
+    def heard(self, name: str, lines: bytes) -> None:
+        """Lines of room C{name} from another node."""
+        if self.rooms is not None:
+            self.rooms.deliver(name, lines)
+
+    # Members
+
+    def join(self, name: str, nick: str, most: int) -> Deferred[Gathered]:
+        """Fires where the member comes in among the room's lines: when the
+        L{Joined} message the join script published on this node's channel
+        is heard (the lines heard after it are the member's, those before
+        are not: Redis gives one subscriber its messages in the order it
+        published them, whatever the channel). If the subscription did not
+        hear it (down), from the script's answer, at once or after
+        redis_timeout."""
+        membership = self.membership
+        if not membership.inside or membership.holding():
+            return fail(ClusterUnreachable(UNREACHABLE))
+        key = (name, nick)
+        if key in self._joins:  # not for one session: its lines wait
+            return fail(ClusterUnreachable(UNREACHABLE))
+        waiting: Deferred[Gathered] = Deferred()
+        self._joins[key] = waiting
+        heard = self._when_heard(name)  # its lines reach the user from now on
+        d = heard.addCallback(lambda _: membership.registry.room_join(name, nick, most))
+        d.addCallbacks(
+            self._answered, self._failed, callbackArgs=(key,), errbackArgs=(key,)
+        )
+        return waiting
+
+    def _answered(self, answer: tuple[Gathered, bool], key: tuple[str, str]) -> None:
+        gathered, heard = answer
+        if self._joins.get(key) is None:
+            return  # its Joined message came first
+        if not heard:
+            self._complete(key, gathered)
+            return
+        call = self.membership.clock.callLater(
+            self.membership.config.redis_timeout, self._complete, key, gathered
+        )
+        self._timers[key] = call
+
+    def _failed(self, failure: Failure, key: tuple[str, str]) -> None:
+        waiting = self._joins.pop(key, None)
+        if failure.check(ClusterUnreachable):
+            try:
+                self.membership.refused(failure)
+            except ClusterUnreachable:
+                failure = Failure()
+        if waiting is not None:
+            waiting.errback(failure)
+
+    def _complete(self, key: tuple[str, str], gathered: Gathered) -> None:
+        timer = self._timers.pop(key, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        waiting = self._joins.pop(key, None)
+        if waiting is not None:
+            waiting.callback(gathered)
+
+    def joined(self, message: Joined) -> None:
+        """The L{Joined} message of a join of this node: the member is in
+        from here on."""
+        gathered = Gathered(message.members, message.topic)
+        self._complete((message.room, message.nick), gathered)
+
+    def part(self, nick: str, names: list[str]) -> None:
+        """Out of the cluster: nothing now (L{resync} will); after a stall,
+        once the node knows it was not reaped (if it was, the reaper took
+        its members out of their rooms)."""
+        membership = self.membership
+        if not membership.inside:
+            return
+        if membership.holding():
+            membership.hold(lambda known: self.part(nick, names) if known else None)
+            return
+        membership.registry.room_part(nick, names).addErrback(membership.failed)
+
+    def read(self, name: str) -> Deferred[Gathered]:
+        if not self.membership.inside:
+            return fail(ClusterUnreachable(UNREACHABLE))
+        return self.membership.registry.room_read(name).addErrback(self._refused)
+
+    def counts(self) -> Deferred[tuple[int, list[tuple[str, int]]]]:
+        if not self.membership.inside:
+            return fail(ClusterUnreachable(UNREACHABLE))
+        return self.membership.registry.room_counts().addErrback(self._refused)
+
+    def set_topic(self, name: str, topic: str) -> Deferred[None]:
+        membership = self.membership
+        if membership.state is not NodeState.SERVING or membership.holding():
+            return fail(ClusterUnreachable(UNREACHABLE))
+        d = membership.registry.room_topic(name, topic)
+        return d.addCallbacks(lambda _: None, self._refused)
+
+    def publish(self, name: str, line: bytes) -> None:
+        self.outbox.publish_room(self.membership.registry.room_channel(name), line)
+
+    def resync(self) -> None:
+        """In the cluster (again): Redis gets this node's members of rooms
+        as they are now (those who left meanwhile leave, and, if Redis lost
+        its data, those it lacks come back, last)."""
+        if self.rooms is None:
+            return
+        d = self.membership.registry.room_sync(self.rooms.here())
+        d.addErrback(self.membership.failed)
+        d.addErrback(self.membership.bug, "registering the rooms' members again")
+
+    def _refused(self, failure: Failure) -> Failure:
+        """A call for a user failed: cut off if Redis was the cause."""
+        if failure.check(ClusterUnreachable):
+            self.membership.refused(failure)
+        return failure
 
 
 class ClusterModeration:

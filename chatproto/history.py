@@ -159,14 +159,30 @@ def _bare(line: bytes) -> bytes:
     return folded.encode("ascii", "ignore")
 
 
+def room_of(line: bytes) -> str | None:
+    """The named room of a kept line, from its text (C{[H.M.S]-#NAME ...},
+    chatproto/wire.py's room_prefix); None: the lobby's (a nickname has no
+    C{#}). A cluster's lines travel and are kept without their room beside
+    them: each says it."""
+    if not line.startswith(b"["):
+        return None
+    end = line.find(b"]-#", 0, 16)
+    if end < 0:
+        return None
+    space = line.find(b" ", end + 3)
+    if space < 0:
+        return None
+    return line[end + 3 : space].decode("ascii", "replace")
+
+
 class RoomHistory(History, Protocol):
     """A single server's history, which keeps the lines of every room
     (chatproto/rooms.py): C{room} is a named room (its name, in lower case,
     without C{#}), None the lobby, whose lines are the chat's of before
     rooms. Numbers are the history's, shared by every room: a room's lines
     are numbered with gaps. C{after} (/unread) reads the lobby's lines only.
-    L{MemoryHistory} and L{chatproto.store.StoreHistory} implement it; a
-    cluster's history does not (rooms are a single server's, for now)."""
+    L{MemoryHistory}, L{chatproto.store.StoreHistory} and a cluster's
+    L{chatproto.cluster_roles.ClusterHistory} implement it."""
 
     def record(self, line: bytes, room: str | None = None) -> None: ...
     def last(self, count: int, room: str | None = None) -> Deferred[list[Kept]]: ...
@@ -469,9 +485,25 @@ class RedisHistory:
     def _known(self, newest: int) -> None:
         self.newest = max(self.newest, newest)
 
-    def last(self, count: int) -> Deferred[list[Kept]]:
+    def last(self, count: int, room: str | None = None) -> Deferred[list[Kept]]:
+        """The last C{count} lines of C{room} (None: the lobby). The window
+        holds every room's lines: if the last C{count} are not all
+        C{room}'s, the whole window is read, and sorted here."""
         if count <= 0:
             return succeed([])
+
+        def of_room(kept: list[Kept]) -> list[Kept] | Deferred[list[Kept]]:
+            if all(room_of(k.line) == room for k in kept):
+                return kept
+            d = self._last(self.limit)
+            return d.addCallback(
+                lambda every: [k for k in every if room_of(k.line) == room][-count:]
+            )
+
+        return self._last(count).addCallback(of_room)
+
+    def _last(self, count: int) -> Deferred[list[Kept]]:
+        """The last C{count} lines of every room."""
         d = self.commands.eval(LAST, (self.prefix, count, self.age_ms))
         return d.addCallback(self._read)
 
@@ -496,17 +528,22 @@ class RedisHistory:
             ]
             return len(later), later[max(0, len(later) - count) :] if count > 0 else []
 
-        return self.last(self.limit).addCallback(since)
+        lobby = self._last(self.limit).addCallback(
+            lambda kept: [k for k in kept if room_of(k.line) is None]
+        )
+        return lobby.addCallback(since)
 
-    def before(self, number: int | None, count: int) -> Deferred[list[Kept]]:
+    def before(
+        self, number: int | None, count: int, room: str | None = None
+    ) -> Deferred[list[Kept]]:
         if number is None:
-            return self.last(count)
+            return self.last(count, room)
 
         def earlier(kept: list[Kept]) -> list[Kept]:
             older = [k for k in kept if k.number < number]
             return older[max(0, len(older) - count) :] if count > 0 else []
 
-        return self.last(self.limit).addCallback(earlier)
+        return self.last(self.limit, room).addCallback(earlier)
 
     def since(self, number: int, most: int) -> Deferred[tuple[int, list[Kept]]]:
         """The newest stamp the window forgot (0: none), and the first
@@ -518,11 +555,13 @@ class RedisHistory:
 
         return self.commands.eval(SINCE, (self.prefix, number, most)).addCallback(read)
 
-    def search(self, words: Sequence[str], count: int) -> Deferred[list[Kept]]:
+    def search(
+        self, words: Sequence[str], count: int, room: str | None = None
+    ) -> Deferred[list[Kept]]:
         """Read every line kept (at most C{--history-lines}) and look in
         them here, in Python (a node with a store searches its store
         instead: L{chatproto.cluster_roles.ClusterHistory})."""
-        d = self.last(self.limit)
+        d = self.last(self.limit, room)
         return d.addCallback(lambda kept: newest_holding(reversed(kept), words, count))
 
 

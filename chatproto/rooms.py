@@ -1,4 +1,4 @@
-"""Rooms: the named rooms of a single server, beside the lobby.
+"""Rooms: the named rooms beside the lobby, on a server or across a cluster.
 
 Every registered user is in the lobby, C{#accueil}: the L{Room} of
 chatproto/room.py, the chat of before rooms, line for line. L{Rooms} holds
@@ -25,22 +25,31 @@ FanOut per room: a FanOut's place in its log is the session's C{seen}, one
 per user; and a user in several rooms must get their lines in the order
 they were made, which one queue per user gives.
 
-Rooms are a single server's for now: in a cluster (a lobby with a relay)
-each of the commands answers one line, L{wire.ROOMS_CLUSTER}.
+On a node of a cluster (L{attach}: a L{Cluster}, chatproto/cluster_roles.py's
+ClusterRooms), the rooms span the nodes: each node holds its own members
+of a room here, and the cluster holds the rest in Redis (every member, in
+the order they joined, the topic, the rooms' count), which /join, /list,
+/rooms and /topic read; a room's lines reach the other nodes that have
+members in it (L{Cluster.publish}), and theirs come back here
+(L{deliver}), queued as the room's own, after the lobby's lines made
+before them (docs/architecture.md, "Rooms across the nodes of a cluster").
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, cast
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
+from twisted.python.failure import Failure
 
 from chatproto import wire
 from chatproto.fanout import BATCH_BYTES, BATCH_LINES
 from chatproto.history import History, Kept, RoomHistory
+from chatproto.registry import ClusterUnreachable
 from chatproto.session import CHATTING, ChatError, Session
 
 if TYPE_CHECKING:
@@ -51,6 +60,56 @@ LOBBY = wire.LOBBY
 # a-z, 0-9, "_", "-", in any letter case (shown in lower case).
 NAME = re.compile(r"#?([A-Za-z0-9_-]{1,24})")
 TOPIC_MOST = 200  # characters
+
+
+@dataclass(frozen=True)
+class Gathered:
+    """A room as the cluster holds it: its members on every node, in the
+    order they joined, and its topic (None: none)."""
+
+    members: list[str]
+    topic: str | None
+
+
+class TooManyRooms(Exception):
+    """A new room past C{--max-rooms} rooms in the cluster."""
+
+
+class Cluster(Protocol):
+    """The rooms' seam in a cluster (chatproto/cluster_roles.py's
+    ClusterRooms): what Redis holds of the rooms of every node, and their
+    lines between the nodes. L{listen} and L{quiet} come in pairs: one
+    L{listen} for each member here, or join under way."""
+
+    def attach(self, rooms: Rooms) -> None:
+        """The rooms whose lines heard from the other nodes go to
+        L{Rooms.deliver}, and whose members L{Rooms.here} lists."""
+
+    def listen(self, name: str) -> None:
+        """One more member here (or a join under way): hear the room."""
+
+    def quiet(self, name: str) -> None:
+        """One member fewer here: the last stops hearing the room."""
+
+    def join(self, name: str, nick: str, most: int) -> Deferred[Gathered]:
+        """Add C{nick} to the room, made if fewer than C{most} rooms have
+        a member; fails with L{TooManyRooms}, or ClusterUnreachable."""
+
+    def part(self, nick: str, names: list[str]) -> None:
+        """Take C{nick} out of these rooms."""
+
+    def read(self, name: str) -> Deferred[Gathered]:
+        """The room as the cluster holds it."""
+
+    def counts(self) -> Deferred[tuple[int, list[tuple[str, int]]]]:
+        """The users of the cluster, and each room's members."""
+
+    def set_topic(self, name: str, topic: str) -> Deferred[None]:
+        """Keep the room's topic for the members of every node."""
+
+    def publish(self, name: str, line: bytes) -> None:
+        """A line of the room, for the other nodes that have members in it
+        (and kept in the cluster's history)."""
 
 
 def room_name(text: str) -> str | None:
@@ -153,15 +212,16 @@ class Rooms:
         self.rooms: dict[str, NamedRoom] = {}
         self._waiting: list[Member] = []  # members with lines pending
         self._call: IDelayedCall | None = None
+        self.cluster: Cluster | None = None  # None: a single server
 
-    def _single(self) -> None:
-        """Refuse the rooms' commands in a cluster (a lobby with a relay)."""
-        if self.lobby.relay is not None:
-            raise ChatError(wire.ROOMS_CLUSTER)
+    def attach(self, cluster: Cluster) -> None:
+        """Span the rooms across the nodes of a cluster (tap.py)."""
+        self.cluster = cluster
+        cluster.attach(self)
 
     def _history(self) -> RoomHistory:
-        # A single server's history keeps every room's lines (MemoryHistory
-        # or the store's StoreHistory); a cluster's never meets a room.
+        # Every room's lines: a single server's MemoryHistory or the
+        # store's StoreHistory, or a cluster's ClusterHistory.
         return cast(RoomHistory, self.lobby.history)
 
     def history(self, session: Session) -> History:
@@ -186,14 +246,39 @@ class Rooms:
         self.publish(room, line, sender)
 
     def publish(self, room: NamedRoom, line: bytes, sender: Session | None) -> None:
-        """A line of C{room}: kept in its history, and queued for every
-        member but C{sender}."""
-        self._history().record(line, room.name)
+        """A line of C{room}: kept in its history (in a cluster, and sent to
+        the other nodes with members in it), and queued for every member
+        here but C{sender}."""
+        if self.cluster is not None:
+            self.cluster.publish(room.name, line)
+        else:
+            self._history().record(line, room.name)
         delivered = 0
         for session in tuple(room.members):  # a write may cut a member
             if session is not sender:
                 delivered += self._queue(session, line)
         self.lobby.metrics.deliveries += delivered
+
+    def deliver(self, name: str, lines: bytes) -> None:
+        """Lines of the room C{name} from another node of the cluster: for
+        every member here (none: nothing to do)."""
+        room = self.rooms.get(name)
+        if room is None:
+            return
+        delivered = 0
+        for session in tuple(room.members):  # a write may cut a member
+            delivered += self._queue(session, lines)
+        self.lobby.metrics.deliveries += delivered * lines.count(b"\n")
+
+    def here(self) -> list[tuple[str, str]]:
+        """Each room's members here, (room, nickname), in the order they
+        joined: what a node registers again in a cluster."""
+        return [
+            (name, session.nick)
+            for name, room in self.rooms.items()
+            for session in room.members
+            if session.nick is not None
+        ]
 
     def _queue(self, session: Session, line: bytes) -> int:
         """Queue C{line} for C{session}, after the lobby's lines made before
@@ -242,7 +327,6 @@ class Rooms:
         """C{/join #NAME}: join the room (made if need be), or make it the
         current one if the session is in it already (C{#accueil}: the
         lobby)."""
-        self._single()
         name = room_name(argument)
         if name is None:
             raise ChatError(wire.ROOM_USAGE.format("/join"))
@@ -261,6 +345,9 @@ class Rooms:
         config = self.config
         if (0 if member is None else len(member.joined)) >= config.rooms_per_user:
             raise ChatError(wire.ROOMS_PER_USER.format(config.rooms_per_user))
+        if self.cluster is not None:
+            self._join_cluster(self.cluster, session, name)
+            return
         if room is None:
             if len(self.rooms) >= config.max_rooms:
                 raise ChatError(wire.TOO_MANY_ROOMS.format(config.max_rooms))
@@ -277,11 +364,87 @@ class Rooms:
             line = wire.room_arrival(self.lobby.stamp(), name, session.nick)
             self.publish(room, line, session)
 
+    def _join_cluster(self, cluster: Cluster, session: Session, name: str) -> None:
+        """/join of a room this user is not in, on a node of a cluster: the
+        room is joined in Redis first (--max-rooms counts the cluster's
+        rooms), heard here before (its lines must reach the user from the
+        moment it is in), and the answer lists its members on every node."""
+        nick = session.nick
+        assert nick is not None
+        cluster.listen(name)
+        d = cluster.join(name, nick, self.config.max_rooms)
+        d.addCallbacks(
+            self._joined,
+            self._not_joined,
+            callbackArgs=(cluster, session, name),
+            errbackArgs=(cluster, session, name),
+        )
+        session.wait_for(d)  # the lines after it wait for its answer
+
+    def _joined(
+        self, gathered: Gathered, cluster: Cluster, session: Session, name: str
+    ) -> None:
+        nick = session.nick
+        assert nick is not None
+        if session.state is not CHATTING:  # it left meanwhile
+            cluster.part(nick, [name])
+            cluster.quiet(name)
+            return
+        room = self.rooms.get(name)
+        if room is None:
+            room = self.rooms[name] = NamedRoom(name)
+        member = _member(session)
+        if member is None:
+            member = Member(session)
+            session.rooms = member
+        room.members[session] = None
+        member.joined.append(room)
+        member.current = room
+        self._tell(session, name, gathered)
+        if len(gathered.members) <= self.config.join_notice_limit:
+            self.publish(
+                room, wire.room_arrival(self.lobby.stamp(), name, nick), session
+            )
+
+    def _not_joined(
+        self, failure: Failure, cluster: Cluster, session: Session, name: str
+    ) -> None:
+        cluster.quiet(name)
+        failure.trap(TooManyRooms, ClusterUnreachable)
+        if failure.check(TooManyRooms):
+            refusal = wire.TOO_MANY_ROOMS.format(self.config.max_rooms)
+        else:
+            refusal = wire.ROOMS_UNAVAILABLE
+        session.send(wire.notice(refusal))
+
+    def _tell(self, session: Session, name: str, gathered: Gathered) -> None:
+        """The answer to /join in a cluster, as L{_tell_current}'s."""
+        session.send(wire.notice(wire.ROOM_CURRENT.format(name)))
+        session.send(wire.user_list(gathered.members, len(gathered.members)))
+        if gathered.topic is not None:
+            session.send(wire.notice(wire.ROOM_TOPIC.format(name, gathered.topic)))
+
+    def _gathered(self, room: NamedRoom) -> Deferred[Gathered]:
+        """The room as the cluster holds it; this node's view of it (its
+        members here, no topic) while the cluster cannot be reached."""
+        assert self.cluster is not None
+
+        def here(failure: Failure) -> Gathered:
+            failure.trap(ClusterUnreachable)
+            return Gathered([s.nick for s in room.members if s.nick is not None], None)
+
+        return self.cluster.read(room.name).addErrback(here)
+
     def _tell_current(self, session: Session, room: NamedRoom | None) -> None:
         """The answer to /join: the current room, its members, its topic."""
         if room is None:
             session.send(wire.notice(wire.ROOM_CURRENT.format(LOBBY)))
             self.lobby.registry.names().addCallback(session.send_names)
+            return
+        if self.cluster is not None:
+            d = self._gathered(room)
+            d.addCallback(lambda gathered: self._tell(session, room.name, gathered))
+            session.wait_for(d)
             return
         session.send(wire.notice(wire.ROOM_CURRENT.format(room.name)))
         self.send_names(session, room)
@@ -295,7 +458,6 @@ class Rooms:
 
     def part(self, session: Session, argument: str) -> None:
         """C{/part [#NAME]}: leave the room (by default, the current one)."""
-        self._single()
         member = _member(session)
         if argument:
             name = room_name(argument)
@@ -318,6 +480,9 @@ class Rooms:
         assert session.nick is not None
         line = wire.room_departure(self.lobby.stamp(), name, session.nick)
         self.publish(room, line, session)
+        if self.cluster is not None:
+            self.cluster.part(session.nick, [name])
+            self.cluster.quiet(name)
 
     def _remove(self, session: Session, member: Member, room: NamedRoom) -> None:
         del room.members[session]
@@ -334,8 +499,13 @@ class Rooms:
         member = _member(session)
         if member is None:
             return
+        names = [room.name for room in member.joined]
         for room in tuple(member.joined):
             self._remove(session, member, room)
+        if self.cluster is not None and names and session.nick is not None:
+            self.cluster.part(session.nick, names)
+            for name in names:
+                self.cluster.quiet(name)
         member.pending.clear()
         member.pending_bytes = 0
 
@@ -346,23 +516,55 @@ class Rooms:
         member = _member(session)
         if member is None or member.current is None:
             self.lobby.registry.names().addCallback(session.send_names)
+        elif self.cluster is not None:
+            d = self._gathered(member.current)
+            d.addCallback(
+                lambda gathered: session.send(
+                    wire.user_list(gathered.members, len(gathered.members))
+                )
+            )
+            session.wait_for(d)
         else:
             self.send_names(session, member.current)
 
     def list_rooms(self, session: Session, argument: str) -> None:
-        """C{/rooms}: every room with a member, the lobby first."""
-        self._single()
-        rows = [(LOBBY, len(self.lobby.sessions))]
-        rows += sorted((name, len(room.members)) for name, room in self.rooms.items())
-        session.send(wire.rooms_block(rows))
+        """C{/rooms}: every room with a member, the lobby first (in a
+        cluster, on every node; this node's alone while it cannot reach
+        the others)."""
+        here = (
+            len(self.lobby.sessions),
+            [(name, len(room.members)) for name, room in self.rooms.items()],
+        )
+        if self.cluster is None:
+            self._send_rooms(here, session)
+            return
+
+        def alone(failure: Failure) -> tuple[int, list[tuple[str, int]]]:
+            failure.trap(ClusterUnreachable)
+            return here
+
+        d = self.cluster.counts().addErrback(alone)
+        d.addCallback(self._send_rooms, session)
+        session.wait_for(d)
+
+    @staticmethod
+    def _send_rooms(
+        counts: tuple[int, list[tuple[str, int]]], session: Session
+    ) -> None:
+        users, rooms = counts
+        session.send(wire.rooms_block([(LOBBY, users), *sorted(rooms)]))
 
     def topic(self, session: Session, argument: str, operator: bool) -> None:
         """C{/topic}: the current room's topic; C{/topic TEXT} (C{operator}:
         whether the session is one) sets it, and tells the room."""
-        self._single()
         member = _member(session)
         room = None if member is None else member.current
         name = LOBBY if room is None else room.name
+        if not argument and room is not None and self.cluster is not None:
+            d = self._gathered(room)
+            d.addCallback(self._send_topic, session, name)
+            session.wait_for(d)
+            return
         if not argument:
             if room is not None and room.topic is not None:
                 session.send(wire.notice(wire.ROOM_TOPIC.format(name, room.topic)))
@@ -375,7 +577,28 @@ class Rooms:
             raise ChatError(wire.TOPIC_LOBBY)
         if len(argument) > TOPIC_MOST:
             raise ChatError(wire.TOPIC_TOO_LONG.format(TOPIC_MOST))
-        room.topic = argument
         assert session.nick is not None
         line = wire.room_topic_set(self.lobby.stamp(), name, argument, session.nick)
-        self.publish(room, line, None)
+        if self.cluster is None:
+            room.topic = argument
+            self.publish(room, line, None)
+            return
+        setting = self.cluster.set_topic(name, argument)
+        setting.addCallbacks(
+            lambda _: self.publish(room, line, None),
+            self._topic_not_set,
+            errbackArgs=(session,),
+        )
+        session.wait_for(setting)
+
+    @staticmethod
+    def _send_topic(gathered: Gathered, session: Session, name: str) -> None:
+        if gathered.topic is not None:
+            session.send(wire.notice(wire.ROOM_TOPIC.format(name, gathered.topic)))
+        else:
+            session.send(wire.notice(wire.ROOM_NO_TOPIC.format(name)))
+
+    @staticmethod
+    def _topic_not_set(failure: Failure, session: Session) -> None:
+        failure.trap(ClusterUnreachable)
+        session.send(wire.notice(wire.ROOMS_UNAVAILABLE))

@@ -81,7 +81,13 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from chatproto.accounts import Account
-from chatproto.history import Kept, newest_holding, search_words, searchable
+from chatproto.history import (
+    Kept,
+    newest_holding,
+    room_of,
+    search_words,
+    searchable,
+)
 from chatproto.metrics import Metrics
 from chatproto.registry import ClusterUnreachable, nick_key
 
@@ -417,8 +423,8 @@ class Store:
 
     def keep(self, lines: Iterable[Kept]) -> None:
         """Queue lines numbered elsewhere (a cluster's stamps, increasing),
-        as L{record} does; those numbered at most L{newest}, already here,
-        are passed over."""
+        as L{record} does, each of the room its text says (L{room_of});
+        those numbered at most L{newest}, already here, are passed over."""
         for kept in lines:
             if kept.number <= self._last_number:
                 continue
@@ -426,7 +432,7 @@ class Store:
                 self._drop()
                 continue
             self._last_number = kept.number
-            self._enqueue(kept)
+            self._enqueue(kept, room_of(kept.line))
 
     def _full(self, line: bytes) -> bool:
         return (

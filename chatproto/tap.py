@@ -1019,6 +1019,7 @@ def makeService(options: usage.Options, reactor: Any = None) -> service.IService
             store.service.setServiceParent(top)
         factory.room.registry = node.nicknames  # nicknames, claimed in Redis
         factory.room.relay = node.relay  # lines to and from the other nodes
+        factory.rooms.attach(node.rooms)  # rooms across the nodes
         if node.history is not None:  # the cluster's history, in Redis
             factory.room.history = node.history
         factory.moderation.cluster = node.moderation  # kicks, answers, bans

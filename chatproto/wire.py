@@ -349,8 +349,9 @@ NOT_IN_ROOM = "Erreur : vous n'êtes pas dans #{}"
 TOPIC_NOT_OPERATOR = "Erreur : seul un opérateur peut changer le sujet"
 TOPIC_LOBBY = "Erreur : #accueil n'a pas de sujet"
 TOPIC_TOO_LONG = "Erreur : sujet trop long ({} caractères au plus)"
-ROOMS_CLUSTER = (
-    "Erreur : les salons ne sont pas encore possibles sur un serveur en cluster"
+ROOMS_UNAVAILABLE = (
+    "Erreur : salons impossibles pour le moment (cluster injoignable), "
+    "réessayez plus tard"
 )
 
 

@@ -102,6 +102,7 @@ class Node:
         # As tap.py wires it.
         self.factory.room.registry = self.cluster.nicknames
         self.factory.room.relay = self.cluster.relay
+        self.factory.rooms.attach(self.cluster.rooms)
         if self.cluster.history is not None:
             self.factory.room.history = self.cluster.history
         self.cluster.startService()

@@ -15,6 +15,7 @@ from chatproto.cluster_messages import (
     BanLifted,
     BanShared,
     Channel,
+    Joined,
     Kick,
     LateDeparture,
     MalformedMessage,
@@ -22,6 +23,7 @@ from chatproto.cluster_messages import (
     Private,
     Public,
     ReapedDeparture,
+    RoomLines,
     decode,
     encode,
 )
@@ -31,6 +33,7 @@ keys = st.from_regex(r"[a-z0-9_-]{2,12}", fullmatch=True)
 lines = st.binary(max_size=200)
 texts = st.text(st.characters(blacklist_categories=["Cs"]), max_size=60)
 addresses = st.from_regex(r"[0-9a-f.:/]{1,43}", fullmatch=True)
+nicks = st.from_regex(r"[A-Za-z0-9_-]{2,12}", fullmatch=True)
 
 public = st.one_of(
     st.builds(Public, ids, lines),
@@ -53,6 +56,13 @@ node = st.one_of(
         texts,
     ),
     st.builds(Answer, keys, keys, lines),
+    st.builds(
+        Joined,
+        st.from_regex(r"[a-z0-9_-]{1,24}", fullmatch=True),
+        nicks,
+        st.lists(nicks, min_size=1, max_size=5),
+        st.none() | texts.filter(lambda t: t != "" and "\n" not in t),
+    ),
 )
 bans = st.one_of(
     st.builds(BanShared, ids, addresses, lines),
@@ -68,6 +78,11 @@ def test_public_round_trip(message: Message) -> None:
 @given(node)
 def test_node_round_trip(message: Message) -> None:
     assert decode(Channel.NODE, encode(message)) == message
+
+
+@given(st.builds(RoomLines, ids, lines))
+def test_room_round_trip(message: Message) -> None:
+    assert decode(Channel.ROOM, encode(message)) == message
 
 
 @given(bans)

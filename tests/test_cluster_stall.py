@@ -71,6 +71,7 @@ class FakeRedis:
         self.held: set[bytes] = set()
         self.waiting: list[tuple[bytes, Deferred[Any]]] = []
         self.published: list[bytes] = []
+        self.sent: list[tuple[bytes, bytes]] = []  # (channel, payload)
         self.answers: dict[bytes, Any] = {
             SYNC: [b"E1", [], [], [], 0, 0],
             RENEW: 1,
@@ -116,6 +117,7 @@ class FakeRedis:
     def call(self, command: str, *args: Any) -> Deferred[Any]:
         assert command == "publish"
         self.published.append(args[1])
+        self.sent.append((args[0], args[1]))
         return succeed(1)
 
     def start(self) -> None:
@@ -132,9 +134,21 @@ def known_and_users(sync: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 class FakeSubscription:
-    """The node's subscription: the test says when it is up."""
+    """The node's subscription: the test says when it is up; the channels
+    it hears besides the node's own (rooms')."""
 
     listening = False
+
+    def __init__(self) -> None:
+        self.channels: list[bytes] = []
+
+    def subscribe(self, channel: bytes) -> Deferred[None]:
+        self.channels.append(channel)
+        return succeed(None)
+
+    def unsubscribe(self, channel: bytes) -> Deferred[None]:
+        self.channels.remove(channel)
+        return succeed(None)
 
     def start(self) -> None:
         pass
@@ -179,6 +193,7 @@ class Cluster:
         # As tap.py wires it.
         self.factory.room.registry = self.node.nicknames
         self.factory.room.relay = self.node.relay
+        self.factory.rooms.attach(self.node.rooms)
         if self.node.history is not None:
             self.factory.room.history = self.node.history
         self.node.startService()

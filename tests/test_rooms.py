@@ -584,37 +584,6 @@ def test_unread_reads_the_lobby_whatever_the_current_room() -> None:
     assert got.startswith("--- 1 message depuis votre dernière visite".encode())
 
 
-# A cluster node
-
-
-def test_a_cluster_node_answers_the_room_commands_with_one_line() -> None:
-    chat = Chat(flood_rate=0)
-
-    class Relay:
-        def publish(self, line: bytes) -> None:
-            pass
-
-    chat.factory.room.relay = Relay()  # type: ignore[assignment]
-    alice, bob = users(chat, "alice", "bob")
-    refusal = notice(
-        "Erreur : les salons ne sont pas encore possibles sur un serveur en cluster"
-    )
-    for command in (
-        b"/join #a",
-        b"/part",
-        b"/part #a",
-        b"/rooms",
-        b"/topic",
-        b"/topic x",
-    ):
-        alice.send(command + b"\n")
-        assert alice.take() == refusal
-    alice.send(b"bonjour\n")
-    assert bob.take() == chat.stamp() + b"-alice: bonjour\n"
-    alice.send(b"/list\n")
-    assert alice.take() == names("alice", "bob")
-
-
 # The lobby, byte for byte
 
 
