@@ -152,7 +152,7 @@ if (typeof document === "undefined") {
     /^Erreur : tapez \/join /,
     /^Erreur : trop de salons sur ce serveur /,
     /^Erreur : vous êtes déjà dans \d+ salons/,
-    /^Erreur : les salons ne sont pas encore possibles /,
+    /^Erreur : salons impossibles pour le moment /,
   ];
   const ROOM_RULE = "1 à 24 lettres a-z, chiffres, _ ou -";
 
