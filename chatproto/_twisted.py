@@ -45,15 +45,24 @@ def holds(transport: Any) -> bool:
     return bool(transport.dataBuffer or transport._tempDataLen)
 
 
+# twisted.internet.tcp's Connection, once direct_socket has imported it.
+_tcp_connection: type | None = None
+
+
 def direct_socket(transport: object) -> socket.socket | None:
     """The socket to write to straight: a plain TCP transport's (a
     L{tcp.Connection} whose C{TLS} is false: its C{socket}); None for any
     other (TLS, UNIX, a test's)."""
-    # Imported here, once the server has chosen how (see import_without_tls).
-    from twisted.internet import tcp
+    global _tcp_connection
+    if _tcp_connection is None:
+        # Imported at the first connection, once the server has chosen how
+        # (see import_without_tls); and kept: an import statement here cost
+        # 1 us a connection, 5% of a herd's registrations (py-spy).
+        from twisted.internet import tcp
 
-    if isinstance(transport, tcp.Connection) and not transport.TLS:
-        sock: socket.socket = transport.socket
+        _tcp_connection = tcp.Connection
+    if isinstance(transport, _tcp_connection) and not transport.TLS:  # type: ignore[attr-defined]
+        sock: socket.socket = transport.socket  # type: ignore[attr-defined]
         return sock
     return None
 
