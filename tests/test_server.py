@@ -222,6 +222,34 @@ def test_registration_list_is_bounded_and_says_how_many_more() -> None:
     assert dave.take() == block("alice", "bob", "carol", "dave")
 
 
+def test_registration_list_follows_who_is_first() -> None:
+    """The bounded block is the first names of the moment: a newcomer among
+    them, or one of them gone, changes it for the next newcomer (the
+    registry keeps its first names between registrations)."""
+    chat = Chat(list_limit=2, join_notice_limit=0)
+    clients = {}
+
+    def names_for(nick: str) -> bytes:
+        clients[nick] = client = chat.connect()
+        client.take()
+        client.send(b"/pseudo " + nick.encode() + b"\n")
+        return client.take().partition(b"Utilisateurs en ligne:\n")[2]
+
+    def more(count: int) -> bytes:
+        return f"... et {count} autres (tapez /list pour tous les voir)\n".encode()
+
+    assert names_for("alice") == b"=>alice\n" + RULE
+    assert names_for("bob") == b"=>alice\n=>bob\n" + RULE
+    assert names_for("carol") == b"=>alice\n=>bob\n" + more(1) + RULE
+    clients["carol"].send(b"/quit\n")  # not among the first two
+    assert names_for("dave") == b"=>alice\n=>bob\n" + more(1) + RULE
+    clients["alice"].send(b"/quit\n")
+    assert names_for("eve") == b"=>bob\n=>dave\n" + more(1) + RULE
+    clients["bob"].send(b"/quit\n")
+    clients["dave"].send(b"/quit\n")
+    assert names_for("fred") == b"=>eve\n=>fred\n" + RULE
+
+
 # §4: messages
 
 
