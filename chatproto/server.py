@@ -320,14 +320,14 @@ class ChatFactory(ServerFactory):
 
     # Membership: the room's, and the ping loop while it has members
 
-    def join(self, session: Session) -> None:
-        """A session registered its nickname: it joins the room, and is
-        pinged from now on."""
+    def join(self, session: Session, greeting: bytes = b"") -> None:
+        """A session registered its nickname: it joins the room (sent
+        C{greeting} and the user list), and is pinged from now on."""
         if not self._pinger.running and self.config.ping_interval > 0:
             self._pinger.start(self.config.ping_interval, now=False)
         assert session.nick is not None
         self.positions.arrived(session.nick, self.history.newest)
-        self.room.join(session)
+        self.room.join(session, greeting)
 
     def depart(
         self, session: Session, reach: Reach = Reach.EVERYWHERE, reason: str = "lost"
