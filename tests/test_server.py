@@ -541,6 +541,28 @@ def test_answering_pings_keeps_a_client_forever() -> None:
     assert alice.connected
 
 
+def test_pong_in_a_read_of_its_own_ends_the_line_that_came_before() -> None:
+    """A read of exactly "pong\\n" is the answer to a ping only when no line
+    was under way: after the start of a line it ends that line, and after
+    the start of an over-long one it ends what is skipped."""
+    chat = Chat(ping_interval=10, max_line=16)
+    alice, bob = chat.user("alice"), chat.user("bob")
+    chat.advance(10)
+    alice.take()
+    bob.take()
+    alice.send(b"salut ")
+    alice.send(b"pong\n")
+    assert bob.take() == chat.stamp() + b"-alice: salut pong\n"
+    assert alice.session.missed_pings == 1, "that was no answer"
+    alice.send(b"x" * 40)  # over max_line: skipped to its end
+    alice.send(b"pong\n")
+    assert alice.take() == wire.notice(wire.TOO_LONG.format(16))
+    assert alice.session.missed_pings == 1
+    alice.send(b"pong\n")
+    assert alice.session.missed_pings == 0
+    assert bob.take() == b""
+
+
 def test_no_timer_runs_when_nobody_is_connected() -> None:
     """An empty chat has no delayed call: it costs no CPU."""
     chat = Chat()
