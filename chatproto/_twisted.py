@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import sys
+import types
 from collections.abc import Sequence
 from importlib import import_module
 from typing import Any
@@ -45,15 +46,24 @@ def holds(transport: Any) -> bool:
     return bool(transport.dataBuffer or transport._tempDataLen)
 
 
+# twisted.internet.tcp's Connection, once direct_socket has imported it.
+_tcp_connection: type | None = None
+
+
 def direct_socket(transport: object) -> socket.socket | None:
     """The socket to write to straight: a plain TCP transport's (a
     L{tcp.Connection} whose C{TLS} is false: its C{socket}); None for any
     other (TLS, UNIX, a test's)."""
-    # Imported here, once the server has chosen how (see import_without_tls).
-    from twisted.internet import tcp
+    global _tcp_connection
+    if _tcp_connection is None:
+        # Imported at the first connection, once the server has chosen how
+        # (see import_without_tls); and kept: an import statement here cost
+        # 1 us a connection, 5% of a herd's registrations (py-spy).
+        from twisted.internet import tcp
 
-    if isinstance(transport, tcp.Connection) and not transport.TLS:
-        sock: socket.socket = transport.socket
+        _tcp_connection = tcp.Connection
+    if isinstance(transport, _tcp_connection) and not transport.TLS:  # type: ignore[attr-defined]
+        sock: socket.socket = transport.socket  # type: ignore[attr-defined]
         return sock
     return None
 
@@ -135,3 +145,62 @@ def import_without_tls(names: Sequence[str] = TLS_IMPORTERS) -> bool:
         if "OpenSSL" in sys.modules and sys.modules["OpenSSL"] is None:
             del sys.modules["OpenSSL"]
     return all(name in sys.modules for name in names)
+
+
+# What txredisapi imports of Twisted's TLS at its top: twisted.internet.ssl
+# (for ClientContextFactory, in annotations and when a connection asks for
+# TLS) and twisted.protocols.tls (for TLSMemoryBIOFactory, in its TLS
+# endpoint). Both import pyOpenSSL unconditionally. chatproto's Redis
+# connections are plain: chatproto/_redis.py makes its own endpoints and
+# never asks txredisapi for TLS.
+REDIS_TLS_MODULES = ("twisted.internet.ssl", "twisted.protocols.tls")
+
+
+class WithoutTLS:
+    """What a placeholder of L{import_with_tls_placeholders} gives for any
+    name: a class that cannot be made."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("TLS was kept out of this process (chatproto._twisted)")
+
+
+class _Placeholder(types.ModuleType):
+    """A module whose every public name is L{WithoutTLS}."""
+
+    def __getattr__(self, name: str) -> type[WithoutTLS]:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return WithoutTLS
+
+
+def import_with_tls_placeholders(
+    name: str, placeholders: Sequence[str] = REDIS_TLS_MODULES
+) -> bool:
+    """Import the module C{name} with pyOpenSSL kept out, and the modules
+    C{placeholders} (which cannot be imported without it) standing in as
+    placeholders for the length of that import; return whether it was
+    imported so.
+
+    For txredisapi, which imports Twisted's TLS at its top but uses it only
+    for a connection that asks for TLS: a cluster node keeps some 14 MiB of
+    pyOpenSSL and cryptography out, as a server alone does
+    (L{import_without_tls}, which must come first). The placeholders leave
+    C{sys.modules} with the import, so that a later import of the real
+    modules works (pyOpenSSL and all); txredisapi keeps them as its own
+    names, whose every attribute is L{WithoutTLS}. Nothing is kept out when
+    pyOpenSSL or one of C{placeholders} is imported already."""
+    if "OpenSSL" in sys.modules or any(p in sys.modules for p in placeholders):
+        import_module(name)
+        return False
+    sys.modules["OpenSSL"] = None  # type: ignore[assignment]
+    for placeholder in placeholders:
+        sys.modules[placeholder] = _Placeholder(placeholder)
+    try:
+        import_module(name)
+    finally:
+        for placeholder in placeholders:
+            if isinstance(sys.modules.get(placeholder), _Placeholder):
+                del sys.modules[placeholder]
+        if "OpenSSL" in sys.modules and sys.modules["OpenSSL"] is None:
+            del sys.modules["OpenSSL"]
+    return "OpenSSL" not in sys.modules

@@ -75,14 +75,17 @@ class Room:
 
     # Membership
 
-    def join(self, session: Session) -> None:
-        """A session registered its nickname: it joins the chat, is sent
-        the user list, and the others are told (up to join_notice_limit
-        members)."""
+    def join(self, session: Session, greeting: bytes = b"") -> None:
+        """A session registered its nickname: it joins the chat, the others
+        are told (up to join_notice_limit members), and it is sent
+        C{greeting} and the user list: in one write when the registry
+        answers at once (a single server's), the greeting first otherwise
+        (a cluster's asks Redis). Written last, so that a newcomer that
+        this write cuts (it stopped reading) leaves as any member does:
+        its departure after its arrival."""
         assert session.nick is not None
         self.fanout.join(session)  # lines made before: not for it
         self.sessions[nick_key(session.nick)] = session
-        self.registry.names(self.config.list_limit).addCallback(session.send_names)
         log.info(
             "{nick} joined",
             act="join",
@@ -93,6 +96,12 @@ class Room:
         if len(self.sessions) <= self.config.join_notice_limit:
             line = f"{self.stamp()}-Connexion de {session.nick}\n".encode()
             self.broadcast(line, exclude=session)
+        held = [greeting]  # until the list is written, or it is not there
+        self.registry.names(self.config.list_limit).addCallback(
+            _send_list, session, held
+        )
+        if held:  # the list comes later (a cluster's registry): the greeting now
+            session.send(held.pop())
 
     def withdraw(
         self, session: Session, reach: Reach = Reach.EVERYWHERE, reason: str = "lost"
@@ -203,3 +212,12 @@ class Room:
         self.metrics.private_lines += 1
         session.send(line)
         return True
+
+
+def _send_list(
+    names: tuple[list[str], int], session: Session, held: list[bytes]
+) -> None:
+    """The user list block, after what is C{held} for it (the greeting,
+    unless it went already), in one write."""
+    session.send(b"".join([*held, wire.user_list(*names)]))
+    held.clear()

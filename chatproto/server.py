@@ -126,6 +126,12 @@ class ChatServerProtocol(LineReceiver):
         the connection kept. Pausing (pauseProducing) holds the lines not
         yet handed out until resumeProducing."""
         session = self.session
+        if data == b"pong\n" and not (self._partial or self._discarding or self.paused):
+            # The answer to a ping, alone in its read, as every idle client
+            # sends it: the one line, without the cutting below (profiled,
+            # 10,000 idle users: a third of the Python of a ping).
+            session.line_received(b"pong")
+            return
         if session.state is GONE:
             return
         if self._discarding:
@@ -320,14 +326,14 @@ class ChatFactory(ServerFactory):
 
     # Membership: the room's, and the ping loop while it has members
 
-    def join(self, session: Session) -> None:
-        """A session registered its nickname: it joins the room, and is
-        pinged from now on."""
+    def join(self, session: Session, greeting: bytes = b"") -> None:
+        """A session registered its nickname: it joins the room (sent
+        C{greeting} and the user list), and is pinged from now on."""
         if not self._pinger.running and self.config.ping_interval > 0:
             self._pinger.start(self.config.ping_interval, now=False)
         assert session.nick is not None
         self.positions.arrived(session.nick, self.history.newest)
-        self.room.join(session)
+        self.room.join(session, greeting)
 
     def depart(
         self, session: Session, reach: Reach = Reach.EVERYWHERE, reason: str = "lost"
@@ -376,8 +382,12 @@ class ChatFactory(ServerFactory):
     def catch_up(self, session: Session) -> None:
         """Before any other line: the lines of its named rooms waiting for
         it, then the lobby's (older, then newer: chatproto/rooms.py), in
-        one write."""
-        self.room.catch_up(session)
+        one write. A session that is no member (C{seen} -1: not registered
+        yet, or gone) and in no room is owed nothing: not asked (py-spy, a
+        herd of 10,000: 4% of the server's samples went into asking, for
+        the welcome and the prompt of each newcomer)."""
+        if session.seen >= 0 or session.rooms is not None:
+            self.room.catch_up(session)
 
     def whisper(self, sender: str, target: str, text: str) -> Deferred[bool]:
         return self.room.whisper(sender, target, text)

@@ -176,7 +176,10 @@ class Server(Protocol):
     def catch_up(self, session: Session) -> None:
         """Write to the session the public lines it has not been given."""
 
-    def join(self, session: Session) -> None: ...
+    def join(self, session: Session, greeting: bytes = b"") -> None:
+        """The session registered: it joins the chat, and is sent
+        C{greeting} then the user list."""
+
     def depart(
         self, session: Session, reach: Reach = Reach.EVERYWHERE, reason: str = "lost"
     ) -> None:
@@ -623,12 +626,11 @@ class Session:
         self._stop_registration_timer()
         self.nick = nick
         server.registered(self)
-        self.send(wire.notice(f"Bienvenue {nick}"))
-        if self.state is GONE:  # that very write cut it: it stopped reading
-            server.registry.release(nick)
-            return
         self.state = State.CHATTING
-        server.join(self)
+        # The welcome goes with the user list, in one write (one system call
+        # less a registration); if that write cuts it (it stopped reading),
+        # it leaves as any member does.
+        server.join(self, wire.notice(f"Bienvenue {nick}"))
 
     def _not_claimed(self, failure: Failure) -> None:
         """The nickname is not given (yet): say why, and wait for another

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import importlib.util
@@ -19,7 +20,12 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python import usage
 
-from chatproto._twisted import TLS_IMPORTERS, endpoint_address, import_without_tls
+from chatproto._twisted import (
+    TLS_IMPORTERS,
+    endpoint_address,
+    import_with_tls_placeholders,
+    import_without_tls,
+)
 from chatproto.bans import Bans
 from chatproto.config import (
     CLUSTER_WINDOW_BYTES,
@@ -612,14 +618,17 @@ class Options(usage.Options):
         does: without pyOpenSSL when no endpoint serves TLS
         (chatproto._twisted.import_without_tls), which keeps some 14 MiB
         of pyOpenSSL and cryptography out of the server."""
-        if self["redis"] is not None:
-            return  # txredisapi imports Twisted's TLS, whatever the endpoints
         endpoints = [self[n] for n in ("port", "web", "metrics") if self[n] is not None]
         if not any(serves_tls(e) for e in endpoints):
             # The web front end too: twisted.web.websocket imports Twisted's
             # HTTP client, which imports pyOpenSSL when it can.
             web = ("chatproto.web",) if self["web"] is not None else ()
-            import_without_tls((*TLS_IMPORTERS, *web))
+            if import_without_tls((*TLS_IMPORTERS, *web)) and self["redis"]:
+                # txredisapi imports Twisted's TLS at its top, and uses it
+                # only for a TLS connection, which chatproto never asks for.
+                # Missing, it is named in a sentence further on.
+                with contextlib.suppress(ImportError):
+                    import_with_tls_placeholders("txredisapi")
 
     def _store_option(self) -> None:
         """--store: its default, or none."""

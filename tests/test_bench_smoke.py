@@ -614,3 +614,20 @@ def test_the_store_benchmark_runs_on_a_small_store(numbering: list[str]) -> None
     ):
         row = next(line for line in out.splitlines() if line.startswith(query))
         assert row.split()[-3] == "500", row
+
+
+def test_memory_py_registers_its_users_and_counts_their_bytes() -> None:
+    """bench/memory.py registers every user on loopback and prints the bytes
+    per user, by file: chatproto's Session among them."""
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "memory.py"), "--users", "40", "--lines", "30"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    lines = done.stdout.splitlines()
+    assert lines[0] == "40 of 40 users registered and idle"
+    per_user = int(lines[1].split()[0].replace(",", ""))
+    assert 500 < per_user < 20_000, done.stdout
+    assert any(line.split()[-1] == "chatproto/session.py" for line in lines[2:])

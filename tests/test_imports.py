@@ -251,3 +251,21 @@ def test_a_server_at_rest_imports_only_what_its_options_use(
     )
     assert done.returncode == 0, done.stderr.decode(errors="replace")
     assert sorted(done.stdout.decode().split()) == sorted(loaded)
+
+
+def test_a_cluster_node_at_rest_keeps_tls_out(tmp_path: Path) -> None:
+    """A cluster node (--redis) serving no TLS has no pyOpenSSL either:
+    txredisapi imports Twisted's TLS, with placeholders in its place."""
+    pytest.importorskip("txredisapi")
+    redis = ["--redis", "redis://127.0.0.1:1/0"]
+    done = subprocess.run(
+        [sys.executable, "-c", AT_REST, "--port", "tcp:0", "--store", "none", *redis],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    loaded = done.stdout.decode().split()
+    assert "OpenSSL" not in loaded
+    assert "cryptography" not in loaded

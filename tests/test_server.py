@@ -222,6 +222,34 @@ def test_registration_list_is_bounded_and_says_how_many_more() -> None:
     assert dave.take() == block("alice", "bob", "carol", "dave")
 
 
+def test_registration_list_follows_who_is_first() -> None:
+    """The bounded block is the first names of the moment: a newcomer among
+    them, or one of them gone, changes it for the next newcomer (the
+    registry keeps its first names between registrations)."""
+    chat = Chat(list_limit=2, join_notice_limit=0)
+    clients = {}
+
+    def names_for(nick: str) -> bytes:
+        clients[nick] = client = chat.connect()
+        client.take()
+        client.send(b"/pseudo " + nick.encode() + b"\n")
+        return client.take().partition(b"Utilisateurs en ligne:\n")[2]
+
+    def more(count: int) -> bytes:
+        return f"... et {count} autres (tapez /list pour tous les voir)\n".encode()
+
+    assert names_for("alice") == b"=>alice\n" + RULE
+    assert names_for("bob") == b"=>alice\n=>bob\n" + RULE
+    assert names_for("carol") == b"=>alice\n=>bob\n" + more(1) + RULE
+    clients["carol"].send(b"/quit\n")  # not among the first two
+    assert names_for("dave") == b"=>alice\n=>bob\n" + more(1) + RULE
+    clients["alice"].send(b"/quit\n")
+    assert names_for("eve") == b"=>bob\n=>dave\n" + more(1) + RULE
+    clients["bob"].send(b"/quit\n")
+    clients["dave"].send(b"/quit\n")
+    assert names_for("fred") == b"=>eve\n=>fred\n" + RULE
+
+
 # §4: messages
 
 
@@ -511,6 +539,28 @@ def test_answering_pings_keeps_a_client_forever() -> None:
         assert alice.take() == b"ping\n"
         alice.send(b"pong\n")
     assert alice.connected
+
+
+def test_pong_in_a_read_of_its_own_ends_the_line_that_came_before() -> None:
+    """A read of exactly "pong\\n" is the answer to a ping only when no line
+    was under way: after the start of a line it ends that line, and after
+    the start of an over-long one it ends what is skipped."""
+    chat = Chat(ping_interval=10, max_line=16)
+    alice, bob = chat.user("alice"), chat.user("bob")
+    chat.advance(10)
+    alice.take()
+    bob.take()
+    alice.send(b"salut ")
+    alice.send(b"pong\n")
+    assert bob.take() == chat.stamp() + b"-alice: salut pong\n"
+    assert alice.session.missed_pings == 1, "that was no answer"
+    alice.send(b"x" * 40)  # over max_line: skipped to its end
+    alice.send(b"pong\n")
+    assert alice.take() == wire.notice(wire.TOO_LONG.format(16))
+    assert alice.session.missed_pings == 1
+    alice.send(b"pong\n")
+    assert alice.session.missed_pings == 0
+    assert bob.take() == b""
 
 
 def test_no_timer_runs_when_nobody_is_connected() -> None:

@@ -353,3 +353,37 @@ def test_twisted_imports_and_serves_tcp_without_pyopenssl() -> None:
     )
     assert done.returncode == 0, done.stderr.decode(errors="replace")
     assert done.stdout.decode().split() == ["hello", "False"]
+
+
+TXREDISAPI_WITHOUT_TLS = """
+import sys
+from chatproto._twisted import WithoutTLS, import_with_tls_placeholders
+from chatproto._twisted import import_without_tls
+assert import_without_tls()
+assert import_with_tls_placeholders("txredisapi")
+assert not [m for m in sys.modules if m.startswith(("OpenSSL", "cryptography"))]
+assert "twisted.internet.ssl" not in sys.modules
+import txredisapi
+assert txredisapi.TLSMemoryBIOFactory is WithoutTLS
+assert txredisapi.ssl.ClientContextFactory is WithoutTLS
+assert issubclass(txredisapi.RedisFactory, object)
+try:
+    txredisapi.ssl.ClientContextFactory()
+except RuntimeError as e:
+    print("refused")
+from twisted.internet import ssl  # the real one, after
+print(ssl.ClientContextFactory is not WithoutTLS, "OpenSSL" in sys.modules)
+"""
+
+
+def test_txredisapi_imports_with_twisted_tls_as_placeholders() -> None:
+    """txredisapi imports Twisted's TLS at its top (twisted.internet.ssl,
+    twisted.protocols.tls), which needs pyOpenSSL: it imports with
+    placeholders in their place (its TLS refuses to be made), pyOpenSSL
+    kept out; the real modules import afterwards."""
+    pytest.importorskip("txredisapi")
+    done = subprocess.run(
+        [sys.executable, "-c", TXREDISAPI_WITHOUT_TLS], capture_output=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert done.stdout.decode().splitlines() == ["refused", "True True"]
