@@ -614,3 +614,104 @@ def test_the_store_benchmark_runs_on_a_small_store(numbering: list[str]) -> None
     ):
         row = next(line for line in out.splitlines() if line.startswith(query))
         assert row.split()[-3] == "500", row
+
+
+# ---------------------------------------------------------------- rooms
+
+
+def leaky_rooms_chat() -> tuple[int, dict[str, int]]:
+    """A chat with rooms that leaks: on a free loopback port, in a thread,
+    for 15 s at most, it registers clients, answers C{/join #NAME} with
+    C{Salon courant : #NAME} and a user list block, and sends each plain
+    line, tagged with its sender's room, to every other client, whatever
+    its room. Returns the port and how many room lines it sent."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    sent = {"lines": 0}
+    clients: dict[socket.socket, list[str]] = {}  # its nickname, its room
+    lock = threading.Lock()
+
+    def serve(conn: socket.socket) -> None:
+        me = ["", ""]
+        with conn:
+            conn.sendall(WELCOME + b"\n")
+            for raw in conn.makefile("rb"):
+                line = raw.decode().rstrip("\n")
+                if line == "/pseudo":
+                    conn.sendall(b"Entrez votre pseudo:\n")
+                elif not me[0]:
+                    me[0] = line
+                    conn.sendall(f"Bienvenue {line}\n----\n=>{line}\n----\n".encode())
+                    with lock:
+                        clients[conn] = me
+                elif line.startswith("/join #"):
+                    me[1] = line.removeprefix("/join ")
+                    block = f"Salon courant : {me[1]}\n----\n=>{me[0]}\n----\n"
+                    conn.sendall(block.encode())
+                elif line == "pong":
+                    continue
+                else:
+                    out = f"[12.00.00]-{me[1]} {me[0]}: {line}\n".encode()
+                    with lock:
+                        others = [c for c in clients if c is not conn]
+                        sent["lines"] += len(others)
+                    for other in others:
+                        with contextlib.suppress(OSError):
+                            other.sendall(out)
+
+    def accept() -> None:
+        deadline = time.monotonic() + 15
+        with listener:
+            while time.monotonic() < deadline:
+                with contextlib.suppress(TimeoutError):
+                    conn = listener.accept()[0]
+                    threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return int(listener.getsockname()[1]), sent
+
+
+def test_chatbench_rooms_count_only_the_lines_of_the_receivers_room(
+    tool: Path,
+) -> None:
+    """--rooms 2: 20 clients, ids 0-9 in #r0 and 10-19 in #r1, each joins its
+    room once registered; one sender per room. A server that sends every
+    room's lines to everyone delivers each line to the 9 other members of
+    its room, and the 10 clients of the other room count it as a line of
+    another room, not as a delivery."""
+    port, sent = leaky_rooms_chat()
+    load = ["--clients", "20", "--spread", "10", "--rooms", "2", "--senders", "2"]
+    load += ["--rate", "5", "--duration", "1", "--drain", "2", "--settle", "0.1"]
+    done = subprocess.run(
+        [str(tool), "--port", str(port), *load, "--timeout", "12"],
+        capture_output=True,
+        check=True,
+        timeout=30,
+    )
+    result = json.loads(done.stdout)
+    assert result["rooms"] == 2
+    assert result["registered"] == 20
+    assert result["stuck_joining"] == 0
+    assert result["sent"] == 2 * 5
+    assert result["delivered"] == result["expected"] == 2 * 5 * 9
+    assert result["wrong_room"] == 2 * 5 * 10
+    assert sent["lines"] == 2 * 5 * 19
+
+
+def test_chatbench_rooms_against_a_chat_without_rooms_registers_nobody(
+    tool: Path, naive: tuple[int, subprocess.Popen[bytes]]
+) -> None:
+    """The naive chat has no /join: no client reads "Salon courant", so none
+    counts as registered, and the JSON says they were stuck joining."""
+    port, server = naive
+    load = ["--clients", "10", "--spread", "10", "--rooms", "2"]
+    load += ["--reg-timeout", "2", "--settle", "0.1", "--timeout", "10"]
+    done = subprocess.run(
+        [str(tool), "--port", str(port), "--pid", str(server.pid), *load],
+        capture_output=True,
+        check=True,
+        timeout=30,
+    )
+    result = json.loads(done.stdout)
+    assert result["registered"] == 0
+    assert result["stuck_joining"] == result["stuck_registering"] == 10
