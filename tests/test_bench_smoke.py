@@ -715,3 +715,57 @@ def test_chatbench_rooms_against_a_chat_without_rooms_registers_nobody(
     result = json.loads(done.stdout)
     assert result["registered"] == 0
     assert result["stuck_joining"] == result["stuck_registering"] == 10
+
+
+def test_run_py_runs_the_rooms_against_one_room(tmp_path: Path) -> None:
+    """--quick rooms,room1 on ours: 1,000 clients in 10 rooms of 100 and in
+    one room, 10 senders at 1 line/s for 3 s; every line reaches the other
+    members of its room and no other client. The naive chat, without rooms,
+    is skipped with a note; the notes give the ratios of the two runs."""
+    compiler()
+    out = tmp_path / "bench.json"
+    args = ["--quick", "--servers", "ours,naive", "--scenarios", "rooms,room1"]
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "run.py"), *args, "--json", str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=150,
+    )
+    assert "lines of another room received" in done.stdout
+    assert "naive, rooms: skipped: the naive chat has no rooms." in done.stdout
+    assert "ours, rooms against one room (rooms/room1 in this run)" in done.stdout
+    data = json.loads(out.read_text())
+    for key, members in (("rooms", 100), ("room1", 1000)):
+        ours = data["results"][key]["ours"]
+        assert ours["registered"] == ours["clients"] == 1000
+        assert ours["sent"] == 10 * 3
+        assert ours["delivered"] == ours["expected"] == 10 * 3 * (members - 1)
+        assert ours["wrong_room"] == 0
+        assert ours["server_survived"]
+        assert data["results"][key]["naive"] is None
+
+
+def test_irc_servers_run_the_rooms_but_not_one_room_of_thousands() -> None:
+    """An IRC server joins a channel #rK per room in the rooms scenario; one
+    channel of 10,000 (50 million JOIN lines) is skipped, saying why, and so
+    is every rooms scenario on a cluster, and on ours before rooms."""
+    run = load_run_py()
+    plan, runs = run.make_plan(False, {"rooms", "room1", "lobby"})
+    rooms, room1, lobby = runs
+    assert (rooms.rooms, rooms.senders, rooms.clients) == (100, 100, 10_000)
+    assert (room1.rooms, room1.senders, lobby.rooms) == (1, 100, 0)
+    irc = run.IRCServer("irc", "irc", dialect="irc")
+    assert irc.skips(rooms) is None
+    assert irc.tool_args(rooms, plan) == ["--irc-join", "1"]
+    assert "50 million" in irc.skips(room1)
+    assert irc.skips(lobby) is None
+    assert "--irc-oper" in irc.tool_args(lobby, plan)
+    ours = run.Ours()
+    assert ours.skips(rooms) is None
+    args = run.tool_args(ours, rooms, plan, [7000], [1])
+    assert args[args.index("--rooms") + 1] == "100"
+    assert "--rooms" not in run.tool_args(ours, lobby, plan, [7000], [1])
+    ours.supported.discard("--max-rooms")  # ours at a revision before rooms
+    assert "no rooms" in ours.skips(room1)
+    assert "single server" in run.Cluster(2).skips(rooms)
