@@ -6,7 +6,7 @@ process per scenario, stops the server, and prints a table of absolute
 numbers, ratios and the targets of the benchmark issue.
 
     .venv/bin/python bench/run.py                # every scenario, about 10 minutes
-    .venv/bin/python bench/run.py --repeat 3     # medians of 3, about 13 minutes
+    .venv/bin/python bench/run.py --repeat 3     # medians of 3, about 30 minutes
     .venv/bin/python bench/run.py --quick        # smoke test, under a minute
     .venv/bin/python bench/run.py --servers ours,naive --scenarios msg1,fanout
     .venv/bin/python bench/run.py --scenarios herd,reconnect \
