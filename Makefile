@@ -81,7 +81,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/run.py $(ARGS)
 
 # bench/RESULTS.md, regenerated from one run against every reference.
-RESULTS_ARGS ?= --servers ours,naive,ngircd,inspircd --scenarios msg1,msg5,fanout,idle,herd --repeat 2
+RESULTS_ARGS ?= --servers ours,naive,ngircd,inspircd --scenarios msg1,msg5,fanout,idle,rooms,room1,herd --repeat 2
 results: $(BIN)/.installed
 	$(BIN)/python bench/run.py $(RESULTS_ARGS) --markdown bench/RESULTS.md
 

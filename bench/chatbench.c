@@ -16,6 +16,18 @@
  *   irc   RFC 1459: NICK/USER, 001, JOIN #bench, 366; PRIVMSG #bench;
  *         PING answered with PONG.
  *
+ * Rooms (--rooms N): the clients are split into N rooms #r0 .. #r(N-1) of
+ * consecutive ids, client i in #r(i*N/clients) (so the senders, spread over
+ * the id range, fall one per room when there are N of them). Once
+ * registered, a chat (or ws) client sends "/join #rK" and counts as
+ * registered when it has read "Salon courant : #rK" and the room's user
+ * list block after it; an IRC client JOINs #rK (for 366) instead of #bench
+ * and PRIVMSGs it. A sender's lines go to its room: each is due to the
+ * room's other registered members only, and a receiver counts it when the
+ * line names its own room ("-#rK " in the chat, "PRIVMSG #rK :" in IRC) and
+ * comes from a sender of that room; any other BENCH line is counted in
+ * wrong_room, not as a delivery.
+ *
  * Phases, each optional but the first:
  *   reg    connect and register --clients N clients. At most --inflight
  *          clients are between connect() and the end of their registration,
@@ -84,6 +96,7 @@ enum {
     ST_WAIT_PROMPT,  /* chat: "/pseudo" sent */
     ST_WAIT_ACK,     /* chat: nickname sent; irc: JOIN sent */
     ST_WAIT_LIST,    /* chat: "Bienvenue NICK" seen, inside the list block */
+    ST_WAIT_ROOM,    /* --rooms: chat: "/join #rK" sent; irc: JOIN #rK is ST_WAIT_ACK */
     ST_READY,
     ST_BACKOFF,      /* reconnect: closed, waiting for retry_at */
     ST_DEAD
@@ -91,6 +104,7 @@ enum {
 
 typedef struct {
     int fd, state, id, hyphens, greeted, oper, sender;
+    int joined; /* --rooms: "Salon courant : #rK" read, its list block follows */
     char *part; /* the unfinished line of the last read */
     int plen, pcap;
     char *wbuf; /* bytes the kernel did not take yet */
@@ -122,6 +136,7 @@ static int ws = 0;
 static const char *ws_path = "/ws";
 static int irc_join = 1, irc_until_001 = 0, progress = 0, hold_stdin = 0;
 static int reconnect_tries = 0;
+static int nrooms = 0; /* --rooms N: 0 for none (everyone in the lobby, or #bench) */
 static double reconnect_wait = 300, reconnect_timeout = 60;
 static const char *irc_target = "#bench", *irc_oper = NULL;
 
@@ -131,7 +146,8 @@ static int epfd;
 static long n_ready = 0, n_dead = 0, n_inflight = 0, n_ungreeted = 0;
 static long reg_errors = 0, slow_connects = 0, connect_errors = 0;
 static long pings = 0, bad_bench = 0, lines_in = 0, echoes = 0, reads = 0;
-static long deliveries = 0, counting = 0;
+static long deliveries = 0, counting = 0, wrong_room = 0;
+static long *room_ready; /* --rooms: registered clients (in their room) per room */
 static long ws_bad_upgrades = 0, ws_bad_frames = 0, ws_pings = 0, ws_closes = 0, ws_fragments = 0;
 static long long bytes_in = 0, ping_bytes = 0;
 static double t_begin, t_last_delivery, t_last_ready = 0;
@@ -193,6 +209,9 @@ static void json_ms(const char *key, double v) {
     if (v == -2) printf("\"%s\":null,", key);
     else printf("\"%s\":%.3f,", key, v);
 }
+
+/* --rooms: the room of client `id`, rooms of consecutive ids */
+static int room_of(long id) { return nrooms ? (int)(id * nrooms / nclients) : 0; }
 
 static double now(void) {
     struct timespec ts;
@@ -300,11 +319,12 @@ static void kill_conn(Conn *c) {
     leave_registration(c);
     if (c->state == ST_READY) {
         n_ready--;
+        if (nrooms) room_ready[room_of(c->id)]--;
         if (c->dropped) n_rereg--;
     }
     epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
-    c->plen = c->wlen = c->hyphens = 0;
+    c->plen = c->wlen = c->hyphens = c->joined = 0;
     c->upgraded = c->rlen = c->hlen = c->clen = c->msg_op = 0;
     c->left = 0;
     if (phase_reconnect && c->tries < reconnect_tries) {
@@ -331,8 +351,22 @@ static void become_ready(Conn *c) {
     leave_registration(c);
     c->state = ST_READY;
     n_ready++;
+    if (nrooms) room_ready[room_of(c->id)]++;
     if (c->dropped) n_rereg++;
     t_last_ready = now();
+}
+
+static void sendf(Conn *c, const char *fmt, ...);
+
+/* The chat's registration is over: ready, or first into its room (--rooms) */
+static void registered(Conn *c) {
+    if (!nrooms) {
+        become_ready(c);
+        return;
+    }
+    c->state = ST_WAIT_ROOM;
+    c->joined = c->hyphens = 0;
+    sendf(c, "/join #r%d\n", room_of(c->id));
 }
 
 static void flush(Conn *c) {
@@ -531,6 +565,10 @@ static void on_bench(Conn *c, const char *b, const char *end) {
         echoes++;
         return;
     }
+    if (nrooms && (sender >= (unsigned long long)nclients || room_of((long)sender) != room_of(c->id))) {
+        wrong_room++; /* a line of another room's sender */
+        return;
+    }
     uint64_t tn = now_ns();
     uint64_t us = tn > t ? (tn - t) / 1000 : 0;
     hist[hbucket(us)]++;
@@ -558,6 +596,14 @@ static void on_line(Conn *c, char *line, int len) {
     }
     const char *b = memmem(line, len, "BENCH ", 6);
     if (b) {
+        if (nrooms) { /* the line must name the receiver's room */
+            char tag[48];
+            int tl = snprintf(tag, sizeof tag, irc ? "PRIVMSG #r%d :" : "-#r%d ", room_of(c->id));
+            if (!memmem(line, (size_t)(b - line), tag, (size_t)tl)) {
+                if (counting) wrong_room++;
+                return;
+            }
+        }
         on_bench(c, b + 6, line + len);
         return;
     }
@@ -573,7 +619,8 @@ static void on_line(Conn *c, char *line, int len) {
                     return;
                 }
                 greet(c);
-                if (irc_join) sendf(c, "JOIN %s\r\n", irc_target);
+                if (irc_join && nrooms) sendf(c, "JOIN #r%d\r\n", room_of(c->id));
+                else if (irc_join) sendf(c, "JOIN %s\r\n", irc_target);
                 c->state = ST_WAIT_ACK;
             } else if (memmem(line, len, " 433 ", 5) || starts(line, len, "ERROR")) {
                 reg_errors++;
@@ -611,11 +658,25 @@ static void on_line(Conn *c, char *line, int len) {
         break;
     case ST_WAIT_LIST:
         if (starts(line, len, "----")) {
-            if (++c->hyphens == 2) become_ready(c);
+            if (++c->hyphens == 2) registered(c);
         } else if (len && line[0] == '[') {
-            become_ready(c); /* a server without a closing line: first chat line */
+            registered(c); /* a server without a closing line: first chat line */
         }
         break;
+    case ST_WAIT_ROOM: { /* "Salon courant : #rK", then the room's list block */
+        char want[48];
+        int wl = snprintf(want, sizeof want, "Salon courant : #r%d", room_of(c->id));
+        if (!c->joined && len == wl && !memcmp(line, want, wl)) {
+            c->joined = 1;
+            c->hyphens = 0;
+        } else if (c->joined && starts(line, len, "----")) {
+            if (++c->hyphens == 2) become_ready(c);
+        } else if (starts(line, len, "Erreur")) { /* a refused /join: no room */
+            reg_errors++;
+            kill_conn(c);
+        }
+        break;
+    }
     default:
         break;
     }
@@ -917,9 +978,9 @@ static void report_states(const char *phase, double el, int upto) {
     for (int i = 0; i < upto; i++) st[conns[i].state]++;
     fprintf(stderr,
             "chatbench: %s %.1f s ready %ld dead %ld connecting %ld welcome %ld prompt %ld ack %ld list %ld "
-            "backoff %ld server_cpu %.2f\n",
+            "room %ld backoff %ld server_cpu %.2f\n",
             phase, el, n_ready, n_dead, st[ST_CONNECTING], st[ST_WAIT_WELCOME], st[ST_WAIT_PROMPT], st[ST_WAIT_ACK],
-            st[ST_WAIT_LIST], st[ST_BACKOFF], server_cpu());
+            st[ST_WAIT_LIST], st[ST_WAIT_ROOM], st[ST_BACKOFF], server_cpu());
 }
 
 static void usage(void) {
@@ -931,7 +992,7 @@ static void usage(void) {
             "  [--pid SERVER_PID[,PID2...]] [--reg-timeout S] [--settle S] [--timeout S]\n"
             "  [--irc-join 0|1] [--irc-until-001 0|1] [--irc-target '#bench'|'$server.name']\n"
             "  [--irc-oper NAME:PASS] [--reconnect TRIES --reconnect-wait S --reconnect-timeout S]\n"
-            "  [--progress 1] [--hold-stdin 1]\n"
+            "  [--rooms N] [--progress 1] [--hold-stdin 1]\n"
             "  --inflight 0, --accept-window 0, --connect-rate 0: no bound (a herd)\n");
     exit(2);
 }
@@ -970,6 +1031,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--reconnect-wait")) reconnect_wait = atof(v);
         else if (!strcmp(a, "--reconnect-timeout")) reconnect_timeout = atof(v);
         else if (!strcmp(a, "--progress")) progress = atoi(v);
+        else if (!strcmp(a, "--rooms")) nrooms = atoi(v);
         else if (!strcmp(a, "--hold-stdin")) hold_stdin = atoi(v);
         else if (!strcmp(a, "--irc-target")) irc_target = v;
         else if (!strcmp(a, "--irc-oper")) irc_oper = v;
@@ -982,6 +1044,11 @@ int main(int argc, char **argv) {
     }
     if (nclients < 1 || rate <= 0 || inflight_max < 0 || accept_window < 0 || reconnect_tries < 0 || nports < 1) usage();
     if (nsenders > nclients) nsenders = nclients;
+    if (nrooms < 0 || nrooms > nclients) {
+        fprintf(stderr, "chatbench: --rooms takes 0 (none) to the number of clients\n");
+        return 2;
+    }
+    room_ready = calloc(nrooms > 0 ? nrooms : 1, sizeof *room_ready);
     if (msg_pad > 4000) msg_pad = 4000;
     signal(SIGPIPE, SIG_IGN);
     signal(SIGINT, on_signal);
@@ -1032,7 +1099,8 @@ int main(int argc, char **argv) {
     long st[ST_DEAD + 1] = {0};
     for (int i = 0; i < nclients; i++) st[conns[i].state]++;
     long stuck_idle = st[ST_IDLE], stuck_connecting = st[ST_CONNECTING], stuck_unwelcomed = st[ST_WAIT_WELCOME];
-    long stuck_registering = st[ST_WAIT_PROMPT] + st[ST_WAIT_ACK] + st[ST_WAIT_LIST];
+    long stuck_registering = st[ST_WAIT_PROMPT] + st[ST_WAIT_ACK] + st[ST_WAIT_LIST] + st[ST_WAIT_ROOM];
+    long stuck_joining = st[ST_WAIT_ROOM]; /* --rooms: /join sent, its answer not read (also registering) */
     long stuck_upgrading = 0; /* ws: connected, no 101 yet (also counted as never welcomed) */
     for (int i = 0; ws && i < nclients; i++) stuck_upgrading += conns[i].state == ST_WAIT_WELCOME && !conns[i].upgraded;
     double reg_last = n_ready ? t_last_ready - t0 : -1;
@@ -1171,14 +1239,17 @@ int main(int argc, char **argv) {
                 if (c->state != ST_READY || c->sent >= per_sender) continue;
                 all_sent = 0;
                 if (c->next_send <= tn) {
-                    if (irc)
+                    if (irc && nrooms)
+                        sendf(c, "PRIVMSG #r%d :BENCH %d %ld %llu %s\r\n", room_of(c->id), c->id, c->sent,
+                              (unsigned long long)now_ns(), pad);
+                    else if (irc)
                         sendf(c, "PRIVMSG %s :BENCH %d %ld %llu %s\r\n", irc_target, c->id, c->sent,
                               (unsigned long long)now_ns(), pad);
                     else
                         sendf(c, "BENCH %d %ld %llu %s\n", c->id, c->sent, (unsigned long long)now_ns(), pad);
                     c->sent++;
                     total_sent++;
-                    expected += n_ready - 1;
+                    expected += (nrooms ? room_ready[room_of(c->id)] : n_ready) - 1;
                     c->next_send += 1.0 / rate;
                 }
                 if (c->sent < per_sender && c->next_send < next) next = c->next_send;
@@ -1208,8 +1279,10 @@ int main(int argc, char **argv) {
            irc ? "irc" : ws ? "ws" : "chat", nclients, n_ready, n_dead, reg_errors, connect_errors, slow_connects, t_reg,
            scpu_reg, tcpu_reg, rss0, rss_reg, t_settle);
     printf("\"reg_last_s\":%.3f,\"connects_s\":%.3f,\"stuck_idle\":%ld,\"stuck_connecting\":%ld,"
-           "\"stuck_unwelcomed\":%ld,\"stuck_registering\":%ld,\"stuck_upgrading\":%ld,",
-           reg_last, t_connects, stuck_idle, stuck_connecting, stuck_unwelcomed, stuck_registering, stuck_upgrading);
+           "\"stuck_unwelcomed\":%ld,\"stuck_registering\":%ld,\"stuck_upgrading\":%ld,\"stuck_joining\":%ld,"
+           "\"rooms\":%d,\"wrong_room\":%ld,",
+           reg_last, t_connects, stuck_idle, stuck_connecting, stuck_unwelcomed, stuck_registering, stuck_upgrading,
+           stuck_joining, nrooms, wrong_room);
     printf("\"ws_bad_upgrades\":%ld,\"ws_bad_frames\":%ld,\"ws_pings\":%ld,\"ws_closes\":%ld,"
            "\"ws_fragments\":%ld,",
            ws_bad_upgrades, ws_bad_frames, ws_pings, ws_closes, ws_fragments);

@@ -5,14 +5,16 @@ a real process on a fresh 127.0.0.1 port, drives it with one chatbench
 process per scenario, stops the server, and prints a table of absolute
 numbers, ratios and the targets of the benchmark issue.
 
-    .venv/bin/python bench/run.py                # full run, about 4 minutes
-    .venv/bin/python bench/run.py --repeat 3     # medians of 3, about 13 minutes
+    .venv/bin/python bench/run.py                # every scenario, about 10 minutes
+    .venv/bin/python bench/run.py --repeat 3     # medians of 3, about 30 minutes
     .venv/bin/python bench/run.py --quick        # smoke test, under a minute
     .venv/bin/python bench/run.py --servers ours,naive --scenarios msg1,fanout
     .venv/bin/python bench/run.py --scenarios herd,reconnect \
         --servers ours,naive,ngircd,inspircd
     .venv/bin/python bench/run.py --servers ours,ours@HEAD~1 \
         --scenarios msg1,msg5,fanout,idle --repeat 3   # a change, before/after
+    .venv/bin/python bench/run.py --servers ours,inspircd \
+        --scenarios rooms,room1,lobby   # 100 rooms of 100 against one of 10,000
 
 Every server gets a fresh process for every scenario and is killed (SIGKILL,
 so that 10,000 departures are not announced) in all cases. All traffic stays
@@ -78,9 +80,11 @@ class Scenario:
     duration: float = 0.0
     drain: float = 10.0
     idle: float = 0.0
-    reports: tuple[str, ...] = ()  # which of msg, reg, idle, fanout, herd, reconnect
+    # which of msg, reg, idle, fanout, rooms, herd, reconnect
+    reports: tuple[str, ...] = ()
     deadline: float = 60.0  # herd, reconnect: a client not registered by then is lost
     tries: int = 0  # reconnect: connect() calls each client makes at most
+    rooms: int = 0  # chatbench --rooms: the clients split into this many rooms
 
     @property
     def bound(self) -> float:
@@ -90,7 +94,8 @@ class Scenario:
 
 
 HERDS = ("herd", "reconnect")
-SCENARIOS = ("msg1", "msg5", "reg", "idle", "fanout", *HERDS)
+ROOMS = ("rooms", "room1", "lobby")  # the rooms against one room, and the lobby
+SCENARIOS = ("msg1", "msg5", "reg", "idle", "fanout", *ROOMS, *HERDS)
 RESTART_BOUND = 60.0  # seconds a server gets to exit after SIGTERM, then to listen
 
 
@@ -102,6 +107,9 @@ class Plan:
     big: Scenario
     herd: Scenario
     reconnect: Scenario
+    rooms: Scenario
+    room1: Scenario
+    lobby: Scenario
     quick: bool = False
 
 
@@ -116,10 +124,12 @@ def make_plan(
         ping, n_msg, s_msg, n_big = 5.0, 200, 20, 1000
         d1, d5, drain5, idle, dfan = 3.0, 2.0, 15.0, 6.0, 3.0
         n_herd, n_re, deadline = 1000, 500, 15.0
+        n_rooms, d_rooms = 10, 3.0
     else:
         ping, n_msg, s_msg, n_big = 10.0, 1000, 100, 10_000
         d1, d5, drain5, idle, dfan = 20.0, 10.0, 40.0, 35.0, 15.0
         n_herd, n_re, deadline = 10_000, 5_000, 60.0
+        n_rooms, d_rooms = 100, 20.0
     n_herd = herd_clients or n_herd
     idle = idle_seconds or idle
     n_re = reconnect_clients or n_re
@@ -171,11 +181,53 @@ def make_plan(
         deadline=deadline,
         tries=100,  # at 100-250 ms apart: 10 to 25 s of retries
     )
-    plan = Plan(ping, msg1, msg5, big, herd, reconnect, quick)
+    # The rooms against one room: the same clients, the same total rate (one
+    # line per second per room); in one room every line reaches every client,
+    # 100 times the deliveries, hence the longer drain. The lobby: the load of
+    # room1 without rooms, the fan-out of the lobby for comparison.
+    per_room = n_big // n_rooms
+    rooms = Scenario(
+        "rooms",
+        f"{n_big:,} clients in {n_rooms} rooms of {per_room:,}, one sender per room "
+        f"at 1 line/s for {d_rooms:g} s",
+        n_big,
+        senders=n_rooms,
+        rate=1,
+        duration=d_rooms,
+        drain=10,
+        reports=("rooms",),
+        rooms=n_rooms,
+    )
+    room1 = Scenario(
+        "room1",
+        f"{n_big:,} clients in one room, {n_rooms} senders at 1 line/s for "
+        f"{d_rooms:g} s",
+        n_big,
+        senders=n_rooms,
+        rate=1,
+        duration=d_rooms,
+        drain=drain5,
+        reports=("rooms",),
+        rooms=1,
+    )
+    lobby = Scenario(
+        "lobby",
+        f"{n_big:,} clients in the lobby, {n_rooms} senders at 1 line/s for "
+        f"{d_rooms:g} s",
+        n_big,
+        senders=n_rooms,
+        rate=1,
+        duration=d_rooms,
+        drain=drain5,
+        reports=("msg",),
+    )
+    plan = Plan(
+        ping, msg1, msg5, big, herd, reconnect, rooms, room1, lobby, quick=quick
+    )
     runs = [s for s in (msg1, msg5) if s.key in wanted]
     if big_reports:
         runs.append(big)
-    runs += [s for s in (herd, reconnect) if s.key in wanted]
+    runs += [s for s in (rooms, room1, lobby, herd, reconnect) if s.key in wanted]
     return plan, runs
 
 
@@ -224,6 +276,10 @@ class Server:
 
     def tool_args(self, scenario: Scenario, plan: Plan) -> list[str]:
         return []
+
+    def skips(self, scenario: Scenario) -> str | None:
+        """Why this server does not run this scenario (None: it does)."""
+        return None
 
 
 def ours_options(plan: Plan) -> dict[str, str]:
@@ -306,6 +362,11 @@ class Ours(Server):
                 self.notes.append(f"{name} not supported")
         return cmd
 
+    def skips(self, scenario: Scenario) -> str | None:
+        if scenario.rooms and "--max-rooms" not in self.supported:
+            return "no rooms in this server (its twistd chat has no --max-rooms)"
+        return None
+
 
 class Naive(Server):
     def __init__(self) -> None:
@@ -315,6 +376,9 @@ class Naive(Server):
         script = str(BENCH / "naive_chat.py")
         return [sys.executable, script, str(port), f"{plan.ping_interval:g}"]
 
+    def skips(self, scenario: Scenario) -> str | None:
+        return "the naive chat has no rooms" if scenario.rooms else None
+
 
 class IRCServer(Server):
     """An IRC server: NICK/USER, registered at 001."""
@@ -322,7 +386,10 @@ class IRCServer(Server):
     def tool_args(self, scenario: Scenario, plan: Plan) -> list[str]:
         if scenario.key in HERDS:
             return ["--irc-join", "0", "--irc-until-001", "1"]
-        if scenario.key == "big":
+        if scenario.rooms:
+            # a channel #rK per room (chatbench --rooms)
+            return ["--irc-join", "1"]
+        if scenario.key in ("big", "lobby"):
             # 10,000 JOINs would cost 50 million JOIN lines: no channel;
             # operators send to the server mask instead (every local user).
             return [
@@ -334,6 +401,15 @@ class IRCServer(Server):
                 f"${IRC_SERVER_NAME}",
             ]
         return ["--irc-join", "1", "--irc-target", "#bench"]
+
+    def skips(self, scenario: Scenario) -> str | None:
+        if scenario.rooms and scenario.clients // scenario.rooms > 500:
+            return (
+                f"one channel of {scenario.clients // scenario.rooms:,}: each JOIN "
+                "is sent to every member, n²/2 lines (50 million for 10,000), "
+                "the reason the 10,000-client runs of IRC servers have no channel"
+            )
+        return None
 
 
 class NgIRCd(IRCServer):
@@ -451,6 +527,11 @@ class Cluster(Ours):
             self.unavailable = "redis-server not installed"
         elif "--redis" not in self.supported and not self.unavailable:
             self.unavailable = "this server has no --redis option"
+
+    def skips(self, scenario: Scenario) -> str | None:
+        if scenario.rooms:
+            return "rooms are a single server's for now (a cluster node refuses /join)"
+        return super().skips(scenario)
 
     def processes(self, plan: Plan) -> list[Proc]:
         assert self.redis
@@ -937,6 +1018,8 @@ def tool_args(
         "--drain": scenario.drain,
         "--timeout": scenario.bound,
     }
+    if scenario.rooms:
+        options["--rooms"] = scenario.rooms
     if scenario.key == "herd":
         # every connect() at once: no window, no bound in flight, no rate
         options.update(
@@ -992,11 +1075,15 @@ def median_result(runs: Sequence[Result]) -> Result:
 
 def latency(r: Result | None, key: str) -> float | None:
     """A latency in ms; +inf when the share of lines never delivered is
-    larger than what the percentile allows (chatbench gives null then)."""
+    larger than what the percentile allows (chatbench gives null then);
+    None when there was nothing to count."""
     if r is None or r.get("senders", 0) == 0:
         return None
     v = r.get(key)
-    return math.inf if v is None else float(v)
+    if v is None:
+        return math.inf
+    # -1: nothing to count (no sender receives when each room has one)
+    return float(v) if v >= 0 else None
 
 
 def num(r: Result | None, key: str, scale: float = 1.0) -> float | None:
@@ -1085,6 +1172,10 @@ def nodes(key: str) -> Metric:
 
 def delivered_pct(r: Result) -> float | None:
     return 100 * r["delivered"] / r["expected"] if r["expected"] else None
+
+
+def lost_lines(r: Result) -> float | None:
+    return float(r["expected"] - r["delivered"])
 
 
 def wakeups(r: Result) -> float | None:
@@ -1182,6 +1273,12 @@ ROWS: dict[str, list[tuple[str, Metric, int, bool]]] = {
     ],
 }
 ROWS["fanout"] = ROWS["msg"]
+ROWS["rooms"] = [
+    *ROWS["msg"][:-4],
+    ("lines lost (due, not delivered)", lost_lines, 0, False),
+    ("lines of another room received", lambda r: r.get("wrong_room"), 0, False),
+    *ROWS["msg"][-4:],
+]
 ROWS["herd"] = [
     ("time from the first connect to all registered (s)", herd_time, 2, True),
     ("clients registered", lambda r: r["registered"], 0, False),
@@ -1245,7 +1342,7 @@ ROWS["reconnect"] = [
 
 
 def section_title(kind: str, s: Scenario) -> str:
-    if kind == "msg":
+    if kind in ("msg", "rooms"):
         return s.title
     if kind == "reg":
         return f"register {s.clients:,} clients"
@@ -1668,7 +1765,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--scenarios",
         default=",".join(SCENARIOS),
         help="comma-separated: msg1,msg5,reg,idle,fanout (these three share a run),"
-        "herd,reconnect",
+        "rooms,room1,lobby,herd,reconnect",
     )
     p.add_argument(
         "--herd-clients",
@@ -1835,6 +1932,13 @@ def measure(
             for rep in range(repeat):
                 order = servers[rep % len(servers) :] + servers[: rep % len(servers)]
                 for server in order:
+                    why = server.skips(scenario)
+                    if why:
+                        if rep == 0:
+                            notes.append(
+                                f"{server.label}, {scenario.key}: skipped: {why}."
+                            )
+                        continue
                     print(
                         f"bench: {scenario.key} {server.key} ({rep + 1}/{repeat}) "
                         f"at {time.monotonic() - started:.0f} s",
@@ -1986,6 +2090,17 @@ def standing_notes(
             "interval; no accept window. It completes registrations in a timer "
             "once a second, so every client waits up to 1 s for its 001."
         )
+    if any(s in results for s in ROOMS[:2]):
+        notes.append(
+            "rooms, room1: chatbench --rooms N puts client i in room #r(i×N/clients) "
+            "(consecutive ids, so the senders, spread over the ids, fall one per "
+            "room); a chat client registers, sends /join #rK and counts as "
+            "registered once it has read 'Salon courant : #rK' and the room's user "
+            "list; an IRC client JOINs #rK. Each line is due to the other members "
+            "of its sender's room, and counts only when it names the receiver's "
+            "room and comes from a sender of that room."
+        )
+    notes += room_ratios(results)
     if any(s in results for s in HERDS):
         notes.append(
             "herds: every server gets the same unpaced connect (no accept window, "
@@ -2011,6 +2126,37 @@ def standing_notes(
                             else "them all."
                         )
                     )
+    return notes
+
+
+def room_ratios(results: dict[str, dict[str, Result | None]]) -> list[str]:
+    """For each server, the rooms against one room (and one room against the
+    lobby) in this run: what a line costs where it reaches 99 members rather
+    than 9,999, and what a named room costs over the lobby."""
+    notes = []
+    for a, b, what in (
+        ("rooms", "room1", "rooms against one room"),
+        ("room1", "lobby", "one room against the lobby"),
+    ):
+        for key, ra in results.get(a, {}).items():
+            rb = results.get(b, {}).get(key)
+            if not ra or not rb:
+                continue
+            cpu = [
+                1000 * r["send_server_cpu_s"] / r["sent"] if r.get("sent") else None
+                for r in (ra, rb)
+            ]
+            deliveries = [num(r, "deliveries_per_cpu_s") for r in (ra, rb)]
+            p99 = [latency(r, "p99_ms") for r in (ra, rb)]
+            notes.append(
+                f"{key}, {what} ({a}/{b} in this run): deliveries per server "
+                f"CPU-second {fmt(deliveries[0])} against {fmt(deliveries[1])} "
+                f"({ratio(*deliveries)}); p99 {fmt(p99[0], 1)} ms against "
+                f"{fmt(p99[1], 1)} ms ({ratio(*p99)}); server CPU per line sent "
+                f"{fmt(cpu[0], 3)} ms against {fmt(cpu[1], 3)} ms ({ratio(*cpu)}); "
+                f"lines lost {ra['expected'] - ra['delivered']:,.0f} against "
+                f"{rb['expected'] - rb['delivered']:,.0f}."
+            )
     return notes
 
 

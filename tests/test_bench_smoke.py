@@ -631,3 +631,158 @@ def test_memory_py_registers_its_users_and_counts_their_bytes() -> None:
     per_user = int(lines[1].split()[0].replace(",", ""))
     assert 500 < per_user < 20_000, done.stdout
     assert any(line.split()[-1] == "chatproto/session.py" for line in lines[2:])
+
+
+# ---------------------------------------------------------------- rooms
+
+
+def leaky_rooms_chat() -> tuple[int, dict[str, int]]:
+    """A chat with rooms that leaks: on a free loopback port, in a thread,
+    for 15 s at most, it registers clients, answers C{/join #NAME} with
+    C{Salon courant : #NAME} and a user list block, and sends each plain
+    line, tagged with its sender's room, to every other client, whatever
+    its room. Returns the port and how many room lines it sent."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    sent = {"lines": 0}
+    clients: dict[socket.socket, list[str]] = {}  # its nickname, its room
+    lock = threading.Lock()
+
+    def serve(conn: socket.socket) -> None:
+        me = ["", ""]
+        with conn:
+            conn.sendall(WELCOME + b"\n")
+            for raw in conn.makefile("rb"):
+                line = raw.decode().rstrip("\n")
+                if line == "/pseudo":
+                    conn.sendall(b"Entrez votre pseudo:\n")
+                elif not me[0]:
+                    me[0] = line
+                    conn.sendall(f"Bienvenue {line}\n----\n=>{line}\n----\n".encode())
+                    with lock:
+                        clients[conn] = me
+                elif line.startswith("/join #"):
+                    me[1] = line.removeprefix("/join ")
+                    block = f"Salon courant : {me[1]}\n----\n=>{me[0]}\n----\n"
+                    conn.sendall(block.encode())
+                elif line == "pong":
+                    continue
+                else:
+                    out = f"[12.00.00]-{me[1]} {me[0]}: {line}\n".encode()
+                    with lock:
+                        others = [c for c in clients if c is not conn]
+                        sent["lines"] += len(others)
+                    for other in others:
+                        with contextlib.suppress(OSError):
+                            other.sendall(out)
+
+    def accept() -> None:
+        deadline = time.monotonic() + 15
+        with listener:
+            while time.monotonic() < deadline:
+                with contextlib.suppress(TimeoutError):
+                    conn = listener.accept()[0]
+                    threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return int(listener.getsockname()[1]), sent
+
+
+def test_chatbench_rooms_count_only_the_lines_of_the_receivers_room(
+    tool: Path,
+) -> None:
+    """--rooms 2: 20 clients, ids 0-9 in #r0 and 10-19 in #r1, each joins its
+    room once registered; one sender per room. A server that sends every
+    room's lines to everyone delivers each line to the 9 other members of
+    its room, and the 10 clients of the other room count it as a line of
+    another room, not as a delivery."""
+    port, sent = leaky_rooms_chat()
+    load = ["--clients", "20", "--spread", "10", "--rooms", "2", "--senders", "2"]
+    load += ["--rate", "5", "--duration", "1", "--drain", "2", "--settle", "0.1"]
+    done = subprocess.run(
+        [str(tool), "--port", str(port), *load, "--timeout", "12"],
+        capture_output=True,
+        check=True,
+        timeout=30,
+    )
+    result = json.loads(done.stdout)
+    assert result["rooms"] == 2
+    assert result["registered"] == 20
+    assert result["stuck_joining"] == 0
+    assert result["sent"] == 2 * 5
+    assert result["delivered"] == result["expected"] == 2 * 5 * 9
+    assert result["wrong_room"] == 2 * 5 * 10
+    assert sent["lines"] == 2 * 5 * 19
+
+
+def test_chatbench_rooms_against_a_chat_without_rooms_registers_nobody(
+    tool: Path, naive: tuple[int, subprocess.Popen[bytes]]
+) -> None:
+    """The naive chat has no /join: no client reads "Salon courant", so none
+    counts as registered, and the JSON says they were stuck joining."""
+    port, server = naive
+    load = ["--clients", "10", "--spread", "10", "--rooms", "2"]
+    load += ["--reg-timeout", "2", "--settle", "0.1", "--timeout", "10"]
+    done = subprocess.run(
+        [str(tool), "--port", str(port), "--pid", str(server.pid), *load],
+        capture_output=True,
+        check=True,
+        timeout=30,
+    )
+    result = json.loads(done.stdout)
+    assert result["registered"] == 0
+    assert result["stuck_joining"] == result["stuck_registering"] == 10
+
+
+def test_run_py_runs_the_rooms_against_one_room(tmp_path: Path) -> None:
+    """--quick rooms,room1 on ours: 1,000 clients in 10 rooms of 100 and in
+    one room, 10 senders at 1 line/s for 3 s; every line reaches the other
+    members of its room and no other client. The naive chat, without rooms,
+    is skipped with a note; the notes give the ratios of the two runs."""
+    compiler()
+    out = tmp_path / "bench.json"
+    args = ["--quick", "--servers", "ours,naive", "--scenarios", "rooms,room1"]
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "run.py"), *args, "--json", str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=150,
+    )
+    assert "lines of another room received" in done.stdout
+    assert "naive, rooms: skipped: the naive chat has no rooms." in done.stdout
+    assert "ours, rooms against one room (rooms/room1 in this run)" in done.stdout
+    data = json.loads(out.read_text())
+    for key, members in (("rooms", 100), ("room1", 1000)):
+        ours = data["results"][key]["ours"]
+        assert ours["registered"] == ours["clients"] == 1000
+        assert ours["sent"] == 10 * 3
+        assert ours["delivered"] == ours["expected"] == 10 * 3 * (members - 1)
+        assert ours["wrong_room"] == 0
+        assert ours["server_survived"]
+        assert data["results"][key]["naive"] is None
+
+
+def test_irc_servers_run_the_rooms_but_not_one_room_of_thousands() -> None:
+    """An IRC server joins a channel #rK per room in the rooms scenario; one
+    channel of 10,000 (50 million JOIN lines) is skipped, saying why, and so
+    is every rooms scenario on a cluster, and on ours before rooms."""
+    run = load_run_py()
+    plan, runs = run.make_plan(False, {"rooms", "room1", "lobby"})
+    rooms, room1, lobby = runs
+    assert (rooms.rooms, rooms.senders, rooms.clients) == (100, 100, 10_000)
+    assert (room1.rooms, room1.senders, lobby.rooms) == (1, 100, 0)
+    irc = run.IRCServer("irc", "irc", dialect="irc")
+    assert irc.skips(rooms) is None
+    assert irc.tool_args(rooms, plan) == ["--irc-join", "1"]
+    assert "50 million" in irc.skips(room1)
+    assert irc.skips(lobby) is None
+    assert "--irc-oper" in irc.tool_args(lobby, plan)
+    ours = run.Ours()
+    assert ours.skips(rooms) is None
+    args = run.tool_args(ours, rooms, plan, [7000], [1])
+    assert args[args.index("--rooms") + 1] == "100"
+    assert "--rooms" not in run.tool_args(ours, lobby, plan, [7000], [1])
+    ours.supported.discard("--max-rooms")  # ours at a revision before rooms
+    assert "no rooms" in ours.skips(room1)
+    assert "single server" in run.Cluster(2).skips(rooms)
