@@ -420,7 +420,9 @@ class Rooms:
     def _tell(self, session: Session, name: str, gathered: Gathered) -> None:
         """The answer to /join in a cluster, as L{_tell_current}'s."""
         session.send(wire.notice(wire.ROOM_CURRENT.format(name)))
-        session.send(wire.user_list(gathered.members, len(gathered.members)))
+        members = gathered.members
+        limit = self.config.list_limit  # as at registration; /list has all
+        session.send(wire.user_list(members[:limit], len(members)))
         if gathered.topic is not None:
             session.send(wire.notice(wire.ROOM_TOPIC.format(name, gathered.topic)))
 
@@ -437,9 +439,10 @@ class Rooms:
 
     def _tell_current(self, session: Session, room: NamedRoom | None) -> None:
         """The answer to /join: the current room, its members, its topic."""
+        limit = self.config.list_limit  # as at registration; /list has all
         if room is None:
             session.send(wire.notice(wire.ROOM_CURRENT.format(LOBBY)))
-            self.lobby.registry.names().addCallback(session.send_names)
+            self.lobby.registry.names(limit).addCallback(session.send_names)
             return
         if self.cluster is not None:
             d = self._gathered(room)
@@ -447,14 +450,16 @@ class Rooms:
             session.wait_for(d)
             return
         session.send(wire.notice(wire.ROOM_CURRENT.format(room.name)))
-        self.send_names(session, room)
+        self.send_names(session, room, limit)
         if room.topic is not None:
             session.send(wire.notice(wire.ROOM_TOPIC.format(room.name, room.topic)))
 
     @staticmethod
-    def send_names(session: Session, room: NamedRoom) -> None:
+    def send_names(session: Session, room: NamedRoom, limit: int | None = None) -> None:
+        """The room's user list block: its first C{limit} members (all if
+        None) in the order they joined, and how many there are."""
         names = [member.nick for member in room.members if member.nick is not None]
-        session.send(wire.user_list(names, len(names)))
+        session.send(wire.user_list(names[:limit], len(names)))
 
     def part(self, session: Session, argument: str) -> None:
         """C{/part [#NAME]}: leave the room (by default, the current one)."""

@@ -654,3 +654,22 @@ BEFORE_ROOMS = {
 @pytest.mark.parametrize("rooms", [False, True])
 def test_a_lobby_user_sees_exactly_what_it_saw_before_rooms(rooms: bool) -> None:
     assert _lobby_scenario(rooms) == BEFORE_ROOMS
+
+
+def test_joins_list_is_bounded_as_at_registration_and_list_has_all() -> None:
+    chat = Chat(flood_rate=0, list_limit=2, join_notice_limit=0)
+    found = users(chat, "u1", "u2", "u3", "u4")
+    for user in found[:3]:
+        user.send(b"/join #grand\n")
+        user.take()
+    last = found[3]
+    last.send(b"/join #grand\n")
+    assert last.take() == notice(wire.ROOM_CURRENT.format("grand")) + wire.user_list(
+        ["u1", "u2"], 4
+    )
+    last.send(b"/list\n")
+    assert last.take() == names("u1", "u2", "u3", "u4")
+    last.send(b"/join #accueil\n")
+    assert last.take() == notice(wire.ROOM_CURRENT.format("accueil")) + (
+        wire.user_list(["u1", "u2"], 4)
+    )
