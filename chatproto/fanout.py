@@ -89,6 +89,12 @@ class FanOut:
         """The number of the last public line made."""
         return self._base + len(self._log)
 
+    @property
+    def end(self) -> int:
+        """The number of the last public line made: a member whose C{seen}
+        is below it has some not given yet (L{take})."""
+        return self._base + len(self._log)
+
     def join(self, member: Session) -> None:
         """A member joins: it gets the lines made from now on."""
         member.seen = self._end

@@ -183,11 +183,6 @@ class Room:
         its named rooms' lines waiting, first), in one write."""
         self.fanout.catch_up(session)
 
-    def take_unseen(self, session: Session) -> bytes:
-        """The public lines a member has not been given, for the caller to
-        write (L{FanOut.take})."""
-        return self.fanout.take(session)
-
     def flush(self) -> None:
         """Give every member every public line now."""
         self.fanout.flush()

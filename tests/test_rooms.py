@@ -673,3 +673,64 @@ def test_joins_list_is_bounded_as_at_registration_and_list_has_all() -> None:
     assert last.take() == notice(wire.ROOM_CURRENT.format("accueil")) + (
         wire.user_list(["u1", "u2"], 4)
     )
+
+
+def test_a_rooms_pass_serves_pass_size_members_a_turn() -> None:
+    """A line to a big room does not make one long reactor turn: its
+    members get it pass_size a turn, each once."""
+    chat = Chat(flood_rate=0, join_notice_limit=0, pass_size=2)
+    found = users(chat, *[f"u{i}" for i in range(5)])
+    for user in found:
+        user.send(b"/join #a\n")
+    chat.advance(0)
+    for user in found:
+        user.take()
+    found[0].send(b"x\n")
+    others = found[1:]
+    chat.turn()
+    assert sum(bool(user.transport.value()) for user in others) == 2
+    chat.turn()
+    assert sum(bool(user.transport.value()) for user in others) == 4
+    assert {user.take() for user in others} == {chat.stamp() + b"-#a u0: x\n"}
+    assert found[0].take() == b""
+
+
+def test_room_lines_wait_for_a_batch_only_while_the_rooms_are_busy() -> None:
+    """As the lobby's: below batch_threshold deliveries a second nothing
+    waits; above it a room's line made within batch_delay of the last
+    pass waits for it, and goes out with the next ones in one write."""
+    chat = Chat(batch_delay=0.02, batch_threshold=40, flood_rate=0)
+    alice, bob, carol = users(chat, "alice", "bob", "carol")
+    for user in (alice, bob, carol):
+        user.send(b"/join #a\n")
+    chat.advance(1)
+    for user in (alice, bob, carol):
+        user.take()
+
+    def lines_a_second(n: int) -> None:
+        for _ in range(n):
+            alice.send(b"hop\n")
+            chat.advance(1 / n)
+        carol.take()
+
+    lines_a_second(10)  # 20 deliveries a second: no waiting
+    alice.send(b"quiet\n")
+    assert carol.take().endswith(b"-#a alice: quiet\n")
+    lines_a_second(30)  # 60 a second, for two seconds: lines wait
+    lines_a_second(30)
+    carol.transport.writes.clear()
+    alice.send(b"one\n")
+    chat.advance(0.001)
+    bob.send(b"two\n")
+    assert carol.take() == b""
+    chat.advance(0.02)
+    [write] = carol.transport.writes  # in one write
+    one, two = write.splitlines()
+    assert (one.endswith(b"-#a alice: one"), two.endswith(b"-#a bob: two")) == (
+        True,
+        True,
+    )
+    carol.take()
+    chat.advance(5)  # quiet again
+    alice.send(b"again\n")
+    assert carol.take().endswith(b"-#a alice: again\n")
