@@ -530,7 +530,7 @@ class Cluster(Ours):
 
     def skips(self, scenario: Scenario) -> str | None:
         if scenario.rooms:
-            return "rooms are a single server's for now (a cluster node refuses /join)"
+            return "rooms on a cluster are not benchmarked yet"
         return super().skips(scenario)
 
     def processes(self, plan: Plan) -> list[Proc]:
