@@ -30,7 +30,7 @@ BATCH_BYTES = 64 * 1024
 class FanOut:
     """The log of public lines and each member's place in it.
 
-    Line i of the log is number C{_base + i + 1}; C{_end} is the number of
+    Line i of the log is number C{_base + i + 1}; C{end} is the number of
     the last line made. Invariants:
       - a member's C{seen} is the number of the last line it was given, and
         only this object writes it; -1: not a member (it gets no public line);
@@ -85,11 +85,6 @@ class FanOut:
         return len(self._log)
 
     @property
-    def _end(self) -> int:
-        """The number of the last public line made."""
-        return self._base + len(self._log)
-
-    @property
     def end(self) -> int:
         """The number of the last public line made: a member whose C{seen}
         is below it has some not given yet (L{take})."""
@@ -97,7 +92,7 @@ class FanOut:
 
     def join(self, member: Session) -> None:
         """A member joins: it gets the lines made from now on."""
-        member.seen = self._end
+        member.seen = self.end
 
     def leave(self, member: Session) -> None:
         """A member leaves: the lines made before still reach it, now."""
@@ -121,7 +116,7 @@ class FanOut:
             return
         self._log.append((line, sender))
         if sender is not None:
-            self._spoke[sender] = self._end
+            self._spoke[sender] = self.end
         self._joined.clear()
         if not self._waiting:
             self._queued_at = self.clock.seconds()
@@ -140,7 +135,7 @@ class FanOut:
         """Give a member the public lines made so far, and the lines of its
         named rooms waiting, in one write, before another line."""
         rooms = member.rooms
-        if member.seen < self._end or (rooms is not None and rooms.pending):
+        if member.seen < self.end or (rooms is not None and rooms.pending):
             self._serve(member)
 
     def take(self, member: Session) -> bytes:
@@ -149,7 +144,7 @@ class FanOut:
         before a room's line): from now on the member has them."""
         if member.seen < 0:
             return b""
-        start, end = max(member.seen, self._base), self._end
+        start, end = max(member.seen, self._base), self.end
         if start >= end:
             return b""
         member.seen = end
@@ -182,7 +177,7 @@ class FanOut:
             # comes. The members are read anew each round, as cuts remove
             # some.
             while self._log:
-                upto = self._end
+                upto = self.end
                 for member in tuple(self._members.values()):
                     self._serve(member)
                 self._forget(upto)
@@ -211,7 +206,7 @@ class FanOut:
         if not self._pass:
             self._pass = list(self._members.values())
             self._pass.reverse()
-            self._pass_from = self._end
+            self._pass_from = self.end
             self._pass_queued = self._queued_at if self._waiting else None
             self._waiting = self._waiting_size = 0
             self._flushed = now = self.clock.seconds()

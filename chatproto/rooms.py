@@ -468,7 +468,8 @@ class Rooms:
         session.send(wire.notice(refusal))
 
     def _tell(self, session: Session, name: str, gathered: Gathered) -> None:
-        """The answer to /join in a cluster, as L{_tell_current}'s."""
+        """The answer to /join: the current room, its first --list-limit
+        members, its topic (a single server's room, or the cluster's)."""
         session.send(wire.notice(wire.ROOM_CURRENT.format(name)))
         members = gathered.members
         limit = self.config.list_limit  # as at registration; /list has all
@@ -499,17 +500,14 @@ class Rooms:
             d.addCallback(lambda gathered: self._tell(session, room.name, gathered))
             session.wait_for(d)
             return
-        session.send(wire.notice(wire.ROOM_CURRENT.format(room.name)))
-        self.send_names(session, room, limit)
-        if room.topic is not None:
-            session.send(wire.notice(wire.ROOM_TOPIC.format(room.name, room.topic)))
+        nicks = [s.nick for s in room.members if s.nick is not None]
+        self._tell(session, room.name, Gathered(nicks, room.topic))
 
     @staticmethod
-    def send_names(session: Session, room: NamedRoom, limit: int | None = None) -> None:
-        """The room's user list block: its first C{limit} members (all if
-        None) in the order they joined, and how many there are."""
+    def send_names(session: Session, room: NamedRoom) -> None:
+        """/list in a room: its members, in the order they joined."""
         names = [member.nick for member in room.members if member.nick is not None]
-        session.send(wire.user_list(names[:limit], len(names)))
+        session.send(wire.user_list(names, len(names)))
 
     def part(self, session: Session, argument: str) -> None:
         """C{/part [#NAME]}: leave the room (by default, the current one)."""
