@@ -1,5 +1,6 @@
 """The one module that reads or replaces attributes of Twisted's objects
-that are no documented interface.
+that are no documented interface (but for the server's reactor, a
+subclass of Twisted's epoll reactor: chatproto/_reactor.py).
 
 Each is worth its risk (speed, a limit Twisted lacks, a sentence instead
 of a traceback), and each is touched by one function here, whose docstring

@@ -617,7 +617,9 @@ class Options(usage.Options):
         class (and the web front end, with --web), before anything else
         does: without pyOpenSSL when no endpoint serves TLS
         (chatproto._twisted.import_without_tls), which keeps some 14 MiB
-        of pyOpenSSL and cryptography out of the server."""
+        of pyOpenSSL and cryptography out of the server. Then install the
+        server's reactor (chatproto._reactor), unless one is installed
+        (twistd's --reactor, a test's)."""
         endpoints = [self[n] for n in ("port", "web", "metrics") if self[n] is not None]
         if not any(serves_tls(e) for e in endpoints):
             # The web front end too: twisted.web.websocket imports Twisted's
@@ -629,6 +631,11 @@ class Options(usage.Options):
                 # Missing, it is named in a sentence further on.
                 with contextlib.suppress(ImportError):
                     import_with_tls_placeholders("txredisapi")
+        try:
+            from chatproto import _reactor
+        except ImportError:  # no epoll (not Linux): Twisted's default reactor
+            return
+        _reactor.install()
 
     def _store_option(self) -> None:
         """--store: its default, or none."""

@@ -144,6 +144,39 @@ def test_sigterm_says_goodbye_and_exits(
     assert proc.wait(10) in (0, -signal.SIGTERM)
     output = proc.stdout.read() if proc.stdout else b""
     assert b"Traceback" not in output
+    # the server's own reactor (chatproto/_reactor.py), twistd chose none
+    assert b"reactor class: chatproto._reactor.ChatReactor." in output
+
+
+def test_a_reactor_chosen_with_twistd_is_kept(tmp_path: Path) -> None:
+    """twistd --reactor=poll: the chat runs on Twisted's poll reactor."""
+    port = free_port()
+    proc = subprocess.Popen(
+        twistd("--reactor=poll", "-n", "--pidfile=", "chat", "--port", str(port)),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                alice = register(port, "alice")
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)  # a real process: wait for it to listen
+        alice.send(b"/quit\n")
+        assert alice.rest().endswith(b"Deconnexion\n")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) in (0, -signal.SIGTERM)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    output = proc.stdout.read() if proc.stdout else b""
+    assert b"reactor class: twisted.internet.pollreactor.PollReactor." in output
 
 
 def run_twistd(cwd: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
