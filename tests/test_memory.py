@@ -7,8 +7,18 @@ bench/memory.py measures the bytes of one idle user by source file, and
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.protocol import Factory
+
+from chatproto.config import ServerConfig
 from chatproto.registry import nick_key
+from chatproto.server import ChatFactory
 from chatproto.testing import Chat
+from tests.peer import Peer
 
 
 def test_a_lowercase_nickname_is_its_own_key() -> None:
@@ -33,3 +43,29 @@ def test_the_registry_and_the_room_keep_the_session_s_nickname() -> None:
     answers: list[tuple[list[str], int]] = []
     chat.factory.registry.names().addCallback(answers.append)
     assert answers[0][0][0] is session.nick
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_tcp_connection_shares_its_labels() -> None:
+    """The chat's TCP connections share one log prefix and one repr, rather
+    than Twisted's two strings a connection (chatproto._twisted.share_labels)."""
+    r: Any = reactor
+    factory = ChatFactory(ServerConfig(ping_interval=0), clock=r)
+    listening = r.listenTCP(0, factory, interface="127.0.0.1")
+    try:
+        client = TCP4ClientEndpoint(r, "127.0.0.1", listening.getHost().port)
+        peers: list[Any] = [
+            await client.connect(Factory.forProtocol(Peer)) for _ in range(2)
+        ]
+        for peer in peers:
+            await peer.until(b"/pseudo\n")
+        sessions: list[Any] = list(factory.admission.connections)
+        first, second = (s.connection.transport for s in sessions)
+        assert first.logPrefix() == "ChatServerProtocol"
+        assert first.logPrefix() is second.logPrefix()
+        assert repr(first) is repr(second)
+        for peer in peers:
+            peer.transport.loseConnection()
+            await peer.closed
+    finally:
+        await listening.stopListening()
