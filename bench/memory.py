@@ -1,6 +1,6 @@
 """The bytes of Python objects one registered idle user costs the server.
 
-    .venv/bin/python bench/memory.py [--users N] [--lines K]
+    .venv/bin/python bench/memory.py [--users N] [--lines K] [--by line]
 
 One process: the server's factory on the real reactor, listening on
 127.0.0.1 with TLS kept out as twistd does (chatproto._twisted), and N
@@ -77,6 +77,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--lines", type=int, default=15, help="files to list")
+    parser.add_argument(
+        "--by", choices=("file", "line"), default="file", help="what to list them by"
+    )
     args = parser.parse_args()
     n = args.users
     factory = ChatFactory(
@@ -97,14 +100,16 @@ def main() -> None:
     gc.collect()
     after = tracemalloc.take_snapshot()
     mine = [tracemalloc.Filter(False, __file__)]
-    stats = after.filter_traces(mine).compare_to(before.filter_traces(mine), "filename")
+    key = "lineno" if args.by == "line" else "filename"
+    stats = after.filter_traces(mine).compare_to(before.filter_traces(mine), key)
     by_file: collections.Counter[str] = collections.Counter()
     for stat in stats:
-        path = stat.traceback[0].filename
-        parts = path.split("/")
+        frame = stat.traceback[0]
+        parts = frame.filename.split("/")
         package = "twisted/" if "twisted" in parts else ""
         package = "chatproto/" if "chatproto" in parts else package
-        by_file[package + parts[-1]] += stat.size_diff
+        line = f":{frame.lineno}" if args.by == "line" else ""
+        by_file[package + parts[-1] + line] += stat.size_diff
     total = sum(by_file.values())
     print(f"{registered:,} of {n:,} users registered and idle")
     print(f"{total / n:,.0f} bytes of Python objects per user, of which:")

@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatproto import wire
+from chatproto._twisted import share_labels
 from chatproto.accounts import Accounts, MemoryAccounts, Protection
 from chatproto.admission import EVICTION_GRACE, Admission, network, source
 from chatproto.bans import Bans
@@ -100,6 +101,7 @@ class ChatServerProtocol(LineReceiver):
 
     def connectionMade(self) -> None:
         factory = self.factory
+        share_labels(self.transport, self)  # 166 bytes less a connection
         self.MAX_LENGTH = factory.config.max_line
         host = source(getattr(self.transport.getPeer(), "host", None))
         self.output = Output(self.transport, factory)

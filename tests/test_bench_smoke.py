@@ -633,6 +633,20 @@ def test_memory_py_registers_its_users_and_counts_their_bytes() -> None:
     assert any(line.split()[-1] == "chatproto/session.py" for line in lines[2:])
 
 
+def test_memory_py_lists_the_bytes_by_line() -> None:
+    """bench/memory.py --by line names each line that allocated them."""
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "memory.py"), "--users", "40", "--by", "line"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    listed = [line.split()[-1] for line in done.stdout.splitlines()[2:]]
+    assert any(name.startswith("chatproto/session.py:") for name in listed), listed
+    assert all(name.rpartition(":")[2].isdigit() for name in listed), listed
+
+
 # ---------------------------------------------------------------- rooms
 
 

@@ -17,6 +17,8 @@ allows) instead of quietly degrading the server:
   calls for each fragment and each whole message.
 - endpoint_address() reads the server endpoints' C{_interface} and
   C{_port}.
+- share_labels() replaces a TCP server transport's C{logstr} and
+  C{repstr}, which its C{logPrefix()} and C{repr()} give.
 - import_without_tls() counts on Twisted's TCP transport, reactors' base
   class, endpoints and HTTP client importing without pyOpenSSL (each has
   a fallback for its absence), and a reactor then still listening on TCP.
@@ -58,6 +60,7 @@ from chatproto._twisted import (
     endpoint_address,
     holds,
     replace_message_buffers,
+    share_labels,
     socket_of,
     unsent,
 )
@@ -129,6 +132,49 @@ async def test_unsent_counts_what_twisted_holds_for_a_tcp_reader_that_stopped() 
         await reader.closed
     finally:
         await listening.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_tcp_server_transport_s_labels_are_replaced_by_shared_ones() -> None:
+    """A TCP server transport's logPrefix() and repr() are its C{logstr}
+    and C{repstr}, one of each per connection; share_labels() makes them
+    one pair for every connection of a protocol class."""
+    factory = Holders()
+    listening = await TCP4ServerEndpoint(r, 0, interface="127.0.0.1").listen(factory)
+    try:
+        port = listening.getHost().port
+        peers = [
+            await TCP4ClientEndpoint(r, "127.0.0.1", port).connect(
+                Factory.forProtocol(Peer)
+            )
+            for _ in range(2)
+        ]
+        await until_true(lambda: len(factory.built) == 2 and factory.built[1].transport)
+        first, second = (p.transport for p in factory.built)
+        assert isinstance(first, tcp.Server)
+        assert first.logPrefix() == first.logstr
+        assert first.logPrefix() != second.logPrefix()
+        assert repr(first) == first.repstr and repr(first) != repr(second)
+
+        for built in factory.built:
+            share_labels(built.transport, built)
+        assert first.logPrefix() == "Protocol"
+        assert first.logPrefix() is second.logPrefix()
+        assert repr(first) == "<Protocol connection>"
+        assert repr(first) is repr(second)
+        for peer in peers:
+            assert isinstance(peer, Peer)
+            peer.transport.loseConnection()
+            await peer.closed
+    finally:
+        await listening.stopListening()
+
+
+def test_labels_of_a_transport_without_them_are_left_alone() -> None:
+    """A transport without the two strings (a test's, TLS) is not touched."""
+    transport = StringTransport()
+    share_labels(transport, Protocol())
+    assert not hasattr(transport, "logstr") and not hasattr(transport, "repstr")
 
 
 @pytest_twisted.ensureDeferred
@@ -284,6 +330,8 @@ INTERNALS = {
     "_bytesBuffer",
     "_port",
     "_interface",
+    "logstr",
+    "repstr",
 }
 
 
