@@ -320,7 +320,7 @@ class FanOut:
                 if start >= end or member.state is not chatting:
                     continue
                 data = joined.get(start)
-                # a member of named rooms: its rooms' lines first (_serve)
+                # a member of named rooms: merged with theirs (_serve)
                 if data is None or member in spoke or member.rooms is not None:
                     self._serve(member)
                 else:
