@@ -4,11 +4,18 @@ Each write to a user is a system call, most of the server's time. So the
 lines are not written one by one: they are kept in a log, and passes over
 the users give each one, in one write, every line it has not been given.
 Users who made none of those lines get the same bytes, joined once.
+
+L{Log} is that log and the places in it, for the lobby (L{FanOut}) and
+for each named room (chatproto/rooms.py): every line of every log is
+numbered from one counter, the server's order, so that a user in the lobby
+and rooms is given the lines of all its logs merged in the order they were
+made (L{gather}).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import itertools
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -27,16 +34,109 @@ BATCH_LINES = 64
 BATCH_BYTES = 64 * 1024
 
 
-class FanOut:
-    """The log of public lines and each member's place in it.
+class Log:
+    """Lines, in the order made, for readers who each hold a place in it.
 
-    Line i of the log is number C{_base + i + 1}; C{end} is the number of
-    the last line made. Invariants:
+    Line i is number C{base + i + 1} here (a reader's place: the number of
+    the last line it was given), and C{numbers[i]} in the server's order,
+    drawn from the counter every log of the server shares (L{gather}
+    merges logs by it). Invariants: only lines some reader has not been
+    given are kept (the owner calls L{forget} once every reader has them);
+    a reader is never given a line it made (C{spoke}: the place of each
+    sender's last line)."""
+
+    __slots__ = ("base", "counter", "joined", "lines", "numbers", "spoke")
+
+    def __init__(self, counter: Iterator[int]) -> None:
+        self.counter = counter
+        self.lines: list[tuple[bytes, Session | None]] = []
+        self.numbers: list[int] = []
+        self.base = 0
+        self.spoke: dict[Session, int] = {}  # its last line's place
+        self.joined: dict[int, bytes] = {}  # lines after place N, to the end
+
+    @property
+    def end(self) -> int:
+        """The place of the last line: a reader below it has lines to take."""
+        return self.base + len(self.lines)
+
+    def add(self, line: bytes, sender: Session | None) -> None:
+        """A line for every reader but C{sender}."""
+        self.lines.append((line, sender))
+        self.numbers.append(next(self.counter))
+        if sender is not None:
+            self.spoke[sender] = self.base + len(self.lines)
+        self.joined.clear()
+
+    def take(self, place: int, reader: Session) -> bytes:
+        """The lines after C{place}, but C{reader}'s own, joined: the same
+        bytes object for every reader from the same place who made none."""
+        start, end = max(place, self.base), self.base + len(self.lines)
+        if start >= end:
+            return b""
+        lines = self.lines[start - self.base :]
+        if self.spoke.get(reader, 0) > start:
+            return b"".join([line for line, by in lines if by is not reader])
+        cached = self.joined.get(start)
+        if cached is None:
+            cached = self.joined[start] = b"".join([line for line, _ in lines])
+        return cached
+
+    def numbered(self, place: int, reader: Session) -> list[tuple[int, bytes]]:
+        """The lines after C{place}, but C{reader}'s own, with their numbers."""
+        i = max(place - self.base, 0)
+        return [
+            (number, line)
+            for number, (line, by) in zip(self.numbers[i:], self.lines[i:], strict=True)
+            if by is not reader
+        ]
+
+    def forget(self, upto: int) -> None:
+        """Drop the lines up to place C{upto}: every reader has them."""
+        drop = upto - self.base
+        if drop <= 0:
+            return
+        del self.lines[:drop]
+        del self.numbers[:drop]
+        self.base = upto
+        self.joined.clear()
+        spoke = self.spoke
+        for sender in [s for s, n in spoke.items() if n <= upto]:
+            del spoke[sender]
+
+
+def gather(parts: list[tuple[Log, int]], reader: Session) -> bytes:
+    """What C{reader} has not been given of several logs, from its place in
+    each (below each log's end), merged in the order the lines were made:
+    each log's lines joined (and shared) when the logs do not interleave,
+    as when one has lines and the others none."""
+    if len(parts) == 1:
+        log, place = parts[0]
+        return log.take(place, reader)
+    if not parts:
+        return b""
+    parts.sort(key=lambda part: part[0].numbers[max(part[1] - part[0].base, 0)])
+    last = 0
+    for log, place in parts:
+        if log.numbers[max(place - log.base, 0)] < last:
+            break  # interleaved: line by line
+        last = log.numbers[-1]
+    else:
+        return b"".join([log.take(place, reader) for log, place in parts])
+    lines = sorted(itertools.chain(*[log.numbered(p, reader) for log, p in parts]))
+    return b"".join([line for _, line in lines])
+
+
+class FanOut:
+    """The lobby's public lines (a L{Log}) and each member's place in it.
+
+    A member's place is its session's C{seen}; C{end} is the place of the
+    last line made. Invariants:
       - a member's C{seen} is the number of the last line it was given, and
         only this object writes it; -1: not a member (it gets no public line);
       - a member gets every line made from when it joined (L{join}) until it
         left (L{leave}), once each, in order, except the lines it made;
-      - lines every member has are dropped (L{_forget}), so the log holds
+      - lines every member has are dropped (L{Log.forget}), so the log holds
         only what some member has not been given;
       - every line reaches every member by the end of the pass after the one
         under way when it was made (or at once: L{flush});
@@ -61,10 +161,10 @@ class FanOut:
         self._pass_queued: float | None = None  # the same, for the pass
         self.clock = clock
         self._members = members  # the room's, by nickname: read, never written
-        self._log: list[tuple[bytes, Session | None]] = []
-        self._base = 0
-        self._spoke: dict[Session, int] = {}  # its last line's number
-        self._joined: dict[int, bytes] = {}  # lines after N, to the end
+        # The server's order: every log's lines are numbered from it (the
+        # named rooms' too, chatproto/rooms.py).
+        self.counter = itertools.count(1)
+        self.log = Log(self.counter)
         self._waiting = 0  # lines no pass has started on, and their bytes
         self._waiting_size = 0
         self._pass: list[Session] = []  # left to serve, last first
@@ -82,13 +182,14 @@ class FanOut:
     @property
     def kept(self) -> int:
         """How many public lines some member has not been given yet."""
-        return len(self._log)
+        return len(self.log.lines)
 
     @property
     def end(self) -> int:
-        """The number of the last public line made: a member whose C{seen}
+        """The place of the last public line made: a member whose C{seen}
         is below it has some not given yet (L{take})."""
-        return self._base + len(self._log)
+        log = self.log
+        return log.base + len(log.lines)
 
     def join(self, member: Session) -> None:
         """A member joins: it gets the lines made from now on."""
@@ -114,10 +215,7 @@ class FanOut:
         matters."""
         if not self._members:
             return
-        self._log.append((line, sender))
-        if sender is not None:
-            self._spoke[sender] = self.end
-        self._joined.clear()
+        self.log.add(line, sender)
         if not self._waiting:
             self._queued_at = self.clock.seconds()
         self._waiting += 1
@@ -132,29 +230,20 @@ class FanOut:
             self._schedule_pass()
 
     def catch_up(self, member: Session) -> None:
-        """Give a member the public lines made so far, and the lines of its
-        named rooms waiting, in one write, before another line."""
+        """Give a member the public lines made so far, and those of its
+        named rooms, in one write, before another line."""
         rooms = member.rooms
-        if member.seen < self.end or (rooms is not None and rooms.pending):
+        if member.seen < self.end or (rooms is not None and rooms.owed()):
             self._serve(member)
 
     def take(self, member: Session) -> bytes:
         """The public lines made so far that a member has not been given,
-        handed to the caller to write (chatproto/rooms.py queues them
-        before a room's line): from now on the member has them."""
-        if member.seen < 0:
-            return b""
-        start, end = max(member.seen, self._base), self.end
-        if start >= end:
+        handed to the caller to write: from now on the member has them."""
+        start, end = member.seen, self.end
+        if start < 0 or start >= end:
             return b""
         member.seen = end
-        lines = self._log[start - self._base :]
-        if self._spoke.get(member, 0) > start:
-            return b"".join([line for line, by in lines if by is not member])
-        cached = self._joined.get(start)
-        if cached is None:
-            cached = self._joined[start] = b"".join([line for line, _ in lines])
-        return cached
+        return self.log.take(start, member)
 
     def flush(self) -> None:
         """Give every member every public line now."""
@@ -167,7 +256,7 @@ class FanOut:
         queued = self._oldest_queued()
         self._pass = []
         self._waiting = self._waiting_size = 0
-        if not self._log:
+        if not self.log.lines:
             return
         self._flushed = self.clock.seconds()
         self._serving = True
@@ -176,11 +265,11 @@ class FanOut:
             # members already served get it in the next round, until none
             # comes. The members are read anew each round, as cuts remove
             # some.
-            while self._log:
+            while self.log.lines:
                 upto = self.end
                 for member in tuple(self._members.values()):
                     self._serve(member)
-                self._forget(upto)
+                self.log.forget(upto)
         finally:
             self._serving = False
         if queued is not None:
@@ -219,9 +308,10 @@ class FanOut:
         # loop's own cost is most of what the server spends outside the
         # kernel). A write that cuts a reader adds its departure to the log
         # (and empties the cache): the end is read again after each write.
-        log, base = self._log, self._base
-        end = base + len(log)
-        spoke, joined, chatting = self._spoke, self._joined, State.CHATTING
+        log = self.log
+        lines, base = log.lines, log.base
+        end = base + len(lines)
+        spoke, joined, chatting = log.spoke, log.joined, State.CHATTING
         self._serving = True
         try:
             for _ in range(min(self.config.pass_size, len(chunk))):
@@ -230,13 +320,13 @@ class FanOut:
                 if start >= end or member.state is not chatting:
                     continue
                 data = joined.get(start)
-                # a member of named rooms: its rooms' lines first (_serve)
+                # a member of named rooms: merged with theirs (_serve)
                 if data is None or member in spoke or member.rooms is not None:
                     self._serve(member)
                 else:
                     member.seen = end
                     member.connection.write(data)
-                end = base + len(log)
+                end = base + len(lines)
         finally:
             self._serving = False
         if chunk:
@@ -244,31 +334,27 @@ class FanOut:
             return
         # Every member has every line up to the pass's start (a newcomer,
         # all lines made before it came): those are nobody's any more.
-        self._forget(self._pass_from)
+        self.log.forget(self._pass_from)
         if self._pass_queued is not None:
             self.metrics.observe_latency(self.clock.seconds() - self._pass_queued)
             self._pass_queued = None
-        if self._log:
+        if self.log.lines:
             self._schedule_pass()
 
     def _serve(self, member: Session) -> None:
-        """Give a member, in one write, the lines of its named rooms waiting
-        for it (older: see chatproto/rooms.py), then the public lines it
-        has not been given: the same bytes as everyone, or, if it made
-        some of them, all but its own."""
-        data = self.take(member)
+        """Give a member, in one write, the public lines it has not been
+        given (the same bytes as everyone, or, if it made some of them, all
+        but its own), merged in the order made with those of its named
+        rooms (L{gather})."""
         rooms = member.rooms
-        if rooms is not None and rooms.pending:
-            data = rooms.take() + data
+        if rooms is None:
+            data = self.take(member)
+        else:
+            start, end = member.seen, self.end
+            if 0 <= start < end:
+                member.seen = end
+                data = rooms.take((self.log, start))
+            else:
+                data = rooms.take(None)
         if data:
             member.connection.write(data)
-
-    def _forget(self, upto: int) -> None:
-        """Drop the lines up to number C{upto}: every member has them."""
-        drop = upto - self._base
-        if drop <= 0:
-            return
-        del self._log[:drop]
-        self._base = upto
-        self._joined.clear()
-        self._spoke = {p: n for p, n in self._spoke.items() if n > upto}

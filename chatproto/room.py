@@ -179,8 +179,8 @@ class Room:
         self.fanout.publish(line, None)
 
     def catch_up(self, session: Session) -> None:
-        """Write to a member the public lines it has not been given (and
-        its named rooms' lines waiting, first), in one write."""
+        """Write to a member the public lines it has not been given (merged
+        with its named rooms' lines, in the order made), in one write."""
         self.fanout.catch_up(session)
 
     def flush(self) -> None:

@@ -2,31 +2,25 @@
 
 Every registered user is in the lobby, C{#accueil}: the L{Room} of
 chatproto/room.py, the chat of before rooms, line for line. L{Rooms} holds
-the named rooms (L{NamedRoom}: its members in the order they joined, its
-topic), their bounds (C{--max-rooms}, C{--rooms-per-user}), the commands
-C{/join}, C{/part}, C{/rooms}, C{/topic}, and each user's place among them
-(L{Member}: its rooms, its current room, the lines of its rooms not
-written to it yet), which the session holds in its C{rooms} slot (None:
-the lobby only, as every user who never joined a room).
+the named rooms (L{NamedRoom}: its log of lines, its members in the order
+they joined, each with its L{Place} in the log, its topic), their bounds
+(C{--max-rooms}, C{--rooms-per-user}), the commands C{/join}, C{/part},
+C{/rooms}, C{/topic}, and each user's rooms (L{Member}: its rooms, its
+current room), which the session holds in its C{rooms} slot (None: the
+lobby only, as every user who never joined a room).
 
-A room's line costs work for its members only: it is added to each
-member's L{Member.pending}, and a pass from the end of the reactor turn
-writes each member's lines in one write (or at once, past BATCH_LINES or
-BATCH_BYTES), pass_size members a turn, and, while the rooms deliver more
-than batch_threshold lines a second, at most one pass per batch_delay:
-the lobby's FanOut's rules (L{Rooms._run_pass}). The lobby's lines go
-through the lobby's L{FanOut}; a user gets both in the order they were
-made, by this invariant: the lines of its rooms waiting for it are older
-than the lobby's lines waiting for it. A room's line is queued after the
-lobby's lines made before it that the member has not been given
-(L{Rooms._queue} takes them from the FanOut into the member's queue), and
-whatever writes the lobby's lines to a member, or any other line
-(L{chatproto.session.Session.send}), writes the lines of its rooms
-waiting first, in the same write (L{FanOut._serve}): a user in several
-rooms and the lobby gets one write per pass. Why not a FanOut per room: a
-FanOut's place in its log is the session's C{seen}, one per user; and a
-user in several rooms must get their lines in the order they were made,
-which one queue per user gives.
+A room's line costs what a lobby's line costs: each L{NamedRoom} keeps
+a L{Log} of its lines (chatproto/fanout.py, the lobby's) and each member
+its place in it, and passes from the end of the reactor turn give each
+member of a room with new lines, in one write, every line it has not
+been given, pass_size members a turn, and, while the rooms deliver more
+than batch_threshold lines a second, at most one pass per batch_delay
+(L{Rooms._run_pass}); a room with BATCH_LINES or BATCH_BYTES waiting is
+served at once. Every log's lines are numbered in the order the server
+made them, the lobby's too: whatever gives a user its lines (the rooms'
+pass, the lobby's, L{chatproto.session.Session.send}) gives it those of
+all its logs, merged by number, in one write (L{Member.take},
+chatproto/fanout.py's gather).
 
 On a node of a cluster (L{attach}: a L{Cluster}, chatproto/cluster_roles.py's
 ClusterRooms), the rooms span the nodes: each node holds its own members
@@ -34,13 +28,14 @@ of a room here, and the cluster holds the rest in Redis (every member, in
 the order they joined, the topic, the rooms' count), which /join, /list,
 /rooms and /topic read; a room's lines reach the other nodes that have
 members in it (L{Cluster.publish}), and theirs come back here
-(L{deliver}), queued as the room's own, after the lobby's lines made
-before them (docs/architecture.md, "Rooms across the nodes of a cluster").
+(L{deliver}), added to the room's log as its own, numbered when heard
+(docs/architecture.md, "Rooms across the nodes of a cluster").
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, cast
@@ -50,7 +45,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 
 from chatproto import wire
-from chatproto.fanout import BATCH_BYTES, BATCH_LINES
+from chatproto.fanout import BATCH_BYTES, BATCH_LINES, Log, gather
 from chatproto.history import History, Kept, RoomHistory
 from chatproto.registry import ClusterUnreachable
 from chatproto.session import CHATTING, ChatError, Session
@@ -122,46 +117,74 @@ def room_name(text: str) -> str | None:
     return None if match is None else match.group(1).lower()
 
 
+class Place:
+    """A member's place in a room's log: C{at}, the place of the last line
+    it was given (a lobby member's is its session's C{seen}); past every
+    line once it left the room."""
+
+    __slots__ = ("at", "session")
+
+    def __init__(self, session: Session, at: int) -> None:
+        self.session = session
+        self.at = at
+
+
+# A place past every line: one that left the room (a pass under way may
+# still hold it). Belt and braces: such a member is also the sender of its
+# departure line (/part), or is no longer chatting (it left the server).
+LEFT = sys.maxsize
+
+
 class NamedRoom:
-    """A room other than the lobby: its members, in the order they joined
-    (a dict as an ordered set), and its topic. It exists while it has a
-    member (L{Rooms} drops it, and its topic, with its last)."""
+    """A room other than the lobby: its log of lines, its members, in the
+    order they joined (a dict as an ordered set), each with its place in
+    the log, and its topic. It exists while it has a member (L{Rooms}
+    drops it, and its topic, with its last). C{waiting}, C{waiting_size}:
+    the lines no pass has started on, and their bytes."""
 
-    __slots__ = ("members", "name", "topic")
+    __slots__ = ("log", "members", "name", "topic", "waiting", "waiting_size")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, log: Log) -> None:
         self.name = name
-        self.members: dict[Session, Member] = {}
+        self.log = log
+        self.members: dict[Session, Place] = {}
         self.topic: str | None = None
+        self.waiting = 0
+        self.waiting_size = 0
 
 
 class Member:
     """One user's named rooms: those it is in (in the order it joined
-    them), its current one (None: the lobby), and the lines of its rooms
-    made and not yet written to it (oldest first), which L{flush} writes
-    in one write. L{Rooms} writes the rest; the lobby's FanOut and the
-    session call L{flush} before they write anything else to the user."""
+    them), its current one (None: the lobby). Its place in each room's log
+    is the room's (C{NamedRoom.members}): L{take} hands over what its rooms
+    hold for it, the lobby's FanOut and the rooms' pass write it."""
 
-    __slots__ = ("current", "joined", "pending", "pending_bytes", "session")
+    __slots__ = ("current", "joined", "session")
 
     def __init__(self, session: Session) -> None:
         self.session = session
         self.current: NamedRoom | None = None
         self.joined: list[NamedRoom] = []
-        self.pending: list[bytes] = []
-        self.pending_bytes = 0
 
-    def take(self) -> bytes:
-        """The lines waiting, joined, for the caller to write."""
-        data = b"".join(self.pending)
-        self.pending.clear()
-        self.pending_bytes = 0
-        return data
+    def owed(self) -> bool:
+        """Whether one of its rooms has lines it has not been given."""
+        session = self.session
+        return any(room.members[session].at < room.log.end for room in self.joined)
 
-    def flush(self) -> None:
-        """Write the lines waiting, in one write."""
-        if self.pending:
-            self.session.connection.write(self.take())
+    def take(self, lobby: tuple[Log, int] | None) -> bytes:
+        """The lines of its rooms it has not been given, merged with the
+        lobby's from C{lobby} (its log, and the member's place, below its
+        end), in the order made, for the caller to write: from now on it
+        has them."""
+        session = self.session
+        parts = [] if lobby is None else [lobby]
+        for room in self.joined:
+            place, log = room.members[session], room.log
+            at, end = place.at, log.base + len(log.lines)
+            if at < end:
+                parts.append((log, at))
+                place.at = end
+        return gather(parts, session)
 
 
 def _member(session: Session) -> Member | None:
@@ -213,13 +236,17 @@ class Rooms:
         self.lobby = lobby
         self.config = lobby.config
         self.rooms: dict[str, NamedRoom] = {}
-        # The members with lines waiting, in the order their first came;
-        # the pass under way (last first), and when it began; the rate of
-        # deliveries, measured each second (see _schedule_pass).
-        self._waiting: list[Member] = []
-        self._pass: list[Member] = []
+        # The rooms with lines no pass has started on, in the order their
+        # first came; the pass under way (last first): each room, the end
+        # of its log when the pass began, its members left to serve (last
+        # first); when it began; the rate of deliveries, measured each
+        # second (see _schedule_pass).
+        self._waiting: list[NamedRoom] = []
+        self._pass: list[tuple[NamedRoom, int, list[Place]]] = []
         self._began = float("-inf")
         self._call: IDelayedCall | None = None
+        self._serving = False  # a pass or a flush is writing: none inside it
+        self._several: set[Session] = set()  # the members of several rooms
         self._rate = 0.0
         self._delivered = 0
         self._counted_since = lobby.clock.seconds()
@@ -258,13 +285,13 @@ class Rooms:
 
     def publish(self, room: NamedRoom, line: bytes, sender: Session | None) -> None:
         """A line of C{room}: kept in its history (in a cluster, and sent to
-        the other nodes with members in it), and queued for every member
-        here but C{sender}."""
+        the other nodes with members in it), and added to its log for every
+        member here but C{sender}."""
         if self.cluster is not None:
             self.cluster.publish(room.name, line)
         else:
             self._history().record(line, room.name)
-        self.lobby.metrics.deliveries += self._queue(room, line, sender)
+        self.lobby.metrics.deliveries += self._add(room, line, sender)
 
     def deliver(self, name: str, lines: bytes) -> None:
         """Lines of the room C{name} from another node of the cluster: for
@@ -272,8 +299,8 @@ class Rooms:
         room = self.rooms.get(name)
         if room is None:
             return
-        queued = self._queue(room, lines, None)
-        self.lobby.metrics.deliveries += queued * lines.count(b"\n")
+        added = self._add(room, lines, None)
+        self.lobby.metrics.deliveries += added * lines.count(b"\n")
 
     def here(self) -> list[tuple[str, str]]:
         """Each room's members here, (room, nickname), in the order they
@@ -285,40 +312,31 @@ class Rooms:
             if session.nick is not None
         ]
 
-    def _queue(self, room: NamedRoom, line: bytes, sender: Session | None) -> int:
-        """Queue C{line} for every member of C{room} but C{sender}, each after
-        the lobby's lines made before it that it has not been given (taken
-        from the lobby's fan-out into its queue: see the module's
-        invariant); how many it was queued for.
-
-        One loop over the members, without a call for most (profiled: a
-        call per member made a room's line cost seven times a lobby's)."""
-        fanout = self.lobby.fanout
-        end = fanout.end
-        waiting = self._waiting
-        size = len(line)
-        queued = 0
-        for session, member in tuple(room.members.items()):  # writes may cut
-            if session is sender or session.state is not CHATTING:
-                continue
-            pending = member.pending
-            if not pending:
-                waiting.append(member)
-            if session.seen < end:
-                earlier = fanout.take(session)
-                if earlier:
-                    pending.append(earlier)
-                    member.pending_bytes += len(earlier)
-            pending.append(line)
-            member.pending_bytes += size
-            queued += 1
-            if len(pending) >= BATCH_LINES or member.pending_bytes >= BATCH_BYTES:
-                member.flush()  # may cut a reader: a new lobby line
-                end = fanout.end
-        if waiting and self._call is None and not self._pass:
+    def _add(self, room: NamedRoom, line: bytes, sender: Session | None) -> int:
+        """Add C{line} to the room's log, for every member but C{sender}
+        (none: not kept), and see that a pass gives it to them: how many
+        it is for. Its cost does not grow with the room."""
+        places = room.members
+        readers = len(places) - (sender in places)
+        if readers <= 0:
+            return 0
+        log = room.log
+        end = log.end
+        log.add(line, sender)
+        spoke = None if sender is None else places.get(sender)
+        if spoke is not None and spoke.at == end:
+            spoke.at = end + 1  # it had every line, and has its own
+        self._delivered += readers
+        if not room.waiting:
+            self._waiting.append(room)
+        room.waiting += 1
+        room.waiting_size += len(line)
+        full = room.waiting >= BATCH_LINES or room.waiting_size >= BATCH_BYTES
+        if full and not self._serving:
+            self._flush_room(room)
+        elif self._call is None and not self._pass:
             self._schedule_pass()
-        self._delivered += queued
-        return queued
+        return readers
 
     def _schedule_pass(self) -> None:
         """The next pass: at the end of this reactor turn, or, while the
@@ -332,44 +350,104 @@ class Rooms:
         self._call = clock.callLater(max(0.0, wait), self._run_pass)
 
     def _run_pass(self) -> None:
-        """Give the next pass_size members waiting their lines, each in one
-        write with the lobby's lines made since; a pass over more members
-        goes on in the next reactor turns, so that no turn is long."""
+        """Serve the next pass_size members of the rooms with new lines, a
+        room after another, starting a pass if none is under way; a pass
+        over more members goes on in the next reactor turns, so that no
+        turn is long. A room's lines made before the pass are forgotten
+        once its members are served: they all have them."""
         self._call = None
         clock = self.lobby.clock
-        if not self._pass:
-            self._pass, self._waiting = self._waiting, []
-            self._pass.reverse()
+        passing = self._pass
+        if not passing:
+            rooms, self._waiting = self._waiting, []
+            for room in reversed(rooms):
+                room.waiting = room.waiting_size = 0
+                members = list(reversed(room.members.values()))
+                passing.append((room, room.log.end, members))
             self._began = now = clock.seconds()
             if now - self._counted_since >= 1.0:
                 self._rate = self._delivered / (now - self._counted_since)
                 self._counted_since, self._delivered = now, 0
-        chunk = self._pass
-        catch_up = self.lobby.catch_up
-        for _ in range(min(self.config.pass_size, len(chunk))):
-            member = chunk.pop()
-            if member.session.state is CHATTING:
-                catch_up(member.session)  # its lines and the lobby's: one write
-            else:
-                member.pending.clear()
-                member.pending_bytes = 0
-        if chunk:
+        budget = self.config.pass_size
+        self._serving = True
+        try:
+            while budget and passing:
+                room, upto, chunk = passing[-1]
+                budget -= self._serve(room, chunk, budget)
+                if not chunk:
+                    passing.pop()
+                    room.log.forget(upto)
+        finally:
+            self._serving = False
+        if passing:
             self._call = clock.callLater(0, self._run_pass)
         elif self._waiting:
             self._schedule_pass()
+
+    def _serve(self, room: NamedRoom, chunk: list[Place], most: int) -> int:
+        """Give up to C{most} members of C{chunk} (taken from its end) the
+        lines they have not been given: each, in one write, those of all its
+        logs (L{Member.take}, through the lobby's FanOut); those with none
+        are taken and not counted. How many were served.
+
+        Unrolled for the common case, as the lobby's pass is: a member of
+        this room alone, with no lobby line waiting, who made none of the
+        lines, is given the bytes every such member gets. A write may cut
+        its reader, whose departure is a lobby line: the ends are read
+        again after each write (the lobby's only while it has lines)."""
+        fanout = self.lobby.fanout
+        log, lobby = room.log, fanout.log
+        lines, lobby_lines = log.lines, lobby.lines
+        spoke, joined = log.spoke, log.joined
+        several = self._several
+        end = log.base + len(lines)
+        served = 0
+        while served < most and chunk:
+            place = chunk.pop()
+            at, session = place.at, place.session
+            if at >= end or session.state is not CHATTING:
+                continue
+            served += 1
+            data = joined.get(at)
+            if (
+                data is None
+                or session in spoke
+                or (several and session in several)
+                or (lobby_lines and session.seen < lobby.base + len(lobby_lines))
+            ):
+                fanout.catch_up(session)
+            else:
+                place.at = end
+                session.connection.write(data)
+            end = log.base + len(lines)
+        return served
+
+    def _flush_room(self, room: NamedRoom) -> None:
+        """Give every member of C{room} its lines now (BATCH_LINES or
+        BATCH_BYTES are waiting), and forget them."""
+        if room.waiting:
+            self._waiting.remove(room)
+        room.waiting = room.waiting_size = 0
+        log = room.log
+        self._serving = True
+        try:
+            while log.lines:  # lines may come while serving: again
+                upto = log.end
+                chunk = list(reversed(room.members.values()))
+                self._serve(room, chunk, len(chunk))
+                log.forget(upto)
+        finally:
+            self._serving = False
 
     def flush(self) -> None:
         """Give every member its rooms' lines now (at shutdown)."""
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
-        self._waiting = self._pass[::-1] + self._waiting
         self._pass = []
-        while self._waiting or self._pass:
-            self._run_pass()
-            if self._call is not None and self._call.active():
-                self._call.cancel()
-            self._call = None
+        for room in tuple(self.rooms.values()):
+            self._flush_room(room)
+        self._waiting = []
 
     # Membership
 
@@ -401,13 +479,8 @@ class Rooms:
         if room is None:
             if len(self.rooms) >= config.max_rooms:
                 raise ChatError(wire.TOO_MANY_ROOMS.format(config.max_rooms))
-            room = self.rooms[name] = NamedRoom(name)
-        if member is None:
-            member = Member(session)
-            session.rooms = member
-        room.members[session] = member
-        member.joined.append(room)
-        member.current = room
+            room = self.rooms[name] = NamedRoom(name, Log(self.lobby.fanout.counter))
+        self._enter(session, room)
         self._tell_current(session, room)
         if len(room.members) <= config.join_notice_limit:
             assert session.nick is not None
@@ -442,14 +515,8 @@ class Rooms:
             return
         room = self.rooms.get(name)
         if room is None:
-            room = self.rooms[name] = NamedRoom(name)
-        member = _member(session)
-        if member is None:
-            member = Member(session)
-            session.rooms = member
-        room.members[session] = member
-        member.joined.append(room)
-        member.current = room
+            room = self.rooms[name] = NamedRoom(name, Log(self.lobby.fanout.counter))
+        self._enter(session, room)
         self._tell(session, name, gathered)
         if len(gathered.members) <= self.config.join_notice_limit:
             self.publish(
@@ -526,6 +593,7 @@ class Rooms:
         if room is None or member is None or session not in room.members:
             raise ChatError(wire.NOT_IN_ROOM.format(name))
         was_current = member.current is room
+        self.lobby.catch_up(session)  # the room's lines made before it left
         self._remove(session, member, room)
         session.send(wire.notice(wire.ROOM_LEFT.format(name)))
         if was_current:
@@ -537,9 +605,25 @@ class Rooms:
             self.cluster.part(session.nick, [name])
             self.cluster.quiet(name)
 
+    def _enter(self, session: Session, room: NamedRoom) -> None:
+        """The session joins C{room}, at its log's end (no line made before
+        is for it), and makes it its current room."""
+        member = _member(session)
+        if member is None:
+            member = Member(session)
+            session.rooms = member
+        room.members[session] = Place(session, room.log.end)
+        member.joined.append(room)
+        member.current = room
+        if len(member.joined) > 1:
+            self._several.add(session)
+
     def _remove(self, session: Session, member: Member, room: NamedRoom) -> None:
-        del room.members[session]
+        """Out of C{room}: its place goes (it was given its lines before)."""
+        room.members.pop(session).at = LEFT
         member.joined.remove(room)
+        if len(member.joined) < 2:
+            self._several.discard(session)
         if member.current is room:
             member.current = None
         if not room.members:  # nobody left: the room, and its topic, go
@@ -547,7 +631,7 @@ class Rooms:
 
     def leave_all(self, session: Session) -> None:
         """The session left the server: out of every room, without a word
-        (the lobby's departure line is the only one). Its lines waiting
+        (the lobby's departure line is the only one). Its rooms' lines
         were given to it as it left the lobby (FanOut.leave)."""
         member = _member(session)
         if member is None:
@@ -559,8 +643,6 @@ class Rooms:
             self.cluster.part(session.nick, names)
             for name in names:
                 self.cluster.quiet(name)
-        member.pending.clear()
-        member.pending_bytes = 0
 
     # The other commands
 

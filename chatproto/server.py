@@ -382,12 +382,13 @@ class ChatFactory(ServerFactory):
         self.room.deliver(line)
 
     def catch_up(self, session: Session) -> None:
-        """Before any other line: the lines of its named rooms waiting for
-        it, then the lobby's (older, then newer: chatproto/rooms.py), in
-        one write. A session that is no member (C{seen} -1: not registered
-        yet, or gone) and in no room is owed nothing: not asked (py-spy, a
-        herd of 10,000: 4% of the server's samples went into asking, for
-        the welcome and the prompt of each newcomer)."""
+        """Before any other line: the lines of its named rooms and the
+        lobby's it has not been given, merged in the order made
+        (chatproto/fanout.py), in one write. A session that is no member
+        (C{seen} -1: not registered yet, or gone) and in no room is owed
+        nothing: not asked (py-spy, a herd of 10,000: 4% of the server's
+        samples went into asking, for the welcome and the prompt of each
+        newcomer)."""
         if session.seen >= 0 or session.rooms is not None:
             self.room.catch_up(session)
 

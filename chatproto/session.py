@@ -119,17 +119,18 @@ class Connection(Protocol):
 
 
 class Waiting(Protocol):
-    """A user's lines of its named rooms, made and not yet written to it
-    (chatproto/rooms.py's Member, in the session's C{rooms} slot): whatever
-    writes to the user writes them first (L{flush})."""
+    """A user's named rooms (chatproto/rooms.py's Member, in the session's
+    C{rooms} slot), each a log of lines with the user's place in it:
+    whatever writes to the user writes first the lines of its rooms and
+    the lobby's, merged in the order made (chatproto/fanout.py)."""
 
-    pending: list[bytes]
+    def owed(self) -> bool:
+        """Whether one of its rooms has lines it has not been given."""
 
-    def take(self) -> bytes:
-        """The lines waiting, joined, handed to the caller to write."""
-
-    def flush(self) -> None:
-        """Write the lines waiting, in one write."""
+    def take(self, lobby: tuple[Any, int] | None) -> bytes:
+        """Its rooms' lines not given yet, merged with the lobby's from
+        C{lobby} (chatproto/fanout.py's Log, which imports this module, and
+        the user's place), handed to the caller to write."""
 
 
 class Server(Protocol):

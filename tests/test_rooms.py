@@ -4,11 +4,13 @@ rooms, leaving the server, and the lobby unchanged byte for byte."""
 
 from __future__ import annotations
 
+import random
 import re
 
 import pytest
 
 from chatproto import wire
+from chatproto.fanout import BATCH_LINES
 from chatproto.history import MemoryHistory
 from chatproto.rooms import Rooms
 from chatproto.testing import Chat, Client
@@ -734,3 +736,213 @@ def test_room_lines_wait_for_a_batch_only_while_the_rooms_are_busy() -> None:
     chat.advance(5)  # quiet again
     alice.send(b"again\n")
     assert carol.take().endswith(b"-#a alice: again\n")
+
+
+# Each room's log (chatproto/fanout.py's Log) and the members' places in it
+
+
+def test_a_member_joins_at_the_rooms_end_even_within_a_turn() -> None:
+    """Lines of the room made before a member joined, even in the same
+    reactor turn (no pass has given them to anyone yet), are not its."""
+    chat = Chat(flood_rate=0, join_notice_limit=0)
+    alice, bob, carol = users(chat, "alice", "bob", "carol")
+    alice.send(b"/join #a\n")
+    bob.send(b"/join #a\n")
+    chat.advance(0)
+    alice.take(), bob.take()
+    alice.send(b"avant\n")
+    carol.send(b"/join #a\n")  # the same turn: no pass ran
+    alice.send(b"apres\n")
+    stamp = chat.stamp()
+    assert (
+        carol.take()
+        == (notice("Salon courant : #a") + names("alice", "bob", "carol"))
+        + stamp
+        + b"-#a alice: apres\n"
+    )
+    assert bob.take() == stamp + b"-#a alice: avant\n" + stamp + b"-#a alice: apres\n"
+
+
+def test_a_rooms_log_keeps_only_lines_some_member_has_not_been_given() -> None:
+    chat = Chat(flood_rate=0, join_notice_limit=0, pass_size=2)
+    found = users(chat, *[f"u{i}" for i in range(5)])
+    for user in found:
+        user.send(b"/join #a\n")
+    chat.advance(0)
+    for user in found:
+        user.take()
+    room = rooms_of(chat).rooms["a"]
+    found[0].send(b"un\n")
+    found[1].send(b"deux\n")
+    assert len(room.log.lines) == 2
+    chat.turn()  # two members of four served: both lines still owed
+    assert len(room.log.lines) == 2
+    chat.advance(0)  # the pass ends: every member has them
+    assert len(room.log.lines) == 0
+    found[4].send(b"/part\n")
+    found[0].send(b"trois\n")
+    chat.advance(0)
+    assert len(room.log.lines) == 0
+    assert found[4].take().count(b"trois") == 0
+    # a line for nobody (its sender is the room's only member) is not kept
+    found[0].send(b"/join #seul\n")
+    found[0].send(b"personne\n")
+    assert len(rooms_of(chat).rooms["seul"].log.lines) == 0
+    # nor is a room's line the lobby's
+    assert chat.factory.room.fanout.kept == 0
+
+
+def test_a_member_who_parts_gets_the_lines_made_before_and_none_after() -> None:
+    chat = Chat(flood_rate=0, join_notice_limit=0)
+    alice, bob = users(chat, "alice", "bob")
+    alice.send(b"/join #a\n")
+    bob.send(b"/join #a\n")
+    chat.advance(0)
+    alice.take(), bob.take()
+    bob.transport.writes.clear()
+    alice.send(b"avant\n")
+    bob.send(b"/part\n")  # the same turn: the line is still in the log
+    alice.send(b"apres\n")
+    stamp = chat.stamp()
+    assert bob.transport.writes[0] == stamp + b"-#a alice: avant\n"
+    assert bob.take() == (
+        stamp
+        + b"-#a alice: avant\n"
+        + notice("Vous avez quitté #a")
+        + notice("Salon courant : #accueil")
+    )
+
+
+def test_a_member_who_parts_during_a_pass_of_several_turns_gets_no_more() -> None:
+    """The pass serves the members it started with, pass_size a turn: one
+    who left the room meanwhile is not given its later lines."""
+    chat = Chat(flood_rate=0, join_notice_limit=0, pass_size=1)
+    found = users(chat, *[f"u{i}" for i in range(4)])
+    for user in found:
+        user.send(b"/join #a\n")
+    chat.advance(0)
+    for user in found:
+        user.take()
+    found[0].send(b"x\n")
+    chat.turn()  # the pass gave u1 its line; u2 and u3 wait
+    found[2].send(b"/rooms\n")  # u2 is given it, before the answer
+    found[3].send(b"/part\n")  # and u3, as it leaves: both at the same place
+    found[0].send(b"y\n")
+    chat.advance(0)
+    stamp = chat.stamp()
+    assert found[3].take() == (
+        stamp
+        + b"-#a u0: x\n"
+        + notice("Vous avez quitté #a")
+        + notice("Salon courant : #accueil")
+    )
+    assert found[2].take() == (
+        stamp
+        + b"-#a u0: x\n"
+        + wire.rooms_block([("accueil", 4), ("a", 4)])
+        + wire.room_departure(stamp.decode(), "a", "u3")
+        + stamp
+        + b"-#a u0: y\n"
+    )
+
+
+def test_a_full_batch_of_a_rooms_lines_goes_out_at_once_in_one_write() -> None:
+    """Past BATCH_LINES lines no pass started on, the room's members are
+    given them at once (as the lobby's are), before the turn ends."""
+    chat = Chat(flood_rate=0, join_notice_limit=0)
+    alice, bob = users(chat, "alice", "bob")
+    alice.send(b"/join #a\n")
+    bob.send(b"/join #a\n")
+    chat.advance(0)
+    alice.take(), bob.take()
+    bob.transport.writes.clear()
+    alice.send(b"".join(b"l%d\n" % i for i in range(BATCH_LINES)))
+    [write] = bob.transport.writes  # no reactor turn ran
+    assert write.count(b"\n") == BATCH_LINES
+    assert len(rooms_of(chat).rooms["a"].log.lines) == 0
+
+
+def test_a_reader_cut_in_the_middle_of_a_rooms_pass_leaves_as_any_departure() -> None:
+    """A write of the rooms' pass that cuts its reader: it leaves the room
+    and the lobby (its departure, a lobby line, comes after the room's
+    lines to the members the pass had not reached yet), and the others get
+    every line once."""
+    chat = Chat(flood_rate=0, join_notice_limit=0, max_output=4096, pass_size=1)
+    alice, bob, carol = users(chat, "alice", "bob", "carol")
+    for user in (alice, bob, carol):
+        user.send(b"/join #a\n")
+    chat.advance(0)
+    for user in (alice, bob, carol):
+        user.take()
+    bob.buffer_full()  # bob stops reading
+    alice.send(b"x" * 3000 + b"\n" + b"y" * 3000 + b"\n")
+    chat.advance(2)
+    alice.send(b"z" * 3000 + b"\n")
+    chat.advance(2)
+    assert not bob.connected
+    assert list(rooms_of(chat).rooms["a"].members) == [alice.session, carol.session]
+    got = carol.take()
+    assert [got.count(c * 3000) for c in (b"x", b"y", b"z")] == [1, 1, 1]
+    assert got.index(b"z" * 3000) < got.index("Déconnection de bob".encode())
+    assert len(rooms_of(chat).rooms["a"].log.lines) == 0
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_every_line_reaches_each_member_once_in_the_order_made(seed: int) -> None:
+    """Users in several rooms and the lobby, joining and leaving, lines of
+    every kind within and across turns, passes of several turns: each user
+    gets every line made while it could hear it, once, in the order the
+    server made them (lobby, rooms, private lines merged)."""
+    rng = random.Random(seed)
+    chat = Chat(flood_rate=0, join_notice_limit=0, pass_size=rng.choice([1, 2, 64]))
+    nicks = [f"u{i}" for i in range(6)]
+    clients = dict(zip(nicks, users(chat, *nicks), strict=True))
+    rooms = ["a", "b", "c"]
+    members: dict[str, set[str]] = {room: set() for room in rooms}
+    current: dict[str, str | None] = dict.fromkeys(nicks)
+    expected: dict[str, list[str]] = {nick: [] for nick in nicks}
+    for step in range(300):
+        nick = rng.choice(nicks)
+        client = clients[nick]
+        token = f"m{step}"
+        action = rng.random()
+        if action < 0.15:
+            room = rng.choice(rooms)
+            client.send(f"/join #{room}\n".encode())
+            members[room].add(nick)
+            current[nick] = room
+        elif action < 0.22:
+            room = rng.choice(rooms)
+            if nick in members[room]:
+                client.send(f"/part #{room}\n".encode())
+                members[room].discard(nick)
+                if current[nick] == room:
+                    current[nick] = None
+        elif action < 0.27:
+            client.send(b"/join #accueil\n")
+            current[nick] = None
+        elif action < 0.35:
+            other = rng.choice([other for other in nicks if other != nick])
+            client.send(f"msg {other} {token}\n".encode())
+            expected[other].append(token)
+        elif action < 0.85:
+            client.send(f"{token}\n".encode())
+            said_in = current[nick]
+            hearers = set(nicks) if said_in is None else members[said_in]
+            for hearer in hearers - {nick}:
+                expected[hearer].append(token)
+        elif action < 0.95:
+            chat.turn()
+        else:
+            client.send(b"/rooms\n")  # an answer: a write outside any pass
+    chat.advance(1)
+    tokens = re.compile(rb": (m\d+)$")
+    for nick, client in clients.items():
+        got = [
+            match[1].decode()
+            for line in client.transport.value().splitlines()
+            if (match := tokens.search(line))
+        ]
+        assert got == expected[nick], nick
+    for named in rooms_of(chat).rooms.values():
+        assert named.log.lines == []
