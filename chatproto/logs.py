@@ -58,18 +58,27 @@ class Burst:
     order: int = 0
 
 
+# The most users one event names: its JSON line stays under 32 KiB with
+# the longest nicknames and IPv6 networks (about 250 bytes a user), below
+# journald's LineMax (48 KiB), past which the journal cuts a line in two
+# and jq no longer reads it.
+MOST_USERS = 128
+
+
 class TurnLog:
     """The log events of L{Burst} kinds, gathered per reactor turn.
 
     The first record of a turn asks C{clock} for one call at the end of the
     turn (C{callLater(0)}), the next ones are appended: a herd of 10,000
-    arrivals is a few dozen events, not 10,000 formatted and written one by
+    arrivals is a hundred events, not 10,000 formatted and written one by
     one (each 60-80 us in twistd's text observer: a quarter of the CPU of a
-    registration, profiled). L{flush} writes what is pending at once: at
-    shutdown, so that nothing is lost."""
+    registration, profiled). One event names at most C{most} users (the
+    rest of the turn's go in the next events). L{flush} writes what is
+    pending at once: at shutdown, so that nothing is lost."""
 
-    def __init__(self, clock: IReactorTime) -> None:
+    def __init__(self, clock: IReactorTime, most: int = MOST_USERS) -> None:
         self.clock = clock
+        self.most = most
         self._pending: dict[Burst, list[dict[str, Any]]] = {}
         self._call: IDelayedCall | None = None
 
@@ -88,26 +97,30 @@ class TurnLog:
         self.flush()
 
     def flush(self) -> None:
-        """Write every pending record now, one event per kind."""
+        """Write every pending record now, one event per kind (and per
+        C{most} users)."""
         call, self._call = self._call, None
         if call is not None and call.active():
             call.cancel()
         pending, self._pending = self._pending, {}
+        most = self.most
         for burst in sorted(pending, key=_order):
             records = pending[burst]
-            if len(records) == 1:
-                (record,) = records
-                fields = {name: record.get(name) for name in burst.fields}
-                burst.logger.info(burst.one, act=burst.act, **fields)
-            else:
-                names = ", ".join([burst.item.format_map(r) for r in records])
-                burst.logger.info(
-                    burst.many,
-                    act=burst.act,
-                    count=len(records),
-                    names=names,
-                    users=records,
-                )
+            for start in range(0, len(records), most):
+                _write(burst, records[start : start + most])
+
+
+def _write(burst: Burst, records: list[dict[str, Any]]) -> None:
+    """One event about these users: as it always was for one."""
+    if len(records) == 1:
+        (record,) = records
+        fields = {name: record.get(name) for name in burst.fields}
+        burst.logger.info(burst.one, act=burst.act, **fields)
+    else:
+        names = ", ".join([burst.item.format_map(r) for r in records])
+        burst.logger.info(
+            burst.many, act=burst.act, count=len(records), names=names, users=records
+        )
 
 
 def _order(burst: Burst) -> int:

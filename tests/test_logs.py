@@ -64,7 +64,7 @@ def test_500_in_one_turn_are_one_event_that_names_each(
     seen: list[dict[str, Any]], joined: Burst
 ) -> None:
     clock = Clock()
-    turn_log = TurnLog(clock)
+    turn_log = TurnLog(clock, most=500)
     users = [
         {"nick": f"b{i}", "address": f"127.1.0.{i % 3}", "front_end": "tcp"}
         for i in range(500)
@@ -79,6 +79,51 @@ def test_500_in_one_turn_are_one_event_that_names_each(
     assert text.endswith(", b499 (127.1.0.1)")
     assert text.count(" (127.1.0.") == 500
     assert (event["act"], event["count"], event["users"]) == ("join", 500, users)
+
+
+def test_an_event_names_at_most_its_bound_of_users(
+    seen: list[dict[str, Any]], joined: Burst
+) -> None:
+    """Past MOST_USERS, the turn's users go in the next events: each named
+    once, in their order; a lone last one is written as one always is."""
+    clock = Clock()
+    turn_log = TurnLog(clock)
+    nicks = [f"b{i}" for i in range(2 * logs.MOST_USERS + 1)]
+    for nick in nicks:
+        turn_log.add(joined, nick=nick, address="192.0.2.1", front_end="tcp")
+    clock.advance(0)
+    assert [e.get("count") for e in seen] == [logs.MOST_USERS, logs.MOST_USERS, None]
+    named = [u["nick"] for e in seen[:2] for u in e["users"]] + [seen[2]["nick"]]
+    assert named == nicks
+    assert formatEvent(seen[2]) == f"{nicks[-1]} joined"
+
+
+def test_the_json_line_of_a_full_event_fits_a_journal_line() -> None:
+    """journald cuts a line past its LineMax (48 KiB): the JSON line of the
+    largest event, the longest nicknames and IPv6 networks, stays below."""
+    out = io.StringIO()
+    left = Burst(
+        Logger(namespace="chatproto.room", observer=logs.json(out)),
+        room.LEFT.act,
+        room.LEFT.one,
+        room.LEFT.many,
+        room.LEFT.item,
+        room.LEFT.fields,
+    )
+    clock = Clock()
+    turn_log = TurnLog(clock)
+    for i in range(logs.MOST_USERS):
+        turn_log.add(
+            left,
+            nick=f"abcdefghij{i % 100:02d}",
+            address=f"2001:db8:abcd:{i:x}::/64",
+            front_end="tcp",
+            reason="slow_reader",
+        )
+    turn_log.flush()
+    (line,) = out.getvalue().splitlines()
+    assert len(json.loads(line)["users"]) == logs.MOST_USERS
+    assert len(line.encode()) < 40 * 1024
 
 
 def test_each_turn_has_its_own_event(seen: list[dict[str, Any]], joined: Burst) -> None:
@@ -184,19 +229,18 @@ def test_an_arrival_and_a_departure_alone_are_logged_as_before(
     assert {e["log_namespace"] for e in events} == {"chatproto.room"}
 
 
-def test_a_herd_registering_in_one_turn_is_one_event(
+def test_a_herd_registering_in_one_turn_is_a_few_events(
     events: list[dict[str, Any]],
 ) -> None:
     chat = Chat(ping_interval=0, join_notice_limit=0)
-    herd(
-        chat, [f"b{i}" for i in range(500)], [f"127.1.0.{i % 200}" for i in range(500)]
-    )
+    nicks = [f"b{i}" for i in range(500)]
+    herd(chat, nicks, [f"127.1.0.{i % 200}" for i in range(500)])
     chat.advance(0)
-    (event,) = events
-    text = formatEvent(event)
-    assert (event["act"], event["count"], len(event["users"])) == ("join", 500, 500)
-    assert text.startswith("500 joined: b0 (127.1.0.0), b1 (127.1.0.1), ")
-    assert all(f"b{i} (127.1.0.{i % 200})" in text for i in range(500))
+    assert [e["count"] for e in events] == [128, 128, 128, 116]
+    assert {e["act"] for e in events} == {"join"}
+    text = " ".join(formatEvent(e) for e in events)
+    assert text.startswith("128 joined: b0 (127.1.0.0), b1 (127.1.0.1), ")
+    assert [u["nick"] for e in events for u in e["users"]] == nicks
 
 
 def test_users_cut_in_one_ping_pass_are_one_event_then_their_departures(
