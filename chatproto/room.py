@@ -25,11 +25,32 @@ from chatproto import wire
 from chatproto.config import ServerConfig
 from chatproto.fanout import FanOut
 from chatproto.history import History
+from chatproto.logs import Burst, TurnLog
 from chatproto.metrics import Metrics
-from chatproto.registry import Reach, Registry, nick_key
+from chatproto.registry import MemoryRegistry, Reach, Registry, nick_key
 from chatproto.session import Session
 
 log = Logger()
+
+# Arrivals and departures, logged once per reactor turn (chatproto/logs.py):
+# "alice joined" alone, "3 joined: b0 (192.0.2.1), ..." in a herd.
+JOINED = Burst(
+    log,
+    "join",
+    "{nick} joined",
+    "{count} joined: {names}",
+    "{nick} ({address})",
+    ("nick", "address", "front_end"),
+)
+LEFT = Burst(
+    log,
+    "departure",
+    "{nick} left: {reason}",
+    "{count} left: {names}",
+    "{nick} ({address}, {reason})",
+    ("nick", "address", "front_end", "reason"),
+    order=2,  # after what cut a user (chatproto/server.py's PING...)
+)
 
 
 class Relay(Protocol):
@@ -69,6 +90,8 @@ class Room:
         self.history = history
         self.relay = relay
         self.sessions: dict[str, Session] = {}
+        # The events about users, one per kind and reactor turn.
+        self.user_log = TurnLog(clock)
         self.fanout = FanOut(config, clock, self.sessions, metrics)
         self._stamp_second = -1
         self._stamp = ""
@@ -86,9 +109,8 @@ class Room:
         assert session.nick is not None
         self.fanout.join(session)  # lines made before: not for it
         self.sessions[nick_key(session.nick)] = session
-        log.info(
-            "{nick} joined",
-            act="join",
+        self.user_log.add(
+            JOINED,
             nick=session.nick,
             address=session.host,
             front_end=session.front_end,
@@ -97,9 +119,11 @@ class Room:
             line = f"{self.stamp()}-Connexion de {session.nick}\n".encode()
             self.broadcast(line, exclude=session)
         held = [greeting]  # until the list is written, or it is not there
-        self.registry.names(self.config.list_limit).addCallback(
-            _send_list, session, held
-        )
+        registry, limit = self.registry, self.config.list_limit
+        if type(registry) is MemoryRegistry:  # a single server's: at once
+            _send_list(registry.listed(limit), session, held)
+        else:
+            registry.names(limit).addCallback(_send_list, session, held)
         if held:  # the list comes later (a cluster's registry): the greeting now
             session.send(held.pop())
 
@@ -121,9 +145,8 @@ class Room:
         if not self.sessions:  # nobody left to give lines to: no timer
             self.fanout.flush()
         self.metrics.departed(reason)
-        log.info(
-            "{nick} left: {reason}",
-            act="departure",
+        self.user_log.add(
+            LEFT,
             nick=session.nick,
             address=session.host,
             front_end=session.front_end,

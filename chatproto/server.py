@@ -33,6 +33,7 @@ from chatproto.cluster_messages import Kick
 from chatproto.commands import COMMANDS
 from chatproto.config import ServerConfig
 from chatproto.history import History, MemoryHistory
+from chatproto.logs import Burst, TurnLog
 from chatproto.metrics import Metrics
 from chatproto.moderation import Moderation
 from chatproto.operators import Checker, Hasher
@@ -58,6 +59,17 @@ __all__ = [
 ]
 
 log = Logger()
+
+# The users the ping loop cuts, logged once per reactor turn (chatproto/logs.py).
+UNANSWERED = Burst(
+    log,
+    "ping",
+    "{nick} stopped answering pings",
+    "{count} stopped answering pings: {names}",
+    "{nick} ({address})",
+    ("nick",),
+    order=1,  # before their departures
+)
 
 
 @implementer(IHalfCloseableProtocol)
@@ -291,6 +303,12 @@ class ChatFactory(ServerFactory):
         return self.room.history
 
     @property
+    def user_log(self) -> TurnLog:
+        """The log of the events about users that come in bursts (its
+        room's)."""
+        return self.room.user_log
+
+    @property
     def sessions(self) -> dict[str, Session]:
         """The room's members, by nickname key."""
         return self.room.sessions
@@ -411,10 +429,8 @@ class ChatFactory(ServerFactory):
             limit = self.config.max_missed_pings
             for session in tuple(self.room.sessions.values()):
                 if session.missed_pings >= limit:
-                    log.info(
-                        "{nick} stopped answering pings",
-                        act="ping",
-                        nick=session.nick,
+                    self.user_log.add(
+                        UNANSWERED, nick=session.nick, address=session.host
                     )
                     session.say_goodbye(wire.notice(wire.PING_TIMEOUT), reason="ping")
                 else:
@@ -438,6 +454,7 @@ class ChatFactory(ServerFactory):
                 session.say_goodbye(
                     wire.notice(wire.STOPPING), wire.BYE, reason="shutdown"
                 )
+        self.user_log.flush()  # the departures: the reactor may stop next
         if not self.admission.connections:
             return succeed(None)
         self._stopped = Deferred()

@@ -29,9 +29,11 @@ from twisted.python.failure import Failure
 from chatproto import wire
 from chatproto.accounts import Account, Unavailable
 from chatproto.inbox import STILL_TOO_LONG, TOO_LONG, Inbox
+from chatproto.logs import Burst, TurnLog
 from chatproto.operators import Throttled
 from chatproto.registry import (
     ClusterUnreachable,
+    MemoryRegistry,
     NicknameTaken,
     Reach,
     Registry,
@@ -62,6 +64,27 @@ class Rooms(Protocol):
 
 
 log = Logger()
+
+# The users cut for their own doing, logged once per reactor turn
+# (chatproto/logs.py), before their departures.
+SLOW_READER = Burst(
+    log,
+    "slow_reader",
+    "{nick} stopped reading ({backlog} bytes pending): disconnected",
+    "{count} stopped reading, disconnected: {names}",
+    "{nick} ({address}, {backlog} bytes pending)",
+    ("nick", "backlog"),
+    order=1,
+)
+FLOODED = Burst(
+    log,
+    "flood",
+    "{nick} flooded: disconnected",
+    "{count} flooded, disconnected: {names}",
+    "{nick} ({address})",
+    ("nick",),
+    order=1,
+)
 
 
 class ChatError(Exception):
@@ -191,6 +214,9 @@ class Server(Protocol):
     def whisper(self, sender: str, target: str, text: str) -> Deferred[bool]: ...
     @property
     def moderation(self) -> Moderator: ...
+    @property
+    def user_log(self) -> TurnLog:
+        """The log of the events about users (chatproto/logs.py)."""
 
 
 class Moderator(Protocol):
@@ -323,11 +349,8 @@ class Session:
         """Its reader stopped taking what is sent (see Output)."""
         if self.state is GONE:
             return
-        log.info(
-            "{nick} stopped reading ({backlog} bytes pending): disconnected",
-            nick=self.nick,
-            backlog=backlog,
-            act="slow_reader",
+        self.server.user_log.add(
+            SLOW_READER, nick=self.nick, address=self.host, backlog=backlog
         )
         self.drop("slow_reader")
 
@@ -420,7 +443,7 @@ class Session:
         self._drain()
         inbox = self.inbox
         if inbox.lines and self.state is not GONE and inbox.flooded():
-            log.info("{nick} flooded: disconnected", nick=self.nick, act="flood")
+            self.server.user_log.add(FLOODED, nick=self.nick, address=self.host)
             self.say_goodbye(wire.FLOODED, reason="flood")
 
     def _drain(self) -> None:
@@ -557,13 +580,19 @@ class Session:
         d.addCallbacks(self._claimed, self._not_claimed)
         self.wait_for(d)
 
-    def _unless_protected(self, account: Account | None, nick: str) -> Deferred[str]:
-        """The registry's claim of C{nick}, unless an account protects it."""
+    def _unless_protected(
+        self, account: Account | None, nick: str
+    ) -> str | Deferred[str]:
+        """The registry's claim of C{nick}, unless an account protects it
+        (a single server's, at once: no Deferred to chain)."""
         if account is not None:
             raise _Protected(nick)
         if self.state is not State.JOINING:  # disconnected while looking up
             raise _Gone()
-        return self.server.registry.claim(nick)
+        registry = self.server.registry
+        if type(registry) is MemoryRegistry:  # not a subclass's own claim
+            return registry.take(nick)
+        return registry.claim(nick)
 
     def _password(self, text: str) -> None:
         """The answer to the password prompt (spaces around it dropped,

@@ -285,7 +285,9 @@ def events(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """The log events of the room, and of the metrics' refusals."""
     seen: list[dict[str, Any]] = []
     logger = Logger(observer=cast(ILogObserver, seen.append))
-    monkeypatch.setattr(room, "log", logger)
+    # The room's Logger itself: its arrivals and departures (room.JOINED,
+    # room.LEFT) are written through it.
+    monkeypatch.setattr(room.log, "observer", seen.append)
     monkeypatch.setattr(metrics, "log", logger)
     return seen
 
@@ -295,6 +297,7 @@ def test_a_departure_is_one_log_event_with_its_reason(
 ) -> None:
     chat = quiet_chat()
     chat.user("alice", "192.0.2.4").send(b"/quit\n")
+    chat.advance(0)  # the end of the reactor turn: its events are written
     joined, left = (e for e in events if e.get("act") in ("join", "departure"))
     assert (joined["nick"], joined["address"], joined["front_end"]) == (
         "alice",
@@ -395,7 +398,7 @@ def test_a_json_log_line_of_a_departure_has_its_reason(
     """What twistd --logger=chatproto.logs.json writes (see docs/operating.md, "Logs"):
     one JSON object a line, the event's fields named."""
     out = io.StringIO()
-    monkeypatch.setattr(room, "log", Logger(observer=logs.json(out)))
+    monkeypatch.setattr(room.log, "observer", logs.json(out))
     chat = quiet_chat(max_output=10_000)
     slow = chat.user("slow")
     slow.buffer_full()

@@ -1204,6 +1204,7 @@ def test_an_operator_who_leaves_leaves_no_wait_behind() -> None:
     assert len(chat.clock.getDelayedCalls()) == 1
     alice.send(b"/quit\n")
     assert not alice.connected
+    chat.advance(0)  # the end of the turn: its departure logged
     assert chat.clock.getDelayedCalls() == []
 
 

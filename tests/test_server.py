@@ -571,6 +571,7 @@ def test_no_timer_runs_when_nobody_is_connected() -> None:
     assert len(chat.clock.getDelayedCalls()) == 1, "one ping loop for all"
     alice.send(b"/quit\n")
     bob.transport.loseConnection()
+    chat.advance(0)  # the end of the turn: the departures logged
     assert chat.clock.getDelayedCalls() == []
 
 
@@ -581,6 +582,7 @@ def test_no_timer_runs_once_the_last_member_is_kicked() -> None:
     bob = chat.user("bob")
     chat.factory.heard_kick(Kick("bob", 0, "alice", "198.51.100.4", "spam"))
     assert not bob.connected
+    chat.advance(0)  # the end of the turn: the departure logged
     assert chat.clock.getDelayedCalls() == []
 
 

@@ -205,6 +205,7 @@ def test_an_owner_s_position_is_saved_as_it_goes_once_it_asked_unread() -> None:
     prof.send(b"/quit\n")
     dave.send(b"/quit\n")
     alice.send(b"/quit\n")
+    c.advance(0)  # the end of the turn: the departures logged
     assert c.clock.getDelayedCalls() == []
 
 
