@@ -27,7 +27,7 @@ from chatproto.fanout import FanOut
 from chatproto.history import History
 from chatproto.logs import Burst, TurnLog
 from chatproto.metrics import Metrics
-from chatproto.registry import MemoryRegistry, Reach, Registry, nick_key
+from chatproto.registry import Reach, Registry, nick_key
 from chatproto.session import Session
 
 log = Logger()
@@ -119,11 +119,9 @@ class Room:
             line = f"{self.stamp()}-Connexion de {session.nick}\n".encode()
             self.broadcast(line, exclude=session)
         held = [greeting]  # until the list is written, or it is not there
-        registry, limit = self.registry, self.config.list_limit
-        if type(registry) is MemoryRegistry:  # a single server's: at once
-            _send_list(registry.listed(limit), session, held)
-        else:
-            registry.names(limit).addCallback(_send_list, session, held)
+        self.registry.names(self.config.list_limit).addCallback(
+            _send_list, session, held
+        )
         if held:  # the list comes later (a cluster's registry): the greeting now
             session.send(held.pop())
 

@@ -33,7 +33,6 @@ from chatproto.logs import Burst, TurnLog
 from chatproto.operators import Throttled
 from chatproto.registry import (
     ClusterUnreachable,
-    MemoryRegistry,
     NicknameTaken,
     Reach,
     Registry,
@@ -580,19 +579,13 @@ class Session:
         d.addCallbacks(self._claimed, self._not_claimed)
         self.wait_for(d)
 
-    def _unless_protected(
-        self, account: Account | None, nick: str
-    ) -> str | Deferred[str]:
-        """The registry's claim of C{nick}, unless an account protects it
-        (a single server's, at once: no Deferred to chain)."""
+    def _unless_protected(self, account: Account | None, nick: str) -> Deferred[str]:
+        """The registry's claim of C{nick}, unless an account protects it."""
         if account is not None:
             raise _Protected(nick)
         if self.state is not State.JOINING:  # disconnected while looking up
             raise _Gone()
-        registry = self.server.registry
-        if type(registry) is MemoryRegistry:  # not a subclass's own claim
-            return registry.take(nick)
-        return registry.claim(nick)
+        return self.server.registry.claim(nick)
 
     def _password(self, text: str) -> None:
         """The answer to the password prompt (spaces around it dropped,

@@ -32,6 +32,18 @@ def users(chat: Chat, *nicks: str) -> list[Client]:
     return found
 
 
+def in_room(chat: Chat, *nicks: str) -> list[Client]:
+    """Users registered, then in #a once every pass has run, their
+    answers taken."""
+    found = users(chat, *nicks)
+    for user in found:
+        user.send(b"/join #a\n")
+    chat.advance(0)
+    for user in found:
+        user.take()
+    return found
+
+
 def rooms_of(chat: Chat) -> Rooms:
     return chat.factory.rooms
 
@@ -681,12 +693,7 @@ def test_a_rooms_pass_serves_pass_size_members_a_turn() -> None:
     """A line to a big room does not make one long reactor turn: its
     members get it pass_size a turn, each once."""
     chat = Chat(flood_rate=0, join_notice_limit=0, pass_size=2)
-    found = users(chat, *[f"u{i}" for i in range(5)])
-    for user in found:
-        user.send(b"/join #a\n")
-    chat.advance(0)
-    for user in found:
-        user.take()
+    found = in_room(chat, *[f"u{i}" for i in range(5)])
     found[0].send(b"x\n")
     others = found[1:]
     chat.turn()
@@ -765,12 +772,7 @@ def test_a_member_joins_at_the_rooms_end_even_within_a_turn() -> None:
 
 def test_a_rooms_log_keeps_only_lines_some_member_has_not_been_given() -> None:
     chat = Chat(flood_rate=0, join_notice_limit=0, pass_size=2)
-    found = users(chat, *[f"u{i}" for i in range(5)])
-    for user in found:
-        user.send(b"/join #a\n")
-    chat.advance(0)
-    for user in found:
-        user.take()
+    found = in_room(chat, *[f"u{i}" for i in range(5)])
     room = rooms_of(chat).rooms["a"]
     found[0].send(b"un\n")
     found[1].send(b"deux\n")
@@ -817,12 +819,7 @@ def test_a_member_who_parts_during_a_pass_of_several_turns_gets_no_more() -> Non
     """The pass serves the members it started with, pass_size a turn: one
     who left the room meanwhile is not given its later lines."""
     chat = Chat(flood_rate=0, join_notice_limit=0, pass_size=1)
-    found = users(chat, *[f"u{i}" for i in range(4)])
-    for user in found:
-        user.send(b"/join #a\n")
-    chat.advance(0)
-    for user in found:
-        user.take()
+    found = in_room(chat, *[f"u{i}" for i in range(4)])
     found[0].send(b"x\n")
     chat.turn()  # the pass gave u1 its line; u2 and u3 wait
     found[2].send(b"/rooms\n")  # u2 is given it, before the answer
@@ -868,12 +865,7 @@ def test_a_reader_cut_in_the_middle_of_a_rooms_pass_leaves_as_any_departure() ->
     lines to the members the pass had not reached yet), and the others get
     every line once."""
     chat = Chat(flood_rate=0, join_notice_limit=0, max_output=4096, pass_size=1)
-    alice, bob, carol = users(chat, "alice", "bob", "carol")
-    for user in (alice, bob, carol):
-        user.send(b"/join #a\n")
-    chat.advance(0)
-    for user in (alice, bob, carol):
-        user.take()
+    alice, bob, carol = in_room(chat, "alice", "bob", "carol")
     bob.buffer_full()  # bob stops reading
     alice.send(b"x" * 3000 + b"\n" + b"y" * 3000 + b"\n")
     chat.advance(2)
