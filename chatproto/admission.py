@@ -1,4 +1,5 @@
-"""Who gets in: the connection limits, and the flood memory per address.
+"""Who gets in: the connection limits, the time a connection has to
+register, and the flood memory per address.
 
 An L{Admission} counts connections of any kind that say where they come
 from and can be closed to make room (an L{Entrant}): the chat's sessions
@@ -13,7 +14,7 @@ import ipaddress
 import socket
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from chatproto import wire
 
@@ -26,6 +27,11 @@ if TYPE_CHECKING:
 # restart) must not evict each other before they had time to register, which
 # takes them a round trip or two; a squatter, which never registers, is old.
 EVICTION_GRACE = 10.0
+
+# A deadline is past when the clock is this close to it: a call scheduled
+# for it may run a rounding error before it (the delay is computed from
+# the time now).
+ROUNDING = 1e-6
 
 
 def source(host: str | None) -> str | None:
@@ -78,6 +84,9 @@ class Entrant(Protocol):
     def make_room(self) -> None:
         """Close, as the oldest unregistered connection, for a newcomer."""
 
+    def registration_expired(self) -> None:
+        """Close: it did not register within the admission's deadline."""
+
 
 E = TypeVar("E", bound=Entrant)
 
@@ -88,16 +97,31 @@ class Admission(Generic[E]):
     Invariants: C{connections} is every connection admitted and not yet
     forgotten; C{per_host} and C{per_network} count them by source() and
     network() (no zero entries); C{unregistered} is those of them that have
-    no nickname yet, oldest first, with when they came. Each limit is a
+    no nickname yet, oldest first, with when they came; C{expired} those of
+    them told their time to register is up (see below). Each limit is a
     counter: O(1) per connection. C{spent_tokens} remembers, per address,
     what closed connections left of their flood burst, until it refilled.
+
+    With a C{deadline} (seconds; 0: none), a connection still unregistered
+    that long after it came is told so (L{Entrant.registration_expired});
+    it stays among the unregistered until it is gone, the first to make
+    room meanwhile. One timer serves them all, set
+    for the oldest's deadline while any waits: a herd of 10,000 sets one,
+    not 10,000 that are cancelled a round trip later.
     """
 
     def __init__(
-        self, config: ServerConfig, clock: IReactorTime, metrics: Metrics | None = None
+        self,
+        config: ServerConfig,
+        clock: IReactorTime,
+        metrics: Metrics | None = None,
+        deadline: float = 0.0,
     ) -> None:
         self.config = config
         self.clock = clock
+        self.deadline = deadline
+        self._expiry: IDelayedCall | None = None  # at the oldest's deadline
+        self.expired: set[E] = set()  # unregistered, told their time is up
         if metrics is None:
             from chatproto.metrics import Metrics
 
@@ -153,7 +177,35 @@ class Admission(Generic[E]):
             self.per_network[net] += 1
         self.connections.add(session)
         self.unregistered[session] = now
+        if self._expiry is None and self.deadline > 0:
+            self._expiry = self.clock.callLater(self.deadline, self._expire)
         return None
+
+    def _expire(self) -> None:
+        """Tell the unregistered connections past the deadline, oldest
+        first, and wait for the next one's. Those told stay unregistered
+        (and the first to make room) until they are closed and forgotten."""
+        self._expiry = None
+        now = self.clock.seconds()
+        due = []
+        for session, since in self.unregistered.items():
+            if session in self.expired:
+                continue
+            wait = since + self.deadline - now
+            if wait > ROUNDING:
+                self._expiry = self.clock.callLater(wait, self._expire)
+                break
+            due.append(session)
+        for session in due:
+            self.expired.add(session)
+            session.registration_expired()
+
+    def _stop_expiry(self) -> None:
+        """Nobody is unregistered: no deadline to wait for."""
+        if self._expiry is not None:
+            if self._expiry.active():
+                self._expiry.cancel()
+            self._expiry = None
 
     def _oldest_unregistered(self, now: float) -> E | None:
         """The unregistered connection that came first, if it has been
@@ -172,6 +224,9 @@ class Admission(Generic[E]):
     def registered(self, session: E) -> None:
         """A connection registered its nickname: it is no squatter."""
         self.unregistered.pop(session, None)
+        self.expired.discard(session)
+        if not self.unregistered:
+            self._stop_expiry()
 
     def forget(self, session: E) -> None:
         """A connection is closed: it no longer counts against any limit."""
@@ -179,6 +234,9 @@ class Admission(Generic[E]):
             return
         self.connections.discard(session)
         self.unregistered.pop(session, None)
+        self.expired.discard(session)
+        if not self.unregistered:
+            self._stop_expiry()
         host = session.host
         if host is not None and self.config.max_per_ip > 0:
             self.per_host[host] -= 1

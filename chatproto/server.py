@@ -273,7 +273,9 @@ class ChatFactory(ServerFactory):
         )
         # The named rooms beside it, the lobby (chatproto/rooms.py).
         self.rooms = Rooms(self.room)
-        self.admission: Admission[Session] = Admission(config, clock, self.metrics)
+        self.admission: Admission[Session] = Admission(
+            config, clock, self.metrics, deadline=config.registration_timeout
+        )
         self.stopping = False
         self._stopped: Deferred[None] | None = None
         self._pinger = LoopingCall(self._ping)

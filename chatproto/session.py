@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -260,7 +260,6 @@ class Session:
         "_busy",
         "_draining",
         "_ended",
-        "_registration_call",
         "_talking",
         "connection",
         "host",
@@ -293,7 +292,6 @@ class Session:
         self._draining = False
         self._ended = False  # the input ended: it quits after its lines
         self._talking = False
-        self._registration_call: IDelayedCall | None = None
         self._asked: str | None = None  # the protected nickname of PASSWORD
 
     @property
@@ -318,10 +316,6 @@ class Session:
         if config.nodelay == "all":
             self._talking = True
             self.connection.talking()
-        if config.registration_timeout > 0:
-            self._registration_call = server.clock.callLater(
-                config.registration_timeout, self._registration_expired
-            )
         self.send(wire.WELCOME)
 
     def lost(self) -> None:
@@ -331,7 +325,6 @@ class Session:
         if left is not None:  # admitted: what it spent of its burst stays spent
             self.server.remember_tokens(self.host, *left)
         self.state = State.GONE
-        self._stop_registration_timer()
         self.server.forget(self)
 
     def send(self, data: bytes) -> None:
@@ -378,7 +371,6 @@ class Session:
 
     def _close(self, *lines: bytes) -> None:
         """Say the last lines, then close once they are sent (or too late)."""
-        self._stop_registration_timer()
         self.state = State.GONE
         self.connection.close(*lines)
 
@@ -646,7 +638,6 @@ class Session:
         if self.state is not State.JOINING:  # disconnected while waiting
             server.registry.release(nick)
             return
-        self._stop_registration_timer()
         self.nick = nick
         server.registered(self)
         self.state = State.CHATTING
@@ -687,15 +678,9 @@ class Session:
         self._busy = False
         self._drain()
 
-    def _stop_registration_timer(self) -> None:
-        """Registered, or closing: the registration time limit no longer
-        applies."""
-        if self._registration_call is not None and self._registration_call.active():
-            self._registration_call.cancel()
-        self._registration_call = None
-
-    def _registration_expired(self) -> None:
-        self._registration_call = None
+    def registration_expired(self) -> None:
+        """Still not registered, registration_timeout after it came (the
+        room's Admission keeps the time): told so, and closed."""
         if self.state in (State.WELCOMED, State.NAMING, State.PASSWORD, State.JOINING):
             self._close(wire.notice(wire.REGISTRATION_EXPIRED))
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any, cast
 
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
@@ -63,11 +63,6 @@ class Channel(HTTPChannel):
     site: BoundedSite
     transport: Any  # the TCP (or TLS) connection
     host: str | None = None  # its source(), for the per-address bounds
-    _deadline: IDelayedCall | None = None
-
-    def connectionMade(self) -> None:
-        super().connectionMade()
-        self._deadline = self.site.clock.callLater(DEADLINE, self.make_room)
 
     def allHeadersReceived(self) -> None:
         """A request's headers are in: one announcing a body gets 413 now,
@@ -79,24 +74,22 @@ class Channel(HTTPChannel):
         super().allHeadersReceived()
 
     def make_room(self) -> None:
-        """Past the deadline, or the oldest of a full site: aborted."""
+        """The oldest of a full site: aborted."""
+        self.transport.abortConnection()
+
+    def registration_expired(self) -> None:
+        """Past the DEADLINE (the site's Admission keeps the time): aborted."""
         self.transport.abortConnection()
 
     def upgraded(self) -> None:
         """It becomes a WebSocket, a chat session the chat counts: it leaves
         the site's count and has no deadline any more. (Twisted's upgrade
         replaces this channel's connectionLost: not called again.)"""
-        self._leave()
+        self.site.admission.forget(self)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._leave()
-        super().connectionLost(reason)
-
-    def _leave(self) -> None:
-        if self._deadline is not None and self._deadline.active():
-            self._deadline.cancel()
-        self._deadline = None
         self.site.admission.forget(self)
+        super().connectionLost(reason)
 
 
 def admission(
@@ -106,7 +99,7 @@ def admission(
     per-address and per-network bounds of C{config} (by default a quarter
     of C{limit} per network); the oldest makes room only when it is full."""
     bounds = dataclasses.replace(config, max_connections=limit, max_unregistered=limit)
-    return Admission(bounds, clock, metrics)
+    return Admission(bounds, clock, metrics, deadline=DEADLINE)
 
 
 class BoundedSite(Site):

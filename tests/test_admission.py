@@ -479,3 +479,74 @@ async def test_over_tcp_a_squatter_makes_room_and_its_late_close_counts_once(
             if peer.transport is not None:
                 peer.transport.loseConnection()
         await port.stopListening()
+
+
+# The registration deadline: one timer for every unregistered connection
+
+EXPIRED = wire.notice(wire.REGISTRATION_EXPIRED)
+
+
+def test_each_connection_gets_its_own_deadline_from_one_timer() -> None:
+    """Connections that came at different times are each told at their own
+    deadline, oldest first; a hundred that came at once wait on one timer,
+    and no timer is left once none waits."""
+    chat = Chat(registration_timeout=60, ping_interval=0, max_per_ip=0)
+    herd = [chat.connect() for _ in range(100)]
+    assert len(chat.clock.getDelayedCalls()) == 1
+    chat.advance(10)
+    late = chat.connect()
+    for client in [*herd, late]:
+        client.take()
+    chat.advance(49.9)
+    assert all(client.connected for client in [*herd, late])
+    chat.advance(0.1)
+    assert [client.take() for client in herd] == [EXPIRED] * 100
+    assert not any(client.connected for client in herd)
+    assert late.connected and late.take() == b""
+    chat.advance(9.9)
+    assert late.connected
+    chat.advance(0.1)
+    assert late.take() == EXPIRED and not late.connected
+    assert chat.clock.getDelayedCalls() == []
+
+
+def test_registering_before_the_deadline_leaves_the_others_theirs() -> None:
+    """The oldest registers: the one after it is still told at its own
+    deadline, not at the oldest's, and nobody registered is told."""
+    chat = Chat(registration_timeout=60, ping_interval=0)
+    first = chat.connect()
+    chat.advance(30)
+    second = chat.connect()
+    first.send(b"/pseudo first\n")
+    assert nick_registered(first.take(), "first")
+    second.take()
+    chat.advance(30)
+    assert second.connected and first.connected
+    chat.advance(30)
+    assert second.take() == EXPIRED and not second.connected
+    assert first.connected and first.take() == b""
+
+
+def test_a_told_connection_that_closes_late_still_makes_room_first() -> None:
+    """A connection told its time is up but slow to close (it does not
+    read) still counts as unregistered, and is the first to make room for
+    a newcomer to a full server, not a younger one still registering."""
+    chat = Chat(
+        registration_timeout=60,
+        ping_interval=0,
+        close_timeout=60,
+        max_connections=2,
+        max_unregistered=2,
+        max_per_ip=0,
+    )
+    stuck = chat.connect()
+    stuck.transport.loseConnection = lambda: None  # type: ignore[method-assign]
+    chat.advance(59)
+    young = chat.connect()
+    chat.advance(1)
+    assert stuck.take().endswith(EXPIRED)
+    assert stuck.session in chat.factory.admission.unregistered
+    chat.advance(EVICTION_GRACE)
+    newcomer = chat.connect()
+    assert newcomer.connected and young.connected
+    assert stuck.session not in chat.factory.admission.connections
