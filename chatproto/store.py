@@ -130,6 +130,7 @@ BATCH_INTERVAL = 0.2  # seconds between two commits, at least
 RETENTION_INTERVAL = 600.0
 RETENTION_CHUNK = 2_000  # lines forgotten per transaction
 LOG_INTERVAL = 60.0  # lines dropped, write failures: logged this often at most
+LARGEST_ID = 2**63 - 1  # of a row: a line's number is its id
 READERS = 2  # threads (and connections) reading
 # History reads (/history, /search) asked and not answered yet, at most:
 # past them, a read fails as one that cannot be done now. Flood control
@@ -758,7 +759,9 @@ class StoreHistory:
     def before(
         self, number: int | None, count: int, room: str | None = None
     ) -> Deferred[list[Kept]]:
-        if number is None:
+        # Past SQLite's largest id (a user's /history 1 avant 10**30) every
+        # line is before it: sqlite3 raises OverflowError on such a number.
+        if number is None or number > LARGEST_ID:
             return self.last(count, room)
         if count <= 0:
             return succeed([])
