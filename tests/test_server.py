@@ -411,6 +411,27 @@ def test_private_message_without_text_is_an_error(chat: Chat, line: bytes) -> No
     assert bob.take() == b""
 
 
+@pytest.mark.parametrize(
+    ("line", "word"),
+    [
+        (b"msg bob:salut", "bob:salut"),
+        (b"msg bob, salut", "bob,"),
+        (b"msg #a hi", "#a"),
+    ],
+)
+def test_private_message_to_what_cannot_be_a_nickname(
+    chat: Chat, line: bytes, word: str
+) -> None:
+    """A target no nickname can be is named as such: C{msg bob:salut} was
+    answered "message privé vide pour bob:salut", a message that was not."""
+    alice, bob = chat.user("alice"), chat.user("bob")
+    alice.take()
+    alice.send(line + b"\n")
+    expected = f"Erreur : {word} n'est pas un pseudo, tapez msg PSEUDO TEXTE\n"
+    assert alice.take() == expected.encode()
+    assert bob.take() == b""
+
+
 @pytest.mark.parametrize("line", [b"msgs are fun", b"message pour tous", b"msg"])
 def test_msg_is_a_command_only_as_a_first_word(chat: Chat, line: bytes) -> None:
     """msgs or message start public lines."""
