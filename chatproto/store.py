@@ -80,7 +80,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from chatproto.accounts import Account
+from chatproto.accounts import Account, Looks
 from chatproto.history import (
     Kept,
     newest_holding,
@@ -811,6 +811,12 @@ class StoreAccounts:
     def __init__(self, store: Store, protected: set[str]) -> None:
         self.store = store
         self.protected = protected
+        # By look; an account the retention deleted stays until a restart:
+        # find() says it is gone
+        self.looks = Looks(protected)
+
+    def look_alike(self, nick: str) -> str | None:
+        return self.looks.alike(nick)
 
     def find(self, nick: str) -> Deferred[Account | None]:
         key = nick_key(nick)
@@ -828,6 +834,7 @@ class StoreAccounts:
     def protect(self, account: Account) -> Deferred[None]:
         row = (nick_key(account.nick), account.nick, account.hash, account.used)
         self.protected.add(row[0])
+        self.looks.add(row[0])
         return self.store.write(
             lambda db: db.execute(
                 "INSERT OR REPLACE INTO accounts (key, nick, hash, used) "
@@ -840,7 +847,11 @@ class StoreAccounts:
         key = nick_key(nick)
         return self.store.write(
             lambda db: db.execute("DELETE FROM accounts WHERE key = ?", (key,))
-        ).addCallback(lambda _: self.protected.discard(key))
+        ).addCallback(lambda _: self._unprotected(key))
+
+    def _unprotected(self, key: str) -> None:
+        self.protected.discard(key)
+        self.looks.discard(key)
 
     def touch(self, nick: str, when: float, seen: int | None = None) -> Deferred[None]:
         key = nick_key(nick)

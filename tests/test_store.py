@@ -396,14 +396,21 @@ def test_accounts_are_kept_found_by_key_touched_and_lifted(
         yield accounts.touch("PROF", 200.0)
         yield accounts.protect(Account("prof", "scrypt$2", 300.0))
         assert (yield accounts.find("Prof")) == Account("prof", "scrypt$2", 300.0)
+        assert accounts.look_alike("PR0F") == "prof"  # a zero for the O
+        assert accounts.look_alike("prof") is None  # itself
         yield accounts.unprotect("Prof")
         assert (yield accounts.find("prof")) is None
+        assert accounts.look_alike("PR0F") is None
         yield accounts.protect(Account("eve", "scrypt$3", 5.0))
+        yield accounts.protect(Account("milo", "scrypt$4", 5.0))
     finally:
         yield store.close()
     again = opened(path, task.Clock())
     try:
         assert (yield again.accounts.find("Eve")) == Account("eve", "scrypt$3", 5.0)
+        # the looks are read at open too: m1lo (a one for the l) is milo's
+        assert again.accounts.look_alike("M1L0") == "milo"
+        assert again.accounts.look_alike("Eve") is None
         # A nickname nobody protects is answered at once, with no read in a
         # thread: a herd of registrations costs the readers nothing.
         nobody = again.accounts.find("bob")
