@@ -606,7 +606,14 @@ class Session:
 
     def _password(self, text: str) -> None:
         """The answer to the password prompt (spaces around it dropped,
-        as /register drops them)."""
+        as /register drops them). C{/quit} is no password (6 characters at
+        least, commands.py): the user leaves, as at the nickname prompt,
+        rather than be told the nickname is taken and logged for a wrong
+        password."""
+        if text.strip() == "/quit":
+            self._asked = None
+            self.say_goodbye(wire.BYE, reason="quit")
+            return
         nick = self._asked
         assert nick is not None
         self._asked = None

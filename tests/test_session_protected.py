@@ -339,6 +339,18 @@ def test_at_most_ten_checks_wait_the_others_are_throttled_and_chat_goes_on() -> 
     assert [g.take() for g in guessers[:10]] == [wire.TAKEN] * 10
 
 
+def test_quit_at_the_password_prompt_leaves() -> None:
+    """/quit at the prompt was checked as a password: a wrong try logged
+    and throttled, `Attention ce pseudo existe deja`, and no departure."""
+    chat, held, _book = held_chat()
+    prof = connect(chat)
+    prof.send(b"/pseudo prof\n")
+    assert prof.take() == PROMPT
+    prof.send(b"  /quit \r\n")
+    assert prof.take() == wire.BYE
+    assert held.checks == [] and not prof.transport.connected
+
+
 # nick-days
 
 
