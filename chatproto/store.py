@@ -204,8 +204,15 @@ def _check(path: str) -> tuple[int, bool]:
         )
     if not os.path.lexists(path):
         return 0, False
+    if not os.path.exists(path):  # a symbolic link to nothing: not created
+        raise StoreError(
+            f"the store {path} is a symbolic link to {os.path.realpath(path)}, "
+            "which does not exist."
+        )
     if os.path.isdir(path):
         raise StoreError(f"the store {path} is a directory, not a file.")
+    if not os.path.isfile(path):  # a FIFO's open() below would wait forever
+        raise StoreError(f"the store {path} is not a regular file.")
     if not os.access(path, os.R_OK | os.W_OK):
         raise StoreError(
             f"cannot open the store {path}: no permission to read and write it."

@@ -3,6 +3,7 @@ reactor: each test bounded in time (pytest-twisted), its file in tmp_path."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import stat
 from collections.abc import Generator
@@ -434,6 +435,29 @@ def test_a_version_0_file_is_brought_to_our_schema(
     tables = {n for (n,) in db.execute("SELECT name FROM sqlite_schema")}
     assert {"lines", "words", "accounts"} <= tables
     db.close()
+
+
+def test_a_store_path_that_is_no_file_is_refused_in_one_sentence(
+    tmp_path: Path,
+) -> None:
+    """/dev/null was "cannot write the store: disk I/O error", a FIFO hung
+    the start for ever, a link to a missing file said "no permission"."""
+    fifo = tmp_path / "fifo.sqlite3"
+    os.mkfifo(fifo)
+    link = tmp_path / "link.sqlite3"
+    link.symlink_to(tmp_path / "gone" / "chat.sqlite3")
+    for path, told in [
+        ("/dev/null", "the store /dev/null is not a regular file."),
+        (str(fifo), f"the store {fifo} is not a regular file."),
+        (
+            str(link),
+            f"the store {link} is a symbolic link to "
+            f"{tmp_path / 'gone' / 'chat.sqlite3'}, which does not exist.",
+        ),
+    ]:
+        with pytest.raises(StoreError) as e:
+            Store.open(path, reactor, cast(IReactorFromThreads, reactor))
+        assert str(e.value) == told
 
 
 def test_a_database_of_another_program_or_a_store_in_use_is_refused(
