@@ -18,6 +18,7 @@ from twisted.application.service import MultiService
 from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads
+from twisted.python.usage import UsageError
 
 from chatproto import history as history_module
 from chatproto import store as store_module
@@ -502,6 +503,9 @@ def test_store_options_default_and_none_with_or_without_redis(
     options = Options()
     options.parseOptions(["--store", "none", "--redis", "redis://127.0.0.1:1/0"])
     assert options["store"] is None
+    for empty in ("", " "):
+        with pytest.raises(UsageError, match="--store takes a file name, or none"):
+            Options().parseOptions(["--store", empty])
 
 
 @pytest_twisted.inlineCallbacks
