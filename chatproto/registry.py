@@ -43,7 +43,7 @@ def nick_key(nick: str) -> str:
 # Characters that look alike in a terminal's font, or in a page's: I
 # (capital i) and l (small L), 1 and l, 0 and O. Lower case comes first, so
 # that Alice is alice; I is then i, which must be l too.
-_LOOK_ALIKE = str.maketrans("i1I0", "llLo")
+_LOOK_ALIKE = str.maketrans("i10", "llo")
 
 
 def nick_look(nick: str) -> str:
