@@ -14,6 +14,7 @@ reactor thread, throttled, and lets accounts unused for --nick-days go.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Protocol, cast
 
@@ -37,7 +38,7 @@ from chatproto.operators import (
     check_here,
     hash_here,
 )
-from chatproto.registry import ClusterUnreachable, nick_key
+from chatproto.registry import ClusterUnreachable, nick_key, nick_look
 
 log = Logger()
 
@@ -66,6 +67,11 @@ class Accounts(Protocol):
         """Keep C{account}, in place of any account of the same nickname."""
 
     def unprotect(self, nick: str) -> Deferred[None]: ...
+    def look_alike(self, nick: str) -> str | None:
+        """A protected nickname key that looks like C{nick} (registry's
+        nick_look) but is another, as far as the book knows without a read
+        (it may have expired: find() it); None for none, and in a cluster."""
+
     def touch(self, nick: str, when: float, seen: int | None = None) -> Deferred[None]:
         """The nickname was used at C{when}: its account's C{used}; its
         owner left, the history's newest line then C{seen} (kept unless
@@ -78,17 +84,25 @@ class MemoryAccounts:
 
     def __init__(self) -> None:
         self.accounts: dict[str, Account] = {}
+        self.looks = Looks()
 
     def find(self, nick: str) -> Deferred[Account | None]:
         return succeed(self.accounts.get(nick_key(nick)))
 
     def protect(self, account: Account) -> Deferred[None]:
-        self.accounts[nick_key(account.nick)] = account
+        key = nick_key(account.nick)
+        self.accounts[key] = account
+        self.looks.add(key)
         return succeed(None)
 
     def unprotect(self, nick: str) -> Deferred[None]:
-        self.accounts.pop(nick_key(nick), None)
+        key = nick_key(nick)
+        self.accounts.pop(key, None)
+        self.looks.discard(key)
         return succeed(None)
+
+    def look_alike(self, nick: str) -> str | None:
+        return self.looks.alike(nick)
 
     def touch(self, nick: str, when: float, seen: int | None = None) -> Deferred[None]:
         key = nick_key(nick)
@@ -98,6 +112,33 @@ class MemoryAccounts:
                 seen = account.seen
             self.accounts[key] = replace(account, used=when, seen=seen)
         return succeed(None)
+
+
+class Looks:
+    """The protected nickname keys by their look (nick_look), so that a
+    look-alike of one (C{aIice} of C{alice}) is found without a read."""
+
+    def __init__(self, keys: Iterable[str] = ()) -> None:
+        self._keys: dict[str, set[str]] = {}
+        for key in keys:
+            self.add(key)
+
+    def add(self, key: str) -> None:
+        self._keys.setdefault(nick_look(key), set()).add(key)
+
+    def discard(self, key: str) -> None:
+        look = nick_look(key)
+        keys = self._keys.get(look)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._keys[look]
+
+    def alike(self, nick: str) -> str | None:
+        """A key of the same look as C{nick}'s but not its own, or None."""
+        key = nick_key(nick)
+        others = self._keys.get(nick_look(nick), ())
+        return next((other for other in sorted(others) if other != key), None)
 
 
 class Unavailable(Exception):
@@ -150,6 +191,11 @@ class Protection:
         # store's retention lifts the protection of an owner who stays.
         self._refresh = LoopingCall(self._refresh_owners)
         self._refresh.clock = clock
+
+    def look_alike(self, nick: str) -> str | None:
+        """A protected nickname that looks like C{nick} and is another
+        (L{Accounts.look_alike}): find() says whether it still is."""
+        return self.accounts.look_alike(nick)
 
     def find(self, nick: str) -> Deferred[Account | None]:
         """The account that protects C{nick} now, or None; fails with
@@ -363,6 +409,9 @@ class RedisAccounts:
     def find(self, nick: str) -> Deferred[Account | None]:
         d = self.commands.eval(_FIND, (self.key, nick_key(nick), self.positions))
         return d.addCallback(_account)
+
+    def look_alike(self, nick: str) -> str | None:
+        return None  # a cluster checks letter case only (docs/protocol.md)
 
     def protect(self, account: Account) -> Deferred[None]:
         value = f"{account.used!r}\t{account.nick}\t{account.hash}"

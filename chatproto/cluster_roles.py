@@ -239,6 +239,9 @@ class ClusterAccounts:
     def protect(self, account: Account) -> Deferred[None]:
         return self.book.protect(account)
 
+    def look_alike(self, nick: str) -> str | None:
+        return self.book.look_alike(nick)
+
     def unprotect(self, nick: str) -> Deferred[None]:
         return self.book.unprotect(nick)
 

@@ -18,7 +18,7 @@ from chatproto import wire
 from chatproto.accounts import AlreadyProtected, NotProtected, Unavailable
 from chatproto.history import History, Kept, search_words
 from chatproto.operators import Throttled
-from chatproto.registry import ClusterUnreachable
+from chatproto.registry import ClusterUnreachable, valid_nickname
 from chatproto.session import ChatError, Command, Session
 
 # The lines /history sends when it is not told how many.
@@ -40,6 +40,8 @@ def _private(session: Session, rest: str) -> None:
     target, _, body = rest.lstrip(" ").partition(" ")
     if not target:
         raise ChatError(wire.PRIVATE_USAGE)
+    if not valid_nickname(target):  # "msg bob:salut" is no empty line to "bob:salut"
+        raise ChatError(wire.PRIVATE_NOT_A_NICK.format(target))
     if not body.strip():
         raise ChatError(wire.PRIVATE_EMPTY.format(target))
     assert session.nick is not None

@@ -139,7 +139,7 @@ class RedisAddress:
         db_text = parts.path.lstrip("/")
         if not db_text:
             db = 0
-        elif db_text.isdigit():
+        elif db_text.isascii() and db_text.isdigit():
             db = int(db_text)
         else:
             raise ValueError(

@@ -506,8 +506,14 @@ class Moderation:
         target, _, rest = argument.partition(" ")
         words = rest.split(" ", 1)
         minutes = DEFAULT_BAN_MINUTES
-        if words[0].isdigit():
+        first = words[0]
+        if first.isascii() and first.isdigit():
             minutes = int(words.pop(0))
+        elif first[:1].isdigit() or (first[:1] in "+-" and first[1:2].isdigit()):
+            # "-5", "1.5", "10min", "²": minutes mistyped, not a reason (a
+            # ban of the default 60 minutes would be a surprise; int("²")
+            # raised ValueError)
+            minutes = 0
         reason = " ".join(words).strip()
         if not target or not 1 <= minutes <= MAX_BAN_MINUTES:
             session.send(wire.notice(wire.BAN_USAGE.format(MAX_BAN_MINUTES)))

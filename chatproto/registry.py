@@ -40,6 +40,22 @@ def nick_key(nick: str) -> str:
     return nick if key == nick else sys.intern(key)
 
 
+# Characters that look alike in a terminal's font, or in a page's: I
+# (capital i) and l (small L), 1 and l, 0 and O. Lower case comes first, so
+# that Alice is alice; I is then i, which must be l too.
+_LOOK_ALIKE = str.maketrans("i10", "llo")
+
+
+def nick_look(nick: str) -> str:
+    """What C{nick} looks like: one string for every nickname that could
+    pass for it (C{alice}, C{Alice}, C{aIice}, C{a1ice} and C{ALlCE}; C{bob}
+    and C{b0b}). The registry refuses a nickname whose look somebody has,
+    so that no one passes for another; a lowercase nickname without C{i},
+    C{1} or C{0} is its own look (no copy)."""
+    look = nick.lower().translate(_LOOK_ALIKE)
+    return nick if look == nick else look
+
+
 class NicknameTaken(Exception):
     """Somebody already has this nickname, in any letter case."""
 
@@ -79,7 +95,9 @@ class Registry(Protocol):
 
 
 class MemoryRegistry:
-    """The registry of a single server process."""
+    """The registry of a single server process: a nickname by its look
+    (L{nick_look}), so that two which could pass for each other are never
+    registered at once."""
 
     def __init__(self) -> None:
         self._nicks: dict[str, str] = {}
@@ -95,10 +113,10 @@ class MemoryRegistry:
         return len(self._nicks)
 
     def __contains__(self, nick: str) -> bool:
-        return nick_key(nick) in self._nicks
+        return nick_look(nick) in self._nicks
 
     def claim(self, nick: str) -> Deferred[str]:
-        key = nick_key(nick)
+        key = nick_look(nick)
         if key in self._nicks:
             return fail(NicknameTaken(nick))
         self._nicks[key] = nick
@@ -108,7 +126,11 @@ class MemoryRegistry:
         return succeed(nick)
 
     def release(self, nick: str, reach: Reach = Reach.EVERYWHERE) -> Deferred[None]:
-        if self._nicks.pop(nick_key(nick), None) is not None:
+        look = nick_look(nick)
+        held = self._nicks.get(look)
+        # Only the nickname itself, in any case: never a look-alike's.
+        if held is not None and nick_key(held) == nick_key(nick):
+            del self._nicks[look]
             self._first = None
         return succeed(None)
 

@@ -577,11 +577,35 @@ class Session:
             raise _Protected(nick)
         if self.state is not State.JOINING:  # disconnected while looking up
             raise _Gone()
+        alike = self.server.protection.look_alike(nick)
+        if alike is not None:  # aIice when alice is protected: is it still?
+            d = self.server.protection.find(alike)
+            return d.addCallback(self._unless_alike_protected, nick)
+        return self.server.registry.claim(nick)
+
+    def _unless_alike_protected(
+        self, account: Account | None, nick: str
+    ) -> Deferred[str]:
+        """C{nick} looks like a protected nickname: taken, as the nickname
+        itself would be by anyone without its password (nobody passes for
+        its owner, nor keeps the owner out by holding its look in the
+        registry); claimed if that protection has lapsed."""
+        if account is not None:
+            raise NicknameTaken(nick)
+        if self.state is not State.JOINING:
+            raise _Gone()
         return self.server.registry.claim(nick)
 
     def _password(self, text: str) -> None:
         """The answer to the password prompt (spaces around it dropped,
-        as /register drops them)."""
+        as /register drops them). C{/quit} is no password (6 characters at
+        least, commands.py): the user leaves, as at the nickname prompt,
+        rather than be told the nickname is taken and logged for a wrong
+        password."""
+        if text.strip() == "/quit":
+            self._asked = None
+            self.say_goodbye(wire.BYE, reason="quit")
+            return
         nick = self._asked
         assert nick is not None
         self._asked = None

@@ -80,7 +80,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from chatproto.accounts import Account
+from chatproto.accounts import Account, Looks
 from chatproto.history import (
     Kept,
     newest_holding,
@@ -130,6 +130,7 @@ BATCH_INTERVAL = 0.2  # seconds between two commits, at least
 RETENTION_INTERVAL = 600.0
 RETENTION_CHUNK = 2_000  # lines forgotten per transaction
 LOG_INTERVAL = 60.0  # lines dropped, write failures: logged this often at most
+LARGEST_ID = 2**63 - 1  # of a row: a line's number is its id
 READERS = 2  # threads (and connections) reading
 # History reads (/history, /search) asked and not answered yet, at most:
 # past them, a read fails as one that cannot be done now. Flood control
@@ -203,8 +204,15 @@ def _check(path: str) -> tuple[int, bool]:
         )
     if not os.path.lexists(path):
         return 0, False
+    if not os.path.exists(path):  # a symbolic link to nothing: not created
+        raise StoreError(
+            f"the store {path} is a symbolic link to {os.path.realpath(path)}, "
+            "which does not exist."
+        )
     if os.path.isdir(path):
         raise StoreError(f"the store {path} is a directory, not a file.")
+    if not os.path.isfile(path):  # a FIFO's open() below would wait forever
+        raise StoreError(f"the store {path} is not a regular file.")
     if not os.access(path, os.R_OK | os.W_OK):
         raise StoreError(
             f"cannot open the store {path}: no permission to read and write it."
@@ -758,7 +766,9 @@ class StoreHistory:
     def before(
         self, number: int | None, count: int, room: str | None = None
     ) -> Deferred[list[Kept]]:
-        if number is None:
+        # Past SQLite's largest id (a user's /history 1 avant 10**30) every
+        # line is before it: sqlite3 raises OverflowError on such a number.
+        if number is None or number > LARGEST_ID:
             return self.last(count, room)
         if count <= 0:
             return succeed([])
@@ -808,6 +818,12 @@ class StoreAccounts:
     def __init__(self, store: Store, protected: set[str]) -> None:
         self.store = store
         self.protected = protected
+        # By look; an account the retention deleted stays until a restart:
+        # find() says it is gone
+        self.looks = Looks(protected)
+
+    def look_alike(self, nick: str) -> str | None:
+        return self.looks.alike(nick)
 
     def find(self, nick: str) -> Deferred[Account | None]:
         key = nick_key(nick)
@@ -825,6 +841,7 @@ class StoreAccounts:
     def protect(self, account: Account) -> Deferred[None]:
         row = (nick_key(account.nick), account.nick, account.hash, account.used)
         self.protected.add(row[0])
+        self.looks.add(row[0])
         return self.store.write(
             lambda db: db.execute(
                 "INSERT OR REPLACE INTO accounts (key, nick, hash, used) "
@@ -837,7 +854,11 @@ class StoreAccounts:
         key = nick_key(nick)
         return self.store.write(
             lambda db: db.execute("DELETE FROM accounts WHERE key = ?", (key,))
-        ).addCallback(lambda _: self.protected.discard(key))
+        ).addCallback(lambda _: self._unprotected(key))
+
+    def _unprotected(self, key: str) -> None:
+        self.protected.discard(key)
+        self.looks.discard(key)
 
     def touch(self, nick: str, when: float, seen: int | None = None) -> Deferred[None]:
         key = nick_key(nick)

@@ -643,6 +643,11 @@ class Options(usage.Options):
             self["store"] = STORE
         elif self["store"] == "none":
             self["store"] = None
+        elif not self["store"].strip():
+            # was "cannot create the store : No such file or directory."
+            raise usage.UsageError(
+                "--store takes a file name, or none to keep nothing."
+            )
 
     def postOptions(self) -> None:
         self._tls_options()

@@ -445,6 +445,7 @@ def test_redis_urls() -> None:
         ("redis://", "names no host"),
         ("redis://h:port", "is not a Redis URL"),
         ("redis://h/zero", "must be a number"),
+        ("redis://h/\u00b2", "must be a number"),  # a digit to isdigit(), not int()
         ("redis://h/0?x=1", "no ?query"),
     ]:
         with pytest.raises(ValueError, match=words.replace("?", r"\?")):

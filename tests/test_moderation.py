@@ -681,8 +681,11 @@ def test_bad_ban_arguments_get_the_usage() -> None:
     chat, _mod = chat_with_operators(alice="pw")
     alice = op(chat, "alice", "pw")
     usage = notice(wire.BAN_USAGE.format(moderation.MAX_BAN_MINUTES))
-    for argument in (b"", b"bob 0", b"bob 99999999"):
-        alice.send(b"/ban " + argument + b"\n")
+    # minutes mistyped: never a ban of 60 minutes with them as the reason
+    mistyped = ["bob -5", "bob 1.5", "bob 10min", "bob +3 spam"]
+    mistyped += ["bob \u00b2", "bob \uff15"]  # superscript 2, fullwidth 5
+    for argument in ["", "bob 0", "bob 99999999", *mistyped]:
+        alice.send(f"/ban {argument}\n".encode())
         assert alice.take() == usage
     alice.send(b"/ban zoe\n")
     assert alice.take() == notice(wire.NO_SUCH_USER.format("zoe"))

@@ -222,3 +222,26 @@ def test_a_chat_on_a_store_answers_history_and_search_per_room(
         ]
     finally:
         yield store.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_line_number_past_any_id_reads_the_newest_lines(
+    tmp_path: Path,
+) -> Generator[Deferred[Any], Any, None]:
+    """/history 2 avant 10**30 answered an internal error and logged a
+    traceback (sqlite3 cannot take the number): every line is before it."""
+    store = opened(tmp_path / "chat.sqlite3")
+    try:
+        history = store.history
+        for n in (1, 2, 3):
+            history.record(line(n))
+        history.record(room_line(4, "a"), "a")
+        for committed in (False, True):
+            assert numbers((yield history.before(10**30, 2))) == [2, 3]
+            assert numbers((yield history.before(2**63, 5, "a"))) == [4]
+            assert numbers((yield history.before(2**63 - 1, 1))) == [3]
+            if not committed:
+                yield sleep(0.5)
+                assert store.unsaved() == []
+    finally:
+        yield store.close()

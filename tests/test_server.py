@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred, fail
 
 from chatproto import wire
 from chatproto.cluster_messages import Kick
-from chatproto.registry import ClusterUnreachable
+from chatproto.registry import ClusterUnreachable, MemoryRegistry
 from chatproto.testing import Chat, Client, RecordingTransport
 
 WELCOME = b"Bienvenue dans le chat v.1, enregistrez-vous avec la commande /pseudo\n"
@@ -113,6 +113,58 @@ def test_taken_nickname_is_refused_case_insensitively(chat: Chat) -> None:
     assert carol.take() == b"Attention ce pseudo existe deja\n"
     carol.send(b"carol\n")
     assert carol.take() == b"Bienvenue carol\n" + block("Alice", "carol")
+
+
+@pytest.mark.parametrize(
+    ("held", "tried"),
+    [
+        ("alice", "aIice"),  # capital i for small L
+        ("alice", "a1ice"),
+        ("alice", "ALlCE"),
+        ("Ian", "lan"),
+        ("bob", "b0b"),
+        ("B0B", "bob"),
+        ("x10", "XLO"),
+    ],
+)
+def test_a_look_alike_of_a_nickname_is_taken(chat: Chat, held: str, tried: str) -> None:
+    """I, l and 1 look alike, and 0 and O: nobody passes for another by
+    one of them, as by letter case; once the holder leaves, it is free."""
+    first = chat.user(held)
+    carol = chat.connect()
+    carol.take()
+    carol.send(f"/pseudo {tried}\n".encode())
+    assert carol.take() == b"Attention ce pseudo existe deja\n"
+    first.send(b"/quit\n")
+    carol.send(f"/pseudo {tried}\n".encode())
+    assert carol.take() == f"Bienvenue {tried}\n".encode() + block(tried)
+
+
+def test_a_refused_look_alike_frees_nothing(chat: Chat) -> None:
+    """A look-alike refused and gone leaves the nickname it looked like
+    with its holder: the next look-alike is refused too."""
+    chat.user("alice")
+    for _ in range(2):
+        carol = chat.connect()
+        carol.take()
+        carol.send(b"/pseudo aIice\n")
+        assert carol.take() == b"Attention ce pseudo existe deja\n"
+        carol.transport.loseConnection()
+
+
+def test_releasing_a_look_alike_keeps_the_nickname_held() -> None:
+    """The registry gives back a nickname only to its holder's name, in
+    any case: releasing a look-alike that was never claimed frees nothing."""
+    registry = MemoryRegistry()
+    registry.claim("alice")
+    registry.release("aIice")
+    failures: list[object] = []
+    registry.claim("a1ice").addErrback(failures.append)
+    registry.release("ALICE")  # alice's own, in another case: freed
+    registry.claim("a1ice").addErrback(failures.append)
+    names: list[tuple[list[str], int]] = []
+    registry.names().addCallback(names.append)
+    assert names == [(["a1ice"], 1)] and len(failures) == 1
 
 
 def test_pseudo_nick_answers_the_prompt_after_a_refusal(chat: Chat) -> None:
@@ -356,6 +408,27 @@ def test_private_message_without_text_is_an_error(chat: Chat, line: bytes) -> No
     alice.send(line)
     answer = alice.lines()
     assert len(answer) == 1 and answer[0].startswith(b"Erreur : ")
+    assert bob.take() == b""
+
+
+@pytest.mark.parametrize(
+    ("line", "word"),
+    [
+        (b"msg bob:salut", "bob:salut"),
+        (b"msg bob, salut", "bob,"),
+        (b"msg #a hi", "#a"),
+    ],
+)
+def test_private_message_to_what_cannot_be_a_nickname(
+    chat: Chat, line: bytes, word: str
+) -> None:
+    """A target no nickname can be is named as such: C{msg bob:salut} was
+    answered "message privé vide pour bob:salut", a message that was not."""
+    alice, bob = chat.user("alice"), chat.user("bob")
+    alice.take()
+    alice.send(line + b"\n")
+    expected = f"Erreur : {word} n'est pas un pseudo, tapez msg PSEUDO TEXTE\n"
+    assert alice.take() == expected.encode()
     assert bob.take() == b""
 
 

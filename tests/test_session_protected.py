@@ -339,6 +339,18 @@ def test_at_most_ten_checks_wait_the_others_are_throttled_and_chat_goes_on() -> 
     assert [g.take() for g in guessers[:10]] == [wire.TAKEN] * 10
 
 
+def test_quit_at_the_password_prompt_leaves() -> None:
+    """/quit at the prompt was checked as a password: a wrong try logged
+    and throttled, `Attention ce pseudo existe deja`, and no departure."""
+    chat, held, _book = held_chat()
+    prof = connect(chat)
+    prof.send(b"/pseudo prof\n")
+    assert prof.take() == PROMPT
+    prof.send(b"  /quit \r\n")
+    assert prof.take() == wire.BYE
+    assert held.checks == [] and not prof.transport.connected
+
+
 # nick-days
 
 
@@ -354,6 +366,39 @@ def test_a_protected_nickname_unused_for_nick_days_is_free_again() -> None:
     other.send(b"/pseudo prof\n")
     assert other.take() == welcomed(chat, "prof")
     assert book.accounts == {}
+
+
+def test_a_look_alike_of_a_protected_nickname_is_taken_while_it_is() -> None:
+    """pr0f (a zero) or PR0F cannot register while prof is protected, its
+    owner away: it would pass for prof, and hold prof's look in the
+    registry, keeping the owner out. Once the protection lapses (nick-days,
+    /unregister), it is a nickname like any other."""
+    chat, held, book = held_chat(nick_days=90)
+    for nick in (b"pr0f", b"PR0F"):
+        other = connect(chat, "192.0.2.10")
+        other.send(b"/pseudo " + nick + b"\n")
+        assert other.take() == wire.TAKEN
+        other.send(b"/quit\n")
+    assert len(names(chat)) == 0
+    prof = connect(chat)
+    prof.send(b"/pseudo prof\n" + PASSWORD.encode() + b"\n")
+    held.answer()
+    assert prof.take() == PROMPT + welcomed(chat, "prof")
+    prof.send(f"/unregister {PASSWORD}\n/quit\n".encode())
+    held.answer()
+    chat.advance(1)
+    assert book.accounts == {}
+    other = connect(chat, "192.0.2.10")
+    other.send(b"/pseudo pr0f\n")
+    assert other.take() == welcomed(chat, "pr0f")
+
+
+def test_a_lapsed_protection_lets_its_look_alike_in() -> None:
+    chat, _held, _book = held_chat(nick_days=90)
+    chat.advance(90 * DAY + 1)
+    other = connect(chat, "192.0.2.10")
+    other.send(b"/pseudo pr0f\n")
+    assert other.take() == welcomed(chat, "pr0f")
 
 
 def test_the_owner_s_visits_keep_its_nickname_protected() -> None:

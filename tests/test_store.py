@@ -3,6 +3,7 @@ reactor: each test bounded in time (pytest-twisted), its file in tmp_path."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import stat
 from collections.abc import Generator
@@ -17,6 +18,7 @@ from twisted.application.service import MultiService
 from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads
+from twisted.python.usage import UsageError
 
 from chatproto import history as history_module
 from chatproto import store as store_module
@@ -396,14 +398,21 @@ def test_accounts_are_kept_found_by_key_touched_and_lifted(
         yield accounts.touch("PROF", 200.0)
         yield accounts.protect(Account("prof", "scrypt$2", 300.0))
         assert (yield accounts.find("Prof")) == Account("prof", "scrypt$2", 300.0)
+        assert accounts.look_alike("PR0F") == "prof"  # a zero for the O
+        assert accounts.look_alike("prof") is None  # itself
         yield accounts.unprotect("Prof")
         assert (yield accounts.find("prof")) is None
+        assert accounts.look_alike("PR0F") is None
         yield accounts.protect(Account("eve", "scrypt$3", 5.0))
+        yield accounts.protect(Account("milo", "scrypt$4", 5.0))
     finally:
         yield store.close()
     again = opened(path, task.Clock())
     try:
         assert (yield again.accounts.find("Eve")) == Account("eve", "scrypt$3", 5.0)
+        # the looks are read at open too: m1lo (a one for the l) is milo's
+        assert again.accounts.look_alike("M1L0") == "milo"
+        assert again.accounts.look_alike("Eve") is None
         # A nickname nobody protects is answered at once, with no read in a
         # thread: a herd of registrations costs the readers nothing.
         nobody = again.accounts.find("bob")
@@ -427,6 +436,29 @@ def test_a_version_0_file_is_brought_to_our_schema(
     tables = {n for (n,) in db.execute("SELECT name FROM sqlite_schema")}
     assert {"lines", "words", "accounts"} <= tables
     db.close()
+
+
+def test_a_store_path_that_is_no_file_is_refused_in_one_sentence(
+    tmp_path: Path,
+) -> None:
+    """/dev/null was "cannot write the store: disk I/O error", a FIFO hung
+    the start for ever, a link to a missing file said "no permission"."""
+    fifo = tmp_path / "fifo.sqlite3"
+    os.mkfifo(fifo)
+    link = tmp_path / "link.sqlite3"
+    link.symlink_to(tmp_path / "gone" / "chat.sqlite3")
+    for path, told in [
+        ("/dev/null", "the store /dev/null is not a regular file."),
+        (str(fifo), f"the store {fifo} is not a regular file."),
+        (
+            str(link),
+            f"the store {link} is a symbolic link to "
+            f"{tmp_path / 'gone' / 'chat.sqlite3'}, which does not exist.",
+        ),
+    ]:
+        with pytest.raises(StoreError) as e:
+            Store.open(path, reactor, cast(IReactorFromThreads, reactor))
+        assert str(e.value) == told
 
 
 def test_a_database_of_another_program_or_a_store_in_use_is_refused(
@@ -471,6 +503,9 @@ def test_store_options_default_and_none_with_or_without_redis(
     options = Options()
     options.parseOptions(["--store", "none", "--redis", "redis://127.0.0.1:1/0"])
     assert options["store"] is None
+    for empty in ("", " "):
+        with pytest.raises(UsageError, match="--store takes a file name, or none"):
+            Options().parseOptions(["--store", empty])
 
 
 @pytest_twisted.inlineCallbacks
