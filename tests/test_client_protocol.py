@@ -773,6 +773,57 @@ def test_partial_line_shown_when_connection_closes() -> None:
     )
 
 
+def test_reading_paused_by_the_view_stops_the_transport_and_the_clocks() -> None:
+    """While the view has too much to show (the terminal's backlog), the
+    client reads nothing more: the transport is paused, a partial line is
+    not taken for a whole one after the quiet time, and no silence counts
+    as missed pings; once reading resumes, all of that starts again."""
+    chat = Chat(Timings(missed_pings=3))
+    chat.register_ruby()
+    chat.feed(b"ping\n")
+    chat.clock.advance(10)
+    chat.feed(b"ping\n")
+    chat.feed(b"[1.2.3]-bob: half of a li")
+    chat.proto.pause_reading()
+    assert chat.transport.producerState == "paused"
+    chat.clock.advance(300)
+    assert chat.connected
+    assert chat.take() == []
+    chat.proto.resume_reading()
+    assert chat.transport.producerState == "producing"
+    chat.feed(b"ne\n")
+    assert chat.shown() == ["[1.2.3]-bob: half of a line"]
+    chat.feed(b"[1.2.3]-bob: and a partial one")
+    chat.clock.advance(Timings().quiet)
+    assert chat.shown() == ["[1.2.3]-bob: and a partial one"]
+    chat.clock.advance(30)
+    assert not chat.connected
+    assert "has sent nothing for 30 seconds" in chat.ending().reason
+
+
+def test_reading_paused_in_the_middle_of_a_segment_takes_its_lines() -> None:
+    """The view may pause reading while the client takes one segment: the
+    lines of that segment are shown all the same, in order, and a partial
+    line at its end waits for the rest while paused."""
+    chat = Chat()
+    chat.register_ruby()
+    shown: list[str] = []
+
+    class Pausing:
+        def show(self, event: Event) -> None:
+            shown.extend(event.lines)
+            chat.proto.pause_reading()
+
+    chat.proto.reader.view = Pausing()
+    chat.feed(b"[1.2.3]-bob: one\n[1.2.3]-bob: two\n[1.2.3]-bob: thr")
+    assert shown == ["[1.2.3]-bob: one", "[1.2.3]-bob: two"]
+    chat.clock.advance(60)
+    assert shown == ["[1.2.3]-bob: one", "[1.2.3]-bob: two"]
+    chat.proto.resume_reading()
+    chat.feed(b"ee\n")
+    assert shown[2:] == ["[1.2.3]-bob: three"]
+
+
 def test_list_block_never_closed_is_shown_after_quiet_time() -> None:
     """A user list without its closing rule is shown, as incomplete, after
     the quiet time."""

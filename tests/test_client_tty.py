@@ -215,6 +215,41 @@ def test_private_and_notices_stand_out(
     assert term.exit_status() == 1
 
 
+def test_a_burst_of_lines_neither_holds_up_typing_nor_loses_a_line(
+    scripted: Scripted, terminals: list[Terminal]
+) -> None:
+    """20,000 lines in one burst: the line the user types meanwhile goes
+    out at once, and every line is shown, in order. (Printing each line
+    above the prompt on its own, hiding and drawing the prompt each time,
+    took some 30 s for 10,000 lines, keys waiting meanwhile.)"""
+    term = start(terminals, "--nick", "bob", "127.0.0.1", str(scripted.port))
+    peer = scripted.accept()
+    peer.send(RUBY_WELCOME)
+    assert peer.line() == b"/pseudo"
+    peer.send(b"Entrez votre pseudo: \n")
+    assert peer.line() == b"bob"
+    peer.send(b"-" * 22 + b"\nUtilisateurs en ligne:\n=>bob\n" + b"-" * 22 + b"\n")
+    term.wait(lambda: term.cursor_line == "bob>")
+    count = 20_000
+    burst = b"".join(b"[1.2.3]-alice: line %d\n" % n for n in range(count))
+    sending = threading.Thread(target=peer.send, args=(burst,), daemon=True)
+    sending.start()
+    term.wait(term.shows("[1.2.3]-alice: line"))
+    typed = time.monotonic()
+    term.type("typed\r")
+    assert peer.line() == b"typed"
+    assert time.monotonic() - typed < 5
+    term.wait(term.shows(f"[1.2.3]-alice: line {count - 1}"))
+    last = [int(line.rsplit(" ", 1)[1]) for line in term.lines if "line" in line]
+    assert last == list(range(count - len(last), count))
+    assert len(last) > 10
+    sending.join(DEADLINE)
+    term.type("\x04")
+    assert peer.line() == b"/quit"
+    peer.send(b"Deconnexion\n")
+    assert term.exit_status() == 0
+
+
 def test_a_cut_user_list_says_where() -> None:
     """A user list the client cut (too long to keep) ends with a line of
     the client's that says so; its blank lines are left out as usual."""
