@@ -250,6 +250,29 @@ def test_a_burst_of_lines_neither_holds_up_typing_nor_loses_a_line(
     assert term.exit_status() == 0
 
 
+def test_a_huge_nickname_in_the_greeting_does_not_freeze_the_prompt(
+    scripted: Scripted, terminals: list[Terminal]
+) -> None:
+    """A server greets with a nickname of 60,000 characters: the prompt
+    shows its first 23 and '…', and what the user types still goes. (The
+    whole nickname in the prompt took all the CPU to draw, twice a second,
+    and no key was read any more.)"""
+    term = start(terminals, "--nick", "bob", "127.0.0.1", str(scripted.port))
+    peer = scripted.accept()
+    peer.send(RUBY_WELCOME)
+    assert peer.line() == b"/pseudo"
+    peer.send(b"Entrez votre pseudo: \n")
+    assert peer.line() == b"bob"
+    peer.send(b"Bienvenue " + b"N" * 60_000 + b"\n")
+    term.wait(lambda: term.cursor_line == "N" * 23 + "…>")
+    term.type("still here\r")
+    assert peer.line() == b"still here"
+    term.type("\x04")
+    assert peer.line() == b"/quit"
+    peer.send(b"Deconnexion\n")
+    assert term.exit_status() == 0
+
+
 def test_a_cut_user_list_says_where() -> None:
     """A user list the client cut (too long to keep) ends with a line of
     the client's that says so; its blank lines are left out as usual."""

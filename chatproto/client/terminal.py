@@ -137,10 +137,20 @@ def _room_line(event: RoomEvent, *, here: bool) -> Fragments:
     return [fragment for fragment in fragments if fragment[1]]
 
 
+#: The most characters of a nickname the prompt shows. chatproto's are 12
+#: at most, but the Ruby server takes any line as a nickname, and a hostile
+#: server may greet with any: a prompt of 60,000 characters took all the
+#: CPU to draw, twice a second, and the keys typed were never read.
+PROMPT_NICKNAME = 24
+
+
 def prompt_label(nickname: str | None, room: str | None) -> str:
     """The prompt: the nickname, and the current room once the server has
     said it (C{bob #salle> }); as before rooms (C{bob> }) with a server
-    that never says it."""
+    that never says it. A nickname longer than L{PROMPT_NICKNAME} shows
+    cut, ending with C{…}."""
+    if nickname is not None and len(nickname) > PROMPT_NICKNAME:
+        nickname = nickname[: PROMPT_NICKNAME - 1] + "…"
     label = " ".join(part for part in (nickname, room) if part)
     return f"{label}> "
 
