@@ -1125,6 +1125,21 @@ def test_overlong_line_is_cut_and_reading_goes_on() -> None:
     ]
 
 
+def test_an_endless_line_is_not_given_a_size_it_does_not_have() -> None:
+    """10 MiB with no newline, read as TCP reads them: the notice says the
+    line passed the limit, not a size it made up (it said 112640 bytes)."""
+    chat = Chat()
+    chat.register_ruby()
+    for piece in segments(b"A" * 10 * 2**20 + b"\n[1.2.3]-bob: next\n"):
+        chat.feed(piece)
+    notice, after = chat.take()
+    limit = ChatClientProtocol.MAX_LENGTH
+    assert notice == Notice(lines=("A" * 200 + f"… (over {limit} bytes, cut)",))
+    assert after.lines == ("[1.2.3]-bob: next",)
+    chat.feed(b"B" * (limit + 1) + b"\n")
+    assert chat.shown() == ["B" * 200 + f"… ({limit + 1} bytes, cut)"]
+
+
 class LingeringTransport(StringTransport):
     """A transport whose close, like TLS's, waits for the other side."""
 

@@ -397,7 +397,10 @@ class ChatClientProtocol(LineReceiver):
     def lineLengthExceeded(self, line: bytes) -> None:
         head, newline, rest = line.partition(b"\n")
         shown = sanitize(head[:200].decode("utf-8", "replace"))
-        self.view.show(Notice(lines=(f"{shown}… ({len(head)} bytes, cut)",)))
+        # Without its end, the line's length is not known yet: only that
+        # it passed the limit (a line of 10 MiB was said to be 112640 bytes).
+        size = f"{len(head)} bytes" if newline else f"over {self.MAX_LENGTH} bytes"
+        self.view.show(Notice(lines=(f"{shown}… ({size}, cut)",)))
         if newline:
             self._refeed = rest
         else:
