@@ -82,7 +82,10 @@ class Outcome:
             n = undelivered
             lines = f"{n} line{' was' if n == 1 else 's were'}"
             why = f"{why.removesuffix('.')}, but {lines} not delivered"
-            ok, why = False, why + " (the server refused them)."
+            ok, why = (
+                False,
+                why + f" (the server refused {'it' if n == 1 else 'them'}).",
+            )
         return Disconnected(ok=ok, reason=why)
 
 
