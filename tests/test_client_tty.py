@@ -273,6 +273,35 @@ def test_a_huge_nickname_in_the_greeting_does_not_freeze_the_prompt(
     assert term.exit_status() == 0
 
 
+def test_enter_on_an_empty_line_sends_nothing(
+    scripted: Scripted, terminals: list[Terminal]
+) -> None:
+    """Enter on an empty (or blank) line, or a paste's blank lines, send
+    nothing: the Ruby server would show everyone an empty message
+    ('[18.57.35]-alice: ', ruby-server.txt), and before registering it is
+    a line refused (exit status 1)."""
+    term = start(terminals, "127.0.0.1", str(scripted.port))
+    peer = scripted.accept()
+    peer.send(RUBY_WELCOME)
+    term.wait(lambda: term.cursor_line == ">")
+    term.type("\r")
+    term.type("   \r")
+    term.type("/pseudo\r")
+    assert peer.line() == b"/pseudo"
+    peer.send(b"Entrez votre pseudo: \n")
+    term.type("bob\r")
+    assert peer.line() == b"bob"
+    peer.send(b"-" * 22 + b"\nUtilisateurs en ligne:\n=>bob\n" + b"-" * 22 + b"\n")
+    term.wait(lambda: term.cursor_line == "bob>")
+    term.type("\r")
+    term.type("\x1b[200~one\n\n  \ntwo\x1b[201~\r")
+    assert [peer.line(), peer.line()] == [b"one", b"two"]
+    term.type("\x04")
+    assert peer.line() == b"/quit"
+    peer.send(b"Deconnexion\n")
+    assert term.exit_status() == 0
+
+
 def test_a_cut_user_list_says_where() -> None:
     """A user list the client cut (too long to keep) ends with a line of
     the client's that says so; its blank lines are left out as usual."""

@@ -322,6 +322,15 @@ class TtyUI:
                 return
             if line is None:  # stop() ended the prompt
                 return
+            if not (self.session.asking_password or self.session.reasking):
+                # Enter on an empty line says nothing: the Ruby server
+                # would show everyone an empty message, and before
+                # registering any server answers it with its welcome (a
+                # line refused, so an exit status of 1). The blank lines
+                # of a paste neither.
+                line = "\n".join(part for part in line.split("\n") if part.strip())
+                if not line:
+                    continue
             self.session.user_line(line)
 
 
