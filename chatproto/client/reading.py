@@ -36,6 +36,7 @@ from chatproto.client.events import (
 from chatproto.client.pacing import Outbox
 from chatproto.client.registration import Registration, Stage
 from chatproto.client.servers import (
+    ANSWERS,
     CURRENT_ROOM,
     ERROR,
     FLOOD,
@@ -215,7 +216,7 @@ class ServerReader:
             if registration.stage is Stage.ASKED:
                 # Another wording of the prompt: the server waits for a nickname.
                 registration.stage = Stage.PROMPTED
-            if ERROR.match(text):
+            if ERROR.match(text) and text not in ANSWERS:
                 self.undelivered += 1
             self.view.show(Notice(lines=lines))
         if not self.connection.quit_sent:
