@@ -387,6 +387,30 @@ def test_refused_nickname_is_asked_again(
     assert term.exit_status() == 0
 
 
+def test_leaving_says_what_it_waits_for(
+    scripted: Scripted, terminals: list[Terminal]
+) -> None:
+    """Ctrl-D to a server slow to answer /quit: the line editor goes, and
+    after a second a line says what the client waits for and how to leave
+    at once; Ctrl-C then leaves at once, status 1. (The screen stayed as
+    it was, up to --timeout, with no word.)"""
+    term = start(terminals, "--nick", "bob", "127.0.0.1", str(scripted.port))
+    peer = scripted.accept()
+    peer.send(RUBY_WELCOME)
+    assert peer.line() == b"/pseudo"
+    peer.send(b"Entrez votre pseudo: \n")
+    assert peer.line() == b"bob"
+    peer.send(b"-" * 22 + b"\nUtilisateurs en ligne:\n=>bob\n" + b"-" * 22 + b"\n")
+    term.wait(lambda: term.cursor_line == "bob>")
+    term.type("\x04")
+    assert peer.line() == b"/quit"
+    leaving = "* Leaving: waiting for the server to answer /quit"
+    term.wait(term.shows(leaving + " (Ctrl-C leaves at once)."))
+    term.type("\x03")
+    assert term.exit_status() == 1
+    assert term.shows("Interrupted.")()
+
+
 def test_server_closing_says_why(scripted: Scripted, terminals: list[Terminal]) -> None:
     """The server closes while the user types: the line editor goes, one
     sentence says why, status 1."""

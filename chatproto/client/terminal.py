@@ -313,7 +313,30 @@ class TtyUI:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
 
+    #: How long leaving may take before the client says what it waits for.
+    LEAVING_NOTE = 1.0
+
     async def _read(self) -> None:
+        await self._read_lines()
+        if self.session.done.called:
+            return
+        # Leaving: the line editor is gone, and the server's answer to
+        # /quit (or the lines still waiting their turn) may take a while.
+        await asyncio.sleep(self.LEAVING_NOTE)
+        if not self.session.done.called:
+            self.note(self._leaving())
+
+    def _leaving(self) -> str:
+        waiting = self.session.waiting
+        if waiting == 1:
+            what = "Leaving once the line waiting is sent"
+        elif waiting:
+            what = f"Leaving once the {waiting} lines waiting are sent"
+        else:
+            what = "Leaving: waiting for the server to answer /quit"
+        return f"{what} (Ctrl-C leaves at once)."
+
+    async def _read_lines(self) -> None:
         while not (self.session.leaving or self.session.done.called):
             try:
                 line = await self.prompt.prompt_async()
