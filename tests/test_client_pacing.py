@@ -366,7 +366,7 @@ def test_a_line_sent_before_registering_is_not_delivered(chat: Chat) -> None:
     assert ended == [
         (
             1,
-            "Left the chat, but 1 line was not delivered (the server refused them).",
+            "Left the chat, but 1 line was not delivered (the server refused it).",
         )
     ]
     _, loopback, ended = pipe_session(Chat(), ["hello"])
@@ -374,7 +374,7 @@ def test_a_line_sent_before_registering_is_not_delivered(chat: Chat) -> None:
     assert ended == [
         (
             1,
-            "Left the chat, but 1 line was not delivered (the server refused them).",
+            "Left the chat, but 1 line was not delivered (the server refused it).",
         )
     ]
 
@@ -395,7 +395,7 @@ def test_the_ruby_welcome_after_an_early_line_then_after_quit() -> None:
     assert view.events[-1] == Disconnected(
         ok=False,
         reason="Left the chat before registering, but 1 line was not delivered"
-        " (the server refused them).",
+        " (the server refused it).",
     )
 
 

@@ -773,6 +773,57 @@ def test_partial_line_shown_when_connection_closes() -> None:
     )
 
 
+def test_reading_paused_by_the_view_stops_the_transport_and_the_clocks() -> None:
+    """While the view has too much to show (the terminal's backlog), the
+    client reads nothing more: the transport is paused, a partial line is
+    not taken for a whole one after the quiet time, and no silence counts
+    as missed pings; once reading resumes, all of that starts again."""
+    chat = Chat(Timings(missed_pings=3))
+    chat.register_ruby()
+    chat.feed(b"ping\n")
+    chat.clock.advance(10)
+    chat.feed(b"ping\n")
+    chat.feed(b"[1.2.3]-bob: half of a li")
+    chat.proto.pause_reading()
+    assert chat.transport.producerState == "paused"
+    chat.clock.advance(300)
+    assert chat.connected
+    assert chat.take() == []
+    chat.proto.resume_reading()
+    assert chat.transport.producerState == "producing"
+    chat.feed(b"ne\n")
+    assert chat.shown() == ["[1.2.3]-bob: half of a line"]
+    chat.feed(b"[1.2.3]-bob: and a partial one")
+    chat.clock.advance(Timings().quiet)
+    assert chat.shown() == ["[1.2.3]-bob: and a partial one"]
+    chat.clock.advance(30)
+    assert not chat.connected
+    assert "has sent nothing for 30 seconds" in chat.ending().reason
+
+
+def test_reading_paused_in_the_middle_of_a_segment_takes_its_lines() -> None:
+    """The view may pause reading while the client takes one segment: the
+    lines of that segment are shown all the same, in order, and a partial
+    line at its end waits for the rest while paused."""
+    chat = Chat()
+    chat.register_ruby()
+    shown: list[str] = []
+
+    class Pausing:
+        def show(self, event: Event) -> None:
+            shown.extend(event.lines)
+            chat.proto.pause_reading()
+
+    chat.proto.reader.view = Pausing()
+    chat.feed(b"[1.2.3]-bob: one\n[1.2.3]-bob: two\n[1.2.3]-bob: thr")
+    assert shown == ["[1.2.3]-bob: one", "[1.2.3]-bob: two"]
+    chat.clock.advance(60)
+    assert shown == ["[1.2.3]-bob: one", "[1.2.3]-bob: two"]
+    chat.proto.resume_reading()
+    chat.feed(b"ee\n")
+    assert shown[2:] == ["[1.2.3]-bob: three"]
+
+
 def test_list_block_never_closed_is_shown_after_quiet_time() -> None:
     """A user list without its closing rule is shown, as incomplete, after
     the quiet time."""
@@ -1072,6 +1123,21 @@ def test_overlong_line_is_cut_and_reading_goes_on() -> None:
     assert events[1:] == [
         Public(lines=("[1.2.3]-bob: next",), time="1.2.3", sender="bob", text="next")
     ]
+
+
+def test_an_endless_line_is_not_given_a_size_it_does_not_have() -> None:
+    """10 MiB with no newline, read as TCP reads them: the notice says the
+    line passed the limit, not a size it made up (it said 112640 bytes)."""
+    chat = Chat()
+    chat.register_ruby()
+    for piece in segments(b"A" * 10 * 2**20 + b"\n[1.2.3]-bob: next\n"):
+        chat.feed(piece)
+    notice, after = chat.take()
+    limit = ChatClientProtocol.MAX_LENGTH
+    assert notice == Notice(lines=("A" * 200 + f"… (over {limit} bytes, cut)",))
+    assert after.lines == ("[1.2.3]-bob: next",)
+    chat.feed(b"B" * (limit + 1) + b"\n")
+    assert chat.shown() == ["B" * 200 + f"… ({limit + 1} bytes, cut)"]
 
 
 class LingeringTransport(StringTransport):

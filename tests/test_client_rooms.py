@@ -413,6 +413,13 @@ def test_prompt_label() -> None:
     assert prompt_label("bob", "#accueil") == "bob #accueil> "
 
 
+def test_prompt_label_cuts_a_huge_nickname() -> None:
+    """Any server may greet with any nickname (the Ruby server takes any
+    line as one): the prompt shows at most 24 characters of it."""
+    assert prompt_label("N" * 24, None) == "N" * 24 + "> "
+    assert prompt_label("N" * 60_000, "#a") == "N" * 23 + "… #a> "
+
+
 class FakeSession:
     reasking = False
     asking_password = False

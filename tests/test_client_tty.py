@@ -215,6 +215,93 @@ def test_private_and_notices_stand_out(
     assert term.exit_status() == 1
 
 
+def test_a_burst_of_lines_neither_holds_up_typing_nor_loses_a_line(
+    scripted: Scripted, terminals: list[Terminal]
+) -> None:
+    """20,000 lines in one burst: the line the user types meanwhile goes
+    out at once, and every line is shown, in order. (Printing each line
+    above the prompt on its own, hiding and drawing the prompt each time,
+    took some 30 s for 10,000 lines, keys waiting meanwhile.)"""
+    term = start(terminals, "--nick", "bob", "127.0.0.1", str(scripted.port))
+    peer = scripted.accept()
+    peer.send(RUBY_WELCOME)
+    assert peer.line() == b"/pseudo"
+    peer.send(b"Entrez votre pseudo: \n")
+    assert peer.line() == b"bob"
+    peer.send(b"-" * 22 + b"\nUtilisateurs en ligne:\n=>bob\n" + b"-" * 22 + b"\n")
+    term.wait(lambda: term.cursor_line == "bob>")
+    count = 20_000
+    burst = b"".join(b"[1.2.3]-alice: line %d\n" % n for n in range(count))
+    sending = threading.Thread(target=peer.send, args=(burst,), daemon=True)
+    sending.start()
+    term.wait(term.shows("[1.2.3]-alice: line"))
+    typed = time.monotonic()
+    term.type("typed\r")
+    assert peer.line() == b"typed"
+    assert time.monotonic() - typed < 5
+    term.wait(term.shows(f"[1.2.3]-alice: line {count - 1}"))
+    last = [int(line.rsplit(" ", 1)[1]) for line in term.lines if "line" in line]
+    assert last == list(range(count - len(last), count))
+    assert len(last) > 10
+    sending.join(DEADLINE)
+    term.type("\x04")
+    assert peer.line() == b"/quit"
+    peer.send(b"Deconnexion\n")
+    assert term.exit_status() == 0
+
+
+def test_a_huge_nickname_in_the_greeting_does_not_freeze_the_prompt(
+    scripted: Scripted, terminals: list[Terminal]
+) -> None:
+    """A server greets with a nickname of 60,000 characters: the prompt
+    shows its first 23 and '…', and what the user types still goes. (The
+    whole nickname in the prompt took all the CPU to draw, twice a second,
+    and no key was read any more.)"""
+    term = start(terminals, "--nick", "bob", "127.0.0.1", str(scripted.port))
+    peer = scripted.accept()
+    peer.send(RUBY_WELCOME)
+    assert peer.line() == b"/pseudo"
+    peer.send(b"Entrez votre pseudo: \n")
+    assert peer.line() == b"bob"
+    peer.send(b"Bienvenue " + b"N" * 60_000 + b"\n")
+    term.wait(lambda: term.cursor_line == "N" * 23 + "…>")
+    term.type("still here\r")
+    assert peer.line() == b"still here"
+    term.type("\x04")
+    assert peer.line() == b"/quit"
+    peer.send(b"Deconnexion\n")
+    assert term.exit_status() == 0
+
+
+def test_enter_on_an_empty_line_sends_nothing(
+    scripted: Scripted, terminals: list[Terminal]
+) -> None:
+    """Enter on an empty (or blank) line, or a paste's blank lines, send
+    nothing: the Ruby server would show everyone an empty message
+    ('[18.57.35]-alice: ', ruby-server.txt), and before registering it is
+    a line refused (exit status 1)."""
+    term = start(terminals, "127.0.0.1", str(scripted.port))
+    peer = scripted.accept()
+    peer.send(RUBY_WELCOME)
+    term.wait(lambda: term.cursor_line == ">")
+    term.type("\r")
+    term.type("   \r")
+    term.type("/pseudo\r")
+    assert peer.line() == b"/pseudo"
+    peer.send(b"Entrez votre pseudo: \n")
+    term.type("bob\r")
+    assert peer.line() == b"bob"
+    peer.send(b"-" * 22 + b"\nUtilisateurs en ligne:\n=>bob\n" + b"-" * 22 + b"\n")
+    term.wait(lambda: term.cursor_line == "bob>")
+    term.type("\r")
+    term.type("\x1b[200~one\n\n  \ntwo\x1b[201~\r")
+    assert [peer.line(), peer.line()] == [b"one", b"two"]
+    term.type("\x04")
+    assert peer.line() == b"/quit"
+    peer.send(b"Deconnexion\n")
+    assert term.exit_status() == 0
+
+
 def test_a_cut_user_list_says_where() -> None:
     """A user list the client cut (too long to keep) ends with a line of
     the client's that says so; its blank lines are left out as usual."""
@@ -298,6 +385,30 @@ def test_refused_nickname_is_asked_again(
     assert second.line() == b"/quit"
     second.send(b"Deconnexion\n")
     assert term.exit_status() == 0
+
+
+def test_leaving_says_what_it_waits_for(
+    scripted: Scripted, terminals: list[Terminal]
+) -> None:
+    """Ctrl-D to a server slow to answer /quit: the line editor goes, and
+    after a second a line says what the client waits for and how to leave
+    at once; Ctrl-C then leaves at once, status 1. (The screen stayed as
+    it was, up to --timeout, with no word.)"""
+    term = start(terminals, "--nick", "bob", "127.0.0.1", str(scripted.port))
+    peer = scripted.accept()
+    peer.send(RUBY_WELCOME)
+    assert peer.line() == b"/pseudo"
+    peer.send(b"Entrez votre pseudo: \n")
+    assert peer.line() == b"bob"
+    peer.send(b"-" * 22 + b"\nUtilisateurs en ligne:\n=>bob\n" + b"-" * 22 + b"\n")
+    term.wait(lambda: term.cursor_line == "bob>")
+    term.type("\x04")
+    assert peer.line() == b"/quit"
+    leaving = "* Leaving: waiting for the server to answer /quit"
+    term.wait(term.shows(leaving + " (Ctrl-C leaves at once)."))
+    term.type("\x03")
+    assert term.exit_status() == 1
+    assert term.shows("Interrupted.")()
 
 
 def test_server_closing_says_why(scripted: Scripted, terminals: list[Terminal]) -> None:

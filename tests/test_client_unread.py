@@ -4,7 +4,7 @@ its answer shown as plain lines, and --help naming it."""
 from __future__ import annotations
 
 from chatproto import wire
-from chatproto.client.events import Notice, Public
+from chatproto.client.events import Disconnected, Notice, Public
 from chatproto.client.options import build_parser
 from tests.test_client_protocol import Chat
 
@@ -32,6 +32,26 @@ def test_unread_s_answer_is_plain_lines_none_lost() -> None:
     assert kinds == [Notice, Notice, Public, Public, Notice, Notice]
     assert chat.proto.reader.undelivered == 0
     assert wire.notice(wire.UNREAD_END) in UNREAD_BLOCK
+
+
+def test_a_first_visit_s_unread_loses_no_line() -> None:
+    """/unread from a nickname the server knows no visit of is answered
+    with an Erreur line, but nothing the user said was refused: the
+    session still ends with status 0 (it ended "but 1 line was not
+    delivered")."""
+    chat = Chat()
+    chat.register_ruby()
+    chat.proto.send("/unread")
+    chat.feed(wire.UNREAD_UNKNOWN.encode() + b"\n")
+    assert chat.shown() == [wire.UNREAD_UNKNOWN]
+    chat.proto.send("msg nobody hi")
+    chat.feed(wire.NO_SUCH_USER.format("nobody").encode() + b"\n")
+    chat.proto.quit()
+    chat.feed(b"Deconnexion\n")
+    assert chat.ending() == Disconnected(
+        ok=False,
+        reason="Left the chat, but 1 line was not delivered (the server refused it).",
+    )
 
 
 def test_help_names_unread() -> None:

@@ -208,6 +208,8 @@ class ChatClientProtocol(LineReceiver):
         #: A ping came while the transport was so: one pong, once it is not.
         self._pong_owed = False
         self._linger_timer: IDelayedCall | None = None
+        #: L{pause_reading} stopped reading the server.
+        self._reading_paused = False
 
     @property
     def stage(self) -> Stage:
@@ -287,6 +289,28 @@ class ChatClientProtocol(LineReceiver):
         self.leaving = True
         self.outbox.pump()
 
+    def pause_reading(self) -> None:
+        """Read nothing more from the server until L{resume_reading} (the
+        user interface has too much left to show). Meanwhile the server's
+        silence is the client's doing: a partial line is not shown for a
+        quiet time, and no missed ping counts."""
+        if self._closed or self.transport is None or self._reading_paused:
+            return
+        self._reading_paused = True
+        self._cancel("_quiet_timer")
+        self.liveness.stop()
+        cast(IPushProducer, self.transport).pauseProducing()
+
+    def resume_reading(self) -> None:
+        """Read the server again."""
+        if self._closed or self.transport is None or not self._reading_paused:
+            return
+        self._reading_paused = False
+        cast(IPushProducer, self.transport).resumeProducing()
+        self.liveness.watch()
+        if self._buffer or self.reader.block is not None or self._close_when_quiet:
+            self._restart_quiet()
+
     def abort(self, reason: str) -> None:
         """Close at once, as a failure, without a word to the server."""
         self.outcome.settle(False, reason)
@@ -348,7 +372,9 @@ class ChatClientProtocol(LineReceiver):
         if self._closing:
             return
         partial = bool(data) and not data.endswith(b"\n")
-        if partial or self.reader.block is not None or self._close_when_quiet:
+        if self._reading_paused:
+            self._cancel("_quiet_timer")  # resume_reading starts it again
+        elif partial or self.reader.block is not None or self._close_when_quiet:
             self._restart_quiet()
         else:
             self._cancel("_quiet_timer")
@@ -371,7 +397,10 @@ class ChatClientProtocol(LineReceiver):
     def lineLengthExceeded(self, line: bytes) -> None:
         head, newline, rest = line.partition(b"\n")
         shown = sanitize(head[:200].decode("utf-8", "replace"))
-        self.view.show(Notice(lines=(f"{shown}… ({len(head)} bytes, cut)",)))
+        # Without its end, the line's length is not known yet: only that
+        # it passed the limit (a line of 10 MiB was said to be 112640 bytes).
+        size = f"{len(head)} bytes" if newline else f"over {self.MAX_LENGTH} bytes"
+        self.view.show(Notice(lines=(f"{shown}… ({size}, cut)",)))
         if newline:
             self._refeed = rest
         else:
@@ -440,7 +469,8 @@ class ChatClientProtocol(LineReceiver):
             self._pong_owed = True
         elif not self._closed:
             self.sendLine(b"pong")
-        self.liveness.watch()
+        if not self._reading_paused:
+            self.liveness.watch()
 
     def _unread(self) -> None:
         self._unread_timer = None

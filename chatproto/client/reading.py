@@ -36,6 +36,7 @@ from chatproto.client.events import (
 from chatproto.client.pacing import Outbox
 from chatproto.client.registration import Registration, Stage
 from chatproto.client.servers import (
+    ANSWERS,
     CURRENT_ROOM,
     ERROR,
     FLOOD,
@@ -82,7 +83,10 @@ class Outcome:
             n = undelivered
             lines = f"{n} line{' was' if n == 1 else 's were'}"
             why = f"{why.removesuffix('.')}, but {lines} not delivered"
-            ok, why = False, why + " (the server refused them)."
+            ok, why = (
+                False,
+                why + f" (the server refused {'it' if n == 1 else 'them'}).",
+            )
         return Disconnected(ok=ok, reason=why)
 
 
@@ -212,7 +216,7 @@ class ServerReader:
             if registration.stage is Stage.ASKED:
                 # Another wording of the prompt: the server waits for a nickname.
                 registration.stage = Stage.PROMPTED
-            if ERROR.match(text):
+            if ERROR.match(text) and text not in ANSWERS:
                 self.undelivered += 1
             self.view.show(Notice(lines=lines))
         if not self.connection.quit_sent:

@@ -27,6 +27,7 @@ from chatproto.client.events import (
 )
 
 __all__ = [
+    "ANSWERS",
     "CURRENT_ROOM",
     "DEPARTURE",
     "ERROR",
@@ -114,6 +115,10 @@ _ROOM_DEPARTURE = re.compile(_TIME + _ROOM + r" Départ de (?P<nick>\S+)")
 _ROOM_PUBLIC = re.compile(_TIME + _ROOM + r" (?P<sender>\S+?): (?P<text>.*)")
 #: How chatproto's server answers a line it did not take (wire.py).
 ERROR = re.compile(r"Erreur\b")
+#: The error lines that refuse nothing: the command was taken, and this is
+#: its answer. /unread from a nickname with no visit known (a first visit)
+#: has nothing to show; that is no line of the user's lost.
+ANSWERS = frozenset({wire.UNREAD_UNKNOWN})
 UNAVAILABLE = wire.UNAVAILABLE
 FLOOD = wire.FLOOD
 #: chatproto's server asks so for the password of a protected nickname

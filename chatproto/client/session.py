@@ -75,8 +75,8 @@ class ClientUI(Protocol):
         """Start reading the user's lines, for L{ClientSession.user_line}."""
 
     def stop(self) -> Deferred[None] | None:
-        """The session is over: stop reading; fire once the terminal is
-        back to normal."""
+        """The session is over: show what is left to show, stop reading;
+        fire once the terminal is back to normal."""
 
 
 class _Relay:
@@ -187,6 +187,17 @@ class ClientSession:
             self._protocol.quit()
         elif self.reasking:
             self._finish(1, self._refusal)
+
+    def pause_reading(self) -> None:
+        """Read nothing more from the server until L{resume_reading}: the
+        user interface owes the terminal too many of its lines."""
+        if self._protocol is not None:
+            self._protocol.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Read the server again."""
+        if self._protocol is not None:
+            self._protocol.resume_reading()
 
     def interrupt(self) -> None:
         """A signal: leave cleanly the first time, at once the second."""

@@ -12,15 +12,28 @@ A password is never shown nor kept: the answer to the server's password
 prompt is read without echo (C{password: ***}), a command that carries one
 (L{chatproto.client.masking}) shows it as stars as it is typed and once
 sent, and neither goes into the line editor's history (L{DiscreetHistory}).
+
+What the server sends is printed above the line being edited in batches:
+the lines that came meanwhile, up to L{TtyUI.BATCH} of them, in one write
+(one C{in_terminal}, which hides the prompt and draws it again), never one
+such round per line: a burst of 100,000 lines costs 200 redraws, not
+100,000, and the keys the user types are read between two batches. While
+the terminal owes more than L{TtyUI.BACKLOG} lines, the client reads
+nothing more from the server (L{ClientSession.pause_reading}), so a server
+that sends without end cannot make it hold more than that.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections import deque
 from collections.abc import Callable
 from typing import cast
 
 from prompt_toolkit import PromptSession, print_formatted_text
+from prompt_toolkit.application import in_terminal
+from prompt_toolkit.application.current import get_app_session
 from prompt_toolkit.filters import Condition
 from prompt_toolkit.formatted_text import FormattedText, StyleAndTextTuples
 from prompt_toolkit.history import InMemoryHistory
@@ -30,6 +43,7 @@ from prompt_toolkit.layout.processors import (
     TransformationInput,
 )
 from prompt_toolkit.layout.utils import explode_text_fragments
+from prompt_toolkit.renderer import print_formatted_text as print_fragments
 from prompt_toolkit.styles import Style
 from twisted.internet.defer import Deferred
 
@@ -123,10 +137,20 @@ def _room_line(event: RoomEvent, *, here: bool) -> Fragments:
     return [fragment for fragment in fragments if fragment[1]]
 
 
+#: The most characters of a nickname the prompt shows. chatproto's are 12
+#: at most, but the Ruby server takes any line as a nickname, and a hostile
+#: server may greet with any: a prompt of 60,000 characters took all the
+#: CPU to draw, twice a second, and the keys typed were never read.
+PROMPT_NICKNAME = 24
+
+
 def prompt_label(nickname: str | None, room: str | None) -> str:
     """The prompt: the nickname, and the current room once the server has
     said it (C{bob #salle> }); as before rooms (C{bob> }) with a server
-    that never says it."""
+    that never says it. A nickname longer than L{PROMPT_NICKNAME} shows
+    cut, ending with C{…}."""
+    if nickname is not None and len(nickname) > PROMPT_NICKNAME:
+        nickname = nickname[: PROMPT_NICKNAME - 1] + "…"
     label = " ".join(part for part in (nickname, room) if part)
     return f"{label}> "
 
@@ -166,6 +190,13 @@ class DiscreetHistory(InMemoryHistory):
 class TtyUI:
     """The terminal user interface of one L{ClientSession}."""
 
+    #: The most lines the terminal may owe (received, not printed yet)
+    #: before the client stops reading the server until they are printed.
+    BACKLOG = 10_000
+    #: The most lines printed at a time: the keys typed are read between
+    #: two batches, and a slow terminal takes a while to take a batch.
+    BATCH = 500
+
     def __init__(self, session: ClientSession) -> None:
         self.session = session
         self.nickname: str | None = None
@@ -185,6 +216,10 @@ class TtyUI:
             input_processors=[MaskPasswords()],
         )
         self._task: asyncio.Future[None] | None = None
+        #: What waits to be printed above the prompt, and how many lines.
+        self._backlog: deque[tuple[Fragments, int]] = deque()
+        self._owed = 0
+        self._printing: asyncio.Future[None] | None = None
 
     def prompt_message(self) -> FormattedText:
         """The prompt as it is now: the nickname (or the question being
@@ -222,22 +257,86 @@ class TtyUI:
         self.prompt.app.invalidate()
 
     def _print(self, fragments: Fragments) -> None:
-        print_formatted_text(FormattedText(fragments), style=STYLE)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            # No event loop, so no line editor to hide (a test): print now.
+            print_formatted_text(FormattedText(fragments), style=STYLE)
+            return
+        busy = self._printing is not None and not self._printing.done()
+        lines = 1 + sum(text.count("\n") for _, text, *_ in fragments)
+        self._backlog.append((fragments, lines))
+        self._owed += lines
+        if self._owed >= self.BACKLOG:
+            self.session.pause_reading()
+        if not busy:
+            self._printing = asyncio.ensure_future(self._print_backlog())
+
+    async def _print_backlog(self) -> None:
+        """Print what waits above the prompt, a batch at a time, until
+        nothing waits; then read the server again if it was paused."""
+        while self._backlog:
+            batch: Fragments = []
+            lines = 0
+            while self._backlog and lines < self.BATCH:
+                fragments, count = self._backlog.popleft()
+                batch += [*fragments, ("", "\n")]
+                lines += count
+            self._owed -= lines
+            async with in_terminal():
+                output = get_app_session().output
+                print_fragments(output, FormattedText(batch), STYLE)
+                output.flush()
+            if self._owed < self.BACKLOG:
+                self.session.resume_reading()
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._read())
 
     def stop(self) -> Deferred[None] | None:
-        """Leave the line editor (the terminal gets its settings back)."""
-        if self._task is None or self._task.done():
+        """Print what waits, then leave the line editor (the terminal gets
+        its settings back)."""
+        printing = self._printing is not None and not self._printing.done()
+        if not printing and (self._task is None or self._task.done()):
             return None
+        return Deferred.fromFuture(asyncio.ensure_future(self._stop()))
+
+    async def _stop(self) -> None:
+        if self._printing is not None:
+            await self._printing
+        if self._task is None or self._task.done():
+            return
         if self.prompt.app.is_running:
             self.prompt.app.exit()
         else:  # between two prompts
             self._task.cancel()
-        return Deferred.fromFuture(self._task)
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    #: How long leaving may take before the client says what it waits for.
+    LEAVING_NOTE = 1.0
 
     async def _read(self) -> None:
+        await self._read_lines()
+        if self.session.done.called:
+            return
+        # Leaving: the line editor is gone, and the server's answer to
+        # /quit (or the lines still waiting their turn) may take a while.
+        await asyncio.sleep(self.LEAVING_NOTE)
+        if not self.session.done.called:
+            self.note(self._leaving())
+
+    def _leaving(self) -> str:
+        waiting = self.session.waiting
+        if waiting == 1:
+            what = "Leaving once the line waiting is sent"
+        elif waiting:
+            what = f"Leaving once the {waiting} lines waiting are sent"
+        else:
+            what = "Leaving: waiting for the server to answer /quit"
+        return f"{what} (Ctrl-C leaves at once)."
+
+    async def _read_lines(self) -> None:
         while not (self.session.leaving or self.session.done.called):
             try:
                 line = await self.prompt.prompt_async()
@@ -246,6 +345,15 @@ class TtyUI:
                 return
             if line is None:  # stop() ended the prompt
                 return
+            if not (self.session.asking_password or self.session.reasking):
+                # Enter on an empty line says nothing: the Ruby server
+                # would show everyone an empty message, and before
+                # registering any server answers it with its welcome (a
+                # line refused, so an exit status of 1). The blank lines
+                # of a paste neither.
+                line = "\n".join(part for part in line.split("\n") if part.strip())
+                if not line:
+                    continue
             self.session.user_line(line)
 
 
