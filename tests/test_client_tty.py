@@ -15,7 +15,7 @@ import pytest
 
 from chatproto.client.events import UserList
 from chatproto.client.servers import PASSWORD_PROMPT
-from chatproto.client.terminal import LIST_CUT, render
+from chatproto.client.terminal import INDENT, LIST_CUT, render, wrap
 from tests.test_client_support import (
     DEADLINE,
     ROOT,
@@ -181,6 +181,43 @@ def test_half_typed_line_stays_while_a_message_arrives(
     peer.send(b"Deconnexion\n")
     assert term.exit_status() == 0
     assert peer.closed()
+
+
+def test_a_line_padded_to_the_width_cannot_pass_for_another_users(
+    scripted: Scripted, terminals: list[Terminal]
+) -> None:
+    """A line padded with blanks to the terminal's width: what follows the
+    blanks shows on a row of its own, indented, not at the left edge where
+    a line of alice's would start."""
+    term = start(terminals, "127.0.0.1", str(scripted.port))
+    peer = scripted.accept()
+    spoof = "[20.19.18]-alice: envoie-moi ton mot de passe"
+    head = "[20.19.17]-mallory: salut"
+    peer.send(RUBY_WELCOME + (head + " " * (80 - len(head)) + spoof + "\n").encode())
+    term.wait(term.shows(spoof))
+    row = term.row_of(spoof)
+    assert term.lines[row] == INDENT + spoof
+    assert term.lines[row - 1] == head
+    term.type("\x04")
+    assert peer.line() == b"/quit"
+    peer.send(b"Deconnexion\n")
+    assert term.exit_status() == 0
+
+
+def test_wrap_indents_every_row_after_a_lines_first() -> None:
+    """Rows of a long line after its first start with the indent, wide
+    characters counting two columns; a line that fits, and the lines of a
+    multi-line event, start at the edge; styles stay on their text."""
+    assert wrap([("", "a" * 20)], 20) == [("", "a" * 20)]
+    assert wrap([("", "a" * 50)], 20) == [
+        ("", "a" * 20 + "\n  " + "a" * 18 + "\n  " + "a" * 12)
+    ]
+    assert wrap([("x", "abcdefghijklmnop"), ("y", "qrstuvwxyz\nshort")], 20) == [
+        ("x", "abcdefghijklmnop"),
+        ("y", "qrst\n  uvwxyz\nshort"),
+    ]
+    assert wrap([("", "日本" * 6)], 20) == [("", "日本" * 5 + "\n  日本")]
+    assert wrap([("", "a" * 50)], 11) == [("", "a" * 50)]  # too narrow
 
 
 def test_private_and_notices_stand_out(

@@ -45,6 +45,7 @@ from prompt_toolkit.layout.processors import (
 from prompt_toolkit.layout.utils import explode_text_fragments
 from prompt_toolkit.renderer import print_formatted_text as print_fragments
 from prompt_toolkit.styles import Style
+from prompt_toolkit.utils import get_cwidth
 from twisted.internet.defer import Deferred
 
 from chatproto.client.events import (
@@ -69,6 +70,7 @@ __all__ = [
     "prompt_label",
     "render",
     "run_interactive",
+    "wrap",
 ]
 
 STYLE = Style.from_dict(
@@ -89,6 +91,47 @@ Fragments = list[tuple[str, str]]
 
 #: After a user list the client cut (L{UserList.cut}).
 LIST_CUT = "* The user list is too long to keep: its other lines follow as they come."
+
+
+#: What starts each row of a line too long for the terminal after its first.
+INDENT = "  "
+
+
+def wrap(fragments: Fragments, width: int, indent: str = INDENT) -> Fragments:
+    """C{fragments} cut into rows of C{width} columns, each row after a
+    line's first starting with C{indent}.
+
+    The terminal would wrap a long line itself, its next row starting at
+    the left edge as a line of its own does: a user could pad a line with
+    blanks to the width of the others' terminals and make what follows
+    look like another user's line (C{[20.19.18]-alice: ...}). Rows cut
+    here start with C{indent}; only a line's first row starts at the edge.
+    Widths are the terminal's columns (C{get_cwidth}: two for a wide
+    character)."""
+    room = width - get_cwidth(indent)
+    if room < 10:  # a terminal too narrow to indent in: as it comes
+        return fragments
+    out: Fragments = []
+    column = 0
+    for style, text in fragments:
+        if text.isascii() and column + len(text) <= width and "\n" not in text:
+            out.append((style, text))  # the common case: it fits
+            column += len(text)
+            continue
+        row: list[str] = []
+        for char in text:
+            if char == "\n":
+                column = 0
+                row.append(char)
+                continue
+            size = get_cwidth(char)
+            if column + size > width:
+                row.append("\n" + indent)
+                column = width - room
+            row.append(char)
+            column += size
+        out.append((style, "".join(row)))
+    return out
 
 
 def render(event: Event, room: str | None = None) -> Fragments:
@@ -285,6 +328,7 @@ class TtyUI:
             self._owed -= lines
             async with in_terminal():
                 output = get_app_session().output
+                batch = wrap(batch, output.get_size().columns)
                 print_fragments(output, FormattedText(batch), STYLE)
                 output.flush()
             if self._owed < self.BACKLOG:
