@@ -132,7 +132,10 @@ def test_chatbench_counts_every_delivery(
     assert result["registered"] == 20
     assert result["sent"] == 4 * 5
     assert result["delivered"] == result["expected"] == 4 * 5 * 19
-    assert 0 <= result["p50_ms"] <= result["p99_ms"] <= result["max_ms"] + 1
+    # A percentile is the middle of its histogram bucket: within 1.6% of
+    # the latencies in it (chatbench.c), so it may pass the exact maximum
+    # by that much (a busy machine: p99 569.3 ms, max 566.5).
+    assert 0 <= result["p50_ms"] <= result["p99_ms"] <= result["max_ms"] * 1.016 + 1
     assert result["send_server_cpu_s"] >= 0
 
 
@@ -340,7 +343,10 @@ def test_chatbench_chats_over_a_websocket(
     assert result["ws_bad_upgrades"] == result["ws_bad_frames"] == 0
     assert result["ws_fragments"] > 0
     assert result["pings"] > 0 and result["ws_pings"] > 0
-    assert 0 <= result["p50_ms"] <= result["p99_ms"] <= result["max_ms"] + 1
+    # A percentile is the middle of its histogram bucket: within 1.6% of
+    # the latencies in it (chatbench.c), so it may pass the exact maximum
+    # by that much (a busy machine: p99 569.3 ms, max 566.5).
+    assert 0 <= result["p50_ms"] <= result["p99_ms"] <= result["max_ms"] * 1.016 + 1
     assert result["send_server_cpu_s"] >= 0
     assert seen["connections"] == 20
     assert seen["pongs"] >= result["ws_pings"] - 20  # the last may be in flight
