@@ -155,6 +155,16 @@ if (typeof document === "undefined") {
     /^Erreur : salons impossibles pour le moment /,
   ];
   const ROOM_RULE = "1 à 24 lettres a-z, chiffres, _ ou -";
+  // The lines typed (a paste of many) go out paced, as the terminal client
+  // paces them (docs/client.md, "Pacing"): the server's flood control takes
+  // 5 lines at once, then 2 a second, and cuts a user past --flood-queue
+  // (100) lines waiting. So: 4 at once, then 1.9 a second.
+  const PACE_BURST = 4;
+  const PACE_INTERVAL = 530; // ms a line past the burst waits
+  // A message past --max-line (4096 by default) bytes closes the
+  // connection (code 1009): such a line is refused here, never sent.
+  const MAX_LINE_BYTES = 4096;
+  const utf8 = new TextEncoder();
 
   const $ = (id) => document.getElementById(id);
   const status = $("status");
@@ -226,6 +236,10 @@ if (typeof document === "undefined") {
   let answering = false; // a password was sent, its answer has not come
   let searches = 0; // /search lines sent and not answered yet
   let searchBlock = null; // the items of a /search block being received
+  let outbox = []; // lines typed, waiting their turn (PACE_*)
+  let paceTokens = PACE_BURST;
+  let paceAt = 0; // when paceTokens was counted (performance.now())
+  let paceTimer = null;
 
   // Connection, and reconnection with backoff
 
@@ -255,6 +269,7 @@ if (typeof document === "undefined") {
       topicAsked = 0;
       passwordInput.value = "";
       passwordForm.hidden = true;
+      unsent();
       if (event.code === 1009 || event.code === 1003) {
         notice(`Connexion fermée par le serveur : ${event.reason}`, "error");
       }
@@ -912,33 +927,91 @@ if (typeof document === "undefined") {
 
   // Sending, and the history (arrow keys)
 
+  // The field's lines, each one line of the protocol (a paste of several:
+  // each its own), blank ones left out: they go out in turn (pump).
   sendForm.addEventListener("submit", (event) => {
     event.preventDefault();
-    const line = messageInput.value;
-    if (line.trim() === "") {
+    const typed = messageInput.value;
+    const lines = typed.split(/\r\n|\r|\n/).filter((line) => line.trim() !== "");
+    if (lines.length === 0) {
       return;
     }
-    if (!send(line)) {
+    if (socket === null || socket.readyState !== WebSocket.OPEN) {
       notice("Pas connecté : votre ligne attend, renvoyez-la une fois reconnecté.", "error");
       return; // the input keeps it
     }
+    if (lines.some((line) => utf8.encode(line).length > MAX_LINE_BYTES)) {
+      notice(`Ligne trop longue (plus de ${MAX_LINE_BYTES} octets) : rien n'est envoyé.`, "error");
+      return; // the input keeps it
+    }
+    if (lines.every((line) => withoutPassword(line) === line)) {
+      history.push(typed); // a password is not kept for the arrow keys
+    }
+    historyAt = history.length;
+    draft = "";
+    messageInput.value = "";
+    outbox.push(...lines);
+    pump();
+  });
+
+  // The lines waiting go out as the pace allows; the next turn is timed.
+  function pump() {
+    clearTimeout(paceTimer);
+    paceTimer = null;
+    const now = performance.now();
+    paceTokens = Math.min(PACE_BURST, paceTokens + (now - paceAt) / PACE_INTERVAL);
+    paceAt = now;
+    while (outbox.length > 0 && paceTokens >= 1) {
+      if (!send(outbox[0])) {
+        unsent();
+        return;
+      }
+      paceTokens -= 1;
+      sent(outbox.shift());
+    }
+    if (outbox.length > 0) {
+      paceTimer = setTimeout(pump, (1 - paceTokens) * PACE_INTERVAL);
+    }
+  }
+
+  // The connection lost with lines waiting: they go back to the field,
+  // before what it holds, to be sent again once reconnected.
+  function unsent() {
+    clearTimeout(paceTimer);
+    paceTimer = null;
+    if (outbox.length === 0) {
+      return;
+    }
+    const count = outbox.length;
+    messageInput.value = [...outbox, messageInput.value].filter((l) => l !== "").join("\n");
+    outbox = [];
+    const what =
+      count > 1 ? `${count} lignes non envoyées attendent` : "1 ligne non envoyée attend";
+    notice(`Pas connecté : ${what} dans le champ, renvoyez-les une fois reconnecté.`, "error");
+  }
+
+  // A line the user typed, sent: what it asks of the page, and shown.
+  function sent(line) {
     if (/^\s*\/join(\s|$)/.test(line)) {
       joining += 1; // its answer: the room, or an error
     } else if (/^\s*\/topic\s*$/.test(line)) {
       topicAsked += 1;
     }
-    const shownLine = withoutPassword(line);
-    if (shownLine === line) {
-      history.push(line); // a password is not kept for the arrow keys
-    }
-    historyAt = history.length;
-    draft = "";
-    messageInput.value = "";
-    own(shownLine);
-  });
+    own(withoutPassword(line));
+  }
 
+  // Enter sends, Shift+Enter starts a new line; the arrow keys go through
+  // the lines sent from the field's first line (up) or last line (down).
   messageInput.addEventListener("keydown", (event) => {
-    if (event.key === "ArrowUp" && historyAt > 0) {
+    const { value, selectionStart, selectionEnd } = messageInput;
+    const onFirstLine = !value.slice(0, selectionStart).includes("\n");
+    const onLastLine = !value.slice(selectionEnd).includes("\n");
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      sendForm.requestSubmit();
+    } else if (event.key === "ArrowUp" ? !onFirstLine : event.key === "ArrowDown" && !onLastLine) {
+      // within the text: the caret moves
+    } else if (event.key === "ArrowUp" && historyAt > 0) {
       if (historyAt === history.length) {
         draft = messageInput.value;
       }
