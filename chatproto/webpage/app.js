@@ -54,7 +54,38 @@ const blocks = (() => {
     return at < 0 ? lines : lines.slice(0, at);
   }
 
-  return { beforeArrival, head, isDay };
+  // The lines of the /unread a reconnection asks, less those the page
+  // had: a connection lost (or pinged out) gets from the server every line
+  // since the last ping it answered (docs/protocol.md, "/unread"), as the
+  // lines written to it after that may never have reached it. HEARD: the
+  // lines the page got live lately, as they came; SAID: the page's own
+  // lines lately, each as the server writes it without its stamp
+  // ("alice: text", "#salle alice: text"). Each of them leaves out one
+  // line of the block, the first equal to it; a day line left with no
+  // line after it goes too.
+  function unheard(lines, heard, said) {
+    const count = (keys) => {
+      const counts = new Map();
+      for (const key of keys) {
+        counts.set(key, (counts.get(key) ?? 0) + 1);
+      }
+      return counts;
+    };
+    const had = count(heard);
+    const sent = count(said);
+    const take = (counts, key) => {
+      const n = counts.get(key) ?? 0;
+      counts.set(key, n - 1);
+      return n > 0;
+    };
+    const kept = lines.filter(
+      (line) => isDay(line) || !(take(had, line) || take(sent, line.replace(STAMP, ""))),
+    );
+    const dated = (at) => at + 1 < kept.length && !isDay(kept[at + 1]);
+    return kept.filter((line, at) => !isDay(line) || dated(at));
+  }
+
+  return { beforeArrival, head, isDay, unheard };
 })();
 
 // A line typed here as the page shows it and keeps it for the arrow keys:
@@ -165,6 +196,10 @@ if (typeof document === "undefined") {
   // connection (code 1009): such a line is refused here, never sent.
   const MAX_LINE_BYTES = 4096;
   const utf8 = new TextEncoder();
+  // The lines got live and said lately, kept to leave them out of the
+  // /unread of a reconnection (blocks.unheard): what a server writes
+  // between two pings, and more.
+  const HEARD_MOST = 1000;
 
   const $ = (id) => document.getElementById(id);
   const status = $("status");
@@ -240,6 +275,8 @@ if (typeof document === "undefined") {
   let paceTokens = PACE_BURST;
   let paceAt = 0; // when paceTokens was counted (performance.now())
   let paceTimer = null;
+  const heard = []; // the stamped lines got live lately (HEARD_MOST)
+  const said = []; // the page's own public lines lately, as the server writes them
 
   // Connection, and reconnection with backoff
 
@@ -396,6 +433,9 @@ if (typeof document === "undefined") {
       notice(line, "notice");
       return;
     }
+    if (parsed.kind !== "private") {
+      keepLast(heard, line);
+    }
     // A room's line goes to its room; the lobby's lines to the lobby; a
     // private line, or the server's, where the user is.
     const room =
@@ -551,7 +591,25 @@ if (typeof document === "undefined") {
     }
   }
 
-  function showUnread({ room, at, again }, head, lines) {
+  // KEY at the end of LIST, which keeps the HEARD_MOST last.
+  function keepLast(list, key) {
+    list.push(key);
+    if (list.length > HEARD_MOST) {
+      list.shift();
+    }
+  }
+
+  function showUnread({ room, at, again }, head, given) {
+    // After a cut: the lines the page had live or said are not shown again.
+    const lines = again ? blocks.unheard(given, heard, said) : given;
+    if (lines.length === 0) {
+      fill();
+      return;
+    }
+    if (lines.length < given.length && !head.text.includes(",")) {
+      const n = lines.filter((line) => !blocks.isDay(line)).length;
+      head = { ...head, text: `${n} message${n > 1 ? "s" : ""} depuis votre dernière visite` };
+    }
     // What a cut made the page miss is unread too, for a hidden tab or a
     // reader above.
     if (again && room === shown && (document.hidden || !atBottom())) {
@@ -1042,6 +1100,7 @@ if (typeof document === "undefined") {
       entry({ time, kind: "command own", text: trimmed });
     } else {
       entry({ time, kind: "public own", from: nick, text: line });
+      keepLast(said, `${serverRoom === LOBBY ? "" : `${serverRoom} `}${nick}: ${line}`);
     }
   }
 
