@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import CHROMIUM
+from tests.test_twistd import register
 from tests.test_web_browser import Page
 from tests.web_server import WebChat
 
@@ -27,23 +28,22 @@ playwright = pytest.importorskip("playwright.sync_api")
 expect = playwright.expect
 WAIT = 15_000  # ms: every wait is bounded
 expect.set_options(timeout=WAIT)
+SAVED = "() => JSON.parse(localStorage.getItem('chatproto.remember'))"
 
 
 class Proxy:
     """A TCP proxy on 127.0.0.1 to C{port}, for a browser: each direction
     of every connection can be held (what is read from one side waits,
-    unsent), and the connections dropped (L{reset}), as a network that
-    comes back drops the connections that crossed the cut."""
+    unsent), and the browser's side of the connections dropped
+    (L{reset}), as a network that comes back drops the connections that
+    crossed the cut; the server's side is closed too, or left open and
+    silent, as the server sees a cut: not at all until its pings run out."""
 
     def __init__(self, port: int) -> None:
         self.target = port
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
-        self.up = threading.Event()  # browser to server flows
-        self.down = threading.Event()  # server to browser flows
-        self.up.set()
-        self.down.set()
-        self.sockets: list[socket.socket] = []
+        self.connections: list[_Connection] = []
         self.lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -52,51 +52,81 @@ class Proxy:
             while True:
                 browser, _ = self.listener.accept()
                 server = socket.create_connection(("127.0.0.1", self.target))
+                connection = _Connection(browser, server)
                 with self.lock:
-                    self.sockets += [browser, server]
-                for source, sink, flowing in (
-                    (browser, server, self.up),
-                    (server, browser, self.down),
-                ):
-                    threading.Thread(
-                        target=self._pipe, args=(source, sink, flowing), daemon=True
-                    ).start()
+                    self.connections.append(connection)
+                connection.start()
+
+    def hold_upstream(self) -> None:
+        """What the browsers send (their pongs too) is held."""
+        with self.lock:
+            for connection in self.connections:
+                connection.up.clear()
+
+    def hold(self) -> None:
+        """Nothing passes either way."""
+        with self.lock:
+            for connection in self.connections:
+                connection.up.clear()
+                connection.down.clear()
+
+    def reset(self, server_sees: bool = True) -> None:
+        """The connections of the cut are dropped on the browser's side,
+        with what was held; new connections pass. C{server_sees}: the
+        server's side is closed too, else left open, and silent."""
+        with self.lock:
+            connections, self.connections = self.connections, []
+        for connection in connections:
+            connection.drop(server_sees)
+
+    def close(self) -> None:
+        self.listener.close()
+        self.reset()
+
+
+class _Connection:
+    """A browser's connection through the L{Proxy}: two sockets, and
+    whether each direction flows."""
+
+    def __init__(self, browser: socket.socket, server: socket.socket) -> None:
+        self.browser = browser
+        self.server = server
+        self.up = threading.Event()  # browser to server flows
+        self.down = threading.Event()  # server to browser flows
+        self.up.set()
+        self.down.set()
+        self.silent = False  # the server's side: never written nor closed
+
+    def start(self) -> None:
+        for source, sink, flowing in (
+            (self.browser, self.server, self.up),
+            (self.server, self.browser, self.down),
+        ):
+            threading.Thread(
+                target=self._pipe, args=(source, sink, flowing), daemon=True
+            ).start()
 
     def _pipe(
         self, source: socket.socket, sink: socket.socket, flowing: threading.Event
     ) -> None:
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
-                if not flowing.wait(30):
+                if not flowing.wait(30) or self.silent:
                     return
                 sink.sendall(data)
-        with contextlib.suppress(OSError):
-            sink.shutdown(socket.SHUT_WR)
-
-    def hold_upstream(self) -> None:
-        """What the browser sends (its pongs too) is held."""
-        self.up.clear()
-
-    def hold(self) -> None:
-        """Nothing passes either way."""
-        self.up.clear()
-        self.down.clear()
-
-    def reset(self) -> None:
-        """The connections of the cut are dropped, what was held with them;
-        new connections pass."""
-        with self.lock:
-            sockets, self.sockets = self.sockets, []
-        for each in sockets:
+        if not self.silent:
             with contextlib.suppress(OSError):
-                each.shutdown(socket.SHUT_RDWR)
-            each.close()
+                sink.shutdown(socket.SHUT_WR)
+
+    def drop(self, server_sees: bool) -> None:
+        self.silent = not server_sees
+        sides = (self.browser, self.server) if server_sees else (self.browser,)
+        for side in sides:
+            with contextlib.suppress(OSError):
+                side.shutdown(socket.SHUT_RDWR)
+            side.close()
         self.up.set()
         self.down.set()
-
-    def close(self) -> None:
-        self.listener.close()
-        self.reset()
 
 
 @pytest.fixture
@@ -167,4 +197,35 @@ def test_lines_said_during_a_cut_are_shown_once_the_page_is_back(
         "alice s'en va",
         "bob après son départ",
     ]
+    assert alice.errors == [] and alice.dialogs == []
+
+
+def test_a_remembered_nickname_comes_back_by_itself_before_the_server_sees_the_cut(
+    chat: WebChat, proxy: Proxy, browser: Any
+) -> None:
+    """The browser sees the cut first: its new connection finds the
+    nickname still held by the old one (until the server pings it out),
+    and is answered as a wrong password is. The page tries again with the
+    saved password, and keeps it."""
+    owner = register(chat.port, "alice")
+    owner.send(b"/register secret12\n")
+    owner.until("Pseudo alice protégé".encode())
+    owner.send(b"/quit\n")
+    owner.rest()
+
+    alice = Page(browser, f"http://127.0.0.1:{proxy.port}/")
+    alice.page.get_by_label("se souvenir de moi").check()
+    alice.join("alice")
+    password = alice.page.get_by_label("Mot de passe")
+    password.fill("secret12")
+    password.press("Enter")
+    expect(alice.page.locator("#status")).to_have_text("connecté : alice")
+    assert alice.page.evaluate(SAVED) == {"nick": "alice", "password": "secret12"}
+
+    proxy.hold()
+    proxy.reset(server_sees=False)
+    expect(alice.page.locator("#status")).to_contain_text("pseudo encore pris")
+    expect(alice.page.locator("#status")).to_have_text("connecté : alice")
+    expect(password).to_be_hidden()
+    assert alice.page.evaluate(SAVED) == {"nick": "alice", "password": "secret12"}
     assert alice.errors == [] and alice.dialogs == []

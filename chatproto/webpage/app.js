@@ -269,6 +269,7 @@ if (typeof document === "undefined") {
   let saved = load();
   let keep = null; // the password sent, to be saved once registered (box ticked)
   let answering = false; // a password was sent, its answer has not come
+  let answeringSaved = false; // that password is the saved one
   let searches = 0; // /search lines sent and not answered yet
   let searchBlock = null; // the items of a /search block being received
   let outbox = []; // lines typed, waiting their turn (PACE_*)
@@ -400,24 +401,36 @@ if (typeof document === "undefined") {
       return;
     }
     if (line === TAKEN) {
-      const wrong = answering; // a wrong password is answered as a taken nickname
+      // A wrong password is answered as a taken nickname, and so is the
+      // right one while the nickname is in use: the old connection of a
+      // reconnection, or another tab of this browser.
+      const wrong = answering;
+      const withSaved = answering && answeringSaved;
       answering = false;
-      if (wrong) {
-        forget();
-      }
       if (everJoined && takenRetries < 20) {
         // A reconnection: the old connection may still hold the nickname
-        // until the server sees it gone (its pings). Ask again shortly.
+        // until the server sees it gone (its pings). Ask again shortly,
+        // with the saved password, if any, kept.
         takenRetries += 1;
         setStatus("reconnecting", `pseudo encore pris, nouvel essai (${takenRetries})…`);
         setTimeout(askNick, 2000);
         return;
       }
-      refused(
-        wrong
-          ? "Mot de passe refusé (ou pseudo déjà pris) : réessayez."
-          : "Ce pseudo est déjà pris : choisissez-en un autre.",
-      );
+      const name = nick;
+      heldElsewhere(name).then((held) => {
+        if (held) {
+          refused(`${name} est déjà connecté dans un autre onglet de ce navigateur.`);
+          return;
+        }
+        if (withSaved) {
+          forget(); // the saved password is wrong: it changed
+        }
+        refused(
+          wrong
+            ? "Mot de passe refusé (ou pseudo déjà pris) : réessayez."
+            : "Ce pseudo est déjà pris : choisissez-en un autre.",
+        );
+      });
       return;
     }
     if (nick !== null && !registered && line === `Bienvenue ${nick}`) {
@@ -839,7 +852,7 @@ if (typeof document === "undefined") {
   // (the join form keeps its box "se souvenir de moi" only).
   function askPassword() {
     if (saved?.nick === nick && saved.password !== null) {
-      sendPassword(saved.password);
+      sendPassword(saved.password, true);
       return;
     }
     joinForm.classList.add("chosen");
@@ -860,9 +873,10 @@ if (typeof document === "undefined") {
     passwordInput.focus();
   }
 
-  function sendPassword(password) {
+  function sendPassword(password, isSaved = false) {
     if (send(password)) {
       answering = true;
+      answeringSaved = isSaved;
       keep = rememberBox.checked ? password : null;
     }
   }
@@ -981,6 +995,43 @@ if (typeof document === "undefined") {
     nick = saved.nick; // registered as soon as connected
     nickInput.value = saved.nick;
     rememberBox.checked = true;
+  }
+
+  // The other tabs of this browser on this chat: a registered one says
+  // so when another asks whether it holds a nickname, so that a second
+  // tab of the same nickname (refused as a wrong password is) says why,
+  // and keeps the saved password.
+  const TAB_WAIT = 400; // ms a tab waits for the others' answer
+  const tabs = "BroadcastChannel" in window ? new BroadcastChannel("chatproto") : null;
+  tabs?.addEventListener("message", (event) => {
+    const asked = event.data?.holds;
+    if (registered && typeof asked === "string" && asked === nick.toLowerCase()) {
+      tabs.postMessage({ held: asked });
+    }
+  });
+
+  // Whether another tab of this browser holds NAME (a promise).
+  function heldElsewhere(name) {
+    return new Promise((resolve) => {
+      if (tabs === null || name === null) {
+        resolve(false);
+        return;
+      }
+      const key = name.toLowerCase();
+      const answer = (event) => {
+        if (event.data?.held === key) {
+          done(true);
+        }
+      };
+      const done = (held) => {
+        clearTimeout(timer);
+        tabs.removeEventListener("message", answer);
+        resolve(held);
+      };
+      const timer = setTimeout(done, TAB_WAIT, false);
+      tabs.addEventListener("message", answer);
+      tabs.postMessage({ holds: key });
+    });
   }
 
   // Sending, and the history (arrow keys)
