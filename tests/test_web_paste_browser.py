@@ -51,14 +51,21 @@ def test_a_paste_of_twenty_lines_reaches_the_others_as_twenty_lines(
     chat: WebChat, browser: Any
 ) -> None:
     carol = register(chat.port, "carol")
-    alice = Page(browser, chat.url, permissions=CLIPBOARD)
+    viewport = {"width": 800, "height": 420}  # a few lines fill the conversation
+    alice = Page(browser, chat.url, permissions=CLIPBOARD, viewport=viewport)
     alice.join("alice")
     expect(alice.page.locator("#status")).to_have_text("connecté : alice")
     carol.until(b"-Connexion de alice\n")
+    carol.send(b"".join(b"avant %d\n" % n for n in range(5)))
+    expect(alice.entry("avant 4")).to_be_in_viewport()
 
     said = [f"ligne {n} de la liste" for n in range(1, 21)]
     paste(alice.page, "\r\n".join(said))
     expect(alice.page.get_by_label("Message")).to_have_value("\n".join(said))
+    # The field grew with the lines; the conversation, shorter, still
+    # shows its last line.
+    assert alice.page.get_by_label("Message").bounding_box()["height"] > 100
+    expect(alice.entry("avant 4")).to_be_in_viewport(ratio=1)
     alice.page.get_by_label("Message").press("Enter")
     expect(alice.page.get_by_label("Message")).to_have_value("")
 

@@ -1776,6 +1776,17 @@ if (typeof document === "undefined") {
     clearUnread();
     messageInput.focus();
   });
+  // The conversation at its bottom before it got shorter (the message
+  // field grows with the lines typed or pasted, a phone's keyboard opens)
+  // stays there: at its bottom for the height it had.
+  let logHeight = log.clientHeight;
+  new ResizeObserver(() => {
+    const wasAtBottom = log.scrollHeight - log.scrollTop - logHeight < 40;
+    logHeight = log.clientHeight;
+    if (wasAtBottom) {
+      log.scrollTop = log.scrollHeight;
+    }
+  }).observe(log);
   log.addEventListener("scroll", () => {
     if (atBottom() && !document.hidden) {
       clearUnread();
