@@ -44,6 +44,7 @@ class Proxy:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.connections: list[_Connection] = []
+        self.silent: list[_Connection] = []  # kept open until close()
         self.lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -76,12 +77,16 @@ class Proxy:
         server's side is closed too, else left open, and silent."""
         with self.lock:
             connections, self.connections = self.connections, []
+            if not server_sees:
+                self.silent += connections
         for connection in connections:
             connection.drop(server_sees)
 
     def close(self) -> None:
         self.listener.close()
         self.reset()
+        for connection in self.silent:
+            connection.server.close()
 
 
 class _Connection:
@@ -169,6 +174,7 @@ def test_lines_said_during_a_cut_are_shown_once_the_page_is_back(
     # run out is lost.
     proxy.hold()
     bob.say("pendant la coupure")
+    alice.say("jamais arrivé")  # held by the cut, lost with it
     expect(bob.entry("alice s'en va")).to_be_visible()
     bob.say("après son départ")
     proxy.reset()
@@ -191,12 +197,20 @@ def test_lines_said_during_a_cut_are_shown_once_the_page_is_back(
     lines = alice.log.locator("li").all_inner_texts()
     at = next(n for n, line in enumerate(lines) if "dernière visite" in line)
     assert lines[at] == "— 3 messages depuis votre dernière visite —"
-    assert "vu 2" in lines[at - 2] and "Connexion perdue" in lines[at - 1]
+    assert "vu 2" in lines[at - 3] and "jamais arrivé" in lines[at - 2]
+    assert "Connexion perdue" in lines[at - 1]
     assert [line.split(" ", 1)[1] for line in lines[at + 1 :]] == [
         "bob pendant la coupure",
         "alice s'en va",
         "bob après son départ",
+        "1 ligne envoyée pendant la coupure n'est pas arrivée : la voici dans "
+        "le champ, à renvoyer.",
     ]
+    # Her line that never reached the server is said so, and is back in
+    # the field; the others are not.
+    expect(alice.page.get_by_label("Message")).to_have_value("jamais arrivé")
+    expect(alice.entry("n'est pas arrivée")).to_have_class("error")  # the last
+    assert bob.entry("jamais arrivé").count() == 0
     assert alice.errors == [] and alice.dialogs == []
 
 

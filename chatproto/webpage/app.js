@@ -278,6 +278,11 @@ if (typeof document === "undefined") {
   let paceTimer = null;
   const heard = []; // the stamped lines got live lately (HEARD_MOST)
   const said = []; // the page's own public lines lately, as the server writes them
+  // The page's lobby lines sent since the last ping it got ("alice: text"
+  // and the text), null before its first ping on this connection; after a
+  // cut, those its /unread lacks never reached the server (unconfirmed).
+  let afterPing = null;
+  let unconfirmed = []; // those of the connection lost in a cut
 
   // Connection, and reconnection with backoff
 
@@ -294,6 +299,11 @@ if (typeof document === "undefined") {
     socket.addEventListener("message", (event) => receive(String(event.data)));
     socket.addEventListener("close", (event) => {
       socket = null;
+      // A cut (no close frame from the server): the lines sent since the
+      // last ping may never have reached it; the /unread of the next
+      // connection tells (lost).
+      unconfirmed = event.code === 1006 && afterPing !== null ? afterPing : [];
+      afterPing = null;
       const wasRegistered = registered;
       registered = false;
       asked = [];
@@ -343,6 +353,7 @@ if (typeof document === "undefined") {
   function receive(line) {
     if (line === "ping") {
       send("pong");
+      afterPing = [];
       return;
     }
     if (block === null && (searchBlock !== null || SEARCH_HEAD.test(line))) {
@@ -613,6 +624,9 @@ if (typeof document === "undefined") {
   }
 
   function showUnread({ room, at, again }, head, given) {
+    if (again) {
+      lost(given);
+    }
     // After a cut: the lines the page had live or said are not shown again.
     const lines = again ? blocks.unheard(given, heard, said) : given;
     if (lines.length === 0) {
@@ -693,7 +707,31 @@ if (typeof document === "undefined") {
       lastOfLobby(request.at, request.again ? INCOMPLETE : null);
     } else if (request.kind === "unread" && !request.again) {
       lastOfLobby(request.at, null); // nothing said since: the last lines
+    } else if (request.kind === "unread" && line === UNREAD_NONE) {
+      lost([]);
     }
+    if (request.kind === "unread") {
+      unconfirmed = []; // what the server says tells nothing of them
+    }
+  }
+
+  // After a cut, the /unread of the new connection (LINES) gives every
+  // lobby line since the last ping the server knows the page answered: a
+  // line the page sent after the last ping it got is among them if the
+  // server got it. Those that are not go back to the message field.
+  function lost(lines) {
+    const given = new Set(lines.map((line) => line.replace(/^\[[\d.]+\]-/, "")));
+    const missing = unconfirmed.filter(({ key }) => !given.has(key)).map(({ text }) => text);
+    unconfirmed = [];
+    if (missing.length === 0) {
+      return;
+    }
+    messageInput.value = [...missing, messageInput.value].filter((l) => l !== "").join("\n");
+    const what =
+      missing.length > 1
+        ? `${missing.length} lignes envoyées pendant la coupure ne sont pas arrivées : les voici`
+        : "1 ligne envoyée pendant la coupure n'est pas arrivée : la voici";
+    notice(`${what} dans le champ, à renvoyer.`, "error");
   }
 
   // The lobby's last lines (/unread said nothing new, or knows no visit):
@@ -1151,7 +1189,11 @@ if (typeof document === "undefined") {
       entry({ time, kind: "command own", text: trimmed });
     } else {
       entry({ time, kind: "public own", from: nick, text: line });
-      keepLast(said, `${serverRoom === LOBBY ? "" : `${serverRoom} `}${nick}: ${line}`);
+      const key = `${serverRoom === LOBBY ? "" : `${serverRoom} `}${nick}: ${line}`;
+      keepLast(said, key);
+      if (serverRoom === LOBBY && joining === 0) {
+        afterPing?.push({ key, text: line });
+      }
     }
   }
 
