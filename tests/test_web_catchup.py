@@ -160,6 +160,10 @@ def test_a_reconnection_s_unread_leaves_out_the_lines_the_page_had() -> None:
     assert call("unheard", block, [], []) == block
     # The text of a line is no stamped line: "reçu" said again is shown.
     assert call("unheard", [said(9, "reçu")], heard, own) == [said(9, "reçu")]
+    # The page's own arrival (which it never gets live) is among what it
+    # said: a connection cut before its first ping gets it back.
+    block = ["[9.59.58]-Connexion de alice", said(1, "reçu")]
+    assert call("unheard", block, heard, ["Connexion de alice"]) == []
 
 
 WITHOUT_PASSWORD = """

@@ -936,6 +936,9 @@ if (typeof document === "undefined") {
     everJoined = true;
     takenRetries = 0;
     answering = false;
+    // Its arrival, as the server keeps it: the page does not get it live,
+    // and after a cut it may be among what /unread gives (blocks.unheard).
+    keepLast(said, `Connexion de ${nick}`);
     if (rememberBox.checked) {
       save({ nick, password: keep });
     }
