@@ -4,7 +4,10 @@ A user's read position is the number (L{chatproto.history.Kept}) of the
 newest public line of the history when it left, taken after its own
 departure line is recorded: C{/unread} at its next visit gives the lines
 kept after it, exactly those said since it left (docs/protocol.md,
-"/unread").
+"/unread"). For a user whose connection was lost (or that stopped
+answering pings or reading), the server gives an earlier one: the newest
+line when it sent the last ping the user answered
+(L{chatproto.server.ChatFactory.depart}).
 
 Where it lives: an owner of its protected nickname's in the book of
 accounts that protects it (L{chatproto.accounts.Protection}: the store's

@@ -12,6 +12,7 @@ leaves through its L{Output} (chatproto/output.py). L{Admission}
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping
 from typing import cast
 
@@ -59,6 +60,10 @@ __all__ = [
 ]
 
 log = Logger()
+
+# Why a user may leave with lines written to it that it never got: its
+# read position is then the newest line it surely got (_delivered).
+UNSURE = frozenset({"lost", "ping", "slow_reader"})
 
 # The users the ping loop cuts, logged once per reactor turn (chatproto/logs.py).
 UNANSWERED = Burst(
@@ -280,6 +285,10 @@ class ChatFactory(ServerFactory):
         self._stopped: Deferred[None] | None = None
         self._pinger = LoopingCall(self._ping)
         self._pinger.clock = clock
+        # The history's newest line at each of the last ping rounds, the
+        # newest last: a user that answered a round was given every line
+        # up to it (see _delivered).
+        self._ping_marks: deque[int] = deque(maxlen=config.max_missed_pings + 1)
         self.moderation = Moderation(self, operators, bans, checker)
         self.protection = Protection(
             accounts if accounts is not None else MemoryAccounts(),
@@ -352,6 +361,7 @@ class ChatFactory(ServerFactory):
         """A session registered its nickname: it joins the room (sent
         C{greeting} and the user list), and is pinged from now on."""
         if not self._pinger.running and self.config.ping_interval > 0:
+            self._ping_marks.clear()
             self._pinger.start(self.config.ping_interval, now=False)
         assert session.nick is not None
         self.positions.arrived(session.nick, self.history.newest)
@@ -363,12 +373,39 @@ class ChatFactory(ServerFactory):
         """A registered user left, for C{reason} (metrics.DEPARTURES): say it
         once, as far as C{reach} says (a stopping server tells everyone it
         stops instead). Its read position is the history's newest line once
-        its departure is recorded (a kicked user's was, by moderation)."""
+        its departure is recorded (a kicked user's was, by moderation); or,
+        for a user whose connection was lost, or that stopped answering
+        pings or reading, the newest line it surely got (L{_delivered})."""
         nick = session.nick
         assert nick is not None
         if self.withdraw(session, reach, reason) and not self.stopping:
             self.room.announce_departure(nick, reach)
-        self.positions.left(nick, self.history.newest)
+        position = self.history.newest
+        if reason in UNSURE:
+            position = self._delivered(session, position)
+        self.positions.left(nick, position)
+
+    def _delivered(self, session: Session, newest: int) -> int:
+        """The newest line a user that left without saying so surely got:
+        the history's newest at the last ping it answered (every line
+        before a ping is written before it, and its pong came back), not
+        before its arrival; C{newest} when pings are off.
+
+        Lines written after that may have been lost with the connection (a
+        network cut: the server writes into it until the pings run out,
+        30 to 40 s): /unread gives them at the next visit, and the page
+        leaves out those it had (chatproto/webpage/app.js, heardBefore).
+        Past the last mark kept (max_missed_pings + 1 rounds): its arrival.
+        """
+        marks = self._ping_marks
+        if not marks:
+            return newest
+        missed = session.missed_pings
+        answered = marks[-1 - missed] if missed < len(marks) else None
+        arrival = self.positions.arrival(session.nick or "")
+        if answered is None or (arrival is not None and arrival > answered):
+            answered = arrival
+        return newest if answered is None else min(answered, newest)
 
     def withdraw(
         self, session: Session, reach: Reach = Reach.EVERYWHERE, reason: str = "lost"
@@ -438,6 +475,7 @@ class ChatFactory(ServerFactory):
                 else:
                     session.missed_pings += 1
                     session.send(wire.PING)
+            self._ping_marks.append(self.history.newest)
         except Exception:
             log.failure("ping loop")
 

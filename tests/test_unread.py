@@ -9,7 +9,9 @@ import time
 from typing import Any, cast
 
 from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 
 from chatproto import wire
 from chatproto.accounts import Account, MemoryAccounts, Protection
@@ -148,6 +150,83 @@ def test_a_kicked_user_s_position_follows_its_departure_line() -> None:
     bob = c.user("bob")
     position = newest(c) - 1
     assert unread(bob) == header(1, position + 1, position + 1) + line + END
+
+
+def test_a_user_pinged_out_gets_the_lines_since_its_last_answered_ping() -> None:
+    """A network cut: the server writes to bob until his pings run out,
+    and he got none of it. /unread gives what came after the last ping he
+    answered (the line before it he had), his departure among them."""
+    c = chat(ping_interval=10, max_missed_pings=2, join_notice_limit=0)
+    alice, bob = c.user("alice"), c.user("bob")
+    had = said(c, alice, "reçu")
+    c.advance(10)  # a ping bob answers: he had "reçu"
+    bob.send(b"pong\n")
+    position = newest(c)
+    # The cut: nothing bob is sent reaches him any more.
+    lost = [said(c, alice, "perdu 1")]
+    for _ in range(2):
+        c.advance(10)
+        alice.send(b"pong\n")
+        lost.append(said(c, alice, f"perdu {len(lost) + 1}"))
+    c.advance(10)
+    assert not bob.connected
+    departure = c.stamp() + "-Déconnection de bob\n".encode()
+    assert alice.take().endswith(departure)
+    after = said(c, alice, "après")
+    bob = c.user("bob")
+    missed = [*lost, departure, after]
+    assert unread(bob) == (
+        header(len(missed), position + 1, position + len(missed))
+        + b"".join(missed)
+        + END
+    )
+    assert had not in b"".join(missed)
+
+
+def test_a_lost_connection_gets_the_lines_since_its_last_answered_ping() -> None:
+    c = chat(ping_interval=10, join_notice_limit=0)
+    alice, bob = c.user("alice"), c.user("bob")
+    c.advance(10)
+    bob.send(b"pong\n")
+    alice.send(b"pong\n")
+    position = newest(c)
+    maybe = said(c, alice, "peut-être reçu")
+    bob.proto.connectionLost(Failure(ConnectionLost()))
+    departure = c.stamp() + "-Déconnection de bob\n".encode()
+    assert alice.take().endswith(departure)
+    bob = c.user("bob")
+    assert (
+        unread(bob) == header(2, position + 1, position + 2) + maybe + departure + END
+    )
+
+
+def test_without_pings_a_lost_connection_s_position_follows_its_departure() -> None:
+    c = chat(join_notice_limit=0)
+    alice, bob = c.user("alice"), c.user("bob")
+    said(c, alice, "reçu")
+    bob.proto.connectionLost(Failure(ConnectionLost()))
+    alice.take()
+    position = newest(c)
+    line = said(c, alice, "après")
+    bob = c.user("bob")
+    assert unread(bob) == header(1, position + 1, position + 1) + line + END
+
+
+def test_a_user_that_arrived_after_the_last_ping_gets_the_lines_since_then() -> None:
+    c = chat(ping_interval=10, join_notice_limit=0)
+    alice = c.user("alice")
+    c.advance(10)
+    alice.send(b"pong\n")
+    said(c, alice, "avant bob")
+    bob = c.user("bob")
+    position = newest(c)
+    maybe = said(c, alice, "pour bob")
+    bob.proto.connectionLost(Failure(ConnectionLost()))
+    departure = c.stamp() + "-Déconnection de bob\n".encode()
+    bob = c.user("bob")
+    assert (
+        unread(bob) == header(2, position + 1, position + 2) + maybe + departure + END
+    )
 
 
 def test_a_protected_position_is_kept_in_its_book_past_15_minutes() -> None:

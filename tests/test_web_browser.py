@@ -87,10 +87,13 @@ class Page:
 
 
 # The conversation made short and read from its top, then back to normal.
-SCROLL_UP = """() => {
+# (Scrolled up once the page saw it shorter: the page keeps at its bottom
+# a conversation that gets shorter, as when the message field grows.)
+SCROLL_UP = """async () => {
   const log = document.getElementById("log");
   log.style.flex = "none";
   log.style.height = "3em";
+  await new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)));
   log.scrollTop = 0;
 }"""
 AT_BOTTOM = """() => {

@@ -1,8 +1,9 @@
 """The page's pure helpers (C{blocks}, C{withoutPassword}, C{mentions} and
 C{roomName} in app.js), run under node without a browser: the headers of
 the blocks the page asks for, whose numbers identify the lines (never their
-text), the lines of a block that the page got live, what a mention is, and
-a room's name from a link or a field."""
+text), the lines of a block that the page got live (after a cut, where the
+server cannot know which it got: by the stamped lines it had), what a
+mention is, and a room's name from a link or a field."""
 
 from __future__ import annotations
 
@@ -128,6 +129,41 @@ def test_without_the_page_s_arrival_the_whole_block_is_shown() -> None:
     block = ["--- dimanche 6 décembre 2026 ---", said(1, "un"), said(2, "deux")]
     assert call("beforeArrival", block, "alice") == block
     assert call("beforeArrival", [], "alice") == []
+
+
+def test_a_reconnection_s_unread_leaves_out_the_lines_the_page_had() -> None:
+    """After a cut, /unread gives every line since the last ping the page
+    answered: those it got live, or said itself, are not shown again, each
+    leaving out one equal line; a day line left alone goes too."""
+    day = "--- lundi 7 décembre 2026 ---"
+    block = [
+        "--- dimanche 6 décembre 2026 ---",
+        said(1, "reçu"),
+        said(2, "dit", "alice"),
+        day,
+        said(3, "deux fois"),
+        said(3, "deux fois"),
+        "[10.0.4]-#salle alice: dans le salon",
+        said(5, "manqué"),
+        "[10.0.6]-Déconnection de alice",
+    ]
+    heard = [said(0, "avant"), said(1, "reçu"), said(3, "deux fois")]
+    own = ["alice: dit", "#salle alice: dans le salon", "alice: jamais arrivé"]
+    assert call("unheard", block, heard, own) == [
+        day,
+        said(3, "deux fois"),
+        said(5, "manqué"),
+        "[10.0.6]-Déconnection de alice",
+    ]
+    # Nothing new: nothing left; nothing had: the whole block.
+    assert call("unheard", block[:4], heard, own) == []
+    assert call("unheard", block, [], []) == block
+    # The text of a line is no stamped line: "reçu" said again is shown.
+    assert call("unheard", [said(9, "reçu")], heard, own) == [said(9, "reçu")]
+    # The page's own arrival (which it never gets live) is among what it
+    # said: a connection cut before its first ping gets it back.
+    block = ["[9.59.58]-Connexion de alice", said(1, "reçu")]
+    assert call("unheard", block, heard, ["Connexion de alice"]) == []
 
 
 WITHOUT_PASSWORD = """

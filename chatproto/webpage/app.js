@@ -54,7 +54,38 @@ const blocks = (() => {
     return at < 0 ? lines : lines.slice(0, at);
   }
 
-  return { beforeArrival, head, isDay };
+  // The lines of the /unread a reconnection asks, less those the page
+  // had: a connection lost (or pinged out) gets from the server every line
+  // since the last ping it answered (docs/protocol.md, "/unread"), as the
+  // lines written to it after that may never have reached it. HEARD: the
+  // lines the page got live lately, as they came; SAID: the page's own
+  // lines lately, each as the server writes it without its stamp
+  // ("alice: text", "#salle alice: text"). Each of them leaves out one
+  // line of the block, the first equal to it; a day line left with no
+  // line after it goes too.
+  function unheard(lines, heard, said) {
+    const count = (keys) => {
+      const counts = new Map();
+      for (const key of keys) {
+        counts.set(key, (counts.get(key) ?? 0) + 1);
+      }
+      return counts;
+    };
+    const had = count(heard);
+    const sent = count(said);
+    const take = (counts, key) => {
+      const n = counts.get(key) ?? 0;
+      counts.set(key, n - 1);
+      return n > 0;
+    };
+    const kept = lines.filter(
+      (line) => isDay(line) || !(take(had, line) || take(sent, line.replace(STAMP, ""))),
+    );
+    const dated = (at) => at + 1 < kept.length && !isDay(kept[at + 1]);
+    return kept.filter((line, at) => !isDay(line) || dated(at));
+  }
+
+  return { beforeArrival, head, isDay, unheard };
 })();
 
 // A line typed here as the page shows it and keeps it for the arrow keys:
@@ -155,6 +186,20 @@ if (typeof document === "undefined") {
     /^Erreur : salons impossibles pour le moment /,
   ];
   const ROOM_RULE = "1 à 24 lettres a-z, chiffres, _ ou -";
+  // The lines typed (a paste of many) go out paced, as the terminal client
+  // paces them (docs/client.md, "Pacing"): the server's flood control takes
+  // 5 lines at once, then 2 a second, and cuts a user past --flood-queue
+  // (100) lines waiting. So: 4 at once, then 1.9 a second.
+  const PACE_BURST = 4;
+  const PACE_INTERVAL = 530; // ms a line past the burst waits
+  // A message past --max-line (4096 by default) bytes closes the
+  // connection (code 1009): such a line is refused here, never sent.
+  const MAX_LINE_BYTES = 4096;
+  const utf8 = new TextEncoder();
+  // The lines got live and said lately, kept to leave them out of the
+  // /unread of a reconnection (blocks.unheard): what a server writes
+  // between two pings, and more.
+  const HEARD_MOST = 1000;
 
   const $ = (id) => document.getElementById(id);
   const status = $("status");
@@ -224,8 +269,20 @@ if (typeof document === "undefined") {
   let saved = load();
   let keep = null; // the password sent, to be saved once registered (box ticked)
   let answering = false; // a password was sent, its answer has not come
+  let answeringSaved = false; // that password is the saved one
   let searches = 0; // /search lines sent and not answered yet
   let searchBlock = null; // the items of a /search block being received
+  let outbox = []; // lines typed, waiting their turn (PACE_*)
+  let paceTokens = PACE_BURST;
+  let paceAt = 0; // when paceTokens was counted (performance.now())
+  let paceTimer = null;
+  const heard = []; // the stamped lines got live lately (HEARD_MOST)
+  const said = []; // the page's own public lines lately, as the server writes them
+  // The page's lobby lines sent since the last ping it got ("alice: text"
+  // and the text), null before its first ping on this connection; after a
+  // cut, those its /unread lacks never reached the server (unconfirmed).
+  let afterPing = null;
+  let unconfirmed = []; // those of the connection lost in a cut
 
   // Connection, and reconnection with backoff
 
@@ -242,6 +299,11 @@ if (typeof document === "undefined") {
     socket.addEventListener("message", (event) => receive(String(event.data)));
     socket.addEventListener("close", (event) => {
       socket = null;
+      // A cut (no close frame from the server): the lines sent since the
+      // last ping may never have reached it; the /unread of the next
+      // connection tells (lost).
+      unconfirmed = event.code === 1006 && afterPing !== null ? afterPing : [];
+      afterPing = null;
       const wasRegistered = registered;
       registered = false;
       asked = [];
@@ -255,6 +317,7 @@ if (typeof document === "undefined") {
       topicAsked = 0;
       passwordInput.value = "";
       passwordForm.hidden = true;
+      unsent();
       if (event.code === 1009 || event.code === 1003) {
         notice(`Connexion fermée par le serveur : ${event.reason}`, "error");
       }
@@ -290,6 +353,7 @@ if (typeof document === "undefined") {
   function receive(line) {
     if (line === "ping") {
       send("pong");
+      afterPing = [];
       return;
     }
     if (block === null && (searchBlock !== null || SEARCH_HEAD.test(line))) {
@@ -348,24 +412,36 @@ if (typeof document === "undefined") {
       return;
     }
     if (line === TAKEN) {
-      const wrong = answering; // a wrong password is answered as a taken nickname
+      // A wrong password is answered as a taken nickname, and so is the
+      // right one while the nickname is in use: the old connection of a
+      // reconnection, or another tab of this browser.
+      const wrong = answering;
+      const withSaved = answering && answeringSaved;
       answering = false;
-      if (wrong) {
-        forget();
-      }
       if (everJoined && takenRetries < 20) {
         // A reconnection: the old connection may still hold the nickname
-        // until the server sees it gone (its pings). Ask again shortly.
+        // until the server sees it gone (its pings). Ask again shortly,
+        // with the saved password, if any, kept.
         takenRetries += 1;
         setStatus("reconnecting", `pseudo encore pris, nouvel essai (${takenRetries})…`);
         setTimeout(askNick, 2000);
         return;
       }
-      refused(
-        wrong
-          ? "Mot de passe refusé (ou pseudo déjà pris) : réessayez."
-          : "Ce pseudo est déjà pris : choisissez-en un autre.",
-      );
+      const name = nick;
+      heldElsewhere(name).then((held) => {
+        if (held) {
+          refused(`${name} est déjà connecté dans un autre onglet de ce navigateur.`);
+          return;
+        }
+        if (withSaved) {
+          forget(); // the saved password is wrong: it changed
+        }
+        refused(
+          wrong
+            ? "Mot de passe refusé (ou pseudo déjà pris) : réessayez."
+            : "Ce pseudo est déjà pris : choisissez-en un autre.",
+        );
+      });
       return;
     }
     if (nick !== null && !registered && line === `Bienvenue ${nick}`) {
@@ -380,6 +456,9 @@ if (typeof document === "undefined") {
     if (parsed === null) {
       notice(line, "notice");
       return;
+    }
+    if (parsed.kind !== "private") {
+      keepLast(heard, line);
     }
     // A room's line goes to its room; the lobby's lines to the lobby; a
     // private line, or the server's, where the user is.
@@ -536,7 +615,28 @@ if (typeof document === "undefined") {
     }
   }
 
-  function showUnread({ room, at, again }, head, lines) {
+  // KEY at the end of LIST, which keeps the HEARD_MOST last.
+  function keepLast(list, key) {
+    list.push(key);
+    if (list.length > HEARD_MOST) {
+      list.shift();
+    }
+  }
+
+  function showUnread({ room, at, again }, head, given) {
+    if (again) {
+      lost(given);
+    }
+    // After a cut: the lines the page had live or said are not shown again.
+    const lines = again ? blocks.unheard(given, heard, said) : given;
+    if (lines.length === 0) {
+      fill();
+      return;
+    }
+    if (lines.length < given.length && !head.text.includes(",")) {
+      const n = lines.filter((line) => !blocks.isDay(line)).length;
+      head = { ...head, text: `${n} message${n > 1 ? "s" : ""} depuis votre dernière visite` };
+    }
     // What a cut made the page miss is unread too, for a hidden tab or a
     // reader above.
     if (again && room === shown && (document.hidden || !atBottom())) {
@@ -607,7 +707,31 @@ if (typeof document === "undefined") {
       lastOfLobby(request.at, request.again ? INCOMPLETE : null);
     } else if (request.kind === "unread" && !request.again) {
       lastOfLobby(request.at, null); // nothing said since: the last lines
+    } else if (request.kind === "unread" && line === UNREAD_NONE) {
+      lost([]);
     }
+    if (request.kind === "unread") {
+      unconfirmed = []; // what the server says tells nothing of them
+    }
+  }
+
+  // After a cut, the /unread of the new connection (LINES) gives every
+  // lobby line since the last ping the server knows the page answered: a
+  // line the page sent after the last ping it got is among them if the
+  // server got it. Those that are not go back to the message field.
+  function lost(lines) {
+    const given = new Set(lines.map((line) => line.replace(/^\[[\d.]+\]-/, "")));
+    const missing = unconfirmed.filter(({ key }) => !given.has(key)).map(({ text }) => text);
+    unconfirmed = [];
+    if (missing.length === 0) {
+      return;
+    }
+    messageInput.value = [...missing, messageInput.value].filter((l) => l !== "").join("\n");
+    const what =
+      missing.length > 1
+        ? `${missing.length} lignes envoyées pendant la coupure ne sont pas arrivées : les voici`
+        : "1 ligne envoyée pendant la coupure n'est pas arrivée : la voici";
+    notice(`${what} dans le champ, à renvoyer.`, "error");
   }
 
   // The lobby's last lines (/unread said nothing new, or knows no visit):
@@ -766,7 +890,7 @@ if (typeof document === "undefined") {
   // (the join form keeps its box "se souvenir de moi" only).
   function askPassword() {
     if (saved?.nick === nick && saved.password !== null) {
-      sendPassword(saved.password);
+      sendPassword(saved.password, true);
       return;
     }
     joinForm.classList.add("chosen");
@@ -787,9 +911,10 @@ if (typeof document === "undefined") {
     passwordInput.focus();
   }
 
-  function sendPassword(password) {
+  function sendPassword(password, isSaved = false) {
     if (send(password)) {
       answering = true;
+      answeringSaved = isSaved;
       keep = rememberBox.checked ? password : null;
     }
   }
@@ -811,6 +936,9 @@ if (typeof document === "undefined") {
     everJoined = true;
     takenRetries = 0;
     answering = false;
+    // Its arrival, as the server keeps it: the page does not get it live,
+    // and after a cut it may be among what /unread gives (blocks.unheard).
+    keepLast(said, `Connexion de ${nick}`);
     if (rememberBox.checked) {
       save({ nick, password: keep });
     }
@@ -910,35 +1038,130 @@ if (typeof document === "undefined") {
     rememberBox.checked = true;
   }
 
+  // The other tabs of this browser on this chat: a registered one says
+  // so when another asks whether it holds a nickname, so that a second
+  // tab of the same nickname (refused as a wrong password is) says why,
+  // and keeps the saved password.
+  const TAB_WAIT = 400; // ms a tab waits for the others' answer
+  const tabs = "BroadcastChannel" in window ? new BroadcastChannel("chatproto") : null;
+  tabs?.addEventListener("message", (event) => {
+    const asked = event.data?.holds;
+    if (registered && typeof asked === "string" && asked === nick.toLowerCase()) {
+      tabs.postMessage({ held: asked });
+    }
+  });
+
+  // Whether another tab of this browser holds NAME (a promise).
+  function heldElsewhere(name) {
+    return new Promise((resolve) => {
+      if (tabs === null || name === null) {
+        resolve(false);
+        return;
+      }
+      const key = name.toLowerCase();
+      const answer = (event) => {
+        if (event.data?.held === key) {
+          done(true);
+        }
+      };
+      const done = (held) => {
+        clearTimeout(timer);
+        tabs.removeEventListener("message", answer);
+        resolve(held);
+      };
+      const timer = setTimeout(done, TAB_WAIT, false);
+      tabs.addEventListener("message", answer);
+      tabs.postMessage({ holds: key });
+    });
+  }
+
   // Sending, and the history (arrow keys)
 
+  // The field's lines, each one line of the protocol (a paste of several:
+  // each its own), blank ones left out: they go out in turn (pump).
   sendForm.addEventListener("submit", (event) => {
     event.preventDefault();
-    const line = messageInput.value;
-    if (line.trim() === "") {
+    const typed = messageInput.value;
+    const lines = typed.split(/\r\n|\r|\n/).filter((line) => line.trim() !== "");
+    if (lines.length === 0) {
       return;
     }
-    if (!send(line)) {
+    if (socket === null || socket.readyState !== WebSocket.OPEN) {
       notice("Pas connecté : votre ligne attend, renvoyez-la une fois reconnecté.", "error");
       return; // the input keeps it
     }
+    if (lines.some((line) => utf8.encode(line).length > MAX_LINE_BYTES)) {
+      notice(`Ligne trop longue (plus de ${MAX_LINE_BYTES} octets) : rien n'est envoyé.`, "error");
+      return; // the input keeps it
+    }
+    if (lines.every((line) => withoutPassword(line) === line)) {
+      history.push(typed); // a password is not kept for the arrow keys
+    }
+    historyAt = history.length;
+    draft = "";
+    messageInput.value = "";
+    outbox.push(...lines);
+    pump();
+  });
+
+  // The lines waiting go out as the pace allows; the next turn is timed.
+  function pump() {
+    clearTimeout(paceTimer);
+    paceTimer = null;
+    const now = performance.now();
+    paceTokens = Math.min(PACE_BURST, paceTokens + (now - paceAt) / PACE_INTERVAL);
+    paceAt = now;
+    while (outbox.length > 0 && paceTokens >= 1) {
+      if (!send(outbox[0])) {
+        unsent();
+        return;
+      }
+      paceTokens -= 1;
+      sent(outbox.shift());
+    }
+    if (outbox.length > 0) {
+      paceTimer = setTimeout(pump, (1 - paceTokens) * PACE_INTERVAL);
+    }
+  }
+
+  // The connection lost with lines waiting: they go back to the field,
+  // before what it holds, to be sent again once reconnected.
+  function unsent() {
+    clearTimeout(paceTimer);
+    paceTimer = null;
+    if (outbox.length === 0) {
+      return;
+    }
+    const count = outbox.length;
+    messageInput.value = [...outbox, messageInput.value].filter((l) => l !== "").join("\n");
+    outbox = [];
+    const what =
+      count > 1 ? `${count} lignes non envoyées attendent` : "1 ligne non envoyée attend";
+    notice(`Pas connecté : ${what} dans le champ, renvoyez-les une fois reconnecté.`, "error");
+  }
+
+  // A line the user typed, sent: what it asks of the page, and shown.
+  function sent(line) {
     if (/^\s*\/join(\s|$)/.test(line)) {
       joining += 1; // its answer: the room, or an error
     } else if (/^\s*\/topic\s*$/.test(line)) {
       topicAsked += 1;
     }
-    const shownLine = withoutPassword(line);
-    if (shownLine === line) {
-      history.push(line); // a password is not kept for the arrow keys
-    }
-    historyAt = history.length;
-    draft = "";
-    messageInput.value = "";
-    own(shownLine);
-  });
+    own(withoutPassword(line));
+  }
 
+  // Enter sends, Shift+Enter starts a new line; the arrow keys go through
+  // the lines sent from the field's first line (up) or last line (down).
   messageInput.addEventListener("keydown", (event) => {
-    if (event.key === "ArrowUp" && historyAt > 0) {
+    const { value, selectionStart, selectionEnd } = messageInput;
+    const onFirstLine = !value.slice(0, selectionStart).includes("\n");
+    const onLastLine = !value.slice(selectionEnd).includes("\n");
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      sendForm.requestSubmit();
+    } else if (event.key === "ArrowUp" ? !onFirstLine : event.key === "ArrowDown" && !onLastLine) {
+      // within the text: the caret moves
+    } else if (event.key === "ArrowUp" && historyAt > 0) {
       if (historyAt === history.length) {
         draft = messageInput.value;
       }
@@ -969,6 +1192,11 @@ if (typeof document === "undefined") {
       entry({ time, kind: "command own", text: trimmed });
     } else {
       entry({ time, kind: "public own", from: nick, text: line });
+      const key = `${serverRoom === LOBBY ? "" : `${serverRoom} `}${nick}: ${line}`;
+      keepLast(said, key);
+      if (serverRoom === LOBBY && joining === 0) {
+        afterPing?.push({ key, text: line });
+      }
     }
   }
 
@@ -1593,6 +1821,17 @@ if (typeof document === "undefined") {
     clearUnread();
     messageInput.focus();
   });
+  // The conversation at its bottom before it got shorter (the message
+  // field grows with the lines typed or pasted, a phone's keyboard opens)
+  // stays there: at its bottom for the height it had.
+  let logHeight = log.clientHeight;
+  new ResizeObserver(() => {
+    const wasAtBottom = log.scrollHeight - log.scrollTop - logHeight < 40;
+    logHeight = log.clientHeight;
+    if (wasAtBottom) {
+      log.scrollTop = log.scrollHeight;
+    }
+  }).observe(log);
   log.addEventListener("scroll", () => {
     if (atBottom() && !document.hidden) {
       clearUnread();
