@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections import deque
 from collections.abc import Callable
 from typing import cast
@@ -381,12 +382,20 @@ class TtyUI:
         return f"{what} (Ctrl-C leaves at once)."
 
     async def _read_lines(self) -> None:
+        # The session's own handler (run() installs it before the UI
+        # starts): prompt_toolkit before 3.0.4x leaves asyncio's default
+        # behind when a prompt ends, and Ctrl-C while leaving would then
+        # raise KeyboardInterrupt out of the reactor, a traceback.
+        on_interrupt = signal.getsignal(signal.SIGINT)
         while not (self.session.leaving or self.session.done.called):
             try:
                 line = await self.prompt.prompt_async()
             except (EOFError, KeyboardInterrupt):
                 self.session.user_quit()
                 return
+            finally:
+                if on_interrupt is not None:
+                    signal.signal(signal.SIGINT, on_interrupt)
             if line is None:  # stop() ended the prompt
                 return
             if not (self.session.asking_password or self.session.reasking):
