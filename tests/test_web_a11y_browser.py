@@ -24,14 +24,14 @@ from typing import Any
 
 import pytest
 
+from tests.browser import MARKS, expect
 from tests.test_web_account_browser import PASSWORD, FakeChat, Tab
-from tests.test_web_browser import CHROMIUM, HIDE, SHOW, expect
+from tests.test_web_browser import HIDE, SHOW
 from tests.web_server import WebChat
 
 AXE = Path(__file__).resolve().parent / "node_modules" / "axe-core" / "axe.min.js"
 pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium"),
+    *MARKS,
     pytest.mark.skipif(
         not AXE.exists(),
         reason="needs axe-core from npm: make tests/node_modules/.installed "

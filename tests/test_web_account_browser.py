@@ -16,13 +16,10 @@ from typing import Any
 
 import pytest
 
-from tests.test_web_browser import CHROMIUM, WAIT, expect
+from tests.browser import MARKS, WAIT, expect
 from tests.web_server import WebChat
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium"),
-]
+pytestmark = MARKS
 
 WELCOME = "Bienvenue dans le chat v.1, enregistrez-vous avec la commande /pseudo"
 ASK_PASSWORD = "Ce pseudo est protégé : entrez son mot de passe"

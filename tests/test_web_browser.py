@@ -16,18 +16,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import CHROMIUM
+from tests.browser import MARKS, WAIT, expect
 from tests.test_twistd import register
 from tests.web_server import WebChat
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium"),
-]
-playwright = pytest.importorskip("playwright.sync_api")
-expect = playwright.expect
-WAIT = 15_000  # ms: every wait is bounded
-expect.set_options(timeout=WAIT)
+pytestmark = MARKS
 # The tab hidden, then shown, as a browser does when the user switches tabs.
 HIDE = """Object.defineProperty(document, "hidden", {value: true, configurable: true});
 document.dispatchEvent(new Event("visibilitychange"));"""

@@ -16,12 +16,10 @@ import pytest
 
 from chatproto import wire
 from chatproto.web import PAGE, PAGE_FILES, SECURITY_HEADERS
-from tests.test_web_browser import CHROMIUM, HIDE, WAIT, expect
+from tests.browser import MARKS, WAIT, expect
+from tests.test_web_browser import HIDE
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium"),
-]
+pytestmark = MARKS
 
 # Every line of the conversation: its class and its text (a line's text
 # without its time and nick; a separator's or a notice's whole text).

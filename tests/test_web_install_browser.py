@@ -19,14 +19,12 @@ from typing import Any
 import pytest
 
 from chatproto.web import PAGE_FILES, PAGE_ICONS
+from tests.browser import MARKS, WAIT, expect
 from tests.test_twistd import ROOT, register
-from tests.test_web_browser import CHROMIUM, WAIT, Page, expect
+from tests.test_web_browser import Page
 from tests.web_server import WebChat
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium"),
-]
+pytestmark = MARKS
 
 # The worker registered, once it is active (its copy made).
 ACTIVE = """async () => {

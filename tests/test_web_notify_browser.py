@@ -15,14 +15,12 @@ from typing import Any
 
 import pytest
 
+from tests.browser import MARKS, expect
 from tests.test_twistd import register
-from tests.test_web_browser import CHROMIUM, HIDE, SHOW, Page, expect
+from tests.test_web_browser import HIDE, SHOW, Page
 from tests.web_server import WebChat
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium"),
-]
+pytestmark = MARKS
 
 # Every notification made (its title and body), and every permission asked.
 WRAP = """

@@ -12,19 +12,12 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import CHROMIUM
+from tests.browser import MARKS, expect
 from tests.test_twistd import register
 from tests.test_web_browser import Page
 from tests.web_server import WebChat
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium"),
-]
-playwright = pytest.importorskip("playwright.sync_api")
-expect = playwright.expect
-WAIT = 15_000  # ms: every wait is bounded
-expect.set_options(timeout=WAIT)
+pytestmark = MARKS
 CLIPBOARD = ["clipboard-read", "clipboard-write"]
 
 

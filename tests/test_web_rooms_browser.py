@@ -19,15 +19,13 @@ from typing import Any
 import pytest
 
 from chatproto.operators import make_hash
+from tests.browser import MARKS, expect
 from tests.test_twistd import register
-from tests.test_web_browser import CHROMIUM, HIDE, SHOW, Page, expect
+from tests.test_web_browser import HIDE, SHOW, Page
 from tests.test_web_notify_browser import WRAP, shown
 from tests.web_server import WebChat
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium"),
-]
+pytestmark = MARKS
 
 PHONE: dict[str, Any] = {
     "viewport": {"width": 360, "height": 740},

@@ -19,14 +19,11 @@ from twisted.internet.interfaces import IReactorFromThreads
 
 from chatproto import wire
 from chatproto.store import Store
+from tests.browser import MARKS, WAIT, expect
 from tests.test_twistd import Line, register
-from tests.test_web_browser import CHROMIUM, WAIT, expect
 from tests.web_server import WebChat
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium"),
-]
+pytestmark = MARKS
 
 # A raw user says its lines at once: no flood control in the way.
 FAST = ("--shutdown-timeout=2", "--flood-burst=1000", "--flood-rate=1000")

@@ -10,19 +10,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import CHROMIUM
+from tests.browser import MARKS, SAVED, WAIT, expect
 from tests.test_twistd import register
 from tests.web_server import WebChat
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium"),
-]
-playwright = pytest.importorskip("playwright.sync_api")
-expect = playwright.expect
-WAIT = 15_000  # ms: every wait is bounded
-expect.set_options(timeout=WAIT)
-SAVED = "() => JSON.parse(localStorage.getItem('chatproto.remember'))"
+pytestmark = MARKS
 ELSEWHERE = "alice est déjà connecté dans un autre onglet de ce navigateur."
 
 
