@@ -653,6 +653,29 @@ def test_memory_py_lists_the_bytes_by_line() -> None:
     assert all(name.rpartition(":")[2].isdigit() for name in listed), listed
 
 
+def test_registration_py_registers_every_user_and_prints_the_cpu() -> None:
+    """bench/registration.py registers its users in memory, and says what
+    each cost; --profile lists the functions that ran."""
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "registration.py"), "--users", "300"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    words = done.stdout.split()
+    assert words[:2] == ["300", "registrations:"] and float(words[2]) > 0, done.stdout
+    profiled = [sys.executable, str(BENCH / "registration.py"), "--users", "50"]
+    done = subprocess.run(
+        [*profiled, "--profile", "cumulative"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert "chatproto/session.py" in done.stdout, done.stdout
+
+
 # ---------------------------------------------------------------- rooms
 
 
