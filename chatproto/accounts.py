@@ -72,6 +72,11 @@ class Accounts(Protocol):
         nick_look) but is another, as far as the book knows without a read
         (it may have expired: find() it); None for none, and in a cluster."""
 
+    def surely_free(self, nick: str) -> bool:
+        """Whether the book knows without a read that no account protects
+        C{nick}, nor a nickname that looks like it (False: find() it, and
+        its look-alike). A registration then claims the nickname at once."""
+
     def touch(self, nick: str, when: float, seen: int | None = None) -> Deferred[None]:
         """The nickname was used at C{when}: its account's C{used}; its
         owner left, the history's newest line then C{seen} (kept unless
@@ -104,6 +109,9 @@ class MemoryAccounts:
     def look_alike(self, nick: str) -> str | None:
         return self.looks.alike(nick)
 
+    def surely_free(self, nick: str) -> bool:
+        return not self.looks.holds(nick)
+
     def touch(self, nick: str, when: float, seen: int | None = None) -> Deferred[None]:
         key = nick_key(nick)
         account = self.accounts.get(key)
@@ -134,10 +142,16 @@ class Looks:
             if not keys:
                 del self._keys[look]
 
+    def holds(self, nick: str) -> bool:
+        """Whether a key has the look of C{nick}: its own, or a look-alike's."""
+        return nick_look(nick) in self._keys
+
     def alike(self, nick: str) -> str | None:
         """A key of the same look as C{nick}'s but not its own, or None."""
+        others = self._keys.get(nick_look(nick))
+        if not others:
+            return None
         key = nick_key(nick)
-        others = self._keys.get(nick_look(nick), ())
         return next((other for other in sorted(others) if other != key), None)
 
 
@@ -196,6 +210,11 @@ class Protection:
         """A protected nickname that looks like C{nick} and is another
         (L{Accounts.look_alike}): find() says whether it still is."""
         return self.accounts.look_alike(nick)
+
+    def surely_free(self, nick: str) -> bool:
+        """Whether no account protects C{nick} nor a look-alike of it, known
+        without a read (L{Accounts.surely_free})."""
+        return self.accounts.surely_free(nick)
 
     def find(self, nick: str) -> Deferred[Account | None]:
         """The account that protects C{nick} now, or None; fails with
@@ -412,6 +431,9 @@ class RedisAccounts:
 
     def look_alike(self, nick: str) -> str | None:
         return None  # a cluster checks letter case only (docs/protocol.md)
+
+    def surely_free(self, nick: str) -> bool:
+        return False  # only Redis knows
 
     def protect(self, account: Account) -> Deferred[None]:
         value = f"{account.used!r}\t{account.nick}\t{account.hash}"

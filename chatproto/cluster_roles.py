@@ -242,6 +242,9 @@ class ClusterAccounts:
     def look_alike(self, nick: str) -> str | None:
         return self.book.look_alike(nick)
 
+    def surely_free(self, nick: str) -> bool:
+        return self.book.surely_free(nick)
+
     def unprotect(self, nick: str) -> Deferred[None]:
         return self.book.unprotect(nick)
 

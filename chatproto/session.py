@@ -557,17 +557,23 @@ class Session:
         """Claim C{nick}, unless it is protected: then its password is asked
         for first, and nobody holds the nickname meanwhile (a stranger
         asking for it again and again while the accounts are slow to read
-        must not make its owner's own claim find it taken). In a cluster,
-        the lookup waits for a node that is joining, as the claim does
-        (chatproto/cluster_roles.py, ClusterAccounts)."""
+        must not make its owner's own claim find it taken). A nickname the
+        book knows without a read that nobody protects, nor a look-alike of
+        it, is claimed at once (most are: a herd's registrations). In a
+        cluster, the lookup waits for a node that is joining, as the claim
+        does (chatproto/cluster_roles.py, ClusterAccounts)."""
         self.state = State.NAMING
         if not valid_nickname(nick):
             self.server.metrics.refused("nickname_invalid", self.host)
             self.send(wire.INVALID_NICK)
             return
         self.state = State.JOINING
-        d = self.server.protection.find(nick)
-        d.addCallback(self._unless_protected, nick)
+        protection = self.server.protection
+        d: Deferred[str]
+        if protection.surely_free(nick):  # nothing to read: claimed at once
+            d = self.server.registry.claim(nick)
+        else:
+            d = protection.find(nick).addCallback(self._unless_protected, nick)
         d.addCallbacks(self._claimed, self._not_claimed)
         self.wait_for(d)
 

@@ -825,6 +825,9 @@ class StoreAccounts:
     def look_alike(self, nick: str) -> str | None:
         return self.looks.alike(nick)
 
+    def surely_free(self, nick: str) -> bool:
+        return not self.looks.holds(nick)
+
     def find(self, nick: str) -> Deferred[Account | None]:
         key = nick_key(nick)
         if key not in self.protected:

@@ -393,6 +393,39 @@ def test_a_look_alike_of_a_protected_nickname_is_taken_while_it_is() -> None:
     assert other.take() == welcomed(chat, "pr0f")
 
 
+class CountingBook(MemoryAccounts):
+    """The chat's book, its reads counted."""
+
+    def __init__(self, book: MemoryAccounts) -> None:
+        super().__init__()
+        self.accounts, self.looks = book.accounts, book.looks
+        self.reads: list[str] = []
+
+    def find(self, nick: str) -> Deferred[Account | None]:
+        self.reads.append(nick)
+        return super().find(nick)
+
+
+def test_a_nickname_nobody_protects_is_claimed_without_a_read() -> None:
+    """A herd's registrations cost no read of the book each: a nickname
+    that the book knows nobody protects, nor a look-alike of it, is
+    claimed at once. prof and its look-alikes are still read."""
+    chat, _held, book = held_chat()
+    counting = CountingBook(book)
+    chat.factory.protection.accounts = counting
+    bob = connect(chat)
+    bob.send(b"/pseudo bob\n")
+    assert bob.take() == welcomed(chat, "bob")
+    assert counting.reads == []
+    prof = connect(chat, "192.0.2.10")
+    prof.send(b"/pseudo prof\n")
+    assert prof.take() == PROMPT
+    other = connect(chat, "192.0.2.11")
+    other.send(b"/pseudo PR0F\n")
+    assert other.take() == wire.TAKEN
+    assert "bob" not in counting.reads and {"prof", "PR0F"} <= set(counting.reads)
+
+
 def test_a_lapsed_protection_lets_its_look_alike_in() -> None:
     chat, _held, _book = held_chat(nick_days=90)
     chat.advance(90 * DAY + 1)
@@ -596,12 +629,16 @@ def test_no_password_is_ever_in_the_log(logged: list[dict[str, Any]]) -> None:
 
 
 class SlowBook(MemoryAccounts):
-    """A book whose reads wait until the test answers them (a busy store)."""
+    """A book whose reads wait until the test answers them, and that knows
+    nothing without a read (a busy Redis of a cluster)."""
 
     def __init__(self, book: MemoryAccounts) -> None:
         super().__init__()
         self.accounts = book.accounts
         self.finds: list[tuple[str, Deferred[Account | None]]] = []
+
+    def surely_free(self, nick: str) -> bool:
+        return False
 
     def find(self, nick: str) -> Deferred[Account | None]:
         d: Deferred[Account | None] = Deferred()

@@ -400,9 +400,13 @@ def test_accounts_are_kept_found_by_key_touched_and_lifted(
         assert (yield accounts.find("Prof")) == Account("prof", "scrypt$2", 300.0)
         assert accounts.look_alike("PR0F") == "prof"  # a zero for the O
         assert accounts.look_alike("prof") is None  # itself
+        # prof and its look-alikes must be read; bob is nobody's
+        assert not accounts.surely_free("prof") and not accounts.surely_free("PR0F")
+        assert accounts.surely_free("bob")
         yield accounts.unprotect("Prof")
         assert (yield accounts.find("prof")) is None
         assert accounts.look_alike("PR0F") is None
+        assert accounts.surely_free("PR0F") and accounts.surely_free("prof")
         yield accounts.protect(Account("eve", "scrypt$3", 5.0))
         yield accounts.protect(Account("milo", "scrypt$4", 5.0))
     finally:
@@ -413,6 +417,7 @@ def test_accounts_are_kept_found_by_key_touched_and_lifted(
         # the looks are read at open too: m1lo (a one for the l) is milo's
         assert again.accounts.look_alike("M1L0") == "milo"
         assert again.accounts.look_alike("Eve") is None
+        assert not again.accounts.surely_free("m1lo")
         # A nickname nobody protects is answered at once, with no read in a
         # thread: a herd of registrations costs the readers nothing.
         nobody = again.accounts.find("bob")
