@@ -180,7 +180,7 @@ def expel_here(
     nick = member.nick
     assert nick is not None
     if minutes:
-        told = wire.BANNED_YOU.format(operator, minutes)
+        told = wire.BANNED_YOU.format(operator, wire.minutes(minutes))
     else:
         told = wire.KICKED_YOU.format(operator)
     if reason:
@@ -465,7 +465,7 @@ class Moderation:
             return None
         # logged by the room's metrics, as the other refusals are
         left = max(1, math.ceil((ban.until - self.room.clock.seconds()) / 60))
-        return wire.notice(wire.BANNED.format(left))
+        return wire.notice(wire.BANNED.format(wire.minutes(left)))
 
     def forget(self, session: User) -> None:
         """A session closed: its operator status goes with it, and its
@@ -613,11 +613,13 @@ class Moderation:
         address = ban.address
         if self.cluster is None:
             _log_ban(operator, operator_address, ban, minutes, target)
-            return succeed(wire.notice(wire.BAN_DONE.format(address, minutes)))
+            return succeed(
+                wire.notice(wire.BAN_DONE.format(address, wire.minutes(minutes)))
+            )
 
         def shared(_: object) -> bytes:
             _log_ban(operator, operator_address, ban, minutes, target)
-            return wire.notice(wire.BAN_DONE.format(address, minutes))
+            return wire.notice(wire.BAN_DONE.format(address, wire.minutes(minutes)))
 
         def failed(failure: Any) -> bytes:
             log.warn(

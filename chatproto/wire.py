@@ -139,15 +139,20 @@ KICK_UNAVAILABLE = (
     "Erreur : expulsion de {} impossible pour le moment, réessayez plus tard"
 )
 KICKED_YOU = "Vous avez été expulsé par {}"
-BANNED_YOU = "Vous avez été banni par {} pour {} minutes"
+BANNED_YOU = "Vous avez été banni par {} pour {}"
 BAN_USAGE = "Erreur : tapez /ban PSEUDO|ADRESSE [minutes, de 1 à {}] [raison]"
-BAN_DONE = "L'adresse {} est bannie pour {} minutes"
+BAN_DONE = "L'adresse {} est bannie pour {}"
 UNBAN_USAGE = "Erreur : tapez /unban ADRESSE"
 UNBAN_DONE = "L'adresse {} n'est plus bannie"
 NOT_BANNED = "Erreur : l'adresse {} n'est pas bannie"
 NO_BANS = "Aucune adresse bannie"
 BANS_TITLE = "Adresses bannies : {}"
-BANNED = "Votre adresse est bannie de ce chat pour encore {} minutes"
+BANNED = "Votre adresse est bannie de ce chat pour encore {}"
+
+
+def minutes(n: int) -> str:
+    """C{1 minute}, C{5 minutes}: a ban's length, in the lines above."""
+    return f"{n} minute" if n == 1 else f"{n} minutes"
 
 
 def ban_entry(address: str, until: str, left: int, by: str, reason: str) -> str:

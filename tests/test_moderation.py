@@ -607,6 +607,21 @@ def test_the_moderation_lines_are_none_the_ruby_client_exits_on() -> None:
 # /ban, /unban, /bans
 
 
+def test_a_ban_of_one_minute_says_minute() -> None:
+    chat, _mod = chat_with_operators(alice="pw")
+    alice = op(chat, "alice", "pw")
+    bob = chat.user("bob", "203.0.113.9")
+    alice.take()
+    alice.send(b"/ban bob 1\n")
+    assert (
+        bob.take()
+        == "Vous avez été banni par alice pour 1 minute\n".encode() + wire.BYE
+    )
+    assert alice.take().endswith(b"L'adresse 203.0.113.9 est bannie pour 1 minute\n")
+    refused = chat.connect("203.0.113.9").take()
+    assert refused == b"Votre adresse est bannie de ce chat pour encore 1 minute\n"
+
+
 def test_a_banned_user_is_kicked_and_its_address_refused_until_expiry(
     events: list[dict[str, Any]],
 ) -> None:
@@ -616,19 +631,19 @@ def test_a_banned_user_is_kicked_and_its_address_refused_until_expiry(
     alice.take()
     alice.send(b"/ban bob 10 insultes\n")
     assert bob.take() == (
-        notice(wire.BANNED_YOU.format("alice", 10) + " : insultes") + wire.BYE
+        notice(wire.BANNED_YOU.format("alice", "10 minutes") + " : insultes") + wire.BYE
     )
     assert alice.take() == (
         chat.stamp()
         + "-Déconnection de bob (banni par alice : insultes)\n".encode()
-        + notice(wire.BAN_DONE.format("203.0.113.9", 10))
+        + notice(wire.BAN_DONE.format("203.0.113.9", "10 minutes"))
     )
     again = chat.connect("203.0.113.9")
-    assert again.take() == notice(wire.BANNED.format(10))
+    assert again.take() == notice(wire.BANNED.format("10 minutes"))
     assert not again.connected
     chat.advance(9 * 60 + 1)
     late = chat.connect("203.0.113.9")
-    assert late.take() == notice(wire.BANNED.format(1))
+    assert late.take() == notice(wire.BANNED.format("1 minute"))
     chat.advance(60)
     assert chat.connect("203.0.113.9").take() == wire.WELCOME
     [ban] = [e for e in events if e.get("act") == "ban"]
@@ -647,7 +662,7 @@ def test_a_ban_lasts_an_hour_by_default() -> None:
     alice = op(chat, "alice", "pw")
     chat.user("bob", "203.0.113.9")
     alice.send(b"/ban bob\n")
-    assert notice(wire.BAN_DONE.format("203.0.113.9", 60)) in alice.take()
+    assert notice(wire.BAN_DONE.format("203.0.113.9", "60 minutes")) in alice.take()
     assert moderation.DEFAULT_BAN_MINUTES == 60
 
 
@@ -659,11 +674,13 @@ def test_an_ipv6_ban_covers_its_whole_64() -> None:
     alice.send(b"/ban 2001:db8:1:2::1 30\n")  # an address of the /64
     assert bob.take().endswith(wire.BYE)
     assert alice.take() == (
-        notice(wire.BAN_DONE.format("2001:db8:1:2::/64", 30))
+        notice(wire.BAN_DONE.format("2001:db8:1:2::/64", "30 minutes"))
         + chat.stamp()
         + "-Déconnection de bob (banni par alice)\n".encode()
     )
-    assert chat.connect("2001:db8:1:2:ffff::1").take() == notice(wire.BANNED.format(30))
+    assert chat.connect("2001:db8:1:2:ffff::1").take() == notice(
+        wire.BANNED.format("30 minutes")
+    )
     assert chat.connect("2001:db8:1:3::1").take() == wire.WELCOME
 
 
@@ -836,7 +853,7 @@ def test_a_ban_that_cannot_be_written_is_refused_and_changes_nothing(
     monkeypatch.undo()  # the disk is writable again: the same ban is made
     alice.send(f"/ban {target} 5 spam\n".encode())
     assert not bob.connected
-    assert notice(wire.BAN_DONE.format("203.0.113.9", 5)) in alice.take()
+    assert notice(wire.BAN_DONE.format("203.0.113.9", "5 minutes")) in alice.take()
     assert "203.0.113.9" in path.read_text()
 
 
@@ -856,7 +873,9 @@ def test_an_unban_that_cannot_be_written_is_refused_and_the_ban_holds(
     alice.send(b"/unban 198.51.100.1\n")
     assert alice.take() == notice(wire.BANS_NOT_SAVED)
     assert [b.address for b in mod.bans.active()] == ["198.51.100.1"]
-    assert chat.connect("198.51.100.1").take() == notice(wire.BANNED.format(5))
+    assert chat.connect("198.51.100.1").take() == notice(
+        wire.BANNED.format("5 minutes")
+    )
     assert "198.51.100.1" in (tmp_path / "bans.json").read_text()
     assert [e["act"] for e in events if e.get("act", "").startswith("unban")] == [
         "unban-failed"
@@ -886,7 +905,7 @@ def test_a_cluster_s_ban_holds_on_a_node_whose_file_cannot_be_written(
     alice = op(chat, "alice", "pw")
     failing_write(monkeypatch, "open", errno.EROFS)
     alice.send(b"/ban 198.51.100.1 5\n")
-    assert alice.take() == notice(wire.BAN_DONE.format("198.51.100.1", 5))
+    assert alice.take() == notice(wire.BAN_DONE.format("198.51.100.1", "5 minutes"))
     assert [b.address for b in cluster.shared] == ["198.51.100.1"]
     mod.heard_ban(Ban("198.51.100.2", chat.clock.seconds() + 60, "zoe", ""))
     assert [b.address for b in mod.bans.active()] == ["198.51.100.2", "198.51.100.1"]
@@ -1099,16 +1118,18 @@ def test_a_ban_by_nickname_reaches_a_user_of_another_node(
     carol.take()
     alice.send(b"/ban BOB 10 spam\n")
     assert bob.take() == (
-        notice(wire.BANNED_YOU.format("alice", 10) + " : spam") + wire.BYE
+        notice(wire.BANNED_YOU.format("alice", "10 minutes") + " : spam") + wire.BYE
     )
     assert not bob.connected
     assert carol.take() == (
         two.stamp() + "-Déconnection de bob (banni par alice : spam)\n".encode()
     )
     # the answer comes from bob's node, which knew its address
-    assert alice.take() == notice(wire.BAN_DONE.format("203.0.113.9", 10))
+    assert alice.take() == notice(wire.BAN_DONE.format("203.0.113.9", "10 minutes"))
     for node in (one, two):
-        assert node.connect("203.0.113.9").take() == notice(wire.BANNED.format(10))
+        assert node.connect("203.0.113.9").take() == notice(
+            wire.BANNED.format("10 minutes")
+        )
     [ban] = [e for e in events if e.get("act") == "ban"]
     assert (ban["operator"], ban["operator_address"]) == ("alice", "192.0.2.1")
     assert (ban["target"], ban["target_address"]) == ("bob", "203.0.113.9")
@@ -1148,7 +1169,7 @@ def test_a_ban_another_node_never_answers_is_said_unknown_after_the_wait(
     [event] = [e for e in events if e.get("act") == "ban-unanswered"]
     assert (event["operator"], event["target"]) == ("alice", "Bob")
     # a late answer still says what happened
-    done = notice(wire.BAN_DONE.format("203.0.113.9", 10))
+    done = notice(wire.BAN_DONE.format("203.0.113.9", "10 minutes"))
     mod.heard_answer("alice", "bob", done)
     assert alice.take() == done
 
@@ -1156,7 +1177,7 @@ def test_a_ban_another_node_never_answers_is_said_unknown_after_the_wait(
 @pytest.mark.parametrize(
     "line",
     [
-        notice(wire.BAN_DONE.format("203.0.113.9", 10)),
+        notice(wire.BAN_DONE.format("203.0.113.9", "10 minutes")),
         notice(wire.NO_SUCH_USER.format("bob")),
         notice(wire.BAN_UNAVAILABLE),
     ],
@@ -1178,7 +1199,7 @@ def test_the_answer_through_the_cluster_ends_the_wait() -> None:
     alice = op(one, "alice", "pw")
     two.user("bob", "203.0.113.9")
     alice.send(b"/ban bob 10\n")
-    assert alice.take() == notice(wire.BAN_DONE.format("203.0.113.9", 10))
+    assert alice.take() == notice(wire.BAN_DONE.format("203.0.113.9", "10 minutes"))
     assert one.clock.getDelayedCalls() == []
     one.advance(moderation.ANSWER_WAIT)
     assert alice.take() == b""
@@ -1191,7 +1212,7 @@ def test_each_of_two_bans_of_one_user_waits_for_its_own_answer() -> None:
     alice.send(b"/ban bob 10\n")
     chat.advance(1)
     alice.send(b"/ban bob 20\n")
-    done = notice(wire.BAN_DONE.format("203.0.113.9", 10))
+    done = notice(wire.BAN_DONE.format("203.0.113.9", "10 minutes"))
     mod.heard_answer("alice", "bob", done)
     assert alice.take() == done
     chat.advance(moderation.ANSWER_WAIT)
@@ -1215,7 +1236,9 @@ def test_an_answer_for_a_user_who_is_no_operator_is_not_delivered() -> None:
     """The operator left, and someone else took its nickname."""
     chat, mod = chat_with_operators(alice="pw")
     impostor = chat.user("alice")
-    mod.heard_answer("alice", "bob", notice(wire.BAN_DONE.format("1.2.3.4", 10)))
+    mod.heard_answer(
+        "alice", "bob", notice(wire.BAN_DONE.format("1.2.3.4", "10 minutes"))
+    )
     assert impostor.take() == b""
 
 
@@ -1427,12 +1450,14 @@ def test_a_ban_heard_from_another_node_holds_here_and_kicks_from_there() -> None
     until = chat.clock.seconds() + 600
     mod.heard_ban(Ban("203.0.113.9", until, "alice", "spam"))
     assert bob.take() == (
-        notice(wire.BANNED_YOU.format("alice", 10) + " : spam") + wire.BYE
+        notice(wire.BANNED_YOU.format("alice", "10 minutes") + " : spam") + wire.BYE
     )
     assert carol.take() == (
         chat.stamp() + "-Déconnection de bob (banni par alice : spam)\n".encode()
     )
-    assert chat.connect("203.0.113.9").take() == notice(wire.BANNED.format(10))
+    assert chat.connect("203.0.113.9").take() == notice(
+        wire.BANNED.format("10 minutes")
+    )
     mod.heard_unban("203.0.113.9")
     assert chat.connect("203.0.113.9").take() == wire.WELCOME
     mod.heard_ban(Ban("203.0.113.8", chat.clock.seconds(), "alice", ""))  # expired
@@ -1454,7 +1479,10 @@ def test_the_cluster_s_bans_replace_the_node_s_copy_and_kick_from_new_ones() -> 
     mod.heard_bans([theirs, Ban("198.51.100.3", now - 1, "zoe", "")])
     assert mod.bans.active() == [theirs]
     assert cluster.shared == []  # nothing of this node's goes back to Redis
-    assert bob.take() == notice(wire.BANNED_YOU.format("zoe", 2) + " : x") + wire.BYE
+    assert (
+        bob.take()
+        == notice(wire.BANNED_YOU.format("zoe", "2 minutes") + " : x") + wire.BYE
+    )
     assert chat.connect("198.51.100.1").take() == wire.WELCOME
 
 
@@ -1490,7 +1518,7 @@ def test_a_ban_sent_to_redis_after_the_read_holds_over_its_answer() -> None:
     alice.send(b"/ban 198.51.100.1 5\n")
     mod.heard_bans([])  # read before the ban reached Redis
     sent.pop().callback(None)
-    assert alice.take() == notice(wire.BAN_DONE.format("198.51.100.1", 5))
+    assert alice.take() == notice(wire.BAN_DONE.format("198.51.100.1", "5 minutes"))
     assert [b.address for b in mod.bans.active()] == ["198.51.100.1"]
     [ban] = mod.bans.active()
     mod.reading_bans()

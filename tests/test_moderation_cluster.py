@@ -108,10 +108,12 @@ async def test_a_ban_holds_on_every_node_a_later_one_included(
     alice = await operator(one)
     bob = await user(two, "bob", "203.0.113.9")
     alice.send(b"/ban 203.0.113.9 10 spam\n")
-    await said(alice, wire.notice(wire.BAN_DONE.format("203.0.113.9", 10)))
-    await said(bob, wire.notice(wire.BANNED_YOU.format("alice", 10) + " : spam"))
+    await said(alice, wire.notice(wire.BAN_DONE.format("203.0.113.9", "10 minutes")))
+    await said(
+        bob, wire.notice(wire.BANNED_YOU.format("alice", "10 minutes") + " : spam")
+    )
     await until(lambda: not bob.connected)
-    refused = wire.notice(wire.BANNED.format(10))
+    refused = wire.notice(wire.BANNED.format("10 minutes"))
     assert connect(two, "203.0.113.9").take() == refused
     three = moderated(nodes())
     await three.ready()
@@ -137,8 +139,11 @@ async def test_a_ban_by_nickname_reaches_a_user_of_the_other_node(
     dan = await user(two, "dan", "198.51.100.4")
     alice.send(b"/ban bob 10 spam\n")
     # bob's node resolves the address, bans it and answers alice
-    await said(alice, wire.notice(wire.BAN_DONE.format("203.0.113.9", 10)))
-    told = wire.notice(wire.BANNED_YOU.format("alice", 10) + " : spam") + wire.BYE
+    await said(alice, wire.notice(wire.BAN_DONE.format("203.0.113.9", "10 minutes")))
+    told = (
+        wire.notice(wire.BANNED_YOU.format("alice", "10 minutes") + " : spam")
+        + wire.BYE
+    )
     await said(bob, told)
     await until(lambda: not bob.connected)
     departure = "Déconnection de bob (banni par alice : spam)\n".encode()
@@ -147,7 +152,7 @@ async def test_a_ban_by_nickname_reaches_a_user_of_the_other_node(
     await until(lambda: bool(one.factory.moderation.bans.active()))
     for node in (one, two):
         refused = connect(node, "203.0.113.9").take()
-        assert refused == wire.notice(wire.BANNED.format(10))
+        assert refused == wire.notice(wire.BANNED.format("10 minutes"))
     assert [b.address for b in await one.cluster.registry.bans(0)] == ["203.0.113.9"]
     for client in (carol, dan, alice):
         assert client.transport.value().count(departure) == 1  # once
@@ -173,7 +178,7 @@ async def test_a_ban_whose_node_died_unanswered_is_said_unknown(
     await user(two, "bob", "203.0.113.9")
     await user(two, "carol", "203.0.113.10")
     alice.send(b"/ban carol 10\n")
-    await said(alice, wire.notice(wire.BAN_DONE.format("203.0.113.10", 10)))
+    await said(alice, wire.notice(wire.BAN_DONE.format("203.0.113.10", "10 minutes")))
 
     def die(kick: Kick) -> None:
         reactor.callLater(0, two.crash)
@@ -196,7 +201,7 @@ async def test_while_cut_off_bans_are_refused_and_back_the_node_holds_redis_s(
     await one.ready()
     alice = await operator(one)
     alice.send(b"/ban 198.51.100.1 10\n")
-    await said(alice, wire.notice(wire.BAN_DONE.format("198.51.100.1", 10)))
+    await said(alice, wire.notice(wire.BAN_DONE.format("198.51.100.1", "10 minutes")))
     redis.pause()
     try:
         await until(lambda: not one.cluster.accepting)
@@ -221,7 +226,7 @@ async def test_while_cut_off_bans_are_refused_and_back_the_node_holds_redis_s(
     assert connect(one, "198.51.100.1").take() == wire.WELCOME
     assert connect(one, "198.51.100.2").take() == wire.WELCOME
     refused = connect(one, "198.51.100.3").take()
-    assert refused == wire.notice(wire.BANNED.format(10))
+    assert refused == wire.notice(wire.BANNED.format("10 minutes"))
     alice.send(b"/unban 198.51.100.3\n")
     await said(alice, wire.notice(wire.UNBAN_DONE.format("198.51.100.3")))
     assert redis.cli("HLEN", bans) == "0"
