@@ -30,7 +30,7 @@ from chatproto._twisted import import_without_tls
 import_without_tls()
 
 from twisted.internet import reactor  # noqa: E402
-from twisted.logger import globalLogBeginner  # noqa: E402
+from twisted.logger import LogPublisher, globalLogBeginner  # noqa: E402
 
 from chatproto.config import ServerConfig  # noqa: E402
 from chatproto.server import ChatFactory  # noqa: E402
@@ -84,8 +84,9 @@ def main() -> None:
     args = parser.parse_args()
     n = args.users
     # Logging started, as twistd starts it: until then Twisted keeps every
-    # event in memory (up to 65,536), the users' arrivals among them.
-    globalLogBeginner.beginLoggingTo([lambda event: None], redirectStandardIO=False)
+    # event in memory (up to 65,536), the users' arrivals among them. A
+    # publisher with no observers drops them.
+    globalLogBeginner.beginLoggingTo([LogPublisher()], redirectStandardIO=False)
     factory = ChatFactory(
         ServerConfig(max_connections=n + 100, max_per_network=0, ping_interval=1000),
         clock=reactor,
