@@ -20,6 +20,7 @@ from tests.test_client_support import (
     DEADLINE,
     ROOT,
     RUBY_WELCOME,
+    Peer,
     Scripted,
     client_env,
 )
@@ -156,6 +157,15 @@ def start(terminals: list[Terminal], *args: str) -> Terminal:
     return terminal
 
 
+def leave(term: Terminal, peer: Peer, keys: str = "\x04") -> None:
+    """Leave with C{keys} (Ctrl-D): the client sends /quit, the server says
+    Deconnexion, and the client ends with status 0."""
+    term.type(keys)
+    assert peer.line() == b"/quit"
+    peer.send(b"Deconnexion\n")
+    assert term.exit_status() == 0
+
+
 def test_half_typed_line_stays_while_a_message_arrives(
     scripted: Scripted, terminals: list[Terminal]
 ) -> None:
@@ -176,10 +186,7 @@ def test_half_typed_line_stays_while_a_message_arrives(
     assert term.screen.cursor.x == len("> half a li")
     term.type("ne\r")
     assert peer.line() == b"half a line"
-    term.type("\x04")  # Ctrl-D
-    assert peer.line() == b"/quit"
-    peer.send(b"Deconnexion\n")
-    assert term.exit_status() == 0
+    leave(term, peer)  # Ctrl-D
     assert peer.closed()
 
 
@@ -198,10 +205,7 @@ def test_a_line_padded_to_the_width_cannot_pass_for_another_users(
     row = term.row_of(spoof)
     assert term.lines[row] == INDENT + spoof
     assert term.lines[row - 1] == head
-    term.type("\x04")
-    assert peer.line() == b"/quit"
-    peer.send(b"Deconnexion\n")
-    assert term.exit_status() == 0
+    leave(term, peer)
 
 
 def test_wrap_indents_every_row_after_a_lines_first() -> None:
@@ -281,10 +285,7 @@ def test_a_burst_of_lines_neither_holds_up_typing_nor_loses_a_line(
     assert last == list(range(count - len(last), count))
     assert len(last) > 10
     sending.join(DEADLINE)
-    term.type("\x04")
-    assert peer.line() == b"/quit"
-    peer.send(b"Deconnexion\n")
-    assert term.exit_status() == 0
+    leave(term, peer)
 
 
 def test_a_huge_nickname_in_the_greeting_does_not_freeze_the_prompt(
@@ -304,10 +305,7 @@ def test_a_huge_nickname_in_the_greeting_does_not_freeze_the_prompt(
     term.wait(lambda: term.cursor_line == "N" * 23 + "…>")
     term.type("still here\r")
     assert peer.line() == b"still here"
-    term.type("\x04")
-    assert peer.line() == b"/quit"
-    peer.send(b"Deconnexion\n")
-    assert term.exit_status() == 0
+    leave(term, peer)
 
 
 def test_enter_on_an_empty_line_sends_nothing(
@@ -333,10 +331,7 @@ def test_enter_on_an_empty_line_sends_nothing(
     term.type("\r")
     term.type("\x1b[200~one\n\n  \ntwo\x1b[201~\r")
     assert [peer.line(), peer.line()] == [b"one", b"two"]
-    term.type("\x04")
-    assert peer.line() == b"/quit"
-    peer.send(b"Deconnexion\n")
-    assert term.exit_status() == 0
+    leave(term, peer)
 
 
 def test_a_cut_user_list_says_where() -> None:
@@ -362,10 +357,7 @@ def test_escape_sequences_do_nothing(
     assert term.row_of(WELCOME) < term.row_of("evil")
     assert "[1.2.3]-eve: ^[[2J^[[H^[]0;pwned^Gevil" in term.lines
     assert "pwned" not in term.screen.title
-    term.type("/quit\r")
-    assert peer.line() == b"/quit"
-    peer.send(b"Deconnexion\n")
-    assert term.exit_status() == 0
+    leave(term, peer, "/quit\r")
 
 
 def test_history_and_registration_prompt(
@@ -487,10 +479,7 @@ def test_a_paste_goes_out_paced_and_the_prompt_counts_what_waits(
     # /pseudo and bob spent 2 of the 4 lines at once: 8 at 1.9 a second.
     assert time.monotonic() - started > 7 / 1.9
     term.wait(lambda: term.cursor_line == "bob>")
-    term.type("\x04")
-    assert peer.line() == b"/quit"
-    peer.send(b"Deconnexion\n")
-    assert term.exit_status() == 0
+    leave(term, peer)
 
 
 def test_passwords_are_never_shown_nor_kept(
@@ -526,10 +515,7 @@ def test_passwords_are_never_shown_nor_kept(
     term.type(UP + "!")
     term.wait(lambda: term.cursor_line == "bob> hello!")
     assert not any("s3cret" in line for line in term.lines), term.dump()
-    term.type("\x15\x04")  # Ctrl-U, Ctrl-D
-    assert peer.line() == b"/quit"
-    peer.send(b"Deconnexion\n")
-    assert term.exit_status() == 0
+    leave(term, peer, "\x15\x04")  # Ctrl-U, Ctrl-D
 
 
 def test_the_prompt_shows_the_room_and_other_rooms_stand_out(
@@ -570,7 +556,4 @@ def test_the_prompt_shows_the_room_and_other_rooms_stand_out(
     assert peer.line() == b"/part"
     peer.send("Vous avez quitté #salle\nSalon courant : #accueil\n".encode())
     term.wait(lambda: term.cursor_line == "bob #accueil>")
-    term.type("\x04")
-    assert peer.line() == b"/quit"
-    peer.send(b"Deconnexion\n")
-    assert term.exit_status() == 0
+    leave(term, peer)

@@ -27,7 +27,7 @@ import pytest
 from tests.browser import MARKS, expect
 from tests.test_web_account_browser import PASSWORD, FakeChat, Tab
 from tests.test_web_browser import HIDE, SHOW
-from tests.web_server import WebChat
+from tests.web_server import WebChat, running
 
 AXE = Path(__file__).resolve().parent / "node_modules" / "axe-core" / "axe.min.js"
 pytestmark = [
@@ -75,10 +75,8 @@ class LiveChat(FakeChat):
 
 @pytest.fixture(scope="module")
 def chat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebChat]:
-    server = WebChat(tmp_path_factory.mktemp("chat"), "--shutdown-timeout=2")
-    server.start()
-    yield server
-    server.stop()
+    with running(tmp_path_factory.mktemp("chat"), "--shutdown-timeout=2") as server:
+        yield server
 
 
 class Audited(Tab):

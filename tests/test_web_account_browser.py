@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.browser import MARKS, WAIT, expect
-from tests.web_server import WebChat
+from tests.web_server import WebChat, running
 
 pytestmark = MARKS
 
@@ -133,10 +133,8 @@ class FakeChat:
 
 @pytest.fixture(scope="module")
 def chat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebChat]:
-    server = WebChat(tmp_path_factory.mktemp("chat"), "--shutdown-timeout=2")
-    server.start()
-    yield server
-    server.stop()
+    with running(tmp_path_factory.mktemp("chat"), "--shutdown-timeout=2") as server:
+        yield server
 
 
 class Tab:

@@ -18,7 +18,7 @@ import pytest
 
 from tests.browser import MARKS, WAIT, expect
 from tests.test_twistd import register
-from tests.web_server import WebChat
+from tests.web_server import WebChat, running
 
 pytestmark = MARKS
 # The tab hidden, then shown, as a browser does when the user switches tabs.
@@ -31,10 +31,8 @@ BACKGROUND = "getComputedStyle(document.body).backgroundColor"
 
 @pytest.fixture
 def chat(tmp_path: Path) -> Iterator[WebChat]:
-    server = WebChat(tmp_path, "--shutdown-timeout=2")
-    server.start()
-    yield server
-    server.stop()
+    with running(tmp_path, "--shutdown-timeout=2") as server:
+        yield server
 
 
 class Page:

@@ -18,7 +18,7 @@ import pytest
 from tests.browser import MARKS, SAVED, expect
 from tests.test_twistd import register
 from tests.test_web_browser import Page
-from tests.web_server import WebChat
+from tests.web_server import WebChat, running
 
 pytestmark = MARKS
 
@@ -129,10 +129,8 @@ class _Connection:
 @pytest.fixture
 def chat(tmp_path: Path) -> Iterator[WebChat]:
     # A ping a second: a user whose pongs stop is gone within 4 s.
-    server = WebChat(tmp_path, "--shutdown-timeout=2", "--ping-interval=1")
-    server.start()
-    yield server
-    server.stop()
+    with running(tmp_path, "--shutdown-timeout=2", "--ping-interval=1") as server:
+        yield server
 
 
 @pytest.fixture

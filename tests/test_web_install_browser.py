@@ -22,7 +22,7 @@ from chatproto.web import PAGE_FILES, PAGE_ICONS
 from tests.browser import MARKS, WAIT, expect
 from tests.test_twistd import ROOT, register
 from tests.test_web_browser import Page
-from tests.web_server import WebChat
+from tests.web_server import WebChat, running
 
 pytestmark = MARKS
 
@@ -65,10 +65,8 @@ def code(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def chat(tmp_path: Path, code: Path) -> Iterator[WebChat]:
-    server = WebChat(tmp_path, "--shutdown-timeout=2", root=code)
-    server.start()
-    yield server
-    server.stop()
+    with running(tmp_path, "--shutdown-timeout=2", root=code) as server:
+        yield server
 
 
 def kept(tab: Page, version: str) -> None:

@@ -18,7 +18,7 @@ import pytest
 from tests.browser import MARKS, expect
 from tests.test_twistd import register
 from tests.test_web_browser import HIDE, SHOW, Page
-from tests.web_server import WebChat
+from tests.web_server import WebChat, running
 
 pytestmark = MARKS
 
@@ -42,10 +42,8 @@ window.Notification = class extends Real {
 
 @pytest.fixture(scope="module")
 def chat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebChat]:
-    server = WebChat(tmp_path_factory.mktemp("chat"), "--shutdown-timeout=2")
-    server.start()
-    yield server
-    server.stop()
+    with running(tmp_path_factory.mktemp("chat"), "--shutdown-timeout=2") as server:
+        yield server
 
 
 def watched(browser: Any, chat: WebChat, granted: bool) -> Page:

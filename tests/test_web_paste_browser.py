@@ -15,7 +15,7 @@ import pytest
 from tests.browser import MARKS, expect
 from tests.test_twistd import register
 from tests.test_web_browser import Page
-from tests.web_server import WebChat
+from tests.web_server import WebChat, running
 
 pytestmark = MARKS
 CLIPBOARD = ["clipboard-read", "clipboard-write"]
@@ -24,12 +24,10 @@ CLIPBOARD = ["clipboard-read", "clipboard-write"]
 @pytest.fixture
 def chat(tmp_path: Path) -> Iterator[WebChat]:
     # A flood queue of 6 lines: 20 lines sent at once would overflow it.
-    server = WebChat(
+    with running(
         tmp_path, "--shutdown-timeout=2", "--ping-interval=0", "--flood-queue=6"
-    )
-    server.start()
-    yield server
-    server.stop()
+    ) as server:
+        yield server
 
 
 def paste(page: Any, text: str) -> None:

@@ -23,7 +23,7 @@ from tests.browser import MARKS, expect
 from tests.test_twistd import register
 from tests.test_web_browser import HIDE, SHOW, Page
 from tests.test_web_notify_browser import WRAP, shown
-from tests.web_server import WebChat
+from tests.web_server import WebChat, running
 
 pytestmark = MARKS
 
@@ -50,10 +50,10 @@ def chat(tmp_path: Path) -> Iterator[WebChat]:
     """The chat, carol its operator (to set a room's topic)."""
     operators = tmp_path / "operators"
     operators.write_text(f"carol:{make_hash(OPERATOR, n=2**4)}\n")
-    server = WebChat(tmp_path, "--shutdown-timeout=2", "--operators", str(operators))
-    server.start()
-    yield server
-    server.stop()
+    with running(
+        tmp_path, "--shutdown-timeout=2", "--operators", str(operators)
+    ) as server:
+        yield server
 
 
 class Tab(Page):

@@ -12,7 +12,7 @@ import pytest
 
 from tests.browser import MARKS, SAVED, WAIT, expect
 from tests.test_twistd import register
-from tests.web_server import WebChat
+from tests.web_server import WebChat, running
 
 pytestmark = MARKS
 ELSEWHERE = "alice est déjà connecté dans un autre onglet de ce navigateur."
@@ -20,10 +20,8 @@ ELSEWHERE = "alice est déjà connecté dans un autre onglet de ce navigateur."
 
 @pytest.fixture
 def chat(tmp_path: Path) -> Iterator[WebChat]:
-    server = WebChat(tmp_path, "--shutdown-timeout=2", "--ping-interval=0")
-    server.start()
-    yield server
-    server.stop()
+    with running(tmp_path, "--shutdown-timeout=2", "--ping-interval=0") as server:
+        yield server
 
 
 def tab(context: Any, url: str, errors: list[str]) -> Any:

@@ -8,6 +8,8 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.test_twistd import ROOT, free_port, twistd
@@ -77,3 +79,14 @@ class WebChat:
             proc.wait(5)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+@contextmanager
+def running(cwd: Path, *args: str, root: Path = ROOT) -> Iterator[WebChat]:
+    """A L{WebChat} started, and stopped at the end (a test's fixture)."""
+    server = WebChat(cwd, *args, root=root)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
